@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "QuantLM",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "Quant", targets: ["Quant"]),
+        .library(name: "Runtime", targets: ["Runtime"]),
+        .executable(name: "convert", targets: ["convert"]),
+        .executable(name: "run", targets: ["run"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // libzstd from the system (Debian: libzstd-dev). See Sources/CZstd/module.modulemap.
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"]), .brew(["zstd"])]
+        ),
+        // SIMD kernels in C: Swift has no per-function target attribute, so one Swift binary
+        // cannot carry AVX-512 code and still run on a CPU without it. See include/qlm_kernels.h.
+        .target(name: "CKernels"),
+        .target(name: "Quant", dependencies: ["CKernels", "CZstd"]),
+        .target(name: "Runtime", dependencies: ["Quant", "CKernels"]),
+        .executableTarget(
+            name: "convert",
+            dependencies: ["Quant", "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(
+            name: "run",
+            dependencies: ["Quant", "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "KernelTests", dependencies: ["CKernels", "Quant"]),
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "CKernels"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Quant", "CKernels"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,139 @@
+// CKernels — QuantLM's hot loops in C.
+//
+// Why C: Swift cannot put a per-function target attribute on code, so a Swift binary either
+// targets the lowest CPU (and `addProduct` becomes calls to fmaf, int8 dot products
+// scalarize) or needs unsafeFlags (which makes the package unusable as a dependency).
+// C functions carry `__attribute__((target("...")))` and are picked at run time with
+// `__builtin_cpu_supports`, so one build runs on any x86-64 (or other) CPU and uses
+// AVX512-VNNI / AVX2 where present. Every fast path has a scalar twin it is tested against.
+//
+// Conventions (see docs/format.md):
+// - A weight matrix is row-major [rows, n]: each row is one output feature, quantized on its
+//   own. Quantized rows hold ceil(n / 32) blocks; the last block is padded with zeros, so
+//   the row's byte size is qlm_row_size(type, n). F32/F16 rows are not padded.
+// - Activations for integer formats (Q8_0, Q4_0, Q4_1) are quantized per 32-block to
+//   qlm_block_q8a (float scale + int8 codes + float sum); F32/F16 weights take float
+//   activations as they are. qlm_act_row_size() gives the bytes one activation row needs.
+#ifndef QLM_KERNELS_H
+#define QLM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---- Types (values are stored in .qlm files: never renumber) ------------------------------
+typedef enum {
+    QLM_TYPE_F32 = 0,
+    QLM_TYPE_F16 = 1,
+    QLM_TYPE_Q8_0 = 2,
+    QLM_TYPE_Q4_0 = 3,
+    QLM_TYPE_Q4_1 = 4,
+    QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
+} qlm_type;
+
+#define QLM_QK 32
+
+// d = absmax / 127 (fp16), q = round(x / d) in [-127, 127]
+typedef struct { uint16_t d; int8_t qs[QLM_QK]; } qlm_block_q8_0;
+// ggml convention: d = max / -8 where max is the signed value of largest magnitude;
+// q = clamp(round(x / d) + 8, 0, 15); qs[j] low nibble = element j, high nibble = element j+16.
+typedef struct { uint16_t d; uint8_t qs[QLM_QK / 2]; } qlm_block_q4_0;
+// d = (max - min) / 15, m = min; q = clamp(round((x - m) / d), 0, 15); same nibble layout.
+typedef struct { uint16_t d; uint16_t m; uint8_t qs[QLM_QK / 2]; } qlm_block_q4_1;
+// Activation block for the integer formats: x ~= d * qs, s = d * sum(qs).
+typedef struct { float d; float s; int8_t qs[QLM_QK]; } qlm_block_q8a;
+
+_Static_assert(sizeof(qlm_block_q8_0) == 34, "q8_0 block is 34 bytes");
+_Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");
+_Static_assert(sizeof(qlm_block_q4_1) == 20, "q4_1 block is 20 bytes");
+_Static_assert(sizeof(qlm_block_q8a) == 40, "q8a block is 40 bytes");
+
+// One row per type, ggml type-traits style.
+typedef struct {
+    const char *name;       // "f32", "f16", "q8_0", ...
+    int32_t block_size;     // elements per block (1 for f32/f16/u8)
+    int32_t block_bytes;    // bytes per block
+    int32_t is_quantized;   // 1 for block formats
+    int32_t act_is_q8a;     // 1: pairs with qlm_block_q8a activations; 0: with float
+} qlm_type_traits;
+
+// NULL for an unknown type value.
+const qlm_type_traits *qlm_traits(int32_t type);
+
+// Bytes of one row of n elements (padded to whole blocks for block formats).
+size_t qlm_row_size(int32_t type, int64_t n);
+
+// ---- Conversions -------------------------------------------------------------------------
+// Quantize n floats into one row. Returns 0, or -1 if any input is NaN/±inf (dst then
+// undefined). Denormals and zeros are fine (an all-zero block gets d = 0).
+int qlm_quantize_row(int32_t type, const float *x, void *dst, int64_t n);
+// Dequantize one row of n elements into y.
+void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n);
+// Quantize `rows` rows of n floats (x is [rows, n] contiguous, dst gets rows * row_size).
+// Uses up to n_threads threads (plain pthreads, for the converter). Returns the index of
+// the first row holding a non-finite value, or -1 when all rows were finite.
+int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows, int64_t n, int n_threads);
+
+void qlm_f32_to_f16(const float *x, uint16_t *y, int64_t n); // round to nearest even
+void qlm_f16_to_f32(const uint16_t *x, float *y, int64_t n);
+void qlm_bf16_to_f32(const uint16_t *x, float *y, int64_t n);
+
+// ---- Activations --------------------------------------------------------------------------
+// Bytes one activation row of n elements needs for weights of `wtype`
+// (float for f32/f16, q8a blocks otherwise).
+size_t qlm_act_row_size(int32_t wtype, int64_t n);
+// Prepare one activation row for `wtype` (copies floats, or quantizes to q8a with zero padding).
+void qlm_prepare_act(int32_t wtype, const float *x, void *act, int64_t n);
+
+// Dot product of one weight row (n elements of `wtype`) with one prepared activation row.
+float qlm_vec_dot(int32_t wtype, int64_t n, const void *wrow, const void *act);
+
+// ---- CPU paths ----------------------------------------------------------------------------
+typedef enum { QLM_PATH_SCALAR = 0, QLM_PATH_AVX2 = 1, QLM_PATH_AVX512 = 2 } qlm_path;
+int qlm_path_supported(int32_t path);  // 1 if this CPU can run it
+int32_t qlm_best_path(void);
+void qlm_set_path(int32_t path);       // force a path (tests, bench); ignored if unsupported
+int32_t qlm_get_path(void);
+const char *qlm_path_name(int32_t path);
+
+// ---- Thread pool --------------------------------------------------------------------------
+// Persistent workers that spin briefly, then sleep; one job runs fn(ctx, ith, nth) on every
+// thread (the caller is thread 0) and returns when all are done. Not reentrant.
+typedef struct qlm_pool qlm_pool;
+typedef void (*qlm_task_fn)(void *ctx, int ith, int nth);
+qlm_pool *qlm_pool_create(int n_threads);
+void qlm_pool_destroy(qlm_pool *pool);
+int qlm_pool_size(const qlm_pool *pool);
+void qlm_pool_run(qlm_pool *pool, qlm_task_fn fn, void *ctx);
+
+// ---- Products (dequantization fused into the product) -------------------------------------
+// y[rows] = W[rows, n] . x[n]. `act` is scratch of qlm_act_row_size(wtype, n) bytes.
+// pool may be NULL (single thread). Small products run on one thread regardless.
+void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
+                const float *x, float *y, void *act);
+// Y[T, rows] = X[T, n] . W[rows, n]^T. `act` is scratch of T * qlm_act_row_size(wtype, n).
+// Y row t has stride ldy floats (ldy >= rows).
+void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
+                const float *X, int64_t T, float *Y, int64_t ldy, void *act);
+
+// ---- Elementwise and small ops (float) ----------------------------------------------------
+float qlm_dot_f32(const float *a, const float *b, int64_t n);
+void qlm_axpy_f32(float *y, float a, const float *x, int64_t n);          // y += a * x
+void qlm_add_f32(float *y, const float *x, int64_t n);                    // y += x
+void qlm_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
+void qlm_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
+void qlm_gelu_tanh(float *x, int64_t n);   // GPT-2's tanh approximation, in place
+void qlm_silu_mul(float *a, const float *b, int64_t n); // a = silu(a) * b
+void qlm_softmax(float *x, int64_t n);     // in place, max-subtracted
+
+// ---- Checksums ----------------------------------------------------------------------------
+// CRC-32C (Castagnoli); SSE4.2 instruction where available. Start with crc = 0.
+uint32_t qlm_crc32c(uint32_t crc, const void *data, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

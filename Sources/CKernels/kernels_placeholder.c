@@ -1,0 +1,1 @@
+#include "qlm_kernels.h"

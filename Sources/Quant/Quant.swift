@@ -1,0 +1,1 @@
+// Quant: formats, quantizers, the .qlm file format, checkpoint readers.

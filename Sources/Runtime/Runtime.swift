@@ -1,0 +1,1 @@
+// Runtime: models, kernels, attention, KV cache, tokenizers, sampling, evaluation.

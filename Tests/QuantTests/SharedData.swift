@@ -1,0 +1,29 @@
+import Foundation
+
+/// Locates ../shared (the read-only real data) from QUANTLM_SHARED or next to the package.
+/// A test that needs it throws (and so fails, never skips) with a message saying how to provide it.
+enum SharedData {
+    struct Missing: Error, CustomStringConvertible {
+        let description: String
+    }
+    static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+    static func root() throws -> URL {
+        let env = ProcessInfo.processInfo.environment["QUANTLM_SHARED"]
+        let candidate = env.map { URL(fileURLWithPath: $0) }
+            ?? packageRoot.deletingLastPathComponent().appendingPathComponent("shared")
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: candidate.path, isDirectory: &isDir), isDir.boolValue else {
+            throw Missing(description: "shared data folder not found at \(candidate.path): set QUANTLM_SHARED or put shared/ next to the package")
+        }
+        return candidate
+    }
+    static func path(_ relative: String) throws -> URL {
+        let url = try root().appendingPathComponent(relative)
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw Missing(description: "shared data file missing: \(url.path) (QUANTLM_SHARED points at the wrong folder?)")
+        }
+        return url
+    }
+}
