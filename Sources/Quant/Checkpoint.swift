@@ -1,0 +1,93 @@
+import CKernels
+import Foundation
+
+/// One tensor of a float checkpoint, under QuantLM's canonical name and orientation
+/// (a weight is [out, in]: one row per output feature).
+public struct SourceTensor {
+    public let name: String
+    public let shape: [Int]
+    public let dtype: SourceDType
+    /// The source's bytes (a view into a memory map that the checkpoint keeps alive).
+    public let bytes: UnsafeRawBufferPointer
+    /// True when the source stores the matrix as [in, out] (HF GPT-2's Conv1D).
+    public let transposed: Bool
+    /// "file: key", for messages.
+    public let origin: String
+
+    public var rows: Int { shape.dropLast().reduce(1, *) }
+    public var rowLength: Int { shape.last ?? 1 }
+    public var elementCount: Int { shape.reduce(1, *) }
+
+    /// Writes the tensor as floats in canonical row-major order into `out` (elementCount floats).
+    public func readFloats(into out: UnsafeMutablePointer<Float>) {
+        let n = elementCount
+        if !transposed {
+            convert(bytes.baseAddress!, count: n, into: out)
+            return
+        }
+        // The source is [in, out] = [rowLength, rows]; canonical is [rows, rowLength].
+        let srcRows = rowLength, srcCols = rows
+        let tile = 64
+        let tmp = UnsafeMutablePointer<Float>.allocate(capacity: tile * srcCols)
+        defer { tmp.deallocate() }
+        var r0 = 0
+        while r0 < srcRows {
+            let r1 = min(srcRows, r0 + tile)
+            // Convert a band of source rows to floats, then scatter it as columns of `out`.
+            convert(bytes.baseAddress! + r0 * srcCols * dtype.size, count: (r1 - r0) * srcCols, into: tmp)
+            var c0 = 0
+            while c0 < srcCols {
+                let c1 = min(srcCols, c0 + tile)
+                for c in c0 ..< c1 {
+                    let dst = out + c * srcRows
+                    for r in r0 ..< r1 { dst[r] = tmp[(r - r0) * srcCols + c] }
+                }
+                c0 = c1
+            }
+            r0 = r1
+        }
+    }
+
+    private func convert(_ src: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+        switch dtype {
+        case .f32: out.update(from: src.assumingMemoryBound(to: Float.self), count: count)
+        case .f16: qlm_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), out, Int64(count))
+        case .bf16: qlm_bf16_to_f32(src.assumingMemoryBound(to: UInt16.self), out, Int64(count))
+        }
+    }
+}
+
+/// Where the tokenizer of a checkpoint comes from.
+public enum TokenizerSource: Equatable, Sendable {
+    /// OpenAI encoder.json + vocab.bpe, or Hugging Face vocab.json + merges.txt.
+    case gpt2(vocab: URL, merges: URL)
+    /// A llama2.c tokenizer.bin.
+    case llama2c(URL)
+}
+
+/// A float checkpoint ready to convert: architecture, hyper-parameters, tensors in canonical form.
+public struct Checkpoint {
+    public var architecture: Architecture
+    public var hparams: HParams
+    public var tensors: [SourceTensor]
+    public var tokenizer: TokenizerSource?
+    /// The files read, for provenance (hashed by the converter).
+    public var sourceFiles: [URL]
+    /// Keeps memory maps alive while `tensors` point into them.
+    public var keepAlive: [AnyObject]
+
+    /// Opens a checkpoint: a directory in Hugging Face GPT-2 layout, or a llama2.c .bin file.
+    public static func open(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
+            throw QuantError(url, "no such file or directory")
+        }
+        if isDir.boolValue {
+            return try HFGPT2Reader.read(directory: url, tokenizer: tokenizer)
+        }
+        if url.pathExtension == "safetensors" {
+            throw QuantError(url, "give the checkpoint's directory (with config.json), not the .safetensors file")
+        }
+        return try Llama2cReader.read(url, tokenizer: tokenizer)
+    }
+}

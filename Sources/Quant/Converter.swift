@@ -1,0 +1,209 @@
+import CKernels
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Which type each tensor is stored as. By default 1-D tensors (norms, biases) stay F32 and
+/// every matrix gets `defaultType`; `--keep GLOB=TYPE` overrides, first match wins.
+public struct QuantPolicy: Sendable {
+    public var defaultType: QuantType
+    public var overrides: [(glob: String, type: QuantType)]
+
+    public init(defaultType: QuantType, overrides: [(glob: String, type: QuantType)] = []) {
+        self.defaultType = defaultType
+        self.overrides = overrides
+    }
+
+    /// Parses "GLOB=TYPE" (e.g. "wte.weight=q8_0", "h.*.attn.*=f16").
+    public static func parseOverride(_ s: String) throws -> (glob: String, type: QuantType) {
+        guard let eq = s.lastIndex(of: "="), eq != s.startIndex else {
+            throw QuantError("--keep", "'\(s)' is not GLOB=TYPE (e.g. wte.weight=q8_0)")
+        }
+        let glob = String(s[..<eq]), name = String(s[s.index(after: eq)...])
+        guard let t = QuantType(name: name), QuantType.weightTypes.contains(t) else {
+            throw QuantError("--keep", "unknown type '\(name)' in '\(s)'; types: \(QuantType.weightTypes.map(\.name).joined(separator: ", "))")
+        }
+        return (glob, t)
+    }
+
+    public static func matches(_ glob: String, _ name: String) -> Bool {
+        fnmatch(glob, name, 0) == 0
+    }
+
+    public func type(for name: String, shape: [Int]) -> QuantType {
+        for o in overrides where Self.matches(o.glob, name) { return o.type }
+        return shape.count >= 2 ? defaultType : .f32
+    }
+
+    /// Overrides that match none of `names` (almost certainly a typo).
+    public func unusedOverrides(_ names: [String]) -> [String] {
+        overrides.filter { o in !names.contains { Self.matches(o.glob, $0) } }.map(\.glob)
+    }
+}
+
+/// The tokenizer as it goes into the file: a serialized blob plus its kind and special ids.
+public struct TokenizerPayload: Sendable {
+    public var kind: String
+    public var blob: [UInt8]
+    public var bos: Int?
+    public var eos: Int?
+    public var sourceFiles: [URL]
+
+    public init(kind: String, blob: [UInt8], bos: Int?, eos: Int?, sourceFiles: [URL]) {
+        self.kind = kind; self.blob = blob; self.bos = bos; self.eos = eos; self.sourceFiles = sourceFiles
+    }
+}
+
+public struct ConvertOptions: Sendable {
+    public var policy: QuantPolicy
+    /// nil: every tensor raw. A level: tensors of at least `zstdMinBytes` raw bytes are stored
+    /// as independent zstd chunks of about `chunkBytes`.
+    public var zstdLevel: Int?
+    public var chunkBytes: Int
+    public var zstdMinBytes: Int
+    public var threads: Int
+
+    public init(policy: QuantPolicy, zstdLevel: Int? = nil, chunkBytes: Int = ZstdChunks.defaultChunkBytes,
+                zstdMinBytes: Int = 4096, threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        self.policy = policy; self.zstdLevel = zstdLevel; self.chunkBytes = chunkBytes
+        self.zstdMinBytes = zstdMinBytes; self.threads = threads
+    }
+}
+
+public struct ConvertSummary: Codable, Sendable {
+    public var output: String
+    public var tensors: Int
+    public var parameters: Int
+    /// Bytes of float tensor data read from the checkpoint.
+    public var bytesIn: Int
+    /// Size of the written file.
+    public var bytesOut: Int
+    public var rawTensorBytes: Int
+    public var storedTensorBytes: Int
+    /// Every stored bit of the numeric tensors (codes, scales, padding), per parameter.
+    public var bitsPerWeight: Double
+    /// The same, counting zstd-compressed bytes as stored on disk.
+    public var storedBitsPerWeight: Double
+    /// raw ÷ stored tensor bytes (1.0 without zstd).
+    public var compressionRatio: Double
+    public var seconds: Double
+    public var mbPerSecond: Double
+
+    enum CodingKeys: String, CodingKey {
+        case output, tensors, parameters, bytesIn = "bytes_in", bytesOut = "bytes_out"
+        case rawTensorBytes = "raw_tensor_bytes", storedTensorBytes = "stored_tensor_bytes"
+        case bitsPerWeight = "bits_per_weight", storedBitsPerWeight = "stored_bits_per_weight"
+        case compressionRatio = "compression_ratio", seconds, mbPerSecond = "mb_per_second"
+    }
+}
+
+public enum Converter {
+    /// Converts a checkpoint into a .qlm file, atomically (no partial output on failure).
+    /// `progress(doneBytes, totalBytes)` is called after each tensor.
+    public static func convert(_ ckpt: Checkpoint, tokenizer: TokenizerPayload, options: ConvertOptions,
+                               to output: URL, progress: ((Int, Int) -> Void)? = nil) throws -> ConvertSummary {
+        let start = Date()
+        let names = ckpt.tensors.map(\.name)
+        if let unused = options.policy.unusedOverrides(names).first {
+            throw QuantError("--keep", "pattern '\(unused)' matches no tensor (names look like \(names.prefix(3).joined(separator: ", ")))")
+        }
+        // Hash the sources on a background thread while converting.
+        let hashFiles = ckpt.sourceFiles + tokenizer.sourceFiles
+        let hasher = SourceHasher(hashFiles)
+
+        var infos: [TensorInfo] = []
+        for t in ckpt.tensors {
+            let type = options.policy.type(for: t.name, shape: t.shape)
+            let probe = TensorInfo(name: t.name, type: type, encoding: .raw, shape: t.shape)
+            let enc: TensorEncoding = (options.zstdLevel != nil && probe.expectedRawLength >= options.zstdMinBytes) ? .zstd : .raw
+            infos.append(TensorInfo(name: t.name, type: type, encoding: enc, shape: t.shape))
+        }
+        let tokEnc: TensorEncoding = (options.zstdLevel != nil && tokenizer.blob.count >= options.zstdMinBytes) ? .zstd : .raw
+        infos.append(TensorInfo(name: "tokenizer", type: .u8, encoding: tokEnc, shape: [max(1, tokenizer.blob.count)]))
+        guard !tokenizer.blob.isEmpty else { throw QuantError(output, "tokenizer is empty") }
+
+        let overrides = options.policy.overrides.map { "\($0.glob)=\($0.type.name)" }
+        var metadata = ModelMetadata(
+            format: "quantlm", formatVersion: Int(QLMFormat.version), architecture: ckpt.architecture,
+            hparams: ckpt.hparams,
+            tokenizer: TokenizerInfo(kind: tokenizer.kind, tensor: "tokenizer", bos: tokenizer.bos, eos: tokenizer.eos),
+            quantization: QuantPolicyInfo(defaultType: options.policy.defaultType.name, overrides: overrides,
+                                          zstdLevel: options.zstdLevel, zstdChunkBytes: options.zstdLevel == nil ? nil : options.chunkBytes),
+            provenance: Provenance(sources: hashFiles.map { SourceFileInfo(file: $0.lastPathComponent, bytes: 0, sha256: String(repeating: "0", count: 64)) },
+                                   converter: ModelMetadata.converterVersion, created: ISO8601DateFormatter().string(from: start)))
+        let writer = try QLMWriter(url: output, metadata: metadata, tensors: infos)
+        let totalIn = ckpt.tensors.reduce(0) { $0 + $1.bytes.count }
+        var doneIn = 0
+
+        var floats = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+        var floatCap = 1
+        var quant = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        var quantCap = 64
+        defer { floats.deallocate(); quant.deallocate() }
+
+        for (i, t) in ckpt.tensors.enumerated() {
+            let info = infos[i]
+            if t.elementCount > floatCap {
+                floats.deallocate()
+                floats = .allocate(capacity: t.elementCount)
+                floatCap = t.elementCount
+            }
+            if info.expectedRawLength > quantCap {
+                quant.deallocate()
+                quant = .allocate(byteCount: info.expectedRawLength, alignment: 64)
+                quantCap = info.expectedRawLength
+            }
+            t.readFloats(into: floats)
+            let bad = qlm_quantize_rows(info.type.rawValue, floats, quant, Int64(info.rows), Int64(info.rowLength), Int32(options.threads))
+            if bad >= 0 {
+                throw QuantError(t.origin, "row \(bad) holds NaN or infinity; cannot quantize")
+            }
+            try writer.writeNext(UnsafeRawBufferPointer(start: quant, count: info.expectedRawLength),
+                                 zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes)
+            doneIn += t.bytes.count
+            progress?(doneIn, totalIn)
+        }
+        try tokenizer.blob.withUnsafeBytes { try writer.writeNext($0, zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes) }
+
+        metadata.provenance.sources = try hasher.wait()
+        let fileLength = try writer.finish(metadata: metadata)
+        let seconds = Date().timeIntervalSince(start)
+        let params = ckpt.tensors.reduce(0) { $0 + $1.elementCount }
+        let numericRaw = writer.rawBytes - tokenizer.blob.count
+        let numericStored = writer.storedBytes - (writer.lastStoredLength)
+        return ConvertSummary(
+            output: output.path, tensors: infos.count, parameters: params, bytesIn: totalIn, bytesOut: fileLength,
+            rawTensorBytes: writer.rawBytes, storedTensorBytes: writer.storedBytes,
+            bitsPerWeight: Double(numericRaw * 8) / Double(max(1, params)),
+            storedBitsPerWeight: Double(numericStored * 8) / Double(max(1, params)),
+            compressionRatio: Double(writer.rawBytes) / Double(max(1, writer.storedBytes)),
+            seconds: seconds, mbPerSecond: Double(totalIn) / 1e6 / max(seconds, 1e-9))
+    }
+}
+
+/// SHA-256 of the source files, computed on a background thread.
+final class SourceHasher: @unchecked Sendable {
+    private let files: [URL]
+    private var result: Result<[SourceFileInfo], Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ files: [URL]) {
+        self.files = files
+        let t = Thread { [self] in
+            result = Result {
+                try files.map { u in
+                    let m = try MappedFile(u)
+                    return SourceFileInfo(file: u.lastPathComponent, bytes: m.count, sha256: SHA256.hex(of: m.bytes))
+                }
+            }
+            done.signal()
+        }
+        t.start()
+    }
+
+    func wait() throws -> [SourceFileInfo] {
+        done.wait()
+        return try result!.get()
+    }
+}

@@ -1,0 +1,158 @@
+import CKernels
+import CZstd
+import Foundation
+
+/// A .qlm file opened by memory-mapping it. Opening validates the header, metadata and
+/// tensor table (every offset and length against the file's real size), so later reads
+/// never pass a tensor's bounds, however the table lies. Checksums are checked by `verify`.
+public final class QLMFile: @unchecked Sendable {
+    public let url: URL
+    public let map: MappedFile
+    public let metadata: ModelMetadata
+    public let metadataJSON: Data
+    public let tensors: [TensorInfo]
+    public let dataOffset: Int
+    private let byName: [String: Int]
+
+    public var path: String { url.path }
+
+    public init(_ url: URL, populate: Bool = false) throws {
+        self.url = url
+        map = try MappedFile(url, populate: populate)
+        let file = url.path
+        let bytes = map.bytes
+        var r = ByteReader(bytes, file: file)
+        guard bytes.count >= QLMFormat.headerSize else {
+            throw QuantError(file, "not a QuantLM file: \(bytes.count) bytes is shorter than the 64-byte header")
+        }
+        let magic = try r.bytes(8, "magic")
+        guard Array(magic) == QLMFormat.magic else { throw QuantError(file, "not a QuantLM file (wrong magic)") }
+        let version = try r.u32("version")
+        guard version == QLMFormat.version else {
+            throw QuantError(file, "unsupported format version \(version) (this build reads \(QLMFormat.version))")
+        }
+        let count = Int(try r.u32("tensor count"))
+        let metaOff = try checkedInt(try r.u64("metadata offset"), file, "metadata offset")
+        let metaLen = Int(try r.u32("metadata length"))
+        let metaCRC = try r.u32("metadata checksum")
+        let tableOff = try checkedInt(try r.u64("table offset"), file, "table offset")
+        let tableLen = Int(try r.u32("table length"))
+        let tableCRC = try r.u32("table checksum")
+        dataOffset = try checkedInt(try r.u64("data offset"), file, "data offset")
+        let fileLen = try checkedInt(try r.u64("file length"), file, "file length")
+        guard fileLen == bytes.count else {
+            throw QuantError(file, fileLen > bytes.count
+                ? "truncated: header says \(fileLen) bytes, file has \(bytes.count)"
+                : "file has \(bytes.count - fileLen) unexpected trailing bytes (header says \(fileLen))")
+        }
+        guard metaOff == QLMFormat.headerSize, metaLen <= fileLen - metaOff,
+              tableOff >= metaOff + metaLen, tableLen == count * QLMFormat.recordSize, tableOff <= fileLen,
+              tableLen <= fileLen - tableOff, dataOffset >= tableOff + tableLen, dataOffset <= fileLen,
+              dataOffset % QLMFormat.alignment == 0 else {
+            throw QuantError(file, "corrupt header: metadata/table/data sections are out of place")
+        }
+        let metaBytes = UnsafeRawBufferPointer(rebasing: bytes[metaOff ..< metaOff + metaLen])
+        guard qlm_crc32c(0, metaBytes.baseAddress, metaLen) == metaCRC else {
+            throw QuantError(file, "metadata checksum mismatch (file is corrupt)")
+        }
+        let tableBytes = UnsafeRawBufferPointer(rebasing: bytes[tableOff ..< tableOff + tableLen])
+        guard qlm_crc32c(0, tableBytes.baseAddress, tableLen) == tableCRC else {
+            throw QuantError(file, "tensor table checksum mismatch (file is corrupt)")
+        }
+        metadataJSON = Data(metaBytes)
+        metadata = try ModelMetadata.decode(metadataJSON, file: file)
+        try metadata.hparams.validate(file: file)
+        var tr = ByteReader(bytes, file: file, offset: tableOff)
+        var list: [TensorInfo] = []
+        var index: [String: Int] = [:]
+        for i in 0 ..< count {
+            let t = try TensorInfo.parse(&tr, index: i, fileLength: fileLen, dataOffset: dataOffset)
+            guard index[t.name] == nil else { throw QuantError(file, "tensor \(t.name) appears twice in the table") }
+            index[t.name] = i
+            list.append(t)
+        }
+        // Stored ranges must not overlap.
+        let sorted = list.sorted { $0.offset < $1.offset }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.offset + a.storedLength > b.offset {
+            throw QuantError(file, "tensors \(a.name) and \(b.name) overlap")
+        }
+        tensors = list
+        byName = index
+    }
+
+    public func info(_ name: String) throws -> TensorInfo {
+        guard let i = byName[name] else { throw QuantError(path, "missing tensor \(name)") }
+        return tensors[i]
+    }
+
+    public func has(_ name: String) -> Bool { byName[name] != nil }
+
+    /// The tensor's bytes as stored in the file (compressed for zstd tensors).
+    public func stored(_ t: TensorInfo) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: map.bytes[t.offset ..< t.offset + t.storedLength])
+    }
+
+    /// Checks one tensor's checksum (and, for zstd, that every chunk decompresses).
+    public func verify(_ t: TensorInfo) throws {
+        let s = stored(t)
+        let crc = s.count == 0 ? 0 : qlm_crc32c(0, s.baseAddress, s.count)
+        guard crc == t.checksum else {
+            throw QuantError(path, "tensor \(t.name): checksum mismatch (stored \(String(format: "%08x", t.checksum)), computed \(String(format: "%08x", crc)))")
+        }
+    }
+
+    /// The tensor's raw bytes: a view into the map for raw tensors (no copy), or a freshly
+    /// decompressed buffer for zstd tensors.
+    public func load(_ name: String, verifyChecksum: Bool = false) throws -> TensorData {
+        let t = try info(name)
+        if verifyChecksum { try verify(t) }
+        switch t.encoding {
+        case .raw:
+            return TensorData(info: t, bytes: stored(t), owner: self)
+        case .zstd:
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(t.rawLength, 1), alignment: 64)
+            do {
+                try ZstdChunks.decompressAll(t, stored: stored(t), into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< t.rawLength]), file: path)
+            } catch {
+                buf.deallocate()
+                throw error
+            }
+            return TensorData(info: t, bytes: UnsafeRawBufferPointer(rebasing: buf[0 ..< t.rawLength]), owner: self, owned: buf)
+        }
+    }
+
+    /// Bytes of the whole file that are tensor data as stored, and as raw.
+    public var storedTensorBytes: Int { tensors.reduce(0) { $0 + $1.storedLength } }
+    public var rawTensorBytes: Int { tensors.reduce(0) { $0 + $1.rawLength } }
+}
+
+/// A tensor's raw bytes, kept alive together with the file they may point into.
+public final class TensorData: @unchecked Sendable {
+    public let info: TensorInfo
+    public let bytes: UnsafeRawBufferPointer
+    private let owner: AnyObject
+    private let owned: UnsafeMutableRawBufferPointer?
+
+    init(info: TensorInfo, bytes: UnsafeRawBufferPointer, owner: AnyObject, owned: UnsafeMutableRawBufferPointer? = nil) {
+        self.info = info
+        self.bytes = bytes
+        self.owner = owner
+        self.owned = owned
+    }
+
+    deinit { owned?.deallocate() }
+
+    public var isOwned: Bool { owned != nil }
+
+    /// Dequantizes the whole tensor to floats (tests, tools; not for hot paths).
+    public func floats() -> [Float] {
+        let t = info
+        var out = [Float](repeating: 0, count: t.elementCount)
+        out.withUnsafeMutableBufferPointer { o in
+            for r in 0 ..< t.rows {
+                qlm_dequantize_row(t.type.rawValue, bytes.baseAddress! + r * t.rowBytes, o.baseAddress! + r * t.rowLength, Int64(t.rowLength))
+            }
+        }
+        return out
+    }
+}

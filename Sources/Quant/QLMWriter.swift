@@ -1,0 +1,164 @@
+import CKernels
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes a .qlm file atomically: everything goes to a temporary file beside the target,
+/// which is renamed over it only by `finish()`. If the writer is dropped or `abort()`ed
+/// before that, the temporary file is removed and the target is untouched.
+public final class QLMWriter {
+    public let url: URL
+    private let tmpPath: String
+    private var fd: Int32
+    private var tensors: [TensorInfo]
+    private var metadataBytes: [UInt8]
+    private let metadataReserve: Int
+    private let tableOffset: Int
+    private let dataOffset: Int
+    private var cursor: Int
+    private var nextIndex = 0
+    private var finished = false
+
+    public private(set) var storedBytes = 0
+    public private(set) var rawBytes = 0
+    /// Stored bytes of the tensor written last.
+    public private(set) var lastStoredLength = 0
+
+    /// - Parameter tensors: name, type, encoding and shape of every tensor, in the order
+    ///   they will be written (offsets and lengths are filled in as they are written).
+    public init(url: URL, metadata: ModelMetadata, tensors: [TensorInfo]) throws {
+        self.url = url
+        var seen = Set<String>()
+        for t in tensors {
+            let n = t.name.utf8.count
+            guard n >= 1, n <= QLMFormat.maxNameBytes, !t.name.utf8.contains(0) else {
+                throw QuantError(url, "tensor name '\(t.name)' must be 1...\(QLMFormat.maxNameBytes) UTF-8 bytes")
+            }
+            guard seen.insert(t.name).inserted else { throw QuantError(url, "duplicate tensor name '\(t.name)'") }
+            guard (1 ... QLMFormat.maxDims).contains(t.shape.count), t.shape.allSatisfy({ $0 >= 1 }) else {
+                throw QuantError(url, "tensor '\(t.name)' has unsupported shape \(t.shape)")
+            }
+        }
+        self.tensors = tensors
+        self.metadataBytes = Array(try metadata.encoded())
+        // Room for a final metadata block that differs from this one (e.g. filled-in hashes).
+        metadataReserve = metadataBytes.count + 4096
+        tableOffset = QLMFormat.align(QLMFormat.headerSize + metadataReserve)
+        dataOffset = QLMFormat.align(tableOffset + tensors.count * QLMFormat.recordSize)
+        cursor = dataOffset
+        let dir = url.deletingLastPathComponent().path
+        tmpPath = (dir.isEmpty ? "." : dir) + "/.\(url.lastPathComponent).tmp-\(getpid())"
+        fd = open(tmpPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        guard fd >= 0 else {
+            throw QuantError(url, "cannot create \(tmpPath): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    deinit { abort() }
+
+    /// Removes the temporary file unless the write finished.
+    public func abort() {
+        guard !finished else { return }
+        finished = true
+        if fd >= 0 { close(fd); fd = -1 }
+        unlink(tmpPath)
+    }
+
+    public var nextTensor: TensorInfo? { nextIndex < tensors.count ? tensors[nextIndex] : nil }
+
+    private func pwriteAll(_ buf: UnsafeRawBufferPointer, at offset: Int) throws {
+        var done = 0
+        while done < buf.count {
+            let n = pwrite(fd, buf.baseAddress! + done, buf.count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw QuantError(url, "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+
+    /// Writes the next tensor's raw bytes (rows × row size of its type), compressing them
+    /// if its encoding is zstd.
+    public func writeNext(_ data: UnsafeRawBufferPointer, zstdLevel: Int = 3,
+                          chunkBytes: Int = ZstdChunks.defaultChunkBytes) throws {
+        guard !finished, nextIndex < tensors.count else { throw QuantError(url, "more tensors written than declared") }
+        var t = tensors[nextIndex]
+        guard data.count == t.expectedRawLength else {
+            throw QuantError(url, "tensor \(t.name): got \(data.count) bytes, shape \(t.shape) of \(t.type) needs \(t.expectedRawLength)")
+        }
+        t.offset = cursor
+        t.rawLength = data.count
+        if t.encoding == .zstd {
+            let blob = try ZstdChunks.compress(data, rows: t.rows, rowBytes: t.rowBytes, level: zstdLevel, chunkBytes: chunkBytes)
+            try blob.withUnsafeBytes { b in
+                t.storedLength = b.count
+                t.checksum = qlm_crc32c(0, b.baseAddress, b.count)
+                try pwriteAll(b, at: cursor)
+            }
+        } else {
+            t.storedLength = data.count
+            t.checksum = data.count == 0 ? 0 : qlm_crc32c(0, data.baseAddress, data.count)
+            if data.count > 0 { try pwriteAll(data, at: cursor) }
+        }
+        storedBytes += t.storedLength
+        lastStoredLength = t.storedLength
+        rawBytes += t.rawLength
+        cursor = QLMFormat.align(cursor + t.storedLength)
+        tensors[nextIndex] = t
+        nextIndex += 1
+    }
+
+    /// Writes the table and header, flushes, and renames the file into place. `metadata`
+    /// replaces the block given to init (it must fit the space reserved then).
+    @discardableResult
+    public func finish(metadata: ModelMetadata? = nil) throws -> Int {
+        guard !finished else { throw QuantError(url, "writer already finished") }
+        if let metadata {
+            metadataBytes = Array(try metadata.encoded())
+            guard metadataBytes.count <= metadataReserve else {
+                throw QuantError(url, "final metadata (\(metadataBytes.count) bytes) exceeds the reserved \(metadataReserve)")
+            }
+        }
+        guard nextIndex == tensors.count else {
+            throw QuantError(url, "only \(nextIndex) of \(tensors.count) tensors were written")
+        }
+        let fileLength = tensors.last.map { $0.offset + $0.storedLength } ?? dataOffset
+        var table = ByteWriter()
+        for t in tensors { table.raw(t.record()) }
+        let metaCRC = metadataBytes.withUnsafeBytes { qlm_crc32c(0, $0.baseAddress, $0.count) }
+        let tableCRC = table.bytes.withUnsafeBytes { qlm_crc32c(0, $0.baseAddress, $0.count) }
+        var h = ByteWriter()
+        h.raw(QLMFormat.magic)
+        h.u32(QLMFormat.version)
+        h.u32(UInt32(tensors.count))
+        h.u64(UInt64(QLMFormat.headerSize))
+        h.u32(UInt32(metadataBytes.count))
+        h.u32(metaCRC)
+        h.u64(UInt64(tableOffset))
+        h.u32(UInt32(table.bytes.count))
+        h.u32(tableCRC)
+        h.u64(UInt64(dataOffset))
+        h.u64(UInt64(fileLength))
+        precondition(h.bytes.count == QLMFormat.headerSize)
+        var head = h.bytes + metadataBytes
+        head.append(contentsOf: repeatElement(0, count: tableOffset - head.count))
+        head += table.bytes
+        head.append(contentsOf: repeatElement(0, count: dataOffset - head.count))
+        try head.withUnsafeBytes { try pwriteAll($0, at: 0) }
+        guard ftruncate(fd, off_t(fileLength)) == 0, fsync(fd) == 0 else {
+            throw QuantError(url, "cannot flush: \(String(cString: strerror(errno)))")
+        }
+        close(fd)
+        fd = -1
+        guard rename(tmpPath, url.path) == 0 else {
+            let msg = String(cString: strerror(errno))
+            unlink(tmpPath)
+            finished = true
+            throw QuantError(url, "cannot rename \(tmpPath) into place: \(msg)")
+        }
+        finished = true
+        return fileLength
+    }
+}

@@ -1,1 +1,0 @@
-// Quant: formats, quantizers, the .qlm file format, checkpoint readers.

@@ -1,0 +1,114 @@
+import Foundation
+import Quant
+
+public struct GenerationOptions: Sendable {
+    /// New tokens to produce at most.
+    public var maxNewTokens: Int
+    /// llama2.c's `-n`: total positions including the prompt (overrides maxNewTokens when set).
+    public var steps: Int?
+    public var sampling: SamplingConfig
+    /// Stop at the tokenizer's end/begin-of-text token.
+    public var stopAtEndOfText: Bool
+
+    public init(maxNewTokens: Int = 128, steps: Int? = nil, sampling: SamplingConfig = SamplingConfig(), stopAtEndOfText: Bool = true) {
+        self.maxNewTokens = maxNewTokens; self.steps = steps; self.sampling = sampling; self.stopAtEndOfText = stopAtEndOfText
+    }
+}
+
+public struct GenerationResult: Codable, Sendable {
+    public var promptTokens: [Int32]
+    public var tokens: [Int32]
+    public var text: String
+    public var stopReason: String
+    public var promptSeconds: Double
+    public var decodeSeconds: Double
+    public var promptTokensPerSecond: Double
+    public var decodeTokensPerSecond: Double
+    public var kvCacheBytes: Int
+    public var memory: MemoryStats
+
+    enum CodingKeys: String, CodingKey {
+        case promptTokens = "prompt_tokens", tokens, text, stopReason = "stop_reason"
+        case promptSeconds = "prompt_seconds", decodeSeconds = "decode_seconds"
+        case promptTokensPerSecond = "prompt_tokens_per_second", decodeTokensPerSecond = "decode_tokens_per_second"
+        case kvCacheBytes = "kv_cache_bytes", memory
+    }
+}
+
+/// Turns token ids into the bytes to print, the way each tokenizer's reference does it.
+struct TextStreamer {
+    let tokenizer: any Tokenizer
+    var prev: Int32
+
+    mutating func piece(_ id: Int32) -> [UInt8] {
+        defer { prev = id }
+        if let l = tokenizer as? Llama2cTokenizer {
+            return Llama2cTokenizer.printablePiece(l.decodePiece(prev: prev, token: id))
+        }
+        return tokenizer.tokenBytes(id)
+    }
+}
+
+public enum Generator {
+    /// Encodes the prompt, prefills it as one batch, then samples token by token, calling
+    /// `onText` with each piece of text (the prompt's first) as soon as it exists.
+    public static func generate(_ lm: LoadedModel, prompt: String, options: GenerationOptions,
+                                onText: ([UInt8]) -> Void) throws -> GenerationResult {
+        let model = lm.model, tok = lm.tokenizer
+        let hp = model.hparams
+        var promptIDs = tok.encode(prompt)
+        if promptIDs.isEmpty, let bos = tok.bosID { promptIDs = [bos] }
+        guard !promptIDs.isEmpty else { throw ModelError("the prompt encodes to no tokens and the tokenizer has no start token") }
+        let capacity = model.cache.capacity
+        guard promptIDs.count <= capacity else {
+            throw ModelError("the prompt is \(promptIDs.count) tokens; this model's context holds \(capacity) (n_ctx \(hp.nCtx))")
+        }
+        var budget = options.maxNewTokens
+        if let steps = options.steps { budget = max(0, min(steps, capacity) - promptIDs.count) }
+        let stops: Set<Int32> = options.stopAtEndOfText ? Set([tok.bosID, tok.eosID].compactMap { $0 }) : []
+
+        // Echo the prompt as the reference implementations do.
+        var streamer = TextStreamer(tokenizer: tok, prev: promptIDs[0])
+        var text: [UInt8] = []
+        if tok is Llama2cTokenizer {
+            for id in promptIDs.dropFirst() { let p = streamer.piece(id); text += p; onText(p) }
+        } else {
+            let p = Array(prompt.utf8); text += p; onText(p)
+            streamer.prev = promptIDs.last!
+        }
+
+        let sampler = Sampler(vocab: hp.vocabSize, config: options.sampling)
+        model.cache.reset()
+        let t0 = Date()
+        var next: Int32 = 0
+        try model.forward(promptIDs, startPos: 0, logitRows: promptIDs.count - 1 ..< promptIDs.count) { _, logits in
+            next = sampler.sample(logits)
+        }
+        let promptSeconds = Date().timeIntervalSince(t0)
+        var out: [Int32] = []
+        out.reserveCapacity(budget)
+        var pos = promptIDs.count
+        var stop = "max_tokens"
+        let t1 = Date()
+        var one: [Int32] = [0]
+        while out.count < budget {
+            if stops.contains(next) { stop = "end_of_text"; break }
+            out.append(next)
+            let p = streamer.piece(next); text += p; onText(p)
+            if out.count == budget { break }
+            if pos >= capacity { stop = "context_full"; break }
+            one[0] = next
+            try model.forward(one, startPos: pos, logitRows: 0 ..< 1) { _, logits in next = sampler.sample(logits) }
+            pos += 1
+        }
+        let decodeSeconds = Date().timeIntervalSince(t1)
+        // Decoded tokens = forward passes after the prompt (the last sampled token needs none).
+        let decoded = max(0, pos - promptIDs.count)
+        return GenerationResult(
+            promptTokens: promptIDs, tokens: out, text: String(decoding: text, as: UTF8.self), stopReason: stop,
+            promptSeconds: promptSeconds, decodeSeconds: decodeSeconds,
+            promptTokensPerSecond: Double(promptIDs.count) / max(promptSeconds, 1e-9),
+            decodeTokensPerSecond: Double(decoded) / max(decodeSeconds, 1e-9),
+            kvCacheBytes: model.cache.bytes, memory: MemoryStats.current())
+    }
+}

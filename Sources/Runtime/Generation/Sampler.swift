@@ -1,0 +1,156 @@
+import CKernels
+import Foundation
+
+public struct SamplingConfig: Sendable {
+    /// 0 = greedy (argmax).
+    public var temperature: Float
+    /// 0 = no top-k cut.
+    public var topK: Int
+    /// 1 = no nucleus cut.
+    public var topP: Float
+    public var seed: UInt64
+
+    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 42) {
+        self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
+    }
+}
+
+/// Picks the next token from logits: greedy, or temperature sampling with optional top-k
+/// and top-p, from a seeded xorshift generator (same seed, same tokens). Buffers are
+/// allocated once; sampling a token allocates nothing.
+public final class Sampler {
+    public let config: SamplingConfig
+    let vocab: Int
+    private var rng: UInt64
+    private let probs: UnsafeMutablePointer<Float>
+    private let idx: UnsafeMutablePointer<Int32>
+
+    public init(vocab: Int, config: SamplingConfig) {
+        self.vocab = vocab
+        self.config = config
+        rng = config.seed == 0 ? 0x9E37_79B9_7F4A_7C15 : config.seed
+        probs = .allocate(capacity: vocab)
+        idx = .allocate(capacity: vocab)
+    }
+
+    deinit {
+        probs.deallocate()
+        idx.deallocate()
+    }
+
+    @inline(__always) func nextFloat() -> Float {
+        rng ^= rng >> 12
+        rng ^= rng << 25
+        rng ^= rng >> 27
+        let u = UInt32(truncatingIfNeeded: (rng &* 0x2545_F491_4F6C_DD1D) >> 32)
+        return Float(u >> 8) / 16_777_216.0
+    }
+
+    public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
+        var best = 0
+        var bv = logits[0]
+        for i in 1 ..< logits.count where logits[i] > bv {
+            bv = logits[i]
+            best = i
+        }
+        return Int32(best)
+    }
+
+    public func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
+        precondition(logits.count == vocab)
+        if config.temperature <= 0 { return Self.argmax(logits) }
+        let inv = 1 / config.temperature
+        for i in 0 ..< vocab { probs[i] = logits[i] * inv }
+        qlm_softmax(probs, Int64(vocab))
+        let k = config.topK > 0 ? min(config.topK, vocab) : vocab
+        let cutP = config.topP > 0 && config.topP < 1
+        if k == vocab && !cutP {
+            return sampleFrom(count: vocab, total: 1, indexed: false)
+        }
+        // Candidates: the k most probable tokens (or, for top-p alone, those above llama2.c's
+        // cutoff (1 - p) / (V - 1), which cannot be in the nucleus otherwise), sorted.
+        var n = 0
+        if k < vocab {
+            n = selectTopK(k)
+        } else {
+            let cutoff = (1 - config.topP) / Float(vocab - 1)
+            for i in 0 ..< vocab where probs[i] >= cutoff { idx[n] = Int32(i); n += 1 }
+        }
+        sortByProbDescending(n)
+        var total: Float = 0
+        var keep = n
+        for j in 0 ..< n {
+            total += probs[Int(idx[j])]
+            if cutP && total >= config.topP { keep = j + 1; break }
+        }
+        if !cutP { total = (0 ..< keep).reduce(0) { $0 + probs[Int(idx[$1])] } }
+        return sampleFrom(count: keep, total: total, indexed: true)
+    }
+
+    private func sampleFrom(count: Int, total: Float, indexed: Bool) -> Int32 {
+        let r = nextFloat() * total
+        var cdf: Float = 0
+        for j in 0 ..< count {
+            let i = indexed ? Int(idx[j]) : j
+            cdf += probs[i]
+            if r < cdf { return Int32(i) }
+        }
+        return indexed ? idx[count - 1] : Int32(count - 1)
+    }
+
+    /// Puts the k most probable ids in idx[0..<k] (a min-heap on probability while scanning).
+    private func selectTopK(_ k: Int) -> Int {
+        func less(_ a: Int32, _ b: Int32) -> Bool { probs[Int(a)] < probs[Int(b)] || (probs[Int(a)] == probs[Int(b)] && a > b) }
+        func siftDown(_ start: Int, _ n: Int) {
+            var i = start
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                if l < n && less(idx[l], idx[m]) { m = l }
+                if r < n && less(idx[r], idx[m]) { m = r }
+                if m == i { return }
+                idx.swapAt(i, m)
+                i = m
+            }
+        }
+        for i in 0 ..< k { idx[i] = Int32(i) }
+        for i in stride(from: k / 2 - 1, through: 0, by: -1) { siftDown(i, k) }
+        for i in k ..< vocab where less(idx[0], Int32(i)) {
+            idx[0] = Int32(i)
+            siftDown(0, k)
+        }
+        return k
+    }
+
+    /// In-place heapsort of idx[0..<n], most probable first (ties: lower id first).
+    private func sortByProbDescending(_ n: Int) {
+        func before(_ a: Int32, _ b: Int32) -> Bool { probs[Int(a)] > probs[Int(b)] || (probs[Int(a)] == probs[Int(b)] && a < b) }
+        func siftDown(_ start: Int, _ end: Int) {
+            var i = start
+            while true {
+                let l = 2 * i + 1, r = l + 1
+                var m = i
+                // Max-heap on "after" order so the tail fills with the last elements first.
+                if l < end && before(idx[m], idx[l]) { m = l }
+                if r < end && before(idx[m], idx[r]) { m = r }
+                if m == i { return }
+                idx.swapAt(i, m)
+                i = m
+            }
+        }
+        guard n > 1 else { return }
+        for i in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(i, n) }
+        for end in stride(from: n - 1, to: 0, by: -1) {
+            idx.swapAt(0, end)
+            siftDown(0, end)
+        }
+    }
+}
+
+extension UnsafeMutablePointer {
+    @inline(__always) func swapAt(_ i: Int, _ j: Int) {
+        let t = self[i]
+        self[i] = self[j]
+        self[j] = t
+    }
+}

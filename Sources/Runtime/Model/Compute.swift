@@ -1,0 +1,49 @@
+import CKernels
+import Foundation
+import Quant
+
+/// The compute context: the persistent thread pool and the activation scratch the fused
+/// products need. Everything is allocated once; nothing here allocates per token.
+public final class Compute {
+    public let threads: Int
+    let pool: OpaquePointer?
+    private var act: UnsafeMutableRawPointer
+    private let actBytes: Int
+
+    /// - Parameters:
+    ///   - maxCols: the widest input any product will see.
+    ///   - maxBatch: the most rows (tokens) one product will see.
+    public init(threads: Int, maxCols: Int, maxBatch: Int) {
+        self.threads = max(1, threads)
+        pool = self.threads > 1 ? qlm_pool_create(Int32(self.threads)) : nil
+        let perRow = QuantType.weightTypes.map { Int(qlm_act_row_size($0.rawValue, Int64(maxCols))) }.max()!
+        actBytes = perRow * maxBatch
+        act = .allocate(byteCount: actBytes, alignment: 64)
+    }
+
+    deinit {
+        if let pool { qlm_pool_destroy(pool) }
+        act.deallocate()
+    }
+
+    /// out[t, 0..<rows] = W · x[t] (+ bias) for t in 0..<T; x rows are W.cols apart, out rows `ldOut` apart.
+    @inline(__always)
+    public func linear(_ w: Matrix, _ x: UnsafePointer<Float>, T: Int, out: UnsafeMutablePointer<Float>,
+                       ldOut: Int? = nil, bias: UnsafePointer<Float>? = nil) {
+        let ld = ldOut ?? w.rows
+        if T == 1 {
+            qlm_matvec(pool, w.type.rawValue, w.data, Int64(w.rows), Int64(w.cols), x, out, act)
+        } else {
+            qlm_matmul(pool, w.type.rawValue, w.data, Int64(w.rows), Int64(w.cols), x, Int64(T), out, Int64(ld), act)
+        }
+        if let bias {
+            for t in 0 ..< T { qlm_add_f32(out + t * ld, bias, Int64(w.rows)) }
+        }
+    }
+
+    /// Looks up one embedding row (any stored type) as floats.
+    @inline(__always)
+    public func embedding(_ m: Matrix, row: Int, into out: UnsafeMutablePointer<Float>) {
+        qlm_dequantize_row(m.type.rawValue, m.data + row * m.rowBytes, out, Int64(m.cols))
+    }
+}

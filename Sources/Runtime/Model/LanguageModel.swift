@@ -1,0 +1,81 @@
+import CKernels
+import Foundation
+import Quant
+
+/// What every architecture offers the generator, the evaluator and the bench.
+public protocol LanguageModel: AnyObject {
+    var hparams: HParams { get }
+    var compute: Compute { get }
+    var cache: KVCache { get }
+    /// The most tokens one forward call processes at once (longer inputs are split).
+    var maxBatch: Int { get }
+
+    /// Runs `tokens` at positions startPos ..< startPos + count, filling the KV cache, and
+    /// calls `onLogits(t, logits)` for every t in `logitRows` (indices into `tokens`), in order.
+    /// The logits buffer is reused: copy what you keep.
+    func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
+                      onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws
+}
+
+public struct ModelError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+extension LanguageModel {
+    /// Forward over any number of tokens, split into batches of at most `maxBatch`.
+    public func forward(_ tokens: [Int32], startPos: Int, logitRows: Range<Int>,
+                        onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        guard startPos >= 0, startPos + tokens.count <= cache.capacity else {
+            throw ModelError("positions \(startPos)..<\(startPos + tokens.count) exceed the model's context of \(cache.capacity) tokens")
+        }
+        let vocab = hparams.vocabSize
+        for id in tokens where id < 0 || Int(id) >= vocab {
+            throw ModelError("token id \(id) is outside the vocabulary (0..<\(vocab))")
+        }
+        try tokens.withUnsafeBufferPointer { all in
+            var lo = 0
+            while lo < all.count {
+                let hi = min(all.count, lo + maxBatch)
+                let rows = max(logitRows.lowerBound, lo) ..< min(logitRows.upperBound, hi)
+                let local = rows.isEmpty ? 0 ..< 0 : (rows.lowerBound - lo) ..< (rows.upperBound - lo)
+                try forwardBatch(UnsafeBufferPointer(rebasing: all[lo ..< hi]), startPos: startPos + lo, logitRows: local) { t, l in
+                    onLogits(lo + t, l)
+                }
+                lo = hi
+            }
+        }
+    }
+}
+
+/// Scratch for one forward call of up to `maxBatch` tokens, allocated once (llama2.c's RunState).
+final class RunState {
+    let maxBatch: Int
+    let logitChunk: Int
+    let x: UnsafeMutablePointer<Float>      // [B, d] residual stream
+    let xb: UnsafeMutablePointer<Float>     // [B, d] normed input of a sub-layer
+    let qkv: UnsafeMutablePointer<Float>    // [B, d + 2 kvDim] queries, keys, values
+    let att: UnsafeMutablePointer<Float>    // [B, d] attention output
+    let proj: UnsafeMutablePointer<Float>   // [B, d] sub-layer output
+    let hb: UnsafeMutablePointer<Float>     // [B, d_ff]
+    let hb2: UnsafeMutablePointer<Float>    // [B, d_ff]
+    let scores: UnsafeMutablePointer<Float> // [n_ctx] attention scores
+    let logits: UnsafeMutablePointer<Float> // [logitChunk, vocab]
+    private let all: UnsafeMutablePointer<Float>
+
+    init(_ hp: HParams, maxBatch: Int, logitChunk: Int) {
+        self.maxBatch = maxBatch
+        self.logitChunk = logitChunk
+        let d = hp.dModel, b = maxBatch
+        let sizes = [b * d, b * d, b * (d + 2 * hp.kvDim), b * d, b * d, b * hp.dFF, b * hp.dFF, hp.nCtx, logitChunk * hp.vocabSize]
+        all = .allocate(capacity: sizes.reduce(0, +))
+        all.initialize(repeating: 0, count: sizes.reduce(0, +))
+        var p = all
+        var ptrs: [UnsafeMutablePointer<Float>] = []
+        for s in sizes { ptrs.append(p); p += s }
+        (x, xb, qkv, att, proj, hb, hb2, scores, logits) = (ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8])
+    }
+
+    deinit { all.deallocate() }
+}

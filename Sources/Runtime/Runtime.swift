@@ -1,1 +1,0 @@
-// Runtime: models, kernels, attention, KV cache, tokenizers, sampling, evaluation.

@@ -1,0 +1,32 @@
+import Foundation
+
+/// Resident memory of this process, from /proc/self/status (Linux). Zero elsewhere.
+public struct MemoryStats: Codable, Sendable {
+    /// Peak resident set (VmHWM).
+    public var peakRSS: Int
+    public var rss: Int
+    /// Anonymous (heap, KV cache, decompressed tensors) and file-backed (mapped weights) resident bytes now.
+    public var rssAnon: Int
+    public var rssFile: Int
+
+    enum CodingKeys: String, CodingKey {
+        case peakRSS = "peak_rss_bytes", rss = "rss_bytes", rssAnon = "rss_anon_bytes", rssFile = "rss_file_bytes"
+    }
+
+    public static func current() -> MemoryStats {
+        var s = MemoryStats(peakRSS: 0, rss: 0, rssAnon: 0, rssFile: 0)
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return s }
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            guard parts.count >= 2, let kb = Int(parts[1]) else { continue }
+            switch parts[0] {
+            case "VmHWM:": s.peakRSS = kb * 1024
+            case "VmRSS:": s.rss = kb * 1024
+            case "RssAnon:": s.rssAnon = kb * 1024
+            case "RssFile:": s.rssFile = kb * 1024
+            default: break
+            }
+        }
+        return s
+    }
+}

@@ -1,0 +1,40 @@
+import Foundation
+import Quant
+
+/// How tokenizers travel inside .qlm files: "gpt2-bpe" is GPT2Tokenizer's compact blob,
+/// "llama2c" is the tokenizer.bin bytes verbatim.
+public enum TokenizerPayloads {
+    /// Reads and validates the tokenizer files of a checkpoint and serializes them for the file.
+    public static func make(_ source: TokenizerSource, vocabSize: Int) throws -> TokenizerPayload {
+        switch source {
+        case .gpt2(let vocab, let merges):
+            let tok = try GPT2Tokenizer(encoderJSON: vocab.path, merges: merges.path)
+            guard tok.vocabSize == vocabSize else {
+                throw TokenizerError(file: vocab.path, problem: "has \(tok.vocabSize) tokens but the model's vocab_size is \(vocabSize)")
+            }
+            return TokenizerPayload(kind: "gpt2-bpe", blob: tok.serialized(), bos: tok.bosID.map(Int.init),
+                                    eos: tok.eosID.map(Int.init), sourceFiles: [vocab, merges])
+        case .llama2c(let url):
+            guard let data = FileManager.default.contents(atPath: url.path) else {
+                throw TokenizerError(file: url.path, problem: "cannot read file")
+            }
+            let bytes = [UInt8](data)
+            let tok = try Llama2cTokenizer(data: bytes, vocabSize: vocabSize, source: url.path)
+            return TokenizerPayload(kind: "llama2c", blob: bytes, bos: tok.bosID.map(Int.init),
+                                    eos: tok.eosID.map(Int.init), sourceFiles: [url])
+        }
+    }
+
+    /// The tokenizer embedded in a .qlm file.
+    public static func load(from file: QLMFile) throws -> any Tokenizer {
+        let info = file.metadata.tokenizer
+        let blob = try file.load(info.tensor)
+        let bytes = [UInt8](blob.bytes)
+        let source = "\(file.path) (embedded \(info.kind))"
+        switch info.kind {
+        case "gpt2-bpe": return try GPT2Tokenizer(serialized: bytes, source: source)
+        case "llama2c": return try Llama2cTokenizer(data: bytes, vocabSize: file.metadata.hparams.vocabSize, source: source)
+        default: throw TokenizerError(file: file.path, problem: "unknown embedded tokenizer kind '\(info.kind)'")
+        }
+    }
+}

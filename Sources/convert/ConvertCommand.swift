@@ -1,0 +1,227 @@
+import ArgumentParser
+import Foundation
+import Quant
+import Runtime
+
+@main
+struct ConvertCLI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "convert",
+        abstract: "Convert a float checkpoint into a block-quantized QuantLM (.qlm) file.",
+        discussion: """
+        Inputs: a Hugging Face GPT-2 directory (config.json, model.safetensors or a sharded
+        index, vocab.json + merges.txt or encoder.json + vocab.bpe), or a llama2.c .bin
+        checkpoint with its tokenizer.bin.
+
+        Types: \(QuantType.namesForHelp).
+        Norms and biases stay f32; every matrix gets --type unless a --keep pattern says otherwise.
+
+        Examples:
+          convert ../shared/models/stories260K/stories260K.bin \\
+              --tokenizer ../shared/models/stories260K/tok512.bin -o stories-q8.qlm --type q8_0
+          convert gpt2/ -o gpt2-q4.qlm --type q4_0 --keep 'wte.weight=q8_0' --zstd 3
+          convert inspect gpt2-q4.qlm --json
+          convert verify gpt2-q4.qlm
+        """,
+        subcommands: [Convert.self, Inspect.self, Verify.self],
+        defaultSubcommand: Convert.self
+    )
+}
+
+/// Turns any error into one line on stderr and a non-zero exit (ArgumentParser prints
+/// CleanExit/ValidationError itself).
+func runOrExit(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as QuantError {
+        printError("error: \(e)")
+        throw ExitCode(1)
+    } catch let e as TokenizerError {
+        printError("error: \(e)")
+        throw ExitCode(1)
+    }
+}
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "model",
+        abstract: "Convert a checkpoint (the default subcommand: `convert INPUT -o OUT.qlm`)."
+    )
+
+    @Argument(help: "A GPT-2 checkpoint directory (Hugging Face layout) or a llama2.c .bin file.")
+    var input: String
+
+    @Option(name: .shortAndLong, help: "Output .qlm path (written atomically).")
+    var output: String
+
+    @Option(name: .long, help: "Type for matrices: f32, f16, q8_0, q4_0, q4_1.")
+    var type: String = "q8_0"
+
+    @Option(name: .long, help: "Store tensors as independent zstd chunks at this level (1-22); omit for raw.")
+    var zstd: Int?
+
+    @Option(name: .long, help: "Bytes of raw rows per zstd chunk (rows are never split).")
+    var zstdChunk: Int = 1 << 20
+
+    @Option(name: .long, help: "Tokenizer: llama2.c tokenizer.bin, or a directory with GPT-2 vocab files.")
+    var tokenizer: String?
+
+    @Option(name: .long, parsing: .singleValue, help: ArgumentHelp("Keep tensors matching GLOB at TYPE (repeatable; first match wins).", valueName: "GLOB=TYPE"))
+    var keep: [String] = []
+
+    @Option(name: .long, help: "Threads for quantization (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Flag(name: .long, help: "Print the summary as one JSON object.")
+    var json = false
+
+    @Flag(name: .shortAndLong, help: "No progress bar.")
+    var quiet = false
+
+    func validate() throws {
+        guard let t = QuantType(name: type), QuantType.weightTypes.contains(t) else {
+            throw ValidationError("unknown --type '\(type)'; choose one of: \(QuantType.namesForHelp)")
+        }
+        if let z = zstd, !(1 ... 22).contains(z) { throw ValidationError("--zstd level must be 1...22, got \(z)") }
+        guard zstdChunk >= 4096 else { throw ValidationError("--zstd-chunk must be at least 4096 bytes") }
+        guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
+        guard output.hasSuffix(".qlm") else { throw ValidationError("--output should end in .qlm (got '\(output)')") }
+    }
+
+    func run() throws {
+        try runOrExit {
+            let overrides = try keep.map(QuantPolicy.parseOverride)
+            let policy = QuantPolicy(defaultType: QuantType(name: type)!, overrides: overrides)
+            let ckpt = try Checkpoint.open(URL(fileURLWithPath: input), tokenizer: tokenizer.map { URL(fileURLWithPath: $0) })
+            guard let tokSource = ckpt.tokenizer else { throw QuantError(input, "no tokenizer found; pass --tokenizer") }
+            let payload = try TokenizerPayloads.make(tokSource, vocabSize: ckpt.hparams.vocabSize)
+            let options = ConvertOptions(policy: policy, zstdLevel: zstd, chunkBytes: zstdChunk, threads: threads)
+            var barRef: ProgressBar? = nil
+            let summary = try Converter.convert(ckpt, tokenizer: payload, options: options, to: URL(fileURLWithPath: output)) { done, total in
+                if barRef == nil { barRef = ProgressBar("converting", total: Double(total), unit: "B", enabled: !quiet && !json) }
+                barRef?.update(Double(done))
+            }
+            barRef?.finish()
+            if json {
+                print(jsonLine(summary))
+            } else {
+                print("""
+                wrote \(summary.output): \(summary.tensors) tensors, \(summary.parameters) parameters
+                  in   \(formatBytes(summary.bytesIn)) of float weights
+                  out  \(formatBytes(summary.bytesOut)) file; tensors \(formatBytes(summary.rawTensorBytes)) raw, \(formatBytes(summary.storedTensorBytes)) stored
+                  bits/weight \(String(format: "%.3f", summary.bitsPerWeight)) in memory, \(String(format: "%.3f", summary.storedBitsPerWeight)) on disk (compression ratio \(String(format: "%.3f", summary.compressionRatio)))
+                  \(String(format: "%.2f", summary.seconds)) s, \(String(format: "%.0f", summary.mbPerSecond)) MB/s
+                """)
+            }
+        }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a .qlm file's metadata and tensor table.",
+        discussion: "Example: convert inspect model.qlm --json | python3 -m json.tool"
+    )
+
+    @Argument(help: "The .qlm file.")
+    var file: String
+
+    @Flag(name: .long, help: "Print one JSON object (metadata, tensors, totals).")
+    var json = false
+
+    struct TensorRow: Encodable {
+        var name: String, type: String, encoding: String, shape: [Int]
+        var offset: Int, storedLength: Int, rawLength: Int, checksum: String, bitsPerWeight: Double
+        enum CodingKeys: String, CodingKey {
+            case name, type, encoding, shape, offset, checksum
+            case storedLength = "stored_length", rawLength = "raw_length", bitsPerWeight = "bits_per_weight"
+        }
+    }
+
+    struct Report: Encodable {
+        var file: String, fileBytes: Int, metadata: ModelMetadata, tensors: [TensorRow]
+        var parameters: Int, bitsPerWeight: Double, storedBitsPerWeight: Double
+        enum CodingKeys: String, CodingKey {
+            case file, metadata, tensors, parameters
+            case fileBytes = "file_bytes", bitsPerWeight = "bits_per_weight", storedBitsPerWeight = "stored_bits_per_weight"
+        }
+    }
+
+    func run() throws {
+        try runOrExit {
+            let f = try QLMFile(URL(fileURLWithPath: file))
+            let numeric = f.tensors.filter { $0.type != .u8 }
+            let params = numeric.reduce(0) { $0 + $1.elementCount }
+            let raw = numeric.reduce(0) { $0 + $1.rawLength }, stored = numeric.reduce(0) { $0 + $1.storedLength }
+            let rows = f.tensors.map { t in
+                TensorRow(name: t.name, type: t.type.name, encoding: t.encoding.description, shape: t.shape, offset: t.offset,
+                          storedLength: t.storedLength, rawLength: t.rawLength, checksum: String(format: "%08x", t.checksum),
+                          bitsPerWeight: Double(t.rawLength * 8) / Double(t.elementCount))
+            }
+            let report = Report(file: file, fileBytes: f.map.count, metadata: f.metadata, tensors: rows, parameters: params,
+                                bitsPerWeight: Double(raw * 8) / Double(max(params, 1)),
+                                storedBitsPerWeight: Double(stored * 8) / Double(max(params, 1)))
+            if json {
+                print(jsonLine(report))
+                return
+            }
+            let m = f.metadata, hp = m.hparams
+            print("\(file): QuantLM v\(m.formatVersion), \(m.architecture.rawValue), \(formatBytes(f.map.count))")
+            print("  layers \(hp.nLayer), d_model \(hp.dModel), heads \(hp.nHead) (kv \(hp.nKVHead)), d_ff \(hp.dFF), n_ctx \(hp.nCtx), vocab \(hp.vocabSize), tied \(hp.tiedEmbeddings)")
+            print("  tokenizer \(m.tokenizer.kind) (bos \(m.tokenizer.bos.map(String.init) ?? "-"), eos \(m.tokenizer.eos.map(String.init) ?? "-"))")
+            print("  quantization \(m.quantization.defaultType)\(m.quantization.overrides.isEmpty ? "" : " keep " + m.quantization.overrides.joined(separator: " "))\(m.quantization.zstdLevel.map { ", zstd level \($0)" } ?? "")")
+            print(String(format: "  %d parameters, %.3f bits/weight in memory, %.3f on disk", params, report.bitsPerWeight, report.storedBitsPerWeight))
+            for s in m.provenance.sources { print("  source \(s.file) \(s.bytes) bytes sha256 \(s.sha256)") }
+            print("  converter \(m.provenance.converter), \(m.provenance.created)")
+            print("")
+            print("  " + "name".padding(toLength: 34, withPad: " ", startingAt: 0) + "type  enc   shape              stored      raw         bpw")
+            for r in rows {
+                let shape = r.shape.map(String.init).joined(separator: "×")
+                print("  " + r.name.padding(toLength: 34, withPad: " ", startingAt: 0)
+                      + r.type.padding(toLength: 6, withPad: " ", startingAt: 0)
+                      + r.encoding.padding(toLength: 6, withPad: " ", startingAt: 0)
+                      + shape.padding(toLength: 19, withPad: " ", startingAt: 0)
+                      + String(r.storedLength).padding(toLength: 12, withPad: " ", startingAt: 0)
+                      + String(r.rawLength).padding(toLength: 12, withPad: " ", startingAt: 0)
+                      + String(format: "%.2f", r.bitsPerWeight))
+            }
+        }
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check every checksum of a .qlm file (and decode every zstd chunk); exit 1 on corruption."
+    )
+
+    @Argument(help: "The .qlm file.")
+    var file: String
+
+    @Flag(name: .long, help: "Print the result as JSON.")
+    var json = false
+
+    func run() throws {
+        try runOrExit {
+            let f = try QLMFile(URL(fileURLWithPath: file))
+            var failures: [String] = []
+            for t in f.tensors {
+                do {
+                    try f.verify(t)
+                    if t.encoding == .zstd { _ = try f.load(t.name) }
+                } catch let e as QuantError {
+                    failures.append(e.message)
+                }
+            }
+            if json {
+                struct R: Encodable { var file: String; var tensors: Int; var ok: Bool; var failures: [String] }
+                print(jsonLine(R(file: file, tensors: f.tensors.count, ok: failures.isEmpty, failures: failures)))
+            } else if failures.isEmpty {
+                print("\(file): OK, \(f.tensors.count) tensors, every checksum matches")
+            }
+            if !failures.isEmpty {
+                for m in failures { printError("error: \(file): \(m)") }
+                throw ExitCode(1)
+            }
+        }
+    }
+}
