@@ -1,0 +1,289 @@
+// Dot products of weight rows with prepared activation rows, per CPU path.
+//
+// Integer formats: per 32-block the integer dot is exact in int32; the float accumulation is
+// sum += (d_w * d_a) * isum (Q4_1: plus m_w * s_a, kept in a separate scalar sum).
+//  - scalar: one float accumulator, block order.
+//  - AVX2 / AVX-512: the block's isum is kept as 8 int32 lanes (lane i = elements 4i..4i+3),
+//    each lane accumulated in float with FMA; the 8 lanes are summed at the end in a fixed
+//    order. AVX2 builds the lanes with maddubs+madd, AVX-512 with VNNI dpbusd; the lanes are the
+//    same integers, so both paths give identical results.
+// Multi-row kernels (nr rows sharing the activation loads) do exactly the per-row arithmetic
+// of the single-row kernel, so matvec/matmul results are bit-identical to qlm_vec_dot.
+#include "qlm_internal.h"
+
+#pragma clang fp contract(off)
+
+// ---- scalar ------------------------------------------------------------------------------
+static float dot_f32_scalar1(int64_t n, const float *w, const float *a) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += w[i] * a[i];
+    return s;
+}
+static float dot_f16_scalar1(int64_t n, const uint16_t *w, const float *a) {
+    float s = 0.0f;
+    for (int64_t i = 0; i < n; i++) s += qlm_h2f(w[i]) * a[i];
+    return s;
+}
+static float dot_q8_0_scalar1(int64_t n, const qlm_block_q8_0 *w, const qlm_block_q8a *a) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t is = 0;
+        for (int j = 0; j < QLM_QK; j++) is += (int32_t)w[b].qs[j] * (int32_t)a[b].qs[j];
+        s += (qlm_h2f(w[b].d) * a[b].d) * (float)is;
+    }
+    return s;
+}
+static float dot_q4_0_scalar1(int64_t n, const qlm_block_q4_0 *w, const qlm_block_q8a *a) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t is = 0;
+        for (int j = 0; j < 16; j++) {
+            is += ((int32_t)(w[b].qs[j] & 0xF) - 8) * (int32_t)a[b].qs[j];
+            is += ((int32_t)(w[b].qs[j] >> 4) - 8) * (int32_t)a[b].qs[j + 16];
+        }
+        s += (qlm_h2f(w[b].d) * a[b].d) * (float)is;
+    }
+    return s;
+}
+static float dot_q4_1_scalar1(int64_t n, const qlm_block_q4_1 *w, const qlm_block_q8a *a) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    float s = 0.0f, sm = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t is = 0;
+        for (int j = 0; j < 16; j++) {
+            is += (int32_t)(w[b].qs[j] & 0xF) * (int32_t)a[b].qs[j];
+            is += (int32_t)(w[b].qs[j] >> 4) * (int32_t)a[b].qs[j + 16];
+        }
+        s += (qlm_h2f(w[b].d) * a[b].d) * (float)is;
+        sm += qlm_h2f(w[b].m) * a[b].s;
+    }
+    return s + sm;
+}
+
+#define SCALAR_DOTN(name, fn, wt, at)                                                            \
+    static void name(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+        for (int r = 0; r < nr; r++) out[r] = fn(n, (const wt *)((const char *)w + r * rs), (const at *)act); \
+    }
+SCALAR_DOTN(dotn_f32_scalar, dot_f32_scalar1, float, float)
+SCALAR_DOTN(dotn_f16_scalar, dot_f16_scalar1, uint16_t, float)
+SCALAR_DOTN(dotn_q8_0_scalar, dot_q8_0_scalar1, qlm_block_q8_0, qlm_block_q8a)
+SCALAR_DOTN(dotn_q4_0_scalar, dot_q4_0_scalar1, qlm_block_q4_0, qlm_block_q8a)
+SCALAR_DOTN(dotn_q4_1_scalar, dot_q4_1_scalar1, qlm_block_q4_1, qlm_block_q8a)
+
+#if QLM_X86
+// ---- shared helpers ------------------------------------------------------------------------
+// Fixed-order horizontal sum of 8 floats (same on both SIMD paths).
+#define HSUM8_BODY(v)                                                        \
+    __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1); \
+    lo = _mm_add_ps(lo, hi);                                                 \
+    lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));                              \
+    lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));                                \
+    return _mm_cvtss_f32(lo);
+QLM_AVX2_TARGET QLM_INLINE float hsum8_avx2(__m256 v) { HSUM8_BODY(v) }
+QLM_AVX512_TARGET QLM_INLINE float hsum8_avx512(__m256 v) { HSUM8_BODY(v) }
+
+QLM_AVX2_TARGET QLM_INLINE float h2f_avx2(uint16_t h) { return _cvtsh_ss(h); }
+QLM_AVX512_TARGET QLM_INLINE float h2f_avx512(uint16_t h) { return _cvtsh_ss(h); }
+
+QLM_AVX2_TARGET QLM_INLINE __m256i unpack_nibbles_avx2(const uint8_t *qs) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
+}
+QLM_AVX512_TARGET QLM_INLINE __m256i unpack_nibbles_avx512(const uint8_t *qs) {
+    const __m128i x = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
+}
+
+// int32 lanes of (u8 x s8) products, lane i = bytes 4i..4i+3.
+QLM_AVX2_TARGET QLM_INLINE __m256i dot_us_avx2(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+QLM_AVX512_TARGET QLM_INLINE __m256i dot_us_avx512(__m256i u, __m256i s) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
+#define PF(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+
+// ---- quantized kernels, stamped for both paths ----------------------------------------------
+#define QUANT_KERNELS(P, TGT)                                                                     \
+TGT static void dotn_q8_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
+    const qlm_block_q8_0 *wr[4];                                                                  \
+    __m256 acc[4];                                                                                \
+    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q8_0 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
+    for (int64_t b = 0; b < nb; b++) {                                                            \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
+        const float da = a[b].d;                                                                  \
+        for (int r = 0; r < 4; r++) {                                                             \
+            if (r >= nr) break;                                                                   \
+            PF((const char *)(wr[r] + b) + 512);                                                  \
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)wr[r][b].qs);                  \
+            const __m256i is = dot_us_##P(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));         \
+            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
+        }                                                                                         \
+    }                                                                                             \
+    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]);                                      \
+}                                                                                                 \
+TGT static void dotn_q4_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
+    const qlm_block_q4_0 *wr[4];                                                                  \
+    __m256 acc[4];                                                                                \
+    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q4_0 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
+    const __m256i eight = _mm256_set1_epi8(8);                                                    \
+    for (int64_t b = 0; b < nb; b++) {                                                            \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
+        const __m256i s8 = dot_us_##P(eight, av); /* 8 * sum(a) per lane */                       \
+        const float da = a[b].d;                                                                  \
+        for (int r = 0; r < 4; r++) {                                                             \
+            if (r >= nr) break;                                                                   \
+            PF((const char *)(wr[r] + b) + 512);                                                  \
+            const __m256i is = _mm256_sub_epi32(dot_us_##P(unpack_nibbles_##P(wr[r][b].qs), av), s8); \
+            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
+        }                                                                                         \
+    }                                                                                             \
+    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]);                                      \
+}                                                                                                 \
+TGT static void dotn_q4_1_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
+    const qlm_block_q4_1 *wr[4];                                                                  \
+    __m256 acc[4];                                                                                \
+    float sm[4] = {0, 0, 0, 0};                                                                   \
+    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q4_1 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
+    for (int64_t b = 0; b < nb; b++) {                                                            \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
+        const float da = a[b].d, sa = a[b].s;                                                     \
+        for (int r = 0; r < 4; r++) {                                                             \
+            if (r >= nr) break;                                                                   \
+            PF((const char *)(wr[r] + b) + 512);                                                  \
+            const __m256i is = dot_us_##P(unpack_nibbles_##P(wr[r][b].qs), av);                   \
+            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
+            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
+            sm[r] += h2f_##P(wr[r][b].m) * sa;                                                    \
+        }                                                                                         \
+    }                                                                                             \
+    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]) + sm[r];                              \
+}
+
+QUANT_KERNELS(avx2, QLM_AVX2_TARGET)
+QUANT_KERNELS(avx512, QLM_AVX512_TARGET)
+
+// ---- float kernels -----------------------------------------------------------------------
+// AVX2: two 8-wide accumulators per row over 16-element steps, scalar tail added after the
+// fixed-order reduction.
+QLM_AVX2_TARGET static void dotn_f32_avx2(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    const float *x = (const float *)act;
+    for (int r = 0; r < nr; r++) {
+        const float *wr = (const float *)((const char *)w + r * rs);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + i), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(wr + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        }
+        float s = hsum8_avx2(_mm256_add_ps(a0, a1));
+        for (; i < n; i++) s += wr[i] * x[i];
+        out[r] = s;
+    }
+}
+QLM_AVX2_TARGET static void dotn_f16_avx2(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    const float *x = (const float *)act;
+    for (int r = 0; r < nr; r++) {
+        const uint16_t *wr = (const uint16_t *)((const char *)w + r * rs);
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+        int64_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + i))), _mm256_loadu_ps(x + i), a0);
+            a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(wr + i + 8))), _mm256_loadu_ps(x + i + 8), a1);
+        }
+        float s = hsum8_avx2(_mm256_add_ps(a0, a1));
+        for (; i < n; i++) s += _cvtsh_ss(wr[i]) * x[i];
+        out[r] = s;
+    }
+}
+// AVX-512: 16-wide, up to 4 rows share the activation loads; masked tail inside the vector sum.
+QLM_AVX512_TARGET QLM_INLINE float hsum16_avx512(__m512 v) {
+    return hsum8_avx512(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
+}
+QLM_AVX512_TARGET static void dotn_f32_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    const float *x = (const float *)act;
+    const float *wr[4];
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) { wr[r] = (const float *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm512_setzero_ps(); }
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + i);
+        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[r] + i), xv, acc[r]); }
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wr[r] + i), xv, acc[r]); }
+    }
+    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(acc[r]);
+}
+QLM_AVX512_TARGET static void dotn_f16_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    const float *x = (const float *)act;
+    const uint16_t *wr[4];
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) { wr[r] = (const uint16_t *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm512_setzero_ps(); }
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 xv = _mm512_loadu_ps(x + i);
+        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wr[r] + i))), xv, acc[r]); }
+    }
+    if (i < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
+        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, wr[r] + i)), xv, acc[r]); }
+    }
+    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(acc[r]);
+}
+#endif
+
+qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
+#if QLM_X86
+    if (path == QLM_PATH_AVX512) {
+        switch (type) {
+        case QLM_TYPE_F32: return dotn_f32_avx512;
+        case QLM_TYPE_F16: return dotn_f16_avx512;
+        case QLM_TYPE_Q8_0: return dotn_q8_0_avx512;
+        case QLM_TYPE_Q4_0: return dotn_q4_0_avx512;
+        case QLM_TYPE_Q4_1: return dotn_q4_1_avx512;
+        }
+    } else if (path == QLM_PATH_AVX2) {
+        switch (type) {
+        case QLM_TYPE_F32: return dotn_f32_avx2;
+        case QLM_TYPE_F16: return dotn_f16_avx2;
+        case QLM_TYPE_Q8_0: return dotn_q8_0_avx2;
+        case QLM_TYPE_Q4_0: return dotn_q4_0_avx2;
+        case QLM_TYPE_Q4_1: return dotn_q4_1_avx2;
+        }
+    }
+#endif
+    (void)path;
+    switch (type) {
+    case QLM_TYPE_F32: return dotn_f32_scalar;
+    case QLM_TYPE_F16: return dotn_f16_scalar;
+    case QLM_TYPE_Q8_0: return dotn_q8_0_scalar;
+    case QLM_TYPE_Q4_0: return dotn_q4_0_scalar;
+    case QLM_TYPE_Q4_1: return dotn_q4_1_scalar;
+    }
+    return NULL;
+}
+
+float qlm_vec_dot(int32_t wtype, int64_t n, const void *wrow, const void *act) {
+    qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
+    if (!f || n <= 0) return 0.0f;
+    float out;
+    f(n, wrow, 0, act, &out, 1);
+    return out;
+}

@@ -1,1 +1,0 @@
-#include "qlm_kernels.h"

@@ -1,0 +1,91 @@
+// Matrix-vector (decode) and matrix-matrix (prefill) products over pool threads.
+// Both use the per-path multi-row dot kernels of dot.c, so every output equals
+// qlm_vec_dot(row, activation) bit for bit on the same path.
+#include "qlm_internal.h"
+
+#define QLM_SMALL_PRODUCT 65536 // rows * n below this: single thread
+
+typedef struct {
+    qlm_dotn_fn f;
+    const char *W;
+    size_t rs, as;
+    int64_t rows, n, T, ldy;
+    const char *act;
+    float *y;
+} prod_ctx;
+
+// Contiguous row range for thread ith, aligned to 4-row groups.
+static void split_rows(int64_t rows, int ith, int nth, int64_t *r0, int64_t *r1) {
+    const int64_t g = (rows + 3) / 4;
+    int64_t a = g * ith / nth * 4, b = g * (ith + 1) / nth * 4;
+    *r0 = a < rows ? a : rows;
+    *r1 = b < rows ? b : rows;
+}
+
+static void matvec_range(const prod_ctx *c, int64_t r0, int64_t r1) {
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) c->f(c->n, c->W + (size_t)r * c->rs, c->rs, c->act, c->y + r, 4);
+    if (r < r1) c->f(c->n, c->W + (size_t)r * c->rs, c->rs, c->act, c->y + r, (int)(r1 - r));
+}
+
+static void matvec_task(void *p, int ith, int nth) {
+    const prod_ctx *c = (const prod_ctx *)p;
+    int64_t r0, r1;
+    split_rows(c->rows, ith, nth, &r0, &r1);
+    matvec_range(c, r0, r1);
+}
+
+void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
+                const float *x, float *y, void *act) {
+    if (rows <= 0 || n <= 0) return;
+    qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
+    if (!f) return;
+    qlm_prepare_act(wtype, x, act, n);
+    prod_ctx c = {f, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y};
+    if (!pool || qlm_pool_size(pool) == 1 || rows * n < QLM_SMALL_PRODUCT || rows < 8) matvec_range(&c, 0, rows);
+    else qlm_pool_run(pool, matvec_task, &c);
+}
+
+// Tile: 4 rows x all tokens; the 4 weight rows stay in L1 while tokens stream past.
+static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
+    float tmp[4];
+    for (int64_t r = r0; r < r1; r += 4) {
+        const int nr = (int)(r1 - r < 4 ? r1 - r : 4);
+        const char *w = c->W + (size_t)r * c->rs;
+        for (int64_t t = 0; t < c->T; t++) {
+            c->f(c->n, w, c->rs, c->act + (size_t)t * c->as, tmp, nr);
+            float *yt = c->y + t * c->ldy + r;
+            for (int i = 0; i < nr; i++) yt[i] = tmp[i];
+        }
+    }
+}
+
+static void matmul_task(void *p, int ith, int nth) {
+    const prod_ctx *c = (const prod_ctx *)p;
+    int64_t r0, r1;
+    split_rows(c->rows, ith, nth, &r0, &r1);
+    matmul_range(c, r0, r1);
+}
+
+typedef struct { int32_t wtype; const float *X; char *act; size_t as; int64_t n, T; } prep_ctx;
+static void prep_task(void *p, int ith, int nth) {
+    const prep_ctx *c = (const prep_ctx *)p;
+    for (int64_t t = c->T * ith / nth; t < c->T * (ith + 1) / nth; t++)
+        qlm_prepare_act(c->wtype, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
+}
+
+void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
+                const float *X, int64_t T, float *Y, int64_t ldy, void *act) {
+    if (rows <= 0 || n <= 0 || T <= 0) return;
+    if (T == 1) { qlm_matvec(pool, wtype, W, rows, n, X, Y, act); return; }
+    qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
+    if (!f) return;
+    const size_t as = qlm_act_row_size(wtype, n);
+    const int parallel = pool && qlm_pool_size(pool) > 1 && rows * n * T >= QLM_SMALL_PRODUCT && rows >= 8;
+    prep_ctx pc = {wtype, X, (char *)act, as, n, T};
+    if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run(pool, prep_task, &pc);
+    else prep_task(&pc, 0, 1);
+    prod_ctx c = {f, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y};
+    if (parallel) qlm_pool_run(pool, matmul_task, &c);
+    else matmul_range(&c, 0, rows);
+}

@@ -1,0 +1,134 @@
+// Persistent thread pool. A job is published by bumping an atomic generation counter;
+// workers spin (with pause) for up to ~100 us waiting for the next generation, then sleep on a
+// condition variable. The caller runs as thread 0 and waits for an atomic completion counter.
+#include "qlm_internal.h"
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define QLM_SPIN_NS 100000ull
+
+struct qlm_pool {
+    int n;
+    pthread_t *threads;
+    qlm_task_fn fn;
+    void *ctx;
+    _Alignas(64) atomic_uint gen;
+    _Alignas(64) atomic_int done;
+    _Alignas(64) atomic_int sleepers;
+    atomic_int stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+typedef struct { qlm_pool *pool; int ith; } worker_arg;
+
+static inline void cpu_relax(void) {
+#if QLM_X86
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void *worker_main(void *p) {
+    worker_arg arg = *(worker_arg *)p;
+    free(p);
+    qlm_pool *pool = arg.pool;
+    unsigned seen = 0; // gen starts at 0, so a job published before this thread ran is still new
+    for (;;) {
+        unsigned g;
+        // spin phase
+        uint64_t t0 = 0;
+        for (unsigned it = 0;; it++) {
+            g = atomic_load_explicit(&pool->gen, memory_order_acquire);
+            if (g != seen) break;
+            cpu_relax();
+            if ((it & 255) == 255) {
+                uint64_t t = now_ns();
+                if (!t0) t0 = t;
+                else if (t - t0 > QLM_SPIN_NS) break;
+            }
+        }
+        if (g == seen) { // sleep phase
+            pthread_mutex_lock(&pool->mu);
+            atomic_fetch_add(&pool->sleepers, 1); // seq_cst: pairs with the caller's gen bump
+            while ((g = atomic_load(&pool->gen)) == seen) pthread_cond_wait(&pool->cv, &pool->mu);
+            atomic_fetch_sub(&pool->sleepers, 1);
+            pthread_mutex_unlock(&pool->mu);
+        }
+        seen = g;
+        if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
+        pool->fn(pool->ctx, arg.ith, pool->n);
+        atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
+    }
+    return NULL;
+}
+
+qlm_pool *qlm_pool_create(int n_threads) {
+    if (n_threads < 1) n_threads = 1;
+    if (n_threads > 256) n_threads = 256;
+    qlm_pool *pool = NULL;
+    if (posix_memalign((void **)&pool, 64, sizeof(qlm_pool)) != 0) return NULL;
+    memset(pool, 0, sizeof(*pool));
+    pool->n = n_threads;
+    atomic_init(&pool->gen, 0);
+    atomic_init(&pool->done, 0);
+    atomic_init(&pool->sleepers, 0);
+    atomic_init(&pool->stop, 0);
+    pthread_mutex_init(&pool->mu, NULL);
+    pthread_cond_init(&pool->cv, NULL);
+    pool->threads = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
+    for (int i = 1; i < n_threads; i++) {
+        worker_arg *a = (worker_arg *)malloc(sizeof(worker_arg));
+        a->pool = pool;
+        a->ith = i;
+        if (pthread_create(&pool->threads[i], NULL, worker_main, a) != 0) {
+            free(a);
+            // fall back to fewer threads: shut down the ones started so far
+            pool->n = i;
+            break;
+        }
+    }
+    return pool;
+}
+
+static void publish(qlm_pool *pool) {
+    atomic_fetch_add(&pool->gen, 1); // seq_cst
+    if (atomic_load(&pool->sleepers) > 0) {
+        pthread_mutex_lock(&pool->mu);
+        pthread_cond_broadcast(&pool->cv);
+        pthread_mutex_unlock(&pool->mu);
+    }
+}
+
+void qlm_pool_destroy(qlm_pool *pool) {
+    if (!pool) return;
+    atomic_store(&pool->stop, 1);
+    publish(pool);
+    for (int i = 1; i < pool->n; i++) pthread_join(pool->threads[i], NULL);
+    pthread_mutex_destroy(&pool->mu);
+    pthread_cond_destroy(&pool->cv);
+    free(pool->threads);
+    free(pool);
+}
+
+int qlm_pool_size(const qlm_pool *pool) { return pool ? pool->n : 1; }
+
+void qlm_pool_run(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
+    if (!pool || pool->n == 1) { fn(ctx, 0, 1); return; }
+    pool->fn = fn;
+    pool->ctx = ctx;
+    atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
+    publish(pool); // release of fn/ctx/done via seq_cst RMW
+    fn(ctx, 0, pool->n);
+    const int want = pool->n - 1;
+    while (atomic_load_explicit(&pool->done, memory_order_acquire) != want) cpu_relax();
+}
