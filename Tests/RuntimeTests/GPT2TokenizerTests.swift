@@ -126,9 +126,15 @@ final class GPT2TokenizerTests: XCTestCase {
     func testSerializationRoundTrip() throws {
         let t = try tokenizer()
         let blob = t.serialized()
-        let start = Date()
-        let u = try GPT2Tokenizer(serialized: blob, source: "blob")
-        let ms = Date().timeIntervalSince(start) * 1000
+        var ms = Double.infinity
+        var loaded: GPT2Tokenizer?
+        for _ in 0..<3 {  // best of 3: the machine is shared with other builds
+            let start = Date()
+            loaded = try GPT2Tokenizer(serialized: blob, source: "blob")
+            ms = min(ms, Date().timeIntervalSince(start) * 1000)
+        }
+        let u = loaded!
+        XCTAssertLessThan(ms, 10, "loading the serialized tokenizer should take < 10 ms")
         print("GPT-2 tokenizer: serialized \(blob.count) bytes, loaded in \(String(format: "%.2f", ms)) ms")
         XCTAssertEqual(u.vocabSize, t.vocabSize)
         XCTAssertEqual(u.mergeCount, t.mergeCount)
@@ -226,6 +232,21 @@ final class GPT2TokenizerTests: XCTestCase {
         let badLine = tmp.appendingPathComponent("badline.bpe").path
         try Data("#version: 0.2\nĠt\n".utf8).write(to: URL(fileURLWithPath: badLine))
         expectError({ try GPT2Tokenizer(encoderJSON: encoder, merges: badLine) }, mentions: badLine, "one-token merge line")
+    }
+
+    func testVeryLongWordIsFast() throws {
+        let t = try GPT2Tokenizer(serialized: tokenizer().serialized(), source: "fresh")
+        var word = ""
+        var x: UInt32 = 12345
+        for _ in 0..<200_000 {
+            x = x &* 1_103_515_245 &+ 12345
+            word.unicodeScalars.append(Unicode.Scalar(97 + (x >> 16) % 26)!)
+        }
+        let start = Date()
+        let ids = t.encode(word)
+        let seconds = Date().timeIntervalSince(start)
+        XCTAssertEqual(t.decode(ids), Array(word.utf8))
+        XCTAssertLessThan(seconds, 2, "200,000-letter word took \(seconds) s")
     }
 
     func testPretokenizerCoversInput() throws {

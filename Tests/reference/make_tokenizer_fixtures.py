@@ -54,7 +54,9 @@ GPT2_CASES = [
     "ÿ", "\u0100", "Ġ", "$$$ %%% ^^^", "http://example.com/a?b=c&d=e", "foo_bar-baz",
     "    def f(x):\n        return x ** 2\n", "The quick brown fox jumps over the lazy dog.",
     " = Valkyria Chronicles III = \n", "@-@ 1 @,@ 000", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "ǅungla", "ℌ", "a\u0301",
-    "\U0001F600\u200d", "x" * 300, " " * 40 + "x", "!!!!!!!!!!??", "\u3002\uff01",
+    "\U0001F600\u200d", "x" * 300, "a" * 1000, "1234567890" * 50, "!?" * 200, " " + "ab" * 150,
+    "".join(chr(97 + (i * 7919) % 26) for i in range(600)), "supercalifragilisticexpialidocious" * 8,
+    "\u00e9" * 200, " " * 40 + "x", "!!!!!!!!!!??", "\u3002\uff01",
 ]
 
 

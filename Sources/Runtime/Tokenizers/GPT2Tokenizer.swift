@@ -17,7 +17,7 @@ public struct GPT2Tokenizer: Tokenizer {
     /// Merges in rank order: (left, right, merged).
     private let merges: [(UInt32, UInt32, UInt32)]
     /// (left << 32 | right) -> (rank << 32 | merged id).
-    private let pairTable: [UInt64: UInt64]
+    private let pairTable: PairTable
     /// Token id of each single byte.
     private let byteToID: [Int32]
     /// Special token ids (e.g. `<|endoftext|>`), with their text.
@@ -132,8 +132,7 @@ public struct GPT2Tokenizer: Tokenizer {
         if let missing = byteToID.firstIndex(of: -1) {
             throw TokenizerError(file: source, problem: "vocabulary has no token for byte 0x\(String(missing, radix: 16)) (byte-level BPE needs all 256)")
         }
-        var table: [UInt64: UInt64] = [:]
-        table.reserveCapacity(merges.count)
+        var table = PairTable(capacity: merges.count)
         try tokenData.withUnsafeBufferPointer { d in
             try tokenOffsets.withUnsafeBufferPointer { o in
                 for (rank, (a, b, m)) in merges.enumerated() {
@@ -150,7 +149,7 @@ public struct GPT2Tokenizer: Tokenizer {
                         throw TokenizerError(file: source, problem: "merge \(rank): token \(m) is not the concatenation of tokens \(a) and \(b)")
                     }
                     let key = UInt64(a) << 32 | UInt64(b)
-                    if table[key] == nil { table[key] = UInt64(rank) << 32 | UInt64(m) }
+                    table.insertIfAbsent(key, UInt64(rank) << 32 | UInt64(m))
                 }
             }
         }
@@ -187,7 +186,8 @@ public struct GPT2Tokenizer: Tokenizer {
     ///               bytes(merged) must equal bytes(left) + bytes(right)
     ///     u32       special token count S
     ///     S times   u32 token id (e.g. 50256 for <|endoftext|>)
-    ///     u32       FNV-1a 32-bit hash of every byte before it
+    ///     u64       checksum of every byte before it: h = 0xcbf29ce484222325, then for each
+    ///               little-endian u64 word w (the last one zero-padded) h = (h ^ w) * 0x100000001b3
     ///
     /// The merged id is stored so loading needs no byte-string hashing (< 10 ms for GPT-2);
     /// the checksum makes any single corrupted byte a load error.
@@ -206,7 +206,7 @@ public struct GPT2Tokenizer: Tokenizer {
         for (a, b, m) in merges { u32(a); u32(b); u32(m) }
         u32(UInt32(specialTokens.count))
         for s in specialTokens { u32(UInt32(s.id)) }
-        u32(GPT2Tokenizer.fnv1a(out[...]))
+        withUnsafeBytes(of: GPT2Tokenizer.checksum(out[...]).littleEndian) { out.append(contentsOf: $0) }
         return out
     }
 
@@ -217,7 +217,7 @@ public struct GPT2Tokenizer: Tokenizer {
         guard blob.count >= magic.count + 16 else { throw fail("too short (\(blob.count) bytes)") }
         guard blob.starts(with: magic.prefix(7)) else { throw fail("bad magic (not a serialized GPT-2 tokenizer)") }
         guard blob[7] == magic[7] else { throw fail("unsupported format version \(blob[7])") }
-        let body = blob[0..<(blob.count - 4)]
+        let body = blob[0..<(blob.count - 8)]
         var pos = magic.count
         func readU32() throws -> UInt32 {
             guard pos + 4 <= body.count else { throw fail("truncated at byte \(pos)") }
@@ -225,8 +225,9 @@ public struct GPT2Tokenizer: Tokenizer {
             pos += 4
             return v
         }
-        let stored = UInt32(blob[blob.count - 4]) | UInt32(blob[blob.count - 3]) << 8 | UInt32(blob[blob.count - 2]) << 16 | UInt32(blob[blob.count - 1]) << 24
-        guard GPT2Tokenizer.fnv1a(body) == stored else { throw fail("checksum mismatch (truncated or corrupted)") }
+        var stored: UInt64 = 0
+        for k in 0..<8 { stored |= UInt64(blob[blob.count - 8 + k]) << (8 * UInt64(k)) }
+        guard GPT2Tokenizer.checksum(body) == stored else { throw fail("checksum mismatch (truncated or corrupted)") }
         let vocab = Int(try readU32())
         guard vocab > 0, vocab <= (body.count - pos) / 3 else { throw fail("implausible vocabulary count \(vocab)") }
         var data: [UInt8] = []
@@ -260,10 +261,22 @@ public struct GPT2Tokenizer: Tokenizer {
         try self.init(tokenData: data, tokenOffsets: offsets, merges: merges, specialIDs: specials, source: source)
     }
 
-    static func fnv1a(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+    /// FNV-1a over 64-bit words: each step is a bijection of h, so any single changed byte
+    /// changes the result.
+    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 {
         bytes.withUnsafeBufferPointer { p in
-            var h: UInt32 = 2_166_136_261
-            for b in p { h = (h ^ UInt32(b)) &* 16_777_619 }
+            var h: UInt64 = 0xcbf2_9ce4_8422_2325
+            let words = p.count / 8
+            let raw = UnsafeRawBufferPointer(p)
+            for i in 0..<words {
+                let w = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self))
+                h = (h ^ w) &* 0x100_0000_01b3
+            }
+            if p.count % 8 != 0 {
+                var w: UInt64 = 0
+                for k in 0..<(p.count % 8) { w |= UInt64(p[8 * words + k]) << (8 * UInt64(k)) }
+                h = (h ^ w) &* 0x100_0000_01b3
+            }
             return h
         }
     }
@@ -392,14 +405,16 @@ public struct GPT2Tokenizer: Tokenizer {
         var ranks: [UInt64] = []
     }
 
-    /// BPE of one pre-token: repeatedly merge the adjacent pair with the lowest merge rank.
+    /// BPE of one pre-token: repeatedly merge the adjacent pair with the lowest merge rank
+    /// (leftmost first on equal ranks).
     private func bpe(_ piece: UnsafeBufferPointer<UInt8>, _ s: inout BPEScratch) -> [Int32] {
+        if piece.count > 128 { return bpeLong(piece) }
         let none = UInt64.max
         s.ids.removeAll(keepingCapacity: true)
         s.ranks.removeAll(keepingCapacity: true)
         for b in piece { s.ids.append(UInt32(byteToID[Int(b)])) }
         func lookup(_ a: UInt32, _ b: UInt32) -> UInt64 {
-            pairTable[UInt64(a) << 32 | UInt64(b)] ?? none
+            pairTable.get(UInt64(a) << 32 | UInt64(b)) ?? none
         }
         for i in 0..<(s.ids.count - 1) { s.ranks.append(lookup(s.ids[i], s.ids[i + 1])) }
         while s.ids.count > 1 {
@@ -417,6 +432,81 @@ public struct GPT2Tokenizer: Tokenizer {
             if bestIndex < s.ranks.count { s.ranks[bestIndex] = lookup(s.ids[bestIndex], s.ids[bestIndex + 1]) }
         }
         return s.ids.map { Int32(bitPattern: $0) }
+    }
+
+    /// The same merges in O(n log n) for long pieces: a linked list of parts and a min-heap
+    /// of candidate pairs keyed by (rank, position of the left part), with stale entries
+    /// detected by per-part version numbers. Gives exactly the order of the linear scan.
+    private func bpeLong(_ piece: UnsafeBufferPointer<UInt8>) -> [Int32] {
+        let n = piece.count
+        var ids = piece.map { UInt32(byteToID[Int($0)]) }
+        var next = (0..<n).map { $0 + 1 < n ? Int32($0 + 1) : -1 }
+        var prev = (0..<n).map { Int32($0 - 1) }
+        var version = [UInt32](repeating: 0, count: n)
+        var heap = MinHeap()
+        func push(_ left: Int) {
+            let right = Int(next[left])
+            guard right >= 0, let v = pairTable.get(UInt64(ids[left]) << 32 | UInt64(ids[right])) else { return }
+            heap.push(key: (v >> 32) << 32 | UInt64(left), leftVersion: version[left], rightVersion: version[right])
+        }
+        for i in 0..<(n - 1) { push(i) }
+        while let e = heap.pop() {
+            let left = Int(e.key & 0xFFFF_FFFF)
+            let right = Int(next[left])
+            guard right >= 0, version[left] == e.leftVersion, version[right] == e.rightVersion else { continue }
+            // Versions match, so the pair is unchanged since it was pushed.
+            let v = pairTable.get(UInt64(ids[left]) << 32 | UInt64(ids[right]))!
+            ids[left] = UInt32(truncatingIfNeeded: v)
+            version[left] &+= 1
+            version[right] &+= 1          // the right part is gone
+            let after = next[right]
+            next[left] = after
+            if after >= 0 { prev[Int(after)] = Int32(left) }
+            if prev[left] >= 0 { push(Int(prev[left])) }
+            push(left)
+        }
+        var out: [Int32] = []
+        var i = 0
+        while i >= 0 {
+            out.append(Int32(bitPattern: ids[i]))
+            i = Int(next[i])
+        }
+        return out
+    }
+
+    private struct MinHeap {
+        struct Entry { var key: UInt64; var leftVersion: UInt32; var rightVersion: UInt32 }
+        var items: [Entry] = []
+
+        mutating func push(key: UInt64, leftVersion: UInt32, rightVersion: UInt32) {
+            items.append(Entry(key: key, leftVersion: leftVersion, rightVersion: rightVersion))
+            var i = items.count - 1
+            while i > 0 {
+                let p = (i - 1) / 2
+                if items[p].key <= items[i].key { break }
+                items.swapAt(p, i)
+                i = p
+            }
+        }
+
+        mutating func pop() -> Entry? {
+            guard let top = items.first else { return nil }
+            let last = items.removeLast()
+            if !items.isEmpty {
+                items[0] = last
+                var i = 0
+                while true {
+                    let l = 2 * i + 1, r = l + 1
+                    var m = i
+                    if l < items.count && items[l].key < items[m].key { m = l }
+                    if r < items.count && items[r].key < items[m].key { m = r }
+                    if m == i { break }
+                    items.swapAt(i, m)
+                    i = m
+                }
+            }
+            return top
+        }
     }
 
     // MARK: - Pre-tokenization
@@ -517,6 +607,50 @@ public struct GPT2Tokenizer: Tokenizer {
             }
             emit(Int(starts[s]), Int(starts[e]))
             s = e
+        }
+    }
+}
+
+/// Open-addressing hash map from a (left, right) id pair to (rank << 32 | merged id).
+struct PairTable: Sendable {
+    private var keys: [UInt64]
+    private var values: [UInt64]
+    private let mask: Int
+    private let shift: UInt64
+    private static let empty = UInt64.max
+
+    init(capacity: Int) {
+        var size = 16
+        var bits: UInt64 = 4
+        while size < capacity * 2 { size *= 2; bits += 1 }
+        keys = [UInt64](repeating: PairTable.empty, count: size)
+        values = [UInt64](repeating: 0, count: size)
+        mask = size - 1
+        shift = 64 - bits
+    }
+
+    @inline(__always) private func slot(_ key: UInt64) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> shift)
+    }
+
+    mutating func insertIfAbsent(_ key: UInt64, _ value: UInt64) {
+        var i = slot(key)
+        while true {
+            if keys[i] == PairTable.empty { keys[i] = key; values[i] = value; return }
+            if keys[i] == key { return }
+            i = (i + 1) & mask
+        }
+    }
+
+    @inline(__always) func get(_ key: UInt64) -> UInt64? {
+        keys.withUnsafeBufferPointer { k in
+            var i = slot(key)
+            while true {
+                let found = k[i]
+                if found == key { return values[i] }
+                if found == PairTable.empty { return nil }
+                i = (i + 1) & mask
+            }
         }
     }
 }
