@@ -64,7 +64,8 @@ public enum Generator {
             throw ModelError("the prompt is \(promptIDs.count) tokens; this model's context holds \(capacity) (n_ctx \(hp.nCtx))")
         }
         var budget = options.maxNewTokens
-        if let steps = options.steps { budget = max(0, min(steps, capacity) - promptIDs.count) }
+        // run.c prints the token sampled at every position 0 ..< steps, so the last one is new too.
+        if let steps = options.steps { budget = max(0, min(steps, capacity) - promptIDs.count + 1) }
         let stops: Set<Int32> = options.stopAtEndOfText ? Set([tok.bosID, tok.eosID].compactMap { $0 }) : []
 
         // Echo the prompt as the reference implementations do.

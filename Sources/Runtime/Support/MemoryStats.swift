@@ -17,7 +17,7 @@ public struct MemoryStats: Codable, Sendable {
         var s = MemoryStats(peakRSS: 0, rss: 0, rssAnon: 0, rssFile: 0)
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return s }
         for line in text.split(separator: "\n") {
-            let parts = line.split(separator: " ", omittingEmptySubsequences: true)
+            let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
             guard parts.count >= 2, let kb = Int(parts[1]) else { continue }
             switch parts[0] {
             case "VmHWM:": s.peakRSS = kb * 1024

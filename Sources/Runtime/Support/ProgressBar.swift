@@ -62,9 +62,9 @@ public func printError(_ s: String) {
 /// Human-readable byte counts (MiB = 2^20).
 public func formatBytes(_ n: Int) -> String {
     let x = Double(n)
-    if x >= 1 << 30 { return String(format: "%.2f GiB", x / Double(1 << 30)) }
-    if x >= 1 << 20 { return String(format: "%.2f MiB", x / Double(1 << 20)) }
-    if x >= 1 << 10 { return String(format: "%.1f KiB", x / Double(1 << 10)) }
+    if x >= 1_073_741_824 { return String(format: "%.2f GiB", x / 1_073_741_824) }
+    if x >= 1_048_576 { return String(format: "%.2f MiB", x / 1_048_576) }
+    if x >= 1024 { return String(format: "%.1f KiB", x / 1024) }
     return "\(n) B"
 }
 

@@ -1,0 +1,188 @@
+import ArgumentParser
+import Foundation
+import Quant
+import Runtime
+
+@main
+struct RunCLI: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run QuantLM models: generate text, tokenize, measure perplexity, benchmark.",
+        discussion: """
+        Examples:
+          run generate stories-q8.qlm --prompt "Once upon a time" --max-tokens 200 --temperature 0
+          run generate model.qlm --prompt "Hello" --temperature 0.8 --top-p 0.9 --seed 7 --json
+          run tokenize --tokenizer ../shared/models/gpt2-tokenizer --text file.txt --format json
+        """,
+        subcommands: [Generate.self, Tokenize.self]
+    )
+}
+
+/// Prints QuantLM errors as one line and exits 1 (ArgumentParser handles usage errors itself).
+func runOrExit(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let e as QuantError {
+        printError("error: \(e)"); throw ExitCode(1)
+    } catch let e as TokenizerError {
+        printError("error: \(e)"); throw ExitCode(1)
+    } catch let e as ModelError {
+        printError("error: \(e)"); throw ExitCode(1)
+    }
+}
+
+struct ModelOptions: ParsableArguments {
+    @Argument(help: "The .qlm model file.")
+    var model: String
+
+    @Option(name: .long, help: "Worker threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Flag(name: .long, help: "Check every tensor's checksum before running.")
+    var verify = false
+
+    func validate() throws {
+        guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256, got \(threads)") }
+    }
+
+    func load(maxBatch: Int = 128) throws -> LoadedModel {
+        try LoadedModel(path: model, options: LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify))
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Generate text from a prompt, streaming it to stdout.",
+        discussion: """
+        Temperature 0 is greedy decoding. The same seed gives the same text. A closing line on
+        stderr reports prompt and decode tokens/s and peak memory; --json prints everything
+        (text, token ids, speeds, memory) as one JSON object instead.
+
+        Example: run generate stories.qlm --prompt "Once upon a time" --temperature 0 --steps 200
+        (--steps counts positions including the prompt, like llama2.c's -n.)
+        """
+    )
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(name: .long, help: "The prompt text.")
+    var prompt: String = ""
+
+    @Option(name: .long, help: "New tokens to generate at most.")
+    var maxTokens: Int = 256
+
+    @Option(name: .long, help: "Total positions including the prompt, as llama2.c's -n (overrides --max-tokens).")
+    var steps: Int?
+
+    @Option(name: .long, help: "Sampling temperature; 0 = greedy.")
+    var temperature: Float = 0.8
+
+    @Option(name: .long, help: "Sample among the K most probable tokens (0 = off).")
+    var topK: Int = 0
+
+    @Option(name: .long, help: "Nucleus sampling: the smallest set with probability ≥ P (1 = off).")
+    var topP: Float = 0.9
+
+    @Option(name: .long, help: "Random seed.")
+    var seed: UInt64 = 42
+
+    @Flag(name: .long, help: "Print one JSON object instead of streaming text.")
+    var json = false
+
+    func validate() throws {
+        guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be ≥ 0") }
+        if let s = steps, s <= 0 { throw ValidationError("--steps must be > 0") }
+        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0") }
+        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0") }
+        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+    }
+
+    func run() throws {
+        try runOrExit {
+            let lm = try options.load()
+            let opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
+                                         sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed))
+            let result = try Generator.generate(lm, prompt: prompt, options: opts) { bytes in
+                guard !json else { return }
+                bytes.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
+                fflush(stdout)
+            }
+            if json {
+                struct Out: Encodable {
+                    var model: String; var load_seconds: Double; var threads: Int
+                    var result: GenerationResult
+                }
+                print(jsonLine(Out(model: options.model, load_seconds: lm.loadSeconds, threads: options.threads, result: result)))
+            } else {
+                print("")
+                printError(String(format: "prompt %d tok, %.1f tok/s | decode %d tok, %.1f tok/s | peak RSS %@ | KV cache %@ | stop: %@",
+                                  result.promptTokens.count, result.promptTokensPerSecond, result.tokens.count,
+                                  result.decodeTokensPerSecond, formatBytes(result.memory.peakRSS), formatBytes(result.kvCacheBytes),
+                                  result.stopReason))
+            }
+        }
+    }
+}
+
+struct Tokenize: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print or write the token ids of a text file.",
+        discussion: """
+        --tokenizer accepts a .qlm file (its embedded tokenizer), a directory with encoder.json +
+        vocab.bpe or vocab.json + merges.txt, or a llama2.c tokenizer.bin (give --vocab-size if it
+        is not 32000-style inferable).
+
+        Examples:
+          run tokenize --tokenizer ../shared/models/gpt2-tokenizer --text ../shared/data/wikitext-2-raw/wiki.test.raw
+          run tokenize --tokenizer model.qlm --text story.txt --format u32 -o ids.u32
+        """
+    )
+
+    @Option(name: .long, help: "A .qlm file, a GPT-2 tokenizer directory, or a llama2.c tokenizer.bin.")
+    var tokenizer: String
+
+    @Option(name: .long, help: "The text file to tokenize.")
+    var text: String
+
+    @Option(name: .long, help: "Output format: json (ids array and count) or u32 (raw little-endian uint32).")
+    var format: String = "json"
+
+    @Option(name: .shortAndLong, help: "Write to this file instead of stdout.")
+    var output: String?
+
+    @Option(name: .long, help: "Vocabulary size for a llama2.c tokenizer.bin.")
+    var vocabSize: Int?
+
+    func validate() throws {
+        guard ["json", "u32"].contains(format) else { throw ValidationError("--format must be json or u32, got '\(format)'") }
+    }
+
+    func run() throws {
+        try runOrExit {
+            let tok: any Tokenizer
+            if tokenizer.hasSuffix(".qlm") {
+                tok = try TokenizerPayloads.load(from: QLMFile(URL(fileURLWithPath: tokenizer)))
+            } else {
+                tok = try TokenizerLoader.load(path: tokenizer, vocabSize: vocabSize)
+            }
+            guard let data = FileManager.default.contents(atPath: text) else { throw QuantError(text, "cannot read text file") }
+            guard let s = String(data: data, encoding: .utf8) else { throw QuantError(text, "is not valid UTF-8") }
+            let ids = tok.encode(s)
+            let bytes: Data
+            if format == "u32" {
+                var d = Data(capacity: ids.count * 4)
+                for id in ids { withUnsafeBytes(of: UInt32(bitPattern: id).littleEndian) { d.append(contentsOf: $0) } }
+                bytes = d
+            } else {
+                struct Out: Encodable { var count: Int; var ids: [Int32] }
+                bytes = Data((jsonLine(Out(count: ids.count, ids: ids)) + "\n").utf8)
+            }
+            if let output {
+                guard FileManager.default.createFile(atPath: output, contents: bytes) else { throw QuantError(output, "cannot write") }
+                printError("\(ids.count) tokens → \(output)")
+            } else {
+                FileHandle.standardOutput.write(bytes)
+            }
+        }
+    }
+}
