@@ -14,7 +14,7 @@ struct RunCLI: ParsableCommand {
           run generate model.qlm --prompt "Hello" --temperature 0.8 --top-p 0.9 --seed 7 --json
           run tokenize --tokenizer ../shared/models/gpt2-tokenizer --text file.txt --format json
         """,
-        subcommands: [Generate.self, Tokenize.self]
+        subcommands: [Generate.self, Perplexity_.self, Compare.self, Tokenize.self]
     )
 }
 
@@ -27,6 +27,8 @@ func runOrExit(_ body: () throws -> Void) throws {
     } catch let e as TokenizerError {
         printError("error: \(e)"); throw ExitCode(1)
     } catch let e as ModelError {
+        printError("error: \(e)"); throw ExitCode(1)
+    } catch let e as PerplexityError {
         printError("error: \(e)"); throw ExitCode(1)
     }
 }

@@ -1,0 +1,242 @@
+import Foundation
+import Quant
+
+/// Which tokens are scored, with which context.
+public enum PerplexityProtocol: Sendable {
+    /// Hugging Face's sliding window over one token stream: windows of `ctx` tokens advance
+    /// by `stride`; each token at position p ≥ 1 is scored once, by the first window whose
+    /// scored region (its last `end - prevEnd` positions) contains it.
+    case stride(ctx: Int, stride: Int)
+    /// Each document scored on its own from its start (BOS first where the tokenizer has
+    /// one), truncated to `ctx` tokens; every next-token prediction inside it counts.
+    case documents(separator: String, maxDocs: Int?, ctx: Int)
+}
+
+/// One scoring pass: the token window and which of its positions are predicted.
+struct ScoringWindow {
+    var tokens: [Int32]
+    /// Rows whose logits predict tokens[row + 1].
+    var rows: Range<Int>
+}
+
+public struct ModelScore: Codable, Sendable {
+    public var model: String
+    public var fileBytes: Int
+    public var bitsPerWeight: Double
+    public var storedBitsPerWeight: Double
+    public var tokensScored: Int
+    public var meanNLL: Double
+    public var perplexity: Double
+    // Against the reference (the first model); nil for the reference itself.
+    public var deltaPerplexity: Double?
+    public var deltaPercent: Double?
+    public var klMean: Double?
+    public var klP99: Double?
+    public var top1Agreement: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case model, fileBytes = "file_bytes", bitsPerWeight = "bits_per_weight", storedBitsPerWeight = "stored_bits_per_weight"
+        case tokensScored = "tokens_scored", meanNLL = "mean_nll", perplexity
+        case deltaPerplexity = "delta_ppl", deltaPercent = "delta_percent", klMean = "kl_mean", klP99 = "kl_p99"
+        case top1Agreement = "top1_agreement"
+    }
+}
+
+public struct PerplexityReport: Codable, Sendable {
+    public var protocolName: String
+    public var ctx: Int
+    public var stride: Int?
+    public var documents: Int?
+    public var textTokens: Int
+    public var tokensScored: Int
+    public var seconds: Double
+    public var tokensPerSecond: Double
+    public var models: [ModelScore]
+
+    enum CodingKeys: String, CodingKey {
+        case protocolName = "protocol", ctx, stride, documents, textTokens = "text_tokens", tokensScored = "tokens_scored"
+        case seconds, tokensPerSecond = "tokens_per_second", models
+    }
+}
+
+public enum PerplexityError: Error, CustomStringConvertible {
+    case bad(String)
+    public var description: String { if case .bad(let s) = self { return s }; return "" }
+}
+
+public enum Perplexity {
+    /// Splits on lines equal to `separator` (a trailing \r ignored); each document is its
+    /// lines joined with \n and trimmed of surrounding whitespace; empty documents dropped.
+    public static func splitDocuments(_ text: String, separator: String) -> [String] {
+        var docs: [String] = []
+        var cur: [Substring] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            let l = line.hasSuffix("\r") ? line.dropLast() : line
+            if l == separator {
+                docs.append(cur.joined(separator: "\n"))
+                cur = []
+            } else {
+                cur.append(line)
+            }
+        }
+        docs.append(cur.joined(separator: "\n"))
+        return docs.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+    }
+
+    /// The windows of a protocol over `text`. Throws a one-line error for unusable input.
+    static func windows(_ proto: PerplexityProtocol, text: String, tokenizer: any Tokenizer, modelContext: Int) throws
+        -> (windows: [ScoringWindow], textTokens: Int, documents: Int?) {
+        guard !text.isEmpty else { throw PerplexityError.bad("the text is empty") }
+        switch proto {
+        case .stride(let ctx, let stride):
+            guard ctx >= 2 else { throw PerplexityError.bad("--ctx must be at least 2, got \(ctx)") }
+            guard ctx <= modelContext else { throw PerplexityError.bad("--ctx \(ctx) exceeds the model's context of \(modelContext) tokens") }
+            guard stride >= 1, stride <= ctx else { throw PerplexityError.bad("--stride must be in 1...ctx (\(ctx)), got \(stride)") }
+            let ids = tokenizer.encode(text)
+            guard ids.count >= 2 else { throw PerplexityError.bad("the text is \(ids.count) token(s); at least 2 are needed to score anything") }
+            var out: [ScoringWindow] = []
+            var prevEnd = 0
+            var begin = 0
+            while begin < ids.count {
+                let end = min(begin + ctx, ids.count)
+                // Scored: absolute positions max(prevEnd, begin + 1) ..< end; row r predicts begin + r + 1.
+                let first = max(prevEnd, begin + 1)
+                if first < end {
+                    out.append(ScoringWindow(tokens: Array(ids[begin ..< end]), rows: (first - begin - 1) ..< (end - begin - 1)))
+                }
+                prevEnd = end
+                if end == ids.count { break }
+                begin += stride
+            }
+            return (out, ids.count, nil)
+        case .documents(let separator, let maxDocs, let ctx):
+            guard ctx >= 2 else { throw PerplexityError.bad("--ctx must be at least 2, got \(ctx)") }
+            guard ctx <= modelContext else { throw PerplexityError.bad("--ctx \(ctx) exceeds the model's context of \(modelContext) tokens") }
+            if let m = maxDocs, m < 1 { throw PerplexityError.bad("--max-docs must be ≥ 1") }
+            guard text.contains(separator) else {
+                throw PerplexityError.bad("the separator '\(separator)' never occurs in the text (use --protocol stride for one stream)")
+            }
+            var docs = splitDocuments(text, separator: separator)
+            if let m = maxDocs { docs = Array(docs.prefix(m)) }
+            var out: [ScoringWindow] = []
+            var total = 0
+            for d in docs {
+                var ids = tokenizer.encode(d)
+                if let bos = tokenizer.bosID, ids.first != bos { ids.insert(bos, at: 0) }
+                ids = Array(ids.prefix(ctx))
+                total += ids.count
+                if ids.count >= 2 { out.append(ScoringWindow(tokens: ids, rows: 0 ..< ids.count - 1)) }
+            }
+            guard !out.isEmpty else { throw PerplexityError.bad("no document has two or more tokens") }
+            return (out, total, docs.count)
+        }
+    }
+
+    /// Scores `models` over the same windows in one pass. The first model is the reference
+    /// for Δppl, KL divergence and top-1 agreement when there are several.
+    public static func evaluate(_ models: [LoadedModel], names: [String], text: String, proto: PerplexityProtocol,
+                                progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityReport {
+        precondition(!models.isEmpty && names.count == models.count)
+        let ref = models[0]
+        let vocab = ref.model.hparams.vocabSize
+        for (m, n) in zip(models, names).dropFirst() {
+            guard m.model.hparams.vocabSize == vocab, m.file.metadata.tokenizer == ref.file.metadata.tokenizer,
+                  [UInt8](try m.file.load(m.file.metadata.tokenizer.tensor).bytes) == [UInt8](try ref.file.load(ref.file.metadata.tokenizer.tensor).bytes) else {
+                throw PerplexityError.bad("\(n) has a different tokenizer than \(names[0]); they cannot be compared")
+            }
+        }
+        let modelContext = models.map { $0.model.cache.capacity }.min()!
+        let start = Date()
+        let (windows, textTokens, docCount) = try windows(proto, text: text, tokenizer: ref.tokenizer, modelContext: modelContext)
+        let totalScored = windows.reduce(0) { $0 + $1.rows.count }
+        let batch = models.map { $0.model.maxBatch }.min()!
+
+        var nll = [Double](repeating: 0, count: models.count)
+        var agree = [Int](repeating: 0, count: models.count)
+        var kls = [[Float]](repeating: [], count: models.count)
+        for i in 1 ..< models.count { kls[i].reserveCapacity(totalScored) }
+        // Reference log-probabilities of one sub-batch, and its argmax per row.
+        let refLogp = UnsafeMutablePointer<Float>.allocate(capacity: batch * vocab)
+        defer { refLogp.deallocate() }
+        var refTop = [Int32](repeating: 0, count: batch)
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: vocab)
+        defer { scratch.deallocate() }
+        var done = 0
+
+        for w in windows {
+            var lo = 0
+            while lo < w.tokens.count {
+                let hi = min(w.tokens.count, lo + batch)
+                let rows = max(w.rows.lowerBound, lo) ..< min(w.rows.upperBound, hi)
+                let sub = Array(w.tokens[lo ..< hi])
+                let localRows = rows.isEmpty ? 0 ..< 0 : (rows.lowerBound - lo) ..< (rows.upperBound - lo)
+                for (mi, m) in models.enumerated() {
+                    try m.model.forward(sub, startPos: lo, logitRows: localRows) { r, logits in
+                        let row = lo + r
+                        let target = Int(w.tokens[row + 1])
+                        let slot = r - localRows.lowerBound
+                        if mi == 0 {
+                            let lp = refLogp + slot * vocab
+                            logSoftmax(logits, into: lp)
+                            nll[0] -= Double(lp[target])
+                            refTop[slot] = Sampler.argmax(UnsafeBufferPointer(start: lp, count: vocab))
+                        } else {
+                            logSoftmax(logits, into: scratch)
+                            nll[mi] -= Double(scratch[target])
+                            let lp = refLogp + slot * vocab
+                            var kl: Double = 0
+                            for v in 0 ..< vocab {
+                                let p = lp[v]
+                                kl += Double(expf(p) * (p - scratch[v]))
+                            }
+                            kls[mi].append(Float(max(0, kl)))
+                            if Sampler.argmax(UnsafeBufferPointer(start: scratch, count: vocab)) == refTop[slot] { agree[mi] += 1 }
+                        }
+                    }
+                }
+                done += rows.count
+                progress?(done, totalScored)
+                lo = hi
+            }
+        }
+        let seconds = Date().timeIntervalSince(start)
+        let refMean = nll[0] / Double(totalScored)
+        var scores: [ModelScore] = []
+        for (i, m) in models.enumerated() {
+            let numeric = m.file.tensors.filter { $0.type != .u8 }
+            let params = Double(numeric.reduce(0) { $0 + $1.elementCount })
+            let mean = nll[i] / Double(totalScored)
+            var s = ModelScore(model: names[i], fileBytes: m.file.map.count,
+                               bitsPerWeight: Double(numeric.reduce(0) { $0 + $1.rawLength } * 8) / params,
+                               storedBitsPerWeight: Double(numeric.reduce(0) { $0 + $1.storedLength } * 8) / params,
+                               tokensScored: totalScored, meanNLL: mean, perplexity: exp(mean))
+            if i > 0 {
+                s.deltaPerplexity = exp(mean) - exp(refMean)
+                s.deltaPercent = (exp(mean) / exp(refMean) - 1) * 100
+                let sorted = kls[i].sorted()
+                s.klMean = kls[i].reduce(0.0) { $0 + Double($1) } / Double(max(1, kls[i].count))
+                s.klP99 = sorted.isEmpty ? 0 : Double(sorted[min(sorted.count - 1, Int((Double(sorted.count) * 0.99).rounded(.up)) - 1)])
+                s.top1Agreement = Double(agree[i]) / Double(totalScored) * 100
+            }
+            scores.append(s)
+        }
+        var report = PerplexityReport(protocolName: "stride", ctx: 0, stride: nil, documents: docCount, textTokens: textTokens,
+                                      tokensScored: totalScored, seconds: seconds,
+                                      tokensPerSecond: Double(totalScored * models.count) / max(seconds, 1e-9), models: scores)
+        switch proto {
+        case .stride(let ctx, let stride): report.ctx = ctx; report.stride = stride
+        case .documents(_, _, let ctx): report.protocolName = "documents"; report.ctx = ctx
+        }
+        return report
+    }
+
+    /// out = logits - logsumexp(logits), in double-accumulated float.
+    static func logSoftmax(_ logits: UnsafeBufferPointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        var mx = -Float.infinity
+        for v in logits where v > mx { mx = v }
+        var sum: Double = 0
+        for v in logits { sum += Double(expf(v - mx)) }
+        let lse = mx + Float(log(sum))
+        for i in 0 ..< logits.count { out[i] = logits[i] - lse }
+    }
+}

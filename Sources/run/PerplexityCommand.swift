@@ -1,0 +1,165 @@
+import ArgumentParser
+import Foundation
+import Quant
+import Runtime
+
+struct EvalOptions: ParsableArguments {
+    @Option(name: .long, help: "The text file to score (UTF-8).")
+    var text: String
+
+    @Option(name: .long, help: "stride (one token stream, Hugging Face's sliding window) or documents.")
+    var `protocol`: String = "stride"
+
+    @Option(name: .long, help: "Window / document length in tokens (default: the model's n_ctx).")
+    var ctx: Int?
+
+    @Option(name: .long, help: "stride protocol: tokens a window advances (default: ctx / 2).")
+    var stride: Int?
+
+    @Option(name: .long, help: "documents protocol: the line that separates documents.")
+    var separator: String = "<|endoftext|>"
+
+    @Option(name: .long, help: "documents protocol: score only the first N documents.")
+    var maxDocs: Int?
+
+    @Option(name: .long, help: "Worker threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .long, help: "Tokens per batched forward pass.")
+    var batch: Int = 128
+
+    @Flag(name: .long, help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        guard ["stride", "documents"].contains(`protocol`) else {
+            throw ValidationError("--protocol must be stride or documents, got '\(`protocol`)'")
+        }
+        if let c = ctx, c < 2 { throw ValidationError("--ctx must be at least 2") }
+        if let s = stride, s < 1 { throw ValidationError("--stride must be ≥ 1 (got \(s))") }
+        if let s = stride, let c = ctx, s > c { throw ValidationError("--stride (\(s)) must not exceed --ctx (\(c))") }
+        if let m = maxDocs, m < 1 { throw ValidationError("--max-docs must be ≥ 1") }
+        guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
+        guard (1 ... 4096).contains(batch) else { throw ValidationError("--batch must be 1...4096") }
+    }
+
+    func evaluate(_ paths: [String]) throws -> PerplexityReport {
+        guard let data = FileManager.default.contents(atPath: text) else { throw QuantError(text, "cannot read text file") }
+        guard let s = String(data: data, encoding: .utf8) else { throw QuantError(text, "is not valid UTF-8") }
+        let models = try paths.map { try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch)) }
+        let nCtx = models.map { $0.model.hparams.nCtx }.min()!
+        let c = ctx ?? nCtx
+        let proto: PerplexityProtocol = `protocol` == "stride"
+            ? .stride(ctx: c, stride: stride ?? max(1, c / 2))
+            : .documents(separator: separator, maxDocs: maxDocs, ctx: c)
+        var bar: ProgressBar?
+        let report = try Perplexity.evaluate(models, names: paths, text: s, proto: proto) { done, total in
+            if bar == nil { bar = ProgressBar("scoring", total: Double(total), unit: " tok", enabled: !json) }
+            bar?.update(Double(done))
+        }
+        bar?.finish()
+        return report
+    }
+
+    func print(_ r: PerplexityReport) {
+        if json {
+            Swift.print(jsonLine(r))
+            return
+        }
+        let how = r.protocolName == "stride"
+            ? "stride protocol, ctx \(r.ctx), stride \(r.stride ?? 0)"
+            : "documents protocol, \(r.documents ?? 0) documents, ctx \(r.ctx)"
+        Swift.print("\(text): \(r.textTokens) tokens; \(how); \(r.tokensScored) scored; \(String(format: "%.1f", r.seconds)) s, \(String(format: "%.0f", r.tokensPerSecond)) tok/s")
+        var rows: [[String]] = [["model", "ppl", "Δppl", "Δ%", "KL mean", "KL p99", "top-1 %", "bits/w", "disk bits/w", "file"]]
+        for m in r.models {
+            rows.append([m.model, String(format: "%.4f", m.perplexity),
+                         m.deltaPerplexity.map { String(format: "%+.4f", $0) } ?? "",
+                         m.deltaPercent.map { String(format: "%+.3f%%", $0) } ?? "",
+                         m.klMean.map { String(format: "%.5f", $0) } ?? "",
+                         m.klP99.map { String(format: "%.5f", $0) } ?? "",
+                         m.top1Agreement.map { String(format: "%.2f", $0) } ?? "",
+                         String(format: "%.3f", m.bitsPerWeight), String(format: "%.3f", m.storedBitsPerWeight),
+                         formatBytes(m.fileBytes)])
+        }
+        Swift.print(TextTable.render(rows))
+    }
+}
+
+struct Perplexity_: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "perplexity",
+        abstract: "Measure perplexity; with --reference, compare against a float original.",
+        discussion: """
+        Protocols:
+          stride     the text is one token stream; windows of --ctx tokens advance by --stride;
+                     each token is scored once (Hugging Face's sliding-window protocol, behind the
+                     published GPT-2 WikiText-2 numbers).
+          documents  the text is split on --separator lines; each document is scored on its own
+                     from BOS, truncated to --ctx tokens.
+        With --reference F32.qlm both models run over the same windows and the report adds Δppl,
+        the KL divergence of this model's next-token distribution from the reference's (mean and
+        99th percentile), and top-1 agreement.
+
+        Examples:
+          run perplexity stories-q4.qlm --reference stories-f32.qlm \\
+              --text ../shared/data/tinystories/tinystories_valid_first1000.txt \\
+              --protocol documents --max-docs 200 --ctx 512
+          run perplexity gpt2.qlm --text ../shared/data/wikitext-2-raw/wiki.test.raw --ctx 1024 --stride 512 --json
+        """
+    )
+
+    @Argument(help: "The model to score.")
+    var model: String
+
+    @Option(name: .long, help: "A float (or any) original to compare against.")
+    var reference: String?
+
+    @OptionGroup var eval: EvalOptions
+
+    func run() throws {
+        try runOrExit {
+            let paths = (reference.map { [$0] } ?? []) + [model]
+            eval.print(try eval.evaluate(paths))
+        }
+    }
+}
+
+struct Compare: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "One table for a reference and several quantized variants over the same text.",
+        discussion: """
+        Example:
+          run compare s-f32.qlm s-f16.qlm s-q8_0.qlm s-q4_0.qlm s-q4_1.qlm \\
+              --text ../shared/data/tinystories/tinystories_valid_first1000.txt --protocol documents --max-docs 200 --ctx 512
+        """
+    )
+
+    @Argument(help: "The reference first, then the variants.")
+    var models: [String]
+
+    @OptionGroup var eval: EvalOptions
+
+    func validate() throws {
+        guard models.count >= 2 else { throw ValidationError("give a reference and at least one variant") }
+    }
+
+    func run() throws {
+        try runOrExit { eval.print(try eval.evaluate(models)) }
+    }
+}
+
+/// Plain aligned columns.
+enum TextTable {
+    static func render(_ rows: [[String]]) -> String {
+        guard let first = rows.first else { return "" }
+        var widths = [Int](repeating: 0, count: first.count)
+        for r in rows { for (i, c) in r.enumerated() { widths[i] = max(widths[i], c.count) } }
+        var lines: [String] = []
+        for (ri, r) in rows.enumerated() {
+            lines.append(r.enumerated().map { i, c in i == 0 ? c.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+                : String(repeating: " ", count: widths[i] - c.count) + c }.joined(separator: "  "))
+            if ri == 0 { lines.append(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
+        }
+        return lines.joined(separator: "\n")
+    }
+}
