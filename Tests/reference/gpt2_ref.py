@@ -28,7 +28,10 @@ import math
 import os
 import sys
 
-import numpy as np
+# Small matrices: BLAS threads only add contention on a 2-core machine (override by env).
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_io import load_file  # noqa: E402
@@ -87,7 +90,7 @@ class GPT2:
         w, d, H = self.w, self.n_embd, self.n_head
         hd = d // H
         x = w["wte.weight"][ids] + w["wpe.weight"][:T]
-        mask = np.triu(np.ones((T, T), dtype=bool), k=1)
+        neg = np.triu(np.full((T, T), -np.inf), k=1)  # additive causal mask
         for i in range(self.n_layer):
             p = f"h.{i}."
             h = self.layernorm(x, w[p + "ln_1.weight"], w[p + "ln_1.bias"], self.eps)
@@ -97,7 +100,7 @@ class GPT2:
             k = k.reshape(T, H, hd).transpose(1, 0, 2)
             v = v.reshape(T, H, hd).transpose(1, 0, 2)
             s = q @ k.transpose(0, 2, 1) / math.sqrt(hd)
-            s[:, mask] = -np.inf
+            s += neg
             s -= s.max(-1, keepdims=True)
             a = np.exp(s)
             a /= a.sum(-1, keepdims=True)

@@ -27,7 +27,10 @@ import shutil
 import sys
 import zlib
 
-import numpy as np
+# Small matrices: BLAS threads only add contention on a 2-core machine (override by env).
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from safetensors_io import SafetensorsWriter, DTYPE_SIZES  # noqa: E402
