@@ -405,7 +405,7 @@ def main(argv=None):
         print(json.dumps(write_array(model.logits(ids), a.out, a.dtype)))
     else:
         tok = Tokenizer(a.tokenizer, model.vocab_size)
-        with open(a.text, "r", encoding="utf-8") as f:
+        with open(a.text, "r", encoding="utf-8", newline="") as f:  # no newline translation
             text = f.read()
         print(json.dumps(ppl_docs(model, tok, text, a.separator, a.max_docs, a.ctx)))
 
