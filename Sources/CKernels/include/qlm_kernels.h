@@ -129,6 +129,12 @@ void qlm_gelu_tanh(float *x, int64_t n);   // GPT-2's tanh approximation, in pla
 void qlm_silu_mul(float *a, const float *b, int64_t n); // a = silu(a) * b
 void qlm_softmax(float *x, int64_t n);     // in place, max-subtracted
 
+// ---- Attention over a run of cached positions (attention.c) --------------------------------
+// scores[i] = scale * dot(q, k + i*stride) for i < n (hd floats each).
+void qlm_attn_scores_f32(const float *q, const float *k, int64_t stride, int64_t n, int64_t hd, float scale, float *scores);
+// out[0..hd) += sum_i w[i] * (v + i*stride)[0..hd).
+void qlm_attn_accum_f32(const float *w, const float *v, int64_t stride, int64_t n, int64_t hd, float *out);
+
 // ---- Checksums ----------------------------------------------------------------------------
 // CRC-32C (Castagnoli); SSE4.2 instruction where available. Start with crc = 0.
 uint32_t qlm_crc32c(uint32_t crc, const void *data, size_t n);

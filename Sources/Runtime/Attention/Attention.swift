@@ -22,19 +22,22 @@ public struct Attention {
     public func attend(layer: Int, pos: Int, q: UnsafePointer<Float>, cache: KVCache,
                        out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
         let group = nHead / nKVHead
-        let n = pos + 1
-        let hd = Int64(headDim)
+        let hd = Int64(headDim), stride = Int64(nKVHead * headDim)
         for h in 0 ..< nHead {
             let qh = q + h * headDim
             let kvOff = (h / group) * headDim
-            for p in 0 ..< n {
-                scores[p] = qlm_dot_f32(qh, cache.key(layer: layer, pos: p) + kvOff, hd) * scale
+            var n = 0
+            cache.visibleRuns(layer: layer, pos: pos) { k, _, count in
+                qlm_attn_scores_f32(qh, k + kvOff, stride, Int64(count), hd, scale, scores + n)
+                n += count
             }
             qlm_softmax(scores, Int64(n))
             let oh = out + h * headDim
             oh.update(repeating: 0, count: headDim)
-            for p in 0 ..< n {
-                qlm_axpy_f32(oh, scores[p], cache.value(layer: layer, pos: p) + kvOff, hd)
+            n = 0
+            cache.visibleRuns(layer: layer, pos: pos) { _, v, count in
+                qlm_attn_accum_f32(scores + n, v + kvOff, stride, Int64(count), hd, oh)
+                n += count
             }
         }
     }

@@ -14,6 +14,9 @@ public protocol KVCache: AnyObject {
     /// Pointers to the key and value rows (kvDim floats each) of absolute position `pos`.
     func key(layer: Int, pos: Int) -> UnsafePointer<Float>
     func value(layer: Int, pos: Int) -> UnsafePointer<Float>
+    /// The cached keys a query at `pos` sees, as contiguous runs of rows `kvDim` floats apart,
+    /// in position order: (first key row, first value row, count).
+    func visibleRuns(layer: Int, pos: Int, _ body: (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void)
 }
 
 /// Every position of every layer, f32: [layer][position][kvDim].
@@ -54,4 +57,9 @@ public final class DenseKVCache: KVCache {
 
     public func key(layer: Int, pos: Int) -> UnsafePointer<Float> { UnsafePointer(k + offset(layer, pos)) }
     public func value(layer: Int, pos: Int) -> UnsafePointer<Float> { UnsafePointer(v + offset(layer, pos)) }
+
+    @inline(__always)
+    public func visibleRuns(layer: Int, pos: Int, _ body: (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void) {
+        body(UnsafePointer(k + offset(layer, 0)), UnsafePointer(v + offset(layer, 0)), pos + 1)
+    }
 }
