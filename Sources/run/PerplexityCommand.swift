@@ -16,6 +16,9 @@ struct EvalOptions: ParsableArguments {
     @Option(name: .long, help: "stride protocol: tokens a window advances (default: ctx / 2).")
     var stride: Int?
 
+    @Option(name: .long, help: "stride protocol: score only the first N tokens of the text.")
+    var maxTokens: Int?
+
     @Option(name: .long, help: "documents protocol: the line that separates documents.")
     var separator: String = "<|endoftext|>"
 
@@ -39,6 +42,7 @@ struct EvalOptions: ParsableArguments {
         if let s = stride, s < 1 { throw ValidationError("--stride must be ≥ 1 (got \(s))") }
         if let s = stride, let c = ctx, s > c { throw ValidationError("--stride (\(s)) must not exceed --ctx (\(c))") }
         if let m = maxDocs, m < 1 { throw ValidationError("--max-docs must be ≥ 1") }
+        if let m = maxTokens, m < 2 { throw ValidationError("--max-tokens must be at least 2") }
         guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
         guard (1 ... 4096).contains(batch) else { throw ValidationError("--batch must be 1...4096") }
     }
@@ -50,7 +54,7 @@ struct EvalOptions: ParsableArguments {
         let nCtx = models.map { $0.model.hparams.nCtx }.min()!
         let c = ctx ?? nCtx
         let proto: PerplexityProtocol = `protocol` == "stride"
-            ? .stride(ctx: c, stride: stride ?? max(1, c / 2))
+            ? .stride(ctx: c, stride: stride ?? max(1, c / 2), maxTokens: maxTokens)
             : .documents(separator: separator, maxDocs: maxDocs, ctx: c)
         var bar: ProgressBar?
         let report = try Perplexity.evaluate(models, names: paths, text: s, proto: proto) { done, total in

@@ -6,7 +6,8 @@ public enum PerplexityProtocol: Sendable {
     /// Hugging Face's sliding window over one token stream: windows of `ctx` tokens advance
     /// by `stride`; each token at position p ≥ 1 is scored once, by the first window whose
     /// scored region (its last `end - prevEnd` positions) contains it.
-    case stride(ctx: Int, stride: Int)
+    /// `maxTokens` keeps only the first N tokens of the stream.
+    case stride(ctx: Int, stride: Int, maxTokens: Int? = nil)
     /// Each document scored on its own from its start (BOS first where the tokenizer has
     /// one), truncated to `ctx` tokens; every next-token prediction inside it counts.
     case documents(separator: String, maxDocs: Int?, ctx: Int)
@@ -88,11 +89,13 @@ public enum Perplexity {
         -> (windows: [ScoringWindow], textTokens: Int, documents: Int?) {
         guard !text.isEmpty else { throw PerplexityError.bad("the text is empty") }
         switch proto {
-        case .stride(let ctx, let stride):
+        case .stride(let ctx, let stride, let maxTokens):
             guard ctx >= 2 else { throw PerplexityError.bad("--ctx must be at least 2, got \(ctx)") }
             guard ctx <= modelContext else { throw PerplexityError.bad("--ctx \(ctx) exceeds the model's context of \(modelContext) tokens") }
             guard stride >= 1, stride <= ctx else { throw PerplexityError.bad("--stride must be in 1...ctx (\(ctx)), got \(stride)") }
-            let ids = tokenizer.encode(text)
+            if let m = maxTokens, m < 2 { throw PerplexityError.bad("--max-tokens must be at least 2") }
+            var ids = tokenizer.encode(text)
+            if let m = maxTokens, ids.count > m { ids = Array(ids.prefix(m)) }
             guard ids.count >= 2 else { throw PerplexityError.bad("the text is \(ids.count) token(s); at least 2 are needed to score anything") }
             var out: [ScoringWindow] = []
             var prevEnd = 0
@@ -167,9 +170,8 @@ public enum Perplexity {
             var lo = 0
             while lo < w.tokens.count {
                 let hi = min(w.tokens.count, lo + batch)
-                let rows = max(w.rows.lowerBound, lo) ..< min(w.rows.upperBound, hi)
                 let sub = Array(w.tokens[lo ..< hi])
-                let localRows = rows.isEmpty ? 0 ..< 0 : (rows.lowerBound - lo) ..< (rows.upperBound - lo)
+                let localRows = w.rows.localized(to: lo ..< hi)
                 for (mi, m) in models.enumerated() {
                     try m.model.forward(sub, startPos: lo, logitRows: localRows) { r, logits in
                         let row = lo + r
@@ -194,7 +196,7 @@ public enum Perplexity {
                         }
                     }
                 }
-                done += rows.count
+                done += localRows.count
                 progress?(done, totalScored)
                 lo = hi
             }
@@ -224,7 +226,7 @@ public enum Perplexity {
                                       tokensScored: totalScored, seconds: seconds,
                                       tokensPerSecond: Double(totalScored * models.count) / max(seconds, 1e-9), models: scores)
         switch proto {
-        case .stride(let ctx, let stride): report.ctx = ctx; report.stride = stride
+        case .stride(let ctx, let stride, _): report.ctx = ctx; report.stride = stride
         case .documents(_, _, let ctx): report.protocolName = "documents"; report.ctx = ctx
         }
         return report

@@ -38,14 +38,21 @@ extension LanguageModel {
             var lo = 0
             while lo < all.count {
                 let hi = min(all.count, lo + maxBatch)
-                let rows = max(logitRows.lowerBound, lo) ..< min(logitRows.upperBound, hi)
-                let local = rows.isEmpty ? 0 ..< 0 : (rows.lowerBound - lo) ..< (rows.upperBound - lo)
+                let local = logitRows.localized(to: lo ..< hi)
                 try forwardBatch(UnsafeBufferPointer(rebasing: all[lo ..< hi]), startPos: startPos + lo, logitRows: local) { t, l in
                     onLogits(lo + t, l)
                 }
                 lo = hi
             }
         }
+    }
+}
+
+extension Range where Bound == Int {
+    /// The part of self inside `window`, shifted so window.lowerBound is 0 (empty if none).
+    func localized(to window: Range<Int>) -> Range<Int> {
+        let lo = Swift.max(lowerBound, window.lowerBound), hi = Swift.min(upperBound, window.upperBound)
+        return lo < hi ? (lo - window.lowerBound) ..< (hi - window.lowerBound) : 0 ..< 0
     }
 }
 

@@ -1,0 +1,107 @@
+import Foundation
+import Quant
+import Runtime
+import XCTest
+
+/// Shared, lazily built test inputs: converted stories260K files, a synthetic GPT-2
+/// checkpoint in Hugging Face layout, and access to the numpy oracles in Tests/reference.
+enum Fixtures {
+    struct Failure: Error, CustomStringConvertible { let description: String }
+
+    static let tempRoot: URL = {
+        let u = FileManager.default.temporaryDirectory.appendingPathComponent("quantlm-tests-\(getpid())")
+        try? FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+        return u
+    }()
+
+    static var referenceDir: URL { SharedData.packageRoot.appendingPathComponent("Tests/reference") }
+
+    /// Runs a Tests/reference script with python3 and returns its stdout; throws with stderr on failure.
+    static func python(_ script: String, _ args: [String]) throws -> String {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", referenceDir.appendingPathComponent(script).path] + args
+        var env = ProcessInfo.processInfo.environment
+        env["QUANTLM_SHARED"] = try SharedData.root().path
+        p.environment = env
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else {
+            throw Failure(description: "python3 \(script) \(args.joined(separator: " ")) failed (\(p.terminationStatus)): \(String(decoding: e, as: UTF8.self))")
+        }
+        return String(decoding: o, as: UTF8.self)
+    }
+
+    static func json(_ s: String) throws -> [String: Any] {
+        let line = s.split(separator: "\n").last.map(String.init) ?? ""
+        guard let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] else {
+            throw Failure(description: "not a JSON object: \(s.prefix(200))")
+        }
+        return obj
+    }
+
+    static func readF32(_ url: URL) throws -> [Float] {
+        let d = try Data(contentsOf: url)
+        return d.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    private static let lock = NSLock()
+    private static var converted: [String: URL] = [:]
+
+    /// stories260K converted to `type` (cached for the test process).
+    static func stories(_ type: QuantType, zstd: Int? = nil) throws -> URL {
+        let key = "stories-\(type.name)-\(zstd ?? 0)"
+        lock.lock(); defer { lock.unlock() }
+        if let u = converted[key] { return u }
+        let bin = try SharedData.path("models/stories260K/stories260K.bin")
+        let tok = try SharedData.path("models/stories260K/tok512.bin")
+        let ckpt = try Checkpoint.open(bin, tokenizer: tok)
+        let payload = try TokenizerPayloads.make(ckpt.tokenizer!, vocabSize: ckpt.hparams.vocabSize)
+        let out = tempRoot.appendingPathComponent("\(key).qlm")
+        _ = try Converter.convert(ckpt, tokenizer: payload, options: ConvertOptions(policy: QuantPolicy(defaultType: type), zstdLevel: zstd), to: out)
+        converted[key] = out
+        return out
+    }
+
+    static let gpt2Dims = (layers: 2, embd: 64, heads: 4, ctx: 128)
+
+    /// A synthetic GPT-2 checkpoint in HF layout (vocab 50257, fixed seed), written by the oracle's script.
+    static func gpt2Checkpoint() throws -> URL {
+        lock.lock(); defer { lock.unlock() }
+        let dir = tempRoot.appendingPathComponent("gpt2-ckpt")
+        if FileManager.default.fileExists(atPath: dir.appendingPathComponent("config.json").path) { return dir }
+        _ = try python("make_gpt2_checkpoint.py", ["--out", dir.path, "--n-layer", "\(gpt2Dims.layers)", "--n-embd", "\(gpt2Dims.embd)",
+                                                   "--n-head", "\(gpt2Dims.heads)", "--n-ctx", "\(gpt2Dims.ctx)", "--seed", "0",
+                                                   "--prefix", "transformer."])
+        return dir
+    }
+
+    static func gpt2(_ type: QuantType) throws -> URL {
+        let dir = try gpt2Checkpoint()
+        let key = "gpt2-\(type.name)"
+        lock.lock(); defer { lock.unlock() }
+        if let u = converted[key] { return u }
+        let ckpt = try Checkpoint.open(dir)
+        let payload = try TokenizerPayloads.make(ckpt.tokenizer!, vocabSize: ckpt.hparams.vocabSize)
+        let out = tempRoot.appendingPathComponent("\(key).qlm")
+        _ = try Converter.convert(ckpt, tokenizer: payload, options: ConvertOptions(policy: QuantPolicy(defaultType: type)), to: out)
+        converted[key] = out
+        return out
+    }
+
+    static func load(_ url: URL, threads: Int = 2, maxBatch: Int = 64) throws -> LoadedModel {
+        try LoadedModel(path: url.path, options: LoadOptions(threads: threads, maxBatch: maxBatch))
+    }
+
+    /// Logits of every position, [T][vocab].
+    static func logits(_ lm: LoadedModel, _ ids: [Int32]) throws -> [[Float]] {
+        var rows: [[Float]] = []
+        try lm.model.forward(ids, startPos: 0, logitRows: 0 ..< ids.count) { _, l in rows.append(Array(l)) }
+        return rows
+    }
+}
