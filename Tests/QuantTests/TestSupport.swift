@@ -240,3 +240,12 @@ enum Executables {
                       stderr: String(decoding: errData, as: UTF8.self))
     }
 }
+
+extension QLMFile {
+    /// A copy of a tensor's raw bytes. (TensorData owns a decompressed buffer: copying out of
+    /// `load(name).bytes` directly could read it after the TensorData was released.)
+    func rawBytes(_ name: String) throws -> [UInt8] {
+        let d = try load(name)
+        return withExtendedLifetime(d) { [UInt8](d.bytes) }
+    }
+}

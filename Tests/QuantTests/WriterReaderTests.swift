@@ -67,7 +67,7 @@ final class WriterReaderTests: XCTestCase {
             XCTAssertFalse(d.isOwned, "raw tensor \(t.name) must be a view into the map")
             XCTAssertEqual(Int(bitPattern: d.bytes.baseAddress!) - base, t.offset)
             XCTAssertEqual(Int(bitPattern: d.bytes.baseAddress!) % 64, 0, "\(t.name) pointer alignment")
-            XCTAssertEqual([UInt8](d.bytes), bytes, "\(t.name) bytes")
+            withExtendedLifetime(d) { XCTAssertEqual([UInt8](d.bytes), bytes, "\(t.name) bytes") }
             try f.verify(t)
         }
         // The header, by hand (docs/format.md "Header").
@@ -101,7 +101,7 @@ final class WriterReaderTests: XCTestCase {
                 try f.verify(t)
                 let d = try f.load(t.name)
                 XCTAssertTrue(d.isOwned)
-                XCTAssertEqual([UInt8](d.bytes), bytes, "\(t.name) at chunk size \(chunkBytes)")
+                withExtendedLifetime(d) { XCTAssertEqual([UInt8](d.bytes), bytes, "\(t.name) at chunk size \(chunkBytes)") }
                 // Chunk by chunk.
                 let idx = try ZstdChunks.index(of: t, stored: f.stored(t), file: f.path)
                 let expectRPC = max(1, chunkBytes / t.rowBytes)
