@@ -159,6 +159,9 @@ public enum Converter {
             if bad >= 0 {
                 throw QuantError(t.origin, "row \(bad) holds NaN or infinity; cannot quantize")
             }
+            if let r = firstOverflowingRow(info, UnsafeRawPointer(quant)) {
+                throw QuantError(t.origin, "row \(r) holds values too large for \(info.type) (an fp16 value or scale would be infinite); keep this tensor at f32 with --keep")
+            }
             try writer.writeNext(UnsafeRawBufferPointer(start: quant, count: info.expectedRawLength),
                                  zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes)
             doneIn += t.bytes.count
@@ -180,6 +183,29 @@ public enum Converter {
             compressionRatio: Double(writer.rawBytes) / Double(max(1, writer.storedBytes)),
             seconds: seconds, mbPerSecond: Double(totalIn) / 1e6 / max(seconds, 1e-9))
     }
+}
+
+/// The first row whose stored fp16 numbers (f16 values; q8_0/q4_0/q4_1 scales and mins)
+/// came out infinite: finite inputs beyond fp16's range (|x| > 65504 for f16, absmax > 65504·127
+/// for q8_0, ...) would otherwise be written as infinities.
+func firstOverflowingRow(_ info: TensorInfo, _ data: UnsafeRawPointer) -> Int? {
+    let halves: [Int]  // byte offsets of fp16 fields within one block
+    switch info.type {
+    case .f16: halves = [0]
+    case .q8_0, .q4_0: halves = [0]
+    case .q4_1: halves = [0, 2]
+    default: return nil
+    }
+    let bb = info.type.blockBytes, blocks = info.rowBytes / bb
+    for r in 0 ..< info.rows {
+        let row = data + r * info.rowBytes
+        for b in 0 ..< blocks {
+            for h in halves where row.loadUnaligned(fromByteOffset: b * bb + h, as: UInt16.self) & 0x7C00 == 0x7C00 {
+                return r
+            }
+        }
+    }
+    return nil
 }
 
 /// SHA-256 of the source files, computed on a background thread.

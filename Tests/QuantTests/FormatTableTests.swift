@@ -1,0 +1,71 @@
+import CKernels
+import Foundation
+import Quant
+import XCTest
+
+final class FormatTableTests: XCTestCase {
+    /// Test 1: every type's block facts, bits per weight and the padded row size for n = 172.
+    func testTypeTable() {
+        // (type, block size, block bytes, bits/weight, rowSize(172))
+        // 172 = 5 * 32 + 12, so block formats need 6 blocks (the last one zero-padded).
+        let expected: [(QuantType, Int, Int, Double, Int)] = [
+            (.q8_0, 32, 34, 8.5, 6 * 34),
+            (.q4_0, 32, 18, 4.5, 6 * 18),
+            (.q4_1, 32, 20, 5.0, 6 * 20),
+            (.f16, 1, 2, 16, 172 * 2),
+            (.f32, 1, 4, 32, 172 * 4),
+        ]
+        XCTAssertEqual(Set(QuantType.weightTypes), Set(expected.map(\.0)))
+        for (t, bs, bb, bpw, row) in expected {
+            XCTAssertEqual(t.blockSize, bs, "\(t) block size")
+            XCTAssertEqual(t.blockBytes, bb, "\(t) block bytes")
+            XCTAssertEqual(t.bitsPerWeight, bpw, "\(t) bits/weight") // exact: bb*8/bs is a short binary fraction
+            XCTAssertEqual(t.rowSize(172), row, "\(t) rowSize(172)")
+            XCTAssertEqual(t.rowSize(32), t.isQuantized ? bb : 32 * bb, "\(t) rowSize(32)")
+            XCTAssertEqual(t.rowSize(33), t.isQuantized ? 2 * bb : 33 * bb, "\(t) rowSize(33)")
+            XCTAssertEqual(QuantType(name: t.name), t)
+        }
+        // Values are stored in files: they must never change.
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 31])
+        XCTAssertEqual(QuantType.u8.rowSize(172), 172)
+        XCTAssertNil(QuantType(name: "q3_k"))
+        XCTAssertEqual(QLMFormat.headerSize, 64)
+        XCTAssertEqual(QLMFormat.recordSize, 128)
+        XCTAssertEqual(QLMFormat.alignment, 64)
+    }
+
+    /// The worked examples of docs/format.md ("Worked example"): one q8_0 block and one
+    /// q4_0 block, computed by the C kernels. The test prints them (hex) and pins the bytes.
+    func testWorkedBlockExamples() {
+        // x[j] = (j - 12) / 8 for j in 0..<32: -1.5 ... 2.375. absmax 2.375 (positive).
+        let x = (0 ..< 32).map { Float($0 - 12) / 8 }
+        let q8 = quantize(.q8_0, x, rows: 1, n: 32)
+        let q4 = quantize(.q4_0, x, rows: 1, n: 32)
+        let q41 = quantize(.q4_1, x, rows: 1, n: 32)
+        func hex(_ b: [UInt8]) -> String { b.map { String(format: "%02x", $0) }.joined(separator: " ") }
+        print("worked example input: x[j] = (j - 12) / 8")
+        print("q8_0 block: \(hex(q8))")
+        print("q4_0 block: \(hex(q4))")
+        print("q4_1 block: \(hex(q41))")
+        XCTAssertEqual(q8.count, 34)
+        XCTAssertEqual(q4.count, 18)
+        // q8_0: d = 2.375 / 127 = 0.018700787 -> fp16 0x24ca (1226 * 2^-16 = 0.018707275); q = round(x / d).
+        XCTAssertEqual(hex(q8), "ca 24 b0 b6 bd c4 cb d1 d8 df e5 ec f3 f9 00 07 0d 14 1b 21 28 2f 35 3c 43 4a 50 57 5e 64 6b 72 78 7f")
+        XCTAssertEqual(hex(q4), "c0 b4 6d 6d 5c 5c 5b 4b 4b 3a 3a 39 29 28 18 18 07 07")
+        let d8 = Float(Float16(bitPattern: UInt16(q8[0]) | UInt16(q8[1]) << 8))
+        XCTAssertEqual(q8[0], 0xca); XCTAssertEqual(q8[1], 0x24)
+        XCTAssertEqual(d8, 0.018707275, accuracy: 1e-9)
+        let codes8 = q8[2...].map { Int8(bitPattern: $0) }
+        XCTAssertEqual(codes8.first, -80) // round(-1.5 / 0.018700787) = round(-80.21)
+        XCTAssertEqual(codes8.last, 127)
+        XCTAssertEqual(codes8[12], 0)
+        // q4_0: max (signed, largest magnitude) = 2.375, d = -2.375 / 8 = -0.296875 (exact in fp16: 0xb4c0).
+        XCTAssertEqual(q4[0], 0xc0); XCTAssertEqual(q4[1], 0xb4)
+        // Element j is the low nibble of qs[j], element j+16 the high nibble. q = min(15, trunc(x/d + 8.5)).
+        for j in 0 ..< 32 {
+            let q = j < 16 ? Int(q4[2 + j] & 0xF) : Int(q4[2 + j - 16] >> 4)
+            let expect = min(15, Int(x[j] / -0.296875 + 8.5))
+            XCTAssertEqual(q, expect, "q4_0 element \(j)")
+        }
+    }
+}
