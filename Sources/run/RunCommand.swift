@@ -14,7 +14,7 @@ struct RunCLI: ParsableCommand {
           run generate model.qlm --prompt "Hello" --temperature 0.8 --top-p 0.9 --seed 7 --json
           run tokenize --tokenizer ../shared/models/gpt2-tokenizer --text file.txt --format json
         """,
-        subcommands: [Generate.self, Perplexity_.self, Compare.self, Tokenize.self, Logits.self]
+        subcommands: [Generate.self, Perplexity_.self, Compare.self, BenchCmd.self, Tokenize.self, Logits.self]
     )
 }
 

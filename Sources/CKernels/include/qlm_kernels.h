@@ -135,6 +135,18 @@ void qlm_attn_scores_f32(const float *q, const float *k, int64_t stride, int64_t
 // out[0..hd) += sum_i w[i] * (v + i*stride)[0..hd).
 void qlm_attn_accum_f32(const float *w, const float *v, int64_t stride, int64_t n, int64_t hd, float *out);
 
+// ---- Bandwidth probe (probe.c) ---------------------------------------------------------------
+// Reads n_floats floats sequentially, split across the pool's threads (pool may be NULL);
+// returns their sum so the reads cannot be optimized away.
+double qlm_probe_read(qlm_pool *pool, const float *buf, size_t n_floats);
+
+// ---- SHA-256 (sha256.c), for provenance hashes -------------------------------------------
+typedef struct { uint32_t h[8]; uint64_t len; uint8_t buf[64]; size_t nbuf; int hw; } qlm_sha256_ctx;
+int qlm_sha256_hw(void);                                     // 1 if the SHA-NI path can run
+void qlm_sha256_init(qlm_sha256_ctx *c, int use_hw);         // use_hw = 0 forces the portable path
+void qlm_sha256_update(qlm_sha256_ctx *c, const void *data, size_t n);
+void qlm_sha256_final(qlm_sha256_ctx *c, uint8_t out[32]);
+
 // ---- Checksums ----------------------------------------------------------------------------
 // CRC-32C (Castagnoli); SSE4.2 instruction where available. Start with crc = 0.
 uint32_t qlm_crc32c(uint32_t crc, const void *data, size_t n);

@@ -62,6 +62,8 @@ public final class GPT2: LanguageModel {
         state = RunState(hp, maxBatch: maxBatch, logitChunk: 16)
     }
 
+    public var matrices: [Matrix] { layers.flatMap { [$0.attnW, $0.projW, $0.fcW, $0.fcProjW] } + [wte] }
+
     public func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                              onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, d = hparams.dModel, f = hparams.dFF, eps = hparams.normEps

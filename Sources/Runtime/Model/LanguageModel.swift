@@ -15,6 +15,9 @@ public protocol LanguageModel: AnyObject {
     /// The logits buffer is reused: copy what you keep.
     func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                       onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws
+
+    /// Every matrix a decoded token multiplies by (layers' and the classifier).
+    var matrices: [Matrix] { get }
 }
 
 public struct ModelError: Error, CustomStringConvertible {
@@ -24,6 +27,11 @@ public struct ModelError: Error, CustomStringConvertible {
 }
 
 extension LanguageModel {
+    /// Weight bytes one decoded token reads: every matrix once (an embedding lookup reads one row).
+    public var weightBytesPerToken: Int { matrices.reduce(0) { $0 + $1.byteCount } }
+    /// Parameters in those matrices (2 × this is the multiply-adds' flops per token).
+    public var matrixParameters: Int { matrices.reduce(0) { $0 + $1.rows * $1.cols } }
+
     /// Forward over any number of tokens, split into batches of at most `maxBatch`.
     public func forward(_ tokens: [Int32], startPos: Int, logitRows: Range<Int>,
                         onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {

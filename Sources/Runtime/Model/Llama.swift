@@ -57,6 +57,8 @@ public final class Llama: LanguageModel {
         ropeFreq = (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
     }
 
+    public var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + [output] }
+
     /// Rotates adjacent pairs (2i, 2i+1) of every head of `v` (n floats) by pos · freq[i].
     @inline(__always)
     func rope(_ v: UnsafeMutablePointer<Float>, count n: Int, pos: Int) {

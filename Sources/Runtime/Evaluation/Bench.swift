@@ -1,0 +1,213 @@
+import CKernels
+import Foundation
+import Quant
+
+/// Median, min and max of repeated measurements.
+public struct Stat: Codable, Sendable {
+    public var median: Double
+    public var min: Double
+    public var max: Double
+
+    public init(_ xs: [Double]) {
+        let s = xs.sorted()
+        median = s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
+        min = s.first ?? 0
+        max = s.last ?? 0
+    }
+}
+
+@inline(__always) func now() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
+/// Sequential-read bandwidth of this machine, measured in the same run as what it is compared with.
+public struct BandwidthProbe: Codable, Sendable {
+    public var bytes: Int
+    public var threads: Int
+    /// GB/s (1e9 bytes per second).
+    public var gbPerSecond: Stat
+
+    enum CodingKeys: String, CodingKey { case bytes, threads, gbPerSecond = "gb_per_second" }
+
+    public static func measure(threads: Int, bytes: Int = 1 << 30, reps: Int = 5) -> BandwidthProbe {
+        let n = bytes / 4
+        let buf = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { buf.deallocate() }
+        buf.initialize(repeating: 1, count: n)
+        let pool = threads > 1 ? qlm_pool_create(Int32(threads)) : nil
+        defer { if let pool { qlm_pool_destroy(pool) } }
+        var sink = 0.0
+        _ = qlm_probe_read(pool, buf, n) // warm
+        var xs: [Double] = []
+        for _ in 0 ..< reps {
+            let t0 = now()
+            sink += qlm_probe_read(pool, buf, n)
+            xs.append(Double(bytes) / (now() - t0) / 1e9)
+        }
+        if sink == -1 { print(sink) }
+        return BandwidthProbe(bytes: bytes, threads: threads, gbPerSecond: Stat(xs))
+    }
+}
+
+public struct ModelBenchReport: Codable, Sendable {
+    public var model: String
+    public var architecture: String
+    public var threads: Int
+    public var fileBytes: Int
+    public var promptTokens: Int
+    public var genTokens: Int
+    public var reps: Int
+    public var loadMilliseconds: Stat
+    public var prefillTokensPerSecond: Stat
+    public var decodeTokensPerSecond: Stat
+    /// Weight bytes a decoded token reads (every matrix once, the embedding row aside).
+    public var weightBytesPerToken: Int
+    /// weightBytesPerToken × median decode tokens/s.
+    public var effectiveGBPerSecond: Double
+    public var bandwidth: BandwidthProbe
+    /// effective ÷ probe median: how close decode is to the memory-bandwidth bound.
+    public var bandwidthRatio: Double
+    /// Prefill arithmetic: 2 × parameters in matrices × prompt tokens per second.
+    public var prefillGFLOPS: Double
+    public var kvCacheBytes: Int
+    public var memory: MemoryStats
+
+    enum CodingKeys: String, CodingKey {
+        case model, architecture, threads, fileBytes = "file_bytes", promptTokens = "prompt_tokens", genTokens = "gen_tokens", reps
+        case loadMilliseconds = "load_ms", prefillTokensPerSecond = "prefill_tokens_per_second"
+        case decodeTokensPerSecond = "decode_tokens_per_second", weightBytesPerToken = "weight_bytes_per_token"
+        case effectiveGBPerSecond = "effective_gb_per_second", bandwidth, bandwidthRatio = "bandwidth_ratio"
+        case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory
+    }
+}
+
+public struct KernelBenchRow: Codable, Sendable {
+    public var kind: String        // "matvec" or "gemm"
+    public var type: String
+    public var path: String
+    public var rows: Int
+    public var cols: Int
+    public var tokens: Int
+    public var threads: Int
+    public var gbPerSecond: Double
+    public var gflops: Double
+    public var bandwidthRatio: Double
+
+    enum CodingKeys: String, CodingKey {
+        case kind, type, path, rows, cols, tokens, threads, gbPerSecond = "gb_per_second", gflops, bandwidthRatio = "bandwidth_ratio"
+    }
+}
+
+public enum Bench {
+    /// Loads the model `reps` times, then runs prefill of `promptTokens` and greedy decode of
+    /// `genTokens` `reps` times, against a bandwidth probe measured in the same run.
+    public static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
+                             probeBytes: Int = 1 << 30) throws -> ModelBenchReport {
+        var loads: [Double] = []
+        var lm: LoadedModel?
+        for _ in 0 ..< reps {
+            lm = nil
+            let t0 = now()
+            lm = try LoadedModel(path: path, options: LoadOptions(threads: threads, maxBatch: max(1, min(promptTokens, 512))))
+            loads.append((now() - t0) * 1000)
+        }
+        let m = lm!.model
+        let hp = m.hparams
+        guard promptTokens >= 1, genTokens >= 1, promptTokens + genTokens <= m.cache.capacity else {
+            throw ModelError("--prompt-tokens + --gen-tokens (\(promptTokens + genTokens)) must fit the model's context of \(m.cache.capacity)")
+        }
+        // Deterministic token ids spread over the vocabulary.
+        let prompt: [Int32] = (0 ..< promptTokens).map { Int32(($0 * 7919 + 13) % hp.vocabSize) }
+        var prefill: [Double] = [], decode: [Double] = []
+        for _ in 0 ..< reps {
+            m.cache.reset()
+            var next: Int32 = 0
+            let t0 = now()
+            try m.forward(prompt, startPos: 0, logitRows: promptTokens - 1 ..< promptTokens) { _, l in next = Sampler.argmax(l) }
+            let t1 = now()
+            var one: [Int32] = [next]
+            for i in 0 ..< genTokens {
+                try m.forward(one, startPos: promptTokens + i, logitRows: 0 ..< 1) { _, l in one[0] = Sampler.argmax(l) }
+            }
+            let t2 = now()
+            prefill.append(Double(promptTokens) / (t1 - t0))
+            decode.append(Double(genTokens) / (t2 - t1))
+        }
+        let memory = MemoryStats.current() // before the probe's buffer inflates the peak
+        let probe = BandwidthProbe.measure(threads: threads, bytes: probeBytes)
+        let perToken = m.weightBytesPerToken
+        let dec = Stat(decode), pre = Stat(prefill)
+        let eff = Double(perToken) * dec.median / 1e9
+        return ModelBenchReport(
+            model: path, architecture: lm!.file.metadata.architecture.rawValue, threads: threads, fileBytes: lm!.file.map.count,
+            promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads),
+            prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
+            effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: eff / probe.gbPerSecond.median,
+            prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
+            kvCacheBytes: m.cache.bytes, memory: memory)
+    }
+
+    /// Every (type × CPU path × shape) matvec and GEMM, weights rotated through a set larger
+    /// than the caches so matvecs stream from memory.
+    public static func kernels(threads: Int, shapes: [(Int, Int)], tokens: Int = 128, probe: BandwidthProbe,
+                               minSeconds: Double = 0.25, progress: ((String) -> Void)? = nil) -> [KernelBenchRow] {
+        let pool = threads > 1 ? qlm_pool_create(Int32(threads)) : nil
+        defer { if let pool { qlm_pool_destroy(pool) } }
+        let saved = qlm_get_path()
+        defer { qlm_set_path(saved) }
+        var rows: [KernelBenchRow] = []
+        let paths = [QLM_PATH_SCALAR, QLM_PATH_AVX2, QLM_PATH_AVX512].map { Int32($0.rawValue) }.filter { qlm_path_supported($0) != 0 }
+        for (r, c) in shapes {
+            // Random floats, quantized per type.
+            var x = [Float](repeating: 0, count: c * max(tokens, 1))
+            var s: UInt64 = 0x1234_5678
+            func rnd() -> Float { s = s &* 6364136223846793005 &+ 1442695040888963407; return Float(Int64(bitPattern: s >> 11) % 2000 - 1000) / 1000 }
+            for i in x.indices { x[i] = rnd() }
+            let src = (0 ..< r * c).map { _ in rnd() * 0.05 }
+            for type in QuantType.weightTypes {
+                let rowBytes = type.rowSize(c), size = r * rowBytes
+                let copies = max(1, (256 << 20) / size)
+                let w = UnsafeMutableRawPointer.allocate(byteCount: size * copies, alignment: 64)
+                defer { w.deallocate() }
+                _ = qlm_quantize_rows(type.rawValue, src, w, Int64(r), Int64(c), 2)
+                for k in 1 ..< copies { (w + k * size).copyMemory(from: w, byteCount: size) }
+                let act = UnsafeMutableRawPointer.allocate(byteCount: Int(qlm_act_row_size(type.rawValue, Int64(c))) * max(tokens, 1), alignment: 64)
+                defer { act.deallocate() }
+                let y = UnsafeMutablePointer<Float>.allocate(capacity: r * max(tokens, 1))
+                defer { y.deallocate() }
+                for path in paths {
+                    qlm_set_path(path)
+                    let pname = String(cString: qlm_path_name(path))
+                    progress?("\(type.name) \(pname) \(r)×\(c)")
+                    // matvec
+                    var n = 0
+                    var t0 = now()
+                    repeat {
+                        qlm_matvec(pool, type.rawValue, w + (n % copies) * size, Int64(r), Int64(c), x, y, act)
+                        n += 1
+                    } while now() - t0 < minSeconds || n < 3
+                    var dt = (now() - t0) / Double(n)
+                    let gbs = Double(size) / dt / 1e9
+                    rows.append(KernelBenchRow(kind: "matvec", type: type.name, path: pname, rows: r, cols: c, tokens: 1, threads: threads,
+                                               gbPerSecond: gbs, gflops: 2 * Double(r * c) / dt / 1e9,
+                                               bandwidthRatio: gbs / probe.gbPerSecond.median))
+                    // GEMM
+                    guard tokens > 1 else { continue }
+                    n = 0
+                    t0 = now()
+                    repeat {
+                        qlm_matmul(pool, type.rawValue, w, Int64(r), Int64(c), x, Int64(tokens), y, Int64(r), act)
+                        n += 1
+                    } while now() - t0 < minSeconds || n < 2
+                    dt = (now() - t0) / Double(n)
+                    rows.append(KernelBenchRow(kind: "gemm", type: type.name, path: pname, rows: r, cols: c, tokens: tokens, threads: threads,
+                                               gbPerSecond: Double(size) / dt / 1e9, gflops: 2 * Double(r * c * tokens) / dt / 1e9,
+                                               bandwidthRatio: 0))
+                }
+            }
+        }
+        return rows
+    }
+}

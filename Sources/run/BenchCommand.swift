@@ -1,0 +1,113 @@
+import ArgumentParser
+import CKernels
+import Foundation
+import Quant
+import Runtime
+
+struct BenchCmd: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmark a model (load, prefill, decode) or every kernel, against a bandwidth probe run alongside.",
+        discussion: """
+        Decode of a large model is bound by memory bandwidth: every token reads every weight once.
+        The bench measures this machine's sequential-read bandwidth in the same run and reports
+        decode as a share of it (bandwidth_ratio). Results are medians over --reps, with min/max.
+
+        Examples:
+          run bench gpt2-small-q8.qlm --prompt-tokens 128 --gen-tokens 128 --threads 2
+          run bench --kernels --threads 1 --json
+        """
+    )
+
+    @Argument(help: "The .qlm model (omit with --kernels).")
+    var model: String?
+
+    @Flag(name: .long, help: "Benchmark every (type × CPU path × shape) matvec and GEMM instead of a model.")
+    var kernels = false
+
+    @Option(name: .long, help: "Prompt tokens for the prefill measurement.")
+    var promptTokens: Int = 128
+
+    @Option(name: .long, help: "Tokens to decode one at a time.")
+    var genTokens: Int = 128
+
+    @Option(name: .long, help: "Repetitions (median, min and max are reported).")
+    var reps: Int = 5
+
+    @Option(name: .long, help: "Worker threads (default: all cores).")
+    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+
+    @Option(name: .long, help: "Bytes the bandwidth probe reads (default 1 GiB).")
+    var probeBytes: Int = 1 << 30
+
+    @Option(name: .long, help: "--kernels: shapes as ROWSxCOLS,... (default: GPT-2-small's and 4096x4096).")
+    var shapes: String = "768x768,2304x768,3072x768,768x3072,50257x768,4096x4096"
+
+    @Flag(name: .long, help: "Print one JSON object.")
+    var json = false
+
+    func validate() throws {
+        if !kernels && model == nil { throw ValidationError("give a model file, or --kernels") }
+        guard reps >= 1, reps <= 100 else { throw ValidationError("--reps must be 1...100") }
+        guard promptTokens >= 1, genTokens >= 1 else { throw ValidationError("--prompt-tokens and --gen-tokens must be ≥ 1") }
+        guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
+        guard probeBytes >= 1 << 20 else { throw ValidationError("--probe-bytes must be at least 1 MiB") }
+        _ = try parsedShapes()
+    }
+
+    func parsedShapes() throws -> [(Int, Int)] {
+        try shapes.split(separator: ",").map { s in
+            let p = s.lowercased().split(separator: "x")
+            guard p.count == 2, let r = Int(p[0]), let c = Int(p[1]), r > 0, c > 0, r * c <= 1 << 28 else {
+                throw ValidationError("--shapes: '\(s)' is not ROWSxCOLS")
+            }
+            return (r, c)
+        }
+    }
+
+    func run() throws {
+        try runOrExit {
+            if kernels {
+                let probe = BandwidthProbe.measure(threads: threads, bytes: probeBytes)
+                let rows = Bench.kernels(threads: threads, shapes: try parsedShapes(), probe: probe) { s in
+                    if !json { printError("  \(s)") }
+                }
+                if json {
+                    struct Out: Encodable { var cpu_paths: [String]; var bandwidth: BandwidthProbe; var kernels: [KernelBenchRow] }
+                    let paths = (0 ..< 3).filter { qlm_path_supported(Int32($0)) != 0 }.map { String(cString: qlm_path_name(Int32($0))) }
+                    print(jsonLine(Out(cpu_paths: paths, bandwidth: probe, kernels: rows)))
+                    return
+                }
+                print(String(format: "bandwidth probe: %.1f GB/s (%d threads, median of 5; min %.1f, max %.1f)",
+                             probe.gbPerSecond.median, threads, probe.gbPerSecond.min, probe.gbPerSecond.max))
+                var t: [[String]] = [["kind", "type", "path", "shape", "GB/s", "GFLOP/s", "of bandwidth"]]
+                for r in rows {
+                    t.append([r.kind, r.type, r.path, "\(r.rows)×\(r.cols)" + (r.tokens > 1 ? "×\(r.tokens)" : ""),
+                              String(format: "%.1f", r.gbPerSecond), String(format: "%.1f", r.gflops),
+                              r.kind == "matvec" ? String(format: "%.2f", r.bandwidthRatio) : ""])
+                }
+                print(TextTable.render(t))
+                return
+            }
+            let r = try Bench.model(path: model!, threads: threads, promptTokens: promptTokens, genTokens: genTokens,
+                                    reps: reps, probeBytes: probeBytes)
+            if json {
+                print(jsonLine(r))
+                return
+            }
+            func s(_ st: Stat, _ f: String = "%.1f") -> String {
+                String(format: "\(f) (min \(f), max \(f))", st.median, st.min, st.max)
+            }
+            print("""
+            \(r.model): \(r.architecture), \(formatBytes(r.fileBytes)), \(r.threads) threads, \(r.reps) reps (median (min, max))
+              load             \(s(r.loadMilliseconds, "%.2f")) ms
+              prefill          \(s(r.prefillTokensPerSecond)) tok/s over \(r.promptTokens) tokens, \(String(format: "%.1f", r.prefillGFLOPS)) GFLOP/s
+              decode           \(s(r.decodeTokensPerSecond)) tok/s over \(r.genTokens) tokens
+              weights/token    \(formatBytes(r.weightBytesPerToken))
+              effective        \(String(format: "%.2f", r.effectiveGBPerSecond)) GB/s = \(String(format: "%.2f", r.bandwidthRatio)) of the probe's \(String(format: "%.1f", r.bandwidth.gbPerSecond.median)) GB/s
+              KV cache         \(formatBytes(r.kvCacheBytes))
+              peak RSS         \(formatBytes(r.memory.peakRSS)) (anon \(formatBytes(r.memory.rssAnon)), file \(formatBytes(r.memory.rssFile)) now)
+            """)
+        }
+    }
+}
