@@ -110,7 +110,14 @@ public final class QLMFile: @unchecked Sendable {
         case .raw:
             return TensorData(info: t, bytes: stored(t), owner: self)
         case .zstd:
-            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(t.rawLength, 1), alignment: 64)
+            // Check the chunk index against the shape before allocating (a corrupt table may
+            // claim terabytes), and allocate failably: a huge claim throws instead of aborting.
+            _ = try ZstdChunks.index(of: t, stored: stored(t), file: path)
+            var mem: UnsafeMutableRawPointer?
+            guard posix_memalign(&mem, 64, max(t.rawLength, 1)) == 0, let mem else {
+                throw QuantError(path, "tensor \(t.name): cannot allocate \(t.rawLength) bytes to decompress it")
+            }
+            let buf = UnsafeMutableRawBufferPointer(start: mem, count: max(t.rawLength, 1))
             do {
                 try ZstdChunks.decompressAll(t, stored: stored(t), into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< t.rawLength]), file: path)
             } catch {
