@@ -9,17 +9,15 @@ struct ConvertCLI: ParsableCommand {
         commandName: "convert",
         abstract: "Convert a float checkpoint into a block-quantized QuantLM (.qlm) file.",
         discussion: """
-        Inputs: a Hugging Face GPT-2 directory (config.json, model.safetensors or a sharded
-        index, vocab.json + merges.txt or encoder.json + vocab.bpe), or a llama2.c .bin
-        checkpoint with its tokenizer.bin.
+        Inputs: a Hugging Face GPT-2 directory (config.json, model.safetensors or a sharded index, vocab.json + merges.txt or encoder.json + vocab.bpe), or a llama2.c .bin checkpoint with its tokenizer.bin.
 
-        Types: \(QuantType.namesForHelp).
-        Norms and biases stay f32; every matrix gets --type unless a --keep pattern says otherwise.
+        Types: \(QuantType.namesForHelp). Norms and biases stay f32; every matrix gets --type unless a --keep pattern says otherwise. `convert model --help` lists every option.
 
         Examples:
-          convert ../shared/models/stories260K/stories260K.bin \\
-              --tokenizer ../shared/models/stories260K/tok512.bin -o stories-q8.qlm --type q8_0
-          convert gpt2/ -o gpt2-q4.qlm --type q4_0 --keep 'wte.weight=q8_0' --zstd 3
+          convert stories260K.bin --tokenizer tok512.bin \\
+              -o stories-q8.qlm --type q8_0
+          convert gpt2/ -o gpt2-q4.qlm --type q4_0 \\
+              --keep 'wte.weight=q8_0' --zstd 3
           convert inspect gpt2-q4.qlm --json
           convert verify gpt2-q4.qlm
         """,

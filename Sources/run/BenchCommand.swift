@@ -9,9 +9,7 @@ struct BenchCmd: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmark a model (load, prefill, decode) or every kernel, against a bandwidth probe run alongside.",
         discussion: """
-        Decode of a large model is bound by memory bandwidth: every token reads every weight once.
-        The bench measures this machine's sequential-read bandwidth in the same run and reports
-        decode as a share of it (bandwidth_ratio). Results are medians over --reps, with min/max.
+        Decoding a large model is bound by memory bandwidth: every token reads every weight once. The bench measures this machine's sequential-read bandwidth in the same run and reports decode as a share of it (bandwidth_ratio). Results are medians over --reps, with min and max.
 
         Examples:
           run bench gpt2-small-q8.qlm --prompt-tokens 128 --gen-tokens 128 --threads 2

@@ -94,21 +94,18 @@ struct Perplexity_: ParsableCommand {
         commandName: "perplexity",
         abstract: "Measure perplexity; with --reference, compare against a float original.",
         discussion: """
-        Protocols:
-          stride     the text is one token stream; windows of --ctx tokens advance by --stride;
-                     each token is scored once (Hugging Face's sliding-window protocol, behind the
-                     published GPT-2 WikiText-2 numbers).
-          documents  the text is split on --separator lines; each document is scored on its own
-                     from BOS, truncated to --ctx tokens.
-        With --reference F32.qlm both models run over the same windows and the report adds Δppl,
-        the KL divergence of this model's next-token distribution from the reference's (mean and
-        99th percentile), and top-1 agreement.
+        --protocol stride: the text is one token stream; windows of --ctx tokens advance by --stride and each token is scored once (Hugging Face's sliding-window protocol, behind the published GPT-2 WikiText-2 numbers).
+
+        --protocol documents: the text is split on --separator lines; each document is scored on its own from BOS, truncated to --ctx tokens.
+
+        With --reference F32.qlm both models run over the same windows, and the report adds Δppl, the KL divergence of this model's next-token distribution from the reference's (mean and 99th percentile) and top-1 agreement.
 
         Examples:
           run perplexity stories-q4.qlm --reference stories-f32.qlm \\
-              --text ../shared/data/tinystories/tinystories_valid_first1000.txt \\
+              --text tinystories_valid_first1000.txt \\
               --protocol documents --max-docs 200 --ctx 512
-          run perplexity gpt2.qlm --text ../shared/data/wikitext-2-raw/wiki.test.raw --ctx 1024 --stride 512 --json
+          run perplexity gpt2.qlm --text wiki.test.raw \\
+              --ctx 1024 --stride 512 --json
         """
     )
 
@@ -133,8 +130,9 @@ struct Compare: ParsableCommand {
         abstract: "One table for a reference and several quantized variants over the same text.",
         discussion: """
         Example:
-          run compare s-f32.qlm s-f16.qlm s-q8_0.qlm s-q4_0.qlm s-q4_1.qlm \\
-              --text ../shared/data/tinystories/tinystories_valid_first1000.txt --protocol documents --max-docs 200 --ctx 512
+          run compare f32.qlm f16.qlm q8_0.qlm q4_0.qlm q4_1.qlm \\
+              --text tinystories_valid_first1000.txt \\
+              --protocol documents --max-docs 200 --ctx 512
         """
     )
 

@@ -10,9 +10,11 @@ struct RunCLI: ParsableCommand {
         abstract: "Run QuantLM models: generate text, tokenize, measure perplexity, benchmark.",
         discussion: """
         Examples:
-          run generate stories-q8.qlm --prompt "Once upon a time" --max-tokens 200 --temperature 0
-          run generate model.qlm --prompt "Hello" --temperature 0.8 --top-p 0.9 --seed 7 --json
-          run tokenize --tokenizer ../shared/models/gpt2-tokenizer --text file.txt --format json
+          run generate stories.qlm --prompt "Once upon a time" \\
+              --max-tokens 200 --temperature 0
+          run perplexity q4.qlm --reference f32.qlm --text story.txt
+          run bench gpt2-q8.qlm --threads 2
+          run tokenize --tokenizer gpt2-tokenizer/ --text file.txt
         """,
         subcommands: [Generate.self, Perplexity_.self, Compare.self, BenchCmd.self, Tokenize.self, Logits.self]
     )
@@ -56,12 +58,12 @@ struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Generate text from a prompt, streaming it to stdout.",
         discussion: """
-        Temperature 0 is greedy decoding. The same seed gives the same text. A closing line on
-        stderr reports prompt and decode tokens/s and peak memory; --json prints everything
-        (text, token ids, speeds, memory) as one JSON object instead.
+        Temperature 0 is greedy decoding; the same seed gives the same text. A closing line on stderr reports prompt and decode tokens/s, peak memory and the KV cache size; --json prints everything (text, token ids, speeds, memory) as one JSON object instead. --steps counts positions including the prompt, like llama2.c's -n.
 
-        Example: run generate stories.qlm --prompt "Once upon a time" --temperature 0 --steps 200
-        (--steps counts positions including the prompt, like llama2.c's -n.)
+        Examples:
+          run generate stories.qlm --prompt "Once upon a time" \\
+              --temperature 0 --steps 200
+          run generate gpt2.qlm --prompt "Hello" --top-p 0.9 --seed 7 --json
         """
     )
 
@@ -130,13 +132,12 @@ struct Tokenize: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print or write the token ids of a text file.",
         discussion: """
-        --tokenizer accepts a .qlm file (its embedded tokenizer), a directory with encoder.json +
-        vocab.bpe or vocab.json + merges.txt, or a llama2.c tokenizer.bin (give --vocab-size if it
-        is not 32000-style inferable).
+        --tokenizer accepts a .qlm file (its embedded tokenizer), a directory with encoder.json + vocab.bpe or vocab.json + merges.txt, or a llama2.c tokenizer.bin (with --vocab-size).
 
         Examples:
-          run tokenize --tokenizer ../shared/models/gpt2-tokenizer --text ../shared/data/wikitext-2-raw/wiki.test.raw
-          run tokenize --tokenizer model.qlm --text story.txt --format u32 -o ids.u32
+          run tokenize --tokenizer gpt2-tokenizer/ --text wiki.test.raw
+          run tokenize --tokenizer model.qlm --text story.txt \\
+              --format u32 -o ids.u32
         """
     )
 
