@@ -43,12 +43,15 @@ struct ModelOptions: ParsableArguments {
     @Flag(name: .long, help: "Check every tensor's checksum before running.")
     var verify = false
 
+    @OptionGroup var attention: AttentionOptions
+
     func validate() throws {
         guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256, got \(threads)") }
     }
 
     func load(maxBatch: Int = 128) throws -> LoadedModel {
-        try LoadedModel(path: model, options: LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify))
+        try LoadedModel(path: model, options: LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
+                                                attention: attention.config))
     }
 }
 
@@ -112,9 +115,16 @@ struct Generate: ParsableCommand {
             if json {
                 struct Out: Encodable {
                     var model: String; var load_seconds: Double; var threads: Int
+                    var attention: [String]; var sinks: Int; var kv_type: String; var positions: String
+                    var kv_cache_bytes: Int
                     var result: GenerationResult
                 }
-                print(jsonLine(Out(model: options.model, load_seconds: lm.loadSeconds, threads: options.threads, result: result)))
+                let cache = lm.model.cache as? PatternKVCache
+                let positions = (lm.model as? Llama)?.positionMode.rawValue ?? "absolute"
+                print(jsonLine(Out(model: options.model, load_seconds: lm.loadSeconds, threads: options.threads,
+                                   attention: cache?.patterns.map(\.description) ?? [], sinks: cache?.sinks ?? 0,
+                                   kv_type: lm.model.cache.kvType.rawValue, positions: positions,
+                                   kv_cache_bytes: lm.model.cache.bytes, result: result)))
             } else {
                 print("")
                 printError(String(format: "prompt %d tok, %.1f tok/s | decode %d tok, %.1f tok/s | peak RSS %@ | KV cache %@ | stop: %@",
