@@ -94,6 +94,9 @@ struct Generate: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object instead of streaming text.")
     var json = false
 
+    @Flag(name: .long, help: "Keep going past end/begin-of-text tokens (a new story starts) until --max-tokens.")
+    var ignoreEos = false
+
     func validate() throws {
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be ≥ 0") }
         if let s = steps, s <= 0 { throw ValidationError("--steps must be > 0") }
@@ -106,7 +109,8 @@ struct Generate: ParsableCommand {
         try runOrExit {
             let lm = try options.load()
             let opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
-                                         sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed))
+                                         sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed),
+                                         stopAtEndOfText: !ignoreEos)
             let result = try Generator.generate(lm, prompt: prompt, options: opts) { bytes in
                 guard !json else { return }
                 bytes.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }

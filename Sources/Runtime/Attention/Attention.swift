@@ -23,7 +23,8 @@ public final class Attention {
     let scale: Float
     /// Rotary frequency of pair i (nil: not a rotary model, or absolute positions).
     let ropeFreq: [Float]?
-    private let runs: UnsafeMutablePointer<KVRun>
+    private var runs: UnsafeMutablePointer<KVRun>
+    private var runsCapacity: Int
     private let qr: UnsafeMutablePointer<Float>
 
     public init(_ hp: HParams, reindexRotary ropeFreq: [Float]? = nil) {
@@ -32,7 +33,8 @@ public final class Attention {
         headDim = hp.headDim
         scale = 1 / Float(hp.headDim).squareRoot()
         self.ropeFreq = ropeFreq
-        runs = .allocate(capacity: KVRunsMax)
+        runsCapacity = 4
+        runs = .allocate(capacity: runsCapacity)
         qr = .allocate(capacity: hp.headDim)
     }
 
@@ -64,6 +66,11 @@ public final class Attention {
         let hd = Int64(headDim), stride = Int64(cache.rowBytes)
         let t = cache.kvType.code
         let headBytes = cache.kvType.headBytes(headDim)
+        if cache.maxRuns > runsCapacity {   // once per cache, not per token
+            runs.deallocate()
+            runsCapacity = cache.maxRuns
+            runs = .allocate(capacity: runsCapacity)
+        }
         let nRuns = cache.visibleRuns(layer: layer, pos: pos, into: runs)
         var total = 0
         for r in 0 ..< nRuns { total += runs[r].count }

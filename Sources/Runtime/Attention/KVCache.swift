@@ -9,6 +9,10 @@ public struct KVRun {
     public var count: Int
     public var firstPos: Int
     public var posStep: Int
+
+    public init(k: UnsafeRawPointer, v: UnsafeRawPointer, count: Int, firstPos: Int, posStep: Int) {
+        self.k = k; self.v = v; self.count = count; self.firstPos = firstPos; self.posStep = posStep
+    }
 }
 
 /// Keys and values of past positions, per layer. Allocated once, at construction.
@@ -27,12 +31,13 @@ public protocol KVCache: AnyObject {
     /// Stores the key and value (kvDim floats each) of absolute position `pos` in `layer`.
     /// Positions must be stored in increasing order from 0 (a restart at 0 begins a new sequence).
     func store(layer: Int, pos: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>)
-    /// Writes the runs (at most `KVRunsMax`) of cached keys a query at `pos` sees, in position
+    /// The most runs `visibleRuns` writes.
+    var maxRuns: Int { get }
+    /// Writes the runs (at most `maxRuns`) of cached keys a query at `pos` sees, in position
     /// order, into `runs`; returns how many.
     func visibleRuns(layer: Int, pos: Int, into runs: UnsafeMutablePointer<KVRun>) -> Int
 }
 
-public let KVRunsMax = 4
 
 /// One layer's storage: slots [0, S) hold sink positions 0..<S; dense layers put position j in
 /// slot j; banded and strided layers keep a ring of W slots for positions ≥ S (position j in
@@ -62,6 +67,8 @@ struct LayerKV {
 public final class PatternKVCache: KVCache {
     public let capacity: Int
     public let maxVisible: Int
+    /// Sinks, every-K-th, and a window split at most once by the ring's end.
+    public var maxRuns: Int { 4 }
     public let bytes: Int
     public let kvType: KVType
     public let rowBytes: Int
