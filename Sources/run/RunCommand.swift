@@ -14,7 +14,7 @@ struct RunCLI: ParsableCommand {
           run generate model.qlm --prompt "Hello" --temperature 0.8 --top-p 0.9 --seed 7 --json
           run tokenize --tokenizer ../shared/models/gpt2-tokenizer --text file.txt --format json
         """,
-        subcommands: [Generate.self, Perplexity_.self, Compare.self, Tokenize.self, Logits.self]
+        subcommands: [Generate.self, Perplexity_.self, Compare.self, Tokenize.self, Logits.self, KVBudgetCommand.self]
     )
 }
 
@@ -169,6 +169,9 @@ struct Tokenize: ParsableCommand {
     @Option(name: .long, help: "Vocabulary size for a llama2.c tokenizer.bin.")
     var vocabSize: Int?
 
+    @Option(name: .long, help: "Split the text on lines equal to this separator, tokenize each document on its own (BOS first where the tokenizer has one) and join the ids into one stream.")
+    var joinDocuments: String?
+
     func validate() throws {
         guard ["json", "u32"].contains(format) else { throw ValidationError("--format must be json or u32, got '\(format)'") }
     }
@@ -183,7 +186,7 @@ struct Tokenize: ParsableCommand {
             }
             guard let data = FileManager.default.contents(atPath: text) else { throw QuantError(text, "cannot read text file") }
             guard let s = String(data: data, encoding: .utf8) else { throw QuantError(text, "is not valid UTF-8") }
-            let ids = tok.encode(s)
+            let ids = joinDocuments.map { Perplexity.encodeDocuments(s, separator: $0, tokenizer: tok) } ?? tok.encode(s)
             let bytes: Data
             if format == "u32" {
                 var d = Data(capacity: ids.count * 4)
