@@ -54,7 +54,7 @@ row() { # pattern sinks positions
     local pat="$1" s="$2" pos="$3" args=()
     args=(--attention "$pat")
     [ "$s" -gt 0 ] && args+=(--sinks "$s")
-    [ "$pos" != "-" ] && args+=(--positions "$pos")
+    args+=(--positions "${pos/-/cache}")
     local cmd=("$RUN" perplexity "$TMP/s.qlm" --ids-file "$TMP/ids.txt" --ctx 512 --stride 256 --json "${args[@]}")
     local j; j=$("${cmd[@]}")
     local ppl alloc

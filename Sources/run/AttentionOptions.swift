@@ -17,7 +17,7 @@ struct AttentionOptions: ParsableArguments {
     @Option(name: .long, help: "KV cache element type: f32, f16 or q8_0 (one scale per head vector).")
     var kvType: String = "f32"
 
-    @Option(name: .long, help: "Rotary positions: absolute, or cache (StreamingLLM re-indexing inside the window; default for rotary models with a windowed layer).")
+    @Option(name: .long, help: "Rotary positions: absolute, or cache (StreamingLLM re-indexing inside the window; default for rotary models whose every layer is banded).")
     var positions: String?
 
     func validate() throws {

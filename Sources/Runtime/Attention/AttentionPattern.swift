@@ -123,7 +123,8 @@ public struct AttentionConfig: Sendable {
     public var layerList: [String]?
     public var sinks: Int
     public var kvType: KVType
-    /// nil: `.cache` for rotary models with any windowed layer, `.absolute` otherwise.
+    /// nil: `.cache` for rotary models whose every layer is banded (they may run past n_ctx),
+    /// `.absolute` otherwise.
     public var positions: PositionMode?
 
     public init(attention: String = "dense", layerList: [String]? = nil, sinks: Int = 0, kvType: KVType = .f32,

@@ -36,9 +36,12 @@ public final class LoadedModel {
         let compute = Compute(threads: options.threads, maxCols: max(hp.dModel, hp.dFF), maxBatch: max(options.maxBatch, 16))
         let a = options.attention
         let patterns = try a.layers(nLayer: hp.nLayer, nCtx: hp.nCtx)
-        let windowed = patterns.contains { $0 != .dense }
+        // Re-indexing is what lets an all-banded rotary model run past n_ctx; inside n_ctx
+        // absolute positions score slightly better (docs/attention.md), so patterns that are
+        // limited to n_ctx anyway (any dense or strided layer) default to absolute.
+        let allBanded = patterns.allSatisfy { if case .banded = $0 { return true }; return false }
         let arch = file.metadata.architecture
-        let mode = a.positions ?? (arch == .llama && windowed ? .cache : .absolute)
+        let mode = a.positions ?? (arch == .llama && allBanded ? .cache : .absolute)
         if arch == .gpt2 && mode == .cache {
             throw ModelError("--positions cache re-indexes rotary positions; GPT-2 has learned absolute positions (use absolute)")
         }
