@@ -86,3 +86,112 @@ void qlm_attn_accum_f32(const float *w, const float *v, int64_t stride, int64_t 
 #endif
     accum_scalar(w, v, stride, n, hd, out);
 }
+
+// ---- KV rows in f32, f16 or q8_0 ------------------------------------------------------------
+// One kernel family for every KV type: the same scores / softmax / accumulate steps, with the
+// type a parameter. A cached row of one position is n_kv_head head vectors of hd values:
+//   QLM_KV_F32  hd floats per head
+//   QLM_KV_F16  hd IEEE halves per head
+//   QLM_KV_Q8_0 per head: a float scale d then hd int8 q, value = d * q, d = max|x| / 127
+//               (one block per head vector: "per head-dimension block").
+// k / v point at the first head vector of the run; stride_bytes separates consecutive positions.
+#include <string.h>
+
+int64_t qlm_kv_head_bytes(int32_t kv_type, int64_t hd) {
+    switch (kv_type) {
+    case QLM_KV_F16: return 2 * hd;
+    case QLM_KV_Q8_0: return 4 + hd;
+    default: return 4 * hd;
+    }
+}
+
+void qlm_kv_store_row(int32_t kv_type, const float *x, void *dst, int64_t n_head, int64_t hd) {
+    uint8_t *d = (uint8_t *)dst;
+    switch (kv_type) {
+    case QLM_KV_F16:
+        qlm_f32_to_f16(x, (uint16_t *)d, n_head * hd);
+        return;
+    case QLM_KV_Q8_0:
+        for (int64_t h = 0; h < n_head; h++) {
+            const float *xh = x + h * hd;
+            uint8_t *b = d + h * (4 + hd);
+            float amax = 0.0f;
+            for (int64_t j = 0; j < hd; j++) { float a = fabsf(xh[j]); if (a > amax) amax = a; }
+            const float scale = amax / 127.0f;
+            const float inv = scale != 0.0f ? 1.0f / scale : 0.0f;
+            memcpy(b, &scale, 4);
+            int8_t *q = (int8_t *)(b + 4);
+            for (int64_t j = 0; j < hd; j++) q[j] = (int8_t)roundf(xh[j] * inv);
+        }
+        return;
+    default:
+        memcpy(d, x, (size_t)(n_head * hd) * sizeof(float));
+    }
+}
+
+void qlm_kv_load_head(int32_t kv_type, const void *src, int64_t hd, float *out) {
+    const uint8_t *s = (const uint8_t *)src;
+    switch (kv_type) {
+    case QLM_KV_F16: qlm_f16_to_f32((const uint16_t *)s, out, hd); return;
+    case QLM_KV_Q8_0: {
+        float scale; memcpy(&scale, s, 4);
+        const int8_t *q = (const int8_t *)(s + 4);
+        for (int64_t j = 0; j < hd; j++) out[j] = scale * (float)q[j];
+        return;
+    }
+    default: memcpy(out, s, (size_t)hd * sizeof(float));
+    }
+}
+
+#define QLM_KV_MAX_HD 1024
+
+void qlm_attn_scores(int32_t kv_type, const float *q, const void *k, int64_t stride_bytes, int64_t n, int64_t hd,
+                     float scale, float *scores) {
+    const uint8_t *kb = (const uint8_t *)k;
+    if (kv_type == QLM_KV_F32 && stride_bytes % 4 == 0) {
+        qlm_attn_scores_f32(q, (const float *)k, stride_bytes / 4, n, hd, scale, scores);
+        return;
+    }
+    if (kv_type == QLM_KV_Q8_0) {
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *b = kb + i * stride_bytes;
+            float d; memcpy(&d, b, 4);
+            const int8_t *qs = (const int8_t *)(b + 4);
+            float acc = 0;
+            for (int64_t j = 0; j < hd; j++) acc += q[j] * (float)qs[j];
+            scores[i] = acc * d * scale;
+        }
+        return;
+    }
+    float tmp[QLM_KV_MAX_HD];
+    for (int64_t i = 0; i < n; i++) {
+        qlm_kv_load_head(kv_type, kb + i * stride_bytes, hd, tmp);
+        float acc = 0;
+        for (int64_t j = 0; j < hd; j++) acc += q[j] * tmp[j];
+        scores[i] = acc * scale;
+    }
+}
+
+void qlm_attn_accum(int32_t kv_type, const float *w, const void *v, int64_t stride_bytes, int64_t n, int64_t hd,
+                    float *out) {
+    const uint8_t *vb = (const uint8_t *)v;
+    if (kv_type == QLM_KV_F32 && stride_bytes % 4 == 0) {
+        qlm_attn_accum_f32(w, (const float *)v, stride_bytes / 4, n, hd, out);
+        return;
+    }
+    if (kv_type == QLM_KV_Q8_0) {
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *b = vb + i * stride_bytes;
+            float d; memcpy(&d, b, 4);
+            const float a = w[i] * d;
+            const int8_t *qs = (const int8_t *)(b + 4);
+            for (int64_t j = 0; j < hd; j++) out[j] += a * (float)qs[j];
+        }
+        return;
+    }
+    float tmp[QLM_KV_MAX_HD];
+    for (int64_t i = 0; i < n; i++) {
+        qlm_kv_load_head(kv_type, vb + i * stride_bytes, hd, tmp);
+        for (int64_t j = 0; j < hd; j++) out[j] += w[i] * tmp[j];
+    }
+}

@@ -5,7 +5,15 @@ import Runtime
 
 struct EvalOptions: ParsableArguments {
     @Option(name: .long, help: "The text file to score (UTF-8).")
-    var text: String
+    var text: String?
+
+    @Option(name: .long, help: "stride protocol: score these token ids instead of a text (a JSON array or comma/space-separated integers).")
+    var idsFile: String?
+
+    @Flag(name: .long, help: "stride protocol: tokenize each --separator document on its own and join the token lists into one stream (each document starts with BOS where the tokenizer has one); for long texts.")
+    var joinDocuments = false
+
+    @OptionGroup var attention: AttentionOptions
 
     @Option(name: .long, help: "stride (one token stream, Hugging Face's sliding window) or documents.")
     var `protocol`: String = "stride"
@@ -35,6 +43,8 @@ struct EvalOptions: ParsableArguments {
     var json = false
 
     func validate() throws {
+        guard (text == nil) != (idsFile == nil) else { throw ValidationError("give exactly one of --text and --ids-file") }
+        if idsFile != nil || joinDocuments, `protocol` != "stride" { throw ValidationError("--ids-file and --join-documents need --protocol stride") }
         guard ["stride", "documents"].contains(`protocol`) else {
             throw ValidationError("--protocol must be stride or documents, got '\(`protocol`)'")
         }
@@ -48,16 +58,27 @@ struct EvalOptions: ParsableArguments {
     }
 
     func evaluate(_ paths: [String]) throws -> PerplexityReport {
-        guard let data = FileManager.default.contents(atPath: text) else { throw QuantError(text, "cannot read text file") }
-        guard let s = String(data: data, encoding: .utf8) else { throw QuantError(text, "is not valid UTF-8") }
-        let models = try paths.map { try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch)) }
+        let source = text ?? idsFile!
+        guard let data = FileManager.default.contents(atPath: source) else { throw QuantError(source, "cannot read file") }
+        guard let s = String(data: data, encoding: .utf8) else { throw QuantError(source, "is not valid UTF-8") }
+        let models = try paths.map { try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch, attention: attention.config)) }
+        var ids: [Int32]?
+        if idsFile != nil {
+            let fields = s.split(whereSeparator: { " \n\t\r,[]".contains($0) })
+            ids = try fields.map { f in
+                guard let v = Int32(f) else { throw QuantError(source, "'\(f)' is not a token id") }
+                return v
+            }
+        } else if joinDocuments {
+            ids = Perplexity.encodeDocuments(s, separator: separator, tokenizer: models[0].tokenizer)
+        }
         let nCtx = models.map { $0.model.hparams.nCtx }.min()!
         let c = ctx ?? nCtx
         let proto: PerplexityProtocol = `protocol` == "stride"
             ? .stride(ctx: c, stride: stride ?? max(1, c / 2), maxTokens: maxTokens)
             : .documents(separator: separator, maxDocs: maxDocs, ctx: c)
         var bar: ProgressBar?
-        let report = try Perplexity.evaluate(models, names: paths, text: s, proto: proto) { done, total in
+        let report = try Perplexity.evaluate(models, names: paths, text: s, proto: proto, tokenIDs: ids) { done, total in
             if bar == nil { bar = ProgressBar("scoring", total: Double(total), unit: " tok", enabled: !json) }
             bar?.update(Double(done))
         }
@@ -73,7 +94,7 @@ struct EvalOptions: ParsableArguments {
         let how = r.protocolName == "stride"
             ? "stride protocol, ctx \(r.ctx), stride \(r.stride ?? 0)"
             : "documents protocol, \(r.documents ?? 0) documents, ctx \(r.ctx)"
-        Swift.print("\(text): \(r.textTokens) tokens; \(how); \(r.tokensScored) scored; \(String(format: "%.1f", r.seconds)) s, \(String(format: "%.0f", r.tokensPerSecond)) tok/s")
+        Swift.print("\(text ?? idsFile ?? ""): \(r.textTokens) tokens; \(how); \(r.tokensScored) scored; \(String(format: "%.1f", r.seconds)) s, \(String(format: "%.0f", r.tokensPerSecond)) tok/s")
         var rows: [[String]] = [["model", "ppl", "Δppl", "Δ%", "KL mean", "KL p99", "top-1 %", "bits/w", "disk bits/w", "file"]]
         for m in r.models {
             rows.append([m.model, String(format: "%.4f", m.perplexity),

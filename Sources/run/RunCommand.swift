@@ -16,7 +16,7 @@ struct RunCLI: ParsableCommand {
           run bench gpt2-q8.qlm --threads 2
           run tokenize --tokenizer gpt2-tokenizer/ --text file.txt
         """,
-        subcommands: [Generate.self, Perplexity_.self, Compare.self, BenchCmd.self, Tokenize.self, Logits.self]
+        subcommands: [Generate.self, Perplexity_.self, Compare.self, BenchCmd.self, Tokenize.self, Logits.self, KVBudgetCommand.self]
     )
 }
 
@@ -45,12 +45,15 @@ struct ModelOptions: ParsableArguments {
     @Flag(name: .long, help: "Check every tensor's checksum before running.")
     var verify = false
 
+    @OptionGroup var attention: AttentionOptions
+
     func validate() throws {
         guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256, got \(threads)") }
     }
 
     func load(maxBatch: Int = 128) throws -> LoadedModel {
-        try LoadedModel(path: model, options: LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify))
+        try LoadedModel(path: model, options: LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
+                                                attention: attention.config))
     }
 }
 
@@ -93,6 +96,9 @@ struct Generate: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object instead of streaming text.")
     var json = false
 
+    @Flag(name: .long, help: "Keep going past end/begin-of-text tokens (a new story starts) until --max-tokens.")
+    var ignoreEos = false
+
     func validate() throws {
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be ≥ 0") }
         if let s = steps, s <= 0 { throw ValidationError("--steps must be > 0") }
@@ -105,7 +111,8 @@ struct Generate: ParsableCommand {
         try runOrExit {
             let lm = try options.load()
             let opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
-                                         sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed))
+                                         sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed),
+                                         stopAtEndOfText: !ignoreEos)
             let result = try Generator.generate(lm, prompt: prompt, options: opts) { bytes in
                 guard !json else { return }
                 bytes.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
@@ -114,9 +121,16 @@ struct Generate: ParsableCommand {
             if json {
                 struct Out: Encodable {
                     var model: String; var load_seconds: Double; var threads: Int
+                    var attention: [String]; var sinks: Int; var kv_type: String; var positions: String
+                    var kv_cache_bytes: Int
                     var result: GenerationResult
                 }
-                print(jsonLine(Out(model: options.model, load_seconds: lm.loadSeconds, threads: options.threads, result: result)))
+                let cache = lm.model.cache as? PatternKVCache
+                let positions = (lm.model as? Llama)?.positionMode.rawValue ?? "absolute"
+                print(jsonLine(Out(model: options.model, load_seconds: lm.loadSeconds, threads: options.threads,
+                                   attention: cache?.patterns.map(\.description) ?? [], sinks: cache?.sinks ?? 0,
+                                   kv_type: lm.model.cache.kvType.rawValue, positions: positions,
+                                   kv_cache_bytes: lm.model.cache.bytes, result: result)))
             } else {
                 print("")
                 printError(String(format: "prompt %d tok, %.1f tok/s | decode %d tok, %.1f tok/s | peak RSS %@ | KV cache %@ | stop: %@",
@@ -156,6 +170,9 @@ struct Tokenize: ParsableCommand {
     @Option(name: .long, help: "Vocabulary size for a llama2.c tokenizer.bin.")
     var vocabSize: Int?
 
+    @Option(name: .long, help: "Split the text on lines equal to this separator, tokenize each document on its own (BOS first where the tokenizer has one) and join the ids into one stream.")
+    var joinDocuments: String?
+
     func validate() throws {
         guard ["json", "u32"].contains(format) else { throw ValidationError("--format must be json or u32, got '\(format)'") }
     }
@@ -170,7 +187,7 @@ struct Tokenize: ParsableCommand {
             }
             guard let data = FileManager.default.contents(atPath: text) else { throw QuantError(text, "cannot read text file") }
             guard let s = String(data: data, encoding: .utf8) else { throw QuantError(text, "is not valid UTF-8") }
-            let ids = tok.encode(s)
+            let ids = joinDocuments.map { Perplexity.encodeDocuments(s, separator: $0, tokenizer: tok) } ?? tok.encode(s)
             let bytes: Data
             if format == "u32" {
                 var d = Data(capacity: ids.count * 4)

@@ -135,6 +135,21 @@ void qlm_attn_scores_f32(const float *q, const float *k, int64_t stride, int64_t
 // out[0..hd) += sum_i w[i] * (v + i*stride)[0..hd).
 void qlm_attn_accum_f32(const float *w, const float *v, int64_t stride, int64_t n, int64_t hd, float *out);
 
+// The same three steps over cached rows of any KV type (f32, f16, q8_0 per head vector:
+// a float scale then hd int8). k / v: the run's first head vector; stride_bytes between positions.
+// hd must be ≤ 1024.
+#define QLM_KV_F32 0
+#define QLM_KV_F16 1
+#define QLM_KV_Q8_0 2
+int64_t qlm_kv_head_bytes(int32_t kv_type, int64_t hd);
+// Writes one position's n_head head vectors (n_head*hd floats) into dst in kv_type layout.
+void qlm_kv_store_row(int32_t kv_type, const float *x, void *dst, int64_t n_head, int64_t hd);
+void qlm_kv_load_head(int32_t kv_type, const void *src, int64_t hd, float *out);
+void qlm_attn_scores(int32_t kv_type, const float *q, const void *k, int64_t stride_bytes, int64_t n, int64_t hd,
+                     float scale, float *scores);
+void qlm_attn_accum(int32_t kv_type, const float *w, const void *v, int64_t stride_bytes, int64_t n, int64_t hd,
+                    float *out);
+
 // ---- Bandwidth probe (probe.c) ---------------------------------------------------------------
 // Reads n_floats floats sequentially, split across the pool's threads (pool may be NULL);
 // returns their sum so the reads cannot be optimized away.

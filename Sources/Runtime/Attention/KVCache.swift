@@ -1,65 +1,191 @@
 import CKernels
 import Foundation
 
+/// A contiguous run of cached rows: `count` positions firstPos, firstPos + posStep, ...,
+/// whose key (value) rows start at `k` (`v`) and are `KVCache.rowBytes` apart.
+public struct KVRun {
+    public var k: UnsafeRawPointer
+    public var v: UnsafeRawPointer
+    public var count: Int
+    public var firstPos: Int
+    public var posStep: Int
+
+    public init(k: UnsafeRawPointer, v: UnsafeRawPointer, count: Int, firstPos: Int, posStep: Int) {
+        self.k = k; self.v = v; self.count = count; self.firstPos = firstPos; self.posStep = posStep
+    }
+}
+
 /// Keys and values of past positions, per layer. Allocated once, at construction.
 public protocol KVCache: AnyObject {
-    /// How many positions a layer can hold.
+    /// The most positions the cache accepts (Int.max: unbounded, every layer is a ring).
     var capacity: Int { get }
+    /// The most keys one query can see (the size of the scores scratch).
+    var maxVisible: Int { get }
     /// Bytes allocated for keys and values.
     var bytes: Int { get }
+    var kvType: KVType { get }
+    /// Bytes of one position's row (nKVHead head vectors in `kvType`).
+    var rowBytes: Int { get }
     /// Forget everything (a new sequence starts at position 0).
     func reset()
     /// Stores the key and value (kvDim floats each) of absolute position `pos` in `layer`.
+    /// Positions must be stored in increasing order from 0 (a restart at 0 begins a new sequence).
     func store(layer: Int, pos: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>)
-    /// Pointers to the key and value rows (kvDim floats each) of absolute position `pos`.
-    func key(layer: Int, pos: Int) -> UnsafePointer<Float>
-    func value(layer: Int, pos: Int) -> UnsafePointer<Float>
-    /// The cached keys a query at `pos` sees, as contiguous runs of rows `kvDim` floats apart,
-    /// in position order: (first key row, first value row, count).
-    func visibleRuns(layer: Int, pos: Int, _ body: (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void)
+    /// The most runs `visibleRuns` writes.
+    var maxRuns: Int { get }
+    /// Writes the runs (at most `maxRuns`) of cached keys a query at `pos` sees, in position
+    /// order, into `runs`; returns how many.
+    func visibleRuns(layer: Int, pos: Int, into runs: UnsafeMutablePointer<KVRun>) -> Int
 }
 
-/// Every position of every layer, f32: [layer][position][kvDim].
-public final class DenseKVCache: KVCache {
+
+/// One layer's storage: slots [0, S) hold sink positions 0..<S; dense layers put position j in
+/// slot j; banded and strided layers keep a ring of W slots for positions ≥ S (position j in
+/// slot S + (j - S) % W) and strided layers also keep every K-th position j ≥ S in its own slot
+/// (after the ring, in position order). Slots are a function of the position, so nothing else
+/// is tracked: positions arrive in order and a query sees only positions already written.
+struct LayerKV {
+    let pattern: AttentionPattern
+    let sinks: Int      // S for windowed layers, 0 for dense
+    let window: Int     // ring size W (windowed layers)
+    let stride: Int     // K (strided layers)
+    let firstStride: Int // index (j / K) of the first multiple of K ≥ S
+    let slots: Int
+    let k: UnsafeMutableRawPointer
+    let v: UnsafeMutableRawPointer
+    let rowBytes: Int
+
+    func slot(_ j: Int) -> Int {
+        switch pattern {
+        case .dense: return j
+        case .banded, .strided: return j < sinks ? j : sinks + (j - sinks) % window
+        }
+    }
+}
+
+/// The cache for a per-layer attention pattern, sized by `KVBudget` and allocated once.
+public final class PatternKVCache: KVCache {
     public let capacity: Int
-    let nLayer: Int
-    let kvDim: Int
-    private let k: UnsafeMutablePointer<Float>
-    private let v: UnsafeMutablePointer<Float>
+    public let maxVisible: Int
+    /// Sinks, every-K-th, and a window split at most once by the ring's end.
+    public var maxRuns: Int { 4 }
+    public let bytes: Int
+    public let kvType: KVType
+    public let rowBytes: Int
+    public let patterns: [AttentionPattern]
+    public let sinks: Int
+    let nKVHead: Int
+    let headDim: Int
+    let layers: [LayerKV]
+    private let storage: UnsafeMutableRawPointer
 
-    public init(nLayer: Int, kvDim: Int, capacity: Int) {
-        self.nLayer = nLayer
-        self.kvDim = kvDim
-        self.capacity = capacity
-        let n = nLayer * capacity * kvDim
-        k = .allocate(capacity: n)
-        v = .allocate(capacity: n)
-        k.initialize(repeating: 0, count: n)
-        v.initialize(repeating: 0, count: n)
+    /// - Parameter positions: the most positions dense and strided layers must hold (their
+    ///   allocation grows with it); an all-banded cache ignores it and is unbounded.
+    public init(patterns: [AttentionPattern], sinks: Int, kvType: KVType, nKVHead: Int, headDim: Int, positions: Int) {
+        self.patterns = patterns
+        self.sinks = sinks
+        self.kvType = kvType
+        self.nKVHead = nKVHead
+        self.headDim = headDim
+        rowBytes = nKVHead * kvType.headBytes(headDim)
+        let bounded = patterns.allSatisfy { if case .banded = $0 { return true }; return false }
+        capacity = bounded ? Int.max : positions
+        let slotCounts = patterns.map { p -> Int in
+            switch p {
+            case .dense: return positions
+            case .banded(let w): return sinks + w
+            // The ring is always W slots here: the every-K-th slots follow it.
+            case .strided(let w, let k): return sinks + w + KVBudget.strideSlots(stride: k, sinks: sinks, tokens: positions)
+            }
+        }
+        let total = slotCounts.reduce(0, +) * 2 * rowBytes
+        bytes = total
+        storage = .allocate(byteCount: max(total, 1), alignment: 64)
+        storage.initializeMemory(as: UInt8.self, repeating: 0, count: max(total, 1))
+        var off = 0
+        var ls: [LayerKV] = []
+        for (p, n) in zip(patterns, slotCounts) {
+            let s = p.window == nil ? 0 : sinks
+            var w = 0, kk = 1
+            switch p {
+            case .dense: break
+            case .banded(let ww): w = ww
+            case .strided(let ww, let k): w = ww; kk = k
+            }
+            ls.append(LayerKV(pattern: p, sinks: s, window: w, stride: kk, firstStride: (s + kk - 1) / kk, slots: n,
+                              k: storage + off, v: storage + off + n * rowBytes, rowBytes: rowBytes))
+            off += 2 * n * rowBytes
+        }
+        layers = ls
+        maxVisible = slotCounts.max() ?? 0
     }
 
-    deinit {
-        k.deallocate()
-        v.deallocate()
+    /// Every layer dense, f32: the classic cache of n_ctx positions.
+    public convenience init(nLayer: Int, nKVHead: Int, headDim: Int, capacity: Int, kvType: KVType = .f32) {
+        self.init(patterns: Array(repeating: .dense, count: nLayer), sinks: 0, kvType: kvType, nKVHead: nKVHead,
+                  headDim: headDim, positions: capacity)
     }
 
-    public var bytes: Int { 2 * nLayer * capacity * kvDim * MemoryLayout<Float>.size }
+    deinit { storage.deallocate() }
 
     public func reset() {}
 
-    @inline(__always) private func offset(_ layer: Int, _ pos: Int) -> Int { (layer * capacity + pos) * kvDim }
-
     public func store(layer: Int, pos: Int, k kIn: UnsafePointer<Float>, v vIn: UnsafePointer<Float>) {
         precondition(pos >= 0 && pos < capacity, "position \(pos) outside the KV cache (capacity \(capacity))")
-        (k + offset(layer, pos)).update(from: kIn, count: kvDim)
-        (v + offset(layer, pos)).update(from: vIn, count: kvDim)
+        let L = layers[layer]
+        let s = L.slot(pos)
+        let t = kvType.code, nh = Int64(nKVHead), hd = Int64(headDim)
+        qlm_kv_store_row(t, kIn, L.k + s * rowBytes, nh, hd)
+        qlm_kv_store_row(t, vIn, L.v + s * rowBytes, nh, hd)
+        if case .strided = L.pattern, pos >= L.sinks, pos % L.stride == 0 {
+            let ss = L.sinks + L.window + pos / L.stride - L.firstStride
+            qlm_kv_store_row(t, kIn, L.k + ss * rowBytes, nh, hd)
+            qlm_kv_store_row(t, vIn, L.v + ss * rowBytes, nh, hd)
+        }
     }
 
-    public func key(layer: Int, pos: Int) -> UnsafePointer<Float> { UnsafePointer(k + offset(layer, pos)) }
-    public func value(layer: Int, pos: Int) -> UnsafePointer<Float> { UnsafePointer(v + offset(layer, pos)) }
-
-    @inline(__always)
-    public func visibleRuns(layer: Int, pos: Int, _ body: (UnsafePointer<Float>, UnsafePointer<Float>, Int) -> Void) {
-        body(UnsafePointer(k + offset(layer, 0)), UnsafePointer(v + offset(layer, 0)), pos + 1)
+    public func visibleRuns(layer: Int, pos p: Int, into runs: UnsafeMutablePointer<KVRun>) -> Int {
+        let L = layers[layer]
+        var n = 0
+        let rb = rowBytes
+        // Appends slots [slot, slot + count) holding positions first, first + step, ...; merges
+        // with the previous run when both slots and positions continue it.
+        func add(slot: Int, count: Int, first: Int, step: Int) {
+            guard count > 0 else { return }
+            if n > 0 {
+                let r = runs[n - 1]
+                let lastSlotEnd = (r.k - UnsafeRawPointer(L.k)) / rb + r.count
+                if r.posStep == 1, step == 1, lastSlotEnd == slot, r.firstPos + r.count == first {
+                    runs[n - 1].count += count
+                    return
+                }
+            }
+            runs[n] = KVRun(k: UnsafeRawPointer(L.k + slot * rb), v: UnsafeRawPointer(L.v + slot * rb),
+                            count: count, firstPos: first, posStep: step)
+            n += 1
+        }
+        switch L.pattern {
+        case .dense:
+            add(slot: 0, count: p + 1, first: 0, step: 1)
+        case .banded, .strided:
+            let s = L.sinks, w = L.window
+            add(slot: 0, count: min(s, p + 1), first: 0, step: 1)
+            let lo = max(s, p - w + 1)          // first window position
+            if case .strided = L.pattern {
+                // Every K-th position j with s ≤ j < lo (j ≥ lo is in the window already).
+                let hiIdx = lo - 1 >= 0 ? (lo - 1) / L.stride : -1
+                let count = hiIdx - L.firstStride + 1
+                if count > 0 {
+                    add(slot: s + w, count: count, first: L.firstStride * L.stride, step: L.stride)
+                }
+            }
+            if lo <= p {
+                let a = L.slot(lo), len = p - lo + 1
+                let first = min(len, s + w - a)  // up to the end of the ring
+                add(slot: a, count: first, first: lo, step: 1)
+                add(slot: s, count: len - first, first: lo + first, step: 1)
+            }
+        }
+        return n
     }
 }

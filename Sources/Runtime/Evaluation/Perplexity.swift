@@ -34,12 +34,14 @@ public struct ModelScore: Codable, Sendable {
     public var klMean: Double?
     public var klP99: Double?
     public var top1Agreement: Double?
+    /// Bytes of the model's KV cache as allocated (pattern, sinks and KV type).
+    public var kvCacheBytes: Int = 0
 
     enum CodingKeys: String, CodingKey {
         case model, fileBytes = "file_bytes", bitsPerWeight = "bits_per_weight", storedBitsPerWeight = "stored_bits_per_weight"
         case tokensScored = "tokens_scored", meanNLL = "mean_nll", perplexity
         case deltaPerplexity = "delta_ppl", deltaPercent = "delta_percent", klMean = "kl_mean", klP99 = "kl_p99"
-        case top1Agreement = "top1_agreement"
+        case top1Agreement = "top1_agreement", kvCacheBytes = "kv_cache_bytes"
     }
 }
 
@@ -85,16 +87,30 @@ public enum Perplexity {
     }
 
     /// The windows of a protocol over `text`. Throws a one-line error for unusable input.
-    static func windows(_ proto: PerplexityProtocol, text: String, tokenizer: any Tokenizer, modelContext: Int) throws
+    /// Each document (split as `splitDocuments`) encoded on its own, BOS first where the
+    /// tokenizer has one, concatenated: one token stream of many documents without encoding
+    /// the whole text at once (llama2.c's merge loop is quadratic in the text length).
+    public static func encodeDocuments(_ text: String, separator: String, tokenizer: any Tokenizer) -> [Int32] {
+        var ids: [Int32] = []
+        for d in splitDocuments(text, separator: separator) {
+            var t = tokenizer.encode(d)
+            if let bos = tokenizer.bosID, t.first != bos { t.insert(bos, at: 0) }
+            ids += t
+        }
+        return ids
+    }
+
+    static func windows(_ proto: PerplexityProtocol, text: String, tokenizer: any Tokenizer, modelContext: Int,
+                        tokenIDs: [Int32]? = nil) throws
         -> (windows: [ScoringWindow], textTokens: Int, documents: Int?) {
-        guard !text.isEmpty else { throw PerplexityError.bad("the text is empty") }
+        guard !text.isEmpty || tokenIDs != nil else { throw PerplexityError.bad("the text is empty") }
         switch proto {
         case .stride(let ctx, let stride, let maxTokens):
             guard ctx >= 2 else { throw PerplexityError.bad("--ctx must be at least 2, got \(ctx)") }
             guard ctx <= modelContext else { throw PerplexityError.bad("--ctx \(ctx) exceeds the model's context of \(modelContext) tokens") }
             guard stride >= 1, stride <= ctx else { throw PerplexityError.bad("--stride must be in 1...ctx (\(ctx)), got \(stride)") }
             if let m = maxTokens, m < 2 { throw PerplexityError.bad("--max-tokens must be at least 2") }
-            var ids = tokenizer.encode(text)
+            var ids = tokenIDs ?? tokenizer.encode(text)
             if let m = maxTokens, ids.count > m { ids = Array(ids.prefix(m)) }
             guard ids.count >= 2 else { throw PerplexityError.bad("the text is \(ids.count) token(s); at least 2 are needed to score anything") }
             var out: [ScoringWindow] = []
@@ -138,7 +154,7 @@ public enum Perplexity {
     /// Scores `models` over the same windows in one pass. The first model is the reference
     /// for Δppl, KL divergence and top-1 agreement when there are several.
     public static func evaluate(_ models: [LoadedModel], names: [String], text: String, proto: PerplexityProtocol,
-                                progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityReport {
+                                tokenIDs: [Int32]? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityReport {
         precondition(!models.isEmpty && names.count == models.count)
         let ref = models[0]
         let vocab = ref.model.hparams.vocabSize
@@ -148,9 +164,9 @@ public enum Perplexity {
                 throw PerplexityError.bad("\(n) has a different tokenizer than \(names[0]); they cannot be compared")
             }
         }
-        let modelContext = models.map { $0.model.cache.capacity }.min()!
+        let modelContext = models.map { $0.model.positionLimit }.min()!
         let start = Date()
-        let (windows, textTokens, docCount) = try windows(proto, text: text, tokenizer: ref.tokenizer, modelContext: modelContext)
+        let (windows, textTokens, docCount) = try windows(proto, text: text, tokenizer: ref.tokenizer, modelContext: modelContext, tokenIDs: tokenIDs)
         let totalScored = windows.reduce(0) { $0 + $1.rows.count }
         let batch = models.map { $0.model.maxBatch }.min()!
 
@@ -212,6 +228,7 @@ public enum Perplexity {
                                bitsPerWeight: Double(numeric.reduce(0) { $0 + $1.rawLength } * 8) / params,
                                storedBitsPerWeight: Double(numeric.reduce(0) { $0 + $1.storedLength } * 8) / params,
                                tokensScored: totalScored, meanNLL: mean, perplexity: exp(mean))
+            s.kvCacheBytes = m.model.cache.bytes
             if i > 0 {
                 s.deltaPerplexity = exp(mean) - exp(refMean)
                 s.deltaPercent = (exp(mean) / exp(refMean) - 1) * 100

@@ -59,7 +59,7 @@ public enum Generator {
         var promptIDs = tok.encode(prompt)
         if promptIDs.isEmpty, let bos = tok.bosID { promptIDs = [bos] }
         guard !promptIDs.isEmpty else { throw ModelError("the prompt encodes to no tokens and the tokenizer has no start token") }
-        let capacity = model.cache.capacity
+        let capacity = model.positionLimit
         guard promptIDs.count <= capacity else {
             throw ModelError("the prompt is \(promptIDs.count) tokens; this model's context holds \(capacity) (n_ctx \(hp.nCtx))")
         }

@@ -23,6 +23,9 @@ public final class GPT2: LanguageModel {
     public let compute: Compute
     public let cache: KVCache
     public let maxBatch: Int
+    /// Learned absolute positions: nothing past n_ctx (positions ≥ n_ctx are an error, never
+    /// wrapped or clamped), and no re-indexing (a window keeps absolute positions).
+    public var positionLimit: Int { min(hparams.nCtx, cache.capacity) }
     let weights: WeightStore
     let wte: Matrix
     let wpe: Matrix
@@ -59,7 +62,7 @@ public final class GPT2: LanguageModel {
         lnfW = try weights.vector("ln_f.weight", count: d)
         lnfB = try weights.vector("ln_f.bias", count: d)
         attention = Attention(hp)
-        state = RunState(hp, maxBatch: maxBatch, logitChunk: 16)
+        state = RunState(hp, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
     }
 
     public var matrices: [Matrix] { layers.flatMap { [$0.attnW, $0.projW, $0.fcW, $0.fcProjW] } + [wte] }
@@ -81,11 +84,11 @@ public final class GPT2: LanguageModel {
             // Attention sub-layer.
             for t in 0 ..< T { qlm_layernorm(s.xb + t * d, s.x + t * d, L.ln1w, L.ln1b, Int64(d), eps) }
             c.linear(L.attnW, s.xb, T: T, out: s.qkv, bias: L.attnB)
+            // Store then attend, token by token: a ring cache may overwrite a row a later query
+            // of this batch no longer sees but an earlier one still does.
             for t in 0 ..< T {
                 let row = s.qkv + t * 3 * d
                 cache.store(layer: l, pos: startPos + t, k: row + d, v: row + 2 * d)
-            }
-            for t in 0 ..< T {
                 attention.attend(layer: l, pos: startPos + t, q: s.qkv + t * 3 * d, cache: cache, out: s.att + t * d, scores: s.scores)
             }
             c.linear(L.projW, s.att, T: T, out: s.proj, bias: L.projB)

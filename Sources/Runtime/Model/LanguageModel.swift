@@ -9,6 +9,9 @@ public protocol LanguageModel: AnyObject {
     var cache: KVCache { get }
     /// The most tokens one forward call processes at once (longer inputs are split).
     var maxBatch: Int { get }
+    /// The most positions a sequence may use: n_ctx, or Int.max for a rotary model whose
+    /// every layer is a ring (banded) with re-indexed positions.
+    var positionLimit: Int { get }
 
     /// Runs `tokens` at positions startPos ..< startPos + count, filling the KV cache, and
     /// calls `onLogits(t, logits)` for every t in `logitRows` (indices into `tokens`), in order.
@@ -35,8 +38,8 @@ extension LanguageModel {
     /// Forward over any number of tokens, split into batches of at most `maxBatch`.
     public func forward(_ tokens: [Int32], startPos: Int, logitRows: Range<Int>,
                         onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        guard startPos >= 0, startPos + tokens.count <= cache.capacity else {
-            throw ModelError("positions \(startPos)..<\(startPos + tokens.count) exceed the model's context of \(cache.capacity) tokens")
+        guard startPos >= 0, startPos + tokens.count <= positionLimit else {
+            throw ModelError("positions \(startPos)..<\(startPos + tokens.count) exceed the model's context of \(positionLimit) tokens")
         }
         let vocab = hparams.vocabSize
         for id in tokens where id < 0 || Int(id) >= vocab {
@@ -75,15 +78,15 @@ final class RunState {
     let proj: UnsafeMutablePointer<Float>   // [B, d] sub-layer output
     let hb: UnsafeMutablePointer<Float>     // [B, d_ff]
     let hb2: UnsafeMutablePointer<Float>    // [B, d_ff]
-    let scores: UnsafeMutablePointer<Float> // [n_ctx] attention scores
+    let scores: UnsafeMutablePointer<Float> // [maxVisible] attention scores
     let logits: UnsafeMutablePointer<Float> // [logitChunk, vocab]
     private let all: UnsafeMutablePointer<Float>
 
-    init(_ hp: HParams, maxBatch: Int, logitChunk: Int) {
+    init(_ hp: HParams, maxBatch: Int, logitChunk: Int, maxVisible: Int) {
         self.maxBatch = maxBatch
         self.logitChunk = logitChunk
         let d = hp.dModel, b = maxBatch
-        let sizes = [b * d, b * d, b * (d + 2 * hp.kvDim), b * d, b * d, b * hp.dFF, b * hp.dFF, hp.nCtx, logitChunk * hp.vocabSize]
+        let sizes = [b * d, b * d, b * (d + 2 * hp.kvDim), b * d, b * d, b * hp.dFF, b * hp.dFF, max(1, maxVisible), logitChunk * hp.vocabSize]
         all = .allocate(capacity: sizes.reduce(0, +))
         all.initialize(repeating: 0, count: sizes.reduce(0, +))
         var p = all

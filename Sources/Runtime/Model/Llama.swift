@@ -27,7 +27,12 @@ public final class Llama: LanguageModel {
     /// Rotary frequencies per pair: theta^(-(2i mod headDim)/headDim), as run.c computes them.
     let ropeFreq: [Float]
 
-    public init(weights: WeightStore, compute: Compute, cache: KVCache, maxBatch: Int) throws {
+    /// Position policy: `PositionMode.absolute` (rotated at absolute positions, up to n_ctx) or
+    /// `.cache` (StreamingLLM re-indexing inside the visible window; see `Attention`).
+    public let positionMode: PositionMode
+    public var positionLimit: Int { positionMode == .cache ? cache.capacity : min(hparams.nCtx, cache.capacity) }
+
+    public init(weights: WeightStore, compute: Compute, cache: KVCache, maxBatch: Int, positions: PositionMode = .absolute) throws {
         let hp = weights.file.metadata.hparams
         self.hparams = hp
         self.weights = weights
@@ -51,10 +56,11 @@ public final class Llama: LanguageModel {
         }
         norm = try weights.vector("norm.weight", count: d)
         output = hp.tiedEmbeddings ? embed : try weights.matrix("output.weight", rows: hp.vocabSize, cols: d)
-        attention = Attention(hp)
-        state = RunState(hp, maxBatch: maxBatch, logitChunk: 16)
+        state = RunState(hp, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
         let hd = hp.headDim, theta = hp.ropeTheta ?? 10000
         ropeFreq = (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
+        positionMode = positions
+        attention = Attention(hp, reindexRotary: positions == .cache ? ropeFreq : nil)
     }
 
     public var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + [output] }
@@ -91,9 +97,8 @@ public final class Llama: LanguageModel {
             for t in 0 ..< T {
                 rope(q + t * d, count: d, pos: startPos + t)
                 rope(k + t * kv, count: kv, pos: startPos + t)
+                // Store then attend, token by token (a ring cache reuses rows).
                 cache.store(layer: l, pos: startPos + t, k: k + t * kv, v: v + t * kv)
-            }
-            for t in 0 ..< T {
                 attention.attend(layer: l, pos: startPos + t, q: q + t * d, cache: cache, out: s.att + t * d, scores: s.scores)
             }
             c.linear(L.wo, s.att, T: T, out: s.proj)

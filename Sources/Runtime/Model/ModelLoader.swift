@@ -8,10 +8,13 @@ public struct LoadOptions {
     public var verifyChecksums: Bool
     /// Fault the whole map in at open (MAP_POPULATE).
     public var populate: Bool
+    /// Attention pattern per layer, sinks, KV type and position policy.
+    public var attention: AttentionConfig
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 128,
-                verifyChecksums: Bool = false, populate: Bool = true) {
+                verifyChecksums: Bool = false, populate: Bool = true, attention: AttentionConfig = AttentionConfig()) {
         self.threads = threads; self.maxBatch = maxBatch; self.verifyChecksums = verifyChecksums; self.populate = populate
+        self.attention = attention
     }
 }
 
@@ -31,10 +34,22 @@ public final class LoadedModel {
         let hp = file.metadata.hparams
         weights = WeightStore(file: file)
         let compute = Compute(threads: options.threads, maxCols: max(hp.dModel, hp.dFF), maxBatch: max(options.maxBatch, 16))
-        let cache = DenseKVCache(nLayer: hp.nLayer, kvDim: hp.kvDim, capacity: hp.nCtx)
-        switch file.metadata.architecture {
+        let a = options.attention
+        let patterns = try a.layers(nLayer: hp.nLayer, nCtx: hp.nCtx)
+        // Re-indexing is what lets an all-banded rotary model run past n_ctx; inside n_ctx
+        // absolute positions score slightly better (docs/attention.md), so patterns that are
+        // limited to n_ctx anyway (any dense or strided layer) default to absolute.
+        let allBanded = patterns.allSatisfy { if case .banded = $0 { return true }; return false }
+        let arch = file.metadata.architecture
+        let mode = a.positions ?? (arch == .llama && allBanded ? .cache : .absolute)
+        if arch == .gpt2 && mode == .cache {
+            throw ModelError("--positions cache re-indexes rotary positions; GPT-2 has learned absolute positions (use absolute)")
+        }
+        let cache = PatternKVCache(patterns: patterns, sinks: a.sinks, kvType: a.kvType, nKVHead: hp.nKVHead,
+                                   headDim: hp.headDim, positions: hp.nCtx)
+        switch arch {
         case .gpt2: model = try GPT2(weights: weights, compute: compute, cache: cache, maxBatch: options.maxBatch)
-        case .llama: model = try Llama(weights: weights, compute: compute, cache: cache, maxBatch: options.maxBatch)
+        case .llama: model = try Llama(weights: weights, compute: compute, cache: cache, maxBatch: options.maxBatch, positions: mode)
         }
         tokenizer = try TokenizerPayloads.load(from: file)
         loadSeconds = Date().timeIntervalSince(start)
