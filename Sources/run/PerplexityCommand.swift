@@ -34,7 +34,11 @@ struct EvalOptions: ParsableArguments {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
+    @Option(name: .long, help: "Hard memory budget per model for weights, KV cache and scratch (e.g. 64M, 1G); layers that do not fit stream.")
+    var memoryBudget: String?
+
     func validate() throws {
+        _ = try parseBudget(memoryBudget)
         guard ["stride", "documents"].contains(`protocol`) else {
             throw ValidationError("--protocol must be stride or documents, got '\(`protocol`)'")
         }
@@ -50,7 +54,12 @@ struct EvalOptions: ParsableArguments {
     func evaluate(_ paths: [String]) throws -> PerplexityReport {
         guard let data = FileManager.default.contents(atPath: text) else { throw QuantError(text, "cannot read text file") }
         guard let s = String(data: data, encoding: .utf8) else { throw QuantError(text, "is not valid UTF-8") }
-        let models = try paths.map { try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch)) }
+        let budget = try parseBudget(memoryBudget)
+        // Under a budget the KV cache holds --ctx positions (the windows' length), not n_ctx.
+        let models = try paths.map {
+            try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch, memoryBudget: budget,
+                                                            kvPositions: budget == nil ? nil : ctx))
+        }
         let nCtx = models.map { $0.model.hparams.nCtx }.min()!
         let c = ctx ?? nCtx
         let proto: PerplexityProtocol = `protocol` == "stride"
@@ -62,7 +71,10 @@ struct EvalOptions: ParsableArguments {
             bar?.update(Double(done))
         }
         bar?.finish()
-        return report
+        var r = report
+        r.memoryPlans = models.map { $0.memoryReport(tokens: r.tokensScored) }
+        r.memory = MemoryStats.current()
+        return r
     }
 
     func print(_ r: PerplexityReport) {
@@ -86,6 +98,10 @@ struct EvalOptions: ParsableArguments {
                          formatBytes(m.fileBytes)])
         }
         Swift.print(TextTable.render(rows))
+        if let m = r.memory, let plans = r.memoryPlans {
+            Swift.print("memory: peak RSS \(formatBytes(m.peakRSS)) (anon \(formatBytes(m.peakRSSAnon)), file \(formatBytes(m.peakRSSFile))) | "
+                        + plans.map(budgetSummary).joined(separator: " | "))
+        }
     }
 }
 

@@ -53,10 +53,14 @@ public struct PerplexityReport: Codable, Sendable {
     public var seconds: Double
     public var tokensPerSecond: Double
     public var models: [ModelScore]
+    /// Filled by callers that run under a memory budget: each model's plan (streamed bytes per
+    /// scored token) and the process's memory after scoring.
+    public var memoryPlans: [MemoryReport]?
+    public var memory: MemoryStats?
 
     enum CodingKeys: String, CodingKey {
         case protocolName = "protocol", ctx, stride, documents, textTokens = "text_tokens", tokensScored = "tokens_scored"
-        case seconds, tokensPerSecond = "tokens_per_second", models
+        case seconds, tokensPerSecond = "tokens_per_second", models, memoryPlans = "memory_plans", memory
     }
 }
 
