@@ -147,8 +147,13 @@ public enum Perplexity {
         let ref = models[0]
         let vocab = ref.model.hparams.vocabSize
         for (m, n) in zip(models, names).dropFirst() {
+            // Keep each TensorData alive while its bytes are copied (a zstd tensor's buffer is freed with it).
+            func blob(_ lm: LoadedModel) throws -> [UInt8] {
+                let t = try lm.file.load(lm.file.metadata.tokenizer.tensor)
+                return withExtendedLifetime(t) { [UInt8](t.bytes) }
+            }
             guard m.model.hparams.vocabSize == vocab, m.file.metadata.tokenizer == ref.file.metadata.tokenizer,
-                  [UInt8](try m.file.load(m.file.metadata.tokenizer.tensor).bytes) == [UInt8](try ref.file.load(ref.file.metadata.tokenizer.tensor).bytes) else {
+                  try blob(m) == blob(ref) else {
                 throw PerplexityError.bad("\(n) has a different tokenizer than \(names[0]); they cannot be compared")
             }
         }
