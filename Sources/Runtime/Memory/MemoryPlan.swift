@@ -137,19 +137,6 @@ public struct MemoryPlan: Sendable, Equatable {
         plan.totalBytes = plan.residentBytes + plan.bufferCount * plan.bufferBytes + plan.stagingBytes + plan.kvBytes + plan.scratchBytes
         return plan
     }
-
-    /// One line for humans.
-    public var summary: String {
-        var s = "planned \(mib(totalBytes)) MiB"
-        if let budget { s += " of \(MemoryBudget.format(budget)) budget" }
-        s += ": resident \(mib(residentBytes)) MiB"
-        if streams {
-            s += " (layers \(residentLayers.isEmpty ? "none" : "0-\(residentLayers.last!)")), "
-                + "\(bufferCount) layer buffers \(mib(bufferCount * bufferBytes)) MiB streaming \(streamedLayers.count) layers"
-        }
-        s += ", KV \(mib(kvBytes)) MiB, scratch \(mib(scratchBytes + stagingBytes)) MiB"
-        return s
-    }
 }
 
 /// The plan and what streaming did, as --json reports it.
