@@ -24,7 +24,7 @@ let package = Package(
         // cannot carry AVX-512 code and still run on a CPU without it. See include/qlm_kernels.h.
         .target(name: "CKernels"),
         .target(name: "Quant", dependencies: ["CKernels", "CZstd"]),
-        .target(name: "Runtime", dependencies: ["Quant", "CKernels"]),
+        .target(name: "Runtime", dependencies: ["Quant", "CKernels", "CZstd"]),
         .executableTarget(
             name: "convert",
             dependencies: ["Quant", "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]

@@ -44,6 +44,9 @@ struct BenchCmd: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
+    @Option(name: .long, help: "Hard memory budget for weights, KV cache and scratch (e.g. 64M, 1G); layers that do not fit stream.")
+    var memoryBudget: String?
+
     func validate() throws {
         if !kernels && model == nil { throw ValidationError("give a model file, or --kernels") }
         guard reps >= 1, reps <= 100 else { throw ValidationError("--reps must be 1...100") }
@@ -51,6 +54,7 @@ struct BenchCmd: ParsableCommand {
         guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
         guard probeBytes >= 1 << 20 else { throw ValidationError("--probe-bytes must be at least 1 MiB") }
         _ = try parsedShapes()
+        _ = try parseBudget(memoryBudget)
     }
 
     func parsedShapes() throws -> [(Int, Int)] {
@@ -88,7 +92,7 @@ struct BenchCmd: ParsableCommand {
                 return
             }
             let r = try Bench.model(path: model!, threads: threads, promptTokens: promptTokens, genTokens: genTokens,
-                                    reps: reps, probeBytes: probeBytes)
+                                    reps: reps, probeBytes: probeBytes, memoryBudget: try parseBudget(memoryBudget))
             if json {
                 print(jsonLine(r))
                 return
@@ -104,7 +108,8 @@ struct BenchCmd: ParsableCommand {
               weights/token    \(formatBytes(r.weightBytesPerToken))
               effective        \(String(format: "%.2f", r.effectiveGBPerSecond)) GB/s = \(String(format: "%.2f", r.bandwidthRatio)) of the probe's \(String(format: "%.1f", r.bandwidth.gbPerSecond.median)) GB/s
               KV cache         \(formatBytes(r.kvCacheBytes))
-              peak RSS         \(formatBytes(r.memory.peakRSS)) (anon \(formatBytes(r.memory.rssAnon)), file \(formatBytes(r.memory.rssFile)) now)
+              peak RSS         \(formatBytes(r.memory.peakRSS)) (anon \(formatBytes(r.memory.rssAnon)), file \(formatBytes(r.memory.rssFile)) now; sampled peaks anon \(formatBytes(r.memory.peakRSSAnon)), file \(formatBytes(r.memory.peakRSSFile)))
+              memory           \(budgetSummary(r.memoryPlan))
             """)
         }
     }

@@ -42,9 +42,13 @@ struct EvalOptions: ParsableArguments {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
+    @Option(name: .long, help: "Hard memory budget per model for weights, KV cache and scratch (e.g. 64M, 1G); layers that do not fit stream.")
+    var memoryBudget: String?
+
     func validate() throws {
         guard (text == nil) != (idsFile == nil) else { throw ValidationError("give exactly one of --text and --ids-file") }
         if idsFile != nil || joinDocuments, `protocol` != "stride" { throw ValidationError("--ids-file and --join-documents need --protocol stride") }
+        _ = try parseBudget(memoryBudget)
         guard ["stride", "documents"].contains(`protocol`) else {
             throw ValidationError("--protocol must be stride or documents, got '\(`protocol`)'")
         }
@@ -61,7 +65,12 @@ struct EvalOptions: ParsableArguments {
         let source = text ?? idsFile!
         guard let data = FileManager.default.contents(atPath: source) else { throw QuantError(source, "cannot read file") }
         guard let s = String(data: data, encoding: .utf8) else { throw QuantError(source, "is not valid UTF-8") }
-        let models = try paths.map { try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch, attention: attention.config)) }
+        let budget = try parseBudget(memoryBudget)
+        // Under a budget the KV cache holds --ctx positions (the windows' length), not n_ctx.
+        let models = try paths.map {
+            try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch, attention: attention.config,
+                                                            memoryBudget: budget, kvPositions: budget == nil ? nil : ctx))
+        }
         var ids: [Int32]?
         if idsFile != nil {
             let fields = s.split(whereSeparator: { " \n\t\r,[]".contains($0) })
@@ -83,7 +92,10 @@ struct EvalOptions: ParsableArguments {
             bar?.update(Double(done))
         }
         bar?.finish()
-        return report
+        var r = report
+        r.memoryPlans = models.map { $0.memoryReport(tokens: r.tokensScored) }
+        r.memory = MemoryStats.current()
+        return r
     }
 
     func print(_ r: PerplexityReport) {
@@ -107,6 +119,10 @@ struct EvalOptions: ParsableArguments {
                          formatBytes(m.fileBytes)])
         }
         Swift.print(TextTable.render(rows))
+        if let m = r.memory, let plans = r.memoryPlans {
+            Swift.print("memory: peak RSS \(formatBytes(m.peakRSS)) (anon \(formatBytes(m.peakRSSAnon)), file \(formatBytes(m.peakRSSFile))) | "
+                        + plans.map(budgetSummary).joined(separator: " | "))
+        }
     }
 }
 

@@ -47,14 +47,35 @@ struct ModelOptions: ParsableArguments {
 
     @OptionGroup var attention: AttentionOptions
 
+    @Option(name: .long, help: "Hard memory budget for weights, KV cache and scratch, e.g. 64M, 512K, 1G: layers that do not fit stream from the file.")
+    var memoryBudget: String?
+
     func validate() throws {
         guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256, got \(threads)") }
+        _ = try budgetBytes()
     }
 
-    func load(maxBatch: Int = 128) throws -> LoadedModel {
+    func budgetBytes() throws -> Int? { try parseBudget(memoryBudget) }
+
+    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil) throws -> LoadedModel {
         try LoadedModel(path: model, options: LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
-                                                attention: attention.config))
+                                                          attention: attention.config, memoryBudget: try budgetBytes(), sizing: sizing))
     }
+}
+
+/// --memory-budget's value in bytes (nil when absent); a usage error for bad values.
+func parseBudget(_ s: String?) throws -> Int? {
+    guard let s else { return nil }
+    do { return try MemoryBudget.parse(s) } catch let e as MemoryBudget.ParseError { throw ValidationError(e.description) }
+}
+
+/// "budget 64M, planned 58.1 MiB, streamed 6.8 MiB/tok" for closing lines.
+func budgetSummary(_ m: MemoryReport) -> String {
+    var s = "budget \(m.budgetBytes.map { MemoryBudget.format($0) } ?? "none"), planned \(formatBytes(m.plannedBytes))"
+    if m.bufferCount > 0 {
+        s += ", streaming \(m.streamedLayers) layers: \(formatBytes(Int(m.streamedBytesPerToken)))/tok"
+    }
+    return s
 }
 
 struct Generate: ParsableCommand {
@@ -109,10 +130,10 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try runOrExit {
-            let lm = try options.load()
             let opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
                                          sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed),
                                          stopAtEndOfText: !ignoreEos)
+            let lm = try options.load(sizing: Generator.sizing(prompt: prompt, options: opts))
             let result = try Generator.generate(lm, prompt: prompt, options: opts) { bytes in
                 guard !json else { return }
                 bytes.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
@@ -133,10 +154,11 @@ struct Generate: ParsableCommand {
                                    kv_cache_bytes: lm.model.cache.bytes, result: result)))
             } else {
                 print("")
-                printError(String(format: "prompt %d tok, %.1f tok/s | decode %d tok, %.1f tok/s | peak RSS %@ | KV cache %@ | stop: %@",
+                let m = result.memory
+                printError(String(format: "prompt %d tok, %.1f tok/s | decode %d tok, %.1f tok/s | peak RSS %@ (anon %@, file %@) | KV cache %@ | %@ | stop: %@",
                                   result.promptTokens.count, result.promptTokensPerSecond, result.tokens.count,
-                                  result.decodeTokensPerSecond, formatBytes(result.memory.peakRSS), formatBytes(result.kvCacheBytes),
-                                  result.stopReason))
+                                  result.decodeTokensPerSecond, formatBytes(m.peakRSS), formatBytes(m.peakRSSAnon), formatBytes(m.peakRSSFile),
+                                  formatBytes(result.kvCacheBytes), budgetSummary(result.memoryPlan), result.stopReason))
             }
         }
     }

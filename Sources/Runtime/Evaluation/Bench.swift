@@ -73,13 +73,15 @@ public struct ModelBenchReport: Codable, Sendable {
     public var prefillGFLOPS: Double
     public var kvCacheBytes: Int
     public var memory: MemoryStats
+    /// The memory plan; streamed bytes per token are those of the decode runs ÷ their tokens.
+    public var memoryPlan: MemoryReport
 
     enum CodingKeys: String, CodingKey {
         case model, architecture, threads, fileBytes = "file_bytes", promptTokens = "prompt_tokens", genTokens = "gen_tokens", reps
         case loadMilliseconds = "load_ms", prefillTokensPerSecond = "prefill_tokens_per_second"
         case decodeTokensPerSecond = "decode_tokens_per_second", weightBytesPerToken = "weight_bytes_per_token"
         case effectiveGBPerSecond = "effective_gb_per_second", bandwidth, bandwidthRatio = "bandwidth_ratio"
-        case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory
+        case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
     }
 }
 
@@ -104,13 +106,16 @@ public enum Bench {
     /// Loads the model `reps` times, then runs prefill of `promptTokens` and greedy decode of
     /// `genTokens` `reps` times, against a bandwidth probe measured in the same run.
     public static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
-                             probeBytes: Int = 1 << 30) throws -> ModelBenchReport {
+                             probeBytes: Int = 1 << 30, memoryBudget: Int? = nil) throws -> ModelBenchReport {
         var loads: [Double] = []
         var lm: LoadedModel?
         for _ in 0 ..< reps {
             lm = nil
             let t0 = now()
-            lm = try LoadedModel(path: path, options: LoadOptions(threads: threads, maxBatch: max(1, min(promptTokens, 512))))
+            // Under a budget the KV cache holds exactly the benchmark's positions.
+            lm = try LoadedModel(path: path, options: LoadOptions(threads: threads, maxBatch: max(1, min(promptTokens, 512)),
+                                                                  memoryBudget: memoryBudget,
+                                                                  kvPositions: memoryBudget == nil ? nil : promptTokens + genTokens))
             loads.append((now() - t0) * 1000)
         }
         let m = lm!.model
@@ -121,17 +126,23 @@ public enum Bench {
         // Deterministic token ids spread over the vocabulary.
         let prompt: [Int32] = (0 ..< promptTokens).map { Int32(($0 * 7919 + 13) % hp.vocabSize) }
         var prefill: [Double] = [], decode: [Double] = []
+        var streamedDecode = (stored: 0, raw: 0)
         for _ in 0 ..< reps {
             m.cache.reset()
             var next: Int32 = 0
             let t0 = now()
             try m.forward(prompt, startPos: 0, logitRows: promptTokens - 1 ..< promptTokens) { _, l in next = Sampler.argmax(l) }
             let t1 = now()
+            let c0 = lm!.streamedCounters
             var one: [Int32] = [next]
             for i in 0 ..< genTokens {
                 try m.forward(one, startPos: promptTokens + i, logitRows: 0 ..< 1) { _, l in one[0] = Sampler.argmax(l) }
             }
             let t2 = now()
+            let c1 = lm!.streamedCounters
+            streamedDecode.stored += c1.stored - c0.stored
+            streamedDecode.raw += c1.raw - c0.raw
+            MemoryStats.sample()
             prefill.append(Double(promptTokens) / (t1 - t0))
             decode.append(Double(genTokens) / (t2 - t1))
         }
@@ -146,7 +157,9 @@ public enum Bench {
             prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
             effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: eff / probe.gbPerSecond.median,
             prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
-            kvCacheBytes: m.cache.bytes, memory: memory)
+            kvCacheBytes: m.cache.bytes, memory: memory,
+            memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: Double(streamedDecode.stored) / Double(reps * genTokens),
+                                     streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)))
     }
 
     /// Every (type × CPU path × shape) matvec and GEMM, weights rotated through a set larger

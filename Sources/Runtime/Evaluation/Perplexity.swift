@@ -55,10 +55,14 @@ public struct PerplexityReport: Codable, Sendable {
     public var seconds: Double
     public var tokensPerSecond: Double
     public var models: [ModelScore]
+    /// Filled by callers that run under a memory budget: each model's plan (streamed bytes per
+    /// scored token) and the process's memory after scoring.
+    public var memoryPlans: [MemoryReport]?
+    public var memory: MemoryStats?
 
     enum CodingKeys: String, CodingKey {
         case protocolName = "protocol", ctx, stride, documents, textTokens = "text_tokens", tokensScored = "tokens_scored"
-        case seconds, tokensPerSecond = "tokens_per_second", models
+        case seconds, tokensPerSecond = "tokens_per_second", models, memoryPlans = "memory_plans", memory
     }
 }
 
@@ -159,8 +163,13 @@ public enum Perplexity {
         let ref = models[0]
         let vocab = ref.model.hparams.vocabSize
         for (m, n) in zip(models, names).dropFirst() {
+            // Keep each TensorData alive while its bytes are copied (a zstd tensor's buffer is freed with it).
+            func blob(_ lm: LoadedModel) throws -> [UInt8] {
+                let t = try lm.file.load(lm.file.metadata.tokenizer.tensor)
+                return withExtendedLifetime(t) { [UInt8](t.bytes) }
+            }
             guard m.model.hparams.vocabSize == vocab, m.file.metadata.tokenizer == ref.file.metadata.tokenizer,
-                  [UInt8](try m.file.load(m.file.metadata.tokenizer.tensor).bytes) == [UInt8](try ref.file.load(ref.file.metadata.tokenizer.tensor).bytes) else {
+                  try blob(m) == blob(ref) else {
                 throw PerplexityError.bad("\(n) has a different tokenizer than \(names[0]); they cannot be compared")
             }
         }

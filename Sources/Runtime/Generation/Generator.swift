@@ -26,12 +26,14 @@ public struct GenerationResult: Codable, Sendable {
     public var decodeTokensPerSecond: Double
     public var kvCacheBytes: Int
     public var memory: MemoryStats
+    /// The memory plan (budget, planned bytes, buffers) and bytes streamed per decoded token.
+    public var memoryPlan: MemoryReport
 
     enum CodingKeys: String, CodingKey {
         case promptTokens = "prompt_tokens", tokens, text, stopReason = "stop_reason"
         case promptSeconds = "prompt_seconds", decodeSeconds = "decode_seconds"
         case promptTokensPerSecond = "prompt_tokens_per_second", decodeTokensPerSecond = "decode_tokens_per_second"
-        case kvCacheBytes = "kv_cache_bytes", memory
+        case kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
     }
 }
 
@@ -50,6 +52,18 @@ struct TextStreamer {
 }
 
 public enum Generator {
+    /// The KV positions and batch a generation needs (prompt + new tokens; one batch for the
+    /// prompt up to `maxBatch`), for LoadOptions.sizing: the cache the budget plans is the one used.
+    public static func sizing(prompt: String, options: GenerationOptions, maxBatch: Int = 128) -> (any Tokenizer, HParams) -> RunSizing {
+        { tok, hp in
+            var n = tok.encode(prompt).count
+            if n == 0, tok.bosID != nil { n = 1 }
+            n = max(n, 1)
+            let positions = options.steps.map { max($0, n) } ?? n + options.maxNewTokens
+            return RunSizing(kvPositions: min(hp.nCtx, positions), maxBatch: min(maxBatch, n))
+        }
+    }
+
     /// Encodes the prompt, prefills it as one batch, then samples token by token, calling
     /// `onText` with each piece of text (the prompt's first) as soon as it exists.
     public static func generate(_ lm: LoadedModel, prompt: String, options: GenerationOptions,
@@ -90,6 +104,8 @@ public enum Generator {
         out.reserveCapacity(budget)
         var pos = promptIDs.count
         var stop = "max_tokens"
+        MemoryStats.sample()
+        let streamed0 = lm.streamedCounters
         let t1 = Date()
         var one: [Int32] = [0]
         while out.count < budget {
@@ -101,6 +117,7 @@ public enum Generator {
             one[0] = next
             try model.forward(one, startPos: pos, logitRows: 0 ..< 1) { _, logits in next = sampler.sample(logits) }
             pos += 1
+            MemoryStats.sample()
         }
         let decodeSeconds = Date().timeIntervalSince(t1)
         // Decoded tokens = forward passes after the prompt (the last sampled token needs none).
@@ -110,6 +127,7 @@ public enum Generator {
             promptSeconds: promptSeconds, decodeSeconds: decodeSeconds,
             promptTokensPerSecond: Double(promptIDs.count) / max(promptSeconds, 1e-9),
             decodeTokensPerSecond: Double(decoded) / max(decodeSeconds, 1e-9),
-            kvCacheBytes: model.cache.bytes, memory: MemoryStats.current())
+            kvCacheBytes: model.cache.bytes, memory: MemoryStats.current(),
+            memoryPlan: lm.memoryReport(since: streamed0, tokens: decoded))
     }
 }

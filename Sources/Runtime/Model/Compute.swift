@@ -16,9 +16,13 @@ public final class Compute {
     public init(threads: Int, maxCols: Int, maxBatch: Int) {
         self.threads = max(1, threads)
         pool = self.threads > 1 ? qlm_pool_create(Int32(self.threads)) : nil
-        let perRow = QuantType.weightTypes.map { Int(qlm_act_row_size($0.rawValue, Int64(maxCols))) }.max()!
-        actBytes = perRow * maxBatch
+        actBytes = Compute.scratchBytes(maxCols: maxCols, maxBatch: maxBatch)
         act = .allocate(byteCount: actBytes, alignment: 64)
+    }
+
+    /// Bytes of activation scratch for inputs up to `maxCols` wide, `maxBatch` rows.
+    public static func scratchBytes(maxCols: Int, maxBatch: Int) -> Int {
+        QuantType.weightTypes.map { Int(qlm_act_row_size($0.rawValue, Int64(maxCols))) }.max()! * maxBatch
     }
 
     deinit {

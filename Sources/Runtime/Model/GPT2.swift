@@ -81,6 +81,8 @@ public final class GPT2: LanguageModel {
             qlm_add_f32(s.x + t * d, s.proj, Int64(d))
         }
         for (l, L) in layers.enumerated() {
+            try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
+            defer { weights.release(layer: l) }
             // Attention sub-layer.
             for t in 0 ..< T { qlm_layernorm(s.xb + t * d, s.x + t * d, L.ln1w, L.ln1b, Int64(d), eps) }
             c.linear(L.attnW, s.xb, T: T, out: s.qkv, bias: L.attnB)

@@ -82,13 +82,26 @@ final class RunState {
     let logits: UnsafeMutablePointer<Float> // [logitChunk, vocab]
     private let all: UnsafeMutablePointer<Float>
 
+    /// Floats of each buffer; the logits chunk is at most `maxBatch` rows (more are never used).
+    /// `maxVisible` is the most keys one query can see (the scores buffer).
+    static func sizes(_ hp: HParams, maxBatch: Int, logitChunk: Int, maxVisible: Int? = nil) -> [Int] {
+        let d = hp.dModel, b = maxBatch
+        return [b * d, b * d, b * (d + 2 * hp.kvDim), b * d, b * d, b * hp.dFF, b * hp.dFF, max(1, maxVisible ?? hp.nCtx),
+                min(logitChunk, maxBatch) * hp.vocabSize]
+    }
+
+    /// Bytes a RunState of these dimensions allocates (the memory planner counts them).
+    static func byteCount(_ hp: HParams, maxBatch: Int, logitChunk: Int, maxVisible: Int? = nil) -> Int {
+        sizes(hp, maxBatch: maxBatch, logitChunk: logitChunk, maxVisible: maxVisible).reduce(0, +) * MemoryLayout<Float>.size
+    }
+
     init(_ hp: HParams, maxBatch: Int, logitChunk: Int, maxVisible: Int) {
         self.maxBatch = maxBatch
-        self.logitChunk = logitChunk
-        let d = hp.dModel, b = maxBatch
-        let sizes = [b * d, b * d, b * (d + 2 * hp.kvDim), b * d, b * d, b * hp.dFF, b * hp.dFF, max(1, maxVisible), logitChunk * hp.vocabSize]
+        self.logitChunk = min(logitChunk, maxBatch)
+        let sizes = RunState.sizes(hp, maxBatch: maxBatch, logitChunk: logitChunk, maxVisible: maxVisible)
+        // Not zero-filled: every buffer is written before it is read, and pages never touched
+        // (e.g. logits rows beyond the one generation asks for) cost no resident memory.
         all = .allocate(capacity: sizes.reduce(0, +))
-        all.initialize(repeating: 0, count: sizes.reduce(0, +))
         var p = all
         var ptrs: [UnsafeMutablePointer<Float>] = []
         for s in sizes { ptrs.append(p); p += s }

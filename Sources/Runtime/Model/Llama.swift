@@ -89,6 +89,8 @@ public final class Llama: LanguageModel {
         let q = s.qkv, k = s.qkv + T * d, v = s.qkv + T * (d + kv)   // [T, d], [T, kv], [T, kv]
         for t in 0 ..< T { c.embedding(embed, row: Int(tokens[t]), into: s.x + t * d) }
         for (l, L) in layers.enumerated() {
+            try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
+            defer { weights.release(layer: l) }
             // Attention sub-layer.
             for t in 0 ..< T { qlm_rmsnorm(s.xb + t * d, s.x + t * d, L.attnNorm, Int64(d), eps) }
             c.linear(L.wq, s.xb, T: T, out: q)

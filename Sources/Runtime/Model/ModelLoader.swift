@@ -1,20 +1,36 @@
 import Foundation
 import Quant
 
+/// Positions the KV cache holds and tokens per forward pass, decided once the tokenizer is known
+/// (generation sizes them to the prompt and the tokens it will produce).
+public struct RunSizing: Sendable {
+    public var kvPositions: Int
+    public var maxBatch: Int
+    public init(kvPositions: Int, maxBatch: Int) { self.kvPositions = kvPositions; self.maxBatch = maxBatch }
+}
+
 public struct LoadOptions {
     public var threads: Int
     public var maxBatch: Int
     /// Check every tensor's CRC-32C before use.
     public var verifyChecksums: Bool
-    /// Fault the whole map in at open (MAP_POPULATE).
+    /// Fault the whole map in at open (MAP_POPULATE). Ignored under a memory budget.
     public var populate: Bool
     /// Attention pattern per layer, sinks, KV type and position policy.
     public var attention: AttentionConfig
+    /// Hard budget in bytes for weights, KV cache and scratch (nil: everything resident, mapped).
+    public var memoryBudget: Int?
+    /// KV cache positions (nil: the model's n_ctx).
+    public var kvPositions: Int?
+    /// Overrides kvPositions and maxBatch once the tokenizer is loaded.
+    public var sizing: ((any Tokenizer, HParams) -> RunSizing)?
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 128,
-                verifyChecksums: Bool = false, populate: Bool = true, attention: AttentionConfig = AttentionConfig()) {
+                verifyChecksums: Bool = false, populate: Bool = true, attention: AttentionConfig = AttentionConfig(),
+                memoryBudget: Int? = nil, kvPositions: Int? = nil, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil) {
         self.threads = threads; self.maxBatch = maxBatch; self.verifyChecksums = verifyChecksums; self.populate = populate
         self.attention = attention
+        self.memoryBudget = memoryBudget; self.kvPositions = kvPositions; self.sizing = sizing
     }
 }
 
@@ -25,15 +41,27 @@ public final class LoadedModel {
     public let tokenizer: any Tokenizer
     public let weights: WeightStore
     public let loadSeconds: Double
+    /// What is resident and what streams (computed for unbudgeted runs too, for reports).
+    public let plan: MemoryPlan
 
     public init(path: String, options: LoadOptions = LoadOptions()) throws {
         let start = Date()
         let url = URL(fileURLWithPath: path)
-        file = try QLMFile(url, populate: options.populate)
-        if options.verifyChecksums { for t in file.tensors { try file.verify(t) } }
+        let budgeted = options.memoryBudget != nil
+        file = try QLMFile(url, populate: options.populate && !budgeted)
+        if options.verifyChecksums {
+            for t in file.tensors { try file.verify(t) }
+            // Under a budget nothing is used through the map: give the pages back.
+            if budgeted { file.map.advise(0 ..< file.map.count, willNeed: false) }
+        }
         let hp = file.metadata.hparams
-        weights = WeightStore(file: file)
-        let compute = Compute(threads: options.threads, maxCols: max(hp.dModel, hp.dFF), maxBatch: max(options.maxBatch, 16))
+        tokenizer = try TokenizerPayloads.load(from: file)
+        if budgeted, let t = try? file.info(file.metadata.tokenizer.tensor) {
+            file.map.advise(t.offset ..< t.offset + t.storedLength, willNeed: false)
+        }
+        var sizing = RunSizing(kvPositions: options.kvPositions ?? hp.nCtx, maxBatch: options.maxBatch)
+        if let f = options.sizing { sizing = f(tokenizer, hp) }
+        let positions = min(max(1, sizing.kvPositions), hp.nCtx), maxBatch = max(1, sizing.maxBatch)
         let a = options.attention
         let patterns = try a.layers(nLayer: hp.nLayer, nCtx: hp.nCtx)
         // Re-indexing is what lets an all-banded rotary model run past n_ctx; inside n_ctx
@@ -46,12 +74,27 @@ public final class LoadedModel {
             throw ModelError("--positions cache re-indexes rotary positions; GPT-2 has learned absolute positions (use absolute)")
         }
         let cache = PatternKVCache(patterns: patterns, sinks: a.sinks, kvType: a.kvType, nKVHead: hp.nKVHead,
-                                   headDim: hp.headDim, positions: hp.nCtx)
+                                   headDim: hp.headDim, positions: positions)
+        plan = try MemoryPlan.make(model: url.lastPathComponent, tensors: file.tensors, metadata: file.metadata,
+                                   settings: MemorySettings(kvBytes: cache.bytes, maxBatch: maxBatch), budget: options.memoryBudget)
+        weights = budgeted ? try WeightStore(file: file, plan: plan) : WeightStore(file: file)
+        let compute = Compute(threads: options.threads, maxCols: max(hp.dModel, hp.dFF), maxBatch: max(maxBatch, 16))
         switch arch {
-        case .gpt2: model = try GPT2(weights: weights, compute: compute, cache: cache, maxBatch: options.maxBatch)
-        case .llama: model = try Llama(weights: weights, compute: compute, cache: cache, maxBatch: options.maxBatch, positions: mode)
+        case .gpt2: model = try GPT2(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch)
+        case .llama: model = try Llama(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch, positions: mode)
         }
-        tokenizer = try TokenizerPayloads.load(from: file)
+        weights.finishLoading()
         loadSeconds = Date().timeIntervalSince(start)
+        MemoryStats.sample()
     }
+
+    /// The plan and the streaming counters, per token over `tokens` tokens since `since`.
+    public func memoryReport(since: (stored: Int, raw: Int) = (0, 0), tokens: Int) -> MemoryReport {
+        let n = Double(max(tokens, 1))
+        return MemoryReport(plan: plan, streamedBytesPerToken: Double(weights.streamedStoredBytes - since.stored) / n,
+                            streamedRawBytesPerToken: Double(weights.streamedRawBytes - since.raw) / n)
+    }
+
+    /// Streaming counters now (pass to memoryReport).
+    public var streamedCounters: (stored: Int, raw: Int) { (weights.streamedStoredBytes, weights.streamedRawBytes) }
 }

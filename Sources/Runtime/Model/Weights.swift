@@ -27,19 +27,71 @@ public final class WeightStore {
     /// Bytes of weights read from the file map in place.
     public private(set) var mappedBytes = 0
 
-    public init(file: QLMFile) { self.file = file }
+    /// Under a memory budget: the plan, the pread reader for resident tensors (dropped once
+    /// the model is bound) and the streamer for the streamed layers' matrices.
+    public let plan: MemoryPlan?
+    private var reader: TensorReader?
+    private var ownedRaw: [UnsafeMutableRawPointer] = []
+    let streamer: LayerStreamer?
 
-    deinit { ownedFloats.forEach { $0.deallocate() } }
+    public init(file: QLMFile) {
+        self.file = file
+        plan = nil
+        streamer = nil
+    }
 
-    private func load(_ name: String, shape: [Int]) throws -> TensorData {
+    /// Budgeted: nothing is read through the map. Resident tensors are read (raw) or
+    /// decompressed (zstd) with pread into owned buffers; the plan's streamed layers get
+    /// buffers that a background thread fills layer by layer (`acquire` / `release`).
+    public init(file: QLMFile, plan: MemoryPlan) throws {
+        self.file = file
+        self.plan = plan
+        reader = try TensorReader(path: file.path)
+        streamer = plan.streams ? try LayerStreamer(file: file, plan: plan) : nil
+    }
+
+    deinit {
+        ownedFloats.forEach { $0.deallocate() }
+        ownedRaw.forEach { $0.deallocate() }
+    }
+
+    /// Binding is over: free the resident reader's staging and start the layer loader.
+    public func finishLoading() {
+        reader = nil
+        streamer?.start()
+    }
+
+    /// Brackets the computation of one layer; no-ops unless the layer is streamed.
+    @inline(__always) public func acquire(layer: Int) throws { if let streamer { try streamer.acquire(layer: layer) } }
+    @inline(__always) public func release(layer: Int) { streamer?.release(layer: layer) }
+
+    /// Stored / raw bytes of streamed layers handed to the model so far.
+    public var streamedStoredBytes: Int { streamer?.streamedStoredBytes ?? 0 }
+    public var streamedRawBytes: Int { streamer?.streamedRawBytes ?? 0 }
+
+    private func info(_ name: String, shape: [Int]) throws -> TensorInfo {
         let info = try file.info(name)
         guard info.shape == shape else {
             throw QuantError(file.path, "tensor \(name) has shape \(info.shape), expected \(shape) for this model's hyper-parameters")
         }
+        return info
+    }
+
+    /// The tensor's raw bytes, wherever this store keeps them.
+    private func load(_ name: String, shape: [Int]) throws -> (info: TensorInfo, bytes: UnsafeRawPointer) {
+        let info = try info(name, shape: shape)
+        if let streamer, let p = streamer.pointer(for: name) { return (info, p) }
+        if let reader {
+            let p = UnsafeMutableRawPointer.allocate(byteCount: max(info.rawLength, 1), alignment: 64)
+            ownedRaw.append(p)
+            try reader.read(info, chunks: nil, into: p)
+            ownedBytes += info.rawLength
+            return (info, UnsafeRawPointer(p))
+        }
         let t = try file.load(name)
         if t.isOwned { ownedBytes += t.bytes.count } else { mappedBytes += t.bytes.count }
         kept.append(t)
-        return t
+        return (info, t.bytes.baseAddress!)
     }
 
     public func matrix(_ name: String, rows: Int, cols: Int) throws -> Matrix {
@@ -47,17 +99,17 @@ public final class WeightStore {
         guard QuantType.weightTypes.contains(t.info.type) else {
             throw QuantError(file.path, "tensor \(name) has type \(t.info.type), which is not a weight type")
         }
-        return Matrix(name: name, type: t.info.type, rows: rows, cols: cols, data: t.bytes.baseAddress!)
+        return Matrix(name: name, type: t.info.type, rows: rows, cols: cols, data: t.bytes)
     }
 
     public func vector(_ name: String, count: Int) throws -> UnsafePointer<Float> {
         let t = try load(name, shape: [count])
-        if t.info.type == .f32 { return t.bytes.baseAddress!.assumingMemoryBound(to: Float.self) }
+        if t.info.type == .f32 { return t.bytes.assumingMemoryBound(to: Float.self) }
         guard QuantType.weightTypes.contains(t.info.type) else {
             throw QuantError(file.path, "tensor \(name) has type \(t.info.type), which is not a weight type")
         }
         let p = UnsafeMutablePointer<Float>.allocate(capacity: count)
-        qlm_dequantize_row(t.info.type.rawValue, t.bytes.baseAddress!, p, Int64(count))
+        qlm_dequantize_row(t.info.type.rawValue, t.bytes, p, Int64(count))
         ownedFloats.append(p)
         ownedBytes += count * 4
         return UnsafePointer(p)

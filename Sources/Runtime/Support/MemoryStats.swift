@@ -8,13 +8,26 @@ public struct MemoryStats: Codable, Sendable {
     /// Anonymous (heap, KV cache, decompressed tensors) and file-backed (mapped weights) resident bytes now.
     public var rssAnon: Int
     public var rssFile: Int
+    /// The largest RssAnon / RssFile seen by `sample()` (called after load, prefill and every
+    /// decoded token) and by this reading: the kernel keeps no per-kind peak.
+    public var peakRSSAnon: Int
+    public var peakRSSFile: Int
 
     enum CodingKeys: String, CodingKey {
         case peakRSS = "peak_rss_bytes", rss = "rss_bytes", rssAnon = "rss_anon_bytes", rssFile = "rss_file_bytes"
+        case peakRSSAnon = "peak_rss_anon_bytes", peakRSSFile = "peak_rss_file_bytes"
     }
 
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var maxAnon = 0
+    nonisolated(unsafe) private static var maxFile = 0
+
+    /// Reads /proc/self/status and folds RssAnon / RssFile into the sampled peaks.
+    @discardableResult
+    public static func sample() -> MemoryStats { current() }
+
     public static func current() -> MemoryStats {
-        var s = MemoryStats(peakRSS: 0, rss: 0, rssAnon: 0, rssFile: 0)
+        var s = MemoryStats(peakRSS: 0, rss: 0, rssAnon: 0, rssFile: 0, peakRSSAnon: 0, peakRSSFile: 0)
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return s }
         for line in text.split(separator: "\n") {
             let parts = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
@@ -27,6 +40,12 @@ public struct MemoryStats: Codable, Sendable {
             default: break
             }
         }
+        lock.lock()
+        maxAnon = max(maxAnon, s.rssAnon)
+        maxFile = max(maxFile, s.rssFile)
+        s.peakRSSAnon = maxAnon
+        s.peakRSSFile = maxFile
+        lock.unlock()
         return s
     }
 }

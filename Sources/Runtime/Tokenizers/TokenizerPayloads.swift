@@ -29,7 +29,7 @@ public enum TokenizerPayloads {
     public static func load(from file: QLMFile) throws -> any Tokenizer {
         let info = file.metadata.tokenizer
         let blob = try file.load(info.tensor)
-        let bytes = [UInt8](blob.bytes)
+        let bytes = withExtendedLifetime(blob) { [UInt8](blob.bytes) }
         let source = "\(file.path) (embedded \(info.kind))"
         switch info.kind {
         case "gpt2-bpe": return try GPT2Tokenizer(serialized: bytes, source: source)

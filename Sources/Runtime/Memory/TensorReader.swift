@@ -1,0 +1,125 @@
+import CZstd
+import Foundation
+import Quant
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads tensors from a .qlm file with pread, never through the memory map, so the file's
+/// pages never count in this process's resident set: raw tensors are read straight into the
+/// destination; zstd tensors chunk by chunk into a staging buffer, then decompressed into it.
+/// One reader per thread (it owns its staging buffer and zstd context).
+final class TensorReader {
+    /// A zstd tensor's chunk table (offsets relative to the tensor's stored bytes).
+    struct Chunks {
+        var rowsPerChunk: Int
+        var rowBytes: Int
+        var chunks: [(offset: Int, length: Int)]
+    }
+
+    let path: String
+    private let fd: Int32
+    private let dctx: OpaquePointer
+    private var staging: UnsafeMutableRawPointer?
+    private(set) var stagingBytes = 0
+
+    init(path: String) throws {
+        self.path = path
+        fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw QuantError(path, "cannot open: \(String(cString: strerror(errno)))") }
+        guard let d = ZSTD_createDCtx() else { close(fd); throw QuantError(path, "ZSTD_createDCtx failed") }
+        dctx = d
+        _ = posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL)
+    }
+
+    deinit {
+        staging?.deallocate()
+        ZSTD_freeDCtx(dctx)
+        close(fd)
+    }
+
+    /// Reads exactly `count` bytes at `offset`.
+    func readFully(_ dst: UnsafeMutableRawPointer, count: Int, offset: Int) throws {
+        var done = 0
+        while done < count {
+            let n = pread(fd, dst + done, count - done, off_t(offset + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw QuantError(path, "read failed at offset \(offset + done): \(String(cString: strerror(errno)))")
+            }
+            guard n > 0 else { throw QuantError(path, "unexpected end of file at offset \(offset + done)") }
+            done += n
+        }
+    }
+
+    /// Asks the kernel to start reading a range into the page cache (not into this process).
+    func willNeed(offset: Int, count: Int) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
+    }
+
+    func reserveStaging(_ bytes: Int) {
+        guard bytes > stagingBytes else { return }
+        staging?.deallocate()
+        staging = .allocate(byteCount: bytes, alignment: 64)
+        stagingBytes = bytes
+    }
+
+    /// Reads and checks a zstd tensor's chunk index (the same checks as ZstdChunks.index).
+    func chunks(of t: TensorInfo) throws -> Chunks {
+        precondition(t.encoding == .zstd)
+        func bad(_ why: String) -> QuantError { QuantError(path, "tensor \(t.name): \(why)") }
+        guard t.storedLength >= QLMFormat.chunkHeaderSize else { throw bad("zstd chunk index is truncated") }
+        var head = [UInt8](repeating: 0, count: QLMFormat.chunkHeaderSize)
+        try head.withUnsafeMutableBytes { try readFully($0.baseAddress!, count: $0.count, offset: t.offset) }
+        func u64(_ a: [UInt8], _ at: Int) -> UInt64 { (0 ..< 8).reduce(0) { $0 | UInt64(a[at + $1]) << (8 * $1) } }
+        guard Array(head[0 ..< 4]) == QLMFormat.chunkMagic else { throw bad("bad zstd chunk magic") }
+        let n = Int((0 ..< 4).reduce(UInt32(0)) { $0 | UInt32(head[4 + $1]) << (8 * $1) })
+        let rpc = u64(head, 8), rowBytes = u64(head, 16)
+        let rows = UInt64(t.rows)
+        guard rpc >= 1, rowBytes == UInt64(t.rowBytes), UInt64(n) == (rpc >= rows ? 1 : (rows + rpc - 1) / rpc) else {
+            throw bad("zstd chunk index does not match its shape")
+        }
+        let tableEnd = QLMFormat.chunkHeaderSize + n * QLMFormat.chunkEntrySize
+        guard tableEnd <= t.storedLength else { throw bad("zstd chunk index is truncated") }
+        var table = [UInt8](repeating: 0, count: n * QLMFormat.chunkEntrySize)
+        try table.withUnsafeMutableBytes { try readFully($0.baseAddress!, count: $0.count, offset: t.offset + QLMFormat.chunkHeaderSize) }
+        var list: [(Int, Int)] = []
+        list.reserveCapacity(n)
+        for c in 0 ..< n {
+            let off = u64(table, c * 16), len = u64(table, c * 16 + 8)
+            guard off >= UInt64(tableEnd), off <= UInt64(t.storedLength), len <= UInt64(t.storedLength) - off else {
+                throw bad("zstd chunk \(c) lies outside the tensor's stored bytes")
+            }
+            list.append((Int(off), Int(len)))
+        }
+        return Chunks(rowsPerChunk: Int(min(rpc, rows)), rowBytes: t.rowBytes, chunks: list)
+    }
+
+    /// Reads tensor `t`'s raw bytes (t.rawLength) into `dst`; returns the bytes read from the file.
+    @discardableResult
+    func read(_ t: TensorInfo, chunks: Chunks?, into dst: UnsafeMutableRawPointer) throws -> Int {
+        switch t.encoding {
+        case .raw:
+            try readFully(dst, count: t.rawLength, offset: t.offset)
+            return t.rawLength
+        case .zstd:
+            let index = try chunks ?? self.chunks(of: t)
+            reserveStaging(index.chunks.map(\.length).max() ?? 0)
+            var total = 0
+            for (c, (off, len)) in index.chunks.enumerated() {
+                let lo = c * index.rowsPerChunk, hi = min(t.rows, lo + index.rowsPerChunk)
+                let expected = (hi - lo) * index.rowBytes
+                try readFully(staging!, count: len, offset: t.offset + off)
+                let n = ZSTD_decompressDCtx(dctx, dst + lo * index.rowBytes, expected, staging, len)
+                if ZSTD_isError(n) != 0 {
+                    throw QuantError(path, "tensor \(t.name): zstd chunk \(c) is corrupt (\(String(cString: ZSTD_getErrorName(n))))")
+                }
+                guard n == expected else {
+                    throw QuantError(path, "tensor \(t.name): zstd chunk \(c) decompressed to \(n) bytes, expected \(expected)")
+                }
+                total += len
+            }
+            return total
+        }
+    }
+}
