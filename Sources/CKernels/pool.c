@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <time.h>
 
 #define QLM_SPIN_NS 100000ull
@@ -50,7 +51,8 @@ static void *worker_main(void *p) {
         for (unsigned it = 0;; it++) {
             g = atomic_load_explicit(&pool->gen, memory_order_acquire);
             if (g != seen) break;
-            cpu_relax();
+            if (it < 4096) cpu_relax();
+            else sched_yield(); // oversubscribed machine: let the thread we wait for run
             if ((it & 255) == 255) {
                 uint64_t t = now_ns();
                 if (!t0) t0 = t;
@@ -130,5 +132,8 @@ void qlm_pool_run(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
     publish(pool); // release of fn/ctx/done via seq_cst RMW
     fn(ctx, 0, pool->n);
     const int want = pool->n - 1;
-    while (atomic_load_explicit(&pool->done, memory_order_acquire) != want) cpu_relax();
+    for (unsigned it = 0; atomic_load_explicit(&pool->done, memory_order_acquire) != want; it++) {
+        if (it < 4096) cpu_relax();
+        else sched_yield(); // a worker was preempted (more threads than free cores)
+    }
 }

@@ -125,7 +125,7 @@ void qlm_quant_block_q4_0(const float *x, qlm_block_q4_0 *b) {
         const float v = x[j];
         if (amax < fabsf(v)) { amax = fabsf(v); max = v; }
     }
-    const float d = max / -8.0f;
+    const float d = max / -8.0f + 0.0f; // + 0: an all-zero block gets d = +0, not -0
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     b->d = qlm_f2h(d);
     for (int j = 0; j < QLM_QK / 2; j++) {
@@ -216,7 +216,7 @@ QLM_AVX512_TARGET static void q4_0_block_avx512(const float *x, qlm_block_q4_0 *
     const uint32_t m = (uint32_t)_mm512_cmp_ps_mask(a0, va, _CMP_EQ_OQ) |
                        ((uint32_t)_mm512_cmp_ps_mask(a1, va, _CMP_EQ_OQ) << 16);
     const float max = amax == 0.0f ? 0.0f : x[__builtin_ctz(m)]; // first element of largest |x|
-    const float d = max / -8.0f;
+    const float d = max / -8.0f + 0.0f; // + 0: an all-zero block gets d = +0, not -0
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     b->d = qlm_f2h(d);
     const __m512 vid = _mm512_set1_ps(id), h = _mm512_set1_ps(8.5f);
