@@ -4,8 +4,8 @@
 // sum += (d_w * d_a) * isum (Q4_1: plus m_w * s_a, kept in a separate scalar sum).
 //  - scalar: one float accumulator, block order.
 //  - AVX2 / AVX-512: the block's isum is kept as 8 int32 lanes (lane i = elements 4i..4i+3),
-//    each lane accumulated in float with FMA; the 8 lanes are summed at the end in a fixed
-//    order. AVX2 builds the lanes with maddubs+madd, AVX-512 with VNNI dpbusd; the lanes are the
+//    each lane accumulated in float with FMA (even and odd blocks in two accumulators); the
+//    lanes are summed at the end in a fixed order. AVX2 builds the lanes with maddubs+madd, AVX-512 with VNNI dpbusd; the lanes are the
 //    same integers, so both paths give identical results.
 // Multi-row kernels (nr rows sharing the activation loads) do exactly the per-row arithmetic
 // of the single-row kernel, so matvec/matmul results are bit-identical to qlm_vec_dot.
@@ -86,6 +86,13 @@ QLM_AVX512_TARGET QLM_INLINE float hsum8_avx512(__m256 v) { HSUM8_BODY(v) }
 
 QLM_AVX2_TARGET QLM_INLINE float h2f_avx2(uint16_t h) { return _cvtsh_ss(h); }
 QLM_AVX512_TARGET QLM_INLINE float h2f_avx512(uint16_t h) { return _cvtsh_ss(h); }
+// fp16 at p converted and broadcast to 8 lanes (vpbroadcastw + vcvtph2ps).
+QLM_AVX2_TARGET QLM_INLINE __m256 bh2f_avx2(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)*p));
+}
+QLM_AVX512_TARGET QLM_INLINE __m256 bh2f_avx512(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)*p));
+}
 
 QLM_AVX2_TARGET QLM_INLINE __m256i unpack_nibbles_avx2(const uint8_t *qs) {
     const __m128i x = _mm_loadu_si128((const __m128i *)qs);
@@ -106,75 +113,101 @@ QLM_AVX512_TARGET QLM_INLINE __m256i dot_us_avx512(__m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
 
+#ifndef QLM_PF_DIST
+#define QLM_PF_DIST 512
+#endif
 #define PF(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
-// ---- quantized kernels, stamped for both paths ----------------------------------------------
-#define QUANT_KERNELS(P, TGT)                                                                     \
-TGT static void dotn_q8_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
-    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
-    const qlm_block_q8_0 *wr[4];                                                                  \
-    __m256 acc[4];                                                                                \
-    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q8_0 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
-    for (int64_t b = 0; b < nb; b++) {                                                            \
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
-        const float da = a[b].d;                                                                  \
-        for (int r = 0; r < 4; r++) {                                                             \
-            if (r >= nr) break;                                                                   \
-            PF((const char *)(wr[r] + b) + 512);                                                  \
-            const __m256i wv = _mm256_loadu_si256((const __m256i *)wr[r][b].qs);                  \
-            const __m256i is = dot_us_##P(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));         \
-            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
-        }                                                                                         \
+// Specialize the kernels on a constant row count (no per-row branches in the block loop).
+#define NR_DISPATCH(F, P, TGT)                                                                        \
+TGT static void dotn_##F##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+    switch (nr) {                                                                                 \
+    case 4: k_##F##_##P(n, w, rs, act, out, 4); break;                                            \
+    case 3: k_##F##_##P(n, w, rs, act, out, 3); break;                                            \
+    case 2: k_##F##_##P(n, w, rs, act, out, 2); break;                                            \
+    default: k_##F##_##P(n, w, rs, act, out, 1); break;                                           \
     }                                                                                             \
-    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]);                                      \
-}                                                                                                 \
-TGT static void dotn_q4_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
-    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
-    const qlm_block_q4_0 *wr[4];                                                                  \
-    __m256 acc[4];                                                                                \
-    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q4_0 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
-    const __m256i eight = _mm256_set1_epi8(8);                                                    \
-    for (int64_t b = 0; b < nb; b++) {                                                            \
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
-        const __m256i s8 = dot_us_##P(eight, av); /* 8 * sum(a) per lane */                       \
-        const float da = a[b].d;                                                                  \
-        for (int r = 0; r < 4; r++) {                                                             \
-            if (r >= nr) break;                                                                   \
-            PF((const char *)(wr[r] + b) + 512);                                                  \
-            const __m256i is = _mm256_sub_epi32(dot_us_##P(unpack_nibbles_##P(wr[r][b].qs), av), s8); \
-            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
-        }                                                                                         \
-    }                                                                                             \
-    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]);                                      \
-}                                                                                                 \
-TGT static void dotn_q4_1_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
-    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
-    const qlm_block_q4_1 *wr[4];                                                                  \
-    __m256 acc[4];                                                                                \
-    float sm[4] = {0, 0, 0, 0};                                                                   \
-    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q4_1 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
-    for (int64_t b = 0; b < nb; b++) {                                                            \
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
-        const float da = a[b].d, sa = a[b].s;                                                     \
-        for (int r = 0; r < 4; r++) {                                                             \
-            if (r >= nr) break;                                                                   \
-            PF((const char *)(wr[r] + b) + 512);                                                  \
-            const __m256i is = dot_us_##P(unpack_nibbles_##P(wr[r][b].qs), av);                   \
-            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
-            sm[r] += h2f_##P(wr[r][b].m) * sa;                                                    \
-        }                                                                                         \
-    }                                                                                             \
-    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]) + sm[r];                              \
 }
 
-QUANT_KERNELS(avx2, QLM_AVX2_TARGET)
-QUANT_KERNELS(avx512, QLM_AVX512_TARGET)
+// ---- quantized kernels, stamped for both paths ----------------------------------------------
+// Each row keeps two float accumulators: even blocks go to acc0, odd blocks to acc1 (two
+// independent FMA chains, so a single streaming row is not bound by FMA latency); the row's
+// result is hsum8(acc0 + acc1) (+ sm0 + sm1 for Q4_1). Up to 4 rows share the activation loads.
+#define QK_BEGIN(T)                                                                               \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
+    const T *wr[4];                                                                               \
+    __m256 acc[4][2];                                                                             \
+    float sm[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};                                            \
+    (void)sm;                                                                                     \
+    for (int r = 0; r < 4; r++) {                                                                 \
+        wr[r] = (const T *)((const char *)w + (r < nr ? r : 0) * rs);                             \
+        acc[r][0] = _mm256_setzero_ps(); acc[r][1] = _mm256_setzero_ps();                         \
+    }
+// Block loop unrolled by two so the accumulator index is a constant (registers, not stack).
+#define QK_LOOP(BODY)                                                                             \
+    int64_t b = 0;                                                                                \
+    for (; b + 1 < nb; b += 2) { BODY(b, 0) BODY(b + 1, 1) }                                      \
+    if (b < nb) { BODY(b, 0) }
+#define QK_END(P)                                                                                 \
+    for (int r = 0; r < nr; r++)                                                                  \
+        out[r] = hsum8_##P(_mm256_add_ps(acc[r][0], acc[r][1])) + (sm[r][0] + sm[r][1]);
+
+#define Q8_0_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)wr[r][bb].qs);                 \
+            const __m256i is = dot_us_##P(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));         \
+            const __m256 sc = _mm256_mul_ps(bh2f_##P(&wr[r][bb].d), da);                          \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+        } }
+#define Q4_0_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256i s8 = dot_us_##P(eight, av); /* 8 * sum(a) per lane */                       \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i is = _mm256_sub_epi32(dot_us_##P(unpack_nibbles_##P(wr[r][bb].qs), av), s8); \
+            const __m256 sc = _mm256_mul_ps(bh2f_##P(&wr[r][bb].d), da);                          \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+        } }
+#define Q4_1_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        const float sa = a[bb].s;                                                                 \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i is = dot_us_##P(unpack_nibbles_##P(wr[r][bb].qs), av);                  \
+            const __m256 sc = _mm256_mul_ps(bh2f_##P(&wr[r][bb].d), da);                          \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+            sm[r][k] += h2f_##P(wr[r][bb].m) * sa;                                                \
+        } }
+#define Q8_0_AVX2(bb, k) Q8_0_BODY(avx2, bb, k)
+#define Q8_0_AVX512(bb, k) Q8_0_BODY(avx512, bb, k)
+#define Q4_0_AVX2(bb, k) Q4_0_BODY(avx2, bb, k)
+#define Q4_0_AVX512(bb, k) Q4_0_BODY(avx512, bb, k)
+#define Q4_1_AVX2(bb, k) Q4_1_BODY(avx2, bb, k)
+#define Q4_1_AVX512(bb, k) Q4_1_BODY(avx512, bb, k)
+
+#define QUANT_KERNELS(P, PU, TGT)                                                                 \
+TGT QLM_INLINE void k_q8_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    QK_BEGIN(qlm_block_q8_0) QK_LOOP(Q8_0_##PU) QK_END(P)                                         \
+}                                                                                                 \
+TGT QLM_INLINE void k_q4_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    const __m256i eight = _mm256_set1_epi8(8);                                                    \
+    QK_BEGIN(qlm_block_q4_0) QK_LOOP(Q4_0_##PU) QK_END(P)                                         \
+}                                                                                                 \
+TGT QLM_INLINE void k_q4_1_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    QK_BEGIN(qlm_block_q4_1) QK_LOOP(Q4_1_##PU) QK_END(P)                                         \
+}                                                                                                 \
+NR_DISPATCH(q8_0, P, TGT)                                                                         \
+NR_DISPATCH(q4_0, P, TGT)                                                                         \
+NR_DISPATCH(q4_1, P, TGT)
+
+QUANT_KERNELS(avx2, AVX2, QLM_AVX2_TARGET)
+QUANT_KERNELS(avx512, AVX512, QLM_AVX512_TARGET)
 
 // ---- float kernels -----------------------------------------------------------------------
 // AVX2: two 8-wide accumulators per row over 16-element steps, scalar tail added after the
