@@ -241,6 +241,127 @@ QLM_AVX512_TARGET static void q4_1_block_avx512(const float *x, qlm_block_q4_1 *
     _mm_storeu_si128((__m128i *)b->qs, _mm512_cvtepi32_epi8(_mm512_or_si512(q0, _mm512_slli_epi32(q1, 4))));
 }
 
+// ---- AVX2 block quantizers (bit-identical to the scalar ones) -------------------------------
+QLM_AVX2_TARGET QLM_INLINE __m256 abs256(__m256 v) {
+    return _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
+}
+QLM_AVX2_TARGET QLM_INLINE float hmax256(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+QLM_AVX2_TARGET QLM_INLINE float hmin256(__m256 v) {
+    __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_min_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+QLM_AVX2_TARGET QLM_INLINE __m256 round_away256(__m256 p) {
+    const __m256 t = _mm256_round_ps(p, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 up = _mm256_cmp_ps(abs256(_mm256_sub_ps(p, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 one = _mm256_or_ps(_mm256_set1_ps(1.0f), _mm256_and_ps(p, _mm256_set1_ps(-0.0f)));
+    return _mm256_add_ps(t, _mm256_and_ps(up, one));
+}
+// 32 int32 codes (4 x 8, in element order) -> 32 int8.
+QLM_AVX2_TARGET QLM_INLINE void store_i8x32(int8_t *dst, __m256i i0, __m256i i1, __m256i i2, __m256i i3) {
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    _mm256_storeu_si256((__m256i *)dst, _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
+// 16 nibble pairs (c0: elements 0..7, c1: 8..15, each already q[j] | q[j+16] << 4) -> 16 bytes.
+QLM_AVX2_TARGET QLM_INLINE void store_u8x16(uint8_t *dst, __m256i c0, __m256i c1) {
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(c0, c1), 0xD8);
+    _mm_storeu_si128((__m128i *)dst, _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+}
+
+#define LOAD4(x) const __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24)
+
+QLM_AVX2_TARGET static void q8_codes_avx2(const float *x, float id, __m256i q[4]) {
+    LOAD4(x);
+    const __m256 vid = _mm256_set1_ps(id);
+    q[0] = _mm256_cvttps_epi32(round_away256(_mm256_mul_ps(v0, vid)));
+    q[1] = _mm256_cvttps_epi32(round_away256(_mm256_mul_ps(v1, vid)));
+    q[2] = _mm256_cvttps_epi32(round_away256(_mm256_mul_ps(v2, vid)));
+    q[3] = _mm256_cvttps_epi32(round_away256(_mm256_mul_ps(v3, vid)));
+}
+QLM_AVX2_TARGET static float amax_avx2(const float *x) {
+    LOAD4(x);
+    return hmax256(_mm256_max_ps(_mm256_max_ps(abs256(v0), abs256(v1)), _mm256_max_ps(abs256(v2), abs256(v3))));
+}
+
+QLM_AVX2_TARGET static void q8_0_block_avx2(const float *x, qlm_block_q8_0 *b) {
+    const float amax = amax_avx2(x);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = qlm_f2h(d);
+    __m256i q[4];
+    q8_codes_avx2(x, id, q);
+    store_i8x32(b->qs, q[0], q[1], q[2], q[3]);
+}
+
+QLM_AVX2_TARGET static void q8a_block_avx2(const float *x, qlm_block_q8a *b) {
+    const float amax = amax_avx2(x);
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    __m256i q[4];
+    q8_codes_avx2(x, id, q);
+    store_i8x32(b->qs, q[0], q[1], q[2], q[3]);
+    const __m256i s8 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+    b->d = d;
+    b->s = d * (float)_mm_cvtsi128_si32(s4);
+}
+
+QLM_AVX2_TARGET static void q4_0_block_avx2(const float *x, qlm_block_q4_0 *b) {
+    LOAD4(x);
+    const __m256 a0 = abs256(v0), a1 = abs256(v1), a2 = abs256(v2), a3 = abs256(v3);
+    const float amax = hmax256(_mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
+    const __m256 va = _mm256_set1_ps(amax);
+    const uint32_t m = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a0, va, _CMP_EQ_OQ)) |
+                       ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a1, va, _CMP_EQ_OQ)) << 8) |
+                       ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a2, va, _CMP_EQ_OQ)) << 16) |
+                       ((uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a3, va, _CMP_EQ_OQ)) << 24);
+    const float max = amax == 0.0f ? 0.0f : x[__builtin_ctz(m)];
+    const float d = max / -8.0f + 0.0f; // + 0: an all-zero block gets d = +0, not -0
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = qlm_f2h(d);
+    const __m256 vid = _mm256_set1_ps(id), h = _mm256_set1_ps(8.5f);
+    const __m256i f = _mm256_set1_epi32(15);
+#define Q40(v) _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v, vid), h)), f)
+    store_u8x16(b->qs, _mm256_or_si256(Q40(v0), _mm256_slli_epi32(Q40(v2), 4)),
+                _mm256_or_si256(Q40(v1), _mm256_slli_epi32(Q40(v3), 4)));
+#undef Q40
+}
+
+QLM_AVX2_TARGET static void q4_1_block_avx2(const float *x, qlm_block_q4_1 *b) {
+    LOAD4(x);
+    const float min = hmin256(_mm256_min_ps(_mm256_min_ps(v0, v1), _mm256_min_ps(v2, v3))) + 0.0f;
+    const float max = hmax256(_mm256_max_ps(_mm256_max_ps(v0, v1), _mm256_max_ps(v2, v3))) + 0.0f;
+    const float d = (max - min) / 15.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = qlm_f2h(d);
+    b->m = qlm_f2h(min);
+    const __m256 vid = _mm256_set1_ps(id), h = _mm256_set1_ps(0.5f), vm = _mm256_set1_ps(min);
+    const __m256i f = _mm256_set1_epi32(15);
+#define Q41(v) _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, vm), vid), h)), f)
+    store_u8x16(b->qs, _mm256_or_si256(Q41(v0), _mm256_slli_epi32(Q41(v2), 4)),
+                _mm256_or_si256(Q41(v1), _mm256_slli_epi32(Q41(v3), 4)));
+#undef Q41
+}
+
+QLM_AVX2_TARGET static int all_finite_avx2(const float *x, int64_t n) {
+    const __m256i em = _mm256_set1_epi32(0x7F800000);
+    __m256i bad = _mm256_setzero_si256();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), em), em));
+    if (!_mm256_testz_si256(bad, bad)) return 0;
+    for (; i < n; i++) if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
 QLM_AVX512_TARGET static int all_finite_avx512(const float *x, int64_t n) {
     const __m512i em = _mm512_set1_epi32(0x7F800000);
     __mmask16 bad = 0;
@@ -276,6 +397,14 @@ static block_fn block_quantizer(int32_t type, int32_t path) {
         case -1: return (block_fn)q8a_block_avx512;
         }
     }
+    if (path == QLM_PATH_AVX2) {
+        switch (type) {
+        case QLM_TYPE_Q8_0: return (block_fn)q8_0_block_avx2;
+        case QLM_TYPE_Q4_0: return (block_fn)q4_0_block_avx2;
+        case QLM_TYPE_Q4_1: return (block_fn)q4_1_block_avx2;
+        case -1: return (block_fn)q8a_block_avx2;
+        }
+    }
 #endif
     (void)path;
     switch (type) {
@@ -306,6 +435,7 @@ static int quantize_row_path(int32_t type, int32_t path, const float *x, void *d
     int finite;
 #if QLM_X86
     if (path == QLM_PATH_AVX512) finite = all_finite_avx512(x, n); else
+    if (path == QLM_PATH_AVX2) finite = all_finite_avx2(x, n); else
 #endif
     finite = all_finite_scalar(x, n);
     if (!finite) return -1;
