@@ -8,7 +8,10 @@
 #include <sched.h>
 #include <time.h>
 
-#define QLM_SPIN_NS 100000ull
+#define QLM_SPIN_NS 100000ull // spin budget before sleeping
+#ifndef QLM_PAUSE_ITERS
+#define QLM_PAUSE_ITERS 512 // pause-spins before switching to sched_yield-spins (a few us)
+#endif
 
 struct qlm_pool {
     int n;
@@ -19,8 +22,10 @@ struct qlm_pool {
     _Alignas(64) atomic_int done;
     _Alignas(64) atomic_int sleepers;
     atomic_int stop;
+    atomic_int caller_sleeping;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;      // workers sleep here waiting for a new generation
+    pthread_cond_t cv_done; // the caller sleeps here when a job takes long
 };
 
 typedef struct { qlm_pool *pool; int ith; } worker_arg;
@@ -51,7 +56,7 @@ static void *worker_main(void *p) {
         for (unsigned it = 0;; it++) {
             g = atomic_load_explicit(&pool->gen, memory_order_acquire);
             if (g != seen) break;
-            if (it < 4096) cpu_relax();
+            if (it < QLM_PAUSE_ITERS) cpu_relax();
             else sched_yield(); // oversubscribed machine: let the thread we wait for run
             if ((it & 255) == 255) {
                 uint64_t t = now_ns();
@@ -69,7 +74,11 @@ static void *worker_main(void *p) {
         seen = g;
         if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
         pool->fn(pool->ctx, arg.ith, pool->n);
-        atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
+        if (atomic_fetch_add(&pool->done, 1) + 1 == pool->n - 1 && atomic_load(&pool->caller_sleeping)) {
+            pthread_mutex_lock(&pool->mu);
+            pthread_cond_signal(&pool->cv_done);
+            pthread_mutex_unlock(&pool->mu);
+        }
     }
     return NULL;
 }
@@ -87,6 +96,8 @@ qlm_pool *qlm_pool_create(int n_threads) {
     atomic_init(&pool->stop, 0);
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->cv, NULL);
+    pthread_cond_init(&pool->cv_done, NULL);
+    atomic_init(&pool->caller_sleeping, 0);
     pool->threads = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
     for (int i = 1; i < n_threads; i++) {
         worker_arg *a = (worker_arg *)malloc(sizeof(worker_arg));
@@ -118,6 +129,7 @@ void qlm_pool_destroy(qlm_pool *pool) {
     for (int i = 1; i < pool->n; i++) pthread_join(pool->threads[i], NULL);
     pthread_mutex_destroy(&pool->mu);
     pthread_cond_destroy(&pool->cv);
+    pthread_cond_destroy(&pool->cv_done);
     free(pool->threads);
     free(pool);
 }
@@ -132,8 +144,23 @@ void qlm_pool_run(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
     publish(pool); // release of fn/ctx/done via seq_cst RMW
     fn(ctx, 0, pool->n);
     const int want = pool->n - 1;
+    uint64_t t0 = 0;
     for (unsigned it = 0; atomic_load_explicit(&pool->done, memory_order_acquire) != want; it++) {
-        if (it < 4096) cpu_relax();
-        else sched_yield(); // a worker was preempted (more threads than free cores)
+        if (it < QLM_PAUSE_ITERS) { cpu_relax(); continue; }
+        // A worker is slow or was preempted (more threads than free cores): yield, and after
+        // the spin budget block until the last worker signals.
+        sched_yield();
+        if ((it & 63) == 0) {
+            const uint64_t t = now_ns();
+            if (!t0) t0 = t;
+            else if (t - t0 > QLM_SPIN_NS) {
+                pthread_mutex_lock(&pool->mu);
+                atomic_store(&pool->caller_sleeping, 1); // seq_cst: pairs with the worker's done bump
+                while (atomic_load(&pool->done) != want) pthread_cond_wait(&pool->cv_done, &pool->mu);
+                atomic_store(&pool->caller_sleeping, 0);
+                pthread_mutex_unlock(&pool->mu);
+                break;
+            }
+        }
     }
 }
