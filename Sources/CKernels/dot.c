@@ -282,6 +282,88 @@ QLM_AVX512_TARGET static void dotn_f16_avx512(int64_t n, const void *w, size_t r
 }
 #endif
 
+#if QLM_X86
+// ---- AVX-512 register tiles for prefill: 2 weight rows x 4 tokens ---------------------------
+// Per block the integer lanes are the same integers as in k_q8_0/k_q4_0 (exact), the scale is
+// the same vector product bh2f(d_w) * set1(d_a), and the FMA goes into the same even/odd
+// accumulator, so each output is bit-identical to the dot kernel's. What changes is the reuse:
+// weight work (load, sign correction, scale) is done once per row and shared by 4 tokens, and
+// activation work once per token and shared by 2 rows.
+//  q8_0: a is made unsigned (a ^ 0x80 = a + 128) and the row's 128 * sum(w) lanes are
+//        subtracted up front: dpbusd(-128*sum(w), a + 128, w) = sum(a * w) per lane.
+//  q4_0: dpbusd(-8*sum(a), q, a) = sum((q - 8) * a) per lane.
+#define TILE_NR 2
+#define TILE_NT 4
+#define TILE_BODY(PREP_ROW, PREP_TOK, PAIR, bb, k)                                                \
+    {                                                                                              \
+        __m256i wq[TILE_NR], wc[TILE_NR];                                                          \
+        __m256 dw[TILE_NR];                                                                        \
+        for (int r = 0; r < TILE_NR; r++) { PREP_ROW(r, bb) }                                     \
+        for (int t = 0; t < TILE_NT; t++) {                                                        \
+            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (bb);                \
+            PREP_TOK(ab)                                                                           \
+            const __m256 da = _mm256_set1_ps(ab->d);                                               \
+            for (int r = 0; r < TILE_NR; r++) {                                                    \
+                const __m256i is = PAIR(r);                                                        \
+                acc[r][t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(is), acc[r][t][k]); \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+#define TILE_FN(NAME, WT, PREP_ROW, PREP_TOK, PAIR, SETUP)                                         \
+QLM_AVX512_TARGET static void NAME(int64_t n, const char *w, size_t rs, const char *act, size_t as,  \
+                                   float *Y, int64_t ldy) {                                        \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const WT *wr[TILE_NR];                                                                         \
+    for (int r = 0; r < TILE_NR; r++) wr[r] = (const WT *)(w + r * rs);                            \
+    __m256 acc[TILE_NR][TILE_NT][2];                                                               \
+    for (int r = 0; r < TILE_NR; r++)                                                              \
+        for (int t = 0; t < TILE_NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();       \
+    SETUP                                                                                          \
+    int64_t b = 0;                                                                                 \
+    for (; b + 1 < nb; b += 2) { TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b, 0) TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b + 1, 1) } \
+    if (b < nb) { TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b, 0) }                                      \
+    for (int t = 0; t < TILE_NT; t++)                                                              \
+        for (int r = 0; r < TILE_NR; r++)                                                          \
+            Y[t * ldy + r] = hsum8_avx512(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));              \
+}
+
+#define Q80_ROW(r, bb)                                                                             \
+    wq[r] = _mm256_loadu_si256((const __m256i *)wr[r][bb].qs);                                     \
+    wc[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), c80, wq[r])); \
+    dw[r] = bh2f_avx512(&wr[r][bb].d);
+#define Q80_TOK(ab) const __m256i au = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(ab)->qs), c80);
+#define Q80_PAIR(r) _mm256_dpbusd_epi32(wc[r], au, wq[r])
+TILE_FN(tile_q8_0_avx512, qlm_block_q8_0, Q80_ROW, Q80_TOK, Q80_PAIR, const __m256i c80 = _mm256_set1_epi8((char)0x80);)
+
+#define Q40_ROW(r, bb)                                                                             \
+    wq[r] = unpack_nibbles_avx512(wr[r][bb].qs);                                                   \
+    (void)wc;                                                                                      \
+    dw[r] = bh2f_avx512(&wr[r][bb].d);
+#define Q40_TOK(ab)                                                                                \
+    const __m256i av = _mm256_loadu_si256((const __m256i *)(ab)->qs);                              \
+    const __m256i n8 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, av));
+#define Q40_PAIR(r) _mm256_dpbusd_epi32(n8, wq[r], av)
+TILE_FN(tile_q4_0_avx512, qlm_block_q4_0, Q40_ROW, Q40_TOK, Q40_PAIR, const __m256i eight = _mm256_set1_epi8(8);)
+#endif
+
+int qlm_matmul_tile(int32_t path, int32_t type, int64_t n, const void *w, size_t rs, const void *act, size_t as,
+                    float *Y, int64_t ldy, int *nr, int *nt) {
+#if QLM_X86
+    if (path == QLM_PATH_AVX512 && (type == QLM_TYPE_Q8_0 || type == QLM_TYPE_Q4_0)) {
+        if (Y) {
+            if (type == QLM_TYPE_Q8_0) tile_q8_0_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
+            else tile_q4_0_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
+        }
+        *nr = TILE_NR;
+        *nt = TILE_NT;
+        return 1;
+    }
+#endif
+    (void)path; (void)type; (void)n; (void)w; (void)rs; (void)act; (void)as; (void)Y; (void)ldy; (void)nr; (void)nt;
+    return 0;
+}
+
 qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
 #if QLM_X86
     if (path == QLM_PATH_AVX512) {

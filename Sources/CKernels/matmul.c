@@ -7,6 +7,7 @@
 
 typedef struct {
     qlm_dotn_fn f;
+    int32_t path, type;
     const char *W;
     size_t rs, as;
     int64_t rows, n, T, ldy;
@@ -48,23 +49,43 @@ void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
     if (!f) return;
     qlm_prepare_act(wtype, x, act, n);
-    prod_ctx c = {f, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y};
+    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y};
     if (!pool || qlm_pool_size(pool) == 1 || rows * n < QLM_SMALL_PRODUCT || rows < 8) matvec_range(&c, 0, rows);
     else qlm_pool_run(pool, matvec_task, &c);
 }
 
-// Tile: 4 rows x all tokens; the 4 weight rows stay in L1 while tokens stream past.
-static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
+// Prefill. With a register tile (AVX-512 q8_0/q4_0): 2 rows x 4 tokens per call, the two weight
+// rows staying in L1 while all token groups stream past. Otherwise (and for the edges): 4 rows
+// per dot-kernel call (activation loads shared), looping over tokens with the rows in L1.
+static void matmul_generic(const prod_ctx *c, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
     float tmp[4];
     for (int64_t r = r0; r < r1; r += 4) {
         const int nr = (int)(r1 - r < 4 ? r1 - r : 4);
         const char *w = c->W + (size_t)r * c->rs;
-        for (int64_t t = 0; t < c->T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
             c->f(c->n, w, c->rs, c->act + (size_t)t * c->as, tmp, nr);
             float *yt = c->y + t * c->ldy + r;
             for (int i = 0; i < nr; i++) yt[i] = tmp[i];
         }
     }
+}
+
+static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
+    int tr = 0, tt = 0;
+    if (!qlm_matmul_tile(c->path, c->type, c->n, NULL, 0, NULL, 0, NULL, 0, &tr, &tt) || c->T < tt) {
+        matmul_generic(c, r0, r1, 0, c->T);
+        return;
+    }
+    const int64_t tfull = c->T / tt * tt;
+    int64_t r = r0;
+    for (; r + tr <= r1; r += tr) {
+        const char *w = c->W + (size_t)r * c->rs;
+        for (int64_t t = 0; t < tfull; t += tt)
+            qlm_matmul_tile(c->path, c->type, c->n, w, c->rs, c->act + (size_t)t * c->as, c->as,
+                            c->y + t * c->ldy + r, c->ldy, &tr, &tt);
+    }
+    if (r < r1) matmul_generic(c, r, r1, 0, tfull);
+    if (tfull < c->T) matmul_generic(c, r0, r1, tfull, c->T);
 }
 
 static void matmul_task(void *p, int ith, int nth) {
@@ -92,7 +113,7 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     prep_ctx pc = {wtype, X, (char *)act, as, n, T};
     if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run(pool, prep_task, &pc);
     else prep_task(&pc, 0, 1);
-    prod_ctx c = {f, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y};
+    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y};
     if (parallel) qlm_pool_run(pool, matmul_task, &c);
     else matmul_range(&c, 0, rows);
 }
