@@ -345,15 +345,68 @@ TILE_FN(tile_q8_0_avx512, qlm_block_q8_0, Q80_ROW, Q80_TOK, Q80_PAIR, const __m2
     const __m256i n8 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, av));
 #define Q40_PAIR(r) _mm256_dpbusd_epi32(n8, wq[r], av)
 TILE_FN(tile_q4_0_avx512, qlm_block_q4_0, Q40_ROW, Q40_TOK, Q40_PAIR, const __m256i eight = _mm256_set1_epi8(8);)
+
+// q4_1: as q4_0 without the -8 offset, plus the min term m_w * s_a. The min terms of the 4 tokens
+// sit in the 4 lanes of one __m128 per (row, parity): lane t does exactly the scalar kernel's
+// `sm += m_w * s_a` (separate multiply and add), so the results stay bit-identical.
+QLM_AVX512_TARGET static void tile_q4_1_avx512(int64_t n, const char *w, size_t rs, const char *act, size_t as,
+                                               float *Y, int64_t ldy) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    const qlm_block_q4_1 *wr[TILE_NR];
+    for (int r = 0; r < TILE_NR; r++) wr[r] = (const qlm_block_q4_1 *)(w + r * rs);
+    __m256 acc[TILE_NR][TILE_NT][2];
+    __m128 sm[TILE_NR][2];
+    for (int r = 0; r < TILE_NR; r++) {
+        sm[r][0] = sm[r][1] = _mm_setzero_ps();
+        for (int t = 0; t < TILE_NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+    }
+#define Q41_TILE_BODY(bb, k)                                                                       \
+    {                                                                                              \
+        __m256i wq[TILE_NR];                                                                       \
+        __m256 dw[TILE_NR];                                                                        \
+        for (int r = 0; r < TILE_NR; r++) {                                                        \
+            wq[r] = unpack_nibbles_avx512(wr[r][bb].qs);                                           \
+            dw[r] = bh2f_avx512(&wr[r][bb].d);                                                     \
+        }                                                                                          \
+        const qlm_block_q8a *ab0 = (const qlm_block_q8a *)act + (bb);                              \
+        const qlm_block_q8a *ab1 = (const qlm_block_q8a *)(act + as) + (bb);                       \
+        const qlm_block_q8a *ab2 = (const qlm_block_q8a *)(act + 2 * as) + (bb);                   \
+        const qlm_block_q8a *ab3 = (const qlm_block_q8a *)(act + 3 * as) + (bb);                   \
+        const __m128 sa = _mm_setr_ps(ab0->s, ab1->s, ab2->s, ab3->s);                             \
+        for (int r = 0; r < TILE_NR; r++)                                                          \
+            sm[r][k] = _mm_add_ps(sm[r][k], _mm_mul_ps(_mm256_castps256_ps128(bh2f_avx512(&wr[r][bb].m)), sa)); \
+        for (int t = 0; t < TILE_NT; t++) {                                                        \
+            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (bb);                \
+            const __m256i av = _mm256_loadu_si256((const __m256i *)ab->qs);                        \
+            const __m256 da = _mm256_set1_ps(ab->d);                                               \
+            for (int r = 0; r < TILE_NR; r++) {                                                    \
+                const __m256i is = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq[r], av);         \
+                acc[r][t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(is), acc[r][t][k]); \
+            }                                                                                      \
+        }                                                                                          \
+    }
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) { Q41_TILE_BODY(b, 0) Q41_TILE_BODY(b + 1, 1) }
+    if (b < nb) { Q41_TILE_BODY(b, 0) }
+#undef Q41_TILE_BODY
+    for (int r = 0; r < TILE_NR; r++) {
+        float s0[4], s1[4];
+        _mm_storeu_ps(s0, sm[r][0]);
+        _mm_storeu_ps(s1, sm[r][1]);
+        for (int t = 0; t < TILE_NT; t++)
+            Y[t * ldy + r] = hsum8_avx512(_mm256_add_ps(acc[r][t][0], acc[r][t][1])) + (s0[t] + s1[t]);
+    }
+}
 #endif
 
 int qlm_matmul_tile(int32_t path, int32_t type, int64_t n, const void *w, size_t rs, const void *act, size_t as,
                     float *Y, int64_t ldy, int *nr, int *nt) {
 #if QLM_X86
-    if (path == QLM_PATH_AVX512 && (type == QLM_TYPE_Q8_0 || type == QLM_TYPE_Q4_0)) {
+    if (path == QLM_PATH_AVX512 && (type == QLM_TYPE_Q8_0 || type == QLM_TYPE_Q4_0 || type == QLM_TYPE_Q4_1)) {
         if (Y) {
             if (type == QLM_TYPE_Q8_0) tile_q8_0_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
-            else tile_q4_0_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
+            else if (type == QLM_TYPE_Q4_0) tile_q4_0_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
+            else tile_q4_1_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
         }
         *nr = TILE_NR;
         *nt = TILE_NT;
