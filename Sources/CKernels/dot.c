@@ -242,44 +242,49 @@ QLM_AVX2_TARGET static void dotn_f16_avx2(int64_t n, const void *w, size_t rs, c
         out[r] = s;
     }
 }
-// AVX-512: 16-wide, up to 4 rows share the activation loads; masked tail inside the vector sum.
+// AVX-512: 16-wide, up to 4 rows share the activation loads; two accumulators per row
+// (elements [32i, 32i+16) and [32i+16, 32i+32)), a leftover 16 goes to the first, the masked
+// tail to the second; result = hsum(acc0 + acc1).
 QLM_AVX512_TARGET QLM_INLINE float hsum16_avx512(__m512 v) {
     return hsum8_avx512(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
-QLM_AVX512_TARGET static void dotn_f32_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
-    const float *x = (const float *)act;
-    const float *wr[4];
-    __m512 acc[4];
-    for (int r = 0; r < 4; r++) { wr[r] = (const float *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm512_setzero_ps(); }
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 xv = _mm512_loadu_ps(x + i);
-        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[r] + i), xv, acc[r]); }
-    }
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wr[r] + i), xv, acc[r]); }
-    }
-    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(acc[r]);
+#define FLOAT_KERNEL_AVX512(NAME, WT, LOADW, LOADW_MASKED)                                         \
+QLM_AVX512_TARGET QLM_INLINE void k_##NAME(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    const float *x = (const float *)act;                                                           \
+    const WT *wr[4];                                                                               \
+    __m512 acc[4][2];                                                                              \
+    for (int r = 0; r < 4; r++) {                                                                  \
+        wr[r] = (const WT *)((const char *)w + (r < nr ? r : 0) * rs);                             \
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();                                               \
+    }                                                                                              \
+    int64_t i = 0;                                                                                 \
+    for (; i + 32 <= n; i += 32) {                                                                 \
+        const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);               \
+        for (int r = 0; r < nr; r++) {                                                             \
+            acc[r][0] = _mm512_fmadd_ps(LOADW(wr[r] + i), x0, acc[r][0]);                          \
+            acc[r][1] = _mm512_fmadd_ps(LOADW(wr[r] + i + 16), x1, acc[r][1]);                     \
+        }                                                                                          \
+    }                                                                                              \
+    if (i + 16 <= n) {                                                                             \
+        const __m512 x0 = _mm512_loadu_ps(x + i);                                                  \
+        for (int r = 0; r < nr; r++) acc[r][0] = _mm512_fmadd_ps(LOADW(wr[r] + i), x0, acc[r][0]); \
+        i += 16;                                                                                   \
+    }                                                                                              \
+    if (i < n) {                                                                                   \
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);                                      \
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);                                         \
+        for (int r = 0; r < nr; r++) acc[r][1] = _mm512_fmadd_ps(LOADW_MASKED(m, wr[r] + i), xv, acc[r][1]); \
+    }                                                                                              \
+    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(_mm512_add_ps(acc[r][0], acc[r][1]));      \
 }
-QLM_AVX512_TARGET static void dotn_f16_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
-    const float *x = (const float *)act;
-    const uint16_t *wr[4];
-    __m512 acc[4];
-    for (int r = 0; r < 4; r++) { wr[r] = (const uint16_t *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm512_setzero_ps(); }
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 xv = _mm512_loadu_ps(x + i);
-        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wr[r] + i))), xv, acc[r]); }
-    }
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, wr[r] + i)), xv, acc[r]); }
-    }
-    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(acc[r]);
-}
+#define LOAD_F32(p) _mm512_loadu_ps(p)
+#define LOAD_F32_M(m, p) _mm512_maskz_loadu_ps(m, p)
+#define LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define LOAD_F16_M(m, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p))
+FLOAT_KERNEL_AVX512(f32_avx512, float, LOAD_F32, LOAD_F32_M)
+FLOAT_KERNEL_AVX512(f16_avx512, uint16_t, LOAD_F16, LOAD_F16_M)
+NR_DISPATCH(f32, avx512, QLM_AVX512_TARGET)
+NR_DISPATCH(f16, avx512, QLM_AVX512_TARGET)
 #endif
 
 #if QLM_X86

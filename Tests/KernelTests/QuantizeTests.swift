@@ -18,6 +18,14 @@ final class QuantizeTests: XCTestCase {
         XCTAssertTrue(supportedPaths.contains(qlm_get_path()))
         XCTAssertEqual(qlm_get_path(), qlm_best_path())
         print("paths supported:", supportedPaths.map(pathName), "best:", pathName(qlm_best_path()))
+        // forcing a path works for supported ones and is ignored otherwise
+        for p in supportedPaths { qlm_set_path(p); XCTAssertEqual(qlm_get_path(), p) }
+        qlm_set_path(pScalar)
+        qlm_set_path(99)
+        XCTAssertEqual(qlm_get_path(), pScalar)
+        qlm_set_path(qlm_best_path())
+        XCTAssertEqual(pathName(pAVX512), "avx512")
+        XCTAssertEqual(qlm_path_supported(pScalar), 1)
     }
 
     /// Vectorized quantizers use the same formulas and rounding as the scalar ones, so every
