@@ -66,6 +66,29 @@ final class CRCTests: XCTestCase {
 /// Ops against double-precision loops; relative tolerances a few float ulps times the op's
 /// condition (sums over n: 1e-5 relative to sum of |terms|).
 final class OpsTests: XCTestCase {
+    /// Extremes: large |x| saturate without NaN; masked (-inf) softmax entries become exactly 0.
+    func testOpsExtremes() {
+        for p in supportedPaths {
+            withPath(p) {
+                var g: [Float] = [-100, -20, -5, 0, 5, 20, 100, 1e-30, -1e-30]
+                qlm_gelu_tanh(&g, Int64(g.count))
+                XCTAssertEqual(g[0], 0, accuracy: 1e-30); XCTAssertEqual(g[1], 0, accuracy: 1e-30)
+                XCTAssertEqual(g[3], 0); XCTAssertEqual(g[5], 20); XCTAssertEqual(g[6], 100)
+                XCTAssertEqual(g[4], 5, accuracy: 1e-5)
+                XCTAssertEqual(g[7], 0.5e-30, accuracy: 1e-36)
+                var s: [Float] = [-1000, -100, 0, 100, 1000]
+                qlm_silu_mul(&s, [1, 1, 1, 1, 1], 5)
+                XCTAssertEqual(s.map { $0.isNaN }, [false, false, false, false, false], pathName(p))
+                XCTAssertEqual(s[0], 0, accuracy: 1e-30); XCTAssertEqual(s[2], 0); XCTAssertEqual(s[3], 100); XCTAssertEqual(s[4], 1000)
+                var sm: [Float] = [1, -.infinity, 3, -.infinity, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -.infinity]
+                qlm_softmax(&sm, Int64(sm.count))
+                XCTAssertEqual(sm[1], 0); XCTAssertEqual(sm[3], 0); XCTAssertEqual(sm[17], 0)
+                XCTAssertEqual(sm.reduce(0, +), 1, accuracy: 1e-6)
+                XCTAssertGreaterThan(sm[2], sm[4])
+            }
+        }
+    }
+
     func testOps() {
         var rng = Rng(30)
         for p in supportedPaths {
