@@ -57,6 +57,25 @@ final class QuantizeTests: XCTestCase {
             let ref = withPath(pScalar) { quantize(t, x) }
             for p in supportedPaths { XCTAssertEqual(withPath(p) { quantize(t, x) }, ref) }
         }
+        // Blocks whose scale is a float denormal or near it (1/d overflows): still defined,
+        // identical on every path, codes in range.
+        var rngd = Rng(9)
+        for mag: Float in [0x1p-146, 0x1p-136, 0x1p-128, 0x1p-125, 0x1p-123] {
+            let tiny = (0..<96).map { _ in rngd.uniform() * mag }
+            for t in quantTypes {
+                let ref = withPath(pScalar) { quantize(t, tiny) }
+                let aref = withPath(pScalar) { prepareAct(t, tiny) }
+                for p in supportedPaths {
+                    XCTAssertEqual(withPath(p) { quantize(t, tiny) }, ref, "\(typeName(t)) \(mag) \(pathName(p))")
+                    XCTAssertEqual(withPath(p) { prepareAct(t, tiny) }, aref, "act \(mag) \(pathName(p))")
+                }
+                for b in 0..<3 { for j in 0..<32 { XCTAssertNotEqual(Int8(bitPattern: aref[b * 40 + 8 + j]), -128) } }
+                // the activation scale d = amax/127 is itself denormal (coarse) or 0 here, so only
+                // an absolute bound: ~127 * 2^-149 plus 2% of the block's magnitude
+                let back = decodeAct(t, aref, 96)
+                for i in 0..<96 { XCTAssertEqual(back[i], tiny[i], accuracy: mag * 0.02 + 0x1p-142) }
+            }
+        }
         let q = withPath(pScalar) { quantize(tQ8_0, x) }
         XCTAssertEqual(Int8(bitPattern: q[2 + 1]), -16) // x = -15.5 -> -16
         XCTAssertEqual(Int8(bitPattern: q[2 + 3]), -15) // x = -14.5 -> -15
