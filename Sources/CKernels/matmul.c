@@ -3,7 +3,7 @@
 // qlm_vec_dot(row, activation) bit for bit on the same path.
 #include "qlm_internal.h"
 
-#define QLM_SMALL_PRODUCT 65536 // rows * n below this: single thread
+#define QLM_SMALL_PRODUCT 262144 // rows * n below this: single thread (~10 us of q8_0 work; a pool job costs 1-3 us, more under load)
 
 typedef struct {
     qlm_dotn_fn f;
