@@ -82,10 +82,10 @@ int32_t qlm_active_path(void);
 QLM_INLINE float qlm_roundf(float x) { return roundf(x); }
 
 // Scalar quantizers for one 32-block (used by every path for partial blocks).
-void qlm_quant_block_q8_0(const float *x, qlm_block_q8_0 *b);
-void qlm_quant_block_q4_0(const float *x, qlm_block_q4_0 *b);
-void qlm_quant_block_q4_1(const float *x, qlm_block_q4_1 *b);
-void qlm_quant_block_q8a(const float *x, qlm_block_q8a *b);
+void qlm_quant_block_q8_0(const float *x, void *b);
+void qlm_quant_block_q4_0(const float *x, void *b);
+void qlm_quant_block_q4_1(const float *x, void *b);
+void qlm_quant_block_q8a(const float *x, void *b);
 
 // ---- dots (dot.c) ------------------------------------------------------------------------
 // Dot of nr (1..4) consecutive weight rows (stride `rs` bytes) with one activation row.

@@ -120,7 +120,8 @@ static inline float q8_code(float x, float d) {
 // to [0, 15] first (NaN -> 0) so that a denormal d (id = inf) stays defined. Same result otherwise.
 static inline int8_t q4_code(float v) { return (int8_t)fminf(fmaxf(v, 0.0f), 15.0f); }
 
-void qlm_quant_block_q8_0(const float *x, qlm_block_q8_0 *b) {
+void qlm_quant_block_q8_0(const float *x, void *bv) {
+    qlm_block_q8_0 *b = (qlm_block_q8_0 *)bv;
     float amax = 0.0f;
     for (int j = 0; j < QLM_QK; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
     const float d = amax / 127.0f;
@@ -128,7 +129,8 @@ void qlm_quant_block_q8_0(const float *x, qlm_block_q8_0 *b) {
     for (int j = 0; j < QLM_QK; j++) b->qs[j] = (int8_t)q8_code(x[j], d);
 }
 
-void qlm_quant_block_q4_0(const float *x, qlm_block_q4_0 *b) {
+void qlm_quant_block_q4_0(const float *x, void *bv) {
+    qlm_block_q4_0 *b = (qlm_block_q4_0 *)bv;
     float amax = 0.0f, max = 0.0f;
     for (int j = 0; j < QLM_QK; j++) {
         const float v = x[j];
@@ -144,7 +146,8 @@ void qlm_quant_block_q4_0(const float *x, qlm_block_q4_0 *b) {
     }
 }
 
-void qlm_quant_block_q4_1(const float *x, qlm_block_q4_1 *b) {
+void qlm_quant_block_q4_1(const float *x, void *bv) {
+    qlm_block_q4_1 *b = (qlm_block_q4_1 *)bv;
     float min = x[0], max = x[0];
     for (int j = 1; j < QLM_QK; j++) {
         if (x[j] < min) min = x[j];
@@ -162,7 +165,8 @@ void qlm_quant_block_q4_1(const float *x, qlm_block_q4_1 *b) {
     }
 }
 
-void qlm_quant_block_q8a(const float *x, qlm_block_q8a *b) {
+void qlm_quant_block_q8a(const float *x, void *bv) {
+    qlm_block_q8a *b = (qlm_block_q8a *)bv;
     float amax = 0.0f;
     for (int j = 0; j < QLM_QK; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
     const float d = amax / 127.0f;
@@ -194,7 +198,8 @@ QLM_AVX512_TARGET QLM_INLINE __m512i q4_codes512(__m512 v) {
     return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(15.0f)));
 }
 
-QLM_AVX512_TARGET static void q8_0_block_avx512(const float *x, qlm_block_q8_0 *b) {
+QLM_AVX512_TARGET static void q8_0_block_avx512(const float *x, void *bv) {
+    qlm_block_q8_0 *b = (qlm_block_q8_0 *)bv;
     const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
     const float d = amax / 127.0f;
@@ -204,7 +209,8 @@ QLM_AVX512_TARGET static void q8_0_block_avx512(const float *x, qlm_block_q8_0 *
     _mm_storeu_si128((__m128i *)(b->qs + 16), _mm512_cvtepi32_epi8(q1));
 }
 
-QLM_AVX512_TARGET static void q8a_block_avx512(const float *x, qlm_block_q8a *b) {
+QLM_AVX512_TARGET static void q8a_block_avx512(const float *x, void *bv) {
+    qlm_block_q8a *b = (qlm_block_q8a *)bv;
     const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
     const float d = amax / 127.0f;
@@ -216,7 +222,8 @@ QLM_AVX512_TARGET static void q8a_block_avx512(const float *x, qlm_block_q8a *b)
     b->s = d * (float)sum;
 }
 
-QLM_AVX512_TARGET static void q4_0_block_avx512(const float *x, qlm_block_q4_0 *b) {
+QLM_AVX512_TARGET static void q4_0_block_avx512(const float *x, void *bv) {
+    qlm_block_q4_0 *b = (qlm_block_q4_0 *)bv;
     const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
     const __m512 a0 = _mm512_abs_ps(v0), a1 = _mm512_abs_ps(v1);
     const float amax = _mm512_reduce_max_ps(_mm512_max_ps(a0, a1));
@@ -233,7 +240,8 @@ QLM_AVX512_TARGET static void q4_0_block_avx512(const float *x, qlm_block_q4_0 *
     _mm_storeu_si128((__m128i *)b->qs, _mm512_cvtepi32_epi8(_mm512_or_si512(q0, _mm512_slli_epi32(q1, 4))));
 }
 
-QLM_AVX512_TARGET static void q4_1_block_avx512(const float *x, qlm_block_q4_1 *b) {
+QLM_AVX512_TARGET static void q4_1_block_avx512(const float *x, void *bv) {
+    qlm_block_q4_1 *b = (qlm_block_q4_1 *)bv;
     const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
     const float min = _mm512_reduce_min_ps(_mm512_min_ps(v0, v1)) + 0.0f;
     const float max = _mm512_reduce_max_ps(_mm512_max_ps(v0, v1)) + 0.0f;
@@ -298,7 +306,8 @@ QLM_AVX2_TARGET static float amax_avx2(const float *x) {
     return hmax256(_mm256_max_ps(_mm256_max_ps(abs256(v0), abs256(v1)), _mm256_max_ps(abs256(v2), abs256(v3))));
 }
 
-QLM_AVX2_TARGET static void q8_0_block_avx2(const float *x, qlm_block_q8_0 *b) {
+QLM_AVX2_TARGET static void q8_0_block_avx2(const float *x, void *bv) {
+    qlm_block_q8_0 *b = (qlm_block_q8_0 *)bv;
     const float amax = amax_avx2(x);
     const float d = amax / 127.0f;
     b->d = qlm_f2h(d);
@@ -307,7 +316,8 @@ QLM_AVX2_TARGET static void q8_0_block_avx2(const float *x, qlm_block_q8_0 *b) {
     store_i8x32(b->qs, q[0], q[1], q[2], q[3]);
 }
 
-QLM_AVX2_TARGET static void q8a_block_avx2(const float *x, qlm_block_q8a *b) {
+QLM_AVX2_TARGET static void q8a_block_avx2(const float *x, void *bv) {
+    qlm_block_q8a *b = (qlm_block_q8a *)bv;
     const float amax = amax_avx2(x);
     const float d = amax / 127.0f;
     __m256i q[4];
@@ -321,7 +331,8 @@ QLM_AVX2_TARGET static void q8a_block_avx2(const float *x, qlm_block_q8a *b) {
     b->s = d * (float)_mm_cvtsi128_si32(s4);
 }
 
-QLM_AVX2_TARGET static void q4_0_block_avx2(const float *x, qlm_block_q4_0 *b) {
+QLM_AVX2_TARGET static void q4_0_block_avx2(const float *x, void *bv) {
+    qlm_block_q4_0 *b = (qlm_block_q4_0 *)bv;
     LOAD4(x);
     const __m256 a0 = abs256(v0), a1 = abs256(v1), a2 = abs256(v2), a3 = abs256(v3);
     const float amax = hmax256(_mm256_max_ps(_mm256_max_ps(a0, a1), _mm256_max_ps(a2, a3)));
@@ -341,7 +352,8 @@ QLM_AVX2_TARGET static void q4_0_block_avx2(const float *x, qlm_block_q4_0 *b) {
 #undef Q40
 }
 
-QLM_AVX2_TARGET static void q4_1_block_avx2(const float *x, qlm_block_q4_1 *b) {
+QLM_AVX2_TARGET static void q4_1_block_avx2(const float *x, void *bv) {
+    qlm_block_q4_1 *b = (qlm_block_q4_1 *)bv;
     LOAD4(x);
     const float min = hmin256(_mm256_min_ps(_mm256_min_ps(v0, v1), _mm256_min_ps(v2, v3))) + 0.0f;
     const float max = hmax256(_mm256_max_ps(_mm256_max_ps(v0, v1), _mm256_max_ps(v2, v3))) + 0.0f;
@@ -396,27 +408,27 @@ static block_fn block_quantizer(int32_t type, int32_t path) {
 #if QLM_X86
     if (path == QLM_PATH_AVX512) {
         switch (type) {
-        case QLM_TYPE_Q8_0: return (block_fn)q8_0_block_avx512;
-        case QLM_TYPE_Q4_0: return (block_fn)q4_0_block_avx512;
-        case QLM_TYPE_Q4_1: return (block_fn)q4_1_block_avx512;
-        case -1: return (block_fn)q8a_block_avx512;
+        case QLM_TYPE_Q8_0: return q8_0_block_avx512;
+        case QLM_TYPE_Q4_0: return q4_0_block_avx512;
+        case QLM_TYPE_Q4_1: return q4_1_block_avx512;
+        case -1: return q8a_block_avx512;
         }
     }
     if (path == QLM_PATH_AVX2) {
         switch (type) {
-        case QLM_TYPE_Q8_0: return (block_fn)q8_0_block_avx2;
-        case QLM_TYPE_Q4_0: return (block_fn)q4_0_block_avx2;
-        case QLM_TYPE_Q4_1: return (block_fn)q4_1_block_avx2;
-        case -1: return (block_fn)q8a_block_avx2;
+        case QLM_TYPE_Q8_0: return q8_0_block_avx2;
+        case QLM_TYPE_Q4_0: return q4_0_block_avx2;
+        case QLM_TYPE_Q4_1: return q4_1_block_avx2;
+        case -1: return q8a_block_avx2;
         }
     }
 #endif
     (void)path;
     switch (type) {
-    case QLM_TYPE_Q8_0: return (block_fn)qlm_quant_block_q8_0;
-    case QLM_TYPE_Q4_0: return (block_fn)qlm_quant_block_q4_0;
-    case QLM_TYPE_Q4_1: return (block_fn)qlm_quant_block_q4_1;
-    case -1: return (block_fn)qlm_quant_block_q8a;
+    case QLM_TYPE_Q8_0: return qlm_quant_block_q8_0;
+    case QLM_TYPE_Q4_0: return qlm_quant_block_q4_0;
+    case QLM_TYPE_Q4_1: return qlm_quant_block_q4_1;
+    case -1: return qlm_quant_block_q8a;
     }
     return NULL;
 }
