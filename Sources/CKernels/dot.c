@@ -84,8 +84,10 @@ SCALAR_DOTN(dotn_q4_1_scalar, dot_q4_1_scalar1, qlm_block_q4_1, qlm_block_q8a)
 QLM_AVX2_TARGET QLM_INLINE float hsum8_avx2(__m256 v) { HSUM8_BODY(v) }
 QLM_AVX512_TARGET QLM_INLINE float hsum8_avx512(__m256 v) { HSUM8_BODY(v) }
 
-QLM_AVX2_TARGET QLM_INLINE float h2f_avx2(uint16_t h) { return _cvtsh_ss(h); }
-QLM_AVX512_TARGET QLM_INLINE float h2f_avx512(uint16_t h) { return _cvtsh_ss(h); }
+// fp16 -> float via movd (zero-extending; _cvtsh_ss compiles to vpinsrw into a live register,
+// a false dependency that serialized the Q4_1 min-term chain).
+QLM_AVX2_TARGET QLM_INLINE float h2f_avx2(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+QLM_AVX512_TARGET QLM_INLINE float h2f_avx512(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 // fp16 at p converted and broadcast to 8 lanes (vpbroadcastw + vcvtph2ps).
 QLM_AVX2_TARGET QLM_INLINE __m256 bh2f_avx2(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_set1_epi16((short)*p));
@@ -94,16 +96,13 @@ QLM_AVX512_TARGET QLM_INLINE __m256 bh2f_avx512(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_set1_epi16((short)*p));
 }
 
-QLM_AVX2_TARGET QLM_INLINE __m256i unpack_nibbles_avx2(const uint8_t *qs) {
-    const __m128i x = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
-}
-QLM_AVX512_TARGET QLM_INLINE __m256i unpack_nibbles_avx512(const uint8_t *qs) {
-    const __m128i x = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
-}
+// 16 bytes of nibbles -> 32 codes: low half = low nibbles (elements 0..15), high half = high
+// nibbles (16..31). Broadcast load, shift the upper 128 bits right by 4, mask.
+#define UNPACK_NIBBLES_BODY                                                                        \
+    const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));           \
+    return _mm256_and_si256(_mm256_srlv_epi64(x, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
+QLM_AVX2_TARGET QLM_INLINE __m256i unpack_nibbles_avx2(const uint8_t *qs) { UNPACK_NIBBLES_BODY }
+QLM_AVX512_TARGET QLM_INLINE __m256i unpack_nibbles_avx512(const uint8_t *qs) { UNPACK_NIBBLES_BODY }
 
 // int32 lanes of (u8 x s8) products, lane i = bytes 4i..4i+3.
 QLM_AVX2_TARGET QLM_INLINE __m256i dot_us_avx2(__m256i u, __m256i s) {
@@ -180,9 +179,13 @@ TGT static void dotn_##F##_##P(int64_t n, const void *w, size_t rs, const void *
         for (int r = 0; r < nr; r++) {                                                            \
             PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
             const __m256i is = dot_us_##P(unpack_nibbles_##P(wr[r][bb].qs), av);                  \
-            const __m256 sc = _mm256_mul_ps(bh2f_##P(&wr[r][bb].d), da);                          \
+            /* d and m are adjacent: one 32-bit load, one conversion -> [d, m, 0, 0] */           \
+            uint32_t dm32;                                                                        \
+            memcpy(&dm32, &wr[r][bb].d, 4);                                                       \
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm32));                         \
+            const __m256 sc = _mm256_mul_ps(_mm256_broadcastss_ps(dm), da);                       \
             acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
-            sm[r][k] += h2f_##P(wr[r][bb].m) * sa;                                                \
+            sm[r][k] += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * sa;                                  \
         } }
 #define Q8_0_AVX2(bb, k) Q8_0_BODY(avx2, bb, k)
 #define Q8_0_AVX512(bb, k) Q8_0_BODY(avx512, bb, k)
