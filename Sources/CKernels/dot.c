@@ -84,10 +84,6 @@ SCALAR_DOTN(dotn_q4_1_scalar, dot_q4_1_scalar1, qlm_block_q4_1, qlm_block_q8a)
 QLM_AVX2_TARGET QLM_INLINE float hsum8_avx2(__m256 v) { HSUM8_BODY(v) }
 QLM_AVX512_TARGET QLM_INLINE float hsum8_avx512(__m256 v) { HSUM8_BODY(v) }
 
-// fp16 -> float via movd (zero-extending; _cvtsh_ss compiles to vpinsrw into a live register,
-// a false dependency that serialized the Q4_1 min-term chain).
-QLM_AVX2_TARGET QLM_INLINE float h2f_avx2(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
-QLM_AVX512_TARGET QLM_INLINE float h2f_avx512(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 // fp16 at p converted and broadcast to 8 lanes (vpbroadcastw + vcvtph2ps).
 QLM_AVX2_TARGET QLM_INLINE __m256 bh2f_avx2(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_set1_epi16((short)*p));

@@ -2,6 +2,7 @@
 // Both use the per-path multi-row dot kernels of dot.c, so every output equals
 // qlm_vec_dot(row, activation) bit for bit on the same path.
 #include "qlm_internal.h"
+#include <stdatomic.h>
 
 #define QLM_SMALL_PRODUCT 262144 // rows * n below this: single thread (~10 us of q8_0 work; a pool job costs 1-3 us, more under load)
 
@@ -13,14 +14,17 @@ typedef struct {
     int64_t rows, n, T, ldy;
     const char *act;
     float *y;
+    int64_t chunk;         // rows per work item (multiple of 4)
+    _Atomic int64_t next;  // next work item (threads take items dynamically)
 } prod_ctx;
 
-// Contiguous row range for thread ith, aligned to 4-row groups.
-static void split_rows(int64_t rows, int ith, int nth, int64_t *r0, int64_t *r1) {
-    const int64_t g = (rows + 3) / 4;
-    int64_t a = g * ith / nth * 4, b = g * (ith + 1) / nth * 4;
-    *r0 = a < rows ? a : rows;
-    *r1 = b < rows ? b : rows;
+// Rows are handed out in chunks from an atomic counter, so a thread that starts late (or not at
+// all: qlm_pool_run_dynamic) just takes fewer chunks. Every row is computed by exactly one thread
+// with the same kernel, so results do not depend on the split.
+static int64_t chunk_rows(int64_t rows, int nth) {
+    int64_t c = rows / (8 * (int64_t)nth);
+    if (c < 16) c = 16;
+    return (c + 3) & ~(int64_t)3;
 }
 
 // Rows per kernel call in matvec. Measured (4096x4096, 1 thread, AVX-512): one row at a time
@@ -37,10 +41,13 @@ static void matvec_range(const prod_ctx *c, int64_t r0, int64_t r1) {
 }
 
 static void matvec_task(void *p, int ith, int nth) {
-    const prod_ctx *c = (const prod_ctx *)p;
-    int64_t r0, r1;
-    split_rows(c->rows, ith, nth, &r0, &r1);
-    matvec_range(c, r0, r1);
+    (void)ith; (void)nth;
+    prod_ctx *c = (prod_ctx *)p;
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add(&c->next, 1) * c->chunk;
+        if (r0 >= c->rows) break;
+        matvec_range(c, r0, r0 + c->chunk < c->rows ? r0 + c->chunk : c->rows);
+    }
 }
 
 void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
@@ -49,9 +56,10 @@ void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
     if (!f) return;
     qlm_prepare_act(wtype, x, act, n);
-    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y};
+    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y,
+                  chunk_rows(rows, qlm_pool_size(pool)), 0};
     if (!pool || qlm_pool_size(pool) == 1 || rows * n < QLM_SMALL_PRODUCT || rows < 8) matvec_range(&c, 0, rows);
-    else qlm_pool_run(pool, matvec_task, &c);
+    else qlm_pool_run_dynamic(pool, matvec_task, &c);
 }
 
 // Prefill. With a register tile (AVX-512 q8_0/q4_0): 2 rows x 4 tokens per call, the two weight
@@ -89,10 +97,13 @@ static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
 }
 
 static void matmul_task(void *p, int ith, int nth) {
-    const prod_ctx *c = (const prod_ctx *)p;
-    int64_t r0, r1;
-    split_rows(c->rows, ith, nth, &r0, &r1);
-    matmul_range(c, r0, r1);
+    (void)ith; (void)nth;
+    prod_ctx *c = (prod_ctx *)p;
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add(&c->next, 1) * c->chunk;
+        if (r0 >= c->rows) break;
+        matmul_range(c, r0, r0 + c->chunk < c->rows ? r0 + c->chunk : c->rows);
+    }
 }
 
 typedef struct { int32_t wtype; const float *X; char *act; size_t as; int64_t n, T; } prep_ctx;
@@ -113,7 +124,8 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     prep_ctx pc = {wtype, X, (char *)act, as, n, T};
     if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run(pool, prep_task, &pc);
     else prep_task(&pc, 0, 1);
-    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y};
-    if (parallel) qlm_pool_run(pool, matmul_task, &c);
+    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y,
+                  chunk_rows(rows, qlm_pool_size(pool)), 0};
+    if (parallel) qlm_pool_run_dynamic(pool, matmul_task, &c);
     else matmul_range(&c, 0, rows);
 }

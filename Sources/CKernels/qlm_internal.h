@@ -87,6 +87,12 @@ void qlm_quant_block_q4_0(const float *x, void *b);
 void qlm_quant_block_q4_1(const float *x, void *b);
 void qlm_quant_block_q8a(const float *x, void *b);
 
+// ---- pool (pool.c) -------------------------------------------------------------------------
+// Like qlm_pool_run, but fn may run on fewer threads: workers that have not picked the job up
+// by the time the caller finished its own call skip it. fn must share work dynamically (e.g. an
+// atomic chunk counter in ctx) and not rely on ith. Not reentrant.
+void qlm_pool_run_dynamic(qlm_pool *pool, qlm_task_fn fn, void *ctx);
+
 // ---- dots (dot.c) ------------------------------------------------------------------------
 // Dot of nr (1..4) consecutive weight rows (stride `rs` bytes) with one activation row.
 typedef void (*qlm_dotn_fn)(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);

@@ -100,6 +100,41 @@ final class ProductTests: XCTestCase {
         }
     }
 
+    /// Threaded matvec/matmul hand rows out dynamically, and a worker that starts late skips the
+    /// job; repeat many times (interleaved with static pool jobs) and require the single-thread
+    /// result bit for bit every time.
+    func testThreadedProductsRepeated() {
+        var rng = Rng(13)
+        let pool = qlm_pool_create(2)!
+        defer { qlm_pool_destroy(pool) }
+        let rows = 600, n = 512
+        let (wq, _) = makeWeights(tQ8_0, rows: rows, n: n, rng: &rng)
+        let x = rng.floats(n)
+        var scratch = [UInt8](repeating: 0, count: 4 * qlm_act_row_size(tQ8_0, Int64(n)))
+        var ref = [Float](repeating: 0, count: rows)
+        wq.withUnsafeBytes { qlm_matvec(nil, tQ8_0, $0.baseAddress, Int64(rows), Int64(n), x, &ref, &scratch) }
+        let X = x + x + x + x
+        var refMM = [Float](repeating: 0, count: 4 * rows)
+        wq.withUnsafeBytes { qlm_matmul(nil, tQ8_0, $0.baseAddress, Int64(rows), Int64(n), X, 4, &refMM, Int64(rows), &scratch) }
+        let counter = UnsafeMutablePointer<Int64>.allocate(capacity: 16)
+        counter.initialize(repeating: 0, count: 16)
+        defer { counter.deallocate() }
+        for i in 0..<3000 {
+            var y = [Float](repeating: .nan, count: rows)
+            wq.withUnsafeBytes { qlm_matvec(pool, tQ8_0, $0.baseAddress, Int64(rows), Int64(n), x, &y, &scratch) }
+            if y != ref { XCTFail("matvec differs at iteration \(i)"); break }
+            if i % 10 == 0 {
+                var Y = [Float](repeating: .nan, count: 4 * rows)
+                wq.withUnsafeBytes { qlm_matmul(pool, tQ8_0, $0.baseAddress, Int64(rows), Int64(n), X, 4, &Y, Int64(rows), &scratch) }
+                if Y != refMM { XCTFail("matmul differs at iteration \(i)"); break }
+            }
+            if i % 3 == 0 {
+                qlm_pool_run(pool, { ctx, ith, _ in ctx!.assumingMemoryBound(to: Int64.self)[Int(ith) * 8] += 1 }, counter)
+            }
+        }
+        XCTAssertEqual(counter[0], 1000); XCTAssertEqual(counter[8], 1000) // static jobs run on every thread
+    }
+
     /// matmul must equal vec_dot per (row, token) bit for bit on each path; Y has stride ldy > rows
     /// and the padding columns stay untouched.
     func testMatmul() {
