@@ -106,11 +106,19 @@ static void matmul_task(void *p, int ith, int nth) {
     }
 }
 
-typedef struct { int32_t wtype; const float *X; char *act; size_t as; int64_t n, T; } prep_ctx;
+typedef struct {
+    int32_t wtype; const float *X; char *act; size_t as; int64_t n, T;
+    _Atomic int64_t next; // next group of 4 tokens
+} prep_ctx;
 static void prep_task(void *p, int ith, int nth) {
-    const prep_ctx *c = (const prep_ctx *)p;
-    for (int64_t t = c->T * ith / nth; t < c->T * (ith + 1) / nth; t++)
-        qlm_prepare_act(c->wtype, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
+    (void)ith; (void)nth;
+    prep_ctx *c = (prep_ctx *)p;
+    for (;;) {
+        const int64_t t0 = atomic_fetch_add(&c->next, 1) * 4;
+        if (t0 >= c->T) break;
+        for (int64_t t = t0; t < t0 + 4 && t < c->T; t++)
+            qlm_prepare_act(c->wtype, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
+    }
 }
 
 void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
@@ -121,8 +129,8 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     if (!f) return;
     const size_t as = qlm_act_row_size(wtype, n);
     const int parallel = pool && qlm_pool_size(pool) > 1 && rows * n * T >= QLM_SMALL_PRODUCT && rows >= 8;
-    prep_ctx pc = {wtype, X, (char *)act, as, n, T};
-    if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run(pool, prep_task, &pc);
+    prep_ctx pc = {wtype, X, (char *)act, as, n, T, 0};
+    if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run_dynamic(pool, prep_task, &pc);
     else prep_task(&pc, 0, 1);
     prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y,
                   chunk_rows(rows, qlm_pool_size(pool)), 0};

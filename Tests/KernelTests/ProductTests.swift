@@ -133,6 +133,17 @@ final class ProductTests: XCTestCase {
             }
         }
         XCTAssertEqual(counter[0], 1000); XCTAssertEqual(counter[8], 1000) // static jobs run on every thread
+        // long prefill (T * n >= 64K: activations are prepared on the pool too)
+        let T = 130
+        let XL = rng.floats(T * n)
+        var big = [UInt8](repeating: 0, count: T * qlm_act_row_size(tQ8_0, Int64(n)))
+        var refL = [Float](repeating: 0, count: T * rows)
+        wq.withUnsafeBytes { qlm_matmul(nil, tQ8_0, $0.baseAddress, Int64(rows), Int64(n), XL, Int64(T), &refL, Int64(rows), &big) }
+        for _ in 0..<20 {
+            var Y = [Float](repeating: .nan, count: T * rows)
+            wq.withUnsafeBytes { qlm_matmul(pool, tQ8_0, $0.baseAddress, Int64(rows), Int64(n), XL, Int64(T), &Y, Int64(rows), &big) }
+            XCTAssertEqual(Y, refL)
+        }
     }
 
     /// matmul must equal vec_dot per (row, token) bit for bit on each path; Y has stride ldy > rows
