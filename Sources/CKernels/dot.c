@@ -401,6 +401,44 @@ QLM_AVX512_TARGET static void tile_q4_1_avx512(int64_t n, const char *w, size_t 
             Y[t * ldy + r] = hsum8_avx512(_mm256_add_ps(acc[r][t][0], acc[r][t][1])) + (s0[t] + s1[t]);
     }
 }
+
+// AVX2 tiles: 1 weight row x 4 tokens (16 ymm registers: 8 accumulators + row state). The
+// integer lanes are those of k_q8_0_avx2 / k_q4_0_avx2 (sign trick / -8*sum(a) offset), so the
+// results are bit-identical to the AVX2 dot kernel.
+#define TILE2_NT 4
+#define TILE2_BODY(PREP_ROW, PREP_TOK, PAIR, bb, k)                                               \
+    {                                                                                              \
+        PREP_ROW(bb)                                                                               \
+        const __m256 dw = bh2f_avx2(&wr[bb].d);                                                    \
+        for (int t = 0; t < TILE2_NT; t++) {                                                       \
+            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (bb);                \
+            const __m256i av = _mm256_loadu_si256((const __m256i *)ab->qs);                        \
+            const __m256i is = PAIR;                                                               \
+            acc[t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(ab->d)), _mm256_cvtepi32_ps(is), acc[t][k]); \
+        }                                                                                          \
+    }
+#define TILE2_FN(NAME, WT, PREP_ROW, PAIR)                                                         \
+QLM_AVX2_TARGET static void NAME(int64_t n, const char *w, const char *act, size_t as, float *Y, int64_t ldy) { \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const WT *wr = (const WT *)w;                                                                  \
+    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);                        \
+    (void)eight;                                                                                   \
+    __m256 acc[TILE2_NT][2];                                                                       \
+    for (int t = 0; t < TILE2_NT; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();                \
+    int64_t b = 0;                                                                                 \
+    for (; b + 1 < nb; b += 2) { TILE2_BODY(PREP_ROW, , PAIR, b, 0) TILE2_BODY(PREP_ROW, , PAIR, b + 1, 1) } \
+    if (b < nb) { TILE2_BODY(PREP_ROW, , PAIR, b, 0) }                                             \
+    for (int t = 0; t < TILE2_NT; t++) Y[t * ldy] = hsum8_avx2(_mm256_add_ps(acc[t][0], acc[t][1])); \
+}
+#define Q80_ROW2(bb)                                                                               \
+    const __m256i wq = _mm256_loadu_si256((const __m256i *)wr[bb].qs);                             \
+    const __m256i wa = _mm256_abs_epi8(wq);
+#define Q80_PAIR2 _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(av, wq)), ones)
+TILE2_FN(tile_q8_0_avx2, qlm_block_q8_0, Q80_ROW2, Q80_PAIR2)
+#define Q40_ROW2(bb) const __m256i wq = unpack_nibbles_avx2(wr[bb].qs);
+#define Q40_PAIR2 _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wq, av), ones), \
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(eight, av), ones))
+TILE2_FN(tile_q4_0_avx2, qlm_block_q4_0, Q40_ROW2, Q40_PAIR2)
 #endif
 
 int qlm_matmul_tile(int32_t path, int32_t type, int64_t n, const void *w, size_t rs, const void *act, size_t as,
@@ -414,6 +452,16 @@ int qlm_matmul_tile(int32_t path, int32_t type, int64_t n, const void *w, size_t
         }
         *nr = TILE_NR;
         *nt = TILE_NT;
+        return 1;
+    }
+    if (path == QLM_PATH_AVX2 && (type == QLM_TYPE_Q8_0 || type == QLM_TYPE_Q4_0)) {
+        if (Y) {
+            if (type == QLM_TYPE_Q8_0) tile_q8_0_avx2(n, (const char *)w, (const char *)act, as, Y, ldy);
+            else tile_q4_0_avx2(n, (const char *)w, (const char *)act, as, Y, ldy);
+        }
+        (void)rs;
+        *nr = 1;
+        *nt = TILE2_NT;
         return 1;
     }
 #endif
