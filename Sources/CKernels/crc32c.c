@@ -108,9 +108,8 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t c, const uint8
 }
 #endif
 
-// Raw (unconditioned) CRC update using the best implementation; exposed for tests as
-// qlm_crc32c_sw via the header-less symbol below.
-uint32_t qlm_crc32c_table(uint32_t crc, const void *data, size_t n) {
+// Table implementation (scalar path, and CPUs without SSE4.2).
+static uint32_t qlm_crc32c_table(uint32_t crc, const void *data, size_t n) {
     return ~crc_sw(~crc, (const uint8_t *)data, n);
 }
 

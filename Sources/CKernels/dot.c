@@ -4,8 +4,8 @@
 // sum += (d_w * d_a) * isum (Q4_1: plus m_w * s_a, kept in a separate scalar sum).
 //  - scalar: one float accumulator, block order.
 //  - AVX2 / AVX-512: the block's isum is kept as 8 int32 lanes (lane i = elements 4i..4i+3),
-//    each lane accumulated in float with FMA; the 8 lanes are summed at the end in a fixed
-//    order. AVX2 builds the lanes with maddubs+madd, AVX-512 with VNNI dpbusd; the lanes are the
+//    each lane accumulated in float with FMA (even and odd blocks in two accumulators); the
+//    lanes are summed at the end in a fixed order. AVX2 builds the lanes with maddubs+madd, AVX-512 with VNNI dpbusd; the lanes are the
 //    same integers, so both paths give identical results.
 // Multi-row kernels (nr rows sharing the activation loads) do exactly the per-row arithmetic
 // of the single-row kernel, so matvec/matmul results are bit-identical to qlm_vec_dot.
@@ -84,19 +84,21 @@ SCALAR_DOTN(dotn_q4_1_scalar, dot_q4_1_scalar1, qlm_block_q4_1, qlm_block_q8a)
 QLM_AVX2_TARGET QLM_INLINE float hsum8_avx2(__m256 v) { HSUM8_BODY(v) }
 QLM_AVX512_TARGET QLM_INLINE float hsum8_avx512(__m256 v) { HSUM8_BODY(v) }
 
-QLM_AVX2_TARGET QLM_INLINE float h2f_avx2(uint16_t h) { return _cvtsh_ss(h); }
-QLM_AVX512_TARGET QLM_INLINE float h2f_avx512(uint16_t h) { return _cvtsh_ss(h); }
+// fp16 at p converted and broadcast to 8 lanes (vpbroadcastw + vcvtph2ps).
+QLM_AVX2_TARGET QLM_INLINE __m256 bh2f_avx2(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)*p));
+}
+QLM_AVX512_TARGET QLM_INLINE __m256 bh2f_avx512(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_set1_epi16((short)*p));
+}
 
-QLM_AVX2_TARGET QLM_INLINE __m256i unpack_nibbles_avx2(const uint8_t *qs) {
-    const __m128i x = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
-}
-QLM_AVX512_TARGET QLM_INLINE __m256i unpack_nibbles_avx512(const uint8_t *qs) {
-    const __m128i x = _mm_loadu_si128((const __m128i *)qs);
-    const __m128i m = _mm_set1_epi8(0x0F);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(x, 4), m), _mm_and_si128(x, m));
-}
+// 16 bytes of nibbles -> 32 codes: low half = low nibbles (elements 0..15), high half = high
+// nibbles (16..31). Broadcast load, shift the upper 128 bits right by 4, mask.
+#define UNPACK_NIBBLES_BODY                                                                        \
+    const __m256i x = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));           \
+    return _mm256_and_si256(_mm256_srlv_epi64(x, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0F));
+QLM_AVX2_TARGET QLM_INLINE __m256i unpack_nibbles_avx2(const uint8_t *qs) { UNPACK_NIBBLES_BODY }
+QLM_AVX512_TARGET QLM_INLINE __m256i unpack_nibbles_avx512(const uint8_t *qs) { UNPACK_NIBBLES_BODY }
 
 // int32 lanes of (u8 x s8) products, lane i = bytes 4i..4i+3.
 QLM_AVX2_TARGET QLM_INLINE __m256i dot_us_avx2(__m256i u, __m256i s) {
@@ -106,75 +108,105 @@ QLM_AVX512_TARGET QLM_INLINE __m256i dot_us_avx512(__m256i u, __m256i s) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
 }
 
+#ifndef QLM_PF_DIST
+#define QLM_PF_DIST 512
+#endif
 #define PF(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
-// ---- quantized kernels, stamped for both paths ----------------------------------------------
-#define QUANT_KERNELS(P, TGT)                                                                     \
-TGT static void dotn_q8_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
-    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
-    const qlm_block_q8_0 *wr[4];                                                                  \
-    __m256 acc[4];                                                                                \
-    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q8_0 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
-    for (int64_t b = 0; b < nb; b++) {                                                            \
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
-        const float da = a[b].d;                                                                  \
-        for (int r = 0; r < 4; r++) {                                                             \
-            if (r >= nr) break;                                                                   \
-            PF((const char *)(wr[r] + b) + 512);                                                  \
-            const __m256i wv = _mm256_loadu_si256((const __m256i *)wr[r][b].qs);                  \
-            const __m256i is = dot_us_##P(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));         \
-            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
-        }                                                                                         \
+// Specialize the kernels on a constant row count (no per-row branches in the block loop).
+#define NR_DISPATCH(F, P, TGT)                                                                        \
+TGT static void dotn_##F##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+    switch (nr) {                                                                                 \
+    case 4: k_##F##_##P(n, w, rs, act, out, 4); break;                                            \
+    case 3: k_##F##_##P(n, w, rs, act, out, 3); break;                                            \
+    case 2: k_##F##_##P(n, w, rs, act, out, 2); break;                                            \
+    default: k_##F##_##P(n, w, rs, act, out, 1); break;                                           \
     }                                                                                             \
-    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]);                                      \
-}                                                                                                 \
-TGT static void dotn_q4_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
-    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
-    const qlm_block_q4_0 *wr[4];                                                                  \
-    __m256 acc[4];                                                                                \
-    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q4_0 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
-    const __m256i eight = _mm256_set1_epi8(8);                                                    \
-    for (int64_t b = 0; b < nb; b++) {                                                            \
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
-        const __m256i s8 = dot_us_##P(eight, av); /* 8 * sum(a) per lane */                       \
-        const float da = a[b].d;                                                                  \
-        for (int r = 0; r < 4; r++) {                                                             \
-            if (r >= nr) break;                                                                   \
-            PF((const char *)(wr[r] + b) + 512);                                                  \
-            const __m256i is = _mm256_sub_epi32(dot_us_##P(unpack_nibbles_##P(wr[r][b].qs), av), s8); \
-            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
-        }                                                                                         \
-    }                                                                                             \
-    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]);                                      \
-}                                                                                                 \
-TGT static void dotn_q4_1_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
-    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
-    const qlm_block_q4_1 *wr[4];                                                                  \
-    __m256 acc[4];                                                                                \
-    float sm[4] = {0, 0, 0, 0};                                                                   \
-    for (int r = 0; r < 4; r++) { wr[r] = (const qlm_block_q4_1 *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm256_setzero_ps(); } \
-    for (int64_t b = 0; b < nb; b++) {                                                            \
-        const __m256i av = _mm256_loadu_si256((const __m256i *)a[b].qs);                          \
-        const float da = a[b].d, sa = a[b].s;                                                     \
-        for (int r = 0; r < 4; r++) {                                                             \
-            if (r >= nr) break;                                                                   \
-            PF((const char *)(wr[r] + b) + 512);                                                  \
-            const __m256i is = dot_us_##P(unpack_nibbles_##P(wr[r][b].qs), av);                   \
-            const float sc = h2f_##P(wr[r][b].d) * da;                                            \
-            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(sc), _mm256_cvtepi32_ps(is), acc[r]);         \
-            sm[r] += h2f_##P(wr[r][b].m) * sa;                                                    \
-        }                                                                                         \
-    }                                                                                             \
-    for (int r = 0; r < nr; r++) out[r] = hsum8_##P(acc[r]) + sm[r];                              \
 }
 
-QUANT_KERNELS(avx2, QLM_AVX2_TARGET)
-QUANT_KERNELS(avx512, QLM_AVX512_TARGET)
+// ---- quantized kernels, stamped for both paths ----------------------------------------------
+// Each row keeps two float accumulators: even blocks go to acc0, odd blocks to acc1 (two
+// independent FMA chains, so a single streaming row is not bound by FMA latency); the row's
+// result is hsum8(acc0 + acc1) (+ sm0 + sm1 for Q4_1). Up to 4 rows share the activation loads.
+#define QK_BEGIN(T)                                                                               \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;                                          \
+    const T *wr[4];                                                                               \
+    __m256 acc[4][2];                                                                             \
+    float sm[4][2] = {{0, 0}, {0, 0}, {0, 0}, {0, 0}};                                            \
+    (void)sm;                                                                                     \
+    for (int r = 0; r < 4; r++) {                                                                 \
+        wr[r] = (const T *)((const char *)w + (r < nr ? r : 0) * rs);                             \
+        acc[r][0] = _mm256_setzero_ps(); acc[r][1] = _mm256_setzero_ps();                         \
+    }
+// Block loop unrolled by two so the accumulator index is a constant (registers, not stack).
+#define QK_LOOP(BODY)                                                                             \
+    int64_t b = 0;                                                                                \
+    for (; b + 1 < nb; b += 2) { BODY(b, 0) BODY(b + 1, 1) }                                      \
+    if (b < nb) { BODY(b, 0) }
+#define QK_END(P)                                                                                 \
+    for (int r = 0; r < nr; r++)                                                                  \
+        out[r] = hsum8_##P(_mm256_add_ps(acc[r][0], acc[r][1])) + (sm[r][0] + sm[r][1]);
+
+#define Q8_0_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)wr[r][bb].qs);                 \
+            const __m256i is = dot_us_##P(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));         \
+            const __m256 sc = _mm256_mul_ps(bh2f_##P(&wr[r][bb].d), da);                          \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+        } }
+#define Q4_0_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256i s8 = dot_us_##P(eight, av); /* 8 * sum(a) per lane */                       \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i is = _mm256_sub_epi32(dot_us_##P(unpack_nibbles_##P(wr[r][bb].qs), av), s8); \
+            const __m256 sc = _mm256_mul_ps(bh2f_##P(&wr[r][bb].d), da);                          \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+        } }
+#define Q4_1_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        const float sa = a[bb].s;                                                                 \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i is = dot_us_##P(unpack_nibbles_##P(wr[r][bb].qs), av);                  \
+            /* d and m are adjacent: one 32-bit load, one conversion -> [d, m, 0, 0] */           \
+            uint32_t dm32;                                                                        \
+            memcpy(&dm32, &wr[r][bb].d, 4);                                                       \
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm32));                         \
+            const __m256 sc = _mm256_mul_ps(_mm256_broadcastss_ps(dm), da);                       \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+            sm[r][k] += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * sa;                                  \
+        } }
+#define Q8_0_AVX2(bb, k) Q8_0_BODY(avx2, bb, k)
+#define Q8_0_AVX512(bb, k) Q8_0_BODY(avx512, bb, k)
+#define Q4_0_AVX2(bb, k) Q4_0_BODY(avx2, bb, k)
+#define Q4_0_AVX512(bb, k) Q4_0_BODY(avx512, bb, k)
+#define Q4_1_AVX2(bb, k) Q4_1_BODY(avx2, bb, k)
+#define Q4_1_AVX512(bb, k) Q4_1_BODY(avx512, bb, k)
+
+#define QUANT_KERNELS(P, PU, TGT)                                                                 \
+TGT QLM_INLINE void k_q8_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    QK_BEGIN(qlm_block_q8_0) QK_LOOP(Q8_0_##PU) QK_END(P)                                         \
+}                                                                                                 \
+TGT QLM_INLINE void k_q4_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    const __m256i eight = _mm256_set1_epi8(8);                                                    \
+    QK_BEGIN(qlm_block_q4_0) QK_LOOP(Q4_0_##PU) QK_END(P)                                         \
+}                                                                                                 \
+TGT QLM_INLINE void k_q4_1_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    QK_BEGIN(qlm_block_q4_1) QK_LOOP(Q4_1_##PU) QK_END(P)                                         \
+}                                                                                                 \
+NR_DISPATCH(q8_0, P, TGT)                                                                         \
+NR_DISPATCH(q4_0, P, TGT)                                                                         \
+NR_DISPATCH(q4_1, P, TGT)
+
+QUANT_KERNELS(avx2, AVX2, QLM_AVX2_TARGET)
+QUANT_KERNELS(avx512, AVX512, QLM_AVX512_TARGET)
 
 // ---- float kernels -----------------------------------------------------------------------
 // AVX2: two 8-wide accumulators per row over 16-element steps, scalar tail added after the
@@ -209,45 +241,233 @@ QLM_AVX2_TARGET static void dotn_f16_avx2(int64_t n, const void *w, size_t rs, c
         out[r] = s;
     }
 }
-// AVX-512: 16-wide, up to 4 rows share the activation loads; masked tail inside the vector sum.
+// AVX-512: 16-wide, up to 4 rows share the activation loads; two accumulators per row
+// (elements [32i, 32i+16) and [32i+16, 32i+32)), a leftover 16 goes to the first, the masked
+// tail to the second; result = hsum(acc0 + acc1).
 QLM_AVX512_TARGET QLM_INLINE float hsum16_avx512(__m512 v) {
     return hsum8_avx512(_mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1)));
 }
-QLM_AVX512_TARGET static void dotn_f32_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
-    const float *x = (const float *)act;
-    const float *wr[4];
-    __m512 acc[4];
-    for (int r = 0; r < 4; r++) { wr[r] = (const float *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm512_setzero_ps(); }
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 xv = _mm512_loadu_ps(x + i);
-        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_loadu_ps(wr[r] + i), xv, acc[r]); }
-    }
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, wr[r] + i), xv, acc[r]); }
-    }
-    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(acc[r]);
+#define FLOAT_KERNEL_AVX512(NAME, WT, LOADW, LOADW_MASKED)                                         \
+QLM_AVX512_TARGET QLM_INLINE void k_##NAME(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    const float *x = (const float *)act;                                                           \
+    const WT *wr[4];                                                                               \
+    __m512 acc[4][2];                                                                              \
+    for (int r = 0; r < 4; r++) {                                                                  \
+        wr[r] = (const WT *)((const char *)w + (r < nr ? r : 0) * rs);                             \
+        acc[r][0] = acc[r][1] = _mm512_setzero_ps();                                               \
+    }                                                                                              \
+    int64_t i = 0;                                                                                 \
+    for (; i + 32 <= n; i += 32) {                                                                 \
+        const __m512 x0 = _mm512_loadu_ps(x + i), x1 = _mm512_loadu_ps(x + i + 16);               \
+        for (int r = 0; r < nr; r++) {                                                             \
+            acc[r][0] = _mm512_fmadd_ps(LOADW(wr[r] + i), x0, acc[r][0]);                          \
+            acc[r][1] = _mm512_fmadd_ps(LOADW(wr[r] + i + 16), x1, acc[r][1]);                     \
+        }                                                                                          \
+    }                                                                                              \
+    if (i + 16 <= n) {                                                                             \
+        const __m512 x0 = _mm512_loadu_ps(x + i);                                                  \
+        for (int r = 0; r < nr; r++) acc[r][0] = _mm512_fmadd_ps(LOADW(wr[r] + i), x0, acc[r][0]); \
+        i += 16;                                                                                   \
+    }                                                                                              \
+    if (i < n) {                                                                                   \
+        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);                                      \
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);                                         \
+        for (int r = 0; r < nr; r++) acc[r][1] = _mm512_fmadd_ps(LOADW_MASKED(m, wr[r] + i), xv, acc[r][1]); \
+    }                                                                                              \
+    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(_mm512_add_ps(acc[r][0], acc[r][1]));      \
 }
-QLM_AVX512_TARGET static void dotn_f16_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
-    const float *x = (const float *)act;
-    const uint16_t *wr[4];
-    __m512 acc[4];
-    for (int r = 0; r < 4; r++) { wr[r] = (const uint16_t *)((const char *)w + (r < nr ? r : 0) * rs); acc[r] = _mm512_setzero_ps(); }
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        const __m512 xv = _mm512_loadu_ps(x + i);
-        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wr[r] + i))), xv, acc[r]); }
-    }
-    if (i < n) {
-        const __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i);
-        for (int r = 0; r < 4; r++) { if (r >= nr) break; acc[r] = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, wr[r] + i)), xv, acc[r]); }
-    }
-    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(acc[r]);
-}
+#define LOAD_F32(p) _mm512_loadu_ps(p)
+#define LOAD_F32_M(m, p) _mm512_maskz_loadu_ps(m, p)
+#define LOAD_F16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define LOAD_F16_M(m, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p))
+FLOAT_KERNEL_AVX512(f32_avx512, float, LOAD_F32, LOAD_F32_M)
+FLOAT_KERNEL_AVX512(f16_avx512, uint16_t, LOAD_F16, LOAD_F16_M)
+NR_DISPATCH(f32, avx512, QLM_AVX512_TARGET)
+NR_DISPATCH(f16, avx512, QLM_AVX512_TARGET)
 #endif
+
+#if QLM_X86
+// ---- AVX-512 register tiles for prefill: 2 weight rows x 4 tokens ---------------------------
+// Per block the integer lanes are the same integers as in k_q8_0/k_q4_0 (exact), the scale is
+// the same vector product bh2f(d_w) * set1(d_a), and the FMA goes into the same even/odd
+// accumulator, so each output is bit-identical to the dot kernel's. What changes is the reuse:
+// weight work (load, sign correction, scale) is done once per row and shared by 4 tokens, and
+// activation work once per token and shared by 2 rows.
+//  q8_0: a is made unsigned (a ^ 0x80 = a + 128) and the row's 128 * sum(w) lanes are
+//        subtracted up front: dpbusd(-128*sum(w), a + 128, w) = sum(a * w) per lane.
+//  q4_0: dpbusd(-8*sum(a), q, a) = sum((q - 8) * a) per lane.
+#define TILE_NR 2
+#define TILE_NT 4
+#define TILE_BODY(PREP_ROW, PREP_TOK, PAIR, bb, k)                                                \
+    {                                                                                              \
+        __m256i wq[TILE_NR], wc[TILE_NR];                                                          \
+        __m256 dw[TILE_NR];                                                                        \
+        for (int r = 0; r < TILE_NR; r++) { PREP_ROW(r, bb) }                                     \
+        for (int t = 0; t < TILE_NT; t++) {                                                        \
+            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (bb);                \
+            PREP_TOK(ab)                                                                           \
+            const __m256 da = _mm256_set1_ps(ab->d);                                               \
+            for (int r = 0; r < TILE_NR; r++) {                                                    \
+                const __m256i is = PAIR(r);                                                        \
+                acc[r][t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(is), acc[r][t][k]); \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+#define TILE_FN(NAME, WT, PREP_ROW, PREP_TOK, PAIR, SETUP)                                         \
+QLM_AVX512_TARGET static void NAME(int64_t n, const char *w, size_t rs, const char *act, size_t as,  \
+                                   float *Y, int64_t ldy) {                                        \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const WT *wr[TILE_NR];                                                                         \
+    for (int r = 0; r < TILE_NR; r++) wr[r] = (const WT *)(w + r * rs);                            \
+    __m256 acc[TILE_NR][TILE_NT][2];                                                               \
+    for (int r = 0; r < TILE_NR; r++)                                                              \
+        for (int t = 0; t < TILE_NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();       \
+    SETUP                                                                                          \
+    int64_t b = 0;                                                                                 \
+    for (; b + 1 < nb; b += 2) { TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b, 0) TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b + 1, 1) } \
+    if (b < nb) { TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b, 0) }                                      \
+    for (int t = 0; t < TILE_NT; t++)                                                              \
+        for (int r = 0; r < TILE_NR; r++)                                                          \
+            Y[t * ldy + r] = hsum8_avx512(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));              \
+}
+
+#define Q80_ROW(r, bb)                                                                             \
+    wq[r] = _mm256_loadu_si256((const __m256i *)wr[r][bb].qs);                                     \
+    wc[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), c80, wq[r])); \
+    dw[r] = bh2f_avx512(&wr[r][bb].d);
+#define Q80_TOK(ab) const __m256i au = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(ab)->qs), c80);
+#define Q80_PAIR(r) _mm256_dpbusd_epi32(wc[r], au, wq[r])
+TILE_FN(tile_q8_0_avx512, qlm_block_q8_0, Q80_ROW, Q80_TOK, Q80_PAIR, const __m256i c80 = _mm256_set1_epi8((char)0x80);)
+
+#define Q40_ROW(r, bb)                                                                             \
+    wq[r] = unpack_nibbles_avx512(wr[r][bb].qs);                                                   \
+    (void)wc;                                                                                      \
+    dw[r] = bh2f_avx512(&wr[r][bb].d);
+#define Q40_TOK(ab)                                                                                \
+    const __m256i av = _mm256_loadu_si256((const __m256i *)(ab)->qs);                              \
+    const __m256i n8 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, av));
+#define Q40_PAIR(r) _mm256_dpbusd_epi32(n8, wq[r], av)
+TILE_FN(tile_q4_0_avx512, qlm_block_q4_0, Q40_ROW, Q40_TOK, Q40_PAIR, const __m256i eight = _mm256_set1_epi8(8);)
+
+// q4_1: as q4_0 without the -8 offset, plus the min term m_w * s_a. The min terms of the 4 tokens
+// sit in the 4 lanes of one __m128 per (row, parity): lane t does exactly the scalar kernel's
+// `sm += m_w * s_a` (separate multiply and add), so the results stay bit-identical.
+QLM_AVX512_TARGET static void tile_q4_1_avx512(int64_t n, const char *w, size_t rs, const char *act, size_t as,
+                                               float *Y, int64_t ldy) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    const qlm_block_q4_1 *wr[TILE_NR];
+    for (int r = 0; r < TILE_NR; r++) wr[r] = (const qlm_block_q4_1 *)(w + r * rs);
+    __m256 acc[TILE_NR][TILE_NT][2];
+    __m128 sm[TILE_NR][2];
+    for (int r = 0; r < TILE_NR; r++) {
+        sm[r][0] = sm[r][1] = _mm_setzero_ps();
+        for (int t = 0; t < TILE_NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();
+    }
+#define Q41_TILE_BODY(bb, k)                                                                       \
+    {                                                                                              \
+        __m256i wq[TILE_NR];                                                                       \
+        __m256 dw[TILE_NR];                                                                        \
+        for (int r = 0; r < TILE_NR; r++) {                                                        \
+            wq[r] = unpack_nibbles_avx512(wr[r][bb].qs);                                           \
+            dw[r] = bh2f_avx512(&wr[r][bb].d);                                                     \
+        }                                                                                          \
+        const qlm_block_q8a *ab0 = (const qlm_block_q8a *)act + (bb);                              \
+        const qlm_block_q8a *ab1 = (const qlm_block_q8a *)(act + as) + (bb);                       \
+        const qlm_block_q8a *ab2 = (const qlm_block_q8a *)(act + 2 * as) + (bb);                   \
+        const qlm_block_q8a *ab3 = (const qlm_block_q8a *)(act + 3 * as) + (bb);                   \
+        const __m128 sa = _mm_setr_ps(ab0->s, ab1->s, ab2->s, ab3->s);                             \
+        for (int r = 0; r < TILE_NR; r++)                                                          \
+            sm[r][k] = _mm_add_ps(sm[r][k], _mm_mul_ps(_mm256_castps256_ps128(bh2f_avx512(&wr[r][bb].m)), sa)); \
+        for (int t = 0; t < TILE_NT; t++) {                                                        \
+            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (bb);                \
+            const __m256i av = _mm256_loadu_si256((const __m256i *)ab->qs);                        \
+            const __m256 da = _mm256_set1_ps(ab->d);                                               \
+            for (int r = 0; r < TILE_NR; r++) {                                                    \
+                const __m256i is = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq[r], av);         \
+                acc[r][t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(is), acc[r][t][k]); \
+            }                                                                                      \
+        }                                                                                          \
+    }
+    int64_t b = 0;
+    for (; b + 1 < nb; b += 2) { Q41_TILE_BODY(b, 0) Q41_TILE_BODY(b + 1, 1) }
+    if (b < nb) { Q41_TILE_BODY(b, 0) }
+#undef Q41_TILE_BODY
+    for (int r = 0; r < TILE_NR; r++) {
+        float s0[4], s1[4];
+        _mm_storeu_ps(s0, sm[r][0]);
+        _mm_storeu_ps(s1, sm[r][1]);
+        for (int t = 0; t < TILE_NT; t++)
+            Y[t * ldy + r] = hsum8_avx512(_mm256_add_ps(acc[r][t][0], acc[r][t][1])) + (s0[t] + s1[t]);
+    }
+}
+
+// AVX2 tiles: 1 weight row x 4 tokens (16 ymm registers: 8 accumulators + row state). The
+// integer lanes are those of k_q8_0_avx2 / k_q4_0_avx2 (sign trick / -8*sum(a) offset), so the
+// results are bit-identical to the AVX2 dot kernel.
+#define TILE2_NT 4
+#define TILE2_BODY(PREP_ROW, PREP_TOK, PAIR, bb, k)                                               \
+    {                                                                                              \
+        PREP_ROW(bb)                                                                               \
+        const __m256 dw = bh2f_avx2(&wr[bb].d);                                                    \
+        for (int t = 0; t < TILE2_NT; t++) {                                                       \
+            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (bb);                \
+            const __m256i av = _mm256_loadu_si256((const __m256i *)ab->qs);                        \
+            const __m256i is = PAIR;                                                               \
+            acc[t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(ab->d)), _mm256_cvtepi32_ps(is), acc[t][k]); \
+        }                                                                                          \
+    }
+#define TILE2_FN(NAME, WT, PREP_ROW, PAIR)                                                         \
+QLM_AVX2_TARGET static void NAME(int64_t n, const char *w, const char *act, size_t as, float *Y, int64_t ldy) { \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const WT *wr = (const WT *)w;                                                                  \
+    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);                        \
+    (void)eight;                                                                                   \
+    __m256 acc[TILE2_NT][2];                                                                       \
+    for (int t = 0; t < TILE2_NT; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();                \
+    int64_t b = 0;                                                                                 \
+    for (; b + 1 < nb; b += 2) { TILE2_BODY(PREP_ROW, , PAIR, b, 0) TILE2_BODY(PREP_ROW, , PAIR, b + 1, 1) } \
+    if (b < nb) { TILE2_BODY(PREP_ROW, , PAIR, b, 0) }                                             \
+    for (int t = 0; t < TILE2_NT; t++) Y[t * ldy] = hsum8_avx2(_mm256_add_ps(acc[t][0], acc[t][1])); \
+}
+#define Q80_ROW2(bb)                                                                               \
+    const __m256i wq = _mm256_loadu_si256((const __m256i *)wr[bb].qs);                             \
+    const __m256i wa = _mm256_abs_epi8(wq);
+#define Q80_PAIR2 _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(av, wq)), ones)
+TILE2_FN(tile_q8_0_avx2, qlm_block_q8_0, Q80_ROW2, Q80_PAIR2)
+#define Q40_ROW2(bb) const __m256i wq = unpack_nibbles_avx2(wr[bb].qs);
+#define Q40_PAIR2 _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wq, av), ones), \
+                                   _mm256_madd_epi16(_mm256_maddubs_epi16(eight, av), ones))
+TILE2_FN(tile_q4_0_avx2, qlm_block_q4_0, Q40_ROW2, Q40_PAIR2)
+#endif
+
+int qlm_matmul_tile(int32_t path, int32_t type, int64_t n, const void *w, size_t rs, const void *act, size_t as,
+                    float *Y, int64_t ldy, int *nr, int *nt) {
+#if QLM_X86
+    if (path == QLM_PATH_AVX512 && (type == QLM_TYPE_Q8_0 || type == QLM_TYPE_Q4_0 || type == QLM_TYPE_Q4_1)) {
+        if (Y) {
+            if (type == QLM_TYPE_Q8_0) tile_q8_0_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
+            else if (type == QLM_TYPE_Q4_0) tile_q4_0_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
+            else tile_q4_1_avx512(n, (const char *)w, rs, (const char *)act, as, Y, ldy);
+        }
+        *nr = TILE_NR;
+        *nt = TILE_NT;
+        return 1;
+    }
+    if (path == QLM_PATH_AVX2 && (type == QLM_TYPE_Q8_0 || type == QLM_TYPE_Q4_0)) {
+        if (Y) {
+            if (type == QLM_TYPE_Q8_0) tile_q8_0_avx2(n, (const char *)w, (const char *)act, as, Y, ldy);
+            else tile_q4_0_avx2(n, (const char *)w, (const char *)act, as, Y, ldy);
+        }
+        (void)rs;
+        *nr = 1;
+        *nt = TILE2_NT;
+        return 1;
+    }
+#endif
+    (void)path; (void)type; (void)n; (void)w; (void)rs; (void)act; (void)as; (void)Y; (void)ldy; (void)nr; (void)nt;
+    return 0;
+}
 
 qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
 #if QLM_X86

@@ -2,37 +2,52 @@
 // Both use the per-path multi-row dot kernels of dot.c, so every output equals
 // qlm_vec_dot(row, activation) bit for bit on the same path.
 #include "qlm_internal.h"
+#include <stdatomic.h>
 
-#define QLM_SMALL_PRODUCT 65536 // rows * n below this: single thread
+#define QLM_SMALL_PRODUCT 262144 // rows * n below this: single thread (~10 us of q8_0 work; a pool job costs 1-3 us, more under load)
 
 typedef struct {
     qlm_dotn_fn f;
+    int32_t path, type;
     const char *W;
     size_t rs, as;
     int64_t rows, n, T, ldy;
     const char *act;
     float *y;
+    int64_t chunk;         // rows per work item (multiple of 4)
+    _Atomic int64_t next;  // next work item (threads take items dynamically)
 } prod_ctx;
 
-// Contiguous row range for thread ith, aligned to 4-row groups.
-static void split_rows(int64_t rows, int ith, int nth, int64_t *r0, int64_t *r1) {
-    const int64_t g = (rows + 3) / 4;
-    int64_t a = g * ith / nth * 4, b = g * (ith + 1) / nth * 4;
-    *r0 = a < rows ? a : rows;
-    *r1 = b < rows ? b : rows;
+// Rows are handed out in chunks from an atomic counter, so a thread that starts late (or not at
+// all: qlm_pool_run_dynamic) just takes fewer chunks. Every row is computed by exactly one thread
+// with the same kernel, so results do not depend on the split.
+static int64_t chunk_rows(int64_t rows, int nth) {
+    int64_t c = rows / (8 * (int64_t)nth);
+    if (c < 16) c = 16;
+    return (c + 3) & ~(int64_t)3;
 }
 
+// Rows per kernel call in matvec. Measured (4096x4096, 1 thread, AVX-512): one row at a time
+// streams the contiguous matrix at 27 GB/s (q8_0) / 17 GB/s (q4_0); four interleaved rows
+// (sharing activation loads) only reach 14 / 9 GB/s, because four short streams 1 row apart
+// defeat the hardware prefetcher. The activation row stays in L1 either way.
+#ifndef QLM_MV_NR
+#define QLM_MV_NR 1
+#endif
 static void matvec_range(const prod_ctx *c, int64_t r0, int64_t r1) {
     int64_t r = r0;
-    for (; r + 4 <= r1; r += 4) c->f(c->n, c->W + (size_t)r * c->rs, c->rs, c->act, c->y + r, 4);
+    for (; r + QLM_MV_NR <= r1; r += QLM_MV_NR) c->f(c->n, c->W + (size_t)r * c->rs, c->rs, c->act, c->y + r, QLM_MV_NR);
     if (r < r1) c->f(c->n, c->W + (size_t)r * c->rs, c->rs, c->act, c->y + r, (int)(r1 - r));
 }
 
 static void matvec_task(void *p, int ith, int nth) {
-    const prod_ctx *c = (const prod_ctx *)p;
-    int64_t r0, r1;
-    split_rows(c->rows, ith, nth, &r0, &r1);
-    matvec_range(c, r0, r1);
+    (void)ith; (void)nth;
+    prod_ctx *c = (prod_ctx *)p;
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add(&c->next, 1) * c->chunk;
+        if (r0 >= c->rows) break;
+        matvec_range(c, r0, r0 + c->chunk < c->rows ? r0 + c->chunk : c->rows);
+    }
 }
 
 void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
@@ -41,18 +56,21 @@ void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
     if (!f) return;
     qlm_prepare_act(wtype, x, act, n);
-    prod_ctx c = {f, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y};
+    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y,
+                  chunk_rows(rows, qlm_pool_size(pool)), 0};
     if (!pool || qlm_pool_size(pool) == 1 || rows * n < QLM_SMALL_PRODUCT || rows < 8) matvec_range(&c, 0, rows);
-    else qlm_pool_run(pool, matvec_task, &c);
+    else qlm_pool_run_dynamic(pool, matvec_task, &c);
 }
 
-// Tile: 4 rows x all tokens; the 4 weight rows stay in L1 while tokens stream past.
-static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
+// Prefill. With a register tile (AVX-512 q8_0/q4_0): 2 rows x 4 tokens per call, the two weight
+// rows staying in L1 while all token groups stream past. Otherwise (and for the edges): 4 rows
+// per dot-kernel call (activation loads shared), looping over tokens with the rows in L1.
+static void matmul_generic(const prod_ctx *c, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
     float tmp[4];
     for (int64_t r = r0; r < r1; r += 4) {
         const int nr = (int)(r1 - r < 4 ? r1 - r : 4);
         const char *w = c->W + (size_t)r * c->rs;
-        for (int64_t t = 0; t < c->T; t++) {
+        for (int64_t t = t0; t < t1; t++) {
             c->f(c->n, w, c->rs, c->act + (size_t)t * c->as, tmp, nr);
             float *yt = c->y + t * c->ldy + r;
             for (int i = 0; i < nr; i++) yt[i] = tmp[i];
@@ -60,18 +78,47 @@ static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
     }
 }
 
-static void matmul_task(void *p, int ith, int nth) {
-    const prod_ctx *c = (const prod_ctx *)p;
-    int64_t r0, r1;
-    split_rows(c->rows, ith, nth, &r0, &r1);
-    matmul_range(c, r0, r1);
+static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
+    int tr = 0, tt = 0;
+    if (!qlm_matmul_tile(c->path, c->type, c->n, NULL, 0, NULL, 0, NULL, 0, &tr, &tt) || c->T < tt) {
+        matmul_generic(c, r0, r1, 0, c->T);
+        return;
+    }
+    const int64_t tfull = c->T / tt * tt;
+    int64_t r = r0;
+    for (; r + tr <= r1; r += tr) {
+        const char *w = c->W + (size_t)r * c->rs;
+        for (int64_t t = 0; t < tfull; t += tt)
+            qlm_matmul_tile(c->path, c->type, c->n, w, c->rs, c->act + (size_t)t * c->as, c->as,
+                            c->y + t * c->ldy + r, c->ldy, &tr, &tt);
+    }
+    if (r < r1) matmul_generic(c, r, r1, 0, tfull);
+    if (tfull < c->T) matmul_generic(c, r0, r1, tfull, c->T);
 }
 
-typedef struct { int32_t wtype; const float *X; char *act; size_t as; int64_t n, T; } prep_ctx;
+static void matmul_task(void *p, int ith, int nth) {
+    (void)ith; (void)nth;
+    prod_ctx *c = (prod_ctx *)p;
+    for (;;) {
+        const int64_t r0 = atomic_fetch_add(&c->next, 1) * c->chunk;
+        if (r0 >= c->rows) break;
+        matmul_range(c, r0, r0 + c->chunk < c->rows ? r0 + c->chunk : c->rows);
+    }
+}
+
+typedef struct {
+    int32_t wtype; const float *X; char *act; size_t as; int64_t n, T;
+    _Atomic int64_t next; // next group of 4 tokens
+} prep_ctx;
 static void prep_task(void *p, int ith, int nth) {
-    const prep_ctx *c = (const prep_ctx *)p;
-    for (int64_t t = c->T * ith / nth; t < c->T * (ith + 1) / nth; t++)
-        qlm_prepare_act(c->wtype, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
+    (void)ith; (void)nth;
+    prep_ctx *c = (prep_ctx *)p;
+    for (;;) {
+        const int64_t t0 = atomic_fetch_add(&c->next, 1) * 4;
+        if (t0 >= c->T) break;
+        for (int64_t t = t0; t < t0 + 4 && t < c->T; t++)
+            qlm_prepare_act(c->wtype, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
+    }
 }
 
 void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
@@ -82,10 +129,11 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     if (!f) return;
     const size_t as = qlm_act_row_size(wtype, n);
     const int parallel = pool && qlm_pool_size(pool) > 1 && rows * n * T >= QLM_SMALL_PRODUCT && rows >= 8;
-    prep_ctx pc = {wtype, X, (char *)act, as, n, T};
-    if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run(pool, prep_task, &pc);
+    prep_ctx pc = {wtype, X, (char *)act, as, n, T, 0};
+    if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run_dynamic(pool, prep_task, &pc);
     else prep_task(&pc, 0, 1);
-    prod_ctx c = {f, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y};
-    if (parallel) qlm_pool_run(pool, matmul_task, &c);
+    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y,
+                  chunk_rows(rows, qlm_pool_size(pool)), 0};
+    if (parallel) qlm_pool_run_dynamic(pool, matmul_task, &c);
     else matmul_range(&c, 0, rows);
 }

@@ -5,9 +5,13 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <time.h>
 
-#define QLM_SPIN_NS 100000ull
+#define QLM_SPIN_NS 100000ull // spin budget before sleeping
+#ifndef QLM_PAUSE_ITERS
+#define QLM_PAUSE_ITERS 512 // pause-spins before switching to sched_yield-spins (a few us)
+#endif
 
 struct qlm_pool {
     int n;
@@ -16,13 +20,22 @@ struct qlm_pool {
     void *ctx;
     _Alignas(64) atomic_uint gen;
     _Alignas(64) atomic_int done;
+    // Job membership: high 32 bits = generation, bit 31 = closed, low bits = workers joined.
+    // A worker runs a job only if it joins it (CAS) while the generation matches and the job is
+    // open; a dynamic job is closed by the caller once it has finished its own share, so a worker
+    // that was not scheduled in time skips it instead of making the caller wait.
+    _Alignas(64) _Atomic uint64_t state;
     _Alignas(64) atomic_int sleepers;
     atomic_int stop;
+    atomic_int caller_sleeping;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;      // workers sleep here waiting for a new generation
+    pthread_cond_t cv_done; // the caller sleeps here when a job takes long
 };
 
 typedef struct { qlm_pool *pool; int ith; } worker_arg;
+
+#define STATE_CLOSED 0x80000000ull
 
 static inline void cpu_relax(void) {
 #if QLM_X86
@@ -50,7 +63,8 @@ static void *worker_main(void *p) {
         for (unsigned it = 0;; it++) {
             g = atomic_load_explicit(&pool->gen, memory_order_acquire);
             if (g != seen) break;
-            cpu_relax();
+            if (it < QLM_PAUSE_ITERS) cpu_relax();
+            else sched_yield(); // oversubscribed machine: let the thread we wait for run
             if ((it & 255) == 255) {
                 uint64_t t = now_ns();
                 if (!t0) t0 = t;
@@ -66,8 +80,19 @@ static void *worker_main(void *p) {
         }
         seen = g;
         if (atomic_load_explicit(&pool->stop, memory_order_acquire)) break;
+        uint64_t st = atomic_load(&pool->state);
+        int joined = 0;
+        while ((uint32_t)(st >> 32) == g && !(st & STATE_CLOSED)) {
+            if (atomic_compare_exchange_weak(&pool->state, &st, st + 1)) { joined = 1; break; }
+        }
+        if (!joined) continue; // a dynamic job that finished without us (or a stale generation)
         pool->fn(pool->ctx, arg.ith, pool->n);
-        atomic_fetch_add_explicit(&pool->done, 1, memory_order_acq_rel);
+        atomic_fetch_add(&pool->done, 1); // seq_cst: pairs with caller_sleeping
+        if (atomic_load(&pool->caller_sleeping)) {
+            pthread_mutex_lock(&pool->mu);
+            pthread_cond_signal(&pool->cv_done);
+            pthread_mutex_unlock(&pool->mu);
+        }
     }
     return NULL;
 }
@@ -81,10 +106,13 @@ qlm_pool *qlm_pool_create(int n_threads) {
     pool->n = n_threads;
     atomic_init(&pool->gen, 0);
     atomic_init(&pool->done, 0);
+    atomic_init(&pool->state, 0);
     atomic_init(&pool->sleepers, 0);
     atomic_init(&pool->stop, 0);
     pthread_mutex_init(&pool->mu, NULL);
     pthread_cond_init(&pool->cv, NULL);
+    pthread_cond_init(&pool->cv_done, NULL);
+    atomic_init(&pool->caller_sleeping, 0);
     pool->threads = (pthread_t *)calloc((size_t)n_threads, sizeof(pthread_t));
     for (int i = 1; i < n_threads; i++) {
         worker_arg *a = (worker_arg *)malloc(sizeof(worker_arg));
@@ -116,19 +144,55 @@ void qlm_pool_destroy(qlm_pool *pool) {
     for (int i = 1; i < pool->n; i++) pthread_join(pool->threads[i], NULL);
     pthread_mutex_destroy(&pool->mu);
     pthread_cond_destroy(&pool->cv);
+    pthread_cond_destroy(&pool->cv_done);
     free(pool->threads);
     free(pool);
 }
 
 int qlm_pool_size(const qlm_pool *pool) { return pool ? pool->n : 1; }
 
-void qlm_pool_run(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
-    if (!pool || pool->n == 1) { fn(ctx, 0, 1); return; }
+static void wait_done(qlm_pool *pool, int want) {
+    uint64_t t0 = 0;
+    for (unsigned it = 0; atomic_load_explicit(&pool->done, memory_order_acquire) != want; it++) {
+        if (it < QLM_PAUSE_ITERS) { cpu_relax(); continue; }
+        // A worker is slow or was preempted (more threads than free cores): yield, and after
+        // the spin budget block until a worker signals.
+        sched_yield();
+        if ((it & 63) == 0) {
+            const uint64_t t = now_ns();
+            if (!t0) t0 = t;
+            else if (t - t0 > QLM_SPIN_NS) {
+                pthread_mutex_lock(&pool->mu);
+                atomic_store(&pool->caller_sleeping, 1); // seq_cst: pairs with the worker's done bump
+                while (atomic_load(&pool->done) != want) pthread_cond_wait(&pool->cv_done, &pool->mu);
+                atomic_store(&pool->caller_sleeping, 0);
+                pthread_mutex_unlock(&pool->mu);
+                return;
+            }
+        }
+    }
+}
+
+static void start_job(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
     pool->fn = fn;
     pool->ctx = ctx;
     atomic_store_explicit(&pool->done, 0, memory_order_relaxed);
-    publish(pool); // release of fn/ctx/done via seq_cst RMW
+    const uint32_t next = atomic_load_explicit(&pool->gen, memory_order_relaxed) + 1;
+    atomic_store(&pool->state, (uint64_t)next << 32);
+    publish(pool); // makes fn/ctx/done/state visible with the new generation (seq_cst RMW)
+}
+
+void qlm_pool_run(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
+    if (!pool || pool->n == 1) { fn(ctx, 0, 1); return; }
+    start_job(pool, fn, ctx);
     fn(ctx, 0, pool->n);
-    const int want = pool->n - 1;
-    while (atomic_load_explicit(&pool->done, memory_order_acquire) != want) cpu_relax();
+    wait_done(pool, pool->n - 1); // every worker joins a static job (it stays open)
+}
+
+void qlm_pool_run_dynamic(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
+    if (!pool || pool->n == 1) { fn(ctx, 0, 1); return; }
+    start_job(pool, fn, ctx);
+    fn(ctx, 0, pool->n);
+    const uint64_t st = atomic_fetch_or(&pool->state, STATE_CLOSED);
+    wait_done(pool, (int)(st & 0x7FFFFFFFu));
 }

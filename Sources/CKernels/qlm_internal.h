@@ -82,15 +82,25 @@ int32_t qlm_active_path(void);
 QLM_INLINE float qlm_roundf(float x) { return roundf(x); }
 
 // Scalar quantizers for one 32-block (used by every path for partial blocks).
-void qlm_quant_block_q8_0(const float *x, qlm_block_q8_0 *b);
-void qlm_quant_block_q4_0(const float *x, qlm_block_q4_0 *b);
-void qlm_quant_block_q4_1(const float *x, qlm_block_q4_1 *b);
-void qlm_quant_block_q8a(const float *x, qlm_block_q8a *b);
+void qlm_quant_block_q8_0(const float *x, void *b);
+void qlm_quant_block_q4_0(const float *x, void *b);
+void qlm_quant_block_q4_1(const float *x, void *b);
+void qlm_quant_block_q8a(const float *x, void *b);
+
+// ---- pool (pool.c) -------------------------------------------------------------------------
+// Like qlm_pool_run, but fn may run on fewer threads: workers that have not picked the job up
+// by the time the caller finished its own call skip it. fn must share work dynamically (e.g. an
+// atomic chunk counter in ctx) and not rely on ith. Not reentrant.
+void qlm_pool_run_dynamic(qlm_pool *pool, qlm_task_fn fn, void *ctx);
 
 // ---- dots (dot.c) ------------------------------------------------------------------------
 // Dot of nr (1..4) consecutive weight rows (stride `rs` bytes) with one activation row.
 typedef void (*qlm_dotn_fn)(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type);
+// Register tile for prefill: if the path/type has one, computes Y[t*ldy + r] for nr rows x nt tokens
+// (Y may be NULL to just query nr/nt) and returns 1; results are bit-identical to the dot kernel.
+int qlm_matmul_tile(int32_t path, int32_t type, int64_t n, const void *w, size_t rs, const void *act, size_t as,
+                    float *Y, int64_t ldy, int *nr, int *nt);
 // Tiled product: rows [r0,r1) x tokens [0,T); Y[t*ldy + r]. Bit-identical to qlm_dotn per (row, token).
 void qlm_matmul_range(int32_t path, int32_t type, const void *W, size_t rs, int64_t r0, int64_t r1, int64_t n,
                       const void *act, size_t as, int64_t T, float *Y, int64_t ldy);

@@ -1,0 +1,95 @@
+import CKernels
+import Foundation
+import XCTest
+
+// Type and path constants as the Int32 values the C API takes.
+let tF32 = Int32(QLM_TYPE_F32.rawValue)
+let tF16 = Int32(QLM_TYPE_F16.rawValue)
+let tQ8_0 = Int32(QLM_TYPE_Q8_0.rawValue)
+let tQ4_0 = Int32(QLM_TYPE_Q4_0.rawValue)
+let tQ4_1 = Int32(QLM_TYPE_Q4_1.rawValue)
+let allTypes: [Int32] = [tF32, tF16, tQ8_0, tQ4_0, tQ4_1]
+let quantTypes: [Int32] = [tQ8_0, tQ4_0, tQ4_1]
+let pScalar = Int32(QLM_PATH_SCALAR.rawValue)
+let pAVX2 = Int32(QLM_PATH_AVX2.rawValue)
+let pAVX512 = Int32(QLM_PATH_AVX512.rawValue)
+/// Every path this CPU can run (scalar always).
+let supportedPaths: [Int32] = [pScalar, pAVX2, pAVX512].filter { qlm_path_supported($0) != 0 }
+
+func typeName(_ t: Int32) -> String { String(cString: qlm_traits(t)!.pointee.name) }
+func pathName(_ p: Int32) -> String { String(cString: qlm_path_name(p)) }
+
+/// Deterministic SplitMix64 generator so failures reproduce.
+struct Rng {
+    var s: UInt64
+    init(_ seed: UInt64) { s = seed }
+    mutating func next() -> UInt64 {
+        s &+= 0x9E37_79B9_7F4A_7C15
+        var z = s
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    mutating func uniform() -> Float { Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) }
+    /// Roughly normal (sum of uniforms), times scale.
+    mutating func normal(_ scale: Float = 1) -> Float {
+        (uniform() + uniform() + uniform() + uniform()) * 0.866 * scale
+    }
+    mutating func floats(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in normal(scale) } }
+}
+
+/// Runs body with path p active, restoring the best path afterwards.
+func withPath<T>(_ p: Int32, _ body: () throws -> T) rethrows -> T {
+    qlm_set_path(p)
+    defer { qlm_set_path(qlm_best_path()) }
+    return try body()
+}
+
+func quantize(_ type: Int32, _ x: [Float]) -> [UInt8] {
+    var out = [UInt8](repeating: 0xAA, count: qlm_row_size(type, Int64(x.count)))
+    let rc = x.withUnsafeBufferPointer { xp in
+        out.withUnsafeMutableBytes { qlm_quantize_row(type, xp.baseAddress, $0.baseAddress, Int64(x.count)) }
+    }
+    XCTAssertEqual(rc, 0)
+    return out
+}
+
+func dequantize(_ type: Int32, _ q: [UInt8], _ n: Int) -> [Float] {
+    var y = [Float](repeating: .nan, count: n)
+    q.withUnsafeBytes { qp in y.withUnsafeMutableBufferPointer { qlm_dequantize_row(type, qp.baseAddress, $0.baseAddress, Int64(n)) } }
+    return y
+}
+
+func prepareAct(_ type: Int32, _ x: [Float]) -> [UInt8] {
+    var a = [UInt8](repeating: 0xAA, count: qlm_act_row_size(type, Int64(x.count)))
+    x.withUnsafeBufferPointer { xp in a.withUnsafeMutableBytes { qlm_prepare_act(type, xp.baseAddress, $0.baseAddress, Int64(x.count)) } }
+    return a
+}
+
+/// The float values an activation row stands for (q8a blocks decoded, or the floats themselves).
+func decodeAct(_ type: Int32, _ a: [UInt8], _ n: Int) -> [Float] {
+    if qlm_traits(type)!.pointee.act_is_q8a == 0 {
+        return a.withUnsafeBytes { Array($0.bindMemory(to: Float.self).prefix(n)) }
+    }
+    return a.withUnsafeBytes { p in
+        (0..<n).map { i in
+            let base = (i / 32) * 40
+            let d = p.load(fromByteOffset: base, as: Float.self)
+            let q = Int8(bitPattern: p[base + 8 + i % 32])
+            return d * Float(q)
+        }
+    }
+}
+
+func vecDot(_ type: Int32, _ n: Int, _ w: [UInt8], _ a: [UInt8], rowOffset: Int = 0) -> Float {
+    w.withUnsafeBytes { wp in a.withUnsafeBytes { ap in qlm_vec_dot(type, Int64(n), wp.baseAddress! + rowOffset, ap.baseAddress) } }
+}
+
+/// Double-precision dot of the decoded weights and decoded activation, plus sum |terms|
+/// (the scale that float-reassociation error is bounded by).
+func refDot(_ w: [Float], _ a: [Float]) -> (Double, Double) {
+    var s = 0.0, m = 0.0
+    for i in 0..<w.count { let t = Double(w[i]) * Double(a[i]); s += t; m += abs(t) }
+    return (s, m)
+}

@@ -1,0 +1,152 @@
+import CKernels
+import XCTest
+
+final class PoolTests: XCTestCase {
+    final class Box { var slots = [Int](repeating: 0, count: 64); var total = 0 }
+
+    /// Many jobs; each thread adds its index + 1 to its own slot; the sums are checked exactly.
+    func testPoolStress() {
+        for nt in [1, 2, 3] {
+            let pool = qlm_pool_create(Int32(nt))!
+            XCTAssertEqual(qlm_pool_size(pool), Int32(nt))
+            let box = UnsafeMutablePointer<Int64>.allocate(capacity: 64 * 8)
+            box.initialize(repeating: 0, count: 64 * 8)
+            let jobs = nt <= 2 ? 50_000 : 300 // 3 threads on a 2-core machine is oversubscribed
+            for _ in 0..<jobs {
+                qlm_pool_run(pool, { ctx, ith, nth in
+                    let p = ctx!.assumingMemoryBound(to: Int64.self)
+                    p[Int(ith) * 8] += Int64(ith) + 1
+                    p[Int(ith) * 8 + 1] = Int64(nth)
+                }, box)
+            }
+            for i in 0..<nt {
+                XCTAssertEqual(box[i * 8], Int64(jobs) * Int64(i + 1))
+                XCTAssertEqual(box[i * 8 + 1], Int64(nt))
+            }
+            // a pause long enough for workers to fall asleep, then more jobs (wake-up path)
+            for _ in 0..<20 {
+                usleep(300)
+                qlm_pool_run(pool, { ctx, ith, _ in
+                    ctx!.assumingMemoryBound(to: Int64.self)[Int(ith) * 8 + 2] += 1
+                }, box)
+            }
+            for i in 0..<nt { XCTAssertEqual(box[i * 8 + 2], 20) }
+            qlm_pool_destroy(pool)
+            box.deallocate()
+        }
+        // create/destroy churn (destroy joins its threads)
+        for _ in 0..<50 { qlm_pool_destroy(qlm_pool_create(2)) }
+    }
+}
+
+final class CRCTests: XCTestCase {
+    func testCRC32C() {
+        let s = Array("123456789".utf8)
+        XCTAssertEqual(qlm_crc32c(0, s, 9), 0xE306_9283)
+        XCTAssertEqual(qlm_crc32c(0, nil, 0), 0)
+        var rng = Rng(20)
+        let data = (0..<300_001).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let whole = qlm_crc32c(0, data, data.count)
+        for p in supportedPaths { // scalar path uses the table implementation
+            withPath(p) {
+                XCTAssertEqual(qlm_crc32c(0, data, data.count), whole, pathName(p))
+                for cut in [0, 1, 7, 8, 1000, 24_577, 100_003, 300_001] {
+                    let a = qlm_crc32c(0, data, cut)
+                    let b = data.withUnsafeBufferPointer { qlm_crc32c(a, $0.baseAddress! + cut, data.count - cut) }
+                    XCTAssertEqual(b, whole, "cut \(cut)")
+                }
+            }
+        }
+        // 32 zero bytes: a published CRC-32C test vector (RFC 3720 B.4)
+        XCTAssertEqual(qlm_crc32c(0, [UInt8](repeating: 0, count: 32), 32), 0x8A91_36AA)
+        XCTAssertEqual(qlm_crc32c(0, [UInt8](repeating: 0xFF, count: 32), 32), 0x62A8_AB43)
+    }
+}
+
+/// Ops against double-precision loops; relative tolerances a few float ulps times the op's
+/// condition (sums over n: 1e-5 relative to sum of |terms|).
+final class OpsTests: XCTestCase {
+    /// Extremes: large |x| saturate without NaN; masked (-inf) softmax entries become exactly 0.
+    func testOpsExtremes() {
+        for p in supportedPaths {
+            withPath(p) {
+                var g: [Float] = [-100, -20, -5, 0, 5, 20, 100, 1e-30, -1e-30]
+                qlm_gelu_tanh(&g, Int64(g.count))
+                XCTAssertEqual(g[0], 0, accuracy: 1e-30); XCTAssertEqual(g[1], 0, accuracy: 1e-30)
+                XCTAssertEqual(g[3], 0); XCTAssertEqual(g[5], 20); XCTAssertEqual(g[6], 100)
+                XCTAssertEqual(g[4], 5, accuracy: 1e-5)
+                XCTAssertEqual(g[7], 0.5e-30, accuracy: 1e-36)
+                var s: [Float] = [-1000, -100, 0, 100, 1000]
+                qlm_silu_mul(&s, [1, 1, 1, 1, 1], 5)
+                XCTAssertEqual(s.map { $0.isNaN }, [false, false, false, false, false], pathName(p))
+                XCTAssertEqual(s[0], 0, accuracy: 1e-30); XCTAssertEqual(s[2], 0); XCTAssertEqual(s[3], 100); XCTAssertEqual(s[4], 1000)
+                var sm: [Float] = [1, -.infinity, 3, -.infinity, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, -.infinity]
+                qlm_softmax(&sm, Int64(sm.count))
+                XCTAssertEqual(sm[1], 0); XCTAssertEqual(sm[3], 0); XCTAssertEqual(sm[17], 0)
+                XCTAssertEqual(sm.reduce(0, +), 1, accuracy: 1e-6)
+                XCTAssertGreaterThan(sm[2], sm[4])
+            }
+        }
+    }
+
+    func testOps() {
+        var rng = Rng(30)
+        for p in supportedPaths {
+            withPath(p) {
+                for n in [1, 7, 64, 172, 768, 1000] {
+                    let a = rng.floats(n), b = rng.floats(n), w = rng.floats(n), bias = rng.floats(n)
+                    // dot
+                    var ref = 0.0, mag = 0.0
+                    for i in 0..<n { ref += Double(a[i]) * Double(b[i]); mag += abs(Double(a[i]) * Double(b[i])) }
+                    XCTAssertEqual(Double(qlm_dot_f32(a, b, Int64(n))), ref, accuracy: 2e-5 * mag + 1e-30)
+                    // axpy / add
+                    var y = b
+                    qlm_axpy_f32(&y, 0.75, a, Int64(n))
+                    for i in 0..<n { XCTAssertEqual(Double(y[i]), Double(b[i]) + 0.75 * Double(a[i]), accuracy: 1e-6 * (abs(Double(b[i])) + abs(Double(a[i])))) }
+                    y = b
+                    qlm_add_f32(&y, a, Int64(n))
+                    for i in 0..<n { XCTAssertEqual(y[i], b[i] + a[i]) }
+                    // rmsnorm
+                    var out = [Float](repeating: 0, count: n)
+                    qlm_rmsnorm(&out, a, w, Int64(n), 1e-5)
+                    let ss = 1 / (a.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(n) + 1e-5).squareRoot()
+                    for i in 0..<n { XCTAssertEqual(Double(out[i]), Double(a[i]) * ss * Double(w[i]), accuracy: 1e-5 * abs(Double(a[i]) * ss * Double(w[i])) + 1e-6) }
+                    // layernorm (biased variance)
+                    qlm_layernorm(&out, a, w, bias, Int64(n), 1e-5)
+                    let mean = a.reduce(0.0) { $0 + Double($1) } / Double(n)
+                    let v = a.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(n)
+                    for i in 0..<n {
+                        let e = (Double(a[i]) - mean) / (v + 1e-5).squareRoot() * Double(w[i]) + Double(bias[i])
+                        XCTAssertEqual(Double(out[i]), e, accuracy: 2e-5 * (abs(e) + 1))
+                    }
+                    // gelu tanh
+                    var g = a.map { $0 * 3 }
+                    qlm_gelu_tanh(&g, Int64(n))
+                    for i in 0..<n {
+                        let x = Double(a[i] * 3)
+                        let e = 0.5 * x * (1 + tanh((2 / Double.pi).squareRoot() * (x + 0.044715 * x * x * x)))
+                        XCTAssertEqual(Double(g[i]), e, accuracy: 1e-5 * (abs(x) + 1))
+                    }
+                    // silu * b
+                    var s = a.map { $0 * 4 }
+                    qlm_silu_mul(&s, b, Int64(n))
+                    for i in 0..<n {
+                        let x = Double(a[i] * 4)
+                        let e = x / (1 + exp(-x)) * Double(b[i])
+                        XCTAssertEqual(Double(s[i]), e, accuracy: 1e-5 * (abs(e) + 1e-3))
+                    }
+                    // softmax, with a huge offset (stability)
+                    var sm = a.map { $0 * 10 + 1000 }
+                    qlm_softmax(&sm, Int64(n))
+                    let mx = sm.isEmpty ? 0 : a.map { Double($0) * 10 }.max()!
+                    let ex = a.map { exp(Double($0) * 10 - mx) }
+                    let tot = ex.reduce(0, +)
+                    for i in 0..<n {
+                        XCTAssertTrue(sm[i].isFinite)
+                        XCTAssertEqual(Double(sm[i]), ex[i] / tot, accuracy: 1e-4 * ex[i] / tot + 1e-7)
+                    }
+                }
+            }
+        }
+    }
+}
