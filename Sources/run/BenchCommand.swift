@@ -41,6 +41,11 @@ struct BenchCmd: ParsableCommand {
     @Option(name: .long, help: "--kernels: shapes as ROWSxCOLS,... (default: GPT-2-small's and 4096x4096).")
     var shapes: String = "768x768,2304x768,3072x768,768x3072,50257x768,4096x4096"
 
+    @Flag(name: .long, help: "Fault the whole file in at load (MAP_POPULATE) instead of mapping it lazily.")
+    var populate = false
+
+    @OptionGroup var attention: AttentionOptions
+
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
@@ -92,7 +97,8 @@ struct BenchCmd: ParsableCommand {
                 return
             }
             let r = try Bench.model(path: model!, threads: threads, promptTokens: promptTokens, genTokens: genTokens,
-                                    reps: reps, probeBytes: probeBytes, memoryBudget: try parseBudget(memoryBudget))
+                                    reps: reps, probeBytes: probeBytes, memoryBudget: try parseBudget(memoryBudget),
+                                    populate: populate, attention: attention.config)
             if json {
                 print(jsonLine(r))
                 return
@@ -102,7 +108,7 @@ struct BenchCmd: ParsableCommand {
             }
             print("""
             \(r.model): \(r.architecture), \(formatBytes(r.fileBytes)), \(r.threads) threads, \(r.reps) reps (median (min, max))
-              load             \(s(r.loadMilliseconds, "%.2f")) ms
+              load             \(s(r.loadMilliseconds, "%.2f")) ms; first token \(s(r.firstTokenMilliseconds, "%.2f")) ms
               prefill          \(s(r.prefillTokensPerSecond)) tok/s over \(r.promptTokens) tokens, \(String(format: "%.1f", r.prefillGFLOPS)) GFLOP/s
               decode           \(s(r.decodeTokensPerSecond)) tok/s over \(r.genTokens) tokens
               weights/token    \(formatBytes(r.weightBytesPerToken))

@@ -100,8 +100,9 @@ public final class PatternKVCache: KVCache {
         }
         let total = slotCounts.reduce(0, +) * 2 * rowBytes
         bytes = total
+        // Not zero-filled: attention reads only slots a store has written (visibleRuns), and
+        // untouched pages cost neither time at load nor resident memory.
         storage = .allocate(byteCount: max(total, 1), alignment: 64)
-        storage.initializeMemory(as: UInt8.self, repeating: 0, count: max(total, 1))
         var off = 0
         var ls: [LayerKV] = []
         for (p, n) in zip(patterns, slotCounts) {

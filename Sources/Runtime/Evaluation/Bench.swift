@@ -60,6 +60,8 @@ public struct ModelBenchReport: Codable, Sendable {
     public var genTokens: Int
     public var reps: Int
     public var loadMilliseconds: Stat
+    /// Load plus one forward pass.
+    public var firstTokenMilliseconds: Stat
     public var prefillTokensPerSecond: Stat
     public var decodeTokensPerSecond: Stat
     /// Weight bytes a decoded token reads (every matrix once, the embedding row aside).
@@ -78,7 +80,8 @@ public struct ModelBenchReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case model, architecture, threads, fileBytes = "file_bytes", promptTokens = "prompt_tokens", genTokens = "gen_tokens", reps
-        case loadMilliseconds = "load_ms", prefillTokensPerSecond = "prefill_tokens_per_second"
+ case loadMilliseconds = "load_ms", firstTokenMilliseconds = "first_token_ms",
+             prefillTokensPerSecond = "prefill_tokens_per_second"
         case decodeTokensPerSecond = "decode_tokens_per_second", weightBytesPerToken = "weight_bytes_per_token"
         case effectiveGBPerSecond = "effective_gb_per_second", bandwidth, bandwidthRatio = "bandwidth_ratio"
         case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
@@ -106,17 +109,21 @@ public enum Bench {
     /// Loads the model `reps` times, then runs prefill of `promptTokens` and greedy decode of
     /// `genTokens` `reps` times, against a bandwidth probe measured in the same run.
     public static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
-                             probeBytes: Int = 1 << 30, memoryBudget: Int? = nil) throws -> ModelBenchReport {
-        var loads: [Double] = []
+                             probeBytes: Int = 1 << 30, memoryBudget: Int? = nil, populate: Bool = false,
+                             attention: AttentionConfig = AttentionConfig()) throws -> ModelBenchReport {
+        var loads: [Double] = [], firsts: [Double] = []
         var lm: LoadedModel?
         for _ in 0 ..< reps {
             lm = nil
             let t0 = now()
             // Under a budget the KV cache holds exactly the benchmark's positions.
             lm = try LoadedModel(path: path, options: LoadOptions(threads: threads, maxBatch: max(1, min(promptTokens, 512)),
-                                                                  memoryBudget: memoryBudget,
+                                                                  populate: populate, attention: attention, memoryBudget: memoryBudget,
                                                                   kvPositions: memoryBudget == nil ? nil : promptTokens + genTokens))
             loads.append((now() - t0) * 1000)
+            // Time to first token: the load plus one forward pass (page faults of a lazy map land here).
+            try lm!.model.forward([0], startPos: 0, logitRows: 0 ..< 1) { _, _ in }
+            firsts.append((now() - t0) * 1000)
         }
         let m = lm!.model
         let hp = m.hparams
@@ -153,7 +160,7 @@ public enum Bench {
         let eff = Double(perToken) * dec.median / 1e9
         return ModelBenchReport(
             model: path, architecture: lm!.file.metadata.architecture.rawValue, threads: threads, fileBytes: lm!.file.map.count,
-            promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads),
+            promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads), firstTokenMilliseconds: Stat(firsts),
             prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
             effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: eff / probe.gbPerSecond.median,
             prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
@@ -162,8 +169,8 @@ public enum Bench {
                                      streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)))
     }
 
-    /// Every (type × CPU path × shape) matvec and GEMM, weights rotated through a set larger
-    /// than the caches so matvecs stream from memory.
+    /// Every (type × CPU path × shape) matvec and GEMM, weights rotated through a 1 GiB set (larger
+    /// than the caches) so matvecs stream from memory.
     public static func kernels(threads: Int, shapes: [(Int, Int)], tokens: Int = 128, probe: BandwidthProbe,
                                minSeconds: Double = 0.25, progress: ((String) -> Void)? = nil) -> [KernelBenchRow] {
         let pool = threads > 1 ? qlm_pool_create(Int32(threads)) : nil
@@ -181,7 +188,7 @@ public enum Bench {
             let src = (0 ..< r * c).map { _ in rnd() * 0.05 }
             for type in QuantType.weightTypes {
                 let rowBytes = type.rowSize(c), size = r * rowBytes
-                let copies = max(1, (256 << 20) / size)
+                let copies = max(1, (1 << 30) / size) // 1 GiB: far larger than any L3
                 let w = UnsafeMutableRawPointer.allocate(byteCount: size * copies, alignment: 64)
                 defer { w.deallocate() }
                 _ = qlm_quantize_rows(type.rawValue, src, w, Int64(r), Int64(c), 2)
