@@ -162,6 +162,11 @@ void qlm_sha256_init(qlm_sha256_ctx *c, int use_hw);         // use_hw = 0 force
 void qlm_sha256_update(qlm_sha256_ctx *c, const void *data, size_t n);
 void qlm_sha256_final(qlm_sha256_ctx *c, uint8_t out[32]);
 
+// ---- Resident memory (statm.c) ---------------------------------------------------------------
+// Resident bytes and file-backed resident bytes of this process now, from /proc/self/statm,
+// without allocating. Returns 0, or -1 where unavailable.
+int qlm_statm(int64_t *resident_bytes, int64_t *file_bytes);
+
 // ---- Checksums ----------------------------------------------------------------------------
 // CRC-32C (Castagnoli); SSE4.2 instruction where available. Start with crc = 0.
 uint32_t qlm_crc32c(uint32_t crc, const void *data, size_t n);

@@ -40,11 +40,19 @@ public struct GenerationResult: Codable, Sendable {
 /// Turns token ids into the bytes to print, the way each tokenizer's reference does it.
 struct TextStreamer {
     let tokenizer: any Tokenizer
+    /// Resolved once: a dynamic cast per token showed up in profiles.
+    private let llama: Llama2cTokenizer?
     var prev: Int32
+
+    init(tokenizer: any Tokenizer, prev: Int32) {
+        self.tokenizer = tokenizer
+        self.llama = tokenizer as? Llama2cTokenizer
+        self.prev = prev
+    }
 
     mutating func piece(_ id: Int32) -> [UInt8] {
         defer { prev = id }
-        if let l = tokenizer as? Llama2cTokenizer {
+        if let l = llama {
             return Llama2cTokenizer.printablePiece(l.decodePiece(prev: prev, token: id))
         }
         return tokenizer.tokenBytes(id)
@@ -117,8 +125,9 @@ public enum Generator {
             one[0] = next
             try model.forward(one, startPos: pos, logitRows: 0 ..< 1) { _, logits in next = sampler.sample(logits) }
             pos += 1
-            MemoryStats.sample()
+            if out.count & 15 == 0 { MemoryStats.sample() }
         }
+        MemoryStats.sample()
         let decodeSeconds = Date().timeIntervalSince(t1)
         // Decoded tokens = forward passes after the prompt (the last sampled token needs none).
         let decoded = max(0, pos - promptIDs.count)

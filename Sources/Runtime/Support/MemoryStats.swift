@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Resident memory of this process, from /proc/self/status (Linux). Zero elsewhere.
@@ -9,7 +10,7 @@ public struct MemoryStats: Codable, Sendable {
     public var rssAnon: Int
     public var rssFile: Int
     /// The largest RssAnon / RssFile seen by `sample()` (called after load, prefill and every
-    /// decoded token) and by this reading: the kernel keeps no per-kind peak.
+    /// 16th decoded token) and by this reading: the kernel keeps no per-kind peak.
     public var peakRSSAnon: Int
     public var peakRSSFile: Int
 
@@ -22,9 +23,16 @@ public struct MemoryStats: Codable, Sendable {
     nonisolated(unsafe) private static var maxAnon = 0
     nonisolated(unsafe) private static var maxFile = 0
 
-    /// Reads /proc/self/status and folds RssAnon / RssFile into the sampled peaks.
-    @discardableResult
-    public static func sample() -> MemoryStats { current() }
+    /// Folds the current anonymous / file-backed resident bytes into the sampled peaks, from
+    /// /proc/self/statm without allocating (cheap enough for a decode loop).
+    public static func sample() {
+        var resident: Int64 = 0, file: Int64 = 0
+        guard qlm_statm(&resident, &file) == 0 else { return }
+        lock.lock()
+        maxAnon = max(maxAnon, Int(resident - file))
+        maxFile = max(maxFile, Int(file))
+        lock.unlock()
+    }
 
     public static func current() -> MemoryStats {
         var s = MemoryStats(peakRSS: 0, rss: 0, rssAnon: 0, rssFile: 0, peakRSSAnon: 0, peakRSSFile: 0)

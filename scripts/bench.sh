@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Reproduces the decode/prefill/load table of docs/benchmarks.md ("## Decode, prefill, load").
+#
+#   scripts/bench.sh [WORK_DIR]
+#
+# - Writes a GPT-2-small-shaped synthetic checkpoint (124M parameters, fixed seed) into WORK_DIR
+#   (default /tmp/quantlm-bench; never inside the repo) and converts it to q8_0 and q4_0.
+# - Runs `run bench` on them with 1 and 2 threads. Each bench measures the machine's sequential-read
+#   bandwidth in the same run and reports decode as a share of it.
+# - stories260K (from QUANTLM_SHARED or ../shared) against llama2.c's run.c, side by side: set
+#   LLAMA2C_RUN to a compiled run.c binary (e.g. gcc -O3 -o run run.c -lm); it is not part of
+#   this repository. Both decode the same prompt greedily for 256 positions, 5 times each,
+#   alternating, and the medians are compared.
+set -euo pipefail
+here="$(cd "$(dirname "$0")/.." && pwd)"
+work="${1:-/tmp/quantlm-bench}"
+shared="${QUANTLM_SHARED:-$here/../shared}"
+B="$here/.build/release"
+case "$work" in "$here"/*) echo "error: WORK_DIR must be outside the repository" >&2; exit 2;; esac
+mkdir -p "$work"
+(cd "$here" && swift build -c release >&2)
+
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# cpu paths: $(grep -o -w -E 'avx512_vnni|avx2|avx512f' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+
+if [ ! -f "$work/gpt2-small/config.json" ]; then
+  python3 "$here/Tests/reference/make_gpt2_checkpoint.py" --out "$work/gpt2-small" --shape small --seed 1 >&2
+fi
+for t in q8_0 q4_0; do
+  [ -f "$work/gpt2-small-$t.qlm" ] || "$B/convert" "$work/gpt2-small" -o "$work/gpt2-small-$t.qlm" --type "$t" --quiet >&2
+done
+
+echo
+echo "## GPT-2-small shape (124M), 128 prompt tokens, 128 decoded tokens, 5 reps"
+for t in q8_0 q4_0; do
+  for th in 1 2; do
+    echo "+ run bench $work/gpt2-small-$t.qlm --threads $th --prompt-tokens 128 --gen-tokens 128 --reps 5 --json"
+    "$B/run" bench "$work/gpt2-small-$t.qlm" --threads "$th" --prompt-tokens 128 --gen-tokens 128 --reps 5 --json \
+      | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("  %-5s %d thr | load %.1f ms, first token %.1f ms | prefill %.0f tok/s = %.1f GFLOP/s | decode %.1f tok/s (min %.1f, max %.1f) | %.1f MiB/token | %.2f GB/s = %.2f of probe %.1f GB/s" % (
+  sys.argv[1], r["threads"], r["load_ms"]["median"], r["first_token_ms"]["median"], r["prefill_tokens_per_second"]["median"], r["prefill_gflops"],
+  r["decode_tokens_per_second"]["median"], r["decode_tokens_per_second"]["min"], r["decode_tokens_per_second"]["max"],
+  r["weight_bytes_per_token"] / 2**20, r["effective_gb_per_second"], r["bandwidth_ratio"], r["bandwidth"]["gb_per_second"]["median"]))
+' "$t"
+  done
+done
+
+echo
+echo "## stories260K decode (per-token overhead), 1 thread, 256 positions greedy"
+s="$shared/models/stories260K"
+[ -f "$work/stories-f32.qlm" ] || "$B/convert" "$s/stories260K.bin" --tokenizer "$s/tok512.bin" -o "$work/stories-f32.qlm" --type f32 --quiet >&2
+[ -f "$work/stories-q8_0.qlm" ] || "$B/convert" "$s/stories260K.bin" --tokenizer "$s/tok512.bin" -o "$work/stories-q8_0.qlm" --type q8_0 --quiet >&2
+ours_f32=(); ours_q8=(); theirs=()
+for i in 1 2 3 4 5; do
+  ours_f32+=("$("$B/run" generate "$work/stories-f32.qlm" --prompt "Once upon a time" --temperature 0 --steps 256 --threads 1 --json \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["decode_tokens_per_second"])')")
+  ours_q8+=("$("$B/run" generate "$work/stories-q8_0.qlm" --prompt "Once upon a time" --temperature 0 --steps 256 --threads 1 --json \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["result"]["decode_tokens_per_second"])')")
+  if [ -n "${LLAMA2C_RUN:-}" ]; then
+    theirs+=("$("$LLAMA2C_RUN" "$s/stories260K.bin" -z "$s/tok512.bin" -t 0 -n 256 -i "Once upon a time" 2>&1 >/dev/null \
+      | sed -n 's/achieved tok\/s: //p')")
+  fi
+done
+python3 - "${ours_f32[*]}" "${ours_q8[*]}" "${theirs[*]:-}" <<'PY'
+import statistics, sys
+f32 = [float(x) for x in sys.argv[1].split()]
+q8 = [float(x) for x in sys.argv[2].split()]
+ref = [float(x) for x in sys.argv[3].split()] if sys.argv[3].strip() else []
+med = statistics.median
+print("  quantlm f32  decode tok/s: median %.0f (min %.0f, max %.0f)" % (med(f32), min(f32), max(f32)))
+print("  quantlm q8_0 decode tok/s: median %.0f (min %.0f, max %.0f)" % (med(q8), min(q8), max(q8)))
+if ref:
+    print("  llama2.c run.c (fp32, -O3) tok/s: median %.0f (min %.0f, max %.0f)" % (med(ref), min(ref), max(ref)))
+    print("  ratio quantlm f32 / run.c: %.2fx (medians)" % (med(f32) / med(ref)))
+else:
+    print("  (set LLAMA2C_RUN to a compiled llama2.c run.c to compare side by side)")
+PY
