@@ -12,6 +12,10 @@ public struct Matrix {
 
     public var rowBytes: Int { type.rowSize(cols) }
     public var byteCount: Int { rows * rowBytes }
+
+    public init(name: String, type: QuantType, rows: Int, cols: Int, data: UnsafeRawPointer) {
+        self.name = name; self.type = type; self.rows = rows; self.cols = cols; self.data = data
+    }
 }
 
 /// Binds a model's tensors from a .qlm file: raw tensors are used in place in the memory
