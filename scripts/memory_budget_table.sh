@@ -7,7 +7,8 @@
 #
 # WORK_DIR (default /tmp/quantlm-ckpt) receives the checkpoint and the .qlm unless they exist.
 # BUDGETS (env, default "64M 96M 128M 256M unlimited"), KV_TYPES (default "f32 f16"),
-# THREADS (default: all cores), PROMPT, MAX_TOKENS (64) can be overridden. Needs a release
+# THREADS (default: all cores), PROMPT, MAX_TOKENS (64), KEEP (a directory for the raw outputs;
+# with REPORT_ONLY=1 the table is printed from it without running) can be overridden. Needs a release
 # build (swift build -c release). "same ids" compares with the unlimited run of the same KV type.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -25,10 +26,11 @@ if [ ! -f "$qlm" ]; then
   [ -f "$work/gpt2-medium/config.json" ] || "$here/scripts/make_checkpoint.sh" medium "$work" --seed 0 >&2
   "$convert" "$work/gpt2-medium" -o "$qlm" --type q4_0 --zstd 3 >&2
 fi
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+# KEEP=DIR keeps each run's JSON and time -v output there.
+if [ -n "${KEEP:-}" ]; then tmp="$KEEP"; mkdir -p "$tmp"; else tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT; fi
 for kv in $kv_types; do
   for b in $budgets; do
+    [ -n "${REPORT_ONLY:-}" ] && continue
     flag=()
     [ "$b" = unlimited ] || flag=(--memory-budget "$b")
     echo "+ /usr/bin/time -v $run generate $qlm --prompt \"$prompt\" --max-tokens $max_tokens --temperature 0 --threads $threads --kv-type $kv ${flag[*]} --json" >&2
@@ -65,9 +67,9 @@ for kv in kv_types:
         if p["streamed_layers"]: what.append(f"{p['streamed_layers']} layers")
         if p["classifier_chunks"]: what.append(f"classifier ({p['classifier_chunks']} chunks)")
         if p["embedding_streamed"]: what.append("embedding rows")
-        budget = p["budget_bytes"]
+        budget = p.get("budget_bytes")
         within = "—" if budget is None else ("yes" if hwm <= budget else f"NO (+{mib(hwm - budget):.1f})")
-        planned = f"{mib(p['baseline_bytes']):.1f} + {mib(p['margin_bytes']):.1f} + {mib(p['planned_bytes']):.1f} MiB" if budget else f"{mib(p['baseline_bytes']):.1f} + {mib(p['planned_bytes']):.1f} MiB (mapped)"
+        planned = f"{mib(p['baseline_bytes']):.1f} + {mib(p['margin_bytes']):.1f} + {mib(p['planned_bytes']):.1f} MiB" if budget else f"no plan (baseline {mib(p['baseline_bytes']):.1f} MiB incl. the populated map)"
         print(f"| {kv} | {b} | {planned} | {' + '.join(what) or 'nothing'} | {mib(hwm):.1f} MiB | {mib(m['peak_rss_bytes']):.1f} MiB "
               f"| {mib(m['peak_rss_anon_bytes']):.1f} / {mib(m['peak_rss_file_bytes']):.1f} MiB | {within} "
               f"| {mib(p['streamed_bytes_per_token']):.1f} / {mib(p['streamed_raw_bytes_per_token']):.1f} MiB "

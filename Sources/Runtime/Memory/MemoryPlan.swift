@@ -47,7 +47,8 @@ public struct MemoryPlan: Sendable, Equatable {
     /// Room left for what the plan cannot see: thread stacks and malloc arenas of the compute
     /// pool and the loader thread, library and kernel code first touched after plan time, the
     /// sampler's vocabulary-sized buffers and the result's arrays, page rounding of allocations.
-    /// Measured at 1–2.5 MiB on GPT-2 medium (docs/benchmarks.md); 3 MiB leaves some slack.
+    /// Measured: peak RSS exceeds baseline + planned by 0–1.7 MiB on GPT-2 medium (docs/benchmarks.md:
+    /// the plan also counts pages never touched, e.g. unused logit rows); 3 MiB leaves over 1 MiB spare.
     public static let defaultMarginBytes = 3 << 20
 
     public var model: String
