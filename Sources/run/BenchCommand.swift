@@ -49,7 +49,7 @@ struct BenchCmd: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
-    @Option(name: .long, help: "Hard memory budget for weights, KV cache and scratch (e.g. 64M, 1G); layers that do not fit stream.")
+    @Option(name: .long, help: "Hard memory budget for the peak resident set (process baseline + weights, KV cache, scratch) (e.g. 64M, 1G); what does not fit stream.")
     var memoryBudget: String?
 
     func validate() throws {

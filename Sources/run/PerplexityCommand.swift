@@ -42,7 +42,7 @@ struct EvalOptions: ParsableArguments {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
-    @Option(name: .long, help: "Hard memory budget per model for weights, KV cache and scratch (e.g. 64M, 1G); layers that do not fit stream.")
+    @Option(name: .long, help: "Hard memory budget per model for the peak resident set (process baseline + weights, KV cache, scratch) (e.g. 64M, 1G); what does not fit stream.")
     var memoryBudget: String?
 
     func validate() throws {

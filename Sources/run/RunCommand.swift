@@ -47,7 +47,7 @@ struct ModelOptions: ParsableArguments {
 
     @OptionGroup var attention: AttentionOptions
 
-    @Option(name: .long, help: "Hard memory budget for weights, KV cache and scratch, e.g. 64M, 512K, 1G: layers that do not fit stream from the file.")
+    @Option(name: .long, help: "Hard budget for the process's peak resident memory (baseline + weights, KV cache, scratch), e.g. 64M, 512K, 1G: layers and the classifier that do not fit stream from the file.")
     var memoryBudget: String?
 
     func validate() throws {
@@ -69,11 +69,17 @@ func parseBudget(_ s: String?) throws -> Int? {
     do { return try MemoryBudget.parse(s) } catch let e as MemoryBudget.ParseError { throw ValidationError(e.description) }
 }
 
-/// "budget 64M, planned 58.1 MiB, streamed 6.8 MiB/tok" for closing lines.
+/// "budget 64M = baseline 26.1 MiB + margin 3.0 MiB + planned 34.2 MiB, streaming 24 layers + classifier: 190.1 MiB/tok" for closing lines.
 func budgetSummary(_ m: MemoryReport) -> String {
-    var s = "budget \(m.budgetBytes.map { MemoryBudget.format($0) } ?? "none"), planned \(formatBytes(m.plannedBytes))"
-    if m.bufferCount > 0 {
-        s += ", streaming \(m.streamedLayers) layers: \(formatBytes(Int(m.streamedBytesPerToken)))/tok"
+    var s = "budget \(m.budgetBytes.map { MemoryBudget.format($0) } ?? "none")"
+    s += m.budgetBytes == nil ? ", baseline \(formatBytes(m.baselineBytes)), planned \(formatBytes(m.plannedBytes))"
+        : " = baseline \(formatBytes(m.baselineBytes)) + margin \(formatBytes(m.marginBytes)) + planned \(formatBytes(m.plannedBytes))"
+    var what: [String] = []
+    if m.streamedLayers > 0 { what.append("\(m.streamedLayers) layers") }
+    if m.classifierChunks > 0 { what.append("classifier (\(m.classifierChunks) chunks)") }
+    if m.embeddingStreamed { what.append("embedding rows") }
+    if !what.isEmpty {
+        s += ", streaming \(what.joined(separator: " + ")): \(formatBytes(Int(m.streamedBytesPerToken)))/tok"
     }
     return s
 }

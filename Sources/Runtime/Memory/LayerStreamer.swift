@@ -1,15 +1,20 @@
 import Foundation
 import Quant
 
-/// Streams the matrices of the plan's streamed layers through a fixed set of layer buffers.
+/// Streams the matrices of the plan's streamed layers, then the row chunks of a streamed
+/// classifier, through a fixed set of layer buffers.
 ///
-/// Streamed layer j (the j-th streamed layer, in order) always lives in buffer j % bufferCount,
+/// Item j (the j-th streamed layer, in order; then classifier chunk k as item
+/// streamedLayers.count + k) always lives in buffer j % bufferCount,
 /// at fixed offsets, so the model binds its `Matrix` values to buffer addresses once, at load,
 /// and the forward pass only brackets each layer with `acquire(layer)` / `release(layer)`.
 /// A background thread fills the buffers in layer order, cyclically (after the last streamed
 /// layer comes the first one again, for the next forward pass): it starts on layer j + 1 while
 /// layer j is being computed, and waits while the buffer it needs still holds a layer not yet
-/// released. Reads use pread (TensorReader), never the memory map.
+/// released. Reads use pread (TensorReader), never the memory map. The consumer may ask for
+/// items out of this order (a batch that wants no logits skips the classifier; several groups
+/// of logit rows read it several times): the loader then drops what it prefetched and restarts
+/// at the item asked for, so results never depend on the order, only the speed does.
 final class LayerStreamer {
     private struct Slot {
         enum State: Equatable { case empty, loading(Int), ready(Int), inUse(Int), done(Int) }
@@ -20,7 +25,17 @@ final class LayerStreamer {
     private struct StreamedTensor {
         let info: TensorInfo
         let chunks: TensorReader.Chunks?
-        let offset: Int   // inside the layer buffer
+        let rows: Range<Int>   // the tensor's rows this piece holds
+        let offset: Int        // inside the layer buffer
+        /// The file range to prefetch.
+        var fileRange: Range<Int> {
+            guard let chunks else {
+                return info.offset + rows.lowerBound * info.rowBytes ..< info.offset + rows.upperBound * info.rowBytes
+            }
+            let rpc = chunks.rowsPerChunk
+            let first = chunks.chunks[rows.lowerBound / rpc], last = chunks.chunks[(rows.upperBound - 1) / rpc]
+            return info.offset + first.offset ..< info.offset + last.offset + last.length
+        }
     }
 
     /// Everything the loader thread and the consumer share, behind `cond`.
@@ -37,8 +52,10 @@ final class LayerStreamer {
 
     let layers: [Int]                         // model layer index of streamed index j
     private let streamIndex: [Int: Int]       // model layer -> j
-    private let tensors: [[StreamedTensor]]   // per j
+    private let tensors: [[StreamedTensor]]   // per item j
     private let pointers: [String: UnsafeRawPointer]
+    /// Streamed classifier chunks: rows and where they are while acquired.
+    let outputChunks: [(rows: Range<Int>, pointer: UnsafeRawPointer)]
     let bufferCount: Int
     let bufferBytes: Int
     private let storedPerLayer: [Int]
@@ -53,38 +70,73 @@ final class LayerStreamer {
     init(file: QLMFile, plan: MemoryPlan) throws {
         bufferCount = plan.bufferCount
         bufferBytes = plan.bufferBytes
-        precondition(bufferCount >= 2 && !plan.streamedLayers.isEmpty)
+        precondition(bufferCount >= 2 && (!plan.streamedLayers.isEmpty || plan.outputStreams))
         layers = plan.streamedLayers
         streamIndex = Dictionary(uniqueKeysWithValues: layers.enumerated().map { ($1, $0) })
         reader = try TensorReader(path: file.path)
         let arch = file.metadata.architecture
-        var perLayer = [[StreamedTensor]](repeating: [], count: layers.count)
+        var perLayer = [[StreamedTensor]](repeating: [], count: layers.count + plan.outputChunks.count)
+        var stored = [Int](repeating: 0, count: perLayer.count), raw = stored
         var maxChunk = 0
         for name in plan.streamedTensors {
             let t = try file.info(name)
             guard let l = MemoryPlan.layerIndex(name, architecture: arch), let j = streamIndex[l] else { continue }
             let chunks = t.encoding == .zstd ? try reader.chunks(of: t) : nil
             maxChunk = max(maxChunk, chunks?.chunks.map(\.length).max() ?? 0)
-            let offset = perLayer[j].last.map { MemoryPlan.aligned($0.offset + $0.info.rawLength) } ?? 0
+            let offset = perLayer[j].last.map { MemoryPlan.aligned($0.offset + $0.rows.count * $0.info.rowBytes) } ?? 0
             guard offset + t.rawLength <= bufferBytes else {
                 throw ModelError("internal: layer \(l) does not fit its planned buffer of \(bufferBytes) bytes")
             }
-            perLayer[j].append(StreamedTensor(info: t, chunks: chunks, offset: offset))
+            perLayer[j].append(StreamedTensor(info: t, chunks: chunks, rows: 0 ..< t.rows, offset: offset))
+            stored[j] += t.storedLength
+            raw[j] += t.rawLength
+        }
+        if plan.outputStreams {
+            // The classifier's row chunks, each at the start of its buffer. Stored bytes per
+            // chunk: its rows (raw) or its zstd frames; the first also carries the chunk index,
+            // so a pass adds up to the tensor's stored length, as a streamed layer's does.
+            let t = try file.info(plan.outputTensor)
+            let chunks = t.encoding == .zstd ? try reader.chunks(of: t) : nil
+            maxChunk = max(maxChunk, chunks?.chunks.map(\.length).max() ?? 0)
+            var framed = 0
+            for (k, rows) in plan.outputChunks.enumerated() {
+                let j = layers.count + k
+                guard rows.count * t.rowBytes <= bufferBytes else {
+                    throw ModelError("internal: classifier rows \(rows) do not fit the planned buffer of \(bufferBytes) bytes")
+                }
+                if let chunks {
+                    let rpc = chunks.rowsPerChunk
+                    guard rows.lowerBound % rpc == 0, rows.upperBound % rpc == 0 || rows.upperBound == t.rows else {
+                        throw ModelError("internal: classifier rows \(rows) are not whole zstd chunks of \(rpc) rows")
+                    }
+                    stored[j] = chunks.chunks[rows.lowerBound / rpc ..< (rows.upperBound + rpc - 1) / rpc].reduce(0) { $0 + $1.length }
+                } else {
+                    stored[j] = rows.count * t.rowBytes
+                }
+                framed += stored[j]
+                raw[j] = rows.count * t.rowBytes
+                perLayer[j].append(StreamedTensor(info: t, chunks: chunks, rows: rows, offset: 0))
+            }
+            stored[layers.count] += t.storedLength - framed
         }
         reader.reserveStaging(maxChunk)
         tensors = perLayer
-        storedPerLayer = perLayer.map { $0.reduce(0) { $0 + $1.info.storedLength } }
-        rawPerLayer = perLayer.map { $0.reduce(0) { $0 + $1.info.rawLength } }
+        storedPerLayer = stored
+        rawPerLayer = raw
         var ptrs: [String: UnsafeRawPointer] = [:]
         var slots: [Slot] = []
         for _ in 0 ..< bufferCount {
             // Not zero-filled: pages become resident as the loader fills them.
             slots.append(Slot(base: .allocate(byteCount: max(bufferBytes, 64), alignment: 64)))
         }
-        for (j, list) in perLayer.enumerated() {
+        for (j, list) in perLayer.enumerated() where j < layers.count {
             for t in list { ptrs[t.info.name] = UnsafeRawPointer(slots[j % bufferCount].base + t.offset) }
         }
         pointers = ptrs
+        let nLayers = layers.count, k = bufferCount
+        outputChunks = plan.outputChunks.enumerated().map { c, rows in
+            (rows, UnsafeRawPointer(slots[(nLayers + c) % k].base))
+        }
         shared.slots = slots
     }
 
@@ -121,6 +173,14 @@ final class LayerStreamer {
     /// Blocks until model layer `layer`'s matrices are in its buffer. No-op for resident layers.
     func acquire(layer: Int) throws {
         guard let j = streamIndex[layer] else { return }
+        try acquire(item: j)
+    }
+
+    /// Blocks until classifier chunk `k` is in its buffer.
+    func acquireOutput(chunk k: Int) throws { try acquire(item: layers.count + k) }
+    func releaseOutput(chunk k: Int) { release(item: layers.count + k) }
+
+    private func acquire(item j: Int) throws {
         start()
         let s = shared, b = j % bufferCount
         s.cond.lock()
@@ -161,6 +221,10 @@ final class LayerStreamer {
     /// The model is done with `layer`; its buffer may be refilled.
     func release(layer: Int) {
         guard let j = streamIndex[layer] else { return }
+        release(item: j)
+    }
+
+    private func release(item j: Int) {
         let s = shared, b = j % bufferCount
         s.cond.lock()
         if s.slots[b].state == .inUse(j) { s.slots[b].state = .done(j) }
@@ -181,12 +245,12 @@ final class LayerStreamer {
             s.cond.unlock()
             // Let the kernel read the following layer into the page cache meanwhile.
             let after = tensors[(j + 1) % m]
-            if let first = after.first, let last = after.last {
-                reader.willNeed(offset: first.info.offset, count: last.info.offset + last.info.storedLength - first.info.offset)
+            if let first = after.first?.fileRange, let last = after.last?.fileRange {
+                reader.willNeed(offset: first.lowerBound, count: last.upperBound - first.lowerBound)
             }
             var failure: Error?
             do {
-                for t in tensors[j] { try reader.read(t.info, chunks: t.chunks, into: base + t.offset) }
+                for t in tensors[j] { try reader.read(t.info, chunks: t.chunks, rows: t.rows, into: base + t.offset) }
             } catch {
                 failure = error
             }

@@ -16,28 +16,63 @@ public struct MemorySettings: Sendable, Equatable {
     }
 }
 
-/// Which tensors stay resident and which layers stream through a fixed set of buffers, under a
-/// memory budget. A pure function of the file's tensor table and metadata, the settings and the
-/// budget (`make`), so it is decided (and tested) without touching any weight.
+/// Which tensors stay resident and which stream through a fixed set of buffers, under a memory
+/// budget. A pure function of the file's tensor table and metadata, the settings, the budget and
+/// the process's baseline (`make`), so it is decided (and tested) without touching any weight.
 ///
-/// Resident always: every tensor outside the transformer blocks (embeddings, final norm,
-/// classifier) and every block's 1-D tensors (norms, biases). A block's matrices are its
-/// "working set". If everything fits, nothing streams. Otherwise two layer buffers (one being
-/// computed, one being filled by the background loader) plus as many whole layers kept resident
-/// as the rest of the budget holds (the first ones); the other layers stream, in order, every
-/// forward pass.
+/// The budget is the whole process's peak resident set: `budget = baseline + margin + planned`,
+/// where `baseline` is what the process holds before any weight is read (VmRSS at plan time:
+/// shared libraries, heap, the loaded tokenizer), `margin` (`defaultMarginBytes`) absorbs what
+/// grows after plan time without being planned (thread stacks, library code first touched by
+/// the kernels, the sampler and the report, allocator rounding), and `planned` is everything below.
+///
+/// Always resident: every block's 1-D tensors (norms, biases) and the small tensors outside
+/// the blocks (GPT-2's position table, the final norm). Always allocated: the KV cache and the
+/// scratch. What else stays resident is chosen to minimise the bytes streamed per token:
+///
+/// - the output matrix (classifier: GPT-2's tied `wte`, Llama's `output` or tied
+///   `tok_embeddings`): resident, or streamed in row chunks through the layer buffers after the
+///   last layer (every token reads it whole);
+/// - an untied input embedding table: resident, or read one row per token (`RowReader`: pread of
+///   the row, or the one zstd chunk holding it) — it costs a row (or a chunk) per token, so it is
+///   the first thing to leave memory; a tied table follows the classifier;
+/// - the layers' matrices: the first layers stay resident while they fit; the others stream, in
+///   order, every forward pass, through two layer buffers (one computed, one filled by the
+///   background loader).
+///
+/// Every combination of {classifier, embedding table} resident or streamed is planned (layers
+/// filling the rest); the one streaming the fewest stored bytes per token wins, ties going to
+/// the one keeping more resident (classifier first, then the embedding table).
 public struct MemoryPlan: Sendable, Equatable {
+    /// Room left for what the plan cannot see: thread stacks and malloc arenas of the compute
+    /// pool and the loader thread, library and kernel code first touched after plan time, the
+    /// sampler's vocabulary-sized buffers and the result's arrays, page rounding of allocations.
+    /// Measured: peak RSS exceeds baseline + planned by 0–1.7 MiB on GPT-2 medium (docs/benchmarks.md:
+    /// the plan also counts pages never touched, e.g. unused logit rows); 3 MiB leaves over 1 MiB spare.
+    public static let defaultMarginBytes = 3 << 20
+
     public var model: String
     public var budget: Int?
+    /// The process's resident set when the plan was made (VmRSS), and the margin on top of it.
+    public var baselineBytes: Int
+    public var marginBytes: Int
     /// Tensors loaded once and kept (names, table order), and their bytes.
     public var residentTensors: [String]
     public var residentBytes: Int
     /// Layers whose matrices are resident / streamed.
     public var residentLayers: [Int]
     public var streamedLayers: [Int]
-    /// Tensors streamed through the buffers (names, table order).
+    /// Layer tensors streamed through the buffers (names, table order).
     public var streamedTensors: [String]
-    /// Layer buffers (0 when nothing streams) and the bytes of each (the largest working set).
+    /// The output matrix (classifier) and, when it streams, its row chunks (each fits a buffer).
+    public var outputTensor: String
+    public var outputChunks: [Range<Int>]
+    /// The input embedding table and whether its rows are read per token instead of kept.
+    public var embeddingTensor: String
+    public var embeddingStreams: Bool
+    /// The row lookup's buffers: one row (raw) or one zstd chunk plus its compressed bytes.
+    public var embeddingBufferBytes: Int
+    /// Layer buffers (0 when nothing streams through them) and the bytes of each (the largest working set).
     public var bufferCount: Int
     public var bufferBytes: Int
     /// The loader's buffer for one compressed zstd chunk (0 for raw files or no streaming).
@@ -45,15 +80,19 @@ public struct MemoryPlan: Sendable, Equatable {
     public var kvBytes: Int
     /// Activations, logits and the products' scratch.
     public var scratchBytes: Int
-    /// Everything above: resident + buffers + staging + KV + scratch.
+    /// Everything above: resident + buffers + staging + embedding lookup + KV + scratch.
     public var totalBytes: Int
-    /// The smallest budget this model and these settings run in.
+    /// The smallest budget this model and these settings run in (baseline and margin included).
     public var minimumBytes: Int
-    /// Stored (read from the file) and raw bytes of the streamed matrices: what each forward pass streams.
+    /// Stored (read from the file, chunk index included) and raw bytes of the streamed matrices
+    /// (layers and a streamed classifier): what each forward pass streams.
     public var streamedStoredBytesPerPass: Int
     public var streamedRawBytesPerPass: Int
+    /// The planner's estimate of what one decoded token streams (per pass + one embedding row lookup).
+    public var estimatedStoredBytesPerToken: Int
 
     public var streams: Bool { bufferCount > 0 }
+    public var outputStreams: Bool { !outputChunks.isEmpty }
 
     /// The layer index of a tensor inside a transformer block, from its canonical name.
     public static func layerIndex(_ name: String, architecture: Architecture) -> Int? {
@@ -64,77 +103,171 @@ public struct MemoryPlan: Sendable, Equatable {
         return l
     }
 
+    /// The classifier's and the input embedding's tensor names.
+    public static func outputAndEmbedding(_ metadata: ModelMetadata) -> (output: String, embedding: String) {
+        switch metadata.architecture {
+        case .gpt2: return ("wte.weight", "wte.weight")
+        case .llama: return (metadata.hparams.tiedEmbeddings ? "tok_embeddings.weight" : "output.weight", "tok_embeddings.weight")
+        }
+    }
+
     static func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
+
+    /// Rows per zstd chunk of `t`, as the converter cut them (the chunk size it records).
+    static func rowsPerChunk(_ t: TensorInfo, chunkBytes: Int?) -> Int {
+        min(t.rows, max(1, (chunkBytes ?? ZstdChunks.defaultChunkBytes) / max(1, t.rowBytes)))
+    }
 
     /// Bytes the loader stages for one zstd chunk of `t` (an upper bound: zstd's compress bound
     /// of the chunk's raw bytes, with the chunk size the converter records).
     static func stagingBound(_ t: TensorInfo, chunkBytes: Int?) -> Int {
         guard t.encoding == .zstd else { return 0 }
-        let rpc = max(1, (chunkBytes ?? ZstdChunks.defaultChunkBytes) / max(1, t.rowBytes))
-        return ZSTD_compressBound(min(t.rows, rpc) * t.rowBytes)
+        return ZSTD_compressBound(rowsPerChunk(t, chunkBytes: chunkBytes) * t.rowBytes)
+    }
+
+    /// The row lookup's buffers for `t`: one row, or one zstd chunk and its compressed bytes.
+    static func rowLookupBytes(_ t: TensorInfo, chunkBytes: Int?) -> Int {
+        guard t.encoding == .zstd else { return aligned(t.rowBytes) }
+        return aligned(rowsPerChunk(t, chunkBytes: chunkBytes) * t.rowBytes) + aligned(stagingBound(t, chunkBytes: chunkBytes))
+    }
+
+    /// Stored bytes one embedding lookup reads (a row; for zstd a chunk, on average).
+    static func rowLookupStored(_ t: TensorInfo, chunkBytes: Int?) -> Int {
+        guard t.encoding == .zstd else { return t.rowBytes }
+        let rpc = rowsPerChunk(t, chunkBytes: chunkBytes), n = (t.rows + rpc - 1) / rpc
+        return t.storedLength / max(1, n)
+    }
+
+    /// Row chunks of the output matrix that fit a buffer of `bufferBytes` (whole zstd chunks).
+    static func outputChunks(_ t: TensorInfo, bufferBytes: Int, chunkBytes: Int?) -> [Range<Int>] {
+        let unit = t.encoding == .zstd ? rowsPerChunk(t, chunkBytes: chunkBytes) : 1
+        let rows = max(unit, bufferBytes / max(1, unit * t.rowBytes) * unit)
+        return stride(from: 0, to: t.rows, by: rows).map { $0 ..< min(t.rows, $0 + rows) }
     }
 
     public static func make(model: String, tensors: [TensorInfo], metadata: ModelMetadata,
-                            settings: MemorySettings, budget: Int?) throws -> MemoryPlan {
-        let hp = metadata.hparams, arch = metadata.architecture
+                            settings: MemorySettings, budget: Int?, baseline: Int = 0,
+                            margin: Int = defaultMarginBytes) throws -> MemoryPlan {
+        let hp = metadata.hparams, arch = metadata.architecture, chunkBytes = metadata.quantization.zstdChunkBytes
         let tokenizerTensor = metadata.tokenizer.tensor
-        var resident: [TensorInfo] = []
+        let (outName, embName) = outputAndEmbedding(metadata)
+        let tied = outName == embName
+        var small: [TensorInfo] = []
+        var out: TensorInfo?, emb: TensorInfo?
         var layerMatrices = [[TensorInfo]](repeating: [], count: hp.nLayer)
         for t in tensors where t.name != tokenizerTensor {
             if t.shape.count >= 2, let l = layerIndex(t.name, architecture: arch), l < hp.nLayer {
                 layerMatrices[l].append(t)
+            } else if t.name == outName {
+                out = t
+            } else if t.name == embName {
+                emb = t
             } else {
-                resident.append(t)
+                small.append(t)
             }
         }
+        guard let out else { throw ModelError("\(model) has no \(outName) tensor") }
+        let embInfo = emb ?? out
         let layerBytes = layerMatrices.map { $0.reduce(0) { $0 + aligned($1.rawLength) } }
+        let layerStored = layerMatrices.map { $0.reduce(0) { $0 + $1.storedLength } }
         let maxLayer = layerBytes.max() ?? 0
-        let staging = layerMatrices.joined().map { stagingBound($0, chunkBytes: metadata.quantization.zstdChunkBytes) }.max() ?? 0
-        let fixedResident = resident.reduce(0) { $0 + aligned($1.rawLength) }
+        let layerStaging = layerMatrices.joined().map { stagingBound($0, chunkBytes: chunkBytes) }.max() ?? 0
+        let smallBytes = small.reduce(0) { $0 + aligned($1.rawLength) }
         let scratch = RunState.byteCount(hp, maxBatch: settings.maxBatch, logitChunk: settings.logitChunk)
             + Compute.scratchBytes(maxCols: max(hp.dModel, hp.dFF), maxBatch: max(settings.maxBatch, 16))
-        let fixed = fixedResident + settings.kvBytes + scratch
-        let allResident = fixed + layerBytes.reduce(0, +)
-        let streamMinimum = fixed + 2 * maxLayer + staging
-        let minimum = hp.nLayer >= 3 ? min(allResident, streamMinimum) : allResident
+        let fixed = smallBytes + settings.kvBytes + scratch
+        let limit = budget.map { $0 - baseline - margin }
+
+        // One candidate: which of {classifier, embedding table} stay resident, layers filling the rest.
+        struct Candidate {
+            var outResident: Bool, embResident: Bool
+            var keepLayers: Int, buffers: Bool, bufferBytes: Int, staging: Int, embBuffer: Int
+            var total: Int, minimum: Int, streamedPerToken: Int
+            /// What the minimum consists of: resident tensors, and whether it uses the buffers.
+            var minimumResident: Int, minimumBuffered: Bool
+        }
+        func candidate(outResident: Bool, embResident: Bool) -> Candidate? {
+            var residentBase = smallBytes
+            if outResident { residentBase += aligned(out.rawLength) }
+            if !tied && embResident { residentBase += aligned(embInfo.rawLength) }
+            var base = fixed - smallBytes + residentBase
+            let embBuffer = embResident ? 0 : rowLookupBytes(embInfo, chunkBytes: chunkBytes)
+            let embCost = embResident ? 0 : rowLookupStored(embInfo, chunkBytes: chunkBytes)
+            base += embBuffer
+            let allLayers = layerBytes.reduce(0, +)
+            // Without buffers (possible only with a resident classifier): every layer resident.
+            let unbuffered = outResident ? base + allLayers : nil
+            // With two buffers (the classifier's chunks need at least one zstd chunk or one row).
+            let outUnit = out.encoding == .zstd ? rowsPerChunk(out, chunkBytes: chunkBytes) * out.rowBytes : out.rowBytes
+            let bufferBytes = max(maxLayer, outResident ? 0 : aligned(outUnit))
+            let staging = max(layerStaging, outResident ? 0 : stagingBound(out, chunkBytes: chunkBytes))
+            let buffered = base + 2 * bufferBytes + staging
+            let minimumBuffered = buffered < (unbuffered ?? .max)
+            let minimum = min(unbuffered ?? .max, buffered)
+            let minimumResident = residentBase + (minimumBuffered ? 0 : allLayers)
+            let room = limit ?? .max
+            if let unbuffered, unbuffered <= room {
+                return Candidate(outResident: outResident, embResident: embResident, keepLayers: hp.nLayer, buffers: false,
+                                 bufferBytes: 0, staging: 0, embBuffer: embBuffer, total: unbuffered, minimum: minimum,
+                                 streamedPerToken: embCost, minimumResident: minimumResident, minimumBuffered: minimumBuffered)
+            }
+            guard buffered <= room else {
+                return Candidate(outResident: outResident, embResident: embResident, keepLayers: -1, buffers: true,
+                                 bufferBytes: bufferBytes, staging: staging, embBuffer: embBuffer, total: buffered,
+                                 minimum: minimum, streamedPerToken: .max, minimumResident: minimumResident,
+                                 minimumBuffered: minimumBuffered)
+            }
+            var left = room - buffered, keep = 0, total = buffered
+            while keep < hp.nLayer, layerBytes[keep] <= left { left -= layerBytes[keep]; total += layerBytes[keep]; keep += 1 }
+            let streamed = layerStored[keep...].reduce(0, +) + (outResident ? 0 : out.storedLength) + embCost
+            return Candidate(outResident: outResident, embResident: embResident, keepLayers: keep, buffers: true,
+                             bufferBytes: bufferBytes, staging: staging, embBuffer: embBuffer, total: total,
+                             minimum: minimum, streamedPerToken: streamed, minimumResident: minimumResident,
+                             minimumBuffered: minimumBuffered)
+        }
+        // Preference order for ties: classifier resident first, then the embedding table.
+        let options: [(Bool, Bool)] = tied ? [(true, true), (false, false)] : [(true, true), (true, false), (false, true), (false, false)]
+        let candidates = options.compactMap { candidate(outResident: $0.0, embResident: $0.1) }
+        let minimumPlan = candidates.min { $0.minimum < $1.minimum }!
+        let minimum = baseline + margin + minimumPlan.minimum
+        let feasible = candidates.filter { $0.keepLayers >= 0 }
+        guard let best = feasible.min(by: { $0.streamedPerToken < $1.streamedPerToken }) else {
+            let m = minimumPlan
+            var parts = "baseline \(mib(baseline)) MiB + margin \(mib(margin)) MiB + resident \(mib(m.minimumResident)) MiB"
+            if m.minimumBuffered { parts += " + 2 layer buffers \(mib(2 * m.bufferBytes)) MiB" }
+            parts += " + KV \(mib(settings.kvBytes)) MiB + scratch \(mib(scratch + (m.minimumBuffered ? m.staging : 0) + m.embBuffer)) MiB"
+            if !m.outResident { parts += "; the classifier streams" }
+            if !m.embResident && !tied { parts += "; embedding rows are read per token" }
+            throw ModelError("--memory-budget \(MemoryBudget.format(budget!)) is below the minimum for \(model) with these settings: "
+                + "\(mib(minimum)) MiB (\(parts))")
+        }
 
         var plan = MemoryPlan(
-            model: model, budget: budget, residentTensors: [], residentBytes: 0, residentLayers: [], streamedLayers: [],
-            streamedTensors: [], bufferCount: 0, bufferBytes: 0, stagingBytes: 0, kvBytes: settings.kvBytes,
-            scratchBytes: scratch, totalBytes: 0, minimumBytes: minimum, streamedStoredBytesPerPass: 0, streamedRawBytesPerPass: 0)
-
-        var keepLayers = hp.nLayer
-        if let budget, budget < allResident {
-            guard budget >= minimum else {
-                throw ModelError("--memory-budget \(MemoryBudget.format(budget)) is below the minimum for \(model) with these settings: "
-                    + "\(mib(minimum)) MiB (resident \(mib(fixedResident)) MiB + 2 layer buffers \(mib(2 * maxLayer)) MiB + "
-                    + "KV \(mib(settings.kvBytes)) MiB + scratch \(mib(scratch + staging)) MiB)")
-            }
-            // Two buffers, then whole layers resident while they fit.
-            var room = budget - streamMinimum
-            keepLayers = 0
-            while keepLayers < hp.nLayer, layerBytes[keepLayers] <= room {
-                room -= layerBytes[keepLayers]
-                keepLayers += 1
-            }
-            plan.bufferCount = 2
-            plan.bufferBytes = maxLayer
-            plan.stagingBytes = staging
-        }
-        plan.residentLayers = Array(0 ..< keepLayers)
-        plan.streamedLayers = Array(keepLayers ..< hp.nLayer)
-        let residentLayerSet = Set(plan.residentLayers)
+            model: model, budget: budget, baselineBytes: baseline, marginBytes: margin, residentTensors: [], residentBytes: 0,
+            residentLayers: Array(0 ..< best.keepLayers), streamedLayers: Array(best.keepLayers ..< hp.nLayer),
+            streamedTensors: [], outputTensor: outName,
+            outputChunks: best.outResident ? [] : outputChunks(out, bufferBytes: best.bufferBytes, chunkBytes: chunkBytes),
+            embeddingTensor: embName, embeddingStreams: !best.embResident, embeddingBufferBytes: best.embBuffer,
+            bufferCount: best.buffers ? 2 : 0, bufferBytes: best.bufferBytes, stagingBytes: best.staging,
+            kvBytes: settings.kvBytes, scratchBytes: scratch, totalBytes: best.total, minimumBytes: minimum,
+            streamedStoredBytesPerPass: 0, streamedRawBytesPerPass: 0, estimatedStoredBytesPerToken: best.streamedPerToken)
         for t in tensors where t.name != tokenizerTensor {
-            if t.shape.count >= 2, let l = layerIndex(t.name, architecture: arch), l < hp.nLayer, !residentLayerSet.contains(l) {
+            if t.shape.count >= 2, let l = layerIndex(t.name, architecture: arch), l < hp.nLayer, l >= best.keepLayers {
                 plan.streamedTensors.append(t.name)
                 plan.streamedStoredBytesPerPass += t.storedLength
                 plan.streamedRawBytesPerPass += t.rawLength
+            } else if t.name == outName && !best.outResident {
+                plan.streamedStoredBytesPerPass += t.storedLength
+                plan.streamedRawBytesPerPass += t.rawLength
+            } else if t.name == embName && !best.embResident {
+                continue
             } else {
                 plan.residentTensors.append(t.name)
                 plan.residentBytes += aligned(t.rawLength)
             }
         }
-        plan.totalBytes = plan.residentBytes + plan.bufferCount * plan.bufferBytes + plan.stagingBytes + plan.kvBytes + plan.scratchBytes
+        precondition(plan.totalBytes == plan.residentBytes + plan.bufferCount * plan.bufferBytes + plan.stagingBytes
+            + plan.embeddingBufferBytes + plan.kvBytes + plan.scratchBytes)
         return plan
     }
 }
@@ -142,6 +275,9 @@ public struct MemoryPlan: Sendable, Equatable {
 /// The plan and what streaming did, as --json reports it.
 public struct MemoryReport: Codable, Sendable {
     public var budgetBytes: Int?
+    /// The process's resident set at plan time and the margin the plan leaves on top of it.
+    public var baselineBytes: Int
+    public var marginBytes: Int
     public var plannedBytes: Int
     /// Everything the plan keeps in memory (= plannedBytes: tensors, buffers, KV, scratch).
     public var plannedResidentBytes: Int
@@ -152,13 +288,20 @@ public struct MemoryReport: Codable, Sendable {
     public var scratchBytes: Int
     public var minimumBudgetBytes: Int
     public var streamedLayers: Int
-    /// Bytes read from the file into the layer buffers per decoded token (stored: compressed for zstd).
+    /// Row chunks the classifier streams in per token (0: resident).
+    public var classifierChunks: Int
+    /// The input embedding is read a row per token instead of kept.
+    public var embeddingStreamed: Bool
+    /// Bytes read from the file per decoded token (stored: compressed for zstd): streamed layers,
+    /// a streamed classifier and embedding row lookups.
     public var streamedBytesPerToken: Double
     /// The same, decoded (what the buffers receive).
     public var streamedRawBytesPerToken: Double
 
     enum CodingKeys: String, CodingKey {
-        case budgetBytes = "budget_bytes", plannedBytes = "planned_bytes", plannedResidentBytes = "planned_resident_bytes"
+        case budgetBytes = "budget_bytes", baselineBytes = "baseline_bytes", marginBytes = "margin_bytes"
+        case classifierChunks = "classifier_chunks", embeddingStreamed = "embedding_streamed"
+        case plannedBytes = "planned_bytes", plannedResidentBytes = "planned_resident_bytes"
         case residentTensorBytes = "resident_tensor_bytes", bufferCount = "buffer_count", bufferBytes = "buffer_bytes"
         case kvBytes = "kv_bytes", scratchBytes = "scratch_bytes", minimumBudgetBytes = "minimum_budget_bytes"
         case streamedLayers = "streamed_layers", streamedBytesPerToken = "streamed_bytes_per_token"
@@ -167,13 +310,17 @@ public struct MemoryReport: Codable, Sendable {
 
     public init(plan: MemoryPlan, streamedBytesPerToken: Double, streamedRawBytesPerToken: Double) {
         budgetBytes = plan.budget
+        baselineBytes = plan.baselineBytes
+        marginBytes = plan.marginBytes
+        classifierChunks = plan.outputChunks.count
+        embeddingStreamed = plan.embeddingStreams
         plannedBytes = plan.totalBytes
         plannedResidentBytes = plan.totalBytes
         residentTensorBytes = plan.residentBytes
         bufferCount = plan.bufferCount
         bufferBytes = plan.bufferBytes
         kvBytes = plan.kvBytes
-        scratchBytes = plan.scratchBytes + plan.stagingBytes
+        scratchBytes = plan.scratchBytes + plan.stagingBytes + plan.embeddingBufferBytes
         minimumBudgetBytes = plan.minimumBytes
         streamedLayers = plan.streamedLayers.count
         self.streamedBytesPerToken = streamedBytesPerToken

@@ -98,28 +98,46 @@ final class TensorReader {
     /// Reads tensor `t`'s raw bytes (t.rawLength) into `dst`; returns the bytes read from the file.
     @discardableResult
     func read(_ t: TensorInfo, chunks: Chunks?, into dst: UnsafeMutableRawPointer) throws -> Int {
+        try read(t, chunks: chunks, rows: 0 ..< t.rows, into: dst)
+    }
+
+    /// Reads rows `rows` of `t` (raw bytes, rows.count × rowBytes) into `dst`; returns the bytes
+    /// read from the file. For zstd the range must be whole chunks (the last may end at t.rows).
+    @discardableResult
+    func read(_ t: TensorInfo, chunks: Chunks?, rows: Range<Int>, into dst: UnsafeMutableRawPointer) throws -> Int {
         switch t.encoding {
         case .raw:
-            try readFully(dst, count: t.rawLength, offset: t.offset)
-            return t.rawLength
+            let n = rows.count * t.rowBytes
+            try readFully(dst, count: n, offset: t.offset + rows.lowerBound * t.rowBytes)
+            return n
         case .zstd:
             let index = try chunks ?? self.chunks(of: t)
-            reserveStaging(index.chunks.map(\.length).max() ?? 0)
+            let rpc = index.rowsPerChunk
+            precondition(rows.lowerBound % rpc == 0 && (rows.upperBound % rpc == 0 || rows.upperBound == t.rows),
+                         "zstd row range \(rows) of \(t.name) is not whole chunks of \(rpc) rows")
             var total = 0
-            for (c, (off, len)) in index.chunks.enumerated() {
-                let lo = c * index.rowsPerChunk, hi = min(t.rows, lo + index.rowsPerChunk)
-                let expected = (hi - lo) * index.rowBytes
-                try readFully(staging!, count: len, offset: t.offset + off)
-                let n = ZSTD_decompressDCtx(dctx, dst + lo * index.rowBytes, expected, staging, len)
-                if ZSTD_isError(n) != 0 {
-                    throw QuantError(path, "tensor \(t.name): zstd chunk \(c) is corrupt (\(String(cString: ZSTD_getErrorName(n))))")
-                }
-                guard n == expected else {
-                    throw QuantError(path, "tensor \(t.name): zstd chunk \(c) decompressed to \(n) bytes, expected \(expected)")
-                }
-                total += len
+            for c in rows.lowerBound / rpc ..< (rows.upperBound + rpc - 1) / rpc {
+                total += try readChunk(c, of: t, index: index, into: dst + (c * rpc - rows.lowerBound) * index.rowBytes)
             }
             return total
         }
+    }
+
+    /// Decompresses zstd chunk `c` of `t` into `dst` (its rows × rowBytes); returns the bytes read.
+    @discardableResult
+    func readChunk(_ c: Int, of t: TensorInfo, index: Chunks, into dst: UnsafeMutableRawPointer) throws -> Int {
+        let (off, len) = index.chunks[c]
+        let lo = c * index.rowsPerChunk, hi = min(t.rows, lo + index.rowsPerChunk)
+        let expected = (hi - lo) * index.rowBytes
+        if len > stagingBytes { reserveStaging(len) }
+        try readFully(staging!, count: len, offset: t.offset + off)
+        let n = ZSTD_decompressDCtx(dctx, dst, expected, staging, len)
+        if ZSTD_isError(n) != 0 {
+            throw QuantError(path, "tensor \(t.name): zstd chunk \(c) is corrupt (\(String(cString: ZSTD_getErrorName(n))))")
+        }
+        guard n == expected else {
+            throw QuantError(path, "tensor \(t.name): zstd chunk \(c) decompressed to \(n) bytes, expected \(expected)")
+        }
+        return len
     }
 }

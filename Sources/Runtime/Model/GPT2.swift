@@ -27,7 +27,9 @@ public final class GPT2: LanguageModel {
     /// wrapped or clamped), and no re-indexing (a window keeps absolute positions).
     public var positionLimit: Int { min(hparams.nCtx, cache.capacity) }
     let weights: WeightStore
-    let wte: Matrix
+    /// The token embedding and the tied classifier (the same tensor; either may stream).
+    let wte: EmbeddingTable
+    let output: OutputMatrix
     let wpe: Matrix
     let layers: [Layer]
     let lnfW, lnfB: UnsafePointer<Float>
@@ -43,7 +45,8 @@ public final class GPT2: LanguageModel {
         self.cache = cache
         self.maxBatch = maxBatch
         let d = hp.dModel, f = hp.dFF
-        wte = try weights.matrix("wte.weight", rows: hp.vocabSize, cols: d)
+        wte = try weights.embeddingTable("wte.weight", rows: hp.vocabSize, cols: d)
+        output = try weights.outputMatrix("wte.weight", rows: hp.vocabSize, cols: d, shared: wte)
         wpe = try weights.matrix("wpe.weight", rows: hp.nCtx, cols: d)
         layers = try (0 ..< hp.nLayer).map { i in
             let p = "h.\(i)."
@@ -65,7 +68,7 @@ public final class GPT2: LanguageModel {
         state = RunState(hp, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
     }
 
-    public var matrices: [Matrix] { layers.flatMap { [$0.attnW, $0.projW, $0.fcW, $0.fcProjW] } + [wte] }
+    public var matrices: [Matrix] { layers.flatMap { [$0.attnW, $0.projW, $0.fcW, $0.fcProjW] } + output.matrices }
 
     public func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                              onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
@@ -76,7 +79,7 @@ public final class GPT2: LanguageModel {
         let s = state, c = compute
         // Embeddings: token + position.
         for t in 0 ..< T {
-            c.embedding(wte, row: Int(tokens[t]), into: s.x + t * d)
+            try c.embedding(wte, row: Int(tokens[t]), into: s.x + t * d)
             c.embedding(wpe, row: startPos + t, into: s.proj)
             qlm_add_f32(s.x + t * d, s.proj, Int64(d))
         }
@@ -104,19 +107,31 @@ public final class GPT2: LanguageModel {
         }
         // Final LayerNorm and tied classifier, for the requested rows only.
         for t in logitRows { qlm_layernorm(s.xb + t * d, s.x + t * d, lnfW, lnfB, Int64(d), eps) }
-        emitLogits(state: s, output: wte, rows: logitRows, onLogits: onLogits)
+        try emitLogits(state: s, output: output, weights: weights, rows: logitRows, onLogits: onLogits)
     }
 }
 
 extension LanguageModel {
-    /// logits = output · xb[t] for t in rows, `state.logitChunk` rows per product.
-    func emitLogits(state s: RunState, output: Matrix, rows: Range<Int>,
-                    onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) {
+    /// logits = output · xb[t] for t in rows, `state.logitChunk` rows per product. A streamed
+    /// classifier is multiplied chunk by chunk (rows r0..<r1 of the logits from rows r0..<r1 of
+    /// the matrix: the kernels compute every output row on its own, so the logits are the same
+    /// bits as one product over the whole matrix).
+    func emitLogits(state s: RunState, output: OutputMatrix, weights: WeightStore, rows: Range<Int>,
+                    onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let d = hparams.dModel, vocab = hparams.vocabSize
         var t0 = rows.lowerBound
         while t0 < rows.upperBound {
             let n = min(s.logitChunk, rows.upperBound - t0)
-            compute.linear(output, s.xb + t0 * d, T: n, out: s.logits, ldOut: vocab)
+            if output.streamed {
+                for k in output.chunks.indices {
+                    try weights.acquireOutput(chunk: k)
+                    defer { weights.releaseOutput(chunk: k) }
+                    let chunk = output.chunks[k]
+                    compute.linear(chunk.matrix, s.xb + t0 * d, T: n, out: s.logits + chunk.rows.lowerBound, ldOut: vocab)
+                }
+            } else {
+                compute.linear(output.chunks[0].matrix, s.xb + t0 * d, T: n, out: s.logits, ldOut: vocab)
+            }
             for i in 0 ..< n { onLogits(t0 + i, UnsafeBufferPointer(start: s.logits + i * vocab, count: vocab)) }
             t0 += n
         }

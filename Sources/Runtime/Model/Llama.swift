@@ -18,10 +18,10 @@ public final class Llama: LanguageModel {
     public let cache: KVCache
     public let maxBatch: Int
     let weights: WeightStore
-    let embed: Matrix
+    let embed: EmbeddingTable
     let layers: [Layer]
     let norm: UnsafePointer<Float>
-    let output: Matrix
+    let output: OutputMatrix
     let attention: Attention
     let state: RunState
     /// Rotary frequencies per pair: theta^(-(2i mod headDim)/headDim), as run.c computes them.
@@ -40,7 +40,7 @@ public final class Llama: LanguageModel {
         self.cache = cache
         self.maxBatch = maxBatch
         let d = hp.dModel, kv = hp.kvDim, f = hp.dFF
-        embed = try weights.matrix("tok_embeddings.weight", rows: hp.vocabSize, cols: d)
+        embed = try weights.embeddingTable("tok_embeddings.weight", rows: hp.vocabSize, cols: d)
         layers = try (0 ..< hp.nLayer).map { i in
             let p = "layers.\(i)."
             return Layer(
@@ -55,7 +55,8 @@ public final class Llama: LanguageModel {
                 w3: try weights.matrix(p + "feed_forward.w3.weight", rows: f, cols: d))
         }
         norm = try weights.vector("norm.weight", count: d)
-        output = hp.tiedEmbeddings ? embed : try weights.matrix("output.weight", rows: hp.vocabSize, cols: d)
+        output = try weights.outputMatrix(hp.tiedEmbeddings ? "tok_embeddings.weight" : "output.weight",
+                                          rows: hp.vocabSize, cols: d, shared: embed)
         state = RunState(hp, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
         let hd = hp.headDim, theta = hp.ropeTheta ?? 10000
         ropeFreq = (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
@@ -63,7 +64,7 @@ public final class Llama: LanguageModel {
         attention = Attention(hp, reindexRotary: positions == .cache ? ropeFreq : nil)
     }
 
-    public var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + [output] }
+    public var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + output.matrices }
 
     /// Rotates adjacent pairs (2i, 2i+1) of every head of `v` (n floats) by pos · freq[i].
     @inline(__always)
@@ -87,7 +88,7 @@ public final class Llama: LanguageModel {
         let T = tokens.count, d = hparams.dModel, kv = hparams.kvDim, f = hparams.dFF, eps = hparams.normEps
         let s = state, c = compute
         let q = s.qkv, k = s.qkv + T * d, v = s.qkv + T * (d + kv)   // [T, d], [T, kv], [T, kv]
-        for t in 0 ..< T { c.embedding(embed, row: Int(tokens[t]), into: s.x + t * d) }
+        for t in 0 ..< T { try c.embedding(embed, row: Int(tokens[t]), into: s.x + t * d) }
         for (l, L) in layers.enumerated() {
             try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
             defer { weights.release(layer: l) }
@@ -114,6 +115,6 @@ public final class Llama: LanguageModel {
             qlm_add_f32(s.x, s.proj, Int64(T * d))
         }
         for t in logitRows { qlm_rmsnorm(s.xb + t * d, s.x + t * d, norm, Int64(d), eps) }
-        emitLogits(state: s, output: output, rows: logitRows, onLogits: onLogits)
+        try emitLogits(state: s, output: output, weights: weights, rows: logitRows, onLogits: onLogits)
     }
 }

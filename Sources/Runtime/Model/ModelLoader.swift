@@ -20,8 +20,14 @@ public struct LoadOptions {
     public var populate: Bool
     /// Attention pattern per layer, sinks, KV type and position policy.
     public var attention: AttentionConfig
-    /// Hard budget in bytes for weights, KV cache and scratch (nil: everything resident, mapped).
+    /// Hard budget in bytes for the whole process's peak resident set (nil: everything resident,
+    /// mapped): the baseline at plan time + a margin + weights, KV cache, buffers and scratch.
     public var memoryBudget: Int?
+    /// The process baseline the plan subtracts from the budget (nil: VmRSS at plan time, after
+    /// the tokenizer is loaded). Tests pass a fixed value so plans are deterministic.
+    public var memoryBaseline: Int?
+    /// Room the plan leaves for what grows after plan time (MemoryPlan.defaultMarginBytes).
+    public var memoryMargin: Int = MemoryPlan.defaultMarginBytes
     /// KV cache positions (nil: the model's n_ctx).
     public var kvPositions: Int?
     /// Overrides kvPositions and maxBatch once the tokenizer is loaded.
@@ -29,10 +35,11 @@ public struct LoadOptions {
 
     public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 128,
                 verifyChecksums: Bool = false, populate: Bool = false, attention: AttentionConfig = AttentionConfig(),
-                memoryBudget: Int? = nil, kvPositions: Int? = nil, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil) {
+                memoryBudget: Int? = nil, memoryBaseline: Int? = nil, kvPositions: Int? = nil,
+                sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil) {
         self.threads = threads; self.maxBatch = maxBatch; self.verifyChecksums = verifyChecksums; self.populate = populate
         self.attention = attention
-        self.memoryBudget = memoryBudget; self.kvPositions = kvPositions; self.sizing = sizing
+        self.memoryBudget = memoryBudget; self.memoryBaseline = memoryBaseline; self.kvPositions = kvPositions; self.sizing = sizing
     }
 }
 
@@ -61,6 +68,9 @@ public final class LoadedModel {
         if budgeted, let t = try? file.info(file.metadata.tokenizer.tensor) {
             file.map.advise(t.offset ..< t.offset + t.storedLength, willNeed: false)
         }
+        // The process so far (libraries, heap, the tokenizer; before the KV cache,
+        // which the plan counts): what the budget holds besides the plan.
+        let baseline = options.memoryBaseline ?? MemoryStats.current().rss
         var sizing = RunSizing(kvPositions: options.kvPositions ?? hp.nCtx, maxBatch: options.maxBatch)
         if let f = options.sizing { sizing = f(tokenizer, hp) }
         let positions = min(max(1, sizing.kvPositions), hp.nCtx), maxBatch = max(1, sizing.maxBatch)
@@ -78,7 +88,8 @@ public final class LoadedModel {
         let cache = PatternKVCache(patterns: patterns, sinks: a.sinks, kvType: a.kvType, nKVHead: hp.nKVHead,
                                    headDim: hp.headDim, positions: positions)
         plan = try MemoryPlan.make(model: url.lastPathComponent, tensors: file.tensors, metadata: file.metadata,
-                                   settings: MemorySettings(kvBytes: cache.bytes, maxBatch: maxBatch), budget: options.memoryBudget)
+                                   settings: MemorySettings(kvBytes: cache.bytes, maxBatch: maxBatch), budget: options.memoryBudget,
+                                   baseline: baseline, margin: options.memoryMargin)
         weights = budgeted ? try WeightStore(file: file, plan: plan) : WeightStore(file: file)
         let compute = Compute(threads: options.threads, maxCols: max(hp.dModel, hp.dFF), maxBatch: max(maxBatch, 16))
         switch arch {
@@ -92,11 +103,14 @@ public final class LoadedModel {
 
     /// The plan and the streaming counters, per token over `tokens` tokens since `since`.
     public func memoryReport(since: (stored: Int, raw: Int) = (0, 0), tokens: Int) -> MemoryReport {
-        let n = Double(max(tokens, 1))
-        return MemoryReport(plan: plan, streamedBytesPerToken: Double(weights.streamedStoredBytes - since.stored) / n,
-                            streamedRawBytesPerToken: Double(weights.streamedRawBytes - since.raw) / n)
+        let n = Double(max(tokens, 1)), now = streamedCounters
+        return MemoryReport(plan: plan, streamedBytesPerToken: Double(now.stored - since.stored) / n,
+                            streamedRawBytesPerToken: Double(now.raw - since.raw) / n)
     }
 
-    /// Streaming counters now (pass to memoryReport).
-    public var streamedCounters: (stored: Int, raw: Int) { (weights.streamedStoredBytes, weights.streamedRawBytes) }
+    /// Streaming counters now (pass to memoryReport): streamed layers and classifier chunks,
+    /// and embedding row lookups.
+    public var streamedCounters: (stored: Int, raw: Int) {
+        (weights.streamedStoredBytes + weights.embeddingStoredBytes, weights.streamedRawBytes + weights.embeddingRawBytes)
+    }
 }

@@ -12,6 +12,10 @@ public struct Matrix {
 
     public var rowBytes: Int { type.rowSize(cols) }
     public var byteCount: Int { rows * rowBytes }
+
+    public init(name: String, type: QuantType, rows: Int, cols: Int, data: UnsafeRawPointer) {
+        self.name = name; self.type = type; self.rows = rows; self.cols = cols; self.data = data
+    }
 }
 
 /// Binds a model's tensors from a .qlm file: raw tensors are used in place in the memory
@@ -33,6 +37,8 @@ public final class WeightStore {
     private var reader: TensorReader?
     private var ownedRaw: [UnsafeMutableRawPointer] = []
     let streamer: LayerStreamer?
+    /// The input embedding's per-token row reader, when the plan streams it.
+    private(set) var rowReader: RowReader?
 
     public init(file: QLMFile) {
         self.file = file
@@ -65,9 +71,16 @@ public final class WeightStore {
     @inline(__always) public func acquire(layer: Int) throws { if let streamer { try streamer.acquire(layer: layer) } }
     @inline(__always) public func release(layer: Int) { streamer?.release(layer: layer) }
 
-    /// Stored / raw bytes of streamed layers handed to the model so far.
+    /// Brackets the product with one chunk of a streamed classifier.
+    @inline(__always) public func acquireOutput(chunk k: Int) throws { try streamer!.acquireOutput(chunk: k) }
+    @inline(__always) public func releaseOutput(chunk k: Int) { streamer!.releaseOutput(chunk: k) }
+
+    /// Stored / raw bytes of streamed layers and classifier chunks handed to the model so far.
     public var streamedStoredBytes: Int { streamer?.streamedStoredBytes ?? 0 }
     public var streamedRawBytes: Int { streamer?.streamedRawBytes ?? 0 }
+    /// Stored / raw bytes the embedding row lookups read so far.
+    public var embeddingStoredBytes: Int { rowReader?.storedBytesRead ?? 0 }
+    public var embeddingRawBytes: Int { rowReader?.rawBytesRead ?? 0 }
 
     private func info(_ name: String, shape: [Int]) throws -> TensorInfo {
         let info = try file.info(name)
@@ -100,6 +113,36 @@ public final class WeightStore {
             throw QuantError(file.path, "tensor \(name) has type \(t.info.type), which is not a weight type")
         }
         return Matrix(name: name, type: t.info.type, rows: rows, cols: cols, data: t.bytes)
+    }
+
+    /// The input embedding table: resident, or read a row per token when the plan streams it.
+    public func embeddingTable(_ name: String, rows: Int, cols: Int) throws -> EmbeddingTable {
+        if let plan, plan.embeddingStreams, plan.embeddingTensor == name {
+            let t = try info(name, shape: [rows, cols])
+            guard QuantType.weightTypes.contains(t.type) else {
+                throw QuantError(file.path, "tensor \(name) has type \(t.type), which is not a weight type")
+            }
+            let r = try RowReader(file: file, info: t)
+            rowReader = r
+            return .streamed(r)
+        }
+        return .resident(try matrix(name, rows: rows, cols: cols))
+    }
+
+    /// The classifier: resident (`shared`, a resident embedding table of the same name, is
+    /// reused), or row chunks bound to the layer buffers when the plan streams it.
+    public func outputMatrix(_ name: String, rows: Int, cols: Int, shared: EmbeddingTable? = nil) throws -> OutputMatrix {
+        if let plan, plan.outputStreams, plan.outputTensor == name, let streamer {
+            let t = try info(name, shape: [rows, cols])
+            guard QuantType.weightTypes.contains(t.type) else {
+                throw QuantError(file.path, "tensor \(name) has type \(t.type), which is not a weight type")
+            }
+            return OutputMatrix(chunks: streamer.outputChunks.map {
+                ($0.rows, Matrix(name: name, type: t.type, rows: $0.rows.count, cols: cols, data: $0.pointer))
+            }, streamed: true)
+        }
+        if case .resident(let m)? = shared, m.name == name { return OutputMatrix(chunks: [(0 ..< rows, m)], streamed: false) }
+        return OutputMatrix(chunks: [(0 ..< rows, try matrix(name, rows: rows, cols: cols))], streamed: false)
     }
 
     public func vector(_ name: String, count: Int) throws -> UnsafePointer<Float> {

@@ -1,0 +1,97 @@
+import CKernels
+import Foundation
+import Quant
+
+/// An embedding table that is not kept in memory: each lookup reads the one row it needs with
+/// pread (raw files) or decompresses the one zstd chunk holding it (the chunk index makes any
+/// chunk readable on its own), keeping the last chunk in case the next token's row is in it.
+/// Used on the model's thread only; nothing is allocated per lookup.
+public final class RowReader {
+    public let name: String
+    public let type: QuantType
+    public let rows: Int
+    public let cols: Int
+    private let info: TensorInfo
+    private let reader: TensorReader
+    private let chunks: TensorReader.Chunks?
+    private let buffer: UnsafeMutableRawPointer
+    /// The chunk (zstd) or row (raw) the buffer holds, -1 for none.
+    private var held = -1
+    /// Bytes read from the file so far (stored: compressed for zstd) and decoded.
+    public private(set) var storedBytesRead = 0
+    public private(set) var rawBytesRead = 0
+    /// Bytes this lookup holds (its buffer and the zstd staging).
+    public let bufferBytes: Int
+
+    init(file: QLMFile, info t: TensorInfo) throws {
+        name = t.name
+        info = t
+        type = t.type
+        rows = t.rows
+        cols = t.rowLength
+        reader = try TensorReader(path: file.path)
+        if t.encoding == .zstd {
+            let index = try reader.chunks(of: t)
+            chunks = index
+            reader.reserveStaging(index.chunks.map(\.length).max() ?? 0)
+            let bytes = index.rowsPerChunk * index.rowBytes
+            buffer = .allocate(byteCount: max(bytes, 64), alignment: 64)
+            bufferBytes = MemoryPlan.aligned(bytes) + MemoryPlan.aligned(reader.stagingBytes)
+        } else {
+            chunks = nil
+            buffer = .allocate(byteCount: max(t.rowBytes, 64), alignment: 64)
+            bufferBytes = MemoryPlan.aligned(t.rowBytes)
+        }
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// Row `r`'s stored bytes (valid until the next call).
+    public func row(_ r: Int) throws -> UnsafeRawPointer {
+        precondition(r >= 0 && r < rows)
+        let rowBytes = info.rowBytes
+        if let chunks {
+            let c = r / chunks.rowsPerChunk
+            if c != held {
+                held = -1
+                storedBytesRead += try reader.readChunk(c, of: info, index: chunks, into: buffer)
+                rawBytesRead += (min(rows, (c + 1) * chunks.rowsPerChunk) - c * chunks.rowsPerChunk) * rowBytes
+                held = c
+            }
+            return UnsafeRawPointer(buffer + (r - c * chunks.rowsPerChunk) * rowBytes)
+        }
+        if r != held {
+            held = -1
+            try reader.readFully(buffer, count: rowBytes, offset: info.offset + r * rowBytes)
+            storedBytesRead += rowBytes
+            rawBytesRead += rowBytes
+            held = r
+        }
+        return UnsafeRawPointer(buffer)
+    }
+}
+
+/// Where a model's input embedding rows come from: a resident matrix or a per-token row reader.
+public enum EmbeddingTable {
+    case resident(Matrix)
+    case streamed(RowReader)
+}
+
+extension Compute {
+    /// Looks up one embedding row (any stored type) as floats, wherever the table is.
+    @inline(__always)
+    public func embedding(_ e: EmbeddingTable, row: Int, into out: UnsafeMutablePointer<Float>) throws {
+        switch e {
+        case .resident(let m): embedding(m, row: row, into: out)
+        case .streamed(let r): qlm_dequantize_row(r.type.rawValue, try r.row(row), out, Int64(r.cols))
+        }
+    }
+}
+
+/// The classifier as the forward pass multiplies it: one resident matrix, or row chunks that
+/// stream through the layer buffers (chunk k is acquired with `WeightStore.acquireOutput(chunk:)`).
+public struct OutputMatrix {
+    public let chunks: [(rows: Range<Int>, matrix: Matrix)]
+    public let streamed: Bool
+    public var matrices: [Matrix] { chunks.map(\.matrix) }
+}
