@@ -10,10 +10,12 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
     case q8_0 = 2
     case q4_0 = 3
     case q4_1 = 4
+    case iq4_k16 = 5
+    case iq4_k32 = 6
     case u8 = 31
 
     /// The types a weight matrix may be stored as.
-    public static let weightTypes: [QuantType] = [.f32, .f16, .q8_0, .q4_0, .q4_1]
+    public static let weightTypes: [QuantType] = [.f32, .f16, .q8_0, .q4_0, .q4_1, .iq4_k16, .iq4_k32]
 
     private var traits: qlm_type_traits {
         guard let t = qlm_traits(rawValue) else { fatalError("C traits table lacks type \(rawValue)") }
