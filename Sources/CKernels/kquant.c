@@ -279,7 +279,7 @@ TGT static float kq_dot_##P(int32_t type, int64_t n, const uint8_t *p, const qlm
         if (g < ng) { /* half group */                                                             \
             int32_t is = 0;                                                                        \
             const int sub = k16 ? (sc[g] & 0xF) : sc[g];                                           \
-            /* not vectorized: clang 17+ AVX-512 auto-vectorization of this loop gave wrong sums */ \
+            /* not vectorized: the AVX-512 auto-vectorized form of this loop gave wrong sums here */ \
             _Pragma("clang loop vectorize(disable) unroll(disable)") for (int j = 0; j < 16; j++) { \
                 const uint8_t b = codes[16 * g + (j % 8)];                                         \
                 const int code = j < 8 ? (b & 0xF) : (b >> 4);                                     \

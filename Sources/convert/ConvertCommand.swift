@@ -84,6 +84,9 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: "Each calibration document is truncated to this many tokens (BOS first).")
     var calibrateCtx: Int = 512
 
+    @Option(name: .long, parsing: .singleValue, help: ArgumentHelp("With --calibrate: quantize tensors matching GLOB without GPTQ (repeatable).", valueName: "GLOB"))
+    var gptqSkip: [String] = []
+
     @Option(name: .long, help: "GPTQ dampening (fraction of mean(diag H) added to the diagonal).")
     var gptqDamp: Double = 0.01
 
@@ -137,7 +140,7 @@ struct Convert: ParsableCommand {
                                                 maxTokens: calibrateTokens, ctx: calibrateCtx, threads: threads)
                 let note = "GPTQ, damp \(gptqDamp); calibration \(URL(fileURLWithPath: cal).lastPathComponent) documents \(r.documents.lowerBound)..<\(r.documents.upperBound) of \(total) (\(r.documentsUsed) used, \(r.tokens) tokens, ctx \(calibrateCtx))"
                 printError("calibration: \(note); \(r.hessians.count) matrices, \(String(format: "%.2f", r.seconds)) s")
-                options.hessians = r.hessians
+                options.hessians = r.hessians.filter { h in !gptqSkip.contains { QuantPolicy.matches($0, h.key) } }
                 options.gptqDamp = gptqDamp
                 options.calibrationNote = note
                 calibSeconds = r.seconds
