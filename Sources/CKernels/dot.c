@@ -478,6 +478,8 @@ qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
         case QLM_TYPE_Q8_0: return dotn_q8_0_avx512;
         case QLM_TYPE_Q4_0: return dotn_q4_0_avx512;
         case QLM_TYPE_Q4_1: return dotn_q4_1_avx512;
+        case QLM_TYPE_IQ4_K16: return qlm_kq_dotn_k16_avx512;
+        case QLM_TYPE_IQ4_K32: return qlm_kq_dotn_k32_avx512;
         }
     } else if (path == QLM_PATH_AVX2) {
         switch (type) {
@@ -486,6 +488,8 @@ qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
         case QLM_TYPE_Q8_0: return dotn_q8_0_avx2;
         case QLM_TYPE_Q4_0: return dotn_q4_0_avx2;
         case QLM_TYPE_Q4_1: return dotn_q4_1_avx2;
+        case QLM_TYPE_IQ4_K16: return qlm_kq_dotn_k16_avx2;
+        case QLM_TYPE_IQ4_K32: return qlm_kq_dotn_k32_avx2;
         }
     }
 #endif
@@ -496,6 +500,8 @@ qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
     case QLM_TYPE_Q8_0: return dotn_q8_0_scalar;
     case QLM_TYPE_Q4_0: return dotn_q4_0_scalar;
     case QLM_TYPE_Q4_1: return dotn_q4_1_scalar;
+    case QLM_TYPE_IQ4_K16: return qlm_kq_dotn_k16_scalar;
+    case QLM_TYPE_IQ4_K32: return qlm_kq_dotn_k32_scalar;
     }
     return NULL;
 }

@@ -87,6 +87,19 @@ void qlm_quant_block_q4_0(const float *x, void *b);
 void qlm_quant_block_q4_1(const float *x, void *b);
 void qlm_quant_block_q8a(const float *x, void *b);
 
+// ---- IQ4_K* super-block types (kquant.c) ----------------------------------------------------
+size_t qlm_kq_row_size(int64_t n);
+void qlm_kq_quantize_row(int32_t type, const float *x, void *dst, int64_t n);
+void qlm_kq_dequantize_row(int32_t type, const void *src, float *y, int64_t n);
+void qlm_kq_dotn_k16_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+void qlm_kq_dotn_k32_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+#if QLM_X86
+void qlm_kq_dotn_k16_avx2(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+void qlm_kq_dotn_k32_avx2(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+void qlm_kq_dotn_k16_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+void qlm_kq_dotn_k32_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+#endif
+
 // ---- pool (pool.c) -------------------------------------------------------------------------
 // Like qlm_pool_run, but fn may run on fewer threads: workers that have not picked the job up
 // by the time the caller finished its own call skip it. fn must share work dynamically (e.g. an

@@ -13,18 +13,22 @@ static const qlm_type_traits k_traits[] = {
     [QLM_TYPE_Q8_0] = {"q8_0", QLM_QK, sizeof(qlm_block_q8_0), 1, 1},
     [QLM_TYPE_Q4_0] = {"q4_0", QLM_QK, sizeof(qlm_block_q4_0), 1, 1},
     [QLM_TYPE_Q4_1] = {"q4_1", QLM_QK, sizeof(qlm_block_q4_1), 1, 1},
+    // super-block types: block = one full 256-weight super-block (rows use qlm_kq_row_size)
+    [QLM_TYPE_IQ4_K16] = {"iq4_k16", 256, 1 + 8 + 128, 1, 1},
+    [QLM_TYPE_IQ4_K32] = {"iq4_k32", 256, 1 + 8 + 128, 1, 1},
 };
 static const qlm_type_traits k_u8 = {"u8", 1, 1, 0, 0};
 
 const qlm_type_traits *qlm_traits(int32_t type) {
     if (type == QLM_TYPE_U8) return &k_u8;
-    if (type < 0 || type > QLM_TYPE_Q4_1) return NULL;
+    if (type < 0 || type > QLM_TYPE_IQ4_K32) return NULL;
     return &k_traits[type];
 }
 
 size_t qlm_row_size(int32_t type, int64_t n) {
     const qlm_type_traits *t = qlm_traits(type);
     if (!t || n < 0) return 0;
+    if (type == QLM_TYPE_IQ4_K16 || type == QLM_TYPE_IQ4_K32) return qlm_kq_row_size(n);
     int64_t nb = (n + t->block_size - 1) / t->block_size;
     return (size_t)nb * (size_t)t->block_bytes;
 }
@@ -467,6 +471,9 @@ static int quantize_row_path(int32_t type, int32_t path, const float *x, void *d
     case QLM_TYPE_Q8_0: case QLM_TYPE_Q4_0: case QLM_TYPE_Q4_1:
         quantize_blocks(type, path, x, dst, n);
         return 0;
+    case QLM_TYPE_IQ4_K16: case QLM_TYPE_IQ4_K32: // one (scalar) quantizer on every path
+        qlm_kq_quantize_row(type, x, dst, n);
+        return 0;
     default: return -1;
     }
 }
@@ -507,6 +514,9 @@ void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n) {
         }
         return;
     }
+    case QLM_TYPE_IQ4_K16: case QLM_TYPE_IQ4_K32:
+        qlm_kq_dequantize_row(type, src, y, n);
+        return;
     case QLM_TYPE_U8: // opaque bytes: each byte as a float value (no real use; defined anyway)
         for (int64_t i = 0; i < n; i++) y[i] = (float)((const uint8_t *)src)[i];
         return;

@@ -63,12 +63,22 @@ public struct ConvertOptions: Sendable {
     public var chunkBytes: Int
     public var zstdMinBytes: Int
     public var threads: Int
+    /// GPTQ calibration: per matrix name, H = Σ x xᵀ of its inputs ([cols, cols], row-major).
+    /// Matrices with an entry (and a type GPTQ supports) are quantized with error compensation.
+    public var hessians: [String: [Double]]?
+    /// GPTQ dampening: this fraction of mean(diag H) is added to H's diagonal.
+    public var gptqDamp: Double = 0.01
+    /// Recorded in the metadata (quantization.calibration) when set.
+    public var calibrationNote: String?
 
     public init(policy: QuantPolicy, zstdLevel: Int? = nil, chunkBytes: Int = ZstdChunks.defaultChunkBytes,
                 zstdMinBytes: Int = 4096, threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
         self.policy = policy; self.zstdLevel = zstdLevel; self.chunkBytes = chunkBytes
         self.zstdMinBytes = zstdMinBytes; self.threads = threads
     }
+
+    /// Types qlm_gptq_quantize supports.
+    public static let gptqTypes: Set<QuantType> = [.q8_0, .q4_0, .iq4_k16, .iq4_k32]
 }
 
 public struct ConvertSummary: Codable, Sendable {
@@ -89,12 +99,15 @@ public struct ConvertSummary: Codable, Sendable {
     public var compressionRatio: Double
     public var seconds: Double
     public var mbPerSecond: Double
+    /// Matrices quantized with GPTQ error compensation (empty without calibration).
+    public var gptqTensors: [String] = []
 
     enum CodingKeys: String, CodingKey {
         case output, tensors, parameters, bytesIn = "bytes_in", bytesOut = "bytes_out"
         case rawTensorBytes = "raw_tensor_bytes", storedTensorBytes = "stored_tensor_bytes"
         case bitsPerWeight = "bits_per_weight", storedBitsPerWeight = "stored_bits_per_weight"
         case compressionRatio = "compression_ratio", seconds, mbPerSecond = "mb_per_second"
+        case gptqTensors = "gptq_tensors"
     }
 }
 
@@ -129,12 +142,14 @@ public enum Converter {
             hparams: ckpt.hparams,
             tokenizer: TokenizerInfo(kind: tokenizer.kind, tensor: "tokenizer", bos: tokenizer.bos, eos: tokenizer.eos),
             quantization: QuantPolicyInfo(defaultType: options.policy.defaultType.name, overrides: overrides,
-                                          zstdLevel: options.zstdLevel, zstdChunkBytes: options.zstdLevel == nil ? nil : options.chunkBytes),
+                                          zstdLevel: options.zstdLevel, zstdChunkBytes: options.zstdLevel == nil ? nil : options.chunkBytes,
+                                          calibration: options.calibrationNote),
             provenance: Provenance(sources: hashFiles.map { SourceFileInfo(file: $0.lastPathComponent, bytes: 0, sha256: String(repeating: "0", count: 64)) },
                                    converter: ModelMetadata.converterVersion, created: ISO8601DateFormatter().string(from: start)))
         let writer = try QLMWriter(url: output, metadata: metadata, tensors: infos)
         let totalIn = ckpt.tensors.reduce(0) { $0 + $1.bytes.count }
         var doneIn = 0
+        var gptqDone: [String] = []
 
         var floats = UnsafeMutablePointer<Float>.allocate(capacity: 1)
         var floatCap = 1
@@ -155,7 +170,17 @@ public enum Converter {
                 quantCap = info.expectedRawLength
             }
             t.readFloats(into: floats)
-            let bad = qlm_quantize_rows(info.type.rawValue, floats, quant, Int64(info.rows), Int64(info.rowLength), Int32(options.threads))
+            var bad: Int64 = -1
+            if let h = options.hessians?[t.name], ConvertOptions.gptqTypes.contains(info.type), h.count == info.rowLength * info.rowLength {
+                let rc = h.withUnsafeBufferPointer {
+                    qlm_gptq_quantize(info.type.rawValue, floats, Int64(info.rows), Int64(info.rowLength), $0.baseAddress,
+                                      options.gptqDamp, quant, Int32(options.threads))
+                }
+                if rc != 0 { throw QuantError(t.origin, "GPTQ failed (non-finite weights, or a Hessian that cannot be factored)") }
+                gptqDone.append(t.name)
+            } else {
+                bad = qlm_quantize_rows(info.type.rawValue, floats, quant, Int64(info.rows), Int64(info.rowLength), Int32(options.threads))
+            }
             if bad >= 0 {
                 throw QuantError(t.origin, "row \(bad) holds NaN or infinity; cannot quantize")
             }
@@ -181,7 +206,7 @@ public enum Converter {
             bitsPerWeight: Double(numericRaw * 8) / Double(max(1, params)),
             storedBitsPerWeight: Double(numericStored * 8) / Double(max(1, params)),
             compressionRatio: Double(writer.rawBytes) / Double(max(1, writer.storedBytes)),
-            seconds: seconds, mbPerSecond: Double(totalIn) / 1e6 / max(seconds, 1e-9))
+            seconds: seconds, mbPerSecond: Double(totalIn) / 1e6 / max(seconds, 1e-9), gptqTensors: gptqDone)
     }
 }
 

@@ -67,9 +67,12 @@ public struct QuantPolicyInfo: Codable, Equatable, Sendable {
     public var overrides: [String]      // "GLOB=TYPE", in the order they were given
     public var zstdLevel: Int?
     public var zstdChunkBytes: Int?
+    /// How GPTQ calibration was run (text, documents, tokens), or nil for data-free conversion.
+    public var calibration: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case defaultType = "default_type", overrides, zstdLevel = "zstd_level", zstdChunkBytes = "zstd_chunk_bytes"
+        case calibration
     }
 }
 

@@ -10,10 +10,12 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
     case q8_0 = 2
     case q4_0 = 3
     case q4_1 = 4
+    case iq4_k16 = 5
+    case iq4_k32 = 6
     case u8 = 31
 
     /// The types a weight matrix may be stored as.
-    public static let weightTypes: [QuantType] = [.f32, .f16, .q8_0, .q4_0, .q4_1]
+    public static let weightTypes: [QuantType] = [.f32, .f16, .q8_0, .q4_0, .q4_1, .iq4_k16, .iq4_k32]
 
     private var traits: qlm_type_traits {
         guard let t = qlm_traits(rawValue) else { fatalError("C traits table lacks type \(rawValue)") }
@@ -41,7 +43,36 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
     public static var namesForHelp: String {
         weightTypes.map { t in
             let bpw = t.bitsPerWeight
+            if t == .iq4_k16 || t == .iq4_k32 {
+                // rows are super-blocks of up to 256: shorter rows pay the 1-byte super-scale more often
+                return "\(t.name) (\(String(format: "%.2f", bpw)) bits/weight in 256-weight rows, \(String(format: "%.2f", Double(t.rowSize(64) * 8) / 64)) in 64-weight rows)"
+            }
             return "\(t.name) (\(bpw == bpw.rounded() ? String(Int(bpw)) : String(format: "%.2f", bpw)) bits/weight)"
         }.joined(separator: ", ")
     }
+}
+
+/// A named per-tensor type choice (`convert --preset NAME`).
+public struct QuantPreset: Sendable {
+    public var name: String
+    public var defaultType: QuantType
+    /// Applied after the user's --keep patterns (theirs win: first match wins).
+    public var overrides: [(glob: String, type: QuantType)]
+    public var summary: String
+
+    public static let all: [QuantPreset] = [
+        QuantPreset(name: "q4_best", defaultType: .iq4_k16, overrides: [],
+                    summary: "every matrix iq4_k16 (4.46 bits/weight on stories260K, all stored bits); add --calibrate for GPTQ"),
+    ]
+
+    public init(name: String, defaultType: QuantType, overrides: [(glob: String, type: QuantType)], summary: String) {
+        self.name = name; self.defaultType = defaultType; self.overrides = overrides; self.summary = summary
+    }
+
+    public init?(name: String) {
+        guard let p = QuantPreset.all.first(where: { $0.name == name.lowercased() }) else { return nil }
+        self = p
+    }
+
+    public static var namesForHelp: String { all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ") }
 }

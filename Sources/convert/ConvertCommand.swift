@@ -11,7 +11,9 @@ struct ConvertCLI: ParsableCommand {
         discussion: """
         Inputs: a Hugging Face GPT-2 directory (config.json, model.safetensors or a sharded index, vocab.json + merges.txt or encoder.json + vocab.bpe), or a llama2.c .bin checkpoint with its tokenizer.bin.
 
-        Types: \(QuantType.namesForHelp). Norms and biases stay f32; every matrix gets --type unless a --keep pattern says otherwise. `convert model --help` lists every option.
+        Types: \(QuantType.namesForHelp).
+        Presets: \(QuantPreset.namesForHelp).
+        Norms and biases stay f32; every matrix gets --type unless a --keep pattern says otherwise. `convert model --help` lists every option.
 
         Examples:
           convert stories260K.bin --tokenizer tok512.bin \\
@@ -52,7 +54,7 @@ struct Convert: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output .qlm path (written atomically).")
     var output: String
 
-    @Option(name: .long, help: "Type for matrices: f32, f16, q8_0, q4_0, q4_1.")
+    @Option(name: .long, help: "Type for matrices: f32, f16, q8_0, q4_0, q4_1, iq4_k16, iq4_k32.")
     var type: String = "q8_0"
 
     @Option(name: .long, help: "Store tensors as independent zstd chunks at this level (1-22); omit for raw.")
@@ -67,6 +69,27 @@ struct Convert: ParsableCommand {
     @Option(name: .long, parsing: .singleValue, help: ArgumentHelp("Keep tensors matching GLOB at TYPE (repeatable; first match wins).", valueName: "GLOB=TYPE"))
     var keep: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp("Preset: per-tensor types chosen for you (\(QuantPreset.namesForHelp)). Overrides --type; --keep patterns still win.", valueName: "NAME"))
+    var preset: String?
+
+    @Option(name: .long, help: ArgumentHelp("GPTQ error compensation: collect each matrix's input statistics by running this text (documents separated by '<|endoftext|>' lines) through the float model. Use text you will NOT evaluate on.", valueName: "FILE"))
+    var calibrate: String?
+
+    @Option(name: .long, help: ArgumentHelp("Calibration documents A:B (0-based, B exclusive; default: the second half of the file's documents).", valueName: "A:B"))
+    var calibrateDocs: String?
+
+    @Option(name: .long, help: "Stop calibration after this many tokens.")
+    var calibrateTokens: Int = 65536
+
+    @Option(name: .long, help: "Each calibration document is truncated to this many tokens (BOS first).")
+    var calibrateCtx: Int = 512
+
+    @Option(name: .long, parsing: .singleValue, help: ArgumentHelp("With --calibrate: quantize tensors matching GLOB without GPTQ (repeatable).", valueName: "GLOB"))
+    var gptqSkip: [String] = []
+
+    @Option(name: .long, help: "GPTQ dampening (fraction of mean(diag H) added to the diagonal).")
+    var gptqDamp: Double = 0.01
+
     @Option(name: .long, help: "Threads for quantization (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -80,6 +103,13 @@ struct Convert: ParsableCommand {
         guard let t = QuantType(name: type), QuantType.weightTypes.contains(t) else {
             throw ValidationError("unknown --type '\(type)'; choose one of: \(QuantType.namesForHelp)")
         }
+        if let p = preset, QuantPreset(name: p) == nil {
+            throw ValidationError("unknown --preset '\(p)'; choose one of: \(QuantPreset.namesForHelp)")
+        }
+        if let d = calibrateDocs, parseDocs(d) == nil { throw ValidationError("--calibrate-docs must be A:B with 0 <= A < B, got '\(d)'") }
+        if calibrate == nil && calibrateDocs != nil { throw ValidationError("--calibrate-docs needs --calibrate FILE") }
+        guard calibrateTokens >= 1, calibrateCtx >= 2 else { throw ValidationError("--calibrate-tokens must be >= 1 and --calibrate-ctx >= 2") }
+        guard gptqDamp > 0, gptqDamp < 10 else { throw ValidationError("--gptq-damp must be in (0, 10)") }
         if let z = zstd, !(1 ... 22).contains(z) { throw ValidationError("--zstd level must be 1...22, got \(z)") }
         guard zstdChunk >= 4096 else { throw ValidationError("--zstd-chunk must be at least 4096 bytes") }
         guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
@@ -89,19 +119,47 @@ struct Convert: ParsableCommand {
     func run() throws {
         try runOrExit {
             let overrides = try keep.map(QuantPolicy.parseOverride)
-            let policy = QuantPolicy(defaultType: QuantType(name: type)!, overrides: overrides)
+            var policy = QuantPolicy(defaultType: QuantType(name: type)!, overrides: overrides)
+            if let p = preset.flatMap(QuantPreset.init(name:)) {
+                policy = QuantPolicy(defaultType: p.defaultType, overrides: overrides + p.overrides)
+                if !json { print("preset \(p.name): matrices \(p.defaultType.name)\(p.overrides.isEmpty ? "" : ", " + p.overrides.map { "\($0.glob)=\($0.type.name)" }.joined(separator: " "))") }
+            }
+            let start = Date()
             let ckpt = try Checkpoint.open(URL(fileURLWithPath: input), tokenizer: tokenizer.map { URL(fileURLWithPath: $0) })
             guard let tokSource = ckpt.tokenizer else { throw QuantError(input, "no tokenizer found; pass --tokenizer") }
             let payload = try TokenizerPayloads.make(tokSource, vocabSize: ckpt.hparams.vocabSize)
-            let options = ConvertOptions(policy: policy, zstdLevel: zstd, chunkBytes: zstdChunk, threads: threads)
+            var options = ConvertOptions(policy: policy, zstdLevel: zstd, chunkBytes: zstdChunk, threads: threads)
+            var calibSeconds: Double?
+            if let cal = calibrate {
+                let text: String
+                do { text = try String(contentsOfFile: cal, encoding: .utf8) } catch { throw QuantError(cal, "cannot read calibration text: \(error.localizedDescription)") }
+                let sep = "<|endoftext|>"
+                let total = Perplexity.splitDocuments(text, separator: sep).count
+                let docs = calibrateDocs.flatMap(parseDocs) ?? Calibration.defaultDocuments(total: total)
+                let r = try Calibration.collect(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
+                                                maxTokens: calibrateTokens, ctx: calibrateCtx, threads: threads)
+                let note = "GPTQ, damp \(gptqDamp); calibration \(URL(fileURLWithPath: cal).lastPathComponent) documents \(r.documents.lowerBound)..<\(r.documents.upperBound) of \(total) (\(r.documentsUsed) used, \(r.tokens) tokens, ctx \(calibrateCtx))"
+                printError("calibration: \(note); \(r.hessians.count) matrices, \(String(format: "%.2f", r.seconds)) s")
+                options.hessians = r.hessians.filter { h in !gptqSkip.contains { QuantPolicy.matches($0, h.key) } }
+                options.gptqDamp = gptqDamp
+                options.calibrationNote = note
+                calibSeconds = r.seconds
+            }
             var barRef: ProgressBar? = nil
             let summary = try Converter.convert(ckpt, tokenizer: payload, options: options, to: URL(fileURLWithPath: output)) { done, total in
                 if barRef == nil { barRef = ProgressBar("converting", total: Double(total), unit: "B", enabled: !quiet && !json) }
                 barRef?.update(Double(done))
             }
             barRef?.finish()
+            let total = Date().timeIntervalSince(start)
+            if calibrate != nil {
+                let skipped = Set(ckpt.tensors.filter { $0.shape.count >= 2 }.map(\.name)).subtracting(summary.gptqTensors)
+                printError("GPTQ: \(summary.gptqTensors.count) matrices compensated\(skipped.isEmpty ? "" : "; plain (no calibration data or type without GPTQ): " + skipped.sorted().joined(separator: " "))")
+            }
             if json {
-                print(jsonLine(summary))
+                var s = summary
+                s.seconds = total
+                print(jsonLine(s))
             } else {
                 print("""
                 wrote \(summary.output): \(summary.tensors) tensors, \(summary.parameters) parameters
@@ -110,9 +168,16 @@ struct Convert: ParsableCommand {
                   bits/weight \(String(format: "%.3f", summary.bitsPerWeight)) in memory, \(String(format: "%.3f", summary.storedBitsPerWeight)) on disk (compression ratio \(String(format: "%.3f", summary.compressionRatio)))
                   \(String(format: "%.2f", summary.seconds)) s, \(String(format: "%.0f", summary.mbPerSecond)) MB/s
                 """)
+                if let calibSeconds { print(String(format: "  total %.2f s including %.2f s of calibration", total, calibSeconds)) }
             }
         }
     }
+}
+
+func parseDocs(_ s: String) -> Range<Int>? {
+    let p = s.split(separator: ":", omittingEmptySubsequences: false)
+    guard p.count == 2, let a = Int(p[0]), let b = Int(p[1]), a >= 0, b > a else { return nil }
+    return a ..< b
 }
 
 struct Inspect: ParsableCommand {

@@ -14,6 +14,10 @@ final class FormatTableTests: XCTestCase {
             (.q4_1, 32, 20, 5.0, 6 * 20),
             (.f16, 1, 2, 16, 172 * 2),
             (.f32, 1, 4, 32, 172 * 4),
+            // super-block types: "block" = a full 256-weight super-block; rows follow the
+            // 16-weight-chunk rule (172 -> 11 chunks: 1 + 6 + 88 bytes)
+            (.iq4_k16, 256, 137, 4.28125, 95),
+            (.iq4_k32, 256, 137, 4.28125, 95),
         ]
         XCTAssertEqual(Set(QuantType.weightTypes), Set(expected.map(\.0)))
         for (t, bs, bb, bpw, row) in expected {
@@ -21,12 +25,17 @@ final class FormatTableTests: XCTestCase {
             XCTAssertEqual(t.blockBytes, bb, "\(t) block bytes")
             XCTAssertEqual(t.bitsPerWeight, bpw, "\(t) bits/weight") // exact: bb*8/bs is a short binary fraction
             XCTAssertEqual(t.rowSize(172), row, "\(t) rowSize(172)")
-            XCTAssertEqual(t.rowSize(32), t.isQuantized ? bb : 32 * bb, "\(t) rowSize(32)")
-            XCTAssertEqual(t.rowSize(33), t.isQuantized ? 2 * bb : 33 * bb, "\(t) rowSize(33)")
+            if bs == 256 {
+                XCTAssertEqual(t.rowSize(32), 1 + 1 + 16, "\(t) rowSize(32)")
+                XCTAssertEqual(t.rowSize(33), 1 + 2 + 24, "\(t) rowSize(33)")
+            } else {
+                XCTAssertEqual(t.rowSize(32), t.isQuantized ? bb : 32 * bb, "\(t) rowSize(32)")
+                XCTAssertEqual(t.rowSize(33), t.isQuantized ? 2 * bb : 33 * bb, "\(t) rowSize(33)")
+            }
             XCTAssertEqual(QuantType(name: t.name), t)
         }
         // Values are stored in files: they must never change.
-        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 31])
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 31])
         XCTAssertEqual(QuantType.u8.rowSize(172), 172)
         XCTAssertNil(QuantType(name: "q3_k"))
         XCTAssertEqual(QLMFormat.headerSize, 64)

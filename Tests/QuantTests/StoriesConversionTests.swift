@@ -179,8 +179,13 @@ final class StoriesConversionTests: XCTestCase {
             }
             if type.isQuantized {
                 XCTAssertLessThanOrEqual(abs(y[64 + 3] - x[64 + 3]), 1e4 / 15 / 2 * 1.01, "\(type) outlier block neighbour")
-                // The outlier's block does not spoil the other block of the row.
-                XCTAssertEqual(y[64 + 40], x[64 + 40], accuracy: 1e-3 / 127 + 1e-6)
+                // The outlier's block does not spoil the other block of the row. (IQ4_K*: both
+                // blocks share the row's super-scale (64 < 256), so the ±1e-3 block may flush to 0.)
+                if type == .iq4_k16 || type == .iq4_k32 {
+                    XCTAssertLessThanOrEqual(abs(y[64 + 40] - x[64 + 40]), 1e-3 * 1.01)
+                } else {
+                    XCTAssertEqual(y[64 + 40], x[64 + 40], accuracy: 1e-3 / 127 + 1e-6)
+                }
             }
             // Subnormals: tiny errors (everything is below fp16's range: codes × 0 = 0 or exact for f32).
             // Blocks of subnormals (row 2, first half of row 3): the scale underflows fp16, so they

@@ -31,6 +31,10 @@ typedef enum {
     QLM_TYPE_Q8_0 = 2,
     QLM_TYPE_Q4_0 = 3,
     QLM_TYPE_Q4_1 = 4,
+    // Super-block 4-bit types with the IQ4_NL codebook (kquant.c, docs/format.md): rows are
+    // 16-weight chunks in super-blocks of up to 256 weights (1-byte log super-scale), 4-bit codes.
+    QLM_TYPE_IQ4_K16 = 5, // 16-weight sub-blocks, 4-bit sub-scales (one byte per 32 weights)
+    QLM_TYPE_IQ4_K32 = 6, // 32-weight sub-blocks, 8-bit sub-scales (one byte per 32 weights)
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 
@@ -63,8 +67,24 @@ typedef struct {
 // NULL for an unknown type value.
 const qlm_type_traits *qlm_traits(int32_t type);
 
-// Bytes of one row of n elements (padded to whole blocks for block formats).
+// Bytes of one row of n elements (padded to whole blocks for block formats; IQ4_K* rows are
+// padded to 16 weights and sized by the super-block rule, see qlm_kq_row_size).
 size_t qlm_row_size(int32_t type, int64_t n);
+// The IQ4_NL codebook the IQ4_K* types share (16 int8 levels, ascending).
+extern const int8_t qlm_iq4_levels[16];
+// IQ4_K* super-scale byte -> float: 0 -> 0, else 2^((e - 208) / 8).
+float qlm_e8_to_f32(uint8_t e);
+
+// ---- GPTQ (gptq.c), for the converter ------------------------------------------------------
+// Quantizes W [rows, n] (modified in place: it ends holding the error-compensated weights)
+// into dst with GPTQ error compensation, given H = sum x x^T of the inputs ([n, n], double,
+// row-major). damp: fraction of mean(diag H) added to the diagonal (0.01 typical).
+// Supports q8_0, q4_0, iq4_k16, iq4_k32 (other types: returns -2). Returns 0, -1 if W holds
+// a non-finite value or H cannot be factored even after raising the dampening.
+int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const double *H, double damp,
+                      void *dst, int n_threads);
+// H[n, n] += sum over t of X[t] X[t]^T (X is [T, n] floats); only correct as a whole matrix.
+void qlm_accum_xtx(double *H, const float *X, int64_t T, int64_t n);
 
 // ---- Conversions -------------------------------------------------------------------------
 // Quantize n floats into one row. Returns 0, or -1 if any input is NaN/±inf (dst then

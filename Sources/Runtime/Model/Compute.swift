@@ -9,6 +9,9 @@ public final class Compute {
     let pool: OpaquePointer?
     private var act: UnsafeMutableRawPointer
     private let actBytes: Int
+    /// Called by `linear` with the matrix, its input rows (T rows of `cols` floats) and T, before
+    /// the product (calibration collects each matrix's input statistics this way). nil by default.
+    public var observer: ((Matrix, UnsafePointer<Float>, Int) -> Void)?
 
     /// - Parameters:
     ///   - maxCols: the widest input any product will see.
@@ -35,6 +38,7 @@ public final class Compute {
     public func linear(_ w: Matrix, _ x: UnsafePointer<Float>, T: Int, out: UnsafeMutablePointer<Float>,
                        ldOut: Int? = nil, bias: UnsafePointer<Float>? = nil) {
         let ld = ldOut ?? w.rows
+        if let observer { observer(w, x, T) }
         if T == 1 {
             qlm_matvec(pool, w.type.rawValue, w.data, Int64(w.rows), Int64(w.cols), x, out, act)
         } else {
