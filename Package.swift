@@ -33,9 +33,11 @@ let package = Package(
             name: "run",
             dependencies: ["Quant", "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "KernelTests", dependencies: ["CKernels", "Quant"]),
-        .testTarget(name: "QuantTests", dependencies: ["Quant", "CKernels"]),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Quant", "CKernels"]),
+        // Test helpers every test target shares (locating ../shared).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "KernelTests", dependencies: ["CKernels", "Quant", "TestSupport"]),
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "CKernels", "TestSupport"]),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Quant", "CKernels", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import Quant
 import XCTest
+import TestSupport
 
 /// models/manifest.json must describe the copies this project's machines have byte for byte.
 final class ManifestTests: XCTestCase {

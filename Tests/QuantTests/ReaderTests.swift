@@ -2,6 +2,7 @@ import CKernels
 import Foundation
 import Quant
 import XCTest
+import TestSupport
 
 /// A tiny GPT-2 in the real Hugging Face layout (Conv1D weights stored [in, out]).
 struct SyntheticGPT2 {

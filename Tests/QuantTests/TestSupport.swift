@@ -2,6 +2,7 @@ import CKernels
 import Foundation
 import Quant
 import XCTest
+import TestSupport
 
 /// Shared helpers for the QuantTests: temp directories, a deterministic RNG, synthetic
 /// llama2.c and safetensors writers, and the stories260K paths.

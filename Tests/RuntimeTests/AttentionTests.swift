@@ -3,6 +3,7 @@ import Foundation
 import Quant
 import Runtime
 import XCTest
+import TestSupport
 
 /// A plain reference for windowed attention: every position of every layer in f32 at slot
 /// = position (no ring), and a query sees exactly the positions `mask(p, j)` allows, one run

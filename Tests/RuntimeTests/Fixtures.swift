@@ -2,6 +2,7 @@ import Foundation
 import Quant
 import Runtime
 import XCTest
+import TestSupport
 
 /// Shared, lazily built test inputs: converted stories260K files, a synthetic GPT-2
 /// checkpoint in Hugging Face layout, and access to the numpy oracles in Tests/reference.

@@ -1,6 +1,7 @@
 import Foundation
 import Runtime
 import XCTest
+import TestSupport
 
 /// Loads a JSON fixture from Tests/Fixtures (path computed from this file's location).
 func loadFixture(_ name: String) throws -> [String: Any] {

@@ -1,6 +1,7 @@
 import Foundation
 import Runtime
 import XCTest
+import TestSupport
 
 final class Llama2cTokenizerTests: XCTestCase {
     func tokenizer() throws -> Llama2cTokenizer {

@@ -3,6 +3,7 @@ import Foundation
 import Quant
 import Runtime
 import XCTest
+import TestSupport
 
 /// --memory-budget: parsing, the planner (which tensors stay resident, how many buffers, the
 /// minimum-budget error) and bit-identical results with layers streamed from raw and zstd files.

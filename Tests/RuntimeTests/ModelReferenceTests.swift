@@ -2,6 +2,7 @@ import Foundation
 import Quant
 import Runtime
 import XCTest
+import TestSupport
 
 /// The forward passes against independent references: llama2.c's run.c output (a fixture)
 /// and float64 numpy implementations in Tests/reference.

@@ -2,6 +2,7 @@ import Foundation
 import Quant
 import Runtime
 import XCTest
+import TestSupport
 
 final class PerplexityTests: XCTestCase {
     func tinyStories() throws -> String {

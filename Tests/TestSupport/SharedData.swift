@@ -1,15 +1,16 @@
 import Foundation
 
-/// Locates ../shared (the read-only real data) from QUANTLM_SHARED or next to the package.
+/// Shared by every test target. Locates ../shared (the read-only real data) from QUANTLM_SHARED or next to the package.
 /// A test that needs it throws (and so fails, never skips) with a message saying how to provide it.
-enum SharedData {
-    struct Missing: Error, CustomStringConvertible {
-        let description: String
+public enum SharedData {
+    public struct Missing: Error, CustomStringConvertible {
+        public let description: String
+        public init(description: String) { self.description = description }
     }
-    static var packageRoot: URL {
+    public static var packageRoot: URL {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     }
-    static func root() throws -> URL {
+    public static func root() throws -> URL {
         let env = ProcessInfo.processInfo.environment["QUANTLM_SHARED"]
         let candidate = env.map { URL(fileURLWithPath: $0) }
             ?? packageRoot.deletingLastPathComponent().appendingPathComponent("shared")
@@ -19,7 +20,7 @@ enum SharedData {
         }
         return candidate
     }
-    static func path(_ relative: String) throws -> URL {
+    public static func path(_ relative: String) throws -> URL {
         let url = try root().appendingPathComponent(relative)
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw Missing(description: "shared data file missing: \(url.path) (QUANTLM_SHARED points at the wrong folder?)")
