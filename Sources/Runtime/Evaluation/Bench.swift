@@ -141,9 +141,12 @@ public enum Bench {
             try m.forward(prompt, startPos: 0, logitRows: promptTokens - 1 ..< promptTokens) { _, l in next = Sampler.argmax(l) }
             let t1 = now()
             let c0 = lm!.streamedCounters
+            // The sampled id goes to `next`, not into `one`: writing the array that forward()
+            // is reading would copy it (one allocation per token).
             var one: [Int32] = [next]
             for i in 0 ..< genTokens {
-                try m.forward(one, startPos: promptTokens + i, logitRows: 0 ..< 1) { _, l in one[0] = Sampler.argmax(l) }
+                try m.forward(one, startPos: promptTokens + i, logitRows: 0 ..< 1) { _, l in next = Sampler.argmax(l) }
+                one[0] = next
             }
             let t2 = now()
             let c1 = lm!.streamedCounters
