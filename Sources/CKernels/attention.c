@@ -12,11 +12,32 @@
 QLM_AVX512 static void scores_avx512(const float *q, const float *k, int64_t stride, int64_t n, int64_t hd,
                                      float scale, float *scores) {
     if (hd % 16 == 0) {
-        for (int64_t i = 0; i < n; i++) {
-            const float *ki = k + i * stride;
-            __m512 acc = _mm512_setzero_ps();
-            for (int64_t j = 0; j < hd; j += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + j), _mm512_loadu_ps(ki + j), acc);
-            scores[i] = _mm512_reduce_add_ps(acc) * scale;
+        // Four keys at a time: four accumulators folded to four sums by one shared reduction
+        // (a full horizontal reduction per key was most of the cost at head_dim 64). A leftover
+        // key goes through the very same reduction sequence, so each key's score is bit-identical
+        // however the cache cuts its rows into runs (the ring-vs-dense tests rely on that).
+        int64_t i = 0;
+        for (; i < n; i += 4) {
+            const int64_t m = n - i < 4 ? n - i : 4;
+            const float *k0 = k + i * stride;
+            const float *k1 = m > 1 ? k0 + stride : k0, *k2 = m > 2 ? k0 + 2 * stride : k0, *k3 = m > 3 ? k0 + 3 * stride : k0;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            for (int64_t j = 0; j < hd; j += 16) {
+                const __m512 qv = _mm512_loadu_ps(q + j);
+                a0 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k0 + j), a0);
+                a1 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k1 + j), a1);
+                a2 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k2 + j), a2);
+                a3 = _mm512_fmadd_ps(qv, _mm512_loadu_ps(k3 + j), a3);
+            }
+#define QLM_FOLD256(a) _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)))
+            const __m256 b0 = QLM_FOLD256(a0), b1 = QLM_FOLD256(a1), b2 = QLM_FOLD256(a2), b3 = QLM_FOLD256(a3);
+#undef QLM_FOLD256
+            // hadd(hadd(b0, b1), hadd(b2, b3)): each 128-bit lane holds the four partial sums.
+            const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(b0, b1), _mm256_hadd_ps(b2, b3));
+            const __m128 r = _mm_mul_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), _mm_set1_ps(scale));
+            float out4[4];
+            _mm_storeu_ps(out4, r);
+            for (int64_t t = 0; t < m; t++) scores[i + t] = out4[t];
         }
     } else if (hd == 8) {
         const __m256 qv = _mm256_loadu_ps(q);
