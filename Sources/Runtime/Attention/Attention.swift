@@ -25,9 +25,28 @@ public final class Attention {
     let ropeFreq: [Float]?
     private var runs: UnsafeMutablePointer<KVRun>
     private var runsCapacity: Int
+    /// Per-thread scratch: re-rotated query (headDim floats) and scores (scoresCapacity floats).
+    private let threads: Int
     private let qr: UnsafeMutablePointer<Float>
+    private var scoresScratch: UnsafeMutablePointer<Float>
+    private var scoresCapacity = 0
+    private let pool: OpaquePointer?
+    /// The arguments of the call in flight, read by the pool's threads (allocated once).
+    private final class Job {
+        var layer = 0, pos = 0, nRuns = 0, qIndex = 0
+        var q: UnsafePointer<Float>?
+        var out: UnsafeMutablePointer<Float>?
+        var cache: KVCache?
+        unowned(unsafe) var owner: Attention?
+    }
+    private let job = Job()
 
-    public init(_ hp: HParams, reindexRotary ropeFreq: [Float]? = nil) {
+    /// Heads are split across `compute`'s threads when a query's work (heads × visible keys ×
+    /// head_dim multiply-adds) is at least this large; below it one thread is faster than a
+    /// pool dispatch (stories260K: 8 heads × ≤ 512 keys × 8 dims stays on one thread).
+    static let parallelWork = 1 << 16
+
+    public init(_ hp: HParams, reindexRotary ropeFreq: [Float]? = nil, compute: Compute? = nil) {
         nHead = hp.nHead
         nKVHead = hp.nKVHead
         headDim = hp.headDim
@@ -35,17 +54,23 @@ public final class Attention {
         self.ropeFreq = ropeFreq
         runsCapacity = 4
         runs = .allocate(capacity: runsCapacity)
-        qr = .allocate(capacity: hp.headDim)
+        threads = compute?.threads ?? 1
+        pool = compute?.pool
+        qr = .allocate(capacity: hp.headDim * threads)
+        scoresScratch = .allocate(capacity: 1)
+        job.owner = self
     }
 
     deinit {
         runs.deallocate()
         qr.deallocate()
+        scoresScratch.deallocate()
     }
 
     /// qr = q rotated by `delta` positions (adjacent pairs, as Llama.rope).
     @inline(__always)
-    private func rotate(_ q: UnsafePointer<Float>, by delta: Int, freq: UnsafeBufferPointer<Float>) -> UnsafePointer<Float> {
+    private func rotate(_ q: UnsafePointer<Float>, by delta: Int, freq: UnsafeBufferPointer<Float>,
+                        into qr: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
         if delta == 0 { return q }
         var i = 0
         while i < headDim {
@@ -59,13 +84,10 @@ public final class Attention {
         return UnsafePointer(qr)
     }
 
-    /// q: nHead × headDim floats; out: the same; scores: scratch of at least cache.maxVisible floats.
+    /// q: nHead × headDim floats; out: the same; scores: scratch of at least cache.maxVisible
+    /// floats (thread 0's; other threads use their own).
     public func attend(layer: Int, pos: Int, q: UnsafePointer<Float>, cache: KVCache,
                        out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
-        let group = nHead / nKVHead
-        let hd = Int64(headDim), stride = Int64(cache.rowBytes)
-        let t = cache.kvType.code
-        let headBytes = cache.kvType.headBytes(headDim)
         if cache.maxRuns > runsCapacity {   // once per cache, not per token
             runs.deallocate()
             runsCapacity = cache.maxRuns
@@ -74,8 +96,39 @@ public final class Attention {
         let nRuns = cache.visibleRuns(layer: layer, pos: pos, into: runs)
         var total = 0
         for r in 0 ..< nRuns { total += runs[r].count }
-        let qIndex = total - 1
-        for h in 0 ..< nHead {
+        if pool == nil || threads == 1 || nHead < 2 || nHead * total * headDim < Self.parallelWork {
+            attendHeads(0 ..< nHead, layer: layer, pos: pos, nRuns: nRuns, qIndex: total - 1, q: q, cache: cache,
+                        out: out, scores: scores, qr: qr)
+            return
+        }
+        if scoresCapacity < cache.maxVisible {   // once per cache
+            scoresScratch.deallocate()
+            scoresCapacity = cache.maxVisible
+            scoresScratch = .allocate(capacity: scoresCapacity * threads)
+        }
+        job.layer = layer; job.pos = pos; job.nRuns = nRuns; job.qIndex = total - 1
+        job.q = q; job.out = out; job.cache = cache
+        qlm_pool_run(pool, { ctx, ith, nth in
+            let job = Unmanaged<Job>.fromOpaque(ctx!).takeUnretainedValue()
+            let a = job.owner!
+            let lo = a.nHead * Int(ith) / Int(nth), hi = a.nHead * Int(ith + 1) / Int(nth)
+            guard lo < hi else { return }
+            a.attendHeads(lo ..< hi, layer: job.layer, pos: job.pos, nRuns: job.nRuns, qIndex: job.qIndex, q: job.q!,
+                          cache: job.cache!, out: job.out!, scores: a.scoresScratch + Int(ith) * a.scoresCapacity,
+                          qr: a.qr + Int(ith) * a.headDim)
+        }, Unmanaged.passUnretained(job).toOpaque())
+        job.cache = nil
+    }
+
+    /// Heads `heads` of one query over the runs already in `runs`.
+    private func attendHeads(_ heads: Range<Int>, layer: Int, pos: Int, nRuns: Int, qIndex: Int, q: UnsafePointer<Float>,
+                             cache: KVCache, out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>,
+                             qr: UnsafeMutablePointer<Float>) {
+        let group = nHead / nKVHead
+        let hd = Int64(headDim), stride = Int64(cache.rowBytes)
+        let t = cache.kvType.code
+        let headBytes = cache.kvType.headBytes(headDim)
+        for h in heads {
             let qh = q + h * headDim
             let kvOff = (h / group) * headBytes
             var n = 0
@@ -86,11 +139,11 @@ public final class Attention {
                         if run.posStep == 1 {
                             // Key i of the run: position firstPos + i, cache index n + i.
                             let delta = (qIndex - n) - (pos - run.firstPos)
-                            qlm_attn_scores(t, rotate(qh, by: delta, freq: freq), run.k + kvOff, stride, Int64(run.count), hd, scale, scores + n)
+                            qlm_attn_scores(t, rotate(qh, by: delta, freq: freq, into: qr), run.k + kvOff, stride, Int64(run.count), hd, scale, scores + n)
                         } else {
                             for i in 0 ..< run.count {
                                 let delta = (qIndex - (n + i)) - (pos - (run.firstPos + i * run.posStep))
-                                qlm_attn_scores(t, rotate(qh, by: delta, freq: freq), run.k + i * cache.rowBytes + kvOff, stride, 1, hd, scale, scores + n + i)
+                                qlm_attn_scores(t, rotate(qh, by: delta, freq: freq, into: qr), run.k + i * cache.rowBytes + kvOff, stride, 1, hd, scale, scores + n + i)
                             }
                         }
                     }

@@ -64,7 +64,7 @@ public final class GPT2: LanguageModel {
         }
         lnfW = try weights.vector("ln_f.weight", count: d)
         lnfB = try weights.vector("ln_f.bias", count: d)
-        attention = Attention(hp)
+        attention = Attention(hp, compute: compute)
         state = RunState(hp, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
     }
 

@@ -61,7 +61,7 @@ public final class Llama: LanguageModel {
         let hd = hp.headDim, theta = hp.ropeTheta ?? 10000
         ropeFreq = (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
         positionMode = positions
-        attention = Attention(hp, reindexRotary: positions == .cache ? ropeFreq : nil)
+        attention = Attention(hp, reindexRotary: positions == .cache ? ropeFreq : nil, compute: compute)
     }
 
     public var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + output.matrices }
