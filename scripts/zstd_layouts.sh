@@ -6,6 +6,7 @@
 #   scripts/zstd_layouts.sh [OUTDIR]      (default /tmp/zstd_layouts)
 #
 # Env: STORIES=dir with stories260K.bin + tok512.bin (default /work/shared/models/stories260K),
+#      CONVERT=path of a built convert binary (default: build it),
 #      TYPES (default "q8_0 q4_0 q4_1 iq4_k16"), L19_FILTERS (filters measured at level 19 on
 #      GPT-2; default every candidate — slow: about a minute per filter and type on 2 cores).
 set -euo pipefail
@@ -14,8 +15,7 @@ OUT=${1:-/tmp/zstd_layouts}
 STORIES=${STORIES:-/work/shared/models/stories260K}
 TYPES=${TYPES:-"q8_0 q4_0 q4_1 iq4_k16"}
 mkdir -p "$OUT"
-swift build -c release --product convert >/dev/null
-B=.build/release/convert
+if [ -n "${CONVERT:-}" ]; then B=$CONVERT; else swift build -c release --product convert >/dev/null; B=.build/release/convert; fi
 [ -f "$OUT/g/model.safetensors" ] || python3 Tests/reference/make_gpt2_checkpoint.py --out "$OUT/g" --shape small >/dev/null
 for t in $TYPES; do
   [ -f "$OUT/s_$t.qlm" ] || $B model "$STORIES/stories260K.bin" --tokenizer "$STORIES/tok512.bin" --type "$t" -o "$OUT/s_$t.qlm" -q >/dev/null

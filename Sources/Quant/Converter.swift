@@ -61,9 +61,11 @@ public struct ConvertOptions: Sendable {
     /// as independent zstd chunks of about `chunkBytes`.
     public var zstdLevel: Int?
     public var chunkBytes: Int
-    /// The zstd chunks' byte layout (docs/format.md, QZC2): auto tries each candidate on a
-    /// tensor's first chunk and keeps the smallest; `.fixed(.none)` writes plain QZC1 streams.
-    public var zstdFilter: ZstdFilterChoice = .auto
+    /// The zstd chunks' byte layout (docs/format.md, QZC2). Default planes (fp16 scale bytes as
+    /// byte planes, codes after them): the best fixed filter measured (docs/benchmarks.md, "zstd
+    /// layouts"); auto tries every candidate on a tensor's first chunk and keeps the smallest
+    /// (slightly smaller, several times slower to compress); `.fixed(.none)` writes QZC1 streams.
+    public var zstdFilter: ZstdFilterChoice = .fixed(.planes)
     public var zstdMinBytes: Int
     public var threads: Int
     /// GPTQ calibration: per matrix name, H = Σ x xᵀ of its inputs ([cols, cols], row-major).

@@ -117,7 +117,7 @@ public enum ZstdChunks {
                 throw bad("invalid zstd filter parameters (filter \(f), record \(rec), head \(hb), row bytes \(tensor.rowBytes))")
             }
         }
-        return ZstdChunkHeader(chunkCount: Int(n), rowsPerChunk: Int(min(rpc, max(rows, 1))),
+        return ZstdChunkHeader(chunkCount: Int(n), rowsPerChunk: rpc,
                                headerSize: v2 ? QLMFormat.chunkHeaderSize2 : QLMFormat.chunkHeaderSize, filter: spec)
     }
 
@@ -139,7 +139,8 @@ public enum ZstdChunks {
             }
             chunks.append((off, len))
         }
-        return ZstdChunkIndex(rowsPerChunk: h.rowsPerChunk, rowBytes: tensor.rowBytes, filter: h.filter, chunks: chunks)
+        let rpc = try checkedInt(h.rowsPerChunk, file, "tensor \(tensor.name) rows per chunk")
+        return ZstdChunkIndex(rowsPerChunk: rpc, rowBytes: tensor.rowBytes, filter: h.filter, chunks: chunks)
     }
 
     /// Decompresses one frame into `dst` (exactly `dst.count` bytes), undoing `filter` through

@@ -153,7 +153,8 @@ extension ZstdChunks {
 /// A parsed chunk-stream header (QZC1 or QZC2).
 public struct ZstdChunkHeader: Sendable {
     public var chunkCount: Int
-    public var rowsPerChunk: Int
+    /// As stored (may exceed the tensor's rows: one chunk).
+    public var rowsPerChunk: UInt64
     /// 24 (QZC1) or 32 (QZC2): where the chunk table starts.
     public var headerSize: Int
     public var filter: ZstdFilterSpec

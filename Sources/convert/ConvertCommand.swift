@@ -60,8 +60,8 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: "Store tensors as independent zstd chunks at this level (1-22); omit for raw.")
     var zstd: Int?
 
-    @Option(name: .long, help: ArgumentHelp("zstd chunk byte layout (\(ZstdFilterChoice.namesForHelp)): auto picks per tensor the one that compresses its first chunk smallest; none writes plain QZC1 chunks.", valueName: "FILTER"))
-    var zstdFilter: String = "auto"
+    @Option(name: .long, help: ArgumentHelp("zstd chunk byte layout (\(ZstdFilterChoice.namesForHelp)): planes puts the blocks' scale bytes in byte planes before the codes; auto tries every layout on each tensor's first chunk and keeps the smallest (slower); none writes plain QZC1 chunks.", valueName: "FILTER"))
+    var zstdFilter: String = "planes"
 
     @Option(name: .long, help: "Bytes of raw rows per zstd chunk (rows are never split).")
     var zstdChunk: Int = 1 << 20

@@ -79,13 +79,13 @@ final class TensorReader {
         func bad(_ why: String) -> QuantError { QuantError(path, "tensor \(t.name): \(why)") }
         var head = [UInt8](repeating: 0, count: min(t.storedLength, QLMFormat.chunkHeaderSize2))
         try head.withUnsafeMutableBytes { if $0.count > 0 { try readFully($0.baseAddress!, count: $0.count, offset: t.offset) } }
-        func u64(_ a: [UInt8], _ at: Int) -> UInt64 { (0 ..< 8).reduce(0) { $0 | UInt64(a[at + $1]) << (8 * $1) } }
         let h = try head.withUnsafeBytes { try ZstdChunks.header($0, of: t, file: path) }
         let n = h.chunkCount
         let tableEnd = h.headerSize + n * QLMFormat.chunkEntrySize
         guard tableEnd <= t.storedLength else { throw bad("zstd chunk index is truncated") }
         var table = [UInt8](repeating: 0, count: n * QLMFormat.chunkEntrySize)
         try table.withUnsafeMutableBytes { try readFully($0.baseAddress!, count: $0.count, offset: t.offset + h.headerSize) }
+        func u64(_ a: [UInt8], _ at: Int) -> UInt64 { (0 ..< 8).reduce(0) { $0 | UInt64(a[at + $1]) << (8 * $1) } }
         var list: [(Int, Int)] = []
         list.reserveCapacity(n)
         for c in 0 ..< n {
@@ -95,7 +95,7 @@ final class TensorReader {
             }
             list.append((Int(off), Int(len)))
         }
-        return Chunks(rowsPerChunk: h.rowsPerChunk, rowBytes: t.rowBytes, chunks: list, filter: h.filter)
+        return Chunks(rowsPerChunk: Int(min(h.rowsPerChunk, UInt64(t.rows))), rowBytes: t.rowBytes, chunks: list, filter: h.filter)
     }
 
     /// Reads tensor `t`'s raw bytes (t.rawLength) into `dst`; returns the bytes read from the file.
