@@ -33,9 +33,9 @@ for t in $TYPES; do
   fi
   echo
 done
-echo "### end to end: convert --zstd 3 (default --zstd-filter auto) vs --zstd-filter none"
-for m in s g; do for t in $TYPES; do for f in auto none; do
+echo "### end to end: convert --zstd 3 with --zstd-filter planes (the default), auto, none"
+for m in s g; do for t in $TYPES; do for f in planes auto none; do
   if [ $m = s ]; then in=("$STORIES/stories260K.bin" --tokenizer "$STORIES/tok512.bin"); else in=("$OUT/g"); fi
   $B model "${in[@]}" --type "$t" --zstd 3 --zstd-filter $f -o "$OUT/z_${m}_${t}_$f.qlm" --json -q \
-    | python3 -c "import json,sys; d=json.load(sys.stdin); print('$m $t $f: bits/w %.3f in memory, %.3f on disk, file %d bytes, filters %s' % (d['bits_per_weight'], d['stored_bits_per_weight'], d['bytes_out'], d.get('zstd_filters')))"
+    | python3 -c "import json,sys; d=json.load(sys.stdin); print('$m $t $f: bits/w %.3f in memory, %.3f on disk, file %d bytes, %.1f s, filters %s' % (d['bits_per_weight'], d['stored_bits_per_weight'], d['bytes_out'], d['seconds'], d.get('zstd_filters')))"
 done; done; done
