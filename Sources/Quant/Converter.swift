@@ -61,6 +61,11 @@ public struct ConvertOptions: Sendable {
     /// as independent zstd chunks of about `chunkBytes`.
     public var zstdLevel: Int?
     public var chunkBytes: Int
+    /// The zstd chunks' byte layout (docs/format.md, QZC2). Default planes (fp16 scale bytes as
+    /// byte planes, codes after them): the best fixed filter measured (docs/benchmarks.md, "zstd
+    /// layouts"); auto tries every candidate on a tensor's first chunk and keeps the smallest
+    /// (slightly smaller, several times slower to compress); `.fixed(.none)` writes QZC1 streams.
+    public var zstdFilter: ZstdFilterChoice = .fixed(.planes)
     public var zstdMinBytes: Int
     public var threads: Int
     /// GPTQ calibration: per matrix name, H = Σ x xᵀ of its inputs ([cols, cols], row-major).
@@ -101,13 +106,15 @@ public struct ConvertSummary: Codable, Sendable {
     public var mbPerSecond: Double
     /// Matrices quantized with GPTQ error compensation (empty without calibration).
     public var gptqTensors: [String] = []
+    /// zstd tensors per filter written ("none", "shuffle", ...); empty without zstd.
+    public var zstdFilters: [String: Int] = [:]
 
     enum CodingKeys: String, CodingKey {
         case output, tensors, parameters, bytesIn = "bytes_in", bytesOut = "bytes_out"
         case rawTensorBytes = "raw_tensor_bytes", storedTensorBytes = "stored_tensor_bytes"
         case bitsPerWeight = "bits_per_weight", storedBitsPerWeight = "stored_bits_per_weight"
         case compressionRatio = "compression_ratio", seconds, mbPerSecond = "mb_per_second"
-        case gptqTensors = "gptq_tensors"
+        case gptqTensors = "gptq_tensors", zstdFilters = "zstd_filters"
     }
 }
 
@@ -143,6 +150,7 @@ public enum Converter {
             tokenizer: TokenizerInfo(kind: tokenizer.kind, tensor: "tokenizer", bos: tokenizer.bos, eos: tokenizer.eos),
             quantization: QuantPolicyInfo(defaultType: options.policy.defaultType.name, overrides: overrides,
                                           zstdLevel: options.zstdLevel, zstdChunkBytes: options.zstdLevel == nil ? nil : options.chunkBytes,
+                                          zstdFilter: options.zstdLevel == nil ? nil : options.zstdFilter.description,
                                           calibration: options.calibrationNote),
             provenance: Provenance(sources: hashFiles.map { SourceFileInfo(file: $0.lastPathComponent, bytes: 0, sha256: String(repeating: "0", count: 64)) },
                                    converter: ModelMetadata.converterVersion, created: ISO8601DateFormatter().string(from: start)))
@@ -188,7 +196,7 @@ public enum Converter {
                 throw QuantError(t.origin, "row \(r) holds values too large for \(info.type) (an fp16 value or scale would be infinite); keep this tensor at f32 with --keep")
             }
             try writer.writeNext(UnsafeRawBufferPointer(start: quant, count: info.expectedRawLength),
-                                 zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes)
+                                 zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
             doneIn += t.bytes.count
             progress?(doneIn, totalIn)
         }
@@ -206,7 +214,8 @@ public enum Converter {
             bitsPerWeight: Double(numericRaw * 8) / Double(max(1, params)),
             storedBitsPerWeight: Double(numericStored * 8) / Double(max(1, params)),
             compressionRatio: Double(writer.rawBytes) / Double(max(1, writer.storedBytes)),
-            seconds: seconds, mbPerSecond: Double(totalIn) / 1e6 / max(seconds, 1e-9), gptqTensors: gptqDone)
+            seconds: seconds, mbPerSecond: Double(totalIn) / 1e6 / max(seconds, 1e-9), gptqTensors: gptqDone,
+            zstdFilters: writer.filters.values.reduce(into: [:]) { $0[$1.filter.description, default: 0] += 1 })
     }
 }
 

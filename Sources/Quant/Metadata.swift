@@ -67,11 +67,15 @@ public struct QuantPolicyInfo: Codable, Equatable, Sendable {
     public var overrides: [String]      // "GLOB=TYPE", in the order they were given
     public var zstdLevel: Int?
     public var zstdChunkBytes: Int?
+    /// The `--zstd-filter` choice (auto, none, shuffle, ...); absent in files written before
+    /// filters existed (all their zstd tensors are unfiltered QZC1 streams).
+    public var zstdFilter: String? = nil
     /// How GPTQ calibration was run (text, documents, tokens), or nil for data-free conversion.
     public var calibration: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case defaultType = "default_type", overrides, zstdLevel = "zstd_level", zstdChunkBytes = "zstd_chunk_bytes"
+        case zstdFilter = "zstd_filter"
         case calibration
     }
 }

@@ -17,6 +17,9 @@ public enum QLMFormat {
     public static let maxDims = 4
     public static let chunkMagic: [UInt8] = Array("QZC1".utf8)
     public static let chunkHeaderSize = 24
+    /// A filtered chunk stream (QZC2): the QZC1 header plus filter u8, reserved u8, head u16, record u32.
+    public static let chunkMagic2: [UInt8] = Array("QZC2".utf8)
+    public static let chunkHeaderSize2 = 32
     public static let chunkEntrySize = 16
 
     static func align(_ x: Int) -> Int { (x + alignment - 1) / alignment * alignment }

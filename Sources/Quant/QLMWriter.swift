@@ -24,6 +24,8 @@ public final class QLMWriter {
     public private(set) var rawBytes = 0
     /// Stored bytes of the tensor written last.
     public private(set) var lastStoredLength = 0
+    /// The zstd filter each compressed tensor was written with, by name.
+    public private(set) var filters: [String: ZstdFilterSpec] = [:]
 
     /// - Parameter tensors: name, type, encoding and shape of every tensor, in the order
     ///   they will be written (offsets and lengths are filled in as they are written).
@@ -81,8 +83,10 @@ public final class QLMWriter {
 
     /// Writes the next tensor's raw bytes (rows × row size of its type), compressing them
     /// if its encoding is zstd.
+    /// `filter` picks the chunks' byte layout (default none: a QZC1 stream); `filters` records
+    /// what each zstd tensor got, by name.
     public func writeNext(_ data: UnsafeRawBufferPointer, zstdLevel: Int = 3,
-                          chunkBytes: Int = ZstdChunks.defaultChunkBytes) throws {
+                          chunkBytes: Int = ZstdChunks.defaultChunkBytes, filter: ZstdFilterChoice = .fixed(.none)) throws {
         guard !finished, nextIndex < tensors.count else { throw QuantError(url, "more tensors written than declared") }
         var t = tensors[nextIndex]
         guard data.count == t.expectedRawLength else {
@@ -91,7 +95,9 @@ public final class QLMWriter {
         t.offset = cursor
         t.rawLength = data.count
         if t.encoding == .zstd {
-            let blob = try ZstdChunks.compress(data, rows: t.rows, rowBytes: t.rowBytes, level: zstdLevel, chunkBytes: chunkBytes)
+            let spec = try filter.resolve(data, type: t.type, rows: t.rows, rowLength: t.rowLength, level: zstdLevel, chunkBytes: chunkBytes)
+            filters[t.name] = spec
+            let blob = try ZstdChunks.compress(data, rows: t.rows, rowBytes: t.rowBytes, level: zstdLevel, chunkBytes: chunkBytes, filter: spec)
             try blob.withUnsafeBytes { b in
                 t.storedLength = b.count
                 t.checksum = qlm_crc32c(0, b.baseAddress, b.count)

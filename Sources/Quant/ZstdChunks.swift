@@ -1,3 +1,4 @@
+import CKernels
 import CZstd
 import Dispatch
 import Foundation
@@ -8,6 +9,8 @@ import Foundation
 public struct ZstdChunkIndex: Sendable {
     public var rowsPerChunk: Int
     public var rowBytes: Int
+    /// The byte-layout filter applied to every chunk before compression (none for QZC1).
+    public var filter: ZstdFilterSpec = .none
     /// (offset from the tensor's start, compressed length) per chunk.
     public var chunks: [(offset: Int, length: Int)]
 
@@ -21,9 +24,12 @@ public enum ZstdChunks {
     public static let defaultChunkBytes = 1 << 20
 
     /// Compresses `rows` rows of `rowBytes` bytes each. Chunks are compressed in parallel.
+    /// With a filter other than none, every chunk's bytes are rearranged by it before
+    /// compression and the stream is "QZC2" (the filter recorded in its header); else "QZC1".
     public static func compress(_ data: UnsafeRawBufferPointer, rows: Int, rowBytes: Int, level: Int,
-                                chunkBytes: Int = defaultChunkBytes) throws -> [UInt8] {
+                                chunkBytes: Int = defaultChunkBytes, filter: ZstdFilterSpec = .none) throws -> [UInt8] {
         precondition(data.count == rows * rowBytes)
+        precondition(filter.filter == .none || filter.isValid(rowBytes: rowBytes), "invalid zstd filter \(filter) for rows of \(rowBytes) bytes")
         let rowsPerChunk = max(1, chunkBytes / max(1, rowBytes))
         let nChunks = max(1, (rows + rowsPerChunk - 1) / rowsPerChunk)
         var frames = [[UInt8]](repeating: [], count: nChunks)
@@ -34,7 +40,16 @@ public enum ZstdChunks {
             DispatchQueue.concurrentPerform(iterations: nChunks) { c in
                 let lo = c * rowsPerChunk * rowBytes
                 let hi = min(rows, (c + 1) * rowsPerChunk) * rowBytes
-                let src = UnsafeRawBufferPointer(rebasing: data[lo ..< hi])
+                var src = UnsafeRawBufferPointer(rebasing: data[lo ..< hi])
+                var filtered: UnsafeMutableRawPointer?
+                defer { filtered?.deallocate() }
+                if filter.filter != .none, src.count > 0 {
+                    let buf = UnsafeMutableRawPointer.allocate(byteCount: src.count, alignment: 64)
+                    filtered = buf
+                    _ = qlm_zf_encode(Int32(filter.filter.rawValue), src.baseAddress!.assumingMemoryBound(to: UInt8.self),
+                                      buf.assumingMemoryBound(to: UInt8.self), src.count, filter.record, filter.head)
+                    src = UnsafeRawBufferPointer(start: buf, count: src.count)
+                }
                 let bound = ZSTD_compressBound(src.count)
                 var frame = [UInt8](repeating: 0, count: bound)
                 guard let cctx = ZSTD_createCCtx() else { lock.withLock { failure = "ZSTD_createCCtx failed" }; return }
@@ -55,11 +70,17 @@ public enum ZstdChunks {
         }
         if let failure { throw QuantError("<zstd>", failure) }
         var w = ByteWriter()
-        w.raw(QLMFormat.chunkMagic)
+        w.raw(filter.filter == .none ? QLMFormat.chunkMagic : QLMFormat.chunkMagic2)
         w.u32(UInt32(nChunks))
         w.u64(UInt64(rowsPerChunk))
         w.u64(UInt64(rowBytes))
-        var offset = QLMFormat.chunkHeaderSize + nChunks * QLMFormat.chunkEntrySize
+        if filter.filter != .none {
+            w.u8(filter.filter.rawValue)
+            w.u8(0)
+            w.u16(UInt16(filter.head))
+            w.u32(UInt32(filter.record))
+        }
+        var offset = w.bytes.count + nChunks * QLMFormat.chunkEntrySize
         for f in frames {
             w.u64(UInt64(offset))
             w.u64(UInt64(f.count))
@@ -69,19 +90,45 @@ public enum ZstdChunks {
         return w.bytes
     }
 
+    /// Parses and checks a chunk stream's header (QZC1: 24 bytes, QZC2: 32) against the tensor.
+    /// `head` holds the stream's first min(32, stored length) bytes.
+    public static func header(_ head: UnsafeRawBufferPointer, of tensor: TensorInfo, file: String) throws -> ZstdChunkHeader {
+        func bad(_ why: String) -> QuantError { QuantError(file, "tensor \(tensor.name): \(why)") }
+        guard head.count >= QLMFormat.chunkHeaderSize else { throw bad("zstd chunk index is truncated") }
+        var r = ByteReader(head, file: file)
+        let magic = Array(try r.bytes(4, "tensor \(tensor.name) chunk magic"))
+        let v2 = magic == QLMFormat.chunkMagic2
+        guard v2 || magic == QLMFormat.chunkMagic else { throw bad("bad zstd chunk magic") }
+        let n = UInt64(try r.u32("tensor \(tensor.name) chunk count"))
+        let rpc = try r.u64("rows per chunk")
+        let rowBytes = try r.u64("row bytes")
+        let rows = UInt64(tensor.rows)
+        guard rpc >= 1, rowBytes == UInt64(tensor.rowBytes), n == (rpc >= rows ? 1 : (rows + rpc - 1) / rpc) else {
+            throw bad("zstd chunk index does not match its shape")
+        }
+        var spec = ZstdFilterSpec.none
+        if v2 {
+            guard head.count >= QLMFormat.chunkHeaderSize2 else { throw bad("zstd chunk index is truncated") }
+            let f = try r.u8("filter"), reserved = try r.u8("reserved")
+            let hb = Int(try r.u16("filter head")), rec = Int(try r.u32("filter record"))
+            guard let filter = ZstdFilter(rawValue: f), filter != .none else { throw bad("unknown zstd filter \(f)") }
+            spec = ZstdFilterSpec(filter: filter, record: rec, head: hb)
+            guard reserved == 0, spec.isValid(rowBytes: tensor.rowBytes) else {
+                throw bad("invalid zstd filter parameters (filter \(f), record \(rec), head \(hb), row bytes \(tensor.rowBytes))")
+            }
+        }
+        return ZstdChunkHeader(chunkCount: Int(n), rowsPerChunk: rpc,
+                               headerSize: v2 ? QLMFormat.chunkHeaderSize2 : QLMFormat.chunkHeaderSize, filter: spec)
+    }
+
     /// Reads and validates the chunk index at the start of a zstd tensor's stored bytes.
     public static func index(of tensor: TensorInfo, stored: UnsafeRawBufferPointer, file: String) throws -> ZstdChunkIndex {
-        var r = ByteReader(stored, file: file)
-        let magic = try r.bytes(4, "tensor \(tensor.name) chunk magic")
-        guard Array(magic) == QLMFormat.chunkMagic else { throw QuantError(file, "tensor \(tensor.name): bad zstd chunk magic") }
-        let n = Int(try r.u32("tensor \(tensor.name) chunk count"))
-        let rpc = try checkedInt(try r.u64("rows per chunk"), file, "tensor \(tensor.name) rows per chunk")
-        let rowBytes = try checkedInt(try r.u64("row bytes"), file, "tensor \(tensor.name) row bytes")
-        guard rowBytes == tensor.rowBytes, rpc >= 1, n == (tensor.rows + rpc - 1) / rpc else {
-            throw QuantError(file, "tensor \(tensor.name): zstd chunk index does not match its shape")
-        }
-        let tableEnd = QLMFormat.chunkHeaderSize + n * QLMFormat.chunkEntrySize
+        let h = try header(UnsafeRawBufferPointer(rebasing: stored[0 ..< min(stored.count, QLMFormat.chunkHeaderSize2)]),
+                           of: tensor, file: file)
+        let n = h.chunkCount
+        let tableEnd = h.headerSize + n * QLMFormat.chunkEntrySize
         guard tableEnd <= stored.count else { throw QuantError(file, "tensor \(tensor.name): zstd chunk index is truncated") }
+        var r = ByteReader(UnsafeRawBufferPointer(rebasing: stored[h.headerSize ..< tableEnd]), file: file)
         var chunks: [(Int, Int)] = []
         chunks.reserveCapacity(n)
         for c in 0 ..< n {
@@ -92,7 +139,29 @@ public enum ZstdChunks {
             }
             chunks.append((off, len))
         }
-        return ZstdChunkIndex(rowsPerChunk: rpc, rowBytes: rowBytes, chunks: chunks)
+        let rpc = try checkedInt(h.rowsPerChunk, file, "tensor \(tensor.name) rows per chunk")
+        return ZstdChunkIndex(rowsPerChunk: rpc, rowBytes: tensor.rowBytes, filter: h.filter, chunks: chunks)
+    }
+
+    /// Decompresses one frame into `dst` (exactly `dst.count` bytes), undoing `filter` through
+    /// `scratch` (at least dst.count bytes; unused without a filter).
+    public static func decodeFrame(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
+                                   filter: ZstdFilterSpec, scratch: UnsafeMutableRawPointer?, dctx: OpaquePointer,
+                                   what: () -> String, file: String) throws {
+        let expected = dst.count
+        let target = filter.filter == .none ? dst.baseAddress : scratch
+        let n = ZSTD_decompressDCtx(dctx, target, expected, src.baseAddress, src.count)
+        if ZSTD_isError(n) != 0 {
+            throw QuantError(file, "\(what()) is corrupt (\(String(cString: ZSTD_getErrorName(n))))")
+        }
+        guard n == expected else {
+            throw QuantError(file, "\(what()) decompressed to \(n) bytes, expected \(expected)")
+        }
+        if filter.filter != .none, expected > 0 {
+            let rc = qlm_zf_decode(Int32(filter.filter.rawValue), scratch!.assumingMemoryBound(to: UInt8.self),
+                                   dst.baseAddress!.assumingMemoryBound(to: UInt8.self), expected, filter.record, filter.head)
+            guard rc == 0 else { throw QuantError(file, "\(what()): invalid zstd filter \(filter)") }
+        }
     }
 
     /// Decompresses chunk `c` into `dst` (exactly the chunk's rows × rowBytes bytes).
@@ -104,13 +173,10 @@ public enum ZstdChunks {
         guard dst.count == expected else { throw QuantError(file, "tensor \(tensor.name): chunk \(c) buffer size mismatch") }
         let (off, len) = index.chunks[c]
         let src = UnsafeRawBufferPointer(rebasing: stored[off ..< off + len])
-        let n = ZSTD_decompressDCtx(dctx, dst.baseAddress, dst.count, src.baseAddress, src.count)
-        if ZSTD_isError(n) != 0 {
-            throw QuantError(file, "tensor \(tensor.name): zstd chunk \(c) is corrupt (\(String(cString: ZSTD_getErrorName(n))))")
-        }
-        guard n == expected else {
-            throw QuantError(file, "tensor \(tensor.name): zstd chunk \(c) decompressed to \(n) bytes, expected \(expected)")
-        }
+        let scratch: UnsafeMutableRawPointer? = index.filter.filter == .none ? nil : .allocate(byteCount: max(expected, 1), alignment: 64)
+        defer { scratch?.deallocate() }
+        try decodeFrame(src, into: dst, filter: index.filter, scratch: scratch, dctx: dctx,
+                        what: { "tensor \(tensor.name): zstd chunk \(c)" }, file: file)
     }
 
     /// Decompresses a whole tensor into `dst` (rawLength bytes), chunks in parallel.

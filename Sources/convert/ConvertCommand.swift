@@ -23,7 +23,7 @@ struct ConvertCLI: ParsableCommand {
           convert inspect gpt2-q4.qlm --json
           convert verify gpt2-q4.qlm
         """,
-        subcommands: [Convert.self, Inspect.self, Verify.self],
+        subcommands: [Convert.self, Inspect.self, Verify.self, ZstdBench.self],
         defaultSubcommand: Convert.self
     )
 }
@@ -59,6 +59,9 @@ struct Convert: ParsableCommand {
 
     @Option(name: .long, help: "Store tensors as independent zstd chunks at this level (1-22); omit for raw.")
     var zstd: Int?
+
+    @Option(name: .long, help: ArgumentHelp("zstd chunk byte layout (\(ZstdFilterChoice.namesForHelp)): planes puts the blocks' scale bytes in byte planes before the codes; auto tries every layout on each tensor's first chunk and keeps the smallest (slower); none writes plain QZC1 chunks.", valueName: "FILTER"))
+    var zstdFilter: String = "planes"
 
     @Option(name: .long, help: "Bytes of raw rows per zstd chunk (rows are never split).")
     var zstdChunk: Int = 1 << 20
@@ -111,6 +114,9 @@ struct Convert: ParsableCommand {
         guard calibrateTokens >= 1, calibrateCtx >= 2 else { throw ValidationError("--calibrate-tokens must be >= 1 and --calibrate-ctx >= 2") }
         guard gptqDamp > 0, gptqDamp < 10 else { throw ValidationError("--gptq-damp must be in (0, 10)") }
         if let z = zstd, !(1 ... 22).contains(z) { throw ValidationError("--zstd level must be 1...22, got \(z)") }
+        guard ZstdFilterChoice(name: zstdFilter) != nil else {
+            throw ValidationError("unknown --zstd-filter '\(zstdFilter)'; choose one of: \(ZstdFilterChoice.namesForHelp)")
+        }
         guard zstdChunk >= 4096 else { throw ValidationError("--zstd-chunk must be at least 4096 bytes") }
         guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
         guard output.hasSuffix(".qlm") else { throw ValidationError("--output should end in .qlm (got '\(output)')") }
@@ -129,6 +135,7 @@ struct Convert: ParsableCommand {
             guard let tokSource = ckpt.tokenizer else { throw QuantError(input, "no tokenizer found; pass --tokenizer") }
             let payload = try TokenizerPayloads.make(tokSource, vocabSize: ckpt.hparams.vocabSize)
             var options = ConvertOptions(policy: policy, zstdLevel: zstd, chunkBytes: zstdChunk, threads: threads)
+            options.zstdFilter = ZstdFilterChoice(name: zstdFilter)!
             var calibSeconds: Double?
             if let cal = calibrate {
                 let text: String

@@ -82,7 +82,7 @@ final class LayerStreamer {
             let t = try file.info(name)
             guard let l = MemoryPlan.layerIndex(name, architecture: arch), let j = streamIndex[l] else { continue }
             let chunks = t.encoding == .zstd ? try reader.chunks(of: t) : nil
-            maxChunk = max(maxChunk, chunks?.chunks.map(\.length).max() ?? 0)
+            maxChunk = max(maxChunk, chunks?.stagingNeed ?? 0)
             let offset = perLayer[j].last.map { MemoryPlan.aligned($0.offset + $0.rows.count * $0.info.rowBytes) } ?? 0
             guard offset + t.rawLength <= bufferBytes else {
                 throw ModelError("internal: layer \(l) does not fit its planned buffer of \(bufferBytes) bytes")
@@ -97,7 +97,7 @@ final class LayerStreamer {
             // so a pass adds up to the tensor's stored length, as a streamed layer's does.
             let t = try file.info(plan.outputTensor)
             let chunks = t.encoding == .zstd ? try reader.chunks(of: t) : nil
-            maxChunk = max(maxChunk, chunks?.chunks.map(\.length).max() ?? 0)
+            maxChunk = max(maxChunk, chunks?.stagingNeed ?? 0)
             var framed = 0
             for (k, rows) in plan.outputChunks.enumerated() {
                 let j = layers.count + k

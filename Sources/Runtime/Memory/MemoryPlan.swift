@@ -120,15 +120,18 @@ public struct MemoryPlan: Sendable, Equatable {
 
     /// Bytes the loader stages for one zstd chunk of `t` (an upper bound: zstd's compress bound
     /// of the chunk's raw bytes, with the chunk size the converter records).
-    static func stagingBound(_ t: TensorInfo, chunkBytes: Int?) -> Int {
+    /// A filtered file (`zstd_filter` other than none) also stages the chunk's decoded rows
+    /// before the filter is undone.
+    static func stagingBound(_ t: TensorInfo, chunkBytes: Int?, filtered: Bool = false) -> Int {
         guard t.encoding == .zstd else { return 0 }
-        return ZSTD_compressBound(rowsPerChunk(t, chunkBytes: chunkBytes) * t.rowBytes)
+        let raw = rowsPerChunk(t, chunkBytes: chunkBytes) * t.rowBytes
+        return filtered ? aligned(ZSTD_compressBound(raw)) + raw : ZSTD_compressBound(raw)
     }
 
     /// The row lookup's buffers for `t`: one row, or one zstd chunk and its compressed bytes.
-    static func rowLookupBytes(_ t: TensorInfo, chunkBytes: Int?) -> Int {
+    static func rowLookupBytes(_ t: TensorInfo, chunkBytes: Int?, filtered: Bool = false) -> Int {
         guard t.encoding == .zstd else { return aligned(t.rowBytes) }
-        return aligned(rowsPerChunk(t, chunkBytes: chunkBytes) * t.rowBytes) + aligned(stagingBound(t, chunkBytes: chunkBytes))
+        return aligned(rowsPerChunk(t, chunkBytes: chunkBytes) * t.rowBytes) + aligned(stagingBound(t, chunkBytes: chunkBytes, filtered: filtered))
     }
 
     /// Stored bytes one embedding lookup reads (a row; for zstd a chunk, on average).
@@ -149,6 +152,7 @@ public struct MemoryPlan: Sendable, Equatable {
                             settings: MemorySettings, budget: Int?, baseline: Int = 0,
                             margin: Int = defaultMarginBytes) throws -> MemoryPlan {
         let hp = metadata.hparams, arch = metadata.architecture, chunkBytes = metadata.quantization.zstdChunkBytes
+        let filtered = (metadata.quantization.zstdFilter ?? "none") != "none"
         let tokenizerTensor = metadata.tokenizer.tensor
         let (outName, embName) = outputAndEmbedding(metadata)
         let tied = outName == embName
@@ -171,7 +175,7 @@ public struct MemoryPlan: Sendable, Equatable {
         let layerBytes = layerMatrices.map { $0.reduce(0) { $0 + aligned($1.rawLength) } }
         let layerStored = layerMatrices.map { $0.reduce(0) { $0 + $1.storedLength } }
         let maxLayer = layerBytes.max() ?? 0
-        let layerStaging = layerMatrices.joined().map { stagingBound($0, chunkBytes: chunkBytes) }.max() ?? 0
+        let layerStaging = layerMatrices.joined().map { stagingBound($0, chunkBytes: chunkBytes, filtered: filtered) }.max() ?? 0
         let smallBytes = small.reduce(0) { $0 + aligned($1.rawLength) }
         let scratch = RunState.byteCount(hp, maxBatch: settings.maxBatch, logitChunk: settings.logitChunk)
             + Compute.scratchBytes(maxCols: max(hp.dModel, hp.dFF), maxBatch: max(settings.maxBatch, 16))
@@ -191,7 +195,7 @@ public struct MemoryPlan: Sendable, Equatable {
             if outResident { residentBase += aligned(out.rawLength) }
             if !tied && embResident { residentBase += aligned(embInfo.rawLength) }
             var base = fixed - smallBytes + residentBase
-            let embBuffer = embResident ? 0 : rowLookupBytes(embInfo, chunkBytes: chunkBytes)
+            let embBuffer = embResident ? 0 : rowLookupBytes(embInfo, chunkBytes: chunkBytes, filtered: filtered)
             let embCost = embResident ? 0 : rowLookupStored(embInfo, chunkBytes: chunkBytes)
             base += embBuffer
             let allLayers = layerBytes.reduce(0, +)
@@ -200,7 +204,7 @@ public struct MemoryPlan: Sendable, Equatable {
             // With two buffers (the classifier's chunks need at least one zstd chunk or one row).
             let outUnit = out.encoding == .zstd ? rowsPerChunk(out, chunkBytes: chunkBytes) * out.rowBytes : out.rowBytes
             let bufferBytes = max(maxLayer, outResident ? 0 : aligned(outUnit))
-            let staging = max(layerStaging, outResident ? 0 : stagingBound(out, chunkBytes: chunkBytes))
+            let staging = max(layerStaging, outResident ? 0 : stagingBound(out, chunkBytes: chunkBytes, filtered: filtered))
             let buffered = base + 2 * bufferBytes + staging
             let minimumBuffered = buffered < (unbuffered ?? .max)
             let minimum = min(unbuffered ?? .max, buffered)

@@ -33,7 +33,7 @@ public final class RowReader {
         if t.encoding == .zstd {
             let index = try reader.chunks(of: t)
             chunks = index
-            reader.reserveStaging(index.chunks.map(\.length).max() ?? 0)
+            reader.reserveStaging(index.stagingNeed)
             let bytes = index.rowsPerChunk * index.rowBytes
             buffer = .allocate(byteCount: max(bytes, 64), alignment: 64)
             bufferBytes = MemoryPlan.aligned(bytes) + MemoryPlan.aligned(reader.stagingBytes)

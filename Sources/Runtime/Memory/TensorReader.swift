@@ -15,6 +15,15 @@ final class TensorReader {
         var rowsPerChunk: Int
         var rowBytes: Int
         var chunks: [(offset: Int, length: Int)]
+        /// The chunks' byte-layout filter (none for QZC1 streams).
+        var filter: ZstdFilterSpec = .none
+
+        /// Staging one chunk needs: its compressed bytes, plus (filtered) its decoded rows
+        /// before the filter is undone.
+        var stagingNeed: Int {
+            let maxLen = chunks.map(\.length).max() ?? 0
+            return filter.filter == .none ? maxLen : MemoryPlan.aligned(maxLen) + rowsPerChunk * rowBytes
+        }
     }
 
     let path: String
@@ -68,21 +77,15 @@ final class TensorReader {
     func chunks(of t: TensorInfo) throws -> Chunks {
         precondition(t.encoding == .zstd)
         func bad(_ why: String) -> QuantError { QuantError(path, "tensor \(t.name): \(why)") }
-        guard t.storedLength >= QLMFormat.chunkHeaderSize else { throw bad("zstd chunk index is truncated") }
-        var head = [UInt8](repeating: 0, count: QLMFormat.chunkHeaderSize)
-        try head.withUnsafeMutableBytes { try readFully($0.baseAddress!, count: $0.count, offset: t.offset) }
-        func u64(_ a: [UInt8], _ at: Int) -> UInt64 { (0 ..< 8).reduce(0) { $0 | UInt64(a[at + $1]) << (8 * $1) } }
-        guard Array(head[0 ..< 4]) == QLMFormat.chunkMagic else { throw bad("bad zstd chunk magic") }
-        let n = Int((0 ..< 4).reduce(UInt32(0)) { $0 | UInt32(head[4 + $1]) << (8 * $1) })
-        let rpc = u64(head, 8), rowBytes = u64(head, 16)
-        let rows = UInt64(t.rows)
-        guard rpc >= 1, rowBytes == UInt64(t.rowBytes), UInt64(n) == (rpc >= rows ? 1 : (rows + rpc - 1) / rpc) else {
-            throw bad("zstd chunk index does not match its shape")
-        }
-        let tableEnd = QLMFormat.chunkHeaderSize + n * QLMFormat.chunkEntrySize
+        var head = [UInt8](repeating: 0, count: min(t.storedLength, QLMFormat.chunkHeaderSize2))
+        try head.withUnsafeMutableBytes { if $0.count > 0 { try readFully($0.baseAddress!, count: $0.count, offset: t.offset) } }
+        let h = try head.withUnsafeBytes { try ZstdChunks.header($0, of: t, file: path) }
+        let n = h.chunkCount
+        let tableEnd = h.headerSize + n * QLMFormat.chunkEntrySize
         guard tableEnd <= t.storedLength else { throw bad("zstd chunk index is truncated") }
         var table = [UInt8](repeating: 0, count: n * QLMFormat.chunkEntrySize)
-        try table.withUnsafeMutableBytes { try readFully($0.baseAddress!, count: $0.count, offset: t.offset + QLMFormat.chunkHeaderSize) }
+        try table.withUnsafeMutableBytes { try readFully($0.baseAddress!, count: $0.count, offset: t.offset + h.headerSize) }
+        func u64(_ a: [UInt8], _ at: Int) -> UInt64 { (0 ..< 8).reduce(0) { $0 | UInt64(a[at + $1]) << (8 * $1) } }
         var list: [(Int, Int)] = []
         list.reserveCapacity(n)
         for c in 0 ..< n {
@@ -92,7 +95,7 @@ final class TensorReader {
             }
             list.append((Int(off), Int(len)))
         }
-        return Chunks(rowsPerChunk: Int(min(rpc, rows)), rowBytes: t.rowBytes, chunks: list)
+        return Chunks(rowsPerChunk: Int(min(h.rowsPerChunk, UInt64(t.rows))), rowBytes: t.rowBytes, chunks: list, filter: h.filter)
     }
 
     /// Reads tensor `t`'s raw bytes (t.rawLength) into `dst`; returns the bytes read from the file.
@@ -129,15 +132,15 @@ final class TensorReader {
         let (off, len) = index.chunks[c]
         let lo = c * index.rowsPerChunk, hi = min(t.rows, lo + index.rowsPerChunk)
         let expected = (hi - lo) * index.rowBytes
-        if len > stagingBytes { reserveStaging(len) }
+        let filtered = index.filter.filter != .none
+        let scratchAt = MemoryPlan.aligned(len)
+        let need = filtered ? scratchAt + expected : len
+        if need > stagingBytes { reserveStaging(need) }
         try readFully(staging!, count: len, offset: t.offset + off)
-        let n = ZSTD_decompressDCtx(dctx, dst, expected, staging, len)
-        if ZSTD_isError(n) != 0 {
-            throw QuantError(path, "tensor \(t.name): zstd chunk \(c) is corrupt (\(String(cString: ZSTD_getErrorName(n))))")
-        }
-        guard n == expected else {
-            throw QuantError(path, "tensor \(t.name): zstd chunk \(c) decompressed to \(n) bytes, expected \(expected)")
-        }
+        try ZstdChunks.decodeFrame(UnsafeRawBufferPointer(start: staging, count: len),
+                                   into: UnsafeMutableRawBufferPointer(start: dst, count: expected), filter: index.filter,
+                                   scratch: filtered ? staging! + scratchAt : nil, dctx: dctx,
+                                   what: { "tensor \(t.name): zstd chunk \(c)" }, file: path)
         return len
     }
 }
