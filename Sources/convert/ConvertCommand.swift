@@ -124,12 +124,15 @@ struct Convert: ParsableCommand {
         try runOrExit {
             let overrides = try keep.map(QuantPolicy.parseOverride)
             var policy = QuantPolicy(defaultType: QuantType(name: type)!, overrides: overrides)
-            if let p = preset.flatMap(QuantPreset.init(name:)) {
-                policy = QuantPolicy(defaultType: p.defaultType, overrides: overrides + p.overrides)
-                if !json { print("preset \(p.name): matrices \(p.defaultType.name)\(p.overrides.isEmpty ? "" : ", " + p.overrides.map { "\($0.glob)=\($0.type.name)" }.joined(separator: " "))") }
-            }
             let start = Date()
             let ckpt = try Checkpoint.open(URL(fileURLWithPath: input), tokenizer: tokenizer.map { URL(fileURLWithPath: $0) })
+            if let p = preset.flatMap(QuantPreset.init(name:)) {
+                // A preset's patterns are best-effort (names differ by architecture): unused ones are dropped.
+                let names = ckpt.tensors.map(\.name)
+                let used = p.overrides.filter { o in names.contains { QuantPolicy.matches(o.glob, $0) } }
+                policy = QuantPolicy(defaultType: p.defaultType, overrides: overrides + used)
+                if !json { print("preset \(p.name): matrices \(p.defaultType.name)\(used.isEmpty ? "" : ", " + used.map { "\($0.glob)=\($0.type.name)" }.joined(separator: " "))") }
+            }
             guard let tokSource = ckpt.tokenizer else { throw QuantError(input, "no tokenizer found; pass --tokenizer") }
             let payload = try TokenizerPayloads.make(tokSource, vocabSize: ckpt.hparams.vocabSize)
             var options = ConvertOptions(policy: policy, zstdLevel: zstd, chunkBytes: zstdChunk, threads: threads)

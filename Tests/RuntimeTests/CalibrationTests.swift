@@ -54,4 +54,21 @@ final class CalibrationTests: XCTestCase {
         XCTAssertLessThan(e.models[2].perplexity, e.models[1].perplexity)
         XCTAssertGreaterThan(e.models[2].perplexity, e.models[0].perplexity * 0.99)
     }
+
+    /// q4_mix (iq4_k16, f16 norms, wk of layers 0-1 q8_0) stays within 4.5 bits/weight on
+    /// stories260K counting every stored bit (measured 4.481).
+    func testQ4MixFitsTheBitBudget() throws {
+        let ckpt = try Checkpoint.open(SharedData.path("models/stories260K/stories260K.bin"),
+                                       tokenizer: SharedData.path("models/stories260K/tok512.bin"))
+        let payload = try TokenizerPayloads.make(ckpt.tokenizer!, vocabSize: ckpt.hparams.vocabSize)
+        let p = try XCTUnwrap(QuantPreset(name: "q4_mix"))
+        let policy = QuantPolicy(defaultType: p.defaultType, overrides: p.overrides)
+        XCTAssertEqual(policy.type(for: "layers.0.attention_norm.weight", shape: [64]), .f16)
+        XCTAssertEqual(policy.type(for: "layers.1.attention.wk.weight", shape: [32, 64]), .q8_0)
+        XCTAssertEqual(policy.type(for: "layers.2.attention.wk.weight", shape: [32, 64]), .iq4_k16)
+        let s = try Converter.convert(ckpt, tokenizer: payload, options: ConvertOptions(policy: policy, threads: 2),
+                                      to: Fixtures.tempRoot.appendingPathComponent("q4mix.qlm"))
+        XCTAssertLessThanOrEqual(s.bitsPerWeight, 4.5)
+        XCTAssertGreaterThan(s.bitsPerWeight, 4.46)
+    }
 }
