@@ -22,6 +22,8 @@ VARIANTS=(
   "q4_0+gptq|--type q4_0 --calibrate $TEXT"
   "iq4_k32+gptq|--type iq4_k32 --calibrate $TEXT"
   "q4_best+gptq|--preset q4_best --calibrate $TEXT"
+  "q4_best+gptq-seq|--preset q4_best --calibrate $TEXT --gptq-order sequential"
+  "q4_mix+gptq|--preset q4_mix --calibrate $TEXT"
 )
 : > "$OUT/convert.jsonl"
 for v in "${VARIANTS[@]}"; do

@@ -321,11 +321,59 @@ KQ_DOTN(qlm_kq_dotn_k32_avx512, QLM_TYPE_IQ4_K32, kq_dot_avx512, QLM_AVX512_TARG
 // The super-scale is chosen when the sweep reaches a super-block's first column, each sub-scale
 // at its sub-block's first column, both from the current (error-compensated) weights; every
 // column is then coded with those scales and its error pushed onto the later columns.
+// Weighted variants for GPTQ: sub-block errors weighted by wt[j] = 1 / U_jj^2 (the weight GPTQ
+// gives a column's rounding error: the loss increase of coding column j is err_j^2 / U_jj^2).
+static float code_err_w(const float *x, const float *wt, int m, float s, uint8_t *q) {
+    float err = 0.0f;
+    const float is = s != 0.0f ? 1.0f / s : 0.0f;
+    for (int j = 0; j < m; j++) {
+        const int c = s != 0.0f ? nearest_level(x[j] * is) : 8;
+        const float e = x[j] - s * (float)qlm_iq4_levels[c];
+        err += wt[j] * e * e;
+        if (q) q[j] = (uint8_t)c;
+    }
+    return err;
+}
+
+static float best_scale_w(const float *x, const float *wt, int m) {
+    float amax = 0.0f;
+    for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) amax = fabsf(x[j]);
+    if (amax == 0.0f) return 0.0f;
+    float best_s = amax / 127.0f, best_e = INFINITY;
+    uint8_t q[32];
+    for (int k = 0; k <= 24; k++) {
+        const float s0 = amax / (100.0f + 2.0f * (float)k);
+        code_err_w(x, wt, m, s0, q);
+        float sxl = 0.0f, sll = 0.0f;
+        for (int j = 0; j < m; j++) { const float l = (float)qlm_iq4_levels[q[j]]; sxl += wt[j] * x[j] * l; sll += wt[j] * l * l; }
+        const float s1 = (sll > 0.0f && sxl > 0.0f) ? sxl / sll : s0;
+        const float e0 = code_err_w(x, wt, m, s0, NULL), e1 = code_err_w(x, wt, m, s1, NULL);
+        if (e0 < best_e) { best_e = e0; best_s = s0; }
+        if (e1 < best_e) { best_e = e1; best_s = s1; }
+    }
+    return best_s;
+}
+
+static int best_sub_w(const float *x, const float *wt, int m, float d, float s, int qmax) {
+    if (d == 0.0f) return 0;
+    int q0 = (int)roundf(s / d);
+    if (q0 > qmax) q0 = qmax;
+    if (q0 < 0) q0 = 0;
+    int best = q0;
+    float be = INFINITY;
+    for (int q = q0 - 2; q <= q0 + 2; q++) {
+        if (q < 0 || q > qmax) continue;
+        const float e = code_err_w(x, wt, m, d * (float)q, NULL);
+        if (e < be) { be = e; best = q; }
+    }
+    return best;
+}
+
 void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *dst) {
     const int sub = kq_sub(type), qmax = kq_qmax(type);
     uint8_t *out = (uint8_t *)dst;
     const int64_t nc = (n + 15) / 16;
-    float buf[256];
+    float buf[256], wt[256];
     uint8_t q[256];
     for (int64_t c0 = 0; c0 < nc; c0 += 16) {
         const int c = (int)((nc - c0) < 16 ? (nc - c0) : 16);
@@ -334,10 +382,14 @@ void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *d
         const int m_total = 16 * c;
         // super-scale from the current values
         memset(buf, 0, sizeof buf);
-        for (int j = 0; j < m_total && i0 + j < n; j++) buf[j] = w[i0 + j];
+        for (int j = 0; j < m_total; j++) {
+            const int64_t i = i0 + j;
+            if (i < n) { buf[j] = w[i]; const double u = U[i * n + i]; wt[j] = (float)(1.0 / (u * u)); }
+            else wt[j] = 0.0f;
+        }
         float s[16];
         int ns = 0;
-        for (int o = 0; o < m_total; o += sub) s[ns++] = best_scale(buf + o, (m_total - o) < sub ? (m_total - o) : sub);
+        for (int o = 0; o < m_total; o += sub) s[ns++] = best_scale_w(buf + o, wt + o, (m_total - o) < sub ? (m_total - o) : sub);
         const uint8_t e = choose_e8(s, ns, qmax);
         const float d = e8_to_f32(e);
         out[0] = e;
@@ -347,7 +399,7 @@ void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *d
         for (int sbi = 0, o = 0; o < m_total; o += sub, sbi++) {
             const int m = (m_total - o) < sub ? (m_total - o) : sub;
             for (int j = 0; j < m; j++) buf[o + j] = (i0 + o + j < n) ? w[i0 + o + j] : 0.0f;
-            const int qs = best_sub(buf + o, m, d, best_scale(buf + o, m), qmax);
+            const int qs = best_sub_w(buf + o, wt + o, m, d, best_scale_w(buf + o, wt + o, m), qmax);
             set_sub(type, sc, sbi, qs);
             const float ss = d * (float)qs;
             const float is = ss != 0.0f ? 1.0f / ss : 0.0f;

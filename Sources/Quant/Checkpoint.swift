@@ -14,6 +14,11 @@ public struct SourceTensor {
     /// "file: key", for messages.
     public let origin: String
 
+    public init(name: String, shape: [Int], dtype: SourceDType, bytes: UnsafeRawBufferPointer, transposed: Bool, origin: String) {
+        self.name = name; self.shape = shape; self.dtype = dtype; self.bytes = bytes
+        self.transposed = transposed; self.origin = origin
+    }
+
     public var rows: Int { shape.dropLast().reduce(1, *) }
     public var rowLength: Int { shape.last ?? 1 }
     public var elementCount: Int { shape.reduce(1, *) }

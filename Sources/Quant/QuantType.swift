@@ -63,6 +63,9 @@ public struct QuantPreset: Sendable {
     public static let all: [QuantPreset] = [
         QuantPreset(name: "q4_best", defaultType: .iq4_k16, overrides: [],
                     summary: "every matrix iq4_k16 (4.46 bits/weight on stories260K, all stored bits); add --calibrate for GPTQ"),
+        QuantPreset(name: "q4_mix", defaultType: .iq4_k16,
+                    overrides: [("*norm*", .f16), ("layers.[01].attention.wk.weight", .q8_0)],
+                    summary: "iq4_k16, norms f16, wk of layers 0-1 q8_0 (4.48 bits/weight on stories260K, all stored bits; llama names, patterns matching no tensor are ignored); add --calibrate for GPTQ"),
     ]
 
     public init(name: String, defaultType: QuantType, overrides: [(glob: String, type: QuantType)], summary: String) {

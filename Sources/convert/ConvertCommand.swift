@@ -93,6 +93,9 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: "GPTQ dampening (fraction of mean(diag H) added to the diagonal).")
     var gptqDamp: Double = 0.01
 
+    @Option(name: .long, help: "With --calibrate: 'sequential' collects each stage's statistics from the model whose earlier matrices are already quantized; 'float' collects all from the float model.")
+    var gptqOrder: String = "float"
+
     @Option(name: .long, help: "Threads for quantization (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -112,6 +115,7 @@ struct Convert: ParsableCommand {
         if let d = calibrateDocs, parseDocs(d) == nil { throw ValidationError("--calibrate-docs must be A:B with 0 <= A < B, got '\(d)'") }
         if calibrate == nil && calibrateDocs != nil { throw ValidationError("--calibrate-docs needs --calibrate FILE") }
         guard calibrateTokens >= 1, calibrateCtx >= 2 else { throw ValidationError("--calibrate-tokens must be >= 1 and --calibrate-ctx >= 2") }
+        guard gptqOrder == "float" || gptqOrder == "sequential" else { throw ValidationError("--gptq-order must be float or sequential") }
         guard gptqDamp > 0, gptqDamp < 10 else { throw ValidationError("--gptq-damp must be in (0, 10)") }
         if let z = zstd, !(1 ... 22).contains(z) { throw ValidationError("--zstd level must be 1...22, got \(z)") }
         guard ZstdFilterChoice(name: zstdFilter) != nil else {
@@ -126,12 +130,15 @@ struct Convert: ParsableCommand {
         try runOrExit {
             let overrides = try keep.map(QuantPolicy.parseOverride)
             var policy = QuantPolicy(defaultType: QuantType(name: type)!, overrides: overrides)
-            if let p = preset.flatMap(QuantPreset.init(name:)) {
-                policy = QuantPolicy(defaultType: p.defaultType, overrides: overrides + p.overrides)
-                if !json { print("preset \(p.name): matrices \(p.defaultType.name)\(p.overrides.isEmpty ? "" : ", " + p.overrides.map { "\($0.glob)=\($0.type.name)" }.joined(separator: " "))") }
-            }
             let start = Date()
             let ckpt = try Checkpoint.open(URL(fileURLWithPath: input), tokenizer: tokenizer.map { URL(fileURLWithPath: $0) })
+            if let p = preset.flatMap(QuantPreset.init(name:)) {
+                // A preset's patterns are best-effort (names differ by architecture): unused ones are dropped.
+                let names = ckpt.tensors.map(\.name)
+                let used = p.overrides.filter { o in names.contains { QuantPolicy.matches(o.glob, $0) } }
+                policy = QuantPolicy(defaultType: p.defaultType, overrides: overrides + used)
+                if !json { print("preset \(p.name): matrices \(p.defaultType.name)\(used.isEmpty ? "" : ", " + used.map { "\($0.glob)=\($0.type.name)" }.joined(separator: " "))") }
+            }
             guard let tokSource = ckpt.tokenizer else { throw QuantError(input, "no tokenizer found; pass --tokenizer") }
             let payload = try TokenizerPayloads.make(tokSource, vocabSize: ckpt.hparams.vocabSize)
             var options = ConvertOptions(policy: policy, zstdLevel: zstd, chunkBytes: zstdChunk, threads: threads)
@@ -143,9 +150,15 @@ struct Convert: ParsableCommand {
                 let sep = "<|endoftext|>"
                 let total = Perplexity.splitDocuments(text, separator: sep).count
                 let docs = calibrateDocs.flatMap(parseDocs) ?? Calibration.defaultDocuments(total: total)
-                let r = try Calibration.collect(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
-                                                maxTokens: calibrateTokens, ctx: calibrateCtx, threads: threads)
-                let note = "GPTQ, damp \(gptqDamp); calibration \(URL(fileURLWithPath: cal).lastPathComponent) documents \(r.documents.lowerBound)..<\(r.documents.upperBound) of \(total) (\(r.documentsUsed) used, \(r.tokens) tokens, ctx \(calibrateCtx))"
+                let skip = gptqSkip
+                let r = gptqOrder == "sequential"
+                    ? try Calibration.collectSequential(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
+                                                        maxTokens: calibrateTokens, ctx: calibrateCtx, threads: threads, policy: policy, damp: gptqDamp,
+                                                        compensate: { n in !skip.contains { QuantPolicy.matches($0, n) } },
+                                                        log: quiet || json ? nil : { printError("calibration \($0)") })
+                    : try Calibration.collect(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
+                                              maxTokens: calibrateTokens, ctx: calibrateCtx, threads: threads)
+                let note = "GPTQ (\(gptqOrder)), damp \(gptqDamp); calibration \(URL(fileURLWithPath: cal).lastPathComponent) documents \(r.documents.lowerBound)..<\(r.documents.upperBound) of \(total) (\(r.documentsUsed) used, \(r.tokens) tokens, ctx \(calibrateCtx))"
                 printError("calibration: \(note); \(r.hessians.count) matrices, \(String(format: "%.2f", r.seconds)) s")
                 options.hessians = r.hessians.filter { h in !gptqSkip.contains { QuantPolicy.matches($0, h.key) } }
                 options.gptqDamp = gptqDamp
