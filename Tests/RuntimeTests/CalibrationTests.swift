@@ -1,6 +1,7 @@
 import Foundation
 import Quant
 import Runtime
+import TestSupport
 import XCTest
 
 /// GPTQ calibration on the real stories260K model (docs/quantization.md).
