@@ -36,20 +36,8 @@ public enum Calibration {
         guard lo < hi else {
             throw QuantError("--calibrate-docs", "documents \(documents.lowerBound)..<\(documents.upperBound) are outside the text's \(docs.count) documents")
         }
-        var sums: [String: UnsafeMutablePointer<Double>] = [:]
-        var widths: [String: Int] = [:]
-        defer { for p in sums.values { p.deallocate() } }
-        lm.model.compute.observer = { m, x, T in
-            let n = m.cols
-            let h: UnsafeMutablePointer<Double>
-            if let p = sums[m.name] { h = p } else {
-                h = .allocate(capacity: n * n)
-                h.initialize(repeating: 0, count: n * n)
-                sums[m.name] = h
-                widths[m.name] = n
-            }
-            qlm_accum_xtx(h, x, Int64(T), Int64(n))
-        }
+        let acc = HessianAccumulator()
+        lm.model.compute.observer = { m, x, T in acc.add(m, x, T) }
         defer { lm.model.compute.observer = nil }
         let limit = min(ctx, lm.model.positionLimit)
         var tokens = 0, used = 0
@@ -66,7 +54,7 @@ public enum Calibration {
         }
         guard tokens > 0 else { throw QuantError("--calibrate", "no calibration document has two or more tokens") }
         var out: [String: [Double]] = [:]
-        for (name, p) in sums { out[name] = Array(UnsafeBufferPointer(start: p, count: widths[name]! * widths[name]!)) }
+        for (name, (p, n)) in acc.sums { out[name] = Array(UnsafeBufferPointer(start: p, count: n * n)) }
         return Result(hessians: out, documents: lo ..< hi, documentsUsed: used, tokens: tokens, seconds: Date().timeIntervalSince(start))
     }
 
@@ -144,28 +132,15 @@ public enum Calibration {
                 lm = try LoadedModel(path: tmp.path, options: LoadOptions(threads: threads))
             }
             let want = Set(stage)
-            var sums: [String: UnsafeMutablePointer<Double>] = [:]
-            var widths: [String: Int] = [:]
-            defer { for p in sums.values { p.deallocate() } }
-            lm.model.compute.observer = { m, x, T in
-                guard want.contains(m.name) else { return }
-                let n = m.cols
-                let h: UnsafeMutablePointer<Double>
-                if let p = sums[m.name] { h = p } else {
-                    h = .allocate(capacity: n * n)
-                    h.initialize(repeating: 0, count: n * n)
-                    sums[m.name] = h
-                    widths[m.name] = n
-                }
-                qlm_accum_xtx(h, x, Int64(T), Int64(n))
-            }
+            let acc = HessianAccumulator()
+            lm.model.compute.observer = { m, x, T in if want.contains(m.name) { acc.add(m, x, T) } }
             for ids in batches {
                 try lm.model.forward(ids, startPos: 0, logitRows: 0 ..< ids.count) { _, _ in }
             }
             lm.model.compute.observer = nil
             // Quantize this stage's matrices and write them back dequantized.
             for name in stage {
-                guard let p = sums[name], let n = widths[name], let ti = index[name] else { continue }
+                guard let (p, n) = acc.sums[name], let ti = index[name] else { continue }
                 let t = checkpoint.tensors[ti]
                 let type = policy.type(for: name, shape: t.shape)
                 let h = Array(UnsafeBufferPointer(start: p, count: n * n))
@@ -192,4 +167,25 @@ public enum Calibration {
         }
         return Result(hessians: out, documents: lo ..< hi, documentsUsed: batches.count, tokens: tokens, seconds: Date().timeIntervalSince(start))
     }
+}
+
+/// H = Σ x xᵀ of each matrix's inputs (double precision), keyed by matrix name; the buffers are
+/// freed with the accumulator.
+final class HessianAccumulator {
+    private(set) var sums: [String: (UnsafeMutablePointer<Double>, Int)] = [:]
+
+    func add(_ m: Matrix, _ x: UnsafePointer<Float>, _ T: Int) {
+        let n = m.cols
+        let h: UnsafeMutablePointer<Double>
+        if let (p, _) = sums[m.name] {
+            h = p
+        } else {
+            h = .allocate(capacity: n * n)
+            h.initialize(repeating: 0, count: n * n)
+            sums[m.name] = (h, n)
+        }
+        qlm_accum_xtx(h, x, Int64(T), Int64(n))
+    }
+
+    deinit { for (p, _) in sums.values { p.deallocate() } }
 }
