@@ -33,7 +33,9 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 import numpy as np  # noqa: E402
 
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_common import log_softmax, write_array  # noqa: E402
 from safetensors_io import load_file  # noqa: E402
 
 
@@ -115,10 +117,6 @@ class GPT2:
         return self.hidden(ids) @ self.head.T
 
 
-def log_softmax(z):
-    m = z.max(-1, keepdims=True)
-    return z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
-
 
 def windows(N, ctx, stride):
     """HF sliding windows: [(begin, end, first_scored)] -- window positions (global indices)
@@ -159,18 +157,6 @@ def read_ids(a):
         return np.array([int(t) for t in a.ids.split(",") if t.strip() != ""], dtype=np.int64)
     raise SystemExit("give --ids or --ids-file")
 
-
-def write_array(arr, out, dtype):
-    dt = np.dtype("<f8" if dtype == "f64" else "<f4")
-    arr = np.ascontiguousarray(arr, dtype=dt)
-    if out.endswith(".npy"):
-        np.save(out, arr)
-        fmt = "npy"
-    else:
-        arr.tofile(out)
-        fmt = "raw"
-    return {"shape": list(arr.shape), "dtype": "float64" if dtype == "f64" else "float32",
-            "file": out, "format": fmt}
 
 
 def main(argv=None):

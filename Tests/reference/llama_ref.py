@@ -36,6 +36,9 @@ for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oracle_common import log_softmax, write_array  # noqa: E402
+
 
 # ---------------------------------------------------------------------------------- model
 
@@ -315,10 +318,6 @@ def split_documents(text, separator):
     return [d for d in docs if d]
 
 
-def log_softmax(z):
-    m = z.max(-1, keepdims=True)
-    return z - m - np.log(np.exp(z - m).sum(-1, keepdims=True))
-
 
 def ppl_docs(model, tok, text, separator, max_docs, ctx):
     docs = split_documents(text, separator)[:max_docs]
@@ -337,18 +336,6 @@ def ppl_docs(model, tok, text, separator, max_docs, ctx):
 
 
 # ------------------------------------------------------------------------------------ CLI
-
-def write_array(arr, out, dtype):
-    dt = np.dtype("<f8" if dtype == "f64" else "<f4")
-    arr = np.ascontiguousarray(arr, dtype=dt)
-    if out.endswith(".npy"):
-        np.save(out, arr)
-        fmt = "npy"
-    else:
-        arr.tofile(out)
-        fmt = "raw"
-    return {"shape": list(arr.shape), "dtype": "float64" if dtype == "f64" else "float32",
-            "file": out, "format": fmt}
 
 
 def main(argv=None):
