@@ -56,24 +56,38 @@ static inline int nearest_level(float v) {
 }
 
 // Squared error of coding x[0..m) with scale s (codes written to q when non-NULL).
-static float code_err(const float *x, int m, float s, uint8_t *q) {
+// Squared coding error of x[0..m) at scale s (codes to q when q != NULL), each term weighted by
+// wt[j] when wt != NULL. The weighted form is GPTQ's: wt[j] = 1 / U_jj^2 (see qlm_kq_gptq_row).
+// The two loops are kept apart so each keeps its exact floating-point expression.
+static float code_err(const float *x, const float *wt, int m, float s, uint8_t *q) {
     float err = 0.0f;
-    if (s == 0.0f) {
-        for (int j = 0; j < m; j++) { err += x[j] * x[j]; if (q) q[j] = 8; }
+    if (!wt) {
+        if (s == 0.0f) {
+            for (int j = 0; j < m; j++) { err += x[j] * x[j]; if (q) q[j] = 8; }
+            return err;
+        }
+        const float is = 1.0f / s;
+        for (int j = 0; j < m; j++) {
+            const int c = nearest_level(x[j] * is);
+            const float e = x[j] - s * (float)qlm_iq4_levels[c];
+            err += e * e;
+            if (q) q[j] = (uint8_t)c;
+        }
         return err;
     }
-    const float is = 1.0f / s;
+    const float is = s != 0.0f ? 1.0f / s : 0.0f;
     for (int j = 0; j < m; j++) {
-        const int c = nearest_level(x[j] * is);
+        const int c = s != 0.0f ? nearest_level(x[j] * is) : 8;
         const float e = x[j] - s * (float)qlm_iq4_levels[c];
-        err += e * e;
+        err += wt[j] * e * e;
         if (q) q[j] = (uint8_t)c;
     }
     return err;
 }
 
-// Best float scale (>= 0) for x[0..m) by a grid search plus least-squares refit.
-static float best_scale(const float *x, int m) {
+// Best float scale (>= 0) for x[0..m) by a grid search plus a least-squares refit, minimizing
+// code_err with the same weights (wt NULL: plain squared error).
+static float best_scale(const float *x, const float *wt, int m) {
     float amax = 0.0f;
     for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) amax = fabsf(x[j]);
     if (amax == 0.0f) return 0.0f;
@@ -81,28 +95,33 @@ static float best_scale(const float *x, int m) {
     uint8_t q[32];
     for (int k = 0; k <= 24; k++) {
         const float s0 = amax / (100.0f + 2.0f * (float)k); // max magnitude at levels 100..148
-        code_err(x, m, s0, q);
+        code_err(x, wt, m, s0, q);
         float sxl = 0.0f, sll = 0.0f;
-        for (int j = 0; j < m; j++) { const float l = (float)qlm_iq4_levels[q[j]]; sxl += x[j] * l; sll += l * l; }
+        if (wt) {
+            for (int j = 0; j < m; j++) { const float l = (float)qlm_iq4_levels[q[j]]; sxl += wt[j] * x[j] * l; sll += wt[j] * l * l; }
+        } else {
+            for (int j = 0; j < m; j++) { const float l = (float)qlm_iq4_levels[q[j]]; sxl += x[j] * l; sll += l * l; }
+        }
         const float s1 = (sll > 0.0f && sxl > 0.0f) ? sxl / sll : s0;
-        const float e0 = code_err(x, m, s0, NULL), e1 = code_err(x, m, s1, NULL);
+        const float e0 = code_err(x, wt, m, s0, NULL), e1 = code_err(x, wt, m, s1, NULL);
         if (e0 < best_e) { best_e = e0; best_s = s0; }
         if (e1 < best_e) { best_e = e1; best_s = s1; }
     }
     return best_s;
 }
 
-// The integer sub-scale (0..qmax) for x[0..m) given d, chosen by least error around round(s/d).
-static int best_sub(const float *x, int m, float d, float s, int qmax) {
+// The integer sub-scale (0..qmax) for x[0..m) given d, chosen by least (weighted) error among
+// round(s/d) ± radius.
+static int best_sub(const float *x, const float *wt, int m, float d, float s, int qmax, int radius) {
     if (d == 0.0f) return 0;
     int q0 = (int)roundf(s / d);
     if (q0 > qmax) q0 = qmax;
     if (q0 < 0) q0 = 0;
     int best = q0;
     float be = INFINITY;
-    for (int q = q0 - 1; q <= q0 + 1; q++) {
+    for (int q = q0 - radius; q <= q0 + radius; q++) {
         if (q < 0 || q > qmax) continue;
-        const float e = code_err(x, m, d * (float)q, NULL);
+        const float e = code_err(x, wt, m, d * (float)q, NULL);
         if (e < be) { be = e; best = q; }
     }
     return best;
@@ -151,7 +170,7 @@ static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) 
     for (int o = 0; o < m_total; o += sub) {
         const int m = (m_total - o) < sub ? (m_total - o) : sub;
         off[ns] = o; len[ns] = m;
-        s[ns] = best_scale(x + o, m);
+        s[ns] = best_scale(x + o, NULL, m);
         ns++;
     }
     const uint8_t e = choose_e8(s, ns, qmax);
@@ -160,9 +179,9 @@ static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) 
     memset(sc, 0, (size_t)ng);
     uint8_t q[256];
     for (int j = 0; j < ns; j++) {
-        const int qs = best_sub(x + off[j], len[j], d, s[j], qmax);
+        const int qs = best_sub(x + off[j], NULL, len[j], d, s[j], qmax, 1);
         set_sub(type, sc, j, qs);
-        code_err(x + off[j], len[j], d * (float)qs, q + off[j]);
+        code_err(x + off[j], NULL, len[j], d * (float)qs, q + off[j]);
     }
     for (int g = 0; g < ng; g++) {
         const int m = (16 * c - 32 * g) >= 32 ? 32 : 16;
@@ -321,54 +340,8 @@ KQ_DOTN(qlm_kq_dotn_k32_avx512, QLM_TYPE_IQ4_K32, kq_dot_avx512, QLM_AVX512_TARG
 // The super-scale is chosen when the sweep reaches a super-block's first column, each sub-scale
 // at its sub-block's first column, both from the current (error-compensated) weights; every
 // column is then coded with those scales and its error pushed onto the later columns.
-// Weighted variants for GPTQ: sub-block errors weighted by wt[j] = 1 / U_jj^2 (the weight GPTQ
+// Scales are chosen by code_err weighted with wt[j] = 1 / U_jj^2 (the weight GPTQ
 // gives a column's rounding error: the loss increase of coding column j is err_j^2 / U_jj^2).
-static float code_err_w(const float *x, const float *wt, int m, float s, uint8_t *q) {
-    float err = 0.0f;
-    const float is = s != 0.0f ? 1.0f / s : 0.0f;
-    for (int j = 0; j < m; j++) {
-        const int c = s != 0.0f ? nearest_level(x[j] * is) : 8;
-        const float e = x[j] - s * (float)qlm_iq4_levels[c];
-        err += wt[j] * e * e;
-        if (q) q[j] = (uint8_t)c;
-    }
-    return err;
-}
-
-static float best_scale_w(const float *x, const float *wt, int m) {
-    float amax = 0.0f;
-    for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) amax = fabsf(x[j]);
-    if (amax == 0.0f) return 0.0f;
-    float best_s = amax / 127.0f, best_e = INFINITY;
-    uint8_t q[32];
-    for (int k = 0; k <= 24; k++) {
-        const float s0 = amax / (100.0f + 2.0f * (float)k);
-        code_err_w(x, wt, m, s0, q);
-        float sxl = 0.0f, sll = 0.0f;
-        for (int j = 0; j < m; j++) { const float l = (float)qlm_iq4_levels[q[j]]; sxl += wt[j] * x[j] * l; sll += wt[j] * l * l; }
-        const float s1 = (sll > 0.0f && sxl > 0.0f) ? sxl / sll : s0;
-        const float e0 = code_err_w(x, wt, m, s0, NULL), e1 = code_err_w(x, wt, m, s1, NULL);
-        if (e0 < best_e) { best_e = e0; best_s = s0; }
-        if (e1 < best_e) { best_e = e1; best_s = s1; }
-    }
-    return best_s;
-}
-
-static int best_sub_w(const float *x, const float *wt, int m, float d, float s, int qmax) {
-    if (d == 0.0f) return 0;
-    int q0 = (int)roundf(s / d);
-    if (q0 > qmax) q0 = qmax;
-    if (q0 < 0) q0 = 0;
-    int best = q0;
-    float be = INFINITY;
-    for (int q = q0 - 2; q <= q0 + 2; q++) {
-        if (q < 0 || q > qmax) continue;
-        const float e = code_err_w(x, wt, m, d * (float)q, NULL);
-        if (e < be) { be = e; best = q; }
-    }
-    return best;
-}
-
 void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *dst) {
     const int sub = kq_sub(type), qmax = kq_qmax(type);
     uint8_t *out = (uint8_t *)dst;
@@ -389,7 +362,7 @@ void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *d
         }
         float s[16];
         int ns = 0;
-        for (int o = 0; o < m_total; o += sub) s[ns++] = best_scale_w(buf + o, wt + o, (m_total - o) < sub ? (m_total - o) : sub);
+        for (int o = 0; o < m_total; o += sub) s[ns++] = best_scale(buf + o, wt + o, (m_total - o) < sub ? (m_total - o) : sub);
         const uint8_t e = choose_e8(s, ns, qmax);
         const float d = e8_to_f32(e);
         out[0] = e;
@@ -399,7 +372,7 @@ void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *d
         for (int sbi = 0, o = 0; o < m_total; o += sub, sbi++) {
             const int m = (m_total - o) < sub ? (m_total - o) : sub;
             for (int j = 0; j < m; j++) buf[o + j] = (i0 + o + j < n) ? w[i0 + o + j] : 0.0f;
-            const int qs = best_sub_w(buf + o, wt + o, m, d, best_scale_w(buf + o, wt + o, m), qmax);
+            const int qs = best_sub(buf + o, wt + o, m, d, best_scale(buf + o, wt + o, m), qmax, 2);
             set_sub(type, sc, sbi, qs);
             const float ss = d * (float)qs;
             const float is = ss != 0.0f ? 1.0f / ss : 0.0f;
