@@ -30,32 +30,46 @@ public enum Calibration {
         _ = try Converter.convert(checkpoint, tokenizer: tokenizer,
                                   options: ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads), to: tmp)
         let lm = try LoadedModel(path: tmp.path, options: LoadOptions(threads: threads))
+        let (batches, range) = try calibrationBatches(text: text, separator: separator, documents: documents,
+                                                      maxTokens: maxTokens, ctx: ctx, lm: lm)
+        let acc = HessianAccumulator()
+        lm.model.compute.observer = { m, x, T in acc.add(m, x, T) }
+        defer { lm.model.compute.observer = nil }
+        for ids in batches {
+            // Every row's logits are requested so the classifier sees every position's input.
+            try lm.model.forward(ids, startPos: 0, logitRows: 0 ..< ids.count) { _, _ in }
+        }
+        var out: [String: [Double]] = [:]
+        for (name, (p, n)) in acc.sums { out[name] = Array(UnsafeBufferPointer(start: p, count: n * n)) }
+        return Result(hessians: out, documents: range, documentsUsed: batches.count,
+                      tokens: batches.reduce(0) { $0 + $1.count }, seconds: Date().timeIntervalSince(start))
+    }
+
+    /// Documents `documents` of `text` (split on `separator` lines), each encoded from BOS and
+    /// truncated to `ctx` and the model's positions, until `maxTokens` tokens in all (the last
+    /// one truncated); documents of fewer than two tokens are skipped.
+    static func calibrationBatches(text: String, separator: String, documents: Range<Int>, maxTokens: Int, ctx: Int,
+                                   lm: LoadedModel) throws -> (batches: [[Int32]], range: Range<Int>) {
         let docs = Perplexity.splitDocuments(text, separator: separator)
         guard !docs.isEmpty else { throw QuantError("--calibrate", "the calibration text has no documents") }
         let lo = min(documents.lowerBound, docs.count), hi = min(documents.upperBound, docs.count)
         guard lo < hi else {
             throw QuantError("--calibrate-docs", "documents \(documents.lowerBound)..<\(documents.upperBound) are outside the text's \(docs.count) documents")
         }
-        let acc = HessianAccumulator()
-        lm.model.compute.observer = { m, x, T in acc.add(m, x, T) }
-        defer { lm.model.compute.observer = nil }
         let limit = min(ctx, lm.model.positionLimit)
-        var tokens = 0, used = 0
+        var batches: [[Int32]] = []
+        var tokens = 0
         for d in docs[lo ..< hi] {
             if tokens >= maxTokens { break }
             var ids = lm.tokenizer.encode(d)
             if let bos = lm.tokenizer.bosID, ids.first != bos { ids.insert(bos, at: 0) }
             ids = Array(ids.prefix(min(limit, maxTokens - tokens)))
             guard ids.count >= 2 else { continue }
-            // Every row's logits are requested so the classifier sees every position's input.
-            try lm.model.forward(ids, startPos: 0, logitRows: 0 ..< ids.count) { _, _ in }
+            batches.append(ids)
             tokens += ids.count
-            used += 1
         }
         guard tokens > 0 else { throw QuantError("--calibrate", "no calibration document has two or more tokens") }
-        var out: [String: [Double]] = [:]
-        for (name, (p, n)) in acc.sums { out[name] = Array(UnsafeBufferPointer(start: p, count: n * n)) }
-        return Result(hessians: out, documents: lo ..< hi, documentsUsed: used, tokens: tokens, seconds: Date().timeIntervalSince(start))
+        return (batches, lo ..< hi)
     }
 
     /// Sequential GPTQ (as in the GPTQ paper): the matrices are quantized stage by stage in the
@@ -92,25 +106,9 @@ public enum Calibration {
         let f32 = ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads)
         _ = try Converter.convert(work, tokenizer: tokenizer, options: f32, to: tmp)
         var lm = try LoadedModel(path: tmp.path, options: LoadOptions(threads: threads))
-        let docs = Perplexity.splitDocuments(text, separator: separator)
-        guard !docs.isEmpty else { throw QuantError("--calibrate", "the calibration text has no documents") }
-        let lo = min(documents.lowerBound, docs.count), hi = min(documents.upperBound, docs.count)
-        guard lo < hi else {
-            throw QuantError("--calibrate-docs", "documents \(documents.lowerBound)..<\(documents.upperBound) are outside the text's \(docs.count) documents")
-        }
-        let limit = min(ctx, lm.model.positionLimit)
-        var batches: [[Int32]] = []
-        var tokens = 0
-        for d in docs[lo ..< hi] {
-            if tokens >= maxTokens { break }
-            var ids = lm.tokenizer.encode(d)
-            if let bos = lm.tokenizer.bosID, ids.first != bos { ids.insert(bos, at: 0) }
-            ids = Array(ids.prefix(min(limit, maxTokens - tokens)))
-            guard ids.count >= 2 else { continue }
-            batches.append(ids)
-            tokens += ids.count
-        }
-        guard tokens > 0 else { throw QuantError("--calibrate", "no calibration document has two or more tokens") }
+        let (batches, range) = try calibrationBatches(text: text, separator: separator, documents: documents,
+                                                      maxTokens: maxTokens, ctx: ctx, lm: lm)
+        let tokens = batches.reduce(0) { $0 + $1.count }
 
         // Stages: consecutive products over the same input pointer, in first-use order.
         var stages: [[String]] = []
@@ -165,7 +163,7 @@ public enum Calibration {
             }
             log?("stage \(si + 1)/\(stages.count): \(stage.joined(separator: " "))")
         }
-        return Result(hessians: out, documents: lo ..< hi, documentsUsed: batches.count, tokens: tokens, seconds: Date().timeIntervalSince(start))
+        return Result(hessians: out, documents: range, documentsUsed: batches.count, tokens: tokens, seconds: Date().timeIntervalSince(start))
     }
 }
 
