@@ -147,6 +147,11 @@ static void *gptq_worker(void *p) {
 
 int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const double *H, double damp,
                       void *dst, int n_threads) {
+    if (type == QLM_TYPE_Q4_0X8) { // q4_0 rows, then the 8-row groups
+        const int rc = qlm_gptq_quantize(QLM_TYPE_Q4_0, W, rows, n, H, damp, dst, n_threads);
+        if (rc != 0) return rc;
+        return qlm_pack_rows(type, dst, rows, n) == 0 ? 0 : -1;
+    }
     if (type != QLM_TYPE_Q8_0 && type != QLM_TYPE_Q4_0 && type != QLM_TYPE_IQ4_K16 && type != QLM_TYPE_IQ4_K32) return -2;
     for (int64_t i = 0; i < rows * n; i++) if (!isfinite(W[i])) return -1;
     double *Hd = (double *)malloc((size_t)(n * n) * sizeof(double));

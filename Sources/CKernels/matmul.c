@@ -4,7 +4,6 @@
 #include "qlm_internal.h"
 #include <stdatomic.h>
 
-#define QLM_SMALL_PRODUCT 262144 // rows * n below this: single thread (~10 us of q8_0 work; a pool job costs 1-3 us, more under load)
 
 typedef struct {
     qlm_dotn_fn f;
@@ -56,6 +55,7 @@ void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
     if (!f) return;
     qlm_prepare_act(wtype, x, act, n);
+    if (wtype == QLM_TYPE_Q4_0X8) { qlm_q4x8_product(pool, W, rows, n, act, 0, 1, y, rows); return; }
     prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y,
                   chunk_rows(rows, qlm_pool_size(pool)), 0};
     if (!pool || qlm_pool_size(pool) == 1 || rows * n < QLM_SMALL_PRODUCT || rows < 8) matvec_range(&c, 0, rows);
@@ -132,6 +132,7 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     prep_ctx pc = {wtype, X, (char *)act, as, n, T, 0};
     if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run_dynamic(pool, prep_task, &pc);
     else prep_task(&pc, 0, 1);
+    if (wtype == QLM_TYPE_Q4_0X8) { qlm_q4x8_product(pool, W, rows, n, act, as, T, Y, ldy); return; }
     prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y,
                   chunk_rows(rows, qlm_pool_size(pool)), 0};
     if (parallel) qlm_pool_run_dynamic(pool, matmul_task, &c);

@@ -8,20 +8,22 @@
 #pragma clang fp contract(off)
 
 static const qlm_type_traits k_traits[] = {
-    [QLM_TYPE_F32] = {"f32", 1, 4, 0, 0},
-    [QLM_TYPE_F16] = {"f16", 1, 2, 0, 0},
-    [QLM_TYPE_Q8_0] = {"q8_0", QLM_QK, sizeof(qlm_block_q8_0), 1, 1},
-    [QLM_TYPE_Q4_0] = {"q4_0", QLM_QK, sizeof(qlm_block_q4_0), 1, 1},
-    [QLM_TYPE_Q4_1] = {"q4_1", QLM_QK, sizeof(qlm_block_q4_1), 1, 1},
+    [QLM_TYPE_F32] = {"f32", 1, 4, 0, 0, 1},
+    [QLM_TYPE_F16] = {"f16", 1, 2, 0, 0, 1},
+    [QLM_TYPE_Q8_0] = {"q8_0", QLM_QK, sizeof(qlm_block_q8_0), 1, 1, 1},
+    [QLM_TYPE_Q4_0] = {"q4_0", QLM_QK, sizeof(qlm_block_q4_0), 1, 1, 1},
+    [QLM_TYPE_Q4_1] = {"q4_1", QLM_QK, sizeof(qlm_block_q4_1), 1, 1, 1},
     // super-block types: block = one full 256-weight super-block (rows use qlm_kq_row_size)
-    [QLM_TYPE_IQ4_K16] = {"iq4_k16", 256, 1 + 8 + 128, 1, 1},
-    [QLM_TYPE_IQ4_K32] = {"iq4_k32", 256, 1 + 8 + 128, 1, 1},
+    [QLM_TYPE_IQ4_K16] = {"iq4_k16", 256, 1 + 8 + 128, 1, 1, 1},
+    [QLM_TYPE_IQ4_K32] = {"iq4_k32", 256, 1 + 8 + 128, 1, 1, 1},
+    // per row: the bytes of a q4_0 row; stored in groups of 8 rows (qlm_block_q4_0x8)
+    [QLM_TYPE_Q4_0X8] = {"q4_0x8", QLM_QK, sizeof(qlm_block_q4_0), 1, 1, 8},
 };
-static const qlm_type_traits k_u8 = {"u8", 1, 1, 0, 0};
+static const qlm_type_traits k_u8 = {"u8", 1, 1, 0, 0, 1};
 
 const qlm_type_traits *qlm_traits(int32_t type) {
     if (type == QLM_TYPE_U8) return &k_u8;
-    if (type < 0 || type > QLM_TYPE_IQ4_K32) return NULL;
+    if (type < 0 || type > QLM_TYPE_Q4_0X8) return NULL;
     return &k_traits[type];
 }
 
@@ -460,6 +462,7 @@ static int quantize_row_path(int32_t type, int32_t path, const float *x, void *d
 #endif
     finite = all_finite_scalar(x, n);
     if (!finite) return -1;
+    if (type == QLM_TYPE_Q4_0X8) type = QLM_TYPE_Q4_0; // a row on its own is a q4_0 row
     switch (type) {
     case QLM_TYPE_F32: memcpy(dst, x, (size_t)n * 4); return 0;
     case QLM_TYPE_F16:
@@ -483,6 +486,7 @@ int qlm_quantize_row(int32_t type, const float *x, void *dst, int64_t n) {
 }
 
 void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n) {
+    if (type == QLM_TYPE_Q4_0X8) type = QLM_TYPE_Q4_0; // a row on its own is a q4_0 row
     switch (type) {
     case QLM_TYPE_F32: memcpy(y, src, (size_t)n * 4); return;
     case QLM_TYPE_F16: qlm_f16_to_f32((const uint16_t *)src, y, n); return;
@@ -540,9 +544,12 @@ static void *qrows_worker(void *p) {
     for (int64_t r = j->r0; r < j->r1; r++) {
         if (quantize_row_path(j->type, j->path, j->x + r * j->n, j->dst + (size_t)r * j->rs, j->n) != 0) {
             j->bad = r;
-            break;
+            return NULL;
         }
     }
+    // row-grouped types: this job's range starts on a group boundary (see below); pack it here,
+    // in parallel, rather than in one pass afterwards
+    if (qlm_pack_rows(j->type, j->dst + (size_t)j->r0 * j->rs, j->r1 - j->r0, j->n) != 0) j->bad = j->r0;
     return NULL;
 }
 
@@ -557,7 +564,9 @@ int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows,
     const int32_t path = qlm_active_path();
     const size_t rs = qlm_row_size(type, n);
     for (int t = 0; t < n_threads; t++) {
-        jobs[t] = (qrows_job){type, path, x, (char *)dst, rows * t / n_threads, rows * (t + 1) / n_threads, n, rs, -1};
+        const int64_t g = qlm_traits(type) ? qlm_traits(type)->row_group : 1; // ranges start at group boundaries
+        const int64_t r0 = t == 0 ? 0 : rows * t / n_threads / g * g, r1 = t == n_threads - 1 ? rows : rows * (t + 1) / n_threads / g * g;
+        jobs[t] = (qrows_job){type, path, x, (char *)dst, r0, r1, n, rs, -1};
     }
     int started[64] = {0};
     for (int t = 1; t < n_threads; t++) started[t] = pthread_create(&th[t], NULL, qrows_worker, &jobs[t]) == 0;
@@ -580,6 +589,10 @@ size_t qlm_act_row_size(int32_t wtype, int64_t n) {
 void qlm_prepare_act(int32_t wtype, const float *x, void *act, int64_t n) {
     const qlm_type_traits *t = qlm_traits(wtype);
     if (!t) return;
-    if (t->act_is_q8a) quantize_blocks(-1, qlm_active_path(), x, act, n);
-    else memcpy(act, x, (size_t)n * sizeof(float));
+    if (t->act_is_q8a) {
+        quantize_blocks(-1, qlm_active_path(), x, act, n);
+        if (wtype == QLM_TYPE_Q4_0X8) qlm_q8a_to_q8i(act, (n + QLM_QK - 1) / QLM_QK);
+    } else {
+        memcpy(act, x, (size_t)n * sizeof(float));
+    }
 }

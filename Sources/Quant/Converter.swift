@@ -83,7 +83,7 @@ public struct ConvertOptions: Sendable {
     }
 
     /// Types qlm_gptq_quantize supports.
-    public static let gptqTypes: Set<QuantType> = [.q8_0, .q4_0, .iq4_k16, .iq4_k32]
+    public static let gptqTypes: Set<QuantType> = [.q8_0, .q4_0, .q4_0x8, .iq4_k16, .iq4_k32]
 }
 
 public struct ConvertSummary: Codable, Sendable {

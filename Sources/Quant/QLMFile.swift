@@ -157,7 +157,7 @@ public final class TensorData: @unchecked Sendable {
         var out = [Float](repeating: 0, count: t.elementCount)
         out.withUnsafeMutableBufferPointer { o in
             for r in 0 ..< t.rows {
-                qlm_dequantize_row(t.type.rawValue, bytes.baseAddress! + r * t.rowBytes, o.baseAddress! + r * t.rowLength, Int64(t.rowLength))
+                qlm_get_row(t.type.rawValue, bytes.baseAddress!, Int64(t.rows), Int64(t.rowLength), Int64(r), o.baseAddress! + r * t.rowLength)
             }
         }
         return out

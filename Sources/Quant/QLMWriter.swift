@@ -97,7 +97,8 @@ public final class QLMWriter {
         if t.encoding == .zstd {
             let spec = try filter.resolve(data, type: t.type, rows: t.rows, rowLength: t.rowLength, level: zstdLevel, chunkBytes: chunkBytes)
             filters[t.name] = spec
-            let blob = try ZstdChunks.compress(data, rows: t.rows, rowBytes: t.rowBytes, level: zstdLevel, chunkBytes: chunkBytes, filter: spec)
+            let blob = try ZstdChunks.compress(data, rows: t.rows, rowBytes: t.rowBytes, level: zstdLevel, chunkBytes: chunkBytes, filter: spec,
+                                               rowGroup: t.type.rowGroup)
             try blob.withUnsafeBytes { b in
                 t.storedLength = b.count
                 t.checksum = qlm_crc32c(0, b.baseAddress, b.count)

@@ -12,10 +12,12 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
     case q4_1 = 4
     case iq4_k16 = 5
     case iq4_k32 = 6
+    /// q4_0 blocks stored row-interleaved in groups of 8 rows (same numbers and bytes as q4_0).
+    case q4_0x8 = 7
     case u8 = 31
 
     /// The types a weight matrix may be stored as.
-    public static let weightTypes: [QuantType] = [.f32, .f16, .q8_0, .q4_0, .q4_1, .iq4_k16, .iq4_k32]
+    public static let weightTypes: [QuantType] = [.f32, .f16, .q8_0, .q4_0, .q4_1, .iq4_k16, .iq4_k32, .q4_0x8]
 
     private var traits: qlm_type_traits {
         guard let t = qlm_traits(rawValue) else { fatalError("C traits table lacks type \(rawValue)") }
@@ -27,6 +29,9 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
     public var blockSize: Int { self == .u8 ? 1 : Int(traits.block_size) }
     public var blockBytes: Int { self == .u8 ? 1 : Int(traits.block_bytes) }
     public var isQuantized: Bool { self == .u8 ? false : traits.is_quantized != 0 }
+    /// Rows stored interleaved per group (8 for q4_0x8, else 1). Any row range a reader cuts out
+    /// of such a tensor must start at a multiple of it (and end at one, or at the last row).
+    public var rowGroup: Int { self == .u8 ? 1 : Int(traits.row_group) }
     /// Every stored bit per weight (codes, scales, mins), for rows that are whole blocks.
     public var bitsPerWeight: Double { Double(blockBytes * 8) / Double(blockSize) }
 
@@ -47,6 +52,7 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
                 // rows are super-blocks of up to 256: shorter rows pay the 1-byte super-scale more often
                 return "\(t.name) (\(String(format: "%.2f", bpw)) bits/weight in 256-weight rows, \(String(format: "%.2f", Double(t.rowSize(64) * 8) / 64)) in 64-weight rows)"
             }
+            if t == .q4_0x8 { return "q4_0x8 (q4_0 stored in 8-row groups for the 8-row decode kernel, 4.50 bits/weight)" }
             return "\(t.name) (\(bpw == bpw.rounded() ? String(Int(bpw)) : String(format: "%.2f", bpw)) bits/weight)"
         }.joined(separator: ", ")
     }

@@ -23,14 +23,23 @@ public struct ZstdChunkIndex: Sendable {
 public enum ZstdChunks {
     public static let defaultChunkBytes = 1 << 20
 
+    /// Rows per chunk the writer cuts: as many whole rows as fit `chunkBytes` (at least one),
+    /// rounded down to whole row groups (at least one group), so every chunk of a q4_0x8 tensor
+    /// starts at a group boundary and decodes to a q4_0x8 tensor of its own.
+    public static func rowsPerChunk(rowBytes: Int, chunkBytes: Int, rowGroup: Int = 1) -> Int {
+        let g = max(1, rowGroup)
+        return max(g, chunkBytes / max(1, rowBytes) / g * g)
+    }
+
     /// Compresses `rows` rows of `rowBytes` bytes each. Chunks are compressed in parallel.
     /// With a filter other than none, every chunk's bytes are rearranged by it before
     /// compression and the stream is "QZC2" (the filter recorded in its header); else "QZC1".
+    /// `rowGroup`: the type's row group (QuantType.rowGroup); chunks hold whole groups.
     public static func compress(_ data: UnsafeRawBufferPointer, rows: Int, rowBytes: Int, level: Int,
-                                chunkBytes: Int = defaultChunkBytes, filter: ZstdFilterSpec = .none) throws -> [UInt8] {
+                                chunkBytes: Int = defaultChunkBytes, filter: ZstdFilterSpec = .none, rowGroup: Int = 1) throws -> [UInt8] {
         precondition(data.count == rows * rowBytes)
         precondition(filter.filter == .none || filter.isValid(rowBytes: rowBytes), "invalid zstd filter \(filter) for rows of \(rowBytes) bytes")
-        let rowsPerChunk = max(1, chunkBytes / max(1, rowBytes))
+        let rowsPerChunk = ZstdChunks.rowsPerChunk(rowBytes: rowBytes, chunkBytes: chunkBytes, rowGroup: rowGroup)
         let nChunks = max(1, (rows + rowsPerChunk - 1) / rowsPerChunk)
         var frames = [[UInt8]](repeating: [], count: nChunks)
         var failure: String?

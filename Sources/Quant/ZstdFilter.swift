@@ -58,6 +58,10 @@ public struct ZstdFilterSpec: Equatable, Sendable, CustomStringConvertible {
         case .u8: return (1, 0)
         case .q8_0, .q4_0: return (type.blockBytes, 2)
         case .q4_1: return (type.blockBytes, 4)
+        case .q4_0x8:
+            // one group block (8 rows' block b: 8 fp16 scales, then 128 code bytes), when the
+            // rows are whole groups of it; otherwise a q4_0 block (the bytes still tile)
+            return rowBytes % (8 * type.blockBytes) == 0 ? (8 * type.blockBytes, 16) : (type.blockBytes, 2)
         case .iq4_k16, .iq4_k32:
             if n % 256 == 0 { return (type.rowSize(256), 1 + 8) }
             let c = (min(n, 256) + 15) / 16
@@ -71,7 +75,7 @@ public struct ZstdFilterSpec: Equatable, Sendable, CustomStringConvertible {
         case .u8: return [.none]
         case .f32, .f16: return [.none, .shuffle]
         case .q8_0: return [.none, .shuffle, .split, .planes, .delta]
-        case .q4_0, .q4_1, .iq4_k16, .iq4_k32: return [.none, .shuffle, .split, .planes, .delta, .nibble]
+        case .q4_0, .q4_1, .iq4_k16, .iq4_k32, .q4_0x8: return [.none, .shuffle, .split, .planes, .delta, .nibble]
         }
     }
 

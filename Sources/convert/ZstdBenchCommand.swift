@@ -61,7 +61,7 @@ struct ZstdBench: ParsableCommand {
                         let spec = try choice.resolve(data, type: t.type, rows: t.rows, rowLength: t.rowLength,
                                                       level: level, chunkBytes: zstdChunk)
                         let blob = try ZstdChunks.compress(data, rows: t.rows, rowBytes: t.rowBytes, level: level,
-                                                           chunkBytes: zstdChunk, filter: spec)
+                                                           chunkBytes: zstdChunk, filter: spec, rowGroup: t.type.rowGroup)
                         let t1 = DispatchTime.now().uptimeNanoseconds
                         picked[spec.filter.description, default: 0] += 1
                         stored += blob.count

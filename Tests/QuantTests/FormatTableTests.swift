@@ -18,6 +18,8 @@ final class FormatTableTests: XCTestCase {
             // 16-weight-chunk rule (172 -> 11 chunks: 1 + 6 + 88 bytes)
             (.iq4_k16, 256, 137, 4.28125, 95),
             (.iq4_k32, 256, 137, 4.28125, 95),
+            // q4_0 bytes per row, stored in 8-row groups (rowGroup 8)
+            (.q4_0x8, 32, 18, 4.5, 6 * 18),
         ]
         XCTAssertEqual(Set(QuantType.weightTypes), Set(expected.map(\.0)))
         for (t, bs, bb, bpw, row) in expected {
@@ -35,7 +37,9 @@ final class FormatTableTests: XCTestCase {
             XCTAssertEqual(QuantType(name: t.name), t)
         }
         // Values are stored in files: they must never change.
-        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 31])
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 31])
+        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8])
+        XCTAssertEqual(QuantType.q4_0x8.rowGroup, 8)
         XCTAssertEqual(QuantType.u8.rowSize(172), 172)
         XCTAssertNil(QuantType(name: "q3_k"))
         XCTAssertEqual(QLMFormat.headerSize, 64)

@@ -288,8 +288,12 @@ final class MemoryBudgetTests: XCTestCase {
                         whole.withUnsafeMutableBufferPointer {
                             c.linear(Matrix(name: "w", type: type, rows: rows, cols: cols, data: q), xp.baseAddress!, T: T, out: $0.baseAddress!)
                         }
-                        // Uneven chunks, not multiples of the kernels' 4-row groups.
-                        for r in [0 ..< 7, 7 ..< 150, 150 ..< 151, 151 ..< 301] {
+                        // Uneven chunks, not multiples of the kernels' 4-row groups; for a row-grouped
+                        // type (q4_0x8) every cut is at a group boundary (the rule readers follow),
+                        // the last range holding the plain rows past the last group.
+                        let cuts = type.rowGroup == 1 ? [0 ..< 7, 7 ..< 150, 150 ..< 151, 151 ..< 301]
+                                                      : [0 ..< 8, 8 ..< 152, 152 ..< 160, 160 ..< 301]
+                        for r in cuts {
                             parts.withUnsafeMutableBufferPointer {
                                 c.linear(Matrix(name: "w", type: type, rows: r.count, cols: cols, data: q + r.lowerBound * rowBytes),
                                          xp.baseAddress!, T: T, out: $0.baseAddress! + r.lowerBound, ldOut: rows)
@@ -308,8 +312,8 @@ final class MemoryBudgetTests: XCTestCase {
     static var made: [String: URL] = [:]
 
     /// A synthetic GPT-2 with `layers` blocks (d 64, vocab 50257), q8_0, optionally zstd.
-    func gpt2Layers(_ layers: Int, zstd: Int?) throws -> URL {
-        let key = "gpt2-\(layers)L-\(zstd ?? 0)"
+    func gpt2Layers(_ layers: Int, zstd: Int?, type: QuantType = .q8_0) throws -> URL {
+        let key = "gpt2-\(layers)L-\(zstd ?? 0)" + (type == .q8_0 ? "" : "-\(type)")
         Self.lock.lock(); defer { Self.lock.unlock() }
         if let u = Self.made[key] { return u }
         let dir = Fixtures.tempRoot.appendingPathComponent("gpt2-\(layers)L-ckpt")
@@ -321,7 +325,7 @@ final class MemoryBudgetTests: XCTestCase {
         let payload = try TokenizerPayloads.make(ckpt.tokenizer!, vocabSize: ckpt.hparams.vocabSize)
         let out = Fixtures.tempRoot.appendingPathComponent("\(key).qlm")
         // Small zstd chunks, so a matrix is several chunks.
-        _ = try Converter.convert(ckpt, tokenizer: payload, options: ConvertOptions(policy: QuantPolicy(defaultType: .q8_0),
+        _ = try Converter.convert(ckpt, tokenizer: payload, options: ConvertOptions(policy: QuantPolicy(defaultType: type),
                                                                                     zstdLevel: zstd, chunkBytes: 4096), to: out)
         Self.made[key] = out
         return out
@@ -413,6 +417,14 @@ final class MemoryBudgetTests: XCTestCase {
         let ids: [Int32] = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 50256, 11, 290]
         try checkLogits(gpt2Layers(6, zstd: nil), ids: ids)
         try checkLogits(gpt2Layers(6, zstd: 3), ids: ids)
+    }
+
+    /// q4_0x8 (8-row groups): streamed classifier chunks and embedding row reads must cut at group
+    /// boundaries; token 50256 is the plain row past the last group (vocab 50257 = 8 * 6282 + 1).
+    func testStreamedLogitsBitIdenticalRowGroupedGPT2() throws {
+        let ids: [Int32] = [464, 2068, 50256, 21831, 18045, 625, 262, 16931, 3290, 13, 50255, 11, 290]
+        try checkLogits(gpt2Layers(3, zstd: nil, type: .q4_0x8), ids: ids)
+        try checkLogits(gpt2Layers(3, zstd: 3, type: .q4_0x8), ids: ids)
     }
 
     /// The 2-layer GPT-2 fixture: wte is most of the model, so it streams while both layers stay resident.

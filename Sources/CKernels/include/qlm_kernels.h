@@ -35,6 +35,10 @@ typedef enum {
     // 16-weight chunks in super-blocks of up to 256 weights (1-byte log super-scale), 4-bit codes.
     QLM_TYPE_IQ4_K16 = 5, // 16-weight sub-blocks, 4-bit sub-scales (one byte per 32 weights)
     QLM_TYPE_IQ4_K32 = 6, // 32-weight sub-blocks, 8-bit sub-scales (one byte per 32 weights)
+    // q4_0 blocks (same numbers, same bytes per row) stored row-interleaved in groups of 8 rows
+    // so one 8-row kernel reads 8 scales in one load and keeps each row's sum in one SIMD lane
+    // (q4x8.c, docs/format.md). Rows past the last whole group are stored as plain q4_0 rows.
+    QLM_TYPE_Q4_0X8 = 7,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 
@@ -49,11 +53,20 @@ typedef struct { uint16_t d; uint8_t qs[QLM_QK / 2]; } qlm_block_q4_0;
 typedef struct { uint16_t d; uint16_t m; uint8_t qs[QLM_QK / 2]; } qlm_block_q4_1;
 // Activation block for the integer formats: x ~= d * qs, s = d * sum(qs).
 typedef struct { float d; float s; int8_t qs[QLM_QK]; } qlm_block_q8a;
+// Activation block for Q4_0X8: as q8a, with the exact -8 * sum(qs) in place of s (the q4_0
+// zero-point correction every row of the block shares, added once in integer arithmetic).
+typedef struct { float d; int32_t nsum8; int8_t qs[QLM_QK]; } qlm_block_q8i;
+// One Q4_0X8 group block: block b of 8 consecutive rows. d[r] = row r's q4_0 scale; qs holds
+// four 32-byte chunks c = 0..3, chunk c = rows 0..7's q4_0 qs[4c..4c+3] (4 bytes per row), so
+// after a nibble split, 32-bit lane r of a chunk holds row r's codes for 4 consecutive elements.
+typedef struct { uint16_t d[8]; uint8_t qs[8 * QLM_QK / 2]; } qlm_block_q4_0x8;
 
 _Static_assert(sizeof(qlm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(qlm_block_q4_1) == 20, "q4_1 block is 20 bytes");
 _Static_assert(sizeof(qlm_block_q8a) == 40, "q8a block is 40 bytes");
+_Static_assert(sizeof(qlm_block_q8i) == 40, "q8i block is 40 bytes");
+_Static_assert(sizeof(qlm_block_q4_0x8) == 8 * sizeof(qlm_block_q4_0), "q4_0x8 group block is 8 q4_0 blocks");
 
 // One row per type, ggml type-traits style.
 typedef struct {
@@ -61,7 +74,8 @@ typedef struct {
     int32_t block_size;     // elements per block (1 for f32/f16/u8)
     int32_t block_bytes;    // bytes per block
     int32_t is_quantized;   // 1 for block formats
-    int32_t act_is_q8a;     // 1: pairs with qlm_block_q8a activations; 0: with float
+    int32_t act_is_q8a;     // 1: pairs with qlm_block_q8a (Q4_0X8: qlm_block_q8i) activations; 0: with float
+    int32_t row_group;      // rows stored interleaved per group (8 for Q4_0X8, else 1)
 } qlm_type_traits;
 
 // NULL for an unknown type value.
@@ -79,7 +93,7 @@ float qlm_e8_to_f32(uint8_t e);
 // Quantizes W [rows, n] (modified in place: it ends holding the error-compensated weights)
 // into dst with GPTQ error compensation, given H = sum x x^T of the inputs ([n, n], double,
 // row-major). damp: fraction of mean(diag H) added to the diagonal (0.01 typical).
-// Supports q8_0, q4_0, iq4_k16, iq4_k32 (other types: returns -2). Returns 0, -1 if W holds
+// Supports q8_0, q4_0, q4_0x8, iq4_k16, iq4_k32 (other types: returns -2). Returns 0, -1 if W holds
 // a non-finite value or H cannot be factored even after raising the dampening.
 int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const double *H, double damp,
                       void *dst, int n_threads);
@@ -90,9 +104,20 @@ void qlm_accum_xtx(double *H, const float *X, int64_t T, int64_t n);
 // Quantize n floats into one row. Returns 0, or -1 if any input is NaN/±inf (dst then
 // undefined). Denormals and zeros are fine (an all-zero block gets d = 0).
 int qlm_quantize_row(int32_t type, const float *x, void *dst, int64_t n);
-// Dequantize one row of n elements into y.
+// Dequantize one row of n elements into y. For Q4_0X8 the row is read as a plain q4_0 row
+// (how rows past the last whole group are stored); use qlm_get_row for a row of a tensor.
 void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n);
-// Quantize `rows` rows of n floats (x is [rows, n] contiguous, dst gets rows * row_size).
+// Row r of a whole tensor [rows, n] stored at src, dequantized into y (any type; handles the
+// row groups of Q4_0X8). A tensor slice starting at a multiple of the type's row_group is
+// itself a tensor of its own row count.
+void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, float *y);
+// Row-group layout of grouped types (Q4_0X8), in place on a tensor [rows, n] of row size
+// qlm_row_size(type, n): pack turns plain q4_0 rows into the interleaved layout, unpack back.
+// No-ops for ungrouped types. Return 0, or -1 if out of memory.
+int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n);
+int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n);
+// Quantize `rows` rows of n floats (x is [rows, n] contiguous, dst gets rows * row_size;
+// Q4_0X8: quantized as q4_0, then packed).
 // Uses up to n_threads threads (plain pthreads, for the converter). Returns the index of
 // the first row holding a non-finite value, or -1 when all rows were finite.
 int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows, int64_t n, int n_threads);

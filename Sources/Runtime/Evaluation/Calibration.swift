@@ -159,7 +159,7 @@ public enum Calibration {
                     t.readFloats(into: w)
                     _ = qlm_quantize_rows(type.rawValue, w, q, Int64(rows), Int64(cols), Int32(threads))
                 } else { continue }
-                for r in 0 ..< rows { qlm_dequantize_row(type.rawValue, q + r * rs, buffers[ti] + r * cols, Int64(cols)) }
+                for r in 0 ..< rows { qlm_get_row(type.rawValue, q, Int64(rows), Int64(cols), Int64(r), buffers[ti] + r * cols) }
             }
             log?("stage \(si + 1)/\(stages.count): \(stage.joined(separator: " "))")
         }

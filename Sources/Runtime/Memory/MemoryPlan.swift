@@ -115,8 +115,12 @@ public struct MemoryPlan: Sendable, Equatable {
 
     /// Rows per zstd chunk of `t`, as the converter cut them (the chunk size it records).
     static func rowsPerChunk(_ t: TensorInfo, chunkBytes: Int?) -> Int {
-        min(t.rows, max(1, (chunkBytes ?? ZstdChunks.defaultChunkBytes) / max(1, t.rowBytes)))
+        min(t.rows, ZstdChunks.rowsPerChunk(rowBytes: t.rowBytes, chunkBytes: chunkBytes ?? ZstdChunks.defaultChunkBytes,
+                                            rowGroup: t.type.rowGroup))
     }
+
+    /// Rows one raw read must cover to decode any row: a row group (q4_0x8), else one row.
+    static func rawRowUnit(_ t: TensorInfo) -> Int { min(t.rows, t.type.rowGroup) }
 
     /// Bytes the loader stages for one zstd chunk of `t` (an upper bound: zstd's compress bound
     /// of the chunk's raw bytes, with the chunk size the converter records).
@@ -130,20 +134,20 @@ public struct MemoryPlan: Sendable, Equatable {
 
     /// The row lookup's buffers for `t`: one row, or one zstd chunk and its compressed bytes.
     static func rowLookupBytes(_ t: TensorInfo, chunkBytes: Int?, filtered: Bool = false) -> Int {
-        guard t.encoding == .zstd else { return aligned(t.rowBytes) }
+        guard t.encoding == .zstd else { return aligned(rawRowUnit(t) * t.rowBytes) }
         return aligned(rowsPerChunk(t, chunkBytes: chunkBytes) * t.rowBytes) + aligned(stagingBound(t, chunkBytes: chunkBytes, filtered: filtered))
     }
 
     /// Stored bytes one embedding lookup reads (a row; for zstd a chunk, on average).
     static func rowLookupStored(_ t: TensorInfo, chunkBytes: Int?) -> Int {
-        guard t.encoding == .zstd else { return t.rowBytes }
+        guard t.encoding == .zstd else { return rawRowUnit(t) * t.rowBytes }
         let rpc = rowsPerChunk(t, chunkBytes: chunkBytes), n = (t.rows + rpc - 1) / rpc
         return t.storedLength / max(1, n)
     }
 
     /// Row chunks of the output matrix that fit a buffer of `bufferBytes` (whole zstd chunks).
     static func outputChunks(_ t: TensorInfo, bufferBytes: Int, chunkBytes: Int?) -> [Range<Int>] {
-        let unit = t.encoding == .zstd ? rowsPerChunk(t, chunkBytes: chunkBytes) : 1
+        let unit = t.encoding == .zstd ? rowsPerChunk(t, chunkBytes: chunkBytes) : rawRowUnit(t)
         let rows = max(unit, bufferBytes / max(1, unit * t.rowBytes) * unit)
         return stride(from: 0, to: t.rows, by: rows).map { $0 ..< min(t.rows, $0 + rows) }
     }
@@ -202,7 +206,7 @@ public struct MemoryPlan: Sendable, Equatable {
             // Without buffers (possible only with a resident classifier): every layer resident.
             let unbuffered = outResident ? base + allLayers : nil
             // With two buffers (the classifier's chunks need at least one zstd chunk or one row).
-            let outUnit = out.encoding == .zstd ? rowsPerChunk(out, chunkBytes: chunkBytes) * out.rowBytes : out.rowBytes
+            let outUnit = out.encoding == .zstd ? rowsPerChunk(out, chunkBytes: chunkBytes) * out.rowBytes : rawRowUnit(out) * out.rowBytes
             let bufferBytes = max(maxLayer, outResident ? 0 : aligned(outUnit))
             let staging = max(layerStaging, outResident ? 0 : stagingBound(out, chunkBytes: chunkBytes, filtered: filtered))
             let buffered = base + 2 * bufferBytes + staging

@@ -15,7 +15,7 @@ public final class RowReader {
     private let reader: TensorReader
     private let chunks: TensorReader.Chunks?
     private let buffer: UnsafeMutableRawPointer
-    /// The chunk (zstd) or row (raw) the buffer holds, -1 for none.
+    /// The chunk (zstd) or first row (raw) the buffer holds, -1 for none.
     private var held = -1
     /// Bytes read from the file so far (stored: compressed for zstd) and decoded.
     public private(set) var storedBytesRead = 0
@@ -39,35 +39,43 @@ public final class RowReader {
             bufferBytes = MemoryPlan.aligned(bytes) + MemoryPlan.aligned(reader.stagingBytes)
         } else {
             chunks = nil
-            buffer = .allocate(byteCount: max(t.rowBytes, 64), alignment: 64)
-            bufferBytes = MemoryPlan.aligned(t.rowBytes)
+            let bytes = MemoryPlan.rawRowUnit(t) * t.rowBytes
+            buffer = .allocate(byteCount: max(bytes, 64), alignment: 64)
+            bufferBytes = MemoryPlan.aligned(bytes)
         }
     }
 
     deinit { buffer.deallocate() }
 
-    /// Row `r`'s stored bytes (valid until the next call).
-    public func row(_ r: Int) throws -> UnsafeRawPointer {
+    /// Row `r` dequantized into `out` (cols floats). Raw files: one pread of the row, or of its
+    /// 8-row group for q4_0x8 (a group's rows are interleaved). zstd: the chunk holding it (chunks
+    /// start at group boundaries, so a chunk decodes as a tensor of its own rows).
+    public func read(_ r: Int, into out: UnsafeMutablePointer<Float>) throws {
         precondition(r >= 0 && r < rows)
         let rowBytes = info.rowBytes
         if let chunks {
             let c = r / chunks.rowsPerChunk
+            let lo = c * chunks.rowsPerChunk, hi = min(rows, lo + chunks.rowsPerChunk)
             if c != held {
                 held = -1
                 storedBytesRead += try reader.readChunk(c, of: info, index: chunks, into: buffer)
-                rawBytesRead += (min(rows, (c + 1) * chunks.rowsPerChunk) - c * chunks.rowsPerChunk) * rowBytes
+                rawBytesRead += (hi - lo) * rowBytes
                 held = c
             }
-            return UnsafeRawPointer(buffer + (r - c * chunks.rowsPerChunk) * rowBytes)
+            qlm_get_row(type.rawValue, buffer, Int64(hi - lo), Int64(cols), Int64(r - lo), out)
+            return
         }
-        if r != held {
+        // the unit holding r: its row group, or r alone (rows past the last whole group are plain)
+        let g = type.rowGroup
+        let lo = r < rows / g * g ? r / g * g : r, hi = r < rows / g * g ? lo + g : r + 1
+        if lo != held {
             held = -1
-            try reader.readFully(buffer, count: rowBytes, offset: info.offset + r * rowBytes)
-            storedBytesRead += rowBytes
-            rawBytesRead += rowBytes
-            held = r
+            try reader.readFully(buffer, count: (hi - lo) * rowBytes, offset: info.offset + lo * rowBytes)
+            storedBytesRead += (hi - lo) * rowBytes
+            rawBytesRead += (hi - lo) * rowBytes
+            held = lo
         }
-        return UnsafeRawPointer(buffer)
+        qlm_get_row(type.rawValue, buffer, Int64(hi - lo), Int64(cols), Int64(r - lo), out)
     }
 }
 
@@ -83,7 +91,7 @@ extension Compute {
     public func embedding(_ e: EmbeddingTable, row: Int, into out: UnsafeMutablePointer<Float>) throws {
         switch e {
         case .resident(let m): embedding(m, row: row, into: out)
-        case .streamed(let r): qlm_dequantize_row(r.type.rawValue, try r.row(row), out, Int64(r.cols))
+        case .streamed(let r): try r.read(row, into: out)
         }
     }
 }

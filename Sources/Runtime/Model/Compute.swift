@@ -52,6 +52,6 @@ public final class Compute {
     /// Looks up one embedding row (any stored type) as floats.
     @inline(__always)
     public func embedding(_ m: Matrix, row: Int, into out: UnsafeMutablePointer<Float>) {
-        qlm_dequantize_row(m.type.rawValue, m.data + row * m.rowBytes, out, Int64(m.cols))
+        qlm_get_row(m.type.rawValue, m.data, Int64(m.rows), Int64(m.cols), Int64(row), out)
     }
 }

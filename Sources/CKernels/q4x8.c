@@ -1,0 +1,272 @@
+// Q4_0X8: q4_0 weights stored row-interleaved in groups of 8 rows (qlm_block_q4_0x8), and the
+// 8-row kernels that read them.
+//
+// Why a layout and not just a kernel: decoding q4_0 row by row is compute-bound here. Per 32
+// weights a row kernel converts and broadcasts one fp16 scale, forms the -8 * sum(a) correction,
+// and folds 8 int32 lanes into its float sum (measured: ~0.77 G blocks/s per core, i.e. 0.3-0.5
+// of the memory bound on 2 threads). With 8 rows interleaved, one 16-byte load + one
+// conversion gives all 8 scales, 32-bit lane r of every dot-product register is row r (no
+// horizontal sums), the activation bytes are broadcast once for 8 rows, and the correction is
+// one integer precomputed per activation block (qlm_block_q8i). The file is memory-mapped as
+// stored, so the layout costs nothing at load (llama.cpp repacks q4_0 at load time instead).
+//
+// Arithmetic: per row and block the integer sum is exact; the float steps are those of the
+// scalar q4_0 dot, in block order (s += (d_w * d_a) * (float)isum, no FMA), so every product on
+// every path equals the scalar q4_0 dot of the de-interleaved row bit for bit.
+// Rows past the last whole group are stored as plain q4_0 rows and use the scalar row dot.
+#include "qlm_internal.h"
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#pragma clang fp contract(off)
+
+#define G 8 // rows per group
+
+// ---- layout ---------------------------------------------------------------------------------
+// Byte of the group block holding row r's q4_0 qs[j] (j < 16).
+QLM_INLINE int qs_index(int r, int j) { return 32 * (j >> 2) + 4 * r + (j & 3); }
+
+static void pack_group(const char *src, size_t rs, int64_t nb, qlm_block_q4_0x8 *dst) {
+    for (int r = 0; r < G; r++) {
+        const qlm_block_q4_0 *row = (const qlm_block_q4_0 *)(src + (size_t)r * rs);
+        for (int64_t b = 0; b < nb; b++) {
+            dst[b].d[r] = row[b].d;
+            for (int j = 0; j < 16; j++) dst[b].qs[qs_index(r, j)] = row[b].qs[j];
+        }
+    }
+}
+
+static void unpack_group(const qlm_block_q4_0x8 *src, int64_t nb, char *dst, size_t rs) {
+    for (int r = 0; r < G; r++) {
+        qlm_block_q4_0 *row = (qlm_block_q4_0 *)(dst + (size_t)r * rs);
+        for (int64_t b = 0; b < nb; b++) {
+            row[b].d = src[b].d[r];
+            for (int j = 0; j < 16; j++) row[b].qs[j] = src[b].qs[qs_index(r, j)];
+        }
+    }
+}
+
+static int regroup(int32_t type, void *data, int64_t rows, int64_t n, int pack) {
+    if (type != QLM_TYPE_Q4_0X8 || rows < G || n <= 0) return 0;
+    const size_t rs = qlm_row_size(type, n);
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    char *tmp = (char *)malloc(G * rs);
+    if (!tmp) return -1;
+    for (int64_t g = 0; g < rows / G; g++) {
+        char *p = (char *)data + (size_t)g * G * rs;
+        if (pack) pack_group(p, rs, nb, (qlm_block_q4_0x8 *)tmp);
+        else unpack_group((const qlm_block_q4_0x8 *)p, nb, tmp, rs);
+        memcpy(p, tmp, G * rs);
+    }
+    free(tmp);
+    return 0;
+}
+
+int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n) { return regroup(type, data, rows, n, 1); }
+int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n) { return regroup(type, data, rows, n, 0); }
+
+void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, float *y) {
+    const size_t rs = qlm_row_size(type, n);
+    if (type != QLM_TYPE_Q4_0X8 || r >= rows / G * G) {
+        qlm_dequantize_row(type, (const char *)src + (size_t)r * rs, y, n);
+        return;
+    }
+    const qlm_block_q4_0x8 *gb = (const qlm_block_q4_0x8 *)((const char *)src + (size_t)(r / G) * G * rs);
+    const int rr = (int)(r % G);
+    for (int64_t i = 0; i < n; i++) { // the same expression as the q4_0 row dequantizer
+        const qlm_block_q4_0x8 *bk = &gb[i / QLM_QK];
+        const int j = (int)(i % QLM_QK);
+        const int q = j < 16 ? (bk->qs[qs_index(rr, j)] & 0xF) : (bk->qs[qs_index(rr, j - 16)] >> 4);
+        y[i] = qlm_h2f(bk->d[rr]) * (float)(q - 8);
+    }
+}
+
+// ---- activations ------------------------------------------------------------------------------
+static void q8i_scalar(void *act, int64_t nb) {
+    qlm_block_q8a *a = (qlm_block_q8a *)act;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < QLM_QK; j++) s += a[b].qs[j];
+        const int32_t n8 = -8 * s;
+        memcpy(&a[b].s, &n8, 4);
+    }
+}
+
+// ---- scalar -----------------------------------------------------------------------------------
+// A plain q4_0 row (a lone row, or a row past the last group) against a q8i activation row.
+static float dot_row_scalar(int64_t nb, const qlm_block_q4_0 *w, const qlm_block_q8i *a) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t is = 0;
+        for (int j = 0; j < 16; j++) {
+            is += ((int32_t)(w[b].qs[j] & 0xF) - 8) * (int32_t)a[b].qs[j];
+            is += ((int32_t)(w[b].qs[j] >> 4) - 8) * (int32_t)a[b].qs[j + 16];
+        }
+        s += (qlm_h2f(w[b].d) * a[b].d) * (float)is;
+    }
+    return s;
+}
+
+void qlm_q4x8_dotn_rows(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    for (int r = 0; r < nr; r++)
+        out[r] = dot_row_scalar(nb, (const qlm_block_q4_0 *)((const char *)w + (size_t)r * rs), (const qlm_block_q8i *)act);
+}
+
+// One group (8 rows) against nt activation rows: Y[t * ldy + r].
+static void group_scalar(int64_t nb, const qlm_block_q4_0x8 *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) {
+    for (int t = 0; t < nt; t++) {
+        const qlm_block_q8i *a = (const qlm_block_q8i *)(act + (size_t)t * as);
+        for (int r = 0; r < G; r++) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t is = 0;
+                for (int j = 0; j < 16; j++) {
+                    const uint8_t q = g[b].qs[qs_index(r, j)];
+                    is += ((int32_t)(q & 0xF) - 8) * (int32_t)a[b].qs[j];
+                    is += ((int32_t)(q >> 4) - 8) * (int32_t)a[b].qs[j + 16];
+                }
+                s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)is;
+            }
+            Y[t * ldy + r] = s;
+        }
+    }
+}
+
+#if QLM_X86
+// ---- AVX2 / AVX-512 ---------------------------------------------------------------------------
+// Per group block: 4 loads give the 8 rows' codes (low nibbles: elements 4c..4c+3 of every row
+// in lane r; high nibbles: elements 16+4c..); each activation token broadcasts its matching 4
+// bytes; 8 multiply-accumulates leave row r's exact integer sum in lane r (started at the
+// block's -8 * sum(a)). AVX-512 VNNI does u8 x s8 -> s32 in one instruction (vpdpbusd); AVX2
+// forms the same integers with maddubs (pairs <= 2 * 15 * 127, no saturation) and madd.
+QLM_INLINE int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+#define DPB_AVX512(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#define DPB_AVX2(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+
+#ifndef QLM_Q4X8_PF
+#define QLM_Q4X8_PF 4 // group blocks (144 bytes each) to prefetch ahead
+#endif
+
+#define GROUP_KERNEL(P, TGT, DPB)                                                                       \
+TGT QLM_INLINE void group_##P(int64_t nb, const qlm_block_q4_0x8 *g, const char *act, size_t as,        \
+                              float *Y, int64_t ldy, const int nt) {                                    \
+    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                          \
+    __m256 acc[4];                                                                                      \
+    for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_ps();                                           \
+    for (int64_t b = 0; b < nb; b++) {                                                                  \
+        const qlm_block_q4_0x8 *gb = g + b;                                                             \
+        _mm_prefetch((const char *)(gb + QLM_Q4X8_PF), _MM_HINT_T0);                                    \
+        __m256i lo[4], hi[4];                                                                           \
+        for (int c = 0; c < 4; c++) {                                                                   \
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(gb->qs + 32 * c));                   \
+            lo[c] = _mm256_and_si256(x, m4);                                                            \
+            hi[c] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);                                      \
+        }                                                                                               \
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb->d));                     \
+        for (int t = 0; t < nt; t++) {                                                                  \
+            const qlm_block_q8i *ab = (const qlm_block_q8i *)(act + (size_t)t * as) + b;                \
+            __m256i ia = _mm256_set1_epi32(ab->nsum8), ib = _mm256_setzero_si256();                     \
+            for (int c = 0; c < 4; c++) {                                                               \
+                ia = DPB(ia, lo[c], _mm256_set1_epi32(ld32(ab->qs + 4 * c)));                           \
+                ib = DPB(ib, hi[c], _mm256_set1_epi32(ld32(ab->qs + 16 + 4 * c)));                      \
+            }                                                                                           \
+            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(ab->d));                                 \
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_add_epi32(ia, ib)))); \
+        }                                                                                               \
+    }                                                                                                   \
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
+}                                                                                                       \
+TGT static void group_n_##P(int64_t nb, const qlm_block_q4_0x8 *g, const char *act, size_t as,          \
+                            float *Y, int64_t ldy, int nt) {                                            \
+    switch (nt) {                                                                                       \
+    case 4: group_##P(nb, g, act, as, Y, ldy, 4); break;                                                \
+    case 3: group_##P(nb, g, act, as, Y, ldy, 3); break;                                                \
+    case 2: group_##P(nb, g, act, as, Y, ldy, 2); break;                                                \
+    default: group_##P(nb, g, act, as, Y, ldy, 1); break;                                               \
+    }                                                                                                   \
+}
+GROUP_KERNEL(avx2, QLM_AVX2_TARGET, DPB_AVX2)
+GROUP_KERNEL(avx512, QLM_AVX512_TARGET, DPB_AVX512)
+
+// -8 * sum(qs) per block, vectorized: bias the codes to unsigned and sum with vpsadbw.
+QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb) {
+    qlm_block_q8a *a = (qlm_block_q8a *)act;
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b].qs), bias);
+        const __m256i s4 = _mm256_sad_epu8(x, _mm256_setzero_si256());
+        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+        const int64_t s = _mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2))) - 32 * 128;
+        const int32_t n8 = (int32_t)(-8 * s);
+        memcpy(&a[b].s, &n8, 4);
+    }
+}
+#endif
+
+typedef void (*group_fn)(int64_t nb, const qlm_block_q4_0x8 *g, const char *act, size_t as, float *Y, int64_t ldy, int nt);
+
+static group_fn group_kernel(int32_t path) {
+#if QLM_X86
+    if (path == QLM_PATH_AVX512) return group_n_avx512;
+    if (path == QLM_PATH_AVX2) return group_n_avx2;
+#endif
+    (void)path;
+    return group_scalar;
+}
+
+// Integers: the same on every path.
+void qlm_q8a_to_q8i(void *act, int64_t nb) {
+#if QLM_X86
+    if (qlm_active_path() != QLM_PATH_SCALAR) { q8i_avx2(act, nb); return; }
+#endif
+    q8i_scalar(act, nb);
+}
+
+// ---- products ---------------------------------------------------------------------------------
+typedef struct {
+    group_fn f;
+    const char *W;
+    size_t rs, as;
+    int64_t nb, groups, T, ldy, chunk;
+    const char *act;
+    float *Y;
+    _Atomic int64_t next;
+} q4x8_ctx;
+
+static void groups_range(const q4x8_ctx *c, int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; g++) {
+        const qlm_block_q4_0x8 *w = (const qlm_block_q4_0x8 *)(c->W + (size_t)g * G * c->rs);
+        for (int64_t t = 0; t < c->T; t += 4)
+            c->f(c->nb, w, c->act + (size_t)t * c->as, c->as, c->Y + t * c->ldy + g * G, c->ldy,
+                 (int)(c->T - t < 4 ? c->T - t : 4));
+    }
+}
+
+static void groups_task(void *p, int ith, int nth) {
+    (void)ith; (void)nth;
+    q4x8_ctx *c = (q4x8_ctx *)p;
+    for (;;) {
+        const int64_t g0 = atomic_fetch_add(&c->next, 1) * c->chunk;
+        if (g0 >= c->groups) break;
+        groups_range(c, g0, g0 + c->chunk < c->groups ? g0 + c->chunk : c->groups);
+    }
+}
+
+void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
+                      int64_t T, float *Y, int64_t ldy) {
+    const int32_t path = qlm_active_path();
+    const size_t rs = qlm_row_size(QLM_TYPE_Q4_0X8, n);
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK, groups = rows / G;
+    const int nth = pool ? qlm_pool_size(pool) : 1;
+    int64_t chunk = groups / (8 * (int64_t)nth);
+    if (chunk < 2) chunk = 2;
+    q4x8_ctx c = {group_kernel(path), (const char *)W, rs, as, nb, groups, T, ldy, chunk, (const char *)act, Y, 0};
+    if (nth > 1 && rows * n * T >= QLM_SMALL_PRODUCT && groups >= 2) qlm_pool_run_dynamic(pool, groups_task, &c);
+    else groups_range(&c, 0, groups);
+    for (int64_t r = groups * G; r < rows; r++) // rows past the last group: plain q4_0 rows
+        for (int64_t t = 0; t < T; t++)
+            Y[t * ldy + r] = dot_row_scalar(nb, (const qlm_block_q4_0 *)((const char *)W + (size_t)r * rs),
+                                            (const qlm_block_q8i *)((const char *)act + (size_t)t * as));
+}

@@ -1,0 +1,150 @@
+import CKernels
+import XCTest
+
+/// q4_0x8: q4_0 rows stored in 8-row groups. The layout is a pure permutation of the q4_0 bytes,
+/// and every product (matvec and matmul, every path, with and without the pool) must equal the
+/// scalar q4_0 dot of the same row bit for bit: the 8-row kernels do the scalar's float steps in
+/// the scalar's order (exact integer block sums, then s += (d_w * d_a) * isum, no FMA).
+final class RowGroupTests: XCTestCase {
+    let tQ4X8 = Int32(QLM_TYPE_Q4_0X8.rawValue)
+
+    func rows(_ type: Int32, _ x: [Float], rows: Int, n: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0xAA, count: rows * qlm_row_size(type, Int64(n)))
+        let bad = x.withUnsafeBufferPointer { xp in
+            out.withUnsafeMutableBytes { qlm_quantize_rows(type, xp.baseAddress, $0.baseAddress, Int64(rows), Int64(n), 2) }
+        }
+        XCTAssertEqual(bad, -1)
+        return out
+    }
+
+    func weights(rows: Int, n: Int, rng: inout Rng) -> [Float] {
+        (0..<rows).flatMap { r in rng.floats(n, scale: r % 5 == 0 ? 0.02 : 1) }
+    }
+
+    func testTraits() {
+        let t = qlm_traits(tQ4X8)!.pointee
+        XCTAssertEqual(String(cString: t.name), "q4_0x8")
+        XCTAssertEqual(t.row_group, 8)
+        XCTAssertEqual(qlm_traits(tQ4_0)!.pointee.row_group, 1)
+        for n in [32, 100, 768] { XCTAssertEqual(qlm_row_size(tQ4X8, Int64(n)), qlm_row_size(tQ4_0, Int64(n))) }
+        XCTAssertEqual(MemoryLayout<qlm_block_q4_0x8>.size, 144)
+    }
+
+    /// Packing permutes bytes inside whole groups only; unpack inverts it; get_row reads any row
+    /// exactly as the q4_0 dequantizer reads the plain row.
+    func testLayoutIsAPermutationOfQ4_0() {
+        var rng = Rng(81)
+        for n in [32, 64, 172, 768] {
+            for nrows in [1, 7, 8, 13, 16, 37] {
+                let x = weights(rows: nrows, n: n, rng: &rng)
+                let plain = rows(tQ4_0, x, rows: nrows, n: n)
+                let packed = rows(tQ4X8, x, rows: nrows, n: n)
+                let rs = qlm_row_size(tQ4_0, Int64(n)), grouped = nrows / 8 * 8 * rs
+                XCTAssertEqual(packed.count, plain.count)
+                XCTAssertEqual(packed.sorted(), plain.sorted(), "a permutation, n=\(n) rows=\(nrows)")
+                XCTAssertEqual(Array(packed[grouped...]), Array(plain[grouped...]), "rows past the last group stay plain q4_0")
+                if grouped > 0 { XCTAssertNotEqual(Array(packed[..<grouped]), Array(plain[..<grouped]), "whole groups are interleaved") }
+                var unpacked = packed
+                XCTAssertEqual(unpacked.withUnsafeMutableBytes { qlm_unpack_rows(tQ4X8, $0.baseAddress, Int64(nrows), Int64(n)) }, 0)
+                XCTAssertEqual(unpacked, plain, "unpack inverts pack, n=\(n) rows=\(nrows)")
+                var repacked = plain
+                XCTAssertEqual(repacked.withUnsafeMutableBytes { qlm_pack_rows(tQ4X8, $0.baseAddress, Int64(nrows), Int64(n)) }, 0)
+                XCTAssertEqual(repacked, packed)
+                for r in 0..<nrows {
+                    var got = [Float](repeating: .nan, count: n)
+                    packed.withUnsafeBytes { p in got.withUnsafeMutableBufferPointer {
+                        qlm_get_row(tQ4X8, p.baseAddress, Int64(nrows), Int64(n), Int64(r), $0.baseAddress)
+                    } }
+                    let want = dequantize(tQ4_0, Array(plain[(r * rs)..<((r + 1) * rs)]), n)
+                    XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "row \(r), n=\(n) rows=\(nrows)")
+                }
+            }
+        }
+    }
+
+    /// The q8i activation: q8a's scale and codes, with -8 * sum(codes) as an exact integer.
+    func testActivationCarriesExactCorrection() {
+        var rng = Rng(82)
+        for n in [32, 100, 768] {
+            let x = rng.floats(n, scale: 4)
+            for p in supportedPaths {
+                let a = withPath(p) { prepareAct(tQ4X8, x) }
+                let ref = withPath(pScalar) { prepareAct(tQ4_0, x) }
+                a.withUnsafeBytes { ap in ref.withUnsafeBytes { rp in
+                    for b in 0..<((n + 31) / 32) {
+                        let o = b * 40
+                        XCTAssertEqual(ap.load(fromByteOffset: o, as: UInt32.self), rp.load(fromByteOffset: o, as: UInt32.self), "same scale")
+                        XCTAssertEqual(Array(ap[(o + 8)..<(o + 40)]), Array(rp[(o + 8)..<(o + 40)]), "same codes")
+                        let sum = (0..<32).reduce(Int32(0)) { $0 + Int32(Int8(bitPattern: rp[o + 8 + $1])) }
+                        XCTAssertEqual(ap.load(fromByteOffset: o + 4, as: Int32.self), -8 * sum, "\(pathName(p)) n=\(n) block \(b)")
+                    }
+                } }
+            }
+        }
+    }
+
+    /// matvec (T = 1) and matmul (T > 1, token groups of 4 plus leftovers) on every path, with and
+    /// without the pool, against the scalar q4_0 dot of each plain row: equal bit for bit.
+    func testProductsEqualScalarQ4_0BitForBit() {
+        var rng = Rng(83)
+        let pool = qlm_pool_create(2)!
+        defer { qlm_pool_destroy(pool) }
+        for n in [32, 64, 172, 768, 1000, 4096] {
+            for nrows in [8, 13, 64, 77, 513] {
+                if n == 4096 && nrows == 513 { continue }
+                var x = weights(rows: nrows, n: n, rng: &rng)
+                if nrows == 13 { // extreme codes: q4 codes 0 and 15 against activations of +-127
+                    x = (0..<(nrows * n)).map { Float($0 % 3 == 0 ? -1 : ($0 % 7 == 0 ? 0.99 : 1)) }
+                }
+                let plain = rows(tQ4_0, x, rows: nrows, n: n)
+                let packed = rows(tQ4X8, x, rows: nrows, n: n)
+                let rs = qlm_row_size(tQ4_0, Int64(n))
+                for T in [1, 2, 3, 5, 9] {
+                    let X = (0..<T).flatMap { t in t == 1 && nrows == 13 ? (0..<n).map { Float($0 % 2 == 0 ? -1 : 1) } : rng.floats(n, scale: 3) }
+                    // reference: scalar path, plain q4_0 rows, q4_0 activations
+                    let ref: [Float] = withPath(pScalar) {
+                        (0..<T).flatMap { t in
+                            let act = prepareAct(tQ4_0, Array(X[(t * n)..<((t + 1) * n)]))
+                            return (0..<nrows).map { vecDot(tQ4_0, n, plain, act, rowOffset: $0 * rs) }
+                        }
+                    }
+                    for p in supportedPaths {
+                        for usePool in [false, true] {
+                            var y = [Float](repeating: .nan, count: T * nrows)
+                            var act = [UInt8](repeating: 0, count: T * qlm_act_row_size(tQ4X8, Int64(n)))
+                            withPath(p) {
+                                packed.withUnsafeBytes { wp in X.withUnsafeBufferPointer { xp in
+                                    y.withUnsafeMutableBufferPointer { yp in act.withUnsafeMutableBytes { ap in
+                                        if T == 1 {
+                                            qlm_matvec(usePool ? pool : nil, tQ4X8, wp.baseAddress, Int64(nrows), Int64(n), xp.baseAddress, yp.baseAddress, ap.baseAddress)
+                                        } else {
+                                            qlm_matmul(usePool ? pool : nil, tQ4X8, wp.baseAddress, Int64(nrows), Int64(n), xp.baseAddress, Int64(T),
+                                                       yp.baseAddress, Int64(nrows), ap.baseAddress)
+                                        }
+                                    } }
+                                } }
+                            }
+                            XCTAssertEqual(y.map(\.bitPattern), ref.map(\.bitPattern),
+                                           "\(pathName(p)) pool=\(usePool) n=\(n) rows=\(nrows) T=\(T)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A q4_0x8 row on its own is a q4_0 row: quantize_row / dequantize_row / vec_dot agree.
+    func testLoneRowIsQ4_0() {
+        var rng = Rng(84)
+        let n = 172
+        let x = rng.floats(n)
+        XCTAssertEqual(quantize(tQ4X8, x), quantize(tQ4_0, x))
+        let q = quantize(tQ4_0, x)
+        XCTAssertEqual(dequantize(tQ4X8, q, n).map(\.bitPattern), dequantize(tQ4_0, q, n).map(\.bitPattern))
+        let a = rng.floats(n)
+        let want = withPath(pScalar) { vecDot(tQ4_0, n, q, prepareAct(tQ4_0, a)) }
+        for p in supportedPaths {
+            XCTAssertEqual(withPath(p) { vecDot(tQ4X8, n, q, prepareAct(tQ4X8, a)) }.bitPattern, want.bitPattern, pathName(p))
+        }
+    }
+}
