@@ -4,7 +4,8 @@
 #   scripts/bench.sh [WORK_DIR]
 #
 # - Writes a GPT-2-small-shaped synthetic checkpoint (124M parameters, fixed seed) into WORK_DIR
-#   (default /tmp/quantlm-bench; never inside the repo) and converts it to q8_0 and q4_0.
+#   (default /tmp/quantlm-bench; never inside the repo) and converts it to q8_0, q4_0 and q4_0x8
+#   (q4_0 in 8-row groups: the same bytes, read by the 8-row kernel).
 # - Runs `run bench` on them with 1 and 2 threads. Each bench measures the machine's sequential-read
 #   bandwidth in the same run and reports decode as a share of it.
 # - stories260K (from QUANTLM_SHARED or ../shared) against llama2.c's run.c, side by side: set
@@ -26,13 +27,13 @@ echo "# cpu paths: $(grep -o -w -E 'avx512_vnni|avx2|avx512f' /proc/cpuinfo | so
 if [ ! -f "$work/gpt2-small/config.json" ]; then
   python3 "$here/Tests/reference/make_gpt2_checkpoint.py" --out "$work/gpt2-small" --shape small --seed 1 >&2
 fi
-for t in q8_0 q4_0; do
+for t in q8_0 q4_0 q4_0x8; do
   [ -f "$work/gpt2-small-$t.qlm" ] || "$B/convert" "$work/gpt2-small" -o "$work/gpt2-small-$t.qlm" --type "$t" --quiet >&2
 done
 
 echo
 echo "## GPT-2-small shape (124M), 128 prompt tokens, 128 decoded tokens, 5 reps"
-for t in q8_0 q4_0; do
+for t in q8_0 q4_0 q4_0x8; do
   for th in 1 2; do
     echo "+ run bench $work/gpt2-small-$t.qlm --threads $th --prompt-tokens 128 --gen-tokens 128 --reps 5 --json"
     "$B/run" bench "$work/gpt2-small-$t.qlm" --threads "$th" --prompt-tokens 128 --gen-tokens 128 --reps 5 --json \
