@@ -54,4 +54,158 @@ final class AttentionKernelTests: XCTestCase {
             }
         }
     }
+
+    // MARK: AVX-512 kernels against the scalar path, run splitting, f32 order
+
+    static let kvTypes: [Int32] = [QLM_KV_F32, QLM_KV_F16, QLM_KV_Q8_0]
+    static let headDims = [8, 16, 24, 32, 64, 128, 144, 256]
+    static let counts = [1, 3, 4, 5, 7, 8, 9, 12, 17, 100]
+
+    /// n positions of nHead head vectors each, stored in kvType layout (rows of nHead heads;
+    /// the kernels read head 1, so head vectors start off any alignment for q8_0), plus the
+    /// exact float value of head 1 of every position.
+    struct Rows {
+        let bytes: [UInt8], decoded: [Float], rowBytes: Int, offset: Int
+        init(_ kvType: Int32, n: Int, hd: Int, rng: inout Rng) {
+            let nHead = 3, headBytes = Int(qlm_kv_head_bytes(kvType, Int64(hd))), rowBytes = nHead * headBytes
+            self.rowBytes = rowBytes; offset = headBytes
+            var b = [UInt8](repeating: 0, count: n * rowBytes), d = [Float](repeating: 0, count: n * hd)
+            b.withUnsafeMutableBytes { dst in
+                for i in 0 ..< n {
+                    qlm_kv_store_row(kvType, rng.floats(nHead * hd), dst.baseAddress! + i * rowBytes, Int64(nHead), Int64(hd))
+                    d.withUnsafeMutableBufferPointer { qlm_kv_load_head(kvType, dst.baseAddress! + i * rowBytes + headBytes, Int64(hd), $0.baseAddress! + i * hd) }
+                }
+            }
+            bytes = b; decoded = d
+        }
+        /// Scores of positions lo..<hi in one call.
+        func scores(_ t: Int32, _ q: [Float], _ lo: Int, _ hi: Int, hd: Int, into s: inout [Float]) {
+            bytes.withUnsafeBytes { src in
+                s.withUnsafeMutableBufferPointer {
+                    qlm_attn_scores(t, q, src.baseAddress! + lo * rowBytes + offset, Int64(rowBytes), Int64(hi - lo), Int64(hd), 0.125, $0.baseAddress! + lo)
+                }
+            }
+        }
+        /// out += weighted sum of positions lo..<hi in one call.
+        func accum(_ t: Int32, _ w: [Float], _ lo: Int, _ hi: Int, hd: Int, into out: inout [Float]) {
+            bytes.withUnsafeBytes { src in
+                w.withUnsafeBufferPointer {
+                    qlm_attn_accum(t, $0.baseAddress! + lo, src.baseAddress! + lo * rowBytes + offset, Int64(rowBytes), Int64(hi - lo), Int64(hd), &out)
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 kernels (f16 and q8_0 have their own since this change) against the scalar
+    /// path on the same stored rows. Both sum the same exactly decoded products in float, in
+    /// different orders (SIMD lanes and a tree vs left to right) and with or without fused
+    /// multiply-add, so each is within γ_m·Σ|terms| of the exact sum (γ_m ≈ m·2⁻²⁴ for m
+    /// roundings in a term's path: hd + 3 for a score with q8_0's d and the scale, n + 2 for an
+    /// output with q8_0's w·d); the tolerance is twice that bound.
+    func testAVX512KernelsMatchScalarWithinRoundingBound() throws {
+        try XCTSkipUnless(qlm_path_supported(pAVX512) != 0, "no AVX-512")
+        var rng = Rng(7)
+        let u = 1.0 / Double(1 << 24)
+        for t in Self.kvTypes {
+            for hd in Self.headDims {
+                for n in Self.counts {
+                    let rows = Rows(t, n: n, hd: hd, rng: &rng)
+                    let q = rng.floats(hd), w = (0 ..< n).map { _ in abs(rng.uniform()) }, out0 = rng.floats(hd)
+                    var s = [[Float]](), o = [[Float]]()
+                    for p in [pScalar, pAVX512] {
+                        withPath(p) {
+                            var sc = [Float](repeating: 0, count: n), out = out0
+                            rows.scores(t, q, 0, n, hd: hd, into: &sc)
+                            rows.accum(t, w, 0, n, hd: hd, into: &out)
+                            s.append(sc); o.append(out)
+                        }
+                    }
+                    for i in 0 ..< n {
+                        var mag = 0.0
+                        for j in 0 ..< hd { mag += abs(Double(q[j]) * Double(rows.decoded[i * hd + j])) }
+                        let tol = 2 * Double(hd + 3) * u * mag * 0.125 + 1e-30
+                        XCTAssertEqual(Double(s[1][i]), Double(s[0][i]), accuracy: tol, "kv \(t) hd \(hd) n \(n) key \(i)")
+                    }
+                    for j in 0 ..< hd {
+                        var mag = abs(Double(out0[j]))
+                        for i in 0 ..< n { mag += abs(Double(w[i]) * Double(rows.decoded[i * hd + j])) }
+                        let tol = 2 * Double(n + 2) * u * mag + 1e-30
+                        XCTAssertEqual(Double(o[1][j]), Double(o[0][j]), accuracy: tol, "kv \(t) hd \(hd) n \(n) out \(j)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// A key's score and the accumulated output do not depend on how the positions are cut
+    /// into runs (a ring cache presents up to two; the reference caches one per position):
+    /// exact, for every KV type on every path, with cuts that hit the 8-, 4- and 1-key groups.
+    func testRunSplittingIsExact() {
+        var rng = Rng(11)
+        let n = 45
+        let cuts: [[Int]] = [[n], [1, n - 1], [20, 25], [7, 7, 7, 24], [3, 9, 1, 16, 5, 11], Array(repeating: 1, count: n)]
+        for p in supportedPaths {
+            withPath(p) {
+                for t in Self.kvTypes {
+                    for hd in Self.headDims {
+                        let rows = Rows(t, n: n, hd: hd, rng: &rng)
+                        let q = rng.floats(hd), w = (0 ..< n).map { _ in abs(rng.uniform()) }, out0 = rng.floats(hd)
+                        var refS = [Float](), refO = [Float]()
+                        for cut in cuts {
+                            XCTAssertEqual(cut.reduce(0, +), n)
+                            var s = [Float](repeating: 0, count: n), out = out0, lo = 0
+                            for m in cut {
+                                rows.scores(t, q, lo, lo + m, hd: hd, into: &s)
+                                rows.accum(t, w, lo, lo + m, hd: hd, into: &out)
+                                lo += m
+                            }
+                            if refS.isEmpty { refS = s; refO = out; continue }
+                            XCTAssertEqual(s.map(\.bitPattern), refS.map(\.bitPattern), "path \(p) kv \(t) hd \(hd) cut \(cut) scores")
+                            XCTAssertEqual(out.map(\.bitPattern), refO.map(\.bitPattern), "path \(p) kv \(t) hd \(hd) cut \(cut) out")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The AVX-512 f32 kernels' exact arithmetic, written out: an output element is one FMA
+    /// chain over the positions in order starting from out[j]; a score is, per lane l of 16,
+    /// an FMA chain over the 16-float chunks, then lanes l and l+8 added, then
+    /// ((0+1)+(2+3)) + ((4+5)+(6+7)), times the scale (head_dim 8: products, then lanes l and
+    /// l+4, then (0+2)+(1+3)). Bit for bit, so the positions-outer accumulate and the 8-key
+    /// scores give exactly what the previous kernels gave.
+    func testAVX512F32MatchesItsExactOrder() throws {
+        try XCTSkipUnless(qlm_path_supported(pAVX512) != 0, "no AVX-512")
+        var rng = Rng(5)
+        withPath(pAVX512) {
+            for hd in Self.headDims where hd % 16 == 0 || hd == 8 {
+                for n in Self.counts {
+                    let rows = Rows(QLM_KV_F32, n: n, hd: hd, rng: &rng)
+                    let q = rng.floats(hd), w = rng.floats(n), out0 = rng.floats(hd)
+                    var s = [Float](repeating: 0, count: n), out = out0
+                    rows.scores(QLM_KV_F32, q, 0, n, hd: hd, into: &s)
+                    rows.accum(QLM_KV_F32, w, 0, n, hd: hd, into: &out)
+                    var refO = out0
+                    for i in 0 ..< n { for j in 0 ..< hd { refO[j].addProduct(w[i], rows.decoded[i * hd + j]) } }
+                    XCTAssertEqual(out.map(\.bitPattern), refO.map(\.bitPattern), "hd \(hd) n \(n) out")
+                    for i in 0 ..< n {
+                        let k = rows.decoded[i * hd ..< (i + 1) * hd].map { $0 }
+                        let ref: Float
+                        if hd == 8 {
+                            let p = (0 ..< 8).map { q[$0] * k[$0] }
+                            let f = (0 ..< 4).map { p[$0] + p[$0 + 4] }
+                            ref = ((f[0] + f[2]) + (f[1] + f[3])) * 0.125
+                        } else {
+                            var lane = [Float](repeating: 0, count: 16)
+                            for c in stride(from: 0, to: hd, by: 16) { for l in 0 ..< 16 { lane[l].addProduct(q[c + l], k[c + l]) } }
+                            let f = (0 ..< 8).map { lane[$0] + lane[$0 + 8] }
+                            ref = (((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]))) * 0.125
+                        }
+                        XCTAssertEqual(s[i].bitPattern, ref.bitPattern, "hd \(hd) n \(n) key \(i): \(s[i]) vs \(ref)")
+                    }
+                }
+            }
+        }
+    }
 }
