@@ -108,3 +108,25 @@ final class PerplexityTests: XCTestCase {
         }
     }
 }
+
+/// `run bench`'s accounting (not its timings): the KV bytes attention reads per decoded token.
+final class BenchAccountingTests: XCTestCase {
+    /// stories260K (5 layers, 4 KV heads of 8 → 32-float rows): a dense query at position p reads
+    /// p + 1 keys and values per layer; banded:3 with 1 sink reads min(p + 1, 1 + 3) of them.
+    func testKVBytesPerDecodedToken() throws {
+        let url = try Fixtures.stories(.q8_0)
+        let lm = try Fixtures.load(url)
+        let hp = lm.model.hparams
+        let row = lm.model.cache.rowBytes
+        XCTAssertEqual(row, hp.kvDim * 4, "f32 rows")
+        let prompt = 5, gen = 7
+        for (attention, sinks, visible) in [("dense", 0, { (p: Int) in p + 1 }), ("banded:3", 1, { (p: Int) in min(p + 1, 1 + 3) })] {
+            let r = try Bench.model(path: url.path, threads: 1, promptTokens: prompt, genTokens: gen, reps: 1, probeBytes: 1 << 20,
+                                    attention: AttentionConfig(attention: attention, sinks: sinks))
+            let want = (prompt ..< prompt + gen).map { visible($0) * 2 * row * hp.nLayer }.reduce(0, +)
+            XCTAssertEqual(r.kvBytesPerToken, Double(want) / Double(gen), attention)
+            XCTAssertEqual(r.bandwidthRatioWithKV / r.bandwidthRatio, (Double(r.weightBytesPerToken) + r.kvBytesPerToken) / Double(r.weightBytesPerToken),
+                           accuracy: 1e-9, attention)
+        }
+    }
+}

@@ -71,6 +71,11 @@ public struct ModelBenchReport: Codable, Sendable {
     public var bandwidth: BandwidthProbe
     /// effective ÷ probe median: how close decode is to the memory-bandwidth bound.
     public var bandwidthRatio: Double
+    /// KV-cache bytes a decoded token's attention reads (keys and values of every position it
+    /// sees, every layer), averaged over the decoded positions: traffic the weight figure omits.
+    public var kvBytesPerToken: Double
+    /// (weight + KV bytes per token) × median decode tokens/s ÷ probe median.
+    public var bandwidthRatioWithKV: Double
     /// Prefill arithmetic: 2 × parameters in matrices × prompt tokens per second.
     public var prefillGFLOPS: Double
     public var kvCacheBytes: Int
@@ -84,6 +89,7 @@ public struct ModelBenchReport: Codable, Sendable {
              prefillTokensPerSecond = "prefill_tokens_per_second"
         case decodeTokensPerSecond = "decode_tokens_per_second", weightBytesPerToken = "weight_bytes_per_token"
         case effectiveGBPerSecond = "effective_gb_per_second", bandwidth, bandwidthRatio = "bandwidth_ratio"
+        case kvBytesPerToken = "kv_bytes_per_token", bandwidthRatioWithKV = "bandwidth_ratio_with_kv"
         case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
     }
 }
@@ -161,11 +167,24 @@ public enum Bench {
         let perToken = m.weightBytesPerToken
         let dec = Stat(decode), pre = Stat(prefill)
         let eff = Double(perToken) * dec.median / 1e9
+        // What each decoded position's attention read (a function of the position and the layer's
+        // pattern only, so it is counted here, outside the timed loop).
+        var kvRead = 0
+        let runs = UnsafeMutablePointer<KVRun>.allocate(capacity: m.cache.maxRuns)
+        defer { runs.deallocate() }
+        for pos in promptTokens ..< promptTokens + genTokens {
+            for layer in 0 ..< hp.nLayer {
+                let n = m.cache.visibleRuns(layer: layer, pos: pos, into: runs)
+                for r in 0 ..< n { kvRead += runs[r].count * 2 * m.cache.rowBytes }
+            }
+        }
+        let kvPerToken = Double(kvRead) / Double(genTokens)
         return ModelBenchReport(
             model: path, architecture: lm!.file.metadata.architecture.rawValue, threads: threads, fileBytes: lm!.file.map.count,
             promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads), firstTokenMilliseconds: Stat(firsts),
             prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
             effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: eff / probe.gbPerSecond.median,
+            kvBytesPerToken: kvPerToken, bandwidthRatioWithKV: (Double(perToken) + kvPerToken) * dec.median / 1e9 / probe.gbPerSecond.median,
             prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
             kvCacheBytes: m.cache.bytes, memory: memory,
             memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: Double(streamedDecode.stored) / Double(reps * genTokens),
