@@ -40,10 +40,11 @@ for t in q8_0 q4_0 q4_0x8; do
       | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-print("  %-5s %d thr | load %.1f ms, first token %.1f ms | prefill %.0f tok/s = %.1f GFLOP/s | decode %.1f tok/s (min %.1f, max %.1f) | %.1f MiB/token | %.2f GB/s = %.2f of probe %.1f GB/s" % (
+print("  %-6s %d thr | load %.1f ms, first token %.1f ms | prefill %.0f tok/s = %.1f GFLOP/s | decode %.1f tok/s (min %.1f, max %.1f) | %.1f MiB/token | %.2f GB/s = %.2f of probe %.1f GB/s | + KV %.1f MiB/token: %.2f" % (
   sys.argv[1], r["threads"], r["load_ms"]["median"], r["first_token_ms"]["median"], r["prefill_tokens_per_second"]["median"], r["prefill_gflops"],
   r["decode_tokens_per_second"]["median"], r["decode_tokens_per_second"]["min"], r["decode_tokens_per_second"]["max"],
-  r["weight_bytes_per_token"] / 2**20, r["effective_gb_per_second"], r["bandwidth_ratio"], r["bandwidth"]["gb_per_second"]["median"]))
+  r["weight_bytes_per_token"] / 2**20, r["effective_gb_per_second"], r["bandwidth_ratio"], r["bandwidth"]["gb_per_second"]["median"],
+  r["kv_bytes_per_token"] / 2**20, r["bandwidth_ratio_with_kv"]))
 ' "$t"
   done
 done
