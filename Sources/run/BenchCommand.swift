@@ -113,6 +113,7 @@ struct BenchCmd: ParsableCommand {
               decode           \(s(r.decodeTokensPerSecond)) tok/s over \(r.genTokens) tokens
               weights/token    \(formatBytes(r.weightBytesPerToken))
               effective        \(String(format: "%.2f", r.effectiveGBPerSecond)) GB/s = \(String(format: "%.2f", r.bandwidthRatio)) of the probe's \(String(format: "%.1f", r.bandwidth.gbPerSecond.median)) GB/s
+              decode ms/token  products \(String(format: "%.3f", r.decodeBreakdown.products)), attention \(String(format: "%.3f", r.decodeBreakdown.attention)), other \(String(format: "%.3f", r.decodeBreakdown.other))
               KV cache         \(formatBytes(r.kvCacheBytes)); attention reads \(formatBytes(Int(r.kvBytesPerToken)))/token: weights + KV = \(String(format: "%.2f", r.bandwidthRatioWithKV)) of the probe
               peak RSS         \(formatBytes(r.memory.peakRSS)) (anon \(formatBytes(r.memory.rssAnon)), file \(formatBytes(r.memory.rssFile)) now; sampled peaks anon \(formatBytes(r.memory.peakRSSAnon)), file \(formatBytes(r.memory.peakRSSFile)))
               memory           \(budgetSummary(r.memoryPlan))

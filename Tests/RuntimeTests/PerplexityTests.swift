@@ -127,6 +127,12 @@ final class BenchAccountingTests: XCTestCase {
             XCTAssertEqual(r.kvBytesPerToken, Double(want) / Double(gen), attention)
             XCTAssertEqual(r.bandwidthRatioWithKV / r.bandwidthRatio, (Double(r.weightBytesPerToken) + r.kvBytesPerToken) / Double(r.weightBytesPerToken),
                            accuracy: 1e-9, attention)
+            // The per-token breakdown partitions the decode time (one rep: the very same interval).
+            let b = r.decodeBreakdown
+            XCTAssertGreaterThan(b.products, 0, attention)
+            XCTAssertGreaterThan(b.attention, 0, attention)
+            XCTAssertGreaterThanOrEqual(b.other, 0, attention)
+            XCTAssertEqual(b.products + b.attention + b.other, 1000 / r.decodeTokensPerSecond.median, accuracy: 1e-6 * 1000 / r.decodeTokensPerSecond.median)
         }
     }
 }

@@ -45,6 +45,8 @@ public final class Attention {
     /// head_dim multiply-adds) is at least this large; below it one thread is faster than a
     /// pool dispatch (stories260K: 8 heads × ≤ 512 keys × 8 dims stays on one thread).
     static let parallelWork = 1 << 16
+    /// For the optional time accounting (`Compute.timing`).
+    private let compute: Compute?
 
     public init(_ hp: HParams, reindexRotary ropeFreq: [Float]? = nil, compute: Compute? = nil) {
         nHead = hp.nHead
@@ -56,6 +58,7 @@ public final class Attention {
         runs = .allocate(capacity: runsCapacity)
         threads = compute?.threads ?? 1
         pool = compute?.pool
+        self.compute = compute
         qr = .allocate(capacity: hp.headDim * threads)
         scoresScratch = .allocate(capacity: 1)
         job.owner = self
@@ -88,6 +91,9 @@ public final class Attention {
     /// floats (thread 0's; other threads use their own).
     public func attend(layer: Int, pos: Int, q: UnsafePointer<Float>, cache: KVCache,
                        out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+        let timed = compute?.timing ?? false
+        let t0 = timed ? Compute.clock() : 0
+        defer { if timed { compute!.attentionNanos &+= Compute.clock() &- t0 } }
         if cache.maxRuns > runsCapacity {   // once per cache, not per token
             runs.deallocate()
             runsCapacity = cache.maxRuns

@@ -51,6 +51,12 @@ public struct BandwidthProbe: Codable, Sendable {
     }
 }
 
+public struct DecodeBreakdown: Codable, Sendable {
+    public var products: Double
+    public var attention: Double
+    public var other: Double
+}
+
 public struct ModelBenchReport: Codable, Sendable {
     public var model: String
     public var architecture: String
@@ -76,6 +82,11 @@ public struct ModelBenchReport: Codable, Sendable {
     public var kvBytesPerToken: Double
     /// (weight + KV bytes per token) × median decode tokens/s ÷ probe median.
     public var bandwidthRatioWithKV: Double
+    /// Where a decoded token's time goes (median over reps, ms per token): the products
+    /// (activation quantization + pool dispatch + kernel), attention, and everything else
+    /// (norms, residuals, embedding, sampling). Measured in the same decode runs (two clock
+    /// reads per product and per attention call).
+    public var decodeBreakdown: DecodeBreakdown
     /// Prefill arithmetic: 2 × parameters in matrices × prompt tokens per second.
     public var prefillGFLOPS: Double
     public var kvCacheBytes: Int
@@ -90,6 +101,7 @@ public struct ModelBenchReport: Codable, Sendable {
         case decodeTokensPerSecond = "decode_tokens_per_second", weightBytesPerToken = "weight_bytes_per_token"
         case effectiveGBPerSecond = "effective_gb_per_second", bandwidth, bandwidthRatio = "bandwidth_ratio"
         case kvBytesPerToken = "kv_bytes_per_token", bandwidthRatioWithKV = "bandwidth_ratio_with_kv"
+        case decodeBreakdown = "decode_ms_per_token"
         case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
     }
 }
@@ -140,12 +152,16 @@ public enum Bench {
         let prompt: [Int32] = (0 ..< promptTokens).map { Int32(($0 * 7919 + 13) % hp.vocabSize) }
         var prefill: [Double] = [], decode: [Double] = []
         var streamedDecode = (stored: 0, raw: 0)
+        var linearMs: [Double] = [], attentionMs: [Double] = [], otherMs: [Double] = []
+        let compute = m.compute
+        defer { compute.timing = false }
         for _ in 0 ..< reps {
             m.cache.reset()
             var next: Int32 = 0
             let t0 = now()
             try m.forward(prompt, startPos: 0, logitRows: promptTokens - 1 ..< promptTokens) { _, l in next = Sampler.argmax(l) }
             let t1 = now()
+            compute.linearNanos = 0; compute.attentionNanos = 0; compute.timing = true
             let c0 = lm!.streamedCounters
             // The sampled id goes to `next`, not into `one`: writing the array that forward()
             // is reading would copy it (one allocation per token).
@@ -155,6 +171,10 @@ public enum Bench {
                 one[0] = next
             }
             let t2 = now()
+            compute.timing = false
+            let perTok = 1e3 / Double(genTokens)
+            let lin = Double(compute.linearNanos) / 1e9 * perTok, att = Double(compute.attentionNanos) / 1e9 * perTok
+            linearMs.append(lin); attentionMs.append(att); otherMs.append((t2 - t1) * perTok - lin - att)
             let c1 = lm!.streamedCounters
             streamedDecode.stored += c1.stored - c0.stored
             streamedDecode.raw += c1.raw - c0.raw
@@ -179,12 +199,14 @@ public enum Bench {
             }
         }
         let kvPerToken = Double(kvRead) / Double(genTokens)
+        let withKV: Double = (Double(perToken) + kvPerToken) * dec.median / 1e9 / probe.gbPerSecond.median
+        let breakdown = DecodeBreakdown(products: Stat(linearMs).median, attention: Stat(attentionMs).median, other: Stat(otherMs).median)
         return ModelBenchReport(
             model: path, architecture: lm!.file.metadata.architecture.rawValue, threads: threads, fileBytes: lm!.file.map.count,
             promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads), firstTokenMilliseconds: Stat(firsts),
             prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
             effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: eff / probe.gbPerSecond.median,
-            kvBytesPerToken: kvPerToken, bandwidthRatioWithKV: (Double(perToken) + kvPerToken) * dec.median / 1e9 / probe.gbPerSecond.median,
+            kvBytesPerToken: kvPerToken, bandwidthRatioWithKV: withKV, decodeBreakdown: breakdown,
             prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
             kvCacheBytes: m.cache.bytes, memory: memory,
             memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: Double(streamedDecode.stored) / Double(reps * genTokens),

@@ -12,6 +12,13 @@ public final class Compute {
     /// Called by `linear` with the matrix, its input rows (T rows of `cols` floats) and T, before
     /// the product (calibration collects each matrix's input statistics this way). nil by default.
     public var observer: ((Matrix, UnsafePointer<Float>, Int) -> Void)?
+    /// Time accounting for `run bench`'s per-token breakdown: when on, `linear` (activation
+    /// quantization, the pool dispatch and the product) and attention add their wall time here.
+    /// Two clock reads per call; off by default.
+    public var timing = false
+    public var linearNanos: UInt64 = 0
+    public var attentionNanos: UInt64 = 0
+    @inline(__always) static func clock() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     /// - Parameters:
     ///   - maxCols: the widest input any product will see.
@@ -38,6 +45,8 @@ public final class Compute {
     public func linear(_ w: Matrix, _ x: UnsafePointer<Float>, T: Int, out: UnsafeMutablePointer<Float>,
                        ldOut: Int? = nil, bias: UnsafePointer<Float>? = nil) {
         let ld = ldOut ?? w.rows
+        let t0 = timing ? Compute.clock() : 0
+        defer { if timing { linearNanos &+= Compute.clock() &- t0 } }
         if let observer { observer(w, x, T) }
         if T == 1 {
             qlm_matvec(pool, w.type.rawValue, w.data, Int64(w.rows), Int64(w.cols), x, out, act)
