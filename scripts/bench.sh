@@ -45,9 +45,22 @@ print("  %-6s %d thr | load %.1f ms, first token %.1f ms | prefill %.0f tok/s = 
   r["decode_tokens_per_second"]["median"], r["decode_tokens_per_second"]["min"], r["decode_tokens_per_second"]["max"],
   r["weight_bytes_per_token"] / 2**20, r["effective_gb_per_second"], r["bandwidth_ratio"], r["bandwidth"]["gb_per_second"]["median"],
   r["kv_bytes_per_token"] / 2**20, r["bandwidth_ratio_with_kv"]))
+b = r["decode_ms_per_token"]
+print("         decode ms/token: products %.3f, attention %.3f, other %.3f" % (b["products"], b["attention"], b["other"]))
 ' "$t"
   done
 done
+
+echo
+echo "## q4_0x8 with an f16 KV cache (llama.cpp's default KV type), 2 threads"
+echo "+ run bench $work/gpt2-small-q4_0x8.qlm --threads 2 --prompt-tokens 128 --gen-tokens 128 --reps 5 --kv-type f16 --json"
+"$B/run" bench "$work/gpt2-small-q4_0x8.qlm" --threads 2 --prompt-tokens 128 --gen-tokens 128 --reps 5 --kv-type f16 --json \
+  | python3 -c '
+import json, sys
+r = json.load(sys.stdin); b = r["decode_ms_per_token"]
+print("  q4_0x8 f16 KV | decode %.1f tok/s (min %.1f, max %.1f) | %.2f of probe %.1f GB/s | + KV %.1f MiB/token: %.2f | ms/token: products %.3f, attention %.3f, other %.3f" % (
+  r["decode_tokens_per_second"]["median"], r["decode_tokens_per_second"]["min"], r["decode_tokens_per_second"]["max"], r["bandwidth_ratio"],
+  r["bandwidth"]["gb_per_second"]["median"], r["kv_bytes_per_token"] / 2**20, r["bandwidth_ratio_with_kv"], b["products"], b["attention"], b["other"]))'
 
 echo
 echo "## stories260K decode (per-token overhead), 1 thread, 256 positions greedy"
