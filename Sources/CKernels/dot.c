@@ -502,7 +502,7 @@ qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
     case QLM_TYPE_Q4_1: return dotn_q4_1_scalar;
     case QLM_TYPE_IQ4_K16: return qlm_kq_dotn_k16_scalar;
     case QLM_TYPE_IQ4_K32: return qlm_kq_dotn_k32_scalar;
-    case QLM_TYPE_Q4_0X8: return qlm_q4x8_dotn_rows; // a lone row is a q4_0 row (every path)
+    case QLM_TYPE_Q4_0X8: return dotn_q4_0_scalar; // a lone row is a q4_0 row, dotted exactly (every path; q4x8.c)
     }
     return NULL;
 }

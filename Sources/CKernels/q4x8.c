@@ -16,6 +16,7 @@
 // Rows past the last whole group are stored as plain q4_0 rows and use the scalar row dot.
 #include "qlm_internal.h"
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 #pragma clang fp contract(off)
@@ -36,13 +37,16 @@ static void pack_group(const char *src, size_t rs, int64_t nb, qlm_block_q4_0x8 
     }
 }
 
+// Row r's q4_0 block out of a group block.
+QLM_INLINE void row_block(const qlm_block_q4_0x8 *gb, int r, qlm_block_q4_0 *out) {
+    out->d = gb->d[r];
+    for (int j = 0; j < 16; j++) out->qs[j] = gb->qs[qs_index(r, j)];
+}
+
 static void unpack_group(const qlm_block_q4_0x8 *src, int64_t nb, char *dst, size_t rs) {
     for (int r = 0; r < G; r++) {
         qlm_block_q4_0 *row = (qlm_block_q4_0 *)(dst + (size_t)r * rs);
-        for (int64_t b = 0; b < nb; b++) {
-            row[b].d = src[b].d[r];
-            for (int j = 0; j < 16; j++) row[b].qs[j] = src[b].qs[qs_index(r, j)];
-        }
+        for (int64_t b = 0; b < nb; b++) row_block(&src[b], r, &row[b]);
     }
 }
 
@@ -73,11 +77,10 @@ void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t
     }
     const qlm_block_q4_0x8 *gb = (const qlm_block_q4_0x8 *)((const char *)src + (size_t)(r / G) * G * rs);
     const int rr = (int)(r % G);
-    for (int64_t i = 0; i < n; i++) { // the same expression as the q4_0 row dequantizer
-        const qlm_block_q4_0x8 *bk = &gb[i / QLM_QK];
-        const int j = (int)(i % QLM_QK);
-        const int q = j < 16 ? (bk->qs[qs_index(rr, j)] & 0xF) : (bk->qs[qs_index(rr, j - 16)] >> 4);
-        y[i] = qlm_h2f(bk->d[rr]) * (float)(q - 8);
+    for (int64_t b = 0; b * QLM_QK < n; b++) { // row rr's block b, rebuilt and read by the q4_0 dequantizer
+        qlm_block_q4_0 blk;
+        row_block(&gb[b], rr, &blk);
+        qlm_dequantize_row(QLM_TYPE_Q4_0, &blk, y + b * QLM_QK, n - b * QLM_QK < QLM_QK ? n - b * QLM_QK : QLM_QK);
     }
 }
 
@@ -92,26 +95,11 @@ static void q8i_scalar(void *act, int64_t nb) {
     }
 }
 
-// ---- scalar -----------------------------------------------------------------------------------
-// A plain q4_0 row (a lone row, or a row past the last group) against a q8i activation row.
-static float dot_row_scalar(int64_t nb, const qlm_block_q4_0 *w, const qlm_block_q8i *a) {
-    float s = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-        int32_t is = 0;
-        for (int j = 0; j < 16; j++) {
-            is += ((int32_t)(w[b].qs[j] & 0xF) - 8) * (int32_t)a[b].qs[j];
-            is += ((int32_t)(w[b].qs[j] >> 4) - 8) * (int32_t)a[b].qs[j + 16];
-        }
-        s += (qlm_h2f(w[b].d) * a[b].d) * (float)is;
-    }
-    return s;
-}
-
-void qlm_q4x8_dotn_rows(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
-    for (int r = 0; r < nr; r++)
-        out[r] = dot_row_scalar(nb, (const qlm_block_q4_0 *)((const char *)w + (size_t)r * rs), (const qlm_block_q8i *)act);
-}
+// ---- scalar ---------------------------------------------------------------------------------
+// A plain q4_0 row (a lone row, or a row past the last group) uses the scalar q4_0 row dot: a
+// q8i activation block is read there as q8a (same d and qs offsets; its s is never read).
+_Static_assert(offsetof(qlm_block_q8i, d) == offsetof(qlm_block_q8a, d) && offsetof(qlm_block_q8i, qs) == offsetof(qlm_block_q8a, qs),
+               "q8i must read as q8a for the q4_0 row dot");
 
 // One group (8 rows) against nt activation rows: Y[t * ldy + r].
 static void group_scalar(int64_t nb, const qlm_block_q4_0x8 *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) {
@@ -269,8 +257,8 @@ void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, co
     q4x8_ctx c = {group_kernel(path), (const char *)W, rs, as, nb, groups, T, ldy, chunk, (const char *)act, Y, 0};
     if (nth > 1 && rows * n * T >= QLM_SMALL_PRODUCT && groups >= 2) qlm_pool_run_dynamic(pool, groups_task, &c);
     else groups_range(&c, 0, groups);
+    const qlm_dotn_fn row_dot = qlm_get_dotn(QLM_PATH_SCALAR, QLM_TYPE_Q4_0);
     for (int64_t r = groups * G; r < rows; r++) // rows past the last group: plain q4_0 rows
         for (int64_t t = 0; t < T; t++)
-            Y[t * ldy + r] = dot_row_scalar(nb, (const qlm_block_q4_0 *)((const char *)W + (size_t)r * rs),
-                                            (const qlm_block_q8i *)((const char *)act + (size_t)t * as));
+            row_dot(n, (const char *)W + (size_t)r * rs, rs, (const char *)act + (size_t)t * as, Y + t * ldy + r, 1);
 }

@@ -83,8 +83,6 @@ void qlm_q8a_to_q8i(void *act, int64_t nb);
 // every output bit-identical to the scalar q4_0 dot of the row, on every path.
 void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
                       int64_t T, float *Y, int64_t ldy);
-// q4x8.c: the row dot for a Q4_0X8 row standing alone (a plain q4_0 row), scalar-exact.
-void qlm_q4x8_dotn_rows(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 #define QLM_SMALL_PRODUCT 262144 // rows * n below this: single thread (~10 us of q8_0 work; a pool job costs 1-3 us, more under load)
 
 // Round half away from zero, as roundf.

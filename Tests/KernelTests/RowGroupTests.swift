@@ -133,6 +133,28 @@ final class RowGroupTests: XCTestCase {
         }
     }
 
+    /// GPTQ for q4_0x8 is GPTQ for q4_0, then packed: the same codes and scales.
+    func testGPTQIsQ4_0Packed() {
+        var rng = Rng(85)
+        let rows = 19, n = 64
+        let w = weights(rows: rows, n: n, rng: &rng)
+        var h = [Double](repeating: 0, count: n * n)
+        let x = rng.floats(200 * n)
+        h.withUnsafeMutableBufferPointer { qlm_accum_xtx($0.baseAddress, x, 200, Int64(n)) }
+        func gptq(_ t: Int32) -> [UInt8] {
+            var wm = w
+            var out = [UInt8](repeating: 0xAA, count: rows * qlm_row_size(t, Int64(n)))
+            let rc = wm.withUnsafeMutableBufferPointer { wp in out.withUnsafeMutableBytes {
+                qlm_gptq_quantize(t, wp.baseAddress, Int64(rows), Int64(n), h, 0.01, $0.baseAddress, 2)
+            } }
+            XCTAssertEqual(rc, 0, typeName(t))
+            return out
+        }
+        var plain = gptq(tQ4_0)
+        XCTAssertEqual(plain.withUnsafeMutableBytes { qlm_pack_rows(tQ4X8, $0.baseAddress, Int64(rows), Int64(n)) }, 0)
+        XCTAssertEqual(gptq(tQ4X8), plain)
+    }
+
     /// A q4_0x8 row on its own is a q4_0 row: quantize_row / dequantize_row / vec_dot agree.
     func testLoneRowIsQ4_0() {
         var rng = Rng(84)
