@@ -2,8 +2,6 @@
 // Both use the per-path multi-row dot kernels of dot.c, so every output equals
 // qlm_vec_dot(row, activation) bit for bit on the same path.
 #include "qlm_internal.h"
-#include <stdatomic.h>
-
 
 typedef struct {
     qlm_dotn_fn f;
@@ -13,13 +11,11 @@ typedef struct {
     int64_t rows, n, T, ldy;
     const char *act;
     float *y;
-    int64_t chunk;         // rows per work item (multiple of 4)
-    _Atomic int64_t next;  // next work item (threads take items dynamically)
 } prod_ctx;
 
-// Rows are handed out in chunks from an atomic counter, so a thread that starts late (or not at
-// all: qlm_pool_run_dynamic) just takes fewer chunks. Every row is computed by exactly one thread
-// with the same kernel, so results do not depend on the split.
+// Rows are handed out in chunks by qlm_pool_for, so a thread that starts late (or not at all)
+// just takes fewer chunks. Every row is computed by exactly one thread with the same kernel, so
+// results do not depend on the split.
 static int64_t chunk_rows(int64_t rows, int nth) {
     int64_t c = rows / (8 * (int64_t)nth);
     if (c < 16) c = 16;
@@ -33,20 +29,11 @@ static int64_t chunk_rows(int64_t rows, int nth) {
 #ifndef QLM_MV_NR
 #define QLM_MV_NR 1
 #endif
-static void matvec_range(const prod_ctx *c, int64_t r0, int64_t r1) {
+static void matvec_range(void *p, int64_t r0, int64_t r1) {
+    const prod_ctx *c = (const prod_ctx *)p;
     int64_t r = r0;
     for (; r + QLM_MV_NR <= r1; r += QLM_MV_NR) c->f(c->n, c->W + (size_t)r * c->rs, c->rs, c->act, c->y + r, QLM_MV_NR);
     if (r < r1) c->f(c->n, c->W + (size_t)r * c->rs, c->rs, c->act, c->y + r, (int)(r1 - r));
-}
-
-static void matvec_task(void *p, int ith, int nth) {
-    (void)ith; (void)nth;
-    prod_ctx *c = (prod_ctx *)p;
-    for (;;) {
-        const int64_t r0 = atomic_fetch_add(&c->next, 1) * c->chunk;
-        if (r0 >= c->rows) break;
-        matvec_range(c, r0, r0 + c->chunk < c->rows ? r0 + c->chunk : c->rows);
-    }
 }
 
 void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
@@ -56,10 +43,8 @@ void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     if (!f) return;
     qlm_prepare_act(wtype, x, act, n);
     if (wtype == QLM_TYPE_Q4_0X8) { qlm_q4x8_product(pool, W, rows, n, act, 0, 1, y, rows); return; }
-    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y,
-                  chunk_rows(rows, qlm_pool_size(pool)), 0};
-    if (!pool || qlm_pool_size(pool) == 1 || rows * n < QLM_SMALL_PRODUCT || rows < 8) matvec_range(&c, 0, rows);
-    else qlm_pool_run_dynamic(pool, matvec_task, &c);
+    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y};
+    qlm_pool_for(pool, rows * n >= QLM_SMALL_PRODUCT && rows >= 8, rows, chunk_rows(rows, qlm_pool_size(pool)), matvec_range, &c);
 }
 
 // Prefill. With a register tile (AVX-512 q8_0/q4_0): 2 rows x 4 tokens per call, the two weight
@@ -78,7 +63,8 @@ static void matmul_generic(const prod_ctx *c, int64_t r0, int64_t r1, int64_t t0
     }
 }
 
-static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
+static void matmul_range(void *p, int64_t r0, int64_t r1) {
+    const prod_ctx *c = (const prod_ctx *)p;
     int tr = 0, tt = 0;
     if (!qlm_matmul_tile(c->path, c->type, c->n, NULL, 0, NULL, 0, NULL, 0, &tr, &tt) || c->T < tt) {
         matmul_generic(c, r0, r1, 0, c->T);
@@ -96,29 +82,10 @@ static void matmul_range(const prod_ctx *c, int64_t r0, int64_t r1) {
     if (tfull < c->T) matmul_generic(c, r0, r1, tfull, c->T);
 }
 
-static void matmul_task(void *p, int ith, int nth) {
-    (void)ith; (void)nth;
-    prod_ctx *c = (prod_ctx *)p;
-    for (;;) {
-        const int64_t r0 = atomic_fetch_add(&c->next, 1) * c->chunk;
-        if (r0 >= c->rows) break;
-        matmul_range(c, r0, r0 + c->chunk < c->rows ? r0 + c->chunk : c->rows);
-    }
-}
-
-typedef struct {
-    int32_t wtype; const float *X; char *act; size_t as; int64_t n, T;
-    _Atomic int64_t next; // next group of 4 tokens
-} prep_ctx;
-static void prep_task(void *p, int ith, int nth) {
-    (void)ith; (void)nth;
-    prep_ctx *c = (prep_ctx *)p;
-    for (;;) {
-        const int64_t t0 = atomic_fetch_add(&c->next, 1) * 4;
-        if (t0 >= c->T) break;
-        for (int64_t t = t0; t < t0 + 4 && t < c->T; t++)
-            qlm_prepare_act(c->wtype, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
-    }
+typedef struct { int32_t wtype; const float *X; char *act; size_t as; int64_t n; } prep_ctx;
+static void prep_range(void *p, int64_t t0, int64_t t1) {
+    const prep_ctx *c = (const prep_ctx *)p;
+    for (int64_t t = t0; t < t1; t++) qlm_prepare_act(c->wtype, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
 }
 
 void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
@@ -129,12 +96,9 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     if (!f) return;
     const size_t as = qlm_act_row_size(wtype, n);
     const int parallel = pool && qlm_pool_size(pool) > 1 && rows * n * T >= QLM_SMALL_PRODUCT && rows >= 8;
-    prep_ctx pc = {wtype, X, (char *)act, as, n, T, 0};
-    if (parallel && T * n >= QLM_SMALL_PRODUCT) qlm_pool_run_dynamic(pool, prep_task, &pc);
-    else prep_task(&pc, 0, 1);
+    prep_ctx pc = {wtype, X, (char *)act, as, n};
+    qlm_pool_for(pool, parallel && T * n >= QLM_SMALL_PRODUCT, T, 4, prep_range, &pc); // 4 tokens per item
     if (wtype == QLM_TYPE_Q4_0X8) { qlm_q4x8_product(pool, W, rows, n, act, as, T, Y, ldy); return; }
-    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y,
-                  chunk_rows(rows, qlm_pool_size(pool)), 0};
-    if (parallel) qlm_pool_run_dynamic(pool, matmul_task, &c);
-    else matmul_range(&c, 0, rows);
+    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y};
+    qlm_pool_for(pool, parallel, rows, chunk_rows(rows, qlm_pool_size(pool)), matmul_range, &c);
 }

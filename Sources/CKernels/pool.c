@@ -196,3 +196,27 @@ void qlm_pool_run_dynamic(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
     const uint64_t st = atomic_fetch_or(&pool->state, STATE_CLOSED);
     wait_done(pool, (int)(st & 0x7FFFFFFFu));
 }
+
+typedef struct {
+    qlm_range_fn fn;
+    void *ctx;
+    int64_t total, chunk;
+    _Atomic int64_t next;
+} range_job;
+
+static void range_task(void *p, int ith, int nth) {
+    (void)ith; (void)nth;
+    range_job *j = (range_job *)p;
+    for (;;) {
+        const int64_t lo = atomic_fetch_add(&j->next, 1) * j->chunk;
+        if (lo >= j->total) break;
+        j->fn(j->ctx, lo, lo + j->chunk < j->total ? lo + j->chunk : j->total);
+    }
+}
+
+void qlm_pool_for(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_fn fn, void *ctx) {
+    if (total <= 0) return;
+    if (!parallel || !pool || pool->n == 1 || chunk <= 0 || chunk >= total) { fn(ctx, 0, total); return; }
+    range_job j = {fn, ctx, total, chunk, 0};
+    qlm_pool_run_dynamic(pool, range_task, &j);
+}

@@ -15,7 +15,6 @@
 // every path equals the scalar q4_0 dot of the de-interleaved row bit for bit.
 // Rows past the last whole group are stored as plain q4_0 rows and use the scalar row dot.
 #include "qlm_internal.h"
-#include <stdatomic.h>
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -217,28 +216,18 @@ typedef struct {
     group_fn f;
     const char *W;
     size_t rs, as;
-    int64_t nb, groups, T, ldy, chunk;
+    int64_t nb, T, ldy;
     const char *act;
     float *Y;
-    _Atomic int64_t next;
 } q4x8_ctx;
 
-static void groups_range(const q4x8_ctx *c, int64_t g0, int64_t g1) {
+static void groups_range(void *p, int64_t g0, int64_t g1) {
+    const q4x8_ctx *c = (const q4x8_ctx *)p;
     for (int64_t g = g0; g < g1; g++) {
         const qlm_block_q4_0x8 *w = (const qlm_block_q4_0x8 *)(c->W + (size_t)g * G * c->rs);
         for (int64_t t = 0; t < c->T; t += 4)
             c->f(c->nb, w, c->act + (size_t)t * c->as, c->as, c->Y + t * c->ldy + g * G, c->ldy,
                  (int)(c->T - t < 4 ? c->T - t : 4));
-    }
-}
-
-static void groups_task(void *p, int ith, int nth) {
-    (void)ith; (void)nth;
-    q4x8_ctx *c = (q4x8_ctx *)p;
-    for (;;) {
-        const int64_t g0 = atomic_fetch_add(&c->next, 1) * c->chunk;
-        if (g0 >= c->groups) break;
-        groups_range(c, g0, g0 + c->chunk < c->groups ? g0 + c->chunk : c->groups);
     }
 }
 
@@ -254,9 +243,8 @@ void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, co
     const int64_t per = T == 1 ? 2 : 8;
     int64_t chunk = (groups + per * nth - 1) / (per * (int64_t)nth);
     if (chunk < 2) chunk = 2;
-    q4x8_ctx c = {group_kernel(path), (const char *)W, rs, as, nb, groups, T, ldy, chunk, (const char *)act, Y, 0};
-    if (nth > 1 && rows * n * T >= QLM_SMALL_PRODUCT && groups >= 2) qlm_pool_run_dynamic(pool, groups_task, &c);
-    else groups_range(&c, 0, groups);
+    q4x8_ctx c = {group_kernel(path), (const char *)W, rs, as, nb, T, ldy, (const char *)act, Y};
+    qlm_pool_for(pool, rows * n * T >= QLM_SMALL_PRODUCT, groups, chunk, groups_range, &c);
     const qlm_dotn_fn row_dot = qlm_get_dotn(QLM_PATH_SCALAR, QLM_TYPE_Q4_0);
     for (int64_t r = groups * G; r < rows; r++) // rows past the last group: plain q4_0 rows
         for (int64_t t = 0; t < T; t++)
