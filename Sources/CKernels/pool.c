@@ -220,3 +220,65 @@ void qlm_pool_for(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, ql
     range_job j = {fn, ctx, total, chunk, 0};
     qlm_pool_run_dynamic(pool, range_task, &j);
 }
+
+// ---- contiguous shares, balanced by taking chunks from the back ----------------------------
+// Measured (GPT-2-small decode products, q4_0x8, 2 threads, alternating in one process with a
+// read of the same bytes): 0.93 of that read with two interleaved pieces per thread from
+// qlm_pool_for, 0.99-1.01 with shares in chunks of 8 groups; q8_0 1.02 -> 1.07-1.09.
+#define SHARES_MAX 64
+
+typedef struct {
+    qlm_range_fn fn;
+    void *ctx;
+    int nth;
+    int64_t chunk;
+    // share[i].v = lo << 32 | hi: what is left of thread i's share. The owner advances lo, other
+    // threads lower hi, both by compare-and-swap. One cache line per share.
+    struct { _Alignas(64) _Atomic uint64_t v; } share[SHARES_MAX];
+} shares_job;
+
+static int take(_Atomic uint64_t *a, int64_t chunk, int front, int64_t *lo, int64_t *hi) {
+    uint64_t v = atomic_load_explicit(a, memory_order_relaxed);
+    for (;;) {
+        const int64_t l = (int64_t)(v >> 32), h = (int64_t)(uint32_t)v;
+        if (l >= h) return 0;
+        uint64_t nv;
+        if (front) { *lo = l; *hi = l + chunk < h ? l + chunk : h; nv = ((uint64_t)*hi << 32) | (uint64_t)h; }
+        else { *lo = h - chunk > l ? h - chunk : l; *hi = h; nv = ((uint64_t)l << 32) | (uint64_t)*lo; }
+        if (atomic_compare_exchange_weak(a, &v, nv)) return 1;
+    }
+}
+
+static void shares_task(void *p, int ith, int nth) {
+    (void)nth;
+    shares_job *j = (shares_job *)p;
+    int64_t lo, hi;
+    while (take(&j->share[ith].v, j->chunk, 1, &lo, &hi)) j->fn(j->ctx, lo, hi);
+    for (;;) { // own share done: help the share with the most left, from its back
+        int best = -1;
+        int64_t most = 0;
+        for (int i = 0; i < j->nth; i++) {
+            const uint64_t v = atomic_load_explicit(&j->share[i].v, memory_order_relaxed);
+            const int64_t left = (int64_t)(uint32_t)v - (int64_t)(v >> 32);
+            if (left > most) { most = left; best = i; }
+        }
+        if (best < 0) return;
+        if (take(&j->share[best].v, j->chunk, 0, &lo, &hi)) j->fn(j->ctx, lo, hi);
+    }
+}
+
+void qlm_pool_for_shares(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_fn fn, void *ctx) {
+    if (total <= 0) return;
+    if (!parallel || !pool || pool->n == 1 || chunk <= 0 || chunk >= total) { fn(ctx, 0, total); return; }
+    if (pool->n > SHARES_MAX || total > INT32_MAX) { qlm_pool_for(pool, parallel, total, chunk, fn, ctx); return; }
+    shares_job j;
+    j.fn = fn;
+    j.ctx = ctx;
+    j.nth = pool->n;
+    j.chunk = chunk;
+    for (int i = 0; i < j.nth; i++)
+        atomic_init(&j.share[i].v, ((uint64_t)(total * i / j.nth) << 32) | (uint64_t)(total * (i + 1) / j.nth));
+    // Dynamic: a worker that joins late finds its share partly taken from the back, and one that
+    // never joins (the caller took everything) is not waited for.
+    qlm_pool_run_dynamic(pool, shares_task, &j);
+}

@@ -112,12 +112,7 @@ void qlm_kq_dotn_k32_avx512(int64_t n, const void *w, size_t rs, const void *act
 // by the time the caller finished its own call skip it. fn must share work dynamically (e.g. an
 // atomic chunk counter in ctx) and not rely on ith. Not reentrant.
 void qlm_pool_run_dynamic(qlm_pool *pool, qlm_task_fn fn, void *ctx);
-// fn(ctx, lo, hi) over [0, total) in pieces of `chunk` items handed out from an atomic counter
-// to the pool's threads (a thread that starts late just takes fewer; every item is done once).
-// On the calling thread alone (one call, [0, total)) when !parallel, pool is NULL or single, or
-// one piece covers everything.
-typedef void (*qlm_range_fn)(void *ctx, int64_t lo, int64_t hi);
-void qlm_pool_for(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_fn fn, void *ctx);
+// qlm_pool_for and qlm_pool_for_shares are declared in qlm_kernels.h (tests call them).
 
 // ---- dots (dot.c) ------------------------------------------------------------------------
 // Dot of nr (1..4) consecutive weight rows (stride `rs` bytes) with one activation row.

@@ -37,6 +37,48 @@ final class PoolTests: XCTestCase {
         // create/destroy churn (destroy joins its threads)
         for _ in 0..<50 { qlm_pool_destroy(qlm_pool_create(2)) }
     }
+
+    /// Both range schedulers call fn on disjoint pieces that cover [0, total) exactly once, each
+    /// piece at most `chunk` items when run in parallel, for any thread count, including when the
+    /// first share's owner is slow (the others then take its chunks from the back).
+    func testRangeSchedulersCoverEveryItemOnce() {
+        struct Ctx { var counts: UnsafeMutablePointer<Int32>; var total: Int64; var maxPiece: Int64; var bad: Int32; var slowBelow: Int64 }
+        let fn: qlm_range_fn = { raw, lo, hi in
+            let c = raw!.assumingMemoryBound(to: Ctx.self)
+            if lo < 0 || hi > c.pointee.total || lo >= hi { c.pointee.bad += 1; return }
+            if lo < c.pointee.slowBelow { usleep(20) }
+            for i in Int(lo) ..< Int(hi) { c.pointee.counts[i] += 1 }
+            // pieces never overlap, so this max is only written by one thread at a time per piece;
+            // a torn update could only make the check weaker, never fail it wrongly
+            if hi - lo > c.pointee.maxPiece { c.pointee.maxPiece = hi - lo }
+        }
+        for nt in [1, 2, 3] {
+            let pool = qlm_pool_create(Int32(nt))!
+            defer { qlm_pool_destroy(pool) }
+            for shares in [false, true] {
+                for total: Int64 in [1, 2, 7, 100, 1001, 4096] {
+                    for chunk: Int64 in [1, 3, 8, 64, 5000] {
+                        for slow in [false, true] {
+                            let counts = UnsafeMutablePointer<Int32>.allocate(capacity: Int(total))
+                            counts.initialize(repeating: 0, count: Int(total))
+                            defer { counts.deallocate() }
+                            var ctx = Ctx(counts: counts, total: total, maxPiece: 0, bad: 0, slowBelow: slow ? total / 2 : 0)
+                            if shares { qlm_pool_for_shares(pool, 1, total, chunk, fn, &ctx) }
+                            else { qlm_pool_for(pool, 1, total, chunk, fn, &ctx) }
+                            let label = "shares=\(shares) threads=\(nt) total=\(total) chunk=\(chunk) slow=\(slow)"
+                            XCTAssertEqual(ctx.bad, 0, label)
+                            XCTAssertTrue((0 ..< Int(total)).allSatisfy { counts[$0] == 1 }, label)
+                            if nt == 1 || chunk >= total { // one call covers everything
+                                XCTAssertEqual(ctx.maxPiece, total, label)
+                            } else { // pieces of at most `chunk` (shares: also at most one share)
+                                XCTAssertLessThanOrEqual(ctx.maxPiece, shares ? min(chunk, (total + Int64(nt) - 1) / Int64(nt)) : chunk, label)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 final class CRCTests: XCTestCase {

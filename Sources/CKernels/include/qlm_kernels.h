@@ -153,6 +153,17 @@ qlm_pool *qlm_pool_create(int n_threads);
 void qlm_pool_destroy(qlm_pool *pool);
 int qlm_pool_size(const qlm_pool *pool);
 void qlm_pool_run(qlm_pool *pool, qlm_task_fn fn, void *ctx);
+// fn(ctx, lo, hi) over [0, total): every item exactly once, on the calling thread alone (one
+// call, [0, total)) when !parallel, pool is NULL or single, or one piece covers everything.
+typedef void (*qlm_range_fn)(void *ctx, int64_t lo, int64_t hi);
+// Pieces of `chunk` items handed out from one atomic counter (a thread that starts late just
+// takes fewer). Used where work is compute-bound (prefill).
+void qlm_pool_for(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_fn fn, void *ctx);
+// Each thread owns a contiguous share ([total*i/n, total*(i+1)/n)) and works through it front to
+// back, `chunk` items at a time; a thread whose share is done takes chunks from the back of the
+// share with the most left. Each thread reads one forward stream (what the hardware prefetcher
+// follows best) and the end stays balanced. Used where work streams weights from memory (decode).
+void qlm_pool_for_shares(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_fn fn, void *ctx);
 
 // ---- Products (dequantization fused into the product) -------------------------------------
 // y[rows] = W[rows, n] . x[n]. `act` is scratch of qlm_act_row_size(wtype, n) bytes.
