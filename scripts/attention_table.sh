@@ -28,7 +28,7 @@ NTOK=$(tr ',' '\n' < "$TMP/ids.txt" | wc -l)
 
 budget() { # pattern sinks tokens -> bytes (stories260K: 5 layers, 4 KV heads, head_dim 8, ctx 512)
     local s="$2"; [ "$1" = dense ] && s=0
-    "$RUN" kv-budget --layers 5 --kv-heads 4 --head-dim 8 --ctx 512 --attention "$1" --sinks "$s" --tokens "$3" --json | jq '.bytes[0]'
+    "$RUN" kv-budget --layers 5 --kv-heads 4 --head-dim 8 --ctx 512 --attention "$1" --sinks "$s" --tokens "$3" --kv-type f32 --json | jq '.bytes[0]'
 }
 kib() { awk -v b="$1" 'BEGIN { printf "%.1f KiB", b / 1024 }'; }
 
@@ -55,7 +55,7 @@ row() { # pattern sinks positions
     args=(--attention "$pat")
     [ "$s" -gt 0 ] && args+=(--sinks "$s")
     args+=(--positions "${pos/-/cache}")
-    local cmd=("$RUN" perplexity "$TMP/s.qlm" --ids-file "$TMP/ids.txt" --ctx 512 --stride 256 --json "${args[@]}")
+    local cmd=("$RUN" perplexity "$TMP/s.qlm" --ids-file "$TMP/ids.txt" --ctx 512 --stride 256 --kv-type f32 --json "${args[@]}")
     local j; j=$("${cmd[@]}")
     local ppl alloc
     ppl=$(echo "$j" | jq -r '.models[0].perplexity | . * 10000 | round / 10000')
@@ -81,7 +81,7 @@ row strided:64,16 4 absolute
 
 {
 echo
-echo "Command per row: \`run perplexity stories-f32.qlm --ids-file IDS --ctx 512 --stride 256 --attention PATTERN [--sinks S] [--positions absolute] --json\`"
+echo "Command per row: \`run perplexity stories-f32.qlm --ids-file IDS --ctx 512 --stride 256 --kv-type f32 --attention PATTERN [--sinks S] [--positions absolute] --json\`"
 echo "with IDS from \`run tokenize --tokenizer stories-f32.qlm --text tinystories_valid_first1000.txt --join-documents '<|endoftext|>'\`."
 echo
 echo "## KV bytes from hyper-parameters alone (f32 KV; f16 halves them, q8_0 ≈ (hd+4)/(4·hd))"
@@ -101,10 +101,10 @@ for m in "GPT-2 small:12:12:64:1024" "GPT-2 medium:24:16:64:1024" "GPT-2 XL:48:2
     IFS=: read -r name L H D C <<< "$m"
     for pat in dense banded:256 alternating:256 strided:256,64; do
         s=4; [ "$pat" = dense ] && s=0; [ "$pat" = alternating:256 ] && s=0
-        b=$("$RUN" kv-budget --layers "$L" --kv-heads "$H" --head-dim "$D" --ctx "$C" --attention "$pat" --sinks "$s" --tokens 512,2048,4096 --json)
+        b=$("$RUN" kv-budget --layers "$L" --kv-heads "$H" --head-dim "$D" --ctx "$C" --attention "$pat" --sinks "$s" --tokens 512,2048,4096 --kv-type f32 --json)
         echo "| $name | $pat | $s | $(mib "$(echo "$b" | jq '.bytes[0]')") | $(mib "$(echo "$b" | jq '.bytes[1]')") | $(mib "$(echo "$b" | jq '.bytes[2]')") |" >> "$OUT"
     done
 done
 echo >> "$OUT"
-echo "Command: \`run kv-budget --layers L --kv-heads H --head-dim D --ctx C --attention PATTERN --sinks S --tokens 512,2048,4096\`" >> "$OUT"
+echo "Command: \`run kv-budget --layers L --kv-heads H --head-dim D --ctx C --attention PATTERN --sinks S --tokens 512,2048,4096 --kv-type f32\`" >> "$OUT"
 echo "wrote $OUT" >&2

@@ -13,12 +13,12 @@ RUN=.build/release/run
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT
 .build/release/convert "$SHARED/models/stories260K/stories260K.bin" --tokenizer "$SHARED/models/stories260K/tok512.bin" \
     -o "$TMP/s.qlm" --type f32 >/dev/null
-GEN=(--prompt "Once upon a time" --temperature 0.8 --top-p 0.9 --seed 7 --ignore-eos --threads 1 --json)
+GEN=(--prompt "Once upon a time" --temperature 0.8 --top-p 0.9 --seed 7 --ignore-eos --threads 1 --kv-type f32 --json)
 
 score() { # json file -> dense-model perplexity of its last 512 generated tokens
     jq -r '.result.tokens[-512:] | map(tostring) | join(",")' "$1" > "$TMP/ids.txt"
     local n; n=$(tr ',' '\n' < "$TMP/ids.txt" | wc -l)
-    "$RUN" perplexity "$TMP/s.qlm" --ids-file "$TMP/ids.txt" --ctx "$n" --stride "$n" --json | jq -r '.models[0].perplexity | . * 1000 | round / 1000'
+    "$RUN" perplexity "$TMP/s.qlm" --ids-file "$TMP/ids.txt" --ctx "$n" --stride "$n" --kv-type f32 --json | jq -r '.models[0].perplexity | . * 1000 | round / 1000'
 }
 
 echo "| run | tokens | stop | KV cache bytes | peak RSS | ppl of last 512 (dense model) |"

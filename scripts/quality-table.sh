@@ -37,8 +37,8 @@ for v in "${VARIANTS[@]}"; do
 done
 names=(); for v in "${VARIANTS[@]}"; do names+=("${v%%|*}"); done
 raw=(); zst=(); for n in "${names[@]}"; do raw+=("$OUT/$n.raw.qlm"); zst+=("$OUT/$n.zstd.qlm"); done
-$B/run compare "${raw[@]}" --text $TEXT --protocol documents --max-docs 200 --ctx 512 --json > "$OUT/compare.raw.json"
-$B/run compare "${zst[@]}" --text $TEXT --protocol documents --max-docs 200 --ctx 512 --json > "$OUT/compare.zstd.json"
+$B/run compare "${raw[@]}" --text $TEXT --protocol documents --max-docs 200 --ctx 512 --kv-type f32 --json > "$OUT/compare.raw.json"
+$B/run compare "${zst[@]}" --text $TEXT --protocol documents --max-docs 200 --ctx 512 --kv-type f32 --json > "$OUT/compare.zstd.json"
 python3 - "$OUT" <<'PY' | tee "$OUT/table.md"
 import json, sys, os
 out = sys.argv[1]

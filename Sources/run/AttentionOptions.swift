@@ -14,8 +14,8 @@ struct AttentionOptions: ParsableArguments {
     @Option(name: .long, help: "Keep the first S tokens visible in every banded/strided layer (attention sinks; S < W).")
     var sinks: Int = 0
 
-    @Option(name: .long, help: "KV cache element type: f32, f16 or q8_0 (one scale per head vector).")
-    var kvType: String = "f32"
+    @Option(name: .long, help: "KV cache element type: f16 (default; half of f32's bytes, perplexity within 0.01%), f32 (exact), or q8_0 (one scale per head vector).")
+    var kvType: String = "f16"
 
     @Option(name: .long, help: "Rotary positions: absolute, or cache (StreamingLLM re-indexing inside the window; default for rotary models whose every layer is banded).")
     var positions: String?
@@ -30,6 +30,6 @@ struct AttentionOptions: ParsableArguments {
 
     var config: AttentionConfig {
         AttentionConfig(attention: attention, layerList: attentionLayers.map(AttentionConfig.splitLayerList), sinks: sinks,
-                        kvType: KVType(rawValue: kvType.lowercased()) ?? .f32, positions: positions.flatMap(PositionMode.init(rawValue:)))
+                        kvType: KVType(rawValue: kvType.lowercased()) ?? .f16, positions: positions.flatMap(PositionMode.init(rawValue:)))
     }
 }

@@ -22,7 +22,7 @@ struct KVBudgetCommand: ParsableCommand {
     @Option(name: .long, help: "Attention patterns to report, separated by ';' (each as --attention takes).")
     var attention: String = "dense"
     @Option(name: .long, help: "Sinks.") var sinks: Int = 0
-    @Option(name: .long, help: "f32, f16 or q8_0.") var kvType: String = "f32"
+    @Option(name: .long, help: "f32, f16 or q8_0.") var kvType: String = "f16"
     @Flag(name: .long, help: "JSON lines instead of a table.") var json = false
 
     func run() throws {

@@ -186,7 +186,7 @@ final class AttentionTests: XCTestCase {
         ]
         for (spec, s, pat) in cases {
             for batch in [1, 64] {
-                let m = try load(url, AttentionConfig(attention: spec, sinks: s, positions: .absolute), maxBatch: batch)
+                let m = try load(url, AttentionConfig(attention: spec, sinks: s, kvType: .f32, positions: .absolute), maxBatch: batch)
                 let mask: (Int, Int) -> Bool = { p, j in
                     switch pat {
                     case .dense: return true
@@ -213,7 +213,7 @@ final class AttentionTests: XCTestCase {
         let hp = base.model.hparams
         let ids: [Int32] = (0 ..< 128).map { Int32(($0 * 104729 + 5) % 50257) }
         for (spec, s, w, k) in [("banded:10", 2, 10, 0), ("strided:9,4", 1, 9, 4)] {
-            let m = try load(g, AttentionConfig(attention: spec, sinks: s))
+            let m = try load(g, AttentionConfig(attention: spec, sinks: s, kvType: .f32))
             let refCache = ReferenceMaskCache(hp: hp, mask: { p, j in p - j < w || (k > 0 && j % k == 0) || j < s })
             let ref = try GPT2(weights: base.weights, compute: base.model.compute, cache: refCache, maxBatch: 64)
             let a = try Self.logits(m.model, ids), b = try Self.logits(ref, ids)
@@ -230,7 +230,7 @@ final class AttentionTests: XCTestCase {
         let hp = base.model.hparams
         let ids = try Self.storyTokens(300, tokenizer: base.tokenizer)
         for (spec, s, w, k) in [("banded:16", 4, 16, 0), ("banded:32", 0, 32, 0), ("strided:16,8", 2, 16, 8)] {
-            let m = try load(url, AttentionConfig(attention: spec, sinks: s, positions: .cache))
+            let m = try load(url, AttentionConfig(attention: spec, sinks: s, kvType: .f32, positions: .cache))
             let refCache = ReferenceMaskCache(hp: hp, mask: { p, j in p - j < w || (k > 0 && j % k == 0) || j < s },
                                               reindexFreq: Self.ropeFreq(hp))
             let ref = try Llama(weights: base.weights, compute: base.model.compute, cache: refCache, maxBatch: 64)
@@ -238,7 +238,7 @@ final class AttentionTests: XCTestCase {
             let d = Self.maxDiff(a, b)
             XCTAssertLessThanOrEqual(d, 1e-3, spec)
             // And it differs from absolute positions once the window has moved (sinks / strided keys).
-            let absolute = try Self.logits(load(url, AttentionConfig(attention: spec, sinks: s, positions: .absolute)).model, ids)
+            let absolute = try Self.logits(load(url, AttentionConfig(attention: spec, sinks: s, kvType: .f32, positions: .absolute)).model, ids)
             if s > 0 || k > 0 { XCTAssertGreaterThan(Self.maxDiff(a, absolute), 1e-3, spec) }
         }
     }
@@ -252,7 +252,7 @@ final class AttentionTests: XCTestCase {
         let url = try Fixtures.stories(.f32)
         for spec in ["dense", "banded:64"] {
             let s = spec == "dense" ? 0 : 4
-            let f32 = try load(url, AttentionConfig(attention: spec, sinks: s))
+            let f32 = try load(url, AttentionConfig(attention: spec, sinks: s, kvType: .f32))
             let ids = try Self.storyTokens(300, tokenizer: f32.tokenizer)
             let ref = try Self.logits(f32.model, ids)
             let refNLL = Self.meanNLL(ref, ids)
@@ -274,7 +274,7 @@ final class AttentionTests: XCTestCase {
         // GPT-2 (head_dim 16).
         let g = try Fixtures.gpt2(.f32)
         let gids: [Int32] = (0 ..< 100).map { Int32(($0 * 7919 + 13) % 50257) }
-        let gref = try Self.logits(load(g, AttentionConfig()).model, gids)
+        let gref = try Self.logits(load(g, AttentionConfig(kvType: .f32)).model, gids)
         let gq = try Self.logits(load(g, AttentionConfig(kvType: .q8_0)).model, gids)
         print("KV q8_0 GPT-2: max |Δlogit| \(Self.maxDiff(gq, gref)), mean \(Self.meanAbsDiff(gq, gref))")
         XCTAssertLessThanOrEqual(Self.meanAbsDiff(gq, gref), 0.02)
@@ -310,13 +310,14 @@ final class AttentionTests: XCTestCase {
         let hp = try load(url, AttentionConfig()).model.hparams   // 5 layers, 4 KV heads × 8
         let row = hp.nKVHead * hp.headDim * 4
         func bytes(_ c: AttentionConfig) throws -> Int { try load(url, c).model.cache.bytes }
-        XCTAssertEqual(try bytes(AttentionConfig()), 5 * 2 * 512 * row)
-        XCTAssertEqual(try bytes(AttentionConfig(attention: "banded:128", sinks: 4)), 5 * 2 * 132 * row)
+        XCTAssertEqual(try bytes(AttentionConfig(kvType: .f32)), 5 * 2 * 512 * row)
+        XCTAssertEqual(try bytes(AttentionConfig()), 5 * 2 * 512 * row / 2) // the default cache is f16
+        XCTAssertEqual(try bytes(AttentionConfig(attention: "banded:128", sinks: 4, kvType: .f32)), 5 * 2 * 132 * row)
         XCTAssertEqual(try bytes(AttentionConfig(attention: "banded:128", sinks: 4, kvType: .f16)), 5 * 2 * 132 * row / 2)
         XCTAssertEqual(try bytes(AttentionConfig(attention: "banded:128", sinks: 4, kvType: .q8_0)), 5 * 2 * 132 * 4 * (8 + 4))
-        XCTAssertEqual(try bytes(AttentionConfig(attention: "alternating:64")), (3 * 512 + 2 * 64) * 2 * row)
+        XCTAssertEqual(try bytes(AttentionConfig(attention: "alternating:64", kvType: .f32)), (3 * 512 + 2 * 64) * 2 * row)
         // strided:64,16, 2 sinks: 2 + 64 ring + multiples of 16 in [2, 512) = 31.
-        XCTAssertEqual(try bytes(AttentionConfig(attention: "strided:64,16", sinks: 2)), 5 * 2 * (2 + 64 + 31) * row)
+        XCTAssertEqual(try bytes(AttentionConfig(attention: "strided:64,16", sinks: 2, kvType: .f32)), 5 * 2 * (2 + 64 + 31) * row)
         XCTAssertEqual(KVBudget.slots(.strided(window: 64, stride: 16), sinks: 2, tokens: 512), 2 + 64 + 31)
         XCTAssertEqual(KVBudget.slots(.banded(window: 128), sinks: 4, tokens: 4096), 132)
         XCTAssertEqual(KVBudget.slots(.banded(window: 128), sinks: 4, tokens: 100), 100)
@@ -338,7 +339,7 @@ final class AttentionTests: XCTestCase {
             bytes.append(r.kvCacheBytes)
         }
         XCTAssertEqual(bytes[0], bytes[1])
-        XCTAssertEqual(bytes[0], 5 * 2 * 132 * 4 * 8 * 4)
+        XCTAssertEqual(bytes[0], 5 * 2 * 132 * 4 * 8 * 2) // 132 slots × 4 KV heads × 8 dims, f16 (the default)
     }
 
     /// Positions a model cannot represent are refused, never wrapped: GPT-2 (learned positions)

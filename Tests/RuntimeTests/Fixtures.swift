@@ -95,8 +95,11 @@ enum Fixtures {
         return out
     }
 
-    static func load(_ url: URL, threads: Int = 2, maxBatch: Int = 64) throws -> LoadedModel {
-        try LoadedModel(path: url.path, options: LoadOptions(threads: threads, maxBatch: maxBatch))
+    /// Loads with an f32 KV cache unless told otherwise: these tests compare the model's
+    /// arithmetic with f32/f64 references (the runtime's default cache is f16; AttentionTests
+    /// bound what f16 and q8_0 caches change).
+    static func load(_ url: URL, threads: Int = 2, maxBatch: Int = 64, kvType: KVType = .f32) throws -> LoadedModel {
+        try LoadedModel(path: url.path, options: LoadOptions(threads: threads, maxBatch: maxBatch, attention: AttentionConfig(kvType: kvType)))
     }
 
     /// Logits of every position, [T][vocab].

@@ -122,7 +122,7 @@ final class BenchAccountingTests: XCTestCase {
         let prompt = 5, gen = 7
         for (attention, sinks, visible) in [("dense", 0, { (p: Int) in p + 1 }), ("banded:3", 1, { (p: Int) in min(p + 1, 1 + 3) })] {
             let r = try Bench.model(path: url.path, threads: 1, promptTokens: prompt, genTokens: gen, reps: 1, probeBytes: 1 << 20,
-                                    attention: AttentionConfig(attention: attention, sinks: sinks))
+                                    attention: AttentionConfig(attention: attention, sinks: sinks, kvType: .f32))
             let want = (prompt ..< prompt + gen).map { visible($0) * 2 * row * hp.nLayer }.reduce(0, +)
             XCTAssertEqual(r.kvBytesPerToken, Double(want) / Double(gen), attention)
             XCTAssertEqual(r.bandwidthRatioWithKV / r.bandwidthRatio, (Double(r.weightBytesPerToken) + r.kvBytesPerToken) / Double(r.weightBytesPerToken),

@@ -127,7 +127,7 @@ public struct AttentionConfig: Sendable {
     /// `.absolute` otherwise.
     public var positions: PositionMode?
 
-    public init(attention: String = "dense", layerList: [String]? = nil, sinks: Int = 0, kvType: KVType = .f32,
+    public init(attention: String = "dense", layerList: [String]? = nil, sinks: Int = 0, kvType: KVType = .f16,
                 positions: PositionMode? = nil) {
         self.attention = attention; self.layerList = layerList; self.sinks = sinks; self.kvType = kvType; self.positions = positions
     }
