@@ -9,7 +9,7 @@ struct BenchCmd: ParsableCommand {
         commandName: "bench",
         abstract: "Benchmark a model (load, prefill, decode) or every kernel, against a bandwidth probe run alongside.",
         discussion: """
-        Decoding a large model is bound by memory bandwidth: every token reads every weight once. The bench measures this machine's sequential-read bandwidth in the same run and reports decode as a share of it (bandwidth_ratio: weight bytes only; bandwidth_ratio_with_kv also counts the KV-cache bytes attention reads). Results are medians over --reps, with min and max.
+        Decoding a large model is bound by memory bandwidth: every token reads every weight once. The bench measures this machine's sequential-read bandwidth in the same run, with one probe read after each decode rep, and reports decode as a share of it: for each rep, its GB/s over the probe reads just before and after it, median over reps (bandwidth_ratio: weight bytes only; bandwidth_ratio_with_kv also counts the KV-cache bytes attention reads). Results are medians over --reps, with min and max.
 
         Examples:
           run bench gpt2-small-q8.qlm --prompt-tokens 128 --gen-tokens 128 --threads 2
@@ -112,7 +112,7 @@ struct BenchCmd: ParsableCommand {
               prefill          \(s(r.prefillTokensPerSecond)) tok/s over \(r.promptTokens) tokens, \(String(format: "%.1f", r.prefillGFLOPS)) GFLOP/s
               decode           \(s(r.decodeTokensPerSecond)) tok/s over \(r.genTokens) tokens
               weights/token    \(formatBytes(r.weightBytesPerToken))
-              effective        \(String(format: "%.2f", r.effectiveGBPerSecond)) GB/s = \(String(format: "%.2f", r.bandwidthRatio)) of the probe's \(String(format: "%.1f", r.bandwidth.gbPerSecond.median)) GB/s
+              effective        \(String(format: "%.2f", r.effectiveGBPerSecond)) GB/s; \(String(format: "%.2f", r.bandwidthRatio)) of the probe read around each rep (median; probe \(s(r.bandwidth.gbPerSecond)) GB/s)
               decode ms/token  products \(String(format: "%.3f", r.decodeBreakdown.products)), attention \(String(format: "%.3f", r.decodeBreakdown.attention)), other \(String(format: "%.3f", r.decodeBreakdown.other))
               KV cache         \(formatBytes(r.kvCacheBytes)); attention reads \(formatBytes(Int(r.kvBytesPerToken)))/token: weights + KV = \(String(format: "%.2f", r.bandwidthRatioWithKV)) of the probe
               peak RSS         \(formatBytes(r.memory.peakRSS)) (anon \(formatBytes(r.memory.rssAnon)), file \(formatBytes(r.memory.rssFile)) now; sampled peaks anon \(formatBytes(r.memory.peakRSSAnon)), file \(formatBytes(r.memory.peakRSSFile)))

@@ -134,5 +134,15 @@ final class BenchAccountingTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(b.other, 0, attention)
             XCTAssertEqual(b.products + b.attention + b.other, 1000 / r.decodeTokensPerSecond.median, accuracy: 1e-6 * 1000 / r.decodeTokensPerSecond.median)
         }
+        // Several reps: the ratio is the median of each rep's decode GB/s over the probe reads
+        // around that rep (interleaved with the reps), not a ratio of two separate medians.
+        let r = try Bench.model(path: url.path, threads: 1, promptTokens: prompt, genTokens: gen, reps: 3, probeBytes: 1 << 20,
+                                attention: AttentionConfig(kvType: .f32))
+        XCTAssertEqual(r.decodeTokensPerSecondPerRep.count, 3)
+        XCTAssertEqual(r.probeGBPerSecondAroundRep.count, 3)
+        XCTAssertTrue(r.probeGBPerSecondAroundRep.allSatisfy { $0 > 0 && $0.isFinite })
+        XCTAssertEqual(r.decodeTokensPerSecond.median, r.decodeTokensPerSecondPerRep.sorted()[1])
+        let perRep = (0 ..< 3).map { Double(r.weightBytesPerToken) * r.decodeTokensPerSecondPerRep[$0] / 1e9 / r.probeGBPerSecondAroundRep[$0] }
+        XCTAssertEqual(r.bandwidthRatio, perRep.sorted()[1], accuracy: 1e-12)
     }
 }

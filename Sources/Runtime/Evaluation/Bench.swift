@@ -32,22 +32,38 @@ public struct BandwidthProbe: Codable, Sendable {
     enum CodingKeys: String, CodingKey { case bytes, threads, gbPerSecond = "gb_per_second" }
 
     public static func measure(threads: Int, bytes: Int = 1 << 30, reps: Int = 5) -> BandwidthProbe {
-        let n = bytes / 4
-        let buf = UnsafeMutablePointer<Float>.allocate(capacity: n)
-        defer { buf.deallocate() }
+        let reader = BandwidthReader(threads: threads, bytes: bytes)
+        return BandwidthProbe(bytes: bytes, threads: threads, gbPerSecond: Stat((0 ..< reps).map { _ in reader.read() }))
+    }
+}
+
+/// The probe's buffer and pool, kept so single reads can be interleaved with what they are
+/// compared with (the host's bandwidth drifts by tens of percent within seconds).
+public final class BandwidthReader {
+    let n: Int
+    let buf: UnsafeMutablePointer<Float>
+    let pool: OpaquePointer?
+    var sink = 0.0
+
+    public init(threads: Int, bytes: Int) {
+        n = max(16, bytes / 4)
+        buf = UnsafeMutablePointer<Float>.allocate(capacity: n)
         buf.initialize(repeating: 1, count: n)
-        let pool = threads > 1 ? qlm_pool_create(Int32(threads)) : nil
-        defer { if let pool { qlm_pool_destroy(pool) } }
-        var sink = 0.0
-        _ = qlm_probe_read(pool, buf, n) // warm
-        var xs: [Double] = []
-        for _ in 0 ..< reps {
-            let t0 = now()
-            sink += qlm_probe_read(pool, buf, n)
-            xs.append(Double(bytes) / (now() - t0) / 1e9)
-        }
+        pool = threads > 1 ? qlm_pool_create(Int32(threads)) : nil
+        sink += qlm_probe_read(pool, buf, n) // warm
+    }
+
+    deinit {
+        if let pool { qlm_pool_destroy(pool) }
         if sink == -1 { print(sink) }
-        return BandwidthProbe(bytes: bytes, threads: threads, gbPerSecond: Stat(xs))
+        buf.deallocate()
+    }
+
+    /// One sequential read of the buffer: GB/s (1e9 bytes per second).
+    public func read() -> Double {
+        let t0 = now()
+        sink += qlm_probe_read(pool, buf, n)
+        return Double(n * 4) / (now() - t0) / 1e9
     }
 }
 
@@ -75,13 +91,18 @@ public struct ModelBenchReport: Codable, Sendable {
     /// weightBytesPerToken × median decode tokens/s.
     public var effectiveGBPerSecond: Double
     public var bandwidth: BandwidthProbe
-    /// effective ÷ probe median: how close decode is to the memory-bandwidth bound.
+    /// How close decode is to the memory-bandwidth bound: for each rep, its decode GB/s (weight
+    /// bytes) ÷ the probe reads just before and after it (their mean); the median over reps.
+    /// The probe runs between the reps, so each ratio compares the same minute of the host.
     public var bandwidthRatio: Double
     /// KV-cache bytes a decoded token's attention reads (keys and values of every position it
     /// sees, every layer), averaged over the decoded positions: traffic the weight figure omits.
     public var kvBytesPerToken: Double
-    /// (weight + KV bytes per token) × median decode tokens/s ÷ probe median.
+    /// The same per-rep ratio counting weight + KV bytes per token.
     public var bandwidthRatioWithKV: Double
+    /// Each rep's decode tokens/s, and the probe GB/s around it (the inputs of the two ratios).
+    public var decodeTokensPerSecondPerRep: [Double]
+    public var probeGBPerSecondAroundRep: [Double]
     /// Where a decoded token's time goes (median over reps, ms per token): the products
     /// (activation quantization + pool dispatch + kernel), attention, and everything else
     /// (norms, residuals, embedding, sampling). Measured in the same decode runs (two clock
@@ -101,6 +122,7 @@ public struct ModelBenchReport: Codable, Sendable {
         case decodeTokensPerSecond = "decode_tokens_per_second", weightBytesPerToken = "weight_bytes_per_token"
         case effectiveGBPerSecond = "effective_gb_per_second", bandwidth, bandwidthRatio = "bandwidth_ratio"
         case kvBytesPerToken = "kv_bytes_per_token", bandwidthRatioWithKV = "bandwidth_ratio_with_kv"
+        case decodeTokensPerSecondPerRep = "decode_tokens_per_second_per_rep", probeGBPerSecondAroundRep = "probe_gb_per_second_around_rep"
         case decodeBreakdown = "decode_ms_per_token"
         case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
     }
@@ -155,6 +177,9 @@ public enum Bench {
         var linearMs: [Double] = [], attentionMs: [Double] = [], otherMs: [Double] = []
         let compute = m.compute
         defer { compute.timing = false }
+        var memory: MemoryStats?
+        var reader: BandwidthReader?
+        var probeAfter: [Double] = [] // probe read right after each rep
         for _ in 0 ..< reps {
             m.cache.reset()
             var next: Int32 = 0
@@ -181,9 +206,20 @@ public enum Bench {
             MemoryStats.sample()
             prefill.append(Double(promptTokens) / (t1 - t0))
             decode.append(Double(genTokens) / (t2 - t1))
+            if memory == nil { // after the first rep (the decode loop allocates nothing more), before the probe's buffer inflates the peak
+                memory = MemoryStats.current()
+                reader = BandwidthReader(threads: threads, bytes: probeBytes)
+            }
+            probeAfter.append(reader!.read())
         }
-        let memory = MemoryStats.current() // before the probe's buffer inflates the peak
-        let probe = BandwidthProbe.measure(threads: threads, bytes: probeBytes)
+        // At least 5 reads for the reported bandwidth; the per-rep ratios use the adjacent ones.
+        var reads = probeAfter
+        while reads.count < 5 { reads.append(reader!.read()) }
+        let probe = BandwidthProbe(bytes: probeBytes, threads: threads, gbPerSecond: Stat(reads))
+        reader = nil
+        // Bandwidth around rep i: the reads just before and after it (rep 0: the one after).
+        var around: [Double] = []
+        for i in 0 ..< reps { around.append(i == 0 ? probeAfter[0] : 0.5 * (probeAfter[i - 1] + probeAfter[i])) }
         let perToken = m.weightBytesPerToken
         let dec = Stat(decode), pre = Stat(prefill)
         let eff = Double(perToken) * dec.median / 1e9
@@ -199,16 +235,24 @@ public enum Bench {
             }
         }
         let kvPerToken = Double(kvRead) / Double(genTokens)
-        let withKV: Double = (Double(perToken) + kvPerToken) * dec.median / 1e9 / probe.gbPerSecond.median
+        var ratios: [Double] = [], ratiosKV: [Double] = []
+        for i in 0 ..< reps {
+            let gbW: Double = Double(perToken) * decode[i] / 1e9
+            let gbKV: Double = (Double(perToken) + kvPerToken) * decode[i] / 1e9
+            ratios.append(gbW / around[i])
+            ratiosKV.append(gbKV / around[i])
+        }
+        let ratio = Stat(ratios).median, withKV = Stat(ratiosKV).median
         let breakdown = DecodeBreakdown(products: Stat(linearMs).median, attention: Stat(attentionMs).median, other: Stat(otherMs).median)
         return ModelBenchReport(
             model: path, architecture: lm!.file.metadata.architecture.rawValue, threads: threads, fileBytes: lm!.file.map.count,
             promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads), firstTokenMilliseconds: Stat(firsts),
             prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
-            effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: eff / probe.gbPerSecond.median,
-            kvBytesPerToken: kvPerToken, bandwidthRatioWithKV: withKV, decodeBreakdown: breakdown,
+            effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: ratio,
+            kvBytesPerToken: kvPerToken, bandwidthRatioWithKV: withKV,
+            decodeTokensPerSecondPerRep: decode, probeGBPerSecondAroundRep: around, decodeBreakdown: breakdown,
             prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
-            kvCacheBytes: m.cache.bytes, memory: memory,
+            kvCacheBytes: m.cache.bytes, memory: memory!,
             memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: Double(streamedDecode.stored) / Double(reps * genTokens),
                                      streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)))
     }
