@@ -131,6 +131,33 @@ final class OpsTests: XCTestCase {
         }
     }
 
+    /// argmax equals a scalar `>` scan exactly (first of ties, NaNs skipped, NaN at 0 -> 0,
+    /// -0 and +0 equal, infinities) on every path, at lengths around the 16-lane blocks.
+    func testArgmaxIsTheScalarScan() {
+        func scan(_ x: [Float]) -> Int64 {
+            var best = 0, bv = x[0]
+            for i in 1 ..< x.count where x[i] > bv { bv = x[i]; best = i }
+            return Int64(best)
+        }
+        var rng = Rng(31)
+        var cases: [[Float]] = [[.nan, 1, 2], [1, .nan, 3, .nan], [-0.0, 0.0, -0.0], [0.0, -0.0], [-.infinity, -.infinity],
+                                [1, .infinity, .infinity], Array(repeating: 2, count: 40), [.nan]]
+        for n in [1, 2, 15, 16, 17, 31, 33, 100, 50257] {
+            var x = rng.floats(n).map { ($0 * 8).rounded() } // many ties
+            cases.append(x)
+            if n > 3 { x[n / 2] = .nan; x[n - 1] = .nan; cases.append(x) }
+            var y = rng.floats(n)
+            y[n - 1] = 100 // the max in the scalar tail
+            cases.append(y)
+        }
+        for p in supportedPaths {
+            withPath(p) {
+                for x in cases { XCTAssertEqual(qlm_argmax_f32(x, Int64(x.count)), scan(x), "\(pathName(p)) n=\(x.count) \(x.prefix(6))") }
+                XCTAssertEqual(qlm_argmax_f32([], 0), -1)
+            }
+        }
+    }
+
     func testOps() {
         var rng = Rng(30)
         for p in supportedPaths {

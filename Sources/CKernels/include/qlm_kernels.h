@@ -184,6 +184,7 @@ void qlm_layernorm(float *out, const float *x, const float *w, const float *b, i
 void qlm_gelu_tanh(float *x, int64_t n);   // GPT-2's tanh approximation, in place
 void qlm_silu_mul(float *a, const float *b, int64_t n); // a = silu(a) * b
 void qlm_softmax(float *x, int64_t n);     // in place, max-subtracted
+int64_t qlm_argmax_f32(const float *x, int64_t n); // first index of the max (NaNs skipped); -1 if n <= 0
 
 // ---- Attention over a run of cached positions (attention.c) --------------------------------
 // scores[i] = scale * dot(q, k + i*stride) for i < n (hd floats each).

@@ -46,14 +46,9 @@ public final class Sampler {
         return Float(u >> 8) / 16_777_216.0
     }
 
+    /// The first index of the largest logit (NaNs never chosen), as a scalar `>` scan finds it.
     public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
-        var best = 0
-        var bv = logits[0]
-        for i in 1 ..< logits.count where logits[i] > bv {
-            bv = logits[i]
-            best = i
-        }
-        return Int32(best)
+        Int32(qlm_argmax_f32(logits.baseAddress!, Int64(logits.count)))
     }
 
     public func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
