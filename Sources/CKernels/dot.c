@@ -371,12 +371,14 @@ QLM_AVX512_TARGET QLM_INLINE void k_q4_0_avx512(int64_t n, const void *w, size_t
 }
 NR_DISPATCH(q4_0, avx512, QLM_AVX512_TARGET)
 
-// Regrouping: 16-byte copies, and the corrections as dpbusd(8, codes) negated (exact integers,
-// the same as the scalar sums).
-QLM_AVX512_TARGET static void q4quad_build_avx512(void *act, int64_t nb) {
+// Regrouping (AVX2 and AVX-512 paths): 16-byte copies, and the corrections as
+// madd(maddubs(8, codes), 1) negated (exact integers, no saturation: 2 * 8 * 127 per pair), the
+// same as the scalar sums. Adds 0.07 us (n = 768) / 0.3 us (n = 3072) per activation row to the
+// q8a quantization's 0.35 / 1.4 us (Zen 4, AVX-512 path, best of 50 x 100 calls).
+QLM_AVX2_TARGET static void q4quad_build_avx2(void *act, int64_t nb) {
     const qlm_block_q8a *a = (const qlm_block_q8a *)act;
     qlm_q4quad *q = (qlm_q4quad *)((char *)act + qlm_q4quad_offset(nb));
-    const __m512i eight = _mm512_set1_epi8(8);
+    const __m256i eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
     for (int64_t g = 0; g < (nb + 3) / 4; g++) {
         if (4 * g + 4 > nb) memset(&q[g], 0, sizeof(qlm_q4quad));
         for (int k = 0; k < 4 && 4 * g + k < nb; k++) {
@@ -385,9 +387,11 @@ QLM_AVX512_TARGET static void q4quad_build_avx512(void *act, int64_t nb) {
             _mm_storeu_si128((__m128i *)(q[g].hi + 16 * k), _mm_loadu_si128((const __m128i *)(b->qs + 16)));
             _mm_storeu_ps(q[g].d + 4 * k, _mm_set1_ps(b->d));
         }
-        const __m512i s = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), eight, _mm512_loadu_si512(q[g].lo)),
-                                              eight, _mm512_loadu_si512(q[g].hi));
-        _mm512_storeu_si512(q[g].corr, _mm512_sub_epi32(_mm512_setzero_si512(), s));
+        for (int h = 0; h < 2; h++) { // lanes 8h..8h+7 = blocks 2h, 2h+1
+            const __m256i sl = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, _mm256_loadu_si256((const __m256i *)(q[g].lo + 32 * h))), ones);
+            const __m256i sh = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, _mm256_loadu_si256((const __m256i *)(q[g].hi + 32 * h))), ones);
+            _mm256_storeu_si256((__m256i *)(q[g].corr + 8 * h), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(sl, sh)));
+        }
     }
 }
 #endif
@@ -654,8 +658,10 @@ static void q4quad_build_scalar(void *act, int64_t nb) {
 }
 
 void qlm_q4quad_build(void *act, int64_t nb) {
+    const size_t end = (size_t)nb * sizeof(qlm_block_q8a); // zero the gap up to the quads
+    memset((char *)act + end, 0, qlm_q4quad_offset(nb) - end);
 #if QLM_X86
-    if (qlm_active_path() == QLM_PATH_AVX512) { q4quad_build_avx512(act, nb); return; }
+    if (qlm_active_path() != QLM_PATH_SCALAR) { q4quad_build_avx2(act, nb); return; }
 #endif
     q4quad_build_scalar(act, nb);
 }
