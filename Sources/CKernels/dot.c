@@ -298,7 +298,14 @@ NR_DISPATCH(f16, avx512, QLM_AVX512_TARGET)
 // from qlm_prepare_act (qlm_q4quad: low/high-nibble codes, the exact -8 * sum corrections as the
 // dpbusd start value, the 4 scales repeated), so per weight row and 4 blocks the work is
 // 2 loads, 2 permutes, 3 logic ops, 2 dpbusd, 1 conversion each way and 1 mul + 1 FMA.
-// Measured as above: 25 GB/s per thread from L2 (q8_0's row kernel: 22).
+// Measured as above: 25 GB/s per thread from L2 (q8_0's row kernel: 22). Whole decode products
+// (49 matrices, 69.5 MB, 5 rounds of N = 60 / 100, medians): 0.62-0.69 -> 0.70-0.74 of a read
+// of the same bytes on 1 thread, 0.50-0.76 -> 0.68-0.84 on 2 threads (q4_0x8: 0.88-0.96), so
+// still short of the memory bound; the prefill tile (1 thread, T = 64) went 1.5-1.8x faster.
+// Tried without gain: GFNI for the high nibbles (+1-2% from L2), halving the float lanes by
+// adding lane pairs of two steps (0%), the last 8 step bytes by a 16-byte load (-4%), rows
+// sharing activation loads (QLM_MV_NR 2 / 4: +16% / +31% from L2 but 0.61-0.65 / 0.55-0.58 vs 0.78-0.86 of
+// the read on 2 threads, the interleaved streams again).
 // Arithmetic: lane 4k+j of a step is block k's exact integer over elements 4j..4j+3 and
 // 16+4j..16+4j+3 (minus 8 * their activation sum); acc = fma(d_w * d_a, (float)lane, acc) over
 // the steps in order (one 16-lane accumulator per row: the FMA latency is well below a step's
@@ -335,6 +342,11 @@ static const int16_t q4quad_d_idx[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18,
         L1 = _mm512_maskz_loadu_epi8(((__mmask64)1 << (18 * (rem) - 8)) - 1, (p) + 8);            \
     }
 
+// Software prefetch 256 bytes (3.5 steps) ahead, one per step. Measured (GPT-2-small decode
+// matrices, alternating in one process, 4 rounds): 0.65-0.69 -> 0.73-0.75 of a read of the same
+// bytes on 1 thread, 0.65-0.83 -> 0.71-0.88 on 2 threads; 128, 192, 384, 512 and 1024 bytes and
+// two prefetches per step gained less, an L2 prefetch (T1) 2-4 KB ahead lost.
+#define Q4QUAD_PF 256
 QLM_AVX512_TARGET QLM_INLINE void k_q4_0_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) {
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK, nq = nb / 4, rem = nb % 4, steps = (nb + 3) / 4;
     const qlm_q4quad *aq = (const qlm_q4quad *)((const char *)act + qlm_q4quad_offset(nb));
@@ -349,6 +361,7 @@ QLM_AVX512_TARGET QLM_INLINE void k_q4_0_avx512(int64_t n, const void *w, size_t
         Q4QUAD_A(aq + q)
         for (int r = 0; r < nr; r++) {
             const char *p = wr[r] + 72 * q;
+            _mm_prefetch(p + Q4QUAD_PF, _MM_HINT_T0);
             const __m512i L0 = _mm512_loadu_si512(p), L1 = _mm512_loadu_si512(p + 8);
             __m512i lo, hi;
             __m512 dw;
