@@ -6,7 +6,8 @@
 //  - AVX2 / AVX-512: the block's isum is kept as 8 int32 lanes (lane i = elements 4i..4i+3),
 //    each lane accumulated in float with FMA (even and odd blocks in two accumulators); the
 //    lanes are summed at the end in a fixed order. AVX2 builds the lanes with maddubs+madd, AVX-512 with VNNI dpbusd; the lanes are the
-//    same integers, so both paths give identical results.
+//    same integers, so both paths give identical results. Exception: q4_0 on AVX-512 works on 4
+//    blocks per step with 16 lanes (k_q4_0_avx512, below), a different float order.
 // Multi-row kernels (nr rows sharing the activation loads) do exactly the per-row arithmetic
 // of the single-row kernel, so matvec/matmul results are bit-identical to qlm_vec_dot.
 #include "qlm_internal.h"
@@ -186,7 +187,6 @@ TGT static void dotn_##F##_##P(int64_t n, const void *w, size_t rs, const void *
 #define Q8_0_AVX2(bb, k) Q8_0_BODY(avx2, bb, k)
 #define Q8_0_AVX512(bb, k) Q8_0_BODY(avx512, bb, k)
 #define Q4_0_AVX2(bb, k) Q4_0_BODY(avx2, bb, k)
-#define Q4_0_AVX512(bb, k) Q4_0_BODY(avx512, bb, k)
 #define Q4_1_AVX2(bb, k) Q4_1_BODY(avx2, bb, k)
 #define Q4_1_AVX512(bb, k) Q4_1_BODY(avx512, bb, k)
 
@@ -194,19 +194,20 @@ TGT static void dotn_##F##_##P(int64_t n, const void *w, size_t rs, const void *
 TGT QLM_INLINE void k_q8_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
     QK_BEGIN(qlm_block_q8_0) QK_LOOP(Q8_0_##PU) QK_END(P)                                         \
 }                                                                                                 \
-TGT QLM_INLINE void k_q4_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
-    const __m256i eight = _mm256_set1_epi8(8);                                                    \
-    QK_BEGIN(qlm_block_q4_0) QK_LOOP(Q4_0_##PU) QK_END(P)                                         \
-}                                                                                                 \
 TGT QLM_INLINE void k_q4_1_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
     QK_BEGIN(qlm_block_q4_1) QK_LOOP(Q4_1_##PU) QK_END(P)                                         \
 }                                                                                                 \
 NR_DISPATCH(q8_0, P, TGT)                                                                         \
-NR_DISPATCH(q4_0, P, TGT)                                                                         \
 NR_DISPATCH(q4_1, P, TGT)
 
 QUANT_KERNELS(avx2, AVX2, QLM_AVX2_TARGET)
 QUANT_KERNELS(avx512, AVX512, QLM_AVX512_TARGET)
+// q4_0 on AVX2 (AVX-512: k_q4_0_avx512 below).
+QLM_AVX2_TARGET QLM_INLINE void k_q4_0_avx2(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) {
+    const __m256i eight = _mm256_set1_epi8(8);
+    QK_BEGIN(qlm_block_q4_0) QK_LOOP(Q4_0_AVX2) QK_END(avx2)
+}
+NR_DISPATCH(q4_0, avx2, QLM_AVX2_TARGET)
 
 // ---- float kernels -----------------------------------------------------------------------
 // AVX2: two 8-wide accumulators per row over 16-element steps, scalar tail added after the
@@ -284,18 +285,140 @@ FLOAT_KERNEL_AVX512(f32_avx512, float, LOAD_F32, LOAD_F32_M)
 FLOAT_KERNEL_AVX512(f16_avx512, uint16_t, LOAD_F16, LOAD_F16_M)
 NR_DISPATCH(f32, avx512, QLM_AVX512_TARGET)
 NR_DISPATCH(f16, avx512, QLM_AVX512_TARGET)
+
+// ---- q4_0 on AVX-512: four blocks per 512-bit step --------------------------------------------
+// The 8-lane block kernel above (still used on AVX2) is compute-bound on AVX-512 machines: per
+// 32 weights it unpacks 16 bytes, forms the -8 * sum(a) correction from the activation, converts
+// and broadcasts one fp16 scale and folds 8 int32 lanes into float. Measured (Zen 4 EPYC, 2 vCPU,
+// GPT-2-small decode matrices, alternating in one process): 14.8 GB/s per thread from L2, 0.60
+// of a one-thread read of the same bytes from memory.
+// Here one step covers 4 blocks (72 weight bytes, two 64-byte loads): one word permute gathers
+// the 4 x 16 code bytes into one register (block k in bytes 16k..16k+15), another gathers the 4
+// scales (each repeated 4 times, one vcvtph2ps for all); the activation side comes regrouped
+// from qlm_prepare_act (qlm_q4quad: low/high-nibble codes, the exact -8 * sum corrections as the
+// dpbusd start value, the 4 scales repeated), so per weight row and 4 blocks the work is
+// 2 loads, 2 permutes, 3 logic ops, 2 dpbusd, 1 conversion each way and 1 mul + 1 FMA.
+// Measured as above: 25 GB/s per thread from L2 (q8_0's row kernel: 22). Whole decode products
+// (49 matrices, 69.5 MB, 5 rounds of N = 60 / 100, medians): 0.62-0.69 -> 0.70-0.74 of a read
+// of the same bytes on 1 thread, 0.50-0.76 -> 0.68-0.84 on 2 threads (q4_0x8: 0.88-0.96), so
+// still short of the memory bound; the prefill tile (1 thread, T = 64) went 1.5-1.8x faster.
+// Tried without gain: GFNI for the high nibbles (+1-2% from L2), halving the float lanes by
+// adding lane pairs of two steps (0%), the last 8 step bytes by a 16-byte load (-4%), rows
+// sharing activation loads (QLM_MV_NR 2 / 4: +16% / +31% from L2 but 0.61-0.65 / 0.55-0.58 vs 0.78-0.86 of
+// the read on 2 threads, the interleaved streams again).
+// Arithmetic: lane 4k+j of a step is block k's exact integer over elements 4j..4j+3 and
+// 16+4j..16+4j+3 (minus 8 * their activation sum); acc = fma(d_w * d_a, (float)lane, acc) over
+// the steps in order (one 16-lane accumulator per row: the FMA latency is well below a step's
+// cost), result = hsum16(acc). A partial last step loads only its blocks (the rest reads as 0,
+// against zero activation entries: fma(0, 0, acc) = acc). The prefill tile below does the same
+// per (row, token), so matvec, matmul and vec_dot agree bit for bit.
+static const int16_t q4quad_qs_idx[32] = {1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17,  // words of the
+                                          19, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30, 31,           // 72-byte step;
+                                          32 + 28, 32 + 29, 32 + 30, 32 + 31};                      // L1 = bytes 8..71
+static const int16_t q4quad_d_idx[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
+
+#define Q4QUAD_SETUP                                                                              \
+    const __m512i m4 = _mm512_set1_epi8(0x0F);                                                    \
+    const __m512i iq = _mm512_loadu_si512(q4quad_qs_idx), id = _mm512_loadu_si512(q4quad_d_idx);
+// Weight side of one step: L0 = bytes 0..63, L1 = bytes 8..71 of the step.
+#define Q4QUAD_W(L0, L1, lo, hi, dw) {                                                            \
+        const __m512i x_ = _mm512_permutex2var_epi16(L0, iq, L1);                                 \
+        lo = _mm512_and_si512(x_, m4);                                                            \
+        hi = _mm512_and_si512(_mm512_srli_epi16(x_, 4), m4);                                      \
+        dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(id, L0)));           \
+    }
+#define Q4QUAD_A(aq)                                                                              \
+    const __m512i alo = _mm512_loadu_si512((aq)->lo), ahi = _mm512_loadu_si512((aq)->hi);         \
+    const __m512i corr = _mm512_loadu_si512((aq)->corr);                                          \
+    const __m512 da = _mm512_loadu_ps((aq)->d);
+#define Q4QUAD_FMA(acc, lo, hi, dw)                                                               \
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, da),                                                  \
+                          _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_dpbusd_epi32(corr, lo, alo), hi, ahi)), acc);
+// Loads of step q of a row; the partial last step (rem = 1..3 blocks) masks the rest to zero.
+#define Q4QUAD_LOAD(p, L0, L1, q, nq, rem)                                                        \
+    if ((q) < (nq)) { L0 = _mm512_loadu_si512(p); L1 = _mm512_loadu_si512((p) + 8); }             \
+    else {                                                                                        \
+        L0 = _mm512_maskz_loadu_epi8(((__mmask64)1 << (18 * (rem))) - 1, p);                      \
+        L1 = _mm512_maskz_loadu_epi8(((__mmask64)1 << (18 * (rem) - 8)) - 1, (p) + 8);            \
+    }
+
+// Software prefetch 256 bytes (3.5 steps) ahead, one per step. Measured (GPT-2-small decode
+// matrices, alternating in one process, 4 rounds): 0.65-0.69 -> 0.73-0.75 of a read of the same
+// bytes on 1 thread, 0.65-0.83 -> 0.71-0.88 on 2 threads; 128, 192, 384, 512 and 1024 bytes and
+// two prefetches per step gained less, an L2 prefetch (T1) 2-4 KB ahead lost.
+#define Q4QUAD_PF 256
+QLM_AVX512_TARGET QLM_INLINE void k_q4_0_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK, nq = nb / 4, rem = nb % 4, steps = (nb + 3) / 4;
+    const qlm_q4quad *aq = (const qlm_q4quad *)((const char *)act + qlm_q4quad_offset(nb));
+    const char *wr[4];
+    __m512 acc[4];
+    for (int r = 0; r < 4; r++) {
+        wr[r] = (const char *)w + (r < nr ? r : 0) * rs;
+        acc[r] = _mm512_setzero_ps();
+    }
+    Q4QUAD_SETUP
+    for (int64_t q = 0; q < nq; q++) {
+        Q4QUAD_A(aq + q)
+        for (int r = 0; r < nr; r++) {
+            const char *p = wr[r] + 72 * q;
+            _mm_prefetch(p + Q4QUAD_PF, _MM_HINT_T0);
+            const __m512i L0 = _mm512_loadu_si512(p), L1 = _mm512_loadu_si512(p + 8);
+            __m512i lo, hi;
+            __m512 dw;
+            Q4QUAD_W(L0, L1, lo, hi, dw)
+            Q4QUAD_FMA(acc[r], lo, hi, dw)
+        }
+    }
+    for (int64_t q = nq; q < steps; q++) {
+        Q4QUAD_A(aq + q)
+        for (int r = 0; r < nr; r++) {
+            const char *p = wr[r] + 72 * q;
+            __m512i L0, L1, lo, hi;
+            __m512 dw;
+            Q4QUAD_LOAD(p, L0, L1, q, nq, rem)
+            Q4QUAD_W(L0, L1, lo, hi, dw)
+            Q4QUAD_FMA(acc[r], lo, hi, dw)
+        }
+    }
+    for (int r = 0; r < nr; r++) out[r] = hsum16_avx512(acc[r]);
+}
+NR_DISPATCH(q4_0, avx512, QLM_AVX512_TARGET)
+
+// Regrouping (AVX2 and AVX-512 paths): 16-byte copies, and the corrections as
+// madd(maddubs(8, codes), 1) negated (exact integers, no saturation: 2 * 8 * 127 per pair), the
+// same as the scalar sums. Adds 0.07 us (n = 768) / 0.3 us (n = 3072) per activation row to the
+// q8a quantization's 0.35 / 1.4 us (Zen 4, AVX-512 path, best of 50 x 100 calls).
+QLM_AVX2_TARGET static void q4quad_build_avx2(void *act, int64_t nb) {
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;
+    qlm_q4quad *q = (qlm_q4quad *)((char *)act + qlm_q4quad_offset(nb));
+    const __m256i eight = _mm256_set1_epi8(8), ones = _mm256_set1_epi16(1);
+    for (int64_t g = 0; g < (nb + 3) / 4; g++) {
+        if (4 * g + 4 > nb) memset(&q[g], 0, sizeof(qlm_q4quad));
+        for (int k = 0; k < 4 && 4 * g + k < nb; k++) {
+            const qlm_block_q8a *b = &a[4 * g + k];
+            _mm_storeu_si128((__m128i *)(q[g].lo + 16 * k), _mm_loadu_si128((const __m128i *)b->qs));
+            _mm_storeu_si128((__m128i *)(q[g].hi + 16 * k), _mm_loadu_si128((const __m128i *)(b->qs + 16)));
+            _mm_storeu_ps(q[g].d + 4 * k, _mm_set1_ps(b->d));
+        }
+        for (int h = 0; h < 2; h++) { // lanes 8h..8h+7 = blocks 2h, 2h+1
+            const __m256i sl = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, _mm256_loadu_si256((const __m256i *)(q[g].lo + 32 * h))), ones);
+            const __m256i sh = _mm256_madd_epi16(_mm256_maddubs_epi16(eight, _mm256_loadu_si256((const __m256i *)(q[g].hi + 32 * h))), ones);
+            _mm256_storeu_si256((__m256i *)(q[g].corr + 8 * h), _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_add_epi32(sl, sh)));
+        }
+    }
+}
 #endif
 
 #if QLM_X86
 // ---- AVX-512 register tiles for prefill: 2 weight rows x 4 tokens ---------------------------
-// Per block the integer lanes are the same integers as in k_q8_0/k_q4_0 (exact), the scale is
+// Per block the integer lanes are the same integers as in k_q8_0/k_q4_1 (exact), the scale is
 // the same vector product bh2f(d_w) * set1(d_a), and the FMA goes into the same even/odd
 // accumulator, so each output is bit-identical to the dot kernel's. What changes is the reuse:
 // weight work (load, sign correction, scale) is done once per row and shared by 4 tokens, and
 // activation work once per token and shared by 2 rows.
 //  q8_0: a is made unsigned (a ^ 0x80 = a + 128) and the row's 128 * sum(w) lanes are
 //        subtracted up front: dpbusd(-128*sum(w), a + 128, w) = sum(a * w) per lane.
-//  q4_0: dpbusd(-8*sum(a), q, a) = sum((q - 8) * a) per lane.
+//  (q4_0 has its own tile, after the q8_0 one.)
 #define TILE_NR 2
 #define TILE_NT 4
 #define TILE_BODY(PREP_ROW, PREP_TOK, PAIR, bb, k)                                                \
@@ -340,17 +463,36 @@ QLM_AVX512_TARGET static void NAME(int64_t n, const char *w, size_t rs, const ch
 #define Q80_PAIR(r) _mm256_dpbusd_epi32(wc[r], au, wq[r])
 TILE_FN(tile_q8_0_avx512, qlm_block_q8_0, Q80_ROW, Q80_TOK, Q80_PAIR, const __m256i c80 = _mm256_set1_epi8((char)0x80);)
 
-#define Q40_ROW(r, bb)                                                                             \
-    wq[r] = unpack_nibbles_avx512(wr[r][bb].qs);                                                   \
-    (void)wc;                                                                                      \
-    dw[r] = bh2f_avx512(&wr[r][bb].d);
-#define Q40_TOK(ab)                                                                                \
-    const __m256i av = _mm256_loadu_si256((const __m256i *)(ab)->qs);                              \
-    const __m256i n8 = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), eight, av));
-#define Q40_PAIR(r) _mm256_dpbusd_epi32(n8, wq[r], av)
-TILE_FN(tile_q4_0_avx512, qlm_block_q4_0, Q40_ROW, Q40_TOK, Q40_PAIR, const __m256i eight = _mm256_set1_epi8(8);)
+// q4_0: the 4-block steps of k_q4_0_avx512 (same loads, same per-(row, token) arithmetic, so
+// bit-identical to it); the weight side of a step (codes, scales) is done once per row and
+// shared by the 4 tokens, the activation loads once per token and shared by the 2 rows.
+QLM_AVX512_TARGET static void tile_q4_0_avx512(int64_t n, const char *w, size_t rs, const char *act, size_t as,
+                                               float *Y, int64_t ldy) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK, nq = nb / 4, rem = nb % 4, steps = (nb + 3) / 4;
+    const size_t off = qlm_q4quad_offset(nb);
+    __m512 acc[TILE_NR][TILE_NT];
+    for (int r = 0; r < TILE_NR; r++)
+        for (int t = 0; t < TILE_NT; t++) acc[r][t] = _mm512_setzero_ps();
+    Q4QUAD_SETUP
+    for (int64_t q = 0; q < steps; q++) {
+        __m512i lo[TILE_NR], hi[TILE_NR];
+        __m512 dw[TILE_NR];
+        for (int r = 0; r < TILE_NR; r++) {
+            const char *p = w + r * rs + 72 * q;
+            __m512i L0, L1;
+            Q4QUAD_LOAD(p, L0, L1, q, nq, rem)
+            Q4QUAD_W(L0, L1, lo[r], hi[r], dw[r])
+        }
+        for (int t = 0; t < TILE_NT; t++) {
+            Q4QUAD_A((const qlm_q4quad *)(act + t * as + off) + q)
+            for (int r = 0; r < TILE_NR; r++) { Q4QUAD_FMA(acc[r][t], lo[r], hi[r], dw[r]) }
+        }
+    }
+    for (int t = 0; t < TILE_NT; t++)
+        for (int r = 0; r < TILE_NR; r++) Y[t * ldy + r] = hsum16_avx512(acc[r][t]);
+}
 
-// q4_1: as q4_0 without the -8 offset, plus the min term m_w * s_a. The min terms of the 4 tokens
+// q4_1: 8-lane blocks as k_q4_1 (codes unpacked as on AVX2, no -8 offset), plus the min term m_w * s_a. The min terms of the 4 tokens
 // sit in the 4 lanes of one __m128 per (row, parity): lane t does exactly the scalar kernel's
 // `sm += m_w * s_a` (separate multiply and add), so the results stay bit-identical.
 QLM_AVX512_TARGET static void tile_q4_1_avx512(int64_t n, const char *w, size_t rs, const char *act, size_t as,
@@ -505,6 +647,36 @@ qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
     case QLM_TYPE_Q4_0X8: return dotn_q4_0_scalar; // a lone row is a q4_0 row, dotted exactly (every path; q4x8.c)
     }
     return NULL;
+}
+
+// q4_0 activation quads (qlm_q4quad): the same bytes on every path.
+static void q4quad_build_scalar(void *act, int64_t nb) {
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;
+    qlm_q4quad *q = (qlm_q4quad *)((char *)act + qlm_q4quad_offset(nb));
+    for (int64_t g = 0; g < (nb + 3) / 4; g++) {
+        for (int k = 0; k < 4; k++) {
+            const int64_t b = 4 * g + k;
+            for (int i = 0; i < 16; i++) {
+                q[g].lo[16 * k + i] = b < nb ? a[b].qs[i] : 0;
+                q[g].hi[16 * k + i] = b < nb ? a[b].qs[16 + i] : 0;
+            }
+            for (int j = 0; j < 4; j++) {
+                int32_t s = 0;
+                for (int e = 0; e < 4; e++) s += q[g].lo[16 * k + 4 * j + e] + q[g].hi[16 * k + 4 * j + e];
+                q[g].corr[4 * k + j] = -8 * s;
+                q[g].d[4 * k + j] = b < nb ? a[b].d : 0.0f;
+            }
+        }
+    }
+}
+
+void qlm_q4quad_build(void *act, int64_t nb) {
+    const size_t end = (size_t)nb * sizeof(qlm_block_q8a); // zero the gap up to the quads
+    memset((char *)act + end, 0, qlm_q4quad_offset(nb) - end);
+#if QLM_X86
+    if (qlm_active_path() != QLM_PATH_SCALAR) { q4quad_build_avx2(act, nb); return; }
+#endif
+    q4quad_build_scalar(act, nb);
 }
 
 float qlm_vec_dot(int32_t wtype, int64_t n, const void *wrow, const void *act) {

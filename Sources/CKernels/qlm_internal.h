@@ -79,6 +79,18 @@ QLM_INLINE uint16_t qlm_f2h(float f) {
 int32_t qlm_active_path(void);
 // q4x8.c: replaces each q8a block's s by the exact -8 * sum(qs) (qlm_block_q8i), in place.
 void qlm_q8a_to_q8i(void *act, int64_t nb);
+// dot.c: a q4_0 activation row is its q8a blocks, then, from byte qlm_q4quad_offset(nb), one
+// qlm_q4quad per 4 blocks (zero past the last block): the same codes regrouped for the AVX-512
+// q4_0 kernels, built once per activation row instead of once per weight row.
+typedef struct {
+    int8_t lo[64];    // lo[16k + i] = qs[i] of block 4q+k (i < 16)
+    int8_t hi[64];    // hi[16k + i] = qs[16 + i] of block 4q+k
+    int32_t corr[16]; // corr[4k + j] = -8 * (sum of qs[4j..4j+3] and qs[16+4j..16+4j+3]) of block 4q+k
+    float d[16];      // d[4k + j] = d of block 4q+k
+} qlm_q4quad;
+QLM_INLINE size_t qlm_q4quad_offset(int64_t nb) { return ((size_t)nb * sizeof(qlm_block_q8a) + 63) & ~(size_t)63; }
+// Fills the quads from the row's nb q8a blocks (same bytes on every path).
+void qlm_q4quad_build(void *act, int64_t nb);
 // q4x8.c: Y[t, 0..rows) = W . act[t] for T prepared (q8i) activation rows `as` bytes apart;
 // every output bit-identical to the scalar q4_0 dot of the row, on every path.
 void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, const void *act, size_t as,

@@ -582,7 +582,9 @@ int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows,
 size_t qlm_act_row_size(int32_t wtype, int64_t n) {
     const qlm_type_traits *t = qlm_traits(wtype);
     if (!t) return 0;
-    if (t->act_is_q8a) return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(qlm_block_q8a);
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    if (wtype == QLM_TYPE_Q4_0) return qlm_q4quad_offset(nb) + (size_t)((nb + 3) / 4) * sizeof(qlm_q4quad);
+    if (t->act_is_q8a) return (size_t)nb * sizeof(qlm_block_q8a);
     return (size_t)n * sizeof(float);
 }
 
@@ -592,6 +594,7 @@ void qlm_prepare_act(int32_t wtype, const float *x, void *act, int64_t n) {
     if (t->act_is_q8a) {
         quantize_blocks(-1, qlm_active_path(), x, act, n);
         if (wtype == QLM_TYPE_Q4_0X8) qlm_q8a_to_q8i(act, (n + QLM_QK - 1) / QLM_QK);
+        if (wtype == QLM_TYPE_Q4_0) qlm_q4quad_build(act, (n + QLM_QK - 1) / QLM_QK);
     } else {
         memcpy(act, x, (size_t)n * sizeof(float));
     }

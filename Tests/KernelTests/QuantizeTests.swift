@@ -11,7 +11,8 @@ final class QuantizeTests: XCTestCase {
         XCTAssertEqual(qlm_row_size(tQ4_1, 33), 2 * 20)
         XCTAssertEqual(qlm_row_size(tF16, 172), 344)
         XCTAssertEqual(qlm_row_size(tF32, 172), 688)
-        XCTAssertEqual(qlm_act_row_size(tQ4_0, 172), 6 * 40)
+        XCTAssertEqual(qlm_act_row_size(tQ4_0, 172), 256 + 2 * 256) // 6 q8a blocks (240 bytes, to 64), 2 quads
+        XCTAssertEqual(qlm_act_row_size(tQ8_0, 172), 6 * 40)
         XCTAssertEqual(qlm_act_row_size(tF16, 172), 688)
         XCTAssertNil(qlm_traits(8))
         // IQ4_K*: 16-weight chunks in super-blocks of <= 256 (1 + ceil(c/2) + 8c bytes each)

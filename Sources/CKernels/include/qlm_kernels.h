@@ -13,7 +13,9 @@
 //   the row's byte size is qlm_row_size(type, n). F32/F16 rows are not padded.
 // - Activations for integer formats (Q8_0, Q4_0, Q4_1) are quantized per 32-block to
 //   qlm_block_q8a (float scale + int8 codes + float sum); F32/F16 weights take float
-//   activations as they are. qlm_act_row_size() gives the bytes one activation row needs.
+//   activations as they are. A Q4_0 activation row has the q8a blocks followed by the same
+//   codes regrouped for the AVX-512 kernel (internal). qlm_act_row_size() gives the bytes one
+//   activation row needs.
 #ifndef QLM_KERNELS_H
 #define QLM_KERNELS_H
 
@@ -128,9 +130,10 @@ void qlm_bf16_to_f32(const uint16_t *x, float *y, int64_t n);
 
 // ---- Activations --------------------------------------------------------------------------
 // Bytes one activation row of n elements needs for weights of `wtype`
-// (float for f32/f16, q8a blocks otherwise).
+// (float for f32/f16, q8a blocks otherwise; for q4_0 the q8a blocks plus 256 bytes per 4 blocks).
 size_t qlm_act_row_size(int32_t wtype, int64_t n);
-// Prepare one activation row for `wtype` (copies floats, or quantizes to q8a with zero padding).
+// Prepare one activation row for `wtype` (copies floats, or quantizes to q8a with zero padding;
+// q4_0 also fills the regrouped copy).
 void qlm_prepare_act(int32_t wtype, const float *x, void *act, int64_t n);
 
 // Dot product of one weight row (n elements of `wtype`) with one prepared activation row.
