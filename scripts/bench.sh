@@ -6,8 +6,10 @@
 # - Writes a GPT-2-small-shaped synthetic checkpoint (124M parameters, fixed seed) into WORK_DIR
 #   (default /tmp/quantlm-bench; never inside the repo) and converts it to q8_0, q4_0 and q4_0x8
 #   (q4_0 in 8-row groups: the same bytes, read by the 8-row kernel).
-# - Runs `run bench` on them with 1 and 2 threads. Each bench measures the machine's sequential-read
-#   bandwidth in the same run and reports decode as a share of it.
+# - Runs `run bench` on them with 1 and 2 threads (128 prompt + 128 decoded tokens), then llama-bench's
+#   tg128 setting (128 tokens decoded from an empty context), then with an f32 KV cache. Each bench
+#   reads the machine's sequential-read bandwidth after every rep and reports each rep's decode as
+#   a share of the reads around it (median over reps).
 # - stories260K (from QUANTLM_SHARED or ../shared) against llama2.c's run.c, side by side: set
 #   LLAMA2C_RUN to a compiled run.c binary (e.g. gcc -O3 -o run run.c -lm); it is not part of
 #   this repository. Both decode the same prompt greedily for 256 positions, 5 times each,
@@ -31,36 +33,35 @@ for t in q8_0 q4_0 q4_0x8; do
   [ -f "$work/gpt2-small-$t.qlm" ] || "$B/convert" "$work/gpt2-small" -o "$work/gpt2-small-$t.qlm" --type "$t" --quiet >&2
 done
 
-echo
-echo "## GPT-2-small shape (124M), 128 prompt tokens, 128 decoded tokens, 5 reps"
-for t in q8_0 q4_0 q4_0x8; do
-  for th in 1 2; do
-    echo "+ run bench $work/gpt2-small-$t.qlm --threads $th --prompt-tokens 128 --gen-tokens 128 --reps 5 --json"
-    "$B/run" bench "$work/gpt2-small-$t.qlm" --threads "$th" --prompt-tokens 128 --gen-tokens 128 --reps 5 --json \
-      | python3 -c '
+show='
 import json, sys
-r = json.load(sys.stdin)
-print("  %-6s %d thr | load %.1f ms, first token %.1f ms | prefill %.0f tok/s = %.1f GFLOP/s | decode %.1f tok/s (min %.1f, max %.1f) | %.1f MiB/token | %.2f GB/s = %.2f of probe %.1f GB/s | + KV %.1f MiB/token: %.2f" % (
+r = json.load(sys.stdin); b = r["decode_ms_per_token"]
+print("  %-6s %d thr | load %.1f ms, first token %.1f ms | prefill %.0f tok/s = %.1f GFLOP/s | decode %.1f tok/s (min %.1f, max %.1f) | %.1f MiB/token | %.2f GB/s; %.2f of the probe (%.1f GB/s, min %.1f, max %.1f) | + KV %.1f MiB/token: %.2f" % (
   sys.argv[1], r["threads"], r["load_ms"]["median"], r["first_token_ms"]["median"], r["prefill_tokens_per_second"]["median"], r["prefill_gflops"],
   r["decode_tokens_per_second"]["median"], r["decode_tokens_per_second"]["min"], r["decode_tokens_per_second"]["max"],
   r["weight_bytes_per_token"] / 2**20, r["effective_gb_per_second"], r["bandwidth_ratio"], r["bandwidth"]["gb_per_second"]["median"],
-  r["kv_bytes_per_token"] / 2**20, r["bandwidth_ratio_with_kv"]))
-b = r["decode_ms_per_token"]
+  r["bandwidth"]["gb_per_second"]["min"], r["bandwidth"]["gb_per_second"]["max"], r["kv_bytes_per_token"] / 2**20, r["bandwidth_ratio_with_kv"]))
 print("         decode ms/token: products %.3f, attention %.3f, other %.3f" % (b["products"], b["attention"], b["other"]))
-' "$t"
-  done
+'
+bench() { # TYPE THREADS ARGS...
+  local t=$1 th=$2; shift 2
+  echo "+ run bench $work/gpt2-small-$t.qlm --threads $th $* --json"
+  "$B/run" bench "$work/gpt2-small-$t.qlm" --threads "$th" "$@" --json | python3 -c "$show" "$t"
+}
+
+echo
+echo "## GPT-2-small shape (124M), 128 prompt tokens, 128 decoded tokens, 5 reps (default f16 KV cache)"
+for t in q8_0 q4_0 q4_0x8; do
+  for th in 1 2; do bench "$t" "$th" --prompt-tokens 128 --gen-tokens 128 --reps 5; done
 done
 
 echo
-echo "## q4_0x8 with an f16 KV cache (llama.cpp's default KV type), 2 threads"
-echo "+ run bench $work/gpt2-small-q4_0x8.qlm --threads 2 --prompt-tokens 128 --gen-tokens 128 --reps 5 --kv-type f16 --json"
-"$B/run" bench "$work/gpt2-small-q4_0x8.qlm" --threads 2 --prompt-tokens 128 --gen-tokens 128 --reps 5 --kv-type f16 --json \
-  | python3 -c '
-import json, sys
-r = json.load(sys.stdin); b = r["decode_ms_per_token"]
-print("  q4_0x8 f16 KV | decode %.1f tok/s (min %.1f, max %.1f) | %.2f of probe %.1f GB/s | + KV %.1f MiB/token: %.2f | ms/token: products %.3f, attention %.3f, other %.3f" % (
-  r["decode_tokens_per_second"]["median"], r["decode_tokens_per_second"]["min"], r["decode_tokens_per_second"]["max"], r["bandwidth_ratio"],
-  r["bandwidth"]["gb_per_second"]["median"], r["kv_bytes_per_token"] / 2**20, r["bandwidth_ratio_with_kv"], b["products"], b["attention"], b["other"]))'
+echo "## tg128 (llama-bench's decode test: 128 tokens from an empty context), 2 threads, 5 reps"
+for t in q8_0 q4_0 q4_0x8; do bench "$t" 2 --prompt-tokens 1 --gen-tokens 128 --reps 5; done
+
+echo
+echo "## The f32 KV cache (--kv-type f32: twice the KV bytes), 128 + 128 tokens, 2 threads"
+for t in q8_0 q4_0x8; do bench "$t" 2 --prompt-tokens 128 --gen-tokens 128 --reps 5 --kv-type f32; done
 
 echo
 echo "## stories260K decode (per-token overhead), 1 thread, 256 positions greedy"
