@@ -9,17 +9,9 @@ final class CLIDefaultsTests: XCTestCase {
         guard FileManager.default.isExecutableFile(atPath: exe) else {
             throw SharedData.Missing(description: "\(exe) is missing: build with `swift build -c release --build-tests` first")
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        XCTAssertEqual(p.terminationStatus, 0, String(decoding: e, as: UTF8.self))
+        let r = try Fixtures.runProcess(exe, args)
+        XCTAssertEqual(r.status, 0, String(decoding: r.err, as: UTF8.self))
+        let o = r.out
         let obj = try JSONSerialization.jsonObject(with: o) as? [String: Any]
         return try XCTUnwrap(obj, "not a JSON object: \(String(decoding: o.prefix(300), as: UTF8.self))")
     }
