@@ -536,6 +536,7 @@ typedef struct {
     int64_t r0, r1, n;
     size_t rs;
     int64_t bad;
+    int nomem;
 } qrows_job;
 
 static void *qrows_worker(void *p) {
@@ -549,7 +550,7 @@ static void *qrows_worker(void *p) {
     }
     // row-grouped types: this job's range starts on a group boundary (see below); pack it here,
     // in parallel, rather than in one pass afterwards
-    if (qlm_pack_rows(j->type, j->dst + (size_t)j->r0 * j->rs, j->r1 - j->r0, j->n) != 0) j->bad = j->r0;
+    if (qlm_pack_rows(j->type, j->dst + (size_t)j->r0 * j->rs, j->r1 - j->r0, j->n) != 0) j->nomem = 1;
     return NULL;
 }
 
@@ -566,7 +567,7 @@ int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows,
     for (int t = 0; t < n_threads; t++) {
         const int64_t g = qlm_traits(type) ? qlm_traits(type)->row_group : 1; // ranges start at group boundaries
         const int64_t r0 = t == 0 ? 0 : rows * t / n_threads / g * g, r1 = t == n_threads - 1 ? rows : rows * (t + 1) / n_threads / g * g;
-        jobs[t] = (qrows_job){type, path, x, (char *)dst, r0, r1, n, rs, -1};
+        jobs[t] = (qrows_job){type, path, x, (char *)dst, r0, r1, n, rs, -1, 0};
     }
     int started[64] = {0};
     for (int t = 1; t < n_threads; t++) started[t] = pthread_create(&th[t], NULL, qrows_worker, &jobs[t]) == 0;
@@ -575,6 +576,7 @@ int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows,
         if (started[t]) pthread_join(th[t], NULL); else qrows_worker(&jobs[t]);
     }
     for (int t = 0; t < n_threads; t++) if (jobs[t].bad >= 0) return jobs[t].bad;
+    for (int t = 0; t < n_threads; t++) if (jobs[t].nomem) return QLM_QUANTIZE_NOMEM;
     return -1;
 }
 

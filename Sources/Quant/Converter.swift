@@ -189,6 +189,9 @@ public enum Converter {
             } else {
                 bad = qlm_quantize_rows(info.type.rawValue, floats, quant, Int64(info.rows), Int64(info.rowLength), Int32(options.threads))
             }
+            if bad == Int64(QLM_QUANTIZE_NOMEM) {
+                throw QuantError(t.origin, "out of memory while packing rows into \(info.type) groups")
+            }
             if bad >= 0 {
                 throw QuantError(t.origin, "row \(bad) holds NaN or infinity; cannot quantize")
             }

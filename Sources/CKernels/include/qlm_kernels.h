@@ -121,7 +121,9 @@ int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n);
 // Quantize `rows` rows of n floats (x is [rows, n] contiguous, dst gets rows * row_size;
 // Q4_0X8: quantized as q4_0, then packed).
 // Uses up to n_threads threads (plain pthreads, for the converter). Returns the index of
-// the first row holding a non-finite value, or -1 when all rows were finite.
+// the first row holding a non-finite value, QLM_QUANTIZE_NOMEM if a row group could not be
+// packed (no memory for its 8-row scratch), or -1 when all went well.
+#define QLM_QUANTIZE_NOMEM (-2)
 int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows, int64_t n, int n_threads);
 
 void qlm_f32_to_f16(const float *x, uint16_t *y, int64_t n); // round to nearest even
