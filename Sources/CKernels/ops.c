@@ -48,7 +48,42 @@ void qlm_rmsnorm(float *out, const float *x, const float *w, int64_t n, float ep
     for (int64_t i = 0; i < n; i++) out[i] = w[i] * (ss * x[i]);
 }
 
+#if QLM_X86
+// GPT-2's 25 layernorms per token: the scalar loop is two dependent float-add chains of n
+// (~1.7 us at n = 768, 1.3% of a q4_0x8 decoded token in perf); 16 lanes x 2 accumulators here.
+QLM_AVX512_TARGET static void layernorm_avx512(float *out, const float *x, const float *w, const float *b, int64_t n, float eps) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) { s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i)); s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + i + 16)); }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+    for (; i < n; i++) s += x[i];
+    const float mean = s / (float)n;
+    const __m512 vm = _mm512_set1_ps(mean);
+    __m512 v0 = _mm512_setzero_ps(), v1 = v0;
+    for (i = 0; i + 32 <= n; i += 32) {
+        const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), vm), d1 = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), vm);
+        v0 = _mm512_fmadd_ps(d0, d0, v0); v1 = _mm512_fmadd_ps(d1, d1, v1);
+    }
+    float v = _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
+    for (; i < n; i++) { const float d = x[i] - mean; v += d * d; }
+    const float rstd = 1.0f / sqrtf(v / (float)n + eps);
+    const __m512 vr = _mm512_set1_ps(rstd);
+    for (i = 0; i + 16 <= n; i += 16) {
+        const __m512 y = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), vm), vr);
+        const __m512 yw = _mm512_mul_ps(y, _mm512_loadu_ps(w + i));
+        _mm512_storeu_ps(out + i, b ? _mm512_add_ps(yw, _mm512_loadu_ps(b + i)) : yw);
+    }
+    for (; i < n; i++) {
+        const float y = (x[i] - mean) * rstd;
+        out[i] = b ? y * w[i] + b[i] : y * w[i];
+    }
+}
+#endif
+
 void qlm_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps) {
+#if QLM_X86
+    if (qlm_active_path() == QLM_PATH_AVX512) { layernorm_avx512(out, x, w, b, n, eps); return; }
+#endif
     float s = 0.0f;
     for (int64_t i = 0; i < n; i++) s += x[i];
     const float mean = s / (float)n;
