@@ -54,7 +54,7 @@ struct Convert: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output .qlm path (written atomically).")
     var output: String
 
-    @Option(name: .long, help: "Type for matrices: f32, f16, q8_0, q4_0, q4_1, iq4_k16, iq4_k32.")
+    @Option(name: .long, help: "Type for matrices: f32, f16, q8_0, q4_0, q4_0x8 (q4_0's numbers in 8-row groups: the fast 4-bit decode on x86), q4_1, iq4_k16, iq4_k32.")
     var type: String = "q8_0"
 
     @Option(name: .long, help: "Store tensors as independent zstd chunks at this level (1-22); omit for raw.")
@@ -189,6 +189,9 @@ struct Convert: ParsableCommand {
                   \(String(format: "%.2f", summary.seconds)) s, \(String(format: "%.0f", summary.mbPerSecond)) MB/s
                 """)
                 if let calibSeconds { print(String(format: "  total %.2f s including %.2f s of calibration", total, calibSeconds)) }
+                if !quiet && policy.defaultType == .q4_0 {
+                    printError("note: --type q4_0x8 stores these same q4_0 numbers in 8-row groups, which decode and prefill faster on x86 (docs/benchmarks.md)")
+                }
             }
         }
     }
