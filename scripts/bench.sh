@@ -10,6 +10,9 @@
 #   tg128 setting (128 tokens decoded from an empty context), then with an f32 KV cache. Each bench
 #   reads the machine's sequential-read bandwidth after every rep and reports each rep's decode as
 #   a share of the reads around it (median over reps).
+# - Then the 1-thread kernel table (`run bench --kernels`) and, unless ROUNDS=0, the decode share over
+#   ROUNDS (default 5) rounds of scripts/decode_rounds.sh: the summary table of docs/benchmarks.md.
+#   About 12 minutes in all on the 2-core machine.
 # - stories260K (from QUANTLM_SHARED or ../shared) against llama2.c's run.c, side by side: set
 #   LLAMA2C_RUN to a compiled run.c binary (e.g. gcc -O3 -o run run.c -lm); it is not part of
 #   this repository. Both decode the same prompt greedily for 256 positions, 5 times each,
@@ -93,3 +96,23 @@ if ref:
 else:
     print("  (set LLAMA2C_RUN to a compiled llama2.c run.c to compare side by side)")
 PY
+
+echo
+echo "## Kernels, 1 thread (AVX-512 path): matvec GB/s (share of the 1-thread probe) and GEMM GFLOP/s"
+echo "+ run bench --kernels --threads 1 --shapes 3072x768,768x3072,50257x768 --json"
+"$B/run" bench --kernels --threads 1 --shapes 3072x768,768x3072,50257x768 --json | python3 -c '
+import json, sys
+r = json.load(sys.stdin)
+print("  probe %.1f GB/s (1 thread)" % r["bandwidth"]["gb_per_second"]["median"])
+rows = {(x["rows"], x["cols"], x["kind"], x["type"]): x for x in r["kernels"] if x["path"] == "avx512"}
+types = [t for t in ("q8_0", "q4_0", "q4_0x8") if any(k[3] == t for k in rows)]
+for shp in [(3072, 768), (768, 3072), (50257, 768)]:
+    mv = ["%s %.1f GB/s (%.2f)" % (t, rows[shp + ("matvec", t)]["gb_per_second"], rows[shp + ("matvec", t)]["bandwidth_ratio"]) for t in types if shp + ("matvec", t) in rows]
+    gm = ["%s %.0f" % (t, rows[shp + ("gemm", t)]["gflops"]) for t in types if shp + ("gemm", t) in rows]
+    print("  %5d x %-5d matvec: %s | GEMM GFLOP/s: %s" % (shp[0], shp[1], ", ".join(mv), ", ".join(gm)))'
+
+if [ "${ROUNDS:-5}" -gt 0 ]; then
+  echo
+  echo "## Decode share over ${ROUNDS:-5} rounds (scripts/decode_rounds.sh)"
+  bash "$here/scripts/decode_rounds.sh" "$work" "${ROUNDS:-5}"
+fi
