@@ -64,7 +64,9 @@ final class ProductTests: XCTestCase {
         var rng = Rng(11)
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
-        for n in [32, 172, 768, 4096] {
+        // n = 416: 13 blocks, an odd number of whole 4-block steps plus a partial one (q4_0 AVX-512
+        // alternates two accumulators by step parity).
+        for n in [32, 172, 416, 768, 4096] {
             for rows in [1, 7, 64, 513] {
                 if n == 4096 && rows == 513 { continue }
                 for t in allTypes {
@@ -152,7 +154,7 @@ final class ProductTests: XCTestCase {
         var rng = Rng(12)
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
-        for (rows, n) in [(1, 32), (7, 172), (64, 768), (513, 64), (70, 1000)] {
+        for (rows, n) in [(1, 32), (7, 172), (9, 320), (9, 416), (64, 768), (513, 64), (70, 1000)] { // 320: 3 q4_0 steps (odd), 416: 3 whole + 1 partial
             for T in [1, 3, 17] {
                 for t in allTypes {
                     let (wq, _) = makeWeights(t, rows: rows, n: n, rng: &rng)
