@@ -67,6 +67,26 @@ QLM_AVX512_INLINE void kv_prefetch_next_heads(const uint8_t *h, int64_t bytes) {
     _mm_prefetch((const char *)h + 3 * bytes - 1, _MM_HINT_T1);
 }
 
+// The FMA chains of nk keys (k0, k0 + stride, ...; nk a constant 8 or 4): a[t] over chunks of 16
+// in order, the keys interleaved per chunk so the chains run side by side.
+QLM_AVX512_INLINE void key_chains(int kind, int nk, const float *q, const uint8_t *k0, int64_t stride, int64_t hd, __m512 *a) {
+    for (int t = 0; t < nk; t++) a[t] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < hd; j += 16) {
+        const __m512 qv = _mm512_loadu_ps(q + j);
+        for (int t = 0; t < nk; t++) a[t] = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + t * stride, j), a[t]);
+    }
+}
+
+// hadd(hadd(b0, b1), hadd(b2, b3)) of the folded a[0..3]: each 128-bit lane holds four keys' partial sums.
+QLM_AVX512_INLINE __m256 hadd4(const __m512 *a) {
+    return _mm256_hadd_ps(_mm256_hadd_ps(fold256(a[0]), fold256(a[1])), _mm256_hadd_ps(fold256(a[2]), fold256(a[3])));
+}
+
+// q8_0: the scales of nk keys.
+QLM_AVX512_INLINE void key_scales(int nk, const uint8_t *k0, int64_t stride, float *d) {
+    for (int t = 0; t < nk; t++) d[t] = kv_scale(k0 + t * stride);
+}
+
 QLM_AVX512_INLINE void scores_kernel(int kind, const float *q, const uint8_t *k, int64_t stride, int64_t n, int64_t hd,
                                      float scale, float *scores) {
     const int64_t bytes = kind == QLM_KV_F16 ? 2 * hd : kind == QLM_KV_Q8_0 ? 4 + hd : 4 * hd;
@@ -77,42 +97,28 @@ QLM_AVX512_INLINE void scores_kernel(int kind, const float *q, const uint8_t *k,
         if (i + QLM_ATTN_PF + 8 <= n)
             for (int t = 0; t < 8; t++) kv_prefetch(k0 + (QLM_ATTN_PF + t) * stride, bytes);
         for (int t = 0; t < 8; t++) kv_prefetch_next_heads(k0 + t * stride, bytes);
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int64_t j = 0; j < hd; j += 16) {
-            const __m512 qv = _mm512_loadu_ps(q + j);
-            a0 = _mm512_fmadd_ps(qv, kv_load16(kind, k0, j), a0);
-            a1 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + stride, j), a1);
-            a2 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + 2 * stride, j), a2);
-            a3 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + 3 * stride, j), a3);
-            a4 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + 4 * stride, j), a4);
-            a5 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + 5 * stride, j), a5);
-            a6 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + 6 * stride, j), a6);
-            a7 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + 7 * stride, j), a7);
-        }
-        // hadd(hadd(b0, b1), hadd(b2, b3)): each 128-bit lane holds four keys' partial sums.
-        const __m256 h0 = _mm256_hadd_ps(_mm256_hadd_ps(fold256(a0), fold256(a1)), _mm256_hadd_ps(fold256(a2), fold256(a3)));
-        const __m256 h1 = _mm256_hadd_ps(_mm256_hadd_ps(fold256(a4), fold256(a5)), _mm256_hadd_ps(fold256(a6), fold256(a7)));
+        __m512 a[8];
+        key_chains(kind, 8, q, k0, stride, hd, a);
+        const __m256 h0 = hadd4(a), h1 = hadd4(a + 4);
         __m256 r = _mm256_add_ps(_mm256_permute2f128_ps(h0, h1, 0x20), _mm256_permute2f128_ps(h0, h1, 0x31));
-        if (kind == QLM_KV_Q8_0)
-            r = _mm256_mul_ps(r, _mm256_setr_ps(kv_scale(k0), kv_scale(k0 + stride), kv_scale(k0 + 2 * stride),
-                                                kv_scale(k0 + 3 * stride), kv_scale(k0 + 4 * stride), kv_scale(k0 + 5 * stride),
-                                                kv_scale(k0 + 6 * stride), kv_scale(k0 + 7 * stride)));
+        if (kind == QLM_KV_Q8_0) {
+            float d[8];
+            key_scales(8, k0, stride, d);
+            r = _mm256_mul_ps(r, _mm256_loadu_ps(d));
+        }
         _mm256_storeu_ps(scores + i, _mm256_mul_ps(r, sv));
     }
     if (i + 4 <= n) {
         const uint8_t *k0 = k + i * stride;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int64_t j = 0; j < hd; j += 16) {
-            const __m512 qv = _mm512_loadu_ps(q + j);
-            a0 = _mm512_fmadd_ps(qv, kv_load16(kind, k0, j), a0);
-            a1 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + stride, j), a1);
-            a2 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + 2 * stride, j), a2);
-            a3 = _mm512_fmadd_ps(qv, kv_load16(kind, k0 + 3 * stride, j), a3);
-        }
-        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(fold256(a0), fold256(a1)), _mm256_hadd_ps(fold256(a2), fold256(a3)));
+        __m512 a[4];
+        key_chains(kind, 4, q, k0, stride, hd, a);
+        const __m256 h = hadd4(a);
         __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-        if (kind == QLM_KV_Q8_0)
-            r = _mm_mul_ps(r, _mm_setr_ps(kv_scale(k0), kv_scale(k0 + stride), kv_scale(k0 + 2 * stride), kv_scale(k0 + 3 * stride)));
+        if (kind == QLM_KV_Q8_0) {
+            float d[4];
+            key_scales(4, k0, stride, d);
+            r = _mm_mul_ps(r, _mm_loadu_ps(d));
+        }
         _mm_storeu_ps(scores + i, _mm_mul_ps(r, _mm256_castps256_ps128(sv)));
         i += 4;
     }
