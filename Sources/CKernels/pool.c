@@ -230,7 +230,6 @@ void qlm_pool_for(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, ql
 typedef struct {
     qlm_range_fn fn;
     void *ctx;
-    int nth;
     int64_t chunk;
     // share[i].v = lo << 32 | hi: what is left of thread i's share. The owner advances lo, other
     // threads lower hi, both by compare-and-swap. One cache line per share.
@@ -250,14 +249,13 @@ static int take(_Atomic uint64_t *a, int64_t chunk, int front, int64_t *lo, int6
 }
 
 static void shares_task(void *p, int ith, int nth) {
-    (void)nth;
     shares_job *j = (shares_job *)p;
     int64_t lo, hi;
     while (take(&j->share[ith].v, j->chunk, 1, &lo, &hi)) j->fn(j->ctx, lo, hi);
     for (;;) { // own share done: help the share with the most left, from its back
         int best = -1;
         int64_t most = 0;
-        for (int i = 0; i < j->nth; i++) {
+        for (int i = 0; i < nth; i++) {
             const uint64_t v = atomic_load_explicit(&j->share[i].v, memory_order_relaxed);
             const int64_t left = (int64_t)(uint32_t)v - (int64_t)(v >> 32);
             if (left > most) { most = left; best = i; }
@@ -274,10 +272,10 @@ void qlm_pool_for_shares(qlm_pool *pool, int parallel, int64_t total, int64_t ch
     shares_job j;
     j.fn = fn;
     j.ctx = ctx;
-    j.nth = pool->n;
     j.chunk = chunk;
-    for (int i = 0; i < j.nth; i++)
-        atomic_init(&j.share[i].v, ((uint64_t)(total * i / j.nth) << 32) | (uint64_t)(total * (i + 1) / j.nth));
+    const int nth = pool->n; // every thread's task gets this nth
+    for (int i = 0; i < nth; i++)
+        atomic_init(&j.share[i].v, ((uint64_t)(total * i / nth) << 32) | (uint64_t)(total * (i + 1) / nth));
     // Dynamic: a worker that joins late finds its share partly taken from the back, and one that
     // never joins (the caller took everything) is not waited for.
     qlm_pool_run_dynamic(pool, shares_task, &j);

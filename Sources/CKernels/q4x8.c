@@ -242,8 +242,8 @@ void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, co
         qlm_pool_for_shares(pool, parallel, groups, 8, groups_range, &c);
     } else {
         // Prefill is compute-bound: 8 pieces per thread from one counter, for balance.
-        const int64_t per = 8 * (int64_t)nth;
-        qlm_pool_for(pool, parallel, groups, (groups + per - 1) / per < 2 ? 2 : (groups + per - 1) / per, groups_range, &c);
+        const int64_t per = 8 * (int64_t)nth, chunk = (groups + per - 1) / per;
+        qlm_pool_for(pool, parallel, groups, chunk < 2 ? 2 : chunk, groups_range, &c);
     }
     const qlm_dotn_fn row_dot = qlm_get_dotn(QLM_PATH_SCALAR, QLM_TYPE_Q4_0);
     for (int64_t r = groups * G; r < rows; r++) // rows past the last group: plain q4_0 rows

@@ -564,8 +564,8 @@ int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows,
     pthread_t th[64];
     const int32_t path = qlm_active_path();
     const size_t rs = qlm_row_size(type, n);
+    const int64_t g = qlm_traits(type) ? qlm_traits(type)->row_group : 1; // ranges start at group boundaries
     for (int t = 0; t < n_threads; t++) {
-        const int64_t g = qlm_traits(type) ? qlm_traits(type)->row_group : 1; // ranges start at group boundaries
         const int64_t r0 = t == 0 ? 0 : rows * t / n_threads / g * g, r1 = t == n_threads - 1 ? rows : rows * (t + 1) / n_threads / g * g;
         jobs[t] = (qrows_job){type, path, x, (char *)dst, r0, r1, n, rs, -1, 0};
     }
