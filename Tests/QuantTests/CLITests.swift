@@ -1,5 +1,6 @@
 import Foundation
 import Quant
+import TestSupport
 import XCTest
 
 /// Test 5: the built `convert` and `run` executables, end to end.

@@ -208,40 +208,6 @@ func safetensorsBytes(_ tensors: [STTensor], metadata: [String: String]? = ["for
 
 // MARK: - executables
 
-enum Executables {
-    static func url(_ name: String) throws -> URL {
-        let u = SharedData.packageRoot.appendingPathComponent(".build/release/\(name)")
-        guard FileManager.default.isExecutableFile(atPath: u.path) else {
-            throw SharedData.Missing(description: "executable \(u.path) not found: run `swift build -c release` before the tests")
-        }
-        return u
-    }
-
-    struct Result { var status: Int32; var stdout: String; var stderr: String }
-
-    static func run(_ name: String, _ args: [String]) throws -> Result {
-        let p = Process()
-        p.executableURL = try url(name)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        // Drain both pipes concurrently so a chatty child cannot block on a full pipe.
-        final class Box: @unchecked Sendable { var data = Data() }
-        let errBox = Box()
-        let g = DispatchGroup()
-        g.enter()
-        DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); g.leave() }
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        g.wait()
-        let errData = errBox.data
-        p.waitUntilExit()
-        return Result(status: p.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-                      stderr: String(decoding: errData, as: UTF8.self))
-    }
-}
-
 extension QLMFile {
     /// A copy of a tensor's raw bytes. (TensorData owns a decompressed buffer: copying out of
     /// `load(name).bytes` directly could read it after the TensorData was released.)

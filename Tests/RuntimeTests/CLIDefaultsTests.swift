@@ -5,15 +5,10 @@ import XCTest
 /// Defaults a user gets from the `run` CLI without flags.
 final class CLIDefaultsTests: XCTestCase {
     func runJSON(_ args: [String]) throws -> [String: Any] {
-        let exe = SharedData.packageRoot.appendingPathComponent(".build/release/run").path
-        guard FileManager.default.isExecutableFile(atPath: exe) else {
-            throw SharedData.Missing(description: "\(exe) is missing: build with `swift build -c release --build-tests` first")
-        }
-        let r = try Fixtures.runProcess(exe, args)
-        XCTAssertEqual(r.status, 0, String(decoding: r.err, as: UTF8.self))
-        let o = r.out
-        let obj = try JSONSerialization.jsonObject(with: o) as? [String: Any]
-        return try XCTUnwrap(obj, "not a JSON object: \(String(decoding: o.prefix(300), as: UTF8.self))")
+        let r = try Executables.run("run", args)
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+        return try XCTUnwrap(obj, "not a JSON object: \(r.stdout.prefix(300))")
     }
 
     /// The KV cache is f16 unless --kv-type says otherwise (half the bytes of f32), and the

@@ -17,31 +17,16 @@ enum Fixtures {
 
     static var referenceDir: URL { SharedData.packageRoot.appendingPathComponent("Tests/reference") }
 
-    /// Runs a program to completion: exit status, stdout, stderr.
-    static func runProcess(_ exe: String, _ args: [String], env: [String: String]? = nil) throws -> (status: Int32, out: Data, err: Data) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        if let env { p.environment = env }
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, o, e)
-    }
-
     /// Runs a Tests/reference script with python3 and returns its stdout; throws with stderr on failure.
     static func python(_ script: String, _ args: [String]) throws -> String {
         var env = ProcessInfo.processInfo.environment
         env["QUANTLM_SHARED"] = try SharedData.root().path
-        let r = try runProcess("/usr/bin/env", ["python3", referenceDir.appendingPathComponent(script).path] + args, env: env)
+        let r = try Executables.run(url: URL(fileURLWithPath: "/usr/bin/env"), ["python3", referenceDir.appendingPathComponent(script).path] + args,
+                                    environment: env)
         guard r.status == 0 else {
-            throw Failure(description: "python3 \(script) \(args.joined(separator: " ")) failed (\(r.status)): \(String(decoding: r.err, as: UTF8.self))")
+            throw Failure(description: "python3 \(script) \(args.joined(separator: " ")) failed (\(r.status)): \(r.stderr)")
         }
-        return String(decoding: r.out, as: UTF8.self)
+        return r.stdout
     }
 
     static func json(_ s: String) throws -> [String: Any] {
