@@ -23,6 +23,7 @@ work="${1:-/tmp/quantlm-bench}"
 shared="${QUANTLM_SHARED:-$here/../shared}"
 B="$here/.build/release"
 case "$work" in "$here"/*) echo "error: WORK_DIR must be outside the repository" >&2; exit 2;; esac
+[[ "${ROUNDS:-5}" =~ ^[0-9]+$ ]] || { echo "error: ROUNDS must be a number of rounds (0 skips them), got '$ROUNDS'" >&2; exit 2; }
 mkdir -p "$work"
 (cd "$here" && swift build -c release >&2)
 

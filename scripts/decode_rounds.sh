@@ -10,6 +10,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 work="${1:-/tmp/quantlm-bench}"
 rounds="${2:-5}"
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "error: ROUNDS must be a positive integer, got '$rounds'" >&2; exit 2; }
 B="$here/.build/release"
 for t in q8_0 q4_0 q4_0x8; do
   [ -f "$work/gpt2-small-$t.qlm" ] || { echo "error: $work/gpt2-small-$t.qlm is missing: run scripts/bench.sh $work first" >&2; exit 2; }

@@ -298,10 +298,12 @@ NR_DISPATCH(f16, avx512, QLM_AVX512_TARGET)
 // from qlm_prepare_act (qlm_q4quad: low/high-nibble codes, the exact -8 * sum corrections as the
 // dpbusd start value, the 4 scales repeated), so per weight row and 4 blocks the work is
 // 2 loads, 2 permutes, 3 logic ops, 2 dpbusd, 1 conversion each way and 1 mul + 1 FMA.
-// Measured as above: 25 GB/s per thread from L2 (q8_0's row kernel: 22). Whole decode products
-// (49 matrices, 69.5 MB, 5 rounds of N = 60 / 100, medians): 0.62-0.69 -> 0.70-0.74 of a read
-// of the same bytes on 1 thread, 0.50-0.76 -> 0.68-0.84 on 2 threads (q4_0x8: 0.88-0.96), so
-// still short of the memory bound; the prefill tile (1 thread, T = 64) went 1.5-1.8x faster.
+// Measured as above (a scratch micro-benchmark): 25 GB/s per thread from L2 (q8_0's row
+// kernel: 22); the prefill tile (1 thread, T = 64) went 1.5-1.8x faster. Whole decode products,
+// this kernel and the two chains below against the one-block kernel
+// (`scripts/products_vs_read.sh --base e89cc6f q4_0`, docs/benchmarks.md): 2.44-2.53 -> 2.32-2.38
+// ms per token, 0.76 -> 0.79 of a read of the same bytes on 2 threads; still short of the memory
+// bound that q4_0x8 reaches.
 // Tried without gain: GFNI for the high nibbles (+1-2% from L2), halving the float lanes by
 // adding lane pairs of two steps (0%), the last 8 step bytes by a 16-byte load (-4%), rows
 // sharing activation loads (QLM_MV_NR 2 / 4: +16% / +31% from L2 but 0.61-0.65 / 0.55-0.58 vs 0.78-0.86 of
@@ -309,8 +311,8 @@ NR_DISPATCH(f16, avx512, QLM_AVX512_TARGET)
 // Arithmetic: lane 4k+j of a step is block k's exact integer over elements 4j..4j+3 and
 // 16+4j..16+4j+3 (minus 8 * their activation sum); acc[q & 1] = fma(d_w * d_a, (float)lane,
 // acc[q & 1]) over the steps q in order, result = hsum16(acc[0] + acc[1]). Two chains instead of
-// one: +3-5% on the whole decode products from memory (0.745-0.775 -> 0.780-0.797 of the
-// same-bytes read, 2 threads, 2 x 100 alternations in one process). A partial last step loads only its blocks (the rest reads as 0,
+// one: +3-5% on the whole decode products from memory (scratch A/B in one process, 2 threads;
+// `run bench` tg128 351 -> 403 tok/s, docs/benchmarks.md). A partial last step loads only its blocks (the rest reads as 0,
 // against zero activation entries: fma(0, 0, acc) = acc). The prefill tile below does the same
 // per (row, token), so matvec, matmul and vec_dot agree bit for bit.
 static const int16_t q4quad_qs_idx[32] = {1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17,  // words of the

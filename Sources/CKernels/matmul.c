@@ -45,7 +45,7 @@ void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     if (wtype == QLM_TYPE_Q4_0X8) { qlm_q4x8_product(pool, W, rows, n, act, 0, 1, y, rows); return; }
     prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y};
     // One contiguous share of rows per thread (see qlm_pool_for_shares): q8_0 decode products
-    // went from 1.02 to 1.07-1.09 of a read of the same bytes (2 threads, alternating).
+    // went from 1.01 to 1.06 of a read of the same bytes (2 threads, scripts/products_vs_read.sh).
     qlm_pool_for_shares(pool, rows * n >= QLM_SMALL_PRODUCT && rows >= 8, rows, 32, matvec_range, &c);
 }
 

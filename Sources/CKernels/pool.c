@@ -222,9 +222,9 @@ void qlm_pool_for(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, ql
 }
 
 // ---- contiguous shares, balanced by taking chunks from the back ----------------------------
-// Measured (GPT-2-small decode products, q4_0x8, 2 threads, alternating in one process with a
-// read of the same bytes): 0.93 of that read with two interleaved pieces per thread from
-// qlm_pool_for, 0.99-1.01 with shares in chunks of 8 groups; q8_0 1.02 -> 1.07-1.09.
+// Measured with the q4_0x8 prefetch removal (`scripts/products_vs_read.sh --base 8d5a21b`, GPT-2-
+// small decode products against a read of the same bytes, 2 threads): q4_0x8 0.73 -> 0.91, q8_0
+// 1.01 -> 1.06 (docs/benchmarks.md); the shares alone, in a scratch A/B: q4_0x8 0.93 -> 0.99-1.01.
 #define SHARES_MAX 64
 
 typedef struct {
