@@ -68,6 +68,8 @@ public enum TokenizerSource: Equatable, Sendable {
     case gpt2(vocab: URL, merges: URL)
     /// A llama2.c tokenizer.bin.
     case llama2c(URL)
+    /// A vocabulary carried by the checkpoint itself (GGUF `tokenizer.ggml.*`).
+    case data(TokenizerData)
 }
 
 /// A float checkpoint ready to convert: architecture, hyper-parameters, tensors in canonical form.

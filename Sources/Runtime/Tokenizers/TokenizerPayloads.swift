@@ -22,6 +22,8 @@ public enum TokenizerPayloads {
             let tok = try Llama2cTokenizer(data: bytes, vocabSize: vocabSize, source: url.path)
             return TokenizerPayload(kind: "llama2c", blob: bytes, bos: tok.bosID.map(Int.init),
                                     eos: tok.eosID.map(Int.init), sourceFiles: [url])
+        case .data(let d):
+            throw TokenizerError(file: d.source, problem: "tokenizer model '\(d.model)' from checkpoint metadata is not supported yet")
         }
     }
 
