@@ -36,7 +36,7 @@ let package = Package(
         // Test helpers every test target shares (locating ../shared).
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "KernelTests", dependencies: ["CKernels", "Quant", "TestSupport"]),
-        .testTarget(name: "QuantTests", dependencies: ["Quant", "CKernels", "TestSupport"]),
+        .testTarget(name: "QuantTests", dependencies: ["Quant", "Runtime", "CKernels", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Quant", "CKernels", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

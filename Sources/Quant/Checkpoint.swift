@@ -1,21 +1,24 @@
 import CKernels
 import Foundation
 
-/// One tensor of a float checkpoint, under QuantLM's canonical name and orientation
-/// (a weight is [out, in]: one row per output feature).
+/// One tensor of a float checkpoint in canonical orientation (a weight is [out, in]: one row
+/// per output feature). A reader says what the tensor is (`key`); the architecture names it
+/// (`Checkpoint.named(by:)`); until then `name` is the key's GGUF-style name.
 public struct SourceTensor {
-    public let name: String
+    public let key: TensorKey
+    public internal(set) var name: String
     public let shape: [Int]
     public let dtype: SourceDType
     /// The source's bytes (a view into a memory map that the checkpoint keeps alive).
     public let bytes: UnsafeRawBufferPointer
     /// True when the source stores the matrix as [in, out] (HF GPT-2's Conv1D).
     public let transposed: Bool
-    /// "file: key", for messages.
-    public let origin: String
+    /// "file: key", for messages (a key the reader made up is replaced by the canonical name once named).
+    public internal(set) var origin: String
 
-    public init(name: String, shape: [Int], dtype: SourceDType, bytes: UnsafeRawBufferPointer, transposed: Bool, origin: String) {
-        self.name = name; self.shape = shape; self.dtype = dtype; self.bytes = bytes
+    public init(key: TensorKey, name: String? = nil, shape: [Int], dtype: SourceDType, bytes: UnsafeRawBufferPointer,
+                transposed: Bool, origin: String) {
+        self.key = key; self.name = name ?? key.description; self.shape = shape; self.dtype = dtype; self.bytes = bytes
         self.transposed = transposed; self.origin = origin
     }
 
@@ -74,7 +77,8 @@ public enum TokenizerSource: Equatable, Sendable {
 
 /// A float checkpoint ready to convert: architecture, hyper-parameters, tensors in canonical form.
 public struct Checkpoint {
-    public var architecture: Architecture
+    /// The architecture's registered name ("gpt2", "llama"): the metadata's `architecture`.
+    public var architecture: String
     public var hparams: HParams
     public var tensors: [SourceTensor]
     public var tokenizer: TokenizerSource?
@@ -82,9 +86,35 @@ public struct Checkpoint {
     public var sourceFiles: [URL]
     /// Keeps memory maps alive while `tensors` point into them.
     public var keepAlive: [AnyObject]
+    /// True once `named(by:)` gave every tensor its architecture's name (the converter requires it).
+    public private(set) var isNamed = false
 
-    /// Opens a checkpoint: a directory in Hugging Face GPT-2 layout, or a llama2.c .bin file.
-    public static func open(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
+    public init(architecture: String, hparams: HParams, tensors: [SourceTensor], tokenizer: TokenizerSource?,
+                sourceFiles: [URL], keepAlive: [AnyObject]) {
+        self.architecture = architecture; self.hparams = hparams; self.tensors = tensors; self.tokenizer = tokenizer
+        self.sourceFiles = sourceFiles; self.keepAlive = keepAlive
+    }
+
+    /// The same checkpoint with every tensor under the architecture's canonical name.
+    public func named(by names: TensorNames) throws -> Checkpoint {
+        var c = self
+        for i in c.tensors.indices {
+            guard let n = names.name(c.tensors[i].key) else {
+                throw QuantError(c.tensors[i].origin, "tensor \(c.tensors[i].key) has no place in a \(architecture) model")
+            }
+            let unnamed = c.tensors[i].name
+            c.tensors[i].name = n
+            if c.tensors[i].origin.hasSuffix(": " + unnamed) {
+                c.tensors[i].origin = String(c.tensors[i].origin.dropLast(unnamed.count)) + n
+            }
+        }
+        c.isNamed = true
+        return c
+    }
+
+    /// Reads a checkpoint (a directory in Hugging Face GPT-2 layout, or a llama2.c .bin file)
+    /// with its tensors not yet named: Runtime's `Checkpoint.open` names them by architecture.
+    public static func read(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
             throw QuantError(url, "no such file or directory")

@@ -124,6 +124,9 @@ public enum Converter {
     public static func convert(_ ckpt: Checkpoint, tokenizer: TokenizerPayload, options: ConvertOptions,
                                to output: URL, progress: ((Int, Int) -> Void)? = nil) throws -> ConvertSummary {
         let start = Date()
+        guard ckpt.isNamed else {
+            throw QuantError(output, "internal: the checkpoint's tensors are not named by their architecture (open it with Checkpoint.open)")
+        }
         let names = ckpt.tensors.map(\.name)
         if let unused = options.policy.unusedOverrides(names).first {
             throw QuantError("--keep", "pattern '\(unused)' matches no tensor (names look like \(names.prefix(3).joined(separator: ", ")))")

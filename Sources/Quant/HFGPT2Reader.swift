@@ -34,23 +34,28 @@ public enum HFGPT2Reader {
         return hp
     }
 
-    /// The tensors a GPT-2 of these hyper-parameters has: canonical name, canonical shape,
-    /// and whether HF stores it transposed (Conv1D).
-    static func expected(_ hp: HParams) -> [(String, [Int], Bool)] {
+    /// The tensors a GPT-2 of these hyper-parameters has: Hugging Face key (without the
+    /// `transformer.` prefix), what it is, canonical shape, and whether HF stores it transposed (Conv1D).
+    static func expected(_ hp: HParams) -> [(String, TensorKey, [Int], Bool)] {
         let d = hp.dModel, f = hp.dFF
-        var list: [(String, [Int], Bool)] = [("wte.weight", [hp.vocabSize, d], false), ("wpe.weight", [hp.nCtx, d], false)]
+        var list: [(String, TensorKey, [Int], Bool)] = [
+            ("wte.weight", TensorKey(.tokenEmbedding), [hp.vocabSize, d], false),
+            ("wpe.weight", TensorKey(.positionEmbedding), [hp.nCtx, d], false),
+        ]
         for i in 0 ..< hp.nLayer {
             let p = "h.\(i)."
-            list += [
-                (p + "ln_1.weight", [d], false), (p + "ln_1.bias", [d], false),
-                (p + "attn.c_attn.weight", [3 * d, d], true), (p + "attn.c_attn.bias", [3 * d], false),
-                (p + "attn.c_proj.weight", [d, d], true), (p + "attn.c_proj.bias", [d], false),
-                (p + "ln_2.weight", [d], false), (p + "ln_2.bias", [d], false),
-                (p + "mlp.c_fc.weight", [f, d], true), (p + "mlp.c_fc.bias", [f], false),
-                (p + "mlp.c_proj.weight", [d, f], true), (p + "mlp.c_proj.bias", [d], false),
+            // (HF module, role, weight shape, Conv1D); each has a weight and a bias.
+            let modules: [(String, TensorRole, [Int], Bool)] = [
+                ("ln_1", .attnNorm, [d], false), ("attn.c_attn", .attnQKV, [3 * d, d], true),
+                ("attn.c_proj", .attnOutput, [d, d], true), ("ln_2", .ffnNorm, [d], false),
+                ("mlp.c_fc", .ffnUp, [f, d], true), ("mlp.c_proj", .ffnDown, [d, f], true),
             ]
+            for (m, role, shape, conv) in modules {
+                list.append((p + m + ".weight", TensorKey(role, layer: i), shape, conv))
+                list.append((p + m + ".bias", TensorKey(role, layer: i, bias: true), [shape[0]], false))
+            }
         }
-        list += [("ln_f.weight", [d], false), ("ln_f.bias", [d], false)]
+        list += [("ln_f.weight", TensorKey(.outputNorm), [d], false), ("ln_f.bias", TensorKey(.outputNorm, bias: true), [d], false)]
         return list
     }
 
@@ -94,7 +99,7 @@ public enum HFGPT2Reader {
             }
         }
         var tensors: [SourceTensor] = []
-        for (name, shape, transposed) in expected(hp) {
+        for (name, key, shape, transposed) in expected(hp) {
             guard let e = byName.removeValue(forKey: name) else {
                 throw QuantError(dir, "missing tensor \(name) (expected for n_layer \(hp.nLayer))")
             }
@@ -102,14 +107,14 @@ public enum HFGPT2Reader {
             guard e.shape == stored else {
                 throw QuantError(e.file, "tensor \(e.name): shape \(e.shape), expected \(stored) from config.json")
             }
-            tensors.append(SourceTensor(name: name, shape: shape, dtype: e.dtype, bytes: e.bytes, transposed: transposed,
+            tensors.append(SourceTensor(key: key, name: name, shape: shape, dtype: e.dtype, bytes: e.bytes, transposed: transposed,
                                         origin: "\(e.file): \(e.name)"))
         }
         if let extra = byName.keys.sorted().first {
             throw QuantError(byName[extra]!.file, "unknown tensor \(byName[extra]!.name) (not part of a \(hp.nLayer)-layer GPT-2)")
         }
         let tok = try tokenizerFiles(dir, explicit: tokenizer)
-        return Checkpoint(architecture: .gpt2, hparams: hp, tensors: tensors, tokenizer: tok,
+        return Checkpoint(architecture: "gpt2", hparams: hp, tensors: tensors, tokenizer: tok,
                           sourceFiles: sources, keepAlive: files)
     }
 

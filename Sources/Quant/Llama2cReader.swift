@@ -21,19 +21,19 @@ public enum Llama2cReader {
         try hp.validate(file: file)
         let headSize = dim / nHeads
         let kvDim = headSize * nKV
-        // (name pattern, per-layer shape, layered)
-        let layout: [(String, [Int], Bool)] = [
-            ("tok_embeddings.weight", [vocab, dim], false),
-            ("attention_norm.weight", [dim], true),
-            ("attention.wq.weight", [dim, dim], true),
-            ("attention.wk.weight", [kvDim, dim], true),
-            ("attention.wv.weight", [kvDim, dim], true),
-            ("attention.wo.weight", [dim, dim], true),
-            ("ffn_norm.weight", [dim], true),
-            ("feed_forward.w1.weight", [hidden, dim], true),
-            ("feed_forward.w2.weight", [dim, hidden], true),
-            ("feed_forward.w3.weight", [hidden, dim], true),
-            ("norm.weight", [dim], false),
+        // (role, per-layer shape, layered), in run.c's order
+        let layout: [(TensorRole, [Int], Bool)] = [
+            (.tokenEmbedding, [vocab, dim], false),
+            (.attnNorm, [dim], true),
+            (.attnQ, [dim, dim], true),
+            (.attnK, [kvDim, dim], true),
+            (.attnV, [kvDim, dim], true),
+            (.attnOutput, [dim, dim], true),
+            (.ffnNorm, [dim], true),
+            (.ffnGate, [hidden, dim], true),
+            (.ffnDown, [dim, hidden], true),
+            (.ffnUp, [hidden, dim], true),
+            (.outputNorm, [dim], false),
         ]
         var offset = 28
         var expectedSize = 28
@@ -45,31 +45,30 @@ public enum Llama2cReader {
                 ? "truncated: the header (dim \(dim), \(nLayers) layers, vocab \(vocab)) needs \(expectedSize) bytes, file has \(map.count)"
                 : "\(map.count - expectedSize) unexpected trailing bytes for the header's shapes (needs \(expectedSize))")
         }
-        var perName: [String: SourceTensor] = [:]
-        func take(_ name: String, _ shape: [Int]) -> SourceTensor {
+        var byKey: [TensorKey: SourceTensor] = [:]
+        func take(_ key: TensorKey, _ shape: [Int]) {
             let n = shape.reduce(1, *) * 4
-            let t = SourceTensor(name: name, shape: shape, dtype: .f32,
-                                 bytes: UnsafeRawBufferPointer(rebasing: map.bytes[offset ..< offset + n]),
-                                 transposed: false, origin: "\(file): \(name)")
+            byKey[key] = SourceTensor(key: key, shape: shape, dtype: .f32,
+                                      bytes: UnsafeRawBufferPointer(rebasing: map.bytes[offset ..< offset + n]),
+                                      transposed: false, origin: "\(file): \(key)")
             offset += n
-            return t
         }
-        for (name, shape, layered) in layout {
+        for (role, shape, layered) in layout {
             if layered {
-                for l in 0 ..< nLayers { perName["layers.\(l).\(name)"] = take("layers.\(l).\(name)", shape) }
+                for l in 0 ..< nLayers { take(TensorKey(role, layer: l), shape) }
             } else {
-                perName[name] = take(name, shape)
+                take(TensorKey(role), shape)
             }
         }
         offset += 2 * seqLen * (headSize / 2) * 4
-        if !shared { perName["output.weight"] = take("output.weight", [vocab, dim]) }
+        if !shared { take(TensorKey(.output), [vocab, dim]) }
         // Canonical order: embedding, layers in order, final norm, classifier.
-        var tensors: [SourceTensor] = [perName["tok_embeddings.weight"]!]
+        var tensors: [SourceTensor] = [byKey[TensorKey(.tokenEmbedding)]!]
         for l in 0 ..< nLayers {
-            for (name, _, layered) in layout where layered { tensors.append(perName["layers.\(l).\(name)"]!) }
+            for (role, _, layered) in layout where layered { tensors.append(byKey[TensorKey(role, layer: l)]!) }
         }
-        tensors.append(perName["norm.weight"]!)
-        if let o = perName["output.weight"] { tensors.append(o) }
+        tensors.append(byKey[TensorKey(.outputNorm)]!)
+        if let o = byKey[TensorKey(.output)] { tensors.append(o) }
 
         var tok: TokenizerSource?
         if let tokenizer {
@@ -84,7 +83,7 @@ public enum Llama2cReader {
         guard let tok else {
             throw QuantError(file, "no tokenizer: pass --tokenizer PATH/tokenizer.bin (none found beside the checkpoint)")
         }
-        return Checkpoint(architecture: .llama, hparams: hp, tensors: tensors, tokenizer: tok,
+        return Checkpoint(architecture: "llama", hparams: hp, tensors: tensors, tokenizer: tok,
                           sourceFiles: [url], keepAlive: [map])
     }
 }

@@ -44,11 +44,6 @@ public struct HParams: Codable, Equatable, Sendable {
     }
 }
 
-public enum Architecture: String, Codable, Sendable {
-    case gpt2
-    case llama
-}
-
 /// Where the tokenizer lives inside the file: a U8 tensor holding the serialized tokenizer.
 public struct TokenizerInfo: Codable, Equatable, Sendable {
     /// "gpt2-bpe" (QuantLM's compact byte-level BPE blob) or "llama2c" (tokenizer.bin verbatim).
@@ -96,7 +91,8 @@ public struct Provenance: Codable, Equatable, Sendable {
 public struct ModelMetadata: Codable, Equatable, Sendable {
     public var format: String
     public var formatVersion: Int
-    public var architecture: Architecture
+    /// The architecture's registered name (Runtime's `Architectures`): "gpt2", "llama", ...
+    public var architecture: String
     public var hparams: HParams
     public var tokenizer: TokenizerInfo
     public var quantization: QuantPolicyInfo

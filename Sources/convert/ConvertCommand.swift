@@ -252,7 +252,7 @@ struct Inspect: ParsableCommand {
                 return
             }
             let m = f.metadata, hp = m.hparams
-            print("\(file): QuantLM v\(m.formatVersion), \(m.architecture.rawValue), \(formatBytes(f.map.count))")
+            print("\(file): QuantLM v\(m.formatVersion), \(m.architecture), \(formatBytes(f.map.count))")
             print("  layers \(hp.nLayer), d_model \(hp.dModel), heads \(hp.nHead) (kv \(hp.nKVHead)), d_ff \(hp.dFF), n_ctx \(hp.nCtx), vocab \(hp.vocabSize), tied \(hp.tiedEmbeddings)")
             print("  tokenizer \(m.tokenizer.kind) (bos \(m.tokenizer.bos.map(String.init) ?? "-"), eos \(m.tokenizer.eos.map(String.init) ?? "-"))")
             print("  quantization \(m.quantization.defaultType)\(m.quantization.overrides.isEmpty ? "" : " keep " + m.quantization.overrides.joined(separator: " "))\(m.quantization.zstdLevel.map { ", zstd level \($0)" } ?? "")")

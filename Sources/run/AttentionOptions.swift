@@ -5,8 +5,8 @@ import Runtime
 /// --attention, --attention-layers, --sinks, --kv-type, --positions: shared by generate,
 /// logits, perplexity and compare. Validated against the model at load (clear one-line errors).
 struct AttentionOptions: ParsableArguments {
-    @Option(name: .long, help: "Attention for every layer: dense, banded:W, strided:W,K, or alternating:W (even layers dense, odd banded:W).")
-    var attention: String = "dense"
+    @Option(name: .long, help: "Attention for every layer: dense, banded:W, strided:W,K, or alternating:W (even layers dense, odd banded:W). Default: the model's own pattern (dense for GPT-2 and Llama).")
+    var attention: String?
 
     @Option(name: .long, help: "One pattern per layer, comma-separated (exactly n_layer entries), e.g. dense,banded:128,strided:64,16.")
     var attentionLayers: String?

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Quant
+import Runtime
 import XCTest
 import TestSupport
 
@@ -134,7 +135,7 @@ final class HFGPT2ReaderTests: XCTestCase {
             let label = "\(dtype) prefix '\(prefix)' shards \(shards) lm_head \(lmHead)"
             let s = try SyntheticGPT2.convert(dir, to: out)
             let f = try QLMFile(out)
-            XCTAssertEqual(f.metadata.architecture, .gpt2)
+            XCTAssertEqual(f.metadata.architecture, "gpt2")
             XCTAssertEqual(f.metadata.hparams.dModel, 64); XCTAssertEqual(f.metadata.hparams.nLayer, 2)
             XCTAssertTrue(f.metadata.hparams.tiedEmbeddings)
             XCTAssertEqual(f.tensors.count, SyntheticGPT2.layout.count + 1, label)

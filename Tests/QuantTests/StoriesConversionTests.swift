@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Quant
+import Runtime
 import XCTest
 
 /// Test 4 and 8: the real stories260K checkpoint through the library converter.
@@ -29,7 +30,7 @@ final class StoriesConversionTests: XCTestCase {
                 XCTAssertEqual(f.map.count, f === raw ? s.bytesOut : sz.bytesOut)
                 for t in f.tensors { try f.verify(t) }
                 let m = f.metadata
-                XCTAssertEqual(m.architecture, .llama)
+                XCTAssertEqual(m.architecture, "llama")
                 XCTAssertEqual(m.hparams, HParams(nLayer: 5, nHead: 8, nKVHead: 4, dModel: 64, dFF: 172, nCtx: 512, vocabSize: 512,
                                                   normEps: 1e-5, ropeTheta: 10000, tiedEmbeddings: true))
                 XCTAssertEqual(m.tokenizer.kind, "llama2c"); XCTAssertEqual(m.tokenizer.bos, 1); XCTAssertEqual(m.tokenizer.eos, 2)

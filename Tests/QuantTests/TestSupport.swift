@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Quant
+import Runtime
 import XCTest
 import TestSupport
 

@@ -2,6 +2,7 @@ import CKernels
 import CZstd
 import Foundation
 import Quant
+import Runtime
 import XCTest
 
 /// ModelMetadata has no public memberwise initializer; build it from the JSON keys that

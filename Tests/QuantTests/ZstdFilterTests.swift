@@ -2,6 +2,7 @@ import CKernels
 import CZstd
 import Foundation
 import Quant
+import Runtime
 import XCTest
 
 /// zstd chunk filters (QZC2, docs/format.md): exact round trips for every filter, type and

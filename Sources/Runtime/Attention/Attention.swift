@@ -48,18 +48,19 @@ public final class Attention {
     /// For the optional time accounting (`Compute.timing`).
     private let compute: Compute?
 
-    public init(_ hp: HParams, reindexRotary ropeFreq: [Float]? = nil, compute: Compute? = nil) {
-        nHead = hp.nHead
-        nKVHead = hp.nKVHead
-        headDim = hp.headDim
-        scale = 1 / Float(hp.headDim).squareRoot()
+    /// `scale` multiplies every score (default 1/√head_dim).
+    public init(_ sh: ModelShape, scale: Float? = nil, reindexRotary ropeFreq: [Float]? = nil, compute: Compute? = nil) {
+        nHead = sh.nHead
+        nKVHead = sh.nKVHead
+        headDim = sh.headDim
+        self.scale = scale ?? 1 / Float(sh.headDim).squareRoot()
         self.ropeFreq = ropeFreq
         runsCapacity = 4
         runs = .allocate(capacity: runsCapacity)
         threads = compute?.threads ?? 1
         pool = compute?.pool
         self.compute = compute
-        qr = .allocate(capacity: hp.headDim * threads)
+        qr = .allocate(capacity: sh.headDim * threads)
         scoresScratch = .allocate(capacity: 1)
         job.owner = self
     }

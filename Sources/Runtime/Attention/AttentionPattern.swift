@@ -117,8 +117,9 @@ public enum PositionMode: String, Sendable {
 
 /// The attention spec as given (strings), resolved against a model's hyper-parameters at load.
 public struct AttentionConfig: Sendable {
-    /// `dense`, `banded:W`, `strided:W,K` (every layer) or `alternating:W` (even layers dense, odd banded:W).
-    public var attention: String
+    /// `dense`, `banded:W`, `strided:W,K` (every layer) or `alternating:W` (even layers dense, odd banded:W);
+    /// nil: the pattern the architecture declares (dense when it declares none).
+    public var attention: String?
     /// Per-layer patterns, comma-separated at the top level (`dense,banded:128,strided:64,16`); overrides `attention`.
     public var layerList: [String]?
     public var sinks: Int
@@ -127,7 +128,7 @@ public struct AttentionConfig: Sendable {
     /// `.absolute` otherwise.
     public var positions: PositionMode?
 
-    public init(attention: String = "dense", layerList: [String]? = nil, sinks: Int = 0, kvType: KVType = .f16,
+    public init(attention: String? = nil, layerList: [String]? = nil, sinks: Int = 0, kvType: KVType = .f16,
                 positions: PositionMode? = nil) {
         self.attention = attention; self.layerList = layerList; self.sinks = sinks; self.kvType = kvType; self.positions = positions
     }
@@ -148,14 +149,19 @@ public struct AttentionConfig: Sendable {
     }
 
     /// One pattern per layer, validated: W in 1...nCtx, 0 ≤ S < every window, exactly nLayer entries.
-    public func layers(nLayer: Int, nCtx: Int) throws -> [AttentionPattern] {
+    /// `modelDefault` is the architecture's own pattern, used when neither spec is given.
+    public func layers(nLayer: Int, nCtx: Int, modelDefault: [AttentionPattern]? = nil) throws -> [AttentionPattern] {
         var pats: [AttentionPattern]
         if let list = layerList {
             guard list.count == nLayer else {
                 throw ModelError("--attention-layers has \(list.count) entries; this model has \(nLayer) layers")
             }
             pats = try list.map { try AttentionPattern.parse($0, maxWindow: nCtx) }
+        } else if attention == nil, let d = modelDefault {
+            guard d.count == nLayer else { throw ModelError("the architecture declares \(d.count) layer patterns for \(nLayer) layers") }
+            pats = d
         } else {
+            let attention = self.attention ?? "dense"
             let s = attention.trimmingCharacters(in: .whitespaces).lowercased()
             if s.hasPrefix("alternating:") {
                 let band = try AttentionPattern.parse("banded:" + s.dropFirst("alternating:".count), maxWindow: nCtx)

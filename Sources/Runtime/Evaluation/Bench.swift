@@ -245,7 +245,7 @@ public enum Bench {
         let ratio = Stat(ratios).median, withKV = Stat(ratiosKV).median
         let breakdown = DecodeBreakdown(products: Stat(linearMs).median, attention: Stat(attentionMs).median, other: Stat(otherMs).median)
         return ModelBenchReport(
-            model: path, architecture: lm!.file.metadata.architecture.rawValue, threads: threads, fileBytes: lm!.file.map.count,
+            model: path, architecture: lm!.file.metadata.architecture, threads: threads, fileBytes: lm!.file.map.count,
             promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads), firstTokenMilliseconds: Stat(firsts),
             prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
             effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: ratio,

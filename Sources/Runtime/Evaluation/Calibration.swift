@@ -99,7 +99,7 @@ public enum Calibration {
             t.readFloats(into: b)
             buffers.append(b)
             index[t.name] = i
-            work.tensors[i] = SourceTensor(name: t.name, shape: t.shape, dtype: .f32,
+            work.tensors[i] = SourceTensor(key: t.key, name: t.name, shape: t.shape, dtype: .f32,
                                            bytes: UnsafeRawBufferPointer(start: b, count: t.elementCount * 4),
                                            transposed: false, origin: t.origin)
         }

@@ -74,13 +74,13 @@ final class LayerStreamer {
         layers = plan.streamedLayers
         streamIndex = Dictionary(uniqueKeysWithValues: layers.enumerated().map { ($1, $0) })
         reader = try TensorReader(path: file.path)
-        let arch = file.metadata.architecture
+        let names = try Architectures.named(file.metadata.architecture, file: file.path).tensorNames
         var perLayer = [[StreamedTensor]](repeating: [], count: layers.count + plan.outputChunks.count)
         var stored = [Int](repeating: 0, count: perLayer.count), raw = stored
         var maxChunk = 0
         for name in plan.streamedTensors {
             let t = try file.info(name)
-            guard let l = MemoryPlan.layerIndex(name, architecture: arch), let j = streamIndex[l] else { continue }
+            guard let l = names.layerIndex(name), let j = streamIndex[l] else { continue }
             let chunks = t.encoding == .zstd ? try reader.chunks(of: t) : nil
             maxChunk = max(maxChunk, chunks?.stagingNeed ?? 0)
             let offset = perLayer[j].last.map { MemoryPlan.aligned($0.offset + $0.rows.count * $0.info.rowBytes) } ?? 0

@@ -94,21 +94,10 @@ public struct MemoryPlan: Sendable, Equatable {
     public var streams: Bool { bufferCount > 0 }
     public var outputStreams: Bool { !outputChunks.isEmpty }
 
-    /// The layer index of a tensor inside a transformer block, from its canonical name.
-    public static func layerIndex(_ name: String, architecture: Architecture) -> Int? {
-        let prefix = architecture == .gpt2 ? "h." : "layers."
-        guard name.hasPrefix(prefix) else { return nil }
-        let rest = name.dropFirst(prefix.count)
-        guard let dot = rest.firstIndex(of: "."), let l = Int(rest[..<dot]), l >= 0 else { return nil }
-        return l
-    }
-
     /// The classifier's and the input embedding's tensor names.
-    public static func outputAndEmbedding(_ metadata: ModelMetadata) -> (output: String, embedding: String) {
-        switch metadata.architecture {
-        case .gpt2: return ("wte.weight", "wte.weight")
-        case .llama: return (metadata.hparams.tiedEmbeddings ? "tok_embeddings.weight" : "output.weight", "tok_embeddings.weight")
-        }
+    public static func outputAndEmbedding(_ metadata: ModelMetadata) throws -> (output: String, embedding: String) {
+        let names = try Architectures.named(metadata.architecture).tensorNames
+        return (names.output(tied: metadata.hparams.tiedEmbeddings), names(.tokenEmbedding))
     }
 
     static func aligned(_ n: Int) -> Int { (n + 63) / 64 * 64 }
@@ -154,17 +143,21 @@ public struct MemoryPlan: Sendable, Equatable {
 
     public static func make(model: String, tensors: [TensorInfo], metadata: ModelMetadata,
                             settings: MemorySettings, budget: Int?, baseline: Int = 0,
-                            margin: Int = defaultMarginBytes) throws -> MemoryPlan {
-        let hp = metadata.hparams, arch = metadata.architecture, chunkBytes = metadata.quantization.zstdChunkBytes
+                            margin: Int = defaultMarginBytes, shape: ModelShape? = nil) throws -> MemoryPlan {
+        let hp = metadata.hparams, chunkBytes = metadata.quantization.zstdChunkBytes
+        let names = try Architectures.named(metadata.architecture).tensorNames
+        // The architecture's shape (the loader passes it); the metadata's plain d_model / n_head otherwise.
+        let sh = shape ?? ModelShape(nLayer: hp.nLayer, dModel: hp.dModel, nHead: hp.nHead, nKVHead: hp.nKVHead, headDim: hp.headDim,
+                                     dFF: hp.dFF, nCtx: hp.nCtx, vocabSize: hp.vocabSize)
         let filtered = (metadata.quantization.zstdFilter ?? "none") != "none"
         let tokenizerTensor = metadata.tokenizer.tensor
-        let (outName, embName) = outputAndEmbedding(metadata)
+        let (outName, embName) = try outputAndEmbedding(metadata)
         let tied = outName == embName
         var small: [TensorInfo] = []
         var out: TensorInfo?, emb: TensorInfo?
         var layerMatrices = [[TensorInfo]](repeating: [], count: hp.nLayer)
         for t in tensors where t.name != tokenizerTensor {
-            if t.shape.count >= 2, let l = layerIndex(t.name, architecture: arch), l < hp.nLayer {
+            if t.shape.count >= 2, let l = names.layerIndex(t.name), l < hp.nLayer {
                 layerMatrices[l].append(t)
             } else if t.name == outName {
                 out = t
@@ -181,8 +174,8 @@ public struct MemoryPlan: Sendable, Equatable {
         let maxLayer = layerBytes.max() ?? 0
         let layerStaging = layerMatrices.joined().map { stagingBound($0, chunkBytes: chunkBytes, filtered: filtered) }.max() ?? 0
         let smallBytes = small.reduce(0) { $0 + aligned($1.rawLength) }
-        let scratch = RunState.byteCount(hp, maxBatch: settings.maxBatch, logitChunk: settings.logitChunk)
-            + Compute.scratchBytes(maxCols: max(hp.dModel, hp.dFF), maxBatch: max(settings.maxBatch, 16))
+        let scratch = RunState.byteCount(sh, maxBatch: settings.maxBatch, logitChunk: settings.logitChunk)
+            + Compute.scratchBytes(maxCols: max(sh.dModel, sh.qDim, sh.dFF), maxBatch: max(settings.maxBatch, 16))
         let fixed = smallBytes + settings.kvBytes + scratch
         let limit = budget.map { $0 - baseline - margin }
 
@@ -260,7 +253,7 @@ public struct MemoryPlan: Sendable, Equatable {
             kvBytes: settings.kvBytes, scratchBytes: scratch, totalBytes: best.total, minimumBytes: minimum,
             streamedStoredBytesPerPass: 0, streamedRawBytesPerPass: 0, estimatedStoredBytesPerToken: best.streamedPerToken)
         for t in tensors where t.name != tokenizerTensor {
-            if t.shape.count >= 2, let l = layerIndex(t.name, architecture: arch), l < hp.nLayer, l >= best.keepLayers {
+            if t.shape.count >= 2, let l = names.layerIndex(t.name), l < hp.nLayer, l >= best.keepLayers {
                 plan.streamedTensors.append(t.name)
                 plan.streamedStoredBytesPerPass += t.storedLength
                 plan.streamedRawBytesPerPass += t.rawLength

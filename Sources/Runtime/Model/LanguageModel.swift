@@ -4,7 +4,10 @@ import Quant
 
 /// What every architecture offers the generator, the evaluator and the bench.
 public protocol LanguageModel: AnyObject {
+    /// The hyper-parameters as stored in the file's metadata.
     var hparams: HParams { get }
+    /// The dimensions the architecture's config gives (head_dim, query and KV widths).
+    var shape: ModelShape { get }
     var compute: Compute { get }
     var cache: KVCache { get }
     /// The most tokens one forward call processes at once (longer inputs are split).
@@ -73,8 +76,8 @@ final class RunState {
     let logitChunk: Int
     let x: UnsafeMutablePointer<Float>      // [B, d] residual stream
     let xb: UnsafeMutablePointer<Float>     // [B, d] normed input of a sub-layer
-    let qkv: UnsafeMutablePointer<Float>    // [B, d + 2 kvDim] queries, keys, values
-    let att: UnsafeMutablePointer<Float>    // [B, d] attention output
+    let qkv: UnsafeMutablePointer<Float>    // [B, qDim + 2 kvDim] queries, keys, values
+    let att: UnsafeMutablePointer<Float>    // [B, qDim] attention output
     let proj: UnsafeMutablePointer<Float>   // [B, d] sub-layer output
     let hb: UnsafeMutablePointer<Float>     // [B, d_ff]
     let hb2: UnsafeMutablePointer<Float>    // [B, d_ff]
@@ -84,21 +87,21 @@ final class RunState {
 
     /// Floats of each buffer; the logits chunk is at most `maxBatch` rows (more are never used).
     /// `maxVisible` is the most keys one query can see (the scores buffer).
-    static func sizes(_ hp: HParams, maxBatch: Int, logitChunk: Int, maxVisible: Int? = nil) -> [Int] {
-        let d = hp.dModel, b = maxBatch
-        return [b * d, b * d, b * (d + 2 * hp.kvDim), b * d, b * d, b * hp.dFF, b * hp.dFF, max(1, maxVisible ?? hp.nCtx),
-                min(logitChunk, maxBatch) * hp.vocabSize]
+    static func sizes(_ sh: ModelShape, maxBatch: Int, logitChunk: Int, maxVisible: Int? = nil) -> [Int] {
+        let d = sh.dModel, b = maxBatch
+        return [b * d, b * d, b * (sh.qDim + 2 * sh.kvDim), b * sh.qDim, b * d, b * sh.dFF, b * sh.dFF, max(1, maxVisible ?? sh.nCtx),
+                min(logitChunk, maxBatch) * sh.vocabSize]
     }
 
     /// Bytes a RunState of these dimensions allocates (the memory planner counts them).
-    static func byteCount(_ hp: HParams, maxBatch: Int, logitChunk: Int, maxVisible: Int? = nil) -> Int {
-        sizes(hp, maxBatch: maxBatch, logitChunk: logitChunk, maxVisible: maxVisible).reduce(0, +) * MemoryLayout<Float>.size
+    static func byteCount(_ sh: ModelShape, maxBatch: Int, logitChunk: Int, maxVisible: Int? = nil) -> Int {
+        sizes(sh, maxBatch: maxBatch, logitChunk: logitChunk, maxVisible: maxVisible).reduce(0, +) * MemoryLayout<Float>.size
     }
 
-    init(_ hp: HParams, maxBatch: Int, logitChunk: Int, maxVisible: Int) {
+    init(_ sh: ModelShape, maxBatch: Int, logitChunk: Int, maxVisible: Int) {
         self.maxBatch = maxBatch
         self.logitChunk = min(logitChunk, maxBatch)
-        let sizes = RunState.sizes(hp, maxBatch: maxBatch, logitChunk: logitChunk, maxVisible: maxVisible)
+        let sizes = RunState.sizes(sh, maxBatch: maxBatch, logitChunk: logitChunk, maxVisible: maxVisible)
         // Not zero-filled: every buffer is written before it is read, and pages never touched
         // (e.g. logits rows beyond the one generation asks for) cost no resident memory.
         all = .allocate(capacity: sizes.reduce(0, +))

@@ -5,7 +5,52 @@ import Quant
 /// Llama as llama2.c runs it: RMSNorm, rotary position embeddings on adjacent pairs,
 /// grouped-query attention, a SwiGLU MLP, and a classifier shared with the embedding
 /// unless the checkpoint has its own.
-public final class Llama: LanguageModel {
+public final class Llama: Architecture {
+    public static let name = "llama"
+    public static let positionEncoding = PositionEncoding.rotary
+    public static let tensorNames = TensorNames(
+        layerPrefix: "layers.",
+        global: [.tokenEmbedding: "tok_embeddings", .outputNorm: "norm", .output: "output"],
+        perLayer: [.attnNorm: "attention_norm", .attnQ: "attention.wq", .attnK: "attention.wk", .attnV: "attention.wv",
+                   .attnOutput: "attention.wo", .ffnNorm: "ffn_norm", .ffnGate: "feed_forward.w1",
+                   .ffnDown: "feed_forward.w2", .ffnUp: "feed_forward.w3"])
+
+    public struct Config: ModelConfig {
+        public var nLayer, nHead, nKVHead, dModel, dFF, nCtx, vocabSize: Int
+        public var normEps: Float
+        /// Rotary base θ (llama2.c: 10000).
+        public var ropeTheta: Float
+        /// Per-head width; d_model / n_head unless the metadata says otherwise.
+        public var headDim: Int
+        public var tiedEmbeddings: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case nLayer = "n_layer", nHead = "n_head", nKVHead = "n_kv_head", dModel = "d_model", dFF = "d_ff"
+            case nCtx = "n_ctx", vocabSize = "vocab_size", normEps = "norm_eps", ropeTheta = "rope_theta"
+            case headDim = "head_dim", tiedEmbeddings = "tied_embeddings"
+        }
+
+        public init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            nLayer = try c.decode(Int.self, forKey: .nLayer)
+            nHead = try c.decode(Int.self, forKey: .nHead)
+            nKVHead = try c.decodeIfPresent(Int.self, forKey: .nKVHead) ?? nHead
+            dModel = try c.decode(Int.self, forKey: .dModel)
+            dFF = try c.decode(Int.self, forKey: .dFF)
+            nCtx = try c.decode(Int.self, forKey: .nCtx)
+            vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+            normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-5
+            ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
+            headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? dModel / nHead
+            tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? true
+        }
+
+        public var shape: ModelShape {
+            ModelShape(nLayer: nLayer, dModel: dModel, nHead: nHead, nKVHead: nKVHead, headDim: headDim, dFF: dFF,
+                       nCtx: nCtx, vocabSize: vocabSize)
+        }
+    }
+
     struct Layer {
         let attnNorm: UnsafePointer<Float>
         let wq, wk, wv, wo: Matrix
@@ -13,6 +58,7 @@ public final class Llama: LanguageModel {
         let w1, w2, w3: Matrix
     }
 
+    public let config: Config
     public let hparams: HParams
     public let compute: Compute
     public let cache: KVCache
@@ -22,46 +68,46 @@ public final class Llama: LanguageModel {
     let layers: [Layer]
     let norm: UnsafePointer<Float>
     let output: OutputMatrix
-    let attention: Attention
-    let state: RunState
+    let blocks: Blocks
     /// Rotary frequencies per pair: theta^(-(2i mod headDim)/headDim), as run.c computes them.
     let ropeFreq: [Float]
 
     /// Position policy: `PositionMode.absolute` (rotated at absolute positions, up to n_ctx) or
     /// `.cache` (StreamingLLM re-indexing inside the visible window; see `Attention`).
     public let positionMode: PositionMode
-    public var positionLimit: Int { positionMode == .cache ? cache.capacity : min(hparams.nCtx, cache.capacity) }
+    public var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
+    public var shape: ModelShape { config.shape }
 
-    public init(weights: WeightStore, compute: Compute, cache: KVCache, maxBatch: Int, positions: PositionMode = .absolute) throws {
-        let hp = weights.file.metadata.hparams
-        self.hparams = hp
+    public init(config: Config, context ctx: ModelContext) throws {
+        let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
+        self.config = config
+        hparams = weights.file.metadata.hparams
         self.weights = weights
-        self.compute = compute
-        self.cache = cache
-        self.maxBatch = maxBatch
-        let d = hp.dModel, kv = hp.kvDim, f = hp.dFF
-        embed = try weights.embeddingTable("tok_embeddings.weight", rows: hp.vocabSize, cols: d)
-        layers = try (0 ..< hp.nLayer).map { i in
-            let p = "layers.\(i)."
-            return Layer(
-                attnNorm: try weights.vector(p + "attention_norm.weight", count: d),
-                wq: try weights.matrix(p + "attention.wq.weight", rows: d, cols: d),
-                wk: try weights.matrix(p + "attention.wk.weight", rows: kv, cols: d),
-                wv: try weights.matrix(p + "attention.wv.weight", rows: kv, cols: d),
-                wo: try weights.matrix(p + "attention.wo.weight", rows: d, cols: d),
-                ffnNorm: try weights.vector(p + "ffn_norm.weight", count: d),
-                w1: try weights.matrix(p + "feed_forward.w1.weight", rows: f, cols: d),
-                w2: try weights.matrix(p + "feed_forward.w2.weight", rows: d, cols: f),
-                w3: try weights.matrix(p + "feed_forward.w3.weight", rows: f, cols: d))
+        compute = ctx.compute
+        cache = ctx.cache
+        maxBatch = ctx.maxBatch
+        let d = sh.dModel, q = sh.qDim, kv = sh.kvDim, f = sh.dFF
+        embed = try weights.embeddingTable(N(.tokenEmbedding), rows: sh.vocabSize, cols: d)
+        layers = try (0 ..< sh.nLayer).map { i in
+            Layer(
+                attnNorm: try weights.vector(N(.attnNorm, layer: i), count: d),
+                wq: try weights.matrix(N(.attnQ, layer: i), rows: q, cols: d),
+                wk: try weights.matrix(N(.attnK, layer: i), rows: kv, cols: d),
+                wv: try weights.matrix(N(.attnV, layer: i), rows: kv, cols: d),
+                wo: try weights.matrix(N(.attnOutput, layer: i), rows: d, cols: q),
+                ffnNorm: try weights.vector(N(.ffnNorm, layer: i), count: d),
+                w1: try weights.matrix(N(.ffnGate, layer: i), rows: f, cols: d),
+                w2: try weights.matrix(N(.ffnDown, layer: i), rows: d, cols: f),
+                w3: try weights.matrix(N(.ffnUp, layer: i), rows: f, cols: d))
         }
-        norm = try weights.vector("norm.weight", count: d)
-        output = try weights.outputMatrix(hp.tiedEmbeddings ? "tok_embeddings.weight" : "output.weight",
-                                          rows: hp.vocabSize, cols: d, shared: embed)
-        state = RunState(hp, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
-        let hd = hp.headDim, theta = hp.ropeTheta ?? 10000
+        norm = try weights.vector(N(.outputNorm), count: d)
+        output = try weights.outputMatrix(N.output(tied: config.tiedEmbeddings), rows: sh.vocabSize, cols: d, shared: embed)
+        let hd = sh.headDim, theta = config.ropeTheta
         ropeFreq = (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
-        positionMode = positions
-        attention = Attention(hp, reindexRotary: positions == .cache ? ropeFreq : nil, compute: compute)
+        positionMode = ctx.positions
+        let attention = Attention(sh, reindexRotary: ctx.positions == .cache ? ropeFreq : nil, compute: compute)
+        let state = RunState(sh, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
+        blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: attention, weights: weights)
     }
 
     public var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + output.matrices }
@@ -69,7 +115,7 @@ public final class Llama: LanguageModel {
     /// Rotates adjacent pairs (2i, 2i+1) of every head of `v` (n floats) by pos · freq[i].
     @inline(__always)
     func rope(_ v: UnsafeMutablePointer<Float>, count n: Int, pos: Int) {
-        let hd = hparams.headDim
+        let hd = config.headDim
         ropeFreq.withUnsafeBufferPointer { freq in
             var i = 0
             while i < n {
@@ -85,36 +131,34 @@ public final class Llama: LanguageModel {
 
     public func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                              onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        let T = tokens.count, d = hparams.dModel, kv = hparams.kvDim, f = hparams.dFF, eps = hparams.normEps
-        let s = state, c = compute
-        let q = s.qkv, k = s.qkv + T * d, v = s.qkv + T * (d + kv)   // [T, d], [T, kv], [T, kv]
-        for t in 0 ..< T { try c.embedding(embed, row: Int(tokens[t]), into: s.x + t * d) }
+        let T = tokens.count, qd = config.shape.qDim, kv = config.shape.kvDim
+        let b = blocks, s = blocks.state, c = compute
+        let q = s.qkv, k = s.qkv + T * qd, v = s.qkv + T * (qd + kv)   // [T, qDim], [T, kvDim], [T, kvDim]
+        try b.embed(embed, tokens, into: s.x)
         for (l, L) in layers.enumerated() {
             try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
             defer { weights.release(layer: l) }
             // Attention sub-layer.
-            for t in 0 ..< T { qlm_rmsnorm(s.xb + t * d, s.x + t * d, L.attnNorm, Int64(d), eps) }
+            b.norm(.rms(L.attnNorm), rows: 0 ..< T, from: s.x, into: s.xb)
             c.linear(L.wq, s.xb, T: T, out: q)
             c.linear(L.wk, s.xb, T: T, out: k)
             c.linear(L.wv, s.xb, T: T, out: v)
             for t in 0 ..< T {
-                rope(q + t * d, count: d, pos: startPos + t)
+                rope(q + t * qd, count: qd, pos: startPos + t)
                 rope(k + t * kv, count: kv, pos: startPos + t)
-                // Store then attend, token by token (a ring cache reuses rows).
-                cache.store(layer: l, pos: startPos + t, k: k + t * kv, v: v + t * kv)
-                attention.attend(layer: l, pos: startPos + t, q: q + t * d, cache: cache, out: s.att + t * d, scores: s.scores)
             }
+            b.attend(layer: l, startPos: startPos, T: T, q: q, qStride: qd, k: k, kStride: kv, v: v, vStride: kv, out: s.att)
             c.linear(L.wo, s.att, T: T, out: s.proj)
-            qlm_add_f32(s.x, s.proj, Int64(T * d))
+            b.residual(T)
             // SwiGLU MLP sub-layer: w2(silu(w1 x) * w3 x).
-            for t in 0 ..< T { qlm_rmsnorm(s.xb + t * d, s.x + t * d, L.ffnNorm, Int64(d), eps) }
+            b.norm(.rms(L.ffnNorm), rows: 0 ..< T, from: s.x, into: s.xb)
             c.linear(L.w1, s.xb, T: T, out: s.hb)
             c.linear(L.w3, s.xb, T: T, out: s.hb2)
-            qlm_silu_mul(s.hb, s.hb2, Int64(T * f))
+            qlm_silu_mul(s.hb, s.hb2, Int64(T * config.dFF))
             c.linear(L.w2, s.hb, T: T, out: s.proj)
-            qlm_add_f32(s.x, s.proj, Int64(T * d))
+            b.residual(T)
         }
-        for t in logitRows { qlm_rmsnorm(s.xb + t * d, s.x + t * d, norm, Int64(d), eps) }
-        try emitLogits(state: s, output: output, weights: weights, rows: logitRows, onLogits: onLogits)
+        b.norm(.rms(norm), rows: logitRows, from: s.x, into: s.xb)
+        try b.logits(output, rows: logitRows, onLogits: onLogits)
     }
 }

@@ -75,27 +75,22 @@ public final class LoadedModel {
         if let f = options.sizing { sizing = f(tokenizer, hp) }
         let positions = min(max(1, sizing.kvPositions), hp.nCtx), maxBatch = max(1, sizing.maxBatch)
         let a = options.attention
-        let patterns = try a.layers(nLayer: hp.nLayer, nCtx: hp.nCtx)
+        let arch = try Architectures.named(file.metadata.architecture, file: path)
+        let shape = try arch.shape(of: file)
+        let patterns = try a.layers(nLayer: shape.nLayer, nCtx: shape.nCtx, modelDefault: try arch.defaultAttention(of: file))
         // Re-indexing is what lets an all-banded rotary model run past n_ctx; inside n_ctx
         // absolute positions score slightly better (docs/attention.md), so patterns that are
         // limited to n_ctx anyway (any dense or strided layer) default to absolute.
         let allBanded = patterns.allSatisfy { if case .banded = $0 { return true }; return false }
-        let arch = file.metadata.architecture
-        let mode = a.positions ?? (arch == .llama && allBanded ? .cache : .absolute)
-        if arch == .gpt2 && mode == .cache {
-            throw ModelError("--positions cache re-indexes rotary positions; GPT-2 has learned absolute positions (use absolute)")
-        }
-        let cache = PatternKVCache(patterns: patterns, sinks: a.sinks, kvType: a.kvType, nKVHead: hp.nKVHead,
-                                   headDim: hp.headDim, positions: positions)
+        let mode = a.positions ?? (arch.positionEncoding == .rotary && allBanded ? .cache : .absolute)
+        let cache = PatternKVCache(patterns: patterns, sinks: a.sinks, kvType: a.kvType, nKVHead: shape.nKVHead,
+                                   headDim: shape.headDim, positions: positions)
         plan = try MemoryPlan.make(model: url.lastPathComponent, tensors: file.tensors, metadata: file.metadata,
                                    settings: MemorySettings(kvBytes: cache.bytes, maxBatch: maxBatch), budget: options.memoryBudget,
-                                   baseline: baseline, margin: options.memoryMargin)
+                                   baseline: baseline, margin: options.memoryMargin, shape: shape)
         weights = budgeted ? try WeightStore(file: file, plan: plan) : WeightStore(file: file)
-        let compute = Compute(threads: options.threads, maxCols: max(hp.dModel, hp.dFF), maxBatch: max(maxBatch, 16))
-        switch arch {
-        case .gpt2: model = try GPT2(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch)
-        case .llama: model = try Llama(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch, positions: mode)
-        }
+        let compute = Compute(threads: options.threads, maxCols: max(shape.dModel, shape.qDim, shape.dFF), maxBatch: max(maxBatch, 16))
+        model = try arch.make(file, context: ModelContext(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch, positions: mode))
         weights.finishLoading()
         loadSeconds = Date().timeIntervalSince(start)
         MemoryStats.sample()

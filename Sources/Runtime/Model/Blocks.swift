@@ -1,0 +1,80 @@
+import CKernels
+import Foundation
+import Quant
+
+/// The steps every decoder-only forward pass is made of, written once: embedding rows,
+/// a norm over T rows, the attention step (store K/V, attend, token by token), the residual
+/// add and the classifier. GPT2.swift and Llama.swift compose them top to bottom.
+struct Blocks {
+    let shape: ModelShape
+    let eps: Float
+    let state: RunState
+    let compute: Compute
+    let cache: KVCache
+    let attention: Attention
+    let weights: WeightStore
+
+    /// A norm's weights: RMSNorm (Llama) or LayerNorm with bias (GPT-2).
+    enum Norm {
+        case rms(UnsafePointer<Float>)
+        case layer(UnsafePointer<Float>, bias: UnsafePointer<Float>)
+    }
+
+    /// out[t] = norm(x[t]) for t in rows (rows of width d_model).
+    @inline(__always)
+    func norm(_ n: Norm, rows: Range<Int>, from x: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>) {
+        let d = shape.dModel
+        switch n {
+        case .rms(let w): for t in rows { qlm_rmsnorm(out + t * d, x + t * d, w, Int64(d), eps) }
+        case .layer(let w, let b): for t in rows { qlm_layernorm(out + t * d, x + t * d, w, b, Int64(d), eps) }
+        }
+    }
+
+    /// Token embeddings of T tokens into x.
+    @inline(__always)
+    func embed(_ table: EmbeddingTable, _ tokens: UnsafeBufferPointer<Int32>, into x: UnsafeMutablePointer<Float>) throws {
+        for t in 0 ..< tokens.count { try compute.embedding(table, row: Int(tokens[t]), into: x + t * shape.dModel) }
+    }
+
+    /// For each of T tokens in order: store its key and value in the cache, then attend with
+    /// its query (a ring cache may overwrite a row a later query of this batch no longer sees
+    /// but an earlier one still does, so storing all first would be wrong). Row t of q, k, v
+    /// starts at q + t * qStride (and so on); out is [T, qDim].
+    @inline(__always)
+    func attend(layer l: Int, startPos: Int, T: Int, q: UnsafeMutablePointer<Float>, qStride: Int,
+                k: UnsafeMutablePointer<Float>, kStride: Int, v: UnsafeMutablePointer<Float>, vStride: Int,
+                out: UnsafeMutablePointer<Float>) {
+        for t in 0 ..< T {
+            cache.store(layer: l, pos: startPos + t, k: k + t * kStride, v: v + t * vStride)
+            attention.attend(layer: l, pos: startPos + t, q: q + t * qStride, cache: cache, out: out + t * shape.qDim, scores: state.scores)
+        }
+    }
+
+    /// x += proj over T rows (the residual connection).
+    @inline(__always)
+    func residual(_ T: Int) { qlm_add_f32(state.x, state.proj, Int64(T * shape.dModel)) }
+
+    /// logits = output · xb[t] for t in rows, `state.logitChunk` rows per product. A streamed
+    /// classifier is multiplied chunk by chunk (rows r0..<r1 of the logits from rows r0..<r1 of
+    /// the matrix: the kernels compute every output row on its own, so the logits are the same
+    /// bits as one product over the whole matrix).
+    func logits(_ output: OutputMatrix, rows: Range<Int>, onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        let s = state, d = shape.dModel, vocab = shape.vocabSize
+        var t0 = rows.lowerBound
+        while t0 < rows.upperBound {
+            let n = min(s.logitChunk, rows.upperBound - t0)
+            if output.streamed {
+                for k in output.chunks.indices {
+                    try weights.acquireOutput(chunk: k)
+                    defer { weights.releaseOutput(chunk: k) }
+                    let chunk = output.chunks[k]
+                    compute.linear(chunk.matrix, s.xb + t0 * d, T: n, out: s.logits + chunk.rows.lowerBound, ldOut: vocab)
+                }
+            } else {
+                compute.linear(output.chunks[0].matrix, s.xb + t0 * d, T: n, out: s.logits, ldOut: vocab)
+            }
+            for i in 0 ..< n { onLogits(t0 + i, UnsafeBufferPointer(start: s.logits + i * vocab, count: vocab)) }
+            t0 += n
+        }
+    }
+}
