@@ -32,7 +32,7 @@ Commands:
   generate --model M.gguf --llama-tokenize BIN --prompt P [--prompt P2 ...] [--n 32] [--out R.json]
       Greedy (argmax) continuation of each prompt for N tokens (no stop on EOS, so the token
       count is fixed); prompts tokenized by llama-tokenize (BOS as the vocab says).
-      stdout: one JSON line {"model", "results": [{"prompt", "prompt_ids", "ids"}]}
+      stdout: one JSON line {"model", "results": [{"prompt", "prompt_ids", "ids", "text"}]}
 """
 import argparse
 import ast
@@ -75,6 +75,8 @@ class Model:
         self.rope_dim = int(field(r, p + "rope.dimension_count", self.hd))
         self.add_bos = bool(field(r, "tokenizer.ggml.add_bos_token", True))
         self.bos = int(field(r, "tokenizer.ggml.bos_token_id"))
+        self.tok_model = field(r, "tokenizer.ggml.model")
+        self.tokens = field(r, "tokenizer.ggml.tokens")
         self.types = {}
         w = {}
         for t in r.tensors:
@@ -140,6 +142,35 @@ class Model:
 
     def logits(self, hidden_rows):
         return hidden_rows @ self.out.T
+
+
+def _gpt2_byte_decoder():
+    # GPT-2's bytes_to_unicode, inverted: printable stand-in character -> byte.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) \
+        + list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def detokenize(m, ids):
+    """Text of ids from the GGUF's own vocabulary (for reading the JSON; ids are the result)."""
+    if m.tok_model == "gpt2":
+        dec = _gpt2_byte_decoder()
+        data = bytearray()
+        for i in ids:
+            piece = m.tokens[i]
+            if all(ch in dec for ch in piece):
+                data += bytes(dec[ch] for ch in piece)
+            else:  # special/control token: keep its name
+                data += piece.encode("utf-8")
+        return data.decode("utf-8", errors="replace")
+    return "".join(m.tokens[i] for i in ids).replace("\u2581", " ")
 
 
 def log_softmax64(z):
@@ -213,7 +244,8 @@ def cmd_generate(a):
             nxt = int(np.argmax(m.logits(h[-1:])[0]))
             out.append(nxt)
             seq.append(nxt)
-        results.append({"prompt": prompt, "prompt_ids": pids, "ids": out})
+        results.append({"prompt": prompt, "prompt_ids": pids, "ids": out,
+                        "text": detokenize(m, out)})
         print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     res = {"model": os.path.basename(a.model), "n": a.n, "decoding": "greedy argmax, float32",
            "results": results}
