@@ -2,7 +2,7 @@
 """Independent float32 numpy Llama forward over a GGUF checkpoint, for perplexity and greedy
 continuations to compare with llama.cpp (the peer) and QuantLM.
 
-Not run by CI: it needs the `gguf` pip package (pip install gguf) besides numpy, and a real
+Not run by CI: it needs the `gguf` pip package (pip install gguf; used with 0.19.0) besides numpy, and a real
 GGUF (scripts/fetch_models.sh) plus llama.cpp's `llama-tokenize` (scripts/peer/build_llamacpp.sh)
 for the token ids, so the reference does not depend on QuantLM's tokenizer.
 
