@@ -23,6 +23,8 @@ public struct GPT2Tokenizer: Tokenizer {
     /// Special token ids (e.g. `<|endoftext|>`), with their text.
     public let specialTokens: [(text: String, id: Int32)]
     private let cache = WordCache()
+    /// How text is split before BPE (GPT-2's pattern unless built from checkpoint data).
+    let preTokenizer: PreTokenizerKind
 
     public var vocabSize: Int { tokenOffsets.count - 1 }
     /// GPT-2 uses `<|endoftext|>` both to start and to end a document.
@@ -108,6 +110,11 @@ public struct GPT2Tokenizer: Tokenizer {
 
     /// Builds from true token bytes, merges in rank order and special token ids.
     public init(tokens: [[UInt8]], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32], source: String) throws {
+        try self.init(tokens: tokens, merges: merges, specialIDs: specialIDs, pre: .gpt2, source: source)
+    }
+
+    /// Builds from true token bytes with a chosen pre-tokenizer.
+    init(tokens: [[UInt8]], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32], pre: PreTokenizerKind, source: String) throws {
         var data: [UInt8] = []
         data.reserveCapacity(tokens.reduce(0) { $0 + $1.count })
         var offsets: [Int32] = [0]
@@ -119,10 +126,11 @@ public struct GPT2Tokenizer: Tokenizer {
             data.append(contentsOf: t)
             offsets.append(Int32(data.count))
         }
-        try self.init(tokenData: data, tokenOffsets: offsets, merges: merges, specialIDs: specialIDs, source: source)
+        try self.init(tokenData: data, tokenOffsets: offsets, merges: merges, specialIDs: specialIDs, pre: pre, source: source)
     }
 
-    private init(tokenData: [UInt8], tokenOffsets: [Int32], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32], source: String) throws {
+    private init(tokenData: [UInt8], tokenOffsets: [Int32], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32],
+                 pre: PreTokenizerKind = .gpt2, source: String) throws {
         let n = tokenOffsets.count - 1
         guard n > 0, n < Int(Int32.max) else { throw TokenizerError(file: source, problem: "empty vocabulary") }
         var byteToID = [Int32](repeating: -1, count: 256)
@@ -168,6 +176,7 @@ public struct GPT2Tokenizer: Tokenizer {
         self.pairTable = table
         self.byteToID = byteToID
         self.specialTokens = specials
+        self.preTokenizer = pre
         self.eosID = specials.first(where: { $0.text == "<|endoftext|>" })?.id
     }
 
@@ -370,13 +379,13 @@ public struct GPT2Tokenizer: Tokenizer {
         return out
     }
 
-    private func encodeOrdinary(_ bytes: inout [UInt8], into out: inout [Int32]) {
+    func encodeOrdinary(_ bytes: inout [UInt8], into out: inout [Int32]) {
         if bytes.isEmpty { return }
         out.reserveCapacity(out.count + bytes.count / 3)
         var local: [[UInt8]: [Int32]] = [:]
         var scratch = BPEScratch()
         bytes.withUnsafeBufferPointer { buf in
-            GPT2Tokenizer.pretokenize(buf) { start, end in
+            PreTokenizers.split(buf, preTokenizer) { start, end in
                 let piece = UnsafeBufferPointer(rebasing: buf[start..<end])
                 if piece.count == 1 {
                     out.append(byteToID[Int(piece[0])])
