@@ -137,7 +137,9 @@ public struct GPT2Tokenizer: Tokenizer {
         for i in (0..<n).reversed() where tokenOffsets[i + 1] - tokenOffsets[i] == 1 {
             byteToID[Int(tokenData[Int(tokenOffsets[i])])] = Int32(i)
         }
-        if let missing = byteToID.firstIndex(of: -1) {
+        // Checkpoint vocabularies (e.g. SmolLM2) may lack a few control bytes: like HF's BPE
+        // without an unknown token, such bytes are dropped from the input.
+        if pre == .gpt2, let missing = byteToID.firstIndex(of: -1) {
             throw TokenizerError(file: source, problem: "vocabulary has no token for byte 0x\(String(missing, radix: 16)) (byte-level BPE needs all 256)")
         }
         var table = PairTable(capacity: merges.count)
@@ -388,7 +390,8 @@ public struct GPT2Tokenizer: Tokenizer {
             PreTokenizers.split(buf, preTokenizer) { start, end in
                 let piece = UnsafeBufferPointer(rebasing: buf[start..<end])
                 if piece.count == 1 {
-                    out.append(byteToID[Int(piece[0])])
+                    let id = byteToID[Int(piece[0])]
+                    if id >= 0 { out.append(id) }
                     return
                 }
                 let key = Array(piece)
@@ -421,7 +424,8 @@ public struct GPT2Tokenizer: Tokenizer {
         let none = UInt64.max
         s.ids.removeAll(keepingCapacity: true)
         s.ranks.removeAll(keepingCapacity: true)
-        for b in piece { s.ids.append(UInt32(byteToID[Int(b)])) }
+        for b in piece where byteToID[Int(b)] >= 0 { s.ids.append(UInt32(byteToID[Int(b)])) }
+        if s.ids.count < 2 { return s.ids.map { Int32(bitPattern: $0) } }
         func lookup(_ a: UInt32, _ b: UInt32) -> UInt64 {
             pairTable.get(UInt64(a) << 32 | UInt64(b)) ?? none
         }
@@ -447,8 +451,9 @@ public struct GPT2Tokenizer: Tokenizer {
     /// of candidate pairs keyed by (rank, position of the left part), with stale entries
     /// detected by per-part version numbers. Gives exactly the order of the linear scan.
     private func bpeLong(_ piece: UnsafeBufferPointer<UInt8>) -> [Int32] {
-        let n = piece.count
-        var ids = piece.map { UInt32(byteToID[Int($0)]) }
+        var ids = piece.compactMap { byteToID[Int($0)] >= 0 ? UInt32(byteToID[Int($0)]) : nil }
+        let n = ids.count
+        if n < 2 { return ids.map { Int32(bitPattern: $0) } }
         var next = (0..<n).map { $0 + 1 < n ? Int32($0 + 1) : -1 }
         var prev = (0..<n).map { Int32($0 - 1) }
         var version = [UInt32](repeating: 0, count: n)
