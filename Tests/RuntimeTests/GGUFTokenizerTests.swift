@@ -133,3 +133,14 @@ final class GGUFTokenizerTests: XCTestCase {
         XCTAssertThrowsError(try BPETokenizer(d)) { e in XCTAssertTrue("\(e)".contains("falcon9"), "\(e)") }
     }
 }
+
+final class TokenizerInfoChatTemplateTests: XCTestCase {
+    func testOldMetadataDecodesAndTemplateRoundTrips() throws {
+        let old = try JSONDecoder().decode(TokenizerInfo.self, from: Data(#"{"kind":"gpt2-bpe","tensor":"tokenizer","eos":50256}"#.utf8))
+        XCTAssertNil(old.chatTemplate)
+        XCTAssertFalse(String(decoding: try JSONEncoder().encode(old), as: UTF8.self).contains("chat_template"))
+        let t = TokenizerInfo(kind: "bpe", bos: 1, eos: 2, chatTemplate: "{% for m in messages %}<|im_start|>{% endfor %}")
+        let back = try JSONDecoder().decode(TokenizerInfo.self, from: JSONEncoder().encode(t))
+        XCTAssertEqual(back, t)
+    }
+}
