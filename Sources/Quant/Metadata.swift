@@ -51,9 +51,16 @@ public struct TokenizerInfo: Codable, Equatable, Sendable {
     public var tensor: String
     public var bos: Int?
     public var eos: Int?
+    /// `tokenizer.chat_template` of the source checkpoint (Jinja text), if it had one; absent
+    /// in older files and then not written.
+    public var chatTemplate: String? = nil
 
-    public init(kind: String, tensor: String = "tokenizer", bos: Int?, eos: Int?) {
-        self.kind = kind; self.tensor = tensor; self.bos = bos; self.eos = eos
+    enum CodingKeys: String, CodingKey {
+        case kind, tensor, bos, eos, chatTemplate = "chat_template"
+    }
+
+    public init(kind: String, tensor: String = "tokenizer", bos: Int?, eos: Int?, chatTemplate: String? = nil) {
+        self.kind = kind; self.tensor = tensor; self.bos = bos; self.eos = eos; self.chatTemplate = chatTemplate
     }
 }
 

@@ -23,6 +23,8 @@ public struct GPT2Tokenizer: Tokenizer {
     /// Special token ids (e.g. `<|endoftext|>`), with their text.
     public let specialTokens: [(text: String, id: Int32)]
     private let cache = WordCache()
+    /// How text is split before BPE (GPT-2's pattern unless built from checkpoint data).
+    let preTokenizer: PreTokenizerKind
 
     public var vocabSize: Int { tokenOffsets.count - 1 }
     /// GPT-2 uses `<|endoftext|>` both to start and to end a document.
@@ -108,6 +110,11 @@ public struct GPT2Tokenizer: Tokenizer {
 
     /// Builds from true token bytes, merges in rank order and special token ids.
     public init(tokens: [[UInt8]], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32], source: String) throws {
+        try self.init(tokens: tokens, merges: merges, specialIDs: specialIDs, pre: .gpt2, source: source)
+    }
+
+    /// Builds from true token bytes with a chosen pre-tokenizer.
+    init(tokens: [[UInt8]], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32], pre: PreTokenizerKind, source: String) throws {
         var data: [UInt8] = []
         data.reserveCapacity(tokens.reduce(0) { $0 + $1.count })
         var offsets: [Int32] = [0]
@@ -119,17 +126,20 @@ public struct GPT2Tokenizer: Tokenizer {
             data.append(contentsOf: t)
             offsets.append(Int32(data.count))
         }
-        try self.init(tokenData: data, tokenOffsets: offsets, merges: merges, specialIDs: specialIDs, source: source)
+        try self.init(tokenData: data, tokenOffsets: offsets, merges: merges, specialIDs: specialIDs, pre: pre, source: source)
     }
 
-    private init(tokenData: [UInt8], tokenOffsets: [Int32], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32], source: String) throws {
+    private init(tokenData: [UInt8], tokenOffsets: [Int32], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32],
+                 pre: PreTokenizerKind = .gpt2, source: String) throws {
         let n = tokenOffsets.count - 1
         guard n > 0, n < Int(Int32.max) else { throw TokenizerError(file: source, problem: "empty vocabulary") }
         var byteToID = [Int32](repeating: -1, count: 256)
         for i in (0..<n).reversed() where tokenOffsets[i + 1] - tokenOffsets[i] == 1 {
             byteToID[Int(tokenData[Int(tokenOffsets[i])])] = Int32(i)
         }
-        if let missing = byteToID.firstIndex(of: -1) {
+        // Checkpoint vocabularies (e.g. SmolLM2) may lack a few control bytes: like HF's BPE
+        // without an unknown token, such bytes are dropped from the input.
+        if pre == .gpt2, let missing = byteToID.firstIndex(of: -1) {
             throw TokenizerError(file: source, problem: "vocabulary has no token for byte 0x\(String(missing, radix: 16)) (byte-level BPE needs all 256)")
         }
         var table = PairTable(capacity: merges.count)
@@ -168,6 +178,7 @@ public struct GPT2Tokenizer: Tokenizer {
         self.pairTable = table
         self.byteToID = byteToID
         self.specialTokens = specials
+        self.preTokenizer = pre
         self.eosID = specials.first(where: { $0.text == "<|endoftext|>" })?.id
     }
 
@@ -370,16 +381,17 @@ public struct GPT2Tokenizer: Tokenizer {
         return out
     }
 
-    private func encodeOrdinary(_ bytes: inout [UInt8], into out: inout [Int32]) {
+    func encodeOrdinary(_ bytes: inout [UInt8], into out: inout [Int32]) {
         if bytes.isEmpty { return }
         out.reserveCapacity(out.count + bytes.count / 3)
         var local: [[UInt8]: [Int32]] = [:]
         var scratch = BPEScratch()
         bytes.withUnsafeBufferPointer { buf in
-            GPT2Tokenizer.pretokenize(buf) { start, end in
+            PreTokenizers.split(buf, preTokenizer) { start, end in
                 let piece = UnsafeBufferPointer(rebasing: buf[start..<end])
                 if piece.count == 1 {
-                    out.append(byteToID[Int(piece[0])])
+                    let id = byteToID[Int(piece[0])]
+                    if id >= 0 { out.append(id) }
                     return
                 }
                 let key = Array(piece)
@@ -412,7 +424,8 @@ public struct GPT2Tokenizer: Tokenizer {
         let none = UInt64.max
         s.ids.removeAll(keepingCapacity: true)
         s.ranks.removeAll(keepingCapacity: true)
-        for b in piece { s.ids.append(UInt32(byteToID[Int(b)])) }
+        for b in piece where byteToID[Int(b)] >= 0 { s.ids.append(UInt32(byteToID[Int(b)])) }
+        if s.ids.count < 2 { return s.ids.map { Int32(bitPattern: $0) } }
         func lookup(_ a: UInt32, _ b: UInt32) -> UInt64 {
             pairTable.get(UInt64(a) << 32 | UInt64(b)) ?? none
         }
@@ -438,8 +451,9 @@ public struct GPT2Tokenizer: Tokenizer {
     /// of candidate pairs keyed by (rank, position of the left part), with stale entries
     /// detected by per-part version numbers. Gives exactly the order of the linear scan.
     private func bpeLong(_ piece: UnsafeBufferPointer<UInt8>) -> [Int32] {
-        let n = piece.count
-        var ids = piece.map { UInt32(byteToID[Int($0)]) }
+        var ids = piece.compactMap { byteToID[Int($0)] >= 0 ? UInt32(byteToID[Int($0)]) : nil }
+        let n = ids.count
+        if n < 2 { return ids.map { Int32(bitPattern: $0) } }
         var next = (0..<n).map { $0 + 1 < n ? Int32($0 + 1) : -1 }
         var prev = (0..<n).map { Int32($0 - 1) }
         var version = [UInt32](repeating: 0, count: n)

@@ -1,0 +1,146 @@
+import Foundation
+import Quant
+import Runtime
+import XCTest
+import TestSupport
+
+/// Byte-level BPE from a GGUF vocabulary (SmolLM2-135M-Instruct) against Hugging Face
+/// `tokenizers` (Tests/reference/hf_tokenizer_oracle.py), and the pre-tokenizer scanners
+/// against HF's Digits / Split / ByteLevel pre-tokenizers.
+final class GGUFTokenizerTests: XCTestCase {
+    static let smolName = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+    /// The real-model folder: QUANTLM_MODELS or ~/.cache/quantlm/models. Missing → failure.
+    static func model(_ name: String) throws -> URL {
+        let env = ProcessInfo.processInfo.environment["QUANTLM_MODELS"]
+        let dir = env.map { URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/quantlm/models")
+        let u = dir.appendingPathComponent(name)
+        guard FileManager.default.fileExists(atPath: u.path) else {
+            throw SharedData.Missing(description: "model \(u.path) not found: run bash scripts/fetch_models.sh (or set QUANTLM_MODELS)")
+        }
+        return u
+    }
+
+    // TEMPORARY (replace with the GGUF reader when it lands): TokenizerData from the oracle's
+    // JSON dump of the tokenizer.ggml.* keys.
+    static func tokenizerData(fromDump url: URL) throws -> TokenizerData {
+        let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
+        func int(_ k: String) -> Int? { (obj[k] as? NSNumber)?.intValue }
+        func bool(_ k: String) -> Bool? { (obj[k] as? NSNumber)?.boolValue }
+        return TokenizerData(model: obj["model"] as! String, pre: obj["pre"] as? String, tokens: obj["tokens"] as! [String],
+                             scores: (obj["scores"] as? [NSNumber])?.map { $0.floatValue },
+                             tokenTypes: (obj["token_types"] as? [NSNumber])?.map { $0.int32Value },
+                             merges: obj["merges"] as? [String], bos: int("bos"), eos: int("eos"), unk: int("unk"), pad: int("pad"),
+                             addBos: bool("add_bos"), addEos: bool("add_eos"), addSpacePrefix: bool("add_space_prefix"),
+                             chatTemplate: obj["chat_template"] as? String, source: url.path)
+    }
+
+    static let tricky: [String] = {
+        var c = ["", " ", "  ", "\n", "\n\n", " \n ", "\t\tx", "hello", " hello", "Hello, world!", "trailing   ",
+                 "I'm", "I'LL", "they're", "DON'T", "'s'S'd", "rock 'n' roll", "x ſ 'ſ",
+                 "123", "1234567", " 42", "a1b2c3", "3.14159", "1,000,000", "٣٤٥ ١٢", "x² ½ ① Ⅻ", "v1.2.3-rc4",
+                 "  12  ab", "\n1\n", "a\u{00A0}1", "phone: +1 (555) 010-9999",
+                 "def f(x):\n    return x ** 2\n", "for (int i = 0; i < 10; ++i) {\n\tsum += a[i];\n}",
+                 "if x == 1:\r\n    pass\r\n", "<div class=\"a\">&amp;</div>", "SELECT * FROM t WHERE id=7;",
+                 "😀", "👍🏽", "👨‍👩‍👧‍👦", "🇺🇸🇫🇷", "emoji 😀😀 !", "中文字符测试", "日本語のテキスト", "한국어 텍스트",
+                 "mixed Ελληνικά русский עברית عربى", "café naïve nai\u{0308}ve", "résumé Ångström",
+                 "a\u{00A0}b", "a\u{3000}b", "a\u{2028}b", "a\u{0085}b", "a\u{200B}b", "a\u{001C}b", "\u{0000}\u{0001}",
+                 "ctrl\u{0007}\u{001B}[0m", "\r\n", "line\r\n\r\nline", "   \n\n   x", "x\n \n y", "a \t\n b",
+                 "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n", "<|endoftext|>", "a<|endoftext|>b",
+                 "<|im_start|><|im_end|>", "<|im_start", "<|im_end|>>", "<repo_name>x<file_sep>y", "<|im_start|> user",
+                 "http://example.com/a?b=c&d=e#f", "foo_bar-baz.qux", "$$$ %%% ^^^", "!!!!!!!!!!??", "...", "—–-",
+                 "@-@ 1 @,@ 000", " = Valkyria Chronicles III = \n", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "ǅungla", "Ġ ĉ", "ÿ\u{0100}",
+                 String(repeating: "x", count: 300), String(repeating: "ab ", count: 100), String(repeating: "9", count: 50),
+                 String(repeating: " ", count: 40) + "x", String(repeating: "\n", count: 7) + "x", String(repeating: "é", count: 100)]
+        // Pseudo-random mixes of the pieces above.
+        var x: UInt32 = 7
+        let atoms = ["a", "Z", " ", "  ", "\n", "\t", "1", "22", "'s", "'T", ".", "😀", "中", "é", "<|im_end|>", "\r\n", "_", "\u{00A0}", "٣"]
+        for _ in 0..<60 {
+            var s = ""
+            for _ in 0..<12 { x = x &* 1_103_515_245 &+ 12345; s += atoms[Int(x >> 16) % atoms.count] }
+            c.append(s)
+        }
+        return c
+    }()
+
+    func temp(_ name: String) -> URL { Fixtures.tempRoot.appendingPathComponent(name) }
+
+    func testSmolLM2MatchesHFTokenizers() throws {
+        let gguf = try Self.model(Self.smolName)
+        let dump = temp("smollm2-vocab.json"), casesFile = temp("tok-cases.json"), out = temp("smollm2-ids.json")
+        _ = try Fixtures.python("hf_tokenizer_oracle.py", ["dump", gguf.path, dump.path])
+        try JSONSerialization.data(withJSONObject: Self.tricky).write(to: casesFile)
+        let wikiURL = try SharedData.path("data/wikitext-2-raw/wiki.test.raw")
+        _ = try Fixtures.python("hf_tokenizer_oracle.py", ["encode", gguf.path, casesFile.path, out.path, "--wiki", wikiURL.path])
+        let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as! [String: Any]
+
+        let data = try Self.tokenizerData(fromDump: dump)
+        XCTAssertEqual(data.pre, "smollm")
+        let t = try BPETokenizer(data)
+        XCTAssertEqual(t.vocabSize, 49152)
+        XCTAssertEqual(t.preTokenizer, .smollm)
+        XCTAssertFalse(t.addBos)
+
+        let wikiBytes = [UInt8](try Data(contentsOf: wikiURL))
+        let wiki = String(decoding: wikiBytes, as: UTF8.self)
+        let start = Date()
+        let ids = t.encode(wiki)
+        let seconds = Date().timeIntervalSince(start)
+        let want = int32s(expected["wiki"])
+        print("SmolLM2 encode of wiki.test.raw: \(ids.count) tokens (HF: \(want.count)) in \(String(format: "%.3f", seconds)) s, \(String(format: "%.2f", Double(wikiBytes.count) / seconds / 1e6)) MB/s")
+        XCTAssertEqual(ids.count, want.count)
+        if ids != want {
+            let i = (0..<min(ids.count, want.count)).first { ids[$0] != want[$0] } ?? min(ids.count, want.count)
+            XCTFail("wiki ids differ first at \(i): \(ids[max(0, i - 3)..<min(ids.count, i + 5)]) vs \(want[max(0, i - 3)..<min(want.count, i + 5)])")
+        }
+        XCTAssertTrue(t.decode(ids) == wikiBytes, "decode(encode(wiki.test.raw)) differs")
+
+        let cases = (expected["cases"] as! [Any]).map { int32s($0) }
+        XCTAssertEqual(cases.count, Self.tricky.count)
+        var bad = 0
+        for (text, want) in zip(Self.tricky, cases) {
+            let got = t.encode(text)
+            if got != want { bad += 1; XCTFail("encode(\(text.debugDescription)): \(got) vs HF \(want)") }
+            XCTAssertEqual(t.decode(got), Array(text.utf8), "round trip of \(text.debugDescription)")
+        }
+        print("SmolLM2: \(Self.tricky.count) tricky strings, \(bad) differ from HF")
+        // Without special matching, <|im_start|> is text.
+        XCTAssertFalse(t.encode("<|im_start|>", allowSpecial: false).contains(1))
+        XCTAssertEqual(t.encode("<|im_start|>"), [1])
+    }
+
+    func testPreTokenizersMatchHF() throws {
+        let casesFile = temp("pretok-cases.json")
+        try JSONSerialization.data(withJSONObject: Self.tricky).write(to: casesFile)
+        for kind in PreTokenizerKind.allCases {
+            let out = temp("pretok-\(kind.rawValue).json")
+            _ = try Fixtures.python("hf_tokenizer_oracle.py", ["pretok", kind.rawValue, casesFile.path, out.path])
+            let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as! [[String]]
+            var bad = 0
+            for (text, want) in zip(Self.tricky, expected) {
+                // HF splits special tokens before pre-tokenizing only when they are added; here all is text.
+                let got = PreTokenizers.pieces(text, kind)
+                XCTAssertEqual(got.joined(), text)
+                if got != want { bad += 1; XCTFail("\(kind) \(text.debugDescription): \(got) vs HF \(want)") }
+            }
+            print("pre-tokenizer \(kind): \(Self.tricky.count) strings, \(bad) differ from HF")
+        }
+    }
+
+    func testUnknownPreTokenizerIsNamed() {
+        let d = TokenizerData(model: "gpt2", pre: "falcon9", tokens: ["a"], source: "x.gguf")
+        XCTAssertThrowsError(try BPETokenizer(d)) { e in XCTAssertTrue("\(e)".contains("falcon9"), "\(e)") }
+    }
+}
+
+final class TokenizerInfoChatTemplateTests: XCTestCase {
+    func testOldMetadataDecodesAndTemplateRoundTrips() throws {
+        let old = try JSONDecoder().decode(TokenizerInfo.self, from: Data(#"{"kind":"gpt2-bpe","tensor":"tokenizer","eos":50256}"#.utf8))
+        XCTAssertNil(old.chatTemplate)
+        XCTAssertFalse(String(decoding: try JSONEncoder().encode(old), as: UTF8.self).contains("chat_template"))
+        let t = TokenizerInfo(kind: "bpe", bos: 1, eos: 2, chatTemplate: "{% for m in messages %}<|im_start|>{% endfor %}")
+        let back = try JSONDecoder().decode(TokenizerInfo.self, from: JSONEncoder().encode(t))
+        XCTAssertEqual(back, t)
+    }
+}
