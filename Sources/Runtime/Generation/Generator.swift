@@ -9,6 +9,8 @@ public struct GenerationOptions: Sendable {
     public var sampling: SamplingConfig
     /// Stop at the tokenizer's end/begin-of-text token.
     public var stopAtEndOfText: Bool
+    /// Pass the prompt's text to `onText` first, as the reference programs print it.
+    public var echoPrompt: Bool = true
 
     public init(maxNewTokens: Int = 128, steps: Int? = nil, sampling: SamplingConfig = SamplingConfig(), stopAtEndOfText: Bool = true) {
         self.maxNewTokens = maxNewTokens; self.steps = steps; self.sampling = sampling; self.stopAtEndOfText = stopAtEndOfText
@@ -74,7 +76,10 @@ public enum Generator {
 
     /// Encodes the prompt, prefills it as one batch, then samples token by token, calling
     /// `onText` with each piece of text (the prompt's first) as soon as it exists.
+    /// `onToken(id, bytes)` sees each new token with its text; decoding stops (reason "cancelled")
+    /// before the next forward pass once `isCancelled` returns true.
     public static func generate(_ lm: LoadedModel, prompt: String, options: GenerationOptions,
+                                onToken: ((Int32, [UInt8]) -> Void)? = nil, isCancelled: (() -> Bool)? = nil,
                                 onText: ([UInt8]) -> Void) throws -> GenerationResult {
         let model = lm.model, tok = lm.tokenizer
         let hp = model.hparams
@@ -94,9 +99,9 @@ public enum Generator {
         var streamer = TextStreamer(tokenizer: tok, prev: promptIDs[0])
         var text: [UInt8] = []
         if tok is Llama2cTokenizer {
-            for id in promptIDs.dropFirst() { let p = streamer.piece(id); text += p; onText(p) }
+            for id in promptIDs.dropFirst() { let p = streamer.piece(id); text += p; if options.echoPrompt { onText(p) } }
         } else {
-            let p = Array(prompt.utf8); text += p; onText(p)
+            let p = Array(prompt.utf8); text += p; if options.echoPrompt { onText(p) }
             streamer.prev = promptIDs.last!
         }
 
@@ -120,7 +125,9 @@ public enum Generator {
             if stops.contains(next) { stop = "end_of_text"; break }
             out.append(next)
             let p = streamer.piece(next); text += p; onText(p)
+            onToken?(next, p)
             if out.count == budget { break }
+            if isCancelled?() == true { stop = "cancelled"; break }
             if pos >= capacity { stop = "context_full"; break }
             one[0] = next
             try model.forward(one, startPos: pos, logitRows: 0 ..< 1) { _, logits in next = sampler.sample(logits) }
