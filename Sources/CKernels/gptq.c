@@ -11,8 +11,6 @@
 #include <pthread.h>
 #include <stdlib.h>
 
-void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *dst);
-
 void qlm_accum_xtx(double *H, const float *X, int64_t T, int64_t n) {
     double *xd = (double *)malloc((size_t)n * sizeof(double));
     for (int64_t t = 0; t < T; t++) {
@@ -83,55 +81,11 @@ static int inverse_upper_factor(const double *H, int64_t n, double *U) {
     return rc;
 }
 
-// One row of a 32-block type: block scale chosen (by the type's own quantizer) at the block's
-// first column from the current weights, then each column coded with that scale.
-static void block_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *dst) {
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
-    for (int64_t b = 0; b < nb; b++) {
-        float tmp[QLM_QK] = {0};
-        const int64_t i0 = b * QLM_QK;
-        const int m = (int)((n - i0) < QLM_QK ? (n - i0) : QLM_QK);
-        memcpy(tmp, w + i0, (size_t)m * sizeof(float));
-        uint8_t codes[QLM_QK];
-        float dd;
-        if (type == QLM_TYPE_Q8_0) {
-            qlm_block_q8_0 *blk = (qlm_block_q8_0 *)dst + b;
-            qlm_quant_block_q8_0(tmp, blk);
-            dd = qlm_h2f(blk->d);
-        } else {
-            qlm_block_q4_0 *blk = (qlm_block_q4_0 *)dst + b;
-            qlm_quant_block_q4_0(tmp, blk);
-            dd = qlm_h2f(blk->d);
-        }
-        for (int j = 0; j < QLM_QK; j++) codes[j] = type == QLM_TYPE_Q8_0 ? 0 : 8;
-        for (int j = 0; j < m; j++) {
-            const int64_t i = i0 + j;
-            float deq;
-            if (type == QLM_TYPE_Q8_0) {
-                const float qf = dd != 0.0f ? fminf(fmaxf(roundf(w[i] / dd), -127.0f), 127.0f) : 0.0f;
-                codes[j] = (uint8_t)(int8_t)qf;
-                deq = dd * qf;
-            } else {
-                const float qf = dd != 0.0f ? fminf(fmaxf(roundf(w[i] / dd) + 8.0f, 0.0f), 15.0f) : 8.0f;
-                codes[j] = (uint8_t)qf;
-                deq = dd * (qf - 8.0f);
-            }
-            const double err = ((double)w[i] - (double)deq) / U[i * n + i];
-            const double *ui = U + i * n;
-            for (int64_t k = i + 1; k < n; k++) w[k] -= (float)(err * ui[k]);
-            w[i] = deq;
-        }
-        if (type == QLM_TYPE_Q8_0) {
-            memcpy(((qlm_block_q8_0 *)dst + b)->qs, codes, QLM_QK);
-        } else {
-            qlm_block_q4_0 *blk = (qlm_block_q4_0 *)dst + b;
-            for (int j = 0; j < 16; j++) blk->qs[j] = (uint8_t)(codes[j] | (codes[j + 16] << 4));
-        }
-    }
-}
-
+// Each row goes through the type's gptq_row (its table row): the scale(s) chosen by the type's own
+// rule from the current weights when the sweep reaches them, then each column coded and its
+// error pushed onto the later columns.
 typedef struct {
-    int32_t type; float *W; int64_t rows, n; const double *U; char *dst; size_t rs; int64_t r0, r1;
+    void (*row)(float *w, int64_t n, const double *U, void *dst); float *W; int64_t rows, n; const double *U; char *dst; size_t rs; int64_t r0, r1;
 } gptq_job;
 
 static void *gptq_worker(void *p) {
@@ -139,20 +93,15 @@ static void *gptq_worker(void *p) {
     for (int64_t r = j->r0; r < j->r1; r++) {
         float *w = j->W + r * j->n;
         void *d = j->dst + (size_t)r * j->rs;
-        if (j->type == QLM_TYPE_IQ4_K16 || j->type == QLM_TYPE_IQ4_K32) qlm_kq_gptq_row(j->type, w, j->n, j->U, d);
-        else block_gptq_row(j->type, w, j->n, j->U, d);
+        j->row(w, j->n, j->U, d);
     }
     return NULL;
 }
 
 int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const double *H, double damp,
                       void *dst, int n_threads) {
-    if (type == QLM_TYPE_Q4_0X8) { // q4_0 rows, then the 8-row groups
-        const int rc = qlm_gptq_quantize(QLM_TYPE_Q4_0, W, rows, n, H, damp, dst, n_threads);
-        if (rc != 0) return rc;
-        return qlm_pack_rows(type, dst, rows, n) == 0 ? 0 : -1;
-    }
-    if (type != QLM_TYPE_Q8_0 && type != QLM_TYPE_Q4_0 && type != QLM_TYPE_IQ4_K16 && type != QLM_TYPE_IQ4_K32) return -2;
+    const qlm_type_traits *tr = qlm_traits(type);
+    if (!tr || !tr->gptq_row) return -2;
     for (int64_t i = 0; i < rows * n; i++) if (!isfinite(W[i])) return -1;
     double *Hd = (double *)malloc((size_t)(n * n) * sizeof(double));
     double *U = (double *)malloc((size_t)(n * n) * sizeof(double));
@@ -186,10 +135,11 @@ int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const dou
     pthread_t th[64];
     int started[64] = {0};
     for (int t = 0; t < n_threads; t++)
-        jobs[t] = (gptq_job){type, W, rows, n, U, (char *)dst, rs, rows * t / n_threads, rows * (t + 1) / n_threads};
+        jobs[t] = (gptq_job){tr->gptq_row, W, rows, n, U, (char *)dst, rs, rows * t / n_threads, rows * (t + 1) / n_threads};
     for (int t = 1; t < n_threads; t++) started[t] = pthread_create(&th[t], NULL, gptq_worker, &jobs[t]) == 0;
     gptq_worker(&jobs[0]);
     for (int t = 1; t < n_threads; t++) { if (started[t]) pthread_join(th[t], NULL); else gptq_worker(&jobs[t]); }
     free(U);
-    return 0;
+    // row-grouped types (q4_0x8): plain rows, then the groups
+    return qlm_pack_rows(type, dst, rows, n) == 0 ? 0 : -1;
 }

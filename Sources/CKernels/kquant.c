@@ -189,7 +189,7 @@ static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) 
     }
 }
 
-void qlm_kq_quantize_row(int32_t type, const float *x, void *dst, int64_t n) {
+static void kq_quantize_row(int32_t type, const float *x, void *dst, int64_t n) {
     uint8_t *out = (uint8_t *)dst;
     const int64_t nc = (n + 15) / 16;
     float buf[256];
@@ -210,7 +210,7 @@ static inline int sub_of(int32_t type, uint8_t scb, int j) {
     return scb;
 }
 
-void qlm_kq_dequantize_row(int32_t type, const void *src, float *y, int64_t n) {
+static void kq_dequantize_row(int32_t type, const void *src, float *y, int64_t n) {
     const uint8_t *p = (const uint8_t *)src;
     const int64_t nc = (n + 15) / 16;
     int64_t i = 0;
@@ -256,10 +256,10 @@ static float kq_dot_scalar1(int32_t type, int64_t n, const uint8_t *p, const qlm
     return s;
 }
 
-void qlm_kq_dotn_k16_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+static void kq_dotn_k16_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
     for (int r = 0; r < nr; r++) out[r] = kq_dot_scalar1(QLM_TYPE_IQ4_K16, n, (const uint8_t *)w + r * rs, (const qlm_block_q8a *)act);
 }
-void qlm_kq_dotn_k32_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+static void kq_dotn_k32_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
     for (int r = 0; r < nr; r++) out[r] = kq_dot_scalar1(QLM_TYPE_IQ4_K32, n, (const uint8_t *)w + r * rs, (const qlm_block_q8a *)act);
 }
 
@@ -326,13 +326,13 @@ KQ_KERNEL(avx2, QLM_AVX2_TARGET, kq_dotus_avx2)
 KQ_KERNEL(avx512, QLM_AVX512_TARGET, kq_dotus_avx512)
 
 #define KQ_DOTN(NAME, TYPE, FN, TGT)                                                                \
-TGT void NAME(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {            \
+TGT static void NAME(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {            \
     for (int r = 0; r < nr; r++) out[r] = FN(TYPE, n, (const uint8_t *)w + r * rs, (const qlm_block_q8a *)act); \
 }
-KQ_DOTN(qlm_kq_dotn_k16_avx2, QLM_TYPE_IQ4_K16, kq_dot_avx2, QLM_AVX2_TARGET)
-KQ_DOTN(qlm_kq_dotn_k32_avx2, QLM_TYPE_IQ4_K32, kq_dot_avx2, QLM_AVX2_TARGET)
-KQ_DOTN(qlm_kq_dotn_k16_avx512, QLM_TYPE_IQ4_K16, kq_dot_avx512, QLM_AVX512_TARGET)
-KQ_DOTN(qlm_kq_dotn_k32_avx512, QLM_TYPE_IQ4_K32, kq_dot_avx512, QLM_AVX512_TARGET)
+KQ_DOTN(kq_dotn_k16_avx2, QLM_TYPE_IQ4_K16, kq_dot_avx2, QLM_AVX2_TARGET)
+KQ_DOTN(kq_dotn_k32_avx2, QLM_TYPE_IQ4_K32, kq_dot_avx2, QLM_AVX2_TARGET)
+KQ_DOTN(kq_dotn_k16_avx512, QLM_TYPE_IQ4_K16, kq_dot_avx512, QLM_AVX512_TARGET)
+KQ_DOTN(kq_dotn_k32_avx512, QLM_TYPE_IQ4_K32, kq_dot_avx512, QLM_AVX512_TARGET)
 #endif
 
 // ---- GPTQ sweep of one row (called by gptq.c) ------------------------------------------------
@@ -342,7 +342,7 @@ KQ_DOTN(qlm_kq_dotn_k32_avx512, QLM_TYPE_IQ4_K32, kq_dot_avx512, QLM_AVX512_TARG
 // column is then coded with those scales and its error pushed onto the later columns.
 // Scales are chosen by code_err weighted with wt[j] = 1 / U_jj^2 (the weight GPTQ
 // gives a column's rounding error: the loss increase of coding column j is err_j^2 / U_jj^2).
-void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *dst) {
+static void kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *dst) {
     const int sub = kq_sub(type), qmax = kq_qmax(type);
     uint8_t *out = (uint8_t *)dst;
     const int64_t nc = (n + 15) / 16;
@@ -395,3 +395,33 @@ void qlm_kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void *d
         out += 1 + ng + 8 * c;
     }
 }
+
+// ---- table rows ------------------------------------------------------------------------------
+static void k16_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { (void)path; kq_quantize_row(QLM_TYPE_IQ4_K16, x, dst, n); }
+static void k32_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { (void)path; kq_quantize_row(QLM_TYPE_IQ4_K32, x, dst, n); }
+static void k16_dequantize_row(const void *src, float *y, int64_t n) { kq_dequantize_row(QLM_TYPE_IQ4_K16, src, y, n); }
+static void k32_dequantize_row(const void *src, float *y, int64_t n) { kq_dequantize_row(QLM_TYPE_IQ4_K32, src, y, n); }
+static void k16_gptq_row(float *w, int64_t n, const double *U, void *dst) { kq_gptq_row(QLM_TYPE_IQ4_K16, w, n, U, dst); }
+static void k32_gptq_row(float *w, int64_t n, const double *U, void *dst) { kq_gptq_row(QLM_TYPE_IQ4_K32, w, n, U, dst); }
+
+// zstd filter record: one super-block (super-scale byte + 8 sub-scale bytes lead it) when rows
+// are whole 256-weight super-blocks, else the whole row (super-scale + its ceil(c/2) sub-scale
+// bytes of the first super-block lead it).
+static void kq_zstd_record(int64_t n, int32_t *record, int32_t *head) {
+    if (n % 256 == 0) { *record = (int32_t)qlm_kq_row_size(256); *head = 1 + 8; return; }
+    const int64_t c = ((n < 256 ? n : 256) + 15) / 16;
+    *record = (int32_t)qlm_kq_row_size(n);
+    *head = (int32_t)(1 + (c + 1) / 2);
+}
+
+// block = one full 256-weight super-block (rows use qlm_kq_row_size); one (scalar) quantizer on every path.
+#define KQ_ROW(NAME, K)                                                                              \
+    .name = NAME, .block_size = 256, .block_bytes = 1 + 8 + 128, .is_quantized = 1,                 \
+    .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 4, .fp16_count = 0,                       \
+    .row_size = qlm_kq_row_size, .quantize_row = K##_quantize_row, .dequantize_row = K##_dequantize_row, \
+    .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,                               \
+    .dotn = {[QLM_PATH_SCALAR] = kq_dotn_##K##_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(kq_dotn_##K##_avx2), \
+             [QLM_PATH_AVX512] = QLM_IF_X86(kq_dotn_##K##_avx512)},                                  \
+    .zstd_record = kq_zstd_record, .gptq_row = K##_gptq_row,
+const qlm_type_traits qlm_traits_iq4_k16 = {KQ_ROW("iq4_k16", k16)};
+const qlm_type_traits qlm_traits_iq4_k32 = {KQ_ROW("iq4_k32", k32)};

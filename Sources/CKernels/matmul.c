@@ -1,11 +1,27 @@
 // Matrix-vector (decode) and matrix-matrix (prefill) products over pool threads.
-// Both use the per-path multi-row dot kernels of dot.c, so every output equals
+// Both use the weight type's multi-row dot kernel and prefill tile of one CPU path (its table
+// row, qlm_type_traits), looked up once per product, so every output equals
 // qlm_vec_dot(row, activation) bit for bit on the same path.
 #include "qlm_internal.h"
 
+qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
+    const qlm_type_traits *t = qlm_traits(type);
+    if (!t || path < 0) return NULL;
+    const int32_t p = qlm_kernel_path(t, path);
+    return p < 0 ? NULL : t->dotn[p];
+}
+
+float qlm_vec_dot(int32_t wtype, int64_t n, const void *wrow, const void *act) {
+    qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
+    if (!f || n <= 0) return 0.0f;
+    float out;
+    f(n, wrow, 0, act, &out, 1);
+    return out;
+}
+
 typedef struct {
     qlm_dotn_fn f;
-    int32_t path, type;
+    qlm_tile_kernel tile; // tile.fn NULL: none
     const char *W;
     size_t rs, as;
     int64_t rows, n, T, ldy;
@@ -39,17 +55,19 @@ static void matvec_range(void *p, int64_t r0, int64_t r1) {
 void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
                 const float *x, float *y, void *act) {
     if (rows <= 0 || n <= 0) return;
-    qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
-    if (!f) return;
-    qlm_prepare_act(wtype, x, act, n);
-    if (wtype == QLM_TYPE_Q4_0X8) { qlm_q4x8_product(pool, W, rows, n, act, 0, 1, y, rows); return; }
-    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), 0, rows, n, 1, 0, (const char *)act, y};
+    const qlm_type_traits *t = qlm_traits(wtype);
+    if (!t) return;
+    const int32_t path = qlm_active_path(), kp = qlm_kernel_path(t, path);
+    if (kp < 0) return;
+    t->prepare_act(path, x, act, n);
+    if (t->product) { t->product(pool, path, W, rows, n, act, 0, 1, y, rows); return; }
+    prod_ctx c = {t->dotn[kp], t->tile[kp], (const char *)W, t->row_size(n), 0, rows, n, 1, 0, (const char *)act, y};
     // One contiguous share of rows per thread (see qlm_pool_for_shares): q8_0 decode products
     // went from 1.01 to 1.06 of a read of the same bytes (2 threads, scripts/products_vs_read.sh).
     qlm_pool_for_shares(pool, rows * n >= QLM_SMALL_PRODUCT && rows >= 8, rows, 32, matvec_range, &c);
 }
 
-// Prefill. With a register tile (AVX-512 q8_0/q4_0): 2 rows x 4 tokens per call, the two weight
+// Prefill. With a register tile (e.g. AVX-512 q8_0/q4_0): 2 rows x 4 tokens per call, the two weight
 // rows staying in L1 while all token groups stream past. Otherwise (and for the edges): 4 rows
 // per dot-kernel call (activation loads shared), looping over tokens with the rows in L1.
 static void matmul_generic(const prod_ctx *c, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
@@ -67,8 +85,8 @@ static void matmul_generic(const prod_ctx *c, int64_t r0, int64_t r1, int64_t t0
 
 static void matmul_range(void *p, int64_t r0, int64_t r1) {
     const prod_ctx *c = (const prod_ctx *)p;
-    int tr = 0, tt = 0;
-    if (!qlm_matmul_tile(c->path, c->type, c->n, NULL, 0, NULL, 0, NULL, 0, &tr, &tt) || c->T < tt) {
+    const int tr = c->tile.nr, tt = c->tile.nt;
+    if (!c->tile.fn || c->T < tt) {
         matmul_generic(c, r0, r1, 0, c->T);
         return;
     }
@@ -77,30 +95,31 @@ static void matmul_range(void *p, int64_t r0, int64_t r1) {
     for (; r + tr <= r1; r += tr) {
         const char *w = c->W + (size_t)r * c->rs;
         for (int64_t t = 0; t < tfull; t += tt)
-            qlm_matmul_tile(c->path, c->type, c->n, w, c->rs, c->act + (size_t)t * c->as, c->as,
-                            c->y + t * c->ldy + r, c->ldy, &tr, &tt);
+            c->tile.fn(c->n, w, c->rs, c->act + (size_t)t * c->as, c->as, c->y + t * c->ldy + r, c->ldy);
     }
     if (r < r1) matmul_generic(c, r, r1, 0, tfull);
     if (tfull < c->T) matmul_generic(c, r0, r1, tfull, c->T);
 }
 
-typedef struct { int32_t wtype; const float *X; char *act; size_t as; int64_t n; } prep_ctx;
+typedef struct { void (*prepare)(int32_t, const float *, void *, int64_t); int32_t path; const float *X; char *act; size_t as; int64_t n; } prep_ctx;
 static void prep_range(void *p, int64_t t0, int64_t t1) {
     const prep_ctx *c = (const prep_ctx *)p;
-    for (int64_t t = t0; t < t1; t++) qlm_prepare_act(c->wtype, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
+    for (int64_t t = t0; t < t1; t++) c->prepare(c->path, c->X + t * c->n, c->act + (size_t)t * c->as, c->n);
 }
 
 void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int64_t n,
                 const float *X, int64_t T, float *Y, int64_t ldy, void *act) {
     if (rows <= 0 || n <= 0 || T <= 0) return;
     if (T == 1) { qlm_matvec(pool, wtype, W, rows, n, X, Y, act); return; }
-    qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
-    if (!f) return;
-    const size_t as = qlm_act_row_size(wtype, n);
+    const qlm_type_traits *t = qlm_traits(wtype);
+    if (!t) return;
+    const int32_t path = qlm_active_path(), kp = qlm_kernel_path(t, path);
+    if (kp < 0) return;
+    const size_t as = t->act_row_size(n);
     const int parallel = pool && qlm_pool_size(pool) > 1 && rows * n * T >= QLM_SMALL_PRODUCT && rows >= 8;
-    prep_ctx pc = {wtype, X, (char *)act, as, n};
+    prep_ctx pc = {t->prepare_act, path, X, (char *)act, as, n};
     qlm_pool_for(pool, parallel && T * n >= QLM_SMALL_PRODUCT, T, 4, prep_range, &pc); // 4 tokens per item
-    if (wtype == QLM_TYPE_Q4_0X8) { qlm_q4x8_product(pool, W, rows, n, act, as, T, Y, ldy); return; }
-    prod_ctx c = {f, qlm_active_path(), wtype, (const char *)W, qlm_row_size(wtype, n), as, rows, n, T, ldy, (const char *)act, Y};
+    if (t->product) { t->product(pool, path, W, rows, n, act, as, T, Y, ldy); return; }
+    prod_ctx c = {t->dotn[kp], t->tile[kp], (const char *)W, t->row_size(n), as, rows, n, T, ldy, (const char *)act, Y};
     qlm_pool_for(pool, parallel, rows, chunk_rows(rows, qlm_pool_size(pool)), matmul_range, &c);
 }

@@ -49,9 +49,9 @@ static void unpack_group(const qlm_block_q4_0x8 *src, int64_t nb, char *dst, siz
     }
 }
 
-static int regroup(int32_t type, void *data, int64_t rows, int64_t n, int pack) {
-    if (type != QLM_TYPE_Q4_0X8 || rows < G || n <= 0) return 0;
-    const size_t rs = qlm_row_size(type, n);
+static int regroup(void *data, int64_t rows, int64_t n, int pack) {
+    if (rows < G || n <= 0) return 0;
+    const size_t rs = qlm_q4_0_row_size(n);
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
     char *tmp = (char *)malloc(G * rs);
     if (!tmp) return -1;
@@ -65,13 +65,10 @@ static int regroup(int32_t type, void *data, int64_t rows, int64_t n, int pack) 
     return 0;
 }
 
-int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n) { return regroup(type, data, rows, n, 1); }
-int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n) { return regroup(type, data, rows, n, 0); }
-
-void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, float *y) {
-    const size_t rs = qlm_row_size(type, n);
-    if (type != QLM_TYPE_Q4_0X8 || r >= rows / G * G) {
-        qlm_dequantize_row(type, (const char *)src + (size_t)r * rs, y, n);
+static void get_row(const void *src, int64_t rows, int64_t n, int64_t r, float *y) {
+    const size_t rs = qlm_q4_0_row_size(n);
+    if (r >= rows / G * G) { // past the last group: a plain q4_0 row
+        qlm_q4_0_dequantize_row((const char *)src + (size_t)r * rs, y, n);
         return;
     }
     const qlm_block_q4_0x8 *gb = (const qlm_block_q4_0x8 *)((const char *)src + (size_t)(r / G) * G * rs);
@@ -79,7 +76,7 @@ void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t
     for (int64_t b = 0; b * QLM_QK < n; b++) { // row rr's block b, rebuilt and read by the q4_0 dequantizer
         qlm_block_q4_0 blk;
         row_block(&gb[b], rr, &blk);
-        qlm_dequantize_row(QLM_TYPE_Q4_0, &blk, y + b * QLM_QK, n - b * QLM_QK < QLM_QK ? n - b * QLM_QK : QLM_QK);
+        qlm_q4_0_dequantize_row(&blk, y + b * QLM_QK, n - b * QLM_QK < QLM_QK ? n - b * QLM_QK : QLM_QK);
     }
 }
 
@@ -198,11 +195,15 @@ static group_fn group_kernel(int32_t path) {
     return group_scalar;
 }
 
-// Integers: the same on every path.
-void qlm_q8a_to_q8i(void *act, int64_t nb) {
+// q8i activations: the q8a blocks, each s replaced by the exact -8 * sum(qs) (qlm_block_q8i), in
+// place. Integers: the same on every path.
+static void prepare_act(int32_t path, const float *x, void *act, int64_t n) {
+    qlm_prepare_q8a(path, x, act, n);
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
 #if QLM_X86
-    if (qlm_active_path() != QLM_PATH_SCALAR) { q8i_avx2(act, nb); return; }
+    if (path != QLM_PATH_SCALAR) { q8i_avx2(act, nb); return; }
 #endif
+    (void)path;
     q8i_scalar(act, nb);
 }
 
@@ -226,10 +227,11 @@ static void groups_range(void *p, int64_t g0, int64_t g1) {
     }
 }
 
-void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
-                      int64_t T, float *Y, int64_t ldy) {
-    const int32_t path = qlm_active_path();
-    const size_t rs = qlm_row_size(QLM_TYPE_Q4_0X8, n);
+// Y[t, 0..rows) = W . act[t] for T prepared (q8i) activation rows `as` bytes apart; every output
+// bit-identical to the scalar q4_0 dot of the row, on every path.
+static void product(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
+                    int64_t T, float *Y, int64_t ldy) {
+    const size_t rs = qlm_q4_0_row_size(n);
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK, groups = rows / G;
     const int nth = pool ? qlm_pool_size(pool) : 1;
     q4x8_ctx c = {group_kernel(path), (const char *)W, rs, as, nb, T, ldy, (const char *)act, Y};
@@ -246,8 +248,26 @@ void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, co
         const int64_t per = 8 * (int64_t)nth, chunk = (groups + per - 1) / per;
         qlm_pool_for(pool, parallel, groups, chunk < 2 ? 2 : chunk, groups_range, &c);
     }
-    const qlm_dotn_fn row_dot = qlm_get_dotn(QLM_PATH_SCALAR, QLM_TYPE_Q4_0);
+    const qlm_dotn_fn row_dot = qlm_q4_0_dotn_scalar;
     for (int64_t r = groups * G; r < rows; r++) // rows past the last group: plain q4_0 rows
         for (int64_t t = 0; t < T; t++)
             row_dot(n, (const char *)W + (size_t)r * rs, rs, (const char *)act + (size_t)t * as, Y + t * ldy + r, 1);
 }
+
+// ---- table row -------------------------------------------------------------------------------
+// Per row: the bytes and numbers of a q4_0 row, stored in groups of 8 rows (qlm_block_q4_0x8); a
+// lone row (or one past the last group) is a q4_0 row, quantized, read and dotted as one.
+const qlm_type_traits qlm_traits_q4_0x8 = {
+    .name = "q4_0x8", .summary = "q4_0 stored in 8-row groups for the 8-row decode kernel",
+    .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q4_0), .is_quantized = 1,
+    .act_type = QLM_ACT_Q8I, .row_group = G, .code_bits = 4,
+    .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q4_0, d)},
+    .row_size = qlm_q4_0_row_size, .quantize_row = qlm_q4_0_quantize_row, .dequantize_row = qlm_q4_0_dequantize_row,
+    .act_row_size = qlm_act_size_q8a, .prepare_act = prepare_act,
+    // the scalar q4_0 row dot on every path: lone rows only (products go through `product`)
+    .dotn = {[QLM_PATH_SCALAR] = qlm_q4_0_dotn_scalar},
+    .product = product, .regroup = regroup, .get_row = get_row,
+    .gptq_row = qlm_q4_0_gptq_row,
+};
+_Static_assert(offsetof(qlm_block_q4_0x8, d) == 0 && sizeof(((qlm_block_q4_0x8 *)0)->d) == G * 2,
+               "a group block stores fp16 field 0 of row r at 2r (the rule in qlm_type_traits)");

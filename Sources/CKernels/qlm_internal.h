@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#if defined(__x86_64__) || defined(__i386__)
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(QLM_NO_X86) // QLM_NO_X86: check the portable build on x86
 #define QLM_X86 1
 #include <immintrin.h>
 #define QLM_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma,f16c,bmi2")))
@@ -77,47 +77,55 @@ QLM_INLINE uint16_t qlm_f2h(float f) {
 
 // ---- paths -------------------------------------------------------------------------------
 int32_t qlm_active_path(void);
-// q4x8.c: replaces each q8a block's s by the exact -8 * sum(qs) (qlm_block_q8i), in place.
-void qlm_q8a_to_q8i(void *act, int64_t nb);
-// dot.c: a q4_0 activation row is its q8a blocks, then, from byte qlm_q4quad_offset(nb), one
-// qlm_q4quad per 4 blocks (zero past the last block): the same codes regrouped for the AVX-512
-// q4_0 kernels, built once per activation row instead of once per weight row.
-typedef struct {
-    int8_t lo[64];    // lo[16k + i] = qs[i] of block 4q+k (i < 16)
-    int8_t hi[64];    // hi[16k + i] = qs[16 + i] of block 4q+k
-    int32_t corr[16]; // corr[4k + j] = -8 * (sum of qs[4j..4j+3] and qs[16+4j..16+4j+3]) of block 4q+k
-    float d[16];      // d[4k + j] = d of block 4q+k
-} qlm_q4quad;
-QLM_INLINE size_t qlm_q4quad_offset(int64_t nb) { return ((size_t)nb * sizeof(qlm_block_q8a) + 63) & ~(size_t)63; }
-// Fills the quads from the row's nb q8a blocks (same bytes on every path).
-void qlm_q4quad_build(void *act, int64_t nb);
-// q4x8.c: Y[t, 0..rows) = W . act[t] for T prepared (q8i) activation rows `as` bytes apart;
-// every output bit-identical to the scalar q4_0 dot of the row, on every path.
-void qlm_q4x8_product(qlm_pool *pool, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
-                      int64_t T, float *Y, int64_t ldy);
+// A kernel-table entry that exists only on x86 (NULL elsewhere).
+#if QLM_X86
+#define QLM_IF_X86(x) x
+#else
+#define QLM_IF_X86(x) NULL
+#endif
 #define QLM_SMALL_PRODUCT 262144 // rows * n below this: single thread (~10 us of q8_0 work; a pool job costs 1-3 us, more under load)
 
 // Round half away from zero, as roundf.
 QLM_INLINE float qlm_roundf(float x) { return roundf(x); }
 
-// Scalar quantizers for one 32-block (used by every path for partial blocks).
-void qlm_quant_block_q8_0(const float *x, void *b);
-void qlm_quant_block_q4_0(const float *x, void *b);
-void qlm_quant_block_q4_1(const float *x, void *b);
-void qlm_quant_block_q8a(const float *x, void *b);
+// ---- the type table (types.c assembles it from the rows the type files define) ---------------
+extern const qlm_type_traits qlm_traits_f32, qlm_traits_f16, qlm_traits_u8; // type_f32.c
+extern const qlm_type_traits qlm_traits_q8_0;                               // type_q8_0.c
+extern const qlm_type_traits qlm_traits_q4_0;                               // type_q4_0.c
+extern const qlm_type_traits qlm_traits_q4_1;                               // type_q4_1.c
+extern const qlm_type_traits qlm_traits_iq4_k16, qlm_traits_iq4_k32;        // kquant.c
+extern const qlm_type_traits qlm_traits_q4_0x8;                             // q4x8.c
+// The path whose kernels a product of type t runs on CPU path `path`: the highest path <= path
+// with a dot kernel (-1: none, e.g. u8).
+QLM_INLINE int32_t qlm_kernel_path(const qlm_type_traits *t, int32_t path) {
+    if (path >= QLM_PATH_COUNT) path = QLM_PATH_COUNT - 1;
+    for (int32_t p = path; p >= 0; p--) if (t->dotn[p]) return p;
+    return -1;
+}
+// The dot kernel of `type` for CPU path `path` (fallback as above); NULL if none.
+qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type);
+
+// ---- helpers the type files share (types.c) -------------------------------------------------------
+// Quantizes a row 32 elements at a time with f (one block of bb bytes each); the last block is
+// zero-padded.
+typedef void (*qlm_block_fn)(const float *x, void *block);
+void qlm_quantize_blocks(qlm_block_fn f, size_t bb, const float *x, void *dst, int64_t n);
+void qlm_f32_to_f16_path(int32_t path, const float *x, uint16_t *y, int64_t n);
+// Activation rows: floats as they are, or q8a blocks (zero padded), on a given path.
+size_t qlm_act_size_f32(int64_t n);
+void qlm_prepare_f32(int32_t path, const float *x, void *act, int64_t n);
+size_t qlm_act_size_q8a(int64_t n);
+void qlm_prepare_q8a(int32_t path, const float *x, void *act, int64_t n);
+
+// q4_0 pieces the q4_0x8 row reuses (type_q4_0.c): a lone q4_0x8 row is a q4_0 row.
+size_t qlm_q4_0_row_size(int64_t n);
+void qlm_q4_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
+void qlm_q4_0_dequantize_row(const void *src, float *y, int64_t n);
+void qlm_q4_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+void qlm_q4_0_gptq_row(float *w, int64_t n, const double *U, void *dst);
 
 // ---- IQ4_K* super-block types (kquant.c) ----------------------------------------------------
 size_t qlm_kq_row_size(int64_t n);
-void qlm_kq_quantize_row(int32_t type, const float *x, void *dst, int64_t n);
-void qlm_kq_dequantize_row(int32_t type, const void *src, float *y, int64_t n);
-void qlm_kq_dotn_k16_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
-void qlm_kq_dotn_k32_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
-#if QLM_X86
-void qlm_kq_dotn_k16_avx2(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
-void qlm_kq_dotn_k32_avx2(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
-void qlm_kq_dotn_k16_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
-void qlm_kq_dotn_k32_avx512(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
-#endif
 
 // ---- pool (pool.c) -------------------------------------------------------------------------
 // Like qlm_pool_run, but fn may run on fewer threads: workers that have not picked the job up
@@ -125,17 +133,5 @@ void qlm_kq_dotn_k32_avx512(int64_t n, const void *w, size_t rs, const void *act
 // atomic chunk counter in ctx) and not rely on ith. Not reentrant.
 void qlm_pool_run_dynamic(qlm_pool *pool, qlm_task_fn fn, void *ctx);
 // qlm_pool_for and qlm_pool_for_shares are declared in qlm_kernels.h (tests call them).
-
-// ---- dots (dot.c) ------------------------------------------------------------------------
-// Dot of nr (1..4) consecutive weight rows (stride `rs` bytes) with one activation row.
-typedef void (*qlm_dotn_fn)(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
-qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type);
-// Register tile for prefill: if the path/type has one, computes Y[t*ldy + r] for nr rows x nt tokens
-// (Y may be NULL to just query nr/nt) and returns 1; results are bit-identical to the dot kernel.
-int qlm_matmul_tile(int32_t path, int32_t type, int64_t n, const void *w, size_t rs, const void *act, size_t as,
-                    float *Y, int64_t ldy, int *nr, int *nt);
-// Tiled product: rows [r0,r1) x tokens [0,T); Y[t*ldy + r]. Bit-identical to qlm_dotn per (row, token).
-void qlm_matmul_range(int32_t path, int32_t type, const void *W, size_t rs, int64_t r0, int64_t r1, int64_t n,
-                      const void *act, size_t as, int64_t T, float *Y, int64_t ldy);
 
 #endif

@@ -82,8 +82,8 @@ public struct ConvertOptions: Sendable {
         self.zstdMinBytes = zstdMinBytes; self.threads = threads
     }
 
-    /// Types qlm_gptq_quantize supports.
-    public static let gptqTypes: Set<QuantType> = [.q8_0, .q4_0, .q4_0x8, .iq4_k16, .iq4_k32]
+    /// Types qlm_gptq_quantize supports (from the C type table).
+    public static let gptqTypes: Set<QuantType> = Set(QuantType.allCases.filter(\.supportsGPTQ))
 }
 
 public struct ConvertSummary: Codable, Sendable {
@@ -225,23 +225,27 @@ public enum Converter {
     }
 }
 
-/// The first row whose stored fp16 numbers (f16 values; q8_0/q4_0/q4_1 scales and mins)
-/// came out infinite: finite inputs beyond fp16's range (|x| > 65504 for f16, absmax > 65504·127
-/// for q8_0, ...) would otherwise be written as infinities.
+/// The first row whose stored fp16 numbers (the type table's fp16 fields: f16 values; q8_0/q4_0
+/// scales; q4_1 scales and mins) came out infinite: finite inputs beyond fp16's range
+/// (|x| > 65504 for f16, absmax > 65504·127 for q8_0, ...) would otherwise be written as infinities.
+/// Rows of row-grouped types (q4_0x8) are read in their group layout.
 func firstOverflowingRow(_ info: TensorInfo, _ data: UnsafeRawPointer) -> Int? {
-    let halves: [Int]  // byte offsets of fp16 fields within one block
-    switch info.type {
-    case .f16: halves = [0]
-    case .q8_0, .q4_0: halves = [0]
-    case .q4_1: halves = [0, 2]
-    default: return nil
-    }
-    let bb = info.type.blockBytes, blocks = info.rowBytes / bb
+    let halves = info.type.fp16Offsets  // byte offsets of fp16 fields within one block
+    guard !halves.isEmpty else { return nil }
+    let bb = info.type.blockBytes, blocks = info.rowBytes / bb, g = info.type.rowGroup
+    func isInf(_ p: UnsafeRawPointer, _ at: Int) -> Bool { p.loadUnaligned(fromByteOffset: at, as: UInt16.self) & 0x7C00 == 0x7C00 }
+    let grouped = g > 1 ? info.rows / g * g : 0  // rows past the last whole group are plain rows
     for r in 0 ..< info.rows {
-        let row = data + r * info.rowBytes
-        for b in 0 ..< blocks {
-            for h in halves where row.loadUnaligned(fromByteOffset: b * bb + h, as: UInt16.self) & 0x7C00 == 0x7C00 {
-                return r
+        if r < grouped {
+            // group block b of the group holding r: field o of row r % g at o * g + 2 (r % g)
+            let group = data + (r / g) * g * info.rowBytes, rr = r % g
+            for b in 0 ..< blocks {
+                for h in halves where isInf(group, b * g * bb + h * g + 2 * rr) { return r }
+            }
+        } else {
+            let row = data + r * info.rowBytes
+            for b in 0 ..< blocks {
+                for h in halves where isInf(row, b * bb + h) { return r }
             }
         }
     }

@@ -1,9 +1,11 @@
 import CKernels
 import Foundation
 
-/// A tensor storage type. The table of facts (block size, bytes per block, which activation
-/// type it pairs with) lives in one place, the C traits table (`qlm_traits`), so the kernels
-/// and the file format cannot disagree.
+/// A tensor storage type. Every fact and behaviour of a type lives in one place, its row of the
+/// C traits table (`qlm_traits`, qlm_type_traits in CKernels/include/qlm_kernels.h): every
+/// property here is read from that row, so the kernels, the file format, the converter and the
+/// zstd filters cannot disagree. The cases only name the rows (their raw values are the type
+/// numbers stored in .qlm files).
 public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConvertible {
     case f32 = 0
     case f16 = 1
@@ -16,24 +18,48 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
     case q4_0x8 = 7
     case u8 = 31
 
-    /// The types a weight matrix may be stored as.
-    public static let weightTypes: [QuantType] = [.f32, .f16, .q8_0, .q4_0, .q4_1, .iq4_k16, .iq4_k32, .q4_0x8]
+    /// The types a weight matrix may be stored as: those whose row has product kernels (u8 has
+    /// none), in type-number order.
+    public static let weightTypes: [QuantType] = allCases.filter { $0.traits.dotn.0 != nil }
+
+    /// The activation format a type's products take (qlm_act_type).
+    public enum Activation: UInt32, Sendable {
+        case f32 = 0, q8a = 1, q8i = 2
+    }
 
     private var traits: qlm_type_traits {
         guard let t = qlm_traits(rawValue) else { fatalError("C traits table lacks type \(rawValue)") }
         return t.pointee
     }
 
-    public var name: String { self == .u8 ? "u8" : String(cString: traits.name) }
+    public var name: String { String(cString: traits.name) }
     public var description: String { name }
-    public var blockSize: Int { self == .u8 ? 1 : Int(traits.block_size) }
-    public var blockBytes: Int { self == .u8 ? 1 : Int(traits.block_bytes) }
-    public var isQuantized: Bool { self == .u8 ? false : traits.is_quantized != 0 }
+    public var blockSize: Int { Int(traits.block_size) }
+    public var blockBytes: Int { Int(traits.block_bytes) }
+    public var isQuantized: Bool { traits.is_quantized != 0 }
     /// Rows stored interleaved per group (8 for q4_0x8, else 1). Any row range a reader cuts out
     /// of such a tensor must start at a multiple of it (and end at one, or at the last row).
-    public var rowGroup: Int { self == .u8 ? 1 : Int(traits.row_group) }
+    public var rowGroup: Int { Int(traits.row_group) }
     /// Every stored bit per weight (codes, scales, mins), for rows that are whole blocks.
     public var bitsPerWeight: Double { Double(blockBytes * 8) / Double(blockSize) }
+    public var activation: Activation { Activation(rawValue: traits.act_type.rawValue)! }
+    /// Bits per stored weight code (4 for the 4-bit formats).
+    public var codeBits: Int { Int(traits.code_bits) }
+    /// Byte offsets of the fp16 numbers within one block (f16: the value; q8_0/q4_0: the scale;
+    /// q4_1: scale and min). In a row group's block, field `o` of row `r` sits at `o * rowGroup + 2r`.
+    public var fp16Offsets: [Int] {
+        let t = traits
+        return withUnsafeBytes(of: t.fp16_offsets) { Array($0.bindMemory(to: Int32.self).prefix(Int(t.fp16_count))).map(Int.init) }
+    }
+    /// Whether qlm_gptq_quantize supports the type (its row has a GPTQ row quantizer).
+    public var supportsGPTQ: Bool { traits.gptq_row != nil }
+    /// The zstd filter record of rows of `n` elements when the type defines its own (iq4_k*), else nil.
+    public func zstdRecord(rowLength n: Int) -> (record: Int, head: Int)? {
+        guard let f = traits.zstd_record else { return nil }
+        var record: Int32 = 0, head: Int32 = 0
+        f(Int64(n), &record, &head)
+        return (Int(record), Int(head))
+    }
 
     public init?(name: String) {
         guard let t = QuantType.allCases.first(where: { $0.name == name.lowercased() }) else { return nil }
@@ -41,19 +67,20 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
     }
 
     /// Bytes of one row of `n` elements (block formats pad the last block with zeros).
-    public func rowSize(_ n: Int) -> Int {
-        self == .u8 ? n : Int(qlm_row_size(rawValue, Int64(n)))
-    }
+    public func rowSize(_ n: Int) -> Int { Int(qlm_row_size(rawValue, Int64(n))) }
 
+    /// `convert --help`'s list: every weight type with its bits per weight (and, for types whose
+    /// short rows cost more, e.g. the super-block types, the cost at 64-weight rows) and summary.
     public static var namesForHelp: String {
-        weightTypes.map { t in
-            let bpw = t.bitsPerWeight
-            if t == .iq4_k16 || t == .iq4_k32 {
-                // rows are super-blocks of up to 256: shorter rows pay the 1-byte super-scale more often
-                return "\(t.name) (\(String(format: "%.2f", bpw)) bits/weight in 256-weight rows, \(String(format: "%.2f", Double(t.rowSize(64) * 8) / 64)) in 64-weight rows)"
+        func f2(_ v: Double) -> String { String(format: "%.2f", v) }
+        return weightTypes.map { t in
+            let bpw = t.bitsPerWeight, short = Double(t.rowSize(64) * 8) / 64
+            if short != bpw {
+                return "\(t.name) (\(f2(bpw)) bits/weight in \(t.blockSize)-weight rows, \(f2(short)) in 64-weight rows)"
             }
-            if t == .q4_0x8 { return "q4_0x8 (q4_0 stored in 8-row groups for the 8-row decode kernel, 4.50 bits/weight)" }
-            return "\(t.name) (\(bpw == bpw.rounded() ? String(Int(bpw)) : String(format: "%.2f", bpw)) bits/weight)"
+            let b = bpw == bpw.rounded() ? String(Int(bpw)) : f2(bpw)
+            if let s = t.traits.summary { return "\(t.name) (\(String(cString: s)), \(b) bits/weight)" }
+            return "\(t.name) (\(b) bits/weight)"
         }.joined(separator: ", ")
     }
 }

@@ -47,36 +47,26 @@ public struct ZstdFilterSpec: Equatable, Sendable, CustomStringConvertible {
         record >= 1 && record <= UInt32.max && head <= record && head <= UInt16.max && rowBytes % record == 0
     }
 
-    /// The record geometry of a tensor type: its block (fp16 scale(s) + codes) for the 32-weight
-    /// block types; one super-block (super-scale byte + sub-scale bytes + codes) for iq4_k*
-    /// (a whole row when rows are not whole 256-weight super-blocks); the element for f32/f16.
+    /// The record geometry of a tensor type, from its row of the C type table: the type's own
+    /// record when it defines one (iq4_k*: one super-block, or a whole row when rows are not whole
+    /// 256-weight super-blocks); else its block with the block's fp16 scales (which lead it) as the
+    /// head, a group block (rowGroup blocks, rowGroup times the scales) when the rows are whole
+    /// group blocks; the element for f32/f16/u8 (no head).
     public static func geometry(type: QuantType, rowLength n: Int) -> (record: Int, head: Int) {
-        let rowBytes = type.rowSize(n)
-        switch type {
-        case .f32: return (4, 0)
-        case .f16: return (2, 0)
-        case .u8: return (1, 0)
-        case .q8_0, .q4_0: return (type.blockBytes, 2)
-        case .q4_1: return (type.blockBytes, 4)
-        case .q4_0x8:
-            // one group block (8 rows' block b: 8 fp16 scales, then 128 code bytes), when the
-            // rows are whole groups of it; otherwise a q4_0 block (the bytes still tile)
-            return rowBytes % (8 * type.blockBytes) == 0 ? (8 * type.blockBytes, 16) : (type.blockBytes, 2)
-        case .iq4_k16, .iq4_k32:
-            if n % 256 == 0 { return (type.rowSize(256), 1 + 8) }
-            let c = (min(n, 256) + 15) / 16
-            return (rowBytes, 1 + (c + 1) / 2)
-        }
+        if let r = type.zstdRecord(rowLength: n) { return r }
+        let bb = type.blockBytes
+        guard type.isQuantized else { return (bb, 0) }
+        let head = type.fp16Offsets.map { $0 + 2 }.max() ?? 0
+        let g = type.rowGroup
+        return g > 1 && type.rowSize(n) % (g * bb) == 0 ? (g * bb, g * head) : (bb, head)
     }
 
-    /// The filters worth trying for a type (none first).
+    /// The filters worth trying for a type (none first): byte planes need records of more than
+    /// one byte, the head/code filters a quantized type, the nibble planes 4-bit codes.
     public static func candidates(type: QuantType) -> [ZstdFilter] {
-        switch type {
-        case .u8: return [.none]
-        case .f32, .f16: return [.none, .shuffle]
-        case .q8_0: return [.none, .shuffle, .split, .planes, .delta]
-        case .q4_0, .q4_1, .iq4_k16, .iq4_k32, .q4_0x8: return [.none, .shuffle, .split, .planes, .delta, .nibble]
-        }
+        guard type.blockBytes > 1 else { return [.none] }
+        guard type.isQuantized else { return [.none, .shuffle] }
+        return [.none, .shuffle, .split, .planes, .delta] + (type.codeBits == 4 ? [.nibble] : [])
     }
 
     public static func make(_ filter: ZstdFilter, type: QuantType, rowLength: Int) -> ZstdFilterSpec {

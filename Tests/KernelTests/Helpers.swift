@@ -71,7 +71,7 @@ func prepareAct(_ type: Int32, _ x: [Float]) -> [UInt8] {
 
 /// The float values an activation row stands for (q8a blocks decoded, or the floats themselves).
 func decodeAct(_ type: Int32, _ a: [UInt8], _ n: Int) -> [Float] {
-    if qlm_traits(type)!.pointee.act_is_q8a == 0 {
+    if qlm_traits(type)!.pointee.act_type == QLM_ACT_F32 {
         return a.withUnsafeBytes { Array($0.bindMemory(to: Float.self).prefix(n)) }
     }
     return a.withUnsafeBytes { p in

@@ -70,14 +70,72 @@ _Static_assert(sizeof(qlm_block_q8a) == 40, "q8a block is 40 bytes");
 _Static_assert(sizeof(qlm_block_q8i) == 40, "q8i block is 40 bytes");
 _Static_assert(sizeof(qlm_block_q4_0x8) == 8 * sizeof(qlm_block_q4_0), "q4_0x8 group block is 8 q4_0 blocks");
 
-// One row per type, ggml type-traits style.
+// ---- Type traits: one table row per type, ggml type-traits style ---------------------------
+// Everything a type does is reached through its row: sizes, conversions, the activation format it
+// pairs with, and its product kernels per CPU path. The products call the row's kernel once per
+// row range (or tile), never per block. Adding a type = its enum value above, one C file defining
+// its row (see type_q8_0.c for the pattern), one entry in the table in types.c (and its Swift
+// QuantType case, whose raw value is the file format's type number).
+typedef enum { QLM_PATH_SCALAR = 0, QLM_PATH_AVX2 = 1, QLM_PATH_AVX512 = 2, QLM_PATH_COUNT = 3 } qlm_path;
+
+// The activation format a weight type pairs with.
+typedef enum {
+    QLM_ACT_F32 = 0, // the floats as they are (f32, f16; u8 too, though it has no products)
+    QLM_ACT_Q8A = 1, // qlm_block_q8a per 32 elements (q4_0 appends its regrouped copy, see qlm_act_row_size)
+    QLM_ACT_Q8I = 2, // qlm_block_q8i per 32 elements (q4_0x8)
+} qlm_act_type;
+
+#define QLM_FP16_MAX 2 // most fp16 fields one block holds
+
+typedef struct qlm_pool qlm_pool;
+// Dot of nr (1..4) consecutive weight rows (stride rs bytes) with one prepared activation row.
+typedef void (*qlm_dotn_fn)(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+// Register tile for prefill: Y[t * ldy + r] for the tile's nr rows x nt activation rows (`as`
+// bytes apart); bit-identical to the same path's dot kernel per (row, token).
+typedef void (*qlm_tile_fn)(int64_t n, const void *w, size_t rs, const void *act, size_t as, float *Y, int64_t ldy);
+typedef struct { qlm_tile_fn fn; int32_t nr, nt; } qlm_tile_kernel;
+// A whole product Y[t, 0..rows) = W . act[t] (t < T, activation rows `as` bytes apart), for
+// types whose layout needs its own product loop (row-grouped types).
+typedef void (*qlm_product_fn)(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n,
+                               const void *act, size_t as, int64_t T, float *Y, int64_t ldy);
+
 typedef struct {
     const char *name;       // "f32", "f16", "q8_0", ...
-    int32_t block_size;     // elements per block (1 for f32/f16/u8)
+    const char *summary;    // extra words for `convert --help` (NULL: none)
+    int32_t block_size;     // elements per block (1 for f32/f16/u8; 256 = one full super-block for iq4_k*)
     int32_t block_bytes;    // bytes per block
     int32_t is_quantized;   // 1 for block formats
-    int32_t act_is_q8a;     // 1: pairs with qlm_block_q8a (Q4_0X8: qlm_block_q8i) activations; 0: with float
-    int32_t row_group;      // rows stored interleaved per group (8 for Q4_0X8, else 1)
+    qlm_act_type act_type;  // the activation format its products take
+    int32_t row_group;      // rows stored interleaved per group (8 for Q4_0X8, else 1). A group
+                            // block (row_group blocks) stores fp16 field o of row r at o * row_group + 2r.
+    int32_t code_bits;      // bits per stored weight code (32 f32, 16 f16, 8 q8_0/u8, 4 q4_*/iq4_*)
+    int32_t fp16_count;     // fp16 numbers per block (f16 values; q8_0/q4_0 scale; q4_1 scale and min)
+    int32_t fp16_offsets[QLM_FP16_MAX]; // their byte offsets within a block (scales lead the block)
+
+    // Bytes of one row of n elements.
+    size_t (*row_size)(int64_t n);
+    // One row of n finite floats on CPU path `path` (NULL: the type cannot be quantized to).
+    void (*quantize_row)(int32_t path, const float *x, void *dst, int64_t n);
+    // One row as stored on its own (for grouped types: a plain row, as past the last group).
+    void (*dequantize_row)(const void *src, float *y, int64_t n);
+    // Activation row: bytes for n elements, and its preparation from n floats.
+    size_t (*act_row_size)(int64_t n);
+    void (*prepare_act)(int32_t path, const float *x, void *act, int64_t n);
+    // Kernels per CPU path (index qlm_path). A NULL dot kernel falls back to the next lower path;
+    // the tile (optional) is the one of the path the dot kernel came from, so both agree bit for bit.
+    qlm_dotn_fn dotn[QLM_PATH_COUNT];
+    qlm_tile_kernel tile[QLM_PATH_COUNT];
+    // Optional (NULL for ungrouped types): the type's own product loop; the row-group layout
+    // (pack != 0: plain rows -> groups, else back; 0 or -1 if out of memory); row r of a tensor.
+    qlm_product_fn product;
+    int (*regroup)(void *data, int64_t rows, int64_t n, int pack);
+    void (*get_row)(const void *src, int64_t rows, int64_t n, int64_t r, float *y);
+    // Optional: the zstd filter record (bytes) and head (scale bytes leading it) for rows of n
+    // elements. NULL: the block (row_group blocks when rows are whole group blocks), head = its fp16 scales.
+    void (*zstd_record)(int64_t n, int32_t *record, int32_t *head);
+    // Optional: one row quantized with GPTQ error compensation (gptq.c; U = upper Cholesky factor
+    // of H^-1, w updated in place). NULL: no GPTQ for this type.
+    void (*gptq_row)(float *w, int64_t n, const double *U, void *dst);
 } qlm_type_traits;
 
 // NULL for an unknown type value.
@@ -142,7 +200,6 @@ void qlm_prepare_act(int32_t wtype, const float *x, void *act, int64_t n);
 float qlm_vec_dot(int32_t wtype, int64_t n, const void *wrow, const void *act);
 
 // ---- CPU paths ----------------------------------------------------------------------------
-typedef enum { QLM_PATH_SCALAR = 0, QLM_PATH_AVX2 = 1, QLM_PATH_AVX512 = 2 } qlm_path;
 int qlm_path_supported(int32_t path);  // 1 if this CPU can run it
 int32_t qlm_best_path(void);
 void qlm_set_path(int32_t path);       // force a path (tests, bench); ignored if unsupported
@@ -152,7 +209,6 @@ const char *qlm_path_name(int32_t path);
 // ---- Thread pool --------------------------------------------------------------------------
 // Persistent workers that spin briefly, then sleep; one job runs fn(ctx, ith, nth) on every
 // thread (the caller is thread 0) and returns when all are done. Not reentrant.
-typedef struct qlm_pool qlm_pool;
 typedef void (*qlm_task_fn)(void *ctx, int ith, int nth);
 qlm_pool *qlm_pool_create(int n_threads);
 void qlm_pool_destroy(qlm_pool *pool);

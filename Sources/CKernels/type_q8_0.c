@@ -1,0 +1,153 @@
+// q8_0: 32-weight blocks, fp16 scale d = absmax / 127, int8 codes (docs/format.md). Pairs with
+// q8a activations. Vectorized quantizers are bit-identical to the scalar one; the AVX2 and
+// AVX-512 dot kernels give identical results (same int32 lanes, same float order), see dot.c.
+#include "qlm_simd.h"
+
+#pragma clang fp contract(off)
+
+static size_t q8_0_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(qlm_block_q8_0); }
+
+// ---- quantizers ------------------------------------------------------------------------------
+static void q8_0_block_scalar(const float *x, void *bv) {
+    qlm_block_q8_0 *b = (qlm_block_q8_0 *)bv;
+    float amax = 0.0f;
+    for (int j = 0; j < QLM_QK; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
+    const float d = amax / 127.0f;
+    b->d = qlm_f2h(d);
+    for (int j = 0; j < QLM_QK; j++) b->qs[j] = (int8_t)q8_code(x[j], d);
+}
+
+
+#if QLM_X86
+QLM_AVX512_TARGET static void q8_0_block_avx512(const float *x, void *bv) {
+    qlm_block_q8_0 *b = (qlm_block_q8_0 *)bv;
+    const __m512 v0 = _mm512_loadu_ps(x), v1 = _mm512_loadu_ps(x + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    const float d = amax / 127.0f;
+    b->d = qlm_f2h(d);
+    const __m512i q0 = q8_codes512(v0, d), q1 = q8_codes512(v1, d);
+    _mm_storeu_si128((__m128i *)b->qs, _mm512_cvtepi32_epi8(q0));
+    _mm_storeu_si128((__m128i *)(b->qs + 16), _mm512_cvtepi32_epi8(q1));
+}
+
+
+QLM_AVX2_TARGET static void q8_0_block_avx2(const float *x, void *bv) {
+    qlm_block_q8_0 *b = (qlm_block_q8_0 *)bv;
+    const float amax = amax_avx2(x);
+    const float d = amax / 127.0f;
+    b->d = qlm_f2h(d);
+    __m256i q[4];
+    q8_codes_avx2(x, d, q);
+    store_i8x32(b->qs, q[0], q[1], q[2], q[3]);
+}
+
+#endif
+
+static void q8_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+    qlm_block_fn f = q8_0_block_scalar;
+#if QLM_X86
+    if (path == QLM_PATH_AVX512) f = q8_0_block_avx512;
+    else if (path == QLM_PATH_AVX2) f = q8_0_block_avx2;
+#endif
+    (void)path;
+    qlm_quantize_blocks(f, sizeof(qlm_block_q8_0), x, dst, n);
+}
+
+static void q8_0_dequantize_row(const void *src, float *y, int64_t n) {
+    const qlm_block_q8_0 *b = (const qlm_block_q8_0 *)src;
+    for (int64_t i = 0; i < n; i++) {
+        const qlm_block_q8_0 *bk = &b[i / QLM_QK];
+        y[i] = qlm_h2f(bk->d) * (float)bk->qs[i % QLM_QK];
+    }
+}
+
+// ---- dots --------------------------------------------------------------------------------------
+static float dot_q8_0_scalar1(int64_t n, const qlm_block_q8_0 *w, const qlm_block_q8a *a) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t is = 0;
+        for (int j = 0; j < QLM_QK; j++) is += (int32_t)w[b].qs[j] * (int32_t)a[b].qs[j];
+        s += (qlm_h2f(w[b].d) * a[b].d) * (float)is;
+    }
+    return s;
+}
+SCALAR_DOTN(dotn_q8_0_scalar, dot_q8_0_scalar1, qlm_block_q8_0, qlm_block_q8a)
+
+#if QLM_X86
+#define Q8_0_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i wv = _mm256_loadu_si256((const __m256i *)wr[r][bb].qs);                 \
+            const __m256i is = dot_us_##P(_mm256_abs_epi8(wv), _mm256_sign_epi8(av, wv));         \
+            const __m256 sc = _mm256_mul_ps(bh2f_##P(&wr[r][bb].d), da);                          \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+        } }
+#define Q8_0_AVX2(bb, k) Q8_0_BODY(avx2, bb, k)
+#define Q8_0_AVX512(bb, k) Q8_0_BODY(avx512, bb, k)
+#define Q8_0_KERNEL(P, PU, TGT)                                                                   \
+TGT QLM_INLINE void k_q8_0_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    QK_BEGIN(qlm_block_q8_0) QK_LOOP(Q8_0_##PU) QK_END(P)                                         \
+}                                                                                                 \
+NR_DISPATCH(q8_0, P, TGT)
+Q8_0_KERNEL(avx2, AVX2, QLM_AVX2_TARGET)
+Q8_0_KERNEL(avx512, AVX512, QLM_AVX512_TARGET)
+
+// ---- prefill tiles (qlm_simd.h): AVX-512 2 rows x 4 tokens, AVX2 1 row x 4 tokens ------------------
+#define Q80_ROW(r, bb)                                                                             \
+    wq[r] = _mm256_loadu_si256((const __m256i *)wr[r][bb].qs);                                     \
+    wc[r] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), c80, wq[r])); \
+    dw[r] = bh2f_avx512(&wr[r][bb].d);
+#define Q80_TOK(ab) const __m256i au = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(ab)->qs), c80);
+#define Q80_PAIR(r) _mm256_dpbusd_epi32(wc[r], au, wq[r])
+TILE_FN(tile_q8_0_avx512, qlm_block_q8_0, Q80_ROW, Q80_TOK, Q80_PAIR, const __m256i c80 = _mm256_set1_epi8((char)0x80);)
+#define Q80_ROW2(bb)                                                                               \
+    const __m256i wq = _mm256_loadu_si256((const __m256i *)wr[bb].qs);                             \
+    const __m256i wa = _mm256_abs_epi8(wq);
+#define Q80_PAIR2 _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(av, wq)), ones)
+TILE2_FN(tile_q8_0_avx2, qlm_block_q8_0, Q80_ROW2, Q80_PAIR2)
+#endif
+
+// ---- GPTQ (gptq.c): block scale chosen by the quantizer at the block's first column from the
+// current weights, then each column coded with that scale and its error pushed on.
+static void q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    for (int64_t b = 0; b < nb; b++) {
+        float tmp[QLM_QK] = {0};
+        const int64_t i0 = b * QLM_QK;
+        const int m = (int)((n - i0) < QLM_QK ? (n - i0) : QLM_QK);
+        memcpy(tmp, w + i0, (size_t)m * sizeof(float));
+        uint8_t codes[QLM_QK];
+        qlm_block_q8_0 *blk = (qlm_block_q8_0 *)dst + b;
+        q8_0_block_scalar(tmp, blk);
+        const float dd = qlm_h2f(blk->d);
+        for (int j = 0; j < QLM_QK; j++) codes[j] = 0;
+        for (int j = 0; j < m; j++) {
+            const int64_t i = i0 + j;
+            const float qf = dd != 0.0f ? fminf(fmaxf(roundf(w[i] / dd), -127.0f), 127.0f) : 0.0f;
+            codes[j] = (uint8_t)(int8_t)qf;
+            const float deq = dd * qf;
+            const double err = ((double)w[i] - (double)deq) / U[i * n + i];
+            const double *ui = U + i * n;
+            for (int64_t k = i + 1; k < n; k++) w[k] -= (float)(err * ui[k]);
+            w[i] = deq;
+        }
+        memcpy(blk->qs, codes, QLM_QK);
+    }
+}
+
+// ---- table row -------------------------------------------------------------------------------
+const qlm_type_traits qlm_traits_q8_0 = {
+    .name = "q8_0", .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q8_0), .is_quantized = 1,
+    .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 8,
+    .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q8_0, d)},
+    .row_size = q8_0_row_size, .quantize_row = q8_0_quantize_row, .dequantize_row = q8_0_dequantize_row,
+    .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
+    .dotn = {[QLM_PATH_SCALAR] = dotn_q8_0_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_q8_0_avx2),
+             [QLM_PATH_AVX512] = QLM_IF_X86(dotn_q8_0_avx512)},
+    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(tile_q8_0_avx2), 1, TILE2_NT},
+             [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q8_0_avx512), TILE_NR, TILE_NT}},
+    .gptq_row = q8_0_gptq_row,
+};
