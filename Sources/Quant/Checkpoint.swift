@@ -1,25 +1,68 @@
 import CKernels
 import Foundation
 
-/// One tensor of a float checkpoint in canonical orientation (a weight is [out, in]: one row
-/// per output feature). A reader says what the tensor is (`key`); the architecture names it
+/// What a source tensor's bytes hold.
+public enum SourcePayload: Equatable, Sendable {
+    /// Plain floats (f32, f16, bf16), row-major.
+    case floats(SourceDType)
+    /// ggml blocks of a known type (GGUF), each row a whole number of blocks.
+    case ggml(GGMLType)
+}
+
+/// One tensor of a checkpoint in canonical orientation (a weight is [out, in]: one row per
+/// output feature). A reader says what the tensor is (`key`); the architecture names it
 /// (`Checkpoint.named(by:)`); until then `name` is the key's GGUF-style name.
 public struct SourceTensor {
     public let key: TensorKey
     public internal(set) var name: String
     public let shape: [Int]
-    public let dtype: SourceDType
+    public let payload: SourcePayload
     /// The source's bytes (a view into a memory map that the checkpoint keeps alive).
     public let bytes: UnsafeRawBufferPointer
-    /// True when the source stores the matrix as [in, out] (HF GPT-2's Conv1D).
+    /// True when the source stores the matrix as [in, out] (HF GPT-2's Conv1D). Floats only.
     public let transposed: Bool
     /// "file: key", for messages (a key the reader made up is replaced by the canonical name once named).
     public internal(set) var origin: String
 
+    public init(key: TensorKey, name: String? = nil, shape: [Int], payload: SourcePayload, bytes: UnsafeRawBufferPointer,
+                transposed: Bool, origin: String) {
+        if case .ggml = payload { precondition(!transposed, "ggml blocks cannot be read transposed") }
+        self.key = key; self.name = name ?? key.description; self.shape = shape; self.payload = payload; self.bytes = bytes
+        self.transposed = transposed; self.origin = origin
+    }
+
     public init(key: TensorKey, name: String? = nil, shape: [Int], dtype: SourceDType, bytes: UnsafeRawBufferPointer,
                 transposed: Bool, origin: String) {
-        self.key = key; self.name = name ?? key.description; self.shape = shape; self.dtype = dtype; self.bytes = bytes
-        self.transposed = transposed; self.origin = origin
+        self.init(key: key, name: name, shape: shape, payload: .floats(dtype), bytes: bytes, transposed: transposed, origin: origin)
+    }
+
+    /// The stored bytes, unchanged, when they already are `type`'s bytes for this tensor:
+    /// ggml F32 / F16 / Q8_0 / Q4_0 / Q4_1 blocks (the same layouts as QuantLM's, rows whole
+    /// blocks), untransposed. nil otherwise (the tensor must be read as floats and quantized).
+    public func passthrough(to type: QuantType) -> UnsafeRawBufferPointer? {
+        guard !transposed, case .ggml(let g) = payload, g.identicalQuantType == type,
+              rowLength % g.blockSize == 0, type.rowSize(rowLength) == g.rowBytes(rowLength),
+              bytes.count == rows * type.rowSize(rowLength) else { return nil }
+        return bytes
+    }
+
+    /// The QuantLM type that holds this tensor's numbers exactly as stored, if there is one
+    /// (`convert --type keep`).
+    public var nativeType: QuantType? {
+        switch payload {
+        case .floats(.f32): return .f32
+        case .floats(.f16): return .f16
+        case .floats(.bf16): return nil
+        case .ggml(let g): return g.identicalQuantType
+        }
+    }
+
+    /// The stored type's name ("f32", "bf16", "q4_K", ...), for reports.
+    public var sourceTypeName: String {
+        switch payload {
+        case .floats(let d): return d.rawValue.lowercased()
+        case .ggml(let g): return g.name
+        }
     }
 
     public var rows: Int { shape.dropLast().reduce(1, *) }
@@ -29,8 +72,18 @@ public struct SourceTensor {
     /// Writes the tensor as floats in canonical row-major order into `out` (elementCount floats).
     public func readFloats(into out: UnsafeMutablePointer<Float>) {
         let n = elementCount
+        if case .ggml(let g) = payload {
+            // Row by row (rows are whole blocks; the reader checked the sizes).
+            let rl = rowLength, rb = g.rowBytes(rl)
+            for r in 0 ..< rows {
+                let rc = qlm_ggml_dequantize_row(g.rawValue, bytes.baseAddress! + r * rb, out + r * rl, Int64(rl))
+                precondition(rc == 0, "\(origin): ggml \(g.name) row of \(rl) not dequantizable")
+            }
+            return
+        }
+        guard case .floats(let dtype) = payload else { return }
         if !transposed {
-            convert(bytes.baseAddress!, count: n, into: out)
+            convert(bytes.baseAddress!, dtype, count: n, into: out)
             return
         }
         // The source is [in, out] = [rowLength, rows]; canonical is [rows, rowLength].
@@ -42,7 +95,7 @@ public struct SourceTensor {
         while r0 < srcRows {
             let r1 = min(srcRows, r0 + tile)
             // Convert a band of source rows to floats, then scatter it as columns of `out`.
-            convert(bytes.baseAddress! + r0 * srcCols * dtype.size, count: (r1 - r0) * srcCols, into: tmp)
+            convert(bytes.baseAddress! + r0 * srcCols * dtype.size, dtype, count: (r1 - r0) * srcCols, into: tmp)
             var c0 = 0
             while c0 < srcCols {
                 let c1 = min(srcCols, c0 + tile)
@@ -56,7 +109,7 @@ public struct SourceTensor {
         }
     }
 
-    private func convert(_ src: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+    private func convert(_ src: UnsafeRawPointer, _ dtype: SourceDType, count: Int, into out: UnsafeMutablePointer<Float>) {
         switch dtype {
         case .f32: out.update(from: src.assumingMemoryBound(to: Float.self), count: count)
         case .f16: qlm_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), out, Int64(count))
@@ -112,19 +165,48 @@ public struct Checkpoint {
         return c
     }
 
-    /// Reads a checkpoint (a directory in Hugging Face GPT-2 layout, or a llama2.c .bin file)
-    /// with its tensors not yet named: Runtime's `Checkpoint.open` names them by architecture.
+    /// Every input format, asked in order; the first whose `canRead` says yes reads the input.
+    /// Adding a format is one reader file and one line here (llama2.c's headerless .bin is the
+    /// fallback, so it comes last).
+    public static let readers: [any CheckpointReader.Type] = [
+        HFGPT2Reader.self,
+        GGUFReader.self,
+        Llama2cReader.self,
+    ]
+
+    /// Reads a checkpoint (a Hugging Face GPT-2 directory, a GGUF file or a llama2.c .bin) with
+    /// its tensors not yet named: Runtime's `Checkpoint.open` names them by architecture.
     public static func read(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
+        guard FileManager.default.fileExists(atPath: url.path) else {
             throw QuantError(url, "no such file or directory")
-        }
-        if isDir.boolValue {
-            return try HFGPT2Reader.read(directory: url, tokenizer: tokenizer)
         }
         if url.pathExtension == "safetensors" {
             throw QuantError(url, "give the checkpoint's directory (with config.json), not the .safetensors file")
         }
-        return try Llama2cReader.read(url, tokenizer: tokenizer)
+        guard let reader = readers.first(where: { $0.canRead(url) }) else {
+            throw QuantError(url, "not a checkpoint QuantLM reads (a Hugging Face GPT-2 directory, a GGUF file or a llama2.c .bin)")
+        }
+        return try reader.read(url, tokenizer: tokenizer)
+    }
+}
+
+/// One input format. `canRead` is a cheap look (directory or not, magic bytes); `read` does
+/// the checking and throws QuantErrors naming the file.
+public protocol CheckpointReader {
+    static func canRead(_ url: URL) -> Bool
+    static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint
+}
+
+extension CheckpointReader {
+    static func isDirectory(_ url: URL) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) && isDir.boolValue
+    }
+
+    /// The first `n` bytes of a regular file (fewer if it is shorter; empty if unreadable).
+    static func prefix(_ url: URL, _ n: Int) -> [UInt8] {
+        guard !isDirectory(url), let h = try? FileHandle(forReadingFrom: url) else { return [] }
+        defer { try? h.close() }
+        return [UInt8]((try? h.read(upToCount: n)) ?? Data())
     }
 }

@@ -9,10 +9,30 @@ import Glibc
 public struct QuantPolicy: Sendable {
     public var defaultType: QuantType
     public var overrides: [(glob: String, type: QuantType)]
+    /// `--type keep`: each tensor keeps its stored type where QuantLM has it (f32, f16, and
+    /// ggml q8_0 / q4_0 / q4_1 blocks, copied unchanged); other types (bf16, q5_0, K-quants, ...)
+    /// become `defaultType` (q8_0), 1-D tensors f32. --keep overrides still win.
+    public var keepSourceTypes: Bool = false
 
     public init(defaultType: QuantType, overrides: [(glob: String, type: QuantType)] = []) {
         self.defaultType = defaultType
         self.overrides = overrides
+    }
+
+    /// The `--type keep` policy (unkept types become `fallback`).
+    public static func keep(fallback: QuantType = .q8_0, overrides: [(glob: String, type: QuantType)] = []) -> QuantPolicy {
+        var p = QuantPolicy(defaultType: fallback, overrides: overrides)
+        p.keepSourceTypes = true
+        return p
+    }
+
+    /// The type a tensor is stored as, and whether `--type keep` had to convert it (its
+    /// stored type has no QuantLM equivalent).
+    public func type(for t: SourceTensor) -> (type: QuantType, converted: Bool) {
+        for o in overrides where Self.matches(o.glob, t.name) { return (o.type, false) }
+        guard keepSourceTypes else { return (type(for: t.name, shape: t.shape), false) }
+        if let native = t.nativeType { return (native, false) }
+        return (t.shape.count >= 2 ? defaultType : .f32, true)
     }
 
     /// Parses "GLOB=TYPE" (e.g. "wte.weight=q8_0", "h.*.attn.*=f16").
@@ -49,9 +69,12 @@ public struct TokenizerPayload: Sendable {
     public var bos: Int?
     public var eos: Int?
     public var sourceFiles: [URL]
+    /// The model's chat template (Jinja text), kept in the metadata for `run chat`.
+    public var chatTemplate: String?
 
-    public init(kind: String, blob: [UInt8], bos: Int?, eos: Int?, sourceFiles: [URL]) {
+    public init(kind: String, blob: [UInt8], bos: Int?, eos: Int?, sourceFiles: [URL], chatTemplate: String? = nil) {
         self.kind = kind; self.blob = blob; self.bos = bos; self.eos = eos; self.sourceFiles = sourceFiles
+        self.chatTemplate = chatTemplate
     }
 }
 
@@ -108,6 +131,10 @@ public struct ConvertSummary: Codable, Sendable {
     public var gptqTensors: [String] = []
     /// zstd tensors per filter written ("none", "shuffle", ...); empty without zstd.
     public var zstdFilters: [String: Int] = [:]
+    /// Tensors whose stored blocks were written unchanged (no dequantize / requantize).
+    public var passthroughTensors: [String] = []
+    /// `--type keep`: tensors whose stored type QuantLM lacks, as name -> "from->to".
+    public var convertedTensors: [String: String] = [:]
 
     enum CodingKeys: String, CodingKey {
         case output, tensors, parameters, bytesIn = "bytes_in", bytesOut = "bytes_out"
@@ -115,6 +142,7 @@ public struct ConvertSummary: Codable, Sendable {
         case bitsPerWeight = "bits_per_weight", storedBitsPerWeight = "stored_bits_per_weight"
         case compressionRatio = "compression_ratio", seconds, mbPerSecond = "mb_per_second"
         case gptqTensors = "gptq_tensors", zstdFilters = "zstd_filters"
+        case passthroughTensors = "passthrough_tensors", convertedTensors = "converted_tensors"
     }
 }
 
@@ -136,8 +164,10 @@ public enum Converter {
         let hasher = SourceHasher(hashFiles)
 
         var infos: [TensorInfo] = []
+        var converted: [String: String] = [:]
         for t in ckpt.tensors {
-            let type = options.policy.type(for: t.name, shape: t.shape)
+            let (type, conv) = options.policy.type(for: t)
+            if conv { converted[t.name] = "\(t.sourceTypeName)->\(type.name)" }
             let probe = TensorInfo(name: t.name, type: type, encoding: .raw, shape: t.shape)
             let enc: TensorEncoding = (options.zstdLevel != nil && probe.expectedRawLength >= options.zstdMinBytes) ? .zstd : .raw
             infos.append(TensorInfo(name: t.name, type: type, encoding: enc, shape: t.shape))
@@ -150,8 +180,9 @@ public enum Converter {
         var metadata = ModelMetadata(
             format: "quantlm", formatVersion: Int(QLMFormat.version), architecture: ckpt.architecture,
             hparams: ckpt.hparams,
-            tokenizer: TokenizerInfo(kind: tokenizer.kind, tensor: "tokenizer", bos: tokenizer.bos, eos: tokenizer.eos),
-            quantization: QuantPolicyInfo(defaultType: options.policy.defaultType.name, overrides: overrides,
+            tokenizer: TokenizerInfo(kind: tokenizer.kind, tensor: "tokenizer", bos: tokenizer.bos, eos: tokenizer.eos,
+                                     chatTemplate: tokenizer.chatTemplate),
+            quantization: QuantPolicyInfo(defaultType: options.policy.keepSourceTypes ? "keep" : options.policy.defaultType.name, overrides: overrides,
                                           zstdLevel: options.zstdLevel, zstdChunkBytes: options.zstdLevel == nil ? nil : options.chunkBytes,
                                           zstdFilter: options.zstdLevel == nil ? nil : options.zstdFilter.description,
                                           calibration: options.calibrationNote),
@@ -161,6 +192,7 @@ public enum Converter {
         let totalIn = ckpt.tensors.reduce(0) { $0 + $1.bytes.count }
         var doneIn = 0
         var gptqDone: [String] = []
+        var passed: [String] = []
 
         var floats = UnsafeMutablePointer<Float>.allocate(capacity: 1)
         var floatCap = 1
@@ -170,6 +202,22 @@ public enum Converter {
 
         for (i, t) in ckpt.tensors.enumerated() {
             let info = infos[i]
+            // Blocks already in the target type's bytes (ggml q8_0/q4_0/q4_1/f16/f32) are copied
+            // unchanged, still checked for non-finite fp16 fields (and f32 values) first.
+            if options.hessians?[t.name] == nil, let same = t.passthrough(to: info.type), same.count == info.expectedRawLength {
+                if info.type == .f32 {
+                    for k in 0 ..< info.rows * info.rowLength where !same.loadUnaligned(fromByteOffset: 4 * k, as: Float.self).isFinite {
+                        throw QuantError(t.origin, "row \(k / info.rowLength) holds NaN or infinity; cannot quantize")
+                    }
+                } else if let r = firstOverflowingRow(info, same.baseAddress!) {
+                    throw QuantError(t.origin, "row \(r) holds an infinite or NaN fp16 value or scale")
+                }
+                try writer.writeNext(same, zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
+                passed.append(t.name)
+                doneIn += t.bytes.count
+                progress?(doneIn, totalIn)
+                continue
+            }
             if t.elementCount > floatCap {
                 floats.deallocate()
                 floats = .allocate(capacity: t.elementCount)
@@ -221,7 +269,8 @@ public enum Converter {
             storedBitsPerWeight: Double(numericStored * 8) / Double(max(1, params)),
             compressionRatio: Double(writer.rawBytes) / Double(max(1, writer.storedBytes)),
             seconds: seconds, mbPerSecond: Double(totalIn) / 1e6 / max(seconds, 1e-9), gptqTensors: gptqDone,
-            zstdFilters: writer.filters.values.reduce(into: [:]) { $0[$1.filter.description, default: 0] += 1 })
+            zstdFilters: writer.filters.values.reduce(into: [:]) { $0[$1.filter.description, default: 0] += 1 },
+            passthroughTensors: passed, convertedTensors: converted)
     }
 }
 

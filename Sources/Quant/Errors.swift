@@ -6,9 +6,13 @@ public struct QuantError: Error, CustomStringConvertible, Equatable {
     public let file: String
     public let message: String
 
+    /// Control characters (a newline inside a corrupt name, say) are shown escaped, so the
+    /// error stays one line whatever the input held.
     public init(_ file: String, _ message: String) {
         self.file = file
-        self.message = message
+        self.message = message.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F })
+            ? String(message.unicodeScalars.map { $0.value < 0x20 || $0.value == 0x7F ? "\\u{\(String($0.value, radix: 16))}" : String($0) }.joined())
+            : message
     }
 
     public init(_ url: URL, _ message: String) {

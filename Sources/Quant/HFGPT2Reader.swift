@@ -5,7 +5,14 @@ import Foundation
 /// encoder.json + vocab.bpe). Handles the real layout: Conv1D weights stored [in, out],
 /// keys with or without a `transformer.` prefix, the attn.bias / attn.masked_bias buffers,
 /// and an lm_head.weight tied to wte.
-public enum HFGPT2Reader {
+public enum HFGPT2Reader: CheckpointReader {
+    /// Any directory (its config.json is checked by `read`).
+    public static func canRead(_ url: URL) -> Bool { isDirectory(url) }
+
+    public static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
+        try read(directory: url, tokenizer: tokenizer)
+    }
+
     static func hparams(_ configURL: URL) throws -> HParams {
         let file = configURL.path
         guard let data = FileManager.default.contents(atPath: file) else { throw QuantError(file, "missing config.json") }

@@ -3,7 +3,7 @@ import Foundation
 /// A tokenizer described by its vocabulary rather than by files: what a GGUF file's
 /// `tokenizer.ggml.*` keys hold. The checkpoint readers fill it; the runtime builds the
 /// tokenizer from it (byte-level BPE for `model == "gpt2"`, SentencePiece for `"llama"`).
-public struct TokenizerData: Sendable, Equatable {
+public struct TokenizerData: Sendable, Equatable, Codable {
     /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE with merges) or "llama" (SentencePiece
     /// with scores and byte fallback).
     public var model: String

@@ -9,7 +9,7 @@ struct ConvertCLI: ParsableCommand {
         commandName: "convert",
         abstract: "Convert a float checkpoint into a block-quantized QuantLM (.qlm) file.",
         discussion: """
-        Inputs: a Hugging Face GPT-2 directory (config.json, model.safetensors or a sharded index, vocab.json + merges.txt or encoder.json + vocab.bpe), or a llama2.c .bin checkpoint with its tokenizer.bin.
+        Inputs: a Hugging Face GPT-2 directory (config.json, model.safetensors or a sharded index, vocab.json + merges.txt or encoder.json + vocab.bpe), a GGUF llama file (F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, K-quants, IQ4_NL/IQ4_XS tensors), or a llama2.c .bin checkpoint with its tokenizer.bin.
 
         Types: \(QuantType.namesForHelp).
         Presets: \(QuantPreset.namesForHelp).
@@ -20,6 +20,7 @@ struct ConvertCLI: ParsableCommand {
               -o stories-q8.qlm --type q8_0
           convert gpt2/ -o gpt2-q4.qlm --type q4_0 \\
               --keep 'wte.weight=q8_0' --zstd 3
+          convert model.Q4_1.gguf -o model.qlm --type keep
           convert inspect gpt2-q4.qlm --json
           convert verify gpt2-q4.qlm
         """,
@@ -48,13 +49,13 @@ struct Convert: ParsableCommand {
         abstract: "Convert a checkpoint (the default subcommand: `convert INPUT -o OUT.qlm`)."
     )
 
-    @Argument(help: "A GPT-2 checkpoint directory (Hugging Face layout) or a llama2.c .bin file.")
+    @Argument(help: "A GPT-2 checkpoint directory (Hugging Face layout), a GGUF llama file, or a llama2.c .bin file.")
     var input: String
 
     @Option(name: .shortAndLong, help: "Output .qlm path (written atomically).")
     var output: String
 
-    @Option(name: .long, help: "Type for matrices: f32, f16, q8_0, q4_0, q4_0x8 (q4_0's numbers in 8-row groups: the fast 4-bit decode on x86), q4_1, iq4_k16, iq4_k32.")
+    @Option(name: .long, help: "Type for matrices: f32, f16, q8_0, q4_0, q4_0x8 (q4_0's numbers in 8-row groups: the fast 4-bit decode on x86), q4_1, iq4_k16, iq4_k32; or keep (GGUF: every tensor keeps its stored type where QuantLM has it, blocks copied unchanged; others become q8_0, and are listed).")
     var type: String = "q8_0"
 
     @Option(name: .long, help: "Store tensors as independent zstd chunks at this level (1-22); omit for raw.")
@@ -106,7 +107,7 @@ struct Convert: ParsableCommand {
     var quiet = false
 
     func validate() throws {
-        guard let t = QuantType(name: type), QuantType.weightTypes.contains(t) else {
+        guard type == "keep" || QuantType(name: type).map(QuantType.weightTypes.contains) == true else {
             throw ValidationError("unknown --type '\(type)'; choose one of: \(QuantType.namesForHelp)")
         }
         if let p = preset, QuantPreset(name: p) == nil {
@@ -129,7 +130,7 @@ struct Convert: ParsableCommand {
     func run() throws {
         try runOrExit {
             let overrides = try keep.map(QuantPolicy.parseOverride)
-            var policy = QuantPolicy(defaultType: QuantType(name: type)!, overrides: overrides)
+            var policy = type == "keep" ? QuantPolicy.keep(overrides: overrides) : QuantPolicy(defaultType: QuantType(name: type)!, overrides: overrides)
             let start = Date()
             let ckpt = try Checkpoint.open(URL(fileURLWithPath: input), tokenizer: tokenizer.map { URL(fileURLWithPath: $0) })
             if let p = preset.flatMap(QuantPreset.init(name:)) {
@@ -172,6 +173,11 @@ struct Convert: ParsableCommand {
             }
             barRef?.finish()
             let total = Date().timeIntervalSince(start)
+            if policy.keepSourceTypes && !json {
+                let conv = summary.convertedTensors.sorted { $0.key < $1.key }
+                print("--type keep: \(summary.passthroughTensors.count) tensors copied unchanged; \(conv.count) converted (type QuantLM lacks)\(conv.isEmpty ? "" : ":")")
+                for (n, how) in conv { print("  \(n): \(how)") }
+            }
             if calibrate != nil {
                 let skipped = Set(ckpt.tensors.filter { $0.shape.count >= 2 }.map(\.name)).subtracting(summary.gptqTensors)
                 printError("GPTQ: \(summary.gptqTensors.count) matrices compensated\(skipped.isEmpty ? "" : "; plain (no calibration data or type without GPTQ): " + skipped.sorted().joined(separator: " "))")

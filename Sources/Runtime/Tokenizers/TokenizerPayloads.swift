@@ -23,7 +23,17 @@ public enum TokenizerPayloads {
             return TokenizerPayload(kind: "llama2c", blob: bytes, bos: tok.bosID.map(Int.init),
                                     eos: tok.eosID.map(Int.init), sourceFiles: [url])
         case .data(let d):
-            throw TokenizerError(file: d.source, problem: "tokenizer model '\(d.model)' from checkpoint metadata is not supported yet")
+            guard d.model == "gpt2" else {
+                throw TokenizerError(file: d.source, problem: "tokenizer model '\(d.model)' from checkpoint metadata is not supported yet (byte-level BPE, 'gpt2', is)")
+            }
+            let tok = try BPETokenizer(d)
+            guard tok.vocabSize == vocabSize else {
+                throw TokenizerError(file: d.source, problem: "has \(tok.vocabSize) tokens but the model's vocab_size is \(vocabSize)")
+            }
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.sortedKeys]
+            return TokenizerPayload(kind: "bpe-json", blob: [UInt8](try enc.encode(d)), bos: tok.bosID.map(Int.init),
+                                    eos: tok.eosID.map(Int.init), sourceFiles: [], chatTemplate: d.chatTemplate)
         }
     }
 
@@ -36,6 +46,11 @@ public enum TokenizerPayloads {
         switch info.kind {
         case "gpt2-bpe": return try GPT2Tokenizer(serialized: bytes, source: source)
         case "llama2c": return try Llama2cTokenizer(data: bytes, vocabSize: file.metadata.hparams.vocabSize, source: source)
+        case "bpe-json":
+            guard let d = try? JSONDecoder().decode(TokenizerData.self, from: Data(bytes)) else {
+                throw TokenizerError(file: file.path, problem: "embedded bpe-json tokenizer is not valid TokenizerData JSON")
+            }
+            return try BPETokenizer(d)
         default: throw TokenizerError(file: file.path, problem: "unknown embedded tokenizer kind '\(info.kind)'")
         }
     }

@@ -1,0 +1,39 @@
+"""Oracle for QuantLM's ggml block dequantizers (Sources/CKernels/ggml_blocks.c): dequantizes
+raw block bytes with the official `gguf` Python package (pip install gguf), which is an
+implementation independent of QuantLM's C code.
+
+    python3 gguf_oracle.py dequant DIR
+
+For every DIR/NAME.bin (NAME a GGMLQuantizationType name: Q4_K, IQ4_XS, F16, ...) holding
+whole blocks, writes DIR/NAME.f32 (raw little-endian float32) and prints one JSON line
+{"NAME": elements, ...}.
+"""
+import json, os, sys
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
+from gguf import GGMLQuantizationType, GGML_QUANT_SIZES
+from gguf.quants import dequantize
+
+
+def main():
+    if len(sys.argv) != 3 or sys.argv[1] != "dequant":
+        sys.exit("usage: gguf_oracle.py dequant DIR")
+    d = sys.argv[2]
+    out = {}
+    for f in sorted(os.listdir(d)):
+        if not f.endswith(".bin"):
+            continue
+        name = f[:-4]
+        qt = GGMLQuantizationType[name]
+        bs, ts = GGML_QUANT_SIZES[qt]
+        raw = np.fromfile(os.path.join(d, f), dtype=np.uint8)
+        assert raw.size % ts == 0, (name, raw.size, ts)
+        y = dequantize(raw.reshape(-1, ts), qt).astype("<f4").reshape(-1)
+        y.tofile(os.path.join(d, name + ".f32"))
+        out[name] = int(y.size)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
