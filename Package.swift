@@ -37,6 +37,8 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "KernelTests", dependencies: ["CKernels", "Quant", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Runtime", "CKernels", "TestSupport"]),
+        // Uses only the public API (the README's example): what a Swift app can call.
+        .testTarget(name: "PublicAPITests", dependencies: ["Runtime", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Quant", "CKernels", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]
