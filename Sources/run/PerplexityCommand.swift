@@ -27,6 +27,9 @@ struct EvalOptions: ParsableArguments {
     @Option(name: .long, help: "stride protocol: score only the first N tokens of the text.")
     var maxTokens: Int?
 
+    @Option(name: .long, help: "chunks protocol: score only the first N chunks (llama-perplexity's --chunks).")
+    var chunks: Int?
+
     @Option(name: .long, help: "documents protocol: the line that separates documents.")
     var separator: String = "<|endoftext|>"
 
@@ -49,8 +52,8 @@ struct EvalOptions: ParsableArguments {
         guard (text == nil) != (idsFile == nil) else { throw ValidationError("give exactly one of --text and --ids-file") }
         if idsFile != nil || joinDocuments, `protocol` != "stride" { throw ValidationError("--ids-file and --join-documents need --protocol stride") }
         _ = try parseBudget(memoryBudget)
-        guard ["stride", "documents"].contains(`protocol`) else {
-            throw ValidationError("--protocol must be stride or documents, got '\(`protocol`)'")
+        guard ["stride", "documents", "chunks"].contains(`protocol`) else {
+            throw ValidationError("--protocol must be stride, documents or chunks, got '\(`protocol`)'")
         }
         if let c = ctx, c < 2 { throw ValidationError("--ctx must be at least 2") }
         if let s = stride, s < 1 { throw ValidationError("--stride must be ≥ 1 (got \(s))") }
@@ -83,9 +86,12 @@ struct EvalOptions: ParsableArguments {
         }
         let nCtx = models.map { $0.model.hparams.nCtx }.min()!
         let c = ctx ?? nCtx
-        let proto: PerplexityProtocol = `protocol` == "stride"
-            ? .stride(ctx: c, stride: stride ?? max(1, c / 2), maxTokens: maxTokens)
-            : .documents(separator: separator, maxDocs: maxDocs, ctx: c)
+        let proto: PerplexityProtocol
+        switch `protocol` {
+        case "stride": proto = .stride(ctx: c, stride: stride ?? max(1, c / 2), maxTokens: maxTokens)
+        case "chunks": proto = .chunks(ctx: c, maxChunks: chunks)
+        default: proto = .documents(separator: separator, maxDocs: maxDocs, ctx: c)
+        }
         var bar: ProgressBar?
         let report = try Perplexity.evaluate(models, names: paths, text: s, proto: proto, tokenIDs: ids) { done, total in
             if bar == nil { bar = ProgressBar("scoring", total: Double(total), unit: " tok", enabled: !json) }
@@ -132,6 +138,8 @@ struct Perplexity_: ParsableCommand {
         abstract: "Measure perplexity; with --reference, compare against a float original.",
         discussion: """
         --protocol stride: the text is one token stream; windows of --ctx tokens advance by --stride and each token is scored once (Hugging Face's sliding-window protocol, behind the published GPT-2 WikiText-2 numbers).
+
+        --protocol chunks: llama.cpp's llama-perplexity: non-overlapping --ctx-token chunks of the whole text, the first token of each replaced by BOS when the tokenizer starts with one, only each chunk's second half scored.
 
         --protocol documents: the text is split on --separator lines; each document is scored on its own from BOS, truncated to --ctx tokens.
 

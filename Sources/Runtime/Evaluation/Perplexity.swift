@@ -11,6 +11,11 @@ public enum PerplexityProtocol: Sendable {
     /// Each document scored on its own from its start (BOS first where the tokenizer has
     /// one), truncated to `ctx` tokens; every next-token prediction inside it counts.
     case documents(separator: String, maxDocs: Int?, ctx: Int)
+    /// llama.cpp's llama-perplexity: the whole text as one stream, cut into non-overlapping
+    /// chunks of `ctx` tokens (a partial last chunk dropped); a chunk's first token becomes
+    /// BOS when the tokenizer starts its encodings with BOS; only the second half of each chunk
+    /// is scored (rows ctx/2 ..< ctx-1, predicting its last ctx/2 - 1 tokens).
+    case chunks(ctx: Int, maxChunks: Int?)
 }
 
 /// One scoring pass: the token window and which of its positions are predicted.
@@ -130,6 +135,22 @@ public enum Perplexity {
                 prevEnd = end
                 if end == ids.count { break }
                 begin += stride
+            }
+            return (out, ids.count, nil)
+        case .chunks(let ctx, let maxChunks):
+            guard ctx >= 4 else { throw PerplexityError.bad("--ctx must be at least 4, got \(ctx)") }
+            guard ctx <= modelContext else { throw PerplexityError.bad("--ctx \(ctx) exceeds the model's context of \(modelContext) tokens") }
+            if let m = maxChunks, m < 1 { throw PerplexityError.bad("--chunks must be ≥ 1") }
+            let ids = tokenIDs ?? tokenizer.encode(text)
+            var n = ids.count / ctx
+            if let m = maxChunks { n = min(n, m) }
+            guard n >= 1 else { throw PerplexityError.bad("the text is \(ids.count) tokens, less than one chunk of \(ctx)") }
+            let bos = ids.first.flatMap { $0 == tokenizer.bosID ? $0 : nil }
+            var out: [ScoringWindow] = []
+            for c in 0 ..< n {
+                var w = Array(ids[c * ctx ..< (c + 1) * ctx])
+                if let bos { w[0] = bos }
+                out.append(ScoringWindow(tokens: w, rows: ctx / 2 ..< ctx - 1))
             }
             return (out, ids.count, nil)
         case .documents(let separator, let maxDocs, let ctx):
@@ -254,6 +275,7 @@ public enum Perplexity {
         switch proto {
         case .stride(let ctx, let stride, _): report.ctx = ctx; report.stride = stride
         case .documents(_, _, let ctx): report.protocolName = "documents"; report.ctx = ctx
+        case .chunks(let ctx, _): report.protocolName = "chunks"; report.ctx = ctx
         }
         return report
     }
