@@ -32,8 +32,8 @@ struct BenchCmd: ParsableCommand {
     @Option(name: .long, help: "Repetitions (median, min and max are reported).")
     var reps: Int = 5
 
-    @Option(name: .long, help: "Worker threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var resources: ResourceOptions
+    var threads: Int { resources.threads }
 
     @Option(name: .long, help: "Bytes the bandwidth probe reads (default 1 GiB).")
     var probeBytes: Int = 1 << 30
@@ -49,17 +49,12 @@ struct BenchCmd: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
-    @Option(name: .long, help: "Hard memory budget for the peak resident set (process baseline + weights, KV cache, scratch) (e.g. 64M, 1G); what does not fit stream.")
-    var memoryBudget: String?
-
     func validate() throws {
         if !kernels && model == nil { throw ValidationError("give a model file, or --kernels") }
         guard reps >= 1, reps <= 100 else { throw ValidationError("--reps must be 1...100") }
         guard promptTokens >= 1, genTokens >= 1 else { throw ValidationError("--prompt-tokens and --gen-tokens must be ≥ 1") }
-        guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
         guard probeBytes >= 1 << 20 else { throw ValidationError("--probe-bytes must be at least 1 MiB") }
         _ = try parsedShapes()
-        _ = try parseBudget(memoryBudget)
     }
 
     func parsedShapes() throws -> [(Int, Int)] {
@@ -97,7 +92,7 @@ struct BenchCmd: ParsableCommand {
                 return
             }
             let r = try Bench.model(path: model!, threads: threads, promptTokens: promptTokens, genTokens: genTokens,
-                                    reps: reps, probeBytes: probeBytes, memoryBudget: try parseBudget(memoryBudget),
+                                    reps: reps, probeBytes: probeBytes, memoryBudget: try resources.budgetBytes(),
                                     populate: populate, attention: attention.config)
             if json {
                 print(jsonLine(r))

@@ -36,8 +36,8 @@ struct EvalOptions: ParsableArguments {
     @Option(name: .long, help: "documents protocol: score only the first N documents.")
     var maxDocs: Int?
 
-    @Option(name: .long, help: "Worker threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var resources: ResourceOptions
+    var threads: Int { resources.threads }
 
     @Option(name: .long, help: "Tokens per batched forward pass.")
     var batch: Int = 128
@@ -45,13 +45,9 @@ struct EvalOptions: ParsableArguments {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
-    @Option(name: .long, help: "Hard memory budget per model for the peak resident set (process baseline + weights, KV cache, scratch) (e.g. 64M, 1G); what does not fit stream.")
-    var memoryBudget: String?
-
     func validate() throws {
         guard (text == nil) != (idsFile == nil) else { throw ValidationError("give exactly one of --text and --ids-file") }
         if idsFile != nil || joinDocuments, `protocol` != "stride" { throw ValidationError("--ids-file and --join-documents need --protocol stride") }
-        _ = try parseBudget(memoryBudget)
         guard ["stride", "documents", "chunks"].contains(`protocol`) else {
             throw ValidationError("--protocol must be stride, documents or chunks, got '\(`protocol`)'")
         }
@@ -60,7 +56,6 @@ struct EvalOptions: ParsableArguments {
         if let s = stride, let c = ctx, s > c { throw ValidationError("--stride (\(s)) must not exceed --ctx (\(c))") }
         if let m = maxDocs, m < 1 { throw ValidationError("--max-docs must be ≥ 1") }
         if let m = maxTokens, m < 2 { throw ValidationError("--max-tokens must be at least 2") }
-        guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
         guard (1 ... 4096).contains(batch) else { throw ValidationError("--batch must be 1...4096") }
     }
 
@@ -68,7 +63,7 @@ struct EvalOptions: ParsableArguments {
         let source = text ?? idsFile!
         guard let data = FileManager.default.contents(atPath: source) else { throw QuantError(source, "cannot read file") }
         guard let s = String(data: data, encoding: .utf8) else { throw QuantError(source, "is not valid UTF-8") }
-        let budget = try parseBudget(memoryBudget)
+        let budget = try resources.budgetBytes()
         // Under a budget the KV cache holds --ctx positions (the windows' length), not n_ctx.
         let models = try paths.map {
             try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch, attention: attention.config,

@@ -39,23 +39,15 @@ struct ModelOptions: ParsableArguments {
     @Argument(help: "The .qlm model file.")
     var model: String
 
-    @Option(name: .long, help: "Worker threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @OptionGroup var resources: ResourceOptions
 
     @Flag(name: .long, help: "Check every tensor's checksum before running.")
     var verify = false
 
     @OptionGroup var attention: AttentionOptions
 
-    @Option(name: .long, help: "Hard budget for the process's peak resident memory (baseline + weights, KV cache, scratch), e.g. 64M, 512K, 1G: layers and the classifier that do not fit stream from the file.")
-    var memoryBudget: String?
-
-    func validate() throws {
-        guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256, got \(threads)") }
-        _ = try budgetBytes()
-    }
-
-    func budgetBytes() throws -> Int? { try parseBudget(memoryBudget) }
+    var threads: Int { resources.threads }
+    func budgetBytes() throws -> Int? { try resources.budgetBytes() }
 
     func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil) throws -> LoadedModel {
         try LoadedModel(path: model, options: LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
@@ -63,11 +55,6 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
-/// --memory-budget's value in bytes (nil when absent); a usage error for bad values.
-func parseBudget(_ s: String?) throws -> Int? {
-    guard let s else { return nil }
-    do { return try MemoryBudget.parse(s) } catch let e as MemoryBudget.ParseError { throw ValidationError(e.description) }
-}
 
 /// "budget 64M = baseline 26.1 MiB + margin 3.0 MiB + planned 34.2 MiB, streaming 24 layers + classifier: 190.1 MiB/tok" for closing lines.
 func budgetSummary(_ m: MemoryReport) -> String {

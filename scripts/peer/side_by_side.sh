@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# QuantLM vs llama.cpp on SmolLM2-135M, alternating rounds in one run, 2 threads:
+# llama-bench -t 2 -p 512 -n 128 against `run bench --prompt-tokens 512 --gen-tokens 128`,
+# Q8_0 and Q4_0 (llama.cpp's files requantized from the shipped Q4_1 with llama-quantize
+# --allow-requantize; QuantLM's converted from the same GGUFs: q8_0 passes its blocks through,
+# Q4_0 becomes q4_0x8, the same numbers in QuantLM's 8-row layout).
+# Needs scripts/peer/build_llamacpp.sh's build and scripts/fetch_models.sh's model.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PEER=${QUANTLM_PEER:-$HOME/.cache/quantlm/peer}/build/bin
+MODELS=${QUANTLM_MODELS:-$HOME/.cache/quantlm/models}
+ROUNDS=${ROUNDS:-3}
+OUT=${OUT:-/tmp/quantlm-peer}
+B=.build/release
+mkdir -p "$OUT"
+src=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
+for t in Q8_0 Q4_0; do
+  [ -f "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" ] || "$PEER/llama-quantize" --allow-requantize "$src" "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" "$t" >/dev/null
+done
+$B/convert "$MODELS/SmolLM2-135M-Instruct.Q8_0-from-Q4_1.gguf" -o "$OUT/smol-q8_0.qlm" --type keep --quiet
+$B/convert "$MODELS/SmolLM2-135M-Instruct.Q4_0-from-Q4_1.gguf" -o "$OUT/smol-q4_0x8.qlm" --type q4_0x8 --quiet
+for r in $(seq "$ROUNDS"); do
+  for t in Q8_0 Q4_0; do
+    q=q8_0; [ $t = Q4_0 ] && q=q4_0x8
+    "$PEER/llama-bench" -m "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" -t 2 -p 512 -n 128 -r 3 -o json > "$OUT/llama-$t-$r.json" 2>/dev/null
+    $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 512 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-$q-$r.json" 2>/dev/null
+    python3 - "$OUT/llama-$t-$r.json" "$OUT/qlm-$q-$r.json" "$r" "$t" <<'PY'
+import json, sys
+ll = json.load(open(sys.argv[1])); q = json.load(open(sys.argv[2]))
+pp = next(x["avg_ts"] for x in ll if x["n_prompt"] > 0); tg = next(x["avg_ts"] for x in ll if x["n_gen"] > 0)
+qp = q["prefill_tokens_per_second"]["median"]; qt = q["decode_tokens_per_second"]["median"]
+print(f"round {sys.argv[3]} {sys.argv[4]}: prefill llama.cpp {pp:.1f} QuantLM {qp:.1f} ratio {qp/pp:.2f} | decode llama.cpp {tg:.1f} QuantLM {qt:.1f} ratio {qt/tg:.2f}")
+PY
+  done
+done
