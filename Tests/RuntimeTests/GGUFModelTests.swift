@@ -14,16 +14,7 @@ final class GGUFModelTests: XCTestCase {
     /// vocabulary token per word).
     static let ids: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 378, 3575, 282, 4521, 314, 11452, 30, 378, 3575]
 
-    static func model() throws -> URL {
-        let env = ProcessInfo.processInfo.environment["QUANTLM_MODELS"]
-        let dir = env.map { URL(fileURLWithPath: $0) }
-            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/quantlm/models")
-        let u = dir.appendingPathComponent(modelName)
-        guard FileManager.default.fileExists(atPath: u.path) else {
-            throw SharedData.Missing(description: "\(u.path) is missing: run `bash scripts/fetch_models.sh` (or set QUANTLM_MODELS)")
-        }
-        return u
-    }
+    static func model() throws -> URL { try SharedData.model(modelName) }
 
     /// The runtime's tokenizers cannot be built from TokenizerData yet, so the files carry the
     /// GGUF's vocabulary as a llama2.c tokenizer blob (scores 0): these tests work on token ids.

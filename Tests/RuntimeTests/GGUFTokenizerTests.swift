@@ -11,16 +11,7 @@ final class GGUFTokenizerTests: XCTestCase {
     static let smolName = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
     /// The real-model folder: QUANTLM_MODELS or ~/.cache/quantlm/models. Missing → failure.
-    static func model(_ name: String) throws -> URL {
-        let env = ProcessInfo.processInfo.environment["QUANTLM_MODELS"]
-        let dir = env.map { URL(fileURLWithPath: $0) }
-            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/quantlm/models")
-        let u = dir.appendingPathComponent(name)
-        guard FileManager.default.fileExists(atPath: u.path) else {
-            throw SharedData.Missing(description: "model \(u.path) not found: run bash scripts/fetch_models.sh (or set QUANTLM_MODELS)")
-        }
-        return u
-    }
+    static func model(_ name: String) throws -> URL { try SharedData.model(name) }
 
     // TEMPORARY (replace with the GGUF reader when it lands): TokenizerData from the oracle's
     // JSON dump of the tokenizer.ggml.* keys.

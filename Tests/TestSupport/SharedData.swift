@@ -27,4 +27,17 @@ public enum SharedData {
         }
         return url
     }
+
+    /// A real model fetched by scripts/fetch_models.sh: QUANTLM_MODELS or ~/.cache/quantlm/models.
+    /// Missing → the test fails, saying how to get it.
+    public static func model(_ name: String) throws -> URL {
+        let env = ProcessInfo.processInfo.environment["QUANTLM_MODELS"]
+        let dir = env.map { URL(fileURLWithPath: $0) }
+            ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/quantlm/models")
+        let u = dir.appendingPathComponent(name)
+        guard FileManager.default.fileExists(atPath: u.path) else {
+            throw Missing(description: "model \(u.path) not found: run `bash scripts/fetch_models.sh` (or set QUANTLM_MODELS)")
+        }
+        return u
+    }
 }
