@@ -557,38 +557,13 @@ public struct GPT2Tokenizer: Tokenizer {
     /// Splits valid UTF-8 into the byte ranges the GPT-2 regex would match, in order.
     /// `emit(start, end)` receives half-open byte ranges that cover the input exactly.
     public static func pretokenize(_ bytes: UnsafeBufferPointer<UInt8>, _ emit: (Int, Int) -> Void) {
-        let n = bytes.count
-        if n == 0 { return }
-        // Decode scalars once: class, value and byte start of each.
-        var classes: [CharClass] = []
-        var values: [UInt32] = []
-        var starts: [Int32] = []
-        classes.reserveCapacity(n + 1)
-        values.reserveCapacity(n + 1)
-        starts.reserveCapacity(n + 1)
-        var i = 0
-        while i < n {
-            let b0 = bytes[i]
-            var v: UInt32
-            var len: Int
-            if b0 < 0x80 {
-                v = UInt32(b0); len = 1
-            } else if b0 < 0xE0 {
-                v = UInt32(b0 & 0x1F); len = 2
-            } else if b0 < 0xF0 {
-                v = UInt32(b0 & 0x0F); len = 3
-            } else {
-                v = UInt32(b0 & 0x07); len = 4
-            }
-            if i + len > n { len = n - i }
-            for k in 1..<max(len, 1) { v = v << 6 | UInt32(bytes[i + k] & 0x3F) }
-            classes.append(v < 128 ? asciiClasses[Int(v)] : classify(v))
-            values.append(v)
-            starts.append(Int32(i))
-            i += len
-        }
+        PreTokenizers.scan(bytes, emit) { classes, values, starts in gpt2Rules(classes, values, starts, emit) }
+    }
+
+    /// The GPT-2 pattern over decoded scalars (class, value, byte start; `starts` has one more
+    /// entry, the end).
+    static func gpt2Rules(_ classes: [CharClass], _ values: [UInt32], _ starts: [Int32], _ emit: (Int, Int) -> Void) {
         let count = classes.count
-        starts.append(Int32(n))
         func at(_ k: Int) -> UInt32 { k < count ? values[k] : 0 }
         var s = 0
         while s < count {

@@ -54,7 +54,7 @@ public enum PreTokenizers {
 
     /// Decodes scalars once (class, value, byte start) and hands them to `body`, whose
     /// emitted scalar ranges are translated to byte ranges.
-    private static func scan(_ bytes: UnsafeBufferPointer<UInt8>, _ emit: (Int, Int) -> Void,
+    static func scan(_ bytes: UnsafeBufferPointer<UInt8>, _ emit: (Int, Int) -> Void,
                              _ body: ([CharClass], [UInt32], [Int32]) -> Void) {
         let n = bytes.count
         if n == 0 { return }
