@@ -382,10 +382,7 @@ static void kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void
                 const int code = ss != 0.0f ? nearest_level(w[i] * is) : 8;
                 q[o + j] = (uint8_t)code;
                 const float deq = ss * (float)qlm_iq4_levels[code];
-                const double err = ((double)w[i] - (double)deq) / U[i * n + i];
-                const double *ui = U + i * n;
-                for (int64_t k = i + 1; k < n; k++) w[k] -= (float)(err * ui[k]);
-                w[i] = deq;
+                qlm_gptq_step(w, n, U, i, deq);
             }
         }
         for (int g = 0; g < ng; g++) {

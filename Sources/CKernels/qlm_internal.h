@@ -134,4 +134,14 @@ size_t qlm_kq_row_size(int64_t n);
 void qlm_pool_run_dynamic(qlm_pool *pool, qlm_task_fn fn, void *ctx);
 // qlm_pool_for and qlm_pool_for_shares are declared in qlm_kernels.h (tests call them).
 
+// GPTQ's step for column i once it is coded as deq: its error, divided by U_ii, is pushed onto
+// the columns after it through row i of U (the upper Cholesky factor of H^-1, [n, n]); then the
+// column holds its coded value. Every type's gptq_row calls this.
+static inline void qlm_gptq_step(float *w, int64_t n, const double *U, int64_t i, float deq) {
+    const double err = ((double)w[i] - (double)deq) / U[i * n + i];
+    const double *ui = U + i * n;
+    for (int64_t k = i + 1; k < n; k++) w[k] -= (float)(err * ui[k]);
+    w[i] = deq;
+}
+
 #endif

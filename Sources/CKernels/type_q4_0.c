@@ -363,10 +363,7 @@ void qlm_q4_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
             const float qf = dd != 0.0f ? fminf(fmaxf(roundf(w[i] / dd) + 8.0f, 0.0f), 15.0f) : 8.0f;
             codes[j] = (uint8_t)qf;
             const float deq = dd * (qf - 8.0f);
-            const double err = ((double)w[i] - (double)deq) / U[i * n + i];
-            const double *ui = U + i * n;
-            for (int64_t k = i + 1; k < n; k++) w[k] -= (float)(err * ui[k]);
-            w[i] = deq;
+            qlm_gptq_step(w, n, U, i, deq);
         }
         for (int j = 0; j < 16; j++) blk->qs[j] = (uint8_t)(codes[j] | (codes[j + 16] << 4));
     }

@@ -129,10 +129,7 @@ static void q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
             const float qf = dd != 0.0f ? fminf(fmaxf(roundf(w[i] / dd), -127.0f), 127.0f) : 0.0f;
             codes[j] = (uint8_t)(int8_t)qf;
             const float deq = dd * qf;
-            const double err = ((double)w[i] - (double)deq) / U[i * n + i];
-            const double *ui = U + i * n;
-            for (int64_t k = i + 1; k < n; k++) w[k] -= (float)(err * ui[k]);
-            w[i] = deq;
+            qlm_gptq_step(w, n, U, i, deq);
         }
         memcpy(blk->qs, codes, QLM_QK);
     }
