@@ -2,7 +2,7 @@ import CKernels
 import Foundation
 
 /// What a source tensor's bytes hold.
-public enum SourcePayload: Equatable, Sendable {
+package enum SourcePayload: Equatable, Sendable {
     /// Plain floats (f32, f16, bf16), row-major.
     case floats(SourceDType)
     /// ggml blocks of a known type (GGUF), each row a whole number of blocks.
@@ -12,26 +12,26 @@ public enum SourcePayload: Equatable, Sendable {
 /// One tensor of a checkpoint in canonical orientation (a weight is [out, in]: one row per
 /// output feature). A reader says what the tensor is (`key`); the architecture names it
 /// (`Checkpoint.named(by:)`); until then `name` is the key's GGUF-style name.
-public struct SourceTensor {
-    public let key: TensorKey
-    public internal(set) var name: String
-    public let shape: [Int]
-    public let payload: SourcePayload
+package struct SourceTensor {
+    package let key: TensorKey
+    package internal(set) var name: String
+    package let shape: [Int]
+    package let payload: SourcePayload
     /// The source's bytes (a view into a memory map that the checkpoint keeps alive).
-    public let bytes: UnsafeRawBufferPointer
+    package let bytes: UnsafeRawBufferPointer
     /// True when the source stores the matrix as [in, out] (HF GPT-2's Conv1D). Floats only.
-    public let transposed: Bool
+    package let transposed: Bool
     /// "file: key", for messages (a key the reader made up is replaced by the canonical name once named).
-    public internal(set) var origin: String
+    package internal(set) var origin: String
 
-    public init(key: TensorKey, name: String? = nil, shape: [Int], payload: SourcePayload, bytes: UnsafeRawBufferPointer,
+    package init(key: TensorKey, name: String? = nil, shape: [Int], payload: SourcePayload, bytes: UnsafeRawBufferPointer,
                 transposed: Bool, origin: String) {
         if case .ggml = payload { precondition(!transposed, "ggml blocks cannot be read transposed") }
         self.key = key; self.name = name ?? key.description; self.shape = shape; self.payload = payload; self.bytes = bytes
         self.transposed = transposed; self.origin = origin
     }
 
-    public init(key: TensorKey, name: String? = nil, shape: [Int], dtype: SourceDType, bytes: UnsafeRawBufferPointer,
+    package init(key: TensorKey, name: String? = nil, shape: [Int], dtype: SourceDType, bytes: UnsafeRawBufferPointer,
                 transposed: Bool, origin: String) {
         self.init(key: key, name: name, shape: shape, payload: .floats(dtype), bytes: bytes, transposed: transposed, origin: origin)
     }
@@ -39,7 +39,7 @@ public struct SourceTensor {
     /// The stored bytes, unchanged, when they already are `type`'s bytes for this tensor:
     /// ggml F32 / F16 / Q8_0 / Q4_0 / Q4_1 blocks (the same layouts as QuantLM's, rows whole
     /// blocks), untransposed. nil otherwise (the tensor must be read as floats and quantized).
-    public func passthrough(to type: QuantType) -> UnsafeRawBufferPointer? {
+    package func passthrough(to type: QuantType) -> UnsafeRawBufferPointer? {
         guard !transposed, case .ggml(let g) = payload, g.identicalQuantType == type,
               rowLength % g.blockSize == 0, type.rowSize(rowLength) == g.rowBytes(rowLength),
               bytes.count == rows * type.rowSize(rowLength) else { return nil }
@@ -48,7 +48,7 @@ public struct SourceTensor {
 
     /// The QuantLM type that holds this tensor's numbers exactly as stored, if there is one
     /// (`convert --type keep`).
-    public var nativeType: QuantType? {
+    package var nativeType: QuantType? {
         switch payload {
         case .floats(.f32): return .f32
         case .floats(.f16): return .f16
@@ -58,19 +58,19 @@ public struct SourceTensor {
     }
 
     /// The stored type's name ("f32", "bf16", "q4_K", ...), for reports.
-    public var sourceTypeName: String {
+    package var sourceTypeName: String {
         switch payload {
         case .floats(let d): return d.rawValue.lowercased()
         case .ggml(let g): return g.name
         }
     }
 
-    public var rows: Int { shape.dropLast().reduce(1, *) }
-    public var rowLength: Int { shape.last ?? 1 }
-    public var elementCount: Int { shape.reduce(1, *) }
+    package var rows: Int { shape.dropLast().reduce(1, *) }
+    package var rowLength: Int { shape.last ?? 1 }
+    package var elementCount: Int { shape.reduce(1, *) }
 
     /// Writes the tensor as floats in canonical row-major order into `out` (elementCount floats).
-    public func readFloats(into out: UnsafeMutablePointer<Float>) {
+    package func readFloats(into out: UnsafeMutablePointer<Float>) {
         let n = elementCount
         if case .ggml(let g) = payload {
             // Row by row (rows are whole blocks; the reader checked the sizes).
@@ -119,7 +119,7 @@ public struct SourceTensor {
 }
 
 /// Where the tokenizer of a checkpoint comes from.
-public enum TokenizerSource: Equatable, Sendable {
+package enum TokenizerSource: Equatable, Sendable {
     /// OpenAI encoder.json + vocab.bpe, or Hugging Face vocab.json + merges.txt.
     case gpt2(vocab: URL, merges: URL)
     /// A llama2.c tokenizer.bin.
@@ -129,27 +129,27 @@ public enum TokenizerSource: Equatable, Sendable {
 }
 
 /// A float checkpoint ready to convert: architecture, hyper-parameters, tensors in canonical form.
-public struct Checkpoint {
+package struct Checkpoint {
     /// The architecture's registered name ("gpt2", "llama"): the metadata's `architecture`.
-    public var architecture: String
-    public var hparams: HParams
-    public var tensors: [SourceTensor]
-    public var tokenizer: TokenizerSource?
+    package var architecture: String
+    package var hparams: HParams
+    package var tensors: [SourceTensor]
+    package var tokenizer: TokenizerSource?
     /// The files read, for provenance (hashed by the converter).
-    public var sourceFiles: [URL]
+    package var sourceFiles: [URL]
     /// Keeps memory maps alive while `tensors` point into them.
-    public var keepAlive: [AnyObject]
+    package var keepAlive: [AnyObject]
     /// True once `named(by:)` gave every tensor its architecture's name (the converter requires it).
-    public private(set) var isNamed = false
+    package private(set) var isNamed = false
 
-    public init(architecture: String, hparams: HParams, tensors: [SourceTensor], tokenizer: TokenizerSource?,
+    package init(architecture: String, hparams: HParams, tensors: [SourceTensor], tokenizer: TokenizerSource?,
                 sourceFiles: [URL], keepAlive: [AnyObject]) {
         self.architecture = architecture; self.hparams = hparams; self.tensors = tensors; self.tokenizer = tokenizer
         self.sourceFiles = sourceFiles; self.keepAlive = keepAlive
     }
 
     /// The same checkpoint with every tensor under the architecture's canonical name.
-    public func named(by names: TensorNames) throws -> Checkpoint {
+    package func named(by names: TensorNames) throws -> Checkpoint {
         var c = self
         for i in c.tensors.indices {
             guard let n = names.name(c.tensors[i].key) else {
@@ -168,7 +168,7 @@ public struct Checkpoint {
     /// Every input format, asked in order; the first whose `canRead` says yes reads the input.
     /// Adding a format is one reader file and one line here (llama2.c's headerless .bin is the
     /// fallback, so it comes last).
-    public static let readers: [any CheckpointReader.Type] = [
+    package static let readers: [any CheckpointReader.Type] = [
         HFGPT2Reader.self,
         GGUFReader.self,
         Llama2cReader.self,
@@ -176,7 +176,7 @@ public struct Checkpoint {
 
     /// Reads a checkpoint (a Hugging Face GPT-2 directory, a GGUF file or a llama2.c .bin) with
     /// its tensors not yet named: Runtime's `Checkpoint.open` names them by architecture.
-    public static func read(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
+    package static func read(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw QuantError(url, "no such file or directory")
         }
@@ -192,7 +192,7 @@ public struct Checkpoint {
 
 /// One input format. `canRead` is a cheap look (directory or not, magic bytes); `read` does
 /// the checking and throws QuantErrors naming the file.
-public protocol CheckpointReader {
+package protocol CheckpointReader {
     static func canRead(_ url: URL) -> Bool
     static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint
 }

@@ -6,21 +6,21 @@ import Glibc
 
 /// Which type each tensor is stored as. By default 1-D tensors (norms, biases) stay F32 and
 /// every matrix gets `defaultType`; `--keep GLOB=TYPE` overrides, first match wins.
-public struct QuantPolicy: Sendable {
-    public var defaultType: QuantType
-    public var overrides: [(glob: String, type: QuantType)]
+package struct QuantPolicy: Sendable {
+    package var defaultType: QuantType
+    package var overrides: [(glob: String, type: QuantType)]
     /// `--type keep`: each tensor keeps its stored type where QuantLM has it (f32, f16, and
     /// ggml q8_0 / q4_0 / q4_1 blocks, copied unchanged); other types (bf16, q5_0, K-quants, ...)
     /// become `defaultType` (q8_0), 1-D tensors f32. --keep overrides still win.
-    public var keepSourceTypes: Bool = false
+    package var keepSourceTypes: Bool = false
 
-    public init(defaultType: QuantType, overrides: [(glob: String, type: QuantType)] = []) {
+    package init(defaultType: QuantType, overrides: [(glob: String, type: QuantType)] = []) {
         self.defaultType = defaultType
         self.overrides = overrides
     }
 
     /// The `--type keep` policy (unkept types become `fallback`).
-    public static func keep(fallback: QuantType = .q8_0, overrides: [(glob: String, type: QuantType)] = []) -> QuantPolicy {
+    package static func keep(fallback: QuantType = .q8_0, overrides: [(glob: String, type: QuantType)] = []) -> QuantPolicy {
         var p = QuantPolicy(defaultType: fallback, overrides: overrides)
         p.keepSourceTypes = true
         return p
@@ -28,7 +28,7 @@ public struct QuantPolicy: Sendable {
 
     /// The type a tensor is stored as, and whether `--type keep` had to convert it (its
     /// stored type has no QuantLM equivalent).
-    public func type(for t: SourceTensor) -> (type: QuantType, converted: Bool) {
+    package func type(for t: SourceTensor) -> (type: QuantType, converted: Bool) {
         for o in overrides where Self.matches(o.glob, t.name) { return (o.type, false) }
         guard keepSourceTypes else { return (type(for: t.name, shape: t.shape), false) }
         if let native = t.nativeType { return (native, false) }
@@ -36,7 +36,7 @@ public struct QuantPolicy: Sendable {
     }
 
     /// Parses "GLOB=TYPE" (e.g. "wte.weight=q8_0", "h.*.attn.*=f16").
-    public static func parseOverride(_ s: String) throws -> (glob: String, type: QuantType) {
+    package static func parseOverride(_ s: String) throws -> (glob: String, type: QuantType) {
         guard let eq = s.lastIndex(of: "="), eq != s.startIndex else {
             throw QuantError("--keep", "'\(s)' is not GLOB=TYPE (e.g. wte.weight=q8_0)")
         }
@@ -47,94 +47,94 @@ public struct QuantPolicy: Sendable {
         return (glob, t)
     }
 
-    public static func matches(_ glob: String, _ name: String) -> Bool {
+    package static func matches(_ glob: String, _ name: String) -> Bool {
         fnmatch(glob, name, 0) == 0
     }
 
-    public func type(for name: String, shape: [Int]) -> QuantType {
+    package func type(for name: String, shape: [Int]) -> QuantType {
         for o in overrides where Self.matches(o.glob, name) { return o.type }
         return shape.count >= 2 ? defaultType : .f32
     }
 
     /// Overrides that match none of `names` (almost certainly a typo).
-    public func unusedOverrides(_ names: [String]) -> [String] {
+    package func unusedOverrides(_ names: [String]) -> [String] {
         overrides.filter { o in !names.contains { Self.matches(o.glob, $0) } }.map(\.glob)
     }
 }
 
 /// The tokenizer as it goes into the file: a serialized blob plus its kind and special ids.
-public struct TokenizerPayload: Sendable {
-    public var kind: String
-    public var blob: [UInt8]
-    public var bos: Int?
-    public var eos: Int?
-    public var sourceFiles: [URL]
+package struct TokenizerPayload: Sendable {
+    package var kind: String
+    package var blob: [UInt8]
+    package var bos: Int?
+    package var eos: Int?
+    package var sourceFiles: [URL]
     /// The model's chat template (Jinja text), kept in the metadata for `run chat`.
-    public var chatTemplate: String?
+    package var chatTemplate: String?
 
-    public init(kind: String, blob: [UInt8], bos: Int?, eos: Int?, sourceFiles: [URL], chatTemplate: String? = nil) {
+    package init(kind: String, blob: [UInt8], bos: Int?, eos: Int?, sourceFiles: [URL], chatTemplate: String? = nil) {
         self.kind = kind; self.blob = blob; self.bos = bos; self.eos = eos; self.sourceFiles = sourceFiles
         self.chatTemplate = chatTemplate
     }
 }
 
-public struct ConvertOptions: Sendable {
-    public var policy: QuantPolicy
+package struct ConvertOptions: Sendable {
+    package var policy: QuantPolicy
     /// nil: every tensor raw. A level: tensors of at least `zstdMinBytes` raw bytes are stored
     /// as independent zstd chunks of about `chunkBytes`.
-    public var zstdLevel: Int?
-    public var chunkBytes: Int
+    package var zstdLevel: Int?
+    package var chunkBytes: Int
     /// The zstd chunks' byte layout (docs/format.md, QZC2). Default planes (fp16 scale bytes as
     /// byte planes, codes after them): the best fixed filter measured (docs/benchmarks.md, "zstd
     /// layouts"); auto tries every candidate on a tensor's first chunk and keeps the smallest
     /// (slightly smaller, several times slower to compress); `.fixed(.none)` writes QZC1 streams.
-    public var zstdFilter: ZstdFilterChoice = .fixed(.planes)
-    public var zstdMinBytes: Int
-    public var threads: Int
+    package var zstdFilter: ZstdFilterChoice = .fixed(.planes)
+    package var zstdMinBytes: Int
+    package var threads: Int
     /// GPTQ calibration: per matrix name, H = Σ x xᵀ of its inputs ([cols, cols], row-major).
     /// Matrices with an entry (and a type GPTQ supports) are quantized with error compensation.
-    public var hessians: [String: [Double]]?
+    package var hessians: [String: [Double]]?
     /// GPTQ dampening: this fraction of mean(diag H) is added to H's diagonal.
-    public var gptqDamp: Double = 0.01
+    package var gptqDamp: Double = 0.01
     /// Recorded in the metadata (quantization.calibration) when set.
-    public var calibrationNote: String?
+    package var calibrationNote: String?
 
-    public init(policy: QuantPolicy, zstdLevel: Int? = nil, chunkBytes: Int = ZstdChunks.defaultChunkBytes,
+    package init(policy: QuantPolicy, zstdLevel: Int? = nil, chunkBytes: Int = ZstdChunks.defaultChunkBytes,
                 zstdMinBytes: Int = 4096, threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
         self.policy = policy; self.zstdLevel = zstdLevel; self.chunkBytes = chunkBytes
         self.zstdMinBytes = zstdMinBytes; self.threads = threads
     }
 
     /// Types qlm_gptq_quantize supports (from the C type table).
-    public static let gptqTypes: Set<QuantType> = Set(QuantType.allCases.filter(\.supportsGPTQ))
+    package static let gptqTypes: Set<QuantType> = Set(QuantType.allCases.filter(\.supportsGPTQ))
 }
 
-public struct ConvertSummary: Codable, Sendable {
-    public var output: String
-    public var tensors: Int
-    public var parameters: Int
+package struct ConvertSummary: Codable, Sendable {
+    package var output: String
+    package var tensors: Int
+    package var parameters: Int
     /// Bytes of float tensor data read from the checkpoint.
-    public var bytesIn: Int
+    package var bytesIn: Int
     /// Size of the written file.
-    public var bytesOut: Int
-    public var rawTensorBytes: Int
-    public var storedTensorBytes: Int
+    package var bytesOut: Int
+    package var rawTensorBytes: Int
+    package var storedTensorBytes: Int
     /// Every stored bit of the numeric tensors (codes, scales, padding), per parameter.
-    public var bitsPerWeight: Double
+    package var bitsPerWeight: Double
     /// The same, counting zstd-compressed bytes as stored on disk.
-    public var storedBitsPerWeight: Double
+    package var storedBitsPerWeight: Double
     /// raw ÷ stored tensor bytes (1.0 without zstd).
-    public var compressionRatio: Double
-    public var seconds: Double
-    public var mbPerSecond: Double
+    package var compressionRatio: Double
+    package var seconds: Double
+    package var mbPerSecond: Double
     /// Matrices quantized with GPTQ error compensation (empty without calibration).
-    public var gptqTensors: [String] = []
+    package var gptqTensors: [String] = []
     /// zstd tensors per filter written ("none", "shuffle", ...); empty without zstd.
-    public var zstdFilters: [String: Int] = [:]
+    package var zstdFilters: [String: Int] = [:]
     /// Tensors whose stored blocks were written unchanged (no dequantize / requantize).
-    public var passthroughTensors: [String] = []
+    package var passthroughTensors: [String] = []
     /// `--type keep`: tensors whose stored type QuantLM lacks, as name -> "from->to".
-    public var convertedTensors: [String: String] = [:]
+    package var convertedTensors: [String: String] = [:]
 
     enum CodingKeys: String, CodingKey {
         case output, tensors, parameters, bytesIn = "bytes_in", bytesOut = "bytes_out"
@@ -146,10 +146,10 @@ public struct ConvertSummary: Codable, Sendable {
     }
 }
 
-public enum Converter {
+package enum Converter {
     /// Converts a checkpoint into a .qlm file, atomically (no partial output on failure).
     /// `progress(doneBytes, totalBytes)` is called after each tensor.
-    public static func convert(_ ckpt: Checkpoint, tokenizer: TokenizerPayload, options: ConvertOptions,
+    package static func convert(_ ckpt: Checkpoint, tokenizer: TokenizerPayload, options: ConvertOptions,
                                to output: URL, progress: ((Int, Int) -> Void)? = nil) throws -> ConvertSummary {
         let start = Date()
         guard ckpt.isNamed else {

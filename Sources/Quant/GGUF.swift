@@ -2,14 +2,14 @@ import CKernels
 import Foundation
 
 /// One metadata value of a GGUF file.
-public indirect enum GGUFValue: Equatable, Sendable {
+package indirect enum GGUFValue: Equatable, Sendable {
     case u8(UInt8), i8(Int8), u16(UInt16), i16(Int16), u32(UInt32), i32(Int32), u64(UInt64), i64(Int64)
     case f32(Float), f64(Double), bool(Bool), string(String)
     /// Element type code and elements (all of that type).
     case array(UInt32, [GGUFValue])
 
     /// Any integer type as Int (nil for non-integers and values outside Int).
-    public var int: Int? {
+    package var int: Int? {
         switch self {
         case .u8(let v): return Int(v)
         case .i8(let v): return Int(v)
@@ -23,50 +23,50 @@ public indirect enum GGUFValue: Equatable, Sendable {
         }
     }
     /// Either float type (or an integer) as Double.
-    public var double: Double? {
+    package var double: Double? {
         switch self {
         case .f32(let v): return Double(v)
         case .f64(let v): return v
         default: return int.map(Double.init)
         }
     }
-    public var string: String? { if case .string(let s) = self { return s }; return nil }
-    public var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
-    public var array: [GGUFValue]? { if case .array(_, let a) = self { return a }; return nil }
+    package var string: String? { if case .string(let s) = self { return s }; return nil }
+    package var bool: Bool? { if case .bool(let b) = self { return b }; return nil }
+    package var array: [GGUFValue]? { if case .array(_, let a) = self { return a }; return nil }
 
     /// GGUF value type codes (gguf_type).
-    public static let typeNames: [UInt32: String] = [
+    package static let typeNames: [UInt32: String] = [
         0: "uint8", 1: "int8", 2: "uint16", 3: "int16", 4: "uint32", 5: "int32", 6: "float32",
         7: "bool", 8: "string", 9: "array", 10: "uint64", 11: "int64", 12: "float64",
     ]
 }
 
 /// A ggml tensor type id as stored in GGUF tensor infos, with the facts QuantLM needs.
-public struct GGMLType: Equatable, Hashable, Sendable, CustomStringConvertible {
-    public let rawValue: Int32
-    public let blockSize: Int
-    public let blockBytes: Int
+package struct GGMLType: Equatable, Hashable, Sendable, CustomStringConvertible {
+    package let rawValue: Int32
+    package let blockSize: Int
+    package let blockBytes: Int
 
     /// nil when QuantLM cannot read (dequantize) the type.
-    public init?(rawValue: Int32) {
+    package init?(rawValue: Int32) {
         var bs: Int64 = 0, bb: Int64 = 0
         guard qlm_ggml_type_info(rawValue, &bs, &bb) != 0 else { return nil }
         self.rawValue = rawValue; blockSize = Int(bs); blockBytes = Int(bb)
     }
 
-    public var name: String { Self.name(rawValue) }
-    public var description: String { name }
-    public static func name(_ raw: Int32) -> String { String(cString: qlm_ggml_type_name(raw)) }
+    package var name: String { Self.name(rawValue) }
+    package var description: String { name }
+    package static func name(_ raw: Int32) -> String { String(cString: qlm_ggml_type_name(raw)) }
 
-    public static let f32 = GGMLType(rawValue: 0)!
-    public static let f16 = GGMLType(rawValue: 1)!
-    public static let q4_0 = GGMLType(rawValue: 2)!
-    public static let q4_1 = GGMLType(rawValue: 3)!
-    public static let q8_0 = GGMLType(rawValue: 8)!
-    public static let bf16 = GGMLType(rawValue: 30)!
+    package static let f32 = GGMLType(rawValue: 0)!
+    package static let f16 = GGMLType(rawValue: 1)!
+    package static let q4_0 = GGMLType(rawValue: 2)!
+    package static let q4_1 = GGMLType(rawValue: 3)!
+    package static let q8_0 = GGMLType(rawValue: 8)!
+    package static let bf16 = GGMLType(rawValue: 30)!
 
     /// The QuantLM type whose bytes are identical to this type's (rows a whole number of blocks).
-    public var identicalQuantType: QuantType? {
+    package var identicalQuantType: QuantType? {
         switch rawValue {
         case 0: return .f32
         case 1: return .f16
@@ -78,46 +78,46 @@ public struct GGMLType: Equatable, Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Bytes of one row of n elements (n a multiple of blockSize).
-    public func rowBytes(_ n: Int) -> Int { n / blockSize * blockBytes }
+    package func rowBytes(_ n: Int) -> Int { n / blockSize * blockBytes }
 }
 
 /// One tensor of a GGUF file. `shape` is QuantLM's order (outermost first: the ggml dims
 /// reversed, so the last entry is the row length, ggml's ne[0]).
-public struct GGUFTensorInfo: Sendable {
-    public let name: String
-    public let shape: [Int]
-    public let type: GGMLType
+package struct GGUFTensorInfo: Sendable {
+    package let name: String
+    package let shape: [Int]
+    package let type: GGMLType
     /// Offset of the data from the start of the data section.
-    public let offset: Int
-    public let byteCount: Int
-    public var elementCount: Int { shape.reduce(1, *) }
+    package let offset: Int
+    package let byteCount: Int
+    package var elementCount: Int { shape.reduce(1, *) }
 }
 
 /// A memory-mapped GGUF file (v2 or v3): header, metadata key/values, tensor infos, and the
 /// data section. Every count, length, dim and offset is checked against the file before it is
 /// used (counts are bounded by the bytes left before anything is allocated), so malformed
 /// input throws a one-line QuantError naming the file and the field or tensor.
-public final class GGUFFile: @unchecked Sendable {
-    public let map: MappedFile
-    public let path: String
-    public let version: UInt32
+package final class GGUFFile: @unchecked Sendable {
+    package let map: MappedFile
+    package let path: String
+    package let version: UInt32
     /// Key/values in file order.
-    public let keys: [String]
-    public let metadata: [String: GGUFValue]
-    public let tensors: [GGUFTensorInfo]
-    public let alignment: Int
+    package let keys: [String]
+    package let metadata: [String: GGUFValue]
+    package let tensors: [GGUFTensorInfo]
+    package let alignment: Int
     /// Absolute offset of the data section.
-    public let dataOffset: Int
+    package let dataOffset: Int
 
-    public static let magic: [UInt8] = Array("GGUF".utf8)
+    package static let magic: [UInt8] = Array("GGUF".utf8)
     /// Nested arrays deeper than this are refused (the format has no use for them).
     static let maxArrayDepth = 4
 
-    public convenience init(_ url: URL) throws {
+    package convenience init(_ url: URL) throws {
         try self.init(map: MappedFile(url))
     }
 
-    public init(map: MappedFile) throws {
+    package init(map: MappedFile) throws {
         self.map = map
         let file = map.url.path
         path = file
@@ -204,7 +204,7 @@ public final class GGUFFile: @unchecked Sendable {
     }
 
     /// The bytes of a tensor (a view into the map).
-    public func bytes(_ t: GGUFTensorInfo) -> UnsafeRawBufferPointer {
+    package func bytes(_ t: GGUFTensorInfo) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: map.bytes[dataOffset + t.offset ..< dataOffset + t.offset + t.byteCount])
     }
 

@@ -8,8 +8,8 @@ import Foundation
 /// Rotary layout: llama.cpp's Hugging Face converter permutes wq / wk so that GGUF llama models
 /// rotate ADJACENT pairs (x[2i], x[2i+1]), which is what QuantLM's Llama (llama2.c style) does;
 /// no permutation is needed (checked end to end against a numpy forward in GGUFModelTests).
-public enum GGUFReader: CheckpointReader {
-    public static func canRead(_ url: URL) -> Bool {
+package enum GGUFReader: CheckpointReader {
+    package static func canRead(_ url: URL) -> Bool {
         prefix(url, 4) == GGUFFile.magic
     }
 
@@ -31,7 +31,7 @@ public enum GGUFReader: CheckpointReader {
         name == "rope_freqs.weight" || name.hasSuffix(".rope_freqs.weight") || name.hasSuffix("attn_rot_embd")
     }
 
-    public static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
+    package static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
         let g = try GGUFFile(url)
         let file = url.path
         let md = g.metadata

@@ -5,11 +5,11 @@ import Foundation
 /// encoder.json + vocab.bpe). Handles the real layout: Conv1D weights stored [in, out],
 /// keys with or without a `transformer.` prefix, the attn.bias / attn.masked_bias buffers,
 /// and an lm_head.weight tied to wte.
-public enum HFGPT2Reader: CheckpointReader {
+package enum HFGPT2Reader: CheckpointReader {
     /// Any directory (its config.json is checked by `read`).
-    public static func canRead(_ url: URL) -> Bool { isDirectory(url) }
+    package static func canRead(_ url: URL) -> Bool { isDirectory(url) }
 
-    public static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
+    package static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
         try read(directory: url, tokenizer: tokenizer)
     }
 
@@ -70,7 +70,7 @@ public enum HFGPT2Reader: CheckpointReader {
         key.hasSuffix(".attn.bias") || key.hasSuffix(".attn.masked_bias") || key == "lm_head.weight"
     }
 
-    public static func read(directory dir: URL, tokenizer: URL?) throws -> Checkpoint {
+    package static func read(directory dir: URL, tokenizer: URL?) throws -> Checkpoint {
         let hp = try hparams(dir.appendingPathComponent("config.json"))
         var files: [SafetensorsFile] = []
         var sources = [dir.appendingPathComponent("config.json")]

@@ -3,11 +3,11 @@ import Foundation
 /// Reads llama2.c's legacy checkpoint: a header of 7 int32 (dim, hidden_dim, n_layers,
 /// n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size means the classifier is
 /// not shared with the embedding), then fp32 weights in run.c's order.
-public enum Llama2cReader: CheckpointReader {
+package enum Llama2cReader: CheckpointReader {
     /// The format has no magic: any regular file (the registry's fallback, asked last).
-    public static func canRead(_ url: URL) -> Bool { !isDirectory(url) }
+    package static func canRead(_ url: URL) -> Bool { !isDirectory(url) }
 
-    public static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
+    package static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
         let file = url.path
         let map = try MappedFile(url)
         var r = ByteReader(map.bytes, file: file)

@@ -6,13 +6,13 @@ import Darwin
 #endif
 
 /// A read-only memory map of a whole file. Unmapped when released.
-public final class MappedFile: @unchecked Sendable {
-    public let url: URL
-    public let bytes: UnsafeRawBufferPointer
+package final class MappedFile: @unchecked Sendable {
+    package let url: URL
+    package let bytes: UnsafeRawBufferPointer
 
     /// - Parameter populate: ask the kernel to fault every page in now (MAP_POPULATE on Linux),
     ///   which makes the first pass over the weights run at memory speed.
-    public init(_ url: URL, populate: Bool = false) throws {
+    package init(_ url: URL, populate: Bool = false) throws {
         self.url = url
         let fd = open(url.path, O_RDONLY)
         guard fd >= 0 else { throw QuantError(url, "cannot open: \(String(cString: strerror(errno)))") }
@@ -34,10 +34,10 @@ public final class MappedFile: @unchecked Sendable {
         bytes = UnsafeRawBufferPointer(start: p, count: size)
     }
 
-    public var count: Int { bytes.count }
+    package var count: Int { bytes.count }
 
     /// Tell the kernel a range will be needed soon / is no longer needed (page-aligned inside).
-    public func advise(_ range: Range<Int>, willNeed: Bool) {
+    package func advise(_ range: Range<Int>, willNeed: Bool) {
         guard let base = bytes.baseAddress, !range.isEmpty else { return }
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         let lo = (range.lowerBound / page) * page

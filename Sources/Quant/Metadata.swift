@@ -2,19 +2,19 @@ import Foundation
 
 /// Hyper-parameters of a model, decoded from the file's metadata. One description drives
 /// every architecture; fields an architecture does not use keep their defaults.
-public struct HParams: Codable, Equatable, Sendable {
-    public var nLayer: Int
-    public var nHead: Int
-    public var nKVHead: Int
-    public var dModel: Int
-    public var dFF: Int
-    public var nCtx: Int
-    public var vocabSize: Int
-    public var normEps: Float
-    public var ropeTheta: Float?
-    public var tiedEmbeddings: Bool
+package struct HParams: Codable, Equatable, Sendable {
+    package var nLayer: Int
+    package var nHead: Int
+    package var nKVHead: Int
+    package var dModel: Int
+    package var dFF: Int
+    package var nCtx: Int
+    package var vocabSize: Int
+    package var normEps: Float
+    package var ropeTheta: Float?
+    package var tiedEmbeddings: Bool
 
-    public init(nLayer: Int, nHead: Int, nKVHead: Int, dModel: Int, dFF: Int, nCtx: Int, vocabSize: Int,
+    package init(nLayer: Int, nHead: Int, nKVHead: Int, dModel: Int, dFF: Int, nCtx: Int, vocabSize: Int,
                 normEps: Float, ropeTheta: Float? = nil, tiedEmbeddings: Bool) {
         self.nLayer = nLayer; self.nHead = nHead; self.nKVHead = nKVHead; self.dModel = dModel
         self.dFF = dFF; self.nCtx = nCtx; self.vocabSize = vocabSize; self.normEps = normEps
@@ -27,11 +27,11 @@ public struct HParams: Codable, Equatable, Sendable {
         case tiedEmbeddings = "tied_embeddings"
     }
 
-    public var headDim: Int { dModel / nHead }
-    public var kvDim: Int { headDim * nKVHead }
+    package var headDim: Int { dModel / nHead }
+    package var kvDim: Int { headDim * nKVHead }
 
     /// Checks the numbers make a model; `file` names where they came from.
-    public func validate(file: String) throws {
+    package func validate(file: String) throws {
         func need(_ ok: Bool, _ msg: String) throws { if !ok { throw QuantError(file, "bad hyper-parameters: \(msg)") } }
         try need(nLayer > 0 && nLayer <= 1024, "n_layer \(nLayer)")
         try need(dModel > 0 && dModel <= 1 << 16, "d_model \(dModel)")
@@ -45,35 +45,35 @@ public struct HParams: Codable, Equatable, Sendable {
 }
 
 /// Where the tokenizer lives inside the file: a U8 tensor holding the serialized tokenizer.
-public struct TokenizerInfo: Codable, Equatable, Sendable {
+package struct TokenizerInfo: Codable, Equatable, Sendable {
     /// "gpt2-bpe" (QuantLM's compact byte-level BPE blob) or "llama2c" (tokenizer.bin verbatim).
-    public var kind: String
-    public var tensor: String
-    public var bos: Int?
-    public var eos: Int?
+    package var kind: String
+    package var tensor: String
+    package var bos: Int?
+    package var eos: Int?
     /// `tokenizer.chat_template` of the source checkpoint (Jinja text), if it had one; absent
     /// in older files and then not written.
-    public var chatTemplate: String? = nil
+    package var chatTemplate: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case kind, tensor, bos, eos, chatTemplate = "chat_template"
     }
 
-    public init(kind: String, tensor: String = "tokenizer", bos: Int?, eos: Int?, chatTemplate: String? = nil) {
+    package init(kind: String, tensor: String = "tokenizer", bos: Int?, eos: Int?, chatTemplate: String? = nil) {
         self.kind = kind; self.tensor = tensor; self.bos = bos; self.eos = eos; self.chatTemplate = chatTemplate
     }
 }
 
-public struct QuantPolicyInfo: Codable, Equatable, Sendable {
-    public var defaultType: String
-    public var overrides: [String]      // "GLOB=TYPE", in the order they were given
-    public var zstdLevel: Int?
-    public var zstdChunkBytes: Int?
+package struct QuantPolicyInfo: Codable, Equatable, Sendable {
+    package var defaultType: String
+    package var overrides: [String]      // "GLOB=TYPE", in the order they were given
+    package var zstdLevel: Int?
+    package var zstdChunkBytes: Int?
     /// The `--zstd-filter` choice (auto, none, shuffle, ...); absent in files written before
     /// filters existed (all their zstd tensors are unfiltered QZC1 streams).
-    public var zstdFilter: String? = nil
+    package var zstdFilter: String? = nil
     /// How GPTQ calibration was run (text, documents, tokens), or nil for data-free conversion.
-    public var calibration: String? = nil
+    package var calibration: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case defaultType = "default_type", overrides, zstdLevel = "zstd_level", zstdChunkBytes = "zstd_chunk_bytes"
@@ -82,42 +82,42 @@ public struct QuantPolicyInfo: Codable, Equatable, Sendable {
     }
 }
 
-public struct SourceFileInfo: Codable, Equatable, Sendable {
-    public var file: String
-    public var bytes: Int
-    public var sha256: String
+package struct SourceFileInfo: Codable, Equatable, Sendable {
+    package var file: String
+    package var bytes: Int
+    package var sha256: String
 }
 
-public struct Provenance: Codable, Equatable, Sendable {
-    public var sources: [SourceFileInfo]
-    public var converter: String
-    public var created: String
+package struct Provenance: Codable, Equatable, Sendable {
+    package var sources: [SourceFileInfo]
+    package var converter: String
+    package var created: String
 }
 
 /// The JSON metadata block of a .qlm file (docs/format.md lists every key).
-public struct ModelMetadata: Codable, Equatable, Sendable {
-    public var format: String
-    public var formatVersion: Int
+package struct ModelMetadata: Codable, Equatable, Sendable {
+    package var format: String
+    package var formatVersion: Int
     /// The architecture's registered name (Runtime's `Architectures`): "gpt2", "llama", ...
-    public var architecture: String
-    public var hparams: HParams
-    public var tokenizer: TokenizerInfo
-    public var quantization: QuantPolicyInfo
-    public var provenance: Provenance
+    package var architecture: String
+    package var hparams: HParams
+    package var tokenizer: TokenizerInfo
+    package var quantization: QuantPolicyInfo
+    package var provenance: Provenance
 
     enum CodingKeys: String, CodingKey {
         case format, formatVersion = "format_version", architecture, hparams, tokenizer, quantization, provenance
     }
 
-    public static let converterVersion = "quantlm-convert 0.1.0"
+    package static let converterVersion = "quantlm-convert 0.1.0"
 
-    public func encoded() throws -> Data {
+    package func encoded() throws -> Data {
         let enc = JSONEncoder()
         enc.outputFormatting = [.sortedKeys, .prettyPrinted]
         return try enc.encode(self)
     }
 
-    public static func decode(_ data: Data, file: String) throws -> ModelMetadata {
+    package static func decode(_ data: Data, file: String) throws -> ModelMetadata {
         let dec = JSONDecoder()
         do {
             return try dec.decode(ModelMetadata.self, from: data)

@@ -5,18 +5,18 @@ import Foundation
 /// A .qlm file opened by memory-mapping it. Opening validates the header, metadata and
 /// tensor table (every offset and length against the file's real size), so later reads
 /// never pass a tensor's bounds, however the table lies. Checksums are checked by `verify`.
-public final class QLMFile: @unchecked Sendable {
-    public let url: URL
-    public let map: MappedFile
-    public let metadata: ModelMetadata
-    public let metadataJSON: Data
-    public let tensors: [TensorInfo]
-    public let dataOffset: Int
+package final class QLMFile: @unchecked Sendable {
+    package let url: URL
+    package let map: MappedFile
+    package let metadata: ModelMetadata
+    package let metadataJSON: Data
+    package let tensors: [TensorInfo]
+    package let dataOffset: Int
     private let byName: [String: Int]
 
-    public var path: String { url.path }
+    package var path: String { url.path }
 
-    public init(_ url: URL, populate: Bool = false) throws {
+    package init(_ url: URL, populate: Bool = false) throws {
         self.url = url
         map = try MappedFile(url, populate: populate)
         let file = url.path
@@ -80,20 +80,20 @@ public final class QLMFile: @unchecked Sendable {
         byName = index
     }
 
-    public func info(_ name: String) throws -> TensorInfo {
+    package func info(_ name: String) throws -> TensorInfo {
         guard let i = byName[name] else { throw QuantError(path, "missing tensor \(name)") }
         return tensors[i]
     }
 
-    public func has(_ name: String) -> Bool { byName[name] != nil }
+    package func has(_ name: String) -> Bool { byName[name] != nil }
 
     /// The tensor's bytes as stored in the file (compressed for zstd tensors).
-    public func stored(_ t: TensorInfo) -> UnsafeRawBufferPointer {
+    package func stored(_ t: TensorInfo) -> UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: map.bytes[t.offset ..< t.offset + t.storedLength])
     }
 
     /// Checks one tensor's checksum (and, for zstd, that every chunk decompresses).
-    public func verify(_ t: TensorInfo) throws {
+    package func verify(_ t: TensorInfo) throws {
         let s = stored(t)
         let crc = s.count == 0 ? 0 : qlm_crc32c(0, s.baseAddress, s.count)
         guard crc == t.checksum else {
@@ -103,7 +103,7 @@ public final class QLMFile: @unchecked Sendable {
 
     /// The tensor's raw bytes: a view into the map for raw tensors (no copy), or a freshly
     /// decompressed buffer for zstd tensors.
-    public func load(_ name: String, verifyChecksum: Bool = false) throws -> TensorData {
+    package func load(_ name: String, verifyChecksum: Bool = false) throws -> TensorData {
         let t = try info(name)
         if verifyChecksum { try verify(t) }
         switch t.encoding {
@@ -129,14 +129,14 @@ public final class QLMFile: @unchecked Sendable {
     }
 
     /// Bytes of the whole file that are tensor data as stored, and as raw.
-    public var storedTensorBytes: Int { tensors.reduce(0) { $0 + $1.storedLength } }
-    public var rawTensorBytes: Int { tensors.reduce(0) { $0 + $1.rawLength } }
+    package var storedTensorBytes: Int { tensors.reduce(0) { $0 + $1.storedLength } }
+    package var rawTensorBytes: Int { tensors.reduce(0) { $0 + $1.rawLength } }
 }
 
 /// A tensor's raw bytes, kept alive together with the file they may point into.
-public final class TensorData: @unchecked Sendable {
-    public let info: TensorInfo
-    public let bytes: UnsafeRawBufferPointer
+package final class TensorData: @unchecked Sendable {
+    package let info: TensorInfo
+    package let bytes: UnsafeRawBufferPointer
     private let owner: AnyObject
     private let owned: UnsafeMutableRawBufferPointer?
 
@@ -149,10 +149,10 @@ public final class TensorData: @unchecked Sendable {
 
     deinit { owned?.deallocate() }
 
-    public var isOwned: Bool { owned != nil }
+    package var isOwned: Bool { owned != nil }
 
     /// Dequantizes the whole tensor to floats (tests, tools; not for hot paths).
-    public func floats() -> [Float] {
+    package func floats() -> [Float] {
         let t = info
         var out = [Float](repeating: 0, count: t.elementCount)
         out.withUnsafeMutableBufferPointer { o in

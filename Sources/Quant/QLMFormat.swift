@@ -7,54 +7,54 @@ import Foundation
 ///     [64, ...)           metadata JSON (UTF-8)
 ///     (64-aligned)        tensor table: tensor_count records of 128 bytes
 ///     (64-aligned)        tensor data, each tensor starting on a 64-byte boundary
-public enum QLMFormat {
-    public static let magic: [UInt8] = Array("QUANTLM\0".utf8)
-    public static let version: UInt32 = 1
-    public static let headerSize = 64
-    public static let recordSize = 128
-    public static let alignment = 64
-    public static let maxNameBytes = 63
-    public static let maxDims = 4
-    public static let chunkMagic: [UInt8] = Array("QZC1".utf8)
-    public static let chunkHeaderSize = 24
+package enum QLMFormat {
+    package static let magic: [UInt8] = Array("QUANTLM\0".utf8)
+    package static let version: UInt32 = 1
+    package static let headerSize = 64
+    package static let recordSize = 128
+    package static let alignment = 64
+    package static let maxNameBytes = 63
+    package static let maxDims = 4
+    package static let chunkMagic: [UInt8] = Array("QZC1".utf8)
+    package static let chunkHeaderSize = 24
     /// A filtered chunk stream (QZC2): the QZC1 header plus filter u8, reserved u8, head u16, record u32.
-    public static let chunkMagic2: [UInt8] = Array("QZC2".utf8)
-    public static let chunkHeaderSize2 = 32
-    public static let chunkEntrySize = 16
+    package static let chunkMagic2: [UInt8] = Array("QZC2".utf8)
+    package static let chunkHeaderSize2 = 32
+    package static let chunkEntrySize = 16
 
     static func align(_ x: Int) -> Int { (x + alignment - 1) / alignment * alignment }
 }
 
-public enum TensorEncoding: UInt8, Codable, Sendable, CustomStringConvertible {
+package enum TensorEncoding: UInt8, Codable, Sendable, CustomStringConvertible {
     case raw = 0
     case zstd = 1
-    public var description: String { self == .raw ? "raw" : "zstd" }
+    package var description: String { self == .raw ? "raw" : "zstd" }
 }
 
 /// One row of the tensor table.
-public struct TensorInfo: Equatable, Sendable {
-    public var name: String
-    public var type: QuantType
-    public var encoding: TensorEncoding
+package struct TensorInfo: Equatable, Sendable {
+    package var name: String
+    package var type: QuantType
+    package var encoding: TensorEncoding
     /// Outermost first; the last dimension is the row length. A 2-D weight is [rows, n].
-    public var shape: [Int]
-    public var offset: Int
-    public var storedLength: Int
-    public var rawLength: Int
-    public var checksum: UInt32
+    package var shape: [Int]
+    package var offset: Int
+    package var storedLength: Int
+    package var rawLength: Int
+    package var checksum: UInt32
 
-    public init(name: String, type: QuantType, encoding: TensorEncoding, shape: [Int],
+    package init(name: String, type: QuantType, encoding: TensorEncoding, shape: [Int],
                 offset: Int = 0, storedLength: Int = 0, rawLength: Int = 0, checksum: UInt32 = 0) {
         self.name = name; self.type = type; self.encoding = encoding; self.shape = shape
         self.offset = offset; self.storedLength = storedLength; self.rawLength = rawLength; self.checksum = checksum
     }
 
-    public var rowLength: Int { shape.last ?? 1 }
-    public var rows: Int { shape.dropLast().reduce(1, *) }
-    public var elementCount: Int { shape.reduce(1, *) }
-    public var rowBytes: Int { type.rowSize(rowLength) }
+    package var rowLength: Int { shape.last ?? 1 }
+    package var rows: Int { shape.dropLast().reduce(1, *) }
+    package var elementCount: Int { shape.reduce(1, *) }
+    package var rowBytes: Int { type.rowSize(rowLength) }
     /// The size the raw data must have for this shape and type.
-    public var expectedRawLength: Int { rows * rowBytes }
+    package var expectedRawLength: Int { rows * rowBytes }
 
     func record() -> [UInt8] {
         var w = ByteWriter()

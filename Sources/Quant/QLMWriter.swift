@@ -7,8 +7,8 @@ import Glibc
 /// Writes a .qlm file atomically: everything goes to a temporary file beside the target,
 /// which is renamed over it only by `finish()`. If the writer is dropped or `abort()`ed
 /// before that, the temporary file is removed and the target is untouched.
-public final class QLMWriter {
-    public let url: URL
+package final class QLMWriter {
+    package let url: URL
     private let tmpPath: String
     private var fd: Int32
     private var tensors: [TensorInfo]
@@ -20,16 +20,16 @@ public final class QLMWriter {
     private var nextIndex = 0
     private var finished = false
 
-    public private(set) var storedBytes = 0
-    public private(set) var rawBytes = 0
+    package private(set) var storedBytes = 0
+    package private(set) var rawBytes = 0
     /// Stored bytes of the tensor written last.
-    public private(set) var lastStoredLength = 0
+    package private(set) var lastStoredLength = 0
     /// The zstd filter each compressed tensor was written with, by name.
-    public private(set) var filters: [String: ZstdFilterSpec] = [:]
+    package private(set) var filters: [String: ZstdFilterSpec] = [:]
 
     /// - Parameter tensors: name, type, encoding and shape of every tensor, in the order
     ///   they will be written (offsets and lengths are filled in as they are written).
-    public init(url: URL, metadata: ModelMetadata, tensors: [TensorInfo]) throws {
+    package init(url: URL, metadata: ModelMetadata, tensors: [TensorInfo]) throws {
         self.url = url
         var seen = Set<String>()
         for t in tensors {
@@ -60,14 +60,14 @@ public final class QLMWriter {
     deinit { abort() }
 
     /// Removes the temporary file unless the write finished.
-    public func abort() {
+    package func abort() {
         guard !finished else { return }
         finished = true
         if fd >= 0 { close(fd); fd = -1 }
         unlink(tmpPath)
     }
 
-    public var nextTensor: TensorInfo? { nextIndex < tensors.count ? tensors[nextIndex] : nil }
+    package var nextTensor: TensorInfo? { nextIndex < tensors.count ? tensors[nextIndex] : nil }
 
     private func pwriteAll(_ buf: UnsafeRawBufferPointer, at offset: Int) throws {
         var done = 0
@@ -85,7 +85,7 @@ public final class QLMWriter {
     /// if its encoding is zstd.
     /// `filter` picks the chunks' byte layout (default none: a QZC1 stream); `filters` records
     /// what each zstd tensor got, by name.
-    public func writeNext(_ data: UnsafeRawBufferPointer, zstdLevel: Int = 3,
+    package func writeNext(_ data: UnsafeRawBufferPointer, zstdLevel: Int = 3,
                           chunkBytes: Int = ZstdChunks.defaultChunkBytes, filter: ZstdFilterChoice = .fixed(.none)) throws {
         guard !finished, nextIndex < tensors.count else { throw QuantError(url, "more tensors written than declared") }
         var t = tensors[nextIndex]
@@ -120,7 +120,7 @@ public final class QLMWriter {
     /// Writes the table and header, flushes, and renames the file into place. `metadata`
     /// replaces the block given to init (it must fit the space reserved then).
     @discardableResult
-    public func finish(metadata: ModelMetadata? = nil) throws -> Int {
+    package func finish(metadata: ModelMetadata? = nil) throws -> Int {
         guard !finished else { throw QuantError(url, "writer already finished") }
         if let metadata {
             metadataBytes = Array(try metadata.encoded())

@@ -6,7 +6,7 @@ import Foundation
 /// property here is read from that row, so the kernels, the file format, the converter and the
 /// zstd filters cannot disagree. The cases only name the rows (their raw values are the type
 /// numbers stored in .qlm files).
-public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConvertible {
+package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConvertible {
     case f32 = 0
     case f16 = 1
     case q8_0 = 2
@@ -20,10 +20,10 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
 
     /// The types a weight matrix may be stored as: those whose row has product kernels (u8 has
     /// none), in type-number order.
-    public static let weightTypes: [QuantType] = allCases.filter { $0.traits.dotn.0 != nil }
+    package static let weightTypes: [QuantType] = allCases.filter { $0.traits.dotn.0 != nil }
 
     /// The activation format a type's products take (qlm_act_type).
-    public enum Activation: UInt32, Sendable {
+    package enum Activation: UInt32, Sendable {
         case f32 = 0, q8a = 1, q8i = 2
     }
 
@@ -32,46 +32,46 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
         return t.pointee
     }
 
-    public var name: String { String(cString: traits.name) }
-    public var description: String { name }
-    public var blockSize: Int { Int(traits.block_size) }
-    public var blockBytes: Int { Int(traits.block_bytes) }
-    public var isQuantized: Bool { traits.is_quantized != 0 }
+    package var name: String { String(cString: traits.name) }
+    package var description: String { name }
+    package var blockSize: Int { Int(traits.block_size) }
+    package var blockBytes: Int { Int(traits.block_bytes) }
+    package var isQuantized: Bool { traits.is_quantized != 0 }
     /// Rows stored interleaved per group (8 for q4_0x8, else 1). Any row range a reader cuts out
     /// of such a tensor must start at a multiple of it (and end at one, or at the last row).
-    public var rowGroup: Int { Int(traits.row_group) }
+    package var rowGroup: Int { Int(traits.row_group) }
     /// Every stored bit per weight (codes, scales, mins), for rows that are whole blocks.
-    public var bitsPerWeight: Double { Double(blockBytes * 8) / Double(blockSize) }
-    public var activation: Activation { Activation(rawValue: traits.act_type.rawValue)! }
+    package var bitsPerWeight: Double { Double(blockBytes * 8) / Double(blockSize) }
+    package var activation: Activation { Activation(rawValue: traits.act_type.rawValue)! }
     /// Bits per stored weight code (4 for the 4-bit formats).
-    public var codeBits: Int { Int(traits.code_bits) }
+    package var codeBits: Int { Int(traits.code_bits) }
     /// Byte offsets of the fp16 numbers within one block (f16: the value; q8_0/q4_0: the scale;
     /// q4_1: scale and min). In a row group's block, field `o` of row `r` sits at `o * rowGroup + 2r`.
-    public var fp16Offsets: [Int] {
+    package var fp16Offsets: [Int] {
         let t = traits
         return withUnsafeBytes(of: t.fp16_offsets) { Array($0.bindMemory(to: Int32.self).prefix(Int(t.fp16_count))).map(Int.init) }
     }
     /// Whether qlm_gptq_quantize supports the type (its row has a GPTQ row quantizer).
-    public var supportsGPTQ: Bool { traits.gptq_row != nil }
+    package var supportsGPTQ: Bool { traits.gptq_row != nil }
     /// The zstd filter record of rows of `n` elements when the type defines its own (iq4_k*), else nil.
-    public func zstdRecord(rowLength n: Int) -> (record: Int, head: Int)? {
+    package func zstdRecord(rowLength n: Int) -> (record: Int, head: Int)? {
         guard let f = traits.zstd_record else { return nil }
         var record: Int32 = 0, head: Int32 = 0
         f(Int64(n), &record, &head)
         return (Int(record), Int(head))
     }
 
-    public init?(name: String) {
+    package init?(name: String) {
         guard let t = QuantType.allCases.first(where: { $0.name == name.lowercased() }) else { return nil }
         self = t
     }
 
     /// Bytes of one row of `n` elements (block formats pad the last block with zeros).
-    public func rowSize(_ n: Int) -> Int { Int(qlm_row_size(rawValue, Int64(n))) }
+    package func rowSize(_ n: Int) -> Int { Int(qlm_row_size(rawValue, Int64(n))) }
 
     /// `convert --help`'s list: every weight type with its bits per weight (and, for types whose
     /// short rows cost more, e.g. the super-block types, the cost at 64-weight rows) and summary.
-    public static var namesForHelp: String {
+    package static var namesForHelp: String {
         func f2(_ v: Double) -> String { String(format: "%.2f", v) }
         return weightTypes.map { t in
             let bpw = t.bitsPerWeight, short = Double(t.rowSize(64) * 8) / 64
@@ -86,14 +86,14 @@ public enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConve
 }
 
 /// A named per-tensor type choice (`convert --preset NAME`).
-public struct QuantPreset: Sendable {
-    public var name: String
-    public var defaultType: QuantType
+package struct QuantPreset: Sendable {
+    package var name: String
+    package var defaultType: QuantType
     /// Applied after the user's --keep patterns (theirs win: first match wins).
-    public var overrides: [(glob: String, type: QuantType)]
-    public var summary: String
+    package var overrides: [(glob: String, type: QuantType)]
+    package var summary: String
 
-    public static let all: [QuantPreset] = [
+    package static let all: [QuantPreset] = [
         QuantPreset(name: "q4_best", defaultType: .iq4_k16, overrides: [],
                     summary: "every matrix iq4_k16 (4.46 bits/weight on stories260K, all stored bits); add --calibrate for GPTQ"),
         QuantPreset(name: "q4_mix", defaultType: .iq4_k16,
@@ -101,14 +101,14 @@ public struct QuantPreset: Sendable {
                     summary: "iq4_k16, norms f16, wk of layers 0-1 q8_0 (4.48 bits/weight on stories260K, all stored bits; llama names, patterns matching no tensor are ignored); add --calibrate for GPTQ"),
     ]
 
-    public init(name: String, defaultType: QuantType, overrides: [(glob: String, type: QuantType)], summary: String) {
+    package init(name: String, defaultType: QuantType, overrides: [(glob: String, type: QuantType)], summary: String) {
         self.name = name; self.defaultType = defaultType; self.overrides = overrides; self.summary = summary
     }
 
-    public init?(name: String) {
+    package init?(name: String) {
         guard let p = QuantPreset.all.first(where: { $0.name == name.lowercased() }) else { return nil }
         self = p
     }
 
-    public static var namesForHelp: String { all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ") }
+    package static var namesForHelp: String { all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; ") }
 }

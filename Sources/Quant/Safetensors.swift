@@ -1,32 +1,32 @@
 import Foundation
 
 /// Element types a float checkpoint may hold.
-public enum SourceDType: String, Sendable {
+package enum SourceDType: String, Sendable {
     case f32 = "F32"
     case f16 = "F16"
     case bf16 = "BF16"
 
-    public var size: Int { self == .f32 ? 4 : 2 }
+    package var size: Int { self == .f32 ? 4 : 2 }
 }
 
 /// One tensor of a safetensors file, as a view into the file's memory map.
-public struct SafetensorsEntry {
-    public let name: String
-    public let dtype: SourceDType
-    public let shape: [Int]
-    public let bytes: UnsafeRawBufferPointer
-    public let file: String
+package struct SafetensorsEntry {
+    package let name: String
+    package let dtype: SourceDType
+    package let shape: [Int]
+    package let bytes: UnsafeRawBufferPointer
+    package let file: String
 }
 
 /// A memory-mapped safetensors file: u64 little-endian header length N, N bytes of JSON
 /// `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}`, then data.
 /// Every entry is checked against the file before any data is touched.
-public final class SafetensorsFile: @unchecked Sendable {
-    public let map: MappedFile
-    public let entries: [String: SafetensorsEntry]
-    public let order: [String]
+package final class SafetensorsFile: @unchecked Sendable {
+    package let map: MappedFile
+    package let entries: [String: SafetensorsEntry]
+    package let order: [String]
 
-    public init(_ url: URL) throws {
+    package init(_ url: URL) throws {
         let file = url.path
         map = try MappedFile(url)
         var r = ByteReader(map.bytes, file: file)

@@ -3,34 +3,34 @@ import Foundation
 /// A tokenizer described by its vocabulary rather than by files: what a GGUF file's
 /// `tokenizer.ggml.*` keys hold. The checkpoint readers fill it; the runtime builds the
 /// tokenizer from it (byte-level BPE for `model == "gpt2"`, SentencePiece for `"llama"`).
-public struct TokenizerData: Sendable, Equatable, Codable {
+package struct TokenizerData: Sendable, Equatable, Codable {
     /// `tokenizer.ggml.model`: "gpt2" (byte-level BPE with merges) or "llama" (SentencePiece
     /// with scores and byte fallback).
-    public var model: String
+    package var model: String
     /// `tokenizer.ggml.pre`: the pre-tokenizer ("default", "gpt2", "smollm", "llama3", "qwen2", ...).
-    public var pre: String?
+    package var pre: String?
     /// `tokenizer.ggml.tokens`: the token strings, index = id.
-    public var tokens: [String]
+    package var tokens: [String]
     /// `tokenizer.ggml.scores` (SentencePiece piece scores), one per token.
-    public var scores: [Float]?
+    package var scores: [Float]?
     /// `tokenizer.ggml.token_type`: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
-    public var tokenTypes: [Int32]?
+    package var tokenTypes: [Int32]?
     /// `tokenizer.ggml.merges`: "left right" per line, in rank order (BPE only).
-    public var merges: [String]?
-    public var bos: Int?
-    public var eos: Int?
-    public var unk: Int?
-    public var pad: Int?
-    public var addBos: Bool?
-    public var addEos: Bool?
+    package var merges: [String]?
+    package var bos: Int?
+    package var eos: Int?
+    package var unk: Int?
+    package var pad: Int?
+    package var addBos: Bool?
+    package var addEos: Bool?
     /// `tokenizer.ggml.add_space_prefix` (SentencePiece's dummy prefix).
-    public var addSpacePrefix: Bool?
+    package var addSpacePrefix: Bool?
     /// `tokenizer.chat_template` (Jinja text), kept so `run chat` can recognise the format.
-    public var chatTemplate: String?
+    package var chatTemplate: String?
     /// The file it came from, for messages.
-    public var source: String
+    package var source: String
 
-    public init(model: String, pre: String? = nil, tokens: [String], scores: [Float]? = nil, tokenTypes: [Int32]? = nil,
+    package init(model: String, pre: String? = nil, tokens: [String], scores: [Float]? = nil, tokenTypes: [Int32]? = nil,
                 merges: [String]? = nil, bos: Int? = nil, eos: Int? = nil, unk: Int? = nil, pad: Int? = nil,
                 addBos: Bool? = nil, addEos: Bool? = nil, addSpacePrefix: Bool? = nil, chatTemplate: String? = nil,
                 source: String) {

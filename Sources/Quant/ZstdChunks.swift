@@ -6,27 +6,27 @@ import Foundation
 /// Chunked zstd encoding of one tensor: its rows are cut into chunks of whole rows, each chunk
 /// one independent zstd frame (with zstd's own content checksum), plus an index, so any row
 /// range can be decompressed without the rest. Layout in docs/format.md ("zstd encoding").
-public struct ZstdChunkIndex: Sendable {
-    public var rowsPerChunk: Int
-    public var rowBytes: Int
+package struct ZstdChunkIndex: Sendable {
+    package var rowsPerChunk: Int
+    package var rowBytes: Int
     /// The byte-layout filter applied to every chunk before compression (none for QZC1).
-    public var filter: ZstdFilterSpec = .none
+    package var filter: ZstdFilterSpec = .none
     /// (offset from the tensor's start, compressed length) per chunk.
-    public var chunks: [(offset: Int, length: Int)]
+    package var chunks: [(offset: Int, length: Int)]
 
-    public func rowRange(ofChunk c: Int, rows: Int) -> Range<Int> {
+    package func rowRange(ofChunk c: Int, rows: Int) -> Range<Int> {
         let lo = c * rowsPerChunk
         return lo ..< min(rows, lo + rowsPerChunk)
     }
 }
 
-public enum ZstdChunks {
-    public static let defaultChunkBytes = 1 << 20
+package enum ZstdChunks {
+    package static let defaultChunkBytes = 1 << 20
 
     /// Rows per chunk the writer cuts: as many whole rows as fit `chunkBytes` (at least one),
     /// rounded down to whole row groups (at least one group), so every chunk of a q4_0x8 tensor
     /// starts at a group boundary and decodes to a q4_0x8 tensor of its own.
-    public static func rowsPerChunk(rowBytes: Int, chunkBytes: Int, rowGroup: Int = 1) -> Int {
+    package static func rowsPerChunk(rowBytes: Int, chunkBytes: Int, rowGroup: Int = 1) -> Int {
         let g = max(1, rowGroup)
         return max(g, chunkBytes / max(1, rowBytes) / g * g)
     }
@@ -35,7 +35,7 @@ public enum ZstdChunks {
     /// With a filter other than none, every chunk's bytes are rearranged by it before
     /// compression and the stream is "QZC2" (the filter recorded in its header); else "QZC1".
     /// `rowGroup`: the type's row group (QuantType.rowGroup); chunks hold whole groups.
-    public static func compress(_ data: UnsafeRawBufferPointer, rows: Int, rowBytes: Int, level: Int,
+    package static func compress(_ data: UnsafeRawBufferPointer, rows: Int, rowBytes: Int, level: Int,
                                 chunkBytes: Int = defaultChunkBytes, filter: ZstdFilterSpec = .none, rowGroup: Int = 1) throws -> [UInt8] {
         precondition(data.count == rows * rowBytes)
         precondition(filter.filter == .none || filter.isValid(rowBytes: rowBytes), "invalid zstd filter \(filter) for rows of \(rowBytes) bytes")
@@ -101,7 +101,7 @@ public enum ZstdChunks {
 
     /// Parses and checks a chunk stream's header (QZC1: 24 bytes, QZC2: 32) against the tensor.
     /// `head` holds the stream's first min(32, stored length) bytes.
-    public static func header(_ head: UnsafeRawBufferPointer, of tensor: TensorInfo, file: String) throws -> ZstdChunkHeader {
+    package static func header(_ head: UnsafeRawBufferPointer, of tensor: TensorInfo, file: String) throws -> ZstdChunkHeader {
         func bad(_ why: String) -> QuantError { QuantError(file, "tensor \(tensor.name): \(why)") }
         guard head.count >= QLMFormat.chunkHeaderSize else { throw bad("zstd chunk index is truncated") }
         var r = ByteReader(head, file: file)
@@ -131,7 +131,7 @@ public enum ZstdChunks {
     }
 
     /// Reads and validates the chunk index at the start of a zstd tensor's stored bytes.
-    public static func index(of tensor: TensorInfo, stored: UnsafeRawBufferPointer, file: String) throws -> ZstdChunkIndex {
+    package static func index(of tensor: TensorInfo, stored: UnsafeRawBufferPointer, file: String) throws -> ZstdChunkIndex {
         let h = try header(UnsafeRawBufferPointer(rebasing: stored[0 ..< min(stored.count, QLMFormat.chunkHeaderSize2)]),
                            of: tensor, file: file)
         let n = h.chunkCount
@@ -154,7 +154,7 @@ public enum ZstdChunks {
 
     /// Decompresses one frame into `dst` (exactly `dst.count` bytes), undoing `filter` through
     /// `scratch` (at least dst.count bytes; unused without a filter).
-    public static func decodeFrame(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
+    package static func decodeFrame(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
                                    filter: ZstdFilterSpec, scratch: UnsafeMutableRawPointer?, dctx: OpaquePointer,
                                    what: () -> String, file: String) throws {
         let expected = dst.count
@@ -174,7 +174,7 @@ public enum ZstdChunks {
     }
 
     /// Decompresses chunk `c` into `dst` (exactly the chunk's rows × rowBytes bytes).
-    public static func decompress(chunk c: Int, of tensor: TensorInfo, index: ZstdChunkIndex,
+    package static func decompress(chunk c: Int, of tensor: TensorInfo, index: ZstdChunkIndex,
                                   stored: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
                                   dctx: OpaquePointer, file: String) throws {
         let rows = index.rowRange(ofChunk: c, rows: tensor.rows)
@@ -189,7 +189,7 @@ public enum ZstdChunks {
     }
 
     /// Decompresses a whole tensor into `dst` (rawLength bytes), chunks in parallel.
-    public static func decompressAll(_ tensor: TensorInfo, stored: UnsafeRawBufferPointer,
+    package static func decompressAll(_ tensor: TensorInfo, stored: UnsafeRawBufferPointer,
                                      into dst: UnsafeMutableRawBufferPointer, file: String) throws {
         let index = try index(of: tensor, stored: stored, file: file)
         var failure: Error?

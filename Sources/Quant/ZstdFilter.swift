@@ -6,7 +6,7 @@ import Foundation
 /// undone after decompression), so that similar bytes sit together: fp16 scales apart from
 /// codes, their high bytes apart from their low bytes. Kernels in CKernels/zfilter.c; the
 /// layouts are specified in docs/format.md ("QZC2").
-public enum ZstdFilter: UInt8, CaseIterable, Sendable, CustomStringConvertible {
+package enum ZstdFilter: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case none = 0
     /// Byte planes: byte j of every record together (j = 0 ..< record).
     case shuffle = 1
@@ -19,9 +19,9 @@ public enum ZstdFilter: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     /// The head bytes as byte planes (no delta), then the codes.
     case planes = 5
 
-    public var description: String { ["none", "shuffle", "split", "delta", "nibble", "planes"][Int(rawValue)] }
+    package var description: String { ["none", "shuffle", "split", "delta", "nibble", "planes"][Int(rawValue)] }
 
-    public init?(name: String) {
+    package init?(name: String) {
         guard let f = ZstdFilter.allCases.first(where: { $0.description == name.lowercased() }) else { return nil }
         self = f
     }
@@ -29,21 +29,21 @@ public enum ZstdFilter: UInt8, CaseIterable, Sendable, CustomStringConvertible {
 
 /// A filter with its record geometry: chunks are runs of `record`-byte records whose first
 /// `head` bytes are scales.
-public struct ZstdFilterSpec: Equatable, Sendable, CustomStringConvertible {
-    public var filter: ZstdFilter
-    public var record: Int
-    public var head: Int
+package struct ZstdFilterSpec: Equatable, Sendable, CustomStringConvertible {
+    package var filter: ZstdFilter
+    package var record: Int
+    package var head: Int
 
-    public init(filter: ZstdFilter, record: Int, head: Int) {
+    package init(filter: ZstdFilter, record: Int, head: Int) {
         self.filter = filter; self.record = record; self.head = head
     }
 
-    public static let none = ZstdFilterSpec(filter: .none, record: 1, head: 0)
+    package static let none = ZstdFilterSpec(filter: .none, record: 1, head: 0)
 
-    public var description: String { filter == .none ? "none" : "\(filter)(record \(record), head \(head))" }
+    package var description: String { filter == .none ? "none" : "\(filter)(record \(record), head \(head))" }
 
     /// Records must tile a row exactly (so every chunk of whole rows is whole records).
-    public func isValid(rowBytes: Int) -> Bool {
+    package func isValid(rowBytes: Int) -> Bool {
         record >= 1 && record <= UInt32.max && head <= record && head <= UInt16.max && rowBytes % record == 0
     }
 
@@ -52,7 +52,7 @@ public struct ZstdFilterSpec: Equatable, Sendable, CustomStringConvertible {
     /// 256-weight super-blocks); else its block with the block's fp16 scales (which lead it) as the
     /// head, a group block (rowGroup blocks, rowGroup times the scales) when the rows are whole
     /// group blocks; the element for f32/f16/u8 (no head).
-    public static func geometry(type: QuantType, rowLength n: Int) -> (record: Int, head: Int) {
+    package static func geometry(type: QuantType, rowLength n: Int) -> (record: Int, head: Int) {
         if let r = type.zstdRecord(rowLength: n) { return r }
         let bb = type.blockBytes
         guard type.isQuantized else { return (bb, 0) }
@@ -63,13 +63,13 @@ public struct ZstdFilterSpec: Equatable, Sendable, CustomStringConvertible {
 
     /// The filters worth trying for a type (none first): byte planes need records of more than
     /// one byte, the head/code filters a quantized type, the nibble planes 4-bit codes.
-    public static func candidates(type: QuantType) -> [ZstdFilter] {
+    package static func candidates(type: QuantType) -> [ZstdFilter] {
         guard type.blockBytes > 1 else { return [.none] }
         guard type.isQuantized else { return [.none, .shuffle] }
         return [.none, .shuffle, .split, .planes, .delta] + (type.codeBits == 4 ? [.nibble] : [])
     }
 
-    public static func make(_ filter: ZstdFilter, type: QuantType, rowLength: Int) -> ZstdFilterSpec {
+    package static func make(_ filter: ZstdFilter, type: QuantType, rowLength: Int) -> ZstdFilterSpec {
         guard filter != .none else { return .none }
         let g = geometry(type: type, rowLength: rowLength)
         return ZstdFilterSpec(filter: filter, record: g.record, head: g.head)
@@ -78,25 +78,25 @@ public struct ZstdFilterSpec: Equatable, Sendable, CustomStringConvertible {
 
 /// What `convert --zstd-filter` asks for: one filter for every tensor, or `auto` (per tensor,
 /// the candidate that compresses the tensor's first chunk smallest at the chosen level).
-public enum ZstdFilterChoice: Equatable, Sendable, CustomStringConvertible {
+package enum ZstdFilterChoice: Equatable, Sendable, CustomStringConvertible {
     case fixed(ZstdFilter)
     case auto
 
-    public init?(name: String) {
+    package init?(name: String) {
         if name.lowercased() == "auto" { self = .auto; return }
         guard let f = ZstdFilter(name: name) else { return nil }
         self = .fixed(f)
     }
 
-    public var description: String {
+    package var description: String {
         switch self { case .auto: return "auto"; case .fixed(let f): return f.description }
     }
 
-    public static var namesForHelp: String { (["auto"] + ZstdFilter.allCases.map(\.description)).joined(separator: "|") }
+    package static var namesForHelp: String { (["auto"] + ZstdFilter.allCases.map(\.description)).joined(separator: "|") }
 
     /// The filter for one tensor. A fixed filter the type has no use for (nibble for q8_0,
     /// anything but shuffle for f32/f16) falls back to none.
-    public func resolve(_ data: UnsafeRawBufferPointer, type: QuantType, rows: Int, rowLength: Int,
+    package func resolve(_ data: UnsafeRawBufferPointer, type: QuantType, rows: Int, rowLength: Int,
                         level: Int, chunkBytes: Int) throws -> ZstdFilterSpec {
         let cands = ZstdFilterSpec.candidates(type: type)
         switch self {
@@ -121,7 +121,7 @@ public enum ZstdFilterChoice: Equatable, Sendable, CustomStringConvertible {
 
 extension ZstdChunks {
     /// Bytes of one zstd frame of `data` (one chunk) after `filter`: for choosing a filter.
-    public static func compressedSize(_ data: UnsafeRawBufferPointer, level: Int, filter: ZstdFilterSpec) throws -> Int {
+    package static func compressedSize(_ data: UnsafeRawBufferPointer, level: Int, filter: ZstdFilterSpec) throws -> Int {
         let n = data.count
         let buf = UnsafeMutableRawPointer.allocate(byteCount: max(n, 1), alignment: 64)
         defer { buf.deallocate() }
@@ -145,11 +145,11 @@ extension ZstdChunks {
 }
 
 /// A parsed chunk-stream header (QZC1 or QZC2).
-public struct ZstdChunkHeader: Sendable {
-    public var chunkCount: Int
+package struct ZstdChunkHeader: Sendable {
+    package var chunkCount: Int
     /// As stored (may exceed the tensor's rows: one chunk).
-    public var rowsPerChunk: UInt64
+    package var rowsPerChunk: UInt64
     /// 24 (QZC1) or 32 (QZC2): where the chunk table starts.
-    public var headerSize: Int
-    public var filter: ZstdFilterSpec
+    package var headerSize: Int
+    package var filter: ZstdFilterSpec
 }

@@ -16,10 +16,10 @@ import Quant
 /// - (pos - key position): zero for the window (contiguous, ending at pos), non-zero for sinks
 /// and for every-K-th keys once the window has moved on. The positions a layer sees are then
 /// 0 ..< n ≤ S + W (+ n/K for strided), never past the trained context for banded layers.
-public final class Attention {
-    public let nHead: Int
-    public let nKVHead: Int
-    public let headDim: Int
+package final class Attention {
+    package let nHead: Int
+    package let nKVHead: Int
+    package let headDim: Int
     let scale: Float
     /// Rotary frequency of pair i (nil: not a rotary model, or absolute positions).
     let ropeFreq: [Float]?
@@ -49,7 +49,7 @@ public final class Attention {
     private let compute: Compute?
 
     /// `scale` multiplies every score (default 1/√head_dim).
-    public init(_ sh: ModelShape, scale: Float? = nil, reindexRotary ropeFreq: [Float]? = nil, compute: Compute? = nil) {
+    package init(_ sh: ModelShape, scale: Float? = nil, reindexRotary ropeFreq: [Float]? = nil, compute: Compute? = nil) {
         nHead = sh.nHead
         nKVHead = sh.nKVHead
         headDim = sh.headDim
@@ -90,7 +90,7 @@ public final class Attention {
 
     /// q: nHead × headDim floats; out: the same; scores: scratch of at least cache.maxVisible
     /// floats (thread 0's; other threads use their own).
-    public func attend(layer: Int, pos: Int, q: UnsafePointer<Float>, cache: KVCache,
+    package func attend(layer: Int, pos: Int, q: UnsafePointer<Float>, cache: KVCache,
                        out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
         let timed = compute?.timing ?? false
         let t0 = timed ? Compute.clock() : 0

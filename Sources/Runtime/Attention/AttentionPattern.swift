@@ -11,12 +11,12 @@ import Quant
 ///
 /// Sparse-Transformer "strided" = a local band plus every K-th earlier token; with S sinks
 /// the first S tokens are always visible too (StreamingLLM's attention sinks).
-public enum AttentionPattern: Equatable, Sendable, CustomStringConvertible {
+package enum AttentionPattern: Equatable, Sendable, CustomStringConvertible {
     case dense
     case banded(window: Int)
     case strided(window: Int, stride: Int)
 
-    public var description: String {
+    package var description: String {
         switch self {
         case .dense: return "dense"
         case .banded(let w): return "banded:\(w)"
@@ -24,7 +24,7 @@ public enum AttentionPattern: Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    public var window: Int? {
+    package var window: Int? {
         switch self {
         case .dense: return nil
         case .banded(let w), .strided(let w, _): return w
@@ -32,7 +32,7 @@ public enum AttentionPattern: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// Whether the query at `pos` sees the key at `j` (the definition above, written plainly).
-    public func visible(query pos: Int, key j: Int, sinks: Int) -> Bool {
+    package func visible(query pos: Int, key j: Int, sinks: Int) -> Bool {
         guard j >= 0, j <= pos else { return false }
         switch self {
         case .dense: return true
@@ -43,7 +43,7 @@ public enum AttentionPattern: Equatable, Sendable, CustomStringConvertible {
 
     /// Parses `dense`, `banded:W` or `strided:W,K` (one layer). `alternating:W` is a
     /// whole-model pattern: see `AttentionConfig.layers(spec:layerList:nLayer:maxWindow:)`.
-    public static func parse(_ text: String, maxWindow: Int = Int.max) throws -> AttentionPattern {
+    package static func parse(_ text: String, maxWindow: Int = Int.max) throws -> AttentionPattern {
         let s = text.trimmingCharacters(in: .whitespaces).lowercased()
         func int(_ v: Substring, _ what: String) throws -> Int {
             guard let n = Int(v.trimmingCharacters(in: .whitespaces)) else {
@@ -84,10 +84,10 @@ public enum AttentionPattern: Equatable, Sendable, CustomStringConvertible {
 }
 
 /// Element type of the cached keys and values.
-public enum KVType: String, CaseIterable, Sendable, Codable {
+package enum KVType: String, CaseIterable, Sendable, Codable {
     case f32, f16, q8_0
 
-    public var code: Int32 {
+    package var code: Int32 {
         switch self {
         case .f32: return QLM_KV_F32
         case .f16: return QLM_KV_F16
@@ -96,16 +96,16 @@ public enum KVType: String, CaseIterable, Sendable, Codable {
     }
 
     /// Bytes of one head vector of `headDim` values (q8_0: a float scale + headDim int8).
-    public func headBytes(_ headDim: Int) -> Int { Int(qlm_kv_head_bytes(code, Int64(headDim))) }
+    package func headBytes(_ headDim: Int) -> Int { Int(qlm_kv_head_bytes(code, Int64(headDim))) }
 
-    public static func parse(_ s: String) throws -> KVType {
+    package static func parse(_ s: String) throws -> KVType {
         guard let t = KVType(rawValue: s.lowercased()) else { throw ModelError("unknown KV type '\(s)' (expected f32, f16 or q8_0)") }
         return t
     }
 }
 
 /// How rotary models place cached keys when a layer's window drops positions.
-public enum PositionMode: String, Sendable {
+package enum PositionMode: String, Sendable {
     /// Keys and queries keep their absolute positions (rotated at write). Exactly the trained
     /// model inside n_ctx; limited to n_ctx positions.
     case absolute
@@ -116,26 +116,26 @@ public enum PositionMode: String, Sendable {
 }
 
 /// The attention spec as given (strings), resolved against a model's hyper-parameters at load.
-public struct AttentionConfig: Sendable {
+package struct AttentionConfig: Sendable {
     /// `dense`, `banded:W`, `strided:W,K` (every layer) or `alternating:W` (even layers dense, odd banded:W);
     /// nil: the pattern the architecture declares (dense when it declares none).
-    public var attention: String?
+    package var attention: String?
     /// Per-layer patterns, comma-separated at the top level (`dense,banded:128,strided:64,16`); overrides `attention`.
-    public var layerList: [String]?
-    public var sinks: Int
-    public var kvType: KVType
+    package var layerList: [String]?
+    package var sinks: Int
+    package var kvType: KVType
     /// nil: `.cache` for rotary models whose every layer is banded (they may run past n_ctx),
     /// `.absolute` otherwise.
-    public var positions: PositionMode?
+    package var positions: PositionMode?
 
-    public init(attention: String? = nil, layerList: [String]? = nil, sinks: Int = 0, kvType: KVType = .f16,
+    package init(attention: String? = nil, layerList: [String]? = nil, sinks: Int = 0, kvType: KVType = .f16,
                 positions: PositionMode? = nil) {
         self.attention = attention; self.layerList = layerList; self.sinks = sinks; self.kvType = kvType; self.positions = positions
     }
 
     /// Splits `dense,banded:128,strided:64,16` into layer entries (a number after a comma
     /// continues a strided entry).
-    public static func splitLayerList(_ s: String) -> [String] {
+    package static func splitLayerList(_ s: String) -> [String] {
         var out: [String] = []
         for piece in s.split(separator: ",", omittingEmptySubsequences: false) {
             let p = piece.trimmingCharacters(in: .whitespaces)
@@ -150,7 +150,7 @@ public struct AttentionConfig: Sendable {
 
     /// One pattern per layer, validated: W in 1...nCtx, 0 ≤ S < every window, exactly nLayer entries.
     /// `modelDefault` is the architecture's own pattern, used when neither spec is given.
-    public func layers(nLayer: Int, nCtx: Int, modelDefault: [AttentionPattern]? = nil) throws -> [AttentionPattern] {
+    package func layers(nLayer: Int, nCtx: Int, modelDefault: [AttentionPattern]? = nil) throws -> [AttentionPattern] {
         var pats: [AttentionPattern]
         if let list = layerList {
             guard list.count == nLayer else {

@@ -1,13 +1,13 @@
 import Foundation
 
 /// KV-cache sizes from hyper-parameters alone.
-public enum KVBudget {
+package enum KVBudget {
     /// Cache slots (positions held) a layer needs to serve `tokens` positions 0..<tokens:
     ///   dense          tokens
     ///   banded(W)      min(tokens, S + W)                 (S sink slots + a ring of W)
     ///   strided(W, K)  min(tokens, S) + min(W, tokens - S) + #{S ≤ j < tokens : j % K == 0}
     ///                  (sinks + a ring of the last W + every K-th position past the sinks)
-    public static func slots(_ p: AttentionPattern, sinks: Int, tokens: Int) -> Int {
+    package static func slots(_ p: AttentionPattern, sinks: Int, tokens: Int) -> Int {
         switch p {
         case .dense: return tokens
         case .banded(let w): return min(tokens, sinks + w)
@@ -18,7 +18,7 @@ public enum KVBudget {
     }
 
     /// #{j : sinks ≤ j < tokens, j % k == 0}.
-    public static func strideSlots(stride k: Int, sinks: Int, tokens: Int) -> Int {
+    package static func strideSlots(stride k: Int, sinks: Int, tokens: Int) -> Int {
         guard tokens > sinks else { return 0 }
         let first = (sinks + k - 1) / k     // index of the first multiple ≥ sinks
         let last = (tokens - 1) / k         // index of the last multiple < tokens
@@ -26,7 +26,7 @@ public enum KVBudget {
     }
 
     /// Bytes of keys + values for all layers at `tokens` positions.
-    public static func bytes(layers: [AttentionPattern], sinks: Int, kvType: KVType, nKVHead: Int, headDim: Int, tokens: Int) -> Int {
+    package static func bytes(layers: [AttentionPattern], sinks: Int, kvType: KVType, nKVHead: Int, headDim: Int, tokens: Int) -> Int {
         let row = nKVHead * kvType.headBytes(headDim)
         return layers.reduce(0) { $0 + 2 * row * slots($1, sinks: sinks, tokens: tokens) }
     }

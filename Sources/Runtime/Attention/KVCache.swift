@@ -3,20 +3,20 @@ import Foundation
 
 /// A contiguous run of cached rows: `count` positions firstPos, firstPos + posStep, ...,
 /// whose key (value) rows start at `k` (`v`) and are `KVCache.rowBytes` apart.
-public struct KVRun {
-    public var k: UnsafeRawPointer
-    public var v: UnsafeRawPointer
-    public var count: Int
-    public var firstPos: Int
-    public var posStep: Int
+package struct KVRun {
+    package var k: UnsafeRawPointer
+    package var v: UnsafeRawPointer
+    package var count: Int
+    package var firstPos: Int
+    package var posStep: Int
 
-    public init(k: UnsafeRawPointer, v: UnsafeRawPointer, count: Int, firstPos: Int, posStep: Int) {
+    package init(k: UnsafeRawPointer, v: UnsafeRawPointer, count: Int, firstPos: Int, posStep: Int) {
         self.k = k; self.v = v; self.count = count; self.firstPos = firstPos; self.posStep = posStep
     }
 }
 
 /// Keys and values of past positions, per layer. Allocated once, at construction.
-public protocol KVCache: AnyObject {
+package protocol KVCache: AnyObject {
     /// The most positions the cache accepts (Int.max: unbounded, every layer is a ring).
     var capacity: Int { get }
     /// The most keys one query can see (the size of the scores scratch).
@@ -64,16 +64,16 @@ struct LayerKV {
 }
 
 /// The cache for a per-layer attention pattern, sized by `KVBudget` and allocated once.
-public final class PatternKVCache: KVCache {
-    public let capacity: Int
-    public let maxVisible: Int
+package final class PatternKVCache: KVCache {
+    package let capacity: Int
+    package let maxVisible: Int
     /// Sinks, every-K-th, and a window split at most once by the ring's end.
-    public var maxRuns: Int { 4 }
-    public let bytes: Int
-    public let kvType: KVType
-    public let rowBytes: Int
-    public let patterns: [AttentionPattern]
-    public let sinks: Int
+    package var maxRuns: Int { 4 }
+    package let bytes: Int
+    package let kvType: KVType
+    package let rowBytes: Int
+    package let patterns: [AttentionPattern]
+    package let sinks: Int
     let nKVHead: Int
     let headDim: Int
     let layers: [LayerKV]
@@ -81,7 +81,7 @@ public final class PatternKVCache: KVCache {
 
     /// - Parameter positions: the most positions dense and strided layers must hold (their
     ///   allocation grows with it); an all-banded cache ignores it and is unbounded.
-    public init(patterns: [AttentionPattern], sinks: Int, kvType: KVType, nKVHead: Int, headDim: Int, positions: Int) {
+    package init(patterns: [AttentionPattern], sinks: Int, kvType: KVType, nKVHead: Int, headDim: Int, positions: Int) {
         self.patterns = patterns
         self.sinks = sinks
         self.kvType = kvType
@@ -122,16 +122,16 @@ public final class PatternKVCache: KVCache {
     }
 
     /// Every layer dense, f32: the classic cache of n_ctx positions.
-    public convenience init(nLayer: Int, nKVHead: Int, headDim: Int, capacity: Int, kvType: KVType = .f32) {
+    package convenience init(nLayer: Int, nKVHead: Int, headDim: Int, capacity: Int, kvType: KVType = .f32) {
         self.init(patterns: Array(repeating: .dense, count: nLayer), sinks: 0, kvType: kvType, nKVHead: nKVHead,
                   headDim: headDim, positions: capacity)
     }
 
     deinit { storage.deallocate() }
 
-    public func reset() {}
+    package func reset() {}
 
-    public func store(layer: Int, pos: Int, k kIn: UnsafePointer<Float>, v vIn: UnsafePointer<Float>) {
+    package func store(layer: Int, pos: Int, k kIn: UnsafePointer<Float>, v vIn: UnsafePointer<Float>) {
         precondition(pos >= 0 && pos < capacity, "position \(pos) outside the KV cache (capacity \(capacity))")
         let L = layers[layer]
         let s = L.slot(pos)
@@ -145,7 +145,7 @@ public final class PatternKVCache: KVCache {
         }
     }
 
-    public func visibleRuns(layer: Int, pos p: Int, into runs: UnsafeMutablePointer<KVRun>) -> Int {
+    package func visibleRuns(layer: Int, pos p: Int, into runs: UnsafeMutablePointer<KVRun>) -> Int {
         let L = layers[layer]
         var n = 0
         let rb = rowBytes

@@ -3,12 +3,12 @@ import Foundation
 import Quant
 
 /// Median, min and max of repeated measurements.
-public struct Stat: Codable, Sendable {
-    public var median: Double
-    public var min: Double
-    public var max: Double
+package struct Stat: Codable, Sendable {
+    package var median: Double
+    package var min: Double
+    package var max: Double
 
-    public init(_ xs: [Double]) {
+    package init(_ xs: [Double]) {
         let s = xs.sorted()
         median = s.isEmpty ? 0 : (s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2)
         min = s.first ?? 0
@@ -23,15 +23,15 @@ public struct Stat: Codable, Sendable {
 }
 
 /// Sequential-read bandwidth of this machine, measured in the same run as what it is compared with.
-public struct BandwidthProbe: Codable, Sendable {
-    public var bytes: Int
-    public var threads: Int
+package struct BandwidthProbe: Codable, Sendable {
+    package var bytes: Int
+    package var threads: Int
     /// GB/s (1e9 bytes per second).
-    public var gbPerSecond: Stat
+    package var gbPerSecond: Stat
 
     enum CodingKeys: String, CodingKey { case bytes, threads, gbPerSecond = "gb_per_second" }
 
-    public static func measure(threads: Int, bytes: Int = 1 << 30, reps: Int = 5) -> BandwidthProbe {
+    package static func measure(threads: Int, bytes: Int = 1 << 30, reps: Int = 5) -> BandwidthProbe {
         let reader = BandwidthReader(threads: threads, bytes: bytes)
         return BandwidthProbe(bytes: bytes, threads: threads, gbPerSecond: Stat((0 ..< reps).map { _ in reader.read() }))
     }
@@ -39,13 +39,13 @@ public struct BandwidthProbe: Codable, Sendable {
 
 /// The probe's buffer and pool, kept so single reads can be interleaved with what they are
 /// compared with (the host's bandwidth drifts by tens of percent within seconds).
-public final class BandwidthReader {
+package final class BandwidthReader {
     let n: Int
     let buf: UnsafeMutablePointer<Float>
     let pool: OpaquePointer?
     var sink = 0.0
 
-    public init(threads: Int, bytes: Int) {
+    package init(threads: Int, bytes: Int) {
         n = max(16, bytes / 4)
         buf = UnsafeMutablePointer<Float>.allocate(capacity: n)
         buf.initialize(repeating: 1, count: n)
@@ -60,60 +60,60 @@ public final class BandwidthReader {
     }
 
     /// One sequential read of the buffer: GB/s (1e9 bytes per second).
-    public func read() -> Double {
+    package func read() -> Double {
         let t0 = now()
         sink += qlm_probe_read(pool, buf, n)
         return Double(n * 4) / (now() - t0) / 1e9
     }
 }
 
-public struct DecodeBreakdown: Codable, Sendable {
-    public var products: Double
-    public var attention: Double
-    public var other: Double
+package struct DecodeBreakdown: Codable, Sendable {
+    package var products: Double
+    package var attention: Double
+    package var other: Double
 }
 
-public struct ModelBenchReport: Codable, Sendable {
-    public var model: String
-    public var architecture: String
-    public var threads: Int
-    public var fileBytes: Int
-    public var promptTokens: Int
-    public var genTokens: Int
-    public var reps: Int
-    public var loadMilliseconds: Stat
+package struct ModelBenchReport: Codable, Sendable {
+    package var model: String
+    package var architecture: String
+    package var threads: Int
+    package var fileBytes: Int
+    package var promptTokens: Int
+    package var genTokens: Int
+    package var reps: Int
+    package var loadMilliseconds: Stat
     /// Load plus one forward pass.
-    public var firstTokenMilliseconds: Stat
-    public var prefillTokensPerSecond: Stat
-    public var decodeTokensPerSecond: Stat
+    package var firstTokenMilliseconds: Stat
+    package var prefillTokensPerSecond: Stat
+    package var decodeTokensPerSecond: Stat
     /// Weight bytes a decoded token reads (every matrix once, the embedding row aside).
-    public var weightBytesPerToken: Int
+    package var weightBytesPerToken: Int
     /// weightBytesPerToken × median decode tokens/s.
-    public var effectiveGBPerSecond: Double
-    public var bandwidth: BandwidthProbe
+    package var effectiveGBPerSecond: Double
+    package var bandwidth: BandwidthProbe
     /// How close decode is to the memory-bandwidth bound: for each rep, its decode GB/s (weight
     /// bytes) ÷ the probe reads just before and after it (their mean); the median over reps.
     /// The probe runs between the reps, so each ratio compares the same minute of the host.
-    public var bandwidthRatio: Double
+    package var bandwidthRatio: Double
     /// KV-cache bytes a decoded token's attention reads (keys and values of every position it
     /// sees, every layer), averaged over the decoded positions: traffic the weight figure omits.
-    public var kvBytesPerToken: Double
+    package var kvBytesPerToken: Double
     /// The same per-rep ratio counting weight + KV bytes per token.
-    public var bandwidthRatioWithKV: Double
+    package var bandwidthRatioWithKV: Double
     /// Each rep's decode tokens/s, and the probe GB/s around it (the inputs of the two ratios).
-    public var decodeTokensPerSecondPerRep: [Double]
-    public var probeGBPerSecondAroundRep: [Double]
+    package var decodeTokensPerSecondPerRep: [Double]
+    package var probeGBPerSecondAroundRep: [Double]
     /// Where a decoded token's time goes (median over reps, ms per token): the products
     /// (activation quantization + pool dispatch + kernel), attention, and everything else
     /// (norms, residuals, embedding, sampling). Measured in the same decode runs (two clock
     /// reads per product and per attention call).
-    public var decodeBreakdown: DecodeBreakdown
+    package var decodeBreakdown: DecodeBreakdown
     /// Prefill arithmetic: 2 × parameters in matrices × prompt tokens per second.
-    public var prefillGFLOPS: Double
-    public var kvCacheBytes: Int
-    public var memory: MemoryStats
+    package var prefillGFLOPS: Double
+    package var kvCacheBytes: Int
+    package var memory: MemoryStats
     /// The memory plan; streamed bytes per token are those of the decode runs ÷ their tokens.
-    public var memoryPlan: MemoryReport
+    package var memoryPlan: MemoryReport
 
     enum CodingKeys: String, CodingKey {
         case model, architecture, threads, fileBytes = "file_bytes", promptTokens = "prompt_tokens", genTokens = "gen_tokens", reps
@@ -128,27 +128,27 @@ public struct ModelBenchReport: Codable, Sendable {
     }
 }
 
-public struct KernelBenchRow: Codable, Sendable {
-    public var kind: String        // "matvec" or "gemm"
-    public var type: String
-    public var path: String
-    public var rows: Int
-    public var cols: Int
-    public var tokens: Int
-    public var threads: Int
-    public var gbPerSecond: Double
-    public var gflops: Double
-    public var bandwidthRatio: Double
+package struct KernelBenchRow: Codable, Sendable {
+    package var kind: String        // "matvec" or "gemm"
+    package var type: String
+    package var path: String
+    package var rows: Int
+    package var cols: Int
+    package var tokens: Int
+    package var threads: Int
+    package var gbPerSecond: Double
+    package var gflops: Double
+    package var bandwidthRatio: Double
 
     enum CodingKeys: String, CodingKey {
         case kind, type, path, rows, cols, tokens, threads, gbPerSecond = "gb_per_second", gflops, bandwidthRatio = "bandwidth_ratio"
     }
 }
 
-public enum Bench {
+package enum Bench {
     /// Loads the model `reps` times, then runs prefill of `promptTokens` and greedy decode of
     /// `genTokens` `reps` times, against a bandwidth probe measured in the same run.
-    public static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
+    package static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
                              probeBytes: Int = 1 << 30, memoryBudget: Int? = nil, populate: Bool = false,
                              attention: AttentionConfig = AttentionConfig()) throws -> ModelBenchReport {
         var loads: [Double] = [], firsts: [Double] = []
@@ -259,7 +259,7 @@ public enum Bench {
 
     /// Every (type × CPU path × shape) matvec and GEMM, weights rotated through a 1 GiB set (larger
     /// than the caches) so matvecs stream from memory.
-    public static func kernels(threads: Int, shapes: [(Int, Int)], tokens: Int = 128, probe: BandwidthProbe,
+    package static func kernels(threads: Int, shapes: [(Int, Int)], tokens: Int = 128, probe: BandwidthProbe,
                                minSeconds: Double = 0.25, progress: ((String) -> Void)? = nil) -> [KernelBenchRow] {
         let pool = threads > 1 ? qlm_pool_create(Int32(threads)) : nil
         defer { if let pool { qlm_pool_destroy(pool) } }

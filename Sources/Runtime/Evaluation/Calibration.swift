@@ -4,25 +4,25 @@ import Quant
 
 /// GPTQ calibration: runs calibration text through the FLOAT model and collects, for every
 /// matrix, H = Σ x xᵀ over its input rows (docs/quantization.md).
-public enum Calibration {
-    public struct Result {
-        public var hessians: [String: [Double]]
-        public var documents: Range<Int>
-        public var documentsUsed: Int
-        public var tokens: Int
-        public var seconds: Double
+package enum Calibration {
+    package struct Result {
+        package var hessians: [String: [Double]]
+        package var documents: Range<Int>
+        package var documentsUsed: Int
+        package var tokens: Int
+        package var seconds: Double
     }
 
     /// The default calibration documents of a text with `total` documents: the second half
     /// (TinyStories' first 1000: stories 500..<1000), so evaluation on the first documents
     /// never sees calibration text.
-    public static func defaultDocuments(total: Int) -> Range<Int> { (total / 2) ..< total }
+    package static func defaultDocuments(total: Int) -> Range<Int> { (total / 2) ..< total }
 
     /// - Parameters:
     ///   - documents: which documents (0-based, end exclusive) of `text` to use.
     ///   - maxTokens: stop after this many tokens (whole documents, the last one truncated).
     ///   - ctx: each document is truncated to this many tokens (BOS first), as in the documents protocol.
-    public static func collect(checkpoint: Checkpoint, tokenizer: TokenizerPayload, text: String, separator: String,
+    package static func collect(checkpoint: Checkpoint, tokenizer: TokenizerPayload, text: String, separator: String,
                                documents: Range<Int>, maxTokens: Int, ctx: Int, threads: Int) throws -> Result {
         let start = Date()
         let tmp = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("quantlm-calib-\(getpid()).qlm")
@@ -82,7 +82,7 @@ public enum Calibration {
     /// - Parameters:
     ///   - policy: the types the final conversion will use.
     ///   - compensate: whether a matrix gets GPTQ (false: it is quantized plainly, also here).
-    public static func collectSequential(checkpoint: Checkpoint, tokenizer: TokenizerPayload, text: String, separator: String,
+    package static func collectSequential(checkpoint: Checkpoint, tokenizer: TokenizerPayload, text: String, separator: String,
                                          documents: Range<Int>, maxTokens: Int, ctx: Int, threads: Int,
                                          policy: QuantPolicy, damp: Double, compensate: (String) -> Bool = { _ in true },
                                          log: ((String) -> Void)? = nil) throws -> Result {

@@ -2,7 +2,7 @@ import Foundation
 import Quant
 
 /// Which tokens are scored, with which context.
-public enum PerplexityProtocol: Sendable {
+package enum PerplexityProtocol: Sendable {
     /// Hugging Face's sliding window over one token stream: windows of `ctx` tokens advance
     /// by `stride`; each token at position p ≥ 1 is scored once, by the first window whose
     /// scored region (its last `end - prevEnd` positions) contains it.
@@ -25,22 +25,22 @@ struct ScoringWindow {
     var rows: Range<Int>
 }
 
-public struct ModelScore: Codable, Sendable {
-    public var model: String
-    public var fileBytes: Int
-    public var bitsPerWeight: Double
-    public var storedBitsPerWeight: Double
-    public var tokensScored: Int
-    public var meanNLL: Double
-    public var perplexity: Double
+package struct ModelScore: Codable, Sendable {
+    package var model: String
+    package var fileBytes: Int
+    package var bitsPerWeight: Double
+    package var storedBitsPerWeight: Double
+    package var tokensScored: Int
+    package var meanNLL: Double
+    package var perplexity: Double
     // Against the reference (the first model); nil for the reference itself.
-    public var deltaPerplexity: Double?
-    public var deltaPercent: Double?
-    public var klMean: Double?
-    public var klP99: Double?
-    public var top1Agreement: Double?
+    package var deltaPerplexity: Double?
+    package var deltaPercent: Double?
+    package var klMean: Double?
+    package var klP99: Double?
+    package var top1Agreement: Double?
     /// Bytes of the model's KV cache as allocated (pattern, sinks and KV type).
-    public var kvCacheBytes: Int = 0
+    package var kvCacheBytes: Int = 0
 
     enum CodingKeys: String, CodingKey {
         case model, fileBytes = "file_bytes", bitsPerWeight = "bits_per_weight", storedBitsPerWeight = "stored_bits_per_weight"
@@ -50,20 +50,20 @@ public struct ModelScore: Codable, Sendable {
     }
 }
 
-public struct PerplexityReport: Codable, Sendable {
-    public var protocolName: String
-    public var ctx: Int
-    public var stride: Int?
-    public var documents: Int?
-    public var textTokens: Int
-    public var tokensScored: Int
-    public var seconds: Double
-    public var tokensPerSecond: Double
-    public var models: [ModelScore]
+package struct PerplexityReport: Codable, Sendable {
+    package var protocolName: String
+    package var ctx: Int
+    package var stride: Int?
+    package var documents: Int?
+    package var textTokens: Int
+    package var tokensScored: Int
+    package var seconds: Double
+    package var tokensPerSecond: Double
+    package var models: [ModelScore]
     /// Filled by callers that run under a memory budget: each model's plan (streamed bytes per
     /// scored token) and the process's memory after scoring.
-    public var memoryPlans: [MemoryReport]?
-    public var memory: MemoryStats?
+    package var memoryPlans: [MemoryReport]?
+    package var memory: MemoryStats?
 
     enum CodingKeys: String, CodingKey {
         case protocolName = "protocol", ctx, stride, documents, textTokens = "text_tokens", tokensScored = "tokens_scored"
@@ -71,15 +71,15 @@ public struct PerplexityReport: Codable, Sendable {
     }
 }
 
-public enum PerplexityError: Error, CustomStringConvertible {
+package enum PerplexityError: Error, CustomStringConvertible {
     case bad(String)
-    public var description: String { if case .bad(let s) = self { return s }; return "" }
+    package var description: String { if case .bad(let s) = self { return s }; return "" }
 }
 
-public enum Perplexity {
+package enum Perplexity {
     /// Splits on lines equal to `separator` (a trailing \r ignored); each document is its
     /// lines joined with \n and trimmed of surrounding whitespace; empty documents dropped.
-    public static func splitDocuments(_ text: String, separator: String) -> [String] {
+    package static func splitDocuments(_ text: String, separator: String) -> [String] {
         var docs: [String] = []
         var cur: [Substring] = []
         for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
@@ -99,7 +99,7 @@ public enum Perplexity {
     /// Each document (split as `splitDocuments`) encoded on its own, BOS first where the
     /// tokenizer has one, concatenated: one token stream of many documents without encoding
     /// the whole text at once (llama2.c's merge loop is quadratic in the text length).
-    public static func encodeDocuments(_ text: String, separator: String, tokenizer: any Tokenizer) -> [Int32] {
+    package static func encodeDocuments(_ text: String, separator: String, tokenizer: any Tokenizer) -> [Int32] {
         var ids: [Int32] = []
         for d in splitDocuments(text, separator: separator) {
             var t = tokenizer.encode(d)
@@ -178,7 +178,7 @@ public enum Perplexity {
 
     /// Scores `models` over the same windows in one pass. The first model is the reference
     /// for Δppl, KL divergence and top-1 agreement when there are several.
-    public static func evaluate(_ models: [LoadedModel], names: [String], text: String, proto: PerplexityProtocol,
+    package static func evaluate(_ models: [LoadedModel], names: [String], text: String, proto: PerplexityProtocol,
                                 tokenIDs: [Int32]? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityReport {
         precondition(!models.isEmpty && names.count == models.count)
         let ref = models[0]

@@ -1,35 +1,35 @@
 import Foundation
 import Quant
 
-public struct GenerationOptions: Sendable {
+package struct GenerationOptions: Sendable {
     /// New tokens to produce at most.
-    public var maxNewTokens: Int
+    package var maxNewTokens: Int
     /// llama2.c's `-n`: total positions including the prompt (overrides maxNewTokens when set).
-    public var steps: Int?
-    public var sampling: SamplingConfig
+    package var steps: Int?
+    package var sampling: SamplingConfig
     /// Stop at the tokenizer's end/begin-of-text token.
-    public var stopAtEndOfText: Bool
+    package var stopAtEndOfText: Bool
     /// Pass the prompt's text to `onText` first, as the reference programs print it.
-    public var echoPrompt: Bool = true
+    package var echoPrompt: Bool = true
 
-    public init(maxNewTokens: Int = 128, steps: Int? = nil, sampling: SamplingConfig = SamplingConfig(), stopAtEndOfText: Bool = true) {
+    package init(maxNewTokens: Int = 128, steps: Int? = nil, sampling: SamplingConfig = SamplingConfig(), stopAtEndOfText: Bool = true) {
         self.maxNewTokens = maxNewTokens; self.steps = steps; self.sampling = sampling; self.stopAtEndOfText = stopAtEndOfText
     }
 }
 
-public struct GenerationResult: Codable, Sendable {
-    public var promptTokens: [Int32]
-    public var tokens: [Int32]
-    public var text: String
-    public var stopReason: String
-    public var promptSeconds: Double
-    public var decodeSeconds: Double
-    public var promptTokensPerSecond: Double
-    public var decodeTokensPerSecond: Double
-    public var kvCacheBytes: Int
-    public var memory: MemoryStats
+package struct GenerationResult: Codable, Sendable {
+    package var promptTokens: [Int32]
+    package var tokens: [Int32]
+    package var text: String
+    package var stopReason: String
+    package var promptSeconds: Double
+    package var decodeSeconds: Double
+    package var promptTokensPerSecond: Double
+    package var decodeTokensPerSecond: Double
+    package var kvCacheBytes: Int
+    package var memory: MemoryStats
     /// The memory plan (budget, planned bytes, buffers) and bytes streamed per decoded token.
-    public var memoryPlan: MemoryReport
+    package var memoryPlan: MemoryReport
 
     enum CodingKeys: String, CodingKey {
         case promptTokens = "prompt_tokens", tokens, text, stopReason = "stop_reason"
@@ -61,10 +61,10 @@ struct TextStreamer {
     }
 }
 
-public enum Generator {
+package enum Generator {
     /// The KV positions and batch a generation needs (prompt + new tokens; one batch for the
     /// prompt up to `maxBatch`), for LoadOptions.sizing: the cache the budget plans is the one used.
-    public static func sizing(prompt: String, options: GenerationOptions, maxBatch: Int = 128) -> (any Tokenizer, HParams) -> RunSizing {
+    package static func sizing(prompt: String, options: GenerationOptions, maxBatch: Int = 128) -> (any Tokenizer, HParams) -> RunSizing {
         { tok, hp in
             var n = tok.encode(prompt).count
             if n == 0, tok.bosID != nil { n = 1 }
@@ -78,7 +78,7 @@ public enum Generator {
     /// `onText` with each piece of text (the prompt's first) as soon as it exists.
     /// `onToken(id, bytes)` sees each new token with its text; decoding stops (reason "cancelled")
     /// before the next forward pass once `isCancelled` returns true.
-    public static func generate(_ lm: LoadedModel, prompt: String, options: GenerationOptions,
+    package static func generate(_ lm: LoadedModel, prompt: String, options: GenerationOptions,
                                 onToken: ((Int32, [UInt8]) -> Void)? = nil, isCancelled: (() -> Bool)? = nil,
                                 onText: ([UInt8]) -> Void) throws -> GenerationResult {
         let model = lm.model, tok = lm.tokenizer

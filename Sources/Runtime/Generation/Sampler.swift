@@ -1,16 +1,16 @@
 import CKernels
 import Foundation
 
-public struct SamplingConfig: Sendable {
+package struct SamplingConfig: Sendable {
     /// 0 = greedy (argmax).
-    public var temperature: Float
+    package var temperature: Float
     /// 0 = no top-k cut.
-    public var topK: Int
+    package var topK: Int
     /// 1 = no nucleus cut.
-    public var topP: Float
-    public var seed: UInt64
+    package var topP: Float
+    package var seed: UInt64
 
-    public init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 42) {
+    package init(temperature: Float = 0, topK: Int = 0, topP: Float = 1, seed: UInt64 = 42) {
         self.temperature = temperature; self.topK = topK; self.topP = topP; self.seed = seed
     }
 }
@@ -18,14 +18,14 @@ public struct SamplingConfig: Sendable {
 /// Picks the next token from logits: greedy, or temperature sampling with optional top-k
 /// and top-p, from a seeded xorshift generator (same seed, same tokens). Buffers are
 /// allocated once; sampling a token allocates nothing.
-public final class Sampler {
-    public let config: SamplingConfig
+package final class Sampler {
+    package let config: SamplingConfig
     let vocab: Int
     private var rng: UInt64
     private let probs: UnsafeMutablePointer<Float>
     private let idx: UnsafeMutablePointer<Int32>
 
-    public init(vocab: Int, config: SamplingConfig) {
+    package init(vocab: Int, config: SamplingConfig) {
         self.vocab = vocab
         self.config = config
         rng = config.seed == 0 ? 0x9E37_79B9_7F4A_7C15 : config.seed
@@ -47,11 +47,11 @@ public final class Sampler {
     }
 
     /// The first index of the largest logit (NaNs never chosen), as a scalar `>` scan finds it.
-    public static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
+    package static func argmax(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
         Int32(qlm_argmax_f32(logits.baseAddress!, Int64(logits.count)))
     }
 
-    public func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
+    package func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
         precondition(logits.count == vocab)
         if config.temperature <= 0 { return Self.argmax(logits) }
         let inv = 1 / config.temperature

@@ -3,12 +3,12 @@ import Foundation
 /// `--memory-budget` values: a positive whole number of bytes, optionally followed by K, M or G
 /// (binary: 1K = 1024), case-insensitive, with an optional trailing "B" or "iB" ("64M", "128m",
 /// "1G", "512K", "1048576", "64MiB").
-public enum MemoryBudget {
-    public struct ParseError: Error, CustomStringConvertible {
-        public let description: String
+package enum MemoryBudget {
+    package struct ParseError: Error, CustomStringConvertible {
+        package let description: String
     }
 
-    public static func parse(_ text: String) throws -> Int {
+    package static func parse(_ text: String) throws -> Int {
         let s = text.trimmingCharacters(in: .whitespaces)
         func bad(_ why: String) -> ParseError {
             ParseError(description: "--memory-budget '\(text)' \(why) (examples: 64M, 512K, 1G, 1048576)")
@@ -42,7 +42,7 @@ public enum MemoryBudget {
     }
 
     /// The shortest exact spelling: "64M", "1G", "512K", else plain bytes.
-    public static func format(_ bytes: Int) -> String {
+    package static func format(_ bytes: Int) -> String {
         for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] where bytes % (1 << shift) == 0 {
             return "\(bytes >> shift)\(unit)"
         }

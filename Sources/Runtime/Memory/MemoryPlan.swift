@@ -3,15 +3,15 @@ import Foundation
 import Quant
 
 /// What a run allocates besides the weights, decided before loading.
-public struct MemorySettings: Sendable, Equatable {
+package struct MemorySettings: Sendable, Equatable {
     /// Bytes of the KV cache (the cache's own `bytes`, for the positions this run needs).
-    public var kvBytes: Int
+    package var kvBytes: Int
     /// Tokens per forward pass (activation scratch scales with it).
-    public var maxBatch: Int
+    package var maxBatch: Int
     /// Logit rows computed per product (at most maxBatch are allocated).
-    public var logitChunk: Int
+    package var logitChunk: Int
 
-    public init(kvBytes: Int, maxBatch: Int, logitChunk: Int = 16) {
+    package init(kvBytes: Int, maxBatch: Int, logitChunk: Int = 16) {
         self.kvBytes = kvBytes; self.maxBatch = maxBatch; self.logitChunk = logitChunk
     }
 }
@@ -43,59 +43,59 @@ public struct MemorySettings: Sendable, Equatable {
 /// Every combination of {classifier, embedding table} resident or streamed is planned (layers
 /// filling the rest); the one streaming the fewest stored bytes per token wins, ties going to
 /// the one keeping more resident (classifier first, then the embedding table).
-public struct MemoryPlan: Sendable, Equatable {
+package struct MemoryPlan: Sendable, Equatable {
     /// Room left for what the plan cannot see: thread stacks and malloc arenas of the compute
     /// pool and the loader thread, library and kernel code first touched after plan time, the
     /// sampler's vocabulary-sized buffers and the result's arrays, page rounding of allocations.
     /// Measured: peak RSS exceeds baseline + planned by 0–1.7 MiB on GPT-2 medium (docs/benchmarks.md:
     /// the plan also counts pages never touched, e.g. unused logit rows); 3 MiB leaves over 1 MiB spare.
-    public static let defaultMarginBytes = 3 << 20
+    package static let defaultMarginBytes = 3 << 20
 
-    public var model: String
-    public var budget: Int?
+    package var model: String
+    package var budget: Int?
     /// The process's resident set when the plan was made (VmRSS), and the margin on top of it.
-    public var baselineBytes: Int
-    public var marginBytes: Int
+    package var baselineBytes: Int
+    package var marginBytes: Int
     /// Tensors loaded once and kept (names, table order), and their bytes.
-    public var residentTensors: [String]
-    public var residentBytes: Int
+    package var residentTensors: [String]
+    package var residentBytes: Int
     /// Layers whose matrices are resident / streamed.
-    public var residentLayers: [Int]
-    public var streamedLayers: [Int]
+    package var residentLayers: [Int]
+    package var streamedLayers: [Int]
     /// Layer tensors streamed through the buffers (names, table order).
-    public var streamedTensors: [String]
+    package var streamedTensors: [String]
     /// The output matrix (classifier) and, when it streams, its row chunks (each fits a buffer).
-    public var outputTensor: String
-    public var outputChunks: [Range<Int>]
+    package var outputTensor: String
+    package var outputChunks: [Range<Int>]
     /// The input embedding table and whether its rows are read per token instead of kept.
-    public var embeddingTensor: String
-    public var embeddingStreams: Bool
+    package var embeddingTensor: String
+    package var embeddingStreams: Bool
     /// The row lookup's buffers: one row (raw) or one zstd chunk plus its compressed bytes.
-    public var embeddingBufferBytes: Int
+    package var embeddingBufferBytes: Int
     /// Layer buffers (0 when nothing streams through them) and the bytes of each (the largest working set).
-    public var bufferCount: Int
-    public var bufferBytes: Int
+    package var bufferCount: Int
+    package var bufferBytes: Int
     /// The loader's buffer for one compressed zstd chunk (0 for raw files or no streaming).
-    public var stagingBytes: Int
-    public var kvBytes: Int
+    package var stagingBytes: Int
+    package var kvBytes: Int
     /// Activations, logits and the products' scratch.
-    public var scratchBytes: Int
+    package var scratchBytes: Int
     /// Everything above: resident + buffers + staging + embedding lookup + KV + scratch.
-    public var totalBytes: Int
+    package var totalBytes: Int
     /// The smallest budget this model and these settings run in (baseline and margin included).
-    public var minimumBytes: Int
+    package var minimumBytes: Int
     /// Stored (read from the file, chunk index included) and raw bytes of the streamed matrices
     /// (layers and a streamed classifier): what each forward pass streams.
-    public var streamedStoredBytesPerPass: Int
-    public var streamedRawBytesPerPass: Int
+    package var streamedStoredBytesPerPass: Int
+    package var streamedRawBytesPerPass: Int
     /// The planner's estimate of what one decoded token streams (per pass + one embedding row lookup).
-    public var estimatedStoredBytesPerToken: Int
+    package var estimatedStoredBytesPerToken: Int
 
-    public var streams: Bool { bufferCount > 0 }
-    public var outputStreams: Bool { !outputChunks.isEmpty }
+    package var streams: Bool { bufferCount > 0 }
+    package var outputStreams: Bool { !outputChunks.isEmpty }
 
     /// The classifier's and the input embedding's tensor names.
-    public static func outputAndEmbedding(_ metadata: ModelMetadata) throws -> (output: String, embedding: String) {
+    package static func outputAndEmbedding(_ metadata: ModelMetadata) throws -> (output: String, embedding: String) {
         let names = try Architectures.named(metadata.architecture).tensorNames
         return (names.output(tied: metadata.hparams.tiedEmbeddings), names(.tokenEmbedding))
     }
@@ -141,7 +141,7 @@ public struct MemoryPlan: Sendable, Equatable {
         return stride(from: 0, to: t.rows, by: rows).map { $0 ..< min(t.rows, $0 + rows) }
     }
 
-    public static func make(model: String, tensors: [TensorInfo], metadata: ModelMetadata,
+    package static func make(model: String, tensors: [TensorInfo], metadata: ModelMetadata,
                             settings: MemorySettings, budget: Int?, baseline: Int = 0,
                             margin: Int = defaultMarginBytes, shape: ModelShape? = nil) throws -> MemoryPlan {
         let hp = metadata.hparams, chunkBytes = metadata.quantization.zstdChunkBytes
@@ -274,30 +274,30 @@ public struct MemoryPlan: Sendable, Equatable {
 }
 
 /// The plan and what streaming did, as --json reports it.
-public struct MemoryReport: Codable, Sendable {
-    public var budgetBytes: Int?
+package struct MemoryReport: Codable, Sendable {
+    package var budgetBytes: Int?
     /// The process's resident set at plan time and the margin the plan leaves on top of it.
-    public var baselineBytes: Int
-    public var marginBytes: Int
-    public var plannedBytes: Int
+    package var baselineBytes: Int
+    package var marginBytes: Int
+    package var plannedBytes: Int
     /// Everything the plan keeps in memory (= plannedBytes: tensors, buffers, KV, scratch).
-    public var plannedResidentBytes: Int
-    public var residentTensorBytes: Int
-    public var bufferCount: Int
-    public var bufferBytes: Int
-    public var kvBytes: Int
-    public var scratchBytes: Int
-    public var minimumBudgetBytes: Int
-    public var streamedLayers: Int
+    package var plannedResidentBytes: Int
+    package var residentTensorBytes: Int
+    package var bufferCount: Int
+    package var bufferBytes: Int
+    package var kvBytes: Int
+    package var scratchBytes: Int
+    package var minimumBudgetBytes: Int
+    package var streamedLayers: Int
     /// Row chunks the classifier streams in per token (0: resident).
-    public var classifierChunks: Int
+    package var classifierChunks: Int
     /// The input embedding is read a row per token instead of kept.
-    public var embeddingStreamed: Bool
+    package var embeddingStreamed: Bool
     /// Bytes read from the file per decoded token (stored: compressed for zstd): streamed layers,
     /// a streamed classifier and embedding row lookups.
-    public var streamedBytesPerToken: Double
+    package var streamedBytesPerToken: Double
     /// The same, decoded (what the buffers receive).
-    public var streamedRawBytesPerToken: Double
+    package var streamedRawBytesPerToken: Double
 
     enum CodingKeys: String, CodingKey {
         case budgetBytes = "budget_bytes", baselineBytes = "baseline_bytes", marginBytes = "margin_bytes"
@@ -309,7 +309,7 @@ public struct MemoryReport: Codable, Sendable {
         case streamedRawBytesPerToken = "streamed_raw_bytes_per_token"
     }
 
-    public init(plan: MemoryPlan, streamedBytesPerToken: Double, streamedRawBytesPerToken: Double) {
+    package init(plan: MemoryPlan, streamedBytesPerToken: Double, streamedRawBytesPerToken: Double) {
         budgetBytes = plan.budget
         baselineBytes = plan.baselineBytes
         marginBytes = plan.marginBytes

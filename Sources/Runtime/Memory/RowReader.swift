@@ -6,11 +6,11 @@ import Quant
 /// pread (raw files) or decompresses the one zstd chunk holding it (the chunk index makes any
 /// chunk readable on its own), keeping the last chunk in case the next token's row is in it.
 /// Used on the model's thread only; nothing is allocated per lookup.
-public final class RowReader {
-    public let name: String
-    public let type: QuantType
-    public let rows: Int
-    public let cols: Int
+package final class RowReader {
+    package let name: String
+    package let type: QuantType
+    package let rows: Int
+    package let cols: Int
     private let info: TensorInfo
     private let reader: TensorReader
     private let chunks: TensorReader.Chunks?
@@ -18,10 +18,10 @@ public final class RowReader {
     /// The chunk (zstd) or first row (raw) the buffer holds, -1 for none.
     private var held = -1
     /// Bytes read from the file so far (stored: compressed for zstd) and decoded.
-    public private(set) var storedBytesRead = 0
-    public private(set) var rawBytesRead = 0
+    package private(set) var storedBytesRead = 0
+    package private(set) var rawBytesRead = 0
     /// Bytes this lookup holds (its buffer and the zstd staging).
-    public let bufferBytes: Int
+    package let bufferBytes: Int
 
     init(file: QLMFile, info t: TensorInfo) throws {
         name = t.name
@@ -50,7 +50,7 @@ public final class RowReader {
     /// Row `r` dequantized into `out` (cols floats). Raw files: one pread of the row, or of its
     /// 8-row group for q4_0x8 (a group's rows are interleaved). zstd: the chunk holding it (chunks
     /// start at group boundaries, so a chunk decodes as a tensor of its own rows).
-    public func read(_ r: Int, into out: UnsafeMutablePointer<Float>) throws {
+    package func read(_ r: Int, into out: UnsafeMutablePointer<Float>) throws {
         precondition(r >= 0 && r < rows)
         let rowBytes = info.rowBytes
         if let chunks {
@@ -80,7 +80,7 @@ public final class RowReader {
 }
 
 /// Where a model's input embedding rows come from: a resident matrix or a per-token row reader.
-public enum EmbeddingTable {
+package enum EmbeddingTable {
     case resident(Matrix)
     case streamed(RowReader)
 }
@@ -88,7 +88,7 @@ public enum EmbeddingTable {
 extension Compute {
     /// Looks up one embedding row (any stored type) as floats, wherever the table is.
     @inline(__always)
-    public func embedding(_ e: EmbeddingTable, row: Int, into out: UnsafeMutablePointer<Float>) throws {
+    package func embedding(_ e: EmbeddingTable, row: Int, into out: UnsafeMutablePointer<Float>) throws {
         switch e {
         case .resident(let m): embedding(m, row: row, into: out)
         case .streamed(let r): try r.read(row, into: out)
@@ -98,8 +98,8 @@ extension Compute {
 
 /// The classifier as the forward pass multiplies it: one resident matrix, or row chunks that
 /// stream through the layer buffers (chunk k is acquired with `WeightStore.acquireOutput(chunk:)`).
-public struct OutputMatrix {
-    public let chunks: [(rows: Range<Int>, matrix: Matrix)]
-    public let streamed: Bool
-    public var matrices: [Matrix] { chunks.map(\.matrix) }
+package struct OutputMatrix {
+    package let chunks: [(rows: Range<Int>, matrix: Matrix)]
+    package let streamed: Bool
+    package var matrices: [Matrix] { chunks.map(\.matrix) }
 }

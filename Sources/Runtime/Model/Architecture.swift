@@ -3,41 +3,41 @@ import Quant
 
 /// The dimensions the shared machinery (attention, KV cache, scratch, memory planner) needs.
 /// Each architecture's config supplies them; nothing derives head_dim from d_model globally.
-public struct ModelShape: Sendable, Equatable {
-    public var nLayer: Int
-    public var dModel: Int
-    public var nHead: Int
-    public var nKVHead: Int
-    public var headDim: Int
-    public var dFF: Int
-    public var nCtx: Int
-    public var vocabSize: Int
+package struct ModelShape: Sendable, Equatable {
+    package var nLayer: Int
+    package var dModel: Int
+    package var nHead: Int
+    package var nKVHead: Int
+    package var headDim: Int
+    package var dFF: Int
+    package var nCtx: Int
+    package var vocabSize: Int
 
-    public init(nLayer: Int, dModel: Int, nHead: Int, nKVHead: Int, headDim: Int, dFF: Int, nCtx: Int, vocabSize: Int) {
+    package init(nLayer: Int, dModel: Int, nHead: Int, nKVHead: Int, headDim: Int, dFF: Int, nCtx: Int, vocabSize: Int) {
         self.nLayer = nLayer; self.dModel = dModel; self.nHead = nHead; self.nKVHead = nKVHead
         self.headDim = headDim; self.dFF = dFF; self.nCtx = nCtx; self.vocabSize = vocabSize
     }
 
     /// Width of the queries (and of the attention output): n_head × head_dim.
-    public var qDim: Int { nHead * headDim }
+    package var qDim: Int { nHead * headDim }
     /// Width of the keys and of the values: n_kv_head × head_dim.
-    public var kvDim: Int { nKVHead * headDim }
+    package var kvDim: Int { nKVHead * headDim }
 }
 
 /// An architecture's hyper-parameters, decoded from the `hparams` object of a file's metadata
 /// (each architecture has its own keys and defaults).
-public protocol ModelConfig: Decodable, Sendable {
+package protocol ModelConfig: Decodable, Sendable {
     var shape: ModelShape { get }
 }
 
 /// How a model knows where a token is: a learned table (no position past n_ctx, no
 /// re-indexing), or rotary embeddings (positions may be re-indexed inside a window).
-public enum PositionEncoding: Sendable { case learned, rotary }
+package enum PositionEncoding: Sendable { case learned, rotary }
 
 /// What a model file declares about itself: its name in the metadata, its config, its tensor
 /// names, its attention pattern and its forward pass (`LanguageModel`). Adding an
 /// architecture is one file conforming to this and one line in `Architectures.all`.
-public protocol Architecture: LanguageModel {
+package protocol Architecture: LanguageModel {
     associatedtype Config: ModelConfig
     /// The metadata's `architecture` value.
     static var name: String { get }
@@ -52,20 +52,20 @@ public protocol Architecture: LanguageModel {
 }
 
 /// What a model is built from: its weights, the compute pool, the KV cache it fills.
-public struct ModelContext {
-    public let weights: WeightStore
-    public let compute: Compute
-    public let cache: KVCache
+package struct ModelContext {
+    package let weights: WeightStore
+    package let compute: Compute
+    package let cache: KVCache
     /// The most tokens one forward call processes at once.
-    public let maxBatch: Int
-    public let positions: PositionMode
+    package let maxBatch: Int
+    package let positions: PositionMode
 }
 
 extension Architecture {
-    public static func defaultAttention(_ config: Config) -> [AttentionPattern]? { nil }
+    package static func defaultAttention(_ config: Config) -> [AttentionPattern]? { nil }
 
     /// The config in `file`'s metadata.
-    public static func config(of file: QLMFile) throws -> Config {
+    package static func config(of file: QLMFile) throws -> Config {
         do {
             return try JSONDecoder().decode(HParamsOf<Config>.self, from: file.metadataJSON).hparams
         } catch let DecodingError.keyNotFound(key, _) {
@@ -75,17 +75,17 @@ extension Architecture {
         }
     }
 
-    public static func shape(of file: QLMFile) throws -> ModelShape { try config(of: file).shape }
+    package static func shape(of file: QLMFile) throws -> ModelShape { try config(of: file).shape }
 
-    public static func defaultAttention(of file: QLMFile) throws -> [AttentionPattern]? { defaultAttention(try config(of: file)) }
+    package static func defaultAttention(of file: QLMFile) throws -> [AttentionPattern]? { defaultAttention(try config(of: file)) }
 
     /// The model of `weights.file` over a cache of the caller's (tests give reference caches).
-    public init(weights: WeightStore, compute: Compute, cache: KVCache, maxBatch: Int, positions: PositionMode = .absolute) throws {
+    package init(weights: WeightStore, compute: Compute, cache: KVCache, maxBatch: Int, positions: PositionMode = .absolute) throws {
         try self.init(config: Self.config(of: weights.file),
                       context: ModelContext(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch, positions: positions))
     }
 
-    public static func make(_ file: QLMFile, context: ModelContext) throws -> LanguageModel {
+    package static func make(_ file: QLMFile, context: ModelContext) throws -> LanguageModel {
         try Self(config: try config(of: file), context: context)
     }
 }
@@ -94,11 +94,11 @@ extension Architecture {
 private struct HParamsOf<C: Decodable>: Decodable { let hparams: C }
 
 /// Every architecture QuantLM runs, by metadata name.
-public enum Architectures {
+package enum Architectures {
     /// Adding an architecture: its model file, and one entry here.
-    public static let all: [any Architecture.Type] = [GPT2.self, Llama.self]
+    package static let all: [any Architecture.Type] = [GPT2.self, Llama.self]
 
-    public static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
+    package static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
         guard let a = all.first(where: { $0.name == name }) else {
             throw QuantError(file, "architecture '\(name)' is not supported (known: \(all.map { $0.name }.joined(separator: ", ")))")
         }
@@ -108,7 +108,7 @@ public enum Architectures {
 
 extension Checkpoint {
     /// Reads a checkpoint and names its tensors as its architecture does (the converter's input).
-    public static func open(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
+    package static func open(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
         let c = try read(url, tokenizer: tokenizer)
         return try c.named(by: Architectures.named(c.architecture, file: url.path).tensorNames)
     }

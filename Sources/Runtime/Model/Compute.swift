@@ -4,26 +4,26 @@ import Quant
 
 /// The compute context: the persistent thread pool and the activation scratch the fused
 /// products need. Everything is allocated once; nothing here allocates per token.
-public final class Compute {
-    public let threads: Int
+package final class Compute {
+    package let threads: Int
     let pool: OpaquePointer?
     private var act: UnsafeMutableRawPointer
     private let actBytes: Int
     /// Called by `linear` with the matrix, its input rows (T rows of `cols` floats) and T, before
     /// the product (calibration collects each matrix's input statistics this way). nil by default.
-    public var observer: ((Matrix, UnsafePointer<Float>, Int) -> Void)?
+    package var observer: ((Matrix, UnsafePointer<Float>, Int) -> Void)?
     /// Time accounting for `run bench`'s per-token breakdown: when on, `linear` (activation
     /// quantization, the pool dispatch and the product) and attention add their wall time here.
     /// Two clock reads per call; off by default.
-    public var timing = false
-    public var linearNanos: UInt64 = 0
-    public var attentionNanos: UInt64 = 0
+    package var timing = false
+    package var linearNanos: UInt64 = 0
+    package var attentionNanos: UInt64 = 0
     @inline(__always) static func clock() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
 
     /// - Parameters:
     ///   - maxCols: the widest input any product will see.
     ///   - maxBatch: the most rows (tokens) one product will see.
-    public init(threads: Int, maxCols: Int, maxBatch: Int) {
+    package init(threads: Int, maxCols: Int, maxBatch: Int) {
         self.threads = max(1, threads)
         pool = self.threads > 1 ? qlm_pool_create(Int32(self.threads)) : nil
         actBytes = Compute.scratchBytes(maxCols: maxCols, maxBatch: maxBatch)
@@ -31,7 +31,7 @@ public final class Compute {
     }
 
     /// Bytes of activation scratch for inputs up to `maxCols` wide, `maxBatch` rows.
-    public static func scratchBytes(maxCols: Int, maxBatch: Int) -> Int {
+    package static func scratchBytes(maxCols: Int, maxBatch: Int) -> Int {
         QuantType.weightTypes.map { Int(qlm_act_row_size($0.rawValue, Int64(maxCols))) }.max()! * maxBatch
     }
 
@@ -42,7 +42,7 @@ public final class Compute {
 
     /// out[t, 0..<rows] = W · x[t] (+ bias) for t in 0..<T; x rows are W.cols apart, out rows `ldOut` apart.
     @inline(__always)
-    public func linear(_ w: Matrix, _ x: UnsafePointer<Float>, T: Int, out: UnsafeMutablePointer<Float>,
+    package func linear(_ w: Matrix, _ x: UnsafePointer<Float>, T: Int, out: UnsafeMutablePointer<Float>,
                        ldOut: Int? = nil, bias: UnsafePointer<Float>? = nil) {
         let ld = ldOut ?? w.rows
         let t0 = timing ? Compute.clock() : 0
@@ -60,7 +60,7 @@ public final class Compute {
 
     /// Looks up one embedding row (any stored type) as floats.
     @inline(__always)
-    public func embedding(_ m: Matrix, row: Int, into out: UnsafeMutablePointer<Float>) {
+    package func embedding(_ m: Matrix, row: Int, into out: UnsafeMutablePointer<Float>) {
         qlm_get_row(m.type.rawValue, m.data, Int64(m.rows), Int64(m.cols), Int64(row), out)
     }
 }

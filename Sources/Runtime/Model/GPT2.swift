@@ -5,25 +5,25 @@ import Quant
 /// GPT-2: token + learned position embeddings, pre-LayerNorm blocks of masked multi-head
 /// self-attention and a GELU (tanh form) MLP, a final LayerNorm, and logits from the token
 /// embedding (tied). Matrices are stored [out, in] (the converter transposed HF's Conv1D).
-public final class GPT2: Architecture {
-    public static let name = "gpt2"
-    public static let positionEncoding = PositionEncoding.learned
-    public static let tensorNames = TensorNames(
+package final class GPT2: Architecture {
+    package static let name = "gpt2"
+    package static let positionEncoding = PositionEncoding.learned
+    package static let tensorNames = TensorNames(
         layerPrefix: "h.",
         global: [.tokenEmbedding: "wte", .positionEmbedding: "wpe", .outputNorm: "ln_f"],
         perLayer: [.attnNorm: "ln_1", .attnQKV: "attn.c_attn", .attnOutput: "attn.c_proj", .ffnNorm: "ln_2",
                    .ffnUp: "mlp.c_fc", .ffnDown: "mlp.c_proj"])
 
-    public struct Config: ModelConfig {
-        public var nLayer, nHead, dModel, dFF, nCtx, vocabSize: Int
-        public var normEps: Float
+    package struct Config: ModelConfig {
+        package var nLayer, nHead, dModel, dFF, nCtx, vocabSize: Int
+        package var normEps: Float
 
         enum CodingKeys: String, CodingKey {
             case nLayer = "n_layer", nHead = "n_head", dModel = "d_model", dFF = "d_ff", nCtx = "n_ctx"
             case vocabSize = "vocab_size", normEps = "norm_eps"
         }
 
-        public init(from decoder: Decoder) throws {
+        package init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             nLayer = try c.decode(Int.self, forKey: .nLayer)
             nHead = try c.decode(Int.self, forKey: .nHead)
@@ -35,7 +35,7 @@ public final class GPT2: Architecture {
         }
 
         /// Multi-head attention over d_model: n_head heads of d_model / n_head, no grouping.
-        public var shape: ModelShape {
+        package var shape: ModelShape {
             ModelShape(nLayer: nLayer, dModel: dModel, nHead: nHead, nKVHead: nHead, headDim: dModel / nHead, dFF: dFF,
                        nCtx: nCtx, vocabSize: vocabSize)
         }
@@ -54,15 +54,15 @@ public final class GPT2: Architecture {
         let fcProjB: UnsafePointer<Float>
     }
 
-    public let config: Config
-    public let hparams: HParams
-    public let compute: Compute
-    public let cache: KVCache
-    public let maxBatch: Int
+    package let config: Config
+    package let hparams: HParams
+    package let compute: Compute
+    package let cache: KVCache
+    package let maxBatch: Int
     /// Learned absolute positions: nothing past n_ctx (positions ≥ n_ctx are an error, never
     /// wrapped or clamped), and no re-indexing (a window keeps absolute positions).
-    public var positionLimit: Int { min(config.nCtx, cache.capacity) }
-    public var shape: ModelShape { config.shape }
+    package var positionLimit: Int { min(config.nCtx, cache.capacity) }
+    package var shape: ModelShape { config.shape }
     let weights: WeightStore
     /// The token embedding and the tied classifier (the same tensor; either may stream).
     let wte: EmbeddingTable
@@ -72,7 +72,7 @@ public final class GPT2: Architecture {
     let lnfW, lnfB: UnsafePointer<Float>
     let blocks: Blocks
 
-    public init(config: Config, context ctx: ModelContext) throws {
+    package init(config: Config, context ctx: ModelContext) throws {
         let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
         guard ctx.positions == .absolute else {
             throw ModelError("--positions cache re-indexes rotary positions; GPT-2 has learned absolute positions (use absolute)")
@@ -107,9 +107,9 @@ public final class GPT2: Architecture {
         blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: attention, weights: weights)
     }
 
-    public var matrices: [Matrix] { layers.flatMap { [$0.attnW, $0.projW, $0.fcW, $0.fcProjW] } + output.matrices }
+    package var matrices: [Matrix] { layers.flatMap { [$0.attnW, $0.projW, $0.fcW, $0.fcProjW] } + output.matrices }
 
-    public func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
+    package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                              onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, d = config.dModel
         guard startPos + T <= config.nCtx else {

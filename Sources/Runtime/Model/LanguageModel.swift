@@ -3,7 +3,7 @@ import Foundation
 import Quant
 
 /// What every architecture offers the generator, the evaluator and the bench.
-public protocol LanguageModel: AnyObject {
+package protocol LanguageModel: AnyObject {
     /// The hyper-parameters as stored in the file's metadata.
     var hparams: HParams { get }
     /// The dimensions the architecture's config gives (head_dim, query and KV widths).
@@ -26,20 +26,20 @@ public protocol LanguageModel: AnyObject {
     var matrices: [Matrix] { get }
 }
 
-public struct ModelError: Error, CustomStringConvertible {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
+package struct ModelError: Error, CustomStringConvertible {
+    package let message: String
+    package init(_ message: String) { self.message = message }
+    package var description: String { message }
 }
 
 extension LanguageModel {
     /// Weight bytes one decoded token reads: every matrix once (an embedding lookup reads one row).
-    public var weightBytesPerToken: Int { matrices.reduce(0) { $0 + $1.byteCount } }
+    package var weightBytesPerToken: Int { matrices.reduce(0) { $0 + $1.byteCount } }
     /// Parameters in those matrices (2 × this is the multiply-adds' flops per token).
-    public var matrixParameters: Int { matrices.reduce(0) { $0 + $1.rows * $1.cols } }
+    package var matrixParameters: Int { matrices.reduce(0) { $0 + $1.rows * $1.cols } }
 
     /// Forward over any number of tokens, split into batches of at most `maxBatch`.
-    public func forward(_ tokens: [Int32], startPos: Int, logitRows: Range<Int>,
+    package func forward(_ tokens: [Int32], startPos: Int, logitRows: Range<Int>,
                         onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         guard startPos >= 0, startPos + tokens.count <= positionLimit else {
             throw ModelError("positions \(startPos)..<\(startPos + tokens.count) exceed the model's context of \(positionLimit) tokens")

@@ -5,24 +5,24 @@ import Quant
 /// Llama as llama2.c runs it: RMSNorm, rotary position embeddings on adjacent pairs,
 /// grouped-query attention, a SwiGLU MLP, and a classifier shared with the embedding
 /// unless the checkpoint has its own.
-public final class Llama: Architecture {
-    public static let name = "llama"
-    public static let positionEncoding = PositionEncoding.rotary
-    public static let tensorNames = TensorNames(
+package final class Llama: Architecture {
+    package static let name = "llama"
+    package static let positionEncoding = PositionEncoding.rotary
+    package static let tensorNames = TensorNames(
         layerPrefix: "layers.",
         global: [.tokenEmbedding: "tok_embeddings", .outputNorm: "norm", .output: "output"],
         perLayer: [.attnNorm: "attention_norm", .attnQ: "attention.wq", .attnK: "attention.wk", .attnV: "attention.wv",
                    .attnOutput: "attention.wo", .ffnNorm: "ffn_norm", .ffnGate: "feed_forward.w1",
                    .ffnDown: "feed_forward.w2", .ffnUp: "feed_forward.w3"])
 
-    public struct Config: ModelConfig {
-        public var nLayer, nHead, nKVHead, dModel, dFF, nCtx, vocabSize: Int
-        public var normEps: Float
+    package struct Config: ModelConfig {
+        package var nLayer, nHead, nKVHead, dModel, dFF, nCtx, vocabSize: Int
+        package var normEps: Float
         /// Rotary base θ (llama2.c: 10000).
-        public var ropeTheta: Float
+        package var ropeTheta: Float
         /// Per-head width; d_model / n_head unless the metadata says otherwise.
-        public var headDim: Int
-        public var tiedEmbeddings: Bool
+        package var headDim: Int
+        package var tiedEmbeddings: Bool
 
         enum CodingKeys: String, CodingKey {
             case nLayer = "n_layer", nHead = "n_head", nKVHead = "n_kv_head", dModel = "d_model", dFF = "d_ff"
@@ -30,7 +30,7 @@ public final class Llama: Architecture {
             case headDim = "head_dim", tiedEmbeddings = "tied_embeddings"
         }
 
-        public init(from decoder: Decoder) throws {
+        package init(from decoder: Decoder) throws {
             let c = try decoder.container(keyedBy: CodingKeys.self)
             nLayer = try c.decode(Int.self, forKey: .nLayer)
             nHead = try c.decode(Int.self, forKey: .nHead)
@@ -45,7 +45,7 @@ public final class Llama: Architecture {
             tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? true
         }
 
-        public var shape: ModelShape {
+        package var shape: ModelShape {
             ModelShape(nLayer: nLayer, dModel: dModel, nHead: nHead, nKVHead: nKVHead, headDim: headDim, dFF: dFF,
                        nCtx: nCtx, vocabSize: vocabSize)
         }
@@ -58,11 +58,11 @@ public final class Llama: Architecture {
         let w1, w2, w3: Matrix
     }
 
-    public let config: Config
-    public let hparams: HParams
-    public let compute: Compute
-    public let cache: KVCache
-    public let maxBatch: Int
+    package let config: Config
+    package let hparams: HParams
+    package let compute: Compute
+    package let cache: KVCache
+    package let maxBatch: Int
     let weights: WeightStore
     let embed: EmbeddingTable
     let layers: [Layer]
@@ -74,11 +74,11 @@ public final class Llama: Architecture {
 
     /// Position policy: `PositionMode.absolute` (rotated at absolute positions, up to n_ctx) or
     /// `.cache` (StreamingLLM re-indexing inside the visible window; see `Attention`).
-    public let positionMode: PositionMode
-    public var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
-    public var shape: ModelShape { config.shape }
+    package let positionMode: PositionMode
+    package var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
+    package var shape: ModelShape { config.shape }
 
-    public init(config: Config, context ctx: ModelContext) throws {
+    package init(config: Config, context ctx: ModelContext) throws {
         let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
         self.config = config
         hparams = weights.file.metadata.hparams
@@ -110,7 +110,7 @@ public final class Llama: Architecture {
         blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: attention, weights: weights)
     }
 
-    public var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + output.matrices }
+    package var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + output.matrices }
 
     /// Rotates adjacent pairs (2i, 2i+1) of every head of `v` (n floats) by pos · freq[i].
     @inline(__always)
@@ -129,7 +129,7 @@ public final class Llama: Architecture {
         }
     }
 
-    public func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
+    package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                              onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, qd = config.shape.qDim, kv = config.shape.kvDim
         let b = blocks, s = blocks.state, c = compute

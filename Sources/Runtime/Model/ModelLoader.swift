@@ -3,37 +3,37 @@ import Quant
 
 /// Positions the KV cache holds and tokens per forward pass, decided once the tokenizer is known
 /// (generation sizes them to the prompt and the tokens it will produce).
-public struct RunSizing: Sendable {
-    public var kvPositions: Int
-    public var maxBatch: Int
-    public init(kvPositions: Int, maxBatch: Int) { self.kvPositions = kvPositions; self.maxBatch = maxBatch }
+package struct RunSizing: Sendable {
+    package var kvPositions: Int
+    package var maxBatch: Int
+    package init(kvPositions: Int, maxBatch: Int) { self.kvPositions = kvPositions; self.maxBatch = maxBatch }
 }
 
-public struct LoadOptions {
-    public var threads: Int
-    public var maxBatch: Int
+package struct LoadOptions {
+    package var threads: Int
+    package var maxBatch: Int
     /// Check every tensor's CRC-32C before use.
-    public var verifyChecksums: Bool
+    package var verifyChecksums: Bool
     /// Fault the whole map in at open (MAP_POPULATE). Off by default: measured on a 476 MiB file in
     /// page cache, a lazy map loads in ~5 ms instead of ~23 ms and still reaches the first token
     /// sooner (docs/benchmarks.md). Ignored under a memory budget.
-    public var populate: Bool
+    package var populate: Bool
     /// Attention pattern per layer, sinks, KV type and position policy.
-    public var attention: AttentionConfig
+    package var attention: AttentionConfig
     /// Hard budget in bytes for the whole process's peak resident set (nil: everything resident,
     /// mapped): the baseline at plan time + a margin + weights, KV cache, buffers and scratch.
-    public var memoryBudget: Int?
+    package var memoryBudget: Int?
     /// The process baseline the plan subtracts from the budget (nil: VmRSS at plan time, after
     /// the tokenizer is loaded). Tests pass a fixed value so plans are deterministic.
-    public var memoryBaseline: Int?
+    package var memoryBaseline: Int?
     /// Room the plan leaves for what grows after plan time (MemoryPlan.defaultMarginBytes).
-    public var memoryMargin: Int = MemoryPlan.defaultMarginBytes
+    package var memoryMargin: Int = MemoryPlan.defaultMarginBytes
     /// KV cache positions (nil: the model's n_ctx).
-    public var kvPositions: Int?
+    package var kvPositions: Int?
     /// Overrides kvPositions and maxBatch once the tokenizer is loaded.
-    public var sizing: ((any Tokenizer, HParams) -> RunSizing)?
+    package var sizing: ((any Tokenizer, HParams) -> RunSizing)?
 
-    public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 128,
+    package init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 128,
                 verifyChecksums: Bool = false, populate: Bool = false, attention: AttentionConfig = AttentionConfig(),
                 memoryBudget: Int? = nil, memoryBaseline: Int? = nil, kvPositions: Int? = nil,
                 sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil) {
@@ -44,16 +44,16 @@ public struct LoadOptions {
 }
 
 /// A model and its tokenizer, loaded from a .qlm file.
-public final class LoadedModel {
-    public let file: QLMFile
-    public let model: LanguageModel
-    public let tokenizer: any Tokenizer
-    public let weights: WeightStore
-    public let loadSeconds: Double
+package final class LoadedModel {
+    package let file: QLMFile
+    package let model: LanguageModel
+    package let tokenizer: any Tokenizer
+    package let weights: WeightStore
+    package let loadSeconds: Double
     /// What is resident and what streams (computed for unbudgeted runs too, for reports).
-    public let plan: MemoryPlan
+    package let plan: MemoryPlan
 
-    public init(path: String, options: LoadOptions = LoadOptions()) throws {
+    package init(path: String, options: LoadOptions = LoadOptions()) throws {
         let start = Date()
         let url = URL(fileURLWithPath: path)
         let budgeted = options.memoryBudget != nil
@@ -97,7 +97,7 @@ public final class LoadedModel {
     }
 
     /// The plan and the streaming counters, per token over `tokens` tokens since `since`.
-    public func memoryReport(since: (stored: Int, raw: Int) = (0, 0), tokens: Int) -> MemoryReport {
+    package func memoryReport(since: (stored: Int, raw: Int) = (0, 0), tokens: Int) -> MemoryReport {
         let n = Double(max(tokens, 1)), now = streamedCounters
         return MemoryReport(plan: plan, streamedBytesPerToken: Double(now.stored - since.stored) / n,
                             streamedRawBytesPerToken: Double(now.raw - since.raw) / n)
@@ -105,7 +105,7 @@ public final class LoadedModel {
 
     /// Streaming counters now (pass to memoryReport): streamed layers and classifier chunks,
     /// and embedding row lookups.
-    public var streamedCounters: (stored: Int, raw: Int) {
+    package var streamedCounters: (stored: Int, raw: Int) {
         (weights.streamedStoredBytes + weights.embeddingStoredBytes, weights.streamedRawBytes + weights.embeddingRawBytes)
     }
 }

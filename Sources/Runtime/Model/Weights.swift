@@ -3,17 +3,17 @@ import Foundation
 import Quant
 
 /// A weight matrix [rows, cols] in its stored type, as the kernels read it.
-public struct Matrix {
-    public let name: String
-    public let type: QuantType
-    public let rows: Int
-    public let cols: Int
-    public let data: UnsafeRawPointer
+package struct Matrix {
+    package let name: String
+    package let type: QuantType
+    package let rows: Int
+    package let cols: Int
+    package let data: UnsafeRawPointer
 
-    public var rowBytes: Int { type.rowSize(cols) }
-    public var byteCount: Int { rows * rowBytes }
+    package var rowBytes: Int { type.rowSize(cols) }
+    package var byteCount: Int { rows * rowBytes }
 
-    public init(name: String, type: QuantType, rows: Int, cols: Int, data: UnsafeRawPointer) {
+    package init(name: String, type: QuantType, rows: Int, cols: Int, data: UnsafeRawPointer) {
         self.name = name; self.type = type; self.rows = rows; self.cols = cols; self.data = data
     }
 }
@@ -22,25 +22,25 @@ public struct Matrix {
 /// map (no copy); zstd tensors are decompressed into owned buffers; 1-D tensors that were
 /// stored quantized (an unusual --keep) are dequantized once into owned float buffers.
 /// Every tensor's shape is checked against what the architecture expects.
-public final class WeightStore {
-    public let file: QLMFile
+package final class WeightStore {
+    package let file: QLMFile
     private var kept: [TensorData] = []
     private var ownedFloats: [UnsafeMutablePointer<Float>] = []
     /// Bytes held in owned buffers (decompressed or dequantized), i.e. not file-backed.
-    public private(set) var ownedBytes = 0
+    package private(set) var ownedBytes = 0
     /// Bytes of weights read from the file map in place.
-    public private(set) var mappedBytes = 0
+    package private(set) var mappedBytes = 0
 
     /// Under a memory budget: the plan, the pread reader for resident tensors (dropped once
     /// the model is bound) and the streamer for the streamed layers' matrices.
-    public let plan: MemoryPlan?
+    package let plan: MemoryPlan?
     private var reader: TensorReader?
     private var ownedRaw: [UnsafeMutableRawPointer] = []
     let streamer: LayerStreamer?
     /// The input embedding's per-token row reader, when the plan streams it.
     private(set) var rowReader: RowReader?
 
-    public init(file: QLMFile) {
+    package init(file: QLMFile) {
         self.file = file
         plan = nil
         streamer = nil
@@ -49,7 +49,7 @@ public final class WeightStore {
     /// Budgeted: nothing is read through the map. Resident tensors are read (raw) or
     /// decompressed (zstd) with pread into owned buffers; the plan's streamed layers get
     /// buffers that a background thread fills layer by layer (`acquire` / `release`).
-    public init(file: QLMFile, plan: MemoryPlan) throws {
+    package init(file: QLMFile, plan: MemoryPlan) throws {
         self.file = file
         self.plan = plan
         reader = try TensorReader(path: file.path)
@@ -62,25 +62,25 @@ public final class WeightStore {
     }
 
     /// Binding is over: free the resident reader's staging and start the layer loader.
-    public func finishLoading() {
+    package func finishLoading() {
         reader = nil
         streamer?.start()
     }
 
     /// Brackets the computation of one layer; no-ops unless the layer is streamed.
-    @inline(__always) public func acquire(layer: Int) throws { if let streamer { try streamer.acquire(layer: layer) } }
-    @inline(__always) public func release(layer: Int) { streamer?.release(layer: layer) }
+    @inline(__always) package func acquire(layer: Int) throws { if let streamer { try streamer.acquire(layer: layer) } }
+    @inline(__always) package func release(layer: Int) { streamer?.release(layer: layer) }
 
     /// Brackets the product with one chunk of a streamed classifier.
-    @inline(__always) public func acquireOutput(chunk k: Int) throws { try streamer!.acquireOutput(chunk: k) }
-    @inline(__always) public func releaseOutput(chunk k: Int) { streamer!.releaseOutput(chunk: k) }
+    @inline(__always) package func acquireOutput(chunk k: Int) throws { try streamer!.acquireOutput(chunk: k) }
+    @inline(__always) package func releaseOutput(chunk k: Int) { streamer!.releaseOutput(chunk: k) }
 
     /// Stored / raw bytes of streamed layers and classifier chunks handed to the model so far.
-    public var streamedStoredBytes: Int { streamer?.streamedStoredBytes ?? 0 }
-    public var streamedRawBytes: Int { streamer?.streamedRawBytes ?? 0 }
+    package var streamedStoredBytes: Int { streamer?.streamedStoredBytes ?? 0 }
+    package var streamedRawBytes: Int { streamer?.streamedRawBytes ?? 0 }
     /// Stored / raw bytes the embedding row lookups read so far.
-    public var embeddingStoredBytes: Int { rowReader?.storedBytesRead ?? 0 }
-    public var embeddingRawBytes: Int { rowReader?.rawBytesRead ?? 0 }
+    package var embeddingStoredBytes: Int { rowReader?.storedBytesRead ?? 0 }
+    package var embeddingRawBytes: Int { rowReader?.rawBytesRead ?? 0 }
 
     private func info(_ name: String, shape: [Int]) throws -> TensorInfo {
         let info = try file.info(name)
@@ -107,7 +107,7 @@ public final class WeightStore {
         return (info, t.bytes.baseAddress!)
     }
 
-    public func matrix(_ name: String, rows: Int, cols: Int) throws -> Matrix {
+    package func matrix(_ name: String, rows: Int, cols: Int) throws -> Matrix {
         let t = try load(name, shape: [rows, cols])
         guard QuantType.weightTypes.contains(t.info.type) else {
             throw QuantError(file.path, "tensor \(name) has type \(t.info.type), which is not a weight type")
@@ -116,7 +116,7 @@ public final class WeightStore {
     }
 
     /// The input embedding table: resident, or read a row per token when the plan streams it.
-    public func embeddingTable(_ name: String, rows: Int, cols: Int) throws -> EmbeddingTable {
+    package func embeddingTable(_ name: String, rows: Int, cols: Int) throws -> EmbeddingTable {
         if let plan, plan.embeddingStreams, plan.embeddingTensor == name {
             let t = try info(name, shape: [rows, cols])
             guard QuantType.weightTypes.contains(t.type) else {
@@ -131,7 +131,7 @@ public final class WeightStore {
 
     /// The classifier: resident (`shared`, a resident embedding table of the same name, is
     /// reused), or row chunks bound to the layer buffers when the plan streams it.
-    public func outputMatrix(_ name: String, rows: Int, cols: Int, shared: EmbeddingTable? = nil) throws -> OutputMatrix {
+    package func outputMatrix(_ name: String, rows: Int, cols: Int, shared: EmbeddingTable? = nil) throws -> OutputMatrix {
         if let plan, plan.outputStreams, plan.outputTensor == name, let streamer {
             let t = try info(name, shape: [rows, cols])
             guard QuantType.weightTypes.contains(t.type) else {
@@ -145,7 +145,7 @@ public final class WeightStore {
         return OutputMatrix(chunks: [(0 ..< rows, try matrix(name, rows: rows, cols: cols))], streamed: false)
     }
 
-    public func vector(_ name: String, count: Int) throws -> UnsafePointer<Float> {
+    package func vector(_ name: String, count: Int) throws -> UnsafePointer<Float> {
         let t = try load(name, shape: [count])
         if t.info.type == .f32 { return t.bytes.assumingMemoryBound(to: Float.self) }
         guard QuantType.weightTypes.contains(t.info.type) else {

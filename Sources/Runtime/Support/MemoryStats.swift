@@ -2,17 +2,17 @@ import CKernels
 import Foundation
 
 /// Resident memory of this process, from /proc/self/status (Linux). Zero elsewhere.
-public struct MemoryStats: Codable, Sendable {
+package struct MemoryStats: Codable, Sendable {
     /// Peak resident set (VmHWM).
-    public var peakRSS: Int
-    public var rss: Int
+    package var peakRSS: Int
+    package var rss: Int
     /// Anonymous (heap, KV cache, decompressed tensors) and file-backed (mapped weights) resident bytes now.
-    public var rssAnon: Int
-    public var rssFile: Int
+    package var rssAnon: Int
+    package var rssFile: Int
     /// The largest RssAnon / RssFile seen by `sample()` (called after load, prefill and every
     /// 16th decoded token) and by this reading: the kernel keeps no per-kind peak.
-    public var peakRSSAnon: Int
-    public var peakRSSFile: Int
+    package var peakRSSAnon: Int
+    package var peakRSSFile: Int
 
     enum CodingKeys: String, CodingKey {
         case peakRSS = "peak_rss_bytes", rss = "rss_bytes", rssAnon = "rss_anon_bytes", rssFile = "rss_file_bytes"
@@ -25,7 +25,7 @@ public struct MemoryStats: Codable, Sendable {
 
     /// Folds the current anonymous / file-backed resident bytes into the sampled peaks, from
     /// /proc/self/statm without allocating (cheap enough for a decode loop).
-    public static func sample() {
+    package static func sample() {
         var resident: Int64 = 0, file: Int64 = 0
         guard qlm_statm(&resident, &file) == 0 else { return }
         lock.lock()
@@ -34,7 +34,7 @@ public struct MemoryStats: Codable, Sendable {
         lock.unlock()
     }
 
-    public static func current() -> MemoryStats {
+    package static func current() -> MemoryStats {
         var s = MemoryStats(peakRSS: 0, rss: 0, rssAnon: 0, rssFile: 0, peakRSSAnon: 0, peakRSSFile: 0)
         guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return s }
         for line in text.split(separator: "\n") {

@@ -5,7 +5,7 @@ import Glibc
 
 /// A one-line progress bar with rate and ETA on stderr. Draws only when stderr is a
 /// terminal (so logs and pipes stay clean) and at most ~10 times a second.
-public final class ProgressBar {
+package final class ProgressBar {
     private let label: String
     private let total: Double
     private let unit: String
@@ -13,14 +13,14 @@ public final class ProgressBar {
     private var lastDraw = Date.distantPast
     private let enabled: Bool
 
-    public init(_ label: String, total: Double, unit: String = "", enabled: Bool = true) {
+    package init(_ label: String, total: Double, unit: String = "", enabled: Bool = true) {
         self.label = label
         self.total = max(total, 1)
         self.unit = unit
         self.enabled = enabled && isatty(2) != 0
     }
 
-    public func update(_ done: Double) {
+    package func update(_ done: Double) {
         guard enabled else { return }
         let now = Date()
         guard now.timeIntervalSince(lastDraw) > 0.1 || done >= total else { return }
@@ -37,7 +37,7 @@ public final class ProgressBar {
         FileHandle.standardError.write(line.data(using: .utf8)!)
     }
 
-    public func finish() {
+    package func finish() {
         guard enabled else { return }
         FileHandle.standardError.write("\r\u{1B}[2K".data(using: .utf8)!)
     }
@@ -55,12 +55,12 @@ public final class ProgressBar {
 }
 
 /// Writes a line to stderr.
-public func printError(_ s: String) {
+package func printError(_ s: String) {
     FileHandle.standardError.write((s + "\n").data(using: .utf8)!)
 }
 
 /// Human-readable byte counts (MiB = 2^20).
-public func formatBytes(_ n: Int) -> String {
+package func formatBytes(_ n: Int) -> String {
     let x = Double(n)
     if x >= 1_073_741_824 { return String(format: "%.2f GiB", x / 1_073_741_824) }
     if x >= 1_048_576 { return String(format: "%.2f MiB", x / 1_048_576) }
@@ -69,7 +69,7 @@ public func formatBytes(_ n: Int) -> String {
 }
 
 /// Encodes a Codable value as one line of JSON (sorted keys).
-public func jsonLine<T: Encodable>(_ value: T) -> String {
+package func jsonLine<T: Encodable>(_ value: T) -> String {
     let enc = JSONEncoder()
     enc.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     return String(data: try! enc.encode(value), encoding: .utf8)!

@@ -5,21 +5,21 @@ import Quant
 /// token strings in OpenAI's byte-to-unicode form, merges in rank order, a pre-tokenizer
 /// chosen by `pre`. Control (type 3) and user-defined (type 4) tokens are matched as whole
 /// strings in the input before BPE (leftmost, longest), like HF `tokenizers` added tokens.
-public struct BPETokenizer: Tokenizer {
+package struct BPETokenizer: Tokenizer {
     let core: GPT2Tokenizer
-    public let preTokenizer: PreTokenizerKind
+    package let preTokenizer: PreTokenizerKind
     /// Token types (`tokenizer.ggml.token_type`), one per id (1 when absent).
-    public let tokenTypes: [Int32]
+    package let tokenTypes: [Int32]
     /// Whole-string tokens (types 3 and 4), bucketed by first byte.
     private let specialBuckets: [[(bytes: [UInt8], id: Int32)]]
-    public let bosID: Int32?
-    public let eosID: Int32?
-    public let addBos: Bool
-    public let addEos: Bool
+    package let bosID: Int32?
+    package let eosID: Int32?
+    package let addBos: Bool
+    package let addEos: Bool
 
-    public var vocabSize: Int { core.vocabSize }
+    package var vocabSize: Int { core.vocabSize }
 
-    public init(_ d: TokenizerData) throws {
+    package init(_ d: TokenizerData) throws {
         let source = d.source
         guard d.model == "gpt2" else {
             throw TokenizerError(file: source, problem: "BPETokenizer needs tokenizer model 'gpt2', not '\(d.model)'")
@@ -84,11 +84,11 @@ public struct BPETokenizer: Tokenizer {
 
     /// Encodes like HF `tokenizer.encode(text)`: special-token text becomes its id, BOS/EOS
     /// added as the vocabulary asks.
-    public func encode(_ text: String) -> [Int32] { encode(text, allowSpecial: true, addSpecial: true) }
+    package func encode(_ text: String) -> [Int32] { encode(text, allowSpecial: true, addSpecial: true) }
 
     /// `allowSpecial`: match control/user-defined token strings; `addSpecial`: add BOS/EOS
     /// when `add_bos`/`add_eos` say so.
-    public func encode(_ text: String, allowSpecial: Bool, addSpecial: Bool = true) -> [Int32] {
+    package func encode(_ text: String, allowSpecial: Bool, addSpecial: Bool = true) -> [Int32] {
         var out: [Int32] = []
         if addSpecial, addBos, let bosID { out.append(bosID) }
         let bytes = Array(text.utf8)
@@ -117,6 +117,6 @@ public struct BPETokenizer: Tokenizer {
         return out
     }
 
-    public func decode(_ ids: [Int32]) -> [UInt8] { core.decode(ids) }
-    public func tokenBytes(_ id: Int32) -> [UInt8] { core.tokenBytes(id) }
+    package func decode(_ ids: [Int32]) -> [UInt8] { core.decode(ids) }
+    package func tokenBytes(_ id: Int32) -> [UInt8] { core.tokenBytes(id) }
 }

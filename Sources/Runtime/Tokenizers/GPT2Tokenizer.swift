@@ -10,7 +10,7 @@ import Foundation
 ///
 /// `encode(_:)` treats `<|endoftext|>` as ordinary text, like tiktoken's `encode_ordinary`;
 /// `encode(_:allowSpecial:)` maps the literal special-token strings to their ids.
-public struct GPT2Tokenizer: Tokenizer {
+package struct GPT2Tokenizer: Tokenizer {
     /// Concatenated bytes of all tokens; token `i` is `tokenData[tokenOffsets[i]..<tokenOffsets[i+1]]`.
     private let tokenData: [UInt8]
     private let tokenOffsets: [Int32]
@@ -21,23 +21,23 @@ public struct GPT2Tokenizer: Tokenizer {
     /// Token id of each single byte.
     private let byteToID: [Int32]
     /// Special token ids (e.g. `<|endoftext|>`), with their text.
-    public let specialTokens: [(text: String, id: Int32)]
+    package let specialTokens: [(text: String, id: Int32)]
     private let cache = WordCache()
     /// How text is split before BPE (GPT-2's pattern unless built from checkpoint data).
     let preTokenizer: PreTokenizerKind
 
-    public var vocabSize: Int { tokenOffsets.count - 1 }
+    package var vocabSize: Int { tokenOffsets.count - 1 }
     /// GPT-2 uses `<|endoftext|>` both to start and to end a document.
-    public var bosID: Int32? { eosID }
+    package var bosID: Int32? { eosID }
     /// The id of `<|endoftext|>` (50256 for GPT-2), if the vocabulary has it.
-    public let eosID: Int32?
+    package let eosID: Int32?
     /// Number of merges.
-    public var mergeCount: Int { merges.count }
+    package var mergeCount: Int { merges.count }
 
     // MARK: - Loading
 
     /// Loads OpenAI's `encoder.json` + `vocab.bpe`, or Hugging Face's `vocab.json` + `merges.txt`.
-    public init(encoderJSON: String, merges mergesPath: String) throws {
+    package init(encoderJSON: String, merges mergesPath: String) throws {
         let jsonBytes = try TokenizerLoader.readFile(encoderJSON)
         let object: Any
         do {
@@ -109,7 +109,7 @@ public struct GPT2Tokenizer: Tokenizer {
     }
 
     /// Builds from true token bytes, merges in rank order and special token ids.
-    public init(tokens: [[UInt8]], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32], source: String) throws {
+    package init(tokens: [[UInt8]], merges: [(UInt32, UInt32, UInt32)], specialIDs: [UInt32], source: String) throws {
         try self.init(tokens: tokens, merges: merges, specialIDs: specialIDs, pre: .gpt2, source: source)
     }
 
@@ -185,7 +185,7 @@ public struct GPT2Tokenizer: Tokenizer {
     // MARK: - Serialization
 
     /// First 8 bytes of a serialized GPT-2 tokenizer.
-    public static let serializationMagic: [UInt8] = Array("QLMBPE\u{0}\u{1}".utf8)
+    package static let serializationMagic: [UInt8] = Array("QLMBPE\u{0}\u{1}".utf8)
 
     /// A compact binary form for embedding in model files. All integers little-endian:
     ///
@@ -202,7 +202,7 @@ public struct GPT2Tokenizer: Tokenizer {
     ///
     /// The merged id is stored so loading needs no byte-string hashing (< 10 ms for GPT-2);
     /// the checksum makes any single corrupted byte a load error.
-    public func serialized() -> [UInt8] {
+    package func serialized() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(tokenData.count + 2 * vocabSize + 12 * merges.count + 64)
         func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
@@ -222,7 +222,7 @@ public struct GPT2Tokenizer: Tokenizer {
     }
 
     /// Loads the form written by `serialized()`. Any truncation or corruption throws.
-    public init(serialized blob: [UInt8], source: String) throws {
+    package init(serialized blob: [UInt8], source: String) throws {
         func fail(_ problem: String) -> TokenizerError { TokenizerError(file: source, problem: "serialized tokenizer: \(problem)") }
         let magic = GPT2Tokenizer.serializationMagic
         guard blob.count >= magic.count + 16 else { throw fail("too short (\(blob.count) bytes)") }
@@ -296,7 +296,7 @@ public struct GPT2Tokenizer: Tokenizer {
 
     /// OpenAI's `bytes_to_unicode()`: printable Latin-1 bytes map to themselves, the other 68
     /// bytes to U+0100 upward, in byte order.
-    public static let byteToUnicode: [Unicode.Scalar] = {
+    package static let byteToUnicode: [Unicode.Scalar] = {
         var table = [Unicode.Scalar](repeating: "\0", count: 256)
         var n: UInt32 = 0
         for b in 0..<256 {
@@ -318,7 +318,7 @@ public struct GPT2Tokenizer: Tokenizer {
     }()
 
     /// A token as OpenAI's printable string (the key it has in encoder.json).
-    public func tokenString(_ id: Int32) -> String {
+    package func tokenString(_ id: Int32) -> String {
         var s = String.UnicodeScalarView()
         for b in tokenBytes(id) { s.append(GPT2Tokenizer.byteToUnicode[Int(b)]) }
         return String(s)
@@ -326,12 +326,12 @@ public struct GPT2Tokenizer: Tokenizer {
 
     // MARK: - Decoding
 
-    public func tokenBytes(_ id: Int32) -> [UInt8] {
+    package func tokenBytes(_ id: Int32) -> [UInt8] {
         guard id >= 0, Int(id) < vocabSize else { return [] }
         return Array(tokenData[Int(tokenOffsets[Int(id)])..<Int(tokenOffsets[Int(id) + 1])])
     }
 
-    public func decode(_ ids: [Int32]) -> [UInt8] {
+    package func decode(_ ids: [Int32]) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(ids.count * 4)
         for id in ids where id >= 0 && Int(id) < vocabSize {
@@ -343,7 +343,7 @@ public struct GPT2Tokenizer: Tokenizer {
     // MARK: - Encoding
 
     /// Encodes treating special-token text as ordinary text (tiktoken `encode_ordinary`).
-    public func encode(_ text: String) -> [Int32] {
+    package func encode(_ text: String) -> [Int32] {
         var out: [Int32] = []
         var utf8 = Array(text.utf8)
         encodeOrdinary(&utf8, into: &out)
@@ -352,7 +352,7 @@ public struct GPT2Tokenizer: Tokenizer {
 
     /// Encodes; when `allowSpecial` is true, literal special-token strings such as
     /// `<|endoftext|>` become their ids (tiktoken `encode(allowed_special="all")`).
-    public func encode(_ text: String, allowSpecial: Bool) -> [Int32] {
+    package func encode(_ text: String, allowSpecial: Bool) -> [Int32] {
         guard allowSpecial, !specialTokens.isEmpty else { return encode(text) }
         let bytes = Array(text.utf8)
         let specials = specialTokens.map { (Array($0.text.utf8), $0.id) }
@@ -556,7 +556,7 @@ public struct GPT2Tokenizer: Tokenizer {
 
     /// Splits valid UTF-8 into the byte ranges the GPT-2 regex would match, in order.
     /// `emit(start, end)` receives half-open byte ranges that cover the input exactly.
-    public static func pretokenize(_ bytes: UnsafeBufferPointer<UInt8>, _ emit: (Int, Int) -> Void) {
+    package static func pretokenize(_ bytes: UnsafeBufferPointer<UInt8>, _ emit: (Int, Int) -> Void) {
         PreTokenizers.scan(bytes, emit) { classes, values, starts in gpt2Rules(classes, values, starts, emit) }
     }
 

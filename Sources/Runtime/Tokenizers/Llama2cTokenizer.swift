@@ -9,23 +9,23 @@ import Foundation
 ///
 /// `encode` matches `run.c`'s `encode(t, text, bos=1, eos=0, ...)` exactly; `decodePiece`
 /// matches `run.c`'s `decode(t, prev, token)`, and `printablePiece` its `safe_printf` filter.
-public struct Llama2cTokenizer: Tokenizer {
+package struct Llama2cTokenizer: Tokenizer {
     /// The pieces as stored in the file (e.g. `"<0x0A>"`, `" the"`, `"\n<s>\n"`).
-    public let pieces: [[UInt8]]
+    package let pieces: [[UInt8]]
     /// The merge scores (higher merges first).
-    public let scores: [Float]
+    package let scores: [Float]
     /// The file's max_token_length field.
-    public let maxTokenLength: Int
+    package let maxTokenLength: Int
     private let lookup: [[UInt8]: Int32]
     /// Id of the single-space piece used as the dummy prefix, if the vocabulary has one.
     private let spaceID: Int32?
 
-    public var vocabSize: Int { pieces.count }
-    public var bosID: Int32? { 1 }
-    public var eosID: Int32? { 2 }
+    package var vocabSize: Int { pieces.count }
+    package var bosID: Int32? { 1 }
+    package var eosID: Int32? { 2 }
 
     /// Parses a llama2.c tokenizer file's bytes (kept verbatim when embedded in a model file).
-    public init(data: [UInt8], vocabSize: Int, source: String) throws {
+    package init(data: [UInt8], vocabSize: Int, source: String) throws {
         func fail(_ problem: String) -> TokenizerError { TokenizerError(file: source, problem: problem) }
         guard vocabSize > 0 else { throw fail("vocabulary size must be positive (got \(vocabSize))") }
         guard vocabSize >= 3 else { throw fail("vocabulary size \(vocabSize) is too small (needs <unk>, BOS=1, EOS=2)") }
@@ -74,24 +74,24 @@ public struct Llama2cTokenizer: Tokenizer {
     }
 
     /// Loads a `tokenizer.bin` file.
-    public init(path: String, vocabSize: Int) throws {
+    package init(path: String, vocabSize: Int) throws {
         try self.init(data: TokenizerLoader.readFile(path), vocabSize: vocabSize, source: path)
     }
 
     /// Id of a piece, or nil.
-    public func id(of piece: [UInt8]) -> Int32? { lookup[piece] }
+    package func id(of piece: [UInt8]) -> Int32? { lookup[piece] }
 
     // MARK: - Encoding
 
     /// `run.c` `encode(t, text, bos=1, eos=0)`: BOS, the dummy-prefix space (if text is
     /// non-empty), one token per code point (byte fallback `byte + 3` when missing), then
     /// greedy merges by highest score.
-    public func encode(_ text: String) -> [Int32] {
+    package func encode(_ text: String) -> [Int32] {
         encode(bytes: Array(text.utf8), bos: true, eos: false)
     }
 
     /// `run.c` `encode` over raw bytes, with its BOS/EOS switches.
-    public func encode(bytes text: [UInt8], bos: Bool, eos: Bool) -> [Int32] {
+    package func encode(bytes text: [UInt8], bos: Bool, eos: Bool) -> [Int32] {
         var tokens: [Int32] = []
         tokens.reserveCapacity(text.count + 3)
         if bos { tokens.append(1) }
@@ -146,7 +146,7 @@ public struct Llama2cTokenizer: Tokenizer {
     // MARK: - Decoding
 
     /// The byte a `<0xXX>` piece stands for, as `sscanf(piece, "<0x%02hhX>", &b) == 1`.
-    public static func byteFallback(_ piece: [UInt8]) -> UInt8? {
+    package static func byteFallback(_ piece: [UInt8]) -> UInt8? {
         guard piece.count >= 4, piece[0] == 0x3C, piece[1] == 0x30, piece[2] == 0x78 else { return nil }
         func hex(_ c: UInt8) -> UInt8? {
             switch c {
@@ -163,7 +163,7 @@ public struct Llama2cTokenizer: Tokenizer {
 
     /// `run.c` `decode(t, prev_token, token)`: after BOS a leading space is dropped, and
     /// `<0xXX>` pieces become the raw byte. Out-of-range ids give `[]`.
-    public func decodePiece(prev: Int32, token: Int32) -> [UInt8] {
+    package func decodePiece(prev: Int32, token: Int32) -> [UInt8] {
         guard token >= 0, Int(token) < pieces.count else { return [] }
         var piece = cString(pieces[Int(token)])
         if prev == 1, piece.first == 0x20 { piece = piece.dropFirst() }
@@ -174,7 +174,7 @@ public struct Llama2cTokenizer: Tokenizer {
     /// `run.c`'s `safe_printf` filter: a piece that is a single byte which is neither
     /// printable nor whitespace (C locale `isprint`/`isspace`) prints as nothing; output also
     /// stops at a NUL as `%s` does. Use on `decodePiece` results to reproduce run.c's output.
-    public static func printablePiece(_ piece: [UInt8]) -> [UInt8] {
+    package static func printablePiece(_ piece: [UInt8]) -> [UInt8] {
         guard let first = piece.first, first != 0 else { return [] }
         if piece.count == 1 {
             let isPrint = first >= 0x20 && first <= 0x7E
@@ -187,14 +187,14 @@ public struct Llama2cTokenizer: Tokenizer {
 
     /// The bytes a token stands for (byte fallbacks resolved), without run.c's
     /// after-BOS space stripping; for streaming use `decodePiece(prev:token:)`.
-    public func tokenBytes(_ id: Int32) -> [UInt8] {
+    package func tokenBytes(_ id: Int32) -> [UInt8] {
         decodePiece(prev: -1, token: id)
     }
 
     /// Decodes as run.c prints a sequence: each token through `decodePiece(prev:token:)`
     /// with the previous id (so the dummy-prefix space after BOS disappears). BOS and EOS
     /// themselves produce no bytes (run.c never prints them).
-    public func decode(_ ids: [Int32]) -> [UInt8] {
+    package func decode(_ ids: [Int32]) -> [UInt8] {
         var out: [UInt8] = []
         var prev: Int32 = -1
         for id in ids {

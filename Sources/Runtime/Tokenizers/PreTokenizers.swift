@@ -2,7 +2,7 @@ import Foundation
 import Quant
 
 /// The pre-tokenizers a byte-level BPE vocabulary can name in `tokenizer.ggml.pre`.
-public enum PreTokenizerKind: String, Sendable, CaseIterable {
+package enum PreTokenizerKind: String, Sendable, CaseIterable {
     /// GPT-2's `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`.
     case gpt2
     /// SmolLM / StarCoder: every `\p{N}` is its own piece (HF `Digits(individual_digits)`),
@@ -15,7 +15,7 @@ public enum PreTokenizerKind: String, Sendable, CaseIterable {
     case qwen2
 
     /// Maps a `tokenizer.ggml.pre` value; unknown names throw naming the value.
-    public init(pre: String?, source: String) throws {
+    package init(pre: String?, source: String) throws {
         switch pre ?? "default" {
         case "default", "gpt2", "gpt-2": self = .gpt2
         case "smollm": self = .smollm
@@ -28,12 +28,12 @@ public enum PreTokenizerKind: String, Sendable, CaseIterable {
 }
 
 /// Hand-written scanners over Unicode scalars (no regex engine in the hot path).
-public enum PreTokenizers {
+package enum PreTokenizers {
     typealias CharClass = GPT2Tokenizer.CharClass
 
     /// Splits valid UTF-8 into the byte ranges `kind`'s pattern matches, in order;
     /// `emit(start, end)` gets half-open byte ranges that cover the input exactly.
-    public static func split(_ bytes: UnsafeBufferPointer<UInt8>, _ kind: PreTokenizerKind, _ emit: (Int, Int) -> Void) {
+    package static func split(_ bytes: UnsafeBufferPointer<UInt8>, _ kind: PreTokenizerKind, _ emit: (Int, Int) -> Void) {
         switch kind {
         case .gpt2: GPT2Tokenizer.pretokenize(bytes, emit)
         case .smollm: scan(bytes, emit) { c, v, s in smollm(c, v, s, emit) }
@@ -43,7 +43,7 @@ public enum PreTokenizers {
     }
 
     /// The pieces as strings (for tests and tools).
-    public static func pieces(_ text: String, _ kind: PreTokenizerKind) -> [String] {
+    package static func pieces(_ text: String, _ kind: PreTokenizerKind) -> [String] {
         let bytes = Array(text.utf8)
         var out: [String] = []
         bytes.withUnsafeBufferPointer { b in

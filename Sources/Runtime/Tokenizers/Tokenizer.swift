@@ -5,7 +5,7 @@ import Foundation
 /// `decode` returns bytes rather than a `String` because a single token can hold part of a
 /// UTF-8 sequence (byte-level BPE, byte-fallback pieces); callers that stream output should
 /// concatenate `tokenBytes` and decode UTF-8 themselves.
-public protocol Tokenizer: Sendable {
+package protocol Tokenizer: Sendable {
     /// Number of token ids (ids are `0..<vocabSize`).
     var vocabSize: Int { get }
     /// Beginning-of-sequence id, if the tokenizer has one.
@@ -21,18 +21,18 @@ public protocol Tokenizer: Sendable {
 }
 
 /// A tokenizer file that could not be loaded. `description` names the file and the problem.
-public struct TokenizerError: Error, CustomStringConvertible, Equatable {
+package struct TokenizerError: Error, CustomStringConvertible, Equatable {
     /// The file (or embedded-blob source) that was being read.
-    public let file: String
+    package let file: String
     /// What was wrong with it.
-    public let problem: String
+    package let problem: String
 
-    public init(file: String, problem: String) {
+    package init(file: String, problem: String) {
         self.file = file
         self.problem = problem
     }
 
-    public var description: String { "tokenizer \(file): \(problem)" }
+    package var description: String { "tokenizer \(file): \(problem)" }
 }
 
 /// Loads a tokenizer from a path on disk.
@@ -43,8 +43,8 @@ public struct TokenizerError: Error, CustomStringConvertible, Equatable {
 ///   `Llama2cTokenizer` (needs `vocabSize`, which the llama2.c format does not store).
 /// - Any other file is sniffed: a llama2.c tokenizer starts with an int32 max token length
 ///   in `1...1024`.
-public enum TokenizerLoader {
-    public static func load(path: String, vocabSize: Int? = nil) throws -> any Tokenizer {
+package enum TokenizerLoader {
+    package static func load(path: String, vocabSize: Int? = nil) throws -> any Tokenizer {
         let fm = FileManager.default
         var isDir: ObjCBool = false
         guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
@@ -77,7 +77,7 @@ public enum TokenizerLoader {
     }
 
     /// True if `bytes` starts with an int32 that is a plausible llama2.c max token length.
-    public static func looksLikeLlama2c(_ bytes: [UInt8]) -> Bool {
+    package static func looksLikeLlama2c(_ bytes: [UInt8]) -> Bool {
         guard bytes.count >= 12 else { return false }
         let maxLen = Int32(bitPattern: UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24)
         return maxLen >= 1 && maxLen <= 1024

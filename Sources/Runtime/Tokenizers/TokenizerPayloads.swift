@@ -3,9 +3,9 @@ import Quant
 
 /// How tokenizers travel inside .qlm files: "gpt2-bpe" is GPT2Tokenizer's compact blob,
 /// "llama2c" is the tokenizer.bin bytes verbatim.
-public enum TokenizerPayloads {
+package enum TokenizerPayloads {
     /// Reads and validates the tokenizer files of a checkpoint and serializes them for the file.
-    public static func make(_ source: TokenizerSource, vocabSize: Int) throws -> TokenizerPayload {
+    package static func make(_ source: TokenizerSource, vocabSize: Int) throws -> TokenizerPayload {
         switch source {
         case .gpt2(let vocab, let merges):
             let tok = try GPT2Tokenizer(encoderJSON: vocab.path, merges: merges.path)
@@ -38,7 +38,7 @@ public enum TokenizerPayloads {
     }
 
     /// The tokenizer embedded in a .qlm file.
-    public static func load(from file: QLMFile) throws -> any Tokenizer {
+    package static func load(from file: QLMFile) throws -> any Tokenizer {
         let info = file.metadata.tokenizer
         let blob = try file.load(info.tensor)
         let bytes = withExtendedLifetime(blob) { [UInt8](blob.bytes) }
