@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Quant
 import Runtime
@@ -88,11 +89,22 @@ final class GGUFModelTests: XCTestCase {
         }
         XCTAssertEqual(try kf.info("layers.0.attention.wq.weight").type, .q4_1)
         XCTAssertEqual(try kf.info("tok_embeddings.weight").type, .q8_0)
-        let keep = compare(try logits(keepURL))
+        // Every CPU path this machine has (scalar, AVX2, AVX-512): the int8 activation codes
+        // round differently once float sums differ in their last bits, so each path is its own
+        // sample of the same quantization noise (measured relative RMS: scalar 4.6%, AVX2 4.7%,
+        // AVX-512 5.2%).
+        let paths = [QLM_PATH_SCALAR, QLM_PATH_AVX2, QLM_PATH_AVX512].map { Int32($0.rawValue) }.filter { qlm_path_supported($0) != 0 }
+        var keepByPath: [(String, (maxAbs: Double, relRMS: Double, top1: Int))] = []
+        for p in paths {
+            qlm_set_path(p)
+            keepByPath.append((String(cString: qlm_path_name(p)), compare(try logits(keepURL))))
+        }
+        qlm_set_path(qlm_best_path())
+        let keep = keepByPath.last!.1
         let (q8URL, _) = try convert("q8_0", QuantPolicy(defaultType: .q8_0))
         let q8 = compare(try logits(q8URL))
         print(String(format: "SmolLM2 vs float64 numpy (16 tokens): nll adjacent %.4f, halves %.4f", nllAdj, nllHalves))
-        for (n, c) in [("f32", f32), ("keep", keep), ("q8_0", q8)] {
+        for (n, c) in [("f32", f32)] + keepByPath.map { ("keep (\($0.0))", $0.1) } + [("q8_0", q8)] {
             print(String(format: "  %@: max |Δlogit| %.3g, relative RMS %.3g, top-1 %d/16", n, c.maxAbs, c.relRMS, c.top1))
         }
         // f32 file = the GGUF's dequantized weights exactly; the only difference from the
@@ -101,10 +113,14 @@ final class GGUFModelTests: XCTestCase {
         XCTAssertEqual(f32.top1, 16)
         // keep: the same weights, products with int8-quantized activations (q8a blocks); q8_0:
         // the Q4_1 weights requantized to 8 bits as well.
-        XCTAssertLessThan(keep.relRMS, 0.05)
-        XCTAssertGreaterThanOrEqual(keep.top1, 14)
+        // Bound: the largest path's 5.2% with margin (the first bound, 5%, came from the AVX2
+        // path alone on a machine without AVX-512).
+        for (name, c) in keepByPath {
+            XCTAssertLessThan(c.relRMS, 0.06, "keep on the \(name) path")
+            XCTAssertGreaterThanOrEqual(c.top1, 14, "keep on the \(name) path")
+        }
         // q8_0 rounds the already-4-bit values a second time (to absmax/127 steps) on top of
-        // keep's activation rounding: measured 5.6% against keep's 4.7% (bound set after that
+        // keep's activation rounding: measured 5.6% (AVX2) and 6.4% (AVX-512) against keep's 4.7–5.2% (bound set after that
         // measurement; the first guess, 5%, did not allow for the second rounding).
         XCTAssertLessThan(q8.relRMS, 0.08)
         XCTAssertGreaterThanOrEqual(q8.top1, 14)
