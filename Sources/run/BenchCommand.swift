@@ -68,7 +68,7 @@ struct BenchCmd: ParsableCommand {
     }
 
     func run() throws {
-        try runOrExit {
+        do {
             if kernels {
                 let probe = BandwidthProbe.measure(threads: threads, bytes: probeBytes)
                 let rows = Bench.kernels(threads: threads, shapes: try parsedShapes(), probe: probe) { s in

@@ -26,7 +26,7 @@ struct KVBudgetCommand: ParsableCommand {
     @Flag(name: .long, help: "JSON lines instead of a table.") var json = false
 
     func run() throws {
-        try runOrExit {
+        do {
             let t = try KVType.parse(kvType)
             let counts = try tokens.split(separator: ",").map { s -> Int in
                 guard let v = Int(s), v > 0 else { throw ModelError("--tokens: '\(s)' is not a positive integer") }

@@ -21,7 +21,7 @@ struct Logits: ParsableCommand {
     var output: String
 
     func run() throws {
-        try runOrExit {
+        do {
             let tokens = try ids.split(separator: ",").map { s -> Int32 in
                 guard let v = Int32(s.trimmingCharacters(in: .whitespaces)) else { throw ValidationError("--ids: '\(s)' is not an integer") }
                 return v

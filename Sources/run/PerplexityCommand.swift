@@ -158,7 +158,7 @@ struct Perplexity_: ParsableCommand {
     @OptionGroup var eval: EvalOptions
 
     func run() throws {
-        try runOrExit {
+        do {
             let paths = (reference.map { [$0] } ?? []) + [model]
             eval.print(try eval.evaluate(paths))
         }
@@ -186,7 +186,7 @@ struct Compare: ParsableCommand {
     }
 
     func run() throws {
-        try runOrExit { eval.print(try eval.evaluate(models)) }
+        do { eval.print(try eval.evaluate(models)) }
     }
 }
 

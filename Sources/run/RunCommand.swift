@@ -20,21 +20,6 @@ struct RunCLI: ParsableCommand {
     )
 }
 
-/// Prints QuantLM errors as one line and exits 1 (ArgumentParser handles usage errors itself).
-func runOrExit(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let e as QuantError {
-        printError("error: \(e)"); throw ExitCode(1)
-    } catch let e as TokenizerError {
-        printError("error: \(e)"); throw ExitCode(1)
-    } catch let e as ModelError {
-        printError("error: \(e)"); throw ExitCode(1)
-    } catch let e as PerplexityError {
-        printError("error: \(e)"); throw ExitCode(1)
-    }
-}
-
 struct ModelOptions: ParsableArguments {
     @Argument(help: "The .qlm model file.")
     var model: String
@@ -122,7 +107,7 @@ struct Generate: ParsableCommand {
     }
 
     func run() throws {
-        try runOrExit {
+        do {
             let opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
                                          sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed),
                                          stopAtEndOfText: !ignoreEos)
@@ -193,7 +178,7 @@ struct Tokenize: ParsableCommand {
     }
 
     func run() throws {
-        try runOrExit {
+        do {
             let tok: any Tokenizer
             if tokenizer.hasSuffix(".qlm") {
                 tok = try TokenizerPayloads.load(from: QLMFile(URL(fileURLWithPath: tokenizer)))
