@@ -29,20 +29,6 @@ struct ConvertCLI: ParsableCommand {
     )
 }
 
-/// Turns any error into one line on stderr and a non-zero exit (ArgumentParser prints
-/// CleanExit/ValidationError itself).
-func runOrExit(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let e as QuantError {
-        printError("error: \(e)")
-        throw ExitCode(1)
-    } catch let e as TokenizerError {
-        printError("error: \(e)")
-        throw ExitCode(1)
-    }
-}
-
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "model",
@@ -128,77 +114,62 @@ struct Convert: ParsableCommand {
     }
 
     func run() throws {
-        try runOrExit {
-            let overrides = try keep.map(QuantPolicy.parseOverride)
-            var policy = type == "keep" ? QuantPolicy.keep(overrides: overrides) : QuantPolicy(defaultType: QuantType(name: type)!, overrides: overrides)
-            let start = Date()
-            let ckpt = try Checkpoint.open(URL(fileURLWithPath: input), tokenizer: tokenizer.map { URL(fileURLWithPath: $0) })
-            if let p = preset.flatMap(QuantPreset.init(name:)) {
-                // A preset's patterns are best-effort (names differ by architecture): unused ones are dropped.
-                let names = ckpt.tensors.map(\.name)
-                let used = p.overrides.filter { o in names.contains { QuantPolicy.matches(o.glob, $0) } }
-                policy = QuantPolicy(defaultType: p.defaultType, overrides: overrides + used)
-                if !json { print("preset \(p.name): matrices \(p.defaultType.name)\(used.isEmpty ? "" : ", " + used.map { "\($0.glob)=\($0.type.name)" }.joined(separator: " "))") }
+        var job = ConversionJob(input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: output), type: type)
+        job.tokenizer = tokenizer.map { URL(fileURLWithPath: $0) }
+        job.keep = keep
+        job.preset = preset
+        job.zstdLevel = zstd
+        job.zstdFilter = ZstdFilterChoice(name: zstdFilter)!
+        job.chunkBytes = zstdChunk
+        job.threads = threads
+        if let cal = calibrate {
+            var c = ConversionJob.CalibrationRequest(file: cal)
+            c.documents = calibrateDocs.flatMap(parseDocs)
+            c.maxTokens = calibrateTokens
+            c.ctx = calibrateCtx
+            c.skip = gptqSkip
+            c.damp = gptqDamp
+            c.sequential = gptqOrder == "sequential"
+            job.calibration = c
+        }
+        var bar: ProgressBar? = nil
+        let report = try job.run(note: { n in
+            switch n {
+            case .preset(let line): if !json { print(line) }
+            case .calibrationStage(let line): if !quiet && !json { printError("calibration \(line)") }
+            case .calibration(let line): printError("calibration: \(line)")
             }
-            guard let tokSource = ckpt.tokenizer else { throw QuantError(input, "no tokenizer found; pass --tokenizer") }
-            let payload = try TokenizerPayloads.make(tokSource, vocabSize: ckpt.hparams.vocabSize)
-            var options = ConvertOptions(policy: policy, zstdLevel: zstd, chunkBytes: zstdChunk, threads: threads)
-            options.zstdFilter = ZstdFilterChoice(name: zstdFilter)!
-            var calibSeconds: Double?
-            if let cal = calibrate {
-                let text: String
-                do { text = try String(contentsOfFile: cal, encoding: .utf8) } catch { throw QuantError(cal, "cannot read calibration text: \(error.localizedDescription)") }
-                let sep = "<|endoftext|>"
-                let total = Perplexity.splitDocuments(text, separator: sep).count
-                let docs = calibrateDocs.flatMap(parseDocs) ?? Calibration.defaultDocuments(total: total)
-                let skip = gptqSkip
-                let r = gptqOrder == "sequential"
-                    ? try Calibration.collectSequential(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
-                                                        maxTokens: calibrateTokens, ctx: calibrateCtx, threads: threads, policy: policy, damp: gptqDamp,
-                                                        compensate: { n in !skip.contains { QuantPolicy.matches($0, n) } },
-                                                        log: quiet || json ? nil : { printError("calibration \($0)") })
-                    : try Calibration.collect(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
-                                              maxTokens: calibrateTokens, ctx: calibrateCtx, threads: threads)
-                let note = "GPTQ (\(gptqOrder)), damp \(gptqDamp); calibration \(URL(fileURLWithPath: cal).lastPathComponent) documents \(r.documents.lowerBound)..<\(r.documents.upperBound) of \(total) (\(r.documentsUsed) used, \(r.tokens) tokens, ctx \(calibrateCtx))"
-                printError("calibration: \(note); \(r.hessians.count) matrices, \(String(format: "%.2f", r.seconds)) s")
-                options.hessians = r.hessians.filter { h in !gptqSkip.contains { QuantPolicy.matches($0, h.key) } }
-                options.gptqDamp = gptqDamp
-                options.calibrationNote = note
-                calibSeconds = r.seconds
-            }
-            var barRef: ProgressBar? = nil
-            let summary = try Converter.convert(ckpt, tokenizer: payload, options: options, to: URL(fileURLWithPath: output)) { done, total in
-                if barRef == nil { barRef = ProgressBar("converting", total: Double(total), unit: "B", enabled: !quiet && !json) }
-                barRef?.update(Double(done))
-            }
-            barRef?.finish()
-            let total = Date().timeIntervalSince(start)
-            if policy.keepSourceTypes && !json {
-                let conv = summary.convertedTensors.sorted { $0.key < $1.key }
-                print("--type keep: \(summary.passthroughTensors.count) tensors copied unchanged; \(conv.count) converted (type QuantLM lacks)\(conv.isEmpty ? "" : ":")")
-                for (n, how) in conv { print("  \(n): \(how)") }
-            }
-            if calibrate != nil {
-                let skipped = Set(ckpt.tensors.filter { $0.shape.count >= 2 }.map(\.name)).subtracting(summary.gptqTensors)
-                printError("GPTQ: \(summary.gptqTensors.count) matrices compensated\(skipped.isEmpty ? "" : "; plain (no calibration data or type without GPTQ): " + skipped.sorted().joined(separator: " "))")
-            }
-            if json {
-                var s = summary
-                s.seconds = total
-                print(jsonLine(s))
-            } else {
-                print("""
-                wrote \(summary.output): \(summary.tensors) tensors, \(summary.parameters) parameters
-                  in   \(formatBytes(summary.bytesIn)) of float weights
-                  out  \(formatBytes(summary.bytesOut)) file; tensors \(formatBytes(summary.rawTensorBytes)) raw, \(formatBytes(summary.storedTensorBytes)) stored
-                  bits/weight \(String(format: "%.3f", summary.bitsPerWeight)) in memory, \(String(format: "%.3f", summary.storedBitsPerWeight)) on disk (compression ratio \(String(format: "%.3f", summary.compressionRatio)))
-                  \(String(format: "%.2f", summary.seconds)) s, \(String(format: "%.0f", summary.mbPerSecond)) MB/s
-                """)
-                if let calibSeconds { print(String(format: "  total %.2f s including %.2f s of calibration", total, calibSeconds)) }
-                if !quiet && policy.defaultType == .q4_0 {
-                    printError("note: --type q4_0x8 stores these same q4_0 numbers in 8-row groups, which decode and prefill faster on x86 (docs/benchmarks.md)")
-                }
-            }
+        }, progress: { done, total in
+            if bar == nil { bar = ProgressBar("converting", total: Double(total), unit: "B", enabled: !quiet && !json) }
+            bar?.update(Double(done))
+        })
+        bar?.finish()
+        let summary = report.summary
+        if report.policy.keepSourceTypes && !json {
+            let conv = summary.convertedTensors.sorted { $0.key < $1.key }
+            print("--type keep: \(summary.passthroughTensors.count) tensors copied unchanged; \(conv.count) converted (type QuantLM lacks)\(conv.isEmpty ? "" : ":")")
+            for (n, how) in conv { print("  \(n): \(how)") }
+        }
+        if calibrate != nil {
+            let plain = report.plainMatrices
+            printError("GPTQ: \(summary.gptqTensors.count) matrices compensated\(plain.isEmpty ? "" : "; plain (no calibration data or type without GPTQ): " + plain.joined(separator: " "))")
+        }
+        if json {
+            var s = summary
+            s.seconds = report.seconds
+            print(jsonLine(s))
+            return
+        }
+        print("""
+        wrote \(summary.output): \(summary.tensors) tensors, \(summary.parameters) parameters
+          in   \(formatBytes(summary.bytesIn)) of float weights
+          out  \(formatBytes(summary.bytesOut)) file; tensors \(formatBytes(summary.rawTensorBytes)) raw, \(formatBytes(summary.storedTensorBytes)) stored
+          bits/weight \(String(format: "%.3f", summary.bitsPerWeight)) in memory, \(String(format: "%.3f", summary.storedBitsPerWeight)) on disk (compression ratio \(String(format: "%.3f", summary.compressionRatio)))
+          \(String(format: "%.2f", summary.seconds)) s, \(String(format: "%.0f", summary.mbPerSecond)) MB/s
+        """)
+        if let c = report.calibrationSeconds { print(String(format: "  total %.2f s including %.2f s of calibration", report.seconds, c)) }
+        if !quiet && report.policy.defaultType == .q4_0 {
+            printError("note: --type q4_0x8 stores these same q4_0 numbers in 8-row groups, which decode and prefill faster on x86 (docs/benchmarks.md)")
         }
     }
 }
@@ -240,7 +211,7 @@ struct Inspect: ParsableCommand {
     }
 
     func run() throws {
-        try runOrExit {
+        do {
             let f = try QLMFile(URL(fileURLWithPath: file))
             let numeric = f.tensors.filter { $0.type != .u8 }
             let params = numeric.reduce(0) { $0 + $1.elementCount }
@@ -293,7 +264,7 @@ struct Verify: ParsableCommand {
     var json = false
 
     func run() throws {
-        try runOrExit {
+        do {
             let f = try QLMFile(URL(fileURLWithPath: file))
             var failures: [String] = []
             for t in f.tensors {

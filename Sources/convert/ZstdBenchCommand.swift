@@ -30,7 +30,7 @@ struct ZstdBench: ParsableCommand {
     var label: String?
 
     func run() throws {
-        try runOrExit {
+        do {
             let f = try QLMFile(URL(fileURLWithPath: file))
             let md = f.metadata
             let type = QuantType(name: md.quantization.defaultType) ?? .q8_0
