@@ -1,5 +1,6 @@
 import CKernels
 import XCTest
+import TestSupport
 
 /// The attention kernels (scores and weighted sums over runs of cached rows) on every CPU path
 /// against plain double-precision loops, for every KV type.
@@ -66,13 +67,13 @@ final class AttentionKernelTests: XCTestCase {
     /// exact float value of head 1 of every position.
     struct Rows {
         let bytes: [UInt8], decoded: [Float], rowBytes: Int, offset: Int
-        init(_ kvType: Int32, n: Int, hd: Int, rng: inout Rng) {
+        init(_ kvType: Int32, n: Int, hd: Int, rng: inout SplitMix64) {
             let nHead = 3, headBytes = Int(qlm_kv_head_bytes(kvType, Int64(hd))), rowBytes = nHead * headBytes
             self.rowBytes = rowBytes; offset = headBytes
             var b = [UInt8](repeating: 0, count: n * rowBytes), d = [Float](repeating: 0, count: n * hd)
             b.withUnsafeMutableBytes { dst in
                 for i in 0 ..< n {
-                    qlm_kv_store_row(kvType, rng.floats(nHead * hd), dst.baseAddress! + i * rowBytes, Int64(nHead), Int64(hd))
+                    qlm_kv_store_row(kvType, rng.normals(nHead * hd), dst.baseAddress! + i * rowBytes, Int64(nHead), Int64(hd))
                     d.withUnsafeMutableBufferPointer { qlm_kv_load_head(kvType, dst.baseAddress! + i * rowBytes + headBytes, Int64(hd), $0.baseAddress! + i * hd) }
                 }
             }
@@ -104,13 +105,13 @@ final class AttentionKernelTests: XCTestCase {
     /// output with q8_0's w·d); the tolerance is twice that bound.
     func testAVX512KernelsMatchScalarWithinRoundingBound() throws {
         try XCTSkipUnless(qlm_path_supported(pAVX512) != 0, "no AVX-512")
-        var rng = Rng(7)
+        var rng = SplitMix64(seed: 7)
         let u = 1.0 / Double(1 << 24)
         for t in Self.kvTypes {
             for hd in Self.headDims {
                 for n in Self.counts {
                     let rows = Rows(t, n: n, hd: hd, rng: &rng)
-                    let q = rng.floats(hd), w = (0 ..< n).map { _ in abs(rng.uniform()) }, out0 = rng.floats(hd)
+                    let q = rng.normals(hd), w = (0 ..< n).map { _ in abs(rng.uniform()) }, out0 = rng.normals(hd)
                     var s = [[Float]](), o = [[Float]]()
                     for p in [pScalar, pAVX512] {
                         withPath(p) {
@@ -141,7 +142,7 @@ final class AttentionKernelTests: XCTestCase {
     /// into runs (a ring cache presents up to two; the reference caches one per position):
     /// exact, for every KV type on every path, with cuts that hit the 8-, 4- and 1-key groups.
     func testRunSplittingIsExact() {
-        var rng = Rng(11)
+        var rng = SplitMix64(seed: 11)
         let n = 45
         let cuts: [[Int]] = [[n], [1, n - 1], [20, 25], [7, 7, 7, 24], [3, 9, 1, 16, 5, 11], Array(repeating: 1, count: n)]
         for p in supportedPaths {
@@ -149,7 +150,7 @@ final class AttentionKernelTests: XCTestCase {
                 for t in Self.kvTypes {
                     for hd in Self.headDims {
                         let rows = Rows(t, n: n, hd: hd, rng: &rng)
-                        let q = rng.floats(hd), w = (0 ..< n).map { _ in abs(rng.uniform()) }, out0 = rng.floats(hd)
+                        let q = rng.normals(hd), w = (0 ..< n).map { _ in abs(rng.uniform()) }, out0 = rng.normals(hd)
                         var refS = [Float](), refO = [Float]()
                         for cut in cuts {
                             XCTAssertEqual(cut.reduce(0, +), n)
@@ -177,12 +178,12 @@ final class AttentionKernelTests: XCTestCase {
     /// scores give exactly what the previous kernels gave.
     func testAVX512F32MatchesItsExactOrder() throws {
         try XCTSkipUnless(qlm_path_supported(pAVX512) != 0, "no AVX-512")
-        var rng = Rng(5)
+        var rng = SplitMix64(seed: 5)
         withPath(pAVX512) {
             for hd in Self.headDims where hd % 16 == 0 || hd == 8 {
                 for n in Self.counts {
                     let rows = Rows(QLM_KV_F32, n: n, hd: hd, rng: &rng)
-                    let q = rng.floats(hd), w = rng.floats(n), out0 = rng.floats(hd)
+                    let q = rng.normals(hd), w = rng.normals(n), out0 = rng.normals(hd)
                     var s = [Float](repeating: 0, count: n), out = out0
                     rows.scores(QLM_KV_F32, q, 0, n, hd: hd, into: &s)
                     rows.accum(QLM_KV_F32, w, 0, n, hd: hd, into: &out)

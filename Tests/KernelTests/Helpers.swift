@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import XCTest
+import TestSupport
 
 // Type and path constants as the Int32 values the C API takes.
 let tF32 = Int32(QLM_TYPE_F32.rawValue)
@@ -20,26 +21,6 @@ let supportedPaths: [Int32] = [pScalar, pAVX2, pAVX512].filter { qlm_path_suppor
 
 func typeName(_ t: Int32) -> String { String(cString: qlm_traits(t)!.pointee.name) }
 func pathName(_ p: Int32) -> String { String(cString: qlm_path_name(p)) }
-
-/// Deterministic SplitMix64 generator so failures reproduce.
-struct Rng {
-    var s: UInt64
-    init(_ seed: UInt64) { s = seed }
-    mutating func next() -> UInt64 {
-        s &+= 0x9E37_79B9_7F4A_7C15
-        var z = s
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    mutating func uniform() -> Float { Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) }
-    /// Roughly normal (sum of uniforms), times scale.
-    mutating func normal(_ scale: Float = 1) -> Float {
-        (uniform() + uniform() + uniform() + uniform()) * 0.866 * scale
-    }
-    mutating func floats(_ n: Int, scale: Float = 1) -> [Float] { (0..<n).map { _ in normal(scale) } }
-}
 
 /// Runs body with path p active, restoring the best path afterwards.
 func withPath<T>(_ p: Int32, _ body: () throws -> T) rethrows -> T {

@@ -1,5 +1,6 @@
 import CKernels
 import XCTest
+import TestSupport
 
 final class PoolTests: XCTestCase {
     final class Box { var slots = [Int](repeating: 0, count: 64); var total = 0 }
@@ -86,7 +87,7 @@ final class CRCTests: XCTestCase {
         let s = Array("123456789".utf8)
         XCTAssertEqual(qlm_crc32c(0, s, 9), 0xE306_9283)
         XCTAssertEqual(qlm_crc32c(0, nil, 0), 0)
-        var rng = Rng(20)
+        var rng = SplitMix64(seed: 20)
         let data = (0..<300_001).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         let whole = qlm_crc32c(0, data, data.count)
         for p in supportedPaths { // scalar path uses the table implementation
@@ -139,14 +140,14 @@ final class OpsTests: XCTestCase {
             for i in 1 ..< x.count where x[i] > bv { bv = x[i]; best = i }
             return Int64(best)
         }
-        var rng = Rng(31)
+        var rng = SplitMix64(seed: 31)
         var cases: [[Float]] = [[.nan, 1, 2], [1, .nan, 3, .nan], [-0.0, 0.0, -0.0], [0.0, -0.0], [-.infinity, -.infinity],
                                 [1, .infinity, .infinity], Array(repeating: 2, count: 40), [.nan]]
         for n in [1, 2, 15, 16, 17, 31, 33, 100, 50257] {
-            var x = rng.floats(n).map { ($0 * 8).rounded() } // many ties
+            var x = rng.normals(n).map { ($0 * 8).rounded() } // many ties
             cases.append(x)
             if n > 3 { x[n / 2] = .nan; x[n - 1] = .nan; cases.append(x) }
-            var y = rng.floats(n)
+            var y = rng.normals(n)
             y[n - 1] = 100 // the max in the scalar tail
             cases.append(y)
         }
@@ -159,11 +160,11 @@ final class OpsTests: XCTestCase {
     }
 
     func testOps() {
-        var rng = Rng(30)
+        var rng = SplitMix64(seed: 30)
         for p in supportedPaths {
             withPath(p) {
                 for n in [1, 7, 64, 172, 768, 1000] {
-                    let a = rng.floats(n), b = rng.floats(n), w = rng.floats(n), bias = rng.floats(n)
+                    let a = rng.normals(n), b = rng.normals(n), w = rng.normals(n), bias = rng.normals(n)
                     // dot
                     var ref = 0.0, mag = 0.0
                     for i in 0..<n { ref += Double(a[i]) * Double(b[i]); mag += abs(Double(a[i]) * Double(b[i])) }

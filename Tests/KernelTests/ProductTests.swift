@@ -1,5 +1,6 @@
 import CKernels
 import XCTest
+import TestSupport
 
 /// Tolerances. Integer formats: each 32-block's integer dot is exact in int32 on every path,
 /// so paths differ only in the order of the float accumulation (scalar: one running sum in
@@ -13,10 +14,10 @@ func pathTolerance(_ t: Int32, _ mag: Double) -> Double {
 }
 
 final class ProductTests: XCTestCase {
-    func makeWeights(_ t: Int32, rows: Int, n: Int, rng: inout Rng) -> (q: [UInt8], deq: [[Float]]) {
+    func makeWeights(_ t: Int32, rows: Int, n: Int, rng: inout SplitMix64) -> (q: [UInt8], deq: [[Float]]) {
         var q = [UInt8](), deq = [[Float]]()
         for r in 0..<rows {
-            let row = rng.floats(n, scale: r % 5 == 0 ? 0.02 : 1)
+            let row = rng.normals(n, scale: r % 5 == 0 ? 0.02 : 1)
             let qr = quantize(t, row)
             q += qr
             deq.append(dequantize(t, qr, n))
@@ -25,11 +26,11 @@ final class ProductTests: XCTestCase {
     }
 
     func testVecDotAgainstScalarAndReference() {
-        var rng = Rng(10)
+        var rng = SplitMix64(seed: 10)
         for n in [32, 64, 172, 224, 768, 1000, 4096] { // 224: 7 blocks (a q4_0 AVX-512 step of 3)
             for t in allTypes {
-                let w = rng.floats(n)
-                let x = rng.floats(n, scale: 3)
+                let w = rng.normals(n)
+                let x = rng.normals(n, scale: 3)
                 let wq = withPath(pScalar) { quantize(t, w) }
                 let wd = dequantize(t, wq, n)
                 let act = withPath(pScalar) { prepareAct(t, x) }
@@ -61,7 +62,7 @@ final class ProductTests: XCTestCase {
     }
 
     func testMatvec() {
-        var rng = Rng(11)
+        var rng = SplitMix64(seed: 11)
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
         // n = 416: 13 blocks, an odd number of whole 4-block steps plus a partial one (q4_0 AVX-512
@@ -71,7 +72,7 @@ final class ProductTests: XCTestCase {
                 if n == 4096 && rows == 513 { continue }
                 for t in allTypes {
                     let (wq, _) = makeWeights(t, rows: rows, n: n, rng: &rng)
-                    let x = rng.floats(n)
+                    let x = rng.normals(n)
                     let rs = qlm_row_size(t, Int64(n))
                     var scalarY = [Float]()
                     for p in supportedPaths {
@@ -106,12 +107,12 @@ final class ProductTests: XCTestCase {
     /// job; repeat many times (interleaved with static pool jobs) and require the single-thread
     /// result bit for bit every time.
     func testThreadedProductsRepeated() {
-        var rng = Rng(13)
+        var rng = SplitMix64(seed: 13)
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
         let rows = 600, n = 512
         let (wq, _) = makeWeights(tQ8_0, rows: rows, n: n, rng: &rng)
-        let x = rng.floats(n)
+        let x = rng.normals(n)
         var scratch = [UInt8](repeating: 0, count: 4 * qlm_act_row_size(tQ8_0, Int64(n)))
         var ref = [Float](repeating: 0, count: rows)
         wq.withUnsafeBytes { qlm_matvec(nil, tQ8_0, $0.baseAddress, Int64(rows), Int64(n), x, &ref, &scratch) }
@@ -137,7 +138,7 @@ final class ProductTests: XCTestCase {
         XCTAssertEqual(counter[0], 1000); XCTAssertEqual(counter[8], 1000) // static jobs run on every thread
         // long prefill (T * n >= 64K: activations are prepared on the pool too)
         let T = 130
-        let XL = rng.floats(T * n)
+        let XL = rng.normals(T * n)
         var big = [UInt8](repeating: 0, count: T * qlm_act_row_size(tQ8_0, Int64(n)))
         var refL = [Float](repeating: 0, count: T * rows)
         wq.withUnsafeBytes { qlm_matmul(nil, tQ8_0, $0.baseAddress, Int64(rows), Int64(n), XL, Int64(T), &refL, Int64(rows), &big) }
@@ -151,14 +152,14 @@ final class ProductTests: XCTestCase {
     /// matmul must equal vec_dot per (row, token) bit for bit on each path; Y has stride ldy > rows
     /// and the padding columns stay untouched.
     func testMatmul() {
-        var rng = Rng(12)
+        var rng = SplitMix64(seed: 12)
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
         for (rows, n) in [(1, 32), (7, 172), (9, 320), (9, 416), (64, 768), (513, 64), (70, 1000)] { // 320: 3 q4_0 steps (odd), 416: 3 whole + 1 partial
             for T in [1, 3, 17] {
                 for t in allTypes {
                     let (wq, _) = makeWeights(t, rows: rows, n: n, rng: &rng)
-                    let X = rng.floats(T * n)
+                    let X = rng.normals(T * n)
                     let rs = qlm_row_size(t, Int64(n))
                     let ldy = rows + 3
                     var scalarY = [Float]()

@@ -1,5 +1,6 @@
 import CKernels
 import XCTest
+import TestSupport
 
 final class QuantizeTests: XCTestCase {
     let shapes = [32, 64, 172, 768, 1000, 4096]
@@ -45,10 +46,10 @@ final class QuantizeTests: XCTestCase {
     /// Vectorized quantizers use the same formulas and rounding as the scalar ones, so every
     /// byte must match (weights and q8a activations), for all shapes including partial blocks.
     func testQuantizeBitIdenticalAcrossPaths() {
-        var rng = Rng(1)
+        var rng = SplitMix64(seed: 1)
         for n in shapes {
             for scale: Float in [1e-3, 1, 300] {
-                var x = rng.floats(n, scale: scale)
+                var x = rng.normals(n, scale: scale)
                 x[n / 3] *= 9 // an outlier
                 if n >= 64 { for j in 32..<64 { x[j] = 0 } } // an all-zero block
                 for t in allTypes {
@@ -73,7 +74,7 @@ final class QuantizeTests: XCTestCase {
         }
         // Blocks whose scale is a float denormal or near it (1/d overflows): still defined,
         // identical on every path, codes in range.
-        var rngd = Rng(9)
+        var rngd = SplitMix64(seed: 9)
         for mag: Float in [0x1p-146, 0x1p-136, 0x1p-128, 0x1p-125, 0x1p-123] {
             let tiny = (0..<96).map { _ in rngd.uniform() * mag }
             for t in quantTypes {
@@ -99,10 +100,10 @@ final class QuantizeTests: XCTestCase {
     /// q4_0 <= d/2 (codes clamp at 15 cost at most d/2 too: max maps to -8 exactly),
     /// q4_1 <= d/2 (+ fp16 rounding of d and m). f16: relative 2^-11.
     func testRoundTripBounds() {
-        var rng = Rng(2)
+        var rng = SplitMix64(seed: 2)
         for p in supportedPaths {
             for n in shapes {
-                let x = rng.floats(n, scale: 2)
+                let x = rng.normals(n, scale: 2)
                 for t in allTypes {
                     let y = withPath(p) { dequantize(t, quantize(t, x), n) }
                     for b in stride(from: 0, to: n, by: 32) {
@@ -194,9 +195,9 @@ final class QuantizeTests: XCTestCase {
 
     /// quantize_rows (threads) produces the same bytes as row-by-row quantize_row.
     func testQuantizeRowsMatchesRows() {
-        var rng = Rng(3)
+        var rng = SplitMix64(seed: 3)
         let rows = 300, n = 1000
-        let x = rng.floats(rows * n)
+        let x = rng.normals(rows * n)
         for t in allTypes {
             let rs = qlm_row_size(t, Int64(n))
             var dst = [UInt8](repeating: 0, count: rs * rows)
@@ -233,7 +234,7 @@ final class QuantizeTests: XCTestCase {
             var fast = [Float](repeating: 0, count: 65536)
             withPath(p) { qlm_f16_to_f32(halves, &fast, 65536) }
             XCTAssertEqual(fast.map(\.bitPattern), soft.map(\.bitPattern), pathName(p))
-            var rng = Rng(4)
+            var rng = SplitMix64(seed: 4)
             var xs = (0..<200_000).map { _ in Float(bitPattern: UInt32(truncatingIfNeeded: rng.next())) }
             xs += [0x1p-25, 0x1.8p-25, 65520, 65519.99, -0.0, .nan, .infinity, 0x1p-14, 0x1.ffcp-15]
             var a = [UInt16](repeating: 0, count: xs.count), b = a

@@ -1,5 +1,6 @@
 import CKernels
 import XCTest
+import TestSupport
 
 /// q4_0x8: q4_0 rows stored in 8-row groups. The layout is a pure permutation of the q4_0 bytes,
 /// and every product (matvec and matmul, every path, with and without the pool) must equal the
@@ -17,8 +18,8 @@ final class RowGroupTests: XCTestCase {
         return out
     }
 
-    func weights(rows: Int, n: Int, rng: inout Rng) -> [Float] {
-        (0..<rows).flatMap { r in rng.floats(n, scale: r % 5 == 0 ? 0.02 : 1) }
+    func weights(rows: Int, n: Int, rng: inout SplitMix64) -> [Float] {
+        (0..<rows).flatMap { r in rng.normals(n, scale: r % 5 == 0 ? 0.02 : 1) }
     }
 
     func testTraits() {
@@ -33,7 +34,7 @@ final class RowGroupTests: XCTestCase {
     /// Packing permutes bytes inside whole groups only; unpack inverts it; get_row reads any row
     /// exactly as the q4_0 dequantizer reads the plain row.
     func testLayoutIsAPermutationOfQ4_0() {
-        var rng = Rng(81)
+        var rng = SplitMix64(seed: 81)
         for n in [32, 64, 172, 768] {
             for nrows in [1, 7, 8, 13, 16, 37] {
                 let x = weights(rows: nrows, n: n, rng: &rng)
@@ -64,9 +65,9 @@ final class RowGroupTests: XCTestCase {
 
     /// The q8i activation: q8a's scale and codes, with -8 * sum(codes) as an exact integer.
     func testActivationCarriesExactCorrection() {
-        var rng = Rng(82)
+        var rng = SplitMix64(seed: 82)
         for n in [32, 100, 768] {
-            let x = rng.floats(n, scale: 4)
+            let x = rng.normals(n, scale: 4)
             for p in supportedPaths {
                 let a = withPath(p) { prepareAct(tQ4X8, x) }
                 let ref = withPath(pScalar) { prepareAct(tQ4_0, x) }
@@ -86,7 +87,7 @@ final class RowGroupTests: XCTestCase {
     /// matvec (T = 1) and matmul (T > 1, token groups of 4 plus leftovers) on every path, with and
     /// without the pool, against the scalar q4_0 dot of each plain row: equal bit for bit.
     func testProductsEqualScalarQ4_0BitForBit() {
-        var rng = Rng(83)
+        var rng = SplitMix64(seed: 83)
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
         for n in [32, 64, 172, 768, 1000, 4096] {
@@ -100,7 +101,7 @@ final class RowGroupTests: XCTestCase {
                 let packed = rows(tQ4X8, x, rows: nrows, n: n)
                 let rs = qlm_row_size(tQ4_0, Int64(n))
                 for T in [1, 2, 3, 5, 9] {
-                    let X = (0..<T).flatMap { t in t == 1 && nrows == 13 ? (0..<n).map { Float($0 % 2 == 0 ? -1 : 1) } : rng.floats(n, scale: 3) }
+                    let X = (0..<T).flatMap { t in t == 1 && nrows == 13 ? (0..<n).map { Float($0 % 2 == 0 ? -1 : 1) } : rng.normals(n, scale: 3) }
                     // reference: scalar path, plain q4_0 rows, q4_0 activations
                     let ref: [Float] = withPath(pScalar) {
                         (0..<T).flatMap { t in
@@ -135,11 +136,11 @@ final class RowGroupTests: XCTestCase {
 
     /// GPTQ for q4_0x8 is GPTQ for q4_0, then packed: the same codes and scales.
     func testGPTQIsQ4_0Packed() {
-        var rng = Rng(85)
+        var rng = SplitMix64(seed: 85)
         let rows = 19, n = 64
         let w = weights(rows: rows, n: n, rng: &rng)
         var h = [Double](repeating: 0, count: n * n)
-        let x = rng.floats(200 * n)
+        let x = rng.normals(200 * n)
         h.withUnsafeMutableBufferPointer { qlm_accum_xtx($0.baseAddress, x, 200, Int64(n)) }
         func gptq(_ t: Int32) -> [UInt8] {
             var wm = w
@@ -157,13 +158,13 @@ final class RowGroupTests: XCTestCase {
 
     /// A q4_0x8 row on its own is a q4_0 row: quantize_row / dequantize_row / vec_dot agree.
     func testLoneRowIsQ4_0() {
-        var rng = Rng(84)
+        var rng = SplitMix64(seed: 84)
         let n = 172
-        let x = rng.floats(n)
+        let x = rng.normals(n)
         XCTAssertEqual(quantize(tQ4X8, x), quantize(tQ4_0, x))
         let q = quantize(tQ4_0, x)
         XCTAssertEqual(dequantize(tQ4X8, q, n).map(\.bitPattern), dequantize(tQ4_0, q, n).map(\.bitPattern))
-        let a = rng.floats(n)
+        let a = rng.normals(n)
         let want = withPath(pScalar) { vecDot(tQ4_0, n, q, prepareAct(tQ4_0, a)) }
         for p in supportedPaths {
             XCTAssertEqual(withPath(p) { vecDot(tQ4X8, n, q, prepareAct(tQ4X8, a)) }.bitPattern, want.bitPattern, pathName(p))

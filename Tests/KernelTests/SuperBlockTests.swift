@@ -1,5 +1,6 @@
 import CKernels
 import XCTest
+import TestSupport
 
 /// The IQ4_K* super-block types: every CPU path against the scalar reference, for the row
 /// lengths that exercise the row rule (partial super-blocks, a trailing half group: 172, 1000,
@@ -9,7 +10,7 @@ final class SuperBlockTests: XCTestCase {
     let lengths = [32, 64, 172, 256, 768, 1000, 1600]
 
     func testDotMatvecMatmulEveryPath() {
-        var rng = Rng(77)
+        var rng = SplitMix64(seed: 77)
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
         for t in kTypes {
@@ -17,11 +18,11 @@ final class SuperBlockTests: XCTestCase {
                 for rows in [1, 7, 64, 513] {
                     if rows == 513 && n > 256 { continue } // keep the test quick; 513 rows covers chunking
                     var wq = [UInt8]()
-                    for r in 0..<rows { wq += withPath(pScalar) { quantize(t, rng.floats(n, scale: r % 5 == 0 ? 0.02 : 1)) } }
+                    for r in 0..<rows { wq += withPath(pScalar) { quantize(t, rng.normals(n, scale: r % 5 == 0 ? 0.02 : 1)) } }
                     let rs = qlm_row_size(t, Int64(n))
                     XCTAssertEqual(wq.count, rows * rs)
                     let T = 3
-                    let X = rng.floats(T * n, scale: 2)
+                    let X = rng.normals(T * n, scale: 2)
                     var scalar = [Float]()
                     for p in supportedPaths {
                         withPath(p) {
@@ -66,11 +67,11 @@ final class SuperBlockTests: XCTestCase {
 
     /// Relative round-trip error on Gaussian-like rows: below q4_0's (same data), for every length.
     func testRoundTripBeatsQ4_0() {
-        var rng = Rng(5)
+        var rng = SplitMix64(seed: 5)
         for n in lengths {
             var e = [Double](repeating: 0, count: 3), s = 0.0
             for _ in 0..<50 {
-                let x = rng.floats(n)
+                let x = rng.normals(n)
                 s += x.reduce(0) { $0 + Double($1 * $1) }
                 for (k, t) in [tQ4_0, tIQ4K16, tIQ4K32].enumerated() {
                     let y = dequantize(t, quantize(t, x), n)
@@ -86,18 +87,18 @@ final class SuperBlockTests: XCTestCase {
     /// GPTQ lowers the output error ||X W^T - X Q^T|| on correlated inputs versus plain rounding,
     /// for every type it supports, and its output decodes like any other row.
     func testGPTQLowersOutputError() {
-        var rng = Rng(9)
+        var rng = SplitMix64(seed: 9)
         let n = 172, rows = 24, T = 400
         // correlated inputs: x = z A with a fixed random mixing
-        let A = rng.floats(n * n, scale: 0.2)
+        let A = rng.normals(n * n, scale: 0.2)
         var X = [Float](repeating: 0, count: T * n)
         for t in 0..<T {
-            let z = rng.floats(n)
+            let z = rng.normals(n)
             for j in 0..<n { var s: Float = 0; for k in 0..<n { s += z[k] * A[k * n + j] }; X[t * n + j] = s }
         }
         var H = [Double](repeating: 0, count: n * n)
         qlm_accum_xtx(&H, X, Int64(T), Int64(n))
-        let W = rng.floats(rows * n)
+        let W = rng.normals(rows * n)
         func outErr(_ t: Int32, _ q: [UInt8]) -> Double {
             let rs = qlm_row_size(t, Int64(n))
             var e = 0.0

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Quant
+import TestSupport
 import XCTest
 
 /// Test 9: deterministic mutation fuzzing of the .qlm and safetensors readers. Every mutated

@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Quant
+import TestSupport
 import XCTest
 
 /// ggml_blocks.c against the official `gguf` Python package's dequantizers (Tests/reference/

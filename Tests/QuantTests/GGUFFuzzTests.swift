@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Quant
+import TestSupport
 import XCTest
 
 /// Mutation fuzzing of the GGUF parser and reader: truncations, bit flips in the header,

@@ -2,6 +2,7 @@ import CKernels
 import Foundation
 import Quant
 import Runtime
+import TestSupport
 import XCTest
 
 /// Test 4 and 8: the real stories260K checkpoint through the library converter.

@@ -8,20 +8,6 @@ import TestSupport
 /// Shared helpers for the QuantTests: temp directories, a deterministic RNG, synthetic
 /// llama2.c and safetensors writers, and the stories260K paths.
 
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func float(_ lo: Float = -1, _ hi: Float = 1) -> Float { Float.random(in: lo ..< hi, using: &self) }
-    mutating func floats(_ n: Int, scale: Float = 1) -> [Float] { (0 ..< n).map { _ in float(-scale, scale) } }
-}
-
 /// A fresh directory under /tmp, removed by the test's teardown.
 func makeTempDir(_ test: XCTestCase, _ label: String = "qlmtest") throws -> URL {
     let url = URL(fileURLWithPath: NSTemporaryDirectory())
@@ -80,32 +66,6 @@ func assertQuantError(_ needles: [String], file: StaticString = #filePath, line:
     } catch {
         XCTFail("expected QuantError, got \(type(of: error)): \(error)", file: file, line: line)
         return nil
-    }
-}
-
-// MARK: - stories260K
-
-enum Stories {
-    static func model() throws -> URL { try SharedData.path("models/stories260K/stories260K.bin") }
-    static func tokenizer() throws -> URL { try SharedData.path("models/stories260K/tok512.bin") }
-    static let sha256 = "b0a507e7ad0f626624f17112325e66691f9076d622e1d3274d103d00299f2696"
-
-    /// The llama2.c tokenizer payload exactly as the convert CLI builds it (tokenizer.bin
-    /// verbatim; stories260K's BOS is 1 and EOS 2). Built here because QuantTests does not
-    /// link Runtime.
-    static func payload(_ tok: URL) throws -> TokenizerPayload {
-        TokenizerPayload(kind: "llama2c", blob: try readBytes(tok), bos: 1, eos: 2, sourceFiles: [tok])
-    }
-
-    /// Converts stories260K with the library API.
-    @discardableResult
-    static func convert(to out: URL, type: QuantType, zstd: Int? = nil, chunkBytes: Int = 4096,
-                        threads: Int = 2) throws -> ConvertSummary {
-        let tok = try tokenizer()
-        let ckpt = try Checkpoint.open(try model(), tokenizer: tok)
-        let opts = ConvertOptions(policy: QuantPolicy(defaultType: type), zstdLevel: zstd, chunkBytes: chunkBytes,
-                                  threads: threads)
-        return try Converter.convert(ckpt, tokenizer: try payload(tok), options: opts, to: out)
     }
 }
 

@@ -3,6 +3,7 @@ import CZstd
 import Foundation
 import Quant
 import Runtime
+import TestSupport
 import XCTest
 
 /// ModelMetadata has no public memberwise initializer; build it from the JSON keys that

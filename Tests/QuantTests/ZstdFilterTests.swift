@@ -3,6 +3,7 @@ import CZstd
 import Foundation
 import Quant
 import Runtime
+import TestSupport
 import XCTest
 
 /// zstd chunk filters (QZC2, docs/format.md): exact round trips for every filter, type and

@@ -9,11 +9,7 @@ import TestSupport
 enum Fixtures {
     struct Failure: Error, CustomStringConvertible { let description: String }
 
-    static let tempRoot: URL = {
-        let u = FileManager.default.temporaryDirectory.appendingPathComponent("quantlm-tests-\(getpid())")
-        try? FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
-        return u
-    }()
+    static var tempRoot: URL { TestFiles.tempRoot }
 
     static var referenceDir: URL { SharedData.packageRoot.appendingPathComponent("Tests/reference") }
 
@@ -46,19 +42,7 @@ enum Fixtures {
     private static var converted: [String: URL] = [:]
 
     /// stories260K converted to `type` (cached for the test process).
-    static func stories(_ type: QuantType, zstd: Int? = nil) throws -> URL {
-        let key = "stories-\(type.name)-\(zstd ?? 0)"
-        lock.lock(); defer { lock.unlock() }
-        if let u = converted[key] { return u }
-        let bin = try SharedData.path("models/stories260K/stories260K.bin")
-        let tok = try SharedData.path("models/stories260K/tok512.bin")
-        let ckpt = try Checkpoint.open(bin, tokenizer: tok)
-        let payload = try TokenizerPayloads.make(ckpt.tokenizer!, vocabSize: ckpt.hparams.vocabSize)
-        let out = tempRoot.appendingPathComponent("\(key).qlm")
-        _ = try Converter.convert(ckpt, tokenizer: payload, options: ConvertOptions(policy: QuantPolicy(defaultType: type), zstdLevel: zstd), to: out)
-        converted[key] = out
-        return out
-    }
+    static func stories(_ type: QuantType, zstd: Int? = nil) throws -> URL { try Stories.cached(type, zstd: zstd) }
 
     static let gpt2Dims = (layers: 2, embd: 64, heads: 4, ctx: 128)
 

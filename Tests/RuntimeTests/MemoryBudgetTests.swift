@@ -400,18 +400,7 @@ final class MemoryBudgetTests: XCTestCase {
     }
 
     /// stories260K in q4_0, zstd 3, 2 KiB chunks.
-    func storiesSmallChunks() throws -> URL {
-        Self.lock.lock(); defer { Self.lock.unlock() }
-        if let u = Self.made["stories-small-chunks"] { return u }
-        let ckpt = try Checkpoint.open(try SharedData.path("models/stories260K/stories260K.bin"),
-                                       tokenizer: try SharedData.path("models/stories260K/tok512.bin"))
-        let payload = try TokenizerPayloads.make(ckpt.tokenizer!, vocabSize: ckpt.hparams.vocabSize)
-        let out = Fixtures.tempRoot.appendingPathComponent("stories-q4_0-z3-2k.qlm")
-        _ = try Converter.convert(ckpt, tokenizer: payload, options: ConvertOptions(policy: QuantPolicy(defaultType: .q4_0),
-                                                                                    zstdLevel: 3, chunkBytes: 2048), to: out)
-        Self.made["stories-small-chunks"] = out
-        return out
-    }
+    func storiesSmallChunks() throws -> URL { try Stories.cached(.q4_0, zstd: 3, chunkBytes: 2048) }
 
     func testStreamedLogitsBitIdenticalGPT2RawAndZstd() throws {
         let ids: [Int32] = [464, 2068, 7586, 21831, 18045, 625, 262, 16931, 3290, 13, 50256, 11, 290]
