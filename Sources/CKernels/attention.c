@@ -259,14 +259,14 @@ static void accum_scalar(const float *w, const float *v, int64_t stride, int64_t
     }
 }
 
-void qlm_attn_scores_f32(const float *q, const float *k, int64_t stride, int64_t n, int64_t hd, float scale, float *scores) {
+static void attn_scores_f32(const float *q, const float *k, int64_t stride, int64_t n, int64_t hd, float scale, float *scores) {
 #if defined(__x86_64__)
     if (qlm_get_path() == QLM_PATH_AVX512) { scores_avx512(q, k, stride, n, hd, scale, scores); return; }
 #endif
     scores_scalar(q, k, stride, n, hd, scale, scores);
 }
 
-void qlm_attn_accum_f32(const float *w, const float *v, int64_t stride, int64_t n, int64_t hd, float *out) {
+static void attn_accum_f32(const float *w, const float *v, int64_t stride, int64_t n, int64_t hd, float *out) {
 #if defined(__x86_64__)
     if (qlm_get_path() == QLM_PATH_AVX512) { accum_avx512(w, v, stride, n, hd, out); return; }
 #endif
@@ -334,7 +334,7 @@ void qlm_attn_scores(int32_t kv_type, const float *q, const void *k, int64_t str
                      float scale, float *scores) {
     const uint8_t *kb = (const uint8_t *)k;
     if (kv_type == QLM_KV_F32 && stride_bytes % 4 == 0) {
-        qlm_attn_scores_f32(q, (const float *)k, stride_bytes / 4, n, hd, scale, scores);
+        attn_scores_f32(q, (const float *)k, stride_bytes / 4, n, hd, scale, scores);
         return;
     }
 #if defined(__x86_64__)
@@ -367,7 +367,7 @@ void qlm_attn_accum(int32_t kv_type, const float *w, const void *v, int64_t stri
                     float *out) {
     const uint8_t *vb = (const uint8_t *)v;
     if (kv_type == QLM_KV_F32 && stride_bytes % 4 == 0) {
-        qlm_attn_accum_f32(w, (const float *)v, stride_bytes / 4, n, hd, out);
+        attn_accum_f32(w, (const float *)v, stride_bytes / 4, n, hd, out);
         return;
     }
 #if defined(__x86_64__)

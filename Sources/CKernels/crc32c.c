@@ -116,7 +116,7 @@ static uint32_t qlm_crc32c_table(uint32_t crc, const void *data, size_t n) {
 uint32_t qlm_crc32c(uint32_t crc, const void *data, size_t n) {
 #if QLM_X86
     __builtin_cpu_init();
-    if (qlm_active_path() != QLM_PATH_SCALAR && __builtin_cpu_supports("sse4.2"))
+    if (qlm_get_path() != QLM_PATH_SCALAR && __builtin_cpu_supports("sse4.2"))
         return ~crc_hw(~crc, (const uint8_t *)data, n);
 #endif
     return qlm_crc32c_table(crc, data, n);

@@ -12,7 +12,7 @@ qlm_dotn_fn qlm_get_dotn(int32_t path, int32_t type) {
 }
 
 float qlm_vec_dot(int32_t wtype, int64_t n, const void *wrow, const void *act) {
-    qlm_dotn_fn f = qlm_get_dotn(qlm_active_path(), wtype);
+    qlm_dotn_fn f = qlm_get_dotn(qlm_get_path(), wtype);
     if (!f || n <= 0) return 0.0f;
     float out;
     f(n, wrow, 0, act, &out, 1);
@@ -57,7 +57,7 @@ void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     if (rows <= 0 || n <= 0) return;
     const qlm_type_traits *t = qlm_traits(wtype);
     if (!t) return;
-    const int32_t path = qlm_active_path(), kp = qlm_kernel_path(t, path);
+    const int32_t path = qlm_get_path(), kp = qlm_kernel_path(t, path);
     if (kp < 0) return;
     t->prepare_act(path, x, act, n);
     if (t->product) { t->product(pool, path, W, rows, n, act, 0, 1, y, rows); return; }
@@ -113,7 +113,7 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     if (T == 1) { qlm_matvec(pool, wtype, W, rows, n, X, Y, act); return; }
     const qlm_type_traits *t = qlm_traits(wtype);
     if (!t) return;
-    const int32_t path = qlm_active_path(), kp = qlm_kernel_path(t, path);
+    const int32_t path = qlm_get_path(), kp = qlm_kernel_path(t, path);
     if (kp < 0) return;
     const size_t as = t->act_row_size(n);
     const int parallel = pool && qlm_pool_size(pool) > 1 && rows * n * T >= QLM_SMALL_PRODUCT && rows >= 8;

@@ -4,7 +4,7 @@
 
 float qlm_dot_f32(const float *a, const float *b, int64_t n) {
     float out;
-    qlm_get_dotn(qlm_active_path(), QLM_TYPE_F32)(n, a, 0, b, &out, 1);
+    qlm_get_dotn(qlm_get_path(), QLM_TYPE_F32)(n, a, 0, b, &out, 1);
     return out;
 }
 
@@ -25,7 +25,7 @@ QLM_AVX2_TARGET static void axpy_avx2(float *y, float a, const float *x, int64_t
 
 void qlm_axpy_f32(float *y, float a, const float *x, int64_t n) {
 #if QLM_X86
-    const int32_t p = qlm_active_path();
+    const int32_t p = qlm_get_path();
     if (p == QLM_PATH_AVX512) { axpy_avx512(y, a, x, n); return; }
     if (p == QLM_PATH_AVX2) { axpy_avx2(y, a, x, n); return; }
 #endif
@@ -38,7 +38,7 @@ void qlm_add_f32(float *y, const float *x, int64_t n) {
 
 static float sum_sq(const float *x, int64_t n) {
     float out;
-    qlm_get_dotn(qlm_active_path(), QLM_TYPE_F32)(n, x, 0, x, &out, 1);
+    qlm_get_dotn(qlm_get_path(), QLM_TYPE_F32)(n, x, 0, x, &out, 1);
     return out;
 }
 
@@ -82,7 +82,7 @@ QLM_AVX512_TARGET static void layernorm_avx512(float *out, const float *x, const
 
 void qlm_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps) {
 #if QLM_X86
-    if (qlm_active_path() == QLM_PATH_AVX512) { layernorm_avx512(out, x, w, b, n, eps); return; }
+    if (qlm_get_path() == QLM_PATH_AVX512) { layernorm_avx512(out, x, w, b, n, eps); return; }
 #endif
     float s = 0.0f;
     for (int64_t i = 0; i < n; i++) s += x[i];
@@ -212,7 +212,7 @@ QLM_AVX2_TARGET static float exp_sub_sum_avx2(float *x, int64_t n, float mx, int
 void qlm_gelu_tanh(float *x, int64_t n) {
     int64_t i = 0;
 #if QLM_X86
-    const int32_t p = qlm_active_path();
+    const int32_t p = qlm_get_path();
     if (p == QLM_PATH_AVX512) { gelu_avx512(x, n); return; }
     if (p == QLM_PATH_AVX2) i = gelu_avx2(x, n);
 #endif
@@ -226,7 +226,7 @@ void qlm_gelu_tanh(float *x, int64_t n) {
 void qlm_silu_mul(float *a, const float *b, int64_t n) {
     int64_t i = 0;
 #if QLM_X86
-    const int32_t p = qlm_active_path();
+    const int32_t p = qlm_get_path();
     if (p == QLM_PATH_AVX512) { silu_mul_avx512(a, b, n); return; }
     if (p == QLM_PATH_AVX2) i = silu_mul_avx2(a, b, n);
 #endif
@@ -243,7 +243,7 @@ void qlm_softmax(float *x, int64_t n) {
     float s = 0.0f;
     int64_t i = 0;
 #if QLM_X86
-    const int32_t p = qlm_active_path();
+    const int32_t p = qlm_get_path();
     if (p == QLM_PATH_AVX512) { s = exp_sub_sum_avx512(x, n, mx); i = n; }
     else if (p == QLM_PATH_AVX2) s = exp_sub_sum_avx2(x, n, mx, &i);
 #endif
@@ -278,7 +278,7 @@ int64_t qlm_argmax_f32(const float *x, int64_t n) {
     if (n <= 0) return -1;
     if (x[0] != x[0]) return 0; // NaN first: nothing compares greater
 #if QLM_X86
-    if (qlm_active_path() == QLM_PATH_AVX512) return argmax_avx512(x, n);
+    if (qlm_get_path() == QLM_PATH_AVX512) return argmax_avx512(x, n);
 #endif
     int64_t best = 0;
     float bv = x[0];

@@ -76,7 +76,6 @@ QLM_INLINE uint16_t qlm_f2h(float f) {
 }
 
 // ---- paths -------------------------------------------------------------------------------
-int32_t qlm_active_path(void);
 // A kernel-table entry that exists only on x86 (NULL elsewhere).
 #if QLM_X86
 #define QLM_IF_X86(x) x

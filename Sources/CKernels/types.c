@@ -65,12 +65,11 @@ static int g_path = -1;
 void qlm_set_path(int32_t path) {
     if (qlm_path_supported(path)) __atomic_store_n(&g_path, path, __ATOMIC_RELAXED);
 }
-int32_t qlm_active_path(void) {
+int32_t qlm_get_path(void) {
     int p = __atomic_load_n(&g_path, __ATOMIC_RELAXED);
     if (p < 0) { p = qlm_best_path(); __atomic_store_n(&g_path, p, __ATOMIC_RELAXED); }
     return p;
 }
-int32_t qlm_get_path(void) { return qlm_active_path(); }
 const char *qlm_path_name(int32_t path) {
     switch (path) {
     case QLM_PATH_SCALAR: return "scalar";
@@ -98,13 +97,13 @@ QLM_AVX2_TARGET static void f16_to_f32_f16c(const uint16_t *x, float *y, int64_t
 
 void qlm_f32_to_f16(const float *x, uint16_t *y, int64_t n) {
 #if QLM_X86
-    if (qlm_active_path() != QLM_PATH_SCALAR) { f32_to_f16_f16c(x, y, n); return; }
+    if (qlm_get_path() != QLM_PATH_SCALAR) { f32_to_f16_f16c(x, y, n); return; }
 #endif
     for (int64_t i = 0; i < n; i++) y[i] = qlm_f2h(x[i]);
 }
 void qlm_f16_to_f32(const uint16_t *x, float *y, int64_t n) {
 #if QLM_X86
-    if (qlm_active_path() != QLM_PATH_SCALAR) { f16_to_f32_f16c(x, y, n); return; }
+    if (qlm_get_path() != QLM_PATH_SCALAR) { f16_to_f32_f16c(x, y, n); return; }
 #endif
     for (int64_t i = 0; i < n; i++) y[i] = qlm_h2f(x[i]);
 }
@@ -181,7 +180,7 @@ static int quantize_row_path(const qlm_type_traits *t, int32_t path, const float
 }
 
 int qlm_quantize_row(int32_t type, const float *x, void *dst, int64_t n) {
-    return quantize_row_path(qlm_traits(type), qlm_active_path(), x, dst, n);
+    return quantize_row_path(qlm_traits(type), qlm_get_path(), x, dst, n);
 }
 
 void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n) {
@@ -240,7 +239,7 @@ int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows,
     if (rows * n < 65536) n_threads = 1;
     qrows_job jobs[64];
     pthread_t th[64];
-    const int32_t path = qlm_active_path();
+    const int32_t path = qlm_get_path();
     const size_t rs = qlm_row_size(type, n);
     const int64_t g = qlm_traits(type) ? qlm_traits(type)->row_group : 1; // ranges start at group boundaries
     for (int t = 0; t < n_threads; t++) {
@@ -266,5 +265,5 @@ size_t qlm_act_row_size(int32_t wtype, int64_t n) {
 
 void qlm_prepare_act(int32_t wtype, const float *x, void *act, int64_t n) {
     const qlm_type_traits *t = qlm_traits(wtype);
-    if (t) t->prepare_act(qlm_active_path(), x, act, n);
+    if (t) t->prepare_act(qlm_get_path(), x, act, n);
 }

@@ -67,8 +67,6 @@ package final class QLMWriter {
         unlink(tmpPath)
     }
 
-    package var nextTensor: TensorInfo? { nextIndex < tensors.count ? tensors[nextIndex] : nil }
-
     private func pwriteAll(_ buf: UnsafeRawBufferPointer, at offset: Int) throws {
         var done = 0
         while done < buf.count {

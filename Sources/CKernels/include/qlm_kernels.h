@@ -248,12 +248,7 @@ void qlm_softmax(float *x, int64_t n);     // in place, max-subtracted
 int64_t qlm_argmax_f32(const float *x, int64_t n); // first index of the max (NaNs skipped); -1 if n <= 0
 
 // ---- Attention over a run of cached positions (attention.c) --------------------------------
-// scores[i] = scale * dot(q, k + i*stride) for i < n (hd floats each).
-void qlm_attn_scores_f32(const float *q, const float *k, int64_t stride, int64_t n, int64_t hd, float scale, float *scores);
-// out[0..hd) += sum_i w[i] * (v + i*stride)[0..hd).
-void qlm_attn_accum_f32(const float *w, const float *v, int64_t stride, int64_t n, int64_t hd, float *out);
-
-// The same three steps over cached rows of any KV type (f32, f16, q8_0 per head vector:
+// Scores, softmax and the weighted sum over cached rows of any KV type (f32, f16, q8_0 per head vector:
 // a float scale then hd int8). k / v: the run's first head vector; stride_bytes between positions.
 // hd must be ≤ 1024.
 #define QLM_KV_F32 0

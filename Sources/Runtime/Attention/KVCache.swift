@@ -26,8 +26,6 @@ package protocol KVCache: AnyObject {
     var kvType: KVType { get }
     /// Bytes of one position's row (nKVHead head vectors in `kvType`).
     var rowBytes: Int { get }
-    /// Forget everything (a new sequence starts at position 0).
-    func reset()
     /// Stores the key and value (kvDim floats each) of absolute position `pos` in `layer`.
     /// Positions must be stored in increasing order from 0 (a restart at 0 begins a new sequence).
     func store(layer: Int, pos: Int, k: UnsafePointer<Float>, v: UnsafePointer<Float>)
@@ -121,15 +119,7 @@ package final class PatternKVCache: KVCache {
         maxVisible = slotCounts.max() ?? 0
     }
 
-    /// Every layer dense, f32: the classic cache of n_ctx positions.
-    package convenience init(nLayer: Int, nKVHead: Int, headDim: Int, capacity: Int, kvType: KVType = .f32) {
-        self.init(patterns: Array(repeating: .dense, count: nLayer), sinks: 0, kvType: kvType, nKVHead: nKVHead,
-                  headDim: headDim, positions: capacity)
-    }
-
     deinit { storage.deallocate() }
-
-    package func reset() {}
 
     package func store(layer: Int, pos: Int, k kIn: UnsafePointer<Float>, v vIn: UnsafePointer<Float>) {
         precondition(pos >= 0 && pos < capacity, "position \(pos) outside the KV cache (capacity \(capacity))")

@@ -181,7 +181,6 @@ package enum Bench {
         var reader: BandwidthReader?
         var probeAfter: [Double] = [] // probe read right after each rep
         for _ in 0 ..< reps {
-            m.cache.reset()
             var next: Int32 = 0
             let t0 = now()
             try m.forward(prompt, startPos: 0, logitRows: promptTokens - 1 ..< promptTokens) { _, l in next = Sampler.argmax(l) }

@@ -106,7 +106,6 @@ package enum Generator {
         }
 
         let sampler = Sampler(vocab: hp.vocabSize, config: options.sampling)
-        model.cache.reset()
         let t0 = Date()
         var next: Int32 = 0
         try model.forward(promptIDs, startPos: 0, logitRows: promptIDs.count - 1 ..< promptIDs.count) { _, logits in
