@@ -143,4 +143,32 @@ static inline void qlm_gptq_step(float *w, int64_t n, const double *U, int64_t i
     w[i] = deq;
 }
 
+// GPTQ for 32-value blocks with one fp16 scale at d_offset and integer codes in [lo, hi]
+// (q8_0, q4_0): the block quantizer picks the scale from the block's current weights at its
+// first column, then each column is coded as clamp(round(w / d)) with that scale and its error
+// pushed on; pack writes the QLM_QK codes (0 past the row's end) into the block.
+static inline void qlm_gptq_blocks(float *w, int64_t n, const double *U, void *dst, size_t block_bytes, size_t d_offset,
+                                   qlm_block_fn quantize_block, float lo, float hi, void (*pack)(void *blk, const int *codes)) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    for (int64_t b = 0; b < nb; b++) {
+        float tmp[QLM_QK] = {0};
+        const int64_t i0 = b * QLM_QK;
+        const int m = (int)((n - i0) < QLM_QK ? (n - i0) : QLM_QK);
+        memcpy(tmp, w + i0, (size_t)m * sizeof(float));
+        uint8_t *blk = (uint8_t *)dst + b * (int64_t)block_bytes;
+        quantize_block(tmp, blk);
+        uint16_t dh;
+        memcpy(&dh, blk + d_offset, sizeof dh);
+        const float dd = qlm_h2f(dh);
+        int codes[QLM_QK] = {0};
+        for (int j = 0; j < m; j++) {
+            const int64_t i = i0 + j;
+            const float qf = dd != 0.0f ? fminf(fmaxf(roundf(w[i] / dd), lo), hi) : 0.0f;
+            codes[j] = (int)qf;
+            qlm_gptq_step(w, n, U, i, dd * qf);
+        }
+        pack(blk, codes);
+    }
+}
+
 #endif

@@ -345,28 +345,13 @@ static void q4_0_prepare_act(int32_t path, const float *x, void *act, int64_t n)
     q4quad_build(path, act, (n + QLM_QK - 1) / QLM_QK);
 }
 
-// ---- GPTQ (gptq.c): as q8_0's (type_q8_0.c), with the q4_0 code rule.
+// ---- GPTQ (gptq.c): qlm_gptq_blocks with the q4_0 code rule (codes -8..7, stored +8).
+static void q4_0_gptq_pack(void *blk, const int *codes) {
+    for (int j = 0; j < 16; j++) ((qlm_block_q4_0 *)blk)->qs[j] = (uint8_t)((codes[j] + 8) | ((codes[j + 16] + 8) << 4));
+}
 void qlm_q4_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
-    for (int64_t b = 0; b < nb; b++) {
-        float tmp[QLM_QK] = {0};
-        const int64_t i0 = b * QLM_QK;
-        const int m = (int)((n - i0) < QLM_QK ? (n - i0) : QLM_QK);
-        memcpy(tmp, w + i0, (size_t)m * sizeof(float));
-        uint8_t codes[QLM_QK];
-        qlm_block_q4_0 *blk = (qlm_block_q4_0 *)dst + b;
-        q4_0_block_scalar(tmp, blk);
-        const float dd = qlm_h2f(blk->d);
-        for (int j = 0; j < QLM_QK; j++) codes[j] = 8;
-        for (int j = 0; j < m; j++) {
-            const int64_t i = i0 + j;
-            const float qf = dd != 0.0f ? fminf(fmaxf(roundf(w[i] / dd) + 8.0f, 0.0f), 15.0f) : 8.0f;
-            codes[j] = (uint8_t)qf;
-            const float deq = dd * (qf - 8.0f);
-            qlm_gptq_step(w, n, U, i, deq);
-        }
-        for (int j = 0; j < 16; j++) blk->qs[j] = (uint8_t)(codes[j] | (codes[j + 16] << 4));
-    }
+    qlm_gptq_blocks(w, n, U, dst, sizeof(qlm_block_q4_0), offsetof(qlm_block_q4_0, d), q4_0_block_scalar, -8.0f, 7.0f,
+                    q4_0_gptq_pack);
 }
 
 // ---- table row -------------------------------------------------------------------------------

@@ -112,27 +112,12 @@ TILE2_FN(tile_q8_0_avx2, qlm_block_q8_0, Q80_ROW2, Q80_PAIR2)
 
 // ---- GPTQ (gptq.c): block scale chosen by the quantizer at the block's first column from the
 // current weights, then each column coded with that scale and its error pushed on.
+static void q8_0_gptq_pack(void *blk, const int *codes) {
+    for (int j = 0; j < QLM_QK; j++) ((qlm_block_q8_0 *)blk)->qs[j] = (int8_t)codes[j];
+}
 static void q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
-    for (int64_t b = 0; b < nb; b++) {
-        float tmp[QLM_QK] = {0};
-        const int64_t i0 = b * QLM_QK;
-        const int m = (int)((n - i0) < QLM_QK ? (n - i0) : QLM_QK);
-        memcpy(tmp, w + i0, (size_t)m * sizeof(float));
-        uint8_t codes[QLM_QK];
-        qlm_block_q8_0 *blk = (qlm_block_q8_0 *)dst + b;
-        q8_0_block_scalar(tmp, blk);
-        const float dd = qlm_h2f(blk->d);
-        for (int j = 0; j < QLM_QK; j++) codes[j] = 0;
-        for (int j = 0; j < m; j++) {
-            const int64_t i = i0 + j;
-            const float qf = dd != 0.0f ? fminf(fmaxf(roundf(w[i] / dd), -127.0f), 127.0f) : 0.0f;
-            codes[j] = (uint8_t)(int8_t)qf;
-            const float deq = dd * qf;
-            qlm_gptq_step(w, n, U, i, deq);
-        }
-        memcpy(blk->qs, codes, QLM_QK);
-    }
+    qlm_gptq_blocks(w, n, U, dst, sizeof(qlm_block_q8_0), offsetof(qlm_block_q8_0, d), q8_0_block_scalar, -127.0f, 127.0f,
+                    q8_0_gptq_pack);
 }
 
 // ---- table row -------------------------------------------------------------------------------
