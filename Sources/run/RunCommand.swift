@@ -34,9 +34,12 @@ struct ModelOptions: ParsableArguments {
     var threads: Int { resources.threads }
     func budgetBytes() throws -> Int? { try resources.budgetBytes() }
 
-    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil) throws -> LoadedModel {
-        try LoadedModel(path: model, options: LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
-                                                          attention: attention.config, memoryBudget: try budgetBytes(), sizing: sizing))
+    /// `reserve`: bytes a budget must leave for something else resident (a draft model).
+    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil, reserve: Int = 0) throws -> LoadedModel {
+        var o = LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
+                            attention: attention.config, memoryBudget: try budgetBytes(), sizing: sizing)
+        o.memoryMargin += reserve
+        return try LoadedModel(path: model, options: o)
     }
 }
 
@@ -98,44 +101,86 @@ struct Generate: ParsableCommand {
     @Flag(name: .long, help: "Keep going past end/begin-of-text tokens (a new story starts) until --max-tokens.")
     var ignoreEos = false
 
+    @Option(name: .long, help: "Speculative decoding: lookup (draft the continuation of the latest earlier match of the last tokens in the prompt and text) or draft (a small model, --draft). Greedy output is plain decoding's; sampling keeps its distribution.")
+    var speculative: String?
+
+    @Option(name: .long, help: "The most tokens drafted per verification pass (adapted to what is accepted unless --fixed-draft-len).")
+    var draftLen: Int = 8
+
+    @Flag(name: .long, help: "Always draft --draft-len tokens (where available) instead of adapting the length.")
+    var fixedDraftLen = false
+
+    @Option(name: .long, help: "Lookup: the longest n-gram matched (longest first, down to 1).")
+    var ngram: Int = 4
+
+    @Option(name: .long, help: "The draft model for --speculative draft: a .qlm file with the same vocabulary (e.g. a low-bit or layer-skipped variant).")
+    var draft: String?
+
     func validate() throws {
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be ≥ 0") }
         if let s = steps, s <= 0 { throw ValidationError("--steps must be > 0") }
         guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0") }
         guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0") }
         guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
+        if let s = speculative {
+            guard let kind = DraftKind(rawValue: s) else { throw ValidationError("--speculative must be lookup or draft, got '\(s)'") }
+            if kind == .draft && draft == nil { throw ValidationError("--speculative draft needs --draft MODEL.qlm") }
+        } else if draft != nil {
+            throw ValidationError("--draft is used with --speculative draft")
+        }
+        guard (1 ... 64).contains(draftLen) else { throw ValidationError("--draft-len must be 1...64, got \(draftLen)") }
+        guard (1 ... 64).contains(ngram) else { throw ValidationError("--ngram must be 1...64, got \(ngram)") }
     }
 
     func run() throws {
         do {
-            let opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
+            var opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
                                          sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed),
                                          stopAtEndOfText: !ignoreEos)
-            let lm = try options.load(sizing: Generator.sizing(prompt: prompt, options: opts))
-            let result = try Generator.generate(lm, prompt: prompt, options: opts) { bytes in
+            opts.speculative = speculative.flatMap(DraftKind.init(rawValue:)).map {
+                SpeculativeOptions(kind: $0, draftLength: draftLen, adaptive: !fixedDraftLen, ngramMax: ngram)
+            }
+            let sizing = Generator.sizing(prompt: prompt, options: opts)
+            // The draft model stays resident: the target's budget leaves room for its file and cache.
+            var draftModel: LoadedModel?
+            var reserve = 0
+            if let draft, opts.speculative?.kind == .draft {
+                var a = options.attention.config
+                a.layerList = nil
+                let d = try LoadedModel(path: draft, options: LoadOptions(threads: options.threads, attention: a, sizing: sizing))
+                reserve = d.plan.totalBytes   // its weights, KV cache and scratch
+                draftModel = d
+            }
+            let lm = try options.load(sizing: sizing, reserve: reserve)
+            let result = try Generator.generate(lm, prompt: prompt, options: opts, draft: draftModel) { bytes in
                 guard !json else { return }
                 bytes.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
                 fflush(stdout)
             }
             if json {
                 struct Out: Encodable {
-                    var model: String; var load_seconds: Double; var threads: Int
+                    var model: String; var draft: String?; var load_seconds: Double; var threads: Int
                     var attention: [String]; var sinks: Int; var kv_type: String; var positions: String
                     var kv_cache_bytes: Int
                     var result: GenerationResult
                 }
                 let cache = lm.model.cache as? PatternKVCache
                 let positions = (lm.model as? Llama)?.positionMode.rawValue ?? "absolute"
-                print(jsonLine(Out(model: options.model, load_seconds: lm.loadSeconds, threads: options.threads,
+                print(jsonLine(Out(model: options.model, draft: draft, load_seconds: lm.loadSeconds, threads: options.threads,
                                    attention: cache?.patterns.map(\.description) ?? [], sinks: cache?.sinks ?? 0,
                                    kv_type: lm.model.cache.kvType.rawValue, positions: positions,
                                    kv_cache_bytes: lm.model.cache.bytes, result: result)))
             } else {
                 print("")
                 let m = result.memory
-                printError(String(format: "prompt %d tok, %.1f tok/s | decode %d tok, %.1f tok/s | peak RSS %@ (anon %@, file %@) | KV cache %@ | %@ | stop: %@",
+                var specText = ""
+                if let sp = result.speculative {
+                    specText = String(format: " | speculative %@ (k ≤ %d): %d passes, accepted %d/%d drafted (%.1f%%), %.2f tok/pass",
+                                      sp.kind, sp.draftLength, sp.passes, sp.accepted, sp.drafted, 100 * sp.acceptanceRate, sp.tokensPerPass)
+                }
+                printError(String(format: "prompt %d tok, %.1f tok/s | decode %d tok, %.1f tok/s%@ | peak RSS %@ (anon %@, file %@) | KV cache %@ | %@ | stop: %@",
                                   result.promptTokens.count, result.promptTokensPerSecond, result.tokens.count,
-                                  result.decodeTokensPerSecond, formatBytes(m.peakRSS), formatBytes(m.peakRSSAnon), formatBytes(m.peakRSSFile),
+                                  result.decodeTokensPerSecond, specText, formatBytes(m.peakRSS), formatBytes(m.peakRSSAnon), formatBytes(m.peakRSSFile),
                                   formatBytes(result.kvCacheBytes), budgetSummary(result.memoryPlan), result.stopReason))
             }
         }

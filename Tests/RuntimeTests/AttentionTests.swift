@@ -32,9 +32,13 @@ final class ReferenceMaskCache: KVCache {
         scratch = [Float](repeating: 0, count: nCtx * kvDim)
     }
 
-    func reset() {}
+
+    var length = 0
+    var rollbackLimit: Int { Int.max }
+    func truncate(to n: Int) throws { precondition(n <= length); length = n }
 
     func store(layer: Int, pos: Int, k kIn: UnsafePointer<Float>, v vIn: UnsafePointer<Float>) {
+        if layer == 0 { length = pos + 1 }
         for i in 0 ..< kvDim {
             k[(layer * nCtx + pos) * kvDim + i] = kIn[i]
             v[(layer * nCtx + pos) * kvDim + i] = vIn[i]

@@ -26,4 +26,31 @@ final class CLIDefaultsTests: XCTestCase {
         XCTAssertNotNil(dt)
         XCTAssertEqual(dt, ft)
     }
+
+    /// `--speculative lookup`: the same greedy text, and the acceptance rate and tokens per pass
+    /// in --json and in the closing line; bad combinations are usage errors.
+    func testGenerateSpeculativeReportsAcceptance() throws {
+        let model = try Fixtures.stories(.q8_0).path
+        let common = ["generate", model, "--prompt", "Lily had a cat. Lily had a cat. Lily had a", "--max-tokens", "60",
+                      "--temperature", "0", "--threads", "1"]
+        let plain = try runJSON(common + ["--json"])
+        let spec = try runJSON(common + ["--json", "--speculative", "lookup", "--draft-len", "5"])
+        let pr = try XCTUnwrap(plain["result"] as? [String: Any]), sr = try XCTUnwrap(spec["result"] as? [String: Any])
+        XCTAssertEqual(pr["tokens"] as? [Int], sr["tokens"] as? [Int])
+        XCTAssertNil(pr["speculative"])
+        let st = try XCTUnwrap(sr["speculative"] as? [String: Any])
+        XCTAssertEqual(st["kind"] as? String, "lookup")
+        XCTAssertEqual(st["draft_length"] as? Int, 5)
+        let passes = try XCTUnwrap(st["passes"] as? Int), accepted = try XCTUnwrap(st["accepted"] as? Int)
+        XCTAssertEqual(passes + accepted, 59, "60 tokens: the first from the prompt, then accepted + 1 per pass")
+        XCTAssertEqual(try XCTUnwrap(st["tokens_per_pass"] as? Double), Double(passes + accepted) / Double(passes), accuracy: 1e-9)
+        XCTAssertNotNil(st["acceptance_rate"] as? Double)
+        let r = try Executables.run("run", common + ["--speculative", "lookup"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        XCTAssertTrue(r.stderr.contains("speculative lookup (k ≤ 8):") && r.stderr.contains("tok/pass"), r.stderr)
+        for bad in [["--speculative", "draft"], ["--speculative", "medusa"], ["--draft", model], ["--speculative", "lookup", "--draft-len", "0"]] {
+            let b = try Executables.run("run", common + bad)
+            XCTAssertNotEqual(b.status, 0, "\(bad) should be rejected")
+        }
+    }
 }

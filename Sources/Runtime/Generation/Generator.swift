@@ -11,6 +11,8 @@ package struct GenerationOptions: Sendable {
     package var stopAtEndOfText: Bool
     /// Pass the prompt's text to `onText` first, as the reference programs print it.
     package var echoPrompt: Bool = true
+    /// Speculative decoding (nil: one token per forward pass). `.draft` needs a draft model.
+    package var speculative: SpeculativeOptions?
 
     package init(maxNewTokens: Int = 128, steps: Int? = nil, sampling: SamplingConfig = SamplingConfig(), stopAtEndOfText: Bool = true) {
         self.maxNewTokens = maxNewTokens; self.steps = steps; self.sampling = sampling; self.stopAtEndOfText = stopAtEndOfText
@@ -30,12 +32,14 @@ package struct GenerationResult: Codable, Sendable {
     package var memory: MemoryStats
     /// The memory plan (budget, planned bytes, buffers) and bytes streamed per decoded token.
     package var memoryPlan: MemoryReport
+    /// Passes, drafted and accepted tokens (speculative decoding only).
+    package var speculative: SpeculativeStats?
 
     enum CodingKeys: String, CodingKey {
         case promptTokens = "prompt_tokens", tokens, text, stopReason = "stop_reason"
         case promptSeconds = "prompt_seconds", decodeSeconds = "decode_seconds"
         case promptTokensPerSecond = "prompt_tokens_per_second", decodeTokensPerSecond = "decode_tokens_per_second"
-        case kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
+        case kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan", speculative
     }
 }
 
@@ -63,28 +67,41 @@ struct TextStreamer {
 
 package enum Generator {
     /// The KV positions and batch a generation needs (prompt + new tokens; one batch for the
-    /// prompt up to `maxBatch`), for LoadOptions.sizing: the cache the budget plans is the one used.
+    /// prompt up to `maxBatch`, and at least a verification pass of 1 + k tokens when speculating,
+    /// whose cache must roll back k positions), for LoadOptions.sizing: the cache the budget plans
+    /// is the one used.
     package static func sizing(prompt: String, options: GenerationOptions, maxBatch: Int = 128) -> (any Tokenizer, HParams) -> RunSizing {
         { tok, hp in
             var n = tok.encode(prompt).count
             if n == 0, tok.bosID != nil { n = 1 }
             n = max(n, 1)
             let positions = options.steps.map { max($0, n) } ?? n + options.maxNewTokens
-            return RunSizing(kvPositions: min(hp.nCtx, positions), maxBatch: min(maxBatch, n))
+            let k = options.speculative.map { max(1, $0.draftLength) } ?? 0
+            return RunSizing(kvPositions: min(hp.nCtx, positions), maxBatch: max(min(maxBatch, n), k + 1), kvRollback: k + 1)
         }
     }
 
     /// Encodes the prompt, prefills it as one batch, then samples token by token, calling
     /// `onText` with each piece of text (the prompt's first) as soon as it exists.
     /// `onToken(id, bytes)` sees each new token with its text; decoding stops (reason "cancelled")
-    /// before the next forward pass once `isCancelled` returns true.
-    package static func generate(_ lm: LoadedModel, prompt: String, options: GenerationOptions,
+    /// before the next forward pass once `isCancelled` returns true. With `options.speculative`,
+    /// tokens come from verification passes (`SpeculativeDecoder`); `.draft` drafts with `draft`.
+    package static func generate(_ lm: LoadedModel, prompt: String, options: GenerationOptions, draft: LoadedModel? = nil,
                                 onToken: ((Int32, [UInt8]) -> Void)? = nil, isCancelled: (() -> Bool)? = nil,
                                 onText: ([UInt8]) -> Void) throws -> GenerationResult {
+        var promptIDs = lm.tokenizer.encode(prompt)
+        if promptIDs.isEmpty, let bos = lm.tokenizer.bosID { promptIDs = [bos] }
+        return try generate(lm, promptIDs: promptIDs, promptText: prompt, options: options, draft: draft,
+                            onToken: onToken, isCancelled: isCancelled, onText: onText)
+    }
+
+    /// The same from token ids (`promptText`: what to echo for tokenizers whose pieces are not
+    /// printed one by one; nil: the ids' bytes).
+    package static func generate(_ lm: LoadedModel, promptIDs: [Int32], promptText: String? = nil, options: GenerationOptions,
+                                draft: LoadedModel? = nil, onToken: ((Int32, [UInt8]) -> Void)? = nil,
+                                isCancelled: (() -> Bool)? = nil, onText: ([UInt8]) -> Void) throws -> GenerationResult {
         let model = lm.model, tok = lm.tokenizer
         let hp = model.hparams
-        var promptIDs = tok.encode(prompt)
-        if promptIDs.isEmpty, let bos = tok.bosID { promptIDs = [bos] }
         guard !promptIDs.isEmpty else { throw ModelError("the prompt encodes to no tokens and the tokenizer has no start token") }
         let capacity = model.positionLimit
         guard promptIDs.count <= capacity else {
@@ -101,11 +118,27 @@ package enum Generator {
         if tok is Llama2cTokenizer {
             for id in promptIDs.dropFirst() { let p = streamer.piece(id); text += p; if options.echoPrompt { onText(p) } }
         } else {
-            let p = Array(prompt.utf8); text += p; if options.echoPrompt { onText(p) }
+            let p = promptText.map { Array($0.utf8) } ?? promptIDs.flatMap { tok.tokenBytes($0) }
+            text += p; if options.echoPrompt { onText(p) }
             streamer.prev = promptIDs.last!
         }
 
         let sampler = Sampler(vocab: hp.vocabSize, config: options.sampling)
+        var spec: SpeculativeDecoder?
+        if let so = options.speculative {
+            let drafter: Drafter
+            switch so.kind {
+            case .lookup:
+                drafter = LookupDrafter(ngramMax: so.ngramMax, ngramMin: so.ngramMin)
+            case .draft:
+                guard let draft else { throw ModelError("speculative decoding with a draft model needs one (--draft MODEL.qlm)") }
+                guard draft.model.hparams.vocabSize == hp.vocabSize else {
+                    throw ModelError("the draft model's vocabulary has \(draft.model.hparams.vocabSize) tokens; the model's has \(hp.vocabSize)")
+                }
+                drafter = ModelDrafter(draft, sampling: options.sampling, maxDraft: max(1, so.draftLength))
+            }
+            spec = SpeculativeDecoder(model: model, sampler: sampler, drafter: drafter, options: so, prompt: promptIDs)
+        }
         let t0 = Date()
         var next: Int32 = 0
         try model.forward(promptIDs, startPos: 0, logitRows: promptIDs.count - 1 ..< promptIDs.count) { _, logits in
@@ -128,8 +161,12 @@ package enum Generator {
             if out.count == budget { break }
             if isCancelled?() == true { stop = "cancelled"; break }
             if pos >= capacity { stop = "context_full"; break }
-            one[0] = next
-            try model.forward(one, startPos: pos, logitRows: 0 ..< 1) { _, logits in next = sampler.sample(logits) }
+            if let spec {
+                next = try spec.next(after: next, pos: pos, remaining: budget - out.count, capacity: capacity)
+            } else {
+                one[0] = next
+                try model.forward(one, startPos: pos, logitRows: 0 ..< 1) { _, logits in next = sampler.sample(logits) }
+            }
             pos += 1
             if out.count & 15 == 0 { MemoryStats.sample() }
         }
@@ -143,6 +180,6 @@ package enum Generator {
             promptTokensPerSecond: Double(promptIDs.count) / max(promptSeconds, 1e-9),
             decodeTokensPerSecond: Double(decoded) / max(decodeSeconds, 1e-9),
             kvCacheBytes: model.cache.bytes, memory: MemoryStats.current(),
-            memoryPlan: lm.memoryReport(since: streamed0, tokens: decoded))
+            memoryPlan: lm.memoryReport(since: streamed0, tokens: decoded), speculative: spec?.stats)
     }
 }

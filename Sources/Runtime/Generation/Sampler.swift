@@ -54,14 +54,59 @@ package final class Sampler {
     package func sample(_ logits: UnsafeBufferPointer<Float>) -> Int32 {
         precondition(logits.count == vocab)
         if config.temperature <= 0 { return Self.argmax(logits) }
+        let (keep, total, indexed) = candidates(logits)
+        return sampleFrom(count: keep, total: total, indexed: indexed)
+    }
+
+    /// The distribution `sample` draws from, over the whole vocabulary: dist[i] is token i's
+    /// probability after temperature, top-k and top-p (0 outside the kept set; the kept
+    /// probabilities divided by their sum). Temperature 0: a point mass on the argmax.
+    package func distribution(_ logits: UnsafeBufferPointer<Float>, into dist: UnsafeMutablePointer<Float>) {
+        precondition(logits.count == vocab)
+        if config.temperature <= 0 {
+            dist.update(repeating: 0, count: vocab)
+            dist[Int(Self.argmax(logits))] = 1
+            return
+        }
+        let (keep, total, indexed) = candidates(logits)
+        let inv = 1 / total
+        if !indexed {
+            for i in 0 ..< vocab { dist[i] = probs[i] * inv }
+            return
+        }
+        dist.update(repeating: 0, count: vocab)
+        for j in 0 ..< keep { let i = Int(idx[j]); dist[i] = probs[i] * inv }
+    }
+
+    /// A token drawn from weights[0 ..< vocab] (non-negative, not necessarily normalized) with
+    /// this sampler's generator; the last token with positive weight if rounding leaves the draw
+    /// past the end. nil when every weight is 0.
+    package func draw(_ weights: UnsafePointer<Float>) -> Int32? {
+        var total: Float = 0
+        for i in 0 ..< vocab { total += weights[i] }
+        guard total > 0 else { return nil }
+        let r = nextFloat() * total
+        var cdf: Float = 0, last = -1
+        for i in 0 ..< vocab where weights[i] > 0 {
+            cdf += weights[i]
+            last = i
+            if r < cdf { return Int32(i) }
+        }
+        return Int32(last)
+    }
+
+    /// A uniform draw in [0, 1) from this sampler's generator (24 bits).
+    package func uniform() -> Float { nextFloat() }
+
+    /// Softmax of logits / T into probs, then the kept candidates: all tokens (indexed false), or
+    /// the first `keep` ids of idx, most probable first; `total` is their probability sum.
+    private func candidates(_ logits: UnsafeBufferPointer<Float>) -> (keep: Int, total: Float, indexed: Bool) {
         let inv = 1 / config.temperature
         for i in 0 ..< vocab { probs[i] = logits[i] * inv }
         qlm_softmax(probs, Int64(vocab))
         let k = config.topK > 0 ? min(config.topK, vocab) : vocab
         let cutP = config.topP > 0 && config.topP < 1
-        if k == vocab && !cutP {
-            return sampleFrom(count: vocab, total: 1, indexed: false)
-        }
+        if k == vocab && !cutP { return (vocab, 1, false) }
         // Candidates: the k most probable tokens (or, for top-p alone, those above llama2.c's
         // cutoff (1 - p) / (V - 1), which cannot be in the nucleus otherwise), sorted.
         var n = 0
@@ -79,7 +124,7 @@ package final class Sampler {
             if cutP && total >= config.topP { keep = j + 1; break }
         }
         if !cutP { total = (0 ..< keep).reduce(0) { $0 + probs[Int(idx[$1])] } }
-        return sampleFrom(count: keep, total: total, indexed: true)
+        return (keep, total, true)
     }
 
     private func sampleFrom(count: Int, total: Float, indexed: Bool) -> Int32 {

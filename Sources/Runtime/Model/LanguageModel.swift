@@ -41,23 +41,27 @@ extension LanguageModel {
     /// Forward over any number of tokens, split into batches of at most `maxBatch`.
     package func forward(_ tokens: [Int32], startPos: Int, logitRows: Range<Int>,
                         onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        guard startPos >= 0, startPos + tokens.count <= positionLimit else {
-            throw ModelError("positions \(startPos)..<\(startPos + tokens.count) exceed the model's context of \(positionLimit) tokens")
+        try tokens.withUnsafeBufferPointer { try forward($0, startPos: startPos, logitRows: logitRows, onLogits: onLogits) }
+    }
+
+    /// The same over a buffer (a slice of a longer sequence, without copying it).
+    package func forward(_ all: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
+                        onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        guard startPos >= 0, startPos + all.count <= positionLimit else {
+            throw ModelError("positions \(startPos)..<\(startPos + all.count) exceed the model's context of \(positionLimit) tokens")
         }
         let vocab = hparams.vocabSize
-        for id in tokens where id < 0 || Int(id) >= vocab {
+        for id in all where id < 0 || Int(id) >= vocab {
             throw ModelError("token id \(id) is outside the vocabulary (0..<\(vocab))")
         }
-        try tokens.withUnsafeBufferPointer { all in
-            var lo = 0
-            while lo < all.count {
-                let hi = min(all.count, lo + maxBatch)
-                let local = logitRows.localized(to: lo ..< hi)
-                try forwardBatch(UnsafeBufferPointer(rebasing: all[lo ..< hi]), startPos: startPos + lo, logitRows: local) { t, l in
-                    onLogits(lo + t, l)
-                }
-                lo = hi
+        var lo = 0
+        while lo < all.count {
+            let hi = min(all.count, lo + maxBatch)
+            let local = logitRows.localized(to: lo ..< hi)
+            try forwardBatch(UnsafeBufferPointer(rebasing: all[lo ..< hi]), startPos: startPos + lo, logitRows: local) { t, l in
+                onLogits(lo + t, l)
             }
+            lo = hi
         }
     }
 }

@@ -6,7 +6,11 @@ import Quant
 package struct RunSizing: Sendable {
     package var kvPositions: Int
     package var maxBatch: Int
-    package init(kvPositions: Int, maxBatch: Int) { self.kvPositions = kvPositions; self.maxBatch = maxBatch }
+    /// Trailing KV positions the cache must be able to discard exactly (speculative decoding).
+    package var kvRollback: Int
+    package init(kvPositions: Int, maxBatch: Int, kvRollback: Int = 1) {
+        self.kvPositions = kvPositions; self.maxBatch = maxBatch; self.kvRollback = kvRollback
+    }
 }
 
 package struct LoadOptions {
@@ -30,6 +34,9 @@ package struct LoadOptions {
     package var memoryMargin: Int = MemoryPlan.defaultMarginBytes
     /// KV cache positions (nil: the model's n_ctx).
     package var kvPositions: Int?
+    /// Trailing KV positions `KVCache.truncate` must discard exactly (ring layers get
+    /// kvRollback - 1 extra slots; see `LayerKV`).
+    package var kvRollback: Int = 1
     /// Overrides kvPositions and maxBatch once the tokenizer is loaded.
     package var sizing: ((any Tokenizer, HParams) -> RunSizing)?
 
@@ -71,7 +78,7 @@ package final class LoadedModel {
         // The process so far (libraries, heap, the tokenizer; before the KV cache,
         // which the plan counts): what the budget holds besides the plan.
         let baseline = options.memoryBaseline ?? MemoryStats.current().rss
-        var sizing = RunSizing(kvPositions: options.kvPositions ?? hp.nCtx, maxBatch: options.maxBatch)
+        var sizing = RunSizing(kvPositions: options.kvPositions ?? hp.nCtx, maxBatch: options.maxBatch, kvRollback: options.kvRollback)
         if let f = options.sizing { sizing = f(tokenizer, hp) }
         let positions = min(max(1, sizing.kvPositions), hp.nCtx), maxBatch = max(1, sizing.maxBatch)
         let a = options.attention
@@ -84,7 +91,7 @@ package final class LoadedModel {
         let allBanded = patterns.allSatisfy { if case .banded = $0 { return true }; return false }
         let mode = a.positions ?? (arch.positionEncoding == .rotary && allBanded ? .cache : .absolute)
         let cache = PatternKVCache(patterns: patterns, sinks: a.sinks, kvType: a.kvType, nKVHead: shape.nKVHead,
-                                   headDim: shape.headDim, positions: positions)
+                                   headDim: shape.headDim, positions: positions, rollback: max(1, sizing.kvRollback))
         plan = try MemoryPlan.make(model: url.lastPathComponent, tensors: file.tensors, metadata: file.metadata,
                                    settings: MemorySettings(kvBytes: cache.bytes, maxBatch: maxBatch), budget: options.memoryBudget,
                                    baseline: baseline, margin: options.memoryMargin, shape: shape)
