@@ -135,6 +135,16 @@ package enum GGUFReader: CheckpointReader {
         return a.map { $0.string! }
     }
 
+    /// The vocabulary of a GGUF file of any architecture (its `tokenizer.ggml.*` keys), without
+    /// reading tensors: for tools and tests.
+    package static func tokenizerData(of url: URL) throws -> TokenizerData {
+        let g = try GGUFFile(url)
+        guard let tokens = try stringArray(g.metadata, "tokenizer.ggml.tokens", file: url.path) else {
+            throw QuantError(url.path, "GGUF metadata lacks tokenizer.ggml.tokens")
+        }
+        return try tokenizerData(g.metadata, tokens: tokens, file: url.path)
+    }
+
     /// TokenizerData from the `tokenizer.ggml.*` keys (and `tokenizer.chat_template`).
     static func tokenizerData(_ md: [String: GGUFValue], tokens: [String], file: String) throws -> TokenizerData {
         guard let model = md["tokenizer.ggml.model"]?.string else { throw QuantError(file, "GGUF metadata lacks tokenizer.ggml.model") }

@@ -13,20 +13,6 @@ final class GGUFTokenizerTests: XCTestCase {
     /// The real-model folder: QUANTLM_MODELS or ~/.cache/quantlm/models. Missing → failure.
     static func model(_ name: String) throws -> URL { try SharedData.model(name) }
 
-    // TEMPORARY (replace with the GGUF reader when it lands): TokenizerData from the oracle's
-    // JSON dump of the tokenizer.ggml.* keys.
-    static func tokenizerData(fromDump url: URL) throws -> TokenizerData {
-        let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as! [String: Any]
-        func int(_ k: String) -> Int? { (obj[k] as? NSNumber)?.intValue }
-        func bool(_ k: String) -> Bool? { (obj[k] as? NSNumber)?.boolValue }
-        return TokenizerData(model: obj["model"] as! String, pre: obj["pre"] as? String, tokens: obj["tokens"] as! [String],
-                             scores: (obj["scores"] as? [NSNumber])?.map { $0.floatValue },
-                             tokenTypes: (obj["token_types"] as? [NSNumber])?.map { $0.int32Value },
-                             merges: obj["merges"] as? [String], bos: int("bos"), eos: int("eos"), unk: int("unk"), pad: int("pad"),
-                             addBos: bool("add_bos"), addEos: bool("add_eos"), addSpacePrefix: bool("add_space_prefix"),
-                             chatTemplate: obj["chat_template"] as? String, source: url.path)
-    }
-
     static let tricky: [String] = {
         var c = ["", " ", "  ", "\n", "\n\n", " \n ", "\t\tx", "hello", " hello", "Hello, world!", "trailing   ",
                  "I'm", "I'LL", "they're", "DON'T", "'s'S'd", "rock 'n' roll", "x ſ 'ſ",
@@ -59,14 +45,13 @@ final class GGUFTokenizerTests: XCTestCase {
 
     func testSmolLM2MatchesHFTokenizers() throws {
         let gguf = try Self.model(Self.smolName)
-        let dump = temp("smollm2-vocab.json"), casesFile = temp("tok-cases.json"), out = temp("smollm2-ids.json")
-        _ = try Fixtures.python("hf_tokenizer_oracle.py", ["dump", gguf.path, dump.path])
+        let casesFile = temp("tok-cases.json"), out = temp("smollm2-ids.json")
         try JSONSerialization.data(withJSONObject: Self.tricky).write(to: casesFile)
         let wikiURL = try SharedData.path("data/wikitext-2-raw/wiki.test.raw")
         _ = try Fixtures.python("hf_tokenizer_oracle.py", ["encode", gguf.path, casesFile.path, out.path, "--wiki", wikiURL.path])
         let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as! [String: Any]
 
-        let data = try Self.tokenizerData(fromDump: dump)
+        let data = try GGUFReader.tokenizerData(of: gguf)
         XCTAssertEqual(data.pre, "smollm")
         let t = try BPETokenizer(data)
         XCTAssertEqual(t.vocabSize, 49152)

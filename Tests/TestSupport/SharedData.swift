@@ -36,7 +36,8 @@ public enum SharedData {
             ?? FileManager.default.homeDirectoryForCurrentUser.appendingPathComponent(".cache/quantlm/models")
         let u = dir.appendingPathComponent(name)
         guard FileManager.default.fileExists(atPath: u.path) else {
-            throw Missing(description: "model \(u.path) not found: run `bash scripts/fetch_models.sh` (or set QUANTLM_MODELS)")
+            let how = name.hasPrefix("gemma") ? "bash scripts/fetch_models.sh --gemma" : "bash scripts/fetch_models.sh"
+            throw Missing(description: "model \(u.path) not found: run `\(how)` (or set QUANTLM_MODELS)")
         }
         return u
     }

@@ -3,7 +3,6 @@
 tokenizers gguf). Independent of the Swift code: HF's BPE model, its Digits / Split / ByteLevel
 pre-tokenizers and its added-token matching.
 
-  dump GGUF OUT.json          the tokenizer.ggml.* keys as JSON (TokenizerData fields)
   encode GGUF CASES.json OUT.json [--wiki FILE]
                               ids of each string in CASES.json (a JSON list) and of FILE
   pretok KIND CASES.json OUT.json
@@ -60,12 +59,7 @@ def hf_tokenizer(v):
 
 def main():
     cmd = sys.argv[1]
-    if cmd == "dump":
-        v = read_gguf(sys.argv[2])
-        with open(sys.argv[3], "w") as f:
-            json.dump(v, f)
-        print(json.dumps({"tokens": len(v["tokens"]), "merges": len(v["merges"] or [])}))
-    elif cmd == "encode":
+    if cmd == "encode":
         v = read_gguf(sys.argv[2])
         tok = hf_tokenizer(v)
         cases = json.load(open(sys.argv[3]))
