@@ -16,7 +16,7 @@ struct RunCLI: ParsableCommand {
           run bench gpt2-q8.qlm --threads 2
           run tokenize --tokenizer gpt2-tokenizer/ --text file.txt
         """,
-        subcommands: [Generate.self, Perplexity_.self, Compare.self, BenchCmd.self, Tokenize.self, Logits.self, KVBudgetCommand.self]
+        subcommands: [Generate.self, Chat.self, Perplexity_.self, Compare.self, BenchCmd.self, Tokenize.self, Logits.self, KVBudgetCommand.self]
     )
 }
 
@@ -83,17 +83,7 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "Total positions including the prompt, as llama2.c's -n (overrides --max-tokens).")
     var steps: Int?
 
-    @Option(name: .long, help: "Sampling temperature; 0 = greedy.")
-    var temperature: Float = 0.8
-
-    @Option(name: .long, help: "Sample among the K most probable tokens (0 = off).")
-    var topK: Int = 0
-
-    @Option(name: .long, help: "Nucleus sampling: the smallest set with probability ≥ P (1 = off).")
-    var topP: Float = 0.9
-
-    @Option(name: .long, help: "Random seed.")
-    var seed: UInt64 = 42
+    @OptionGroup var sampling: SamplingOptions
 
     @Flag(name: .long, help: "Print one JSON object instead of streaming text.")
     var json = false
@@ -119,9 +109,6 @@ struct Generate: ParsableCommand {
     func validate() throws {
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be ≥ 0") }
         if let s = steps, s <= 0 { throw ValidationError("--steps must be > 0") }
-        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0") }
-        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0") }
-        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1]") }
         if let s = speculative {
             guard let kind = DraftKind(rawValue: s) else { throw ValidationError("--speculative must be lookup or draft, got '\(s)'") }
             if kind == .draft && draft == nil { throw ValidationError("--speculative draft needs --draft MODEL.qlm") }
@@ -135,7 +122,7 @@ struct Generate: ParsableCommand {
     func run() throws {
         do {
             var opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
-                                         sampling: SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed),
+                                         sampling: sampling.config,
                                          stopAtEndOfText: !ignoreEos)
             opts.speculative = speculative.flatMap(DraftKind.init(rawValue:)).map {
                 SpeculativeOptions(kind: $0, draftLength: draftLen, adaptive: !fixedDraftLen, ngramMax: ngram)

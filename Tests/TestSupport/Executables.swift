@@ -17,13 +17,13 @@ public enum Executables {
         public var stderr: String
     }
 
-    /// Runs .build/release/NAME with `args`.
-    public static func run(_ name: String, _ args: [String], environment: [String: String]? = nil) throws -> Result {
-        try run(url: url(name), args, environment: environment)
+    /// Runs .build/release/NAME with `args` (`stdin`: text fed to its standard input).
+    public static func run(_ name: String, _ args: [String], environment: [String: String]? = nil, stdin: String? = nil) throws -> Result {
+        try run(url: url(name), args, environment: environment, stdin: stdin)
     }
 
     /// Runs the program at `url` to completion (`environment` nil: this process's own).
-    public static func run(url: URL, _ args: [String], environment: [String: String]? = nil) throws -> Result {
+    public static func run(url: URL, _ args: [String], environment: [String: String]? = nil, stdin: String? = nil) throws -> Result {
         let p = Process()
         p.executableURL = url
         p.arguments = args
@@ -31,7 +31,13 @@ public enum Executables {
         let out = Pipe(), err = Pipe()
         p.standardOutput = out
         p.standardError = err
+        let input = stdin.map { _ in Pipe() }
+        if let input { p.standardInput = input }
         try p.run()
+        if let input, let stdin {
+            input.fileHandleForWriting.write(Data(stdin.utf8))
+            try input.fileHandleForWriting.close()
+        }
         // Drain both pipes concurrently so a chatty child cannot block on a full pipe.
         final class Box: @unchecked Sendable { var data = Data() }
         let errBox = Box()

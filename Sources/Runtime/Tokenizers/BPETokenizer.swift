@@ -117,6 +117,13 @@ package struct BPETokenizer: Tokenizer {
         return out
     }
 
+    /// The id of a control or user-defined token by its text (e.g. "<|im_end|>").
+    package func specialID(_ text: String) -> Int32? {
+        let b = Array(text.utf8)
+        guard let first = b.first else { return nil }
+        return specialBuckets[Int(first)].first { $0.bytes == b }?.id
+    }
+
     package func decode(_ ids: [Int32]) -> [UInt8] { core.decode(ids) }
     package func tokenBytes(_ id: Int32) -> [UInt8] { core.tokenBytes(id) }
 }
