@@ -12,6 +12,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // `run serve`'s HTTP/1.1 stack (NIOHTTP1); nothing else in the package uses it.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // libzstd from the system (Debian: libzstd-dev). See Sources/CZstd/module.modulemap.
@@ -31,7 +33,9 @@ let package = Package(
         ),
         .executableTarget(
             name: "run",
-            dependencies: ["Quant", "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Quant", "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                           .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                           .product(name: "NIOHTTP1", package: "swift-nio")]
         ),
         // Test helpers every test target shares: locating ../shared and the fetched models, one
         // seeded RNG, one stories260K conversion, running the built executables.

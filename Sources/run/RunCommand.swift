@@ -16,7 +16,7 @@ struct RunCLI: ParsableCommand {
           run bench gpt2-q8.qlm --threads 2
           run tokenize --tokenizer gpt2-tokenizer/ --text file.txt
         """,
-        subcommands: [Generate.self, Chat.self, Perplexity_.self, Compare.self, BenchCmd.self, Tokenize.self, Logits.self, KVBudgetCommand.self]
+        subcommands: [Generate.self, Chat.self, Perplexity_.self, Compare.self, BenchCmd.self, Tokenize.self, Logits.self, KVBudgetCommand.self, Serve.self]
     )
 }
 

@@ -59,6 +59,12 @@ package final class LoadedModel {
     package let loadSeconds: Double
     /// What is resident and what streams (computed for unbudgeted runs too, for reports).
     package let plan: MemoryPlan
+    /// How `model` was built, so `makeSequence` can build more over the same weights.
+    private let arch: any Architecture.Type
+    private let patterns: [AttentionPattern]
+    private let positionMode: PositionMode
+    private let attention: AttentionConfig
+    private let shape: ModelShape
 
     package init(path: String, options: LoadOptions = LoadOptions()) throws {
         let start = Date()
@@ -98,6 +104,11 @@ package final class LoadedModel {
         weights = budgeted ? try WeightStore(file: file, plan: plan) : WeightStore(file: file)
         let compute = Compute(threads: options.threads, maxCols: max(shape.dModel, shape.qDim, shape.dFF), maxBatch: max(maxBatch, 16))
         model = try arch.make(file, context: ModelContext(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch, positions: mode))
+        self.arch = arch
+        self.patterns = patterns
+        self.positionMode = mode
+        self.attention = a
+        self.shape = shape
         weights.finishLoading()
         loadSeconds = Date().timeIntervalSince(start)
         MemoryStats.sample()
@@ -114,5 +125,15 @@ package final class LoadedModel {
     /// and embedding row lookups.
     package var streamedCounters: (stored: Int, raw: Int) {
         (weights.streamedStoredBytes + weights.embeddingStoredBytes, weights.streamedRawBytes + weights.embeddingRawBytes)
+    }
+
+    /// Another model over the same weights and compute pool with a KV cache of its own
+    /// (`positions` positions, the same attention patterns and KV type): one more sequence
+    /// for a server's slots. Use it from the thread that uses `model` (they share the pool).
+    package func makeSequence(positions: Int, maxBatch: Int? = nil) throws -> LanguageModel {
+        let cache = PatternKVCache(patterns: patterns, sinks: attention.sinks, kvType: attention.kvType, nKVHead: shape.nKVHead,
+                                   headDim: shape.headDim, positions: min(max(1, positions), shape.nCtx))
+        return try arch.make(file, context: ModelContext(weights: weights, compute: model.compute, cache: cache,
+                                                         maxBatch: maxBatch ?? model.maxBatch, positions: positionMode))
     }
 }

@@ -1,0 +1,270 @@
+import Foundation
+import Quant
+
+/// One completion a client asked for, as token ids and limits.
+package struct ServeRequest: Sendable {
+    package var prompt: [Int32]
+    package var maxTokens: Int
+    package var sampling: SamplingConfig
+    /// Text that ends the completion (not included in it).
+    package var stop: [String]
+    /// Stop at the tokenizer's end-of-text / extra end tokens (e.g. a chat's end-of-turn).
+    package var stopTokens: Set<Int32>
+
+    package init(prompt: [Int32], maxTokens: Int, sampling: SamplingConfig = SamplingConfig(), stop: [String] = [], stopTokens: Set<Int32> = []) {
+        self.prompt = prompt; self.maxTokens = maxTokens; self.sampling = sampling; self.stop = stop; self.stopTokens = stopTokens
+    }
+}
+
+/// What the engine tells a request's owner, in order: text pieces, then one `done`.
+package enum ServeEvent: Sendable, Equatable {
+    /// Whole UTF-8 text (possibly empty while a stop sequence may be starting) and the ids it came from.
+    case text(String, [Int32])
+    /// finishReason: "stop" (end token or stop sequence), "length" (max_tokens or the slot's
+    /// context is full), "cancelled" (the owner went away).
+    case done(finishReason: String, promptTokens: Int, completionTokens: Int)
+    case failed(String)
+}
+
+/// Why a request was not admitted.
+package enum ServeRejection: Error, CustomStringConvertible, Equatable {
+    case queueFull(waiting: Int, limit: Int)
+    case promptTooLong(tokens: Int, context: Int)
+    case stopping
+
+    package var description: String {
+        switch self {
+        case .queueFull(let w, let l): return "server busy: \(w) requests already waiting (queue limit \(l)); retry later"
+        case .promptTooLong(let t, let c): return "the prompt is \(t) tokens; a slot's context holds \(c)"
+        case .stopping: return "the server is shutting down"
+        }
+    }
+}
+
+/// Continuous batching over `parallel` slots, each a sequence with its own KV cache over the
+/// shared weights. One scheduler thread owns the model: between steps it admits waiting
+/// requests into free slots (prefilling each prompt), then advances every active slot by one
+/// token; a slot is freed the step its request ends or its owner cancels.
+package final class ServingEngine: @unchecked Sendable {
+    package let parallel: Int
+    package let contextPerSlot: Int
+    package let queueLimit: Int
+    package let tokenizer: any Tokenizer
+
+    private let loaded: LoadedModel
+    private final class Slot {
+        let model: LanguageModel
+        var job: Job?
+        var pos = 0
+        var next: Int32 = 0
+        var sampler: Sampler?
+        var streamer: TextStreamer
+        var generated = 0
+        var pending: [UInt8] = []     // bytes not yet emitted (incomplete UTF-8 or a possible stop prefix)
+        var pendingIDs: [Int32] = []
+        var text: [UInt8] = []        // every completion byte so far (stop-sequence search)
+        init(model: LanguageModel, tokenizer: any Tokenizer) {
+            self.model = model
+            streamer = TextStreamer(tokenizer: tokenizer, prev: 0)
+        }
+    }
+    private struct Job {
+        let request: ServeRequest
+        let stopBytes: [[UInt8]]
+        let isCancelled: @Sendable () -> Bool
+        let emit: @Sendable (ServeEvent) -> Void
+    }
+
+    private var slots: [Slot] = []
+    private var waiting: [Job] = []
+    private let cond = NSCondition()
+    private var stopping = false
+    private var thread: Thread?
+    /// Tokens decoded and steps run (for the server's /health and tests).
+    private(set) package var stepsRun = 0
+
+    package init(loaded: LoadedModel, parallel: Int, contextPerSlot: Int, queueLimit: Int) throws {
+        precondition(parallel >= 1 && queueLimit >= 0)
+        self.loaded = loaded
+        self.parallel = parallel
+        self.queueLimit = queueLimit
+        tokenizer = loaded.tokenizer
+        let ctx = min(contextPerSlot, loaded.model.positionLimit)
+        self.contextPerSlot = ctx
+        slots = [Slot(model: loaded.model, tokenizer: loaded.tokenizer)]
+        for _ in 1 ..< parallel { slots.append(Slot(model: try loaded.makeSequence(positions: ctx), tokenizer: loaded.tokenizer)) }
+        let t = Thread { [unowned self] in self.loop() }
+        t.stackSize = 1 << 22
+        t.name = "quantlm-scheduler"
+        thread = t
+        t.start()
+    }
+
+    /// Active plus waiting requests.
+    package var load: (active: Int, waiting: Int) {
+        cond.lock(); defer { cond.unlock() }
+        return (slots.filter { $0.job != nil }.count, waiting.count)
+    }
+
+    /// Queues a request; events arrive on the scheduler thread through `emit`. Throws a
+    /// `ServeRejection` when it cannot be taken.
+    package func submit(_ r: ServeRequest, isCancelled: @escaping @Sendable () -> Bool, emit: @escaping @Sendable (ServeEvent) -> Void) throws {
+        guard !r.prompt.isEmpty, r.prompt.count < contextPerSlot else {
+            throw ServeRejection.promptTooLong(tokens: r.prompt.count, context: contextPerSlot)
+        }
+        cond.lock(); defer { cond.unlock() }
+        if stopping { throw ServeRejection.stopping }
+        let free = slots.filter { $0.job == nil }.count
+        if waiting.count >= free + queueLimit { throw ServeRejection.queueFull(waiting: waiting.count, limit: queueLimit) }
+        waiting.append(Job(request: r, stopBytes: r.stop.filter { !$0.isEmpty }.map { Array($0.utf8) }, isCancelled: isCancelled, emit: emit))
+        cond.signal()
+    }
+
+    /// Stops taking requests; returns once every admitted and waiting request has finished.
+    package func drain() {
+        cond.lock()
+        stopping = true
+        cond.broadcast()
+        while !waiting.isEmpty || slots.contains(where: { $0.job != nil }) { cond.wait() }
+        cond.unlock()
+    }
+
+    private func loop() {
+        while true {
+            cond.lock()
+            while waiting.isEmpty && !slots.contains(where: { $0.job != nil }) {
+                cond.broadcast()   // drain() waits for this
+                cond.wait()
+            }
+            // Admit: waiting requests into free slots, oldest first.
+            var admitted: [Slot] = []
+            for s in slots where s.job == nil && !waiting.isEmpty {
+                s.job = waiting.removeFirst()
+                admitted.append(s)
+            }
+            let active = slots.filter { $0.job != nil }
+            cond.unlock()
+
+            for s in admitted { prefill(s) }
+            // Every active slot emits the token it sampled last; those that go on need one
+            // forward each, at their own position over their own cache.
+            let going = active.filter { emitAndCheck($0) }
+            advance(going)
+            stepsRun += 1
+            cond.lock()
+            cond.broadcast()
+            cond.unlock()
+        }
+    }
+
+    private func finish(_ s: Slot, _ reason: String) {
+        guard let j = s.job else { return }
+        if !s.pending.isEmpty || !s.pendingIDs.isEmpty, reason != "cancelled" {
+            j.emit(.text(String(decoding: s.pending, as: UTF8.self), s.pendingIDs))
+        }
+        j.emit(.done(finishReason: reason, promptTokens: j.request.prompt.count, completionTokens: s.generated))
+        cond.lock()
+        s.job = nil
+        s.sampler = nil
+        cond.unlock()
+    }
+
+    private func prefill(_ s: Slot) {
+        guard let j = s.job else { return }
+        if j.isCancelled() { finish(s, "cancelled"); return }
+        let r = j.request
+        s.sampler = Sampler(vocab: s.model.hparams.vocabSize, config: r.sampling)
+        s.streamer = TextStreamer(tokenizer: tokenizer, prev: r.prompt.last!)
+        s.generated = 0
+        s.pending.removeAll(keepingCapacity: true)
+        s.pendingIDs.removeAll(keepingCapacity: true)
+        s.text.removeAll(keepingCapacity: true)
+        do {
+            var next: Int32 = 0
+            let sampler = s.sampler!
+            try s.model.forward(r.prompt, startPos: 0, logitRows: r.prompt.count - 1 ..< r.prompt.count) { _, l in next = sampler.sample(l) }
+            s.next = next
+            s.pos = r.prompt.count
+        } catch {
+            j.emit(.failed("\(error)"))
+            cond.lock(); s.job = nil; cond.unlock()
+        }
+    }
+
+    /// Emits the slot's sampled token and checks the stops; true if the slot needs a forward pass.
+    private func emitAndCheck(_ s: Slot) -> Bool {
+        guard let j = s.job else { return false }
+        if j.isCancelled() { finish(s, "cancelled"); return false }
+        let r = j.request
+        if s.generated >= r.maxTokens { finish(s, "length"); return false }
+        let id = s.next
+        if r.stopTokens.contains(id) { finish(s, "stop"); return false }
+        s.generated += 1
+        let bytes = s.streamer.piece(id)
+        let searchFrom = s.text.count
+        s.text += bytes
+        s.pending += bytes
+        s.pendingIDs.append(id)
+        // A stop sequence: cut the completion where it starts (only new matches can appear:
+        // search from where the longest stop could begin across the new bytes).
+        for stop in j.stopBytes {
+            if let at = Self.find(stop, in: s.text, from: max(0, searchFrom - stop.count + 1)) {
+                let keep = at - (s.text.count - s.pending.count)
+                if keep > 0 { j.emit(.text(String(decoding: s.pending[..<keep], as: UTF8.self), s.pendingIDs)) }
+                s.pending.removeAll(); s.pendingIDs.removeAll()
+                finish(s, "stop")
+                return false
+            }
+        }
+        // Emit what can no longer start a stop sequence and is whole UTF-8.
+        var hold = 0
+        for stop in j.stopBytes { hold = max(hold, Self.suffixPrefixOverlap(s.text, stop)) }
+        let safe = max(0, s.pending.count - hold)
+        let n = Model.completeUTF8Prefix(Array(s.pending[..<safe]))
+        if n > 0 {
+            j.emit(.text(String(decoding: s.pending[..<n], as: UTF8.self), s.pendingIDs))
+            s.pending.removeFirst(n)
+            s.pendingIDs.removeAll(keepingCapacity: true)
+        }
+        if s.generated >= r.maxTokens { finish(s, "length"); return false }
+        if s.pos >= contextPerSlot { finish(s, "length"); return false }
+        return true
+    }
+
+    /// One forward per continuing slot: its last token at its position, then the next sample.
+    private func advance(_ going: [Slot]) {
+        for s in going {
+            guard let j = s.job, let sampler = s.sampler else { continue }
+            do {
+                var next: Int32 = 0
+                try s.model.forward([s.next], startPos: s.pos, logitRows: 0 ..< 1) { _, l in next = sampler.sample(l) }
+                s.next = next
+                s.pos += 1
+            } catch {
+                j.emit(.failed("\(error)"))
+                cond.lock(); s.job = nil; cond.unlock()
+            }
+        }
+    }
+
+    /// First index of `needle` in `hay`.
+    static func find(_ needle: [UInt8], in hay: [UInt8], from start: Int = 0) -> Int? {
+        guard !needle.isEmpty, needle.count <= hay.count else { return nil }
+        var i = start
+        while i + needle.count <= hay.count {
+            if hay[i] == needle[0] && hay[i ..< i + needle.count].elementsEqual(needle) { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    /// The longest k < needle.count such that hay ends with needle's first k bytes.
+    static func suffixPrefixOverlap(_ hay: [UInt8], _ needle: [UInt8]) -> Int {
+        var k = min(needle.count - 1, hay.count)
+        while k > 0 {
+            if hay[(hay.count - k)...].elementsEqual(needle[..<k]) { return k }
+            k -= 1
+        }
+        return 0
+    }
+}

@@ -1,0 +1,123 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import Quant
+import Runtime
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve a model over HTTP with OpenAI's API (completions, chat completions, models, health).",
+        discussion: """
+        Up to --parallel requests decode together, each in a slot with its own KV cache of --ctx positions; new requests join between decode steps, and up to --queue more wait. A request that cannot be queued gets HTTP 429. SIGTERM or SIGINT stop accepting connections, let the requests in flight finish, then exit.
+
+        Endpoints: POST /v1/completions, POST /v1/chat/completions (the model's chat template: ChatML or Gemma turns), GET /v1/models, GET /health. Parameters: max_tokens, temperature, top_p, top_k, seed, stop (up to 4), n = 1, stream (server-sent events; stream_options.include_usage).
+
+        Example:
+          run serve smollm2-q8.qlm --port 8080 --parallel 4
+          curl -s localhost:8080/v1/completions -H 'Content-Type: application/json' \\
+              -d '{"model": "smollm2-q8.qlm", "prompt": "Once upon a time", "max_tokens": 32, "temperature": 0}'
+        """
+    )
+
+    @OptionGroup var options: ModelOptions
+
+    @Option(name: .long, help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(name: .long, help: "TCP port (0: any free port; the one chosen is printed).")
+    var port = 8080
+
+    @Option(name: .long, help: "Requests decoded together (slots, each with its own KV cache).")
+    var parallel = 4
+
+    @Option(name: .long, help: "KV positions per slot: prompt + completion (default: the model's n_ctx, at most 2048).")
+    var ctx: Int?
+
+    @Option(name: .long, help: "Requests that may wait for a slot; beyond that, 429.")
+    var queue = 16
+
+    @Option(name: .long, help: "Largest request body in bytes (413 beyond).")
+    var maxBody = 1 << 20
+
+    @Option(name: .long, help: "Seconds a client may take to send a whole request (slow clients are disconnected).")
+    var readTimeout = 10
+
+    @Option(name: .long, help: "The model id clients name (default: the file's name).")
+    var alias: String?
+
+    func validate() throws {
+        guard (1 ... 64).contains(parallel) else { throw ValidationError("--parallel must be 1...64, got \(parallel)") }
+        guard (0 ... 65535).contains(port) else { throw ValidationError("--port must be 0...65535, got \(port)") }
+        if let c = ctx, c < 2 { throw ValidationError("--ctx must be at least 2") }
+        guard (0 ... 100_000).contains(queue) else { throw ValidationError("--queue must be 0...100000") }
+        guard maxBody >= 1024 else { throw ValidationError("--max-body must be at least 1024 bytes") }
+        guard (1 ... 3600).contains(readTimeout) else { throw ValidationError("--read-timeout must be 1...3600 seconds") }
+    }
+
+    func run() throws {
+        let file = try QLMFile(URL(fileURLWithPath: options.model))
+        let hp = file.metadata.hparams
+        let positions = min(ctx ?? min(hp.nCtx, 2048), hp.nCtx)
+        let lm = try options.load(maxBatch: 128) { _, _ in RunSizing(kvPositions: positions, maxBatch: 128) }
+        let engine = try ServingEngine(loaded: lm, parallel: parallel, contextPerSlot: positions, queueLimit: queue)
+        let id = alias ?? URL(fileURLWithPath: options.model).lastPathComponent
+        let api = OpenAIAPI(engine: engine, modelID: id, chat: ServeChat(template: file.metadata.tokenizer.chatTemplate, tokenizer: lm.tokenizer))
+        let server = HTTPServer()
+        let bound = try server.start(host: host, port: port, maxBody: maxBody, readTimeout: .seconds(Int64(readTimeout))) { req, w in
+            api.handle(req, w)
+        }
+        printError("listening on http://\(host):\(bound) — model \(id), \(parallel) slots × \(positions) positions (KV \(formatBytes(lm.model.cache.bytes)) each), queue \(queue)")
+
+        // SIGTERM / SIGINT: stop accepting, finish what is in flight, exit.
+        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
+            signal(sig, SIG_IGN)
+            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            src.setEventHandler {
+                printError("signal \(sig): draining \(engine.load.active) active and \(engine.load.waiting) waiting requests")
+                server.stopAccepting()
+            }
+            src.resume()
+            return src
+        }
+        try server.channel?.closeFuture.wait()
+        engine.drain()
+        api.waitIdle()
+        _ = signals
+        try? server.group.syncShutdownGracefully()
+        printError("stopped")
+    }
+}
+
+/// The chat format `run serve` applies, recognised from the model's template text.
+struct ServeChat {
+    let render: ([(role: String, content: String)]) -> String
+    let endTokens: Set<Int32>
+
+    init?(template: String?, tokenizer: any Tokenizer) {
+        guard let t = template else { return nil }
+        func single(_ s: String) -> Set<Int32> {
+            let ids = tokenizer.encode(s).filter { $0 != tokenizer.bosID }
+            return ids.count == 1 ? [ids[0]] : []
+        }
+        if t.contains("<|im_start|>") {
+            render = { turns in
+                turns.map { "<|im_start|>\($0.role)\n\($0.content)<|im_end|>\n" }.joined() + "<|im_start|>assistant\n"
+            }
+            endTokens = single("<|im_end|>")
+        } else if t.contains("<start_of_turn>") {
+            render = { turns in
+                var system = "", out = ""
+                for turn in turns {
+                    if turn.role == "system" { system += turn.content + "\n\n"; continue }
+                    let role = turn.role == "assistant" ? "model" : "user"
+                    out += "<start_of_turn>\(role)\n\(role == "user" ? system : "")\(turn.content)<end_of_turn>\n"
+                    if role == "user" { system = "" }
+                }
+                return out + "<start_of_turn>model\n"
+            }
+            endTokens = single("<end_of_turn>")
+        } else {
+            return nil
+        }
+    }
+}
