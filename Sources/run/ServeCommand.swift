@@ -55,6 +55,14 @@ struct Serve: ParsableCommand {
     }
 
     func run() throws {
+        // SIGTERM / SIGINT are taken by sigwait on a thread of their own: blocked here, before
+        // any thread starts, so every thread inherits the mask and none dies of them.
+        var stopSignals = sigset_t()
+        sigemptyset(&stopSignals)
+        sigaddset(&stopSignals, SIGTERM)
+        sigaddset(&stopSignals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &stopSignals, nil)
+
         let file = try QLMFile(URL(fileURLWithPath: options.model))
         let hp = file.metadata.hparams
         let positions = min(ctx ?? min(hp.nCtx, 2048), hp.nCtx)
@@ -69,20 +77,18 @@ struct Serve: ParsableCommand {
         printError("listening on http://\(host):\(bound) — model \(id), \(parallel) slots × \(positions) positions (KV \(formatBytes(lm.model.cache.bytes)) each), queue \(queue)")
 
         // SIGTERM / SIGINT: stop accepting, finish what is in flight, exit.
-        let signals = [SIGTERM, SIGINT].map { sig -> DispatchSourceSignal in
-            signal(sig, SIG_IGN)
-            let src = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            src.setEventHandler {
-                printError("signal \(sig): draining \(engine.load.active) active and \(engine.load.waiting) waiting requests")
-                server.stopAccepting()
-            }
-            src.resume()
-            return src
+        let waitSet = stopSignals
+        let waiter = Thread {
+            var set = waitSet
+            var sig: Int32 = 0
+            sigwait(&set, &sig)
+            printError("signal \(sig): draining \(engine.load.active) active and \(engine.load.waiting) waiting requests")
+            server.stopAccepting()
         }
+        waiter.start()
         try server.channel?.closeFuture.wait()
         engine.drain()
         api.waitIdle()
-        _ = signals
         try? server.group.syncShutdownGracefully()
         printError("stopped")
     }

@@ -143,8 +143,9 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let req = HTTPRequestData(method: h.method, path: path, headers: h.headers, body: body)
             body = []
             let loop = context.eventLoop
-            let writer = ResponseWriter(channel: context.channel, keepAlive: h.isKeepAlive, cancelled: cancel) { [weak self] in
-                loop.execute { if self?.state == .responding { self?.state = .idle } }
+            let me = NIOLoopBound(self, eventLoop: loop)
+            let writer = ResponseWriter(channel: context.channel, keepAlive: h.isKeepAlive, cancelled: cancel) {
+                loop.execute { if me.value.state == .responding { me.value.state = .idle } }
             }
             let handle = self.handle
             DispatchQueue.global().async { handle(req, writer) }
@@ -190,10 +191,11 @@ final class HTTPServer {
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.pipeline.addHandler(IdleStateHandler(readTimeout: readTimeout)).flatMap {
-                    channel.pipeline.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                }.flatMap {
-                    channel.pipeline.addHandler(HTTPHandler(maxBody: maxBody, handle: handle))
+                channel.eventLoop.makeCompletedFuture {
+                    let ops = channel.pipeline.syncOperations
+                    try ops.addHandler(IdleStateHandler(readTimeout: readTimeout))
+                    try ops.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                    try ops.addHandler(HTTPHandler(maxBody: maxBody, handle: handle))
                 }
             }
             .childChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)

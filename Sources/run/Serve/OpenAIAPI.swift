@@ -51,8 +51,24 @@ final class OpenAIAPI: @unchecked Sendable {
     private let inflightLock = NSCondition()
     private var inflight = 0
 
+    /// The longest token's bytes: a text longer than context × this cannot fit, and is refused
+    /// before tokenizing (some tokenizers are quadratic in the text length).
+    private let longestToken: Int
+
     init(engine: ServingEngine, modelID: String, chat: ServeChat?) {
         self.engine = engine; self.modelID = modelID; self.chat = chat
+        let tok = engine.tokenizer
+        longestToken = max(1, (0 ..< Int32(tok.vocabSize)).map { tok.tokenBytes($0).count }.max() ?? 1)
+    }
+
+    /// Refuses a text that must encode to more tokens than a slot holds.
+    private func checkLength(_ text: String, param: String) throws {
+        let limit = engine.contextPerSlot * longestToken
+        guard text.utf8.count <= limit else {
+            throw APIError(status: .badRequest,
+                           message: "the prompt is \(text.utf8.count) bytes, more than \(engine.contextPerSlot) tokens of at most \(longestToken) bytes; this server's context per request is \(engine.contextPerSlot) tokens",
+                           param: param, code: "context_length_exceeded")
+        }
     }
 
     private func nextID(_ prefix: String) -> String {
@@ -114,7 +130,7 @@ final class OpenAIAPI: @unchecked Sendable {
         let done: @Sendable () -> Void = { [self] in
             inflightLock.lock(); inflight -= 1; inflightLock.broadcast(); inflightLock.unlock()
         }
-        func choiceDelta(_ text: String?, finish: String?, first: Bool) -> [String: Any] {
+        @Sendable func choiceDelta(_ text: String?, finish: String?, first: Bool) -> [String: Any] {
             if chatMode {
                 var delta: [String: Any] = [:]
                 if first { delta["role"] = "assistant" }
@@ -207,9 +223,9 @@ final class OpenAIAPI: @unchecked Sendable {
     /// `prompt`: a string, one string in an array, or an array of token ids.
     private func promptIDs(_ v: JSONValue?, _ tok: any Tokenizer) throws -> [Int32] {
         switch v {
-        case .string(let s)?: return tok.encode(s)
+        case .string(let s)?: try checkLength(s, param: "prompt"); return tok.encode(s)
         case .array(let a)?:
-            if a.count == 1, case .string(let s) = a[0] { return tok.encode(s) }
+            if a.count == 1, case .string(let s) = a[0] { try checkLength(s, param: "prompt"); return tok.encode(s) }
             guard !a.isEmpty else { break }
             return try a.map { x in
                 guard case .int(let i) = x, i >= 0, i < Int64(tok.vocabSize) else {
@@ -225,6 +241,22 @@ final class OpenAIAPI: @unchecked Sendable {
 
     private func parse(_ body: [UInt8], chatMode: Bool) throws -> Parsed {
         let root: [String: JSONValue]
+        // The decoder recurses per nesting level: refuse absurd depth before decoding.
+        var depth = 0, inString = false, escaped = false
+        for b in body {
+            if inString {
+                if escaped { escaped = false } else if b == 0x5C { escaped = true } else if b == 0x22 { inString = false }
+                continue
+            }
+            switch b {
+            case 0x22: inString = true
+            case 0x5B, 0x7B:
+                depth += 1
+                if depth > 64 { throw APIError(status: .badRequest, message: "the request body nests JSON deeper than 64 levels") }
+            case 0x5D, 0x7D: depth -= 1
+            default: break
+            }
+        }
         do {
             let v = try JSONDecoder().decode(JSONValue.self, from: Data(body))
             guard case .object(let o) = v else { throw APIError(status: .badRequest, message: "the request body must be a JSON object, got \(v.typeName)") }
@@ -240,7 +272,8 @@ final class OpenAIAPI: @unchecked Sendable {
             }
         }
         let tok = engine.tokenizer
-        var stopTokens = Set([tok.eosID].compactMap { $0 })
+        // As `run generate`: the end-of-text and begin-of-text tokens end a completion.
+        var stopTokens = Set([tok.eosID, tok.bosID].compactMap { $0 })
         var prompt: [Int32]
         if chatMode {
             guard let chat else {
@@ -275,7 +308,9 @@ final class OpenAIAPI: @unchecked Sendable {
                 }
                 turns.append((role == "developer" ? "system" : role, content))
             }
-            prompt = tok.encode(chat.render(turns))
+            let text = chat.render(turns)
+            try checkLength(text, param: "messages")
+            prompt = tok.encode(text)
             stopTokens.formUnion(chat.endTokens)
         } else {
             prompt = try promptIDs(root["prompt"], tok)
