@@ -2,6 +2,24 @@ import CKernels
 import Foundation
 import Quant
 
+/// Where the rows of one forward pass belong: one sequence (row t at startPos + t, over the
+/// model's own cache), or one row per sequence, each at its own position over its own cache
+/// (a server's batched decode step: the weights are read once for every sequence).
+package struct Rows {
+    let startPos: Int
+    let positions: UnsafeBufferPointer<Int>?
+    let caches: [KVCache]?
+
+    init(startPos: Int) { self.startPos = startPos; positions = nil; caches = nil }
+    init(positions: UnsafeBufferPointer<Int>, caches: [KVCache]) {
+        startPos = 0; self.positions = positions; self.caches = caches
+    }
+
+    @inline(__always) func pos(_ t: Int) -> Int { positions.map { $0[t] } ?? startPos + t }
+    /// The highest position any row uses (+1).
+    func end(_ T: Int) -> Int { positions.map { ($0.max() ?? -1) + 1 } ?? startPos + T }
+}
+
 /// The steps every decoder-only forward pass is made of, written once: embedding rows,
 /// a norm over T rows, the attention step (store K/V, attend, token by token), the residual
 /// add and the classifier. GPT2.swift and Llama.swift compose them top to bottom.
@@ -39,14 +57,16 @@ struct Blocks {
     /// For each of T tokens in order: store its key and value in the cache, then attend with
     /// its query (a ring cache may overwrite a row a later query of this batch no longer sees
     /// but an earlier one still does, so storing all first would be wrong). Row t of q, k, v
-    /// starts at q + t * qStride (and so on); out is [T, qDim].
+    /// starts at q + t * qStride (and so on); out is [T, qDim]. `rows` says each row's
+    /// position and cache (one sequence, or one row per sequence).
     @inline(__always)
-    func attend(layer l: Int, startPos: Int, T: Int, q: UnsafeMutablePointer<Float>, qStride: Int,
+    func attend(layer l: Int, rows: Rows, T: Int, q: UnsafeMutablePointer<Float>, qStride: Int,
                 k: UnsafeMutablePointer<Float>, kStride: Int, v: UnsafeMutablePointer<Float>, vStride: Int,
                 out: UnsafeMutablePointer<Float>) {
         for t in 0 ..< T {
-            cache.store(layer: l, pos: startPos + t, k: k + t * kStride, v: v + t * vStride)
-            attention.attend(layer: l, pos: startPos + t, q: q + t * qStride, cache: cache, out: out + t * shape.qDim, scores: state.scores)
+            let c = rows.caches?[t] ?? cache, pos = rows.pos(t)
+            c.store(layer: l, pos: pos, k: k + t * kStride, v: v + t * vStride)
+            attention.attend(layer: l, pos: pos, q: q + t * qStride, cache: c, out: out + t * shape.qDim, scores: state.scores)
         }
     }
 

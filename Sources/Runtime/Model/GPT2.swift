@@ -111,15 +111,25 @@ package final class GPT2: Architecture {
 
     package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                              onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try forward(tokens, rows: Rows(startPos: startPos), logitRows: logitRows, onLogits: onLogits)
+    }
+
+    package func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
+                            onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try forward(tokens, rows: Rows(positions: positions, caches: caches), logitRows: 0 ..< tokens.count, onLogits: onLogits)
+    }
+
+    func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
+                 onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, d = config.dModel
-        guard startPos + T <= config.nCtx else {
-            throw ModelError("GPT-2 has learned positions up to \(config.nCtx); positions \(startPos)..<\(startPos + T) do not fit")
+        guard rows.end(T) <= config.nCtx else {
+            throw ModelError("GPT-2 has learned positions up to \(config.nCtx); position \(rows.end(T) - 1) does not fit")
         }
         let b = blocks, s = blocks.state, c = compute
         // Embeddings: token + position.
         try b.embed(wte, tokens, into: s.x)
         for t in 0 ..< T {
-            c.embedding(wpe, row: startPos + t, into: s.proj)
+            c.embedding(wpe, row: rows.pos(t), into: s.proj)
             qlm_add_f32(s.x + t * d, s.proj, Int64(d))
         }
         for (l, L) in layers.enumerated() {
@@ -128,7 +138,7 @@ package final class GPT2: Architecture {
             // Attention sub-layer: q, k, v are one [T, 3d] product.
             b.norm(.layer(L.ln1w, bias: L.ln1b), rows: 0 ..< T, from: s.x, into: s.xb)
             c.linear(L.attnW, s.xb, T: T, out: s.qkv, bias: L.attnB)
-            b.attend(layer: l, startPos: startPos, T: T, q: s.qkv, qStride: 3 * d, k: s.qkv + d, kStride: 3 * d,
+            b.attend(layer: l, rows: rows, T: T, q: s.qkv, qStride: 3 * d, k: s.qkv + d, kStride: 3 * d,
                      v: s.qkv + 2 * d, vStride: 3 * d, out: s.att)
             c.linear(L.projW, s.att, T: T, out: s.proj, bias: L.projB)
             b.residual(T)

@@ -22,8 +22,22 @@ package protocol LanguageModel: AnyObject {
     func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                       onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws
 
+    /// One token of each of several sequences in one pass (a server's decode step): row t is
+    /// `tokens[t]` at `positions[t]` over `caches[t]` (caches built like this model's, e.g. by
+    /// `LoadedModel.makeSequence`); `onLogits(t, logits)` for every row. Throws for a model
+    /// that cannot (the caller then runs one sequence at a time).
+    func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
+                     onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws
+
     /// Every matrix a decoded token multiplies by (layers' and the classifier).
     var matrices: [Matrix] { get }
+}
+
+extension LanguageModel {
+    package func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
+                            onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        throw ModelError("this architecture decodes one sequence per pass")
+    }
 }
 
 package struct ModelError: Error, CustomStringConvertible {

@@ -131,6 +131,16 @@ package final class Llama: Architecture {
 
     package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
                              onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try forward(tokens, rows: Rows(startPos: startPos), logitRows: logitRows, onLogits: onLogits)
+    }
+
+    package func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
+                            onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try forward(tokens, rows: Rows(positions: positions, caches: caches), logitRows: 0 ..< tokens.count, onLogits: onLogits)
+    }
+
+    func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
+                 onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, qd = config.shape.qDim, kv = config.shape.kvDim
         let b = blocks, s = blocks.state, c = compute
         let q = s.qkv, k = s.qkv + T * qd, v = s.qkv + T * (qd + kv)   // [T, qDim], [T, kvDim], [T, kvDim]
@@ -144,10 +154,10 @@ package final class Llama: Architecture {
             c.linear(L.wk, s.xb, T: T, out: k)
             c.linear(L.wv, s.xb, T: T, out: v)
             for t in 0 ..< T {
-                rope(q + t * qd, count: qd, pos: startPos + t)
-                rope(k + t * kv, count: kv, pos: startPos + t)
+                rope(q + t * qd, count: qd, pos: rows.pos(t))
+                rope(k + t * kv, count: kv, pos: rows.pos(t))
             }
-            b.attend(layer: l, startPos: startPos, T: T, q: q, qStride: qd, k: k, kStride: kv, v: v, vStride: kv, out: s.att)
+            b.attend(layer: l, rows: rows, T: T, q: q, qStride: qd, k: k, kStride: kv, v: v, vStride: kv, out: s.att)
             c.linear(L.wo, s.att, T: T, out: s.proj)
             b.residual(T)
             // SwiGLU MLP sub-layer: w2(silu(w1 x) * w3 x).

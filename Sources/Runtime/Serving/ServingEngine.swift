@@ -76,6 +76,8 @@ package final class ServingEngine: @unchecked Sendable {
     }
 
     private var slots: [Slot] = []
+    /// Decode steps batch every active slot into one pass (until the model says it cannot).
+    private var batched = true
     private var waiting: [Job] = []
     private let cond = NSCondition()
     private var stopping = false
@@ -231,8 +233,27 @@ package final class ServingEngine: @unchecked Sendable {
         return true
     }
 
-    /// One forward per continuing slot: its last token at its position, then the next sample.
+    /// Runs the continuing slots' last tokens, each at its position over its own cache, as one
+    /// batched pass (the weights are read once per step for all of them), then samples each
+    /// slot's next token. A model that cannot batch sequences runs them one by one.
     private func advance(_ going: [Slot]) {
+        guard !going.isEmpty else { return }
+        if going.count > 1 && batched {
+            let tokens = going.map(\.next), positions = going.map(\.pos), caches = going.map(\.model.cache)
+            do {
+                try tokens.withUnsafeBufferPointer { tp in
+                    try positions.withUnsafeBufferPointer { pp in
+                        try slots[0].model.forwardRows(tp, positions: pp, caches: caches) { t, l in
+                            going[t].next = going[t].sampler!.sample(l)
+                        }
+                    }
+                }
+                for s in going { s.pos += 1 }
+                return
+            } catch {
+                batched = false   // this architecture decodes one sequence per pass
+            }
+        }
         for s in going {
             guard let j = s.job, let sampler = s.sampler else { continue }
             do {
