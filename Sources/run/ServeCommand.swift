@@ -45,6 +45,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "The model id clients name (default: the file's name).")
     var alias: String?
 
+    @Option(name: .long, help: "Chat format for /v1/chat/completions: auto (from the model's template), chatml or gemma.")
+    var template: String?
+
     func validate() throws {
         guard (1 ... 64).contains(parallel) else { throw ValidationError("--parallel must be 1...64, got \(parallel)") }
         guard (0 ... 65535).contains(port) else { throw ValidationError("--port must be 0...65535, got \(port)") }
@@ -69,7 +72,10 @@ struct Serve: ParsableCommand {
         let lm = try options.load(maxBatch: 128) { _, _ in RunSizing(kvPositions: positions, maxBatch: 128) }
         let engine = try ServingEngine(loaded: lm, parallel: parallel, contextPerSlot: positions, queueLimit: queue)
         let id = alias ?? URL(fileURLWithPath: options.model).lastPathComponent
-        let api = OpenAIAPI(engine: engine, modelID: id, chat: ServeChat(template: file.metadata.tokenizer.chatTemplate, tokenizer: lm.tokenizer))
+        // The chat format, or why there is none (then /v1/chat/completions answers 400 with it).
+        let chat = Result { try ChatTemplate.resolve(template: file.metadata.tokenizer.chatTemplate, override: template,
+                                                     tokenizer: lm.tokenizer, file: options.model) }
+        let api = OpenAIAPI(engine: engine, modelID: id, chat: chat)
         let server = HTTPServer()
         let bound = try server.start(host: host, port: port, maxBody: maxBody, readTimeout: .seconds(Int64(readTimeout))) { req, w in
             api.handle(req, w)
@@ -91,39 +97,5 @@ struct Serve: ParsableCommand {
         api.waitIdle()
         try? server.group.syncShutdownGracefully()
         printError("stopped")
-    }
-}
-
-/// The chat format `run serve` applies, recognised from the model's template text.
-struct ServeChat {
-    let render: ([(role: String, content: String)]) -> String
-    let endTokens: Set<Int32>
-
-    init?(template: String?, tokenizer: any Tokenizer) {
-        guard let t = template else { return nil }
-        func single(_ s: String) -> Set<Int32> {
-            let ids = tokenizer.encode(s).filter { $0 != tokenizer.bosID }
-            return ids.count == 1 ? [ids[0]] : []
-        }
-        if t.contains("<|im_start|>") {
-            render = { turns in
-                turns.map { "<|im_start|>\($0.role)\n\($0.content)<|im_end|>\n" }.joined() + "<|im_start|>assistant\n"
-            }
-            endTokens = single("<|im_end|>")
-        } else if t.contains("<start_of_turn>") {
-            render = { turns in
-                var system = "", out = ""
-                for turn in turns {
-                    if turn.role == "system" { system += turn.content + "\n\n"; continue }
-                    let role = turn.role == "assistant" ? "model" : "user"
-                    out += "<start_of_turn>\(role)\n\(role == "user" ? system : "")\(turn.content)<end_of_turn>\n"
-                    if role == "user" { system = "" }
-                }
-                return out + "<start_of_turn>model\n"
-            }
-            endTokens = single("<end_of_turn>")
-        } else {
-            return nil
-        }
     }
 }

@@ -44,7 +44,7 @@ struct APIError: Error {
 final class OpenAIAPI: @unchecked Sendable {
     let engine: ServingEngine
     let modelID: String
-    let chat: ServeChat?
+    let chat: Result<ChatTemplate, Error>
     private let created = Int(Date().timeIntervalSince1970)
     private let counterLock = NSLock()
     private var counter = 0
@@ -55,7 +55,7 @@ final class OpenAIAPI: @unchecked Sendable {
     /// before tokenizing (some tokenizers are quadratic in the text length).
     private let longestToken: Int
 
-    init(engine: ServingEngine, modelID: String, chat: ServeChat?) {
+    init(engine: ServingEngine, modelID: String, chat: Result<ChatTemplate, Error>) {
         self.engine = engine; self.modelID = modelID; self.chat = chat
         let tok = engine.tokenizer
         longestToken = max(1, (0 ..< Int32(tok.vocabSize)).map { tok.tokenBytes($0).count }.max() ?? 1)
@@ -276,14 +276,20 @@ final class OpenAIAPI: @unchecked Sendable {
         var stopTokens = Set([tok.eosID, tok.bosID].compactMap { $0 })
         var prompt: [Int32]
         if chatMode {
-            guard let chat else {
-                throw APIError(status: .badRequest, message: "this model has no chat template QuantLM recognises; use /v1/completions", param: "messages",
-                               code: "no_chat_template")
+            let chat: ChatTemplate
+            switch self.chat {
+            case .success(let c): chat = c
+            case .failure(let e):
+                throw APIError(status: .badRequest, message: "chat is not available for this model: \(e); use /v1/completions",
+                               param: "messages", code: "no_chat_template")
+            }
+            guard let ctok = tok as? any ChatTokenizer else {
+                throw APIError(status: .badRequest, message: "this model's tokenizer has no special tokens; use /v1/completions", param: "messages")
             }
             guard case .array(let msgs)? = root["messages"], !msgs.isEmpty else {
                 throw APIError.badParam("messages", "'messages' must be a non-empty array of {role, content} objects")
             }
-            var turns: [(role: String, content: String)] = []
+            var turns: [ChatMessage] = []
             for (i, m) in msgs.enumerated() {
                 guard case .object(let o) = m, case .string(let role)? = o["role"] else {
                     throw APIError.badParam("messages[\(i)]", "messages[\(i)] must be an object with a string 'role'")
@@ -306,12 +312,16 @@ final class OpenAIAPI: @unchecked Sendable {
                     content = s
                 default: throw APIError.badParam("messages[\(i)].content", "messages[\(i)].content must be a string")
                 }
-                turns.append((role == "developer" ? "system" : role, content))
+                turns.append(ChatMessage(role: role == "developer" ? "system" : role, content: content))
             }
-            let text = chat.render(turns)
+            // A system message anywhere but first joins the system prompt (ChatTemplate takes it first).
+            let systems = turns.filter { $0.role == "system" }.map(\.content)
+            let rest = turns.filter { $0.role != "system" }
+            let conversation = (systems.isEmpty ? [] : [ChatMessage(role: "system", content: systems.joined(separator: "\n\n"))]) + rest
+            let text = chat.render(conversation, addGenerationPrompt: true)
             try checkLength(text, param: "messages")
-            prompt = tok.encode(text)
-            stopTokens.formUnion(chat.endTokens)
+            prompt = ctok.encode(text, allowSpecial: true, addSpecial: true)
+            if let end = ctok.specialID(chat.endOfTurnToken) { stopTokens.insert(end) }
         } else {
             prompt = try promptIDs(root["prompt"], tok)
             if prompt.isEmpty, let bos = tok.bosID { prompt = [bos] }
