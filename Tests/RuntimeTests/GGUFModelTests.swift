@@ -100,11 +100,11 @@ final class GGUFModelTests: XCTestCase {
             keepByPath.append((String(cString: qlm_path_name(p)), compare(try logits(keepURL))))
         }
         qlm_set_path(qlm_best_path())
-        let keep = keepByPath.last!.1
         let (q8URL, _) = try convert("q8_0", QuantPolicy(defaultType: .q8_0))
         let q8 = compare(try logits(q8URL))
         print(String(format: "SmolLM2 vs float64 numpy (16 tokens): nll adjacent %.4f, halves %.4f", nllAdj, nllHalves))
-        for (n, c) in [("f32", f32)] + keepByPath.map { ("keep (\($0.0))", $0.1) } + [("q8_0", q8)] {
+        let rows = [("f32", f32)] + keepByPath.map { ("keep (\($0.0))", $0.1) } + [("q8_0", q8)]
+        for (n, c) in rows {
             print(String(format: "  %@: max |Δlogit| %.3g, relative RMS %.3g, top-1 %d/16", n, c.maxAbs, c.relRMS, c.top1))
         }
         // f32 file = the GGUF's dequantized weights exactly; the only difference from the
