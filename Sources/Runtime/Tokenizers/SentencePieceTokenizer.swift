@@ -50,6 +50,13 @@ package struct SentencePieceTokenizer: Tokenizer {
     private let byteIDs: [Int32]
     private let hasByteFallback: Bool
     private let maxPieceBytes: Int
+    /// Mergeable pieces with ▁ after their first byte (Gemma: one, ">▁</"), with those offsets.
+    private let crossing: [([UInt8], [Int])]
+    /// Whether encoding may cut the text into words at ▁ (byte fallback, so no runs of
+    /// unknown tokens span words, and few crossing pieces to check).
+    private let splitWords: Bool
+    /// Words already merged (shared by copies of the tokenizer).
+    private let words = WordCache()
 
     package let bosID: Int32?
     package let eosID: Int32?
@@ -154,6 +161,15 @@ package struct SentencePieceTokenizer: Tokenizer {
             }
         }
         self.mergeable = mergeable
+        var crossing: [([UInt8], [Int])] = []
+        for i in 0..<n where [TokenType.normal, .userDefined, .unused].contains(TokenType(rawValue: types[i])) {
+            let p = pieces[i]
+            let offsets = p.count < 4 ? [] : (1...(p.count - 3)).filter { p[$0] == 0xE2 && p[$0 + 1] == 0x96 && p[$0 + 2] == 0x81 }
+            if !offsets.isEmpty { crossing.append((p, offsets)) }
+        }
+        self.crossing = crossing
+        // Unused pieces resegment by the last pair that formed them anywhere in the text: no cutting.
+        self.splitWords = hasByteFallback && crossing.count <= 64 && !types.contains(TokenType.unused.rawValue)
         self.controls = SpecialSet(controlEntries)
         self.userDefined = SpecialSet(userEntries)
         self.pieceData = data
@@ -250,6 +266,10 @@ package struct SentencePieceTokenizer: Tokenizer {
     }
 
     /// Steps 2–4 of the type comment on one stretch of ordinary text.
+    ///
+    /// Merges never cross a user-defined symbol, nor a ▁ that no piece has in its interior at
+    /// that spot, so the text is cut there into words that are merged on their own (the order
+    /// of merges inside a word is the same as in one pass over the whole text) and cached.
     private func encodeFragment(_ raw: UnsafeBufferPointer<UInt8>, _ s: inout Scratch, data d: UnsafeBufferPointer<UInt8>,
                                 into out: inout [Int32]) {
         // The scratch arrays are moved out (no copy) and back, so the closures below own them.
@@ -286,9 +306,8 @@ package struct SentencePieceTokenizer: Tokenizer {
         let count = start.count
         prev.removeAll(keepingCapacity: true)
         next.removeAll(keepingCapacity: true)
-        for k in 0..<count { prev.append(Int32(k - 1)); next.append(k + 1 < count ? Int32(k + 1) : -1) }
-        heap.removeAll()
-        if !revMerge.isEmpty { revMerge.removeAll() }
+        prev.append(contentsOf: repeatElement(-1, count: count))
+        next.append(contentsOf: repeatElement(-1, count: count))
 
         buf.withUnsafeBufferPointer { buf in
             start.withUnsafeMutableBufferPointer { start in
@@ -296,7 +315,7 @@ package struct SentencePieceTokenizer: Tokenizer {
                     prev.withUnsafeMutableBufferPointer { prev in
                         next.withUnsafeMutableBufferPointer { next in
                             func tryPair(_ left: Int32, _ right: Int32) {
-                                guard left >= 0, right >= 0, fixed[Int(left)] < 0, fixed[Int(right)] < 0 else { return }
+                                guard left >= 0, right >= 0 else { return }
                                 let size = Int(len[Int(left)] + len[Int(right)])
                                 guard size <= maxPieceBytes else { return }
                                 let at = Int(start[Int(left)])
@@ -308,25 +327,59 @@ package struct SentencePieceTokenizer: Tokenizer {
                                     revMerge[Array(piece)] = (Array(buf[at..<(at + ls)]), Array(buf[(at + ls)..<(at + size)]))
                                 }
                             }
-                            for k in 1..<max(count, 1) { tryPair(Int32(k - 1), Int32(k)) }
-                            while let e = heap.pop() {
-                                let l = Int(e.left), r = Int(e.right)
-                                // Stale: a side was merged away or grew since the pair was pushed.
-                                if len[l] == 0 || len[r] == 0 || len[l] + len[r] != e.size || next[l] != e.right { continue }
-                                len[l] += len[r]
-                                len[r] = 0
-                                next[l] = next[r]
-                                if next[r] >= 0 { prev[Int(next[r])] = Int32(l) }
-                                tryPair(prev[l], Int32(l))
-                                tryPair(Int32(l), next[l])
+                            /// BPE over symbols a ..< b (none user-defined), appending their ids.
+                            func merge(_ a: Int, _ b: Int) {
+                                for k in a..<b { prev[k] = Int32(k > a ? k - 1 : -1); next[k] = Int32(k + 1 < b ? k + 1 : -1) }
+                                heap.removeAll()
+                                if !revMerge.isEmpty { revMerge.removeAll() }
+                                for k in (a + 1)..<max(b, a + 1) { tryPair(Int32(k - 1), Int32(k)) }
+                                while let e = heap.pop() {
+                                    let l = Int(e.left), r = Int(e.right)
+                                    // Stale: a side was merged away or grew since the pair was pushed.
+                                    if len[l] == 0 || len[r] == 0 || len[l] + len[r] != e.size || next[l] != e.right { continue }
+                                    len[l] += len[r]
+                                    len[r] = 0
+                                    next[l] = next[r]
+                                    if next[r] >= 0 { prev[Int(next[r])] = Int32(l) }
+                                    tryPair(prev[l], Int32(l))
+                                    tryPair(Int32(l), next[l])
+                                }
+                                var k = Int32(a)
+                                var prevUnk = false
+                                while k >= 0 {
+                                    let at = Int(start[Int(k)])
+                                    emit(UnsafeBufferPointer(rebasing: buf[at..<(at + Int(len[Int(k)]))]), &revMerge, &prevUnk, data: d, into: &out)
+                                    k = next[Int(k)]
+                                }
                             }
-                            var k: Int32 = count > 0 ? 0 : -1
-                            var prevUnk = false
-                            while k >= 0 {
-                                let at = Int(start[Int(k)])
-                                if fixed[Int(k)] >= 0 { out.append(fixed[Int(k)]); prevUnk = false; k = next[Int(k)]; continue }
-                                emit(UnsafeBufferPointer(rebasing: buf[at..<(at + Int(len[Int(k)]))]), &revMerge, &prevUnk, data: d, into: &out)
-                                k = next[Int(k)]
+                            /// A ▁ at byte p that no piece holds in its interior there: merges cannot cross it.
+                            func isWordStart(_ p: Int) -> Bool {
+                                guard p + 3 <= total, buf[p] == 0xE2, buf[p + 1] == 0x96, buf[p + 2] == 0x81 else { return false }
+                                for (piece, offsets) in crossing {
+                                    for o in offsets where p - o >= 0 && p - o + piece.count <= total {
+                                        if memcmp(buf.baseAddress! + p - o, piece, piece.count) == 0 { return false }
+                                    }
+                                }
+                                return true
+                            }
+                            var k = 0
+                            while k < count {
+                                if fixed[k] >= 0 { out.append(fixed[k]); k += 1; continue }
+                                var e = k + 1
+                                while e < count && fixed[e] < 0 && !(splitWords && isWordStart(Int(start[e]))) { e += 1 }
+                                if splitWords {
+                                    let key = Array(buf[Int(start[k])..<Int(start[e - 1] + len[e - 1])])
+                                    if let hit = words.get(key) {
+                                        out.append(contentsOf: hit)
+                                    } else {
+                                        let m = out.count
+                                        merge(k, e)
+                                        words.put(key, Array(out[m...]))
+                                    }
+                                } else {
+                                    merge(k, e)
+                                }
+                                k = e
                             }
                         }
                     }
@@ -553,33 +606,34 @@ struct MergeHeap {
     }
 }
 
-/// Whole-piece tokens matched in text, leftmost-longest: a byte-string table plus, per first
-/// byte, the lengths to try (longest first) and a 256-bit set of possible second bytes.
+/// Whole-piece tokens matched in text, longest first: a byte trie whose edges live in one
+/// open-addressing table keyed by (node << 8 | byte).
 struct SpecialSet: Sendable {
-    private var data: [UInt8] = []
-    private var offsets: [Int32] = [0]
-    private var ids: [Int32] = []
-    private var table: PieceTable
-    private var lengths = [[Int32]](repeating: [], count: 256)
-    private var second = [UInt64](repeating: 0, count: 256 * 4)
+    private var edges = PairTable(capacity: 16)
+    /// Token id ending at each node (-1: none); node 0 is the root.
+    private var terminal: [Int32] = [-1]
+    /// First bytes that start some piece (saves a table probe for every other byte).
+    private var starts = [Bool](repeating: false, count: 256)
 
     /// `entries`: (bytes, token id); the first of equal byte strings wins.
     init(_ entries: [([UInt8], Int32)]) {
-        table = PieceTable(capacity: entries.count)
-        var lens = [Set<Int32>](repeating: [], count: 256)
+        edges = PairTable(capacity: entries.reduce(0) { $0 + $1.0.count } + 1)
         for (b, id) in entries where !b.isEmpty {
-            let k = Int32(ids.count)
-            data.append(contentsOf: b)
-            offsets.append(Int32(data.count))
-            let inserted = data.withUnsafeBufferPointer { d in
-                table.insert(UnsafeBufferPointer(rebasing: d[(d.count - b.count)...]), id: k, data: d, offsets: offsets)
+            var node: UInt64 = 0
+            for c in b {
+                let key = node << 8 | UInt64(c)
+                if let child = edges.get(key) {
+                    node = child
+                } else {
+                    let child = UInt64(terminal.count)
+                    terminal.append(-1)
+                    edges.insertIfAbsent(key, child)
+                    node = child
+                }
             }
-            if !inserted { data.removeLast(b.count); offsets.removeLast(); continue }
-            ids.append(id)
-            lens[Int(b[0])].insert(Int32(b.count))
-            if b.count >= 2 { second[Int(b[0]) * 4 + Int(b[1]) >> 6] |= 1 << UInt64(b[1] & 63) }
+            if terminal[Int(node)] < 0 { terminal[Int(node)] = id }
+            starts[Int(b[0])] = true
         }
-        lengths = lens.map { $0.sorted(by: >) }
     }
 
     func id(of b: [UInt8]) -> Int32? {
@@ -587,25 +641,29 @@ struct SpecialSet: Sendable {
     }
 
     func id(of p: UnsafeBufferPointer<UInt8>) -> Int32? {
-        guard !p.isEmpty else { return nil }
-        return data.withUnsafeBufferPointer { d in table.get(p, data: d, offsets: offsets) }.map { ids[Int($0)] }
+        guard let first = p.first, starts[Int(first)] else { return nil }
+        var node: UInt64 = 0
+        for c in p {
+            guard let child = edges.get(node << 8 | UInt64(c)) else { return nil }
+            node = child
+        }
+        let t = terminal[Int(node)]
+        return t >= 0 ? t : nil
     }
 
     /// The longest piece starting at `i`, as (token id, byte length).
     @inline(__always)
     func match(_ b: UnsafeBufferPointer<UInt8>, at i: Int) -> (Int32, Int)? {
-        let first = Int(b[i])
-        let ls = lengths[first]
-        if ls.isEmpty { return nil }
-        let n = b.count
-        let secondOK = i + 1 < n && second[first * 4 + Int(b[i + 1]) >> 6] & (1 << UInt64(b[i + 1] & 63)) != 0
-        return data.withUnsafeBufferPointer { d in
-            for len in ls {
-                let l = Int(len)
-                if l > n - i || (l >= 2 && !secondOK) { continue }
-                if let k = table.get(UnsafeBufferPointer(rebasing: b[i..<(i + l)]), data: d, offsets: offsets) { return (ids[Int(k)], l) }
-            }
-            return nil
+        guard starts[Int(b[i])] else { return nil }
+        var node: UInt64 = 0
+        var best: (Int32, Int)? = nil
+        var j = i
+        while j < b.count, let child = edges.get(node << 8 | UInt64(b[j])) {
+            node = child
+            j += 1
+            let t = terminal[Int(node)]
+            if t >= 0 { best = (t, j - i) }
         }
+        return best
     }
 }
