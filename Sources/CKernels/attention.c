@@ -223,6 +223,107 @@ QLM_KV_AVX512_ENTRIES(f16, QLM_KV_F16)
 QLM_KV_AVX512_ENTRIES(q8, QLM_KV_Q8_0)
 #undef QLM_KV_AVX512_ENTRIES
 
+// ---- several query heads over the same keys (grouped-query attention) -----------------------
+// Heads that share a KV head read the same key and value rows: here the rows are loaded (and
+// converted) once for up to QLM_ATTN_MAXQ heads. Each (head, key) score is the chain and the
+// reduction tree of scores_kernel (the 4-key and 1-key groups there), and each output element
+// the chain of accum_kernel over the positions in order, so every result is bit-identical to
+// qlm_attn_scores / qlm_attn_accum called per head.
+#define QLM_ATTN_MAXQ 4
+
+QLM_AVX512_INLINE void scores_heads_kernel(int kind, const int nq, const float *q, int64_t hd, const uint8_t *k,
+                                           int64_t stride, int64_t n, float scale, float *scores, int64_t ss) {
+    const int64_t bytes = kind == QLM_KV_F16 ? 2 * hd : kind == QLM_KV_Q8_0 ? 4 + hd : 4 * hd;
+    const __m128 sv = _mm_set1_ps(scale);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const uint8_t *k0 = k + i * stride;
+        if (i + QLM_ATTN_PF + 4 <= n)
+            for (int t = 0; t < 4; t++) kv_prefetch(k0 + (QLM_ATTN_PF + t) * stride, bytes);
+        __m512 a[QLM_ATTN_MAXQ][4];
+        for (int g = 0; g < nq; g++)
+            for (int t = 0; t < 4; t++) a[g][t] = _mm512_setzero_ps();
+        for (int64_t j = 0; j < hd; j += 16) {
+            __m512 kv[4];
+            for (int t = 0; t < 4; t++) kv[t] = kv_load16(kind, k0 + t * stride, j);
+            for (int g = 0; g < nq; g++) {
+                const __m512 qv = _mm512_loadu_ps(q + g * hd + j);
+                for (int t = 0; t < 4; t++) a[g][t] = _mm512_fmadd_ps(qv, kv[t], a[g][t]);
+            }
+        }
+        float d[4];
+        if (kind == QLM_KV_Q8_0) key_scales(4, k0, stride, d);
+        for (int g = 0; g < nq; g++) {
+            const __m256 h = hadd4(a[g]);
+            __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            if (kind == QLM_KV_Q8_0) r = _mm_mul_ps(r, _mm_loadu_ps(d));
+            _mm_storeu_ps(scores + g * ss + i, _mm_mul_ps(r, sv));
+        }
+    }
+    for (; i < n; i++) {
+        const uint8_t *k0 = k + i * stride;
+        for (int g = 0; g < nq; g++) {
+            __m512 a0 = _mm512_setzero_ps();
+            for (int64_t j = 0; j < hd; j += 16) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + g * hd + j), kv_load16(kind, k0, j), a0);
+            __m256 h = fold256(a0);
+            h = _mm256_hadd_ps(h, h);
+            h = _mm256_hadd_ps(h, h);
+            __m128 r = _mm_add_ss(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+            if (kind == QLM_KV_Q8_0) r = _mm_mul_ss(r, _mm_set_ss(kv_scale(k0)));
+            scores[g * ss + i] = _mm_cvtss_f32(_mm_mul_ss(r, sv));
+        }
+    }
+}
+
+// out[g * hd + j] += sum_i w[g * ws + i] * v_i[j], hd a multiple of 64: blocks of 64 elements
+// (4 chains per head), positions inside.
+QLM_AVX512_INLINE void accum_heads_kernel(int kind, const int nq, const float *w, int64_t ws, const uint8_t *v,
+                                          int64_t stride, int64_t n, int64_t hd, float *out) {
+    const int64_t bytes = kind == QLM_KV_F16 ? 2 * hd : kind == QLM_KV_Q8_0 ? 4 + hd : 4 * hd;
+    for (int64_t j0 = 0; j0 < hd; j0 += 64) {
+        __m512 acc[QLM_ATTN_MAXQ][4];
+        for (int g = 0; g < nq; g++)
+            for (int c = 0; c < 4; c++) acc[g][c] = _mm512_loadu_ps(out + g * hd + j0 + 16 * c);
+        for (int64_t i = 0; i < n; i++) {
+            const uint8_t *vi = v + i * stride;
+            if (j0 == 0 && i + QLM_ATTN_PF < n) kv_prefetch(vi + QLM_ATTN_PF * stride, bytes);
+            __m512 x[4];
+            for (int c = 0; c < 4; c++) x[c] = kv_load16(kind, vi, j0 + 16 * c);
+            const float d = kind == QLM_KV_Q8_0 ? kv_scale(vi) : 1.0f;
+            for (int g = 0; g < nq; g++) {
+                const __m512 wi = _mm512_set1_ps(kind == QLM_KV_Q8_0 ? w[g * ws + i] * d : w[g * ws + i]);
+                for (int c = 0; c < 4; c++) acc[g][c] = _mm512_fmadd_ps(wi, x[c], acc[g][c]);
+            }
+        }
+        for (int g = 0; g < nq; g++)
+            for (int c = 0; c < 4; c++) _mm512_storeu_ps(out + g * hd + j0 + 16 * c, acc[g][c]);
+    }
+}
+
+#define QLM_HEADS_ENTRIES(NAME, KIND)                                                                                   \
+    QLM_AVX512 static void scores_heads_##NAME(int nq, const float *q, int64_t hd, const uint8_t *k, int64_t stride,   \
+                                               int64_t n, float scale, float *scores, int64_t ss) {                    \
+        switch (nq) {                                                                                                  \
+        case 1: scores_heads_kernel(KIND, 1, q, hd, k, stride, n, scale, scores, ss); break;                           \
+        case 2: scores_heads_kernel(KIND, 2, q, hd, k, stride, n, scale, scores, ss); break;                           \
+        case 3: scores_heads_kernel(KIND, 3, q, hd, k, stride, n, scale, scores, ss); break;                           \
+        default: scores_heads_kernel(KIND, 4, q, hd, k, stride, n, scale, scores, ss); break;                          \
+        }                                                                                                              \
+    }                                                                                                                  \
+    QLM_AVX512 static void accum_heads_##NAME(int nq, const float *w, int64_t ws, const uint8_t *v, int64_t stride,    \
+                                              int64_t n, int64_t hd, float *out) {                                     \
+        switch (nq) {                                                                                                  \
+        case 1: accum_heads_kernel(KIND, 1, w, ws, v, stride, n, hd, out); break;                                      \
+        case 2: accum_heads_kernel(KIND, 2, w, ws, v, stride, n, hd, out); break;                                      \
+        case 3: accum_heads_kernel(KIND, 3, w, ws, v, stride, n, hd, out); break;                                      \
+        default: accum_heads_kernel(KIND, 4, w, ws, v, stride, n, hd, out); break;                                     \
+        }                                                                                                              \
+    }
+QLM_HEADS_ENTRIES(f32, QLM_KV_F32)
+QLM_HEADS_ENTRIES(f16, QLM_KV_F16)
+QLM_HEADS_ENTRIES(q8, QLM_KV_Q8_0)
+#undef QLM_HEADS_ENTRIES
+
 QLM_AVX512 static void scores_avx512(const float *q, const float *k, int64_t stride, int64_t n, int64_t hd,
                                      float scale, float *scores) {
     if (scores_f32_avx512(q, (const uint8_t *)k, 4 * stride, n, hd, scale, scores)) return;
@@ -391,4 +492,48 @@ void qlm_attn_accum(int32_t kv_type, const float *w, const void *v, int64_t stri
         qlm_kv_load_head(kv_type, vb + i * stride_bytes, hd, tmp);
         for (int64_t j = 0; j < hd; j++) out[j] += w[i] * tmp[j];
     }
+}
+
+void qlm_attn_scores_heads(int32_t kv_type, const float *q, int64_t nq, const void *k, int64_t stride_bytes, int64_t n,
+                           int64_t hd, float scale, float *scores, int64_t scores_stride) {
+    if (n <= 0 || nq <= 0) return;
+#if defined(__x86_64__)
+    if (qlm_get_path() == QLM_PATH_AVX512 && hd % 16 == 0 && (kv_type != QLM_KV_F32 || stride_bytes % 4 == 0)) {
+        const uint8_t *kb = (const uint8_t *)k;
+        for (int64_t g = 0; g < nq; g += QLM_ATTN_MAXQ) {
+            const int m = (int)(nq - g < QLM_ATTN_MAXQ ? nq - g : QLM_ATTN_MAXQ);
+            const float *qg = q + g * hd;
+            float *sg = scores + g * scores_stride;
+            switch (kv_type) {
+            case QLM_KV_F16: scores_heads_f16(m, qg, hd, kb, stride_bytes, n, scale, sg, scores_stride); break;
+            case QLM_KV_Q8_0: scores_heads_q8(m, qg, hd, kb, stride_bytes, n, scale, sg, scores_stride); break;
+            default: scores_heads_f32(m, qg, hd, kb, stride_bytes, n, scale, sg, scores_stride); break;
+            }
+        }
+        return;
+    }
+#endif
+    for (int64_t g = 0; g < nq; g++) qlm_attn_scores(kv_type, q + g * hd, k, stride_bytes, n, hd, scale, scores + g * scores_stride);
+}
+
+void qlm_attn_accum_heads(int32_t kv_type, const float *w, int64_t w_stride, int64_t nq, const void *v, int64_t stride_bytes,
+                          int64_t n, int64_t hd, float *out) {
+    if (n <= 0 || nq <= 0) return;
+#if defined(__x86_64__)
+    if (qlm_get_path() == QLM_PATH_AVX512 && hd % 64 == 0 && (kv_type != QLM_KV_F32 || stride_bytes % 4 == 0)) {
+        const uint8_t *vb = (const uint8_t *)v;
+        for (int64_t g = 0; g < nq; g += QLM_ATTN_MAXQ) {
+            const int m = (int)(nq - g < QLM_ATTN_MAXQ ? nq - g : QLM_ATTN_MAXQ);
+            const float *wg = w + g * w_stride;
+            float *og = out + g * hd;
+            switch (kv_type) {
+            case QLM_KV_F16: accum_heads_f16(m, wg, w_stride, vb, stride_bytes, n, hd, og); break;
+            case QLM_KV_Q8_0: accum_heads_q8(m, wg, w_stride, vb, stride_bytes, n, hd, og); break;
+            default: accum_heads_f32(m, wg, w_stride, vb, stride_bytes, n, hd, og); break;
+            }
+        }
+        return;
+    }
+#endif
+    for (int64_t g = 0; g < nq; g++) qlm_attn_accum(kv_type, w + g * w_stride, v, stride_bytes, n, hd, out + g * hd);
 }

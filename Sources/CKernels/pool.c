@@ -199,25 +199,35 @@ void qlm_pool_run_dynamic(qlm_pool *pool, qlm_task_fn fn, void *ctx) {
 
 typedef struct {
     qlm_range_fn fn;
+    qlm_range_ith_fn fn_ith;
     void *ctx;
     int64_t total, chunk;
     _Atomic int64_t next;
 } range_job;
 
 static void range_task(void *p, int ith, int nth) {
-    (void)ith; (void)nth;
+    (void)nth;
     range_job *j = (range_job *)p;
     for (;;) {
         const int64_t lo = atomic_fetch_add(&j->next, 1) * j->chunk;
         if (lo >= j->total) break;
-        j->fn(j->ctx, lo, lo + j->chunk < j->total ? lo + j->chunk : j->total);
+        const int64_t hi = lo + j->chunk < j->total ? lo + j->chunk : j->total;
+        if (j->fn_ith) j->fn_ith(j->ctx, ith, lo, hi);
+        else j->fn(j->ctx, lo, hi);
     }
 }
 
 void qlm_pool_for(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_fn fn, void *ctx) {
     if (total <= 0) return;
     if (!parallel || !pool || pool->n == 1 || chunk <= 0 || chunk >= total) { fn(ctx, 0, total); return; }
-    range_job j = {fn, ctx, total, chunk, 0};
+    range_job j = {fn, NULL, ctx, total, chunk, 0};
+    qlm_pool_run_dynamic(pool, range_task, &j);
+}
+
+void qlm_pool_for_ith(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_ith_fn fn, void *ctx) {
+    if (total <= 0) return;
+    if (!parallel || !pool || pool->n == 1 || chunk <= 0 || chunk >= total) { fn(ctx, 0, 0, total); return; }
+    range_job j = {NULL, fn, ctx, total, chunk, 0};
     qlm_pool_run_dynamic(pool, range_task, &j);
 }
 

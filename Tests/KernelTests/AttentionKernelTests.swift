@@ -56,6 +56,69 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
+    /// Several query heads over the same rows (grouped-query attention): every score and every
+    /// output element equals the one-head call's bit for bit, on every path, for group sizes
+    /// past the kernel's 4 heads, head sizes with and without a grouped kernel (48: none for
+    /// the accumulation) and run lengths around the 4-key groups.
+    func testGroupedHeadsEqualOneHeadAtATime() {
+        var seed: UInt64 = 7
+        func rnd() -> Float { seed = seed &* 6364136223846793005 &+ 1442695040888963407; return Float(Int64(bitPattern: seed >> 11) % 2001 - 1000) / 500 }
+        let saved = qlm_get_path()
+        defer { qlm_set_path(saved) }
+        for path in Int32(0) ... 2 where qlm_path_supported(path) != 0 {
+            qlm_set_path(path)
+            for hd in [48, 64, 256] {
+                for n in [1, 3, 4, 7, 13, 64] {
+                    for nq in [1, 3, 4, 6] {
+                        let nKV = 2, stride = nKV * hd
+                        let q = (0 ..< nq * hd).map { _ in rnd() }
+                        let rows = (0 ..< n * stride).map { _ in rnd() }
+                        let ws = n + 3 // weight rows with a gap
+                        let w = (0 ..< nq * ws).map { _ in abs(rnd()) / Float(n) }
+                        for kvType in Self.kvTypes {
+                            let headBytes = Int(qlm_kv_head_bytes(kvType, Int64(hd)))
+                            var stored = [UInt8](repeating: 0, count: n * nKV * headBytes)
+                            stored.withUnsafeMutableBytes { dst in
+                                for i in 0 ..< n {
+                                    qlm_kv_store_row(kvType, Array(rows[i * stride ..< (i + 1) * stride]), dst.baseAddress! + i * nKV * headBytes, Int64(nKV), Int64(hd))
+                                }
+                            }
+                            let rb = Int64(nKV * headBytes)
+                            var got = [Float](repeating: .nan, count: nq * ws), want = got
+                            var out = (0 ..< nq * hd).map { Float($0 % 5) * 0.25 }, wantOut = out
+                            stored.withUnsafeBytes { src in
+                                let k = src.baseAddress! + headBytes // the second KV head of each row
+                                got.withUnsafeMutableBufferPointer { g in
+                                    qlm_attn_scores_heads(kvType, q, Int64(nq), k, rb, Int64(n), Int64(hd), 0.125, g.baseAddress!, Int64(ws))
+                                }
+                                out.withUnsafeMutableBufferPointer { o in
+                                    qlm_attn_accum_heads(kvType, w, Int64(ws), Int64(nq), k, rb, Int64(n), Int64(hd), o.baseAddress!)
+                                }
+                                for h in 0 ..< nq {
+                                    q.withUnsafeBufferPointer { qp in
+                                        want.withUnsafeMutableBufferPointer { wp in
+                                            qlm_attn_scores(kvType, qp.baseAddress! + h * hd, k, rb, Int64(n), Int64(hd), 0.125, wp.baseAddress! + h * ws)
+                                        }
+                                    }
+                                    w.withUnsafeBufferPointer { wp in
+                                        wantOut.withUnsafeMutableBufferPointer { o in
+                                            qlm_attn_accum(kvType, wp.baseAddress! + h * ws, k, rb, Int64(n), Int64(hd), o.baseAddress! + h * hd)
+                                        }
+                                    }
+                                }
+                            }
+                            for h in 0 ..< nq {
+                                XCTAssertEqual(got[h * ws ..< h * ws + n].map(\.bitPattern), want[h * ws ..< h * ws + n].map(\.bitPattern),
+                                               "path \(path) hd \(hd) n \(n) heads \(nq) kv \(kvType) head \(h) scores")
+                            }
+                            XCTAssertEqual(out.map(\.bitPattern), wantOut.map(\.bitPattern), "path \(path) hd \(hd) n \(n) heads \(nq) kv \(kvType) out")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     // MARK: AVX-512 kernels against the scalar path, run splitting, f32 order
 
     static let kvTypes: [Int32] = [QLM_KV_F32, QLM_KV_F16, QLM_KV_Q8_0]

@@ -220,6 +220,9 @@ typedef void (*qlm_range_fn)(void *ctx, int64_t lo, int64_t hi);
 // Pieces of `chunk` items handed out from one atomic counter (a thread that starts late just
 // takes fewer). Used where work is compute-bound (prefill).
 void qlm_pool_for(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_fn fn, void *ctx);
+// The same, fn also told which thread runs the piece (0 <= ith < qlm_pool_size: per-thread scratch).
+typedef void (*qlm_range_ith_fn)(void *ctx, int ith, int64_t lo, int64_t hi);
+void qlm_pool_for_ith(qlm_pool *pool, int parallel, int64_t total, int64_t chunk, qlm_range_ith_fn fn, void *ctx);
 // Each thread owns a contiguous share ([total*i/n, total*(i+1)/n)) and works through it front to
 // back, `chunk` items at a time; a thread whose share is done takes chunks from the back of the
 // share with the most left. Each thread reads one forward stream (what the hardware prefetcher
@@ -262,6 +265,13 @@ void qlm_attn_scores(int32_t kv_type, const float *q, const void *k, int64_t str
                      float scale, float *scores);
 void qlm_attn_accum(int32_t kv_type, const float *w, const void *v, int64_t stride_bytes, int64_t n, int64_t hd,
                     float *out);
+// nq query heads (q + g*hd) against the same keys / values (grouped-query attention), every
+// result bit-identical to the one-head call: scores[g*scores_stride + i] as qlm_attn_scores of
+// head g; out[g*hd ..< (g+1)*hd] += as qlm_attn_accum with weights w + g*w_stride.
+void qlm_attn_scores_heads(int32_t kv_type, const float *q, int64_t nq, const void *k, int64_t stride_bytes, int64_t n,
+                           int64_t hd, float scale, float *scores, int64_t scores_stride);
+void qlm_attn_accum_heads(int32_t kv_type, const float *w, int64_t w_stride, int64_t nq, const void *v, int64_t stride_bytes,
+                          int64_t n, int64_t hd, float *out);
 
 // ---- Bandwidth probe (probe.c) ---------------------------------------------------------------
 // Reads n_floats floats sequentially, split across the pool's threads (pool may be NULL);

@@ -23,9 +23,10 @@ package final class Attention {
     let scale: Float
     /// Rotary frequency of pair i (nil: not a rotary model, or absolute positions).
     let ropeFreq: [Float]?
+    /// Scratch: runs (runsCapacity each: the caller's, then one per thread for batched queries),
+    /// and per thread the re-rotated query (headDim floats) and the scores (scoresCapacity floats).
     private var runs: UnsafeMutablePointer<KVRun>
     private var runsCapacity: Int
-    /// Per-thread scratch: re-rotated query (headDim floats) and scores (scoresCapacity floats).
     private let threads: Int
     private let qr: UnsafeMutablePointer<Float>
     private var scoresScratch: UnsafeMutablePointer<Float>
@@ -33,20 +34,26 @@ package final class Attention {
     private let pool: OpaquePointer?
     /// The arguments of the call in flight, read by the pool's threads (allocated once).
     private final class Job {
-        var layer = 0, pos = 0, nRuns = 0, qIndex = 0
+        var layer = 0, startPos = 0, nRuns = 0, qIndex = 0, perQuery = 0
         var q: UnsafePointer<Float>?
+        var qStride = 0, outStride = 0
         var out: UnsafeMutablePointer<Float>?
         var cache: KVCache?
         unowned(unsafe) var owner: Attention?
     }
     private let job = Job()
 
-    /// Heads are split across `compute`'s threads when a query's work (heads × visible keys ×
-    /// head_dim multiply-adds) is at least this large; below it one thread is faster than a
-    /// pool dispatch (stories260K: 8 heads × ≤ 512 keys × 8 dims stays on one thread).
+    /// Queries are split across `compute`'s threads when their work (heads × visible keys ×
+    /// head_dim multiply-adds, summed over the queries of the call) is at least this large; below
+    /// it one thread is faster than a pool dispatch (stories260K: 8 heads × ≤ 512 keys × 8 dims
+    /// stays on one thread).
     static let parallelWork = 1 << 16
     /// For the optional time accounting (`Compute.timing`).
     private let compute: Compute?
+    /// Query heads per KV head, and whether they are attended a group at a time (not with
+    /// re-indexed rotary positions, where each head's query is rotated per run).
+    private let group: Int
+    private let grouped: Bool
 
     /// `scale` multiplies every score (default 1/√head_dim).
     package init(_ sh: ModelShape, scale: Float? = nil, reindexRotary ropeFreq: [Float]? = nil, compute: Compute? = nil) {
@@ -55,9 +62,11 @@ package final class Attention {
         headDim = sh.headDim
         self.scale = scale ?? 1 / Float(sh.headDim).squareRoot()
         self.ropeFreq = ropeFreq
-        runsCapacity = 4
-        runs = .allocate(capacity: runsCapacity)
+        group = max(1, sh.nHead / max(1, sh.nKVHead))
+        grouped = ropeFreq == nil && group > 1
         threads = compute?.threads ?? 1
+        runsCapacity = 4
+        runs = .allocate(capacity: runsCapacity * (threads + 1))
         pool = compute?.pool
         self.compute = compute
         qr = .allocate(capacity: sh.headDim * threads)
@@ -89,53 +98,127 @@ package final class Attention {
     }
 
     /// q: nHead × headDim floats; out: the same; scores: scratch of at least cache.maxVisible
-    /// floats (thread 0's; other threads use their own).
+    /// floats (used when the call runs on this thread alone).
     package func attend(layer: Int, pos: Int, q: UnsafePointer<Float>, cache: KVCache,
                        out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+        attend(layer: layer, startPos: pos, T: 1, q: q, qStride: nHead * headDim, cache: cache, out: out,
+               outStride: nHead * headDim, scores: scores)
+    }
+
+    /// The queries of the T positions startPos ..< startPos + T (row t at q + t * qStride, its
+    /// output at out + t * outStride), each over what the cache shows for its position. With
+    /// T > 1 the caller has stored every key and value these queries see, and nothing one of
+    /// them sees was overwritten by a later position of the batch (`KVCache.keepsEveryPosition`,
+    /// which also promises that `visibleRuns` may be called from several threads at once).
+    /// Every (query, head) is computed exactly as on its own, so the results do not depend on T
+    /// or on the threads. The (query, head) items are handed out one at a time from a counter,
+    /// so a pool thread the OS has not scheduled yet does not hold the caller up.
+    package func attend(layer: Int, startPos: Int, T: Int, q: UnsafePointer<Float>, qStride: Int, cache: KVCache,
+                       out: UnsafeMutablePointer<Float>, outStride: Int, scores: UnsafeMutablePointer<Float>) {
         let timed = compute?.timing ?? false
         let t0 = timed ? Compute.clock() : 0
         defer { if timed { compute!.attentionNanos &+= Compute.clock() &- t0 } }
         if cache.maxRuns > runsCapacity {   // once per cache, not per token
             runs.deallocate()
             runsCapacity = cache.maxRuns
-            runs = .allocate(capacity: runsCapacity)
+            runs = .allocate(capacity: runsCapacity * (threads + 1))
         }
-        let nRuns = cache.visibleRuns(layer: layer, pos: pos, into: runs)
-        var total = 0
-        for r in 0 ..< nRuns { total += runs[r].count }
-        if pool == nil || threads == 1 || nHead < 2 || nHead * total * headDim < Self.parallelWork {
-            attendHeads(0 ..< nHead, layer: layer, pos: pos, nRuns: nRuns, qIndex: total - 1, q: q, cache: cache,
-                        out: out, scores: scores, qr: qr)
-            return
+        // One query: its runs are found here, once, and shared by the heads (read-only).
+        var nRuns = 0, qIndex = 0
+        if T == 1 {
+            nRuns = cache.visibleRuns(layer: layer, pos: startPos, into: runs)
+            for r in 0 ..< nRuns { qIndex += runs[r].count }
+            qIndex -= 1
         }
-        if scoresCapacity < cache.maxVisible {   // once per cache
+        if scoresCapacity < group * cache.maxVisible {   // once per cache
             scoresScratch.deallocate()
-            scoresCapacity = cache.maxVisible
+            scoresCapacity = group * cache.maxVisible
             scoresScratch = .allocate(capacity: scoresCapacity * threads)
         }
-        job.layer = layer; job.pos = pos; job.nRuns = nRuns; job.qIndex = total - 1
-        job.q = q; job.out = out; job.cache = cache
-        qlm_pool_run(pool, { ctx, ith, nth in
+        let visible = T == 1 ? qIndex + 1 : min(cache.maxVisible, startPos + T)   // most keys a query sees
+        if pool == nil || threads == 1 || nHead * T < 2 || nHead * headDim * T * visible < Self.parallelWork {
+            if T == 1 {
+                attendHeads(0 ..< nHead, layer: layer, pos: startPos, runs: runs, nRuns: nRuns, qIndex: qIndex, q: q,
+                            cache: cache, out: out, scores: grouped ? scoresScratch : scores, qr: qr)
+                return
+            }
+            for t in 0 ..< T {
+                attendQuery(heads: 0 ..< nHead, layer: layer, pos: startPos + t, q: q + t * qStride, cache: cache,
+                            out: out + t * outStride, scores: grouped ? scoresScratch : scores, runs: runs, qr: qr)
+            }
+            return
+        }
+        // Items: heads of the one query (T == 1: at most nHead pieces, balanced one head at a
+        // time), else (query, KV head) pairs, all heads of the group at once.
+        let perQuery = T == 1 || !grouped ? nHead : nKVHead
+        job.layer = layer; job.startPos = startPos; job.nRuns = T == 1 ? nRuns : -1; job.qIndex = qIndex
+        job.q = q; job.qStride = qStride; job.out = out; job.outStride = outStride; job.cache = cache
+        job.perQuery = perQuery
+        qlm_pool_for_ith(pool, 1, Int64(perQuery * T), 1, { ctx, ith, lo, hi in
             let job = Unmanaged<Job>.fromOpaque(ctx!).takeUnretainedValue()
-            let a = job.owner!
-            let lo = a.nHead * Int(ith) / Int(nth), hi = a.nHead * Int(ith + 1) / Int(nth)
-            guard lo < hi else { return }
-            a.attendHeads(lo ..< hi, layer: job.layer, pos: job.pos, nRuns: job.nRuns, qIndex: job.qIndex, q: job.q!,
-                          cache: job.cache!, out: job.out!, scores: a.scoresScratch + Int(ith) * a.scoresCapacity,
-                          qr: a.qr + Int(ith) * a.headDim)
+            let a = job.owner!, i = Int(ith), per = job.perQuery, heads = a.nHead / per
+            let scores = a.scoresScratch + i * a.scoresCapacity, qr = a.qr + i * a.headDim
+            var item = Int(lo)
+            while item < Int(hi) {   // item = t * per + p: heads p * heads ..< (p + 1) * heads of query t
+                let t = item / per, p0 = item % per
+                let p1 = min(per, p0 + Int(hi) - item)
+                if job.nRuns >= 0 {   // one query, runs shared
+                    a.attendHeads(p0 * heads ..< p1 * heads, layer: job.layer, pos: job.startPos, runs: a.runs, nRuns: job.nRuns,
+                                  qIndex: job.qIndex, q: job.q!, cache: job.cache!, out: job.out!, scores: scores, qr: qr)
+                } else {
+                    a.attendQuery(heads: p0 * heads ..< p1 * heads, layer: job.layer, pos: job.startPos + t, q: job.q! + t * job.qStride,
+                                  cache: job.cache!, out: job.out! + t * job.outStride, scores: scores,
+                                  runs: a.runs + (1 + i) * a.runsCapacity, qr: qr)
+                }
+                item += p1 - p0
+            }
         }, Unmanaged.passUnretained(job).toOpaque())
         job.cache = nil
     }
 
-    /// Heads `heads` of one query over the runs already in `runs`.
-    private func attendHeads(_ heads: Range<Int>, layer: Int, pos: Int, nRuns: Int, qIndex: Int, q: UnsafePointer<Float>,
+    /// Heads `heads` of the query at `pos`, its runs found into `runs`.
+    private func attendQuery(heads: Range<Int>, layer: Int, pos: Int, q: UnsafePointer<Float>, cache: KVCache,
+                             out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>,
+                             runs: UnsafeMutablePointer<KVRun>, qr: UnsafeMutablePointer<Float>) {
+        let nRuns = cache.visibleRuns(layer: layer, pos: pos, into: runs)
+        var total = 0
+        for r in 0 ..< nRuns { total += runs[r].count }
+        attendHeads(heads, layer: layer, pos: pos, runs: runs, nRuns: nRuns, qIndex: total - 1, q: q, cache: cache,
+                    out: out, scores: scores, qr: qr)
+    }
+
+    /// Heads `heads` of one query over the runs already in `runs`: a whole group of heads
+    /// sharing a KV head at a time when `grouped` (scores and accumulation read each key and
+    /// value row once for the group; the same numbers as head by head), else head by head.
+    /// scores: `scoresCapacity` floats (grouped: this thread's part of `scoresScratch`), else at
+    /// least the query's visible keys.
+    private func attendHeads(_ heads: Range<Int>, layer: Int, pos: Int, runs: UnsafeMutablePointer<KVRun>, nRuns: Int,
+                             qIndex: Int, q: UnsafePointer<Float>,
                              cache: KVCache, out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>,
                              qr: UnsafeMutablePointer<Float>) {
-        let group = nHead / nKVHead
         let hd = Int64(headDim), stride = Int64(cache.rowBytes)
         let t = cache.kvType.code
         let headBytes = cache.kvType.headBytes(headDim)
-        for h in heads {
+        var h = heads.lowerBound
+        while grouped && h % group == 0 && h + group <= heads.upperBound {
+            let kvOff = (h / group) * headBytes, ss = scoresCapacity / group
+            var n = 0
+            for r in 0 ..< nRuns {
+                qlm_attn_scores_heads(t, q + h * headDim, Int64(group), runs[r].k + kvOff, stride, Int64(runs[r].count), hd, scale,
+                                      scores + n, Int64(ss))
+                n += runs[r].count
+            }
+            for g in 0 ..< group { qlm_softmax(scores + g * ss, Int64(n)) }
+            let oh = out + h * headDim
+            oh.update(repeating: 0, count: group * headDim)
+            n = 0
+            for r in 0 ..< nRuns {
+                qlm_attn_accum_heads(t, scores + n, Int64(ss), Int64(group), runs[r].v + kvOff, stride, Int64(runs[r].count), hd, oh)
+                n += runs[r].count
+            }
+            h += group
+        }
+        for h in h ..< heads.upperBound {
             let qh = q + h * headDim
             let kvOff = (h / group) * headBytes
             var n = 0

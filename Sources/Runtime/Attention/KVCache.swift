@@ -43,6 +43,16 @@ package protocol KVCache: AnyObject {
     /// Writes the runs (at most `maxRuns`) of cached keys a query at `pos` sees, in position
     /// order, into `runs`; returns how many.
     func visibleRuns(layer: Int, pos: Int, into runs: UnsafeMutablePointer<KVRun>) -> Int
+    /// True when every position 0 ... pos of `layer` has its own slot (storing pos overwrites
+    /// nothing), so a batch of positions ending at pos can be stored before any of its queries
+    /// attends; true also promises that `visibleRuns` only reads the cache (threads may call it
+    /// at once).
+    func keepsEveryPosition(layer: Int, through pos: Int) -> Bool
+}
+
+package extension KVCache {
+    /// Unless a cache says otherwise: store and attend token by token.
+    func keepsEveryPosition(layer: Int, through pos: Int) -> Bool { false }
 }
 
 
@@ -171,6 +181,14 @@ package final class PatternKVCache: KVCache {
             let ss = L.sinks + L.ring + pos / L.stride - L.firstStride
             qlm_kv_store_row(t, kIn, L.k + ss * rowBytes, nh, hd)
             qlm_kv_store_row(t, vIn, L.v + ss * rowBytes, nh, hd)
+        }
+    }
+
+    package func keepsEveryPosition(layer: Int, through pos: Int) -> Bool {
+        let L = layers[layer]
+        switch L.pattern {
+        case .dense: return pos < capacity
+        case .banded, .strided: return pos < L.sinks + L.ring   // the ring has not wrapped
         }
     }
 

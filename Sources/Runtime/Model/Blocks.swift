@@ -56,13 +56,22 @@ struct Blocks {
 
     /// For each of T tokens in order: store its key and value in the cache, then attend with
     /// its query (a ring cache may overwrite a row a later query of this batch no longer sees
-    /// but an earlier one still does, so storing all first would be wrong). Row t of q, k, v
-    /// starts at q + t * qStride (and so on); out is [T, qDim]. `rows` says each row's
-    /// position and cache (one sequence, or one row per sequence).
+    /// but an earlier one still does, so storing all first would be wrong). When the rows are
+    /// one sequence and the cache keeps every position of the batch (`KVCache.keepsEveryPosition`),
+    /// all T are stored first and the T queries attend in one call, spread over the threads (the
+    /// same numbers: each query sees the same keys either way). Row t of q, k, v starts at
+    /// q + t * qStride (and so on); out is [T, qDim]. `rows` says each row's position and cache
+    /// (one sequence, or one row per sequence).
     @inline(__always)
     func attend(layer l: Int, rows: Rows, T: Int, q: UnsafeMutablePointer<Float>, qStride: Int,
                 k: UnsafeMutablePointer<Float>, kStride: Int, v: UnsafeMutablePointer<Float>, vStride: Int,
                 out: UnsafeMutablePointer<Float>) {
+        if T > 1, rows.positions == nil, cache.keepsEveryPosition(layer: l, through: rows.startPos + T - 1) {
+            for t in 0 ..< T { cache.store(layer: l, pos: rows.startPos + t, k: k + t * kStride, v: v + t * vStride) }
+            attention.attend(layer: l, startPos: rows.startPos, T: T, q: q, qStride: qStride, cache: cache, out: out,
+                             outStride: shape.qDim, scores: state.scores)
+            return
+        }
         for t in 0 ..< T {
             let c = rows.caches?[t] ?? cache, pos = rows.pos(t)
             c.store(layer: l, pos: pos, k: k + t * kStride, v: v + t * vStride)
