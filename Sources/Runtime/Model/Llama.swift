@@ -71,6 +71,9 @@ package final class Llama: Architecture {
     let blocks: Blocks
     /// Rotary frequencies per pair: theta^(-(2i mod headDim)/headDim), as run.c computes them.
     let ropeFreq: [Float]
+    /// cos and sin of pos · freq[i] for the positions of the forward call in flight (maxBatch ×
+    /// headDim floats: cos, sin per pair): found once per position, shared by every head and layer.
+    let ropeCS: UnsafeMutablePointer<Float>
 
     /// Position policy: `PositionMode.absolute` (rotated at absolute positions, up to n_ctx) or
     /// `.cache` (StreamingLLM re-indexing inside the visible window; see `Attention`).
@@ -104,6 +107,7 @@ package final class Llama: Architecture {
         output = try weights.outputMatrix(N.output(tied: config.tiedEmbeddings), rows: sh.vocabSize, cols: d, shared: embed)
         let hd = sh.headDim, theta = config.ropeTheta
         ropeFreq = (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
+        ropeCS = .allocate(capacity: max(1, maxBatch) * hd)
         positionMode = ctx.positions
         let attention = Attention(sh, reindexRotary: ctx.positions == .cache ? ropeFreq : nil, compute: compute)
         let state = RunState(sh, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
@@ -112,20 +116,39 @@ package final class Llama: Architecture {
 
     package var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + output.matrices }
 
-    /// Rotates adjacent pairs (2i, 2i+1) of every head of `v` (n floats) by pos · freq[i].
-    @inline(__always)
-    func rope(_ v: UnsafeMutablePointer<Float>, count n: Int, pos: Int) {
+    deinit { ropeCS.deallocate() }
+
+    /// ropeCS row t = cos, sin of rows.pos(t) · freq[i] for every pair i, t in 0 ..< T.
+    func ropeAngles(_ rows: Rows, T: Int) {
         let hd = config.headDim
         ropeFreq.withUnsafeBufferPointer { freq in
+            for t in 0 ..< T {
+                let cs = ropeCS + t * hd
+                for i in 0 ..< hd / 2 {
+                    let angle = Float(rows.pos(t)) * freq[i]
+                    cs[2 * i] = cosf(angle)
+                    cs[2 * i + 1] = sinf(angle)
+                }
+            }
+        }
+    }
+
+    /// Rotates adjacent pairs (2i, 2i+1) of every head of `v` (n floats) by the angles of ropeCS row t.
+    @inline(__always)
+    func rope(_ v: UnsafeMutablePointer<Float>, count n: Int, row t: Int) {
+        let hd = config.headDim, cs = ropeCS + t * hd
+        var h = 0
+        while h < n {
+            let vh = v + h
             var i = 0
-            while i < n {
-                let angle = Float(pos) * freq[(i % hd) / 2]
-                let c = cosf(angle), s = sinf(angle)
-                let a = v[i], b = v[i + 1]
-                v[i] = a * c - b * s
-                v[i + 1] = a * s + b * c
+            while i < hd {
+                let c = cs[i], s = cs[i + 1]
+                let a = vh[i], b = vh[i + 1]
+                vh[i] = a * c - b * s
+                vh[i + 1] = a * s + b * c
                 i += 2
             }
+            h += hd
         }
     }
 
@@ -145,6 +168,7 @@ package final class Llama: Architecture {
         let b = blocks, s = blocks.state, c = compute
         let q = s.qkv, k = s.qkv + T * qd, v = s.qkv + T * (qd + kv)   // [T, qDim], [T, kvDim], [T, kvDim]
         try b.embed(embed, tokens, into: s.x)
+        ropeAngles(rows, T: T)
         for (l, L) in layers.enumerated() {
             try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
             defer { weights.release(layer: l) }
@@ -154,8 +178,8 @@ package final class Llama: Architecture {
             c.linear(L.wk, s.xb, T: T, out: k)
             c.linear(L.wv, s.xb, T: T, out: v)
             for t in 0 ..< T {
-                rope(q + t * qd, count: qd, pos: rows.pos(t))
-                rope(k + t * kv, count: kv, pos: rows.pos(t))
+                rope(q + t * qd, count: qd, row: t)
+                rope(k + t * kv, count: kv, row: t)
             }
             b.attend(layer: l, rows: rows, T: T, q: q, qStride: qd, k: k, kStride: kv, v: v, vStride: kv, out: s.att)
             c.linear(L.wo, s.att, T: T, out: s.proj)
