@@ -184,49 +184,10 @@ QLM_AVX512_TARGET QLM_INLINE float hsum16_avx512(__m512 v) {
 }
 
 
-// ---- AVX-512 register tiles for prefill: 2 weight rows x 4 tokens ---------------------------
-// Per block the integer lanes are the same integers as in k_q8_0/k_q4_1 (exact), the scale is
-// the same vector product bh2f(d_w) * set1(d_a), and the FMA goes into the same even/odd
-// accumulator, so each output is bit-identical to the dot kernel's. What changes is the reuse:
-// weight work (load, sign correction, scale) is done once per row and shared by 4 tokens, and
-// activation work once per token and shared by 2 rows.
-//  q8_0: a is made unsigned (a ^ 0x80 = a + 128) and the row's 128 * sum(w) lanes are
-//        subtracted up front: dpbusd(-128*sum(w), a + 128, w) = sum(a * w) per lane.
-//  (q4_0 has its own tile, in type_q4_0.c.)
-#define TILE_BODY(PREP_ROW, PREP_TOK, PAIR, bb, k)                                                \
-    {                                                                                              \
-        __m256i wq[TILE_NR], wc[TILE_NR];                                                          \
-        __m256 dw[TILE_NR];                                                                        \
-        for (int r = 0; r < TILE_NR; r++) { PREP_ROW(r, bb) }                                     \
-        for (int t = 0; t < TILE_NT; t++) {                                                        \
-            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (bb);                \
-            PREP_TOK(ab)                                                                           \
-            const __m256 da = _mm256_set1_ps(ab->d);                                               \
-            for (int r = 0; r < TILE_NR; r++) {                                                    \
-                const __m256i is = PAIR(r);                                                        \
-                acc[r][t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(is), acc[r][t][k]); \
-            }                                                                                      \
-        }                                                                                          \
-    }
-
-#define TILE_FN(NAME, WT, PREP_ROW, PREP_TOK, PAIR, SETUP)                                         \
-QLM_AVX512_TARGET static void NAME(int64_t n, const void *w_, size_t rs, const void *act_, size_t as, \
-                                   float *Y, int64_t ldy) {                                        \
-    const char *w = (const char *)w_, *act = (const char *)act_;                                   \
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
-    const WT *wr[TILE_NR];                                                                         \
-    for (int r = 0; r < TILE_NR; r++) wr[r] = (const WT *)(w + r * rs);                            \
-    __m256 acc[TILE_NR][TILE_NT][2];                                                               \
-    for (int r = 0; r < TILE_NR; r++)                                                              \
-        for (int t = 0; t < TILE_NT; t++) acc[r][t][0] = acc[r][t][1] = _mm256_setzero_ps();       \
-    SETUP                                                                                          \
-    int64_t b = 0;                                                                                 \
-    for (; b + 1 < nb; b += 2) { TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b, 0) TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b + 1, 1) } \
-    if (b < nb) { TILE_BODY(PREP_ROW, PREP_TOK, PAIR, b, 0) }                                      \
-    for (int t = 0; t < TILE_NT; t++)                                                              \
-        for (int r = 0; r < TILE_NR; r++)                                                          \
-            Y[t * ldy + r] = hsum8_avx512(_mm256_add_ps(acc[r][t][0], acc[r][t][1]));              \
-}
+// ---- prefill tiles ----------------------------------------------------------------------------
+// AVX-512 tiles are in the type files (q8_0: 4 rows x 4 tokens on 512-bit registers; q4_0, q4_1:
+// 2 rows x 4 tokens, TILE_NR x TILE_NT). Each output is bit-identical to the type's dot kernel:
+// the same integer lanes, the same float steps, the same even/odd accumulators.
 
 // AVX2 tiles: 1 weight row x 4 tokens (16 ymm registers: 8 accumulators + row state). The
 // integer lanes are those of k_q8_0_avx2 / k_q4_0_avx2 (sign trick / -8*sum(a) offset), so the
