@@ -49,11 +49,15 @@ struct BenchCmd: ParsableCommand {
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
+    @Flag(name: .long, help: "Time with the thread's CPU time instead of the wall clock (--threads 1 only): on a host busy with other jobs, time spent descheduled is not counted (the probe is timed the same way).")
+    var cpuTime = false
+
     func validate() throws {
         if !kernels && model == nil { throw ValidationError("give a model file, or --kernels") }
         guard reps >= 1, reps <= 100 else { throw ValidationError("--reps must be 1...100") }
         guard promptTokens >= 1, genTokens >= 1 else { throw ValidationError("--prompt-tokens and --gen-tokens must be ≥ 1") }
         guard probeBytes >= 1 << 20 else { throw ValidationError("--probe-bytes must be at least 1 MiB") }
+        if cpuTime && (kernels || threads != 1) { throw ValidationError("--cpu-time needs --threads 1 and a model (it times the calling thread only)") }
         _ = try parsedShapes()
     }
 
@@ -91,6 +95,7 @@ struct BenchCmd: ParsableCommand {
                 print(TextTable.render(t))
                 return
             }
+            BenchClock.threadCPUTime = cpuTime
             let r = try Bench.model(path: model!, threads: threads, promptTokens: promptTokens, genTokens: genTokens,
                                     reps: reps, probeBytes: probeBytes, memoryBudget: try resources.budgetBytes(),
                                     populate: populate, attention: attention.config)
@@ -109,6 +114,7 @@ struct BenchCmd: ParsableCommand {
               weights/token    \(formatBytes(r.weightBytesPerToken))
               effective        \(String(format: "%.2f", r.effectiveGBPerSecond)) GB/s; \(String(format: "%.2f", r.bandwidthRatio)) of the probe read around each rep (median; probe \(s(r.bandwidth.gbPerSecond)) GB/s)
               decode ms/token  products \(String(format: "%.3f", r.decodeBreakdown.products)), attention \(String(format: "%.3f", r.decodeBreakdown.attention)), other \(String(format: "%.3f", r.decodeBreakdown.other))
+              prefill ms       products \(String(format: "%.1f", r.prefillBreakdown.products)), attention \(String(format: "%.1f", r.prefillBreakdown.attention)), other \(String(format: "%.1f", r.prefillBreakdown.other))
               KV cache         \(formatBytes(r.kvCacheBytes)); attention reads \(formatBytes(Int(r.kvBytesPerToken)))/token: weights + KV = \(String(format: "%.2f", r.bandwidthRatioWithKV)) of the probe
               peak RSS         \(formatBytes(r.memory.peakRSS)) (anon \(formatBytes(r.memory.rssAnon)), file \(formatBytes(r.memory.rssFile)) now; sampled peaks anon \(formatBytes(r.memory.peakRSSAnon)), file \(formatBytes(r.memory.peakRSSFile)))
               memory           \(budgetSummary(r.memoryPlan))

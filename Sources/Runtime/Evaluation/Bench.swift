@@ -16,11 +16,18 @@ package struct Stat: Codable, Sendable {
     }
 }
 
-@inline(__always) func now() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+/// The clock of `run bench`: wall time, or (`--cpu-time`, one thread) the calling thread's CPU
+/// time, which a host busy with other jobs does not inflate (time spent descheduled is not counted).
+package enum BenchClock {
+    nonisolated(unsafe) package static var threadCPUTime = false
+    @inline(__always) static func nanoseconds() -> UInt64 {
+        var ts = timespec()
+        clock_gettime(threadCPUTime ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts)
+        return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+    }
 }
+
+@inline(__always) func now() -> Double { Double(BenchClock.nanoseconds()) * 1e-9 }
 
 /// Sequential-read bandwidth of this machine, measured in the same run as what it is compared with.
 package struct BandwidthProbe: Codable, Sendable {
@@ -108,6 +115,8 @@ package struct ModelBenchReport: Codable, Sendable {
     /// (norms, residuals, embedding, sampling). Measured in the same decode runs (two clock
     /// reads per product and per attention call).
     package var decodeBreakdown: DecodeBreakdown
+    /// The same split of a prefill (ms for the whole prompt, median over reps).
+    package var prefillBreakdown: DecodeBreakdown
     /// Prefill arithmetic: 2 × parameters in matrices × prompt tokens per second.
     package var prefillGFLOPS: Double
     package var kvCacheBytes: Int
@@ -123,7 +132,7 @@ package struct ModelBenchReport: Codable, Sendable {
         case effectiveGBPerSecond = "effective_gb_per_second", bandwidth, bandwidthRatio = "bandwidth_ratio"
         case kvBytesPerToken = "kv_bytes_per_token", bandwidthRatioWithKV = "bandwidth_ratio_with_kv"
         case decodeTokensPerSecondPerRep = "decode_tokens_per_second_per_rep", probeGBPerSecondAroundRep = "probe_gb_per_second_around_rep"
-        case decodeBreakdown = "decode_ms_per_token"
+        case decodeBreakdown = "decode_ms_per_token", prefillBreakdown = "prefill_ms"
         case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
     }
 }
@@ -175,6 +184,7 @@ package enum Bench {
         var prefill: [Double] = [], decode: [Double] = []
         var streamedDecode = (stored: 0, raw: 0)
         var linearMs: [Double] = [], attentionMs: [Double] = [], otherMs: [Double] = []
+        var preLinearMs: [Double] = [], preAttentionMs: [Double] = [], preOtherMs: [Double] = []
         let compute = m.compute
         defer { compute.timing = false }
         var memory: MemoryStats?
@@ -182,10 +192,13 @@ package enum Bench {
         var probeAfter: [Double] = [] // probe read right after each rep
         for _ in 0 ..< reps {
             var next: Int32 = 0
+            compute.linearNanos = 0; compute.attentionNanos = 0; compute.timing = true
             let t0 = now()
             try m.forward(prompt, startPos: 0, logitRows: promptTokens - 1 ..< promptTokens) { _, l in next = Sampler.argmax(l) }
             let t1 = now()
-            compute.linearNanos = 0; compute.attentionNanos = 0; compute.timing = true
+            let pl = Double(compute.linearNanos) / 1e6, pa = Double(compute.attentionNanos) / 1e6
+            preLinearMs.append(pl); preAttentionMs.append(pa); preOtherMs.append((t1 - t0) * 1e3 - pl - pa)
+            compute.linearNanos = 0; compute.attentionNanos = 0
             let c0 = lm!.streamedCounters
             // The sampled id goes to `next`, not into `one`: writing the array that forward()
             // is reading would copy it (one allocation per token).
@@ -250,6 +263,8 @@ package enum Bench {
             effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: ratio,
             kvBytesPerToken: kvPerToken, bandwidthRatioWithKV: withKV,
             decodeTokensPerSecondPerRep: decode, probeGBPerSecondAroundRep: around, decodeBreakdown: breakdown,
+            prefillBreakdown: DecodeBreakdown(products: Stat(preLinearMs).median, attention: Stat(preAttentionMs).median,
+                                              other: Stat(preOtherMs).median),
             prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
             kvCacheBytes: m.cache.bytes, memory: memory!,
             memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: Double(streamedDecode.stored) / Double(reps * genTokens),

@@ -18,7 +18,7 @@ package final class Compute {
     package var timing = false
     package var linearNanos: UInt64 = 0
     package var attentionNanos: UInt64 = 0
-    @inline(__always) static func clock() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    @inline(__always) static func clock() -> UInt64 { BenchClock.nanoseconds() }
 
     /// - Parameters:
     ///   - maxCols: the widest input any product will see.
