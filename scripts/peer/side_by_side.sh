@@ -4,6 +4,8 @@
 # Q8_0 and Q4_0 (llama.cpp's files requantized from the shipped Q4_1 with llama-quantize
 # --allow-requantize; QuantLM's converted from the same GGUFs: q8_0 passes its blocks through,
 # Q4_0 becomes q4_0x8, the same numbers in QuantLM's 8-row layout).
+# llama-bench's tg128 decodes from an empty context; `run bench --prompt-tokens 512` decodes after
+# the 512-token prompt, so a third run (--prompt-tokens 1 --gen-tokens 128) gives QuantLM's tg128.
 # Needs scripts/peer/build_llamacpp.sh's build and scripts/fetch_models.sh's model.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -24,12 +26,15 @@ for r in $(seq "$ROUNDS"); do
     q=q8_0; [ $t = Q4_0 ] && q=q4_0x8
     "$PEER/llama-bench" -m "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" -t 2 -p 512 -n 128 -r 3 -o json > "$OUT/llama-$t-$r.json" 2>/dev/null
     $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 512 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-$q-$r.json" 2>/dev/null
-    python3 - "$OUT/llama-$t-$r.json" "$OUT/qlm-$q-$r.json" "$r" "$t" <<'PY'
+    $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 1 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-tg-$q-$r.json" 2>/dev/null
+    python3 - "$OUT/llama-$t-$r.json" "$OUT/qlm-$q-$r.json" "$OUT/qlm-tg-$q-$r.json" "$r" "$t" <<'PY'
 import json, sys
-ll = json.load(open(sys.argv[1])); q = json.load(open(sys.argv[2]))
+ll = json.load(open(sys.argv[1])); q = json.load(open(sys.argv[2])); g = json.load(open(sys.argv[3]))
 pp = next(x["avg_ts"] for x in ll if x["n_prompt"] > 0); tg = next(x["avg_ts"] for x in ll if x["n_gen"] > 0)
 qp = q["prefill_tokens_per_second"]["median"]; qt = q["decode_tokens_per_second"]["median"]
-print(f"round {sys.argv[3]} {sys.argv[4]}: prefill llama.cpp {pp:.1f} QuantLM {qp:.1f} ratio {qp/pp:.2f} | decode llama.cpp {tg:.1f} QuantLM {qt:.1f} ratio {qt/tg:.2f}")
+q0 = g["decode_tokens_per_second"]["median"]
+print(f"round {sys.argv[4]} {sys.argv[5]}: prefill llama.cpp {pp:.1f} QuantLM {qp:.1f} ratio {qp/pp:.2f} | "
+      f"decode llama.cpp {tg:.1f} QuantLM tg128 {q0:.1f} ratio {q0/tg:.2f}, after the 512 prompt {qt:.1f} ratio {qt/tg:.2f}")
 PY
   done
 done
