@@ -158,6 +158,34 @@ final class SpeculativeTests: XCTestCase {
         XCTAssertEqual(match([7, 7, 7, 7], max: 2), 3)
     }
 
+    /// The draft-length policy: long drafts when they are accepted and cheap, none when they are
+    /// rejected or expensive (but one every 8th pass, to keep measuring), the cost line recovered.
+    func testDraftPolicy() {
+        var p = DraftPolicy(maxK: 8)
+        XCTAssertEqual(p.next(), 8, "no pass yet: the longest draft")
+        // Passes cost 10 ms + 1 ms per draft; 9 of 10 drafts accepted.
+        for i in 0 ..< 40 { let m = i % 9; p.record(drafted: m, accepted: m == 0 ? 0 : m - (i % 2), seconds: 0.010 + 0.001 * Double(m)) }
+        let (a, b) = p.cost!
+        XCTAssertEqual(a, 0.010, accuracy: 1e-6); XCTAssertEqual(b, 0.001, accuracy: 1e-6)
+        XCTAssertEqual(p.next(), 8)
+        // Drafts now cost as much as a pass and are rarely accepted: stop drafting.
+        var q = DraftPolicy(maxK: 8)
+        for i in 0 ..< 40 { let m = 1 + i % 3; q.record(drafted: m, accepted: i % 10 == 0 ? 1 : 0, seconds: 0.010 * Double(1 + m)) }
+        XCTAssertLessThan(q.alpha(), 0.2)
+        var ks: [Int] = []
+        for _ in 0 ..< 16 { let k = q.next(); ks.append(k); q.record(drafted: k, accepted: 0, seconds: 0.010 * Double(1 + k)) }
+        XCTAssertEqual(ks.filter { $0 > 0 }.count, 2, "one exploring draft every 8th pass: \(ks)")
+        XCTAssertEqual(Set(ks), [0, 1])
+        // Classes are separate: a class that is always accepted keeps long drafts.
+        var r = DraftPolicy(maxK: 6, classes: 3)
+        for i in 0 ..< 30 {
+            r.record(class: 1, drafted: 2, accepted: 0, seconds: 0.012)
+            r.record(class: 2, drafted: 1 + i % 6, accepted: 1 + i % 6, seconds: 0.010 + 0.001 * Double(1 + i % 6))
+        }
+        XCTAssertEqual(r.next(class: 2), 6)
+        XCTAssertEqual(r.next(class: 1), 0)
+    }
+
     // MARK: greedy equality
 
     struct Case { var attention: String? = nil; var sinks = 0; var kv: KVType = .f16 }

@@ -14,8 +14,8 @@ package struct SpeculativeOptions: Sendable {
     package var kind: DraftKind
     /// The most tokens drafted per verification pass (k; the pass runs k + 1 positions).
     package var draftLength: Int
-    /// Adapt the draft length to what is accepted: double it (up to draftLength) when a whole
-    /// draft is accepted, drop to accepted + 1 otherwise.
+    /// Choose each pass's draft length (0 ... draftLength) from what drafts have been accepted
+    /// and what passes have cost (`DraftPolicy`); false: always draftLength where available.
     package var adaptive: Bool
     /// Lookup: n-gram lengths tried, longest first.
     package var ngramMax: Int
@@ -64,8 +64,77 @@ package struct SpeculativeStats: Codable, Sendable, Equatable {
     }
 }
 
+/// Picks the draft length k that maximizes expected tokens per second of a pass, from online
+/// estimates with exponential forgetting (recent passes count most):
+/// - α per draft class (lookup: the length of the matched n-gram, so copying, with its long
+///   matches, is told apart from chance one-token matches; a draft model: one class): the chance
+///   that a draft token is accepted given the ones before it were. A pass that kept a of m drafts
+///   counts a successes and, when a < m, one failure (prior 1 of 2);
+/// - the pass's wall time as a + b·k (k drafted tokens; drafting time included), a least-squares
+///   line through the (k, seconds) of recent passes (prior slope b = a / 4 until k has varied).
+/// A pass of k drafts yields 1 + α + ... + α^k tokens on average, so k maximizes that over a + b·k.
+/// When k = 0 wins for a class, every 8th such pass still drafts one token, so α keeps being measured.
+package struct DraftPolicy {
+    package let maxK: Int
+    private var num: [Double], den: [Double], since: [Int]
+    private var w = 0.0, sx = 0.0, sy = 0.0, sxx = 0.0, sxy = 0.0
+    static let decay = 0.9
+
+    package init(maxK: Int, classes: Int = 1) {
+        self.maxK = maxK
+        num = Array(repeating: 1, count: max(1, classes)); den = Array(repeating: 2, count: max(1, classes))
+        since = Array(repeating: 0, count: max(1, classes))
+    }
+
+    package func alpha(_ c: Int = 0) -> Double { min(0.99, num[c] / den[c]) }
+
+    package mutating func record(class c: Int = 0, drafted m: Int, accepted a: Int, seconds: Double) {
+        if m > 0 {
+            num[c] = num[c] * Self.decay + Double(a)
+            den[c] = den[c] * Self.decay + Double(a) + (a < m ? 1 : 0)
+            since[c] = 0
+        }
+        let x = Double(m)
+        w = w * Self.decay + 1; sx = sx * Self.decay + x; sy = sy * Self.decay + seconds
+        sxx = sxx * Self.decay + x * x; sxy = sxy * Self.decay + x * seconds
+    }
+
+    /// (a, b) of the cost line, or nil before any pass.
+    package var cost: (Double, Double)? {
+        guard w > 0 else { return nil }
+        let mx = sx / w, my = sy / w, vx = sxx / w - mx * mx
+        var b = vx > 0.05 ? (sxy / w - mx * my) / vx : -1
+        if b < 0 { b = my / (1 + mx / 4) / 4 }         // prior: each draft costs a quarter of a pass
+        return (max(my - b * mx, 1e-9), b)
+    }
+
+    /// The draft length for a pass whose draft is of class `c`.
+    package mutating func next(class c: Int = 0) -> Int {
+        guard let (a, b) = cost else { return maxK }
+        let al = alpha(c)
+        var best = 0, bestScore = 1 / a, e = 1.0, p = 1.0
+        for k in 1 ... max(1, maxK) {
+            p *= al; e += p
+            let score = e / (a + b * Double(k))
+            if score > bestScore { best = k; bestScore = score }
+        }
+        if best == 0 {
+            since[c] += 1
+            if since[c] >= 8 { return 1 }
+        }
+        return best
+    }
+}
+
 /// Proposes tokens continuing a context.
 protocol Drafter: AnyObject {
+    /// Classes `draftClass` takes (DraftPolicy keeps an acceptance estimate per class).
+    var classes: Int { get }
+    /// The class of the last proposal (lookup: its n-gram length).
+    var draftClass: Int { get }
+    /// Proposing costs nothing worth saving (lookup): propose the most, then keep what the policy
+    /// picks for the proposal's class. Otherwise the policy picks the length first.
+    var proposesFreely: Bool { get }
     /// Up to `max` (≥ 1) tokens continuing `context` (whose last token is the current one: its
     /// position is context.count - 1 and the target has not run it yet), into out[0 ..< n]; returns n.
     func propose(_ context: [Int32], max: Int, into out: UnsafeMutablePointer<Int32>) throws -> Int
@@ -85,10 +154,19 @@ package final class LookupDrafter: Drafter {
         self.ngramMax = max(1, ngramMax); self.ngramMin = max(1, min(ngramMin, ngramMax))
     }
 
+    package var classes: Int { ngramMax + 1 }
+    package private(set) var draftClass = 0
+    var proposesFreely: Bool { true }
+
     /// Start (in `c`) of the continuation of the best match, or nil. One backward scan: for each
     /// earlier end i (≤ c.count - 2, so something follows), the length of the common suffix of
     /// c[...i] and c (capped at ngramMax); the longest wins, the latest among equals.
     package static func match(_ c: UnsafeBufferPointer<Int32>, ngramMax: Int, ngramMin: Int) -> Int? {
+        matchWithLength(c, ngramMax: ngramMax, ngramMin: ngramMin)?.start
+    }
+
+    /// The same with the matched n-gram's length.
+    static func matchWithLength(_ c: UnsafeBufferPointer<Int32>, ngramMax: Int, ngramMin: Int) -> (start: Int, length: Int)? {
         let n = c.count
         guard n >= 2 else { return nil }
         let last = c[n - 1]
@@ -102,12 +180,13 @@ package final class LookupDrafter: Drafter {
             }
             i -= 1
         }
-        return best >= ngramMin ? bestEnd + 1 : nil
+        return best >= ngramMin ? (bestEnd + 1, best) : nil
     }
 
     func propose(_ context: [Int32], max: Int, into out: UnsafeMutablePointer<Int32>) throws -> Int {
         context.withUnsafeBufferPointer { c in
-            guard let start = Self.match(c, ngramMax: ngramMax, ngramMin: ngramMin) else { return 0 }
+            guard let (start, length) = Self.matchWithLength(c, ngramMax: ngramMax, ngramMin: ngramMin) else { draftClass = 0; return 0 }
+            draftClass = length
             let n = Swift.min(max, c.count - start)
             for j in 0 ..< n { out[j] = c[start + j] }
             return n
@@ -133,6 +212,9 @@ final class ModelDrafter: Drafter {
     private let maxDraft: Int
     private var one: [Int32] = [0]
     private var tok: Int32 = 0
+    var classes: Int { 1 }
+    var draftClass: Int { 0 }
+    var proposesFreely: Bool { false }
 
     init(_ lm: LoadedModel, sampling: SamplingConfig, maxDraft: Int) {
         self.lm = lm
@@ -218,7 +300,7 @@ final class SpeculativeDecoder {
     /// Tokens decided by the last pass (their positions already in the target's cache, except the last).
     private var queue: [Int32] = []
     private var queueHead = 0
-    private var draftLength: Int
+    private var policy: DraftPolicy
     private let drafts: UnsafeMutablePointer<Int32>
     private let p: UnsafeMutablePointer<Float>
     private var batch: [Int32]
@@ -228,7 +310,7 @@ final class SpeculativeDecoder {
         vocab = model.hparams.vocabSize
         let k = max(1, options.draftLength)
         stats = SpeculativeStats(kind: options.kind.rawValue, draftLength: k)
-        draftLength = k
+        policy = DraftPolicy(maxK: k, classes: drafter.classes)
         context = prompt
         context.reserveCapacity(prompt.count + 1024)
         queue.reserveCapacity(k + 1)
@@ -246,8 +328,19 @@ final class SpeculativeDecoder {
     func next(after current: Int32, pos: Int, remaining: Int, capacity: Int) throws -> Int32 {
         context.append(current)
         if queueHead < queue.count { defer { queueHead += 1 }; return queue[queueHead] }
-        let k = min(draftLength, remaining - 1, capacity - 1 - pos)
-        let m = k >= 1 ? try drafter.propose(context, max: k, into: drafts) : 0
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let limit = min(policy.maxK, remaining - 1, capacity - 1 - pos)
+        var m = 0
+        if limit >= 1 {
+            if drafter.proposesFreely {
+                m = try drafter.propose(context, max: limit, into: drafts)
+                if options.adaptive && m > 0 { m = min(m, policy.next(class: drafter.draftClass)) }
+            } else {
+                let k = options.adaptive ? min(limit, policy.next(class: 0)) : limit
+                if k >= 1 { m = try drafter.propose(context, max: k, into: drafts) }
+            }
+        }
+        let cls = drafter.draftClass
         batch.removeAll(keepingCapacity: true)
         batch.append(current)
         for i in 0 ..< m { batch.append(drafts[i]) }
@@ -278,9 +371,7 @@ final class SpeculativeDecoder {
         try model.cache.truncate(to: pos + accepted + 1)
         try drafter.verified(context: context, drafted: m, accepted: accepted)
         stats.passes += 1; stats.drafted += m; stats.accepted += accepted
-        if options.adaptive && m > 0 {
-            draftLength = accepted == m ? min(options.draftLength, 2 * draftLength) : max(1, accepted + 1)
-        }
+        policy.record(class: cls, drafted: m, accepted: accepted, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
         queue.removeAll(keepingCapacity: true)
         for i in 0 ..< accepted { queue.append(drafts[i]) }
         queue.append(final)
