@@ -223,6 +223,11 @@ void qlm_gelu_tanh(float *x, int64_t n) {
     }
 }
 
+void qlm_gelu_mul(float *a, const float *b, int64_t n) {
+    qlm_gelu_tanh(a, n);
+    for (int64_t i = 0; i < n; i++) a[i] *= b[i];
+}
+
 void qlm_silu_mul(float *a, const float *b, int64_t n) {
     int64_t i = 0;
 #if QLM_X86

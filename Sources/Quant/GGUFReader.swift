@@ -1,29 +1,48 @@
 import Foundation
 
-/// Reads a GGUF checkpoint (llama.cpp's format) of a Llama-architecture model: hyper-parameters
-/// from the `llama.*` keys, tensors renamed to QuantLM's llama names (ggml's reversed dims give
-/// QuantLM's [out, in] directly), tensors kept as ggml blocks (dequantized, or passed through
-/// when the target type has the same bytes), and the vocabulary from `tokenizer.ggml.*`.
+/// Reads a GGUF checkpoint (llama.cpp's format): hyper-parameters from the `<arch>.*` keys,
+/// tensors named by their GGUF roles (ggml's reversed dims give QuantLM's [out, in] directly),
+/// kept as ggml blocks (dequantized, or passed through when the target type has the same
+/// bytes), and the vocabulary from `tokenizer.ggml.*`. What differs per architecture (its
+/// extra keys, its tensors and their shapes) is one `GGUFArchitecture` row in `architectures`.
 ///
 /// Rotary layout: llama.cpp's Hugging Face converter permutes wq / wk so that GGUF llama models
 /// rotate ADJACENT pairs (x[2i], x[2i+1]), which is what QuantLM's Llama (llama2.c style) does;
 /// no permutation is needed (checked end to end against a numpy forward in GGUFModelTests).
+/// Gemma 3 is not permuted (llama.cpp rotates it NeoX-style, halves); its model does the same.
 package enum GGUFReader: CheckpointReader {
     package static func canRead(_ url: URL) -> Bool {
         prefix(url, 4) == GGUFFile.magic
     }
 
-    /// GGUF llama names -> QuantLM names (per layer, after "blk.N.").
-    static let layerNames: [(String, String)] = [
-        ("attn_norm.weight", "attention_norm.weight"),
-        ("attn_q.weight", "attention.wq.weight"),
-        ("attn_k.weight", "attention.wk.weight"),
-        ("attn_v.weight", "attention.wv.weight"),
-        ("attn_output.weight", "attention.wo.weight"),
-        ("ffn_norm.weight", "ffn_norm.weight"),
-        ("ffn_gate.weight", "feed_forward.w1.weight"),
-        ("ffn_down.weight", "feed_forward.w2.weight"),
-        ("ffn_up.weight", "feed_forward.w3.weight"),
+    /// What the reader knows about one GGUF architecture.
+    struct GGUFArchitecture {
+        /// `general.architecture`, also the prefix of its keys and QuantLM's architecture name.
+        let name: String
+        /// (key after "<name>.", `hparams` key): numeric values copied into `HParams.extra` when present.
+        let extraKeys: [(String, String)]
+        /// Per block: GGUF tensor name after "blk.N." and before ".weight", and its [out, in] shape.
+        let layerTensors: (HParams) -> [(String, [Int])]
+    }
+
+    static let architectures: [GGUFArchitecture] = [
+        GGUFArchitecture(name: "llama", extraKeys: [("attention.key_length", "head_dim")], layerTensors: { hp in
+            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
+            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_output", [d, q]),
+                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
+        }),
+        // llama.cpp src/models/gemma3.cpp: norms before and after attention and MLP, per-head
+        // q/k norms; local (sliding-window) layers by the pattern's period (default 6 there).
+        GGUFArchitecture(name: "gemma3", extraKeys: [
+            ("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
+            ("attention.sliding_window_pattern", "sliding_window_pattern"), ("rope.freq_base_swa", "rope_local_theta"),
+            ("final_logit_softcapping", "final_logit_softcap"),
+        ], layerTensors: { hp in
+            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF, hd = hp.headDim
+            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]),
+                    ("attn_q_norm", [hd]), ("attn_k_norm", [hd]), ("attn_output", [d, q]), ("post_attention_norm", [d]),
+                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_up", [f, d]), ("ffn_down", [d, f]), ("post_ffw_norm", [d])]
+        }),
     ]
 
     /// Tensors llama.cpp may write that carry no weights QuantLM needs (precomputed rotary tables).
@@ -35,12 +54,13 @@ package enum GGUFReader: CheckpointReader {
         let g = try GGUFFile(url)
         let file = url.path
         let md = g.metadata
-        guard let arch = md["general.architecture"]?.string else {
+        guard let archName = md["general.architecture"]?.string else {
             throw QuantError(file, "GGUF metadata lacks general.architecture")
         }
-        guard arch == "llama" else {
-            throw QuantError(file, "general.architecture '\(arch)' is not supported (QuantLM reads GGUF llama models)")
+        guard let arch = architectures.first(where: { $0.name == archName }) else {
+            throw QuantError(file, "general.architecture '\(archName)' is not supported (QuantLM reads GGUF \(architectures.map(\.name).joined(separator: ", ")) models)")
         }
+        let p = archName + "."
         func int(_ key: String, default def: Int? = nil) throws -> Int {
             guard let v = md[key] else {
                 if let def { return def }
@@ -55,42 +75,46 @@ package enum GGUFReader: CheckpointReader {
             return d
         }
         let tokens = try stringArray(md, "tokenizer.ggml.tokens", file: file)
-        let nLayer = try int("llama.block_count"), d = try int("llama.embedding_length")
-        let nHead = try int("llama.attention.head_count")
-        let nKV = try int("llama.attention.head_count_kv", default: nHead)
-        let vocab = try int("llama.vocab_size", default: tokens?.count ?? 0)
+        let nLayer = try int(p + "block_count"), d = try int(p + "embedding_length")
+        let nHead = try int(p + "attention.head_count")
+        let nKV = try int(p + "attention.head_count_kv", default: nHead)
+        let vocab = try int(p + "vocab_size", default: tokens?.count ?? 0)
         if let tokens, tokens.count != vocab {
-            throw QuantError(file, "tokenizer.ggml.tokens has \(tokens.count) tokens but llama.vocab_size is \(vocab)")
+            throw QuantError(file, "tokenizer.ggml.tokens has \(tokens.count) tokens but \(p)vocab_size is \(vocab)")
         }
-        let hp = HParams(nLayer: nLayer, nHead: nHead, nKVHead: nKV, dModel: d, dFF: try int("llama.feed_forward_length"),
-                         nCtx: try int("llama.context_length"), vocabSize: vocab,
-                         normEps: Float(try float("llama.attention.layer_norm_rms_epsilon", default: 1e-5)),
-                         ropeTheta: Float(try float("llama.rope.freq_base", default: 10000)),
-                         tiedEmbeddings: !g.tensors.contains { $0.name == "output.weight" })
+        var extra: [String: Double] = [:]
+        for (key, name) in arch.extraKeys {
+            guard let v = md[p + key] else { continue }
+            guard let x = v.double else { throw QuantError(file, "\(p + key) must be a number (per-layer arrays are not supported)") }
+            extra[name] = x
+        }
+        if let kl = md[p + "attention.key_length"]?.int, let vl = md[p + "attention.value_length"]?.int, kl != vl {
+            throw QuantError(file, "\(p)attention.key_length \(kl) differs from value_length \(vl) (not supported)")
+        }
+        let hp = HParams(nLayer: nLayer, nHead: nHead, nKVHead: nKV, dModel: d, dFF: try int(p + "feed_forward_length"),
+                         nCtx: try int(p + "context_length"), vocabSize: vocab,
+                         normEps: Float(try float(p + "attention.layer_norm_rms_epsilon", default: 1e-5)),
+                         ropeTheta: Float(try float(p + "rope.freq_base", default: 10000)),
+                         tiedEmbeddings: !g.tensors.contains { $0.name == "output.weight" }, extra: extra)
         try hp.validate(file: file)
-        if let rd = md["llama.rope.dimension_count"] {
+        if let rd = md[p + "rope.dimension_count"] {
             guard rd.int == hp.headDim else {
-                throw QuantError(file, "llama.rope.dimension_count \(rd.int.map(String.init) ?? "?") differs from the head size \(hp.headDim) (partial rotary is not supported)")
+                throw QuantError(file, "\(p)rope.dimension_count \(rd.int.map(String.init) ?? "?") differs from the head size \(hp.headDim) (partial rotary is not supported)")
             }
         }
-        if let s = md["llama.rope.scaling.type"]?.string, s != "none" {
-            throw QuantError(file, "llama.rope.scaling.type '\(s)' is not supported")
+        if let s = md[p + "rope.scaling.type"]?.string, s != "none" {
+            throw QuantError(file, "\(p)rope.scaling.type '\(s)' is not supported")
         }
-        if let e = md["llama.expert_count"]?.int, e > 0 {
-            throw QuantError(file, "llama.expert_count \(e): mixture-of-experts models are not supported")
+        if let e = md[p + "expert_count"]?.int, e > 0 {
+            throw QuantError(file, "\(p)expert_count \(e): mixture-of-experts models are not supported")
         }
 
         // (tensor key, GGUF name, expected shape): GGUF's names are the roles themselves.
-        let kv = hp.kvDim, f = hp.dFF
         var expected: [(TensorKey, String, [Int])] = [(TensorKey(.tokenEmbedding), "token_embd.weight", [vocab, d])]
+        let perLayer = arch.layerTensors(hp)
         for l in 0 ..< nLayer {
-            let shapes: [String: [Int]] = [
-                "attn_norm.weight": [d], "attn_q.weight": [d, d], "attn_k.weight": [kv, d], "attn_v.weight": [kv, d],
-                "attn_output.weight": [d, d], "ffn_norm.weight": [d], "ffn_gate.weight": [f, d], "ffn_down.weight": [d, f],
-                "ffn_up.weight": [f, d],
-            ]
-            for (gn, _) in layerNames {
-                expected.append((TensorKey(TensorRole(rawValue: String(gn.dropLast(".weight".count))), layer: l), "blk.\(l).\(gn)", shapes[gn]!))
+            for (role, shape) in perLayer {
+                expected.append((TensorKey(TensorRole(rawValue: role), layer: l), "blk.\(l).\(role).weight", shape))
             }
         }
         expected.append((TensorKey(.outputNorm), "output_norm.weight", [d]))
@@ -101,16 +125,16 @@ package enum GGUFReader: CheckpointReader {
         var tensors: [SourceTensor] = []
         for (key, gname, shape) in expected {
             guard let t = byName.removeValue(forKey: gname) else {
-                throw QuantError(file, "missing tensor \(gname) (expected for a \(nLayer)-layer llama)")
+                throw QuantError(file, "missing tensor \(gname) (expected for a \(nLayer)-layer \(archName))")
             }
             guard t.shape == shape else {
-                throw QuantError(file, "tensor \(gname): shape \(t.shape) (ggml dims reversed), expected \(shape) from the llama.* metadata")
+                throw QuantError(file, "tensor \(gname): shape \(t.shape) (ggml dims reversed), expected \(shape) from the \(p)* metadata")
             }
             tensors.append(SourceTensor(key: key, shape: shape, payload: .ggml(t.type), bytes: g.bytes(t),
                                         transposed: false, origin: "\(file): \(gname)"))
         }
-        if let extra = byName.keys.sorted().first {
-            throw QuantError(file, "unknown tensor \(extra) (not part of a \(nLayer)-layer llama)")
+        if let extraTensor = byName.keys.sorted().first {
+            throw QuantError(file, "unknown tensor \(extraTensor) (not part of a \(nLayer)-layer \(archName))")
         }
 
         let tok: TokenizerSource?
@@ -125,7 +149,7 @@ package enum GGUFReader: CheckpointReader {
         } else {
             throw QuantError(file, "GGUF metadata lacks tokenizer.ggml.tokens; pass --tokenizer")
         }
-        return Checkpoint(architecture: "llama", hparams: hp, tensors: tensors, tokenizer: tok,
+        return Checkpoint(architecture: archName, hparams: hp, tensors: tensors, tokenizer: tok,
                           sourceFiles: [url], keepAlive: [g])
     }
 

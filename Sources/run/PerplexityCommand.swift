@@ -7,7 +7,7 @@ struct EvalOptions: ParsableArguments {
     @Option(name: .long, help: "The text file to score (UTF-8).")
     var text: String?
 
-    @Option(name: .long, help: "stride protocol: score these token ids instead of a text (a JSON array or comma/space-separated integers).")
+    @Option(name: .long, help: "stride and chunks protocols: score these token ids instead of a text (a JSON array or comma/space-separated integers; chunks: BOS first if the model's encodings start with it).")
     var idsFile: String?
 
     @Flag(name: .long, help: "stride protocol: tokenize each --separator document on its own and join the token lists into one stream (each document starts with BOS where the tokenizer has one); for long texts.")
@@ -47,7 +47,8 @@ struct EvalOptions: ParsableArguments {
 
     func validate() throws {
         guard (text == nil) != (idsFile == nil) else { throw ValidationError("give exactly one of --text and --ids-file") }
-        if idsFile != nil || joinDocuments, `protocol` != "stride" { throw ValidationError("--ids-file and --join-documents need --protocol stride") }
+        if joinDocuments, `protocol` != "stride" { throw ValidationError("--join-documents needs --protocol stride") }
+        if idsFile != nil, `protocol` == "documents" { throw ValidationError("--ids-file needs --protocol stride or chunks") }
         guard ["stride", "documents", "chunks"].contains(`protocol`) else {
             throw ValidationError("--protocol must be stride, documents or chunks, got '\(`protocol`)'")
         }

@@ -247,6 +247,7 @@ void qlm_rmsnorm(float *out, const float *x, const float *w, int64_t n, float ep
 void qlm_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
 void qlm_gelu_tanh(float *x, int64_t n);   // GPT-2's tanh approximation, in place
 void qlm_silu_mul(float *a, const float *b, int64_t n); // a = silu(a) * b
+void qlm_gelu_mul(float *a, const float *b, int64_t n); // a = gelu_tanh(a) * b (GeGLU: Gemma)
 void qlm_softmax(float *x, int64_t n);     // in place, max-subtracted
 int64_t qlm_argmax_f32(const float *x, int64_t n); // first index of the max (NaNs skipped); -1 if n <= 0
 

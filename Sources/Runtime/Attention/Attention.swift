@@ -17,12 +17,17 @@ import Quant
 /// and for every-K-th keys once the window has moved on. The positions a layer sees are then
 /// 0 ..< n ≤ S + W (+ n/K for strided), never past the trained context for banded layers.
 package final class Attention {
+    /// Which elements of a head a rotary model rotates together: (2i, 2i+1) (llama.cpp's
+    /// "normal" rope, Llama GGUFs) or (i, i + head_dim/2) (NeoX order: Gemma).
+    package enum RotaryPairs: Sendable { case adjacent, halves }
+
     package let nHead: Int
     package let nKVHead: Int
     package let headDim: Int
     let scale: Float
     /// Rotary frequency of pair i (nil: not a rotary model, or absolute positions).
     let ropeFreq: [Float]?
+    let rotaryPairs: RotaryPairs
     /// Scratch: runs (runsCapacity each: the caller's, then one per thread for batched queries),
     /// and per thread the re-rotated query (headDim floats) and the scores (scoresCapacity floats).
     private var runs: UnsafeMutablePointer<KVRun>
@@ -56,7 +61,8 @@ package final class Attention {
     private let grouped: Bool
 
     /// `scale` multiplies every score (default 1/√head_dim).
-    package init(_ sh: ModelShape, scale: Float? = nil, reindexRotary ropeFreq: [Float]? = nil, compute: Compute? = nil) {
+    package init(_ sh: ModelShape, scale: Float? = nil, reindexRotary ropeFreq: [Float]? = nil, rotaryPairs: RotaryPairs = .adjacent,
+                 compute: Compute? = nil) {
         nHead = sh.nHead
         nKVHead = sh.nKVHead
         headDim = sh.headDim
@@ -64,6 +70,7 @@ package final class Attention {
         self.ropeFreq = ropeFreq
         group = max(1, sh.nHead / max(1, sh.nKVHead))
         grouped = ropeFreq == nil && group > 1
+        self.rotaryPairs = rotaryPairs
         threads = compute?.threads ?? 1
         runsCapacity = 4
         runs = .allocate(capacity: runsCapacity * (threads + 1))
@@ -80,19 +87,31 @@ package final class Attention {
         scoresScratch.deallocate()
     }
 
-    /// qr = q rotated by `delta` positions (adjacent pairs, as Llama.rope).
+    /// qr = q rotated by `delta` positions (pairs as `rotaryPairs` says: Llama.rope / Gemma3.rope).
     @inline(__always)
     private func rotate(_ q: UnsafePointer<Float>, by delta: Int, freq: UnsafeBufferPointer<Float>,
                         into qr: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
         if delta == 0 { return q }
-        var i = 0
-        while i < headDim {
-            let angle = Float(delta) * freq[i / 2]
-            let c = cosf(angle), s = sinf(angle)
-            let a = q[i], b = q[i + 1]
-            qr[i] = a * c - b * s
-            qr[i + 1] = a * s + b * c
-            i += 2
+        switch rotaryPairs {
+        case .adjacent:
+            var i = 0
+            while i < headDim {
+                let angle = Float(delta) * freq[i / 2]
+                let c = cosf(angle), s = sinf(angle)
+                let a = q[i], b = q[i + 1]
+                qr[i] = a * c - b * s
+                qr[i + 1] = a * s + b * c
+                i += 2
+            }
+        case .halves:
+            let half = headDim / 2
+            for i in 0 ..< half {
+                let angle = Float(delta) * freq[i]
+                let c = cosf(angle), s = sinf(angle)
+                let a = q[i], b = q[i + half]
+                qr[i] = a * c - b * s
+                qr[i + half] = a * s + b * c
+            }
         }
         return UnsafePointer(qr)
     }

@@ -61,11 +61,13 @@ struct Blocks {
     /// all T are stored first and the T queries attend in one call, spread over the threads (the
     /// same numbers: each query sees the same keys either way). Row t of q, k, v starts at
     /// q + t * qStride (and so on); out is [T, qDim]. `rows` says each row's position and cache
-    /// (one sequence, or one row per sequence).
+    /// (one sequence, or one row per sequence). `with` replaces `attention` for this layer
+    /// (models whose layers rotate with different bases re-index with their own).
     @inline(__always)
     func attend(layer l: Int, rows: Rows, T: Int, q: UnsafeMutablePointer<Float>, qStride: Int,
                 k: UnsafeMutablePointer<Float>, kStride: Int, v: UnsafeMutablePointer<Float>, vStride: Int,
-                out: UnsafeMutablePointer<Float>) {
+                out: UnsafeMutablePointer<Float>, with layerAttention: Attention? = nil) {
+        let attention = layerAttention ?? self.attention
         if T > 1, rows.positions == nil, cache.keepsEveryPosition(layer: l, through: rows.startPos + T - 1) {
             for t in 0 ..< T { cache.store(layer: l, pos: rows.startPos + t, k: k + t * kStride, v: v + t * vStride) }
             attention.attend(layer: l, startPos: rows.startPos, T: T, q: q, qStride: qStride, cache: cache, out: out,

@@ -1,0 +1,255 @@
+import CKernels
+import Foundation
+import Quant
+
+/// Gemma 3 (text), as llama.cpp's src/models/gemma3.cpp runs a GGUF of it: embeddings scaled
+/// by √d; per block RMSNorm → q, k, v → per-head RMSNorm of q and k → RoPE on halves (NeoX
+/// order; base 10,000 on local layers, the metadata's 1,000,000 on global ones) → attention with
+/// scores scaled by 1/√query_pre_attn_scalar → out product → RMSNorm → residual; RMSNorm →
+/// GeGLU MLP down(gelu_tanh(gate x) · up x) → RMSNorm → residual; final RMSNorm; classifier
+/// tied to the embedding. Norm weights are used as stored: llama.cpp's converter has already
+/// added Gemma's "+1" (conversion/gemma.py, Gemma3Model.norm_shift).
+///
+/// Local layers attend to a sliding window (`sliding_window`, 512) and are declared `banded`
+/// (a ring KV cache); every `sliding_window_pattern`-th layer (6: layers 5, 11, 17, llama.cpp's
+/// `il % 6 == 5`) is global and dense.
+package final class Gemma3: Architecture {
+    package static let name = "gemma3"
+    package static let positionEncoding = PositionEncoding.rotary
+    /// GGUF's own names (the tensor roles), so a .qlm reads like the GGUF it came from.
+    package static let tensorNames = TensorNames(
+        layerPrefix: "blk.",
+        global: [.tokenEmbedding: "token_embd", .outputNorm: "output_norm", .output: "output"],
+        perLayer: [.attnNorm: "attn_norm", .attnQ: "attn_q", .attnK: "attn_k", .attnV: "attn_v",
+                   .attnQNorm: "attn_q_norm", .attnKNorm: "attn_k_norm", .attnOutput: "attn_output",
+                   .postAttnNorm: "post_attention_norm", .ffnNorm: "ffn_norm", .ffnGate: "ffn_gate",
+                   .ffnUp: "ffn_up", .ffnDown: "ffn_down", .postFFNNorm: "post_ffw_norm"])
+
+    package struct Config: ModelConfig {
+        package var nLayer, nHead, nKVHead, dModel, dFF, nCtx, vocabSize, headDim: Int
+        package var normEps: Float
+        /// RoPE base of the global layers (gemma3.rope.freq_base) and of the local ones
+        /// (gemma3.rope.freq_base_swa; llama.cpp's default 10,000 when absent).
+        package var ropeTheta, ropeLocalTheta: Float
+        /// Sliding window of the local layers; nil: every layer global.
+        package var slidingWindow: Int?
+        /// Every this-many-th layer is global (the last of each period).
+        package var slidingWindowPattern: Int
+        /// Scores are scaled by 1/√queryPreAttnScalar.
+        package var queryPreAttnScalar: Float
+        package var tiedEmbeddings: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case nLayer = "n_layer", nHead = "n_head", nKVHead = "n_kv_head", dModel = "d_model", dFF = "d_ff"
+            case nCtx = "n_ctx", vocabSize = "vocab_size", normEps = "norm_eps", ropeTheta = "rope_theta"
+            case ropeLocalTheta = "rope_local_theta", headDim = "head_dim", slidingWindow = "sliding_window"
+            case slidingWindowPattern = "sliding_window_pattern", queryPreAttnScalar = "query_pre_attn_scalar"
+            case finalLogitSoftcap = "final_logit_softcap", tiedEmbeddings = "tied_embeddings"
+        }
+
+        package init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            nLayer = try c.decode(Int.self, forKey: .nLayer)
+            nHead = try c.decode(Int.self, forKey: .nHead)
+            nKVHead = try c.decodeIfPresent(Int.self, forKey: .nKVHead) ?? nHead
+            dModel = try c.decode(Int.self, forKey: .dModel)
+            dFF = try c.decode(Int.self, forKey: .dFF)
+            nCtx = try c.decode(Int.self, forKey: .nCtx)
+            vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+            headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? dModel / nHead
+            normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-6
+            ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 1_000_000
+            ropeLocalTheta = try c.decodeIfPresent(Float.self, forKey: .ropeLocalTheta) ?? 10_000
+            slidingWindow = try c.decodeIfPresent(Int.self, forKey: .slidingWindow).flatMap { $0 > 0 ? $0 : nil }
+            slidingWindowPattern = try c.decodeIfPresent(Int.self, forKey: .slidingWindowPattern) ?? 6
+            // llama.cpp (gemma3.cpp, after gemma_pytorch's config): 1/√head_dim, except the 27B
+            // (62 layers) which uses 1/√(d / n_head); GGUF files do not store the scalar.
+            queryPreAttnScalar = try c.decodeIfPresent(Float.self, forKey: .queryPreAttnScalar)
+                ?? Float(nLayer == 62 ? dModel / nHead : headDim)
+            tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? true
+            if let cap = try c.decodeIfPresent(Float.self, forKey: .finalLogitSoftcap), cap > 0 {
+                throw DecodingError.dataCorruptedError(forKey: .finalLogitSoftcap, in: c,
+                    debugDescription: "final logit soft-capping (\(cap)) is not supported")
+            }
+            guard headDim % 2 == 0, slidingWindowPattern >= 1 else {
+                throw DecodingError.dataCorruptedError(forKey: .headDim, in: c,
+                    debugDescription: "head_dim \(headDim) must be even and sliding_window_pattern \(slidingWindowPattern) ≥ 1")
+            }
+        }
+
+        package var shape: ModelShape {
+            ModelShape(nLayer: nLayer, dModel: dModel, nHead: nHead, nKVHead: nKVHead, headDim: headDim, dFF: dFF,
+                       nCtx: nCtx, vocabSize: vocabSize)
+        }
+
+        /// Whether layer l attends globally (llama.cpp's set_swa_pattern: local iff l % P < P - 1).
+        package func isGlobal(_ l: Int) -> Bool {
+            slidingWindow == nil || l % slidingWindowPattern == slidingWindowPattern - 1
+        }
+    }
+
+    /// Local layers banded over the sliding window (a ring cache), global layers dense.
+    package static func defaultAttention(_ config: Config) -> [AttentionPattern]? {
+        guard let w = config.slidingWindow else { return nil }
+        return (0 ..< config.nLayer).map { config.isGlobal($0) ? .dense : .banded(window: min(w, config.nCtx)) }
+    }
+
+    struct Layer {
+        let attnNorm, qNorm, kNorm, postAttnNorm, ffnNorm, postFFNNorm: UnsafePointer<Float>
+        let wq, wk, wv, wo, gate, up, down: Matrix
+        let global: Bool
+    }
+
+    package let config: Config
+    package let hparams: HParams
+    package let compute: Compute
+    package let cache: KVCache
+    package let maxBatch: Int
+    let weights: WeightStore
+    let embed: EmbeddingTable
+    let layers: [Layer]
+    let norm: UnsafePointer<Float>
+    let output: OutputMatrix
+    let blocks: Blocks
+    /// Rotary frequencies of pair i (elements i and i + head_dim/2): θ^(-2i/head_dim), local and global θ.
+    let localFreq, globalFreq: [Float]
+    /// Re-indexing attention per base (the same object when positions are absolute).
+    let localAttention, globalAttention: Attention
+    /// cos / sin of every pair at the batch's positions, local then global: [maxBatch, 4 × head_dim/2].
+    private let rot: UnsafeMutablePointer<Float>
+    let embedScale: Float
+
+    package let positionMode: PositionMode
+    package var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
+    package var shape: ModelShape { config.shape }
+
+    package init(config: Config, context ctx: ModelContext) throws {
+        let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
+        self.config = config
+        hparams = weights.file.metadata.hparams
+        self.weights = weights
+        compute = ctx.compute
+        cache = ctx.cache
+        maxBatch = ctx.maxBatch
+        let d = sh.dModel, q = sh.qDim, kv = sh.kvDim, f = sh.dFF, hd = sh.headDim
+        embed = try weights.embeddingTable(N(.tokenEmbedding), rows: sh.vocabSize, cols: d)
+        layers = try (0 ..< sh.nLayer).map { i in
+            Layer(
+                attnNorm: try weights.vector(N(.attnNorm, layer: i), count: d),
+                qNorm: try weights.vector(N(.attnQNorm, layer: i), count: hd),
+                kNorm: try weights.vector(N(.attnKNorm, layer: i), count: hd),
+                postAttnNorm: try weights.vector(N(.postAttnNorm, layer: i), count: d),
+                ffnNorm: try weights.vector(N(.ffnNorm, layer: i), count: d),
+                postFFNNorm: try weights.vector(N(.postFFNNorm, layer: i), count: d),
+                wq: try weights.matrix(N(.attnQ, layer: i), rows: q, cols: d),
+                wk: try weights.matrix(N(.attnK, layer: i), rows: kv, cols: d),
+                wv: try weights.matrix(N(.attnV, layer: i), rows: kv, cols: d),
+                wo: try weights.matrix(N(.attnOutput, layer: i), rows: d, cols: q),
+                gate: try weights.matrix(N(.ffnGate, layer: i), rows: f, cols: d),
+                up: try weights.matrix(N(.ffnUp, layer: i), rows: f, cols: d),
+                down: try weights.matrix(N(.ffnDown, layer: i), rows: d, cols: f),
+                global: config.isGlobal(i))
+        }
+        norm = try weights.vector(N(.outputNorm), count: d)
+        output = try weights.outputMatrix(N.output(tied: config.tiedEmbeddings), rows: sh.vocabSize, cols: d, shared: embed)
+        func freqs(_ theta: Float) -> [Float] { (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) } }
+        localFreq = freqs(config.ropeLocalTheta)
+        globalFreq = freqs(config.ropeTheta)
+        positionMode = ctx.positions
+        let scale = 1 / config.queryPreAttnScalar.squareRoot()
+        let reindex = ctx.positions == .cache
+        globalAttention = Attention(sh, scale: scale, reindexRotary: reindex ? globalFreq : nil, rotaryPairs: .halves, compute: compute)
+        localAttention = reindex
+            ? Attention(sh, scale: scale, reindexRotary: localFreq, rotaryPairs: .halves, compute: compute) : globalAttention
+        let state = RunState(sh, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
+        blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: globalAttention, weights: weights)
+        rot = .allocate(capacity: maxBatch * 2 * hd)
+        embedScale = Float(d).squareRoot()
+    }
+
+    deinit { rot.deallocate() }
+
+    package var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.gate, $0.up, $0.down] } + output.matrices }
+
+    /// Rotates pairs (i, i + head_dim/2) of each of `heads` heads at v by the angles whose
+    /// cosines and sines are `cs` (head_dim/2 each).
+    @inline(__always)
+    func rope(_ v: UnsafeMutablePointer<Float>, heads: Int, cs: UnsafePointer<Float>) {
+        let half = config.headDim / 2, sn = cs + half
+        for h in 0 ..< heads {
+            let x = v + h * config.headDim
+            for i in 0 ..< half {
+                let a = x[i], b = x[i + half]
+                x[i] = a * cs[i] - b * sn[i]
+                x[i + half] = a * sn[i] + b * cs[i]
+            }
+        }
+    }
+
+    package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
+                             onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try forward(tokens, rows: Rows(startPos: startPos), logitRows: logitRows, onLogits: onLogits)
+    }
+
+    package func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
+                            onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try forward(tokens, rows: Rows(positions: positions, caches: caches), logitRows: 0 ..< tokens.count, onLogits: onLogits)
+    }
+
+    func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
+                 onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        let T = tokens.count, sh = config.shape, d = sh.dModel, qd = sh.qDim, kv = sh.kvDim, hd = sh.headDim
+        let half = hd / 2, eps = config.normEps
+        let b = blocks, s = blocks.state, c = compute
+        let q = s.qkv, k = s.qkv + T * qd, v = s.qkv + T * (qd + kv)   // [T, qDim], [T, kvDim], [T, kvDim]
+        try b.embed(embed, tokens, into: s.x)
+        for i in 0 ..< T * d { s.x[i] *= embedScale }
+        // cos / sin per position, once for all layers: row t = [cos_local, sin_local, cos_global, sin_global].
+        for t in 0 ..< T {
+            let r = rot + t * 2 * hd, pos = Float(rows.pos(t))
+            for i in 0 ..< half {
+                let al = pos * localFreq[i], ag = pos * globalFreq[i]
+                r[i] = cosf(al); r[half + i] = sinf(al); r[hd + i] = cosf(ag); r[hd + half + i] = sinf(ag)
+            }
+        }
+        for (l, L) in layers.enumerated() {
+            try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
+            defer { weights.release(layer: l) }
+            // Attention sub-layer.
+            b.norm(.rms(L.attnNorm), rows: 0 ..< T, from: s.x, into: s.xb)
+            c.linear(L.wq, s.xb, T: T, out: q)
+            c.linear(L.wk, s.xb, T: T, out: k)
+            c.linear(L.wv, s.xb, T: T, out: v)
+            for t in 0 ..< T {
+                for h in 0 ..< sh.nHead { let p = q + t * qd + h * hd; qlm_rmsnorm(p, p, L.qNorm, Int64(hd), eps) }
+                for h in 0 ..< sh.nKVHead { let p = k + t * kv + h * hd; qlm_rmsnorm(p, p, L.kNorm, Int64(hd), eps) }
+                let cs = rot + t * 2 * hd + (L.global ? hd : 0)
+                rope(q + t * qd, heads: sh.nHead, cs: cs)
+                rope(k + t * kv, heads: sh.nKVHead, cs: cs)
+            }
+            b.attend(layer: l, rows: rows, T: T, q: q, qStride: qd, k: k, kStride: kv, v: v, vStride: kv, out: s.att,
+                     with: L.global ? globalAttention : localAttention)
+            c.linear(L.wo, s.att, T: T, out: s.proj)
+            b.norm(.rms(L.postAttnNorm), rows: 0 ..< T, from: s.proj, into: s.proj)
+            b.residual(T)
+            // GeGLU MLP sub-layer: down(gelu_tanh(gate x) * up x).
+            b.norm(.rms(L.ffnNorm), rows: 0 ..< T, from: s.x, into: s.xb)
+            c.linear(L.gate, s.xb, T: T, out: s.hb)
+            c.linear(L.up, s.xb, T: T, out: s.hb2)
+            qlm_gelu_mul(s.hb, s.hb2, Int64(T * config.dFF))
+            c.linear(L.down, s.hb, T: T, out: s.proj)
+            b.norm(.rms(L.postFFNNorm), rows: 0 ..< T, from: s.proj, into: s.proj)
+            b.residual(T)
+        }
+        b.norm(.rms(norm), rows: logitRows, from: s.x, into: s.xb)
+        try b.logits(output, rows: logitRows, onLogits: onLogits)
+    }
+}
+
+extension TensorRole {
+    /// Gemma's per-head query and key norms and its norms after attention and after the MLP.
+    package static let attnQNorm: TensorRole = "attn_q_norm"
+    package static let attnKNorm: TensorRole = "attn_k_norm"
+    package static let postAttnNorm: TensorRole = "post_attention_norm"
+    package static let postFFNNorm: TensorRole = "post_ffw_norm"
+}
