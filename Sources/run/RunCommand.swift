@@ -77,6 +77,9 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "The prompt text.")
     var prompt: String = ""
 
+    @Option(name: .long, help: "Read the prompt from this UTF-8 file instead (long prompts).")
+    var promptFile: String?
+
     @Option(name: .long, help: "New tokens to generate at most.")
     var maxTokens: Int = 256
 
@@ -117,10 +120,17 @@ struct Generate: ParsableCommand {
         }
         guard (1 ... 64).contains(draftLen) else { throw ValidationError("--draft-len must be 1...64, got \(draftLen)") }
         guard (1 ... 64).contains(ngram) else { throw ValidationError("--ngram must be 1...64, got \(ngram)") }
+        if promptFile != nil, !prompt.isEmpty { throw ValidationError("give --prompt or --prompt-file, not both") }
     }
 
     func run() throws {
         do {
+            var prompt = self.prompt
+            if let f = promptFile {
+                guard let d = FileManager.default.contents(atPath: f) else { throw QuantError(f, "cannot read file") }
+                guard let s = String(data: d, encoding: .utf8) else { throw QuantError(f, "is not valid UTF-8") }
+                prompt = s
+            }
             var opts = GenerationOptions(maxNewTokens: maxTokens, steps: steps,
                                          sampling: sampling.config,
                                          stopAtEndOfText: !ignoreEos)
