@@ -175,4 +175,33 @@ final class Gemma3Tests: XCTestCase {
         XCTAssertGreaterThanOrEqual(keep.early.top1 + keep.late.top1, 50)
         XCTAssertGreaterThanOrEqual(agreeKeep, 8)
     }
+
+    /// llama-perplexity's protocol on the first 2 chunks of WikiText-2 (scripts/gemma3.sh runs 20):
+    /// the f32 file against the numpy reference on the same ids (sentencepiece's, built from the
+    /// GGUF vocabulary by the reference script).
+    func testWikiPerplexityMatchesReference() throws {
+        let gguf = try Self.model()
+        let wiki = try SharedData.path("data/wikitext-2-raw/wiki.test.raw")
+        let idsURL = Fixtures.tempRoot.appendingPathComponent("gemma3-wiki.u32")
+        let ref = try Fixtures.json(Fixtures.python("gguf_gemma3_ref.py", [
+            "ppl", "--model", gguf.path, "--text", wiki.path, "--max-chars", "10000", "--ids-out", idsURL.path, "--chunks", "2"]))
+        var ids: [Int32] = try Data(contentsOf: idsURL).withUnsafeBytes { p in
+            (0 ..< p.count / 4).map { Int32(p.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
+        }
+        XCTAssertGreaterThanOrEqual(ids.count, 1024)
+        XCTAssertEqual(ids.first, 2, "the reference starts the stream with BOS (add_bos_token)")
+        // llama-perplexity replaces each chunk's first token with BOS (perplexity.cpp: add_bos &&
+        // j == 0); these files carry a llama2.c-style vocabulary whose BOS id is not Gemma's, so
+        // the replacement is made here (the protocol's own BOS handling: PerplexityTests).
+        ids[512] = 2
+        let lm = try load(try Self.converted("f32"), attention: AttentionConfig(kvType: .f16), positions: 512)
+        let r = try Perplexity.evaluate([lm], names: ["f32"], text: "", proto: .chunks(ctx: 512, maxChunks: 2), tokenIDs: ids)
+        let ours = r.models[0].perplexity, theirs = ref["ppl"] as! Double
+        print(String(format: "Gemma3 wiki.test.raw, 2 chunks of 512: QuantLM f32 (f16 KV) %.4f, numpy reference %.4f (%+.4f%%)",
+                     ours, theirs, 100 * (ours / theirs - 1)))
+        XCTAssertEqual(r.tokensScored, 2 * 255)
+        // Both are the same float model in float32 arithmetic (QuantLM's keys and values rounded
+        // to f16): 20 chunks measured 18.9496 vs 18.9501 (-0.003%); the issue asks for 0.5%.
+        XCTAssertEqual(ours, theirs, accuracy: 0.001 * theirs)
+    }
 }

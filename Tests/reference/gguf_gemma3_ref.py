@@ -26,8 +26,9 @@ Commands (one JSON line on stdout each):
       raw little-endian logits of the rows a..b-1, c..d-1, ... (default all) [rows, vocab];
       float64 arithmetic by default. JSON: shape, argmax per row, nll of the next ids under them;
       with --greedy N also "greedy": the argmax continuation of the first --greedy-prompt ids.
-  ppl --model M.gguf --ids IDS [--ctx 512] [--chunks 20] [--out R.json]
-      llama-perplexity's protocol on a token stream (IDS: raw uint32 *.u32, or a JSON list):
+  ppl --model M.gguf (--ids IDS | --text FILE [--max-chars N] [--ids-out F.u32]) [--ctx 512] [--chunks 20] [--out R.json]
+      llama-perplexity's protocol on a token stream (IDS: raw uint32 *.u32, or a JSON list; or
+      FILE tokenized by sentencepiece from the GGUF vocabulary, BOS first, see spm_ids):
       chunks of CTX tokens, the first token of each chunk replaced by BOS when
       tokenizer.ggml.add_bos_token is true (Gemma: true), rows CTX/2 .. CTX-2 scored.
       float32 matmuls, float64 log-softmax.
@@ -143,6 +144,38 @@ class Gemma3:
         return h @ self.out.T
 
 
+def spm_ids(path, text):
+    """Token ids of `text` (BOS first when the vocabulary adds it) by Google's sentencepiece
+    (pip install sentencepiece protobuf), from a ModelProto built of the GGUF's vocabulary:
+    BPE with byte fallback, identity normalizer, spaces escaped to U+2581, no dummy prefix
+    (tokenizer.ggml.add_space_prefix false); user-defined pieces get their U+2581 back (llama.cpp's
+    converter stores their spaces as spaces). Only to produce ids for the tests, never QuantLM's."""
+    import sentencepiece as spm
+    from sentencepiece import sentencepiece_model_pb2 as pb
+    r = gguf.GGUFReader(path)
+    toks, scores, types = (field(r, "tokenizer.ggml." + k) for k in ("tokens", "scores", "token_type"))
+    unk = field(r, "tokenizer.ggml.unknown_token_id")
+    m = pb.ModelProto()
+    for i, (t, sc, ty) in enumerate(zip(toks, scores, types)):
+        pc = m.pieces.add()
+        pc.piece = t.replace(" ", "\u2581") if ty == 4 else t
+        pc.score = sc
+        pc.type = 2 if i == unk else ty        # GGUF token types are sentencepiece's piece types
+    m.trainer_spec.model_type = pb.TrainerSpec.BPE
+    m.trainer_spec.vocab_size = len(toks)
+    m.trainer_spec.byte_fallback = True
+    m.trainer_spec.unk_id = unk
+    m.trainer_spec.bos_id = int(field(r, "tokenizer.ggml.bos_token_id"))
+    m.trainer_spec.eos_id = int(field(r, "tokenizer.ggml.eos_token_id"))
+    m.trainer_spec.pad_id = int(field(r, "tokenizer.ggml.padding_token_id", -1))
+    ns = m.normalizer_spec
+    ns.name, ns.add_dummy_prefix, ns.remove_extra_whitespaces, ns.escape_whitespaces = "identity", bool(field(r, "tokenizer.ggml.add_space_prefix", False)), False, True
+    sp = spm.SentencePieceProcessor()
+    sp.LoadFromSerializedProto(m.SerializeToString())
+    ids = sp.encode(text, out_type=int)
+    return ([m.trainer_spec.bos_id] if field(r, "tokenizer.ggml.add_bos_token", False) else []) + ids
+
+
 def log_softmax64(z):
     z = z.astype(np.float64)
     m = z.max(axis=-1, keepdims=True)
@@ -187,8 +220,16 @@ def greedy(m, prompt, n):
 
 
 def cmd_ppl(a):
+    if (a.ids is None) == (a.text is None):
+        raise SystemExit("give --ids or --text")
+    if a.text:
+        with open(a.text, encoding="utf-8", newline="") as f:
+            ids = spm_ids(a.model, f.read(a.max_chars) if a.max_chars else f.read())
+        if a.ids_out:
+            np.asarray(ids, dtype="<u4").tofile(a.ids_out)
     m = Gemma3(a.model)
-    ids = parse_ids(a.ids)
+    if a.ids:
+        ids = parse_ids(a.ids)
     ctx, first = a.ctx, a.ctx // 2
     n = min(a.chunks, len(ids) // ctx) if a.chunks > 0 else len(ids) // ctx
     tot, cnt, per, run = 0.0, 0, [], []
@@ -227,7 +268,10 @@ def main():
     p.add_argument("--greedy", type=int, default=0, help="also: greedy continuation of the first --greedy-prompt ids for N tokens")
     p.add_argument("--greedy-prompt", type=int, default=16)
     p = sub.add_parser("ppl")
-    p.add_argument("--model", required=True); p.add_argument("--ids", required=True)
+    p.add_argument("--model", required=True); p.add_argument("--ids")
+    p.add_argument("--text", help="tokenize this file with sentencepiece (see spm_ids) instead of --ids")
+    p.add_argument("--max-chars", type=int, help="only the first N characters of --text")
+    p.add_argument("--ids-out", help="write the --text ids here (raw uint32)")
     p.add_argument("--ctx", type=int, default=512); p.add_argument("--chunks", type=int, default=20); p.add_argument("--out")
     p = sub.add_parser("generate")
     p.add_argument("--model", required=True); p.add_argument("--ids", required=True); p.add_argument("--n", type=int, default=16)
