@@ -16,7 +16,7 @@ OUT=${OUT:-work-tmp}
 KV=${KV:-q8_0 f16}
 RUN=.build/release/run
 mkdir -p "$OUT"
-[ -f "$OUT/gemma3-keep.qlm" ] || .build/release/convert "$MODELS/gemma-3-270m-q4_k_m.gguf" -o "$OUT/gemma3-keep.qlm" --type keep --quiet
+[ -f "$OUT/gemma3-keep.qlm" ] || .build/release/convert "$MODELS/gemma-3-270m-q4_k_m.gguf" -o "$OUT/gemma3-keep.qlm" --type keep --quiet > /dev/null
 M=$OUT/gemma3-keep.qlm
 WIKI=$SHARED/data/wikitext-2-raw/wiki.test.raw
 # Prompt files of N - 256ish tokens: a character prefix of the text, trimmed until it fits.
