@@ -189,4 +189,39 @@ final class ChatTests: XCTestCase {
         XCTAssertNotEqual(badFlag.status, 0)
         XCTAssertTrue(badFlag.stderr.contains("--template"), badFlag.stderr)
     }
+
+    /// `run chat --prompt` on Gemma 3 270M converted to q8_0: the format comes from the
+    /// vocabulary (the GGUF has no template), the prompt is what Gemma 3's template renders and
+    /// tokenizes as BOS, <start_of_turn>user\n … <end_of_turn>\n<start_of_turn>model\n, and the
+    /// greedy reply is non-empty. gemma-3-270m is the pretrained model, not the instruction-tuned
+    /// one: it does not answer or end its turn (measured: it repeats the question), so the stop
+    /// at <end_of_turn> is shown on SmolLM2 only.
+    func testRunChatOneShotOnGemma() throws {
+        let gguf = try SharedData.model(SentencePieceTokenizerTests.gemmaName)
+        let qlm = temp("gemma3-chat-q8_0.qlm")
+        if !FileManager.default.fileExists(atPath: qlm.path) {
+            let c = try Executables.run("convert", [gguf.path, "-o", qlm.path, "--type", "q8_0", "--threads", "2"])
+            XCTAssertEqual(c.status, 0, c.stderr)
+        }
+        let question = "What is the capital of France?"
+        let r = try Executables.run("run", ["chat", qlm.path, "--prompt", question, "--system", "Answer in one sentence.",
+                                            "--temperature", "0", "--max-tokens", "64", "--threads", "2", "--json"])
+        XCTAssertEqual(r.status, 0, r.stderr)
+        let obj = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        XCTAssertEqual(obj["template"] as? String, "gemma")
+        let fixture = SharedData.packageRoot.appendingPathComponent("Tests/Fixtures/gemma3_chat_template.jinja")
+        let conv = temp("chat-gemma-cli.json"), out = temp("chat-gemma-cli-out.json")
+        try JSONSerialization.data(withJSONObject: [[["role": "system", "content": "Answer in one sentence."], ["role": "user", "content": question]]]).write(to: conv)
+        _ = try Fixtures.python("chat_template_oracle.py", ["render", "--template", fixture.path, conv.path, out.path])
+        let want = try JSONSerialization.jsonObject(with: Data(contentsOf: out)) as! [String]
+        XCTAssertEqual(obj["prompt"] as? String, want.first)
+        let reply = try XCTUnwrap(obj["reply"] as? [String: Any])
+        let text = try XCTUnwrap(reply["text"] as? String)
+        print("Gemma 3 270M q8_0 chat, greedy: \(text.debugDescription)")
+        XCTAssertFalse(text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+        let prompt = try XCTUnwrap(reply["prompt_tokens"] as? [Int])
+        XCTAssertEqual(Array(prompt.prefix(2)), [2, 105], "BOS, <start_of_turn>")
+        XCTAssertEqual(prompt.suffix(3).first, 105, "<start_of_turn>model\\n ends the prompt")
+        XCTAssertEqual(prompt.last, 107)
+    }
 }
