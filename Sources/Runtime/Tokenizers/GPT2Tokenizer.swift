@@ -461,7 +461,7 @@ package struct GPT2Tokenizer: Tokenizer {
         func push(_ left: Int) {
             let right = Int(next[left])
             guard right >= 0, let v = pairTable.get(UInt64(ids[left]) << 32 | UInt64(ids[right])) else { return }
-            heap.push(key: (v >> 32) << 32 | UInt64(left), leftVersion: version[left], rightVersion: version[right])
+            heap.push(MergeCandidate(key: (v >> 32) << 32 | UInt64(left), leftVersion: version[left], rightVersion: version[right]))
         }
         for i in 0..<(n - 1) { push(i) }
         while let e = heap.pop() {
@@ -488,40 +488,8 @@ package struct GPT2Tokenizer: Tokenizer {
         return out
     }
 
-    private struct MinHeap {
-        struct Entry { var key: UInt64; var leftVersion: UInt32; var rightVersion: UInt32 }
-        var items: [Entry] = []
-
-        mutating func push(key: UInt64, leftVersion: UInt32, rightVersion: UInt32) {
-            items.append(Entry(key: key, leftVersion: leftVersion, rightVersion: rightVersion))
-            var i = items.count - 1
-            while i > 0 {
-                let p = (i - 1) / 2
-                if items[p].key <= items[i].key { break }
-                items.swapAt(p, i)
-                i = p
-            }
-        }
-
-        mutating func pop() -> Entry? {
-            guard let top = items.first else { return nil }
-            let last = items.removeLast()
-            if !items.isEmpty {
-                items[0] = last
-                var i = 0
-                while true {
-                    let l = 2 * i + 1, r = l + 1
-                    var m = i
-                    if l < items.count && items[l].key < items[m].key { m = l }
-                    if r < items.count && items[r].key < items[m].key { m = r }
-                    if m == i { break }
-                    items.swapAt(i, m)
-                    i = m
-                }
-            }
-            return top
-        }
-    }
+    private struct MergeCandidate: HeapKeyed { var key: UInt64; var leftVersion: UInt32; var rightVersion: UInt32 }
+    private typealias MinHeap = KeyedMinHeap<MergeCandidate>
 
     // MARK: - Pre-tokenization
 

@@ -566,44 +566,19 @@ struct PieceTable: Sendable {
 
 /// Max-heap of candidate merges: highest score first, then leftmost (sentencepiece's order).
 struct MergeHeap {
-    struct Entry { var key: UInt64; var right: Int32; var size: Int32; var left: Int32 { Int32(truncatingIfNeeded: key & 0xFFFF_FFFF) } }
-    private var items: [Entry] = []
+    struct Entry: HeapKeyed { var key: UInt64; var right: Int32; var size: Int32; var left: Int32 { Int32(truncatingIfNeeded: key & 0xFFFF_FFFF) } }
+    private var heap = KeyedMinHeap<Entry>()
 
-    mutating func removeAll() { items.removeAll(keepingCapacity: true) }
+    mutating func removeAll() { heap.removeAll() }
 
     /// key = (descending score order) << 32 | left, smallest first.
     @inline(__always) mutating func push(score: Float, left: Int32, right: Int32, size: Int32) {
         let bits = score.bitPattern
         let ordered = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000    // ascending with score
-        items.append(Entry(key: UInt64(~ordered) << 32 | UInt64(UInt32(left)), right: right, size: size))
-        var i = items.count - 1
-        while i > 0 {
-            let p = (i - 1) / 2
-            if items[p].key <= items[i].key { break }
-            items.swapAt(p, i)
-            i = p
-        }
+        heap.push(Entry(key: UInt64(~ordered) << 32 | UInt64(UInt32(left)), right: right, size: size))
     }
 
-    mutating func pop() -> Entry? {
-        guard let top = items.first else { return nil }
-        let last = items.removeLast()
-        if !items.isEmpty {
-            items[0] = last
-            var i = 0
-            let n = items.count
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < n && items[l].key < items[m].key { m = l }
-                if r < n && items[r].key < items[m].key { m = r }
-                if m == i { break }
-                items.swapAt(i, m)
-                i = m
-            }
-        }
-        return top
-    }
+    mutating func pop() -> Entry? { heap.pop() }
 }
 
 /// Whole-piece tokens matched in text, longest first: a byte trie whose edges live in one
