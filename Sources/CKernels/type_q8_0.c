@@ -95,13 +95,52 @@ NR_DISPATCH(q8_0, P, TGT)
 Q8_0_KERNEL(avx2, AVX2, QLM_AVX2_TARGET)
 Q8_0_KERNEL(avx512, AVX512, QLM_AVX512_TARGET)
 
-// ---- prefill tiles: AVX-512 4 rows x 4 tokens (below), AVX2 1 row x 4 tokens (qlm_simd.h) ---------
-// AVX-512 prefill tile, 4 rows x 4 tokens on 512-bit registers: the low half of every register
-// is an even block, the high half the odd block after it, i.e. the dot kernel's acc[r][0] and
-// acc[r][1] side by side. Per lane the integers (a made unsigned, a ^ 0x80 = a + 128, and the
-// dpbusd started at -128 * sum(w): sum(a * w) exactly), the scale product bh2f(d_w) * set1(d_a) and the FMA are the dot kernel's, and the
-// result is hsum8(low + high), so every output is bit-identical to k_q8_0_avx512's; one
-// instruction now does two blocks' work, and 4 x 4 outputs share each weight and token load.
+// ---- prefill tile and few-token kernel (AVX-512) on packed activations ---------------------------
+// Packed activation row ("q8p", qlm_matmul makes it from the q8a row): per pair of blocks 2p, 2p+1,
+// 128 bytes: the 64 codes + 128 (a ^ 0x80, unsigned) and 16 floats, the block scales d[2p] x 8 then
+// d[2p+1] x 8 (an odd last block: its half, the rest zero). Each register then holds an even block
+// in its low half and the odd block after it in the high half, i.e. the dot kernel's acc[r][0] and
+// acc[r][1] side by side. Per lane the integers (a + 128 against w, the dpbusd started at
+// -128 * sum(w): sum(a * w) exactly), the scale product bh2f(d_w) * d_a and the FMA are the dot
+// kernel's, and the result is hsum8(low + high): every output is bit-identical to k_q8_0_avx512's.
+#define Q8P_PAIR 128
+static size_t q8p_size(int64_t n) { return (size_t)((n + 2 * QLM_QK - 1) / (2 * QLM_QK)) * Q8P_PAIR; }
+QLM_AVX512_TARGET static void q8p_pack(const void *act, int64_t n, void *packed) {
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    char *p = (char *)packed;
+    const __m256i c80 = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b += 2, p += Q8P_PAIR) {
+        const int odd = b + 1 < nb;
+        _mm256_store_si256((__m256i *)p, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b].qs), c80));
+        _mm256_store_si256((__m256i *)(p + 32), odd ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b + 1].qs), c80)
+                                                    : _mm256_setzero_si256());
+        _mm256_store_ps((float *)(p + 64), _mm256_set1_ps(a[b].d));
+        _mm256_store_ps((float *)(p + 96), odd ? _mm256_set1_ps(a[b + 1].d) : _mm256_setzero_ps());
+    }
+}
+// Weight pair state: codes, -128 * sum(w) per lane, the two scales.
+#define Q8P_W(wr, b, wq, wc, dw)                                                                   \
+    const __m512i wq = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(wr)[b].qs)), \
+                                          _mm256_loadu_si256((const __m256i *)(wr)[(b) + 1].qs), 1); \
+    const __m512i wc = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), c80, wq)); \
+    const __m512 dw = _mm512_insertf32x8(_mm512_castps256_ps512(bh2f_avx512(&(wr)[b].d)), bh2f_avx512(&(wr)[(b) + 1].d), 1);
+#define Q8P_STEP(acc, wq, wc, dw, pp)                                                              \
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps((const float *)((pp) + 64))),           \
+                          _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(wc, _mm512_load_si512((const void *)(pp)), wq)), acc);
+// A last even block: the low halves only (acc[r][0] of the dot kernel).
+#define Q8P_TAIL(acc, wr, b, pp)                                                                   \
+    {                                                                                              \
+        const __m256i wq = _mm256_loadu_si256((const __m256i *)(wr)[b].qs);                        \
+        const __m256i wc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8((char)0x80), wq)); \
+        const __m256i is = _mm256_dpbusd_epi32(wc, _mm256_load_si256((const __m256i *)(pp)), wq);  \
+        const __m256 lo = _mm256_fmadd_ps(_mm256_mul_ps(bh2f_avx512(&(wr)[b].d), _mm256_load_ps((const float *)((pp) + 64))), \
+                                          _mm256_cvtepi32_ps(is), _mm512_castps512_ps256(acc));    \
+        acc = _mm512_insertf32x8(acc, lo, 0);                                                      \
+    }
+#define Q8P_SUM(acc) hsum8_avx512(_mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1)))
+
+// Prefill tile: 4 rows x 4 tokens, 4 x 4 outputs sharing each weight and token load.
 #define Q8Z_NR 4
 #define Q8Z_NT 4
 QLM_AVX512_TARGET static void tile_q8_0_avx512z(int64_t n, const void *w_, size_t rs, const void *act_, size_t as,
@@ -109,52 +148,54 @@ QLM_AVX512_TARGET static void tile_q8_0_avx512z(int64_t n, const void *w_, size_
     const char *w = (const char *)w_, *act = (const char *)act_;
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
     const qlm_block_q8_0 *wr[Q8Z_NR];
-    const qlm_block_q8a *ar[Q8Z_NT];
     for (int r = 0; r < Q8Z_NR; r++) wr[r] = (const qlm_block_q8_0 *)(w + r * rs);
-    for (int t = 0; t < Q8Z_NT; t++) ar[t] = (const qlm_block_q8a *)(act + t * as);
     const __m512i c80 = _mm512_set1_epi8((char)0x80);
     __m512 acc[Q8Z_NR][Q8Z_NT];
     for (int r = 0; r < Q8Z_NR; r++)
         for (int t = 0; t < Q8Z_NT; t++) acc[r][t] = _mm512_setzero_ps();
     int64_t b = 0;
     for (; b + 1 < nb; b += 2) {
-        __m512i wq[Q8Z_NR], wc[Q8Z_NR];
-        __m512 dw[Q8Z_NR];
+        const char *pp = act + b / 2 * Q8P_PAIR;
         for (int r = 0; r < Q8Z_NR; r++) {
-            wq[r] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)wr[r][b].qs)),
-                                       _mm256_loadu_si256((const __m256i *)wr[r][b + 1].qs), 1);
-            wc[r] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), c80, wq[r]));
-            dw[r] = _mm512_insertf32x8(_mm512_castps256_ps512(bh2f_avx512(&wr[r][b].d)), bh2f_avx512(&wr[r][b + 1].d), 1);
-        }
-        for (int t = 0; t < Q8Z_NT; t++) {
-            const __m512i au = _mm512_xor_si512(
-                _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)ar[t][b].qs)),
-                                   _mm256_loadu_si256((const __m256i *)ar[t][b + 1].qs), 1), c80);
-            const __m512 da = _mm512_insertf32x8(_mm512_set1_ps(ar[t][b].d), _mm256_set1_ps(ar[t][b + 1].d), 1);
-            for (int r = 0; r < Q8Z_NR; r++) {
-                const __m512i is = _mm512_dpbusd_epi32(wc[r], au, wq[r]);
-                acc[r][t] = _mm512_fmadd_ps(_mm512_mul_ps(dw[r], da), _mm512_cvtepi32_ps(is), acc[r][t]);
-            }
+            Q8P_W(wr[r], b, wq, wc, dw)
+            for (int t = 0; t < Q8Z_NT; t++) Q8P_STEP(acc[r][t], wq, wc, dw, pp + t * as)
         }
     }
-    if (b < nb) { // a last even block: the low halves only (acc[r][0] of the dot kernel)
-        const __m256i c80y = _mm256_set1_epi8((char)0x80);
-        for (int r = 0; r < Q8Z_NR; r++) {
-            const __m256i wq = _mm256_loadu_si256((const __m256i *)wr[r][b].qs);
-            const __m256i wc = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), c80y, wq));
-            const __m256 dw = bh2f_avx512(&wr[r][b].d);
-            for (int t = 0; t < Q8Z_NT; t++) {
-                const __m256i au = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)ar[t][b].qs), c80y);
-                const __m256i is = _mm256_dpbusd_epi32(wc, au, wq);
-                const __m256 lo = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(ar[t][b].d)), _mm256_cvtepi32_ps(is),
-                                                  _mm512_castps512_ps256(acc[r][t]));
-                acc[r][t] = _mm512_insertf32x8(acc[r][t], lo, 0);
-            }
-        }
-    }
-    for (int t = 0; t < Q8Z_NT; t++)
+    if (b < nb)
         for (int r = 0; r < Q8Z_NR; r++)
-            Y[t * ldy + r] = hsum8_avx512(_mm256_add_ps(_mm512_castps512_ps256(acc[r][t]), _mm512_extractf32x8_ps(acc[r][t], 1)));
+            for (int t = 0; t < Q8Z_NT; t++) Q8P_TAIL(acc[r][t], wr[r], b, act + t * as + b / 2 * Q8P_PAIR)
+    for (int t = 0; t < Q8Z_NT; t++)
+        for (int r = 0; r < Q8Z_NR; r++) Y[t * ldy + r] = Q8P_SUM(acc[r][t]);
+}
+
+// Few-token kernel: one weight row at a time, i.e. one contiguous weight stream the hardware
+// prefetcher follows (four interleaved rows reach about half the bandwidth, see matmul.c), each
+// weight pair loaded once for all nt tokens.
+#define Q8F_FN(NT)                                                                                 \
+QLM_AVX512_TARGET static void few_q8_0_avx512_##NT(int64_t n, const void *w_, const void *act_, size_t as, float *Y, int64_t ldy) { \
+    const qlm_block_q8_0 *wr = (const qlm_block_q8_0 *)w_;                                         \
+    const char *act = (const char *)act_;                                                          \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const __m512i c80 = _mm512_set1_epi8((char)0x80);                                              \
+    __m512 acc[NT];                                                                                \
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();                                     \
+    int64_t b = 0;                                                                                 \
+    for (; b + 1 < nb; b += 2) {                                                                   \
+        PF((const char *)(wr + b) + QLM_PF_DIST);                                                  \
+        Q8P_W(wr, b, wq, wc, dw)                                                                   \
+        const char *pp = act + b / 2 * Q8P_PAIR;                                                   \
+        for (int t = 0; t < NT; t++) Q8P_STEP(acc[t], wq, wc, dw, pp + t * as)                     \
+    }                                                                                              \
+    if (b < nb)                                                                                    \
+        for (int t = 0; t < NT; t++) Q8P_TAIL(acc[t], wr, b, act + t * as + b / 2 * Q8P_PAIR)      \
+    for (int t = 0; t < NT; t++) Y[t * ldy] = Q8P_SUM(acc[t]);                                     \
+}
+Q8F_FN(1) Q8F_FN(2) Q8F_FN(3) Q8F_FN(4) Q8F_FN(5) Q8F_FN(6) Q8F_FN(7) Q8F_FN(8)
+QLM_AVX512_TARGET static void few_q8_0_avx512(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) {
+    static void (*const k[QLM_FEW_MAX + 1])(int64_t, const void *, const void *, size_t, float *, int64_t) = {
+        NULL, few_q8_0_avx512_1, few_q8_0_avx512_2, few_q8_0_avx512_3, few_q8_0_avx512_4,
+        few_q8_0_avx512_5, few_q8_0_avx512_6, few_q8_0_avx512_7, few_q8_0_avx512_8};
+    k[nt](n, w, act, as, Y, ldy);
 }
 
 #define Q80_ROW2(bb)                                                                               \
@@ -185,5 +226,7 @@ const qlm_type_traits qlm_traits_q8_0 = {
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_q8_0_avx512)},
     .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(tile_q8_0_avx2), 1, TILE2_NT},
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q8_0_avx512z), Q8Z_NR, Q8Z_NT}},
+    .few = {[QLM_PATH_AVX512] = QLM_IF_X86(few_q8_0_avx512)},
+    .pack = {[QLM_PATH_AVX512] = {QLM_IF_X86(q8p_pack), QLM_IF_X86(q8p_size)}},
     .gptq_row = q8_0_gptq_row,
 };

@@ -156,7 +156,7 @@ final class ProductTests: XCTestCase {
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
         for (rows, n) in [(1, 32), (7, 172), (9, 320), (9, 416), (64, 768), (513, 64), (70, 1000)] { // 320: 3 q4_0 steps (odd), 416: 3 whole + 1 partial
-            for T in [1, 3, 17] {
+            for T in [1, 2, 3, 4, 5, 8, 9, 17] { // 2...8: the few-token kernels; 4, 5, 9, 17: the tiles and their edges
                 for t in allTypes {
                     let (wq, _) = makeWeights(t, rows: rows, n: n, rng: &rng)
                     let X = rng.normals(T * n)

@@ -94,6 +94,16 @@ typedef void (*qlm_dotn_fn)(int64_t n, const void *w, size_t rs, const void *act
 // bytes apart); bit-identical to the same path's dot kernel per (row, token).
 typedef void (*qlm_tile_fn)(int64_t n, const void *w, size_t rs, const void *act, size_t as, float *Y, int64_t ldy);
 typedef struct { qlm_tile_fn fn; int32_t nr, nt; } qlm_tile_kernel;
+// Few-token kernel (decode of several sequences at once): Y[t * ldy] = row . act[t] for one
+// weight row and nt (1..QLM_FEW_MAX) activation rows `as` bytes apart; bit-identical to the same
+// path's dot kernel per token. Streams one row at a time and loads each weight block once.
+#define QLM_FEW_MAX 8
+typedef void (*qlm_few_fn)(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt);
+// Optional activation repacking for a path's tile and few-token kernels: qlm_matmul prepares the
+// activation rows as usual (the dot kernel reads those), then packs each into `size(n)` bytes
+// (64-byte aligned, rows size(n) apart) that the tile and few kernels read instead. It moves work
+// that every weight row would repeat (code offsets, scale broadcasts) to once per token.
+typedef struct { void (*fn)(const void *act, int64_t n, void *packed); size_t (*size)(int64_t n); } qlm_pack_kernel;
 // A whole product Y[t, 0..rows) = W . act[t] (t < T, activation rows `as` bytes apart), for
 // types whose layout needs its own product loop (row-grouped types).
 typedef void (*qlm_product_fn)(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n,
@@ -125,6 +135,8 @@ typedef struct {
     // the tile (optional) is the one of the path the dot kernel came from, so both agree bit for bit.
     qlm_dotn_fn dotn[QLM_PATH_COUNT];
     qlm_tile_kernel tile[QLM_PATH_COUNT];
+    qlm_few_fn few[QLM_PATH_COUNT]; // optional, of the dot kernel's path (NULL: tile / dot kernel)
+    qlm_pack_kernel pack[QLM_PATH_COUNT]; // optional: the layout that path's tile and few kernels read
     // Optional (NULL for ungrouped types): the type's own product loop; the row-group layout
     // (pack != 0: plain rows -> groups, else back; 0 or -1 if out of memory); row r of a tensor.
     qlm_product_fn product;
