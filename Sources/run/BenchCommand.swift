@@ -46,6 +46,9 @@ struct BenchCmd: ParsableCommand {
 
     @OptionGroup var attention: AttentionOptions
 
+    @Option(name: .long, help: "Top-k-only logits through a 4-bit screen of the classifier (as run generate --screen K; decode is greedy here). The screen is built by the first forward pass, which the time-to-first-token includes.")
+    var screen: Int?
+
     @Flag(name: .long, help: "Print one JSON object.")
     var json = false
 
@@ -98,7 +101,7 @@ struct BenchCmd: ParsableCommand {
             BenchClock.threadCPUTime = cpuTime
             let r = try Bench.model(path: model!, threads: threads, promptTokens: promptTokens, genTokens: genTokens,
                                     reps: reps, probeBytes: probeBytes, memoryBudget: try resources.budgetBytes(),
-                                    populate: populate, attention: attention.config)
+                                    populate: populate, attention: attention.config, screen: screen)
             if json {
                 print(jsonLine(r))
                 return

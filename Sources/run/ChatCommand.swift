@@ -39,6 +39,9 @@ struct Chat: ParsableCommand {
     @Flag(name: .long, help: "With --prompt: print one JSON object (template, rendered prompt, reply, token ids, speeds).")
     var json = false
 
+    @Option(name: .long, help: ScreenHelp.text)
+    var screen: Int?
+
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be > 0") }
         guard ctx > 0 else { throw ValidationError("--ctx must be > 0") }
@@ -46,11 +49,12 @@ struct Chat: ParsableCommand {
             throw ValidationError("--template must be auto, \(ChatFormat.allCases.map(\.rawValue).joined(separator: " or ")), got '\(template)'")
         }
         if json && prompt == nil { throw ValidationError("--json needs --prompt (one-shot mode)") }
+        try ScreenHelp.validate(screen, sampling)
     }
 
     func run() throws {
         do {
-            let lm = try options.load(sizing: { [ctx] _, hp in RunSizing(kvPositions: min(hp.nCtx, ctx), maxBatch: 128) })
+            let lm = try options.load(sizing: { [ctx] _, hp in RunSizing(kvPositions: min(hp.nCtx, ctx), maxBatch: 128) }, screen: screen)
             let chosen = try ChatTemplate.resolve(template: lm.file.metadata.tokenizer.chatTemplate, override: template,
                                                   tokenizer: lm.tokenizer, file: options.model)
             let session = try ChatSession(lm, template: chosen, system: system, sampling: sampling.config)

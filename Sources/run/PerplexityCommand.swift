@@ -37,6 +37,9 @@ struct EvalOptions: ParsableArguments {
     var maxDocs: Int?
 
     @OptionGroup var resources: ResourceOptions
+
+    @Option(name: .long, help: "Count, over the scored positions, how often the full classifier's argmax is not among the K candidates of run generate's --screen K (the perplexity itself still uses every logit).")
+    var screenVerify: Int?
     var threads: Int { resources.threads }
 
     @Option(name: .long, help: "Tokens per batched forward pass.")
@@ -46,6 +49,7 @@ struct EvalOptions: ParsableArguments {
     var json = false
 
     func validate() throws {
+        if let k = screenVerify, !(1 ... 4096).contains(k) { throw ValidationError("--screen-verify must be 1...4096, got \(k)") }
         guard (text == nil) != (idsFile == nil) else { throw ValidationError("give exactly one of --text and --ids-file") }
         if joinDocuments, `protocol` != "stride" { throw ValidationError("--join-documents needs --protocol stride") }
         if idsFile != nil, `protocol` == "documents" { throw ValidationError("--ids-file needs --protocol stride or chunks") }
@@ -67,8 +71,10 @@ struct EvalOptions: ParsableArguments {
         let budget = try resources.budgetBytes()
         // Under a budget the KV cache holds --ctx positions (the windows' length), not n_ctx.
         let models = try paths.map {
-            try LoadedModel(path: $0, options: LoadOptions(threads: threads, maxBatch: batch, attention: attention.config,
-                                                            memoryBudget: budget, kvPositions: budget == nil ? nil : ctx))
+            var o = LoadOptions(threads: threads, maxBatch: batch, attention: attention.config,
+                                memoryBudget: budget, kvPositions: budget == nil ? nil : ctx)
+            o.screen = screenVerify.map { ($0, true) }
+            return try LoadedModel(path: $0, options: o)
         }
         var ids: [Int32]?
         if idsFile != nil {
@@ -94,6 +100,15 @@ struct EvalOptions: ParsableArguments {
             bar?.update(Double(done))
         }
         bar?.finish()
+        if let k = screenVerify {
+            for (p, m) in zip(paths, models) {
+                guard let sc = m.weights.logitScreen else { continue }
+                let line = String(format: "%@: --screen %d: full-classifier argmax outside the screen's top %d at %d of %d positions (%.3f%%); screen %@ built in %.2f s",
+                                  p, k, k, sc.argmaxMissed, sc.rowsChecked, 100 * Double(sc.argmaxMissed) / Double(max(1, sc.rowsChecked)),
+                                  formatBytes(sc.byteCount), sc.buildSeconds)
+                FileHandle.standardError.write((line + "\n").data(using: .utf8)!)
+            }
+        }
         var r = report
         r.memoryPlans = models.map { $0.memoryReport(tokens: r.tokensScored) }
         r.memory = MemoryStats.current()
@@ -105,9 +120,12 @@ struct EvalOptions: ParsableArguments {
             Swift.print(jsonLine(r))
             return
         }
-        let how = r.protocolName == "stride"
-            ? "stride protocol, ctx \(r.ctx), stride \(r.stride ?? 0)"
-            : "documents protocol, \(r.documents ?? 0) documents, ctx \(r.ctx)"
+        let how: String
+        switch r.protocolName {
+        case "stride": how = "stride protocol, ctx \(r.ctx), stride \(r.stride ?? 0)"
+        case "chunks": how = "chunks protocol (llama-perplexity's), ctx \(r.ctx)"
+        default: how = "documents protocol, \(r.documents ?? 0) documents, ctx \(r.ctx)"
+        }
         Swift.print("\(text ?? idsFile ?? ""): \(r.textTokens) tokens; \(how); \(r.tokensScored) scored; \(String(format: "%.1f", r.seconds)) s, \(String(format: "%.0f", r.tokensPerSecond)) tok/s")
         var rows: [[String]] = [["model", "ppl", "Δppl", "Δ%", "KL mean", "KL p99", "top-1 %", "bits/w", "disk bits/w", "file"]]
         for m in r.models {

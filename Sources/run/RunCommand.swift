@@ -35,10 +35,12 @@ struct ModelOptions: ParsableArguments {
     func budgetBytes() throws -> Int? { try resources.budgetBytes() }
 
     /// `reserve`: bytes a budget must leave for something else resident (a draft model).
-    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil, reserve: Int = 0) throws -> LoadedModel {
+    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil, reserve: Int = 0,
+              screen: Int? = nil) throws -> LoadedModel {
         var o = LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
                             attention: attention.config, memoryBudget: try budgetBytes(), sizing: sizing)
         o.memoryMargin += reserve
+        o.screen = screen.map { ($0, false) }
         return try LoadedModel(path: model, options: o)
     }
 }
@@ -109,6 +111,9 @@ struct Generate: ParsableCommand {
     @Option(name: .long, help: "The draft model for --speculative draft: a .qlm file with the same vocabulary (e.g. a low-bit or layer-skipped variant).")
     var draft: String?
 
+    @Option(name: .long, help: ScreenHelp.text)
+    var screen: Int?
+
     func validate() throws {
         guard maxTokens >= 0 else { throw ValidationError("--max-tokens must be ≥ 0") }
         if let s = steps, s <= 0 { throw ValidationError("--steps must be > 0") }
@@ -121,6 +126,7 @@ struct Generate: ParsableCommand {
         guard (1 ... 64).contains(draftLen) else { throw ValidationError("--draft-len must be 1...64, got \(draftLen)") }
         guard (1 ... 64).contains(ngram) else { throw ValidationError("--ngram must be 1...64, got \(ngram)") }
         if promptFile != nil, !prompt.isEmpty { throw ValidationError("give --prompt or --prompt-file, not both") }
+        try ScreenHelp.validate(screen, sampling)
     }
 
     func run() throws {
@@ -148,7 +154,7 @@ struct Generate: ParsableCommand {
                 reserve = d.plan.totalBytes   // its weights, KV cache and scratch
                 draftModel = d
             }
-            let lm = try options.load(sizing: sizing, reserve: reserve)
+            let lm = try options.load(sizing: sizing, reserve: reserve, screen: screen)
             let result = try Generator.generate(lm, prompt: prompt, options: opts, draft: draftModel) { bytes in
                 guard !json else { return }
                 bytes.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
@@ -245,6 +251,19 @@ struct Tokenize: ParsableCommand {
             } else {
                 FileHandle.standardOutput.write(bytes)
             }
+        }
+    }
+}
+
+/// --screen K (generate, chat, bench): top-k-only logits through a 4-bit screen of the classifier.
+enum ScreenHelp {
+    static let text = ArgumentHelp("Top-k-only logits: score the vocabulary with a 4-bit copy of the classifier built at load, then recompute its K best rows exactly and pass only those on (large vocabularies, e.g. Gemma 3's 262k rows, decode faster). Greedy output is the full classifier's whenever its argmax is among the K (`run perplexity --screen-verify K` counts how often it is not). Needs --temperature 0 or --top-k ≤ K.", valueName: "K")
+
+    static func validate(_ screen: Int?, _ sampling: SamplingOptions) throws {
+        guard let k = screen else { return }
+        guard (1 ... 4096).contains(k) else { throw ValidationError("--screen must be 1...4096, got \(k)") }
+        guard sampling.temperature == 0 || (1 ... k).contains(sampling.topK) else {
+            throw ValidationError("--screen \(k) passes only \(k) logits on: use it with --temperature 0 or --top-k 1...\(k) (top-p alone needs every logit)")
         }
     }
 }

@@ -159,16 +159,18 @@ package enum Bench {
     /// `genTokens` `reps` times, against a bandwidth probe measured in the same run.
     package static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
                              probeBytes: Int = 1 << 30, memoryBudget: Int? = nil, populate: Bool = false,
-                             attention: AttentionConfig = AttentionConfig()) throws -> ModelBenchReport {
+                             attention: AttentionConfig = AttentionConfig(), screen: Int? = nil) throws -> ModelBenchReport {
         var loads: [Double] = [], firsts: [Double] = []
         var lm: LoadedModel?
         for _ in 0 ..< reps {
             lm = nil
             let t0 = now()
             // Under a budget the KV cache holds exactly the benchmark's positions.
-            lm = try LoadedModel(path: path, options: LoadOptions(threads: threads, maxBatch: max(1, min(promptTokens, 512)),
-                                                                  populate: populate, attention: attention, memoryBudget: memoryBudget,
-                                                                  kvPositions: memoryBudget == nil ? nil : promptTokens + genTokens))
+            var o = LoadOptions(threads: threads, maxBatch: max(1, min(promptTokens, 512)),
+                                populate: populate, attention: attention, memoryBudget: memoryBudget,
+                                kvPositions: memoryBudget == nil ? nil : promptTokens + genTokens)
+            o.screen = screen.map { ($0, false) }
+            lm = try LoadedModel(path: path, options: o)
             loads.append((now() - t0) * 1000)
             // Time to first token: the load plus one forward pass (page faults of a lazy map land here).
             try lm!.model.forward([0], startPos: 0, logitRows: 0 ..< 1) { _, _ in }

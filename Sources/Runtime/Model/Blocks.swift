@@ -92,6 +92,20 @@ struct Blocks {
     func logits(_ output: OutputMatrix, rows: Range<Int>, onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let s = state, d = shape.dModel, vocab = shape.vocabSize
         var t0 = rows.lowerBound
+        if let screen = try weights.screen(for: output) {
+            let full = output.chunks[0].matrix
+            while t0 < rows.upperBound {
+                let n = min(s.logitChunk, rows.upperBound - t0)
+                compute.linear(screen.matrix, s.xb + t0 * d, T: n, out: s.logits, ldOut: vocab)
+                for i in 0 ..< n {
+                    let row = s.logits + i * vocab
+                    try screen.rescore(row, x: s.xb + (t0 + i) * d, classifier: full, compute: compute)
+                    onLogits(t0 + i, UnsafeBufferPointer(start: row, count: vocab))
+                }
+                t0 += n
+            }
+            return
+        }
         while t0 < rows.upperBound {
             let n = min(s.logitChunk, rows.upperBound - t0)
             if output.streamed {

@@ -39,6 +39,9 @@ package struct LoadOptions {
     package var kvRollback: Int = 1
     /// Overrides kvPositions and maxBatch once the tokenizer is loaded.
     package var sizing: ((any Tokenizer, HParams) -> RunSizing)?
+    /// Top-k-only logits through a 4-bit screen of the classifier (`LogitScreen`): K candidates
+    /// rescored exactly; `verify` passes the full logits on and counts argmax misses instead.
+    package var screen: (k: Int, verify: Bool)?
 
     package init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 128,
                 verifyChecksums: Bool = false, populate: Bool = false, attention: AttentionConfig = AttentionConfig(),
@@ -102,6 +105,7 @@ package final class LoadedModel {
                                    settings: MemorySettings(kvBytes: cache.bytes, maxBatch: maxBatch), budget: options.memoryBudget,
                                    baseline: baseline, margin: options.memoryMargin, shape: shape)
         weights = budgeted ? try WeightStore(file: file, plan: plan) : WeightStore(file: file)
+        if let sc = options.screen { weights.screenRequest = (sc.k, sc.verify, options.threads) }
         let compute = Compute(threads: options.threads, maxCols: max(shape.dModel, shape.qDim, shape.dFF), maxBatch: max(maxBatch, 16))
         model = try arch.make(file, context: ModelContext(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch, positions: mode))
         self.arch = arch

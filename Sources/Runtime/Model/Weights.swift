@@ -39,6 +39,40 @@ package final class WeightStore {
     let streamer: LayerStreamer?
     /// The input embedding's per-token row reader, when the plan streams it.
     private(set) var rowReader: RowReader?
+    /// Top-k-only logits (`LoadOptions.screen`): what was asked, and the screen once built from
+    /// the classifier by the first logits call (`screen(for:)`).
+    package var screenRequest: (k: Int, verify: Bool, threads: Int)?
+    package private(set) var logitScreen: LogitScreen?
+
+    /// The screen for `classifier`, built on first use; nil when none was asked for.
+    func screen(for output: OutputMatrix) throws -> LogitScreen? {
+        guard let req = screenRequest else { return nil }
+        if let s = logitScreen { return s }
+        guard !output.streamed, output.chunks.count == 1 else {
+            throw ModelError("--screen needs the classifier resident; under this --memory-budget it streams from the file")
+        }
+        let m = output.chunks[0].matrix
+        // Building reads every classifier row; afterwards only the K candidates' rows (and, when
+        // tied, the embedding lookups) are touched: each chunk's mapped pages are given back as
+        // soon as it is read, and the K candidate rows are then read with pread (`LogitScreen.rowSource`),
+        // not through the map, so the screen replaces the classifier in the resident set instead
+        // of adding to it. Verify reads every row through the map each token: nothing is released.
+        var release: ((Range<Int>) -> Void)?
+        if !req.verify, let base = file.map.bytes.baseAddress {
+            let off = m.data - UnsafeRawPointer(base), map = file.map
+            if off >= 0, off + m.byteCount <= map.bytes.count {
+                release = { rows in map.advise(off + rows.lowerBound * m.rowBytes ..< off + rows.upperBound * m.rowBytes, willNeed: false) }
+            }
+        }
+        let s = try LogitScreen(of: m, k: req.k, verify: req.verify, threads: req.threads, file: file.path, release: release)
+        if release != nil {
+            let base = file.map.bytes.baseAddress!, off = m.data - UnsafeRawPointer(base), rs = m.rowBytes
+            let reader = try TensorReader(path: file.path)
+            s.rowSource = { id, dst in try reader.readFully(dst, count: rs, offset: off + id * rs) }
+        }
+        logitScreen = s
+        return s
+    }
 
     package init(file: QLMFile) {
         self.file = file
