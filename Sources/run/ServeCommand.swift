@@ -48,6 +48,12 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "Chat format for /v1/chat/completions: auto (from the model's template), chatml or gemma.")
     var template: String?
 
+    @Option(name: .long, help: "Speculative decoding for greedy requests (temperature 0): lookup drafts the continuation of the latest earlier match of a slot's last tokens in its prompt and text; the drafts join the step's batched pass and the output is plain greedy decoding's. Sampled requests decode as usual.")
+    var speculative: String?
+
+    @Option(name: .long, help: "With --speculative: the most tokens drafted per slot and step (the length adapts below it).")
+    var draftLen: Int = 8
+
     func validate() throws {
         guard (1 ... 64).contains(parallel) else { throw ValidationError("--parallel must be 1...64, got \(parallel)") }
         guard (0 ... 65535).contains(port) else { throw ValidationError("--port must be 0...65535, got \(port)") }
@@ -55,6 +61,10 @@ struct Serve: ParsableCommand {
         guard (0 ... 100_000).contains(queue) else { throw ValidationError("--queue must be 0...100000") }
         guard maxBody >= 1024 else { throw ValidationError("--max-body must be at least 1024 bytes") }
         guard (1 ... 3600).contains(readTimeout) else { throw ValidationError("--read-timeout must be 1...3600 seconds") }
+        if let s = speculative, s != "lookup" {
+            throw ValidationError("--speculative: the server drafts by lookup only (no per-slot draft model), got '\(s)'")
+        }
+        guard (1 ... 32).contains(draftLen) else { throw ValidationError("--draft-len must be 1...32, got \(draftLen)") }
     }
 
     func run() throws {
@@ -69,8 +79,10 @@ struct Serve: ParsableCommand {
         let file = try QLMFile(URL(fileURLWithPath: options.model))
         let hp = file.metadata.hparams
         let positions = min(ctx ?? min(hp.nCtx, 2048), hp.nCtx)
-        let lm = try options.load(maxBatch: 128) { _, _ in RunSizing(kvPositions: positions, maxBatch: 128) }
-        let engine = try ServingEngine(loaded: lm, parallel: parallel, contextPerSlot: positions, queueLimit: queue)
+        let spec = speculative.map { _ in SpeculativeOptions(kind: .lookup, draftLength: draftLen) }
+        let rollback = spec.map { $0.draftLength + 1 } ?? 1
+        let lm = try options.load(maxBatch: 128) { _, _ in RunSizing(kvPositions: positions, maxBatch: 128, kvRollback: rollback) }
+        let engine = try ServingEngine(loaded: lm, parallel: parallel, contextPerSlot: positions, queueLimit: queue, speculative: spec)
         let id = alias ?? URL(fileURLWithPath: options.model).lastPathComponent
         // The chat format, or why there is none (then /v1/chat/completions answers 400 with it).
         let chat = Result { try ChatTemplate.resolve(template: file.metadata.tokenizer.chatTemplate, override: template,

@@ -95,4 +95,45 @@ final class ServingEngineTests: XCTestCase {
             XCTAssertEqual(e as? ServeRejection, .stopping)
         }
     }
+
+    /// --speculative lookup in the server: greedy requests draft from their own prompt and text,
+    /// the drafts join the step's batched pass, and every request's tokens equal the plain
+    /// engine's (stories260K, 3 concurrent greedy requests that repeat their prompt's story, one
+    /// sampled request alongside that decodes as usual); drafts were accepted. Also on a banded
+    /// (ring) cache, where rolling back needs the undo slots the engine asks for.
+    func testSpeculativeLookupKeepsGreedyTokens() throws {
+        let url = try Stories.cached(.q8_0)
+        for attention in ["dense", "banded:64"] {
+            func run(_ spec: SpeculativeOptions?) throws -> ([[Int32]], ServingEngine) {
+                var o = LoadOptions(threads: 2, attention: AttentionConfig(attention: attention, sinks: 0, kvType: .f16), kvPositions: 512)
+                o.kvRollback = spec.map { $0.draftLength + 1 } ?? 1
+                let lm = try LoadedModel(path: url.path, options: o)
+                let engine = try ServingEngine(loaded: lm, parallel: 4, contextPerSlot: 512, queueLimit: 4, speculative: spec)
+                let stories = ["Once upon a time, there was a little girl named Lily. She liked to play with her ball in the park.",
+                               "Tom had a big red truck. He drove it to the farm every day to see the cows.",
+                               "The sun was hot. Mia and her dog went to the lake to swim and play in the water."]
+                let prompts = stories.map { lm.tokenizer.encode($0 + "\n" + $0.split(separator: " ").prefix(4).joined(separator: " ")) }
+                var events: [Events] = []
+                for (i, p) in prompts.enumerated() {
+                    let e = Events(); events.append(e)
+                    try engine.submit(ServeRequest(prompt: p, maxTokens: 70 + 10 * i), isCancelled: { false }, emit: e.add)
+                }
+                let sampled = Events()
+                try engine.submit(ServeRequest(prompt: prompts[0], maxTokens: 40, sampling: SamplingConfig(temperature: 0.8, topK: 0, topP: 0.9, seed: 3)),
+                                  isCancelled: { false }, emit: sampled.add)
+                for e in events + [sampled] {
+                    guard case .done(_, _, let n)? = e.waitDone(timeout: 60) else { XCTFail("no done event"); return ([], engine) }
+                    XCTAssertGreaterThan(n, 0)
+                }
+                let ids = events.map { e in e.list.flatMap { if case .text(_, let ids) = $0 { return ids }; return [] } }
+                return (ids, engine)
+            }
+            let (plain, _) = try run(nil)
+            let (spec, engine) = try run(SpeculativeOptions(kind: .lookup, draftLength: 6))
+            XCTAssertEqual(spec, plain, "\(attention): greedy tokens with speculation")
+            XCTAssertGreaterThan(engine.speculation.passes, 0, attention)
+            XCTAssertGreaterThan(engine.speculation.accepted, 0, "\(attention): some drafts accepted")
+            XCTAssertTrue(plain.allSatisfy { $0.count >= 20 }, "\(plain.map(\.count))")
+        }
+    }
 }

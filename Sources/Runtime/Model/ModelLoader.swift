@@ -134,9 +134,9 @@ package final class LoadedModel {
     /// Another model over the same weights and compute pool with a KV cache of its own
     /// (`positions` positions, the same attention patterns and KV type): one more sequence
     /// for a server's slots. Use it from the thread that uses `model` (they share the pool).
-    package func makeSequence(positions: Int, maxBatch: Int? = nil) throws -> LanguageModel {
+    package func makeSequence(positions: Int, maxBatch: Int? = nil, rollback: Int = 1) throws -> LanguageModel {
         let cache = PatternKVCache(patterns: patterns, sinks: attention.sinks, kvType: attention.kvType, nKVHead: shape.nKVHead,
-                                   headDim: shape.headDim, positions: min(max(1, positions), shape.nCtx))
+                                   headDim: shape.headDim, positions: min(max(1, positions), shape.nCtx), rollback: max(1, rollback))
         return try arch.make(file, context: ModelContext(weights: weights, compute: model.compute, cache: cache,
                                                          maxBatch: maxBatch ?? model.maxBatch, positions: positionMode))
     }

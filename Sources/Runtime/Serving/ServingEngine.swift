@@ -63,6 +63,14 @@ package final class ServingEngine: @unchecked Sendable {
         var pending: [UInt8] = []     // bytes not yet emitted (incomplete UTF-8 or a possible stop prefix)
         var pendingIDs: [Int32] = []
         var text: [UInt8] = []        // every completion byte so far (stop-sequence search)
+        // Speculation (greedy requests, --speculative lookup): the prompt and every token emitted,
+        // the tokens a verification pass decided beyond `next` (emitted before the next pass),
+        // the draft-length policy and the drafter of this request.
+        var history: [Int32] = []
+        var ready: [Int32] = []
+        var policy: DraftPolicy?
+        var drafter: LookupDrafter?
+        var drafts: [Int32] = []
         init(model: LanguageModel, tokenizer: any Tokenizer) {
             self.model = model
             streamer = TextStreamer(tokenizer: tokenizer, prev: 0)
@@ -84,17 +92,36 @@ package final class ServingEngine: @unchecked Sendable {
     private var thread: Thread?
     /// Tokens decoded and steps run (for the server's /health and tests).
     private(set) package var stepsRun = 0
+    /// Prompt-lookup speculation for greedy requests (nil: off): drafts joined into the step's
+    /// batched pass, one row per drafted token, so a slot may advance several tokens per step.
+    package let speculative: SpeculativeOptions?
+    /// Verification passes slots took part in with a draft, tokens drafted and accepted.
+    private(set) package var speculation = (passes: 0, drafted: 0, accepted: 0)
 
-    package init(loaded: LoadedModel, parallel: Int, contextPerSlot: Int, queueLimit: Int) throws {
+    /// `speculative`: lookup only (a draft model per slot is not supported); the loaded model's
+    /// cache must roll back draftLength + 1 positions (`LoadOptions.kvRollback`).
+    package init(loaded: LoadedModel, parallel: Int, contextPerSlot: Int, queueLimit: Int,
+                 speculative: SpeculativeOptions? = nil) throws {
         precondition(parallel >= 1 && queueLimit >= 0)
+        if let sp = speculative {
+            guard sp.kind == .lookup else { throw ModelError("the server drafts by prompt lookup only (--speculative lookup)") }
+            guard (1 ... 32).contains(sp.draftLength) else { throw ModelError("--draft-len must be 1...32, got \(sp.draftLength)") }
+            guard loaded.model.cache.rollbackLimit >= sp.draftLength + 1 else {
+                throw ModelError("speculation needs a KV cache that rolls back \(sp.draftLength + 1) positions (load with kvRollback)")
+            }
+        }
+        self.speculative = speculative
         self.loaded = loaded
         self.parallel = parallel
         self.queueLimit = queueLimit
         tokenizer = loaded.tokenizer
         let ctx = min(contextPerSlot, loaded.model.positionLimit)
         self.contextPerSlot = ctx
+        let rollback = speculative.map { $0.draftLength + 1 } ?? 1
         slots = [Slot(model: loaded.model, tokenizer: loaded.tokenizer)]
-        for _ in 1 ..< parallel { slots.append(Slot(model: try loaded.makeSequence(positions: ctx), tokenizer: loaded.tokenizer)) }
+        for _ in 1 ..< parallel {
+            slots.append(Slot(model: try loaded.makeSequence(positions: ctx, rollback: rollback), tokenizer: loaded.tokenizer))
+        }
         let t = Thread { [unowned self] in self.loop() }
         t.stackSize = 1 << 22
         t.name = "quantlm-scheduler"
@@ -150,7 +177,14 @@ package final class ServingEngine: @unchecked Sendable {
             for s in admitted { prefill(s) }
             // Every active slot emits the token it sampled last; those that go on need one
             // forward each, at their own position over their own cache.
-            let going = active.filter { emitAndCheck($0) }
+            // A speculative pass may have decided several tokens: they are emitted in order (a
+            // stop among them ends the request there) before the slot's next pass.
+            let going = active.filter { s in
+                var go = emitAndCheck(s)
+                while go && !s.ready.isEmpty { s.next = s.ready.removeFirst(); go = emitAndCheck(s) }
+                if !go { s.ready.removeAll() }
+                return go
+            }
             advance(going)
             stepsRun += 1
             cond.lock()
@@ -181,6 +215,17 @@ package final class ServingEngine: @unchecked Sendable {
         s.pending.removeAll(keepingCapacity: true)
         s.pendingIDs.removeAll(keepingCapacity: true)
         s.text.removeAll(keepingCapacity: true)
+        s.ready.removeAll()
+        s.history = r.prompt
+        if let sp = speculative, r.sampling.temperature <= 0 {
+            let d = LookupDrafter(ngramMax: sp.ngramMax, ngramMin: sp.ngramMin)
+            s.drafter = d
+            s.policy = DraftPolicy(maxK: sp.draftLength, classes: d.classes)
+            if s.drafts.count < sp.draftLength { s.drafts = [Int32](repeating: 0, count: sp.draftLength) }
+        } else {
+            s.drafter = nil
+            s.policy = nil
+        }
         do {
             var next: Int32 = 0
             let sampler = s.sampler!
@@ -202,6 +247,7 @@ package final class ServingEngine: @unchecked Sendable {
         let id = s.next
         if r.stopTokens.contains(id) { finish(s, "stop"); return false }
         s.generated += 1
+        if s.drafter != nil { s.history.append(id) }
         let bytes = s.streamer.piece(id)
         let searchFrom = s.text.count
         s.text += bytes
@@ -238,6 +284,14 @@ package final class ServingEngine: @unchecked Sendable {
     /// slot's next token. A model that cannot batch sequences runs them one by one.
     private func advance(_ going: [Slot]) {
         guard !going.isEmpty else { return }
+        if speculative != nil && batched && going.contains(where: { $0.drafter != nil }) {
+            do {
+                try advanceSpeculating(going)
+                return
+            } catch {
+                batched = false   // this architecture decodes one sequence per pass
+            }
+        }
         if going.count > 1 && batched {
             let tokens = going.map(\.next), positions = going.map(\.pos), caches = going.map(\.model.cache)
             do {
@@ -265,6 +319,64 @@ package final class ServingEngine: @unchecked Sendable {
                 j.emit(.failed("\(error)"))
                 cond.lock(); s.job = nil; cond.unlock()
             }
+        }
+    }
+
+    /// One batched pass over every going slot's current token and, for greedy slots, a lookup
+    /// draft after it (rows: the slot's token at pos, its drafts at pos + 1 ...; each row over the
+    /// slot's own cache, stored and attended in order, so a draft row sees the rows before it).
+    /// A greedy slot keeps its drafts up to the first one its logits disagree with, plus the
+    /// token those logits pick: exactly plain greedy decoding's tokens. The cache is rolled back
+    /// past what was kept.
+    private func advanceSpeculating(_ going: [Slot]) throws {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        let maxRows = slots[0].model.maxBatch
+        var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
+        var owner: [(slot: Int, j: Int)] = []
+        var drafted = [Int](repeating: 0, count: going.count), classes = drafted
+        var rowsLeft = maxRows - going.count
+        for (i, s) in going.enumerated() {
+            var m = 0
+            if let d = s.drafter, let j = s.job, rowsLeft > 0 {
+                let limit = min(speculative!.draftLength, j.request.maxTokens - s.generated - 1, contextPerSlot - 1 - s.pos, rowsLeft)
+                if limit >= 1 {
+                    m = try s.drafts.withUnsafeMutableBufferPointer { try d.propose(s.history, max: limit, into: $0.baseAddress!) }
+                    if speculative!.adaptive && m > 0 { m = min(m, s.policy!.next(class: d.draftClass)) }
+                    classes[i] = d.draftClass
+                }
+            }
+            drafted[i] = m
+            rowsLeft -= m
+            tokens.append(s.next); positions.append(s.pos); caches.append(s.model.cache); owner.append((i, 0))
+            for k in 0 ..< m {
+                tokens.append(s.drafts[k]); positions.append(s.pos + 1 + k); caches.append(s.model.cache); owner.append((i, k + 1))
+            }
+        }
+        var accepted = [Int](repeating: 0, count: going.count), final = [Int32](repeating: -1, count: going.count)
+        try tokens.withUnsafeBufferPointer { tp in
+            try positions.withUnsafeBufferPointer { pp in
+                try slots[0].model.forwardRows(tp, positions: pp, caches: caches) { t, l in
+                    let (i, j) = owner[t], s = going[i]
+                    guard final[i] < 0 else { return }
+                    if s.drafter == nil { final[i] = s.sampler!.sample(l); return }
+                    let g = Sampler.argmax(l)
+                    if j < drafted[i] && g == s.drafts[j] { accepted[i] += 1 } else { final[i] = g }
+                }
+            }
+        }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        for (i, s) in going.enumerated() {
+            precondition(final[i] >= 0, "the verification pass decided no token")
+            let a = accepted[i], m = drafted[i]
+            if m > 0 {
+                try s.model.cache.truncate(to: s.pos + a + 1)
+                speculation.passes += 1; speculation.drafted += m; speculation.accepted += a
+            }
+            if s.policy != nil { s.policy!.record(class: classes[i], drafted: m, accepted: a, seconds: seconds) }
+            s.pos += a + 1
+            let decided = Array(s.drafts[0 ..< a]) + [final[i]]
+            s.next = decided[0]
+            s.ready = Array(decided.dropFirst())
         }
     }
 
