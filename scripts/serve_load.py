@@ -111,6 +111,10 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--prompts")
     ap.add_argument("--label", default="")
+    ap.add_argument("--task", choices=["first-sentence", "repeat"], default="first-sentence",
+                    help="first-sentence: continue a story's first sentence; repeat: a ChatML prompt asking to repeat a "
+                         "whole 80-150-word story word for word, its first 6 words already answered (input-grounded: "
+                         "what prompt-lookup speculation is for)")
     a = ap.parse_args()
     if a.requests < 1 or a.max_tokens < 1:
         sys.exit("--requests and --max-tokens must be >= 1")
@@ -118,7 +122,12 @@ def main():
     shared = os.environ.get("QUANTLM_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
     path = a.prompts or os.path.join(shared, "data/tinystories/tinystories_valid_first1000.txt")
     stories = open(path, encoding="utf-8").read().split("<|endoftext|>")
-    prompts = [s.strip().split(". ")[0] + "." for s in stories if s.strip()][:500]
+    if a.task == "repeat":
+        short = [s.strip() for s in stories if 80 <= len(s.split()) <= 150]
+        prompts = [f"<|im_start|>user\nRepeat this story word for word:\n\n{s}<|im_end|>\n<|im_start|>assistant\n"
+                   + " ".join(s.split()[:6]) for s in short][:500]
+    else:
+        prompts = [s.strip().split(". ")[0] + "." for s in stories if s.strip()][:500]
     for c in [int(x) for x in a.clients.split(",")]:
         r = run_level(u.hostname, u.port, a.model, prompts, c, a.requests, a.max_tokens, a.pid)
         r["label"] = a.label
