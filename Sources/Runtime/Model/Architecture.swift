@@ -24,10 +24,45 @@ package struct ModelShape: Sendable, Equatable {
     package var kvDim: Int { nKVHead * headDim }
 }
 
+extension ModelShape {
+    private enum Keys: String, CodingKey {
+        case nLayer = "n_layer", dModel = "d_model", nHead = "n_head", nKVHead = "n_kv_head", headDim = "head_dim"
+        case dFF = "d_ff", nCtx = "n_ctx", vocabSize = "vocab_size"
+    }
+
+    /// The dimensions every architecture's `hparams` carries, under the same keys: n_layer,
+    /// d_model, n_head, n_ctx, vocab_size required; n_kv_head (default n_head), head_dim
+    /// (default d_model / n_head); d_ff required unless `defaultFF` gives it from d_model.
+    /// A config decodes its own keys beside these from the same decoder.
+    package init(decoding decoder: Decoder, defaultFF: ((Int) -> Int)? = nil) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        nLayer = try c.decode(Int.self, forKey: .nLayer)
+        nHead = try c.decode(Int.self, forKey: .nHead)
+        nKVHead = try c.decodeIfPresent(Int.self, forKey: .nKVHead) ?? nHead
+        dModel = try c.decode(Int.self, forKey: .dModel)
+        if let f = defaultFF { dFF = try c.decodeIfPresent(Int.self, forKey: .dFF) ?? f(dModel) }
+        else { dFF = try c.decode(Int.self, forKey: .dFF) }
+        nCtx = try c.decode(Int.self, forKey: .nCtx)
+        vocabSize = try c.decode(Int.self, forKey: .vocabSize)
+        headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? dModel / nHead
+    }
+}
+
 /// An architecture's hyper-parameters, decoded from the `hparams` object of a file's metadata
 /// (each architecture has its own keys and defaults).
 package protocol ModelConfig: Decodable, Sendable {
     var shape: ModelShape { get }
+}
+
+extension ModelConfig {
+    package var nLayer: Int { shape.nLayer }
+    package var dModel: Int { shape.dModel }
+    package var nHead: Int { shape.nHead }
+    package var nKVHead: Int { shape.nKVHead }
+    package var headDim: Int { shape.headDim }
+    package var dFF: Int { shape.dFF }
+    package var nCtx: Int { shape.nCtx }
+    package var vocabSize: Int { shape.vocabSize }
 }
 
 /// How a model knows where a token is: a learned table (no position past n_ctx, no

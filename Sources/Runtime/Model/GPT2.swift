@@ -15,29 +15,18 @@ package final class GPT2: Architecture {
                    .ffnUp: "mlp.c_fc", .ffnDown: "mlp.c_proj"])
 
     package struct Config: ModelConfig {
-        package var nLayer, nHead, dModel, dFF, nCtx, vocabSize: Int
+        /// Multi-head attention over d_model: n_head heads of d_model / n_head, no grouping;
+        /// d_ff 4 × d_model unless stored.
+        package let shape: ModelShape
         package var normEps: Float
 
-        enum CodingKeys: String, CodingKey {
-            case nLayer = "n_layer", nHead = "n_head", dModel = "d_model", dFF = "d_ff", nCtx = "n_ctx"
-            case vocabSize = "vocab_size", normEps = "norm_eps"
-        }
+        enum CodingKeys: String, CodingKey { case normEps = "norm_eps" }
 
         package init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            nLayer = try c.decode(Int.self, forKey: .nLayer)
-            nHead = try c.decode(Int.self, forKey: .nHead)
-            dModel = try c.decode(Int.self, forKey: .dModel)
-            dFF = try c.decodeIfPresent(Int.self, forKey: .dFF) ?? 4 * dModel
-            nCtx = try c.decode(Int.self, forKey: .nCtx)
-            vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-            normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-5
-        }
-
-        /// Multi-head attention over d_model: n_head heads of d_model / n_head, no grouping.
-        package var shape: ModelShape {
-            ModelShape(nLayer: nLayer, dModel: dModel, nHead: nHead, nKVHead: nHead, headDim: dModel / nHead, dFF: dFF,
-                       nCtx: nCtx, vocabSize: vocabSize)
+            var sh = try ModelShape(decoding: decoder, defaultFF: { 4 * $0 })
+            sh.nKVHead = sh.nHead; sh.headDim = sh.dModel / sh.nHead
+            shape = sh
+            normEps = try decoder.container(keyedBy: CodingKeys.self).decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-5
         }
     }
 
@@ -109,17 +98,7 @@ package final class GPT2: Architecture {
 
     package var matrices: [Matrix] { layers.flatMap { [$0.attnW, $0.projW, $0.fcW, $0.fcProjW] } + output.matrices }
 
-    package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
-                             onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        try forward(tokens, rows: Rows(startPos: startPos), logitRows: logitRows, onLogits: onLogits)
-    }
-
-    package func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
-                            onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        try forward(tokens, rows: Rows(positions: positions, caches: caches), logitRows: 0 ..< tokens.count, onLogits: onLogits)
-    }
-
-    func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
+    package func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
                  onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, d = config.dModel
         guard rows.end(T) <= config.nCtx else {

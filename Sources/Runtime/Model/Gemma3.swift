@@ -26,7 +26,7 @@ package final class Gemma3: Architecture {
                    .ffnUp: "ffn_up", .ffnDown: "ffn_down", .postFFNNorm: "post_ffw_norm"])
 
     package struct Config: ModelConfig {
-        package var nLayer, nHead, nKVHead, dModel, dFF, nCtx, vocabSize, headDim: Int
+        package let shape: ModelShape
         package var normEps: Float
         /// RoPE base of the global layers (gemma3.rope.freq_base) and of the local ones
         /// (gemma3.rope.freq_base_swa; llama.cpp's default 10,000 when absent).
@@ -40,23 +40,15 @@ package final class Gemma3: Architecture {
         package var tiedEmbeddings: Bool
 
         enum CodingKeys: String, CodingKey {
-            case nLayer = "n_layer", nHead = "n_head", nKVHead = "n_kv_head", dModel = "d_model", dFF = "d_ff"
-            case nCtx = "n_ctx", vocabSize = "vocab_size", normEps = "norm_eps", ropeTheta = "rope_theta"
-            case ropeLocalTheta = "rope_local_theta", headDim = "head_dim", slidingWindow = "sliding_window"
+            case normEps = "norm_eps", ropeTheta = "rope_theta"
+            case ropeLocalTheta = "rope_local_theta", slidingWindow = "sliding_window"
             case slidingWindowPattern = "sliding_window_pattern", queryPreAttnScalar = "query_pre_attn_scalar"
             case finalLogitSoftcap = "final_logit_softcap", tiedEmbeddings = "tied_embeddings"
         }
 
         package init(from decoder: Decoder) throws {
+            shape = try ModelShape(decoding: decoder)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            nLayer = try c.decode(Int.self, forKey: .nLayer)
-            nHead = try c.decode(Int.self, forKey: .nHead)
-            nKVHead = try c.decodeIfPresent(Int.self, forKey: .nKVHead) ?? nHead
-            dModel = try c.decode(Int.self, forKey: .dModel)
-            dFF = try c.decode(Int.self, forKey: .dFF)
-            nCtx = try c.decode(Int.self, forKey: .nCtx)
-            vocabSize = try c.decode(Int.self, forKey: .vocabSize)
-            headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? dModel / nHead
             normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-6
             ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 1_000_000
             ropeLocalTheta = try c.decodeIfPresent(Float.self, forKey: .ropeLocalTheta) ?? 10_000
@@ -65,21 +57,16 @@ package final class Gemma3: Architecture {
             // llama.cpp (gemma3.cpp, after gemma_pytorch's config): 1/√head_dim, except the 27B
             // (62 layers) which uses 1/√(d / n_head); GGUF files do not store the scalar.
             queryPreAttnScalar = try c.decodeIfPresent(Float.self, forKey: .queryPreAttnScalar)
-                ?? Float(nLayer == 62 ? dModel / nHead : headDim)
+                ?? Float(shape.nLayer == 62 ? shape.dModel / shape.nHead : shape.headDim)
             tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? true
             if let cap = try c.decodeIfPresent(Float.self, forKey: .finalLogitSoftcap), cap > 0 {
                 throw DecodingError.dataCorruptedError(forKey: .finalLogitSoftcap, in: c,
                     debugDescription: "final logit soft-capping (\(cap)) is not supported")
             }
-            guard headDim % 2 == 0, slidingWindowPattern >= 1 else {
-                throw DecodingError.dataCorruptedError(forKey: .headDim, in: c,
-                    debugDescription: "head_dim \(headDim) must be even and sliding_window_pattern \(slidingWindowPattern) ≥ 1")
+            guard shape.headDim % 2 == 0, slidingWindowPattern >= 1 else {
+                throw DecodingError.dataCorruptedError(forKey: .slidingWindowPattern, in: c,
+                    debugDescription: "head_dim \(shape.headDim) must be even and sliding_window_pattern \(slidingWindowPattern) ≥ 1")
             }
-        }
-
-        package var shape: ModelShape {
-            ModelShape(nLayer: nLayer, dModel: dModel, nHead: nHead, nKVHead: nKVHead, headDim: headDim, dFF: dFF,
-                       nCtx: nCtx, vocabSize: vocabSize)
         }
 
         /// Whether layer l attends globally (llama.cpp's set_swa_pattern: local iff l % P < P - 1).
@@ -186,17 +173,7 @@ package final class Gemma3: Architecture {
         }
     }
 
-    package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
-                             onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        try forward(tokens, rows: Rows(startPos: startPos), logitRows: logitRows, onLogits: onLogits)
-    }
-
-    package func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
-                            onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        try forward(tokens, rows: Rows(positions: positions, caches: caches), logitRows: 0 ..< tokens.count, onLogits: onLogits)
-    }
-
-    func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
+    package func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
                  onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, sh = config.shape, d = sh.dModel, qd = sh.qDim, kv = sh.kvDim, hd = sh.headDim
         let half = hd / 2, eps = config.normEps

@@ -16,27 +16,32 @@ package protocol LanguageModel: AnyObject {
     /// every layer is a ring (banded) with re-indexed positions.
     var positionLimit: Int { get }
 
-    /// Runs `tokens` at positions startPos ..< startPos + count, filling the KV cache, and
-    /// calls `onLogits(t, logits)` for every t in `logitRows` (indices into `tokens`), in order.
-    /// The logits buffer is reused: copy what you keep.
-    func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
-                      onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws
-
-    /// One token of each of several sequences in one pass (a server's decode step): row t is
-    /// `tokens[t]` at `positions[t]` over `caches[t]` (caches built like this model's, e.g. by
-    /// `LoadedModel.makeSequence`); `onLogits(t, logits)` for every row. Throws for a model
-    /// that cannot (the caller then runs one sequence at a time).
-    func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
-                     onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws
+    /// The forward pass, written once per architecture: runs `tokens` at the rows' positions
+    /// over the rows' caches (`Rows`: one sequence from a start position, or one row per
+    /// sequence), and calls `onLogits(t, logits)` for every t in `logitRows` (indices into
+    /// `tokens`), in order. The logits buffer is reused: copy what you keep.
+    func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
+                 onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws
 
     /// Every matrix a decoded token multiplies by (layers' and the classifier).
     var matrices: [Matrix] { get }
 }
 
 extension LanguageModel {
+    /// Runs `tokens` at positions startPos ..< startPos + count, filling the KV cache, and
+    /// calls `onLogits(t, logits)` for every t in `logitRows` (indices into `tokens`), in order.
+    /// At most `maxBatch` tokens (`forward(_:startPos:logitRows:onLogits:)` splits longer inputs).
+    package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
+                             onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try forward(tokens, rows: Rows(startPos: startPos), logitRows: logitRows, onLogits: onLogits)
+    }
+
+    /// One token of each of several sequences in one pass (a server's decode step): row t is
+    /// `tokens[t]` at `positions[t]` over `caches[t]` (caches built like this model's, e.g. by
+    /// `LoadedModel.makeSequence`); `onLogits(t, logits)` for every row.
     package func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
                             onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        throw ModelError("this architecture decodes one sequence per pass")
+        try forward(tokens, rows: Rows(positions: positions, caches: caches), logitRows: 0 ..< tokens.count, onLogits: onLogits)
     }
 }
 

@@ -16,38 +16,23 @@ package final class Llama: Architecture {
                    .ffnDown: "feed_forward.w2", .ffnUp: "feed_forward.w3"])
 
     package struct Config: ModelConfig {
-        package var nLayer, nHead, nKVHead, dModel, dFF, nCtx, vocabSize: Int
+        /// head_dim d_model / n_head unless the metadata says otherwise.
+        package let shape: ModelShape
         package var normEps: Float
         /// Rotary base θ (llama2.c: 10000).
         package var ropeTheta: Float
-        /// Per-head width; d_model / n_head unless the metadata says otherwise.
-        package var headDim: Int
         package var tiedEmbeddings: Bool
 
         enum CodingKeys: String, CodingKey {
-            case nLayer = "n_layer", nHead = "n_head", nKVHead = "n_kv_head", dModel = "d_model", dFF = "d_ff"
-            case nCtx = "n_ctx", vocabSize = "vocab_size", normEps = "norm_eps", ropeTheta = "rope_theta"
-            case headDim = "head_dim", tiedEmbeddings = "tied_embeddings"
+            case normEps = "norm_eps", ropeTheta = "rope_theta", tiedEmbeddings = "tied_embeddings"
         }
 
         package init(from decoder: Decoder) throws {
+            shape = try ModelShape(decoding: decoder)
             let c = try decoder.container(keyedBy: CodingKeys.self)
-            nLayer = try c.decode(Int.self, forKey: .nLayer)
-            nHead = try c.decode(Int.self, forKey: .nHead)
-            nKVHead = try c.decodeIfPresent(Int.self, forKey: .nKVHead) ?? nHead
-            dModel = try c.decode(Int.self, forKey: .dModel)
-            dFF = try c.decode(Int.self, forKey: .dFF)
-            nCtx = try c.decode(Int.self, forKey: .nCtx)
-            vocabSize = try c.decode(Int.self, forKey: .vocabSize)
             normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-5
             ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
-            headDim = try c.decodeIfPresent(Int.self, forKey: .headDim) ?? dModel / nHead
             tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? true
-        }
-
-        package var shape: ModelShape {
-            ModelShape(nLayer: nLayer, dModel: dModel, nHead: nHead, nKVHead: nKVHead, headDim: headDim, dFF: dFF,
-                       nCtx: nCtx, vocabSize: vocabSize)
         }
     }
 
@@ -152,17 +137,7 @@ package final class Llama: Architecture {
         }
     }
 
-    package func forwardBatch(_ tokens: UnsafeBufferPointer<Int32>, startPos: Int, logitRows: Range<Int>,
-                             onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        try forward(tokens, rows: Rows(startPos: startPos), logitRows: logitRows, onLogits: onLogits)
-    }
-
-    package func forwardRows(_ tokens: UnsafeBufferPointer<Int32>, positions: UnsafeBufferPointer<Int>, caches: [KVCache],
-                            onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        try forward(tokens, rows: Rows(positions: positions, caches: caches), logitRows: 0 ..< tokens.count, onLogits: onLogits)
-    }
-
-    func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
+    package func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
                  onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, qd = config.shape.qDim, kv = config.shape.kvDim
         let b = blocks, s = blocks.state, c = compute
