@@ -158,8 +158,8 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     const int parallel = pool && qlm_pool_size(pool) > 1 && rows * n * T >= QLM_SMALL_PRODUCT && rows >= 8;
     qlm_tile_kernel tile = t->tile[kp];
     qlm_few_fn few = T <= QLM_FEW_MAX ? t->few[kp] : NULL;
-    const int uses_pack = few || (tile.fn && T >= tile.nt && rows >= tile.nr);
-    qlm_pack_kernel pack = uses_pack ? t->pack[kp] : (qlm_pack_kernel){NULL, NULL};
+    const int uses_pack = few || (tile.fn && T >= tile.nt && rows >= tile.nr && !t->pack[kp].few_only);
+    qlm_pack_kernel pack = uses_pack ? t->pack[kp] : (qlm_pack_kernel){NULL, NULL, 0};
     const size_t ps = pack.fn ? pack.size(n) : as;
     char *pact = pack.fn ? pack_space(ps * (size_t)T) : (char *)act;
     if (!pact) { pack.fn = NULL; tile.fn = NULL; few = NULL; pact = (char *)act; } // no memory: dot kernel only

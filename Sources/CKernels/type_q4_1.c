@@ -179,6 +179,89 @@ QLM_AVX512_TARGET static void tile_q4_1_avx512(int64_t n, const void *w_, size_t
 }
 #endif
 
+// ---- few-token kernel (AVX-512) on packed activations --------------------------------------------
+// Packed activation row ("q8s"), per pair of blocks 2p, 2p+1, 192 bytes: the 64 codes as they are
+// (signed; the weights' nibbles are the unsigned side of dpbusd), the scales d[2p] x 8 then
+// d[2p+1] x 8, and the sums s[2p], s[2p+1] (an odd last block: its half, the rest zero). One
+// register then holds an even block in its low half and the odd one in its high half: the dot
+// kernel's acc[0] and acc[1] side by side, with the same integer lanes, the same d_w * d_a product
+// and FMA per lane; the min terms m_w * s_a of both parities sit in lanes 0 and 1 of one __m128
+// (multiply, then add, as the dot kernel's sm[0] and sm[1]). Every output is bit-identical to
+// k_q4_1_avx512's: hsum8(acc0 + acc1) + (sm0 + sm1).
+#if QLM_X86
+#define Q8S_PAIR 192
+static size_t q8s_size(int64_t n) { return (size_t)((n + 2 * QLM_QK - 1) / (2 * QLM_QK)) * Q8S_PAIR; }
+QLM_AVX512_TARGET static void q8s_pack(const void *act, int64_t n, void *packed) {
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    char *p = (char *)packed;
+    for (int64_t b = 0; b < nb; b += 2, p += Q8S_PAIR) {
+        const int odd = b + 1 < nb;
+        _mm256_store_si256((__m256i *)p, _mm256_loadu_si256((const __m256i *)a[b].qs));
+        _mm256_store_si256((__m256i *)(p + 32), odd ? _mm256_loadu_si256((const __m256i *)a[b + 1].qs) : _mm256_setzero_si256());
+        _mm256_store_ps((float *)(p + 64), _mm256_set1_ps(a[b].d));
+        _mm256_store_ps((float *)(p + 96), odd ? _mm256_set1_ps(a[b + 1].d) : _mm256_setzero_ps());
+        const float s2[2] = {a[b].s, odd ? a[b + 1].s : 0.0f};
+        memcpy(p + 128, s2, sizeof s2);
+    }
+}
+#define Q41F_FN(NT)                                                                                \
+QLM_AVX512_TARGET static void few_q4_1_avx512_##NT(int64_t n, const void *w_, const void *act_, size_t as, float *Y, int64_t ldy) { \
+    const qlm_block_q4_1 *wr = (const qlm_block_q4_1 *)w_;                                         \
+    const char *act = (const char *)act_;                                                          \
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
+    const __m512i shift = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4), lo4 = _mm512_set1_epi8(0x0F); \
+    const __m512i didx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);        \
+    __m512 acc[NT];                                                                                \
+    __m128 sm[NT];                                                                                 \
+    for (int t = 0; t < NT; t++) { acc[t] = _mm512_setzero_ps(); sm[t] = _mm_setzero_ps(); }       \
+    int64_t b = 0;                                                                                 \
+    for (; b + 1 < nb; b += 2) {                                                                   \
+        PF((const char *)(wr + b) + QLM_PF_DIST);                                                  \
+        const __m512i x = _mm512_inserti64x4(                                                      \
+            _mm512_castsi256_si512(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)wr[b].qs))), \
+            _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)wr[b + 1].qs)), 1);       \
+        const __m512i wq = _mm512_and_si512(_mm512_srlv_epi64(x, shift), lo4);                     \
+        uint32_t dm0, dm1;                                                                         \
+        memcpy(&dm0, &wr[b].d, 4);                                                                 \
+        memcpy(&dm1, &wr[b + 1].d, 4);                                                             \
+        const __m128 dm = _mm_cvtph_ps(_mm_setr_epi32((int)dm0, (int)dm1, 0, 0)); /* d0 m0 d1 m1 */ \
+        const __m512 dw = _mm512_permutexvar_ps(didx, _mm512_castps128_ps512(dm));                 \
+        const __m128 mw = _mm_shuffle_ps(dm, dm, _MM_SHUFFLE(3, 3, 3, 1));       /* m0 m1 . . */   \
+        const char *pp = act + b / 2 * Q8S_PAIR;                                                   \
+        for (int t = 0; t < NT; t++) {                                                             \
+            const char *q = pp + t * as;                                                           \
+            const __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, _mm512_load_si512((const void *)q)); \
+            acc[t] = _mm512_fmadd_ps(_mm512_mul_ps(dw, _mm512_load_ps((const float *)(q + 64))), _mm512_cvtepi32_ps(is), acc[t]); \
+            sm[t] = _mm_add_ps(sm[t], _mm_mul_ps(mw, _mm_castpd_ps(_mm_load_sd((const double *)(q + 128))))); \
+        }                                                                                          \
+    }                                                                                              \
+    if (b < nb) { /* a last even block: the low halves and lane 0 only */                         \
+        const __m256i wq = unpack_nibbles_avx512(wr[b].qs);                                        \
+        const __m256 dw = bh2f_avx512(&wr[b].d);                                                   \
+        const __m128 mw = _mm256_castps256_ps128(bh2f_avx512(&wr[b].m));                              \
+        for (int t = 0; t < NT; t++) {                                                             \
+            const char *q = act + t * as + b / 2 * Q8S_PAIR;                                       \
+            const __m256i is = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq, _mm256_load_si256((const __m256i *)q)); \
+            const __m256 lo = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_load_ps((const float *)(q + 64))), \
+                                              _mm256_cvtepi32_ps(is), _mm512_castps512_ps256(acc[t])); \
+            acc[t] = _mm512_insertf32x8(acc[t], lo, 0);                                            \
+            sm[t] = _mm_add_ss(sm[t], _mm_mul_ss(mw, _mm_load_ss((const float *)(q + 128))));     \
+        }                                                                                          \
+    }                                                                                              \
+    for (int t = 0; t < NT; t++)                                                                   \
+        Y[t * ldy] = hsum8_avx512(_mm256_add_ps(_mm512_castps512_ps256(acc[t]), _mm512_extractf32x8_ps(acc[t], 1))) \
+                     + (_mm_cvtss_f32(sm[t]) + _mm_cvtss_f32(_mm_movehdup_ps(sm[t])));             \
+}
+Q41F_FN(1) Q41F_FN(2) Q41F_FN(3) Q41F_FN(4) Q41F_FN(5) Q41F_FN(6) Q41F_FN(7) Q41F_FN(8)
+QLM_AVX512_TARGET static void few_q4_1_avx512(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) {
+    static void (*const k[QLM_FEW_MAX + 1])(int64_t, const void *, const void *, size_t, float *, int64_t) = {
+        NULL, few_q4_1_avx512_1, few_q4_1_avx512_2, few_q4_1_avx512_3, few_q4_1_avx512_4,
+        few_q4_1_avx512_5, few_q4_1_avx512_6, few_q4_1_avx512_7, few_q4_1_avx512_8};
+    k[nt](n, w, act, as, Y, ldy);
+}
+#endif
+
 // ---- table row -------------------------------------------------------------------------------
 const qlm_type_traits qlm_traits_q4_1 = {
     .name = "q4_1", .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q4_1), .is_quantized = 1,
@@ -189,4 +272,6 @@ const qlm_type_traits qlm_traits_q4_1 = {
     .dotn = {[QLM_PATH_SCALAR] = dotn_q4_1_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_q4_1_avx2),
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_q4_1_avx512)},
     .tile = {[QLM_PATH_AVX512] = {QLM_IF_X86(tile_q4_1_avx512), TILE_NR, TILE_NT}},
+    .few = {[QLM_PATH_AVX512] = QLM_IF_X86(few_q4_1_avx512)},
+    .pack = {[QLM_PATH_AVX512] = {QLM_IF_X86(q8s_pack), QLM_IF_X86(q8s_size), 1}},
 };

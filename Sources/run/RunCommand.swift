@@ -100,7 +100,7 @@ struct Generate: ParsableCommand {
     var speculative: String?
 
     @Option(name: .long, help: "The most tokens drafted per verification pass (adapted to what is accepted unless --fixed-draft-len).")
-    var draftLen: Int = 8
+    var draftLen: Int = SpeculativeOptions.defaultDraftLength
 
     @Flag(name: .long, help: "Always draft --draft-len tokens (where available) instead of adapting the length.")
     var fixedDraftLen = false

@@ -52,7 +52,7 @@ struct Serve: ParsableCommand {
     var speculative: String?
 
     @Option(name: .long, help: "With --speculative: the most tokens drafted per slot and step (the length adapts below it).")
-    var draftLen: Int = 8
+    var draftLen: Int = SpeculativeOptions.defaultDraftLength
 
     func validate() throws {
         guard (1 ... 64).contains(parallel) else { throw ValidationError("--parallel must be 1...64, got \(parallel)") }

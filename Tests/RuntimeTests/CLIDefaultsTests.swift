@@ -47,7 +47,8 @@ final class CLIDefaultsTests: XCTestCase {
         XCTAssertNotNil(st["acceptance_rate"] as? Double)
         let r = try Executables.run("run", common + ["--speculative", "lookup"])
         XCTAssertEqual(r.status, 0, r.stderr)
-        XCTAssertTrue(r.stderr.contains("speculative lookup (k ≤ 8):") && r.stderr.contains("tok/pass"), r.stderr)
+        // The default draft length: passes of 1 + k rows within the few-token kernels (QLM_FEW_MAX = 8).
+        XCTAssertTrue(r.stderr.contains("speculative lookup (k ≤ 7):") && r.stderr.contains("tok/pass"), r.stderr)
         for bad in [["--speculative", "draft"], ["--speculative", "medusa"], ["--draft", model], ["--speculative", "lookup", "--draft-len", "0"]] {
             let b = try Executables.run("run", common + bad)
             XCTAssertNotEqual(b.status, 0, "\(bad) should be rejected")

@@ -103,7 +103,8 @@ typedef void (*qlm_few_fn)(int64_t n, const void *w, const void *act, size_t as,
 // activation rows as usual (the dot kernel reads those), then packs each into `size(n)` bytes
 // (64-byte aligned, rows size(n) apart) that the tile and few kernels read instead. It moves work
 // that every weight row would repeat (code offsets, scale broadcasts) to once per token.
-typedef struct { void (*fn)(const void *act, int64_t n, void *packed); size_t (*size)(int64_t n); } qlm_pack_kernel;
+// few_only: only the few-token kernel reads the packed rows (the tile reads the prepared ones).
+typedef struct { void (*fn)(const void *act, int64_t n, void *packed); size_t (*size)(int64_t n); int32_t few_only; } qlm_pack_kernel;
 // A whole product Y[t, 0..rows) = W . act[t] (t < T, activation rows `as` bytes apart), for
 // types whose layout needs its own product loop (row-grouped types).
 typedef void (*qlm_product_fn)(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n,
