@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Quant
 
@@ -330,7 +331,10 @@ package final class ServingEngine: @unchecked Sendable {
     /// past what was kept.
     private func advanceSpeculating(_ going: [Slot]) throws {
         let t0 = DispatchTime.now().uptimeNanoseconds
-        let maxRows = slots[0].model.maxBatch
+        // Drafts fill the step up to the few-token kernels' rows (QLM_FEW_MAX): past them a step
+        // runs on the prefill tiles, compute-bound on 2 cores, and drafted rows cost more than
+        // they save (4 clients, SmolLM2 repeat: x0.87-0.94 of plain without this cap).
+        let maxRows = min(slots[0].model.maxBatch, max(Int(QLM_FEW_MAX), going.count))
         var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
         var owner: [(slot: Int, j: Int)] = []
         var drafted = [Int](repeating: 0, count: going.count), classes = drafted
