@@ -54,6 +54,9 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "With --speculative: the most tokens drafted per slot and step (the length adapts below it).")
     var draftLen: Int = SpeculativeOptions.defaultDraftLength
 
+    @Option(name: .long, help: "The most prompt tokens a decode step prefills for a new request beside the decoding slots (the prompt rides in the step's batched pass in chunks, so the others keep decoding; alone, a prompt is prefilled whole).")
+    var prefillChunk = 64
+
     func validate() throws {
         guard (1 ... 64).contains(parallel) else { throw ValidationError("--parallel must be 1...64, got \(parallel)") }
         guard (0 ... 65535).contains(port) else { throw ValidationError("--port must be 0...65535, got \(port)") }
@@ -65,6 +68,7 @@ struct Serve: ParsableCommand {
             throw ValidationError("--speculative: the server drafts by lookup only (no per-slot draft model), got '\(s)'")
         }
         guard (1 ... 32).contains(draftLen) else { throw ValidationError("--draft-len must be 1...32, got \(draftLen)") }
+        guard (1 ... 128).contains(prefillChunk) else { throw ValidationError("--prefill-chunk must be 1...128 (the pass holds 128 rows), got \(prefillChunk)") }
     }
 
     func run() throws {
@@ -82,7 +86,8 @@ struct Serve: ParsableCommand {
         let spec = speculative.map { _ in SpeculativeOptions(kind: .lookup, draftLength: draftLen) }
         let rollback = spec.map { $0.draftLength + 1 } ?? 1
         let lm = try options.load(maxBatch: 128) { _, _ in RunSizing(kvPositions: positions, maxBatch: 128, kvRollback: rollback) }
-        let engine = try ServingEngine(loaded: lm, parallel: parallel, contextPerSlot: positions, queueLimit: queue, speculative: spec)
+        let engine = try ServingEngine(loaded: lm, parallel: parallel, contextPerSlot: positions, queueLimit: queue, speculative: spec,
+                                       prefillChunk: prefillChunk)
         let id = alias ?? URL(fileURLWithPath: options.model).lastPathComponent
         // The chat format, or why there is none (then /v1/chat/completions answers 400 with it).
         let chat = Result { try ChatTemplate.resolve(template: file.metadata.tokenizer.chatTemplate, override: template,

@@ -136,4 +136,39 @@ final class ServingEngineTests: XCTestCase {
             XCTAssertTrue(plain.allSatisfy { $0.count >= 20 }, "\(plain.map(\.count))")
         }
     }
+
+    /// A request that joins while another decodes is prefilled in chunks that ride in the decode
+    /// steps' passes (chunk 5 here: its 40+ token prompt takes 8+ steps); every request's greedy
+    /// tokens equal those of an engine that prefills each prompt whole (the products are
+    /// bit-identical at any row count, so no tolerance is needed).
+    func testChunkedPrefillKeepsGreedyTokens() throws {
+        let url = try Stories.cached(.q8_0)
+        func run(chunk: Int) throws -> ([[Int32]], Int) {
+            let lm = try LoadedModel(path: url.path, options: LoadOptions(threads: 2, kvPositions: 512))
+            let engine = try ServingEngine(loaded: lm, parallel: 3, contextPerSlot: 512, queueLimit: 3, prefillChunk: chunk)
+            let first = Events()
+            try engine.submit(ServeRequest(prompt: lm.tokenizer.encode("Once upon a time"), maxTokens: 200), isCancelled: { false }, emit: first.add)
+            while first.tokenCount < 2 { usleep(500) }   // decoding: the next prompts join its steps
+            let long = ["Tom had a big red truck. He drove it to the farm every day to see the cows and the pigs and the hens. One day the truck would not go, so Tom walked to the farm with his friend Sam.",
+                        "The sun was hot. Mia and her dog went to the lake to swim and play in the water all day long. When the sky got dark, they went home and Mom made soup for dinner."]
+            var events = [first]
+            for text in long {
+                let p = lm.tokenizer.encode(text)
+                XCTAssertGreaterThan(p.count, 8 * 5, "a prompt of several chunks")
+                let e = Events(); events.append(e)
+                try engine.submit(ServeRequest(prompt: p, maxTokens: 40), isCancelled: { false }, emit: e.add)
+            }
+            for e in events {
+                guard case .done(_, _, let n)? = e.waitDone(timeout: 60) else { XCTFail("no done event"); return ([], 0) }
+                XCTAssertGreaterThan(n, 0)
+            }
+            engine.drain()
+            return (events.map { e in e.list.flatMap { if case .text(_, let ids) = $0 { return ids }; return [] } }, engine.chunksBesideDecoding)
+        }
+        let (whole, _) = try run(chunk: 128)
+        let (chunked, chunks) = try run(chunk: 5)
+        XCTAssertEqual(chunked, whole)
+        XCTAssertGreaterThanOrEqual(chunks, 2 * 8, "both joining prompts prefilled in chunks beside the decoding request")
+        XCTAssertTrue(whole.allSatisfy { $0.count >= 20 }, "\(whole.map(\.count))")
+    }
 }

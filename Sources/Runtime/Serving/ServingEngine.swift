@@ -72,6 +72,8 @@ package final class ServingEngine: @unchecked Sendable {
         var policy: DraftPolicy?
         var drafter: LookupDrafter?
         var drafts: [Int32] = []
+        /// Prompt tokens already in the cache while the prompt is being prefilled (nil: decoding).
+        var prefilled: Int?
         init(model: LanguageModel, tokenizer: any Tokenizer) {
             self.model = model
             streamer = TextStreamer(tokenizer: tokenizer, prev: 0)
@@ -98,12 +100,18 @@ package final class ServingEngine: @unchecked Sendable {
     package let speculative: SpeculativeOptions?
     /// Verification passes slots took part in with a draft, tokens drafted and accepted.
     private(set) package var speculation = (passes: 0, drafted: 0, accepted: 0)
+    /// The most prompt tokens a step prefills beside decoding slots (a prompt is prefilled in
+    /// chunks that ride in the decode steps' batched pass, so the other slots keep decoding).
+    package let prefillChunk: Int
+    /// Prompt chunks that ran in a pass beside decoding slots.
+    private(set) package var chunksBesideDecoding = 0
 
     /// `speculative`: lookup only (a draft model per slot is not supported); the loaded model's
     /// cache must roll back draftLength + 1 positions (`LoadOptions.kvRollback`).
     package init(loaded: LoadedModel, parallel: Int, contextPerSlot: Int, queueLimit: Int,
-                 speculative: SpeculativeOptions? = nil) throws {
-        precondition(parallel >= 1 && queueLimit >= 0)
+                 speculative: SpeculativeOptions? = nil, prefillChunk: Int = 64) throws {
+        precondition(parallel >= 1 && queueLimit >= 0 && prefillChunk >= 1)
+        self.prefillChunk = prefillChunk
         if let sp = speculative {
             guard sp.kind == .lookup else { throw ModelError("the server drafts by prompt lookup only (--speculative lookup)") }
             guard (1 ... 32).contains(sp.draftLength) else { throw ModelError("--draft-len must be 1...32, got \(sp.draftLength)") }
@@ -175,18 +183,20 @@ package final class ServingEngine: @unchecked Sendable {
             let active = slots.filter { $0.job != nil }
             cond.unlock()
 
-            for s in admitted { prefill(s) }
-            // Every active slot emits the token it sampled last; those that go on need one
-            // forward each, at their own position over their own cache.
+            for s in admitted { start(s) }
+            // Every decoding slot emits the token it sampled last; those that go on need one
+            // forward each, at their own position over their own cache. Slots still prefilling
+            // join the same pass with a chunk of their prompt (`advance`).
             // A speculative pass may have decided several tokens: they are emitted in order (a
             // stop among them ends the request there) before the slot's next pass.
             let going = active.filter { s in
+                guard s.prefilled == nil else { return false }
                 var go = emitAndCheck(s)
                 while go && !s.ready.isEmpty { s.next = s.ready.removeFirst(); go = emitAndCheck(s) }
                 if !go { s.ready.removeAll() }
                 return go
             }
-            advance(going)
+            advance(going, prefilling: active.filter { $0.prefilled != nil && $0.job != nil })
             stepsRun += 1
             cond.lock()
             cond.broadcast()
@@ -206,7 +216,8 @@ package final class ServingEngine: @unchecked Sendable {
         cond.unlock()
     }
 
-    private func prefill(_ s: Slot) {
+    /// Sets a newly admitted slot up for its request; its prompt is prefilled by the next steps.
+    private func start(_ s: Slot) {
         guard let j = s.job else { return }
         if j.isCancelled() { finish(s, "cancelled"); return }
         let r = j.request
@@ -227,16 +238,47 @@ package final class ServingEngine: @unchecked Sendable {
             s.drafter = nil
             s.policy = nil
         }
+        s.prefilled = 0
+    }
+
+    /// The whole rest of a slot's prompt in its own pass (a model that cannot batch sequences).
+    private func prefillWhole(_ s: Slot) {
+        guard let j = s.job, let done = s.prefilled else { return }
+        let prompt = j.request.prompt, sampler = s.sampler!
         do {
             var next: Int32 = 0
-            let sampler = s.sampler!
-            try s.model.forward(r.prompt, startPos: 0, logitRows: r.prompt.count - 1 ..< r.prompt.count) { _, l in next = sampler.sample(l) }
+            try s.model.forward(Array(prompt[done...]), startPos: done, logitRows: prompt.count - done - 1 ..< prompt.count - done) { _, l in
+                next = sampler.sample(l)
+            }
             s.next = next
-            s.pos = r.prompt.count
+            s.pos = prompt.count
+            s.prefilled = nil
         } catch {
             j.emit(.failed("\(error)"))
-            cond.lock(); s.job = nil; cond.unlock()
+            cond.lock(); s.job = nil; s.prefilled = nil; cond.unlock()
         }
+    }
+
+    /// The prompt chunk this step runs: the first prefilling slot's next tokens, at most
+    /// `prefillChunk` when other slots decode in the same pass (all that fits otherwise), and at
+    /// most `room` rows. Cancelled prefilling slots are finished here.
+    private func chunk(_ prefilling: [Slot], decoding: Int, room: Int) -> (slot: Slot, start: Int, count: Int)? {
+        for s in prefilling {
+            guard let j = s.job, let done = s.prefilled else { continue }
+            if j.isCancelled() { s.prefilled = nil; finish(s, "cancelled"); continue }
+            let n = min(j.request.prompt.count - done, decoding > 0 ? prefillChunk : Int.max, room)
+            return n >= 1 ? (s, done, n) : nil
+        }
+        return nil
+    }
+
+    /// After a pass that ran `c`: the slot's prompt is `count` tokens further; the last chunk's
+    /// logits gave the first token (`first`).
+    private func chunkRan(_ c: (slot: Slot, start: Int, count: Int), first: Int32, decoding: Int) {
+        if decoding > 0 { chunksBesideDecoding += 1 }
+        let s = c.slot, end = c.start + c.count
+        guard let j = s.job else { return }
+        if end == j.request.prompt.count { s.next = first; s.pos = end; s.prefilled = nil } else { s.prefilled = end }
     }
 
     /// Emits the slot's sampled token and checks the stops; true if the slot needs a forward pass.
@@ -283,32 +325,27 @@ package final class ServingEngine: @unchecked Sendable {
     /// Runs the continuing slots' last tokens, each at its position over its own cache, as one
     /// batched pass (the weights are read once per step for all of them), then samples each
     /// slot's next token. A model that cannot batch sequences runs them one by one.
-    private func advance(_ going: [Slot]) {
-        guard !going.isEmpty else { return }
-        if speculative != nil && batched && going.contains(where: { $0.drafter != nil }) {
+    /// Slots still prefilling add a chunk of one prompt as the pass's first rows (consecutive
+    /// positions over that slot's cache; only its last row's logits are computed, and only when
+    /// the chunk ends the prompt).
+    private func advance(_ going: [Slot], prefilling: [Slot] = []) {
+        guard !going.isEmpty || !prefilling.isEmpty else { return }
+        let maxRows = slots[0].model.maxBatch
+        if batched {
+            let c = chunk(prefilling, decoding: going.count, room: maxRows - going.count)
+            if going.isEmpty && c == nil { return }
             do {
-                try advanceSpeculating(going)
-                return
-            } catch {
-                batched = false   // this architecture decodes one sequence per pass
-            }
-        }
-        if going.count > 1 && batched {
-            let tokens = going.map(\.next), positions = going.map(\.pos), caches = going.map(\.model.cache)
-            do {
-                try tokens.withUnsafeBufferPointer { tp in
-                    try positions.withUnsafeBufferPointer { pp in
-                        try slots[0].model.forwardRows(tp, positions: pp, caches: caches) { t, l in
-                            going[t].next = going[t].sampler!.sample(l)
-                        }
-                    }
+                if speculative != nil && going.contains(where: { $0.drafter != nil }) {
+                    try advanceSpeculating(going, chunk: c)
+                } else {
+                    try advanceBatched(going, chunk: c)
                 }
-                for s in going { s.pos += 1 }
                 return
             } catch {
                 batched = false   // this architecture decodes one sequence per pass
             }
         }
+        for s in prefilling where s.prefilled != nil { prefillWhole(s) }
         for s in going {
             guard let j = s.job, let sampler = s.sampler else { continue }
             do {
@@ -329,16 +366,53 @@ package final class ServingEngine: @unchecked Sendable {
     /// A greedy slot keeps its drafts up to the first one its logits disagree with, plus the
     /// token those logits pick: exactly plain greedy decoding's tokens. The cache is rolled back
     /// past what was kept.
-    private func advanceSpeculating(_ going: [Slot]) throws {
+    /// One batched pass over a prompt chunk (if any) and every going slot's current token.
+    private func advanceBatched(_ going: [Slot], chunk c: (slot: Slot, start: Int, count: Int)?) throws {
+        var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
+        let n = c?.count ?? 0
+        if let c, let j = c.slot.job {
+            tokens += j.request.prompt[c.start ..< c.start + n]
+            positions += c.start ..< c.start + n
+            caches += Array(repeating: c.slot.model.cache, count: n)
+        }
+        for s in going { tokens.append(s.next); positions.append(s.pos); caches.append(s.model.cache) }
+        let endsPrompt = c.map { $0.start + $0.count == $0.slot.job?.request.prompt.count } ?? false
+        var first: Int32 = 0
+        try runRows(tokens, positions, caches, logitRows: (endsPrompt ? n - 1 : n) ..< tokens.count) { t, l in
+            if t < n { first = c!.slot.sampler!.sample(l) } else { going[t - n].next = going[t - n].sampler!.sample(l) }
+        }
+        if let c { chunkRan(c, first: first, decoding: going.count) }
+        for s in going { s.pos += 1 }
+    }
+
+    /// One forward over rows each at its own position and cache (several rows may share a cache,
+    /// at consecutive positions in order), logits for `logitRows` only.
+    private func runRows(_ tokens: [Int32], _ positions: [Int], _ caches: [KVCache], logitRows: Range<Int>,
+                         onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try tokens.withUnsafeBufferPointer { tp in
+            try positions.withUnsafeBufferPointer { pp in
+                try slots[0].model.forward(tp, rows: Rows(positions: pp, caches: caches), logitRows: logitRows, onLogits: onLogits)
+            }
+        }
+    }
+
+    private func advanceSpeculating(_ going: [Slot], chunk c: (slot: Slot, start: Int, count: Int)?) throws {
         let t0 = DispatchTime.now().uptimeNanoseconds
         // Drafts fill the step up to the few-token kernels' rows (QLM_FEW_MAX): past them a step
         // runs on the prefill tiles, compute-bound on 2 cores, and drafted rows cost more than
         // they save (4 clients, SmolLM2 repeat: x0.87-0.94 of plain without this cap).
-        let maxRows = min(slots[0].model.maxBatch, max(Int(QLM_FEW_MAX), going.count))
+        let n = c?.count ?? 0
+        let maxRows = n > 0 ? slots[0].model.maxBatch - n : min(slots[0].model.maxBatch, max(Int(QLM_FEW_MAX), going.count))
         var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
         var owner: [(slot: Int, j: Int)] = []
+        if let c, let j = c.slot.job {   // a prompt chunk's rows first (owner slot -1)
+            tokens += j.request.prompt[c.start ..< c.start + n]
+            positions += c.start ..< c.start + n
+            caches += Array(repeating: c.slot.model.cache, count: n)
+            owner += Array(repeating: (-1, 0), count: n)
+        }
         var drafted = [Int](repeating: 0, count: going.count), classes = drafted
-        var rowsLeft = maxRows - going.count
+        var rowsLeft = n > 0 ? 0 : maxRows - going.count   // a step with a prompt chunk drafts nothing
         for (i, s) in going.enumerated() {
             var m = 0
             if let d = s.drafter, let j = s.job, rowsLeft > 0 {
@@ -357,17 +431,18 @@ package final class ServingEngine: @unchecked Sendable {
             }
         }
         var accepted = [Int](repeating: 0, count: going.count), final = [Int32](repeating: -1, count: going.count)
-        try tokens.withUnsafeBufferPointer { tp in
-            try positions.withUnsafeBufferPointer { pp in
-                try slots[0].model.forwardRows(tp, positions: pp, caches: caches) { t, l in
-                    let (i, j) = owner[t], s = going[i]
-                    guard final[i] < 0 else { return }
-                    if s.drafter == nil { final[i] = s.sampler!.sample(l); return }
-                    let g = Sampler.argmax(l)
-                    if j < drafted[i] && g == s.drafts[j] { accepted[i] += 1 } else { final[i] = g }
-                }
-            }
+        let endsPrompt = c.map { $0.start + $0.count == $0.slot.job?.request.prompt.count } ?? false
+        var first: Int32 = 0
+        try runRows(tokens, positions, caches, logitRows: (endsPrompt ? n - 1 : n) ..< tokens.count) { t, l in
+            let (i, j) = owner[t]
+            if i < 0 { first = c!.slot.sampler!.sample(l); return }
+            let s = going[i]
+            guard final[i] < 0 else { return }
+            if s.drafter == nil { final[i] = s.sampler!.sample(l); return }
+            let g = Sampler.argmax(l)
+            if j < drafted[i] && g == s.drafts[j] { accepted[i] += 1 } else { final[i] = g }
         }
+        if let c { chunkRan(c, first: first, decoding: going.count) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         for (i, s) in going.enumerated() {
             precondition(final[i] >= 0, "the verification pass decided no token")
@@ -376,7 +451,7 @@ package final class ServingEngine: @unchecked Sendable {
                 try s.model.cache.truncate(to: s.pos + a + 1)
                 speculation.passes += 1; speculation.drafted += m; speculation.accepted += a
             }
-            if s.policy != nil { s.policy!.record(class: classes[i], drafted: m, accepted: a, seconds: seconds) }
+            if s.policy != nil && n == 0 { s.policy!.record(class: classes[i], drafted: m, accepted: a, seconds: seconds) }
             s.pos += a + 1
             let decided = Array(s.drafts[0 ..< a]) + [final[i]]
             s.next = decided[0]
