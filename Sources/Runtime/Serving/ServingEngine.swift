@@ -369,12 +369,7 @@ package final class ServingEngine: @unchecked Sendable {
     /// One batched pass over a prompt chunk (if any) and every going slot's current token.
     private func advanceBatched(_ going: [Slot], chunk c: (slot: Slot, start: Int, count: Int)?) throws {
         var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
-        let n = c?.count ?? 0
-        if let c, let j = c.slot.job {
-            tokens += j.request.prompt[c.start ..< c.start + n]
-            positions += c.start ..< c.start + n
-            caches += Array(repeating: c.slot.model.cache, count: n)
-        }
+        let n = chunkRows(c, &tokens, &positions, &caches)
         for s in going { tokens.append(s.next); positions.append(s.pos); caches.append(s.model.cache) }
         let endsPrompt = c.map { $0.start + $0.count == $0.slot.job?.request.prompt.count } ?? false
         var first: Int32 = 0
@@ -383,6 +378,17 @@ package final class ServingEngine: @unchecked Sendable {
         }
         if let c { chunkRan(c, first: first, decoding: going.count) }
         for s in going { s.pos += 1 }
+    }
+
+    /// Appends the chunk's rows (its prompt tokens at consecutive positions over its slot's
+    /// cache); returns how many.
+    private func chunkRows(_ c: (slot: Slot, start: Int, count: Int)?, _ tokens: inout [Int32], _ positions: inout [Int],
+                           _ caches: inout [KVCache]) -> Int {
+        guard let c, let j = c.slot.job else { return 0 }
+        tokens += j.request.prompt[c.start ..< c.start + c.count]
+        positions += c.start ..< c.start + c.count
+        caches += Array(repeating: c.slot.model.cache, count: c.count)
+        return c.count
     }
 
     /// One forward over rows each at its own position and cache (several rows may share a cache,
@@ -405,12 +411,8 @@ package final class ServingEngine: @unchecked Sendable {
         let maxRows = n > 0 ? slots[0].model.maxBatch - n : min(slots[0].model.maxBatch, max(Int(QLM_FEW_MAX), going.count))
         var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
         var owner: [(slot: Int, j: Int)] = []
-        if let c, let j = c.slot.job {   // a prompt chunk's rows first (owner slot -1)
-            tokens += j.request.prompt[c.start ..< c.start + n]
-            positions += c.start ..< c.start + n
-            caches += Array(repeating: c.slot.model.cache, count: n)
-            owner += Array(repeating: (-1, 0), count: n)
-        }
+        _ = chunkRows(c, &tokens, &positions, &caches)   // a prompt chunk's rows first (owner slot -1)
+        owner += Array(repeating: (-1, 0), count: n)
         var drafted = [Int](repeating: 0, count: going.count), classes = drafted
         var rowsLeft = n > 0 ? 0 : maxRows - going.count   // a step with a prompt chunk drafts nothing
         for (i, s) in going.enumerated() {
