@@ -5,22 +5,13 @@
 // this tree or of an earlier commit); not part of the package.
 //
 //   products_vs_read TYPE THREADS N      -> one line: type, threads, MB, medians, ratio
-#include "qlm_kernels.h"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
-static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
-static double median(double *x, int n) { qsort(x, n, sizeof(double), cmp); return x[n / 2]; }
+#include "harness.h"
 int main(int argc, char **argv) {
     if (argc != 4) { fprintf(stderr, "usage: %s TYPE THREADS N\n", argv[0]); return 2; }
     const int threads = atoi(argv[2]), N = atoi(argv[3]);
     if (threads < 1 || N < 1) { fprintf(stderr, "error: THREADS and N must be positive, got '%s' '%s'\n", argv[2], argv[3]); return 2; }
-    int type = -1;
-    for (int t = 0; t < 32; t++) { const qlm_type_traits *tr = qlm_traits(t); if (tr && !strcmp(tr->name, argv[1])) type = t; }
-    if (type < 0 || !qlm_traits(type)->is_quantized) { fprintf(stderr, "error: unknown or unquantized type '%s'\n", argv[1]); return 2; }
+    const int type = quantized_type(argv[1]);
+    if (type < 0) return 2;
     int64_t shape[49][2];
     int nm = 0;
     for (int l = 0; l < 12; l++) {
@@ -29,17 +20,10 @@ int main(int argc, char **argv) {
     }
     shape[nm][0] = 50257; shape[nm][1] = 768; nm++;
     size_t off[49], total = 0;
-    for (int i = 0; i < nm; i++) { off[i] = total; total += (qlm_row_size(type, shape[i][1]) * shape[i][0] + 4095) & ~(size_t)4095; }
-    char *W = aligned_alloc(4096, total);
-    float *tmp = malloc(sizeof(float) * 50257 * 768), *x = malloc(4 * 3072), *y = malloc(4 * 50257);
+    char *W = random_weights(type, shape, nm, off, &total, threads);
+    float *x = malloc(4 * 3072), *y = malloc(4 * 50257);
     void *act = malloc(qlm_act_row_size(type, 3072));
-    if (!W || !tmp || !x || !y || !act) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    uint64_t rng = 1;
-    for (int i = 0; i < nm; i++) {
-        const int64_t n = shape[i][0] * shape[i][1];
-        for (int64_t j = 0; j < n; j++) { rng = rng * 6364136223846793005ull + 1442695040888963407ull; tmp[j] = ((float)(rng >> 40) / 16777216.0f - 0.5f) * 0.1f; }
-        if (qlm_quantize_rows(type, tmp, W + off[i], shape[i][0], shape[i][1], threads) != -1) { fprintf(stderr, "error: quantize failed\n"); return 1; }
-    }
+    if (!W || !x || !y || !act) { fprintf(stderr, "error: out of memory\n"); return 1; }
     for (int j = 0; j < 3072; j++) x[j] = (float)j / 3072.0f - 0.5f;
     qlm_pool *pool = threads > 1 ? qlm_pool_create(threads) : NULL;
     double *tp = malloc(N * sizeof(double)), *tr = malloc(N * sizeof(double)), *ratio = malloc(N * sizeof(double)), sink = 0;

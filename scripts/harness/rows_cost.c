@@ -6,15 +6,7 @@
 // scripts/rows_cost.sh against Sources/CKernels (this tree or an earlier commit); not part of the package.
 //
 //   rows_cost TYPE THREADS N [T ...]      (default T = 1 2 3 4 5 6 7 8; up to 512)
-#include "qlm_kernels.h"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
-static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
-static double median(double *x, int n) { qsort(x, n, sizeof(double), cmp); return x[n / 2]; }
+#include "harness.h"
 int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: %s TYPE THREADS N [T ...]\n", argv[0]); return 2; }
     const int threads = atoi(argv[2]), N = atoi(argv[3]);
@@ -23,9 +15,8 @@ int main(int argc, char **argv) {
     if (nt == 0) for (int T = 1; T <= 8; T++) Ts[nt++] = T;
     if (threads < 1 || N < 1) { fprintf(stderr, "error: THREADS and N must be positive\n"); return 2; }
     for (int i = 0; i < nt; i++) if (Ts[i] < 1 || Ts[i] > 512) { fprintf(stderr, "error: T must be 1..512, got %d\n", Ts[i]); return 2; }
-    int type = -1;
-    for (int t = 0; t < 32; t++) { const qlm_type_traits *tr = qlm_traits(t); if (tr && !strcmp(tr->name, argv[1])) type = t; }
-    if (type < 0 || !qlm_traits(type)->is_quantized) { fprintf(stderr, "error: unknown or unquantized type '%s'\n", argv[1]); return 2; }
+    const int type = quantized_type(argv[1]);
+    if (type < 0) return 2;
     enum { NM = 30 * 7 + 1 };
     int64_t shape[NM][2];
     int nm = 0;
@@ -35,17 +26,10 @@ int main(int argc, char **argv) {
     }
     shape[nm][0] = 49152; shape[nm][1] = 576; nm++;
     size_t off[NM], total = 0;
-    for (int i = 0; i < nm; i++) { off[i] = total; total += (qlm_row_size(type, shape[i][1]) * shape[i][0] + 4095) & ~(size_t)4095; }
-    char *W = aligned_alloc(4096, total);
-    float *tmp = malloc(sizeof(float) * 49152 * 576), *x = malloc(4 * 1536 * 512), *y = malloc(4 * (size_t)49152 * 512);
+    char *W = random_weights(type, shape, nm, off, &total, threads);
+    float *x = malloc(4 * 1536 * 512), *y = malloc(4 * (size_t)49152 * 512);
     void *act = malloc(qlm_act_row_size(type, 1536) * 512);
-    if (!W || !tmp || !x || !y || !act) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    uint64_t rng = 1;
-    for (int i = 0; i < nm; i++) {
-        const int64_t n = shape[i][0] * shape[i][1];
-        for (int64_t j = 0; j < n; j++) { rng = rng * 6364136223846793005ull + 1442695040888963407ull; tmp[j] = ((float)(rng >> 40) / 16777216.0f - 0.5f) * 0.1f; }
-        if (qlm_quantize_rows(type, tmp, W + off[i], shape[i][0], shape[i][1], threads) != -1) { fprintf(stderr, "error: quantize failed\n"); return 1; }
-    }
+    if (!W || !x || !y || !act) { fprintf(stderr, "error: out of memory\n"); return 1; }
     for (int j = 0; j < 1536 * 512; j++) x[j] = (float)(j % 1536) / 1536.0f - 0.5f + 0.01f * (j / 1536);
     qlm_pool *pool = threads > 1 ? qlm_pool_create(threads) : NULL;
     double *tp = malloc(sizeof(double) * N * (nt + 1)), macs = 0;
