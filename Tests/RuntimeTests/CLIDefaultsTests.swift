@@ -54,4 +54,17 @@ final class CLIDefaultsTests: XCTestCase {
             XCTAssertNotEqual(b.status, 0, "\(bad) should be rejected")
         }
     }
+
+    /// `run serve` refuses bad flags before it loads anything: exit 64 and a line naming the flag
+    /// and the value.
+    func testServeRejectsBadFlags() throws {
+        let model = try Fixtures.stories(.q8_0).path
+        for (bad, says) in [(["--prefill-chunk", "0"], "--prefill-chunk must be 1...128"), (["--prefill-chunk", "129"], "got 129"),
+                            (["--parallel", "0"], "--parallel must be 1...64"), (["--speculative", "draft"], "lookup only"),
+                            (["--speculative", "lookup", "--draft-len", "33"], "--draft-len must be 1...32")] {
+            let r = try Executables.run("run", ["serve", model, "--port", "0"] + bad)
+            XCTAssertEqual(r.status, 64, "\(bad): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(says), "\(bad): \(r.stderr)")
+        }
+    }
 }
