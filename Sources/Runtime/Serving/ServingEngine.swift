@@ -323,11 +323,11 @@ package final class ServingEngine: @unchecked Sendable {
     }
 
     /// Runs the continuing slots' last tokens, each at its position over its own cache, as one
-    /// batched pass (the weights are read once per step for all of them), then samples each
-    /// slot's next token. A model that cannot batch sequences runs them one by one.
-    /// Slots still prefilling add a chunk of one prompt as the pass's first rows (consecutive
-    /// positions over that slot's cache; only its last row's logits are computed, and only when
-    /// the chunk ends the prompt).
+    /// batched pass (the weights are read once per step for all of them; `step`), then samples
+    /// each slot's next token. Slots still prefilling add a chunk of one prompt as the pass's
+    /// first rows (consecutive positions over that slot's cache; only its last row's logits are
+    /// computed, and only when the chunk ends the prompt). A model that cannot batch sequences
+    /// runs them one by one.
     private func advance(_ going: [Slot], prefilling: [Slot] = []) {
         guard !going.isEmpty || !prefilling.isEmpty else { return }
         let maxRows = slots[0].model.maxBatch
@@ -335,11 +335,7 @@ package final class ServingEngine: @unchecked Sendable {
             let c = chunk(prefilling, decoding: going.count, room: maxRows - going.count)
             if going.isEmpty && c == nil { return }
             do {
-                if speculative != nil && going.contains(where: { $0.drafter != nil }) {
-                    try advanceSpeculating(going, chunk: c)
-                } else {
-                    try advanceBatched(going, chunk: c)
-                }
+                try step(going, chunk: c)
                 return
             } catch {
                 batched = false   // this architecture decodes one sequence per pass
@@ -360,61 +356,24 @@ package final class ServingEngine: @unchecked Sendable {
         }
     }
 
-    /// One batched pass over every going slot's current token and, for greedy slots, a lookup
-    /// draft after it (rows: the slot's token at pos, its drafts at pos + 1 ...; each row over the
-    /// slot's own cache, stored and attended in order, so a draft row sees the rows before it).
-    /// A greedy slot keeps its drafts up to the first one its logits disagree with, plus the
-    /// token those logits pick: exactly plain greedy decoding's tokens. The cache is rolled back
-    /// past what was kept.
-    /// One batched pass over a prompt chunk (if any) and every going slot's current token.
-    private func advanceBatched(_ going: [Slot], chunk c: (slot: Slot, start: Int, count: Int)?) throws {
+    /// One batched pass: a prompt chunk's rows first (if any), then every going slot's current
+    /// token and, for greedy slots under --speculative lookup, a draft after it (rows: the slot's
+    /// token at pos, its drafts at pos + 1 ...; each row over the slot's own cache, stored and
+    /// attended in order, so a draft row sees the rows before it). A slot without a draft samples
+    /// its next token from its row. A greedy slot keeps its drafts up to the first one its logits
+    /// disagree with, plus the token those logits pick: exactly plain greedy decoding's tokens.
+    /// The cache is rolled back past what was kept.
+    private func step(_ going: [Slot], chunk c: (slot: Slot, start: Int, count: Int)?) throws {
+        let t0 = DispatchTime.now().uptimeNanoseconds
         var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
         let n = chunkRows(c, &tokens, &positions, &caches)
-        for s in going { tokens.append(s.next); positions.append(s.pos); caches.append(s.model.cache) }
-        let endsPrompt = c.map { $0.start + $0.count == $0.slot.job?.request.prompt.count } ?? false
-        var first: Int32 = 0
-        try runRows(tokens, positions, caches, logitRows: (endsPrompt ? n - 1 : n) ..< tokens.count) { t, l in
-            if t < n { first = c!.slot.sampler!.sample(l) } else { going[t - n].next = going[t - n].sampler!.sample(l) }
-        }
-        if let c { chunkRan(c, first: first, decoding: going.count) }
-        for s in going { s.pos += 1 }
-    }
-
-    /// Appends the chunk's rows (its prompt tokens at consecutive positions over its slot's
-    /// cache); returns how many.
-    private func chunkRows(_ c: (slot: Slot, start: Int, count: Int)?, _ tokens: inout [Int32], _ positions: inout [Int],
-                           _ caches: inout [KVCache]) -> Int {
-        guard let c, let j = c.slot.job else { return 0 }
-        tokens += j.request.prompt[c.start ..< c.start + c.count]
-        positions += c.start ..< c.start + c.count
-        caches += Array(repeating: c.slot.model.cache, count: c.count)
-        return c.count
-    }
-
-    /// One forward over rows each at its own position and cache (several rows may share a cache,
-    /// at consecutive positions in order), logits for `logitRows` only.
-    private func runRows(_ tokens: [Int32], _ positions: [Int], _ caches: [KVCache], logitRows: Range<Int>,
-                         onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
-        try tokens.withUnsafeBufferPointer { tp in
-            try positions.withUnsafeBufferPointer { pp in
-                try slots[0].model.forward(tp, rows: Rows(positions: pp, caches: caches), logitRows: logitRows, onLogits: onLogits)
-            }
-        }
-    }
-
-    private func advanceSpeculating(_ going: [Slot], chunk c: (slot: Slot, start: Int, count: Int)?) throws {
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        var owner = [(slot: Int, j: Int)](repeating: (-1, 0), count: n)   // chunk rows: slot -1
+        var drafted = [Int](repeating: 0, count: going.count), classes = drafted
         // Drafts fill the step up to the few-token kernels' rows (QLM_FEW_MAX): past them a step
         // runs on the prefill tiles, compute-bound on 2 cores, and drafted rows cost more than
-        // they save (4 clients, SmolLM2 repeat: x0.87-0.94 of plain without this cap).
-        let n = c?.count ?? 0
-        let maxRows = n > 0 ? slots[0].model.maxBatch - n : min(slots[0].model.maxBatch, max(Int(QLM_FEW_MAX), going.count))
-        var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
-        var owner: [(slot: Int, j: Int)] = []
-        _ = chunkRows(c, &tokens, &positions, &caches)   // a prompt chunk's rows first (owner slot -1)
-        owner += Array(repeating: (-1, 0), count: n)
-        var drafted = [Int](repeating: 0, count: going.count), classes = drafted
-        var rowsLeft = n > 0 ? 0 : maxRows - going.count   // a step with a prompt chunk drafts nothing
+        // they save (4 clients, SmolLM2 repeat: x0.87-0.94 of plain without this cap). A step with
+        // a prompt chunk drafts nothing.
+        var rowsLeft = n > 0 || speculative == nil ? 0 : min(slots[0].model.maxBatch, Int(QLM_FEW_MAX)) - going.count
         for (i, s) in going.enumerated() {
             var m = 0
             if let d = s.drafter, let j = s.job, rowsLeft > 0 {
@@ -447,17 +406,38 @@ package final class ServingEngine: @unchecked Sendable {
         if let c { chunkRan(c, first: first, decoding: going.count) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
         for (i, s) in going.enumerated() {
-            precondition(final[i] >= 0, "the verification pass decided no token")
+            precondition(final[i] >= 0, "the pass decided no token")
             let a = accepted[i], m = drafted[i]
             if m > 0 {
                 try s.model.cache.truncate(to: s.pos + a + 1)
                 speculation.passes += 1; speculation.drafted += m; speculation.accepted += a
             }
+            // (a pass with a prompt chunk says nothing of what drafts cost)
             if s.policy != nil && n == 0 { s.policy!.record(class: classes[i], drafted: m, accepted: a, seconds: seconds) }
             s.pos += a + 1
-            let decided = Array(s.drafts[0 ..< a]) + [final[i]]
-            s.next = decided[0]
-            s.ready = Array(decided.dropFirst())
+            if a == 0 { s.next = final[i] } else { s.next = s.drafts[0]; s.ready = Array(s.drafts[1 ..< a]) + [final[i]] }
+        }
+    }
+
+    /// Appends the chunk's rows (its prompt tokens at consecutive positions over its slot's
+    /// cache); returns how many.
+    private func chunkRows(_ c: (slot: Slot, start: Int, count: Int)?, _ tokens: inout [Int32], _ positions: inout [Int],
+                           _ caches: inout [KVCache]) -> Int {
+        guard let c, let j = c.slot.job else { return 0 }
+        tokens += j.request.prompt[c.start ..< c.start + c.count]
+        positions += c.start ..< c.start + c.count
+        caches += Array(repeating: c.slot.model.cache, count: c.count)
+        return c.count
+    }
+
+    /// One forward over rows each at its own position and cache (several rows may share a cache,
+    /// at consecutive positions in order), logits for `logitRows` only.
+    private func runRows(_ tokens: [Int32], _ positions: [Int], _ caches: [KVCache], logitRows: Range<Int>,
+                         onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
+        try tokens.withUnsafeBufferPointer { tp in
+            try positions.withUnsafeBufferPointer { pp in
+                try slots[0].model.forward(tp, rows: Rows(positions: pp, caches: caches), logitRows: logitRows, onLogits: onLogits)
+            }
         }
     }
 
