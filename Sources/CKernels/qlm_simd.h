@@ -154,6 +154,15 @@ TGT static void dotn_##F##_##P(int64_t n, const void *w, size_t rs, const void *
     }                                                                                             \
 }
 
+// The few-token kernel of a type (qlm_few_fn) from its specializations F##_1 ... F##_8 on a
+// constant token count (accumulators in registers).
+#define FEW_DISPATCH(F, TGT)                                                                          \
+TGT static void F(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) { \
+    static void (*const k[QLM_FEW_MAX + 1])(int64_t, const void *, const void *, size_t, float *, int64_t) = { \
+        NULL, F##_1, F##_2, F##_3, F##_4, F##_5, F##_6, F##_7, F##_8};                              \
+    k[nt](n, w, act, as, Y, ldy);                                                                 \
+}
+
 // ---- quantized kernels, stamped for both paths ----------------------------------------------
 // Each row keeps two float accumulators: even blocks go to acc0, odd blocks to acc1 (two
 // independent FMA chains, so a single streaming row is not bound by FMA latency); the row's

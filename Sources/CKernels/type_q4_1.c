@@ -254,12 +254,7 @@ QLM_AVX512_TARGET static void few_q4_1_avx512_##NT(int64_t n, const void *w_, co
                      + (_mm_cvtss_f32(sm[t]) + _mm_cvtss_f32(_mm_movehdup_ps(sm[t])));             \
 }
 Q41F_FN(1) Q41F_FN(2) Q41F_FN(3) Q41F_FN(4) Q41F_FN(5) Q41F_FN(6) Q41F_FN(7) Q41F_FN(8)
-QLM_AVX512_TARGET static void few_q4_1_avx512(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) {
-    static void (*const k[QLM_FEW_MAX + 1])(int64_t, const void *, const void *, size_t, float *, int64_t) = {
-        NULL, few_q4_1_avx512_1, few_q4_1_avx512_2, few_q4_1_avx512_3, few_q4_1_avx512_4,
-        few_q4_1_avx512_5, few_q4_1_avx512_6, few_q4_1_avx512_7, few_q4_1_avx512_8};
-    k[nt](n, w, act, as, Y, ldy);
-}
+FEW_DISPATCH(few_q4_1_avx512, QLM_AVX512_TARGET)
 #endif
 
 // ---- table row -------------------------------------------------------------------------------

@@ -191,12 +191,7 @@ QLM_AVX512_TARGET static void few_q8_0_avx512_##NT(int64_t n, const void *w_, co
     for (int t = 0; t < NT; t++) Y[t * ldy] = Q8P_SUM(acc[t]);                                     \
 }
 Q8F_FN(1) Q8F_FN(2) Q8F_FN(3) Q8F_FN(4) Q8F_FN(5) Q8F_FN(6) Q8F_FN(7) Q8F_FN(8)
-QLM_AVX512_TARGET static void few_q8_0_avx512(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) {
-    static void (*const k[QLM_FEW_MAX + 1])(int64_t, const void *, const void *, size_t, float *, int64_t) = {
-        NULL, few_q8_0_avx512_1, few_q8_0_avx512_2, few_q8_0_avx512_3, few_q8_0_avx512_4,
-        few_q8_0_avx512_5, few_q8_0_avx512_6, few_q8_0_avx512_7, few_q8_0_avx512_8};
-    k[nt](n, w, act, as, Y, ldy);
-}
+FEW_DISPATCH(few_q8_0_avx512, QLM_AVX512_TARGET)
 
 #define Q80_ROW2(bb)                                                                               \
     const __m256i wq = _mm256_loadu_si256((const __m256i *)wr[bb].qs);                             \
