@@ -17,8 +17,13 @@ ap.add_argument("--tokens", type=int, default=200)
 ap.add_argument("--bin", default=os.environ.get("QUANTLM_BIN", os.path.join(here, "..", ".build", "release")))
 a = ap.parse_args()
 shared = os.environ.get("QUANTLM_SHARED", os.path.join(here, "..", "..", "shared"))
+stories_path = os.path.join(shared, "data/tinystories/tinystories_valid_first1000.txt")
+if not os.path.isfile(stories_path):
+    sys.exit(f"error: {stories_path} not found: set QUANTLM_SHARED to the shared folder (or put it at ../shared)")
+if not os.path.isfile(a.model):
+    sys.exit(f"error: {a.model}: no such model file")
 code = open(os.path.join(here, "bench_speculative.sh")).read().split("code = '''")[1].split("'''")[0]
-text = open(os.path.join(shared, "data/tinystories/tinystories_valid_first1000.txt")).read()
+text = open(stories_path).read()
 stories = [s.strip() for s in text.split("<|endoftext|>") if s.strip()]
 short = [s for s in stories if 80 <= len(s.split()) <= 150]
 head = lambda s, n: " ".join(s.split()[:n])

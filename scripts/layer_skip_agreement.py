@@ -13,8 +13,11 @@ That rate bounds a layer-skip draft's acceptance: a draft of the kept fraction f
 import argparse, json, os, subprocess, sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Tests", "reference"))
-import numpy as np
-import gguf_llama_ref as ref
+try:
+    import numpy as np
+    import gguf_llama_ref as ref
+except ImportError as e:
+    sys.exit(f"error: {e}: the float reference needs numpy and the gguf package (pip install numpy gguf)")
 
 
 def main():
@@ -25,6 +28,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=160)
     ap.add_argument("--bin", default=os.environ.get("QUANTLM_BIN", ".build/release"))
     a = ap.parse_args()
+    for f in (a.gguf, a.qlm):
+        if not os.path.isfile(f): sys.exit(f"error: {f}: no such file")
     out = subprocess.run([os.path.join(a.bin, "run"), "generate", a.qlm, "--prompt", a.prompt, "--max-tokens", str(a.tokens),
                           "--temperature", "0", "--json"], capture_output=True, text=True)
     if out.returncode != 0:

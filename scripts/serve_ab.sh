@@ -9,6 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 3 ] || { sed -n 2,7p "$0"; exit 2; }
 A=$1 B=$2 M=$3; shift 3
+for x in "$A" "$B"; do [ -x "$x" ] || { echo "error: $x is not an executable run binary" >&2; exit 2; }; done
+[ -f "$M" ] || { echo "error: $M: no such model file" >&2; exit 2; }
 ROUNDS=${ROUNDS:-2} PARALLEL=${PARALLEL:-8} CTX=${CTX:-512} PORT=${PORT:-18095}
 for r in $(seq "$ROUNDS"); do
   for side in A B; do
