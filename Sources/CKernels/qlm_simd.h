@@ -24,10 +24,10 @@ static inline int8_t q4_code(float v) { return (int8_t)fminf(fmaxf(v, 0.0f), 15.
         for (int r = 0; r < nr; r++) out[r] = fn(n, (const wt *)((const char *)w + r * rs), (const at *)act); \
     }
 
-// Prefill tile shapes (rows x tokens): AVX-512 tiles 2 x 4, AVX2 tiles 1 x 4.
+// Prefill tile shapes (rows x tokens): AVX-512 tiles 2 x 4, AVX2 tiles 1 x 4 (FEW2_NT).
 #define TILE_NR 2
 #define TILE_NT 4
-#define TILE2_NT 4
+#define FEW2_NT 4
 
 #if QLM_X86
 // ---- AVX-512 quantizer helpers (bit-identical to the scalar formulas) -----------------------
@@ -198,34 +198,62 @@ QLM_AVX512_TARGET QLM_INLINE float hsum16_avx512(__m512 v) {
 // 2 rows x 4 tokens, TILE_NR x TILE_NT). Each output is bit-identical to the type's dot kernel:
 // the same integer lanes, the same float steps, the same even/odd accumulators.
 
-// AVX2 tiles: 1 weight row x 4 tokens (16 ymm registers: 8 accumulators + row state). The
-// integer lanes are those of k_q8_0_avx2 / k_q4_0_avx2 (sign trick / -8*sum(a) offset), so the
-// results are bit-identical to the AVX2 dot kernel.
-#define TILE2_BODY(PREP_ROW, PREP_TOK, PAIR, bb, k)                                               \
+// AVX2 few-token kernels (qlm_few_fn): 1 weight row x NT = 1..4 tokens, two accumulators per
+// token (16 ymm registers: 8 accumulators + the row's state), each weight block loaded and
+// unpacked once for all NT tokens; more tokens go in groups of 4 over the same row, which is
+// in L1 by then (a SmolLM2 row is 612 bytes of q8_0), so the weights still stream from memory
+// once per product. Before these, T = 2, 3 ran the dot kernel per token over 4 interleaved rows
+// and T = 5..7 added such a pass after the 4-token tile: the weights were read twice.
+// The integer lanes are those of the type's AVX2 dot kernel (q8_0: sign trick; q4_0: -8*sum(a)
+// offset; q4_1: unsigned nibbles plus the min term m_w * s_a per parity, multiply then add),
+// with the same scale product and FMA order and the same even/odd accumulators, so every output
+// is bit-identical to the dot kernel: hsum8(acc0 + acc1) + (sm0 + sm1). The prefill tile is the
+// 4-token kernel. PREP_ROW(bb) sets the block's weight registers, PAIR the int32 lanes of token
+// av, MINT(t, k) adds a type's per-token float term (empty for q8_0, q4_0).
+#define FEW2_BODY(PREP_ROW, PAIR, MINT, bb, k)                                                     \
     {                                                                                              \
+        PF((const char *)(wr + (bb)) + QLM_PF_DIST);                                               \
         PREP_ROW(bb)                                                                               \
         const __m256 dw = bh2f_avx2(&wr[bb].d);                                                    \
-        for (int t = 0; t < TILE2_NT; t++) {                                                       \
+        for (int t = 0; t < NT; t++) {                                                             \
             const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (bb);                \
             const __m256i av = _mm256_loadu_si256((const __m256i *)ab->qs);                        \
             const __m256i is = PAIR;                                                               \
             acc[t][k] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(ab->d)), _mm256_cvtepi32_ps(is), acc[t][k]); \
+            MINT(t, k)                                                                             \
         }                                                                                          \
     }
-#define TILE2_FN(NAME, WT, PREP_ROW, PAIR)                                                         \
-QLM_AVX2_TARGET static void NAME(int64_t n, const void *w, size_t rs, const void *act_, size_t as, float *Y, int64_t ldy) { \
+#define FEW2_FN(NAME, NT_, WT, PREP_ROW, PAIR, MINT)                                               \
+QLM_AVX2_TARGET static void NAME##_##NT_(int64_t n, const void *w, const void *act_, size_t as, float *Y, int64_t ldy) { \
+    enum { NT = NT_ };                                                                             \
     const char *act = (const char *)act_;                                                          \
-    (void)rs;                                                                                      \
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK;                                                  \
     const WT *wr = (const WT *)w;                                                                  \
     const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);                        \
-    (void)eight;                                                                                   \
-    __m256 acc[TILE2_NT][2];                                                                       \
-    for (int t = 0; t < TILE2_NT; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();                \
+    (void)ones; (void)eight;                                                                       \
+    __m256 acc[NT][2];                                                                             \
+    float sm[NT][2];                                                                               \
+    for (int t = 0; t < NT; t++) { acc[t][0] = acc[t][1] = _mm256_setzero_ps(); sm[t][0] = sm[t][1] = 0.0f; } \
     int64_t b = 0;                                                                                 \
-    for (; b + 1 < nb; b += 2) { TILE2_BODY(PREP_ROW, , PAIR, b, 0) TILE2_BODY(PREP_ROW, , PAIR, b + 1, 1) } \
-    if (b < nb) { TILE2_BODY(PREP_ROW, , PAIR, b, 0) }                                             \
-    for (int t = 0; t < TILE2_NT; t++) Y[t * ldy] = hsum8_avx2(_mm256_add_ps(acc[t][0], acc[t][1])); \
+    for (; b + 1 < nb; b += 2) { FEW2_BODY(PREP_ROW, PAIR, MINT, b, 0) FEW2_BODY(PREP_ROW, PAIR, MINT, b + 1, 1) } \
+    if (b < nb) { FEW2_BODY(PREP_ROW, PAIR, MINT, b, 0) }                                          \
+    for (int t = 0; t < NT; t++) Y[t * ldy] = hsum8_avx2(_mm256_add_ps(acc[t][0], acc[t][1])) + (sm[t][0] + sm[t][1]); \
+}
+#define FEW2_NONE(t, k)
+// NAME: the few-token kernel (groups of up to 4 tokens per row); NAME##_tile: the prefill tile
+// (1 row x 4 tokens, qlm_tile_fn).
+#define FEW2_FAMILY(NAME, WT, PREP_ROW, PAIR, MINT)                                                \
+FEW2_FN(NAME, 1, WT, PREP_ROW, PAIR, MINT) FEW2_FN(NAME, 2, WT, PREP_ROW, PAIR, MINT)              \
+FEW2_FN(NAME, 3, WT, PREP_ROW, PAIR, MINT) FEW2_FN(NAME, 4, WT, PREP_ROW, PAIR, MINT)              \
+QLM_AVX2_TARGET static void NAME(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) { \
+    static void (*const k[5])(int64_t, const void *, const void *, size_t, float *, int64_t) = {   \
+        NULL, NAME##_1, NAME##_2, NAME##_3, NAME##_4};                                             \
+    for (int t0 = 0; t0 < nt; t0 += 4)                                                             \
+        k[nt - t0 < 4 ? nt - t0 : 4](n, w, (const char *)act + (size_t)t0 * as, as, Y + t0 * ldy, ldy); \
+}                                                                                                  \
+QLM_AVX2_TARGET static void NAME##_tile(int64_t n, const void *w, size_t rs, const void *act, size_t as, float *Y, int64_t ldy) { \
+    (void)rs;                                                                                      \
+    NAME##_4(n, w, act, as, Y, ldy);                                                               \
 }
 #endif
 

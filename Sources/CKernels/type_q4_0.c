@@ -298,11 +298,11 @@ QLM_AVX512_TARGET static void tile_q4_0_avx512(int64_t n, const void *w_, size_t
     for (int t = 0; t < TILE_NT; t++)
         for (int r = 0; r < TILE_NR; r++) Y[t * ldy + r] = hsum16_avx512(_mm512_add_ps(acc[r][t][0], acc[r][t][1]));
 }
-// AVX2: 1 row x 4 tokens (qlm_simd.h TILE2_FN), the lanes of k_q4_0_avx2.
+// AVX2: the few-token kernel and 1 row x 4 tokens tile (qlm_simd.h FEW2_FAMILY), the lanes of k_q4_0_avx2.
 #define Q40_ROW2(bb) const __m256i wq = unpack_nibbles_avx2(wr[bb].qs);
 #define Q40_PAIR2 _mm256_sub_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(wq, av), ones), \
                                    _mm256_madd_epi16(_mm256_maddubs_epi16(eight, av), ones))
-TILE2_FN(tile_q4_0_avx2, qlm_block_q4_0, Q40_ROW2, Q40_PAIR2)
+FEW2_FAMILY(few_q4_0_avx2, qlm_block_q4_0, Q40_ROW2, Q40_PAIR2, FEW2_NONE)
 #endif
 
 // q4_0 activation quads (qlm_q4quad): the same bytes on every path.
@@ -363,7 +363,8 @@ const qlm_type_traits qlm_traits_q4_0 = {
     .act_row_size = q4_0_act_row_size, .prepare_act = q4_0_prepare_act,
     .dotn = {[QLM_PATH_SCALAR] = qlm_q4_0_dotn_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_q4_0_avx2),
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_q4_0_avx512)},
-    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(tile_q4_0_avx2), 1, TILE2_NT},
+    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(few_q4_0_avx2_tile), 1, FEW2_NT},
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q4_0_avx512), TILE_NR, TILE_NT}},
+    .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q4_0_avx2)},
     .gptq_row = qlm_q4_0_gptq_row,
 };

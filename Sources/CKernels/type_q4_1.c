@@ -124,7 +124,16 @@ NR_DISPATCH(q4_1, P, TGT)
 Q4_1_KERNEL(avx2, AVX2, QLM_AVX2_TARGET)
 Q4_1_KERNEL(avx512, AVX512, QLM_AVX512_TARGET)
 
-// ---- prefill tile (AVX-512 only) -------------------------------------------------------------------
+// AVX2: the few-token kernel and 1 row x 4 tokens tile (qlm_simd.h FEW2_FAMILY), the lanes of
+// k_q4_1_avx2; the min term m_w * s_a per token and parity as its sm[r][k] (multiply, then add).
+#define Q41_ROW2(bb)                                                                               \
+    const __m256i wq = unpack_nibbles_avx2(wr[bb].qs);                                             \
+    const float mw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((int)wr[bb].m)));
+#define Q41_PAIR2 dot_us_avx2(wq, av)
+#define Q41_MIN2(t, k) sm[t][k] += mw * ab->s;
+FEW2_FAMILY(few_q4_1_avx2, qlm_block_q4_1, Q41_ROW2, Q41_PAIR2, Q41_MIN2)
+
+// ---- prefill tile (AVX-512) -------------------------------------------------------------------
 // q4_1: 8-lane blocks as k_q4_1 (codes unpacked as on AVX2, no -8 offset), plus the min term m_w * s_a. The min terms of the 4 tokens
 // sit in the 4 lanes of one __m128 per (row, parity): lane t does exactly the scalar kernel's
 // `sm += m_w * s_a` (separate multiply and add), so the results stay bit-identical.
@@ -266,7 +275,8 @@ const qlm_type_traits qlm_traits_q4_1 = {
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = dotn_q4_1_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_q4_1_avx2),
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_q4_1_avx512)},
-    .tile = {[QLM_PATH_AVX512] = {QLM_IF_X86(tile_q4_1_avx512), TILE_NR, TILE_NT}},
-    .few = {[QLM_PATH_AVX512] = QLM_IF_X86(few_q4_1_avx512)},
+    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(few_q4_1_avx2_tile), 1, FEW2_NT},
+             [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q4_1_avx512), TILE_NR, TILE_NT}},
+    .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q4_1_avx2), [QLM_PATH_AVX512] = QLM_IF_X86(few_q4_1_avx512)},
     .pack = {[QLM_PATH_AVX512] = {QLM_IF_X86(q8s_pack), QLM_IF_X86(q8s_size), 1}},
 };

@@ -197,7 +197,7 @@ FEW_DISPATCH(few_q8_0_avx512, QLM_AVX512_TARGET)
     const __m256i wq = _mm256_loadu_si256((const __m256i *)wr[bb].qs);                             \
     const __m256i wa = _mm256_abs_epi8(wq);
 #define Q80_PAIR2 _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(av, wq)), ones)
-TILE2_FN(tile_q8_0_avx2, qlm_block_q8_0, Q80_ROW2, Q80_PAIR2)
+FEW2_FAMILY(few_q8_0_avx2, qlm_block_q8_0, Q80_ROW2, Q80_PAIR2, FEW2_NONE)
 #endif
 
 // ---- GPTQ (gptq.c): block scale chosen by the quantizer at the block's first column from the
@@ -219,9 +219,9 @@ const qlm_type_traits qlm_traits_q8_0 = {
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = dotn_q8_0_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_q8_0_avx2),
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_q8_0_avx512)},
-    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(tile_q8_0_avx2), 1, TILE2_NT},
+    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(few_q8_0_avx2_tile), 1, FEW2_NT},
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q8_0_avx512z), Q8Z_NR, Q8Z_NT}},
-    .few = {[QLM_PATH_AVX512] = QLM_IF_X86(few_q8_0_avx512)},
+    .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q8_0_avx2), [QLM_PATH_AVX512] = QLM_IF_X86(few_q8_0_avx512)},
     .pack = {[QLM_PATH_AVX512] = {QLM_IF_X86(q8p_pack), QLM_IF_X86(q8p_size)}},
     .gptq_row = q8_0_gptq_row,
 };
