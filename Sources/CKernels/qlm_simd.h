@@ -204,9 +204,10 @@ QLM_AVX512_TARGET QLM_INLINE float hsum16_avx512(__m512 v) {
 // in L1 by then (a SmolLM2 row is 612 bytes of q8_0), so the weights still stream from memory
 // once per product. Before these, T = 2, 3 ran the dot kernel per token over 4 interleaved rows
 // and T = 5..7 added such a pass after the 4-token tile: the weights were read twice.
-// The integer lanes are those of the type's AVX2 dot kernel (q8_0: sign trick; q4_0: -8*sum(a)
-// offset; q4_1: unsigned nibbles plus the min term m_w * s_a per parity, multiply then add),
-// with the same scale product and FMA order and the same even/odd accumulators, so every output
+// The integer lanes are those of the type's AVX2 dot kernel (q8_0: sign trick; q4_0: the lanes
+// of its -8*sum(a) offset, formed by the sign trick on c - 8; q4_1: unsigned nibbles plus the
+// min term m_w * s_a per parity, multiply then add), with the same scale product and FMA order
+// and the same even/odd accumulators, so every output
 // is bit-identical to the dot kernel: hsum8(acc0 + acc1) + (sm0 + sm1). The prefill tile is the
 // 4-token kernel. PREP_ROW(bb) sets the block's weight registers, PAIR the int32 lanes of token
 // av, MINT(t, k) adds a type's per-token float term (empty for q8_0, q4_0).
