@@ -160,14 +160,19 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
-    /// The AVX-512 kernels (f16 and q8_0 have their own since this change) against the scalar
+    /// The SIMD kernels (AVX2 and AVX-512, one template for both widths) against the scalar
     /// path on the same stored rows. Both sum the same exactly decoded products in float, in
     /// different orders (SIMD lanes and a tree vs left to right) and with or without fused
     /// multiply-add, so each is within γ_m·Σ|terms| of the exact sum (γ_m ≈ m·2⁻²⁴ for m
     /// roundings in a term's path: hd + 3 for a score with q8_0's d and the scale, n + 2 for an
     /// output with q8_0's w·d); the tolerance is twice that bound.
-    func testAVX512KernelsMatchScalarWithinRoundingBound() throws {
-        try XCTSkipUnless(qlm_path_supported(pAVX512) != 0, "no AVX-512")
+    func testSIMDKernelsMatchScalarWithinRoundingBound() throws {
+        let simd = supportedPaths.filter { $0 != pScalar }
+        try XCTSkipIf(simd.isEmpty, "no SIMD path on this CPU")
+        for p in simd { try simdMatchesScalar(p) }
+    }
+
+    func simdMatchesScalar(_ path: Int32) throws {
         var rng = SplitMix64(seed: 7)
         let u = 1.0 / Double(1 << 24)
         for t in Self.kvTypes {
@@ -176,7 +181,7 @@ final class AttentionKernelTests: XCTestCase {
                     let rows = Rows(t, n: n, hd: hd, rng: &rng)
                     let q = rng.normals(hd), w = (0 ..< n).map { _ in abs(rng.uniform()) }, out0 = rng.normals(hd)
                     var s = [[Float]](), o = [[Float]]()
-                    for p in [pScalar, pAVX512] {
+                    for p in [pScalar, path] {
                         withPath(p) {
                             var sc = [Float](repeating: 0, count: n), out = out0
                             rows.scores(t, q, 0, n, hd: hd, into: &sc)
@@ -188,13 +193,13 @@ final class AttentionKernelTests: XCTestCase {
                         var mag = 0.0
                         for j in 0 ..< hd { mag += abs(Double(q[j]) * Double(rows.decoded[i * hd + j])) }
                         let tol = 2 * Double(hd + 3) * u * mag * 0.125 + 1e-30
-                        XCTAssertEqual(Double(s[1][i]), Double(s[0][i]), accuracy: tol, "kv \(t) hd \(hd) n \(n) key \(i)")
+                        XCTAssertEqual(Double(s[1][i]), Double(s[0][i]), accuracy: tol, "path \(path) kv \(t) hd \(hd) n \(n) key \(i)")
                     }
                     for j in 0 ..< hd {
                         var mag = abs(Double(out0[j]))
                         for i in 0 ..< n { mag += abs(Double(w[i]) * Double(rows.decoded[i * hd + j])) }
                         let tol = 2 * Double(n + 2) * u * mag + 1e-30
-                        XCTAssertEqual(Double(o[1][j]), Double(o[0][j]), accuracy: tol, "kv \(t) hd \(hd) n \(n) out \(j)")
+                        XCTAssertEqual(Double(o[1][j]), Double(o[0][j]), accuracy: tol, "path \(path) kv \(t) hd \(hd) n \(n) out \(j)")
                     }
                 }
             }
@@ -233,40 +238,45 @@ final class AttentionKernelTests: XCTestCase {
         }
     }
 
-    /// The AVX-512 f32 kernels' exact arithmetic, written out: an output element is one FMA
-    /// chain over the positions in order starting from out[j]; a score is, per lane l of 16,
-    /// an FMA chain over the 16-float chunks, then lanes l and l+8 added, then
-    /// ((0+1)+(2+3)) + ((4+5)+(6+7)), times the scale (head_dim 8: products, then lanes l and
-    /// l+4, then (0+2)+(1+3)). Bit for bit, so the positions-outer accumulate and the 8-key
-    /// scores give exactly what the previous kernels gave.
-    func testAVX512F32MatchesItsExactOrder() throws {
-        try XCTSkipUnless(qlm_path_supported(pAVX512) != 0, "no AVX-512")
+    /// The SIMD f32 kernels' exact arithmetic, written out: an output element is one FMA chain
+    /// over the positions in order starting from out[j]; a score is, per lane l of W (16 on
+    /// AVX-512, 8 on AVX2), an FMA chain over the W-float chunks, then (AVX-512) lanes l and l+8
+    /// added, then ((0+1)+(2+3)) + ((4+5)+(6+7)), times the scale (AVX-512 at head_dim 8:
+    /// products, then lanes l and l+4, then (0+2)+(1+3)). Bit for bit, so the positions-outer
+    /// accumulate and the 8-key scores give exactly what the previous kernels gave, and the
+    /// AVX2 path is the same arithmetic at half the width.
+    func testSIMDF32MatchesItsExactOrder() throws {
+        let simd = supportedPaths.filter { $0 != pScalar }
+        try XCTSkipIf(simd.isEmpty, "no SIMD path on this CPU")
         var rng = SplitMix64(seed: 5)
-        withPath(pAVX512) {
-            for hd in Self.headDims where hd % 16 == 0 || hd == 8 {
-                for n in Self.counts {
-                    let rows = Rows(QLM_KV_F32, n: n, hd: hd, rng: &rng)
-                    let q = rng.normals(hd), w = rng.normals(n), out0 = rng.normals(hd)
-                    var s = [Float](repeating: 0, count: n), out = out0
-                    rows.scores(QLM_KV_F32, q, 0, n, hd: hd, into: &s)
-                    rows.accum(QLM_KV_F32, w, 0, n, hd: hd, into: &out)
-                    var refO = out0
-                    for i in 0 ..< n { for j in 0 ..< hd { refO[j].addProduct(w[i], rows.decoded[i * hd + j]) } }
-                    XCTAssertEqual(out.map(\.bitPattern), refO.map(\.bitPattern), "hd \(hd) n \(n) out")
-                    for i in 0 ..< n {
-                        let k = rows.decoded[i * hd ..< (i + 1) * hd].map { $0 }
-                        let ref: Float
-                        if hd == 8 {
-                            let p = (0 ..< 8).map { q[$0] * k[$0] }
-                            let f = (0 ..< 4).map { p[$0] + p[$0 + 4] }
-                            ref = ((f[0] + f[2]) + (f[1] + f[3])) * 0.125
-                        } else {
-                            var lane = [Float](repeating: 0, count: 16)
-                            for c in stride(from: 0, to: hd, by: 16) { for l in 0 ..< 16 { lane[l].addProduct(q[c + l], k[c + l]) } }
-                            let f = (0 ..< 8).map { lane[$0] + lane[$0 + 8] }
-                            ref = (((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]))) * 0.125
+        for path in simd {
+            let W = path == pAVX512 ? 16 : 8
+            withPath(path) {
+                for hd in Self.headDims where hd % W == 0 || (W == 16 && hd == 8) {
+                    for n in Self.counts {
+                        let rows = Rows(QLM_KV_F32, n: n, hd: hd, rng: &rng)
+                        let q = rng.normals(hd), w = rng.normals(n), out0 = rng.normals(hd)
+                        var s = [Float](repeating: 0, count: n), out = out0
+                        rows.scores(QLM_KV_F32, q, 0, n, hd: hd, into: &s)
+                        rows.accum(QLM_KV_F32, w, 0, n, hd: hd, into: &out)
+                        var refO = out0
+                        for i in 0 ..< n { for j in 0 ..< hd { refO[j].addProduct(w[i], rows.decoded[i * hd + j]) } }
+                        XCTAssertEqual(out.map(\.bitPattern), refO.map(\.bitPattern), "path \(path) hd \(hd) n \(n) out")
+                        for i in 0 ..< n {
+                            let k = rows.decoded[i * hd ..< (i + 1) * hd].map { $0 }
+                            let ref: Float
+                            if hd < W {
+                                let p = (0 ..< 8).map { q[$0] * k[$0] }
+                                let f = (0 ..< 4).map { p[$0] + p[$0 + 4] }
+                                ref = ((f[0] + f[2]) + (f[1] + f[3])) * 0.125
+                            } else {
+                                var lane = [Float](repeating: 0, count: W)
+                                for c in stride(from: 0, to: hd, by: W) { for l in 0 ..< W { lane[l].addProduct(q[c + l], k[c + l]) } }
+                                let f = W == 16 ? (0 ..< 8).map { lane[$0] + lane[$0 + 8] } : lane
+                                ref = (((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]))) * 0.125
+                            }
+                            XCTAssertEqual(s[i].bitPattern, ref.bitPattern, "path \(path) hd \(hd) n \(n) key \(i): \(s[i]) vs \(ref)")
                         }
-                        XCTAssertEqual(s[i].bitPattern, ref.bitPattern, "hd \(hd) n \(n) key \(i): \(s[i]) vs \(ref)")
                     }
                 }
             }
