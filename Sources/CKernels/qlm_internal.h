@@ -93,7 +93,7 @@ extern const qlm_type_traits qlm_traits_q8_0;                               // t
 extern const qlm_type_traits qlm_traits_q4_0;                               // type_q4_0.c
 extern const qlm_type_traits qlm_traits_q4_1;                               // type_q4_1.c
 extern const qlm_type_traits qlm_traits_iq4_k16, qlm_traits_iq4_k32;        // kquant.c
-extern const qlm_type_traits qlm_traits_q4_0x8;                             // q4x8.c
+extern const qlm_type_traits qlm_traits_q4_0x8, qlm_traits_q8_0x8;          // rowgroup.c
 // The path whose kernels a product of type t runs on CPU path `path`: the highest path <= path
 // with a dot kernel (-1: none, e.g. u8).
 QLM_INLINE int32_t qlm_kernel_path(const qlm_type_traits *t, int32_t path) {
@@ -122,6 +122,12 @@ void qlm_q4_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
 void qlm_q4_0_dequantize_row(const void *src, float *y, int64_t n);
 void qlm_q4_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 void qlm_q4_0_gptq_row(float *w, int64_t n, const double *U, void *dst);
+// q8_0 pieces the q8_0x8 row reuses (type_q8_0.c): a lone q8_0x8 row is a q8_0 row.
+size_t qlm_q8_0_row_size(int64_t n);
+void qlm_q8_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
+void qlm_q8_0_dequantize_row(const void *src, float *y, int64_t n);
+void qlm_q8_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+void qlm_q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst);
 
 // ---- IQ4_K* super-block types (kquant.c) ----------------------------------------------------
 size_t qlm_kq_row_size(int64_t n);

@@ -1,7 +1,7 @@
 // q4_0: 32-weight blocks, fp16 scale d = max / -8 (ggml convention), 4-bit codes with offset 8
 // (docs/format.md). Pairs with q8a activations, to which the activation row appends the same
 // codes regrouped for the AVX-512 kernel (qlm_q4quad, below). Vectorized quantizers are
-// bit-identical to the scalar one. The q4_0x8 row (q4x8.c) reuses this file's row functions.
+// bit-identical to the scalar one. The q4_0x8 row (rowgroup.c) reuses this file's row functions.
 #include "qlm_simd.h"
 
 #pragma clang fp contract(off)

@@ -5,7 +5,7 @@
 
 #pragma clang fp contract(off)
 
-static size_t q8_0_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(qlm_block_q8_0); }
+size_t qlm_q8_0_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(qlm_block_q8_0); }
 
 // ---- quantizers ------------------------------------------------------------------------------
 static void q8_0_block_scalar(const float *x, void *bv) {
@@ -43,7 +43,7 @@ QLM_AVX2_TARGET static void q8_0_block_avx2(const float *x, void *bv) {
 
 #endif
 
-static void q8_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+void qlm_q8_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     qlm_block_fn f = q8_0_block_scalar;
 #if QLM_X86
     if (path == QLM_PATH_AVX512) f = q8_0_block_avx512;
@@ -53,7 +53,7 @@ static void q8_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n
     qlm_quantize_blocks(f, sizeof(qlm_block_q8_0), x, dst, n);
 }
 
-static void q8_0_dequantize_row(const void *src, float *y, int64_t n) {
+void qlm_q8_0_dequantize_row(const void *src, float *y, int64_t n) {
     const qlm_block_q8_0 *b = (const qlm_block_q8_0 *)src;
     for (int64_t i = 0; i < n; i++) {
         const qlm_block_q8_0 *bk = &b[i / QLM_QK];
@@ -73,6 +73,9 @@ static float dot_q8_0_scalar1(int64_t n, const qlm_block_q8_0 *w, const qlm_bloc
     return s;
 }
 SCALAR_DOTN(dotn_q8_0_scalar, dot_q8_0_scalar1, qlm_block_q8_0, qlm_block_q8a)
+void qlm_q8_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    dotn_q8_0_scalar(n, w, rs, act, out, nr);
+}
 
 #if QLM_X86
 #define Q8_0_BODY(P, bb, k) {                                                                     \
@@ -205,7 +208,7 @@ FEW2_FAMILY(few_q8_0_avx2, qlm_block_q8_0, Q80_ROW2, Q80_PAIR2, FEW2_NONE)
 static void q8_0_gptq_pack(void *blk, const int *codes) {
     for (int j = 0; j < QLM_QK; j++) ((qlm_block_q8_0 *)blk)->qs[j] = (int8_t)codes[j];
 }
-static void q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
+void qlm_q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
     qlm_gptq_blocks(w, n, U, dst, sizeof(qlm_block_q8_0), offsetof(qlm_block_q8_0, d), q8_0_block_scalar, -127.0f, 127.0f,
                     q8_0_gptq_pack);
 }
@@ -215,7 +218,7 @@ const qlm_type_traits qlm_traits_q8_0 = {
     .name = "q8_0", .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q8_0), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 8,
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q8_0, d)},
-    .row_size = q8_0_row_size, .quantize_row = q8_0_quantize_row, .dequantize_row = q8_0_dequantize_row,
+    .row_size = qlm_q8_0_row_size, .quantize_row = qlm_q8_0_quantize_row, .dequantize_row = qlm_q8_0_dequantize_row,
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = dotn_q8_0_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_q8_0_avx2),
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_q8_0_avx512)},
@@ -223,5 +226,5 @@ const qlm_type_traits qlm_traits_q8_0 = {
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q8_0_avx512z), Q8Z_NR, Q8Z_NT}},
     .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q8_0_avx2), [QLM_PATH_AVX512] = QLM_IF_X86(few_q8_0_avx512)},
     .pack = {[QLM_PATH_AVX512] = {QLM_IF_X86(q8p_pack), QLM_IF_X86(q8p_size)}},
-    .gptq_row = q8_0_gptq_row,
+    .gptq_row = qlm_q8_0_gptq_row,
 };

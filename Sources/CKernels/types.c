@@ -18,6 +18,7 @@ static const qlm_type_traits *const k_table[32] = {
     [QLM_TYPE_IQ4_K16] = &qlm_traits_iq4_k16,
     [QLM_TYPE_IQ4_K32] = &qlm_traits_iq4_k32,
     [QLM_TYPE_Q4_0X8] = &qlm_traits_q4_0x8,
+    [QLM_TYPE_Q8_0X8] = &qlm_traits_q8_0x8,
     [QLM_TYPE_U8] = &qlm_traits_u8,
 };
 

@@ -16,6 +16,8 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     case iq4_k32 = 6
     /// q4_0 blocks stored row-interleaved in groups of 8 rows (same numbers and bytes as q4_0).
     case q4_0x8 = 7
+    /// q8_0 blocks stored the same way (same numbers and bytes as q8_0).
+    case q8_0x8 = 8
     case u8 = 31
 
     /// The types a weight matrix may be stored as: those whose row has product kernels (u8 has
@@ -37,7 +39,7 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     package var blockSize: Int { Int(traits.block_size) }
     package var blockBytes: Int { Int(traits.block_bytes) }
     package var isQuantized: Bool { traits.is_quantized != 0 }
-    /// Rows stored interleaved per group (8 for q4_0x8, else 1). Any row range a reader cuts out
+    /// Rows stored interleaved per group (8 for q4_0x8 and q8_0x8, else 1). Any row range a reader cuts out
     /// of such a tensor must start at a multiple of it (and end at one, or at the last row).
     package var rowGroup: Int { Int(traits.row_group) }
     /// Every stored bit per weight (codes, scales, mins), for rows that are whole blocks.

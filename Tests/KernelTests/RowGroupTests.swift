@@ -2,12 +2,15 @@ import CKernels
 import XCTest
 import TestSupport
 
-/// q4_0x8: q4_0 rows stored in 8-row groups. The layout is a pure permutation of the q4_0 bytes,
-/// and every product (matvec and matmul, every path, with and without the pool) must equal the
-/// scalar q4_0 dot of the same row bit for bit: the 8-row kernels do the scalar's float steps in
-/// the scalar's order (exact integer block sums, then s += (d_w * d_a) * isum, no FMA).
+/// q4_0x8 / q8_0x8: q4_0 / q8_0 rows stored in 8-row groups. The layout is a pure permutation of
+/// the plain bytes, and every product (matvec and matmul, every path, with and without the pool)
+/// must equal the scalar dot of the same plain row bit for bit: the 8-row kernels do the scalar's
+/// float steps in the scalar's order (exact integer block sums, then s += (d_w * d_a) * isum, no FMA).
 final class RowGroupTests: XCTestCase {
     let tQ4X8 = Int32(QLM_TYPE_Q4_0X8.rawValue)
+    let tQ8X8 = Int32(QLM_TYPE_Q8_0X8.rawValue)
+    /// (grouped type, its plain type)
+    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0)] }
 
     func rows(_ type: Int32, _ x: [Float], rows: Int, n: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0xAA, count: rows * qlm_row_size(type, Int64(n)))
@@ -23,41 +26,46 @@ final class RowGroupTests: XCTestCase {
     }
 
     func testTraits() {
-        let t = qlm_traits(tQ4X8)!.pointee
-        XCTAssertEqual(String(cString: t.name), "q4_0x8")
-        XCTAssertEqual(t.row_group, 8)
-        XCTAssertEqual(qlm_traits(tQ4_0)!.pointee.row_group, 1)
-        for n in [32, 100, 768] { XCTAssertEqual(qlm_row_size(tQ4X8, Int64(n)), qlm_row_size(tQ4_0, Int64(n))) }
+        for (g, plain, name) in [(tQ4X8, tQ4_0, "q4_0x8"), (tQ8X8, tQ8_0, "q8_0x8")] {
+            let t = qlm_traits(g)!.pointee
+            XCTAssertEqual(String(cString: t.name), name)
+            XCTAssertEqual(t.row_group, 8)
+            XCTAssertEqual(qlm_traits(plain)!.pointee.row_group, 1)
+            for n in [32, 100, 768] { XCTAssertEqual(qlm_row_size(g, Int64(n)), qlm_row_size(plain, Int64(n))) }
+        }
         XCTAssertEqual(MemoryLayout<qlm_block_q4_0x8>.size, 144)
+        XCTAssertEqual(MemoryLayout<qlm_block_q8_0x8>.size, 272)
     }
 
     /// Packing permutes bytes inside whole groups only; unpack inverts it; get_row reads any row
-    /// exactly as the q4_0 dequantizer reads the plain row.
-    func testLayoutIsAPermutationOfQ4_0() {
+    /// exactly as the plain type's dequantizer reads the plain row.
+    func testLayoutIsAPermutationOfPlainRows() {
         var rng = SplitMix64(seed: 81)
-        for n in [32, 64, 172, 768] {
-            for nrows in [1, 7, 8, 13, 16, 37] {
-                let x = weights(rows: nrows, n: n, rng: &rng)
-                let plain = rows(tQ4_0, x, rows: nrows, n: n)
-                let packed = rows(tQ4X8, x, rows: nrows, n: n)
-                let rs = qlm_row_size(tQ4_0, Int64(n)), grouped = nrows / 8 * 8 * rs
-                XCTAssertEqual(packed.count, plain.count)
-                XCTAssertEqual(packed.sorted(), plain.sorted(), "a permutation, n=\(n) rows=\(nrows)")
-                XCTAssertEqual(Array(packed[grouped...]), Array(plain[grouped...]), "rows past the last group stay plain q4_0")
-                if grouped > 0 { XCTAssertNotEqual(Array(packed[..<grouped]), Array(plain[..<grouped]), "whole groups are interleaved") }
-                var unpacked = packed
-                XCTAssertEqual(unpacked.withUnsafeMutableBytes { qlm_unpack_rows(tQ4X8, $0.baseAddress, Int64(nrows), Int64(n)) }, 0)
-                XCTAssertEqual(unpacked, plain, "unpack inverts pack, n=\(n) rows=\(nrows)")
-                var repacked = plain
-                XCTAssertEqual(repacked.withUnsafeMutableBytes { qlm_pack_rows(tQ4X8, $0.baseAddress, Int64(nrows), Int64(n)) }, 0)
-                XCTAssertEqual(repacked, packed)
-                for r in 0..<nrows {
-                    var got = [Float](repeating: .nan, count: n)
-                    packed.withUnsafeBytes { p in got.withUnsafeMutableBufferPointer {
-                        qlm_get_row(tQ4X8, p.baseAddress, Int64(nrows), Int64(n), Int64(r), $0.baseAddress)
-                    } }
-                    let want = dequantize(tQ4_0, Array(plain[(r * rs)..<((r + 1) * rs)]), n)
-                    XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "row \(r), n=\(n) rows=\(nrows)")
+        for (tG, tP) in pairs {
+            for n in [32, 64, 172, 768] {
+                for nrows in [1, 7, 8, 13, 16, 37] {
+                    let x = weights(rows: nrows, n: n, rng: &rng)
+                    let plain = rows(tP, x, rows: nrows, n: n)
+                    let packed = rows(tG, x, rows: nrows, n: n)
+                    let rs = qlm_row_size(tP, Int64(n)), grouped = nrows / 8 * 8 * rs
+                    XCTAssertEqual(packed.count, plain.count)
+                    XCTAssertEqual(packed.sorted(), plain.sorted(), "a permutation, n=\(n) rows=\(nrows)")
+                    XCTAssertEqual(Array(packed[grouped...]), Array(plain[grouped...]), "rows past the last group stay plain")
+                    if grouped > 0 { XCTAssertNotEqual(Array(packed[..<grouped]), Array(plain[..<grouped]), "whole groups are interleaved") }
+                    var unpacked = packed
+                    XCTAssertEqual(unpacked.withUnsafeMutableBytes { qlm_unpack_rows(tG, $0.baseAddress, Int64(nrows), Int64(n)) }, 0)
+                    XCTAssertEqual(unpacked, plain, "unpack inverts pack, n=\(n) rows=\(nrows)")
+                    var repacked = plain
+                    XCTAssertEqual(repacked.withUnsafeMutableBytes { qlm_pack_rows(tG, $0.baseAddress, Int64(nrows), Int64(n)) }, 0)
+                    XCTAssertEqual(repacked, packed)
+                    for r in 0..<nrows {
+                        var got = [Float](repeating: .nan, count: n)
+                        packed.withUnsafeBytes { p in got.withUnsafeMutableBufferPointer {
+                            qlm_get_row(tG, p.baseAddress, Int64(nrows), Int64(n), Int64(r), $0.baseAddress)
+                        } }
+                        let want = dequantize(tP, Array(plain[(r * rs)..<((r + 1) * rs)]), n)
+                        XCTAssertEqual(got.map(\.bitPattern), want.map(\.bitPattern), "\(typeName(tG)) row \(r), n=\(n) rows=\(nrows)")
+                    }
                 }
             }
         }
@@ -85,48 +93,50 @@ final class RowGroupTests: XCTestCase {
     }
 
     /// matvec (T = 1) and matmul (T > 1, token groups of 4 plus leftovers) on every path, with and
-    /// without the pool, against the scalar q4_0 dot of each plain row: equal bit for bit.
-    func testProductsEqualScalarQ4_0BitForBit() {
+    /// without the pool, against the scalar dot of each plain row: equal bit for bit.
+    func testProductsEqualScalarPlainDotBitForBit() {
         var rng = SplitMix64(seed: 83)
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
-        for n in [32, 64, 172, 768, 1000, 4096] {
-            for nrows in [8, 13, 64, 77, 513] {
-                if n == 4096 && nrows == 513 { continue }
-                var x = weights(rows: nrows, n: n, rng: &rng)
-                if nrows == 13 { // extreme codes: q4 codes 0 and 15 against activations of +-127
-                    x = (0..<(nrows * n)).map { Float($0 % 3 == 0 ? -1 : ($0 % 7 == 0 ? 0.99 : 1)) }
-                }
-                let plain = rows(tQ4_0, x, rows: nrows, n: n)
-                let packed = rows(tQ4X8, x, rows: nrows, n: n)
-                let rs = qlm_row_size(tQ4_0, Int64(n))
-                for T in [1, 2, 3, 5, 9] {
-                    let X = (0..<T).flatMap { t in t == 1 && nrows == 13 ? (0..<n).map { Float($0 % 2 == 0 ? -1 : 1) } : rng.normals(n, scale: 3) }
-                    // reference: scalar path, plain q4_0 rows, q4_0 activations
-                    let ref: [Float] = withPath(pScalar) {
-                        (0..<T).flatMap { t in
-                            let act = prepareAct(tQ4_0, Array(X[(t * n)..<((t + 1) * n)]))
-                            return (0..<nrows).map { vecDot(tQ4_0, n, plain, act, rowOffset: $0 * rs) }
-                        }
+        for (tG, tP) in pairs {
+            for n in [32, 64, 172, 768, 1000, 4096] {
+                for nrows in [8, 13, 64, 77, 513] {
+                    if n == 4096 && nrows == 513 { continue }
+                    var x = weights(rows: nrows, n: n, rng: &rng)
+                    if nrows == 13 { // extreme codes: q4 codes 0 and 15 (q8: +-127) against activations of +-127
+                        x = (0..<(nrows * n)).map { Float($0 % 3 == 0 ? -1 : ($0 % 7 == 0 ? 0.99 : 1)) }
                     }
-                    for p in supportedPaths {
-                        for usePool in [false, true] {
-                            var y = [Float](repeating: .nan, count: T * nrows)
-                            var act = [UInt8](repeating: 0, count: T * qlm_act_row_size(tQ4X8, Int64(n)))
-                            withPath(p) {
-                                packed.withUnsafeBytes { wp in X.withUnsafeBufferPointer { xp in
-                                    y.withUnsafeMutableBufferPointer { yp in act.withUnsafeMutableBytes { ap in
-                                        if T == 1 {
-                                            qlm_matvec(usePool ? pool : nil, tQ4X8, wp.baseAddress, Int64(nrows), Int64(n), xp.baseAddress, yp.baseAddress, ap.baseAddress)
-                                        } else {
-                                            qlm_matmul(usePool ? pool : nil, tQ4X8, wp.baseAddress, Int64(nrows), Int64(n), xp.baseAddress, Int64(T),
-                                                       yp.baseAddress, Int64(nrows), ap.baseAddress)
-                                        }
-                                    } }
-                                } }
+                    let plain = rows(tP, x, rows: nrows, n: n)
+                    let packed = rows(tG, x, rows: nrows, n: n)
+                    let rs = qlm_row_size(tP, Int64(n))
+                    for T in [1, 2, 3, 5, 9] {
+                        let X = (0..<T).flatMap { t in t == 1 && nrows == 13 ? (0..<n).map { Float($0 % 2 == 0 ? -1 : 1) } : rng.normals(n, scale: 3) }
+                        // reference: scalar path, plain rows, the plain type's activations
+                        let ref: [Float] = withPath(pScalar) {
+                            (0..<T).flatMap { t in
+                                let act = prepareAct(tP, Array(X[(t * n)..<((t + 1) * n)]))
+                                return (0..<nrows).map { vecDot(tP, n, plain, act, rowOffset: $0 * rs) }
                             }
-                            XCTAssertEqual(y.map(\.bitPattern), ref.map(\.bitPattern),
-                                           "\(pathName(p)) pool=\(usePool) n=\(n) rows=\(nrows) T=\(T)")
+                        }
+                        for p in supportedPaths {
+                            for usePool in [false, true] {
+                                var y = [Float](repeating: .nan, count: T * nrows)
+                                var act = [UInt8](repeating: 0, count: T * qlm_act_row_size(tG, Int64(n)))
+                                withPath(p) {
+                                    packed.withUnsafeBytes { wp in X.withUnsafeBufferPointer { xp in
+                                        y.withUnsafeMutableBufferPointer { yp in act.withUnsafeMutableBytes { ap in
+                                            if T == 1 {
+                                                qlm_matvec(usePool ? pool : nil, tG, wp.baseAddress, Int64(nrows), Int64(n), xp.baseAddress, yp.baseAddress, ap.baseAddress)
+                                            } else {
+                                                qlm_matmul(usePool ? pool : nil, tG, wp.baseAddress, Int64(nrows), Int64(n), xp.baseAddress, Int64(T),
+                                                           yp.baseAddress, Int64(nrows), ap.baseAddress)
+                                            }
+                                        } }
+                                    } }
+                                }
+                                XCTAssertEqual(y.map(\.bitPattern), ref.map(\.bitPattern),
+                                               "\(typeName(tG)) \(pathName(p)) pool=\(usePool) n=\(n) rows=\(nrows) T=\(T)")
+                            }
                         }
                     }
                 }
@@ -134,8 +144,8 @@ final class RowGroupTests: XCTestCase {
         }
     }
 
-    /// GPTQ for q4_0x8 is GPTQ for q4_0, then packed: the same codes and scales.
-    func testGPTQIsQ4_0Packed() {
+    /// GPTQ for q4_0x8 (q8_0x8) is GPTQ for q4_0 (q8_0), then packed: the same codes and scales.
+    func testGPTQIsPlainGPTQPacked() {
         var rng = SplitMix64(seed: 85)
         let rows = 19, n = 64
         let w = weights(rows: rows, n: n, rng: &rng)
@@ -151,23 +161,27 @@ final class RowGroupTests: XCTestCase {
             XCTAssertEqual(rc, 0, typeName(t))
             return out
         }
-        var plain = gptq(tQ4_0)
-        XCTAssertEqual(plain.withUnsafeMutableBytes { qlm_pack_rows(tQ4X8, $0.baseAddress, Int64(rows), Int64(n)) }, 0)
-        XCTAssertEqual(gptq(tQ4X8), plain)
+        for (tG, tP) in pairs {
+            var plain = gptq(tP)
+            XCTAssertEqual(plain.withUnsafeMutableBytes { qlm_pack_rows(tG, $0.baseAddress, Int64(rows), Int64(n)) }, 0)
+            XCTAssertEqual(gptq(tG), plain, typeName(tG))
+        }
     }
 
-    /// A q4_0x8 row on its own is a q4_0 row: quantize_row / dequantize_row / vec_dot agree.
-    func testLoneRowIsQ4_0() {
+    /// A grouped row on its own is a plain row: quantize_row / dequantize_row / vec_dot agree.
+    func testLoneRowIsPlain() {
         var rng = SplitMix64(seed: 84)
         let n = 172
-        let x = rng.normals(n)
-        XCTAssertEqual(quantize(tQ4X8, x), quantize(tQ4_0, x))
-        let q = quantize(tQ4_0, x)
-        XCTAssertEqual(dequantize(tQ4X8, q, n).map(\.bitPattern), dequantize(tQ4_0, q, n).map(\.bitPattern))
-        let a = rng.normals(n)
-        let want = withPath(pScalar) { vecDot(tQ4_0, n, q, prepareAct(tQ4_0, a)) }
-        for p in supportedPaths {
-            XCTAssertEqual(withPath(p) { vecDot(tQ4X8, n, q, prepareAct(tQ4X8, a)) }.bitPattern, want.bitPattern, pathName(p))
+        for (tG, tP) in pairs {
+            let x = rng.normals(n)
+            XCTAssertEqual(quantize(tG, x), quantize(tP, x))
+            let q = quantize(tP, x)
+            XCTAssertEqual(dequantize(tG, q, n).map(\.bitPattern), dequantize(tP, q, n).map(\.bitPattern))
+            let a = rng.normals(n)
+            let want = withPath(pScalar) { vecDot(tP, n, q, prepareAct(tP, a)) }
+            for p in supportedPaths {
+                XCTAssertEqual(withPath(p) { vecDot(tG, n, q, prepareAct(tG, a)) }.bitPattern, want.bitPattern, "\(typeName(tG)) \(pathName(p))")
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ final class FormatTableTests: XCTestCase {
             (.iq4_k32, 256, 137, 4.28125, 95),
             // q4_0 bytes per row, stored in 8-row groups (rowGroup 8)
             (.q4_0x8, 32, 18, 4.5, 6 * 18),
+            (.q8_0x8, 32, 34, 8.5, 6 * 34),
         ]
         XCTAssertEqual(Set(QuantType.weightTypes), Set(expected.map(\.0)))
         for (t, bs, bb, bpw, row) in expected {
@@ -37,9 +38,10 @@ final class FormatTableTests: XCTestCase {
             XCTAssertEqual(QuantType(name: t.name), t)
         }
         // Values are stored in files: they must never change.
-        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 31])
-        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8])
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 31])
+        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8])
         XCTAssertEqual(QuantType.q4_0x8.rowGroup, 8)
+        XCTAssertEqual(QuantType.q8_0x8.rowGroup, 8)
         XCTAssertEqual(QuantType.u8.rowSize(172), 172)
         XCTAssertNil(QuantType(name: "q3_k"))
         XCTAssertEqual(QLMFormat.headerSize, 64)

@@ -39,8 +39,11 @@ typedef enum {
     QLM_TYPE_IQ4_K32 = 6, // 32-weight sub-blocks, 8-bit sub-scales (one byte per 32 weights)
     // q4_0 blocks (same numbers, same bytes per row) stored row-interleaved in groups of 8 rows
     // so one 8-row kernel reads 8 scales in one load and keeps each row's sum in one SIMD lane
-    // (q4x8.c, docs/format.md). Rows past the last whole group are stored as plain q4_0 rows.
+    // (rowgroup.c, docs/format.md). Rows past the last whole group are stored as plain q4_0 rows.
     QLM_TYPE_Q4_0X8 = 7,
+    // q8_0 blocks stored the same way (rowgroup.c): lane r of every product register is row r, so
+    // the scale product, the int -> float step and the sums are shared by 8 rows.
+    QLM_TYPE_Q8_0X8 = 8,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 
@@ -62,6 +65,10 @@ typedef struct { float d; int32_t nsum8; int8_t qs[QLM_QK]; } qlm_block_q8i;
 // four 32-byte chunks c = 0..3, chunk c = rows 0..7's q4_0 qs[4c..4c+3] (4 bytes per row), so
 // after a nibble split, 32-bit lane r of a chunk holds row r's codes for 4 consecutive elements.
 typedef struct { uint16_t d[8]; uint8_t qs[8 * QLM_QK / 2]; } qlm_block_q4_0x8;
+// One Q8_0X8 group block: block b of 8 consecutive rows. d[r] = row r's q8_0 scale; qs holds
+// eight 32-byte chunks c = 0..7, chunk c = rows 0..7's q8_0 qs[4c..4c+3], so 32-bit lane r of a
+// chunk holds row r's codes for 4 consecutive elements.
+typedef struct { uint16_t d[8]; int8_t qs[8 * QLM_QK]; } qlm_block_q8_0x8;
 
 _Static_assert(sizeof(qlm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");
@@ -69,6 +76,7 @@ _Static_assert(sizeof(qlm_block_q4_1) == 20, "q4_1 block is 20 bytes");
 _Static_assert(sizeof(qlm_block_q8a) == 40, "q8a block is 40 bytes");
 _Static_assert(sizeof(qlm_block_q8i) == 40, "q8i block is 40 bytes");
 _Static_assert(sizeof(qlm_block_q4_0x8) == 8 * sizeof(qlm_block_q4_0), "q4_0x8 group block is 8 q4_0 blocks");
+_Static_assert(sizeof(qlm_block_q8_0x8) == 8 * sizeof(qlm_block_q8_0), "q8_0x8 group block is 8 q8_0 blocks");
 
 // ---- Type traits: one table row per type, ggml type-traits style ---------------------------
 // Everything a type does is reached through its row: sizes, conversions, the activation format it

@@ -1,0 +1,381 @@
+// Row-grouped types: q4_0 (Q4_0X8) or q8_0 (Q8_0X8) weights stored row-interleaved in groups of
+// 8 rows (qlm_block_q4_0x8, qlm_block_q8_0x8), and the 8-row kernels that read them.
+//
+// Why a layout and not just a kernel: decoding q4_0 row by row is compute-bound here. Per 32
+// weights a row kernel converts and broadcasts one fp16 scale, forms the -8 * sum(a) correction,
+// and folds 8 int32 lanes into its float sum (measured: ~0.77 G blocks/s per core, i.e. 0.3-0.5
+// of the memory bound on 2 threads). With 8 rows interleaved, one 16-byte load + one
+// conversion gives all 8 scales, 32-bit lane r of every dot-product register is row r (no
+// horizontal sums), the activation bytes are broadcast once for 8 rows, and the correction is
+// one integer precomputed per activation block (qlm_block_q8i). The file is memory-mapped as
+// stored, so the layout costs nothing at load (llama.cpp repacks q4_0 at load time instead).
+// q8_0 has no correction, but the same sharing: on AVX2 its row tile spends six vector ops per
+// 32 weights and token (sign, maddubs, madd, convert, scale product, FMA); here the convert and
+// the scale steps are shared by 8 rows (docs/benchmarks.md, "Machine of 2026-12-03, AVX2 only").
+//
+// Arithmetic: per row and block the integer sum is exact; the float steps are those of the
+// scalar q4_0 / q8_0 dot, in block order (s += (d_w * d_a) * (float)isum, no FMA), so every
+// product on every path equals the scalar dot of the de-interleaved row bit for bit.
+// Rows past the last whole group are stored as plain rows and use the scalar row dot.
+#include "qlm_internal.h"
+#include <stddef.h>
+#include <stdlib.h>
+
+#pragma clang fp contract(off)
+
+#define G 8 // rows per group
+
+// ---- layout ---------------------------------------------------------------------------------
+// Both types keep a row block's fp16 scale and Q code bytes (q4_0: 16, q8_0: 32); a group block
+// holds the 8 scales, then chunks of 32 bytes: chunk c = rows 0..7's code bytes 4c..4c+3.
+typedef struct {
+    int q;                                               // code bytes per row block
+    size_t (*row_size)(int64_t n);                       // bytes of a plain row
+    void (*dequantize_row)(const void *src, float *y, int64_t n);
+    qlm_dotn_fn row_dot;                                 // scalar dot of a plain row
+} group_layout;
+static const group_layout k_q4 = {QLM_QK / 2, qlm_q4_0_row_size, qlm_q4_0_dequantize_row, qlm_q4_0_dotn_scalar};
+static const group_layout k_q8 = {QLM_QK, qlm_q8_0_row_size, qlm_q8_0_dequantize_row, qlm_q8_0_dotn_scalar};
+
+// Byte of the group block's code area holding row r's code byte j.
+QLM_INLINE int qs_index(int r, int j) { return 32 * (j >> 2) + 4 * r + (j & 3); }
+
+static void pack_group(const group_layout *L, const char *src, size_t rs, int64_t nb, char *dst) {
+    const int bb = 2 + L->q;
+    for (int r = 0; r < G; r++) {
+        const char *row = src + (size_t)r * rs;
+        for (int64_t b = 0; b < nb; b++) {
+            char *gb = dst + (size_t)b * G * bb;
+            memcpy(gb + 2 * r, row + b * bb, 2);
+            for (int j = 0; j < L->q; j++) gb[2 * G + qs_index(r, j)] = row[b * bb + 2 + j];
+        }
+    }
+}
+
+// Row r's plain block out of a group block.
+QLM_INLINE void row_block(const group_layout *L, const char *gb, int r, char *out) {
+    memcpy(out, gb + 2 * r, 2);
+    for (int j = 0; j < L->q; j++) out[2 + j] = gb[2 * G + qs_index(r, j)];
+}
+
+static void unpack_group(const group_layout *L, const char *src, int64_t nb, char *dst, size_t rs) {
+    const int bb = 2 + L->q;
+    for (int r = 0; r < G; r++)
+        for (int64_t b = 0; b < nb; b++) row_block(L, src + (size_t)b * G * bb, r, dst + (size_t)r * rs + b * bb);
+}
+
+static int regroup(const group_layout *L, void *data, int64_t rows, int64_t n, int pack) {
+    if (rows < G || n <= 0) return 0;
+    const size_t rs = L->row_size(n);
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    char *tmp = (char *)malloc(G * rs);
+    if (!tmp) return -1;
+    for (int64_t g = 0; g < rows / G; g++) {
+        char *p = (char *)data + (size_t)g * G * rs;
+        if (pack) pack_group(L, p, rs, nb, tmp);
+        else unpack_group(L, p, nb, tmp, rs);
+        memcpy(p, tmp, G * rs);
+    }
+    free(tmp);
+    return 0;
+}
+
+static void get_row(const group_layout *L, const void *src, int64_t rows, int64_t n, int64_t r, float *y) {
+    const size_t rs = L->row_size(n);
+    if (r >= rows / G * G) { // past the last group: a plain row
+        L->dequantize_row((const char *)src + (size_t)r * rs, y, n);
+        return;
+    }
+    const int bb = 2 + L->q;
+    const char *g = (const char *)src + (size_t)(r / G) * G * rs;
+    for (int64_t b = 0; b * QLM_QK < n; b++) { // row r's block b, rebuilt and read by the row dequantizer
+        char blk[2 + QLM_QK];
+        row_block(L, g + (size_t)b * G * bb, (int)(r % G), blk);
+        L->dequantize_row(blk, y + b * QLM_QK, n - b * QLM_QK < QLM_QK ? n - b * QLM_QK : QLM_QK);
+    }
+}
+
+// ---- activations ------------------------------------------------------------------------------
+static void q8i_scalar(void *act, int64_t nb) {
+    qlm_block_q8a *a = (qlm_block_q8a *)act;
+    for (int64_t b = 0; b < nb; b++) {
+        int32_t s = 0;
+        for (int j = 0; j < QLM_QK; j++) s += a[b].qs[j];
+        const int32_t n8 = -8 * s;
+        memcpy(&a[b].s, &n8, 4);
+    }
+}
+
+// ---- scalar ---------------------------------------------------------------------------------
+// A plain q4_0 row (a lone row, or a row past the last group) uses the scalar q4_0 row dot: a
+// q8i activation block is read there as q8a (same d and qs offsets; its s is never read).
+_Static_assert(offsetof(qlm_block_q8i, d) == offsetof(qlm_block_q8a, d) && offsetof(qlm_block_q8i, qs) == offsetof(qlm_block_q8a, qs),
+               "q8i must read as q8a for the q4_0 row dot");
+
+// One group (8 rows) against nt activation rows: Y[t * ldy + r].
+typedef void (*group_fn)(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt);
+
+static void group_q4_scalar(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) {
+    const qlm_block_q4_0x8 *g = (const qlm_block_q4_0x8 *)g_;
+    for (int t = 0; t < nt; t++) {
+        const qlm_block_q8i *a = (const qlm_block_q8i *)(act + (size_t)t * as);
+        for (int r = 0; r < G; r++) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t is = 0;
+                for (int j = 0; j < 16; j++) {
+                    const uint8_t q = g[b].qs[qs_index(r, j)];
+                    is += ((int32_t)(q & 0xF) - 8) * (int32_t)a[b].qs[j];
+                    is += ((int32_t)(q >> 4) - 8) * (int32_t)a[b].qs[j + 16];
+                }
+                s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)is;
+            }
+            Y[t * ldy + r] = s;
+        }
+    }
+}
+
+static void group_q8_scalar(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) {
+    const qlm_block_q8_0x8 *g = (const qlm_block_q8_0x8 *)g_;
+    for (int t = 0; t < nt; t++) {
+        const qlm_block_q8a *a = (const qlm_block_q8a *)(act + (size_t)t * as);
+        for (int r = 0; r < G; r++) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t is = 0;
+                for (int j = 0; j < QLM_QK; j++) is += (int32_t)g[b].qs[qs_index(r, j)] * (int32_t)a[b].qs[j];
+                s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)is;
+            }
+            Y[t * ldy + r] = s;
+        }
+    }
+}
+
+#if QLM_X86
+// ---- AVX2 / AVX-512 ---------------------------------------------------------------------------
+// Per group block, each activation token broadcasts its 4 bytes matching a chunk; the
+// multiply-accumulates leave row r's exact integer sum in lane r. AVX-512 VNNI does u8 x s8 ->
+// s32 in one instruction (vpdpbusd); AVX2 forms the same integers with maddubs and madd (no
+// saturation: pairs <= 2 * 15 * 127 for q4_0, 2 * 127 * 127 for q8_0).
+QLM_INLINE int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+#define DPB_AVX512(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
+#define DPB_AVX2(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+
+// q4_0: 4 loads give the 8 rows' codes (low nibbles: elements 4c..4c+3 of every row in lane r;
+// high nibbles: elements 16+4c..); the sum starts at the block's -8 * sum(a).
+#define GROUP_Q4_KERNEL(P, TGT, DPB)                                                                    \
+TGT QLM_INLINE void group_q4_##P##_nt(int64_t nb, const qlm_block_q4_0x8 *g, const char *act, size_t as, \
+                                      float *Y, int64_t ldy, const int nt) {                           \
+    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                          \
+    __m256 acc[4];                                                                                      \
+    for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_ps();                                           \
+    for (int64_t b = 0; b < nb; b++) {                                                                  \
+        const qlm_block_q4_0x8 *gb = g + b;                                                             \
+        __m256i lo[4], hi[4];                                                                           \
+        for (int c = 0; c < 4; c++) {                                                                   \
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(gb->qs + 32 * c));                   \
+            lo[c] = _mm256_and_si256(x, m4);                                                            \
+            hi[c] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);                                      \
+        }                                                                                               \
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb->d));                     \
+        for (int t = 0; t < nt; t++) {                                                                  \
+            const qlm_block_q8i *ab = (const qlm_block_q8i *)(act + (size_t)t * as) + b;                \
+            __m256i ia = _mm256_set1_epi32(ab->nsum8), ib = _mm256_setzero_si256();                     \
+            for (int c = 0; c < 4; c++) {                                                               \
+                ia = DPB(ia, lo[c], _mm256_set1_epi32(ld32(ab->qs + 4 * c)));                           \
+                ib = DPB(ib, hi[c], _mm256_set1_epi32(ld32(ab->qs + 16 + 4 * c)));                      \
+            }                                                                                           \
+            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(ab->d));                                 \
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_add_epi32(ia, ib)))); \
+        }                                                                                               \
+    }                                                                                                   \
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
+}
+// q8_0: per half of the block, 4 chunks of codes and their magnitudes stay in registers for all
+// tokens; per token and chunk the sign trick, |w| * sign(a, w), gives the signed products.
+#define GROUP_Q8_KERNEL(P, TGT, DPB)                                                                    \
+TGT QLM_INLINE void group_q8_##P##_nt(int64_t nb, const qlm_block_q8_0x8 *g, const char *act, size_t as, \
+                                      float *Y, int64_t ldy, const int nt) {                           \
+    __m256 acc[4];                                                                                      \
+    for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_ps();                                           \
+    for (int64_t b = 0; b < nb; b++) {                                                                  \
+        const qlm_block_q8_0x8 *gb = g + b;                                                             \
+        __m256i is[4];                                                                                  \
+        for (int t = 0; t < 4; t++) is[t] = _mm256_setzero_si256();                                     \
+        for (int h = 0; h < 2; h++) {                                                                   \
+            __m256i w[4], wa[4];                                                                        \
+            for (int c = 0; c < 4; c++) {                                                               \
+                w[c] = _mm256_loadu_si256((const __m256i *)(gb->qs + 32 * (4 * h + c)));                \
+                wa[c] = _mm256_abs_epi8(w[c]);                                                          \
+            }                                                                                           \
+            for (int t = 0; t < nt; t++) {                                                              \
+                const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + (size_t)t * as) + b;            \
+                for (int c = 0; c < 4; c++)                                                             \
+                    is[t] = DPB(is[t], wa[c], _mm256_sign_epi8(_mm256_set1_epi32(ld32(ab->qs + 4 * (4 * h + c))), w[c])); \
+            }                                                                                           \
+        }                                                                                               \
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb->d));                     \
+        for (int t = 0; t < nt; t++) {                                                                  \
+            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + (size_t)t * as) + b;                \
+            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(ab->d));                                 \
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(is[t])));               \
+        }                                                                                               \
+    }                                                                                                   \
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
+}
+// nt = 1..4 as constants.
+#define GROUP_DISPATCH(Q, P, TGT, BT)                                                                   \
+TGT static void group_##Q##_##P(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
+    switch (nt) {                                                                                       \
+    case 4: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 4); break;                         \
+    case 3: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 3); break;                         \
+    case 2: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 2); break;                         \
+    default: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 1); break;                        \
+    }                                                                                                   \
+}
+GROUP_Q4_KERNEL(avx2, QLM_AVX2_TARGET, DPB_AVX2)
+GROUP_Q4_KERNEL(avx512, QLM_AVX512_TARGET, DPB_AVX512)
+GROUP_Q8_KERNEL(avx2, QLM_AVX2_TARGET, DPB_AVX2)
+GROUP_Q8_KERNEL(avx512, QLM_AVX512_TARGET, DPB_AVX512)
+GROUP_DISPATCH(q4, avx2, QLM_AVX2_TARGET, qlm_block_q4_0x8)
+GROUP_DISPATCH(q4, avx512, QLM_AVX512_TARGET, qlm_block_q4_0x8)
+GROUP_DISPATCH(q8, avx2, QLM_AVX2_TARGET, qlm_block_q8_0x8)
+GROUP_DISPATCH(q8, avx512, QLM_AVX512_TARGET, qlm_block_q8_0x8)
+
+// -8 * sum(qs) per block, vectorized: bias the codes to unsigned and sum with vpsadbw.
+QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb) {
+    qlm_block_q8a *a = (qlm_block_q8a *)act;
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i x = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b].qs), bias);
+        const __m256i s4 = _mm256_sad_epu8(x, _mm256_setzero_si256());
+        const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+        const int64_t s = _mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2))) - 32 * 128;
+        const int32_t n8 = (int32_t)(-8 * s);
+        memcpy(&a[b].s, &n8, 4);
+    }
+}
+#endif
+
+static group_fn group_q4_kernel(int32_t path) {
+#if QLM_X86
+    if (path == QLM_PATH_AVX512) return group_q4_avx512;
+    if (path == QLM_PATH_AVX2) return group_q4_avx2;
+#endif
+    (void)path;
+    return group_q4_scalar;
+}
+
+static group_fn group_q8_kernel(int32_t path) {
+#if QLM_X86
+    if (path == QLM_PATH_AVX512) return group_q8_avx512;
+    if (path == QLM_PATH_AVX2) return group_q8_avx2;
+#endif
+    (void)path;
+    return group_q8_scalar;
+}
+
+// q8i activations: the q8a blocks, each s replaced by the exact -8 * sum(qs) (qlm_block_q8i), in
+// place. Integers: the same on every path.
+static void prepare_q8i(int32_t path, const float *x, void *act, int64_t n) {
+    qlm_prepare_q8a(path, x, act, n);
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+#if QLM_X86
+    if (path != QLM_PATH_SCALAR) { q8i_avx2(act, nb); return; }
+#endif
+    (void)path;
+    q8i_scalar(act, nb);
+}
+
+// ---- products ---------------------------------------------------------------------------------
+typedef struct {
+    group_fn f;
+    const char *W;
+    size_t rs, as;
+    int64_t nb, T, ldy;
+    const char *act;
+    float *Y;
+} group_ctx;
+
+static void groups_range(void *p, int64_t g0, int64_t g1) {
+    const group_ctx *c = (const group_ctx *)p;
+    for (int64_t g = g0; g < g1; g++) {
+        const char *w = c->W + (size_t)g * G * c->rs;
+        for (int64_t t = 0; t < c->T; t += 4)
+            c->f(c->nb, w, c->act + (size_t)t * c->as, c->as, c->Y + t * c->ldy + g * G, c->ldy,
+                 (int)(c->T - t < 4 ? c->T - t : 4));
+    }
+}
+
+// Y[t, 0..rows) = W . act[t] for T prepared activation rows `as` bytes apart; every output
+// bit-identical to the scalar dot of the row, on every path.
+static void product(const group_layout *L, group_fn f, qlm_pool *pool, const void *W, int64_t rows, int64_t n,
+                    const void *act, size_t as, int64_t T, float *Y, int64_t ldy) {
+    const size_t rs = L->row_size(n);
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK, groups = rows / G;
+    const int nth = pool ? qlm_pool_size(pool) : 1;
+    group_ctx c = {f, (const char *)W, rs, as, nb, T, ldy, (const char *)act, Y};
+    const int parallel = rows * n * T >= QLM_SMALL_PRODUCT;
+    if (T == 1) {
+        // Decode streams the matrix from memory: one contiguous share per thread, 8 groups per
+        // step. No software prefetch: the hardware prefetcher follows the one stream, and a
+        // prefetch 4 blocks ahead made the products slower (0.81 vs 0.93 of a read of the same
+        // bytes, 2 threads; 0.81 vs 0.96 on one thread; scratch A/B in one process). With the
+        // shares: 0.73 -> 0.91 (scripts/products_vs_read.sh --base 8d5a21b, docs/benchmarks.md).
+        qlm_pool_for_shares(pool, parallel, groups, 8, groups_range, &c);
+    } else {
+        // Prefill is compute-bound: 8 pieces per thread from one counter, for balance.
+        const int64_t per = 8 * (int64_t)nth, chunk = (groups + per - 1) / per;
+        qlm_pool_for(pool, parallel, groups, chunk < 2 ? 2 : chunk, groups_range, &c);
+    }
+    for (int64_t r = groups * G; r < rows; r++) // rows past the last group: plain rows
+        for (int64_t t = 0; t < T; t++)
+            L->row_dot(n, (const char *)W + (size_t)r * rs, rs, (const char *)act + (size_t)t * as, Y + t * ldy + r, 1);
+}
+
+static void product_q4(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
+                       int64_t T, float *Y, int64_t ldy) {
+    product(&k_q4, group_q4_kernel(path), pool, W, rows, n, act, as, T, Y, ldy);
+}
+static void product_q8(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
+                       int64_t T, float *Y, int64_t ldy) {
+    product(&k_q8, group_q8_kernel(path), pool, W, rows, n, act, as, T, Y, ldy);
+}
+static int regroup_q4(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q4, data, rows, n, pack); }
+static int regroup_q8(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q8, data, rows, n, pack); }
+static void get_row_q4(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q4, src, rows, n, r, y); }
+static void get_row_q8(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q8, src, rows, n, r, y); }
+
+// ---- table rows ------------------------------------------------------------------------------
+// Per row: the bytes and numbers of a q4_0 (q8_0) row, stored in groups of 8 rows; a lone row (or
+// one past the last group) is a plain row, quantized, read and dotted as one.
+const qlm_type_traits qlm_traits_q4_0x8 = {
+    .name = "q4_0x8", .summary = "q4_0 stored in 8-row groups for the 8-row decode kernel",
+    .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q4_0), .is_quantized = 1,
+    .act_type = QLM_ACT_Q8I, .row_group = G, .code_bits = 4,
+    .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q4_0, d)},
+    .row_size = qlm_q4_0_row_size, .quantize_row = qlm_q4_0_quantize_row, .dequantize_row = qlm_q4_0_dequantize_row,
+    .act_row_size = qlm_act_size_q8a, .prepare_act = prepare_q8i,
+    // the scalar q4_0 row dot on every path: lone rows only (products go through `product`)
+    .dotn = {[QLM_PATH_SCALAR] = qlm_q4_0_dotn_scalar},
+    .product = product_q4, .regroup = regroup_q4, .get_row = get_row_q4,
+    .gptq_row = qlm_q4_0_gptq_row,
+};
+const qlm_type_traits qlm_traits_q8_0x8 = {
+    .name = "q8_0x8", .summary = "q8_0 stored in 8-row groups for the 8-row kernels",
+    .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q8_0), .is_quantized = 1,
+    .act_type = QLM_ACT_Q8A, .row_group = G, .code_bits = 8,
+    .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q8_0, d)},
+    .row_size = qlm_q8_0_row_size, .quantize_row = qlm_q8_0_quantize_row, .dequantize_row = qlm_q8_0_dequantize_row,
+    .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
+    .dotn = {[QLM_PATH_SCALAR] = qlm_q8_0_dotn_scalar},
+    .product = product_q8, .regroup = regroup_q8, .get_row = get_row_q8,
+    .gptq_row = qlm_q8_0_gptq_row,
+};
+_Static_assert(offsetof(qlm_block_q4_0x8, d) == 0 && sizeof(((qlm_block_q4_0x8 *)0)->d) == G * 2 &&
+               offsetof(qlm_block_q4_0x8, qs) == 2 * G,
+               "a group block stores fp16 field 0 of row r at 2r, then the codes (the rule in qlm_type_traits)");
+_Static_assert(offsetof(qlm_block_q8_0x8, d) == 0 && sizeof(((qlm_block_q8_0x8 *)0)->d) == G * 2 &&
+               offsetof(qlm_block_q8_0x8, qs) == 2 * G,
+               "a group block stores fp16 field 0 of row r at 2r, then the codes (the rule in qlm_type_traits)");
