@@ -137,16 +137,6 @@ QLM_AVX512 static int accum_small_avx512(int kind, const float *w, const uint8_t
 #define ATT_SET1(x) _mm512_set1_ps(x)
 #define ATT_MAXQ 4 // 16 accumulators + 4 queries + a key of 32 zmm registers
 #include "attention_simd.h"
-#undef ATT
-#undef ATT_TARGET
-#undef ATT_V
-#undef ATT_W
-#undef ATT_ZERO
-#undef ATT_LOADU
-#undef ATT_STOREU
-#undef ATT_FMA
-#undef ATT_SET1
-#undef ATT_MAXQ
 
 // ---- AVX2: 8 lanes (head_dim 8 is one chunk) ---------------------------------------------------
 #define QLM_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -180,16 +170,6 @@ static int accum_small_avx2(int kind, const float *w, const uint8_t *v, int64_t 
 #define ATT_SET1(x) _mm256_set1_ps(x)
 #define ATT_MAXQ 3 // 12 accumulators + 3 queries + a key of 16 ymm registers
 #include "attention_simd.h"
-#undef ATT
-#undef ATT_TARGET
-#undef ATT_V
-#undef ATT_W
-#undef ATT_ZERO
-#undef ATT_LOADU
-#undef ATT_STOREU
-#undef ATT_FMA
-#undef ATT_SET1
-#undef ATT_MAXQ
 #endif
 
 static const att_kernels *att_for_path(void) {

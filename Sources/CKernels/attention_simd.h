@@ -5,6 +5,7 @@
 //   ATT_V, ATT_W       the float vector type and its lanes
 //   ATT_ZERO() ATT_LOADU(p) ATT_STOREU(p, v) ATT_FMA(a, b, c) ATT_SET1(x)
 //   ATT_MAXQ           query heads per grouped call (accumulators must fit the register file)
+// (the end of this file undefines them, ready for the next instance)
 // and two path helpers: ATT(kv_load)(kind, h, j), lanes j .. j+W-1 of the head vector at h as
 // floats (f16 -> f32 and int8 -> f32 are exact), and ATT(fold8)(v), the W lanes folded to 8
 // (lanes l and l+8 added; identity for 8 lanes). ATT(scores_small) / ATT(accum_small) handle
@@ -272,3 +273,14 @@ ATT_TARGET static int ATT(accum_heads)(int kind, int64_t nq, const float *w, int
 #undef ATT_SPECIALISE
 
 static const att_kernels ATT(kernels) = {ATT(scores), ATT(accum), ATT(scores_heads), ATT(accum_heads)};
+
+#undef ATT
+#undef ATT_TARGET
+#undef ATT_V
+#undef ATT_W
+#undef ATT_ZERO
+#undef ATT_LOADU
+#undef ATT_STOREU
+#undef ATT_FMA
+#undef ATT_SET1
+#undef ATT_MAXQ

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `run serve` vs llama-server on SmolLM2-135M Q8_0 (the same GGUF weights: QuantLM's file is
-# `convert --type keep` of llama.cpp's Q8_0 GGUF), one after the other in one run, same load:
+# `convert --type q8_0x8` of llama.cpp's Q8_0 GGUF, the same numbers in 8-row groups; QTYPE=keep
+# for the q8_0 blocks as stored), one after the other in one run, same load:
 # scripts/serve_load.py, 1, 2, 4, 8 concurrent streaming clients x REQUESTS (default 50)
 # completions of MAXTOK (default 64) greedy tokens each. Both servers: 8 slots of 512 positions,
 # 2 threads (run serve --parallel 8 --ctx 512; llama-server -np 8 -c 4096 -t 2, continuous batching its default). Prints one
@@ -13,8 +14,9 @@ OUT=${OUT:-/tmp/quantlm-peer}
 REQUESTS=${REQUESTS:-50} MAXTOK=${MAXTOK:-64} CLIENTS=${CLIENTS:-1,2,4,8} ORDER=${ORDER:-"quantlm llama"}
 PORT=18091
 G=$MODELS/SmolLM2-135M-Instruct.Q8_0-from-Q4_1.gguf
-Q=$OUT/smol-q8_0.qlm
-[ -f "$Q" ] || .build/release/convert "$G" -o "$Q" --type keep --quiet > /dev/null
+QTYPE=${QTYPE:-q8_0x8}
+Q=$OUT/smol-$QTYPE.qlm
+[ -f "$Q" ] || .build/release/convert "$G" -o "$Q" --type $QTYPE --quiet > /dev/null
 wait_up() { for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && return 0; sleep 0.2; done; echo "error: server did not come up" >&2; return 1; }
 for who in $ORDER; do
   if [ "$who" = quantlm ]; then

@@ -2,8 +2,9 @@
 # QuantLM vs llama.cpp on SmolLM2-135M, alternating rounds in one run, 2 threads:
 # llama-bench -t 2 -p 512 -n 128 against `run bench --prompt-tokens 512 --gen-tokens 128`,
 # Q8_0 and Q4_0 (llama.cpp's files requantized from the shipped Q4_1 with llama-quantize
-# --allow-requantize; QuantLM's converted from the same GGUFs: q8_0 passes its blocks through,
-# Q4_0 becomes q4_0x8, the same numbers in QuantLM's 8-row layout).
+# --allow-requantize; QuantLM's converted from the same GGUFs: Q8_0 becomes q8_0x8 and Q4_0
+# q4_0x8, the same numbers in QuantLM's 8-row layout; Q8_0=keep passes the q8_0 blocks through
+# unchanged instead, the row-by-row layout).
 # llama-bench's tg128 decodes from an empty context; `run bench --prompt-tokens 512` decodes after
 # the 512-token prompt, so a third run (--prompt-tokens 1 --gen-tokens 128) gives QuantLM's tg128.
 # Needs scripts/peer/build_llamacpp.sh's build and scripts/fetch_models.sh's model.
@@ -19,11 +20,13 @@ src=$MODELS/SmolLM2-135M-Instruct.Q4_1.gguf
 for t in Q8_0 Q4_0; do
   [ -f "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" ] || "$PEER/llama-quantize" --allow-requantize "$src" "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" "$t" >/dev/null
 done
+Q8=${Q8_0:-q8_0x8}
 $B/convert "$MODELS/SmolLM2-135M-Instruct.Q8_0-from-Q4_1.gguf" -o "$OUT/smol-q8_0.qlm" --type keep --quiet
+$B/convert "$MODELS/SmolLM2-135M-Instruct.Q8_0-from-Q4_1.gguf" -o "$OUT/smol-q8_0x8.qlm" --type q8_0x8 --quiet
 $B/convert "$MODELS/SmolLM2-135M-Instruct.Q4_0-from-Q4_1.gguf" -o "$OUT/smol-q4_0x8.qlm" --type q4_0x8 --quiet
 for r in $(seq "$ROUNDS"); do
   for t in Q8_0 Q4_0; do
-    q=q8_0; [ $t = Q4_0 ] && q=q4_0x8
+    q=q8_0x8; [ "$Q8" = keep ] && q=q8_0; [ $t = Q4_0 ] && q=q4_0x8
     "$PEER/llama-bench" -m "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" -t 2 -p 512 -n 128 -r 3 -o json > "$OUT/llama-$t-$r.json" 2>/dev/null
     $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 512 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-$q-$r.json" 2>/dev/null
     $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 1 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-tg-$q-$r.json" 2>/dev/null
