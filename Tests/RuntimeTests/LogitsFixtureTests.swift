@@ -7,7 +7,8 @@ import TestSupport
 
 /// Logits pinned bit for bit across refactors: the SHA-256 of every logit of a batched prefill
 /// and of a few token-by-token decode steps, per model file and per CPU path, against
-/// Tests/Fixtures/logits_sha256.json (recorded at commit e88f408, before the architecture step).
+/// Tests/Fixtures/logits_sha256.json (scalar: recorded at commit e88f408, before the architecture
+/// step; avx2: re-recorded when attention got AVX2 kernels, its "recorded_on" says so).
 /// The scalar path's hashes hold on any x86-64 machine and are always checked; a SIMD path's
 /// are checked where the fixture has them (it names the CPU they were recorded on).
 /// Re-record (only when a change is meant to move logits): QLM_RECORD_LOGITS=1.
@@ -64,7 +65,7 @@ final class LogitsFixtureTests: XCTestCase {
             }
         }
         if record {
-            fixture["recorded_on"] = "commit e88f408 (before the architecture step); CPU paths: \(paths.map { String(cString: qlm_path_name($0)) })"
+            fixture["recorded_on"] = "recorded on the CPU paths \(paths.map { String(cString: qlm_path_name($0)) }); say at which commit and why"
             let data = try JSONSerialization.data(withJSONObject: fixture, options: [.prettyPrinted, .sortedKeys])
             try data.write(to: fixtureURL)
             XCTFail("recorded \(fixtureURL.path); run again without QLM_RECORD_LOGITS")
