@@ -2,10 +2,11 @@
 # Gemma 3 270M decode with and without the classifier screen (`--screen K`), side by side with
 # llama.cpp on the same GGUF, alternating rounds, 2 threads: llama-bench -p 512 -n 128 against
 # `run bench --prompt-tokens 512 --gen-tokens 128` on QuantLM's keep file (Q8_0 classifier
-# passed through, other matrices q8_0), plain and with --screen K. Then peak RSS of a 256-token
+# passed through, other matrices q8_0; QTYPE=q8_0x8: the same numbers in 8-row groups), plain
+# and with --screen K. Then peak RSS of a 256-token
 # greedy generation, plain and screened (the same text is checked). Needs the peer build and
 # scripts/fetch_models.sh --gemma.
-#   ROUNDS=3 K=64 scripts/gemma3_screen.sh
+#   ROUNDS=3 K=64 [QTYPE=keep|q8_0x8] scripts/gemma3_screen.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PEER=${QUANTLM_PEER:-$HOME/.cache/quantlm/peer}/build/bin
@@ -13,10 +14,11 @@ MODELS=${QUANTLM_MODELS:-$HOME/.cache/quantlm/models}
 OUT=${OUT:-/tmp/g3}
 ROUNDS=${ROUNDS:-3} K=${K:-64}
 G=$MODELS/gemma-3-270m-q4_k_m.gguf
-M=$OUT/gemma3-keep.qlm
+QTYPE=${QTYPE:-keep}
+M=$OUT/gemma3-$QTYPE.qlm
 B=.build/release
 mkdir -p "$OUT"
-[ -f "$M" ] || $B/convert "$G" -o "$M" --type keep --quiet > /dev/null
+[ -f "$M" ] || $B/convert "$G" -o "$M" --type "$QTYPE" --quiet > /dev/null
 for r in $(seq "$ROUNDS"); do
   "$PEER/llama-bench" -m "$G" -t 2 -p 512 -n 128 -r 2 -o json > "$OUT/ll-$r.json" 2>/dev/null
   $B/run bench "$M" --threads 2 --prompt-tokens 512 --gen-tokens 128 --reps 2 --json > "$OUT/q-$r.json" 2>/dev/null

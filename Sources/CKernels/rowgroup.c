@@ -80,6 +80,14 @@ static int regroup(const group_layout *L, void *data, int64_t rows, int64_t n, i
     return 0;
 }
 
+static void plain_row(const group_layout *L, const void *src, int64_t rows, int64_t n, int64_t r, void *dst) {
+    const size_t rs = L->row_size(n);
+    if (r >= rows / G * G) { memcpy(dst, (const char *)src + (size_t)r * rs, rs); return; }
+    const int bb = 2 + L->q;
+    const char *g = (const char *)src + (size_t)(r / G) * G * rs;
+    for (int64_t b = 0; b < (n + QLM_QK - 1) / QLM_QK; b++) row_block(L, g + (size_t)b * G * bb, (int)(r % G), (char *)dst + b * bb);
+}
+
 static void get_row(const group_layout *L, const void *src, int64_t rows, int64_t n, int64_t r, float *y) {
     const size_t rs = L->row_size(n);
     if (r >= rows / G * G) { // past the last group: a plain row
@@ -346,6 +354,8 @@ static int regroup_q4(void *data, int64_t rows, int64_t n, int pack) { return re
 static int regroup_q8(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q8, data, rows, n, pack); }
 static void get_row_q4(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q4, src, rows, n, r, y); }
 static void get_row_q8(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q8, src, rows, n, r, y); }
+static void plain_row_q4(const void *src, int64_t rows, int64_t n, int64_t r, void *dst) { plain_row(&k_q4, src, rows, n, r, dst); }
+static void plain_row_q8(const void *src, int64_t rows, int64_t n, int64_t r, void *dst) { plain_row(&k_q8, src, rows, n, r, dst); }
 
 // ---- table rows ------------------------------------------------------------------------------
 // Per row: the bytes and numbers of a q4_0 (q8_0) row, stored in groups of 8 rows; a lone row (or
@@ -359,7 +369,7 @@ const qlm_type_traits qlm_traits_q4_0x8 = {
     .act_row_size = qlm_act_size_q8a, .prepare_act = prepare_q8i,
     // the scalar q4_0 row dot on every path: lone rows only (products go through `product`)
     .dotn = {[QLM_PATH_SCALAR] = qlm_q4_0_dotn_scalar},
-    .product = product_q4, .regroup = regroup_q4, .get_row = get_row_q4,
+    .product = product_q4, .regroup = regroup_q4, .get_row = get_row_q4, .plain_row = plain_row_q4,
     .gptq_row = qlm_q4_0_gptq_row,
 };
 const qlm_type_traits qlm_traits_q8_0x8 = {
@@ -370,7 +380,7 @@ const qlm_type_traits qlm_traits_q8_0x8 = {
     .row_size = qlm_q8_0_row_size, .quantize_row = qlm_q8_0_quantize_row, .dequantize_row = qlm_q8_0_dequantize_row,
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = qlm_q8_0_dotn_scalar},
-    .product = product_q8, .regroup = regroup_q8, .get_row = get_row_q8,
+    .product = product_q8, .regroup = regroup_q8, .get_row = get_row_q8, .plain_row = plain_row_q8,
     .gptq_row = qlm_q8_0_gptq_row,
 };
 _Static_assert(offsetof(qlm_block_q4_0x8, d) == 0 && sizeof(((qlm_block_q4_0x8 *)0)->d) == G * 2 &&

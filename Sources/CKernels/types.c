@@ -196,6 +196,13 @@ void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t
     t->dequantize_row((const char *)src + (size_t)r * t->row_size(n), y, n);
 }
 
+void qlm_plain_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, void *dst) {
+    const qlm_type_traits *t = qlm_traits(type);
+    if (!t) return;
+    if (t->plain_row) { t->plain_row(src, rows, n, r, dst); return; }
+    memcpy(dst, (const char *)src + (size_t)r * t->row_size(n), t->row_size(n));
+}
+
 int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n) {
     const qlm_type_traits *t = qlm_traits(type);
     return t && t->regroup ? t->regroup(data, rows, n, 1) : 0;

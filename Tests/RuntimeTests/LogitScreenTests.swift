@@ -6,11 +6,17 @@ import XCTest
 
 /// `--screen K`: top-k-only logits through a 4-bit screen of the classifier, rescored exactly.
 final class LogitScreenTests: XCTestCase {
-    /// On stories260K (512-token vocabulary, q8_0 classifier): each screened logits row holds
-    /// exactly K finite entries, each bit-identical to the full classifier's logit for that
-    /// token (the same kernel per row), every other entry -inf; and the K are the screen's best.
+    /// On stories260K (512-token vocabulary; q8_0 classifier, and the row-grouped q8_0x8 and
+    /// q4_0x8, whose candidate rows are rebuilt out of their 8-row groups): each screened logits
+    /// row holds exactly K finite entries, each bit-identical to the full classifier's logit for
+    /// that token (the same arithmetic per row), every other entry -inf; and the K are the
+    /// screen's best.
     func testScreenedRowsAreExactOnTheirCandidates() throws {
-        let url = try Fixtures.stories(.q8_0)
+        for type in [QuantType.q8_0, .q8_0x8, .q4_0x8] { try checkScreenedRows(type) }
+    }
+
+    func checkScreenedRows(_ type: QuantType) throws {
+        let url = try Fixtures.stories(type)
         let plain = try LoadedModel(path: url.path, options: LoadOptions(threads: 2, maxBatch: 16))
         var o = LoadOptions(threads: 2, maxBatch: 16)
         o.screen = (24, false)
@@ -24,7 +30,7 @@ final class LogitScreenTests: XCTestCase {
         for (f, s) in zip(full, top) {
             let kept = s.indices.filter { s[$0].isFinite }
             XCTAssertEqual(kept.count, 24, "exactly K candidates")
-            for i in kept { XCTAssertEqual(s[i].bitPattern, f[i].bitPattern, "candidate \(i) rescored exactly") }
+            for i in kept { XCTAssertEqual(s[i].bitPattern, f[i].bitPattern, "\(type): candidate \(i) rescored exactly") }
             for i in s.indices where !s[i].isFinite { XCTAssertEqual(s[i], -.infinity) }
             if kept.contains(f.indices.max { f[$0] < f[$1] }!) { argmaxKept += 1 }
         }

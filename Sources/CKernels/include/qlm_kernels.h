@@ -151,6 +151,8 @@ typedef struct {
     qlm_product_fn product;
     int (*regroup)(void *data, int64_t rows, int64_t n, int pack);
     void (*get_row)(const void *src, int64_t rows, int64_t n, int64_t r, float *y);
+    // Row-grouped types: row r's bytes in the plain row layout (NULL: rows are stored plain).
+    void (*plain_row)(const void *src, int64_t rows, int64_t n, int64_t r, void *dst);
     // Optional: the zstd filter record (bytes) and head (scale bytes leading it) for rows of n
     // elements. NULL: the block (row_group blocks when rows are whole group blocks), head = its fp16 scales.
     void (*zstd_record)(int64_t n, int32_t *record, int32_t *head);
@@ -195,6 +197,10 @@ void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t
 // Row-group layout of grouped types (Q4_0X8), in place on a tensor [rows, n] of row size
 // qlm_row_size(type, n): pack turns plain q4_0 rows into the interleaved layout, unpack back.
 // No-ops for ungrouped types. Return 0, or -1 if out of memory.
+// Row r of a tensor [rows, n] at src as a plain row of qlm_row_size(type, n) bytes at dst: a copy
+// for ungrouped types; for grouped ones (Q4_0X8, Q8_0X8) the row rebuilt out of its group, which
+// a 1-row product of the same type then reads as the plain row it is.
+void qlm_plain_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, void *dst);
 int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n);
 int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n);
 // Quantize `rows` rows of n floats (x is [rows, n] contiguous, dst gets rows * row_size;

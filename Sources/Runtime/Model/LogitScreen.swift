@@ -32,12 +32,16 @@ package final class LogitScreen {
     /// Reads classifier row `id` into a buffer (pread), instead of touching it through the map:
     /// K scattered rows per token would otherwise fault in pages (and the 64 KiB around each)
     /// that stay resident (measured on Gemma 3: 300 tokens x 64 candidates left 110 MB of the
-    /// 178 MB table resident). nil: rows are read in place.
-    var rowSource: ((Int, UnsafeMutableRawPointer) throws -> Void)? {
-        didSet { if rowSource != nil, rowBuffer == nil { rowBuffer = .allocate(byteCount: rowBytes, alignment: 64) } }
+    /// 178 MB table resident). nil: rows are read in place. Called as (first row, rows, buffer):
+    /// one row, or a row-grouped classifier's whole 8-row group.
+    var rowSource: ((Int, Int, UnsafeMutableRawPointer) throws -> Void)? {
+        didSet { if rowSource != nil, rowBuffer == nil { rowBuffer = .allocate(byteCount: rowGroup * rowBytes, alignment: 64) } }
     }
     private var rowBuffer: UnsafeMutableRawPointer?
-    private let rowBytes: Int
+    private let rowBytes: Int, rowGroup: Int
+    /// Row-grouped classifiers (q8_0x8, q4_0x8): a candidate row rebuilt as a plain row, which a
+    /// 1-row product of the same type reads as such (the same arithmetic as the full product).
+    private let plainRow: UnsafeMutableRawPointer?
 
     /// Builds the 4-bit copy of `classifier` (rows = vocabulary) with `threads` threads;
     /// `release` is told each range of rows once it has been read.
@@ -75,11 +79,13 @@ package final class LogitScreen {
         vals = .allocate(capacity: k)
         full = verify ? .allocate(capacity: rows) : nil
         rowBytes = classifier.rowBytes
+        rowGroup = classifier.type.rowGroup
+        plainRow = rowGroup > 1 ? .allocate(byteCount: rowBytes, alignment: 64) : nil
         buildSeconds = Date().timeIntervalSince(start)
     }
 
     deinit {
-        storage.deallocate(); ids.deallocate(); vals.deallocate(); full?.deallocate(); rowBuffer?.deallocate()
+        storage.deallocate(); ids.deallocate(); vals.deallocate(); full?.deallocate(); rowBuffer?.deallocate(); plainRow?.deallocate()
     }
 
     package var byteCount: Int { matrix.byteCount }
@@ -103,12 +109,22 @@ package final class LogitScreen {
             return
         }
         row.update(repeating: -.infinity, count: vocab)
-        let rs = classifier.rowBytes
+        let rs = classifier.rowBytes, g = rowGroup, groupedRows = vocab / g * g
         for j in 0 ..< k {
             let id = Int(ids[j])
             var data = classifier.data + id * rs
-            if let rowSource, let rowBuffer {
-                try rowSource(id, rowBuffer)
+            if let plainRow, id < groupedRows {
+                // inside an 8-row group the row's blocks are interleaved with its neighbours'
+                let first = id / g * g
+                var group = classifier.data + first * rs
+                if let rowSource, let rowBuffer {
+                    try rowSource(first, g, rowBuffer)
+                    group = UnsafeRawPointer(rowBuffer)
+                }
+                qlm_plain_row(classifier.type.rawValue, group, Int64(g), Int64(classifier.cols), Int64(id - first), plainRow)
+                data = UnsafeRawPointer(plainRow)
+            } else if let rowSource, let rowBuffer {
+                try rowSource(id, 1, rowBuffer)
                 data = UnsafeRawPointer(rowBuffer)
             }
             let one = Matrix(name: classifier.name, type: classifier.type, rows: 1, cols: classifier.cols, data: data)

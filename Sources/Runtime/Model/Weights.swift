@@ -68,7 +68,7 @@ package final class WeightStore {
         if release != nil {
             let base = file.map.bytes.baseAddress!, off = m.data - UnsafeRawPointer(base), rs = m.rowBytes
             let reader = try TensorReader(path: file.path)
-            s.rowSource = { id, dst in try reader.readFully(dst, count: rs, offset: off + id * rs) }
+            s.rowSource = { first, rows, dst in try reader.readFully(dst, count: rows * rs, offset: off + first * rs) }
         }
         logitScreen = s
         return s
