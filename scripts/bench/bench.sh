@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the decode/prefill/load table of docs/benchmarks.md ("## Decode, prefill, load").
+# Reproduces the table "Decode at the bandwidth bound, prefill, load" of docs/benchmarks.md (raw runs: docs/benchmarks-log.md, "Decode, prefill, load").
 #
 #   scripts/bench/bench.sh [WORK_DIR]
 #

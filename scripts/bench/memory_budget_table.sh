@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the "Memory budget (issue 6)" table of docs/benchmarks.md: a GPT-2-medium-shaped
+# Reproduces the "Memory budget" table of docs/benchmarks.md (full table: docs/benchmarks-log.md, "Memory budget (issue 6)"): a GPT-2-medium-shaped
 # synthetic model (355M parameters) in q4_0 with zstd 3, greedy generation of 64 tokens under
 # several --memory-budget values and KV cache types, each run under /usr/bin/time -v.
 #

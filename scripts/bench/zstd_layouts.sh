@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces docs/benchmarks.md "## zstd layouts (issue 8)": on-disk vs in-memory bits per
+# Reproduces docs/benchmarks-log.md "## zstd layouts (issue 8)" (summary in docs/benchmarks.md): on-disk vs in-memory bits per
 # weight for each zstd chunk filter, per type, at zstd levels 3 and 19, on stories260K and a
 # synthetic GPT-2-small (random Gaussian weights: compress worse than trained ones).
 #
