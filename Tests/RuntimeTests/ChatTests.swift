@@ -113,9 +113,10 @@ final class ChatTests: XCTestCase {
         }
     }
 
-    func smolQ8() throws -> URL {
+    /// SmolLM2 converted to q8_0 (once per test run; DecodeSessionTests use it too).
+    static func smolQ8() throws -> URL {
         let gguf = try SharedData.model(GGUFTokenizerTests.smolName)
-        let qlm = temp("smollm2-chat-q8_0.qlm")
+        let qlm = Fixtures.tempRoot.appendingPathComponent("smollm2-chat-q8_0.qlm")
         if !FileManager.default.fileExists(atPath: qlm.path) {
             let c = try Executables.run("convert", [gguf.path, "-o", qlm.path, "--type", "q8_0", "--threads", "2"])
             XCTAssertEqual(c.status, 0, c.stderr)
@@ -126,7 +127,7 @@ final class ChatTests: XCTestCase {
     /// The second turn, prefilled after the first on the same KV cache, gives the same greedy
     /// reply as generating from the whole rendered conversation at once.
     func testSecondTurnOnKeptCacheEqualsWholePrompt() throws {
-        let qlm = try smolQ8()
+        let qlm = try Self.smolQ8()
         let lm = try LoadedModel(path: qlm.path, options: LoadOptions(threads: 2, kvPositions: 512))
         let t = try ChatTemplate.resolve(template: lm.file.metadata.tokenizer.chatTemplate, override: nil, tokenizer: lm.tokenizer, file: qlm.path)
         let session = try ChatSession(lm, template: t, system: nil, sampling: SamplingConfig())
@@ -151,7 +152,7 @@ final class ChatTests: XCTestCase {
     /// and keep files answer "L'Étoile, ..." and ramble: in f32 "The" leads "L" by 0.08 logits,
     /// which quantized arithmetic flips; the f32 file answers "The capital of France is Paris.")
     func testRunChatOneShotOnSmolLM2() throws {
-        let qlm = try smolQ8()
+        let qlm = try Self.smolQ8()
         let gguf = try SharedData.model(GGUFTokenizerTests.smolName)
         let question = "What is the capital of Germany?"
         let r = try Executables.run("run", ["chat", qlm.path, "--prompt", question, "--temperature", "0", "--max-tokens", "80",

@@ -98,26 +98,15 @@ public final class Model: @unchecked Sendable {
             let thread = Thread { [self] in
                 lock.lock()
                 defer { lock.unlock() }
-                var pending: [UInt8] = [], ids: [Int32] = []
                 do {
-                    let opts = GenerationOptions(maxNewTokens: max(0, parameters.maxTokens),
-                                                 sampling: SamplingConfig(temperature: parameters.temperature, topK: parameters.topK,
-                                                                          topP: parameters.topP, seed: parameters.seed),
-                                                 stopAtEndOfText: parameters.stopAtEndOfText)
-                    var o = opts
+                    var o = GenerationOptions(maxNewTokens: max(0, parameters.maxTokens),
+                                              sampling: SamplingConfig(temperature: parameters.temperature, topK: parameters.topK,
+                                                                       topP: parameters.topP, seed: parameters.seed),
+                                              stopAtEndOfText: parameters.stopAtEndOfText)
                     o.echoPrompt = false
-                    _ = try Generator.generate(loaded, prompt: prompt, options: o, onToken: { id, bytes in
-                        pending += bytes
-                        ids.append(id)
-                        let n = Self.completeUTF8Prefix(pending)
-                        guard n > 0 else { return }
-                        continuation.yield(Piece(text: String(decoding: pending[..<n], as: UTF8.self), tokens: ids))
-                        pending.removeFirst(n)
-                        ids.removeAll(keepingCapacity: true)
+                    _ = try Generator.generate(loaded, prompt: prompt, options: o, onPiece: { bytes, ids in
+                        continuation.yield(Piece(text: String(decoding: bytes, as: UTF8.self), tokens: Array(ids)))
                     }, isCancelled: { cancelled.isSet }) { _ in }
-                    if !pending.isEmpty || !ids.isEmpty {
-                        continuation.yield(Piece(text: String(decoding: pending, as: UTF8.self), tokens: ids))
-                    }
                     continuation.finish()
                 } catch {
                     continuation.finish(throwing: error)
@@ -126,15 +115,6 @@ public final class Model: @unchecked Sendable {
             thread.stackSize = 1 << 22
             thread.start()
         }
-    }
-
-    /// Bytes of `b` up to the last whole UTF-8 character (an incomplete sequence at the end waits).
-    static func completeUTF8Prefix(_ b: [UInt8]) -> Int {
-        var i = b.count - 1, back = 0
-        while i >= 0, back < 4, b[i] & 0xC0 == 0x80 { i -= 1; back += 1 }
-        guard i >= 0 else { return b.count }
-        let lead = b[i], need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
-        return b.count - i >= need ? b.count : i
     }
 
     private final class Flag: @unchecked Sendable {

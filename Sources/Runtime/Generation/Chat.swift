@@ -248,7 +248,7 @@ package final class ChatSession {
     }
 
     /// Answers `user`, calling `onText` with whole UTF-8 characters as they are sampled.
-    package func reply(to user: String, maxNewTokens: Int, onText: (String) -> Void) throws -> ChatReply {
+    package func reply(to user: String, maxNewTokens: Int, onText: @escaping (String) -> Void) throws -> ChatReply {
         let model = lm.model
         let text = promptText(for: user)
         var ids = tokenizer.encode(text, allowSpecial: true, addSpecial: false)
@@ -258,37 +258,21 @@ package final class ChatSession {
         guard positions + ids.count < capacity else {
             throw ModelError("the conversation needs \(positions + ids.count) positions; this run's context holds \(capacity) (--ctx)")
         }
-        let t0 = Date()
-        var next: Int32 = 0
-        try model.forward(ids, startPos: positions, logitRows: ids.count - 1 ..< ids.count) { _, logits in next = sampler.sample(logits) }
-        positions += ids.count
-        pendingToken = nil
+        // The last position stays free for the reply's final token, prefilled with the next turn.
+        let session = try DecodeSession(model: model, tokenizer: tokenizer, prompt: ids, startPos: positions, sampler: sampler,
+                                        rules: StopRules(maxTokens: maxNewTokens, tokens: stops, endOfTurn: endOfTurnID),
+                                        positionLimit: capacity - 1) { bytes, _ in onText(String(decoding: bytes, as: UTF8.self)) }
+        try session.prefill()
         messages.append(ChatMessage(role: "user", content: user))
-        let promptSeconds = Date().timeIntervalSince(t0)
-
-        let t1 = Date()
-        var out: [Int32] = [], bytes: [UInt8] = [], pending: [UInt8] = []
-        var stop = "max_tokens"
-        var one: [Int32] = [0]
-        while out.count < maxNewTokens {
-            if stops.contains(next) { stop = next == endOfTurnID ? "end_of_turn" : "end_of_text"; break }
-            out.append(next)
-            let b = tokenizer.tokenBytes(next)
-            bytes += b
-            pending += b
-            let n = Model.completeUTF8Prefix(pending)
-            if n > 0 { onText(String(decoding: pending[..<n], as: UTF8.self)); pending.removeFirst(n) }
-            if out.count == maxNewTokens { pendingToken = next; break }
-            if positions >= capacity - 1 { pendingToken = next; stop = "context_full"; break }
-            one[0] = next
-            try model.forward(one, startPos: positions, logitRows: 0 ..< 1) { _, logits in next = sampler.sample(logits) }
-            positions += 1
-        }
-        if !pending.isEmpty { onText(String(decoding: pending, as: UTF8.self)) }
+        let stop = try session.run()
+        positions = session.pos
+        // A reply cut by its length or the context: its last token is not in the cache yet.
+        pendingToken = stop == .maxTokens || stop == .contextFull ? session.tokens.last : nil
+        let bytes = session.text, out = session.tokens
         let answer = String(decoding: bytes, as: UTF8.self)
         messages.append(ChatMessage(role: "assistant", content: answer))
         pendingText = template.endOfReply
-        return ChatReply(promptTokens: ids, tokens: out, text: answer, stopReason: stop, promptSeconds: promptSeconds,
-                         decodeSeconds: Date().timeIntervalSince(t1), positions: positions)
+        return ChatReply(promptTokens: ids, tokens: out, text: answer, stopReason: stop.rawValue, promptSeconds: session.promptSeconds,
+                         decodeSeconds: session.decodeSeconds, positions: positions)
     }
 }

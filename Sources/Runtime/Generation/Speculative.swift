@@ -278,10 +278,11 @@ final class ModelDrafter: Drafter {
     }
 }
 
-/// Runs the verification passes of speculative decoding for `Generator`: the target model runs
+/// The verification passes of speculative decoding, for a `DecodeSession`: the target model runs
 /// the current token and up to k drafted tokens as one batched forward (the prefill path: a
-/// streamed layer is read once for all of them), and keeps the longest prefix of drafts that
-/// plain decoding would have produced, plus the token the target chooses after it.
+/// streamed layer is read once for all of them; in the server, rows of a step's batched pass),
+/// and keeps the longest prefix of drafts that plain decoding would have produced, plus the
+/// token the target chooses after it.
 ///
 /// Greedy: draft i is kept while it equals the argmax of the target's logits at the position
 /// before it; then the argmax itself follows. The output is plain greedy decoding's, token for
@@ -303,11 +304,10 @@ final class SpeculativeDecoder {
     private(set) var stats: SpeculativeStats
     /// The prompt and every token emitted so far (the last is the current one).
     private var context: [Int32]
-    /// Tokens decided by the last pass (their positions already in the target's cache, except the last).
-    private var queue: [Int32] = []
-    private var queueHead = 0
     private var policy: DraftPolicy
-    private let drafts: UnsafeMutablePointer<Int32>
+    /// The current pass: drafts proposed (m of them), kept so far, the token decided after them.
+    let drafts: UnsafeMutablePointer<Int32>
+    private var m = 0, accepted = 0, final: Int32 = -1, draftClass = 0
     private let p: UnsafeMutablePointer<Float>
     private var batch: [Int32]
 
@@ -319,7 +319,6 @@ final class SpeculativeDecoder {
         policy = DraftPolicy(maxK: k, classes: drafter.classes)
         context = prompt
         context.reserveCapacity(prompt.count + 1024)
-        queue.reserveCapacity(k + 1)
         batch = []
         batch.reserveCapacity(k + 1)
         drafts = .allocate(capacity: k)
@@ -328,60 +327,65 @@ final class SpeculativeDecoder {
 
     deinit { drafts.deallocate(); p.deallocate() }
 
-    /// The token after `current` (at `pos`, just emitted): from the last pass's queue, or from a
-    /// new verification pass with at most `remaining` tokens produced (the generation's budget
-    /// left) and positions below `capacity`.
-    func next(after current: Int32, pos: Int, remaining: Int, capacity: Int) throws -> Int32 {
-        context.append(current)
-        if queueHead < queue.count { defer { queueHead += 1 }; return queue[queueHead] }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        let limit = min(policy.maxK, remaining - 1, capacity - 1 - pos)
-        var m = 0
-        if limit >= 1 {
+    /// A token was emitted: it is context now (the last one emitted is the pass's current token).
+    func emitted(_ id: Int32) { context.append(id) }
+
+    /// Starts a pass: up to `limit` drafts (fewer as the policy picks; none when limit < 1) into
+    /// `drafts`; returns how many.
+    func propose(limit: Int) throws -> Int {
+        m = 0; accepted = 0; final = -1
+        let k = min(policy.maxK, limit)
+        if k >= 1 {
             if drafter.proposesFreely {
-                m = try drafter.propose(context, max: limit, into: drafts)
+                m = try drafter.propose(context, max: k, into: drafts)
                 if options.adaptive && m > 0 { m = min(m, policy.next(class: drafter.draftClass)) }
             } else {
-                let k = options.adaptive ? min(limit, policy.next(class: 0)) : limit
-                if k >= 1 { m = try drafter.propose(context, max: k, into: drafts) }
+                let n = options.adaptive ? min(k, policy.next(class: 0)) : k
+                if n >= 1 { m = try drafter.propose(context, max: n, into: drafts) }
             }
         }
-        let cls = drafter.draftClass
+        draftClass = drafter.draftClass
+        return m
+    }
+
+    /// `body` with the pass's tokens: the current one, then the drafts.
+    func withPass(current: Int32, drafted: Int, _ body: ([Int32]) throws -> Void) rethrows {
         batch.removeAll(keepingCapacity: true)
         batch.append(current)
-        for i in 0 ..< m { batch.append(drafts[i]) }
-        var accepted = 0
-        var final: Int32 = -1
-        let greedy = sampler.config.temperature <= 0
-        try model.forward(batch, startPos: pos, logitRows: 0 ..< m + 1) { i, logits in
-            guard final < 0 else { return }
-            if greedy {
-                let g = Sampler.argmax(logits)
-                if i < m && g == drafts[i] { accepted += 1 } else { final = g }
-                return
-            }
-            sampler.distribution(logits, into: p)
-            guard i < m else { final = sampler.draw(p) ?? Sampler.argmax(logits); return }
-            let d = Int(drafts[i])
-            if let q = drafter.distribution(i) {
-                if sampler.uniform() * q[d] < p[d] { accepted += 1; return }
-                for x in 0 ..< vocab { p[x] = max(0, p[x] - q[x]) }
-            } else {
-                if sampler.uniform() < p[d] { accepted += 1; return }
-                p[d] = 0
-            }
-            final = sampler.draw(p) ?? Sampler.argmax(logits)
+        for i in 0 ..< drafted { batch.append(drafts[i]) }
+        try body(batch)
+    }
+
+    /// The target's logits at row i of the pass (0: the current token, i: draft i).
+    func verify(row i: Int, _ logits: UnsafeBufferPointer<Float>) {
+        guard final < 0 else { return }
+        if sampler.config.temperature <= 0 {
+            let g = Sampler.argmax(logits)
+            if i < m && g == drafts[i] { accepted += 1 } else { final = g }
+            return
         }
+        sampler.distribution(logits, into: p)
+        guard i < m else { final = sampler.draw(p) ?? Sampler.argmax(logits); return }
+        let d = Int(drafts[i])
+        if let q = drafter.distribution(i) {
+            if sampler.uniform() * q[d] < p[d] { accepted += 1; return }
+            for x in 0 ..< vocab { p[x] = max(0, p[x] - q[x]) }
+        } else {
+            if sampler.uniform() < p[d] { accepted += 1; return }
+            p[d] = 0
+        }
+        final = sampler.draw(p) ?? Sampler.argmax(logits)
+    }
+
+    /// Ends the pass that ran the current token at `pos`: the cache keeps it and the accepted
+    /// drafts; returns drafted, accepted and the token decided after them. `record`: the pass's
+    /// `seconds` go into the policy's cost line.
+    func commit(pos: Int, seconds: Double, record: Bool) throws -> (drafted: Int, accepted: Int, final: Int32) {
         precondition(final >= 0, "the verification pass decided no token")
-        // Positions pos ... pos + accepted hold the current token and the kept drafts.
-        try model.cache.truncate(to: pos + accepted + 1)
+        if m > 0 { try model.cache.truncate(to: pos + accepted + 1) }
         try drafter.verified(context: context, drafted: m, accepted: accepted)
         stats.passes += 1; stats.drafted += m; stats.accepted += accepted
-        policy.record(class: cls, drafted: m, accepted: accepted, seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
-        queue.removeAll(keepingCapacity: true)
-        for i in 0 ..< accepted { queue.append(drafts[i]) }
-        queue.append(final)
-        queueHead = 1
-        return queue[0]
+        if record { policy.record(class: draftClass, drafted: m, accepted: accepted, seconds: seconds) }
+        return (m, accepted, final)
     }
 }

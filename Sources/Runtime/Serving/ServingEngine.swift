@@ -56,32 +56,14 @@ package final class ServingEngine: @unchecked Sendable {
     private final class Slot {
         let model: LanguageModel
         var job: Job?
-        var pos = 0
-        var next: Int32 = 0
-        var sampler: Sampler?
-        var streamer: TextStreamer
-        var generated = 0
-        var pending: [UInt8] = []     // bytes not yet emitted (incomplete UTF-8 or a possible stop prefix)
-        var pendingIDs: [Int32] = []
-        var text: [UInt8] = []        // every completion byte so far (stop-sequence search)
-        // Speculation (greedy requests, --speculative lookup): the prompt and every token emitted,
-        // the tokens a verification pass decided beyond `next` (emitted before the next pass),
-        // the draft-length policy and the drafter of this request.
-        var history: [Int32] = []
-        var ready: [Int32] = []
-        var policy: DraftPolicy?
-        var drafter: LookupDrafter?
-        var drafts: [Int32] = []
+        /// The request's decoding: sampling, stops, text, usage, drafts (`DecodeSession`).
+        var session: DecodeSession?
         /// Prompt tokens already in the cache while the prompt is being prefilled (nil: decoding).
         var prefilled: Int?
-        init(model: LanguageModel, tokenizer: any Tokenizer) {
-            self.model = model
-            streamer = TextStreamer(tokenizer: tokenizer, prev: 0)
-        }
+        init(model: LanguageModel) { self.model = model }
     }
     private struct Job {
         let request: ServeRequest
-        let stopBytes: [[UInt8]]
         let isCancelled: @Sendable () -> Bool
         let emit: @Sendable (ServeEvent) -> Void
     }
@@ -127,10 +109,8 @@ package final class ServingEngine: @unchecked Sendable {
         let ctx = min(contextPerSlot, loaded.model.positionLimit)
         self.contextPerSlot = ctx
         let rollback = speculative.map { $0.draftLength + 1 } ?? 1
-        slots = [Slot(model: loaded.model, tokenizer: loaded.tokenizer)]
-        for _ in 1 ..< parallel {
-            slots.append(Slot(model: try loaded.makeSequence(positions: ctx, rollback: rollback), tokenizer: loaded.tokenizer))
-        }
+        slots = [Slot(model: loaded.model)]
+        for _ in 1 ..< parallel { slots.append(Slot(model: try loaded.makeSequence(positions: ctx, rollback: rollback))) }
         let t = Thread { [unowned self] in self.loop() }
         t.stackSize = 1 << 22
         t.name = "quantlm-scheduler"
@@ -154,7 +134,7 @@ package final class ServingEngine: @unchecked Sendable {
         if stopping { throw ServeRejection.stopping }
         let free = slots.filter { $0.job == nil }.count
         if waiting.count >= free + queueLimit { throw ServeRejection.queueFull(waiting: waiting.count, limit: queueLimit) }
-        waiting.append(Job(request: r, stopBytes: r.stop.filter { !$0.isEmpty }.map { Array($0.utf8) }, isCancelled: isCancelled, emit: emit))
+        waiting.append(Job(request: r, isCancelled: isCancelled, emit: emit))
         cond.signal()
     }
 
@@ -184,17 +164,15 @@ package final class ServingEngine: @unchecked Sendable {
             cond.unlock()
 
             for s in admitted { start(s) }
-            // Every decoding slot emits the token it sampled last; those that go on need one
-            // forward each, at their own position over their own cache. Slots still prefilling
-            // join the same pass with a chunk of their prompt (`advance`).
-            // A speculative pass may have decided several tokens: they are emitted in order (a
-            // stop among them ends the request there) before the slot's next pass.
+            // Every decoding slot emits the token(s) it decided last (its session's stop rules may
+            // end it there); those that go on need one forward each, at their own position over
+            // their own cache. Slots still prefilling join the same pass with a chunk of their
+            // prompt (`advance`).
             let going = active.filter { s in
-                guard s.prefilled == nil else { return false }
-                var go = emitAndCheck(s)
-                while go && !s.ready.isEmpty { s.next = s.ready.removeFirst(); go = emitAndCheck(s) }
-                if !go { s.ready.removeAll() }
-                return go
+                guard s.prefilled == nil, let d = s.session else { return false }
+                if d.emit() { return true }
+                finish(s, d.stopReason!.finishReason)
+                return false
             }
             advance(going, prefilling: active.filter { $0.prefilled != nil && $0.job != nil })
             stepsRun += 1
@@ -206,56 +184,53 @@ package final class ServingEngine: @unchecked Sendable {
 
     private func finish(_ s: Slot, _ reason: String) {
         guard let j = s.job else { return }
-        if !s.pending.isEmpty || !s.pendingIDs.isEmpty, reason != "cancelled" {
-            j.emit(.text(String(decoding: s.pending, as: UTF8.self), s.pendingIDs))
-        }
-        j.emit(.done(finishReason: reason, promptTokens: j.request.prompt.count, completionTokens: s.generated))
+        if reason == "cancelled" { _ = s.session?.end(.cancelled) }   // (a session that stopped itself has ended already)
+        j.emit(.done(finishReason: reason, promptTokens: j.request.prompt.count, completionTokens: s.session?.tokens.count ?? 0))
         cond.lock()
         s.job = nil
-        s.sampler = nil
+        s.session = nil
         cond.unlock()
     }
 
     /// Sets a newly admitted slot up for its request; its prompt is prefilled by the next steps.
     private func start(_ s: Slot) {
         guard let j = s.job else { return }
+        s.session = nil
         if j.isCancelled() { finish(s, "cancelled"); return }
         let r = j.request
-        s.sampler = Sampler(vocab: s.model.hparams.vocabSize, config: r.sampling)
-        s.streamer = TextStreamer(tokenizer: tokenizer, prev: r.prompt.last!)
-        s.generated = 0
-        s.pending.removeAll(keepingCapacity: true)
-        s.pendingIDs.removeAll(keepingCapacity: true)
-        s.text.removeAll(keepingCapacity: true)
-        s.ready.removeAll()
-        s.history = r.prompt
-        if let sp = speculative, r.sampling.temperature <= 0 {
-            let d = LookupDrafter(ngramMax: sp.ngramMax, ngramMin: sp.ngramMin)
-            s.drafter = d
-            s.policy = DraftPolicy(maxK: sp.draftLength, classes: d.classes)
-            if s.drafts.count < sp.draftLength { s.drafts = [Int32](repeating: 0, count: sp.draftLength) }
-        } else {
-            s.drafter = nil
-            s.policy = nil
+        // Speculation drafts for greedy requests only (lookup: verified by argmax).
+        let spec = r.sampling.temperature <= 0 ? speculative : nil
+        do {
+            s.session = try DecodeSession(model: s.model, tokenizer: tokenizer, prompt: r.prompt, sampling: r.sampling,
+                                          rules: StopRules(maxTokens: r.maxTokens, tokens: r.stopTokens, sequences: r.stop),
+                                          positionLimit: contextPerSlot, speculative: spec, isCancelled: j.isCancelled) { bytes, ids in
+                j.emit(.text(String(decoding: bytes, as: UTF8.self), Array(ids)))
+            }
+        } catch {
+            fail(s, error)
+            return
         }
         s.prefilled = 0
     }
 
+    private func fail(_ s: Slot, _ error: Error) {
+        s.job?.emit(.failed("\(error)"))
+        cond.lock(); s.job = nil; s.session = nil; s.prefilled = nil; cond.unlock()
+    }
+
     /// The whole rest of a slot's prompt in its own pass (a model that cannot batch sequences).
     private func prefillWhole(_ s: Slot) {
-        guard let j = s.job, let done = s.prefilled else { return }
-        let prompt = j.request.prompt, sampler = s.sampler!
+        guard let j = s.job, let d = s.session, let done = s.prefilled else { return }
+        let prompt = j.request.prompt
         do {
             var next: Int32 = 0
             try s.model.forward(Array(prompt[done...]), startPos: done, logitRows: prompt.count - done - 1 ..< prompt.count - done) { _, l in
-                next = sampler.sample(l)
+                next = d.sample(l)
             }
-            s.next = next
-            s.pos = prompt.count
+            d.prefilled(first: next)
             s.prefilled = nil
         } catch {
-            j.emit(.failed("\(error)"))
-            cond.lock(); s.job = nil; s.prefilled = nil; cond.unlock()
+            fail(s, error)
         }
     }
 
@@ -278,48 +253,7 @@ package final class ServingEngine: @unchecked Sendable {
         if decoding > 0 { chunksBesideDecoding += 1 }
         let s = c.slot, end = c.start + c.count
         guard let j = s.job else { return }
-        if end == j.request.prompt.count { s.next = first; s.pos = end; s.prefilled = nil } else { s.prefilled = end }
-    }
-
-    /// Emits the slot's sampled token and checks the stops; true if the slot needs a forward pass.
-    private func emitAndCheck(_ s: Slot) -> Bool {
-        guard let j = s.job else { return false }
-        if j.isCancelled() { finish(s, "cancelled"); return false }
-        let r = j.request
-        if s.generated >= r.maxTokens { finish(s, "length"); return false }
-        let id = s.next
-        if r.stopTokens.contains(id) { finish(s, "stop"); return false }
-        s.generated += 1
-        if s.drafter != nil { s.history.append(id) }
-        let bytes = s.streamer.piece(id)
-        let searchFrom = s.text.count
-        s.text += bytes
-        s.pending += bytes
-        s.pendingIDs.append(id)
-        // A stop sequence: cut the completion where it starts (only new matches can appear:
-        // search from where the longest stop could begin across the new bytes).
-        for stop in j.stopBytes {
-            if let at = Self.find(stop, in: s.text, from: max(0, searchFrom - stop.count + 1)) {
-                let keep = at - (s.text.count - s.pending.count)
-                if keep > 0 { j.emit(.text(String(decoding: s.pending[..<keep], as: UTF8.self), s.pendingIDs)) }
-                s.pending.removeAll(); s.pendingIDs.removeAll()
-                finish(s, "stop")
-                return false
-            }
-        }
-        // Emit what can no longer start a stop sequence and is whole UTF-8.
-        var hold = 0
-        for stop in j.stopBytes { hold = max(hold, Self.suffixPrefixOverlap(s.text, stop)) }
-        let safe = max(0, s.pending.count - hold)
-        let n = Model.completeUTF8Prefix(Array(s.pending[..<safe]))
-        if n > 0 {
-            j.emit(.text(String(decoding: s.pending[..<n], as: UTF8.self), s.pendingIDs))
-            s.pending.removeFirst(n)
-            s.pendingIDs.removeAll(keepingCapacity: true)
-        }
-        if s.generated >= r.maxTokens { finish(s, "length"); return false }
-        if s.pos >= contextPerSlot { finish(s, "length"); return false }
-        return true
+        if end == j.request.prompt.count { s.session?.prefilled(first: first); s.prefilled = nil } else { s.prefilled = end }
     }
 
     /// Runs the continuing slots' last tokens, each at its position over its own cache, as one
@@ -343,16 +277,7 @@ package final class ServingEngine: @unchecked Sendable {
         }
         for s in prefilling where s.prefilled != nil { prefillWhole(s) }
         for s in going {
-            guard let j = s.job, let sampler = s.sampler else { continue }
-            do {
-                var next: Int32 = 0
-                try s.model.forward([s.next], startPos: s.pos, logitRows: 0 ..< 1) { _, l in next = sampler.sample(l) }
-                s.next = next
-                s.pos += 1
-            } catch {
-                j.emit(.failed("\(error)"))
-                cond.lock(); s.job = nil; cond.unlock()
-            }
+            do { try s.session?.step() } catch { fail(s, error) }
         }
     }
 
@@ -367,55 +292,33 @@ package final class ServingEngine: @unchecked Sendable {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var tokens: [Int32] = [], positions: [Int] = [], caches: [KVCache] = []
         let n = chunkRows(c, &tokens, &positions, &caches)
-        var owner = [(slot: Int, j: Int)](repeating: (-1, 0), count: n)   // chunk rows: slot -1
-        var drafted = [Int](repeating: 0, count: going.count), classes = drafted
+        var owner = [(slot: Int, row: Int)](repeating: (-1, 0), count: n)   // chunk rows: slot -1
+        let sessions = going.map { $0.session! }
         // Drafts fill the step up to the few-token kernels' rows (QLM_FEW_MAX): past them a step
         // runs on the prefill tiles, compute-bound on 2 cores, and drafted rows cost more than
         // they save (4 clients, SmolLM2 repeat: x0.87-0.94 of plain without this cap). A step with
         // a prompt chunk drafts nothing.
         var rowsLeft = n > 0 || speculative == nil ? 0 : min(slots[0].model.maxBatch, Int(QLM_FEW_MAX)) - going.count
-        for (i, s) in going.enumerated() {
-            var m = 0
-            if let d = s.drafter, let j = s.job, rowsLeft > 0 {
-                let limit = min(speculative!.draftLength, j.request.maxTokens - s.generated - 1, contextPerSlot - 1 - s.pos, rowsLeft)
-                if limit >= 1 {
-                    m = try s.drafts.withUnsafeMutableBufferPointer { try d.propose(s.history, max: limit, into: $0.baseAddress!) }
-                    if speculative!.adaptive && m > 0 { m = min(m, s.policy!.next(class: d.draftClass)) }
-                    classes[i] = d.draftClass
-                }
-            }
-            drafted[i] = m
+        for (i, d) in sessions.enumerated() {
+            let m = try d.proposeDraft(rows: rowsLeft)
             rowsLeft -= m
-            tokens.append(s.next); positions.append(s.pos); caches.append(s.model.cache); owner.append((i, 0))
+            tokens.append(d.next); positions.append(d.pos); caches.append(d.model.cache); owner.append((i, 0))
             for k in 0 ..< m {
-                tokens.append(s.drafts[k]); positions.append(s.pos + 1 + k); caches.append(s.model.cache); owner.append((i, k + 1))
+                tokens.append(d.draft(k)); positions.append(d.pos + 1 + k); caches.append(d.model.cache); owner.append((i, k + 1))
             }
         }
-        var accepted = [Int](repeating: 0, count: going.count), final = [Int32](repeating: -1, count: going.count)
         let endsPrompt = c.map { $0.start + $0.count == $0.slot.job?.request.prompt.count } ?? false
         var first: Int32 = 0
         try runRows(tokens, positions, caches, logitRows: (endsPrompt ? n - 1 : n) ..< tokens.count) { t, l in
-            let (i, j) = owner[t]
-            if i < 0 { first = c!.slot.sampler!.sample(l); return }
-            let s = going[i]
-            guard final[i] < 0 else { return }
-            if s.drafter == nil { final[i] = s.sampler!.sample(l); return }
-            let g = Sampler.argmax(l)
-            if j < drafted[i] && g == s.drafts[j] { accepted[i] += 1 } else { final[i] = g }
+            let (i, row) = owner[t]
+            if i < 0 { first = c!.slot.session!.sample(l) } else { sessions[i].decide(row: row, l) }
         }
         if let c { chunkRan(c, first: first, decoding: going.count) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-        for (i, s) in going.enumerated() {
-            precondition(final[i] >= 0, "the pass decided no token")
-            let a = accepted[i], m = drafted[i]
-            if m > 0 {
-                try s.model.cache.truncate(to: s.pos + a + 1)
-                speculation.passes += 1; speculation.drafted += m; speculation.accepted += a
-            }
+        for d in sessions {
             // (a pass with a prompt chunk says nothing of what drafts cost)
-            if s.policy != nil && n == 0 { s.policy!.record(class: classes[i], drafted: m, accepted: a, seconds: seconds) }
-            s.pos += a + 1
-            if a == 0 { s.next = final[i] } else { s.next = s.drafts[0]; s.ready = Array(s.drafts[1 ..< a]) + [final[i]] }
+            let (m, a) = try d.passRan(seconds: seconds, record: n == 0)
+            if m > 0 { speculation.passes += 1; speculation.drafted += m; speculation.accepted += a }
         }
     }
 
@@ -439,26 +342,5 @@ package final class ServingEngine: @unchecked Sendable {
                 try slots[0].model.forward(tp, rows: Rows(positions: pp, caches: caches), logitRows: logitRows, onLogits: onLogits)
             }
         }
-    }
-
-    /// First index of `needle` in `hay`.
-    static func find(_ needle: [UInt8], in hay: [UInt8], from start: Int = 0) -> Int? {
-        guard !needle.isEmpty, needle.count <= hay.count else { return nil }
-        var i = start
-        while i + needle.count <= hay.count {
-            if hay[i] == needle[0] && hay[i ..< i + needle.count].elementsEqual(needle) { return i }
-            i += 1
-        }
-        return nil
-    }
-
-    /// The longest k < needle.count such that hay ends with needle's first k bytes.
-    static func suffixPrefixOverlap(_ hay: [UInt8], _ needle: [UInt8]) -> Int {
-        var k = min(needle.count - 1, hay.count)
-        while k > 0 {
-            if hay[(hay.count - k)...].elementsEqual(needle[..<k]) { return k }
-            k -= 1
-        }
-        return 0
     }
 }
