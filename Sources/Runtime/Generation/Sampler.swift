@@ -141,23 +141,11 @@ package final class Sampler {
     /// Puts the k most probable ids in idx[0..<k] (a min-heap on probability while scanning).
     private func selectTopK(_ k: Int) -> Int {
         func less(_ a: Int32, _ b: Int32) -> Bool { probs[Int(a)] < probs[Int(b)] || (probs[Int(a)] == probs[Int(b)] && a > b) }
-        func siftDown(_ start: Int, _ n: Int) {
-            var i = start
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                if l < n && less(idx[l], idx[m]) { m = l }
-                if r < n && less(idx[r], idx[m]) { m = r }
-                if m == i { return }
-                idx.swapAt(i, m)
-                i = m
-            }
-        }
         for i in 0 ..< k { idx[i] = Int32(i) }
-        for i in stride(from: k / 2 - 1, through: 0, by: -1) { siftDown(i, k) }
+        for i in stride(from: k / 2 - 1, through: 0, by: -1) { siftDown(i, k, above: less) }
         for i in k ..< vocab where less(idx[0], Int32(i)) {
             idx[0] = Int32(i)
-            siftDown(0, k)
+            siftDown(0, k, above: less)
         }
         return k
     }
@@ -165,24 +153,28 @@ package final class Sampler {
     /// In-place heapsort of idx[0..<n], most probable first (ties: lower id first).
     private func sortByProbDescending(_ n: Int) {
         func before(_ a: Int32, _ b: Int32) -> Bool { probs[Int(a)] > probs[Int(b)] || (probs[Int(a)] == probs[Int(b)] && a < b) }
-        func siftDown(_ start: Int, _ end: Int) {
-            var i = start
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var m = i
-                // Max-heap on "after" order so the tail fills with the last elements first.
-                if l < end && before(idx[m], idx[l]) { m = l }
-                if r < end && before(idx[m], idx[r]) { m = r }
-                if m == i { return }
-                idx.swapAt(i, m)
-                i = m
-            }
-        }
+        // A heap with the last in "before" order on top, so the tail fills with the last elements first.
+        func after(_ a: Int32, _ b: Int32) -> Bool { before(b, a) }
         guard n > 1 else { return }
-        for i in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(i, n) }
+        for i in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(i, n, above: after) }
         for end in stride(from: n - 1, to: 0, by: -1) {
             idx.swapAt(0, end)
-            siftDown(0, end)
+            siftDown(0, end, above: after)
+        }
+    }
+
+    /// Moves idx[start] down the heap idx[0 ..< n] until no child is `above` its parent (one sift for
+    /// the top-k min-heap and the heapsort).
+    @inline(__always) private func siftDown(_ start: Int, _ n: Int, above: (Int32, Int32) -> Bool) {
+        var i = start
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < n && above(idx[l], idx[m]) { m = l }
+            if r < n && above(idx[r], idx[m]) { m = r }
+            if m == i { return }
+            idx.swapAt(i, m)
+            i = m
         }
     }
 }
