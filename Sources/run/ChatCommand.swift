@@ -25,8 +25,7 @@ struct Chat: ParsableCommand {
     @Option(name: .long, help: "System prompt.")
     var system: String?
 
-    @Option(name: .long, help: "Chat format: auto (from the model's template or vocabulary), chatml or gemma.")
-    var template: String = "auto"
+    @OptionGroup var template: TemplateOption
 
     @Option(name: .long, help: "New tokens per reply at most.")
     var maxTokens: Int = 512
@@ -45,9 +44,6 @@ struct Chat: ParsableCommand {
     func validate() throws {
         guard maxTokens > 0 else { throw ValidationError("--max-tokens must be > 0") }
         guard ctx > 0 else { throw ValidationError("--ctx must be > 0") }
-        guard (["auto"] + ChatFormat.allCases.map(\.rawValue)).contains(template) else {
-            throw ValidationError("--template must be auto, \(ChatFormat.allCases.map(\.rawValue).joined(separator: " or ")), got '\(template)'")
-        }
         if json && prompt == nil { throw ValidationError("--json needs --prompt (one-shot mode)") }
         try ScreenHelp.validate(screen, sampling)
     }
@@ -55,7 +51,7 @@ struct Chat: ParsableCommand {
     func run() throws {
         do {
             let lm = try options.load(sizing: { [ctx] _, hp in RunSizing(kvPositions: min(hp.nCtx, ctx), maxBatch: 128) }, screen: screen)
-            let chosen = try ChatTemplate.resolve(template: lm.file.metadata.tokenizer.chatTemplate, override: template,
+            let chosen = try ChatTemplate.resolve(template: lm.file.metadata.tokenizer.chatTemplate, override: template.template,
                                                   tokenizer: lm.tokenizer, file: options.model)
             let session = try ChatSession(lm, template: chosen, system: system, sampling: sampling.config)
             func write(_ s: String) { FileHandle.standardOutput.write(Data(s.utf8)) }

@@ -23,3 +23,15 @@ struct SamplingOptions: ParsableArguments {
 
     var config: SamplingConfig { SamplingConfig(temperature: temperature, topK: topK, topP: topP, seed: seed) }
 }
+
+/// --template: the chat format of `run chat` and `run serve`'s /v1/chat/completions.
+struct TemplateOption: ParsableArguments {
+    @Option(name: .long, help: "Chat format: auto (from the model's template or vocabulary), chatml or gemma.")
+    var template: String = "auto"
+
+    func validate() throws {
+        guard (["auto"] + ChatFormat.allCases.map(\.rawValue)).contains(template) else {
+            throw ValidationError("--template must be auto, \(ChatFormat.allCases.map(\.rawValue).joined(separator: " or ")), got '\(template)'")
+        }
+    }
+}

@@ -45,8 +45,7 @@ struct Serve: ParsableCommand {
     @Option(name: .long, help: "The model id clients name (default: the file's name).")
     var alias: String?
 
-    @Option(name: .long, help: "Chat format for /v1/chat/completions: auto (from the model's template), chatml or gemma.")
-    var template: String?
+    @OptionGroup var template: TemplateOption
 
     @Option(name: .long, help: "Speculative decoding for greedy requests (temperature 0): lookup drafts the continuation of the latest earlier match of a slot's last tokens in its prompt and text; the drafts join the step's batched pass and the output is plain greedy decoding's. Sampled requests decode as usual.")
     var speculative: String?
@@ -90,7 +89,7 @@ struct Serve: ParsableCommand {
                                        prefillChunk: prefillChunk)
         let id = alias ?? URL(fileURLWithPath: options.model).lastPathComponent
         // The chat format, or why there is none (then /v1/chat/completions answers 400 with it).
-        let chat = Result { try ChatTemplate.resolve(template: file.metadata.tokenizer.chatTemplate, override: template,
+        let chat = Result { try ChatTemplate.resolve(template: file.metadata.tokenizer.chatTemplate, override: template.template,
                                                      tokenizer: lm.tokenizer, file: options.model) }
         let api = OpenAIAPI(engine: engine, modelID: id, chat: chat)
         let server = HTTPServer()
