@@ -7,6 +7,8 @@ let package = Package(
     products: [
         .library(name: "Quant", targets: ["Quant"]),
         .library(name: "Runtime", targets: ["Runtime"]),
+        // The public Swift API (`Model`) under a name an app can import.
+        .library(name: "QuantLM", targets: ["QuantLM"]),
         .executable(name: "convert", targets: ["convert"]),
         .executable(name: "run", targets: ["run"]),
     ],
@@ -27,6 +29,7 @@ let package = Package(
         .target(name: "CKernels"),
         .target(name: "Quant", dependencies: ["CKernels", "CZstd"]),
         .target(name: "Runtime", dependencies: ["Quant", "CKernels", "CZstd"]),
+        .target(name: "QuantLM", dependencies: ["Runtime"]),
         .executableTarget(
             name: "convert",
             dependencies: ["Quant", "Runtime", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -43,7 +46,7 @@ let package = Package(
         .testTarget(name: "KernelTests", dependencies: ["CKernels", "Quant", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Runtime", "CKernels", "TestSupport"]),
         // Uses only the public API (the README's example): what a Swift app can call.
-        .testTarget(name: "PublicAPITests", dependencies: ["Runtime", "TestSupport"]),
+        .testTarget(name: "PublicAPITests", dependencies: ["QuantLM", "TestSupport"]),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Quant", "CKernels", "TestSupport"]),
     ],
     swiftLanguageModes: [.v5]

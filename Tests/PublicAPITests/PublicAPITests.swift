@@ -1,5 +1,5 @@
 import Foundation
-import Runtime
+import QuantLM
 import TestSupport
 import XCTest
 
