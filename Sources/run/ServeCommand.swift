@@ -10,7 +10,7 @@ struct Serve: ParsableCommand {
         discussion: """
         Up to --parallel requests decode together, each in a slot with its own KV cache of --ctx positions; new requests join between decode steps, and up to --queue more wait. A request that cannot be queued gets HTTP 429. SIGTERM or SIGINT stop accepting connections, let the requests in flight finish, then exit.
 
-        Endpoints: POST /v1/completions, POST /v1/chat/completions (the model's chat template: ChatML or Gemma turns), GET /v1/models, GET /health. Parameters: max_tokens, temperature, top_p, top_k, seed, stop (up to 4), n = 1, stream (server-sent events; stream_options.include_usage).
+        Endpoints: POST /v1/completions, POST /v1/chat/completions (the model's chat template: ChatML or Gemma turns), GET /v1/models, GET /health, POST /tokenize ({"content": text} → {"tokens": ids}). Parameters: max_tokens, temperature, top_p, top_k, seed, stop (up to 4), n = 1, stream (server-sent events; stream_options.include_usage).
 
         Example:
           run serve smollm2-q8.qlm --port 8080 --parallel 4

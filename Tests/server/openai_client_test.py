@@ -13,7 +13,7 @@ Checks, each an assertion that names what differed:
   numbers); with --chat: chat completions streamed and not, identical greedy text, ending at the
   end-of-turn token. Prints one JSON line of what it ran; exit 1 on the first failure.
 """
-import argparse, json, subprocess, sys, threading
+import argparse, json, subprocess, sys, threading, urllib.error, urllib.request
 
 import openai
 
@@ -49,6 +49,19 @@ def main():
     n = len(res["tokens"])
     finish = "length" if n == a.tokens else "stop"   # run generate stops at the end-of-text token too
     check(n >= 8, f"generate produced {n} tokens")
+
+    # POST /tokenize: the ids a completion of that prompt prefills (not an OpenAI endpoint: plain HTTP).
+    root = a.base_url.rsplit("/v1", 1)[0]
+    def tokenize(body):
+        req = urllib.request.Request(root + "/tokenize", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        return json.loads(urllib.request.urlopen(req, timeout=30).read())
+    toks = tokenize({"content": a.prompt})["tokens"]
+    check(toks == res["prompt_tokens"], f"tokenize: {toks} vs run generate's prompt tokens {res['prompt_tokens']}")
+    try:
+        tokenize({"text": a.prompt})
+        check(False, "tokenize without content accepted")
+    except urllib.error.HTTPError as e:
+        check(e.code == 400 and "content" in json.loads(e.read())["error"]["message"], f"tokenize without content: {e.code}")
 
     r = client.completions.create(model=a.model, prompt=a.prompt, max_tokens=a.tokens, temperature=0)
     check(r.choices[0].text == expected, f"completions greedy: {r.choices[0].text!r} vs run generate {expected!r}")

@@ -240,3 +240,12 @@ struct ChatCompletionRequest: APIRequest {
         params = try GenerationParams(f)
     }
 }
+
+/// POST /tokenize.
+struct TokenizeRequest: APIRequest {
+    var content: String
+    init(_ f: JSONFields) throws {
+        guard let s = try f.string("content") else { throw APIError.badParam("content", "'content' is required") }
+        content = s
+    }
+}

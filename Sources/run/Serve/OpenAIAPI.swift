@@ -22,6 +22,7 @@ final class OpenAIAPI: @unchecked Sendable {
         Route(.GET, "/v1/models") { api, req, w in api.models(req, w) },
         Route(.POST, "/v1/completions") { api, req, w in try api.completions(req, w) },
         Route(.POST, "/v1/chat/completions") { api, req, w in try api.chatCompletions(req, w) },
+        Route(.POST, "/tokenize") { api, req, w in try api.tokenize(req, w) },
     ]
 
     let engine: ServingEngine
@@ -107,6 +108,14 @@ final class OpenAIAPI: @unchecked Sendable {
         var stopTokens = Set([ctok.eosID, ctok.bosID].compactMap { $0 })
         if let end = ctok.specialID(chat.endOfTurnToken) { stopTokens.insert(end) }
         try complete(ctok.encode(text, allowSpecial: true, addSpecial: true), r.params, stopTokens: stopTokens, chatMode: true, w)
+    }
+
+    /// {"content": text} → {"tokens": ids}: the ids /v1/completions prefills for that prompt
+    /// (llama.cpp's server has the same endpoint).
+    func tokenize(_ req: HTTPRequestData, _ w: ResponseWriter) throws {
+        let r = try TokenizeRequest.decode(req.body, vocabSize: engine.tokenizer.vocabSize)
+        try checkLength(r.content, param: "content")
+        w.send(.ok, json: ["tokens": engine.tokenizer.encode(r.content).map { Int($0) }])
     }
 
     // MARK: - Checks
