@@ -151,6 +151,10 @@ struct Convert: ParsableCommand {
             print("--type keep: \(summary.passthroughTensors.count) tensors copied unchanged; \(conv.count) converted (type QuantLM lacks)\(conv.isEmpty ? "" : ":")")
             for (n, how) in conv { print("  \(n): \(how)") }
         }
+        if !summary.rowFallbackTensors.isEmpty && !json {
+            let how = Dictionary(grouping: summary.rowFallbackTensors.values, by: { $0 }).map { "\($0.value.count) \($0.key)" }.sorted()
+            print("rows not whole \(report.policy.defaultType.name) blocks (\(report.policy.defaultType.blockSize) weights): \(summary.rowFallbackTensors.count) matrices stored as the fallback (\(how.joined(separator: ", ")))")
+        }
         if calibrate != nil {
             let plain = report.plainMatrices
             printError("GPTQ: \(summary.gptqTensors.count) matrices compensated\(plain.isEmpty ? "" : "; plain (no calibration data or type without GPTQ): " + plain.joined(separator: " "))")

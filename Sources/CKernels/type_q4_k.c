@@ -1,0 +1,82 @@
+// q4_k: ggml's Q4_K super-block, byte for byte (ksuper.h, docs/format.md): 256 weights as 8
+// sub-blocks of 32, weight = d * sc_j * q - dmin * m_j, 6-bit sc_j and m_j packed in 12 bytes,
+// fp16 d and dmin, 4-bit codes (sub-blocks 2i and 2i+1 share 32 bytes: low and high nibbles).
+// Pairs with q8k activations; one product scheme for every path and kernel (ksuper.h).
+#include "ksuper.h"
+#include "qlm_ggml.h"
+
+#pragma clang fp contract(off)
+
+static size_t q4_k_row_size(int64_t n) { return kq_row_size_bytes(n, sizeof(qlm_block_q4_k)); }
+
+// ---- quantizer (one scalar quantizer on every path) ----------------------------------------
+// Per sub-block a weighted fit of scale and min (kq_fit_affine), then d = max scale / 63 and
+// dmin = max min / 63 (fp16), the 6-bit sub-scales rounded against them, and the codes rounded
+// against the stored numbers as the dequantizer forms them (d * sc, dmin * m).
+static void q4_k_block(const float *x, void *dst) {
+    qlm_block_q4_k *b = (qlm_block_q4_k *)dst;
+    float sc[8], mn[8], msc = 0.0f, mmn = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        sc[j] = kq_fit_affine(x + 32 * j, 32, 15, &mn[j]);
+        if (sc[j] > msc) msc = sc[j];
+        if (mn[j] > mmn) mmn = mn[j];
+    }
+    b->d = qlm_f2h(msc / 63.0f);
+    b->dmin = qlm_f2h(mmn / 63.0f);
+    const float d = qlm_h2f(b->d), dmin = qlm_h2f(b->dmin);
+    uint8_t isc[8], imn[8];
+    for (int j = 0; j < 8; j++) {
+        isc[j] = (uint8_t)kq_code(sc[j], d, 0, 63, 0);
+        imn[j] = (uint8_t)kq_code(mn[j], dmin, 0, 63, 0);
+    }
+    kq_pack_scales(isc, imn, b->scales);
+    memset(b->qs, 0, sizeof b->qs);
+    for (int j = 0; j < 8; j++) {
+        const float dl = d * (float)isc[j], ml = dmin * (float)imn[j];
+        for (int i = 0; i < 32; i++)
+            b->qs[32 * (j / 2) + i] |= (uint8_t)(kq_code(x[32 * j + i] + ml, dl, 0, 15, 0) << (4 * (j % 2)));
+    }
+}
+static void q4_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+    (void)path;
+    kq_quantize_row(q4_k_block, sizeof(qlm_block_q4_k), x, dst, n);
+}
+static void q4_k_dequantize_row(const void *src, float *y, int64_t n) {
+    kq_dequantize_row(QLM_GGML_Q4_K, sizeof(qlm_block_q4_k), src, y, n);
+}
+
+// ---- decoders ----------------------------------------------------------------------------------
+static inline void dec_q4_k_scalar(const qlm_block_q4_k *b, kq_dec *D) {
+    kq_dec_scales_min(D, b->scales, b->d, b->dmin);
+    for (int j = 0; j < 4; j++)
+        for (int i = 0; i < 32; i++) {
+            D->q[64 * j + i] = b->qs[32 * j + i] & 0x0F;
+            D->q[64 * j + 32 + i] = b->qs[32 * j + i] >> 4;
+        }
+}
+#if QLM_X86
+QLM_AVX2_TARGET QLM_INLINE void dec_q4_k_avx2(const qlm_block_q4_k *b, kq_dec *D) {
+    kq_dec_scales_min_avx2(D, b->scales, b->d, b->dmin);
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    for (int j = 0; j < 4; j++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * j));
+        _mm256_store_si256((__m256i *)(D->q + 64 * j), _mm256_and_si256(v, lo4));
+        _mm256_store_si256((__m256i *)(D->q + 64 * j + 32), _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4));
+    }
+}
+#endif
+
+KQ_KERNELS(q4_k, scalar, , dec_q4_k_scalar, 0, qlm_block_q4_k)
+#if QLM_X86
+KQ_KERNELS(q4_k, avx2, QLM_AVX2_TARGET, dec_q4_k_avx2, 0, qlm_block_q4_k)
+KQ_KERNELS(q4_k, avx512, QLM_AVX512_TARGET, dec_q4_k_avx2, 0, qlm_block_q4_k)
+#endif
+
+// ---- table row -------------------------------------------------------------------------------
+const qlm_type_traits qlm_traits_q4_k = {
+    .name = "q4_k", .summary = "ggml Q4_K", .block_bytes = sizeof(qlm_block_q4_k), .code_bits = 4,
+    .fp16_count = 2, .fp16_offsets = {offsetof(qlm_block_q4_k, d), offsetof(qlm_block_q4_k, dmin)},
+    .row_fallback = 12, // q5_0, as llama.cpp falls back (q8_0 while the table lacks it)
+    .row_size = q4_k_row_size, .quantize_row = q4_k_quantize_row, .dequantize_row = q4_k_dequantize_row,
+    KQ_ROW_KERNELS(q4_k)
+};
