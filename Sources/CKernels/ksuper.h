@@ -41,12 +41,17 @@ typedef struct {
 // Sub-block j < 4: scale = s[j] & 63, min = s[j+4] & 63; j >= 4: scale = (s[j+4] & 15) |
 // (s[j-4] >> 6) << 4, min = (s[j+4] >> 4) | (s[j] >> 6) << 4. Unpacked four at a time in
 // 32-bit words.
-static inline void kq_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8]) {
+static inline void kq_unpack_words(const uint8_t s[12], uint32_t *sc_lo, uint32_t *sc_hi, uint32_t *m_lo, uint32_t *m_hi) {
     uint32_t w0, w1, w2;
     memcpy(&w0, s, 4); memcpy(&w1, s + 4, 4); memcpy(&w2, s + 8, 4);
-    const uint32_t a = w0 & 0x3F3F3F3Fu, b = w1 & 0x3F3F3F3Fu;
-    const uint32_t c = (w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u);
-    const uint32_t e = ((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u);
+    *sc_lo = w0 & 0x3F3F3F3Fu;
+    *m_lo = w1 & 0x3F3F3F3Fu;
+    *sc_hi = (w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u);
+    *m_hi = ((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u);
+}
+static inline void kq_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8]) {
+    uint32_t a, c, b, e;
+    kq_unpack_words(s, &a, &c, &b, &e);
     memcpy(sc, &a, 4); memcpy(sc + 4, &c, 4);
     memcpy(m, &b, 4); memcpy(m + 4, &e, 4);
 }
@@ -71,12 +76,20 @@ static inline void kq_dec_scales_min(kq_dec *D, const uint8_t s[12], uint16_t d,
 
 #if QLM_X86
 QLM_AVX2_TARGET QLM_INLINE float kq_h2f_f16c(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+// The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a q4_k / q5_k block in one register,
+// built from general registers (no store-to-load round trip).
+QLM_AVX2_TARGET QLM_INLINE __m128i kq_scales_min_vec(const uint8_t s[12]) {
+    uint32_t a, c, b, e;
+    kq_unpack_words(s, &a, &c, &b, &e);
+    return _mm_setr_epi32((int)a, (int)c, (int)b, (int)e);
+}
 QLM_AVX2_TARGET QLM_INLINE void kq_dec_scales_min_avx2(kq_dec *D, const uint8_t s[12], uint16_t d, uint16_t dmin) {
-    uint8_t sc[8], m[8];
-    kq_unpack_scales(s, sc, m);
-    for (int j = 0; j < 8; j++) _mm256_store_si256((__m256i *)(D->sc + 16 * j), _mm256_set1_epi16(sc[j]));
-    const __m128i mv = _mm_loadl_epi64((const __m128i *)m);
-    _mm256_store_si256((__m256i *)D->off, _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mv, mv)));
+    const __m128i v = kq_scales_min_vec(s);
+    const __m256i w = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v)); // sc0 sc0 sc1 sc1 ... sc7 sc7 (words)
+    // 16 words per 32-weight sub-block j: scale j broadcast (vpermd picks word pair j)
+    for (int j = 0; j < 8; j++)
+        _mm256_store_si256((__m256i *)(D->sc + 16 * j), _mm256_permutevar8x32_epi32(w, _mm256_set1_epi32(j)));
+    _mm256_store_si256((__m256i *)D->off, _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v)));
     D->d = kq_h2f_f16c(d);
     D->dmin = kq_h2f_f16c(dmin);
 }
@@ -148,10 +161,72 @@ QLM_AVX512_TARGET QLM_INLINE void kq_ints_avx512(const kq_dec *D, const qlm_bloc
 }
 #endif
 
+// Four tokens at once over one decoded block: the same integers as kq_ints_P per token (exact
+// int32 sums in another order), and the float steps lane by lane as the one-token step does
+// them (multiply, multiply, add; no FMA): s[t] += (d * d_a[t]) * isum[t], sm[t] likewise.
+static inline void kq_step4_scalar(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
+    for (int t = 0; t < 4; t++) {
+        int32_t isum, imin;
+        kq_ints_scalar(D, a[t], oi, &isum, &imin);
+        s[t] += (D->d * a[t]->d) * (float)isum;
+        sm[t] += (D->dmin * a[t]->d) * (float)imin;
+    }
+}
+#if QLM_X86
+// Lane t of the result = the sum of v_t's 8 int32 lanes (exact).
+QLM_AVX2_TARGET QLM_INLINE __m128i kq_hsum4_i32x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_floats4(const kq_dec *D, const qlm_block_q8k *const a[4], __m128i isum, __m128i imin, float *s, float *sm) {
+    const __m128 da = _mm_setr_ps(a[0]->d, a[1]->d, a[2]->d, a[3]->d);
+    _mm_storeu_ps(s, _mm_add_ps(_mm_loadu_ps(s), _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(D->d), da), _mm_cvtepi32_ps(isum))));
+    _mm_storeu_ps(sm, _mm_add_ps(_mm_loadu_ps(sm), _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(D->dmin), da), _mm_cvtepi32_ps(imin))));
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_offs4(const kq_dec *D, const qlm_block_q8k *const a[4], __m256i x[4], int oi, __m128i *isum, __m128i *imin) {
+    const __m256i off = _mm256_load_si256((const __m256i *)D->off);
+    __m256i o[4];
+    for (int t = 0; t < 4; t++) o[t] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t]->bsums), off);
+    if (oi) {
+        for (int t = 0; t < 4; t++) x[t] = _mm256_add_epi32(x[t], o[t]);
+        *imin = _mm_setzero_si128();
+    } else {
+        *imin = kq_hsum4_i32x8(o[0], o[1], o[2], o[3]);
+    }
+    *isum = kq_hsum4_i32x8(x[0], x[1], x[2], x[3]);
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_step4_avx2(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
+    __m256i x[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int c = 0; c < 8; c++) {
+        const __m256i w = _mm256_load_si256((const __m256i *)(D->q + 32 * c));
+        const __m256i sc = _mm256_load_si256((const __m256i *)(D->sc + 16 * c));
+        for (int t = 0; t < 4; t++)
+            x[t] = _mm256_add_epi32(x[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)(a[t]->qs + 32 * c))), sc));
+    }
+    __m128i isum, imin;
+    kq_offs4(D, a, x, oi, &isum, &imin);
+    kq_floats4(D, a, isum, imin, s, sm);
+}
+QLM_AVX512_TARGET QLM_INLINE void kq_step4_avx512(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
+    __m512i z[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int g = 0; g < 4; g++) {
+        const __m512i w = _mm512_load_si512((const void *)(D->q + 64 * g));
+        const __m512i sc = _mm512_load_si512((const void *)(D->sc + 32 * g));
+        for (int t = 0; t < 4; t++)
+            z[t] = _mm512_dpwssd_epi32(z[t], _mm512_maddubs_epi16(w, _mm512_loadu_si512((const void *)(a[t]->qs + 64 * g))), sc);
+    }
+    __m256i x[4];
+    for (int t = 0; t < 4; t++) x[t] = _mm256_add_epi32(_mm512_castsi512_si256(z[t]), _mm512_extracti64x4_epi64(z[t], 1));
+    __m128i isum, imin;
+    kq_offs4(D, a, x, oi, &isum, &imin);
+    kq_floats4(D, a, isum, imin, s, sm);
+}
+#endif
+
 // ---- kernels stamped per type and path -----------------------------------------------------
 // KQ_KERNELS(T, P, TGT, DEC, OI, WT): T the type's name, P the path suffix (scalar/avx2/avx512),
 // DEC(const WT *block, kq_dec *D) the decoder, OI as above. Defines
-//   kq_rows_T_P(n, w, act, as, Y, ldy, nt): one row x nt (1..KQ_TILE_NT) tokens,
+//   kq_rows_T_P(n, w, act, as, Y, ldy, nt): one row x nt (1..KQ_TILE_NT) tokens, four at a time,
 //   dotn_T_P (qlm_dotn_fn), few_T_P (qlm_few_fn), tile_T_P (qlm_tile_fn, 1 row x KQ_TILE_NT).
 #define KQ_TILE_NT 16
 #define KQ_KERNELS(T, P, TGT, DEC, OI, WT)                                                         \
@@ -161,10 +236,16 @@ TGT static void kq_rows_##T##_##P(int64_t n, const void *w, const void *act_, si
     const int64_t nb = (n + QK_K - 1) / QK_K;                                                      \
     float s[KQ_TILE_NT], sm[KQ_TILE_NT];                                                           \
     for (int t = 0; t < nt; t++) s[t] = sm[t] = 0.0f;                                              \
+    const int n4 = nt & ~3;                                                                        \
     kq_dec D;                                                                                      \
     for (int64_t b = 0; b < nb; b++) {                                                             \
         DEC(wb + b, &D);                                                                           \
-        for (int t = 0; t < nt; t++) {                                                             \
+        for (int t = 0; t < n4; t += 4) {                                                          \
+            const qlm_block_q8k *a4[4];                                                            \
+            for (int k = 0; k < 4; k++) a4[k] = (const qlm_block_q8k *)(act + (size_t)(t + k) * as) + b; \
+            kq_step4_##P(&D, a4, OI, s + t, sm + t);                                               \
+        }                                                                                          \
+        for (int t = n4; t < nt; t++) {                                                            \
             const qlm_block_q8k *a = (const qlm_block_q8k *)(act + (size_t)t * as) + b;             \
             int32_t isum, imin;                                                                    \
             kq_ints_##P(&D, a, OI, &isum, &imin);                                                  \
@@ -174,7 +255,7 @@ TGT static void kq_rows_##T##_##P(int64_t n, const void *w, const void *act_, si
     }                                                                                              \
     for (int t = 0; t < nt; t++) Y[t * ldy] = s[t] - sm[t];                                        \
 }                                                                                                  \
-TGT static void dotn_##T##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+TGT __attribute__((unused)) static void dotn_##T##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
     for (int r = 0; r < nr; r++) kq_rows_##T##_##P(n, (const char *)w + (size_t)r * rs, act, 0, out + r, 1, 1); \
 }                                                                                                  \
 TGT static void few_##T##_##P(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) { \
@@ -185,12 +266,20 @@ TGT static void tile_##T##_##P(int64_t n, const void *w, size_t rs, const void *
     kq_rows_##T##_##P(n, w, act, as, Y, ldy, KQ_TILE_NT);                                          \
 }
 
-// The table-row fields every K type shares (kernels named as KQ_KERNELS makes them).
-#define KQ_ROW_KERNELS(T)                                                                          \
+// A qlm_dotn_fn over a type's fused one-token dot dot1_T_P(n, row, act) (the row's .dotn then
+// names dot1n_T_P in place of KQ_ROW_KERNELS' dotn_T_P).
+#define KQ_DOT1_DOTN(T, P, TGT, WT)                                                                \
+TGT static void dot1n_##T##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+    for (int r = 0; r < nr; r++) out[r] = dot1_##T##_##P(n, (const WT *)((const char *)w + (size_t)r * rs), (const qlm_block_q8k *)act); \
+}
+
+// The table-row fields every K type shares (kernels named as KQ_KERNELS makes them; DN = dotn,
+// or dot1n for a type with fused one-token dots on the SIMD paths).
+#define KQ_ROW_KERNELS(T, DN)                                                                      \
     .act_type = QLM_ACT_Q8K, .act_row_size = qlm_act_size_q8k, .prepare_act = qlm_prepare_q8k,     \
     .row_group = 1, .is_quantized = 1, .block_size = QK_K, .whole_blocks = 1,                      \
-    .dotn = {[QLM_PATH_SCALAR] = dotn_##T##_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_##T##_avx2),  \
-             [QLM_PATH_AVX512] = QLM_IF_X86(dotn_##T##_avx512)},                                   \
+    .dotn = {[QLM_PATH_SCALAR] = dotn_##T##_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(DN##_##T##_avx2),  \
+             [QLM_PATH_AVX512] = QLM_IF_X86(DN##_##T##_avx512)},                                   \
     .tile = {[QLM_PATH_SCALAR] = {tile_##T##_scalar, 1, KQ_TILE_NT},                               \
              [QLM_PATH_AVX2] = {QLM_IF_X86(tile_##T##_avx2), 1, KQ_TILE_NT},                       \
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_##T##_avx512), 1, KQ_TILE_NT}},                  \

@@ -80,5 +80,5 @@ const qlm_type_traits qlm_traits_q5_k = {
     .fp16_count = 2, .fp16_offsets = {offsetof(qlm_block_q5_k, d), offsetof(qlm_block_q5_k, dmin)},
     .row_fallback = 13, // q5_1, as llama.cpp falls back (q8_0 while the table lacks it)
     .row_size = q5_k_row_size, .quantize_row = q5_k_quantize_row, .dequantize_row = q5_k_dequantize_row,
-    KQ_ROW_KERNELS(q5_k)
+    KQ_ROW_KERNELS(q5_k, dotn)
 };

@@ -96,5 +96,5 @@ const qlm_type_traits qlm_traits_q6_k = {
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q6_k, d)},
     .row_fallback = QLM_TYPE_Q8_0, // as llama.cpp falls back
     .row_size = q6_k_row_size, .quantize_row = q6_k_quantize_row, .dequantize_row = q6_k_dequantize_row,
-    KQ_ROW_KERNELS(q6_k)
+    KQ_ROW_KERNELS(q6_k, dotn)
 };
