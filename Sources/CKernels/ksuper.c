@@ -76,6 +76,26 @@ float kq_fit_affine(const float *x, int n, int nmax, float *min_out) {
     return best_s;
 }
 
+void kq_fit_scales_mins(const float *x, int nmax, uint16_t *d, uint16_t *dmin, uint8_t scales[12], float dl[8], float ml[8]) {
+    float sc[8], mn[8], msc = 0.0f, mmn = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        sc[j] = kq_fit_affine(x + 32 * j, 32, nmax, &mn[j]);
+        if (sc[j] > msc) msc = sc[j];
+        if (mn[j] > mmn) mmn = mn[j];
+    }
+    *d = qlm_f2h(msc / 63.0f);
+    *dmin = qlm_f2h(mmn / 63.0f);
+    const float df = qlm_h2f(*d), dmf = qlm_h2f(*dmin);
+    uint8_t isc[8], imn[8];
+    for (int j = 0; j < 8; j++) {
+        isc[j] = (uint8_t)kq_code(sc[j], df, 0, 63, 0);
+        imn[j] = (uint8_t)kq_code(mn[j], dmf, 0, 63, 0);
+        dl[j] = df * (float)isc[j];
+        ml[j] = dmf * (float)imn[j];
+    }
+    kq_pack_scales(isc, imn, scales);
+}
+
 float kq_fit_symmetric(const float *x, int n, int nmax) {
     float w[32];
     float amax = 0.0f, vmax = 0.0f;

@@ -99,6 +99,10 @@ QLM_AVX2_TARGET QLM_INLINE void kq_dec_scales_min_avx2(kq_dec *D, const uint8_t 
 // x[0..n) ~= scale * q - min with q in [0, nmax], min >= 0 (an offset <= 0, as q4_k/q5_k store
 // it): a grid of candidate scales, each refit by weighted least squares; returns the scale, *min.
 float kq_fit_affine(const float *x, int n, int nmax, float *min);
+// q4_k / q5_k: a super-block's 8 sub-block fits (codes 0..nmax), its fp16 d = max scale / 63 and
+// dmin = max min / 63, the 6-bit scales and mins rounded against them and packed; dl[j], ml[j]
+// the numbers the dequantizer forms (d * sc_j, dmin * m_j), which the codes are rounded against.
+void kq_fit_scales_mins(const float *x, int nmax, uint16_t *d, uint16_t *dmin, uint8_t scales[12], float dl[8], float ml[8]);
 // x[0..n) ~= scale * q with q in [-nmax, nmax - 1] (q6_k: nmax 32): returns the scale.
 float kq_fit_symmetric(const float *x, int n, int nmax);
 // Rounds v / s to the nearest integer, clamped to [lo, hi]; s == 0 gives `zero`.

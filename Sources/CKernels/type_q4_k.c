@@ -15,26 +15,12 @@ static size_t q4_k_row_size(int64_t n) { return kq_row_size_bytes(n, sizeof(qlm_
 // against the stored numbers as the dequantizer forms them (d * sc, dmin * m).
 static void q4_k_block(const float *x, void *dst) {
     qlm_block_q4_k *b = (qlm_block_q4_k *)dst;
-    float sc[8], mn[8], msc = 0.0f, mmn = 0.0f;
-    for (int j = 0; j < 8; j++) {
-        sc[j] = kq_fit_affine(x + 32 * j, 32, 15, &mn[j]);
-        if (sc[j] > msc) msc = sc[j];
-        if (mn[j] > mmn) mmn = mn[j];
-    }
-    b->d = qlm_f2h(msc / 63.0f);
-    b->dmin = qlm_f2h(mmn / 63.0f);
-    const float d = qlm_h2f(b->d), dmin = qlm_h2f(b->dmin);
-    uint8_t isc[8], imn[8];
-    for (int j = 0; j < 8; j++) {
-        isc[j] = (uint8_t)kq_code(sc[j], d, 0, 63, 0);
-        imn[j] = (uint8_t)kq_code(mn[j], dmin, 0, 63, 0);
-    }
-    kq_pack_scales(isc, imn, b->scales);
+    float dl[8], ml[8];
+    kq_fit_scales_mins(x, 15, &b->d, &b->dmin, b->scales, dl, ml);
     memset(b->qs, 0, sizeof b->qs);
     for (int j = 0; j < 8; j++) {
-        const float dl = d * (float)isc[j], ml = dmin * (float)imn[j];
         for (int i = 0; i < 32; i++)
-            b->qs[32 * (j / 2) + i] |= (uint8_t)(kq_code(x[32 * j + i] + ml, dl, 0, 15, 0) << (4 * (j % 2)));
+            b->qs[32 * (j / 2) + i] |= (uint8_t)(kq_code(x[32 * j + i] + ml[j], dl[j], 0, 15, 0) << (4 * (j % 2)));
     }
 }
 static void q4_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
