@@ -13,6 +13,7 @@ cd "$(dirname "$0")/../.."
 PEER=${QUANTLM_PEER:-$HOME/.cache/quantlm/peer}/build/bin
 MODELS=${QUANTLM_MODELS:-$HOME/.cache/quantlm/models}
 ROUNDS=${ROUNDS:-3}
+REPS=${REPS:-3} # reps per llama-bench / run bench call
 OUT=${OUT:-/tmp/quantlm-peer}
 B=.build/release
 mkdir -p "$OUT"
@@ -34,9 +35,9 @@ if [ -n "${GGUFS:-}" ]; then
   for r in $(seq "$ROUNDS"); do
     for g in $GGUFS; do
       t=$(basename "$g" .gguf); q=$OUT/$t-keep.qlm
-      "$PEER/llama-bench" -m "$g" -t 2 -p 512 -n 128 -r 3 -o json > "$OUT/llama-$t-$r.json" 2>/dev/null
-      $B/run bench "$q" --threads 2 --prompt-tokens 512 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-$t-$r.json" 2>/dev/null
-      $B/run bench "$q" --threads 2 --prompt-tokens 1 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-tg-$t-$r.json" 2>/dev/null
+      "$PEER/llama-bench" -m "$g" -t 2 -p 512 -n 128 -r "$REPS" -o json > "$OUT/llama-$t-$r.json" 2>/dev/null
+      $B/run bench "$q" --threads 2 --prompt-tokens 512 --gen-tokens 128 --reps "$REPS" --json > "$OUT/qlm-$t-$r.json" 2>/dev/null
+      $B/run bench "$q" --threads 2 --prompt-tokens 1 --gen-tokens 128 --reps "$REPS" --json > "$OUT/qlm-tg-$t-$r.json" 2>/dev/null
       report "$OUT/llama-$t-$r.json" "$OUT/qlm-$t-$r.json" "$OUT/qlm-tg-$t-$r.json" "$r" "$t"
     done
   done
@@ -53,9 +54,9 @@ $B/convert "$MODELS/SmolLM2-135M-Instruct.Q4_0-from-Q4_1.gguf" -o "$OUT/smol-q4_
 for r in $(seq "$ROUNDS"); do
   for t in Q8_0 Q4_0; do
     q=q8_0x8; [ "$Q8" = keep ] && q=q8_0; [ $t = Q4_0 ] && q=q4_0x8
-    "$PEER/llama-bench" -m "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" -t 2 -p 512 -n 128 -r 3 -o json > "$OUT/llama-$t-$r.json" 2>/dev/null
-    $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 512 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-$q-$r.json" 2>/dev/null
-    $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 1 --gen-tokens 128 --reps 3 --json > "$OUT/qlm-tg-$q-$r.json" 2>/dev/null
+    "$PEER/llama-bench" -m "$MODELS/SmolLM2-135M-Instruct.$t-from-Q4_1.gguf" -t 2 -p 512 -n 128 -r "$REPS" -o json > "$OUT/llama-$t-$r.json" 2>/dev/null
+    $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 512 --gen-tokens 128 --reps "$REPS" --json > "$OUT/qlm-$q-$r.json" 2>/dev/null
+    $B/run bench "$OUT/smol-$q.qlm" --threads 2 --prompt-tokens 1 --gen-tokens 128 --reps "$REPS" --json > "$OUT/qlm-tg-$q-$r.json" 2>/dev/null
     report "$OUT/llama-$t-$r.json" "$OUT/qlm-$q-$r.json" "$OUT/qlm-tg-$q-$r.json" "$r" "$t"
   done
 done
