@@ -102,10 +102,7 @@ final class KQuantGGUFTests: XCTestCase {
     func testFuzzKQuantFile() throws {
         let dir = try makeTempDir(self, "kqfuzz")
         var g = GGUFBuilder.kquantLlama(seed: 5)
-        let base = g.build()
-        let fields = g.fields
-        let infoStart = fields.first { $0.2 == "tensor name length" }!.0
-        let dataStart = (fields.last!.0 + 8 + 31) / 32 * 32
+        let (base, fields, infoStart, dataStart) = g.buildForFuzzing()
         let u = dir.appendingPathComponent("m.gguf"), out = dir.appendingPathComponent("m.qlm")
         let payload = try tokenizerPayload(dir)
         var rng = SplitMix64(seed: 0x4B46)
