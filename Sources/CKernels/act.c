@@ -61,3 +61,69 @@ void qlm_prepare_q8a(int32_t path, const float *x, void *act, int64_t n) {
     (void)path;
     qlm_quantize_blocks(f, sizeof(qlm_block_q8a), x, act, n);
 }
+
+// ---- q8k: one block per 256 elements (the K-quants' activation) -------------------------------
+// d = absmax / 127 over the 256 elements, codes as q8a's (round half away, clamped to +-127), and
+// bsums[k] = the exact sum of codes 16k..16k+15. A last partial block is zero-padded. The SIMD
+// paths compute the same max, the same divisions and roundings: bit-identical to the scalar one.
+#define Q8K 256
+size_t qlm_act_size_q8k(int64_t n) { return (size_t)((n + Q8K - 1) / Q8K) * sizeof(qlm_block_q8k); }
+
+static void q8k_sums(qlm_block_q8k *b) {
+    for (int k = 0; k < 16; k++) {
+        int s = 0;
+        for (int j = 0; j < 16; j++) s += b->qs[16 * k + j];
+        b->bsums[k] = (int16_t)s;
+    }
+}
+
+static void q8k_block_scalar(const float *x, qlm_block_q8k *b) {
+    float amax = 0.0f;
+    for (int j = 0; j < Q8K; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
+    const float d = amax / 127.0f;
+    for (int j = 0; j < Q8K; j++) b->qs[j] = (int8_t)q8_code(x[j], d);
+    b->d = d;
+    q8k_sums(b);
+}
+
+#if QLM_X86
+QLM_AVX512_TARGET static void q8k_block_avx512(const float *x, qlm_block_q8k *b) {
+    __m512 m = _mm512_setzero_ps();
+    for (int j = 0; j < Q8K; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
+    const float d = _mm512_reduce_max_ps(m) / 127.0f;
+    for (int j = 0; j < Q8K; j += 16)
+        _mm_storeu_si128((__m128i *)(b->qs + j), _mm512_cvtepi32_epi8(q8_codes512(_mm512_loadu_ps(x + j), d)));
+    b->d = d;
+    q8k_sums(b);
+}
+
+QLM_AVX2_TARGET static void q8k_block_avx2(const float *x, qlm_block_q8k *b) {
+    float amax = 0.0f;
+    for (int j = 0; j < Q8K; j += 32) { const float a = amax_avx2(x + j); if (a > amax) amax = a; }
+    const float d = amax / 127.0f;
+    for (int j = 0; j < Q8K; j += 32) {
+        __m256i q[4];
+        q8_codes_avx2(x + j, d, q);
+        store_i8x32(b->qs + j, q[0], q[1], q[2], q[3]);
+    }
+    b->d = d;
+    q8k_sums(b);
+}
+#endif
+
+void qlm_prepare_q8k(int32_t path, const float *x, void *act, int64_t n) {
+    void (*f)(const float *, qlm_block_q8k *) = q8k_block_scalar;
+#if QLM_X86
+    if (path == QLM_PATH_AVX512) f = q8k_block_avx512;
+    else if (path == QLM_PATH_AVX2) f = q8k_block_avx2;
+#endif
+    (void)path;
+    qlm_block_q8k *out = (qlm_block_q8k *)act;
+    const int64_t nfull = n / Q8K;
+    for (int64_t b = 0; b < nfull; b++) f(x + b * Q8K, out + b);
+    if (n % Q8K) {
+        float tmp[Q8K] = {0};
+        memcpy(tmp, x + nfull * Q8K, (size_t)(n % Q8K) * sizeof(float));
+        f(tmp, out + nfull);
+    }
+}

@@ -94,6 +94,9 @@ extern const qlm_type_traits qlm_traits_q4_0;                               // t
 extern const qlm_type_traits qlm_traits_q4_1;                               // type_q4_1.c
 extern const qlm_type_traits qlm_traits_iq4_k16, qlm_traits_iq4_k32;        // kquant.c
 extern const qlm_type_traits qlm_traits_q4_0x8, qlm_traits_q8_0x8;          // rowgroup.c
+extern const qlm_type_traits qlm_traits_q4_k;                               // type_q4_k.c
+extern const qlm_type_traits qlm_traits_q5_k;                               // type_q5_k.c
+extern const qlm_type_traits qlm_traits_q6_k;                               // type_q6_k.c
 // The path whose kernels a product of type t runs on CPU path `path`: the highest path <= path
 // with a dot kernel (-1: none, e.g. u8).
 QLM_INLINE int32_t qlm_kernel_path(const qlm_type_traits *t, int32_t path) {
@@ -115,6 +118,8 @@ size_t qlm_act_size_f32(int64_t n);
 void qlm_prepare_f32(int32_t path, const float *x, void *act, int64_t n);
 size_t qlm_act_size_q8a(int64_t n);
 void qlm_prepare_q8a(int32_t path, const float *x, void *act, int64_t n);
+size_t qlm_act_size_q8k(int64_t n);
+void qlm_prepare_q8k(int32_t path, const float *x, void *act, int64_t n);
 
 // q4_0 pieces the q4_0x8 row reuses (type_q4_0.c): a lone q4_0x8 row is a q4_0 row.
 size_t qlm_q4_0_row_size(int64_t n);

@@ -19,6 +19,9 @@ static const qlm_type_traits *const k_table[32] = {
     [QLM_TYPE_IQ4_K32] = &qlm_traits_iq4_k32,
     [QLM_TYPE_Q4_0X8] = &qlm_traits_q4_0x8,
     [QLM_TYPE_Q8_0X8] = &qlm_traits_q8_0x8,
+    [QLM_TYPE_Q4_K] = &qlm_traits_q4_k,
+    [QLM_TYPE_Q5_K] = &qlm_traits_q5_k,
+    [QLM_TYPE_Q6_K] = &qlm_traits_q6_k,
     [QLM_TYPE_U8] = &qlm_traits_u8,
 };
 

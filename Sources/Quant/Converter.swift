@@ -32,7 +32,19 @@ package struct QuantPolicy: Sendable {
         for o in overrides where Self.matches(o.glob, t.name) { return (o.type, false) }
         guard keepSourceTypes else { return (type(for: t.name, shape: t.shape), false) }
         if let native = t.nativeType { return (native, false) }
-        return (t.shape.count >= 2 ? defaultType : .f32, true)
+        return (t.shape.count >= 2 ? matrixType(rowLength: t.rowLength) : .f32, true)
+    }
+
+    /// The default type of a matrix whose rows have `n` weights: `defaultType`, or its row fallback
+    /// when it only takes whole blocks and n is not a multiple of its block (q4_k at 640: q5_0).
+    package func matrixType(rowLength n: Int) -> QuantType {
+        defaultType.allows(rowLength: n) ? defaultType : defaultType.rowFallback
+    }
+
+    /// Whether `t` is stored as the default type's row fallback (no override names it).
+    package func tookRowFallback(_ t: SourceTensor) -> Bool {
+        !keepSourceTypes && t.shape.count >= 2 && !defaultType.allows(rowLength: t.rowLength)
+            && !overrides.contains { Self.matches($0.glob, t.name) }
     }
 
     /// Parses "GLOB=TYPE" (e.g. "wte.weight=q8_0", "h.*.attn.*=f16").
@@ -53,7 +65,7 @@ package struct QuantPolicy: Sendable {
 
     package func type(for name: String, shape: [Int]) -> QuantType {
         for o in overrides where Self.matches(o.glob, name) { return o.type }
-        return shape.count >= 2 ? defaultType : .f32
+        return shape.count >= 2 ? matrixType(rowLength: shape.last ?? 1) : .f32
     }
 
     /// Overrides that match none of `names` (almost certainly a typo).
@@ -135,6 +147,8 @@ package struct ConvertSummary: Codable, Sendable {
     package var passthroughTensors: [String] = []
     /// `--type keep`: tensors whose stored type QuantLM lacks, as name -> "from->to".
     package var convertedTensors: [String: String] = [:]
+    /// Matrices whose rows the default type does not allow (not whole blocks), as name -> "q4_k->q5_0".
+    package var rowFallbackTensors: [String: String] = [:]
 
     enum CodingKeys: String, CodingKey {
         case output, tensors, parameters, bytesIn = "bytes_in", bytesOut = "bytes_out"
@@ -143,6 +157,7 @@ package struct ConvertSummary: Codable, Sendable {
         case compressionRatio = "compression_ratio", seconds, mbPerSecond = "mb_per_second"
         case gptqTensors = "gptq_tensors", zstdFilters = "zstd_filters"
         case passthroughTensors = "passthrough_tensors", convertedTensors = "converted_tensors"
+        case rowFallbackTensors = "row_fallback_tensors"
     }
 }
 
@@ -164,10 +179,14 @@ package enum Converter {
         let hasher = SourceHasher(hashFiles)
 
         var infos: [TensorInfo] = []
-        var converted: [String: String] = [:]
+        var converted: [String: String] = [:], fallbacks: [String: String] = [:]
         for t in ckpt.tensors {
             let (type, conv) = options.policy.type(for: t)
             if conv { converted[t.name] = "\(t.sourceTypeName)->\(type.name)" }
+            if options.policy.tookRowFallback(t) { fallbacks[t.name] = "\(options.policy.defaultType.name)->\(type.name)" }
+            guard type.allows(rowLength: t.rowLength) else {
+                throw QuantError("--keep", "\(t.name): \(type) needs rows that are a multiple of \(type.blockSize) weights; its rows have \(t.rowLength)")
+            }
             let probe = TensorInfo(name: t.name, type: type, encoding: .raw, shape: t.shape)
             let enc: TensorEncoding = (options.zstdLevel != nil && probe.expectedRawLength >= options.zstdMinBytes) ? .zstd : .raw
             infos.append(TensorInfo(name: t.name, type: type, encoding: enc, shape: t.shape))
@@ -270,7 +289,7 @@ package enum Converter {
             compressionRatio: Double(writer.rawBytes) / Double(max(1, writer.storedBytes)),
             seconds: seconds, mbPerSecond: Double(totalIn) / 1e6 / max(seconds, 1e-9), gptqTensors: gptqDone,
             zstdFilters: writer.filters.values.reduce(into: [:]) { $0[$1.filter.description, default: 0] += 1 },
-            passthroughTensors: passed, convertedTensors: converted)
+            passthroughTensors: passed, convertedTensors: converted, rowFallbackTensors: fallbacks)
     }
 }
 

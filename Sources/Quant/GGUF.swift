@@ -73,6 +73,9 @@ package struct GGMLType: Equatable, Hashable, Sendable, CustomStringConvertible 
         case 2: return .q4_0
         case 3: return .q4_1
         case 8: return .q8_0
+        case 12: return .q4_k
+        case 13: return .q5_k
+        case 14: return .q6_k
         default: return nil
         }
     }

@@ -111,6 +111,9 @@ package struct TensorInfo: Equatable, Sendable {
         let rawLen = try checkedInt(try r.u64("tensor \(name) raw length"), file, "tensor \(name) raw length")
         let info = TensorInfo(name: name, type: type, encoding: encoding, shape: shape, offset: offset,
                               storedLength: stored, rawLength: rawLen, checksum: checksum)
+        guard type.allows(rowLength: info.rowLength) else {
+            throw QuantError(file, "tensor \(name): type \(type) needs rows that are a multiple of \(type.blockSize) weights, not \(info.rowLength)")
+        }
         guard rawLen == info.expectedRawLength else {
             throw QuantError(file, "tensor \(name): raw length \(rawLen) does not match shape \(shape) of type \(type) (\(info.expectedRawLength) bytes)")
         }

@@ -18,6 +18,10 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     case q4_0x8 = 7
     /// q8_0 blocks stored the same way (same numbers and bytes as q8_0).
     case q8_0x8 = 8
+    /// ggml's K-quants, byte for byte (GGUF blocks pass through); rows must be whole 256-weight blocks.
+    case q4_k = 9
+    case q5_k = 10
+    case q6_k = 11
     case u8 = 31
 
     /// The types a weight matrix may be stored as: those whose row has product kernels (u8 has
@@ -26,7 +30,7 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
 
     /// The activation format a type's products take (qlm_act_type).
     package enum Activation: UInt32, Sendable {
-        case f32 = 0, q8a = 1, q8i = 2
+        case f32 = 0, q8a = 1, q8i = 2, q8k = 3
     }
 
     private var traits: qlm_type_traits {
@@ -53,6 +57,15 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
         let t = traits
         return withUnsafeBytes(of: t.fp16_offsets) { Array($0.bindMemory(to: Int32.self).prefix(Int(t.fp16_count))).map(Int.init) }
     }
+    /// Whether only rows that are a whole number of blocks may be stored as this type (the K-quants).
+    package var wholeBlocks: Bool { traits.whole_blocks != 0 }
+    /// Whether rows of `n` weights may be stored as this type.
+    package func allows(rowLength n: Int) -> Bool { !wholeBlocks || n % blockSize == 0 }
+    /// The type rows this type does not allow are stored as (`allows(rowLength:)`): the row's
+    /// choice (llama.cpp's fallback) when the table has it, else q8_0.
+    package var rowFallback: QuantType {
+        QuantType(rawValue: traits.row_fallback).flatMap { $0.traits.dotn.0 != nil ? $0 : nil } ?? .q8_0
+    }
     /// Whether qlm_gptq_quantize supports the type (its row has a GPTQ row quantizer).
     package var supportsGPTQ: Bool { traits.gptq_row != nil }
     /// The zstd filter record of rows of `n` elements when the type defines its own (iq4_k*), else nil.
@@ -77,6 +90,9 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
         func f2(_ v: Double) -> String { String(format: "%.2f", v) }
         return weightTypes.map { t in
             let bpw = t.bitsPerWeight, short = Double(t.rowSize(64) * 8) / 64
+            if t.wholeBlocks {
+                return "\(t.name) (\(t.traits.summary.map { String(cString: $0) + ", " } ?? "")\(f2(bpw)) bits/weight; rows not a multiple of \(t.blockSize) become \(t.rowFallback.name))"
+            }
             if short != bpw {
                 return "\(t.name) (\(f2(bpw)) bits/weight in \(t.blockSize)-weight rows, \(f2(short)) in 64-weight rows)"
             }

@@ -151,6 +151,10 @@ struct Convert: ParsableCommand {
             print("--type keep: \(summary.passthroughTensors.count) tensors copied unchanged; \(conv.count) converted (type QuantLM lacks)\(conv.isEmpty ? "" : ":")")
             for (n, how) in conv { print("  \(n): \(how)") }
         }
+        if !summary.rowFallbackTensors.isEmpty && !json {
+            let how = Dictionary(grouping: summary.rowFallbackTensors.values, by: { $0 }).map { "\($0.value.count) \($0.key)" }.sorted()
+            print("rows not whole \(report.policy.defaultType.name) blocks (\(report.policy.defaultType.blockSize) weights): \(summary.rowFallbackTensors.count) matrices stored as the fallback (\(how.joined(separator: ", ")))")
+        }
         if calibrate != nil {
             let plain = report.plainMatrices
             printError("GPTQ: \(summary.gptqTensors.count) matrices compensated\(plain.isEmpty ? "" : "; plain (no calibration data or type without GPTQ): " + plain.joined(separator: " "))")
@@ -235,6 +239,9 @@ struct Inspect: ParsableCommand {
             print("  tokenizer \(m.tokenizer.kind) (bos \(m.tokenizer.bos.map(String.init) ?? "-"), eos \(m.tokenizer.eos.map(String.init) ?? "-"))")
             print("  quantization \(m.quantization.defaultType)\(m.quantization.overrides.isEmpty ? "" : " keep " + m.quantization.overrides.joined(separator: " "))\(m.quantization.zstdLevel.map { ", zstd level \($0)" } ?? "")")
             print(String(format: "  %d parameters, %.3f bits/weight in memory, %.3f on disk", params, report.bitsPerWeight, report.storedBitsPerWeight))
+            let mix = Dictionary(grouping: rows.filter { $0.name != "tokenizer" }, by: \.type)
+                .sorted { $0.value.count != $1.value.count ? $0.value.count > $1.value.count : $0.key < $1.key }
+            print("  types " + mix.map { "\($0.key) x\($0.value.count) (\(formatBytes($0.value.reduce(0) { $0 + $1.rawLength })))" }.joined(separator: ", "))
             for s in m.provenance.sources { print("  source \(s.file) \(s.bytes) bytes sha256 \(s.sha256)") }
             print("  converter \(m.provenance.converter), \(m.provenance.created)")
             print("")

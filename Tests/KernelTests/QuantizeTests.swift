@@ -16,7 +16,7 @@ final class QuantizeTests: XCTestCase {
         XCTAssertEqual(qlm_act_row_size(tQ8_0, 172), 6 * 40)
         XCTAssertEqual(qlm_act_row_size(tF16, 172), 688)
         XCTAssertNotNil(qlm_traits(8)) // q8_0x8
-        XCTAssertNil(qlm_traits(9))
+        XCTAssertNil(qlm_traits(30))
         // IQ4_K*: 16-weight chunks in super-blocks of <= 256 (1 + ceil(c/2) + 8c bytes each)
         for t in [tIQ4K16, tIQ4K32] {
             XCTAssertEqual(qlm_row_size(t, 64), 1 + 2 + 32)

@@ -21,6 +21,11 @@ final class FormatTableTests: XCTestCase {
             // q4_0 bytes per row, stored in 8-row groups (rowGroup 8)
             (.q4_0x8, 32, 18, 4.5, 6 * 18),
             (.q8_0x8, 32, 34, 8.5, 6 * 34),
+            // ggml's K-quants: rows must be whole 256-weight blocks (172 is refused, see below;
+            // the C rows pad a last block, 1 here)
+            (.q4_k, 256, 144, 4.5, 144),
+            (.q5_k, 256, 176, 5.5, 176),
+            (.q6_k, 256, 210, 6.5625, 210),
         ]
         XCTAssertEqual(Set(QuantType.weightTypes), Set(expected.map(\.0)))
         for (t, bs, bb, bpw, row) in expected {
@@ -28,7 +33,11 @@ final class FormatTableTests: XCTestCase {
             XCTAssertEqual(t.blockBytes, bb, "\(t) block bytes")
             XCTAssertEqual(t.bitsPerWeight, bpw, "\(t) bits/weight") // exact: bb*8/bs is a short binary fraction
             XCTAssertEqual(t.rowSize(172), row, "\(t) rowSize(172)")
-            if bs == 256 {
+            if t.wholeBlocks {
+                XCTAssertFalse(t.allows(rowLength: 172), "\(t)")
+                XCTAssertTrue(t.allows(rowLength: 1536), "\(t)")
+                XCTAssertEqual(t.rowSize(1536), 6 * bb, "\(t) rowSize(1536)")
+            } else if bs == 256 {
                 XCTAssertEqual(t.rowSize(32), 1 + 1 + 16, "\(t) rowSize(32)")
                 XCTAssertEqual(t.rowSize(33), 1 + 2 + 24, "\(t) rowSize(33)")
             } else {
@@ -38,7 +47,7 @@ final class FormatTableTests: XCTestCase {
             XCTAssertEqual(QuantType(name: t.name), t)
         }
         // Values are stored in files: they must never change.
-        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 31])
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 31])
         XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8])
         XCTAssertEqual(QuantType.q4_0x8.rowGroup, 8)
         XCTAssertEqual(QuantType.q8_0x8.rowGroup, 8)

@@ -57,6 +57,13 @@ struct GGUFBuilder {
         return b
     }
 
+    /// The built file and where a fuzzer's mutations go: the field table, the start of the tensor
+    /// infos and of the (32-aligned) data section.
+    mutating func buildForFuzzing() -> (bytes: [UInt8], fields: [(Int, Int, String)], infoStart: Int, dataStart: Int) {
+        let b = build()
+        return (b, fields, fields.first { $0.2 == "tensor name length" }!.0, (fields.last!.0 + 8 + 31) / 32 * 32)
+    }
+
     /// Random block bytes of `type` for `elements` elements, every fp16 field finite.
     static func randomBlocks(_ type: Int32, elements: Int, rng: inout SplitMix64) -> [UInt8] {
         let g = GGMLType(rawValue: type)!

@@ -111,33 +111,6 @@ struct Llama2cOracle {
     }
 }
 
-/// Writes a synthetic llama2.c checkpoint. `fill(name, index)` gives element `index` of
-/// the tensor called `name` (canonical name, e.g. "layers.1.attention.wq.weight").
-func writeLlama2c(_ url: URL, dim: Int = 64, hidden: Int = 172, layers: Int = 2, heads: Int = 8, kvHeads: Int = 4,
-                  vocab: Int = 512, seq: Int = 32, shared: Bool = true,
-                  fill: (String, Int) -> Float = { _, i in Float(i % 97) * 0.01 - 0.4 }) throws {
-    var out: [UInt8] = []
-    func i32(_ v: Int) { withUnsafeBytes(of: Int32(v).littleEndian) { out.append(contentsOf: $0) } }
-    for v in [dim, hidden, layers, heads, kvHeads, shared ? vocab : -vocab, seq] { i32(v) }
-    func put(_ name: String, _ n: Int) {
-        var f = [Float](repeating: 0, count: n)
-        for i in 0 ..< n { f[i] = fill(name, i) }
-        f.withUnsafeBytes { out.append(contentsOf: $0) }
-    }
-    let kvDim = dim / heads * kvHeads
-    put("tok_embeddings.weight", vocab * dim)
-    let layered: [(String, Int)] = [
-        ("attention_norm.weight", dim), ("attention.wq.weight", dim * dim), ("attention.wk.weight", kvDim * dim),
-        ("attention.wv.weight", kvDim * dim), ("attention.wo.weight", dim * dim), ("ffn_norm.weight", dim),
-        ("feed_forward.w1.weight", hidden * dim), ("feed_forward.w2.weight", dim * hidden),
-        ("feed_forward.w3.weight", hidden * dim),
-    ]
-    for (name, n) in layered { for l in 0 ..< layers { put("layers.\(l).\(name)", n) } }
-    put("norm.weight", dim)
-    put("freq_cis", 2 * seq * (dim / heads / 2))
-    if !shared { put("output.weight", vocab * dim) }
-    try Data(out).write(to: url)
-}
 
 // MARK: - safetensors
 

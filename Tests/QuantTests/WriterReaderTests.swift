@@ -27,7 +27,8 @@ private func syntheticTensors(encoding: TensorEncoding, seed: UInt64) -> [(Tenso
     // 172 is not a multiple of 32 (padded last block); 37 rows so chunking leaves a partial chunk.
     let shapes: [[Int]] = [[37, 172], [3, 5, 64], [200]]
     for t in QuantType.weightTypes {
-        for (k, shape) in shapes.enumerated() {
+        for (k, s) in shapes.enumerated() {
+            let shape = t.wholeBlocks ? s.dropLast() + [256] : s // whole-block types: rows of 256
             let n = shape.last!, rows = shape.dropLast().reduce(1, *)
             let x = rng.floats(rows * n, scale: 3)
             list.append((TensorInfo(name: "\(t.name).t\(k)", type: t, encoding: encoding, shape: shape), quantize(t, x, rows: rows, n: n)))

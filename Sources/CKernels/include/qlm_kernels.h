@@ -44,6 +44,11 @@ typedef enum {
     // q8_0 blocks stored the same way (rowgroup.c): lane r of every product register is row r, so
     // the scale product, the int -> float step and the sums are shared by 8 rows.
     QLM_TYPE_Q8_0X8 = 8,
+    // ggml's K-quant super-blocks, byte for byte (GGUF tensors pass through): 256 weights per block,
+    // rows a whole number of blocks (traits.whole_blocks). Pair with q8k activations (ksuper.h).
+    QLM_TYPE_Q4_K = 9,  // 8 x 32 weights, 6-bit scale and min each, fp16 d and dmin, 4-bit codes
+    QLM_TYPE_Q5_K = 10, // as q4_k with a fifth code bit
+    QLM_TYPE_Q6_K = 11, // 16 x 16 weights, int8 scale each, fp16 d, 6-bit codes - 32
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 
@@ -58,6 +63,9 @@ typedef struct { uint16_t d; uint8_t qs[QLM_QK / 2]; } qlm_block_q4_0;
 typedef struct { uint16_t d; uint16_t m; uint8_t qs[QLM_QK / 2]; } qlm_block_q4_1;
 // Activation block for the integer formats: x ~= d * qs, s = d * sum(qs).
 typedef struct { float d; float s; int8_t qs[QLM_QK]; } qlm_block_q8a;
+// Activation block for the K-quants (q8k): one per 256 elements, x ~= d * qs; bsums[k] = the sum
+// of qs[16k .. 16k+15] (exact), which the products' min and offset terms read.
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } qlm_block_q8k;
 // Activation block for Q4_0X8: as q8a, with the exact -8 * sum(qs) in place of s (the q4_0
 // zero-point correction every row of the block shares, added once in integer arithmetic).
 typedef struct { float d; int32_t nsum8; int8_t qs[QLM_QK]; } qlm_block_q8i;
@@ -75,6 +83,7 @@ _Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(qlm_block_q4_1) == 20, "q4_1 block is 20 bytes");
 _Static_assert(sizeof(qlm_block_q8a) == 40, "q8a block is 40 bytes");
 _Static_assert(sizeof(qlm_block_q8i) == 40, "q8i block is 40 bytes");
+_Static_assert(sizeof(qlm_block_q8k) == 292, "q8k block is 292 bytes");
 _Static_assert(sizeof(qlm_block_q4_0x8) == 8 * sizeof(qlm_block_q4_0), "q4_0x8 group block is 8 q4_0 blocks");
 _Static_assert(sizeof(qlm_block_q8_0x8) == 8 * sizeof(qlm_block_q8_0), "q8_0x8 group block is 8 q8_0 blocks");
 
@@ -91,6 +100,7 @@ typedef enum {
     QLM_ACT_F32 = 0, // the floats as they are (f32, f16; u8 too, though it has no products)
     QLM_ACT_Q8A = 1, // qlm_block_q8a per 32 elements (q4_0 appends its regrouped copy, see qlm_act_row_size)
     QLM_ACT_Q8I = 2, // qlm_block_q8i per 32 elements (q4_0x8)
+    QLM_ACT_Q8K = 3, // qlm_block_q8k per 256 elements (q4_k, q5_k, q6_k)
 } qlm_act_type;
 
 #define QLM_FP16_MAX 2 // most fp16 fields one block holds
@@ -130,6 +140,11 @@ typedef struct {
     int32_t code_bits;      // bits per stored weight code (32 f32, 16 f16, 8 q8_0/u8, 4 q4_*/iq4_*)
     int32_t fp16_count;     // fp16 numbers per block (f16 values; q8_0/q4_0 scale; q4_1 scale and min)
     int32_t fp16_offsets[QLM_FP16_MAX]; // their byte offsets within a block (scales lead the block)
+    // 1: only rows that are whole blocks may be stored as this type (the K-quants: GGUF never pads
+    // them, and a padded 640-weight row would cost 768). The converter stores other rows as
+    // row_fallback (a type number; q8_0 when the table lacks it) and the reader refuses them.
+    int32_t whole_blocks;
+    int32_t row_fallback;
 
     // Bytes of one row of n elements.
     size_t (*row_size)(int64_t n);

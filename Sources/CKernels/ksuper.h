@@ -1,0 +1,293 @@
+// The K-quant super-block types (q4_k, q5_k, q6_k): ggml's block layouts (a format fact: GGUF
+// tensors are copied unchanged), the shared scale packing, the quantizer's scale searches
+// (ksuper.c), and one product scheme every path and every kernel shape runs. Internal.
+//
+// Products. Each weight super-block is first decoded into a kq_dec (codes as unsigned bytes,
+// one int16 scale per 16 weights, the factor of each 16-sum of the activation codes); then per
+// activation row (a q8k block: d_a, codes a, bsums) two exact integers
+//     isum = sum_e sc(e) * q(e) * a(e)  [+ sum_k off(k) * bsums(k)   q6_k: off = -32 sc]
+//     imin =                             sum_k off(k) * bsums(k)     q4_k, q5_k: off = the min m
+// and the float steps, in super-block order, s += (d * d_a) * (float)isum, sm += (dmin * d_a) *
+// (float)imin, result s - sm. Every path forms the same integers (exact in int32: |isum| < 2^29)
+// and does the same float steps one super-block at a time, so the scalar, AVX2 and AVX-512 dot
+// kernels, the few-token kernels and the prefill tiles are bit-identical. The decoded block is
+// shared by all the tokens of a few-token call or tile (decoded once per row and call).
+#ifndef QLM_KSUPER_H
+#define QLM_KSUPER_H
+#include "qlm_simd.h"
+
+#pragma clang fp contract(off)
+
+#define QK_K 256
+
+// ggml block layouts (ggml-common.h / gguf's quants.py): see docs/format.md.
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[QK_K / 2]; } qlm_block_q4_k;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; } qlm_block_q5_k;
+typedef struct { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; } qlm_block_q6_k;
+_Static_assert(sizeof(qlm_block_q4_k) == 144, "q4_k block is 144 bytes");
+_Static_assert(sizeof(qlm_block_q5_k) == 176, "q5_k block is 176 bytes");
+_Static_assert(sizeof(qlm_block_q6_k) == 210, "q6_k block is 210 bytes");
+
+// A decoded weight super-block (see above). sc holds 8 copies of each 16-weight scale: int16
+// lane w of a maddubs result covers weights 2w, 2w+1, so sc lines up with it lane for lane.
+typedef struct {
+    uint8_t q[QK_K];
+    int16_t sc[QK_K / 2];
+    int16_t off[QK_K / 16];
+    float d, dmin;
+} __attribute__((aligned(64))) kq_dec;
+
+// ---- the 12-byte scale/min packing of q4_k and q5_k ----------------------------------------
+// Sub-block j < 4: scale = s[j] & 63, min = s[j+4] & 63; j >= 4: scale = (s[j+4] & 15) |
+// (s[j-4] >> 6) << 4, min = (s[j+4] >> 4) | (s[j] >> 6) << 4. Unpacked four at a time in
+// 32-bit words.
+static inline void kq_unpack_words(const uint8_t s[12], uint32_t *sc_lo, uint32_t *sc_hi, uint32_t *m_lo, uint32_t *m_hi) {
+    uint32_t w0, w1, w2;
+    memcpy(&w0, s, 4); memcpy(&w1, s + 4, 4); memcpy(&w2, s + 8, 4);
+    *sc_lo = w0 & 0x3F3F3F3Fu;
+    *m_lo = w1 & 0x3F3F3F3Fu;
+    *sc_hi = (w2 & 0x0F0F0F0Fu) | ((w0 >> 2) & 0x30303030u);
+    *m_hi = ((w2 >> 4) & 0x0F0F0F0Fu) | ((w1 >> 2) & 0x30303030u);
+}
+static inline void kq_unpack_scales(const uint8_t s[12], uint8_t sc[8], uint8_t m[8]) {
+    uint32_t a, c, b, e;
+    kq_unpack_words(s, &a, &c, &b, &e);
+    memcpy(sc, &a, 4); memcpy(sc + 4, &c, 4);
+    memcpy(m, &b, 4); memcpy(m + 4, &e, 4);
+}
+static inline void kq_pack_scales(const uint8_t sc[8], const uint8_t m[8], uint8_t s[12]) {
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)((sc[j] & 63) | ((sc[j + 4] >> 4) << 6));
+        s[j + 4] = (uint8_t)((m[j] & 63) | ((m[j + 4] >> 4) << 6));
+        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | ((m[j + 4] & 15) << 4));
+    }
+}
+// q4_k / q5_k: the 8 scales and mins into the decoded block (each scale covers two 16s).
+static inline void kq_dec_scales_min(kq_dec *D, const uint8_t s[12], uint16_t d, uint16_t dmin) {
+    uint8_t sc[8], m[8];
+    kq_unpack_scales(s, sc, m);
+    for (int k = 0; k < 16; k++) {
+        D->off[k] = m[k / 2];
+        for (int w = 0; w < 8; w++) D->sc[8 * k + w] = sc[k / 2];
+    }
+    D->d = qlm_h2f(d);
+    D->dmin = qlm_h2f(dmin);
+}
+
+#if QLM_X86
+QLM_AVX2_TARGET QLM_INLINE float kq_h2f_f16c(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+// The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a q4_k / q5_k block in one register,
+// built from general registers (no store-to-load round trip).
+QLM_AVX2_TARGET QLM_INLINE __m128i kq_scales_min_vec(const uint8_t s[12]) {
+    uint32_t a, c, b, e;
+    kq_unpack_words(s, &a, &c, &b, &e);
+    return _mm_setr_epi32((int)a, (int)c, (int)b, (int)e);
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_dec_scales_min_avx2(kq_dec *D, const uint8_t s[12], uint16_t d, uint16_t dmin) {
+    const __m128i v = kq_scales_min_vec(s);
+    const __m256i w = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v)); // sc0 sc0 sc1 sc1 ... sc7 sc7 (words)
+    // 16 words per 32-weight sub-block j: scale j broadcast (vpermd picks word pair j)
+    for (int j = 0; j < 8; j++)
+        _mm256_store_si256((__m256i *)(D->sc + 16 * j), _mm256_permutevar8x32_epi32(w, _mm256_set1_epi32(j)));
+    _mm256_store_si256((__m256i *)D->off, _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v)));
+    D->d = kq_h2f_f16c(d);
+    D->dmin = kq_h2f_f16c(dmin);
+}
+#endif
+
+// ---- quantizer searches (ksuper.c) -----------------------------------------------------------
+// x[0..n) ~= scale * q - min with q in [0, nmax], min >= 0 (an offset <= 0, as q4_k/q5_k store
+// it): a grid of candidate scales, each refit by weighted least squares; returns the scale, *min.
+float kq_fit_affine(const float *x, int n, int nmax, float *min);
+// q4_k / q5_k: a super-block's 8 sub-block fits (codes 0..nmax), its fp16 d = max scale / 63 and
+// dmin = max min / 63, the 6-bit scales and mins rounded against them and packed; dl[j], ml[j]
+// the numbers the dequantizer forms (d * sc_j, dmin * m_j), which the codes are rounded against.
+void kq_fit_scales_mins(const float *x, int nmax, uint16_t *d, uint16_t *dmin, uint8_t scales[12], float dl[8], float ml[8]);
+// x[0..n) ~= scale * q with q in [-nmax, nmax - 1] (q6_k: nmax 32): returns the scale.
+float kq_fit_symmetric(const float *x, int n, int nmax);
+// Rounds v / s to the nearest integer, clamped to [lo, hi]; s == 0 gives `zero`.
+static inline int kq_code(float v, float s, int lo, int hi, int zero) {
+    if (s == 0.0f) return zero;
+    const float q = roundf(v / s);
+    return (int)fminf(fmaxf(q, (float)lo), (float)hi);
+}
+// A row of whole super-blocks (the last one zero-padded) through a per-block quantizer.
+void kq_quantize_row(void (*block)(const float *x, void *dst), size_t bb, const float *x, void *dst, int64_t n);
+// A row through ggml's dequantizer (ggml_blocks.c, tested against the gguf package), the last
+// partial super-block (if any) through a padded copy.
+void kq_dequantize_row(int32_t ggml_type, size_t bb, const void *src, float *y, int64_t n);
+size_t kq_row_size_bytes(int64_t n, size_t bb);
+
+// ---- the integer step, per path ------------------------------------------------------------
+// oi: 1 when off feeds isum (q6_k), 0 when it is imin (q4_k, q5_k).
+static inline void kq_ints_scalar(const kq_dec *D, const qlm_block_q8k *a, int oi, int32_t *isum, int32_t *imin) {
+    int32_t s = 0, o = 0;
+    for (int k = 0; k < 16; k++) {
+        int32_t t = 0;
+        for (int j = 0; j < 16; j++) t += (int32_t)D->q[16 * k + j] * (int32_t)a->qs[16 * k + j];
+        s += D->sc[8 * k] * t;
+        o += D->off[k] * (int32_t)a->bsums[k];
+    }
+    if (oi) { *isum = s + o; *imin = 0; } else { *isum = s; *imin = o; }
+}
+
+#if QLM_X86
+QLM_AVX2_TARGET QLM_INLINE int32_t kq_hsum_i32x8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+// Codes are < 64 and activation codes within +-127, so maddubs' pair sums (< 2 * 63 * 127) never
+// saturate.
+QLM_AVX2_TARGET QLM_INLINE void kq_ints_avx2(const kq_dec *D, const qlm_block_q8k *a, int oi, int32_t *isum, int32_t *imin) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++) {
+        const __m256i p = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(D->q + 32 * c)),
+                                               _mm256_loadu_si256((const __m256i *)(a->qs + 32 * c)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_load_si256((const __m256i *)(D->sc + 16 * c))));
+    }
+    const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_load_si256((const __m256i *)D->off));
+    if (oi) { *isum = kq_hsum_i32x8(_mm256_add_epi32(acc, o)); *imin = 0; }
+    else { *isum = kq_hsum_i32x8(acc); *imin = kq_hsum_i32x8(o); }
+}
+QLM_AVX512_TARGET QLM_INLINE void kq_ints_avx512(const kq_dec *D, const qlm_block_q8k *a, int oi, int32_t *isum, int32_t *imin) {
+    __m512i acc = _mm512_setzero_si512();
+    for (int g = 0; g < 4; g++) {
+        const __m512i p = _mm512_maddubs_epi16(_mm512_load_si512((const void *)(D->q + 64 * g)),
+                                               _mm512_loadu_si512((const void *)(a->qs + 64 * g)));
+        acc = _mm512_dpwssd_epi32(acc, p, _mm512_load_si512((const void *)(D->sc + 32 * g)));
+    }
+    const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_load_si256((const __m256i *)D->off));
+    const __m256i acc8 = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    if (oi) { *isum = kq_hsum_i32x8(_mm256_add_epi32(acc8, o)); *imin = 0; }
+    else { *isum = kq_hsum_i32x8(acc8); *imin = kq_hsum_i32x8(o); }
+}
+#endif
+
+// Four tokens at once over one decoded block: the same integers as kq_ints_P per token (exact
+// int32 sums in another order), and the float steps lane by lane as the one-token step does
+// them (multiply, multiply, add; no FMA): s[t] += (d * d_a[t]) * isum[t], sm[t] likewise.
+static inline void kq_step4_scalar(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
+    for (int t = 0; t < 4; t++) {
+        int32_t isum, imin;
+        kq_ints_scalar(D, a[t], oi, &isum, &imin);
+        s[t] += (D->d * a[t]->d) * (float)isum;
+        sm[t] += (D->dmin * a[t]->d) * (float)imin;
+    }
+}
+#if QLM_X86
+// Lane t of the result = the sum of v_t's 8 int32 lanes (exact).
+QLM_AVX2_TARGET QLM_INLINE __m128i kq_hsum4_i32x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_floats4(const kq_dec *D, const qlm_block_q8k *const a[4], __m128i isum, __m128i imin, float *s, float *sm) {
+    const __m128 da = _mm_setr_ps(a[0]->d, a[1]->d, a[2]->d, a[3]->d);
+    _mm_storeu_ps(s, _mm_add_ps(_mm_loadu_ps(s), _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(D->d), da), _mm_cvtepi32_ps(isum))));
+    _mm_storeu_ps(sm, _mm_add_ps(_mm_loadu_ps(sm), _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(D->dmin), da), _mm_cvtepi32_ps(imin))));
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_offs4(const kq_dec *D, const qlm_block_q8k *const a[4], __m256i x[4], int oi, __m128i *isum, __m128i *imin) {
+    const __m256i off = _mm256_load_si256((const __m256i *)D->off);
+    __m256i o[4];
+    for (int t = 0; t < 4; t++) o[t] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t]->bsums), off);
+    if (oi) {
+        for (int t = 0; t < 4; t++) x[t] = _mm256_add_epi32(x[t], o[t]);
+        *imin = _mm_setzero_si128();
+    } else {
+        *imin = kq_hsum4_i32x8(o[0], o[1], o[2], o[3]);
+    }
+    *isum = kq_hsum4_i32x8(x[0], x[1], x[2], x[3]);
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_step4_avx2(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
+    __m256i x[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int c = 0; c < 8; c++) {
+        const __m256i w = _mm256_load_si256((const __m256i *)(D->q + 32 * c));
+        const __m256i sc = _mm256_load_si256((const __m256i *)(D->sc + 16 * c));
+        for (int t = 0; t < 4; t++)
+            x[t] = _mm256_add_epi32(x[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)(a[t]->qs + 32 * c))), sc));
+    }
+    __m128i isum, imin;
+    kq_offs4(D, a, x, oi, &isum, &imin);
+    kq_floats4(D, a, isum, imin, s, sm);
+}
+QLM_AVX512_TARGET QLM_INLINE void kq_step4_avx512(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
+    __m512i z[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
+    for (int g = 0; g < 4; g++) {
+        const __m512i w = _mm512_load_si512((const void *)(D->q + 64 * g));
+        const __m512i sc = _mm512_load_si512((const void *)(D->sc + 32 * g));
+        for (int t = 0; t < 4; t++)
+            z[t] = _mm512_dpwssd_epi32(z[t], _mm512_maddubs_epi16(w, _mm512_loadu_si512((const void *)(a[t]->qs + 64 * g))), sc);
+    }
+    __m256i x[4];
+    for (int t = 0; t < 4; t++) x[t] = _mm256_add_epi32(_mm512_castsi512_si256(z[t]), _mm512_extracti64x4_epi64(z[t], 1));
+    __m128i isum, imin;
+    kq_offs4(D, a, x, oi, &isum, &imin);
+    kq_floats4(D, a, isum, imin, s, sm);
+}
+#endif
+
+// ---- kernels stamped per type and path -----------------------------------------------------
+// KQ_KERNELS(T, P, TGT, DEC, OI, WT): T the type's name, P the path suffix (scalar/avx2/avx512),
+// DEC(const WT *block, kq_dec *D) the decoder, OI as above. Defines
+//   kq_rows_T_P(n, w, act, as, Y, ldy, nt): one row x nt (1..KQ_TILE_NT) tokens, four at a time,
+//   dotn_T_P (qlm_dotn_fn), few_T_P (qlm_few_fn), tile_T_P (qlm_tile_fn, 1 row x KQ_TILE_NT).
+#define KQ_TILE_NT 16
+#define KQ_KERNELS(T, P, TGT, DEC, OI, WT)                                                         \
+TGT static void kq_rows_##T##_##P(int64_t n, const void *w, const void *act_, size_t as, float *Y, int64_t ldy, int nt) { \
+    const WT *wb = (const WT *)w;                                                                  \
+    const char *act = (const char *)act_;                                                          \
+    const int64_t nb = (n + QK_K - 1) / QK_K;                                                      \
+    float s[KQ_TILE_NT], sm[KQ_TILE_NT];                                                           \
+    for (int t = 0; t < nt; t++) s[t] = sm[t] = 0.0f;                                              \
+    const int n4 = nt & ~3;                                                                        \
+    kq_dec D;                                                                                      \
+    for (int64_t b = 0; b < nb; b++) {                                                             \
+        DEC(wb + b, &D);                                                                           \
+        for (int t = 0; t < n4; t += 4) {                                                          \
+            const qlm_block_q8k *a4[4];                                                            \
+            for (int k = 0; k < 4; k++) a4[k] = (const qlm_block_q8k *)(act + (size_t)(t + k) * as) + b; \
+            kq_step4_##P(&D, a4, OI, s + t, sm + t);                                               \
+        }                                                                                          \
+        for (int t = n4; t < nt; t++) {                                                            \
+            const qlm_block_q8k *a = (const qlm_block_q8k *)(act + (size_t)t * as) + b;             \
+            int32_t isum, imin;                                                                    \
+            kq_ints_##P(&D, a, OI, &isum, &imin);                                                  \
+            s[t] += (D.d * a->d) * (float)isum;                                                    \
+            sm[t] += (D.dmin * a->d) * (float)imin;                                                \
+        }                                                                                          \
+    }                                                                                              \
+    for (int t = 0; t < nt; t++) Y[t * ldy] = s[t] - sm[t];                                        \
+}                                                                                                  \
+TGT __attribute__((unused)) static void dotn_##T##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+    for (int r = 0; r < nr; r++) kq_rows_##T##_##P(n, (const char *)w + (size_t)r * rs, act, 0, out + r, 1, 1); \
+}                                                                                                  \
+TGT static void few_##T##_##P(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) { \
+    kq_rows_##T##_##P(n, w, act, as, Y, ldy, nt);                                                  \
+}                                                                                                  \
+TGT static void tile_##T##_##P(int64_t n, const void *w, size_t rs, const void *act, size_t as, float *Y, int64_t ldy) { \
+    (void)rs;                                                                                      \
+    kq_rows_##T##_##P(n, w, act, as, Y, ldy, KQ_TILE_NT);                                          \
+}
+
+// A qlm_dotn_fn over a type's fused one-token dot dot1_T_P(n, row, act) (the row's .dotn then
+// names dot1n_T_P in place of KQ_ROW_KERNELS' dotn_T_P).
+#define KQ_DOT1_DOTN(T, P, TGT, WT)                                                                \
+TGT static void dot1n_##T##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
+    for (int r = 0; r < nr; r++) out[r] = dot1_##T##_##P(n, (const WT *)((const char *)w + (size_t)r * rs), (const qlm_block_q8k *)act); \
+}
+
+// The table-row fields every K type shares (kernels named as KQ_KERNELS makes them; DN = dotn,
+// or dot1n for a type with fused one-token dots on the SIMD paths).
+#define KQ_ROW_KERNELS(T, DN)                                                                      \
+    .act_type = QLM_ACT_Q8K, .act_row_size = qlm_act_size_q8k, .prepare_act = qlm_prepare_q8k,     \
+    .row_group = 1, .is_quantized = 1, .block_size = QK_K, .whole_blocks = 1,                      \
+    .dotn = {[QLM_PATH_SCALAR] = dotn_##T##_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(DN##_##T##_avx2),  \
+             [QLM_PATH_AVX512] = QLM_IF_X86(DN##_##T##_avx512)},                                   \
+    .tile = {[QLM_PATH_SCALAR] = {tile_##T##_scalar, 1, KQ_TILE_NT},                               \
+             [QLM_PATH_AVX2] = {QLM_IF_X86(tile_##T##_avx2), 1, KQ_TILE_NT},                       \
+             [QLM_PATH_AVX512] = {QLM_IF_X86(tile_##T##_avx512), 1, KQ_TILE_NT}},                  \
+    .few = {[QLM_PATH_SCALAR] = few_##T##_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(few_##T##_avx2),     \
+            [QLM_PATH_AVX512] = QLM_IF_X86(few_##T##_avx512)},
+
+#endif

@@ -1,0 +1,130 @@
+// q4_k: ggml's Q4_K super-block, byte for byte (ksuper.h, docs/format.md): 256 weights as 8
+// sub-blocks of 32, weight = d * sc_j * q - dmin * m_j, 6-bit sc_j and m_j packed in 12 bytes,
+// fp16 d and dmin, 4-bit codes (sub-blocks 2i and 2i+1 share 32 bytes: low and high nibbles).
+// Pairs with q8k activations; one product scheme for every path and kernel (ksuper.h).
+#include "ksuper.h"
+#include "qlm_ggml.h"
+
+#pragma clang fp contract(off)
+
+static size_t q4_k_row_size(int64_t n) { return kq_row_size_bytes(n, sizeof(qlm_block_q4_k)); }
+
+// ---- quantizer (one scalar quantizer on every path) ----------------------------------------
+// Per sub-block a weighted fit of scale and min (kq_fit_affine), then d = max scale / 63 and
+// dmin = max min / 63 (fp16), the 6-bit sub-scales rounded against them, and the codes rounded
+// against the stored numbers as the dequantizer forms them (d * sc, dmin * m).
+static void q4_k_block(const float *x, void *dst) {
+    qlm_block_q4_k *b = (qlm_block_q4_k *)dst;
+    float dl[8], ml[8];
+    kq_fit_scales_mins(x, 15, &b->d, &b->dmin, b->scales, dl, ml);
+    memset(b->qs, 0, sizeof b->qs);
+    for (int j = 0; j < 8; j++) {
+        for (int i = 0; i < 32; i++)
+            b->qs[32 * (j / 2) + i] |= (uint8_t)(kq_code(x[32 * j + i] + ml[j], dl[j], 0, 15, 0) << (4 * (j % 2)));
+    }
+}
+static void q4_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+    (void)path;
+    kq_quantize_row(q4_k_block, sizeof(qlm_block_q4_k), x, dst, n);
+}
+static void q4_k_dequantize_row(const void *src, float *y, int64_t n) {
+    kq_dequantize_row(QLM_GGML_Q4_K, sizeof(qlm_block_q4_k), src, y, n);
+}
+
+// ---- decoders ----------------------------------------------------------------------------------
+static inline void dec_q4_k_scalar(const qlm_block_q4_k *b, kq_dec *D) {
+    kq_dec_scales_min(D, b->scales, b->d, b->dmin);
+    for (int j = 0; j < 4; j++)
+        for (int i = 0; i < 32; i++) {
+            D->q[64 * j + i] = b->qs[32 * j + i] & 0x0F;
+            D->q[64 * j + 32 + i] = b->qs[32 * j + i] >> 4;
+        }
+}
+#if QLM_X86
+QLM_AVX2_TARGET QLM_INLINE void dec_q4_k_avx2(const qlm_block_q4_k *b, kq_dec *D) {
+    kq_dec_scales_min_avx2(D, b->scales, b->d, b->dmin);
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    for (int j = 0; j < 4; j++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * j));
+        _mm256_store_si256((__m256i *)(D->q + 64 * j), _mm256_and_si256(v, lo4));
+        _mm256_store_si256((__m256i *)(D->q + 64 * j + 32), _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4));
+    }
+}
+#endif
+
+KQ_KERNELS(q4_k, scalar, , dec_q4_k_scalar, 0, qlm_block_q4_k)
+#if QLM_X86
+KQ_KERNELS(q4_k, avx2, QLM_AVX2_TARGET, dec_q4_k_avx2, 0, qlm_block_q4_k)
+KQ_KERNELS(q4_k, avx512, QLM_AVX512_TARGET, dec_q4_k_avx2, 0, qlm_block_q4_k)
+
+// One-token dots (decode) without the decoded block: the codes and scale lanes go straight into
+// the product registers. The same exact integers per super-block (isum, imin) and the same float
+// steps as kq_rows, so the results are those of the few-token kernels and tiles bit for bit.
+QLM_AVX512_TARGET static float dot1_q4_k_avx512(int64_t n, const qlm_block_q4_k *w, const qlm_block_q8k *a) {
+    const int64_t nb = (n + QK_K - 1) / QK_K;
+    const __m512i lo4 = _mm512_set1_epi8(0x0F);
+    // vpermw indices: words 0..15 <- scale 2g, 16..31 <- scale 2g + 1
+    const __m512i i0 = _mm512_set_epi64(0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0, 0, 0, 0);
+    const __m512i two = _mm512_set1_epi16(2);
+    float s = 0.0f, sm = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        PF((const char *)(w + b) + QLM_PF_DIST);
+        const __m128i v8 = kq_scales_min_vec(w[b].scales);
+        const __m512i s8 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v8));
+        __m512i acc = _mm512_setzero_si512(), idx = i0;
+        for (int g = 0; g < 4; g++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * g));
+            const __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
+            const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512((const void *)(a[b].qs + 64 * g)));
+            acc = _mm512_dpwssd_epi32(acc, p, _mm512_permutexvar_epi16(idx, s8));
+            idx = _mm512_add_epi16(idx, two);
+        }
+        const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
+        const __m256i x = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+        const __m256i h = _mm256_hadd_epi32(x, o); // x01 x23 o01 o23 | x45 x67 o45 o67
+        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        r = _mm_hadd_epi32(r, r);                 // isum, imin, ...
+        const float da = a[b].d;
+        s += (kq_h2f_f16c(w[b].d) * da) * (float)_mm_cvtsi128_si32(r);
+        sm += (kq_h2f_f16c(w[b].dmin) * da) * (float)_mm_extract_epi32(r, 1);
+    }
+    return s - sm;
+}
+QLM_AVX2_TARGET static float dot1_q4_k_avx2(int64_t n, const qlm_block_q4_k *w, const qlm_block_q8k *a) {
+    const int64_t nb = (n + QK_K - 1) / QK_K;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F);
+    float s = 0.0f, sm = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        PF((const char *)(w + b) + QLM_PF_DIST);
+        const __m128i v8 = kq_scales_min_vec(w[b].scales);
+        const __m256i sw = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v8, v8)); // word pairs: scale j in dword j
+        __m256i acc = _mm256_setzero_si256();
+        for (int g = 0; g < 4; g++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * g));
+            const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, lo4), _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * g)));
+            const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4), _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * g + 32)));
+            const __m256i s0 = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g)), s1 = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g + 1));
+            acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+        }
+        const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
+        const __m256i h = _mm256_hadd_epi32(acc, o);
+        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        r = _mm_hadd_epi32(r, r);
+        const float da = a[b].d;
+        s += (kq_h2f_f16c(w[b].d) * da) * (float)_mm_cvtsi128_si32(r);
+        sm += (kq_h2f_f16c(w[b].dmin) * da) * (float)_mm_extract_epi32(r, 1);
+    }
+    return s - sm;
+}
+KQ_DOT1_DOTN(q4_k, avx512, QLM_AVX512_TARGET, qlm_block_q4_k)
+KQ_DOT1_DOTN(q4_k, avx2, QLM_AVX2_TARGET, qlm_block_q4_k)
+#endif
+
+// ---- table row -------------------------------------------------------------------------------
+const qlm_type_traits qlm_traits_q4_k = {
+    .name = "q4_k", .summary = "ggml Q4_K", .block_bytes = sizeof(qlm_block_q4_k), .code_bits = 4,
+    .fp16_count = 2, .fp16_offsets = {offsetof(qlm_block_q4_k, d), offsetof(qlm_block_q4_k, dmin)},
+    .row_fallback = 12, // q5_0, as llama.cpp falls back (q8_0 while the table lacks it)
+    .row_size = q4_k_row_size, .quantize_row = q4_k_quantize_row, .dequantize_row = q4_k_dequantize_row,
+    KQ_ROW_KERNELS(q4_k, dot1n)
+};

@@ -1,0 +1,100 @@
+// q6_k: ggml's Q6_K super-block, byte for byte (ksuper.h, docs/format.md): 256 weights as 16
+// sub-blocks of 16, weight = d * sc_k * (q - 32), int8 sc_k, fp16 d (last in the block), 6-bit
+// codes: per half of 128 weights, the low 4 bits in ql[64 half + r % 64] (nibble r / 64) and the
+// high 2 in qh[32 half + r % 32] (bits 2 (r / 32)). Pairs with q8k activations; the -32 is the
+// exact term -32 sc_k bsums_k of the integer sum (ksuper.h).
+#include "ksuper.h"
+#include "qlm_ggml.h"
+
+#pragma clang fp contract(off)
+
+static size_t q6_k_row_size(int64_t n) { return kq_row_size_bytes(n, sizeof(qlm_block_q6_k)); }
+
+// Per 16 weights a symmetric fit (kq_fit_symmetric, codes -32..31), d = max |scale| / 127 (fp16),
+// the int8 sub-scales rounded against it, the codes against d * sc as the dequantizer forms it.
+static void q6_k_block(const float *x, void *dst) {
+    qlm_block_q6_k *b = (qlm_block_q6_k *)dst;
+    float sc[16], amax = 0.0f;
+    for (int k = 0; k < 16; k++) {
+        sc[k] = kq_fit_symmetric(x + 16 * k, 16, 32);
+        if (fabsf(sc[k]) > amax) amax = fabsf(sc[k]);
+    }
+    b->d = qlm_f2h(amax / 127.0f);
+    const float d = qlm_h2f(b->d);
+    memset(b->ql, 0, sizeof b->ql);
+    memset(b->qh, 0, sizeof b->qh);
+    for (int k = 0; k < 16; k++) {
+        b->scales[k] = (int8_t)kq_code(sc[k], d, -128, 127, 0);
+        const float dl = d * (float)b->scales[k];
+        for (int i = 0; i < 16; i++) {
+            const int L = 16 * k + i, half = L / 128, r = L % 128;
+            const int q = kq_code(x[L], dl, -32, 31, 0) + 32;
+            b->ql[64 * half + r % 64] |= (uint8_t)((q & 15) << (4 * (r / 64)));
+            b->qh[32 * half + r % 32] |= (uint8_t)((q >> 4) << (2 * (r / 32)));
+        }
+    }
+}
+static void q6_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+    (void)path;
+    kq_quantize_row(q6_k_block, sizeof(qlm_block_q6_k), x, dst, n);
+}
+static void q6_k_dequantize_row(const void *src, float *y, int64_t n) {
+    kq_dequantize_row(QLM_GGML_Q6_K, sizeof(qlm_block_q6_k), src, y, n);
+}
+
+// ---- decoders: codes 0..63, off = -32 sc (into isum), no min term ------------------------------
+static inline void dec_q6_k_scalar(const qlm_block_q6_k *b, kq_dec *D) {
+    for (int L = 0; L < QK_K; L++) {
+        const int half = L / 128, r = L % 128;
+        D->q[L] = (uint8_t)(((b->ql[64 * half + r % 64] >> (4 * (r / 64))) & 0x0F) |
+                            (((b->qh[32 * half + r % 32] >> (2 * (r / 32))) & 3) << 4));
+    }
+    for (int k = 0; k < 16; k++) {
+        D->off[k] = (int16_t)(-32 * b->scales[k]);
+        for (int w = 0; w < 8; w++) D->sc[8 * k + w] = b->scales[k];
+    }
+    D->d = qlm_h2f(b->d);
+    D->dmin = 0.0f;
+}
+#if QLM_X86
+QLM_AVX2_TARGET QLM_INLINE void dec_q6_k_avx2(const qlm_block_q6_k *b, kq_dec *D) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    for (int h = 0; h < 2; h++) {
+        const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
+        const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
+        const __m256i hh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+        uint8_t *q = D->q + 128 * h;
+        _mm256_store_si256((__m256i *)q, _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_and_si256(_mm256_slli_epi16(hh, 4), m2)));
+        _mm256_store_si256((__m256i *)(q + 32), _mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(hh, 2), m2)));
+        _mm256_store_si256((__m256i *)(q + 64), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(hh, m2)));
+        _mm256_store_si256((__m256i *)(q + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4), _mm256_and_si256(_mm256_srli_epi16(hh, 2), m2)));
+    }
+    const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
+    for (int c = 0; c < 8; c++) {
+        // bytes 2c x 8 then 2c+1 x 8
+        const __m128i idx = _mm_setr_epi8((char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c),
+                                          (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1));
+        _mm256_store_si256((__m256i *)(D->sc + 16 * c), _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s, idx)));
+    }
+    _mm256_store_si256((__m256i *)D->off, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(s), 5)));
+    D->d = kq_h2f_f16c(b->d);
+    D->dmin = 0.0f;
+}
+#endif
+
+KQ_KERNELS(q6_k, scalar, , dec_q6_k_scalar, 1, qlm_block_q6_k)
+#if QLM_X86
+KQ_KERNELS(q6_k, avx2, QLM_AVX2_TARGET, dec_q6_k_avx2, 1, qlm_block_q6_k)
+KQ_KERNELS(q6_k, avx512, QLM_AVX512_TARGET, dec_q6_k_avx2, 1, qlm_block_q6_k)
+#endif
+
+// ---- table row -------------------------------------------------------------------------------
+// The fp16 d is the block's last field; the zstd head (bytes up to the last fp16 field) is then
+// the whole block.
+const qlm_type_traits qlm_traits_q6_k = {
+    .name = "q6_k", .summary = "ggml Q6_K", .block_bytes = sizeof(qlm_block_q6_k), .code_bits = 6,
+    .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q6_k, d)},
+    .row_fallback = QLM_TYPE_Q8_0, // as llama.cpp falls back
+    .row_size = q6_k_row_size, .quantize_row = q6_k_quantize_row, .dequantize_row = q6_k_dequantize_row,
+    KQ_ROW_KERNELS(q6_k, dotn)
+};
