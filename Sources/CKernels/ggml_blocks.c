@@ -41,8 +41,8 @@ _Static_assert(sizeof(g_q6_k) == 210, "ggml q6_K block is 210 bytes");
 _Static_assert(sizeof(g_iq4_nl) == 18, "ggml iq4_nl block is 18 bytes");
 _Static_assert(sizeof(g_iq4_xs) == 136, "ggml iq4_xs block is 136 bytes");
 
-// The IQ4_NL non-uniform levels (same table as QuantLM's iq4 types).
-static const int8_t k_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+// The IQ4_NL non-uniform levels: QuantLM's iq4 codebook (kquant.c).
+#define k_iq4nl qlm_iq4_levels
 
 static float h(uint16_t x) { return qlm_h2f(x); }
 

@@ -59,7 +59,7 @@ static inline int nearest_level(float v) {
 // Squared coding error of x[0..m) at scale s (codes to q when q != NULL), each term weighted by
 // wt[j] when wt != NULL. The weighted form is GPTQ's: wt[j] = 1 / U_jj^2 (see qlm_kq_gptq_row).
 // The two loops are kept apart so each keeps its exact floating-point expression.
-static float code_err(const float *x, const float *wt, int m, float s, uint8_t *q) {
+float qlm_iq4_code_err(const float *x, const float *wt, int m, float s, uint8_t *q) {
     float err = 0.0f;
     if (!wt) {
         if (s == 0.0f) {
@@ -87,7 +87,7 @@ static float code_err(const float *x, const float *wt, int m, float s, uint8_t *
 
 // Best float scale (>= 0) for x[0..m) by a grid search plus a least-squares refit, minimizing
 // code_err with the same weights (wt NULL: plain squared error).
-static float best_scale(const float *x, const float *wt, int m) {
+float qlm_iq4_best_scale(const float *x, const float *wt, int m) {
     float amax = 0.0f;
     for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) amax = fabsf(x[j]);
     if (amax == 0.0f) return 0.0f;
@@ -95,7 +95,7 @@ static float best_scale(const float *x, const float *wt, int m) {
     uint8_t q[32];
     for (int k = 0; k <= 24; k++) {
         const float s0 = amax / (100.0f + 2.0f * (float)k); // max magnitude at levels 100..148
-        code_err(x, wt, m, s0, q);
+        qlm_iq4_code_err(x, wt, m, s0, q);
         float sxl = 0.0f, sll = 0.0f;
         if (wt) {
             for (int j = 0; j < m; j++) { const float l = (float)qlm_iq4_levels[q[j]]; sxl += wt[j] * x[j] * l; sll += wt[j] * l * l; }
@@ -103,7 +103,7 @@ static float best_scale(const float *x, const float *wt, int m) {
             for (int j = 0; j < m; j++) { const float l = (float)qlm_iq4_levels[q[j]]; sxl += x[j] * l; sll += l * l; }
         }
         const float s1 = (sll > 0.0f && sxl > 0.0f) ? sxl / sll : s0;
-        const float e0 = code_err(x, wt, m, s0, NULL), e1 = code_err(x, wt, m, s1, NULL);
+        const float e0 = qlm_iq4_code_err(x, wt, m, s0, NULL), e1 = qlm_iq4_code_err(x, wt, m, s1, NULL);
         if (e0 < best_e) { best_e = e0; best_s = s0; }
         if (e1 < best_e) { best_e = e1; best_s = s1; }
     }
@@ -121,7 +121,7 @@ static int best_sub(const float *x, const float *wt, int m, float d, float s, in
     float be = INFINITY;
     for (int q = q0 - radius; q <= q0 + radius; q++) {
         if (q < 0 || q > qmax) continue;
-        const float e = code_err(x, wt, m, d * (float)q, NULL);
+        const float e = qlm_iq4_code_err(x, wt, m, d * (float)q, NULL);
         if (e < be) { be = e; best = q; }
     }
     return best;
@@ -170,7 +170,7 @@ static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) 
     for (int o = 0; o < m_total; o += sub) {
         const int m = (m_total - o) < sub ? (m_total - o) : sub;
         off[ns] = o; len[ns] = m;
-        s[ns] = best_scale(x + o, NULL, m);
+        s[ns] = qlm_iq4_best_scale(x + o, NULL, m);
         ns++;
     }
     const uint8_t e = choose_e8(s, ns, qmax);
@@ -181,7 +181,7 @@ static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) 
     for (int j = 0; j < ns; j++) {
         const int qs = best_sub(x + off[j], NULL, len[j], d, s[j], qmax, 1);
         set_sub(type, sc, j, qs);
-        code_err(x + off[j], NULL, len[j], d * (float)qs, q + off[j]);
+        qlm_iq4_code_err(x + off[j], NULL, len[j], d * (float)qs, q + off[j]);
     }
     for (int g = 0; g < ng; g++) {
         const int m = (16 * c - 32 * g) >= 32 ? 32 : 16;
@@ -362,7 +362,7 @@ static void kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void
         }
         float s[16];
         int ns = 0;
-        for (int o = 0; o < m_total; o += sub) s[ns++] = best_scale(buf + o, wt + o, (m_total - o) < sub ? (m_total - o) : sub);
+        for (int o = 0; o < m_total; o += sub) s[ns++] = qlm_iq4_best_scale(buf + o, wt + o, (m_total - o) < sub ? (m_total - o) : sub);
         const uint8_t e = choose_e8(s, ns, qmax);
         const float d = e8_to_f32(e);
         out[0] = e;
@@ -372,7 +372,7 @@ static void kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void
         for (int sbi = 0, o = 0; o < m_total; o += sub, sbi++) {
             const int m = (m_total - o) < sub ? (m_total - o) : sub;
             for (int j = 0; j < m; j++) buf[o + j] = (i0 + o + j < n) ? w[i0 + o + j] : 0.0f;
-            const int qs = best_sub(buf + o, wt + o, m, d, best_scale(buf + o, wt + o, m), qmax, 2);
+            const int qs = best_sub(buf + o, wt + o, m, d, qlm_iq4_best_scale(buf + o, wt + o, m), qmax, 2);
             set_sub(type, sc, sbi, qs);
             const float ss = d * (float)qs;
             const float is = ss != 0.0f ? 1.0f / ss : 0.0f;

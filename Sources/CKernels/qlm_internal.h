@@ -97,6 +97,8 @@ extern const qlm_type_traits qlm_traits_q4_0x8, qlm_traits_q8_0x8;          // r
 extern const qlm_type_traits qlm_traits_q4_k;                               // type_q4_k.c
 extern const qlm_type_traits qlm_traits_q5_k;                               // type_q5_k.c
 extern const qlm_type_traits qlm_traits_q6_k;                               // type_q6_k.c
+extern const qlm_type_traits qlm_traits_q5_0, qlm_traits_q5_1, qlm_traits_iq4_nl; // type_q5.c, type_iq4_nl.c
+extern const qlm_type_traits qlm_traits_iq4_xs, qlm_traits_q3_k, qlm_traits_q2_k;  // type_iq4_xs.c, type_q3_k.c, type_q2_k.c
 // The path whose kernels a product of type t runs on CPU path `path`: the highest path <= path
 // with a dot kernel (-1: none, e.g. u8).
 QLM_INLINE int32_t qlm_kernel_path(const qlm_type_traits *t, int32_t path) {
@@ -136,6 +138,13 @@ void qlm_q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst);
 
 // ---- IQ4_K* super-block types (kquant.c) ----------------------------------------------------
 size_t qlm_kq_row_size(int64_t n);
+// The IQ4 codebook's coder (shared with iq4_nl): squared error of x[0..m) coded at scale s (codes to
+// q when non-NULL; terms weighted by wt when non-NULL), and the best scale >= 0 for x by that error.
+float qlm_iq4_code_err(const float *x, const float *wt, int m, float s, uint8_t *q);
+float qlm_iq4_best_scale(const float *x, const float *wt, int m);
+// Dequantizes a row of n elements stored as ggml blocks of bs (<= 256) elements, the last one padded:
+// whole blocks by ggml_blocks.c, the partial last block through a copy (type_q5.c).
+void qlm_dequantize_ggml_blocks(int32_t ggml_type, int bs, size_t block_bytes, const void *src, float *y, int64_t n);
 
 // ---- pool (pool.c) -------------------------------------------------------------------------
 // Like qlm_pool_run, but fn may run on fewer threads: workers that have not picked the job up

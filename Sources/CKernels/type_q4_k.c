@@ -124,7 +124,7 @@ KQ_DOT1_DOTN(q4_k, avx2, QLM_AVX2_TARGET, qlm_block_q4_k)
 const qlm_type_traits qlm_traits_q4_k = {
     .name = "q4_k", .summary = "ggml Q4_K", .block_bytes = sizeof(qlm_block_q4_k), .code_bits = 4,
     .fp16_count = 2, .fp16_offsets = {offsetof(qlm_block_q4_k, d), offsetof(qlm_block_q4_k, dmin)},
-    .row_fallback = 12, // q5_0, as llama.cpp falls back (q8_0 while the table lacks it)
+    .row_fallback = 12, // q5_0, as llama.cpp falls back
     .row_size = q4_k_row_size, .quantize_row = q4_k_quantize_row, .dequantize_row = q4_k_dequantize_row,
     KQ_ROW_KERNELS(q4_k, dot1n)
 };

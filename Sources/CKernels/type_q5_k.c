@@ -64,7 +64,7 @@ KQ_KERNELS(q5_k, avx512, QLM_AVX512_TARGET, dec_q5_k_avx2, 0, qlm_block_q5_k)
 const qlm_type_traits qlm_traits_q5_k = {
     .name = "q5_k", .summary = "ggml Q5_K", .block_bytes = sizeof(qlm_block_q5_k), .code_bits = 5,
     .fp16_count = 2, .fp16_offsets = {offsetof(qlm_block_q5_k, d), offsetof(qlm_block_q5_k, dmin)},
-    .row_fallback = 13, // q5_1, as llama.cpp falls back (q8_0 while the table lacks it)
+    .row_fallback = 13, // q5_1, as llama.cpp falls back
     .row_size = q5_k_row_size, .quantize_row = q5_k_quantize_row, .dequantize_row = q5_k_dequantize_row,
     KQ_ROW_KERNELS(q5_k, dotn)
 };

@@ -76,6 +76,12 @@ package struct GGMLType: Equatable, Hashable, Sendable, CustomStringConvertible 
         case 12: return .q4_k
         case 13: return .q5_k
         case 14: return .q6_k
+        case 6: return .q5_0
+        case 7: return .q5_1
+        case 20: return .iq4_nl
+        case 23: return .iq4_xs
+        case 11: return .q3_k
+        case 10: return .q2_k
         default: return nil
         }
     }

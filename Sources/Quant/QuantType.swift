@@ -22,6 +22,10 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     case q4_k = 9
     case q5_k = 10
     case q6_k = 11
+    /// ggml's Q5_0 / Q5_1 / IQ4_NL blocks, byte for byte (GGUF tensors of these types pass through).
+    case q5_0 = 12, q5_1 = 13, iq4_nl = 14
+    /// ggml's IQ4_XS / Q3_K / Q2_K super-blocks, byte for byte.
+    case iq4_xs = 15, q3_k = 16, q2_k = 17
     case u8 = 31
 
     /// The types a weight matrix may be stored as: those whose row has product kernels (u8 has

@@ -121,7 +121,15 @@ final class QuantizeTests: XCTestCase {
                             // clamped at code 15 (= 7d), so elements beyond 7.5|d| opposite to
                             // max may be off by up to |d|; all others by d/2.
                             bound = amax / 8 * 1.001 + amax * 0x1p-10
-                        case tIQ4K16, tIQ4K32:
+                        case tQ5_0: bound = amax / 16 * 1.001 + amax * 0x1p-10 // as q4_0: d = max/-16, code 31 = 15d
+                        case tQ5_1: bound = (mx - mn) / 31 / 2 * 1.001 + (abs(mn) + abs(mx)) * 0x1p-10
+                        case tQ3K, tQ2K:
+                            // 2-3 bit codes with 6 / 4-bit group scales under one fp16 super-scale:
+                            // a sanity bound, 3/4 of the super-block's amax (the step alone is up to
+                            // a third of a group's range)
+                            let s0 = b / 256 * 256
+                            bound = x[s0..<min(n, s0 + 256)].map { abs($0) }.max()! * 0.75
+                        case tIQ4K16, tIQ4K32, tIQ4NL, tIQ4XS:
                             // non-uniform codebook: largest gap between levels is 24 units of the
                             // sub-scale (<= amax/100 by the search), clipped ends and the sub-scale
                             // rounding add a little: bound 16% of the block's amax (empirically ~6%)
@@ -130,10 +138,11 @@ final class QuantizeTests: XCTestCase {
                         }
                         for i in blk.indices {
                             var bi = bound
-                            if t == tQ4_0 {
+                            if t == tQ4_0 || t == tQ5_0 {
+                                let k: Float = t == tQ4_0 ? 8 : 16
                                 let mxv = blk.first { abs($0) == amax }!
-                                let clamped = (x[i] > 0) != (mxv > 0) && abs(x[i]) > amax * 7.5 / 8
-                                if !clamped { bi = amax / 8 / 2 * 1.001 + amax * 0x1p-10 }
+                                let clamped = (x[i] > 0) != (mxv > 0) && abs(x[i]) > amax * (k - 0.5) / k
+                                if !clamped { bi = amax / k / 2 * 1.001 + amax * 0x1p-10 }
                             }
                             XCTAssertLessThanOrEqual(abs(y[i] - x[i]), bi, "\(typeName(t)) \(pathName(p)) n=\(n) i=\(i)")
                         }
@@ -161,7 +170,9 @@ final class QuantizeTests: XCTestCase {
                     let y = dequantize(t, quantize(t, o), 64)
                     // IQ4_K*: the outlier's scale is a 1-byte log super-scale (2^(1/8) steps) times
                     // an integer sub-scale, so it is reproduced to a few percent only
-                    let tol: Float = (t == tIQ4K16 || t == tIQ4K32) ? 60000 * 0.05 : 60000 * 0x1p-10
+                    // IQ4_NL: the codebook has no 0, so the 63 small weights sit at +-1 or -10 scale
+                    // units and the least-squares scale trades some of the outlier for them
+                    let tol: Float = (t == tIQ4K16 || t == tIQ4K32 || t == tIQ4NL || t == tIQ4XS) ? 60000 * 0.05 : 60000 * 0x1p-10
                     XCTAssertEqual(y[5], 60000, accuracy: tol, "\(typeName(t))")
                 }
                 // denormals quantize fine (d underflows to 0 in fp16 -> zeros)

@@ -103,10 +103,10 @@ final class CLITests: XCTestCase {
         let out = dir.appendingPathComponent("o.qlm").path
         // (arguments, text the first error line must contain)
         let cases: [([String], String)] = [
-            ([bin, "--tokenizer", tok, "-o", out, "--type", "q3_k"], "unknown --type 'q3_k'"),
+            ([bin, "--tokenizer", tok, "-o", out, "--type", "q9_9"], "unknown --type 'q9_9'"),
             ([bin, "--tokenizer", tok, "-o", out, "--zstd", "0"], "--zstd level must be 1...22"),
             ([bin, "--tokenizer", tok, "-o", out, "--keep", "nonsense"], "'nonsense' is not GLOB=TYPE"),
-            ([bin, "--tokenizer", tok, "-o", out, "--keep", "wte.weight=q3_k"], "unknown type 'q3_k'"),
+            ([bin, "--tokenizer", tok, "-o", out, "--keep", "wte.weight=q9_9"], "unknown type 'q9_9'"),
             ([bin, "--tokenizer", tok, "-o", out, "--keep", "nomatch*=q8_0"], "pattern 'nomatch*' matches no tensor"),
             ([bin, "--tokenizer", tok, "-o", dir.appendingPathComponent("o.bin").path], "should end in .qlm"),
             ([dir.appendingPathComponent("missing.bin").path, "--tokenizer", tok, "-o", out], "missing.bin: no such file"),

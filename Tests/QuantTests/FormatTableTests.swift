@@ -26,6 +26,14 @@ final class FormatTableTests: XCTestCase {
             (.q4_k, 256, 144, 4.5, 144),
             (.q5_k, 256, 176, 5.5, 176),
             (.q6_k, 256, 210, 6.5625, 210),
+            // ggml's 32-weight blocks
+            (.q5_0, 32, 22, 5.5, 6 * 22),
+            (.q5_1, 32, 24, 6.0, 6 * 24),
+            (.iq4_nl, 32, 18, 4.5, 6 * 18),
+            // ggml's super-blocks: rows are whole 256-weight blocks (172 -> 1)
+            (.iq4_xs, 256, 136, 4.25, 136),
+            (.q3_k, 256, 110, 3.4375, 110),
+            (.q2_k, 256, 84, 2.625, 84),
         ]
         XCTAssertEqual(Set(QuantType.weightTypes), Set(expected.map(\.0)))
         for (t, bs, bb, bpw, row) in expected {
@@ -37,22 +45,22 @@ final class FormatTableTests: XCTestCase {
                 XCTAssertFalse(t.allows(rowLength: 172), "\(t)")
                 XCTAssertTrue(t.allows(rowLength: 1536), "\(t)")
                 XCTAssertEqual(t.rowSize(1536), 6 * bb, "\(t) rowSize(1536)")
-            } else if bs == 256 {
+            } else if t == .iq4_k16 || t == .iq4_k32 {
                 XCTAssertEqual(t.rowSize(32), 1 + 1 + 16, "\(t) rowSize(32)")
                 XCTAssertEqual(t.rowSize(33), 1 + 2 + 24, "\(t) rowSize(33)")
             } else {
                 XCTAssertEqual(t.rowSize(32), t.isQuantized ? bb : 32 * bb, "\(t) rowSize(32)")
-                XCTAssertEqual(t.rowSize(33), t.isQuantized ? 2 * bb : 33 * bb, "\(t) rowSize(33)")
+                XCTAssertEqual(t.rowSize(33), t.isQuantized ? (33 + bs - 1) / bs * bb : 33 * bb, "\(t) rowSize(33)")
             }
             XCTAssertEqual(QuantType(name: t.name), t)
         }
         // Values are stored in files: they must never change.
-        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 31])
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31])
         XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8])
         XCTAssertEqual(QuantType.q4_0x8.rowGroup, 8)
         XCTAssertEqual(QuantType.q8_0x8.rowGroup, 8)
         XCTAssertEqual(QuantType.u8.rowSize(172), 172)
-        XCTAssertNil(QuantType(name: "q3_k"))
+        XCTAssertNil(QuantType(name: "q1_k"))
         XCTAssertEqual(QLMFormat.headerSize, 64)
         XCTAssertEqual(QLMFormat.recordSize, 128)
         XCTAssertEqual(QLMFormat.alignment, 64)

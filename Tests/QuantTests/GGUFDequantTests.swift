@@ -53,11 +53,12 @@ final class GGUFDequantTests: XCTestCase {
         XCTAssertEqual(qlm_ggml_dequantize_row(16, [UInt8](repeating: 0, count: 144), &y, 256), -1)
     }
 
-    /// ggml Q8_0 / Q4_0 / Q4_1 / Q4_K / Q5_K / Q6_K blocks are QuantLM's q8_0 / q4_0 / q4_1 / q4_k / q5_k / q6_k bytes: QuantLM's own
-    /// dequantizer reads them to the same floats as the ggml one.
+    /// ggml Q8_0 / Q4_0 / Q4_1 / Q4_K / Q5_K / Q6_K / Q5_0 / Q5_1 / IQ4_NL / IQ4_XS / Q3_K / Q2_K blocks are
+    /// QuantLM's q8_0 / ... / q2_k bytes: QuantLM's own dequantizer reads them to the same floats as the ggml one.
     func testIdenticalLayoutsDequantizeTheSame() throws {
         var rng = SplitMix64(seed: 9)
-        for (t, q) in [(Int32(8), QuantType.q8_0), (2, .q4_0), (3, .q4_1), (1, .f16), (0, .f32), (12, .q4_k), (13, .q5_k), (14, .q6_k)] {
+        for (t, q) in [(Int32(8), QuantType.q8_0), (2, .q4_0), (3, .q4_1), (1, .f16), (0, .f32), (12, .q4_k), (13, .q5_k), (14, .q6_k),
+                       (6, .q5_0), (7, .q5_1), (20, .iq4_nl), (23, .iq4_xs), (11, .q3_k), (10, .q2_k)] {
             let g = GGMLType(rawValue: t)!
             XCTAssertEqual(g.identicalQuantType, q)
             let n = 256

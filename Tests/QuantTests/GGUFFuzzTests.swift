@@ -19,6 +19,7 @@ final class GGUFFuzzTests: XCTestCase {
         var rssBefore: Int64 = 0, rssAfter: Int64 = 0, fileRes: Int64 = 0
         _ = qlm_statm(&rssBefore, &fileRes)
         var opened = 0, parsed = 0, maxFloats = 0
+        var kept = Set<QuantType>() // types whose blocks passed through and decoded the same
         let lies: [UInt64] = [0, 1, 2, 3, 4, 5, 7, 8, 9, 12, 13, 16, 31, 255, 256, 1 << 16, 1 << 31, 1 << 32, 1 << 40, 1 << 48,
                               UInt64(base.count), UInt64(base.count - dataStart), UInt64(Int64.max), UInt64.max, UInt64.max - 7]
         let start = Date()
@@ -46,6 +47,16 @@ final class GGUFFuzzTests: XCTestCase {
                     maxFloats = max(maxFloats, t.elementCount)
                     var y = [Float](repeating: 0, count: t.elementCount)
                     t.readFloats(into: &y)
+                    // --type keep's pass-through: QuantLM's own row of the native type reads the
+                    // very bytes to the same floats as the ggml dequantizer did.
+                    guard let q = t.nativeType, q.isQuantized, let same = t.passthrough(to: q) else { continue }
+                    var z = [Float](repeating: .nan, count: t.elementCount)
+                    let rl = t.rowLength, rs = q.rowSize(rl)
+                    z.withUnsafeMutableBufferPointer { zp in
+                        for r in 0 ..< t.rows { qlm_dequantize_row(q.rawValue, same.baseAddress! + r * rs, zp.baseAddress! + r * rl, Int64(rl)) }
+                    }
+                    XCTAssertEqual(z.map(\.bitPattern), y.map(\.bitPattern), "iteration \(it): \(t.name) as \(q)")
+                    kept.insert(q)
                 }
             } catch let e as QuantError {
                 XCTAssertEqual(e.file, u.path, "iteration \(it): error must name the file: \(e)")
@@ -59,6 +70,7 @@ final class GGUFFuzzTests: XCTestCase {
         print(String(format: "fuzz gguf: %d mutations, %d parsed, %d opened as llama, largest tensor %d floats, RSS %+.1f MiB, %.1f s",
                      iterations, parsed, opened, maxFloats, Double(rssAfter - rssBefore) / 1048576, secs))
         XCTAssertGreaterThan(opened, 0)
+        XCTAssertTrue(Set<QuantType>([.q8_0, .q4_0, .q4_1, .q5_0, .q5_1, .iq4_nl]).isSubset(of: kept), "kept: \(kept)")
         XCTAssertLessThan(maxFloats, 1 << 20, "a tensor that passed the checks is bounded by the file's bytes")
         XCTAssertLessThan(rssAfter - rssBefore, 64 << 20, "resident memory must not grow by absurd allocations")
         XCTAssertLessThan(secs, 60)

@@ -93,8 +93,8 @@ final class GGUFReaderTests: XCTestCase {
         try check(b, ["llama.block_count", "unknown value type 13"])
     }
 
-    /// --type keep: q8_0 / q4_0 / q4_1 / f16 / f32 tensors are the GGUF's bytes exactly; the
-    /// others (q5_0, q5_1, iq4_nl, bf16 here) become q8_0 and are listed.
+    /// --type keep: q8_0 / q4_0 / q4_1 / q5_0 / q5_1 / iq4_nl / f16 / f32 tensors are the GGUF's
+    /// bytes exactly; the others (bf16 here) become q8_0 and are listed.
     func testKeepPassesBlocksThroughUnchanged() throws {
         let dir = try makeTempDir(self, "ggufkeep")
         var g = GGUFBuilder.tinyLlama()
@@ -108,10 +108,8 @@ final class GGUFReaderTests: XCTestCase {
             var opts = ConvertOptions(policy: .keep(), zstdLevel: zstd)
             opts.zstdMinBytes = 64
             let s = try Converter.convert(ck, tokenizer: payload, options: opts, to: out)
-            XCTAssertEqual(Set(s.convertedTensors.keys), ["layers.0.attention.wo.weight", "layers.0.feed_forward.w1.weight",
-                                                          "layers.0.feed_forward.w2.weight", "layers.0.feed_forward.w3.weight"])
-            XCTAssertEqual(s.convertedTensors["layers.0.feed_forward.w2.weight"], "iq4_nl->q8_0")
-            XCTAssertEqual(s.passthroughTensors.count, 7)
+            XCTAssertEqual(s.convertedTensors, ["layers.0.feed_forward.w3.weight": "bf16->q8_0"])
+            XCTAssertEqual(s.passthroughTensors.count, 10)
             let f = try QLMFile(out)
             for t in ck.tensors {
                 let info = try f.info(t.name)
@@ -126,6 +124,9 @@ final class GGUFReaderTests: XCTestCase {
             XCTAssertEqual(try f.info("tok_embeddings.weight").type, .q8_0)
             XCTAssertEqual(try f.info("layers.0.attention.wk.weight").type, .q4_1)
             XCTAssertEqual(try f.info("layers.0.attention.wv.weight").type, .f16)
+            XCTAssertEqual(try f.info("layers.0.attention.wo.weight").type, .q5_0)
+            XCTAssertEqual(try f.info("layers.0.feed_forward.w1.weight").type, .q5_1)
+            XCTAssertEqual(try f.info("layers.0.feed_forward.w2.weight").type, .iq4_nl)
         }
         // --type q4_0: only the q4_0 tensor passes through; others are requantized.
         let out = dir.appendingPathComponent("q4.qlm")
@@ -135,9 +136,13 @@ final class GGUFReaderTests: XCTestCase {
         let cli = try Executables.run("convert", [u.path, "--tokenizer", tok.path, "-o", dir.appendingPathComponent("cli.qlm").path, "--type", "keep", "--json"])
         XCTAssertEqual(cli.status, 0, cli.stderr)
         XCTAssertTrue(cli.stdout.contains("\"converted_tensors\""), cli.stdout)
-        XCTAssertTrue(cli.stdout.contains("q5_0->q8_0"), cli.stdout)
+        XCTAssertTrue(cli.stdout.contains("bf16->q8_0"), cli.stdout)
         let txt = try Executables.run("convert", [u.path, "--tokenizer", tok.path, "-o", dir.appendingPathComponent("cli2.qlm").path, "--type", "keep", "-q"])
         XCTAssertTrue(txt.stdout.contains("layers.0.feed_forward.w3.weight: bf16->q8_0"), txt.stdout)
+        // inspect lists the kept mix (tensors per type, the tokenizer blob included)
+        let ins = try Executables.run("convert", ["inspect", dir.appendingPathComponent("cli2.qlm").path])
+        for kept in ["q5_0 x1", "q5_1 x1", "iq4_nl x1", "q8_0 x2"] { XCTAssertTrue(ins.stdout.contains(kept), "\(kept): \(ins.stdout)") }
+        XCTAssertTrue(ins.stdout.contains("layers.0.feed_forward.w2.weight   iq4_nl  raw"), ins.stdout) // the type column fits 6 letters
     }
 }
 

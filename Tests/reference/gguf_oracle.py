@@ -3,24 +3,37 @@ raw block bytes with the official `gguf` Python package (pip install gguf), whic
 implementation independent of QuantLM's C code.
 
     python3 gguf_oracle.py dequant DIR
+    python3 gguf_oracle.py quant DIR
 
-For every DIR/NAME.bin (NAME a GGMLQuantizationType name: Q4_K, IQ4_XS, F16, ...) holding
-whole blocks, writes DIR/NAME.f32 (raw little-endian float32) and prints one JSON line
+dequant: for every DIR/NAME.bin (NAME a GGMLQuantizationType name: Q4_K, IQ4_XS, F16, ...)
+holding whole blocks, writes DIR/NAME.f32 (raw little-endian float32) and prints one JSON line
 {"NAME": elements, ...}.
+quant: for every DIR/NAME.in.f32 (whole blocks of float32), writes the package's quantized blocks
+to DIR/NAME.q (the types it can quantize: Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) and prints the same line.
 """
 import json, os, sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 from gguf import GGMLQuantizationType, GGML_QUANT_SIZES
-from gguf.quants import dequantize
+from gguf.quants import dequantize, quantize
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] != "dequant":
-        sys.exit("usage: gguf_oracle.py dequant DIR")
+    if len(sys.argv) != 3 or sys.argv[1] not in ("dequant", "quant"):
+        sys.exit("usage: gguf_oracle.py dequant|quant DIR")
     d = sys.argv[2]
     out = {}
+    if sys.argv[1] == "quant":
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".in.f32"):
+                name = f[:-7]
+                x = np.fromfile(os.path.join(d, f), dtype="<f4")
+                q = quantize(x.reshape(1, -1), GGMLQuantizationType[name])
+                q.astype(np.uint8).tofile(os.path.join(d, name + ".q"))
+                out[name] = int(x.size)
+        print(json.dumps(out))
+        return
     for f in sorted(os.listdir(d)):
         if not f.endswith(".bin"):
             continue

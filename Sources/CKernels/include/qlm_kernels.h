@@ -49,6 +49,11 @@ typedef enum {
     QLM_TYPE_Q4_K = 9,  // 8 x 32 weights, 6-bit scale and min each, fp16 d and dmin, 4-bit codes
     QLM_TYPE_Q5_K = 10, // as q4_k with a fifth code bit
     QLM_TYPE_Q6_K = 11, // 16 x 16 weights, int8 scale each, fp16 d, 6-bit codes - 32
+    // ggml's 32-weight Q5_0, Q5_1 and IQ4_NL blocks byte for byte (type_q5.c, type_iq4_nl.c).
+    QLM_TYPE_Q5_0 = 12, QLM_TYPE_Q5_1 = 13, QLM_TYPE_IQ4_NL = 14,
+    // ggml's 256-weight IQ4_XS, Q3_K and Q2_K super-blocks byte for byte, on q8a activations (one q8a
+    // block per 32-weight sub-block; type_iq4_xs.c, type_q3_k.c, type_q2_k.c).
+    QLM_TYPE_IQ4_XS = 15, QLM_TYPE_Q3_K = 16, QLM_TYPE_Q2_K = 17,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 

@@ -1,0 +1,124 @@
+// iq4_xs: ggml's IQ4_XS 256-weight super-blocks byte for byte (docs/format.md), 136 bytes:
+//   u16 d (fp16), u16 scales_h, u8 scales_l[4], u8 qs[128]
+// Sub-block j (32 weights) has the 6-bit scale l_j = (nibble j of scales_l) | (bits 2j..2j+1 of
+// scales_h) << 4, and weight i of it = d * (l_j - 32) * K[index], the indices in qs[16j..16j+16)
+// in q4_0's nibble order and K the IQ4 codebook (qlm_iq4_levels). A row of n weights is
+// ceil(n / 256) super-blocks (zero padded), so GGUF IQ4_XS rows pass through unchanged.
+// Pairs with q8a activations: a sub-block is exactly one q8a block, so its integer sum
+// (l_j - 32) * sum K[c] * a is exact in int32 and the float step per sub-block is q4_0's:
+// acc += (d * d_a) * isum (SIMD: 8 int32 lanes, even/odd sub-block accumulators).
+// The SIMD kernels are qlm_sb32.h's frame (dot, few-token, 1 x 4 tile: bit-identical); AVX2 and
+// AVX-512 (maddubs vs dpbusd on the same int32 lanes) agree bit for bit too.
+#include "qlm_sb32.h"
+#include "qlm_ggml.h"
+
+#pragma clang fp contract(off)
+
+#define XS_QK 256
+typedef struct { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[XS_QK / 2]; } iq4_xs_block;
+_Static_assert(sizeof(iq4_xs_block) == 136, "iq4_xs block is 136 bytes (ggml block_iq4_xs)");
+
+static size_t iq4_xs_row_size(int64_t n) { return (size_t)((n + XS_QK - 1) / XS_QK) * sizeof(iq4_xs_block); }
+
+// The signed sub-block scale l_j - 32 (-32..31).
+QLM_INLINE int xs_scale(const iq4_xs_block *b, int j) {
+    return (((b->scales_l[j / 2] >> (4 * (j % 2))) & 0xF) | (((b->scales_h >> (2 * j)) & 3) << 4)) - 32;
+}
+
+// ---- quantizer (scalar on every path) --------------------------------------------------------------
+// Per sub-block the best scale of either sign (the codebook is asymmetric: qlm_iq4_best_scale on x
+// and on -x); d = the largest |scale| over 32 (negative scales reach -32 d, positive 31 d), fp16;
+// each l_j the best of round(s_j / d) +- 1 by coding error; codes the nearest levels at d * l_j.
+static float xs_signed_scale(const float *x) {
+    float nx[32];
+    for (int i = 0; i < 32; i++) nx[i] = -x[i];
+    const float sp = qlm_iq4_best_scale(x, NULL, 32), sn = -qlm_iq4_best_scale(nx, NULL, 32);
+    return qlm_iq4_code_err(x, NULL, 32, sn, NULL) < qlm_iq4_code_err(x, NULL, 32, sp, NULL) ? sn : sp;
+}
+static void iq4_xs_block_scalar(const float *x, void *bv) {
+    iq4_xs_block *b = (iq4_xs_block *)bv;
+    float s[8], dmax = 0.0f;
+    for (int j = 0; j < 8; j++) {
+        s[j] = xs_signed_scale(x + 32 * j);
+        const float need = s[j] >= 0.0f ? s[j] / 31.0f : -s[j] / 32.0f;
+        if (need > dmax) dmax = need;
+    }
+    b->d = qlm_f2h(dmax);
+    const float d = qlm_h2f(b->d);
+    b->scales_h = 0;
+    memset(b->scales_l, 0, sizeof b->scales_l);
+    for (int j = 0; j < 8; j++) {
+        int l = 0;
+        if (d != 0.0f) {
+            const int l0 = (int)fminf(fmaxf(roundf(s[j] / d), -32.0f), 31.0f);
+            float be = INFINITY;
+            for (int c = l0 - 1; c <= l0 + 1; c++) {
+                if (c < -32 || c > 31) continue;
+                const float e = qlm_iq4_code_err(x + 32 * j, NULL, 32, d * (float)c, NULL);
+                if (e < be) { be = e; l = c; }
+            }
+        }
+        uint8_t q[32];
+        qlm_iq4_code_err(x + 32 * j, NULL, 32, d * (float)l, q);
+        for (int i = 0; i < 16; i++) b->qs[16 * j + i] = (uint8_t)(q[i] | (q[i + 16] << 4));
+        const int u = l + 32;
+        b->scales_l[j / 2] |= (uint8_t)((u & 0xF) << (4 * (j % 2)));
+        b->scales_h |= (uint16_t)(((u >> 4) & 3) << (2 * j));
+    }
+}
+static void iq4_xs_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+    (void)path;
+    sb32_quantize_row(iq4_xs_block_scalar, sizeof(iq4_xs_block), x, dst, n);
+}
+static void iq4_xs_dequantize_row(const void *src, float *y, int64_t n) {
+    qlm_dequantize_ggml_blocks(QLM_GGML_IQ4_XS, XS_QK, sizeof(iq4_xs_block), src, y, n);
+}
+
+// ---- dots ------------------------------------------------------------------------------------------
+static float dot_iq4_xs_scalar1(int64_t n, const iq4_xs_block *w, const qlm_block_q8a *a) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    float s = 0.0f;
+    for (int64_t g = 0; g < nb; g++) {
+        const iq4_xs_block *b = w + g / 8;
+        const uint8_t *qs = b->qs + 16 * (g % 8);
+        int32_t is = 0;
+        for (int i = 0; i < 16; i++) {
+            is += (int32_t)qlm_iq4_levels[qs[i] & 0xF] * (int32_t)a[g].qs[i];
+            is += (int32_t)qlm_iq4_levels[qs[i] >> 4] * (int32_t)a[g].qs[i + 16];
+        }
+        s += (qlm_h2f(b->d) * a[g].d) * (float)(is * xs_scale(b, (int)(g % 8)));
+    }
+    return s;
+}
+SCALAR_DOTN(dotn_iq4_xs_scalar, dot_iq4_xs_scalar1, iq4_xs_block, qlm_block_q8a)
+
+#if QLM_X86
+// Sub-block g: the int32 lanes are |K[c]| (u8) x sign(a, K[c]) (s8) summed in fours, times l - 32
+// (|lane| <= 4 * 127 * 127 * 32 < 2^24: exact as float).
+#define XS_SETUP const __m256i lut = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qlm_iq4_levels));
+#define XS_SUB(P, g, k) {                                                                          \
+        const iq4_xs_block *B = wb + (g) / 8;                                                      \
+        const int j = (int)((g) % 8);                                                              \
+        if (j == 0) PF((const char *)B + QLM_PF_DIST);                                             \
+        const __m256i wv = _mm256_shuffle_epi8(lut, unpack_nibbles_##P(B->qs + 16 * j));           \
+        const __m256i wab = _mm256_abs_epi8(wv), lsv = _mm256_set1_epi32(xs_scale(B, j));          \
+        const float dw = SB32_H2F(B->d);                                                           \
+        for (int t = 0; t < NT; t++) {                                                             \
+            const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + t * as) + (g);                 \
+            const __m256i av = _mm256_loadu_si256((const __m256i *)ab->qs);                        \
+            const __m256i is = _mm256_mullo_epi32(dot_us_##P(wab, _mm256_sign_epi8(av, wv)), lsv); \
+            acc[t][k] = _mm256_fmadd_ps(_mm256_set1_ps(dw * ab->d), _mm256_cvtepi32_ps(is), acc[t][k]); \
+        } }
+SB32_FAMILY(iq4_xs, avx2, QLM_AVX2_TARGET, iq4_xs_block, XS_SETUP, XS_SUB, SB32_FIN)
+SB32_FAMILY(iq4_xs, avx512, QLM_AVX512_TARGET, iq4_xs_block, XS_SETUP, XS_SUB, SB32_FIN)
+#endif
+
+const qlm_type_traits qlm_traits_iq4_xs = {
+    .name = "iq4_xs", .block_size = XS_QK, .block_bytes = sizeof(iq4_xs_block), .is_quantized = 1,
+    .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 4,
+    .fp16_count = 1, .fp16_offsets = {offsetof(iq4_xs_block, d)},
+    .row_size = iq4_xs_row_size, .quantize_row = iq4_xs_quantize_row, .dequantize_row = iq4_xs_dequantize_row,
+    .whole_blocks = 1, .row_fallback = QLM_TYPE_IQ4_NL, // as llama.cpp falls back
+    .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
+    SB32_ROW_KERNELS(iq4_xs)
+};

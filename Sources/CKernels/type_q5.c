@@ -1,0 +1,216 @@
+// q5_0 and q5_1: ggml's 5-bit 32-weight blocks, byte for byte (docs/format.md), so GGUF Q5_0 /
+// Q5_1 tensors pass through `convert --type keep` unchanged. Pair with q8a activations.
+//   q5_0: fp16 d, qh[4], qs[16]; weight j = d * (q_j - 16)
+//   q5_1: fp16 d, fp16 m, qh[4], qs[16]; weight j = d * q_j + m
+// with q_j = low nibble of qs[j] (j < 16) or high nibble of qs[j - 16], plus bit j of the
+// little-endian 32-bit qh as its fifth bit (value 16).
+// Products: per block the integer sum over (q - 16) * a (q5_0) or q * a (q5_1) is exact in
+// int32 on every path; the float steps are q4_0's (q5_0) and q4_1's (q5_1, with the min term
+// m * s_a), so the SIMD kernels have the same even/odd accumulators and fixed-order reduction.
+// AVX2 and AVX-512 dot kernels, the few-token kernels and the prefill tiles agree bit for bit
+// (their int32 lanes are the same sums, their float steps the same operations).
+#include "qlm_simd.h"
+#include "qlm_ggml.h"
+
+#pragma clang fp contract(off)
+
+typedef struct { uint16_t d; uint8_t qh[4]; uint8_t qs[QLM_QK / 2]; } q5_0_block;
+typedef struct { uint16_t d; uint16_t m; uint8_t qh[4]; uint8_t qs[QLM_QK / 2]; } q5_1_block;
+_Static_assert(sizeof(q5_0_block) == 22, "q5_0 block is 22 bytes (ggml block_q5_0)");
+_Static_assert(sizeof(q5_1_block) == 24, "q5_1 block is 24 bytes (ggml block_q5_1)");
+
+static size_t q5_0_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(q5_0_block); }
+static size_t q5_1_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(q5_1_block); }
+
+// ---- quantizers (scalar on every path: conversion only) -----------------------------------------
+// Codes 0..31 -> qs nibbles and qh bits.
+static void q5_pack(const int *q, uint8_t *qs, uint8_t *qhb) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+        qh |= (uint32_t)(q[j] >> 4) << j;
+        qh |= (uint32_t)(q[j + 16] >> 4) << (j + 16);
+    }
+    for (int i = 0; i < 4; i++) qhb[i] = (uint8_t)(qh >> (8 * i));
+}
+static inline int q5_code(float v) { return (int)fminf(fmaxf(v, 0.0f), 31.0f); } // v >= 0: truncation
+// q5_0 (ggml's rule): d = max / -16 with max the signed value of largest magnitude,
+// q = min(31, (int)(x / d + 16.5)).
+static void q5_0_block_scalar(const float *x, void *bv) {
+    q5_0_block *b = (q5_0_block *)bv;
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QLM_QK; j++) if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+    const float d = max / -16.0f + 0.0f; // + 0: an all-zero block gets d = +0
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = qlm_f2h(d);
+    int q[QLM_QK];
+    for (int j = 0; j < QLM_QK; j++) q[j] = q5_code(x[j] * id + 16.5f);
+    q5_pack(q, b->qs, b->qh);
+}
+// q5_1: d = (max - min) / 31, m = min, q = min(31, (int)((x - min) / d + 0.5)).
+static void q5_1_block_scalar(const float *x, void *bv) {
+    q5_1_block *b = (q5_1_block *)bv;
+    float min = x[0], max = x[0];
+    for (int j = 1; j < QLM_QK; j++) { if (x[j] < min) min = x[j]; if (x[j] > max) max = x[j]; }
+    min += 0.0f; max += 0.0f;
+    const float d = (max - min) / 31.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    b->d = qlm_f2h(d);
+    b->m = qlm_f2h(min);
+    int q[QLM_QK];
+    for (int j = 0; j < QLM_QK; j++) q[j] = q5_code((x[j] - min) * id + 0.5f);
+    q5_pack(q, b->qs, b->qh);
+}
+static void q5_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+    (void)path;
+    qlm_quantize_blocks(q5_0_block_scalar, sizeof(q5_0_block), x, dst, n);
+}
+static void q5_1_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+    (void)path;
+    qlm_quantize_blocks(q5_1_block_scalar, sizeof(q5_1_block), x, dst, n);
+}
+
+// ---- dequantizers: ggml_blocks.c's (checked against the gguf package), the row's padded last block
+// through a whole-block copy.
+void qlm_dequantize_ggml_blocks(int32_t ggml_type, int bs, size_t block_bytes, const void *src, float *y, int64_t n) {
+    const int64_t whole = n / bs * bs;
+    if (whole) qlm_ggml_dequantize_row(ggml_type, src, y, whole);
+    if (whole < n) {
+        float tmp[256];
+        qlm_ggml_dequantize_row(ggml_type, (const char *)src + (size_t)(whole / bs) * block_bytes, tmp, bs);
+        memcpy(y + whole, tmp, (size_t)(n - whole) * sizeof(float));
+    }
+}
+static void q5_0_dequantize_row(const void *src, float *y, int64_t n) { qlm_dequantize_ggml_blocks(QLM_GGML_Q5_0, QLM_QK, sizeof(q5_0_block), src, y, n); }
+static void q5_1_dequantize_row(const void *src, float *y, int64_t n) { qlm_dequantize_ggml_blocks(QLM_GGML_Q5_1, QLM_QK, sizeof(q5_1_block), src, y, n); }
+
+// ---- scalar dots -------------------------------------------------------------------------------
+static inline uint32_t q5_qh(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline int32_t q5_isum(const uint8_t *qs, uint32_t qh, const int8_t *a, int off) {
+    int32_t is = 0;
+    for (int j = 0; j < 16; j++) {
+        is += ((int32_t)(qs[j] & 0xF) + (int32_t)(((qh >> j) & 1) << 4) - off) * (int32_t)a[j];
+        is += ((int32_t)(qs[j] >> 4) + (int32_t)(((qh >> (j + 16)) & 1) << 4) - off) * (int32_t)a[j + 16];
+    }
+    return is;
+}
+static float dot_q5_0_scalar1(int64_t n, const q5_0_block *w, const qlm_block_q8a *a) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    float s = 0.0f;
+    for (int64_t b = 0; b < nb; b++)
+        s += (qlm_h2f(w[b].d) * a[b].d) * (float)q5_isum(w[b].qs, q5_qh(w[b].qh), a[b].qs, 16);
+    return s;
+}
+static float dot_q5_1_scalar1(int64_t n, const q5_1_block *w, const qlm_block_q8a *a) {
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    float s = 0.0f, sm = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        s += (qlm_h2f(w[b].d) * a[b].d) * (float)q5_isum(w[b].qs, q5_qh(w[b].qh), a[b].qs, 0);
+        sm += qlm_h2f(w[b].m) * a[b].s;
+    }
+    return s + sm;
+}
+SCALAR_DOTN(dotn_q5_0_scalar, dot_q5_0_scalar1, q5_0_block, qlm_block_q8a)
+SCALAR_DOTN(dotn_q5_1_scalar, dot_q5_1_scalar1, q5_1_block, qlm_block_q8a)
+
+#if QLM_X86
+// The fifth bits as bytes: 0x10 in byte j where bit j of qh is set (byte j = element j, as in
+// unpack_nibbles). AVX-512: a byte mask move; AVX2: each byte picks its qh byte, tests its bit.
+QLM_AVX512_TARGET QLM_INLINE __m256i q5_hbits_avx512(const uint8_t *qh) {
+    return _mm256_maskz_mov_epi8((__mmask32)q5_qh(qh), _mm256_set1_epi8(0x10));
+}
+QLM_AVX2_TARGET QLM_INLINE __m256i q5_hmask_avx2(const uint8_t *qh) { // 0xFF where the bit is set
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)q5_qh(qh)),
+                                          _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+QLM_AVX2_TARGET QLM_INLINE __m256i q5_hbits_avx2(const uint8_t *qh) {
+    return _mm256_and_si256(q5_hmask_avx2(qh), _mm256_set1_epi8(0x10));
+}
+// The 32 codes 0..31 of a block.
+#define Q5_CODES(P, blk) _mm256_or_si256(unpack_nibbles_##P((blk).qs), q5_hbits_##P((blk).qh))
+
+// Dot kernels (qlm_simd.h's QK frame, as q4_0 / q4_1 on AVX2). q5_0: dot(q, a) - 16 * sum(a) per
+// int32 lane (the 16 * sum lanes once per activation block, shared by the rows).
+#define Q5_0_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256i s16 = dot_us_##P(sixteen, av);                                              \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i is = _mm256_sub_epi32(dot_us_##P(Q5_CODES(P, wr[r][bb]), av), s16);     \
+            const __m256 sc = _mm256_mul_ps(bh2f_##P(&wr[r][bb].d), da);                          \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+        } }
+#define Q5_1_BODY(P, bb, k) {                                                                     \
+        const __m256i av = _mm256_loadu_si256((const __m256i *)a[bb].qs);                         \
+        const __m256 da = _mm256_set1_ps(a[bb].d);                                                \
+        const float sa = a[bb].s;                                                                 \
+        for (int r = 0; r < nr; r++) {                                                            \
+            PF((const char *)(wr[r] + bb) + QLM_PF_DIST);                                         \
+            const __m256i is = dot_us_##P(Q5_CODES(P, wr[r][bb]), av);                            \
+            uint32_t dm32;                                                                        \
+            memcpy(&dm32, &wr[r][bb].d, 4);                                                       \
+            const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128((int)dm32)); /* [d, m, 0, 0] */      \
+            const __m256 sc = _mm256_mul_ps(_mm256_broadcastss_ps(dm), da);                       \
+            acc[r][k] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(is), acc[r][k]);                   \
+            sm[r][k] += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * sa;                                  \
+        } }
+#define Q5_0_AVX2(bb, k) Q5_0_BODY(avx2, bb, k)
+#define Q5_0_AVX512(bb, k) Q5_0_BODY(avx512, bb, k)
+#define Q5_1_AVX2(bb, k) Q5_1_BODY(avx2, bb, k)
+#define Q5_1_AVX512(bb, k) Q5_1_BODY(avx512, bb, k)
+#define Q5_KERNEL(F, T, P, BODY, TGT)                                                             \
+TGT QLM_INLINE void k_##F##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, const int nr) { \
+    const __m256i sixteen = _mm256_set1_epi8(16);                                                 \
+    (void)sixteen;                                                                                \
+    QK_BEGIN(T) QK_LOOP(BODY) QK_END(P)                                                           \
+}                                                                                                 \
+NR_DISPATCH(F, P, TGT)
+Q5_KERNEL(q5_0, q5_0_block, avx2, Q5_0_AVX2, QLM_AVX2_TARGET)
+Q5_KERNEL(q5_0, q5_0_block, avx512, Q5_0_AVX512, QLM_AVX512_TARGET)
+Q5_KERNEL(q5_1, q5_1_block, avx2, Q5_1_AVX2, QLM_AVX2_TARGET)
+Q5_KERNEL(q5_1, q5_1_block, avx512, Q5_1_AVX512, QLM_AVX512_TARGET)
+
+// Few-token kernels and 1 row x 4 tokens tiles (qlm_simd.h FEW2_FAMILY), for the AVX2 and the
+// AVX-512 path alike: their int32 lanes equal both dot kernels' (maddubs pair sums cannot
+// saturate: 2 * 31 * 127 < 32767) and their float steps are the same operations.
+// q5_0 by the sign trick on q - 16 (as q4_0 on q - 8): q - 16 is the nibble when the fifth bit is
+// set, else the nibble - 16 = nibble | 0xF0 as int8.
+#define Q50_ROW2(bb)                                                                               \
+    const __m256i wsg = _mm256_or_si256(unpack_nibbles_avx2(wr[bb].qs),                            \
+                                        _mm256_andnot_si256(q5_hmask_avx2(wr[bb].qh), _mm256_set1_epi8((char)0xF0))); \
+    const __m256i wab = _mm256_abs_epi8(wsg);
+#define Q50_PAIR2 _mm256_madd_epi16(_mm256_maddubs_epi16(wab, _mm256_sign_epi8(av, wsg)), ones)
+FEW2_FAMILY(few_q5_0, q5_0_block, Q50_ROW2, Q50_PAIR2, FEW2_NONE)
+#define Q51_ROW2(bb)                                                                               \
+    const __m256i wq = Q5_CODES(avx2, wr[bb]);                                                     \
+    const float mw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128((int)wr[bb].m)));
+#define Q51_PAIR2 dot_us_avx2(wq, av)
+#define Q51_MIN2(t, k) sm[t][k] += mw * ab->s;
+FEW2_FAMILY(few_q5_1, q5_1_block, Q51_ROW2, Q51_PAIR2, Q51_MIN2)
+#endif
+
+// ---- table rows --------------------------------------------------------------------------------
+#define Q5_KERNELS(F)                                                                              \
+    .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,                              \
+    .dotn = {[QLM_PATH_SCALAR] = dotn_##F##_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_##F##_avx2),  \
+             [QLM_PATH_AVX512] = QLM_IF_X86(dotn_##F##_avx512)},                                    \
+    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(few_##F##_tile), 1, FEW2_NT},                           \
+             [QLM_PATH_AVX512] = {QLM_IF_X86(few_##F##_tile), 1, FEW2_NT}},                        \
+    .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_##F), [QLM_PATH_AVX512] = QLM_IF_X86(few_##F)},
+const qlm_type_traits qlm_traits_q5_0 = {
+    .name = "q5_0", .block_size = QLM_QK, .block_bytes = sizeof(q5_0_block), .is_quantized = 1,
+    .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
+    .fp16_count = 1, .fp16_offsets = {offsetof(q5_0_block, d)},
+    .row_size = q5_0_row_size, .quantize_row = q5_0_quantize_row, .dequantize_row = q5_0_dequantize_row,
+    Q5_KERNELS(q5_0)
+};
+const qlm_type_traits qlm_traits_q5_1 = {
+    .name = "q5_1", .block_size = QLM_QK, .block_bytes = sizeof(q5_1_block), .is_quantized = 1,
+    .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
+    .fp16_count = 2, .fp16_offsets = {offsetof(q5_1_block, d), offsetof(q5_1_block, m)},
+    .row_size = q5_1_row_size, .quantize_row = q5_1_quantize_row, .dequantize_row = q5_1_dequantize_row,
+    Q5_KERNELS(q5_1)
+};
