@@ -133,9 +133,10 @@ static uint8_t choose_e8(const float *s, int ns, int qmax) {
     for (int j = 0; j < ns; j++) if (s[j] > smax) smax = s[j];
     if (smax == 0.0f) return 0;
     const float target = smax / (float)qmax;
-    int e = (int)ceilf(8.0f * log2f(target)) + 208;
-    if (e < 1) e = 1;
-    if (e > 255) e = 255;
+    // Clamp in float before converting: a target that underflows to 0 (denormal sub-block
+    // scales) gives log2f = -inf, and converting -inf to int is undefined (UBSan).
+    const float ef = ceilf(8.0f * log2f(target)) + 208.0f;
+    int e = ef >= 1.0f ? (ef <= 255.0f ? (int)ef : 255) : 1;
     while (e < 255 && e8_to_f32((uint8_t)e) * (float)qmax < smax) e++;
     while (e > 1 && e8_to_f32((uint8_t)(e - 1)) * (float)qmax >= smax) e--;
     return (uint8_t)e;

@@ -165,9 +165,9 @@ package struct Checkpoint {
         return c
     }
 
-    /// Every input format, asked in order; the first whose `canRead` says yes reads the input.
-    /// Adding a format is one reader file and one line here (llama2.c's headerless .bin is the
-    /// fallback, so it comes last).
+    /// Every input format, asked in order; the first whose `canRead` says yes reads the input
+    /// (by directory or magic; llama2.c's .bin has none, so it comes last and needs a plausible
+    /// header). Adding a format is one reader file and one line here.
     package static let readers: [any CheckpointReader.Type] = [
         HFGPT2Reader.self,
         GGUFReader.self,
@@ -183,8 +183,11 @@ package struct Checkpoint {
         if url.pathExtension == "safetensors" {
             throw QuantError(url, "give the checkpoint's directory (with config.json), not the .safetensors file")
         }
+        if Llama2cReader.prefix(url, 8) == QLMFormat.magic {
+            throw QuantError(url, "is already a QuantLM .qlm model: convert reads GGUF, llama2.c .bin or HF directories (run the .qlm with `run`)")
+        }
         guard let reader = readers.first(where: { $0.canRead(url) }) else {
-            throw QuantError(url, "not a checkpoint QuantLM reads (a Hugging Face GPT-2 directory, a GGUF file or a llama2.c .bin)")
+            throw QuantError(url, "unrecognised format (expected GGUF, .qlm, llama2.c .bin or an HF directory)")
         }
         return try reader.read(url, tokenizer: tokenizer)
     }

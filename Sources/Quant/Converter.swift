@@ -228,7 +228,7 @@ package enum Converter {
                     for k in 0 ..< info.rows * info.rowLength where !same.loadUnaligned(fromByteOffset: 4 * k, as: Float.self).isFinite {
                         throw QuantError(t.origin, "row \(k / info.rowLength) holds NaN or infinity; cannot quantize")
                     }
-                } else if let r = firstOverflowingRow(info, same.baseAddress!) {
+                } else if let r = ConfigValidation.firstNonFiniteRow(info, same.baseAddress!) {
                     throw QuantError(t.origin, "row \(r) holds an infinite or NaN fp16 value or scale")
                 }
                 try writer.writeNext(same, zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
@@ -265,7 +265,7 @@ package enum Converter {
             if bad >= 0 {
                 throw QuantError(t.origin, "row \(bad) holds NaN or infinity; cannot quantize")
             }
-            if let r = firstOverflowingRow(info, UnsafeRawPointer(quant)) {
+            if let r = ConfigValidation.firstNonFiniteRow(info, UnsafeRawPointer(quant)) {
                 throw QuantError(t.origin, "row \(r) holds values too large for \(info.type) (an fp16 value or scale would be infinite); keep this tensor at f32 with --keep")
             }
             try writer.writeNext(UnsafeRawBufferPointer(start: quant, count: info.expectedRawLength),
@@ -291,33 +291,6 @@ package enum Converter {
             zstdFilters: writer.filters.values.reduce(into: [:]) { $0[$1.filter.description, default: 0] += 1 },
             passthroughTensors: passed, convertedTensors: converted, rowFallbackTensors: fallbacks)
     }
-}
-
-/// The first row whose stored fp16 numbers (the type table's fp16 fields: f16 values; q8_0/q4_0
-/// scales; q4_1 scales and mins) came out infinite: finite inputs beyond fp16's range
-/// (|x| > 65504 for f16, absmax > 65504·127 for q8_0, ...) would otherwise be written as infinities.
-/// Rows of row-grouped types (q4_0x8) are read in their group layout.
-func firstOverflowingRow(_ info: TensorInfo, _ data: UnsafeRawPointer) -> Int? {
-    let halves = info.type.fp16Offsets  // byte offsets of fp16 fields within one block
-    guard !halves.isEmpty else { return nil }
-    let bb = info.type.blockBytes, blocks = info.rowBytes / bb, g = info.type.rowGroup
-    func isInf(_ p: UnsafeRawPointer, _ at: Int) -> Bool { p.loadUnaligned(fromByteOffset: at, as: UInt16.self) & 0x7C00 == 0x7C00 }
-    let grouped = g > 1 ? info.rows / g * g : 0  // rows past the last whole group are plain rows
-    for r in 0 ..< info.rows {
-        if r < grouped {
-            // group block b of the group holding r: field o of row r % g at o * g + 2 (r % g)
-            let group = data + (r / g) * g * info.rowBytes, rr = r % g
-            for b in 0 ..< blocks {
-                for h in halves where isInf(group, b * g * bb + h * g + 2 * rr) { return r }
-            }
-        } else {
-            let row = data + r * info.rowBytes
-            for b in 0 ..< blocks {
-                for h in halves where isInf(row, b * bb + h) { return r }
-            }
-        }
-    }
-    return nil
 }
 
 /// SHA-256 of the source files, computed on a background thread.

@@ -20,4 +20,18 @@ package struct QuantError: Error, CustomStringConvertible, Equatable {
     }
 
     package var description: String { "\(file): \(message)" }
+
+    /// A name read from a file, as an error shows it: control characters, invalid UTF-8
+    /// (U+FFFD) and other non-printing scalars escaped, and cut after 64 shown characters (with
+    /// the byte count) so a binary 255-byte name cannot flood the line.
+    package static func shown(_ name: String) -> String {
+        var out = ""
+        for u in name.unicodeScalars {
+            if out.unicodeScalars.count >= 64 { return out + "... (\(name.utf8.count) bytes)" }
+            let v = u.value
+            out += (v < 0x20 || (v >= 0x7F && v < 0xA0) || v == 0xFFFD || (0xD800 ... 0xDFFF).contains(v))
+                ? "\\u{\(String(v, radix: 16))}" : String(u)
+        }
+        return out
+    }
 }

@@ -171,30 +171,30 @@ package final class GGUFFile: @unchecked Sendable {
         infos.reserveCapacity(Int(tensorCount))
         var names = Set<String>()
         for i in 0 ..< Int(tensorCount) {
-            let name = try Self.string(&r, "name of tensor info \(i)")
-            let nDims = try r.u32("n_dims of tensor \(name)")
-            guard (1 ... 4).contains(nDims) else { throw QuantError(file, "tensor \(name): n_dims \(nDims) (1 to 4 supported)") }
+            let name = try Self.string(&r, "name of tensor info \(i)"), shown = QuantError.shown(name)
+            let nDims = try r.u32("n_dims of tensor \(shown)")
+            guard (1 ... 4).contains(nDims) else { throw QuantError(file, "tensor \(shown): n_dims \(nDims) (1 to 4 supported)") }
             var ne: [Int] = []
             var count = 1
             for d in 0 ..< Int(nDims) {
-                let v = try r.u64("dim \(d) of tensor \(name)")
-                guard v >= 1, v <= 1 << 40 else { throw QuantError(file, "tensor \(name): absurd dim \(d) = \(v)") }
+                let v = try r.u64("dim \(d) of tensor \(shown)")
+                guard v >= 1, v <= 1 << 40 else { throw QuantError(file, "tensor \(shown): absurd dim \(d) = \(v)") }
                 let (p, o) = count.multipliedReportingOverflow(by: Int(v))
-                guard !o, p <= 1 << 40 else { throw QuantError(file, "tensor \(name): element count overflows (dims \(ne + [Int(v)]))") }
+                guard !o, p <= 1 << 40 else { throw QuantError(file, "tensor \(shown): element count overflows (dims \(ne + [Int(v)]))") }
                 count = p
                 ne.append(Int(v))
             }
-            let rawType = try r.u32("type of tensor \(name)")
+            let rawType = try r.u32("type of tensor \(shown)")
             guard rawType <= UInt32(Int32.max), let type = GGMLType(rawValue: Int32(rawType)) else {
-                throw QuantError(file, "tensor \(name): unsupported ggml type \(GGMLType.name(Int32(truncatingIfNeeded: rawType))) (\(rawType))")
+                throw QuantError(file, "tensor \(shown): unsupported ggml type \(GGMLType.name(Int32(truncatingIfNeeded: rawType))) (\(rawType))")
             }
             guard ne[0] % type.blockSize == 0 else {
-                throw QuantError(file, "tensor \(name): row length \(ne[0]) is not a multiple of \(type.name)'s block of \(type.blockSize)")
+                throw QuantError(file, "tensor \(shown): row length \(ne[0]) is not a multiple of \(type.name)'s block of \(type.blockSize)")
             }
-            let off = try r.u64("offset of tensor \(name)")
-            guard off <= 1 << 48 else { throw QuantError(file, "tensor \(name): absurd data offset \(off)") }
-            guard off % UInt64(align) == 0 else { throw QuantError(file, "tensor \(name): data offset \(off) is not aligned to \(align)") }
-            guard names.insert(name).inserted else { throw QuantError(file, "tensor \(name) appears twice") }
+            let off = try r.u64("offset of tensor \(shown)")
+            guard off <= 1 << 48 else { throw QuantError(file, "tensor \(shown): absurd data offset \(off)") }
+            guard off % UInt64(align) == 0 else { throw QuantError(file, "tensor \(shown): data offset \(off) is not aligned to \(align)") }
+            guard names.insert(name).inserted else { throw QuantError(file, "tensor \(shown) appears twice") }
             let bytes = count / type.blockSize * type.blockBytes
             infos.append(GGUFTensorInfo(name: name, shape: ne.reversed(), type: type, offset: Int(off), byteCount: bytes))
         }
@@ -204,7 +204,7 @@ package final class GGUFFile: @unchecked Sendable {
         let dataLen = max(0, map.count - dataStart)
         for t in infos {
             guard t.offset <= dataLen, t.byteCount <= dataLen - t.offset else {
-                throw QuantError(file, "tensor \(t.name): data [\(t.offset), +\(t.byteCount)) lies past the end of the file (data section is \(dataLen) bytes)")
+                throw QuantError(file, "tensor \(QuantError.shown(t.name)): data [\(t.offset), +\(t.byteCount)) lies past the end of the file (data section is \(dataLen) bytes)")
             }
         }
         self.keys = keys

@@ -134,7 +134,7 @@ package enum GGUFReader: CheckpointReader {
                                         transposed: false, origin: "\(file): \(gname)"))
         }
         if let extraTensor = byName.keys.sorted().first {
-            throw QuantError(file, "unknown tensor \(extraTensor) (not part of a \(nLayer)-layer \(archName))")
+            throw QuantError(file, "unknown tensor \(QuantError.shown(extraTensor)) (not part of a \(nLayer)-layer \(archName))")
         }
 
         let tok: TokenizerSource?

@@ -23,7 +23,14 @@ package enum HFGPT2Reader: CheckpointReader {
             throw QuantError(file, "model_type '\(mt)' is not supported (expected gpt2)")
         }
         func int(_ keys: [String], default def: Int? = nil) throws -> Int {
-            for k in keys { if let v = cfg[k] as? NSNumber { return v.intValue } }
+            for k in keys {
+                guard let any = cfg[k] else { continue }
+                guard let v = any as? NSNumber, v.doubleValue == v.doubleValue.rounded(),
+                      abs(v.doubleValue) < 1e15 else {
+                    throw QuantError(file, "config.json field \(k) must be an integer, got \(QuantError.shown("\(any)"))")
+                }
+                return v.intValue
+            }
             if let def { return def }
             throw QuantError(file, "config.json lacks \(keys[0])")
         }

@@ -4,8 +4,20 @@ import Foundation
 /// n_heads, n_kv_heads, vocab_size, seq_len; a negative vocab_size means the classifier is
 /// not shared with the embedding), then fp32 weights in run.c's order.
 package enum Llama2cReader: CheckpointReader {
-    /// The format has no magic: any regular file (the registry's fallback, asked last).
-    package static func canRead(_ url: URL) -> Bool { !isDirectory(url) }
+    /// The format has no magic: a regular file named *.bin, or any file whose 28-byte header
+    /// holds plausible numbers (the registry's fallback, asked last; `read` checks the header
+    /// field by field and the size against it).
+    package static func canRead(_ url: URL) -> Bool {
+        if isDirectory(url) { return false }
+        if url.pathExtension.lowercased() == "bin" { return true }
+        let h = prefix(url, 28)
+        guard h.count == 28 else { return false }
+        let v = (0 ..< 7).map { i in Int(Int32(bitPattern: UInt32(h[4 * i]) | UInt32(h[4 * i + 1]) << 8 | UInt32(h[4 * i + 2]) << 16 | UInt32(h[4 * i + 3]) << 24)) }
+        let (dim, hidden, layers, heads, kv, vocab, seq) = (v[0], v[1], v[2], v[3], v[4], abs(v[5]), v[6])
+        return (1 ... ConfigValidation.maxDModel).contains(dim) && (1 ... ConfigValidation.maxFF).contains(hidden)
+            && (1 ... ConfigValidation.maxLayers).contains(layers) && (1 ... ConfigValidation.maxHeads).contains(heads)
+            && (1 ... heads).contains(kv) && (1 ... ConfigValidation.maxVocab).contains(vocab) && (1 ... ConfigValidation.maxCtx).contains(seq)
+    }
 
     package static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
         let file = url.path

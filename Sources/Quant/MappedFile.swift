@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -9,6 +10,8 @@ import Darwin
 package final class MappedFile: @unchecked Sendable {
     package let url: URL
     package let bytes: UnsafeRawBufferPointer
+    /// The SIGBUS guard's slot for this map (-1: none).
+    private var guardSlot: Int32 = -1
 
     /// - Parameter populate: ask the kernel to fault every page in now (MAP_POPULATE on Linux),
     ///   which makes the first pass over the weights run at memory speed.
@@ -32,6 +35,9 @@ package final class MappedFile: @unchecked Sendable {
         let p = mmap(nil, size, PROT_READ, flags, fd, 0)
         guard let p, p != MAP_FAILED else { throw QuantError(url, "mmap failed: \(String(cString: strerror(errno)))") }
         bytes = UnsafeRawBufferPointer(start: p, count: size)
+        // A page past the file's end faults with SIGBUS (the file was truncated or rewritten
+        // in place under this process): exit with this line instead of dying on the signal.
+        guardSlot = qlm_guard_map(p, size, "Error: \(url.path): the file changed while it was mapped (truncated or rewritten in place); replace model files by rename (mv), not in place")
     }
 
     package var count: Int { bytes.count }
@@ -47,6 +53,7 @@ package final class MappedFile: @unchecked Sendable {
     }
 
     deinit {
+        qlm_guard_unmap(guardSlot)
         if let base = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: base), bytes.count) }
     }
 }

@@ -96,6 +96,7 @@ package struct HParams: Codable, Equatable, Sendable {
         try need(vocabSize > 0 && vocabSize <= 1 << 22, "vocab_size \(vocabSize)")
         try need(normEps.isFinite && normEps > 0, "norm_eps \(normEps)")
         for (k, v) in extra { try need(v.isFinite, "\(k) \(v)") }
+        try ConfigValidation.checkRanges(self, file: file)
     }
 }
 
@@ -174,8 +175,18 @@ package struct ModelMetadata: Codable, Equatable, Sendable {
 
     package static func decode(_ data: Data, file: String) throws -> ModelMetadata {
         let dec = JSONDecoder()
+        let depth = ConfigValidation.jsonDepth(data)
+        guard depth <= ConfigValidation.maxMetadataDepth else {
+            throw QuantError(file, "metadata nests \(depth) levels deep (this reader's limit is \(ConfigValidation.maxMetadataDepth))")
+        }
         do {
-            return try dec.decode(ModelMetadata.self, from: data)
+            let m = try dec.decode(ModelMetadata.self, from: data)
+            guard m.format == "quantlm", m.formatVersion == Int(QLMFormat.version) else {
+                throw QuantError(file, "metadata says format '\(QuantError.shown(m.format))' version \(m.formatVersion); this build reads quantlm version \(QLMFormat.version)")
+            }
+            return m
+        } catch let e as QuantError {
+            throw e
         } catch let DecodingError.keyNotFound(key, ctx) {
             throw QuantError(file, "metadata lacks \(ctx.codingPath.map(\.stringValue).joined(separator: ".")).\(key.stringValue)")
         } catch let DecodingError.typeMismatch(_, ctx), let DecodingError.valueNotFound(_, ctx) {

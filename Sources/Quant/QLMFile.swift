@@ -92,12 +92,15 @@ package final class QLMFile: @unchecked Sendable {
         UnsafeRawBufferPointer(rebasing: map.bytes[t.offset ..< t.offset + t.storedLength])
     }
 
-    /// Checks one tensor's checksum (and, for zstd, that every chunk decompresses).
+    /// Checks one tensor's checksum (and, for raw tensors, that no fp16 value or scale is infinite or NaN).
     package func verify(_ t: TensorInfo) throws {
         let s = stored(t)
         let crc = s.count == 0 ? 0 : qlm_crc32c(0, s.baseAddress, s.count)
         guard crc == t.checksum else {
             throw QuantError(path, "tensor \(t.name): checksum mismatch (stored \(String(format: "%08x", t.checksum)), computed \(String(format: "%08x", crc)))")
+        }
+        if t.encoding == .raw, t.type != .u8, let base = s.baseAddress, let r = ConfigValidation.firstNonFiniteRow(t, base) {
+            throw QuantError(path, "tensor \(t.name): row \(r) holds an infinite or NaN fp16 \(t.type == .f16 ? "value" : "scale")")
         }
     }
 

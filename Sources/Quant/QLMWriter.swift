@@ -6,7 +6,8 @@ import Glibc
 
 /// Writes a .qlm file atomically: everything goes to a temporary file beside the target,
 /// which is renamed over it only by `finish()`. If the writer is dropped or `abort()`ed
-/// before that, the temporary file is removed and the target is untouched.
+/// before that, or SIGINT/SIGTERM ends the process, the temporary file is removed and the
+/// target is untouched; one left by a killed writer (kill -9) is removed by the next write.
 package final class QLMWriter {
     package let url: URL
     private let tmpPath: String
@@ -19,6 +20,8 @@ package final class QLMWriter {
     private var cursor: Int
     private var nextIndex = 0
     private var finished = false
+    /// The SIGINT/SIGTERM cleanup's slot for the temporary file (-1: none).
+    private var tempSlot: Int32 = -1
 
     package private(set) var storedBytes = 0
     package private(set) var rawBytes = 0
@@ -51,9 +54,23 @@ package final class QLMWriter {
         cursor = dataOffset
         let dir = url.deletingLastPathComponent().path
         tmpPath = (dir.isEmpty ? "." : dir) + "/.\(url.lastPathComponent).tmp-\(getpid())"
+        Self.removeStaleTemps(of: url)
         fd = open(tmpPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         guard fd >= 0 else {
             throw QuantError(url, "cannot create \(tmpPath): \(String(cString: strerror(errno)))")
+        }
+        tempSlot = qlm_temp_register(tmpPath)
+    }
+
+    /// Removes `.NAME.tmp-PID` files of the same target left by writers that died (kill -9,
+    /// a crash): their PID no longer exists. A live writer's temporary file is left alone.
+    package static func removeStaleTemps(of url: URL) {
+        let dir = url.deletingLastPathComponent().path.isEmpty ? "." : url.deletingLastPathComponent().path
+        let prefix = ".\(url.lastPathComponent).tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for n in names where n.hasPrefix(prefix) {
+            guard let pid = Int32(n.dropFirst(prefix.count)), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { unlink(dir + "/" + n) }
         }
     }
 
@@ -65,6 +82,7 @@ package final class QLMWriter {
         finished = true
         if fd >= 0 { close(fd); fd = -1 }
         unlink(tmpPath)
+        qlm_temp_unregister(tempSlot)
     }
 
     private func pwriteAll(_ buf: UnsafeRawBufferPointer, at offset: Int) throws {
@@ -160,9 +178,11 @@ package final class QLMWriter {
         guard rename(tmpPath, url.path) == 0 else {
             let msg = String(cString: strerror(errno))
             unlink(tmpPath)
+            qlm_temp_unregister(tempSlot)
             finished = true
             throw QuantError(url, "cannot rename \(tmpPath) into place: \(msg)")
         }
+        qlm_temp_unregister(tempSlot)
         finished = true
         return fileLength
     }

@@ -50,28 +50,28 @@ package final class SafetensorsFile: @unchecked Sendable {
         for (name, value) in dict where name != "__metadata__" {
             guard let e = value as? [String: Any], let dtypeName = e["dtype"] as? String,
                   let shapeAny = e["shape"] as? [Any], let offs = e["data_offsets"] as? [Any], offs.count == 2 else {
-                throw QuantError(file, "tensor \(name): malformed header entry")
+                throw QuantError(file, "tensor \(QuantError.shown(name)): malformed header entry")
             }
             guard let dtype = SourceDType(rawValue: dtypeName) else {
-                throw QuantError(file, "tensor \(name): unsupported dtype \(dtypeName) (F32, F16 and BF16 are supported)")
+                throw QuantError(file, "tensor \(QuantError.shown(name)): unsupported dtype \(dtypeName) (F32, F16 and BF16 are supported)")
             }
             var shape: [Int] = []
             var count = 1
             for d in shapeAny {
                 guard let n = (d as? NSNumber)?.int64Value, n >= 0, n <= 1 << 32 else {
-                    throw QuantError(file, "tensor \(name): absurd shape \(shapeAny)")
+                    throw QuantError(file, "tensor \(QuantError.shown(name)): absurd shape \(shapeAny)")
                 }
                 let (m, o) = count.multipliedReportingOverflow(by: Int(n))
-                guard !o, m <= 1 << 40 else { throw QuantError(file, "tensor \(name): absurd shape \(shapeAny)") }
+                guard !o, m <= 1 << 40 else { throw QuantError(file, "tensor \(QuantError.shown(name)): absurd shape \(shapeAny)") }
                 count = m
                 shape.append(Int(n))
             }
             guard let b = (offs[0] as? NSNumber)?.int64Value, let en = (offs[1] as? NSNumber)?.int64Value,
                   b >= 0, en >= b, en <= Int64(dataLen) else {
-                throw QuantError(file, "tensor \(name): data_offsets \(offs) lie outside the file (data section is \(dataLen) bytes)")
+                throw QuantError(file, "tensor \(QuantError.shown(name)): data_offsets \(offs) lie outside the file (data section is \(dataLen) bytes)")
             }
             guard Int(en - b) == count * dtype.size else {
-                throw QuantError(file, "tensor \(name): \(en - b) bytes do not hold shape \(shape) of \(dtype.rawValue)")
+                throw QuantError(file, "tensor \(QuantError.shown(name)): \(en - b) bytes do not hold shape \(shape) of \(dtype.rawValue)")
             }
             let start = dataStart + Int(b)
             let view = UnsafeRawBufferPointer(rebasing: map.bytes[start ..< dataStart + Int(en)])

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Quant
 import Runtime
 
 struct KVBudgetCommand: ParsableCommand {
@@ -27,6 +28,12 @@ struct KVBudgetCommand: ParsableCommand {
 
     func run() throws {
         do {
+            // Range-check before anything is sized by these numbers (a layer count of 10^11 once
+            // built a 2.4 TB pattern array): the loader's limits.
+            for (flag, v, limit) in [("--layers", layers, ConfigValidation.maxLayers), ("--kv-heads", kvHeads, ConfigValidation.maxHeads),
+                                     ("--head-dim", headDim, ConfigValidation.maxHeadDim), ("--ctx", ctx, ConfigValidation.maxCtx)] {
+                guard (1 ... limit).contains(v) else { throw ValidationError("\(flag) \(v) is outside 1...\(limit)") }
+            }
             let t = try KVType.parse(kvType)
             let counts = try tokens.split(separator: ",").map { s -> Int in
                 guard let v = Int(s), v > 0 else { throw ModelError("--tokens: '\(s)' is not a positive integer") }
@@ -37,7 +44,12 @@ struct KVBudgetCommand: ParsableCommand {
                 // Sinks apply to windowed layers; an all-dense pattern has none.
                 let s = spec.trimmingCharacters(in: .whitespaces) == "dense" ? 0 : sinks
                 let pats = try AttentionConfig(attention: spec, sinks: s, kvType: t).layers(nLayer: layers, nCtx: ctx)
-                let b = counts.map { KVBudget.bytes(layers: pats, sinks: s, kvType: t, nKVHead: kvHeads, headDim: headDim, tokens: $0) }
+                let b = try counts.map { n -> Int in
+                    guard let b = KVBudget.checkedBytes(layers: pats, sinks: s, kvType: t, nKVHead: kvHeads, headDim: headDim, tokens: n) else {
+                        throw ValidationError("--tokens \(n): the KV bytes overflow a 64-bit count")
+                    }
+                    return b
+                }
                 if json {
                     struct Out: Encodable { var pattern: String; var sinks: Int; var kv_type: String; var tokens: [Int]; var bytes: [Int] }
                     print(jsonLine(Out(pattern: spec, sinks: s, kv_type: t.rawValue, tokens: counts, bytes: b)))

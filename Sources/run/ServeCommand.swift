@@ -10,6 +10,8 @@ struct Serve: ParsableCommand {
         discussion: """
         Up to --parallel requests decode together, each in a slot with its own KV cache of --ctx positions; new requests join between decode steps, and up to --queue more wait. A request that cannot be queued gets HTTP 429. SIGTERM or SIGINT stop accepting connections, let the requests in flight finish, then exit.
 
+        The model file is memory-mapped: replace it by rename (write the new file beside it, then mv it over the old one; the server keeps the old file's pages until it restarts). A file truncated or rewritten in place (cp over it) makes the server exit with an error naming the file (exit 74), never answer from changed weights.
+
         Endpoints: POST /v1/completions, POST /v1/chat/completions (the model's chat template: ChatML or Gemma turns), GET /v1/models, GET /health, POST /tokenize ({"content": text} → {"tokens": ids}). Parameters: max_tokens, temperature, top_p, top_k, seed, stop (up to 4), n = 1, stream (server-sent events; stream_options.include_usage).
 
         Example:

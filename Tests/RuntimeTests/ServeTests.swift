@@ -6,7 +6,8 @@ import XCTest
 
 /// `run serve` end to end: the server is started here on 127.0.0.1 (a free port), driven by the
 /// official `openai` Python client (Tests/server/openai_client_test.py) and by raw sockets with
-/// hostile input (Tests/server/hostile_test.py), then stopped with SIGTERM, which must drain and exit 0.
+/// hostile input (Tests/server/hostile_test.py), then stopped with SIGTERM, which must drain and exit 0;
+/// Tests/server/chaos_test.py starts servers of its own (slowloris, load, disconnects, signals, a truncated model).
 final class ServeTests: XCTestCase {
     /// A running server: its process, port and the stderr it printed.
     final class Server {
@@ -84,6 +85,16 @@ final class ServeTests: XCTestCase {
         XCTAssertEqual(r.status, 0, "hostile test failed:\n\(r.stderr)\n\(r.stdout)\nserver:\n\(s.stderr)")
         XCTAssertTrue(s.process.isRunning, "the server died:\n\(s.stderr)")
         XCTAssertEqual(s.stop(), 0, s.stderr)
+    }
+
+    /// Chaos (issue 25): slowloris dripping bytes, 64 connections at once, clients hanging up
+    /// mid-stream, SIGTERM while streaming, the model file truncated under the server. The
+    /// script starts its own servers on copies of the model (Tests/server/chaos_test.py).
+    func testChaos() throws {
+        let qlm = try Stories.cached(.q8_0)
+        let r = try python("chaos_test.py", ["--run", try Executables.url("run").path, "--qlm", qlm.path])
+        XCTAssertEqual(r.status, 0, "chaos test failed:\n\(r.stderr)\n\(r.stdout)")
+        XCTAssertTrue(r.stdout.contains("\"ok\": true"), r.stdout)
     }
 
     func testOpenAIClientChatAgainstSmolLM2() throws {

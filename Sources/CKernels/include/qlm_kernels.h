@@ -342,6 +342,17 @@ int qlm_statm(int64_t *resident_bytes, int64_t *file_bytes);
 // CRC-32C (Castagnoli); SSE4.2 instruction where available. Start with crc = 0.
 uint32_t qlm_crc32c(uint32_t crc, const void *data, size_t n);
 
+// checks.c: the first row of a stored tensor with an infinite or NaN fp16 field (value, scale,
+// min), -1 if none, -2 for an unknown type; and the guard that turns SIGBUS on a registered
+// mapping (a model file truncated under a running process) into `message` on stderr and exit 74.
+int64_t qlm_first_nonfinite_fp16_row(int32_t type, const void *data, int64_t rows, int64_t n);
+int qlm_guard_map(const void *base, size_t len, const char *message);
+void qlm_guard_unmap(int slot);
+// checks.c: a temporary file to unlink if SIGINT or SIGTERM (still at their default action)
+// ends the process first; slot id or -1.
+int qlm_temp_register(const char *path);
+void qlm_temp_unregister(int slot);
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,7 +27,19 @@ package enum KVBudget {
 
     /// Bytes of keys + values for all layers at `tokens` positions.
     package static func bytes(layers: [AttentionPattern], sinks: Int, kvType: KVType, nKVHead: Int, headDim: Int, tokens: Int) -> Int {
-        let row = nKVHead * kvType.headBytes(headDim)
-        return layers.reduce(0) { $0 + 2 * row * slots($1, sinks: sinks, tokens: tokens) }
+        checkedBytes(layers: layers, sinks: sinks, kvType: kvType, nKVHead: nKVHead, headDim: headDim, tokens: tokens) ?? .max
+    }
+
+    /// `bytes`, or nil when the total does not fit in an Int (absurd sizes from flags).
+    package static func checkedBytes(layers: [AttentionPattern], sinks: Int, kvType: KVType, nKVHead: Int, headDim: Int, tokens: Int) -> Int? {
+        var total = 0
+        for p in layers {
+            let (row, o1) = nKVHead.multipliedReportingOverflow(by: kvType.headBytes(headDim))
+            let (layer, o2) = row.multipliedReportingOverflow(by: 2 * slots(p, sinks: sinks, tokens: tokens))
+            let (t, o3) = total.addingReportingOverflow(layer)
+            if o1 || o2 || o3 { return nil }
+            total = t
+        }
+        return total
     }
 }

@@ -144,7 +144,9 @@ package enum Architectures {
 extension Checkpoint {
     /// Reads a checkpoint and names its tensors as its architecture does (the converter's input).
     package static func open(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
-        let c = try read(url, tokenizer: tokenizer)
-        return try c.named(by: Architectures.named(c.architecture, file: url.path).tensorNames)
+        let c = try read(url, tokenizer: tokenizer), names = try Architectures.named(c.architecture, file: url.path).tensorNames
+        let named = try c.named(by: names)
+        try ConfigValidation.checkLayers(named.tensors.map(\.name), names: names, nLayer: c.hparams.nLayer, file: url.path)
+        return named
     }
 }

@@ -93,6 +93,8 @@ package final class LoadedModel {
         let a = options.attention
         let arch = try Architectures.named(file.metadata.architecture, file: path)
         let shape = try arch.shape(of: file)
+        try ConfigValidation.checkLayers(file.tensors.map(\.name), names: arch.tensorNames, nLayer: shape.nLayer, file: path)
+        if !budgeted { try ConfigValidation.checkScales(file) } // one pass over the map (docs/reliability.md)
         let patterns = try a.layers(nLayer: shape.nLayer, nCtx: shape.nCtx, modelDefault: try arch.defaultAttention(of: file))
         // Re-indexing is what lets an all-banded rotary model run past n_ctx; inside n_ctx
         // absolute positions score slightly better (docs/attention.md), so patterns that are

@@ -92,6 +92,36 @@ package struct Llama2cTokenizer: Tokenizer {
 
     /// `run.c` `encode` over raw bytes, with its BOS/EOS switches.
     package func encode(bytes text: [UInt8], bos: Bool, eos: Bool) -> [Int32] {
+        var tokens = codePoints(text, bos: bos)
+        // Merge the best-scoring adjacent pair until none is in the vocabulary (run.c rescans
+        // every pair per merge: quadratic; here a heap of candidate pairs, best score first and
+        // the leftmost on ties, as run.c's strict `>` scan picks, over a linked list of tokens).
+        mergePairs(&tokens)
+        if eos { tokens.append(2) }
+        return tokens
+    }
+
+    /// `encode` with run.c's own merge loop (every merge rescans all pairs: quadratic), kept as
+    /// the reference the tests and the tokenizer fuzzer compare `encode` with.
+    package func encodeByRescan(bytes text: [UInt8], bos: Bool) -> [Int32] {
+        var tokens = codePoints(text, bos: bos)
+        var merged: [UInt8] = []
+        while true {
+            var best: (score: Float, id: Int32, at: Int) = (-1e10, -1, -1)
+            for i in 0 ..< max(0, tokens.count - 1) {
+                merged.removeAll(keepingCapacity: true)
+                merged.append(contentsOf: cString(pieces[Int(tokens[i])]))
+                merged.append(contentsOf: cString(pieces[Int(tokens[i + 1])]))
+                if let id = lookup[merged], scores[Int(id)] > best.score { best = (scores[Int(id)], id, i) }
+            }
+            if best.at < 0 { return tokens }
+            tokens[best.at] = best.id
+            tokens.remove(at: best.at + 1)
+        }
+    }
+
+    /// BOS, the dummy-prefix space (if text is non-empty), one token per code point.
+    private func codePoints(_ text: [UInt8], bos: Bool) -> [Int32] {
         var tokens: [Int32] = []
         tokens.reserveCapacity(text.count + 3)
         if bos { tokens.append(1) }
@@ -107,34 +137,56 @@ package struct Llama2cTokenizer: Tokenizer {
             if let id = lookup[buffer] {
                 tokens.append(id)
             } else {
-                for b in buffer { tokens.append(Int32(b) + 3) }
+                // run.c's byte fallback (byte b is id b + 3); a vocabulary too small to hold
+                // that id gives <unk> (0) where run.c would read past its table.
+                for b in buffer { tokens.append(Int(b) + 3 < pieces.count ? Int32(b) + 3 : 0) }
             }
             buffer.removeAll(keepingCapacity: true)
         }
-        // Merge the best-scoring adjacent pair until none is in the vocabulary.
-        var merged: [UInt8] = []
-        while true {
-            var bestScore: Float = -1e10
-            var bestID: Int32 = -1
-            var bestIndex = -1
-            if tokens.count >= 2 {
-                for i in 0..<(tokens.count - 1) {
-                    merged.removeAll(keepingCapacity: true)
-                    merged.append(contentsOf: cString(pieces[Int(tokens[i])]))
-                    merged.append(contentsOf: cString(pieces[Int(tokens[i + 1])]))
-                    if let id = lookup[merged], scores[Int(id)] > bestScore {
-                        bestScore = scores[Int(id)]
-                        bestID = id
-                        bestIndex = i
-                    }
-                }
-            }
-            if bestIndex == -1 { break }
-            tokens[bestIndex] = bestID
-            tokens.remove(at: bestIndex + 1)
-        }
-        if eos { tokens.append(2) }
         return tokens
+    }
+
+    private struct Candidate: HeapKeyed {
+        /// Descending score (order-preserving bits, inverted) << 32 | the left token's position.
+        var key: UInt64
+        var right: Int32, leftID: Int32, rightID: Int32, merged: Int32
+    }
+
+    /// Applies run.c's merges to `tokens` in O(n log n): candidates go stale when a neighbour
+    /// merges and are dropped when popped (their tokens or adjacency changed).
+    private func mergePairs(_ tokens: inout [Int32]) {
+        let n = tokens.count
+        guard n >= 2 else { return }
+        var next = [Int32](0 ..< Int32(n)).map { $0 + 1 }, prev = [Int32](0 ..< Int32(n)).map { $0 - 1 }
+        var heap = KeyedMinHeap<Candidate>()
+        var merged: [UInt8] = []
+        func consider(_ l: Int32) {
+            let r = next[Int(l)]
+            guard r < n else { return }
+            let a = tokens[Int(l)], b = tokens[Int(r)]
+            merged.removeAll(keepingCapacity: true)
+            merged.append(contentsOf: cString(pieces[Int(a)]))
+            merged.append(contentsOf: cString(pieces[Int(b)]))
+            guard let id = lookup[merged] else { return }
+            let score = scores[Int(id)]
+            guard score > -1e10 else { return } // run.c's scan starts at -1e10 with a strict >
+            let bits = (score == 0 ? Float(0) : score).bitPattern
+            let ordered = bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+            heap.push(Candidate(key: UInt64(~ordered) << 32 | UInt64(UInt32(l)), right: r, leftID: a, rightID: b, merged: id))
+        }
+        for i in 0 ..< Int32(n - 1) { consider(i) }
+        while let c = heap.pop() {
+            let l = Int32(truncatingIfNeeded: c.key & 0xFFFF_FFFF)
+            guard next[Int(l)] == c.right, tokens[Int(l)] == c.leftID, tokens[Int(c.right)] == c.rightID else { continue }
+            tokens[Int(l)] = c.merged
+            tokens[Int(c.right)] = -1
+            let after = next[Int(c.right)]
+            next[Int(l)] = after
+            if after < n { prev[Int(after)] = l }
+            if prev[Int(l)] >= 0 { consider(prev[Int(l)]) }
+            consider(l)
+        }
+        tokens.removeAll { $0 < 0 }
     }
 
     /// A piece as C's `%s` sees it (up to the first NUL).

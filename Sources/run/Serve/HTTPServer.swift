@@ -105,8 +105,9 @@ final class ResponseWriter: @unchecked Sendable {
     }
 }
 
-/// One connection: collects a request (bounded body, read timeout while a request is
-/// incomplete), hands it to the API off the event loop, and cancels its work if the client leaves.
+/// One connection: collects a request (bounded body; the head and body must arrive within the
+/// read timeout in total, counted from the connection's start or the previous response's end),
+/// hands it to the API off the event loop, and cancels its work if the client leaves.
 final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
@@ -118,10 +119,25 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var cancel = CancelFlag()
     private let maxBody: Int
     private let handle: @Sendable (HTTPRequestData, ResponseWriter) -> Void
+    /// The whole-request deadline: a byte at a time does not extend it (slowloris).
+    private let readTimeout: TimeAmount
+    private var deadline: Scheduled<Void>?
 
-    init(maxBody: Int, handle: @escaping @Sendable (HTTPRequestData, ResponseWriter) -> Void) {
+    init(maxBody: Int, readTimeout: TimeAmount, handle: @escaping @Sendable (HTTPRequestData, ResponseWriter) -> Void) {
         self.maxBody = maxBody
+        self.readTimeout = readTimeout
         self.handle = handle
+    }
+
+    /// Closes the connection unless a whole request arrives within the read timeout from now.
+    private func armDeadline(_ channel: Channel) {
+        deadline?.cancel()
+        deadline = channel.eventLoop.scheduleTask(in: readTimeout) { channel.close(promise: nil) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armDeadline(context.channel)
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -138,14 +154,16 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .end:
             guard state == .receiving, let h = head else { return }
             state = .responding
+            deadline?.cancel()
+            deadline = nil
             cancel = CancelFlag()
             let path = String(h.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
             let req = HTTPRequestData(method: h.method, path: path, headers: h.headers, body: body)
             body = []
             let loop = context.eventLoop
-            let me = NIOLoopBound(self, eventLoop: loop)
-            let writer = ResponseWriter(channel: context.channel, keepAlive: h.isKeepAlive, cancelled: cancel) {
-                loop.execute { if me.value.state == .responding { me.value.state = .idle } }
+            let me = NIOLoopBound(self, eventLoop: loop), channel = context.channel
+            let writer = ResponseWriter(channel: channel, keepAlive: h.isKeepAlive, cancelled: cancel) {
+                loop.execute { if me.value.state == .responding { me.value.state = .idle; me.value.armDeadline(channel) } }
             }
             let handle = self.handle
             DispatchQueue.global().async { handle(req, writer) }
@@ -170,6 +188,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
         cancel.set()
         context.fireChannelInactive()
     }
@@ -195,7 +214,7 @@ final class HTTPServer {
                     let ops = channel.pipeline.syncOperations
                     try ops.addHandler(IdleStateHandler(readTimeout: readTimeout))
                     try ops.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
-                    try ops.addHandler(HTTPHandler(maxBody: maxBody, handle: handle))
+                    try ops.addHandler(HTTPHandler(maxBody: maxBody, readTimeout: readTimeout, handle: handle))
                 }
             }
             .childChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)

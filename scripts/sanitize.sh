@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The test suite under AddressSanitizer and the C kernels under UndefinedBehaviorSanitizer
+# (issue 25). Usage:
+#
+#   scripts/sanitize.sh [asan|ubsan|both] [FILTER|all]
+#
+# asan:  swift build --sanitize=address (every Swift and C target), then `swift test` with
+#        FILTER (default: the readers, writer, fuzz and kernel tests, the tokenizers, the
+#        serving engine, the model references; `all`: the whole suite, ~1 h on 2 cores).
+# ubsan: the C targets with -fsanitize=undefined (swiftc refuses --sanitize=undefined on
+#        Linux; clang's runtime is linked through -Xclang-linker), then the kernel and reader
+#        tests. Every "runtime error:" line is a report.
+# Build folders live outside the repo ($QUANTLM_SANITIZE_CACHE, default
+# ~/.cache/quantlm/sanitize). Tests that run the built executables use .build/release (build
+# it first). Exit 0 only when every test passed and there were 0 sanitizer reports.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${QUANTLM_SANITIZE_CACHE:-$HOME/.cache/quantlm/sanitize}
+MODE=${1:-both}
+FILTER=${2:-}
+DEFAULT_ASAN='QuantTests|KernelTests|Llama2cTokenizerTests|GPT2TokenizerTests|SentencePieceTokenizerTests|GGUFTokenizerTests|ServingEngineTests|ModelReferenceTests|AttentionTests|RunReliabilityTests/testLlama2c|MemoryBudgetTests|SpeculativeTests|PublicAPITests'
+DEFAULT_UBSAN='KernelTests|QuantTests|LogitsFixtureTests|ModelReferenceTests|AttentionTests'
+mkdir -p "$CACHE"
+status=0
+
+run() { # name, build flags..., -- test flags...
+  local name=$1; shift
+  local bflags=() tflags=()
+  while [ "$1" != -- ]; do bflags+=("$1"); shift; done; shift
+  tflags=("$@")
+  local log=$CACHE/$name.log
+  echo "== $name: building ($CACHE/$name)"
+  if ! nice -n 10 swift build --package-path "$ROOT" --build-path "$CACHE/$name" --build-tests "${bflags[@]}" > "$CACHE/$name-build.log" 2>&1; then
+    tail -20 "$CACHE/$name-build.log"; echo "== $name: build failed"; status=1; return
+  fi
+  echo "== $name: testing ${tflags[*]}"
+  local t0=$SECONDS
+  nice -n 10 swift test --package-path "$ROOT" --build-path "$CACHE/$name" --skip-build "${bflags[@]}" "${tflags[@]}" > "$log" 2>&1
+  local rc=$?
+  local reports
+  reports=$(grep -cE "runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer" "$log")
+  grep -E "runtime error:|ERROR: AddressSanitizer|SUMMARY: " "$log" | sort | uniq -c | head -20
+  echo "== $name: $(grep -E '^\s*Executed [0-9]+ tests' "$log" | tail -1 | sed 's/^ *//'); exit $rc; $reports sanitizer reports; $((SECONDS - t0)) s"
+  [ $rc -eq 0 ] && [ "$reports" -eq 0 ] || status=1
+}
+
+filter() { [ "$FILTER" = all ] && return; echo --filter; echo "${FILTER:-$1}"; }
+
+if [ "$MODE" = asan ] || [ "$MODE" = both ]; then
+  # Leak checks are off: the test process keeps caches (converted models, thread pools) alive on purpose.
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} run asan --sanitize=address -- $(filter "$DEFAULT_ASAN")
+fi
+if [ "$MODE" = ubsan ] || [ "$MODE" = both ]; then
+  UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} run ubsan -Xcc -fsanitize=undefined -Xswiftc -Xclang-linker -Xswiftc -fsanitize=undefined \
+    -- $(filter "$DEFAULT_UBSAN")
+fi
+exit $status
