@@ -121,8 +121,16 @@ package struct ModelBenchReport: Codable, Sendable {
     package var prefillGFLOPS: Double
     package var kvCacheBytes: Int
     package var memory: MemoryStats
+    /// VmHWM at the end of the run, the probes' buffers included (under a budget: within it).
+    package var processPeakRSS: Int
     /// The memory plan; streamed bytes per token are those of the decode runs ÷ their tokens.
     package var memoryPlan: MemoryReport
+    /// When layers stream: the model file read with O_DIRECT after each rep, and each rep's
+    /// streamed GB/s (streamed bytes per token × decode tok/s) over the read after it (median):
+    /// 1 means decode streams as fast as the disk reads; time per token ÷ (streamed bytes per
+    /// token ÷ the probe) is its inverse.
+    package var diskProbe: DiskProbe?
+    package var streamedShareOfDiskProbe: Double?
 
     enum CodingKeys: String, CodingKey {
         case model, architecture, threads, fileBytes = "file_bytes", promptTokens = "prompt_tokens", genTokens = "gen_tokens", reps
@@ -134,6 +142,7 @@ package struct ModelBenchReport: Codable, Sendable {
         case decodeTokensPerSecondPerRep = "decode_tokens_per_second_per_rep", probeGBPerSecondAroundRep = "probe_gb_per_second_around_rep"
         case decodeBreakdown = "decode_ms_per_token", prefillBreakdown = "prefill_ms"
         case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
+        case processPeakRSS = "process_peak_rss_bytes", diskProbe = "disk_probe", streamedShareOfDiskProbe = "streamed_share_of_disk_probe"
     }
 }
 
@@ -158,17 +167,18 @@ package enum Bench {
     /// Loads the model `reps` times, then runs prefill of `promptTokens` and greedy decode of
     /// `genTokens` `reps` times, against a bandwidth probe measured in the same run.
     package static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
-                             probeBytes: Int = 1 << 30, memoryBudget: Int? = nil, populate: Bool = false,
+                             probeBytes: Int = 1 << 30, memoryBudget: BudgetSetting = .none, populate: Bool = false,
                              attention: AttentionConfig = AttentionConfig(), screen: Int? = nil) throws -> ModelBenchReport {
         var loads: [Double] = [], firsts: [Double] = []
         var lm: LoadedModel?
         for _ in 0 ..< reps {
             lm = nil
             let t0 = now()
-            // Under a budget the KV cache holds exactly the benchmark's positions.
+            // Under a budget (auto included) the KV cache holds exactly the benchmark's positions.
             var o = LoadOptions(threads: threads, maxBatch: max(1, min(promptTokens, 512)),
-                                populate: populate, attention: attention, memoryBudget: memoryBudget,
-                                kvPositions: memoryBudget == nil ? nil : promptTokens + genTokens)
+                                populate: populate, attention: attention, memoryBudget: memoryBudget.explicitBytes,
+                                kvPositions: memoryBudget == .none ? nil : promptTokens + genTokens)
+            o.autoBudget = memoryBudget == .auto
             o.screen = screen.map { ($0, false) }
             lm = try LoadedModel(path: path, options: o)
             loads.append((now() - t0) * 1000)
@@ -192,6 +202,12 @@ package enum Bench {
         var memory: MemoryStats?
         var reader: BandwidthReader?
         var probeAfter: [Double] = [] // probe read right after each rep
+        // Under a budget the probes' buffers come out of it: what the plan left unused.
+        let room = lm!.plan.slackBytes ?? .max
+        var memoryProbeBytes = probeBytes
+        // The disk probe (an O_DIRECT read of the model file) runs after each rep when layers stream.
+        var disk: DiskProbe.Reader?
+        var diskAfter: [Double] = []
         for _ in 0 ..< reps {
             var next: Int32 = 0
             compute.linearNanos = 0; compute.attentionNanos = 0; compute.timing = true
@@ -222,15 +238,27 @@ package enum Bench {
             decode.append(Double(genTokens) / (t2 - t1))
             if memory == nil { // after the first rep (the decode loop allocates nothing more), before the probe's buffer inflates the peak
                 memory = MemoryStats.current()
-                reader = BandwidthReader(threads: threads, bytes: probeBytes)
+                if lm!.plan.streams {
+                    disk = try DiskProbe.Reader(path: path, bufferBytes: DiskProbe.bufferBytes(room: room / 2))
+                }
+                memoryProbeBytes = max(64 << 10, min(probeBytes, room - (disk?.bufferBytes ?? 0)))
+                reader = BandwidthReader(threads: threads, bytes: memoryProbeBytes)
             }
             probeAfter.append(reader!.read())
+            if let disk { diskAfter.append(try disk.read()) }
         }
         // At least 5 reads for the reported bandwidth; the per-rep ratios use the adjacent ones.
         var reads = probeAfter
         while reads.count < 5 { reads.append(reader!.read()) }
-        let probe = BandwidthProbe(bytes: probeBytes, threads: threads, gbPerSecond: Stat(reads))
+        let probe = BandwidthProbe(bytes: memoryProbeBytes, threads: threads, gbPerSecond: Stat(reads))
         reader = nil
+        // The streamed bytes of each rep's decode against the disk probe read right after it.
+        let streamedPerToken = Double(streamedDecode.stored) / Double(reps * genTokens)
+        let diskProbe = disk.map { DiskProbe(reader: $0, reads: diskAfter) }
+        let diskShare = diskAfter.isEmpty ? nil
+            : Stat(zip(decode, diskAfter).map { streamedPerToken * $0 / 1e9 / $1 }).median
+        disk = nil
+        let processPeak = MemoryStats.current().peakRSS
         // Bandwidth around rep i: the reads just before and after it (rep 0: the one after).
         var around: [Double] = []
         for i in 0 ..< reps { around.append(i == 0 ? probeAfter[0] : 0.5 * (probeAfter[i - 1] + probeAfter[i])) }
@@ -268,9 +296,10 @@ package enum Bench {
             prefillBreakdown: DecodeBreakdown(products: Stat(preLinearMs).median, attention: Stat(preAttentionMs).median,
                                               other: Stat(preOtherMs).median),
             prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
-            kvCacheBytes: m.cache.bytes, memory: memory!,
-            memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: Double(streamedDecode.stored) / Double(reps * genTokens),
-                                     streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)))
+            kvCacheBytes: m.cache.bytes, memory: memory!, processPeakRSS: processPeak,
+            memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: streamedPerToken,
+                                     streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)),
+            diskProbe: diskProbe, streamedShareOfDiskProbe: diskShare)
     }
 
     /// Every (type × CPU path × shape) matvec and GEMM, weights rotated through a 1 GiB set (larger

@@ -92,6 +92,8 @@ package struct MemoryPlan: Sendable, Equatable {
     package var estimatedStoredBytesPerToken: Int
 
     package var streams: Bool { bufferCount > 0 }
+    /// What the budget leaves unplanned (nil: no budget): room for a short-lived buffer (bench's probes).
+    package var slackBytes: Int? { budget.map { $0 - baselineBytes - marginBytes - totalBytes } }
     package var outputStreams: Bool { !outputChunks.isEmpty }
 
     /// The classifier's and the input embedding's tensor names.

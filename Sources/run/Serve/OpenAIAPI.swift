@@ -193,7 +193,7 @@ final class OpenAIAPI: @unchecked Sendable {
             done()
             let (status, code): (HTTPResponseStatus, String) = {
                 switch e {
-                case .queueFull: return (.tooManyRequests, "server_busy")
+                case .queueFull, .memoryFull: return (.tooManyRequests, "server_busy")
                 case .promptTooLong: return (.badRequest, "context_length_exceeded")
                 case .stopping: return (.serviceUnavailable, "shutting_down")
                 }
