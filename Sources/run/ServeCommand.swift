@@ -92,7 +92,7 @@ struct Serve: ParsableCommand {
         let lm = try options.load(maxBatch: 128, sizing: { _, _ in RunSizing(kvPositions: positions, maxBatch: 128, kvRollback: rollback) },
                                   plannedKV: { budget, slot in
                                       KVAdmission.poolBytes(budget: budget, parallel: parallel, fullSlotBytes: slot,
-                                                            minimumSlotBytes: slot * min(positions, 256) / max(1, positions))
+                                                            minimumSlotBytes: slot * min(positions, 64) / max(1, positions))
                                   })
         let pool = lm.plan.budget == nil ? nil : lm.plan.kvBytes
         let engine = try ServingEngine(loaded: lm, parallel: parallel, contextPerSlot: positions, queueLimit: queue, speculative: spec,

@@ -32,9 +32,8 @@ final class AutoBudgetTests: XCTestCase {
         XCTAssertEqual(m.cgroupUsage, 20 << 20)
         XCTAssertEqual(m.cgroupFile, 4 << 20)
         XCTAssertEqual(m.hostAvailable, 22_000_000 * 1024)
-        // Others hold 20 - 4 (file) - 6 (own anon) = 10 MiB; own file pages 2 MiB (at most the cgroup's 4).
-        XCTAssertEqual(m.ceiling(ownAnon: 6 << 20, ownFile: 2 << 20), (96 - 10 - 2) << 20)
-        XCTAssertEqual(m.ceiling(ownAnon: 6 << 20, ownFile: 30 << 20), (96 - 10 - 4) << 20)
+        // Others hold 20 - 4 (file) - 6 (own anon) = 10 MiB.
+        XCTAssertEqual(m.ceiling(ownAnon: 6 << 20), (96 - 10) << 20)
         XCTAssertTrue(m.source.contains("cgroup v1 limit 96.0 MiB"), m.source)
     }
 
@@ -53,7 +52,7 @@ final class AutoBudgetTests: XCTestCase {
         XCTAssertEqual(m.cgroupLimit, 64 << 20)
         XCTAssertEqual(m.cgroupUsage, 8 << 20)
         XCTAssertEqual(m.cgroupFile, 2 << 20)
-        XCTAssertEqual(m.ceiling(ownAnon: 4 << 20, ownFile: 0), (64 - 2) << 20)
+        XCTAssertEqual(m.ceiling(ownAnon: 4 << 20), (64 - 2) << 20)
     }
 
     func testNoCgroupLimitUsesTheHost() {
@@ -66,7 +65,7 @@ final class AutoBudgetTests: XCTestCase {
         ]))
         XCTAssertNil(m.cgroupVersion)
         XCTAssertNil(m.cgroupLimit)
-        XCTAssertEqual(m.ceiling(ownAnon: 1 << 20, ownFile: 5 << 20), 22_000_000 * 1024 + (1 << 20))
+        XCTAssertEqual(m.ceiling(ownAnon: 1 << 20), 22_000_000 * 1024 + (1 << 20))
         XCTAssertTrue(m.source.contains("MemAvailable"), m.source)
     }
 

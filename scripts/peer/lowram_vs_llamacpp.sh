@@ -4,7 +4,7 @@
 # (v2 where its memory controller is delegated, else v1 /sys/fs/cgroup/memory) whose limit is
 # 1/2 or 1/3 of the model file, the whole process counted (page cache included), and both model
 # files' pages are evicted first (posix_fadvise DONTNEED). SmolLM2-135M Q8_0 and Q4_0, 2 threads:
-#   decode   llama-bench -p 0 -n NGEN with mmap and with --no-mmap (-mmp 0), TIMEOUT s each, vs
+#   decode   llama-bench -p 0 -n NGEN with each load mode (-lm mmap, none = --no-mmap, dio = O_DIRECT), TIMEOUT s each, vs
 #            run bench --prompt-tokens 16 --gen-tokens NGEN (decode, streamed bytes/token and the
 #            in-run O_DIRECT disk probe: share = streamed GB/s / probe GB/s)
 #   lookup   run generate on the story-repeat prompt (scripts/bench_speculative.sh's "repeat
@@ -12,7 +12,7 @@
 #   serve    run serve --parallel 8 vs llama-server --parallel 4 (1/2 limit only), scripts/serve_load.py
 #            at 1, 4, 8 streaming clients x REQUESTS completions of MAXTOK tokens
 # Every QuantLM run's exit status and the cgroup's oom_kill count are printed (137 / oom_kill > 0:
-# killed). llama.cpp runs are skipped when its binaries are missing (scripts/peer/build_llamacpp.sh).
+# killed). llama.cpp (this build takes -lm/--load-mode instead of --no-mmap) runs are skipped when its binaries are missing (scripts/peer/build_llamacpp.sh).
 #
 #   sudo scripts/peer/lowram_vs_llamacpp.sh            # env: TYPES="Q8_0 Q4_0" FRACTIONS="2 3" PARTS="decode lookup serve"
 set -euo pipefail
@@ -42,7 +42,11 @@ else
   echo "error: no memory cgroup controller (v2 subtree_control or v1 /sys/fs/cgroup/memory)" >&2; exit 2
 fi
 CG=$CGROOT/quantlm-lowram-$$
-cleanup() { [ -d "$CG" ] && { cat "$CG/cgroup.procs" 2>/dev/null | xargs -r kill -9 2>/dev/null || true; sleep 0.2; rmdir "$CG" 2>/dev/null || true; }; }
+cleanup() {
+  [ -d "$CG" ] || return 0
+  for p in $(cat "$CG/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$CG" 2>/dev/null && return 0; sleep 0.2; done
+}
 trap cleanup EXIT
 cg_make() {  # LIMIT_BYTES
   cleanup; mkdir "$CG"
@@ -103,13 +107,13 @@ print(f"{tag}: QuantLM decode {d:.1f} tok/s (exit {rc}, oom_kill {ooms}, cgroup 
       f"{gb if gb is None else round(gb, 2)} GB/s (O_DIRECT {dp.get('o_direct')}), share {share if share is None else round(share, 2)}{bound}")
 PY
       if [ $have_llama = 1 ]; then
-        for mmp in 1 0; do
+        for mmp in mmap none dio; do
           cg_make $lim; evict "$q" "$g"
-          set +e; timeout $TIMEOUT sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$PEER/llama-bench" -m "$g" -t 2 -p 0 -n $NGEN -r 1 -mmp $mmp -o json > "$OUT/llama-$t-$f-$mmp.json" 2>/dev/null; rc=$?; set -e
+          set +e; timeout $TIMEOUT sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$PEER/llama-bench" -m "$g" -t 2 -p 0 -n $NGEN -r 1 -lm $mmp -o json > "$OUT/llama-$t-$f-$mmp.json" 2>/dev/null; rc=$?; set -e
           python3 - "$OUT/llama-$t-$f-$mmp.json" "$rc" "$(cg_ooms)" "$tag" "$mmp" "$TIMEOUT" <<'PY'
 import json, sys
 path, rc, ooms, tag, mmp, to = sys.argv[1:7]
-name = "mmap" if mmp == "1" else "--no-mmap"
+name = {"mmap": "mmap", "none": "--no-mmap (-lm none)", "dio": "direct I/O (-lm dio)"}[mmp]
 try: tg = next(x["avg_ts"] for x in json.load(open(path)) if x["n_gen"] > 0); print(f"{tag}: llama.cpp {name} decode {tg:.2f} tok/s (exit {rc}, oom_kill {ooms})")
 except Exception: print(f"{tag}: llama.cpp {name}: no result in {to} s (exit {rc}, oom_kill {ooms})")
 PY

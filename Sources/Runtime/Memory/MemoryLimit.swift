@@ -25,18 +25,15 @@ package struct MemoryLimit: Sendable, Equatable {
         self.cgroupUsage = cgroupUsage; self.cgroupFile = cgroupFile; self.hostAvailable = hostAvailable; self.hostTotal = hostTotal
     }
 
-    /// The most this process may add to its anonymous memory (`ownAnon` now, `ownFile` its
-    /// file-backed resident bytes): the host's available memory, and under a cgroup limit the
-    /// limit less what the cgroup holds that is neither reclaimable page cache nor this process's
-    /// anonymous memory (other processes, kernel memory), less this process's file pages (its
-    /// libraries, which the cgroup may have been charged for). The auto budget plans against this
-    /// with the process's anonymous memory as its baseline.
-    package func ceiling(ownAnon: Int, ownFile: Int) -> Int {
+    /// What this process's anonymous memory may grow to (`ownAnon` now): the host's available
+    /// memory, and under a cgroup limit the limit less what the cgroup holds that is neither
+    /// reclaimable page cache nor this process's anonymous memory (other processes, kernel
+    /// memory). Page cache (the process's library pages, file reads) lives in the reserve the
+    /// auto budget leaves below this (`AutoBudget.pageCacheReserve`). The auto budget plans
+    /// against it with the process's anonymous memory as its baseline.
+    package func ceiling(ownAnon: Int) -> Int {
         var c = hostAvailable + ownAnon
-        if let lim = cgroupLimit {
-            let others = max(0, cgroupUsage - cgroupFile - ownAnon)
-            c = min(c, lim - others - min(cgroupFile, ownFile))
-        }
+        if let lim = cgroupLimit { c = min(c, lim - max(0, cgroupUsage - cgroupFile - ownAnon)) }
         return max(0, c)
     }
 

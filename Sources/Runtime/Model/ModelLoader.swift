@@ -122,26 +122,31 @@ package final class LoadedModel {
         func settings(_ budget: Int?) -> MemorySettings {
             MemorySettings(kvBytes: options.plannedKVBytes?(budget, cache.bytes) ?? cache.bytes, maxBatch: maxBatch)
         }
-        func makePlan(_ budget: Int?) throws -> MemoryPlan {
+        // `pool`: the budget the KV pool is sized for (the budget itself unless said otherwise).
+        func makePlan(_ budget: Int?, pool: Int?? = .none) throws -> MemoryPlan {
             try MemoryPlan.make(model: url.lastPathComponent, tensors: file.tensors, metadata: file.metadata,
-                                settings: settings(budget), budget: budget, baseline: baseline, margin: margin, shape: shape)
+                                settings: settings(pool ?? budget), budget: budget, baseline: baseline, margin: margin, shape: shape)
         }
+        var poolBudget: Int?? = .none
         var budget = options.memoryBudget
         var note: String?
         if autoPlanning {
             let limit = options.memoryLimit ?? MemoryLimit.current()
-            let ceiling = limit.ceiling(ownAnon: now.rssAnon, ownFile: now.rssFile)
+            let ceiling = limit.ceiling(ownAnon: now.rssAnon)
             let full = try makePlan(nil)
             let need = baseline + margin + full.totalBytes
             if var b = AutoBudget.decide(ceiling: ceiling, mappedNeed: need).map({ $0 / 1024 * 1024 }) {
-                // Below the smallest plan the page-cache reserve gives way, down to the ceiling itself.
-                if b < full.minimumBytes {
-                    guard full.minimumBytes <= ceiling else {
-                        throw ModelError("\(path): needs at least \(mib(full.minimumBytes)) MiB resident even with every layer streamed "
-                            + "(baseline \(mib(baseline)) MiB, KV cache \(mib(full.kvBytes)) MiB), but \(limit.source) leaves "
+                // Below the smallest plan the page-cache reserve gives way, down to the ceiling
+                // itself (the KV pool stays sized for the first choice).
+                let smallest = try makePlan(nil, pool: .some(b))
+                if b < smallest.minimumBytes {
+                    guard smallest.minimumBytes <= ceiling else {
+                        throw ModelError("\(path): needs at least \(mib(smallest.minimumBytes)) MiB resident even with every layer streamed "
+                            + "(baseline \(mib(baseline)) MiB, KV cache \(mib(smallest.kvBytes)) MiB), but \(limit.source) leaves "
                             + "\(mib(ceiling)) MiB for this process: raise the limit or use a shorter context")
                     }
-                    b = full.minimumBytes
+                    poolBudget = .some(b)
+                    b = smallest.minimumBytes
                 }
                 budget = b
                 budgeted = true
@@ -153,7 +158,9 @@ package final class LoadedModel {
             // Decided after the open: give back what the tokenizer (or --populate) faulted in.
             file.map.advise(0 ..< file.map.count, willNeed: false)
         }
-        plan = try makePlan(budget)
+        var chosen = try makePlan(budget, pool: poolBudget)
+        chosen.dropReadPages = note != nil
+        plan = chosen
         if let n = note {
             var what: [String] = []
             if !plan.streamedLayers.isEmpty { what.append("\(plan.streamedLayers.count) of \(hp.nLayer) layers") }
