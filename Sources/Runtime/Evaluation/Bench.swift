@@ -125,10 +125,10 @@ package struct ModelBenchReport: Codable, Sendable {
     package var processPeakRSS: Int
     /// The memory plan; streamed bytes per token are those of the decode runs ÷ their tokens.
     package var memoryPlan: MemoryReport
-    /// When layers stream: the model file read with O_DIRECT after each rep, and each rep's
-    /// streamed GB/s (streamed bytes per token × decode tok/s) over the read after it (median):
-    /// 1 means decode streams as fast as the disk reads; time per token ÷ (streamed bytes per
-    /// token ÷ the probe) is its inverse.
+    /// When layers stream: the model file read with O_DIRECT (3 reads before the first load),
+    /// and the streamed GB/s (streamed bytes per token × median decode tok/s) over the probe's
+    /// median: 1 means decode streams as fast as the disk reads; time per token ÷ (streamed
+    /// bytes per token ÷ the probe) is its inverse.
     package var diskProbe: DiskProbe?
     package var streamedShareOfDiskProbe: Double?
 
@@ -171,6 +171,16 @@ package enum Bench {
                              attention: AttentionConfig = AttentionConfig(), screen: Int? = nil) throws -> ModelBenchReport {
         var loads: [Double] = [], firsts: [Double] = []
         var lm: LoadedModel?
+        // The disk probe (O_DIRECT reads of the model file through a 4 MiB buffer) runs before
+        // the first load, when the budget's memory is not yet taken: afterwards a budget leaves
+        // too little for a buffer that reaches the disk's sequential speed.
+        var diskReads: [Double] = []
+        var diskInfo: (bytes: Int, buffer: Int, direct: Bool)?
+        if memoryBudget != .none {
+            let d = try DiskProbe.Reader(path: path)
+            for _ in 0 ..< 3 { diskReads.append(try d.read()) }
+            diskInfo = (d.bytesPerRead, d.bufferBytes, d.oDirect)
+        }
         for _ in 0 ..< reps {
             lm = nil
             let t0 = now()
@@ -205,9 +215,7 @@ package enum Bench {
         // Under a budget the probes' buffers come out of it: what the plan left unused.
         let room = lm!.plan.slackBytes ?? .max
         var memoryProbeBytes = probeBytes
-        // The disk probe (an O_DIRECT read of the model file) runs after each rep when layers stream.
-        var disk: DiskProbe.Reader?
-        var diskAfter: [Double] = []
+
         for _ in 0 ..< reps {
             var next: Int32 = 0
             compute.linearNanos = 0; compute.attentionNanos = 0; compute.timing = true
@@ -238,14 +246,10 @@ package enum Bench {
             decode.append(Double(genTokens) / (t2 - t1))
             if memory == nil { // after the first rep (the decode loop allocates nothing more), before the probe's buffer inflates the peak
                 memory = MemoryStats.current()
-                if lm!.plan.streams {
-                    disk = try DiskProbe.Reader(path: path, bufferBytes: DiskProbe.bufferBytes(room: room / 2))
-                }
-                memoryProbeBytes = max(64 << 10, min(probeBytes, room - (disk?.bufferBytes ?? 0)))
+                memoryProbeBytes = max(64 << 10, min(probeBytes, room))
                 reader = BandwidthReader(threads: threads, bytes: memoryProbeBytes)
             }
             probeAfter.append(reader!.read())
-            if let disk { diskAfter.append(try disk.read()) }
         }
         // At least 5 reads for the reported bandwidth; the per-rep ratios use the adjacent ones.
         var reads = probeAfter
@@ -254,10 +258,9 @@ package enum Bench {
         reader = nil
         // The streamed bytes of each rep's decode against the disk probe read right after it.
         let streamedPerToken = Double(streamedDecode.stored) / Double(reps * genTokens)
-        let diskProbe = disk.map { DiskProbe(reader: $0, reads: diskAfter) }
-        let diskShare = diskAfter.isEmpty ? nil
-            : Stat(zip(decode, diskAfter).map { streamedPerToken * $0 / 1e9 / $1 }).median
-        disk = nil
+        let streams = lm!.plan.streams
+        let diskProbe = streams ? diskInfo.map { DiskProbe(bytes: $0.bytes, bufferBytes: $0.buffer, oDirect: $0.direct, gbPerSecond: Stat(diskReads)) } : nil
+        let diskShare = diskProbe.map { streamedPerToken * Stat(decode).median / 1e9 / $0.gbPerSecond.median }
         let processPeak = MemoryStats.current().peakRSS
         // Bandwidth around rep i: the reads just before and after it (rep 0: the one after).
         var around: [Double] = []

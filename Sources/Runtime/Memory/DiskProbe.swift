@@ -5,9 +5,9 @@ import Glibc
 #endif
 
 /// The disk's sequential read speed for a model file, measured in the same run as what it is
-/// compared with: one O_DIRECT read of the file from its start (no page cache, so nothing is
+/// compared with: O_DIRECT reads of the file from its start (no page cache, so nothing is
 /// charged to the process or its cgroup and nothing cached makes it look faster), through one
-/// aligned buffer that comes out of the caller's memory budget. Where the file system refuses
+/// aligned 4 MiB buffer (bench reads before the model is loaded, inside the budget). Where the file system refuses
 /// O_DIRECT the read is buffered, the file's pages dropped before and after (`oDirect` false).
 package struct DiskProbe: Codable, Sendable {
     package var bytes: Int
@@ -17,9 +17,6 @@ package struct DiskProbe: Codable, Sendable {
     package var gbPerSecond: Stat
 
     enum CodingKeys: String, CodingKey { case bytes, bufferBytes = "buffer_bytes", oDirect = "o_direct", gbPerSecond = "gb_per_second" }
-
-    /// Rounds a budget's spare bytes to the buffer the probe uses: 4 KiB ... 4 MiB, page multiples.
-    package static func bufferBytes(room: Int) -> Int { min(4 << 20, max(4096, room / 4096 * 4096)) }
 
     /// One reader: the file, its descriptor and the aligned buffer, so reads can be interleaved
     /// with what they are compared with.
@@ -73,11 +70,8 @@ package struct DiskProbe: Codable, Sendable {
         package var bytesPerRead: Int { min(size, maxBytes) }
     }
 
-    package init(reader: Reader, reads: [Double]) {
-        bytes = reader.bytesPerRead
-        bufferBytes = reader.bufferBytes
-        oDirect = reader.oDirect
-        gbPerSecond = Stat(reads)
+    package init(bytes: Int, bufferBytes: Int, oDirect: Bool, gbPerSecond: Stat) {
+        self.bytes = bytes; self.bufferBytes = bufferBytes; self.oDirect = oDirect; self.gbPerSecond = gbPerSecond
     }
 }
 
