@@ -7,9 +7,9 @@
 #   decode   llama-bench -p 0 -n NGEN with each load mode (-lm mmap, none = --no-mmap, dio = O_DIRECT), TIMEOUT s each, vs
 #            run bench --prompt-tokens 16 --gen-tokens NGEN (decode, streamed bytes/token and the
 #            in-run O_DIRECT disk probe: share = streamed GB/s / probe GB/s)
-#   lookup   run generate on the story-repeat prompt (scripts/bench_speculative.sh's "repeat
+#   lookup   run generate on the story-repeat prompt (scripts/bench/bench_speculative.sh's "repeat
 #            story A"), plain and --speculative lookup, SPECTOK tokens
-#   serve    run serve --parallel 8 vs llama-server --parallel 4 (1/2 limit only), scripts/serve_load.py
+#   serve    run serve --parallel 8 vs llama-server --parallel 4 (1/2 limit only), scripts/bench/serve_load.py
 #            at 1, 4, 8 streaming clients x REQUESTS completions of MAXTOK tokens
 # Every QuantLM run's exit status and the cgroup's oom_kill count are printed (137 / oom_kill > 0:
 # killed). llama.cpp (this build takes -lm/--load-mode instead of --no-mmap) runs are skipped when its binaries are missing (scripts/peer/build_llamacpp.sh).
@@ -75,7 +75,7 @@ for t in $TYPES; do
   fi
 done
 
-# scripts/bench_speculative.sh's "repeat story A" prompt in SmolLM2's chat format.
+# scripts/bench/bench_speculative.sh's "repeat story A" prompt in SmolLM2's chat format.
 python3 - "$SHARED" > "$OUT/story-repeat.txt" <<'PY'
 import os, sys
 text = open(os.path.join(sys.argv[1], "data/tinystories/tinystories_valid_first1000.txt")).read()
@@ -148,7 +148,7 @@ PY
         pid=$!
         up=0; for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && { up=1; break; }; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
         if [ $up = 1 ]; then
-          python3 scripts/serve_load.py --url "http://127.0.0.1:$PORT" --model "$model" --pid $pid --clients 1,4,8 \
+          python3 scripts/bench/serve_load.py --url "http://127.0.0.1:$PORT" --model "$model" --pid $pid --clients 1,4,8 \
             --requests $REQUESTS --max-tokens $MAXTOK --label "$who $tag" || true
         else
           echo "$tag: $who server did not come up (oom_kill $(cg_ooms))"
