@@ -100,7 +100,7 @@ struct BenchCmd: ParsableCommand {
             }
             BenchClock.threadCPUTime = cpuTime
             let r = try Bench.model(path: model!, threads: threads, promptTokens: promptTokens, genTokens: genTokens,
-                                    reps: reps, probeBytes: probeBytes, memoryBudget: try resources.budgetBytes(),
+                                    reps: reps, probeBytes: probeBytes, memoryBudget: try resources.budget(),
                                     populate: populate, attention: attention.config, screen: screen)
             if json {
                 print(jsonLine(r))
@@ -120,8 +120,13 @@ struct BenchCmd: ParsableCommand {
               prefill ms       products \(String(format: "%.1f", r.prefillBreakdown.products)), attention \(String(format: "%.1f", r.prefillBreakdown.attention)), other \(String(format: "%.1f", r.prefillBreakdown.other))
               KV cache         \(formatBytes(r.kvCacheBytes)); attention reads \(formatBytes(Int(r.kvBytesPerToken)))/token: weights + KV = \(String(format: "%.2f", r.bandwidthRatioWithKV)) of the probe
               peak RSS         \(formatBytes(r.memory.peakRSS)) (anon \(formatBytes(r.memory.rssAnon)), file \(formatBytes(r.memory.rssFile)) now; sampled peaks anon \(formatBytes(r.memory.peakRSSAnon)), file \(formatBytes(r.memory.peakRSSFile)))
-              memory           \(budgetSummary(r.memoryPlan))
+              memory           \(budgetSummary(r.memoryPlan)); process peak RSS \(formatBytes(r.processPeakRSS)) (probes included)
             """)
+            if let d = r.diskProbe, let share = r.streamedShareOfDiskProbe {
+                print(String(format: "  disk             %@ read of the file: %.2f GB/s (min %.2f, max %.2f); decode streams %@/token = %.2f of it",
+                             d.oDirect ? "O_DIRECT" : "buffered", d.gbPerSecond.median, d.gbPerSecond.min, d.gbPerSecond.max,
+                             formatBytes(Int(r.memoryPlan.streamedBytesPerToken)), share))
+            }
         }
     }
 }

@@ -68,11 +68,12 @@ struct EvalOptions: ParsableArguments {
         let source = text ?? idsFile!
         guard let data = FileManager.default.contents(atPath: source) else { throw QuantError(source, "cannot read file") }
         guard let s = String(data: data, encoding: .utf8) else { throw QuantError(source, "is not valid UTF-8") }
-        let budget = try resources.budgetBytes()
-        // Under a budget the KV cache holds --ctx positions (the windows' length), not n_ctx.
+        let budget = try resources.budget()
+        // Under a budget (auto included) the KV cache holds --ctx positions (the windows' length), not n_ctx.
         let models = try paths.map {
             var o = LoadOptions(threads: threads, maxBatch: batch, attention: attention.config,
-                                memoryBudget: budget, kvPositions: budget == nil ? nil : ctx)
+                                kvPositions: budget == .none ? nil : ctx)
+            try resources.apply(to: &o)
             o.screen = screenVerify.map { ($0, true) }
             return try LoadedModel(path: $0, options: o)
         }

@@ -32,14 +32,14 @@ struct ModelOptions: ParsableArguments {
     @OptionGroup var attention: AttentionOptions
 
     var threads: Int { resources.threads }
-    func budgetBytes() throws -> Int? { try resources.budgetBytes() }
 
-    /// `reserve`: bytes a budget must leave for something else resident (a draft model).
-    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil, reserve: Int = 0,
+    /// `plannedKV`: KV bytes the plan counts instead of the cache's own (a server's pool).
+    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil, plannedKV: ((Int?, Int) -> Int)? = nil,
               screen: Int? = nil) throws -> LoadedModel {
         var o = LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
-                            attention: attention.config, memoryBudget: try budgetBytes(), sizing: sizing)
-        o.memoryMargin += reserve
+                            attention: attention.config, sizing: sizing)
+        try resources.apply(to: &o)
+        o.plannedKVBytes = plannedKV
         o.screen = screen.map { ($0, false) }
         return try LoadedModel(path: model, options: o)
     }
@@ -144,17 +144,15 @@ struct Generate: ParsableCommand {
                 SpeculativeOptions(kind: $0, draftLength: draftLen, adaptive: !fixedDraftLen, ngramMax: ngram)
             }
             let sizing = Generator.sizing(prompt: prompt, options: opts)
-            // The draft model stays resident: the target's budget leaves room for its file and cache.
+            // The draft model stays resident (mapped): the target's plan leaves room for its file
+            // and cache (LoadedModel keeps a ledger of the models alive in the process).
             var draftModel: LoadedModel?
-            var reserve = 0
             if let draft, opts.speculative?.kind == .draft {
                 var a = options.attention.config
                 a.layerList = nil
-                let d = try LoadedModel(path: draft, options: LoadOptions(threads: options.threads, attention: a, sizing: sizing))
-                reserve = d.plan.totalBytes   // its weights, KV cache and scratch
-                draftModel = d
+                draftModel = try LoadedModel(path: draft, options: LoadOptions(threads: options.threads, attention: a, sizing: sizing))
             }
-            let lm = try options.load(sizing: sizing, reserve: reserve, screen: screen)
+            let lm = try options.load(sizing: sizing, screen: screen)
             let result = try Generator.generate(lm, prompt: prompt, options: opts, draft: draftModel) { bytes in
                 guard !json else { return }
                 bytes.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }

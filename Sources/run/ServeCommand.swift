@@ -86,9 +86,18 @@ struct Serve: ParsableCommand {
         let positions = min(ctx ?? min(hp.nCtx, 2048), hp.nCtx)
         let spec = speculative.map { _ in SpeculativeOptions(kind: .lookup, draftLength: draftLen) }
         let rollback = spec.map { $0.draftLength + 1 } ?? 1
-        let lm = try options.load(maxBatch: 128) { _, _ in RunSizing(kvPositions: positions, maxBatch: 128, kvRollback: rollback) }
+        // Under a memory budget (auto included) the plan counts one KV pool for every slot and
+        // requests are admitted by the KV bytes they need (KVAdmission); without, every slot's
+        // whole context.
+        let parallel = self.parallel
+        let lm = try options.load(maxBatch: 128, sizing: { _, _ in RunSizing(kvPositions: positions, maxBatch: 128, kvRollback: rollback) },
+                                  plannedKV: { budget, slot in
+                                      KVAdmission.poolBytes(budget: budget, parallel: parallel, fullSlotBytes: slot,
+                                                            minimumSlotBytes: slot * min(positions, 64) / max(1, positions))
+                                  })
+        let pool = lm.plan.budget == nil ? nil : lm.plan.kvBytes
         let engine = try ServingEngine(loaded: lm, parallel: parallel, contextPerSlot: positions, queueLimit: queue, speculative: spec,
-                                       prefillChunk: prefillChunk)
+                                       prefillChunk: prefillChunk, kvPool: pool)
         let id = alias ?? URL(fileURLWithPath: options.model).lastPathComponent
         // The chat format, or why there is none (then /v1/chat/completions answers 400 with it).
         let chat = Result { try ChatTemplate.resolve(template: file.metadata.tokenizer.chatTemplate, override: template.template,
@@ -98,7 +107,8 @@ struct Serve: ParsableCommand {
         let bound = try server.start(host: host, port: port, maxBody: maxBody, readTimeout: .seconds(Int64(readTimeout))) { req, w in
             api.handle(req, w)
         }
-        printError("listening on http://\(host):\(bound) — model \(id), \(parallel) slots × \(positions) positions (KV \(formatBytes(lm.model.cache.bytes)) each), queue \(queue)")
+        printError("listening on http://\(host):\(bound) — model \(id), \(parallel) slots × \(positions) positions (KV \(formatBytes(lm.model.cache.bytes)) each), queue \(queue)"
+            + (pool.map { " | memory budget \(formatBytes(lm.plan.budget!)): requests admitted by KV bytes from a \(formatBytes($0)) pool" } ?? ""))
 
         // SIGTERM / SIGINT: stop accepting, finish what is in flight, exit.
         let waitSet = stopSignals

@@ -200,7 +200,8 @@ final class MemoryBudgetTests: XCTestCase {
         XCTAssertEqual(lm.plan.marginBytes, 678)
         let measured = try LoadedModel(path: gpt2Layers(6, zstd: 3).path, options: LoadOptions(threads: 1, memoryBudget: 1 << 30))
         XCTAssertGreaterThan(measured.plan.baselineBytes, 1 << 20)
-        XCTAssertEqual(measured.plan.marginBytes, MemoryPlan.defaultMarginBytes)
+        // The margin also keeps room for the other models alive in this process (the ledger).
+        XCTAssertEqual(measured.plan.marginBytes, MemoryPlan.defaultMarginBytes + AutoBudget.committed(excluding: ObjectIdentifier(measured)))
         let report = measured.memoryReport(tokens: 1)
         XCTAssertEqual(report.baselineBytes, measured.plan.baselineBytes)
         let json = String(decoding: try JSONEncoder().encode(report), as: UTF8.self)

@@ -159,6 +159,23 @@ package final class PatternKVCache: KVCache {
 
     deinit { storage.deallocate() }
 
+    /// Bytes the first `positions` positions make resident: each layer's key and value slots
+    /// (a ring's at most), rounded out to whole pages (the storage is not zero-filled, so
+    /// untouched pages are never resident).
+    package func residentBytes(positions: Int) -> Int {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        return layers.reduce(0) { t, l in t + 2 * ((min(max(0, positions), l.slots) * rowBytes + page - 1) / page + 1) * page }
+    }
+
+    /// Gives the storage's whole pages back to the kernel (a server slot whose request ended):
+    /// they read as zeros if touched again, and attention reads only positions stored since.
+    package func releasePages() {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let lo = (Int(bitPattern: storage) + page - 1) / page * page, hi = (Int(bitPattern: storage) + bytes) / page * page
+        if hi > lo { _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), hi - lo, Int32(MADV_DONTNEED)) }
+        length = 0
+    }
+
     package func truncate(to n: Int) throws {
         guard n >= 0, n <= length else {
             throw ModelError("cannot truncate the KV cache to \(n) positions: it holds \(length)")

@@ -121,8 +121,16 @@ package struct ModelBenchReport: Codable, Sendable {
     package var prefillGFLOPS: Double
     package var kvCacheBytes: Int
     package var memory: MemoryStats
+    /// VmHWM at the end of the run, the probes' buffers included (under a budget: within it).
+    package var processPeakRSS: Int
     /// The memory plan; streamed bytes per token are those of the decode runs ÷ their tokens.
     package var memoryPlan: MemoryReport
+    /// When layers stream: the model file read with O_DIRECT (3 reads before the first load),
+    /// and the streamed GB/s (streamed bytes per token × median decode tok/s) over the probe's
+    /// median: 1 means decode streams as fast as the disk reads; time per token ÷ (streamed
+    /// bytes per token ÷ the probe) is its inverse.
+    package var diskProbe: DiskProbe?
+    package var streamedShareOfDiskProbe: Double?
 
     enum CodingKeys: String, CodingKey {
         case model, architecture, threads, fileBytes = "file_bytes", promptTokens = "prompt_tokens", genTokens = "gen_tokens", reps
@@ -134,6 +142,7 @@ package struct ModelBenchReport: Codable, Sendable {
         case decodeTokensPerSecondPerRep = "decode_tokens_per_second_per_rep", probeGBPerSecondAroundRep = "probe_gb_per_second_around_rep"
         case decodeBreakdown = "decode_ms_per_token", prefillBreakdown = "prefill_ms"
         case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
+        case processPeakRSS = "process_peak_rss_bytes", diskProbe = "disk_probe", streamedShareOfDiskProbe = "streamed_share_of_disk_probe"
     }
 }
 
@@ -158,17 +167,31 @@ package enum Bench {
     /// Loads the model `reps` times, then runs prefill of `promptTokens` and greedy decode of
     /// `genTokens` `reps` times, against a bandwidth probe measured in the same run.
     package static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
-                             probeBytes: Int = 1 << 30, memoryBudget: Int? = nil, populate: Bool = false,
+                             probeBytes: Int = 1 << 30, memoryBudget: BudgetSetting = .none, populate: Bool = false,
                              attention: AttentionConfig = AttentionConfig(), screen: Int? = nil) throws -> ModelBenchReport {
         var loads: [Double] = [], firsts: [Double] = []
         var lm: LoadedModel?
+        // The disk probe (O_DIRECT reads of the model file through a 4 MiB buffer) runs before
+        // the first load, when the budget's memory is not yet taken: afterwards a budget leaves
+        // too little for a buffer that reaches the disk's sequential speed.
+        var diskReads: [Double] = []
+        var diskInfo: (bytes: Int, buffer: Int, direct: Bool)?
+        if memoryBudget != .none {
+            let d = try DiskProbe.Reader(path: path)
+            for _ in 0 ..< 3 { diskReads.append(try d.read()) }
+            diskInfo = (d.bytesPerRead, d.bufferBytes, d.oDirect)
+        }
         for _ in 0 ..< reps {
             lm = nil
+            // Under a budget the next load plans against the anonymous memory the last one
+            // left: give the freed heap back first.
+            if memoryBudget != .none { _ = glibcMallocTrim(0) }
             let t0 = now()
-            // Under a budget the KV cache holds exactly the benchmark's positions.
+            // Under a budget (auto included) the KV cache holds exactly the benchmark's positions.
             var o = LoadOptions(threads: threads, maxBatch: max(1, min(promptTokens, 512)),
-                                populate: populate, attention: attention, memoryBudget: memoryBudget,
-                                kvPositions: memoryBudget == nil ? nil : promptTokens + genTokens)
+                                populate: populate, attention: attention, memoryBudget: memoryBudget.explicitBytes,
+                                kvPositions: memoryBudget == .none ? nil : promptTokens + genTokens)
+            o.autoBudget = memoryBudget == .auto
             o.screen = screen.map { ($0, false) }
             lm = try LoadedModel(path: path, options: o)
             loads.append((now() - t0) * 1000)
@@ -192,6 +215,10 @@ package enum Bench {
         var memory: MemoryStats?
         var reader: BandwidthReader?
         var probeAfter: [Double] = [] // probe read right after each rep
+        // Under a budget the probes' buffers come out of it: what the plan left unused.
+        let room = lm!.plan.slackBytes ?? .max
+        var memoryProbeBytes = probeBytes
+
         for _ in 0 ..< reps {
             var next: Int32 = 0
             compute.linearNanos = 0; compute.attentionNanos = 0; compute.timing = true
@@ -222,15 +249,22 @@ package enum Bench {
             decode.append(Double(genTokens) / (t2 - t1))
             if memory == nil { // after the first rep (the decode loop allocates nothing more), before the probe's buffer inflates the peak
                 memory = MemoryStats.current()
-                reader = BandwidthReader(threads: threads, bytes: probeBytes)
+                memoryProbeBytes = max(64 << 10, min(probeBytes, room))
+                reader = BandwidthReader(threads: threads, bytes: memoryProbeBytes)
             }
             probeAfter.append(reader!.read())
         }
         // At least 5 reads for the reported bandwidth; the per-rep ratios use the adjacent ones.
         var reads = probeAfter
         while reads.count < 5 { reads.append(reader!.read()) }
-        let probe = BandwidthProbe(bytes: probeBytes, threads: threads, gbPerSecond: Stat(reads))
+        let probe = BandwidthProbe(bytes: memoryProbeBytes, threads: threads, gbPerSecond: Stat(reads))
         reader = nil
+        // The streamed bytes of each rep's decode against the disk probe read right after it.
+        let streamedPerToken = Double(streamedDecode.stored) / Double(reps * genTokens)
+        let streams = lm!.plan.streams
+        let diskProbe = streams ? diskInfo.map { DiskProbe(bytes: $0.bytes, bufferBytes: $0.buffer, oDirect: $0.direct, gbPerSecond: Stat(diskReads)) } : nil
+        let diskShare = diskProbe.map { streamedPerToken * Stat(decode).median / 1e9 / $0.gbPerSecond.median }
+        let processPeak = MemoryStats.current().peakRSS
         // Bandwidth around rep i: the reads just before and after it (rep 0: the one after).
         var around: [Double] = []
         for i in 0 ..< reps { around.append(i == 0 ? probeAfter[0] : 0.5 * (probeAfter[i - 1] + probeAfter[i])) }
@@ -268,9 +302,10 @@ package enum Bench {
             prefillBreakdown: DecodeBreakdown(products: Stat(preLinearMs).median, attention: Stat(preAttentionMs).median,
                                               other: Stat(preOtherMs).median),
             prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
-            kvCacheBytes: m.cache.bytes, memory: memory!,
-            memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: Double(streamedDecode.stored) / Double(reps * genTokens),
-                                     streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)))
+            kvCacheBytes: m.cache.bytes, memory: memory!, processPeakRSS: processPeak,
+            memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: streamedPerToken,
+                                     streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)),
+            diskProbe: diskProbe, streamedShareOfDiskProbe: diskShare)
     }
 
     /// Every (type × CPU path × shape) matvec and GEMM, weights rotated through a 1 GiB set (larger
@@ -335,3 +370,6 @@ package enum Bench {
         return rows
     }
 }
+
+/// glibc's malloc_trim (not in the Glibc module's headers): returns freed heap to the kernel.
+@_silgen_name("malloc_trim") private func glibcMallocTrim(_ pad: Int) -> Int32

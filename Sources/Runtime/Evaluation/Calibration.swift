@@ -18,6 +18,14 @@ package enum Calibration {
     /// never sees calibration text.
     package static func defaultDocuments(total: Int) -> Range<Int> { (total / 2) ..< total }
 
+    /// The f32 model's load: auto memory budget (it streams when the host or its cgroup is
+    /// too small to map it), a KV cache of the documents' length.
+    static func loadOptions(threads: Int, ctx: Int) -> LoadOptions {
+        var o = LoadOptions(threads: threads, kvPositions: ctx)
+        o.autoBudget = true
+        return o
+    }
+
     /// - Parameters:
     ///   - documents: which documents (0-based, end exclusive) of `text` to use.
     ///   - maxTokens: stop after this many tokens (whole documents, the last one truncated).
@@ -29,7 +37,7 @@ package enum Calibration {
         defer { try? FileManager.default.removeItem(at: tmp) }
         _ = try Converter.convert(checkpoint, tokenizer: tokenizer,
                                   options: ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads), to: tmp)
-        let lm = try LoadedModel(path: tmp.path, options: LoadOptions(threads: threads))
+        let lm = try LoadedModel(path: tmp.path, options: loadOptions(threads: threads, ctx: ctx))
         let (batches, range) = try calibrationBatches(text: text, separator: separator, documents: documents,
                                                       maxTokens: maxTokens, ctx: ctx, lm: lm)
         let acc = HessianAccumulator()
@@ -105,7 +113,7 @@ package enum Calibration {
         }
         let f32 = ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads)
         _ = try Converter.convert(work, tokenizer: tokenizer, options: f32, to: tmp)
-        var lm = try LoadedModel(path: tmp.path, options: LoadOptions(threads: threads))
+        var lm = try LoadedModel(path: tmp.path, options: loadOptions(threads: threads, ctx: ctx))
         let (batches, range) = try calibrationBatches(text: text, separator: separator, documents: documents,
                                                       maxTokens: maxTokens, ctx: ctx, lm: lm)
         let tokens = batches.reduce(0) { $0 + $1.count }
@@ -127,7 +135,7 @@ package enum Calibration {
         for (si, stage) in stages.enumerated() {
             if si > 0 {
                 _ = try Converter.convert(work, tokenizer: tokenizer, options: f32, to: tmp)
-                lm = try LoadedModel(path: tmp.path, options: LoadOptions(threads: threads))
+                lm = try LoadedModel(path: tmp.path, options: loadOptions(threads: threads, ctx: ctx))
             }
             let want = Set(stage)
             let acc = HessianAccumulator()

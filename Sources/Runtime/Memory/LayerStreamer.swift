@@ -62,6 +62,7 @@ final class LayerStreamer {
     private let rawPerLayer: [Int]
     private let shared = Shared()
     private let reader: TensorReader
+    private let dropReadPages: Bool
     /// Bytes of streamed layers handed to the model (counted at acquire): stored (read from
     /// the file) and raw. Only the consumer thread touches these.
     private(set) var streamedStoredBytes = 0
@@ -70,6 +71,7 @@ final class LayerStreamer {
     init(file: QLMFile, plan: MemoryPlan) throws {
         bufferCount = plan.bufferCount
         bufferBytes = plan.bufferBytes
+        dropReadPages = plan.dropReadPages
         precondition(bufferCount >= 2 && (!plan.streamedLayers.isEmpty || plan.outputStreams))
         layers = plan.streamedLayers
         streamIndex = Dictionary(uniqueKeysWithValues: layers.enumerated().map { ($1, $0) })
@@ -163,8 +165,8 @@ final class LayerStreamer {
         guard !s.started else { s.cond.unlock(); return }
         s.started = true
         s.cond.unlock()
-        let reader = self.reader, tensors = self.tensors, k = bufferCount
-        let thread = Thread { LayerStreamer.loaderLoop(s, reader, tensors, k) }
+        let reader = self.reader, tensors = self.tensors, k = bufferCount, drop = dropReadPages
+        let thread = Thread { LayerStreamer.loaderLoop(s, reader, tensors, k, drop: drop) }
         thread.name = "quantlm-layer-loader"
         thread.stackSize = 1 << 20
         thread.start()
@@ -232,7 +234,7 @@ final class LayerStreamer {
         s.cond.unlock()
     }
 
-    private static func loaderLoop(_ s: Shared, _ reader: TensorReader, _ tensors: [[StreamedTensor]], _ k: Int) {
+    private static func loaderLoop(_ s: Shared, _ reader: TensorReader, _ tensors: [[StreamedTensor]], _ k: Int, drop: Bool) {
         let m = tensors.count
         s.cond.lock()
         while !s.stop {
@@ -250,7 +252,10 @@ final class LayerStreamer {
             }
             var failure: Error?
             do {
-                for t in tensors[j] { try reader.read(t.info, chunks: t.chunks, rows: t.rows, into: base + t.offset) }
+                for t in tensors[j] {
+                    try reader.read(t.info, chunks: t.chunks, rows: t.rows, into: base + t.offset)
+                    if drop { reader.dontNeed(offset: t.fileRange.lowerBound, count: t.fileRange.count) }
+                }
             } catch {
                 failure = error
             }

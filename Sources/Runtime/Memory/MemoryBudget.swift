@@ -11,7 +11,7 @@ package enum MemoryBudget {
     package static func parse(_ text: String) throws -> Int {
         let s = text.trimmingCharacters(in: .whitespaces)
         func bad(_ why: String) -> ParseError {
-            ParseError(description: "--memory-budget '\(text)' \(why) (examples: 64M, 512K, 1G, 1048576)")
+            ParseError(description: "--memory-budget '\(text)' \(why) (examples: auto, none, 64M, 512K, 1G, 1048576)")
         }
         guard !s.isEmpty else { throw bad("is empty") }
         if s.hasPrefix("-") { throw bad("is negative") }

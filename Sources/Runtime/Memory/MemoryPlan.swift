@@ -92,6 +92,13 @@ package struct MemoryPlan: Sendable, Equatable {
     package var estimatedStoredBytesPerToken: Int
 
     package var streams: Bool { bufferCount > 0 }
+    /// The streamer drops each item's file pages from the page cache once read
+    /// (POSIX_FADV_DONTNEED): set when the auto budget streams because memory is short, where
+    /// the pages would only be reclaimed under the limit (a cgroup charges them); an explicit
+    /// budget on a roomy host keeps them, so repeated passes may come from the cache.
+    package var dropReadPages = false
+    /// What the budget leaves unplanned (nil: no budget): room for a short-lived buffer (bench's probes).
+    package var slackBytes: Int? { budget.map { $0 - baselineBytes - marginBytes - totalBytes } }
     package var outputStreams: Bool { !outputChunks.isEmpty }
 
     /// The classifier's and the input embedding's tensor names.

@@ -66,6 +66,11 @@ final class TensorReader {
         _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
     }
 
+    /// Drops a range's pages from the page cache (they were read and will not be reused soon).
+    func dontNeed(offset: Int, count: Int) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_DONTNEED)
+    }
+
     func reserveStaging(_ bytes: Int) {
         guard bytes > stagingBytes else { return }
         staging?.deallocate()

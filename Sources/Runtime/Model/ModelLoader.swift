@@ -27,6 +27,11 @@ package struct LoadOptions {
     /// Hard budget in bytes for the whole process's peak resident set (nil: everything resident,
     /// mapped): the baseline at plan time + a margin + weights, KV cache, buffers and scratch.
     package var memoryBudget: Int?
+    /// With no `memoryBudget`: choose one from what the host and its memory cgroup allow
+    /// (`AutoBudget`): nothing changes when the model fits, else layers stream (one line on stderr).
+    package var autoBudget = false
+    /// The limits auto planning reads (nil: the live system's). Tests pass fixed ones.
+    package var memoryLimit: MemoryLimit?
     /// The process baseline the plan subtracts from the budget (nil: VmRSS at plan time, after
     /// the tokenizer is loaded). Tests pass a fixed value so plans are deterministic.
     package var memoryBaseline: Int?
@@ -34,6 +39,9 @@ package struct LoadOptions {
     package var memoryMargin: Int = MemoryPlan.defaultMarginBytes
     /// KV cache positions (nil: the model's n_ctx).
     package var kvPositions: Int?
+    /// KV bytes the plan counts instead of this cache's, given the budget (nil: none) and this
+    /// cache's bytes: a server's pool for all its slots (`KVAdmission.poolBytes`).
+    package var plannedKVBytes: ((_ budget: Int?, _ cacheBytes: Int) -> Int)?
     /// Trailing KV positions `KVCache.truncate` must discard exactly (ring layers get
     /// kvRollback - 1 extra slots; see `LayerKV`).
     package var kvRollback: Int = 1
@@ -62,6 +70,8 @@ package final class LoadedModel {
     package let loadSeconds: Double
     /// What is resident and what streams (computed for unbudgeted runs too, for reports).
     package let plan: MemoryPlan
+    /// The auto budget's one-line account when it chose to stream (nil: explicit, or it fits).
+    package let autoNote: String?
     /// How `model` was built, so `makeSequence` can build more over the same weights.
     private let arch: any Architecture.Type
     private let patterns: [AttentionPattern]
@@ -72,8 +82,9 @@ package final class LoadedModel {
     package init(path: String, options: LoadOptions = LoadOptions()) throws {
         let start = Date()
         let url = URL(fileURLWithPath: path)
-        let budgeted = options.memoryBudget != nil
-        file = try QLMFile(url, populate: options.populate && !budgeted)
+        var budgeted = options.memoryBudget != nil
+        let file = try QLMFile(url, populate: options.populate && !budgeted)
+        self.file = file
         if options.verifyChecksums {
             for t in file.tensors { try file.verify(t) }
             // Under a budget nothing is used through the map: give the pages back.
@@ -86,7 +97,14 @@ package final class LoadedModel {
         }
         // The process so far (libraries, heap, the tokenizer; before the KV cache,
         // which the plan counts): what the budget holds besides the plan.
-        let baseline = options.memoryBaseline ?? MemoryStats.current().rss
+        let now = MemoryStats.current()
+        // Auto planning counts the process's anonymous memory (its file pages are taken off the
+        // ceiling instead: `MemoryLimit.ceiling`); an explicit budget the whole resident set.
+        let autoPlanning = options.memoryBudget == nil && options.autoBudget
+        let baseline = options.memoryBaseline ?? (autoPlanning ? now.rssAnon : now.rss)
+        // Models already loaded in this process (their untouched KV, buffers, mapped weights)
+        // stay outside this plan: the margin keeps room for them.
+        let margin = options.memoryMargin + (options.memoryBaseline == nil ? AutoBudget.committed() : 0)
         var sizing = RunSizing(kvPositions: options.kvPositions ?? hp.nCtx, maxBatch: options.maxBatch, kvRollback: options.kvRollback)
         if let f = options.sizing { sizing = f(tokenizer, hp) }
         let positions = min(max(1, sizing.kvPositions), hp.nCtx), maxBatch = max(1, sizing.maxBatch)
@@ -103,10 +121,59 @@ package final class LoadedModel {
         let mode = a.positions ?? (arch.positionEncoding == .rotary && allBanded ? .cache : .absolute)
         let cache = PatternKVCache(patterns: patterns, sinks: a.sinks, kvType: a.kvType, nKVHead: shape.nKVHead,
                                    headDim: shape.headDim, positions: positions, rollback: max(1, sizing.kvRollback))
-        plan = try MemoryPlan.make(model: url.lastPathComponent, tensors: file.tensors, metadata: file.metadata,
-                                   settings: MemorySettings(kvBytes: cache.bytes, maxBatch: maxBatch), budget: options.memoryBudget,
-                                   baseline: baseline, margin: options.memoryMargin, shape: shape)
-        weights = budgeted ? try WeightStore(file: file, plan: plan) : WeightStore(file: file)
+        func settings(_ budget: Int?) -> MemorySettings {
+            MemorySettings(kvBytes: options.plannedKVBytes?(budget, cache.bytes) ?? cache.bytes, maxBatch: maxBatch)
+        }
+        // `pool`: the budget the KV pool is sized for (the budget itself unless said otherwise).
+        func makePlan(_ budget: Int?, pool: Int?? = .none) throws -> MemoryPlan {
+            try MemoryPlan.make(model: url.lastPathComponent, tensors: file.tensors, metadata: file.metadata,
+                                settings: settings(pool ?? budget), budget: budget, baseline: baseline, margin: margin, shape: shape)
+        }
+        var poolBudget: Int?? = .none
+        var budget = options.memoryBudget
+        var note: String?
+        if autoPlanning {
+            let limit = options.memoryLimit ?? MemoryLimit.current()
+            let ceiling = limit.ceiling(ownAnon: now.rssAnon)
+            let full = try makePlan(nil)
+            let need = baseline + margin + full.totalBytes
+            if var b = AutoBudget.decide(ceiling: ceiling, mappedNeed: need).map({ $0 / 1024 * 1024 }) {
+                // Below the smallest plan the page-cache reserve gives way, down to the ceiling
+                // itself (the KV pool stays sized for the first choice).
+                let smallest = try makePlan(nil, pool: .some(b))
+                if b < smallest.minimumBytes {
+                    guard smallest.minimumBytes <= ceiling else {
+                        throw ModelError("\(path): needs at least \(mib(smallest.minimumBytes)) MiB resident even with every layer streamed "
+                            + "(baseline \(mib(baseline)) MiB, KV cache \(mib(smallest.kvBytes)) MiB), but \(limit.source) leaves "
+                            + "\(mib(ceiling)) MiB for this process: raise the limit or use a shorter context")
+                    }
+                    poolBudget = .some(b)
+                    b = smallest.minimumBytes
+                }
+                budget = b
+                budgeted = true
+                note = "memory: \(url.lastPathComponent) needs \(mib(need)) MiB resident; \(limit.source) leaves \(mib(ceiling)) MiB: "
+                    + "streaming from the file under a budget of \(mib(b)) MiB (--memory-budget none maps it whole)"
+            }
+        }
+        if budgeted && options.memoryBudget == nil {
+            // Decided after the open: give back what the tokenizer (or --populate) faulted in.
+            file.map.advise(0 ..< file.map.count, willNeed: false)
+        }
+        var chosen = try makePlan(budget, pool: poolBudget)
+        chosen.dropReadPages = note != nil
+        plan = chosen
+        if let n = note {
+            var what: [String] = []
+            if !plan.streamedLayers.isEmpty { what.append("\(plan.streamedLayers.count) of \(hp.nLayer) layers") }
+            if plan.outputStreams { what.append("the classifier") }
+            if plan.embeddingStreams { what.append("embedding rows") }
+            note = n + "; streams " + (what.isEmpty ? "nothing" : what.joined(separator: " + "))
+                + ", \(mib(plan.estimatedStoredBytesPerToken)) MiB per token"
+            AutoBudget.announce(note!, model: path)
+        }
+        autoNote = note
+        weights = budget != nil ? try WeightStore(file: file, plan: plan) : WeightStore(file: file)
         if let sc = options.screen { weights.screenRequest = (sc.k, sc.verify, options.threads) }
         let compute = Compute(threads: options.threads, maxCols: max(shape.dModel, shape.qDim, shape.dFF), maxBatch: max(maxBatch, 16))
         model = try arch.make(file, context: ModelContext(weights: weights, compute: compute, cache: cache, maxBatch: maxBatch, positions: mode))
@@ -118,7 +185,16 @@ package final class LoadedModel {
         weights.finishLoading()
         loadSeconds = Date().timeIntervalSince(start)
         MemoryStats.sample()
+        // What later models' plans must leave room for: everything, when mapped (its pages
+        // fault in as they are used); the allocations not yet filled, when budgeted.
+        if options.memoryBaseline == nil {
+            AutoBudget.commit(ObjectIdentifier(self), bytes: budgeted
+                ? plan.kvBytes + plan.bufferCount * plan.bufferBytes + plan.stagingBytes + plan.scratchBytes + plan.embeddingBufferBytes
+                : plan.totalBytes)
+        }
     }
+
+    deinit { AutoBudget.release(ObjectIdentifier(self)) }
 
     /// The plan and the streaming counters, per token over `tokens` tokens since `since`.
     package func memoryReport(since: (stored: Int, raw: Int) = (0, 0), tokens: Int) -> MemoryReport {

@@ -32,9 +32,13 @@ package enum ServeRejection: Error, CustomStringConvertible, Equatable {
     case queueFull(waiting: Int, limit: Int)
     case promptTooLong(tokens: Int, context: Int)
     case stopping
+    /// Under a memory budget: the KV pool cannot take another slot of this request's size.
+    case memoryFull(needBytes: Int, poolBytes: Int)
 
     package var description: String {
         switch self {
+        case .memoryFull(let n, let p):
+            return "server busy: the memory budget's KV pool (\(mib(p)) MiB) cannot take another request needing \(mib(n)) MiB of KV cache now; retry later"
         case .queueFull(let w, let l): return "server busy: \(w) requests already waiting (queue limit \(l)); retry later"
         case .promptTooLong(let t, let c): return "the prompt is \(t) tokens; a slot's context holds \(c)"
         case .stopping: return "the server is shutting down"
@@ -87,11 +91,13 @@ package final class ServingEngine: @unchecked Sendable {
     package let prefillChunk: Int
     /// Prompt chunks that ran in a pass beside decoding slots.
     private(set) package var chunksBesideDecoding = 0
+    /// Admission by KV bytes (under a memory budget; unlimited otherwise).
+    private(set) package var admission: KVAdmission
 
     /// `speculative`: lookup only (a draft model per slot is not supported); the loaded model's
     /// cache must roll back draftLength + 1 positions (`LoadOptions.kvRollback`).
     package init(loaded: LoadedModel, parallel: Int, contextPerSlot: Int, queueLimit: Int,
-                 speculative: SpeculativeOptions? = nil, prefillChunk: Int = 64) throws {
+                 speculative: SpeculativeOptions? = nil, prefillChunk: Int = 64, kvPool: Int? = nil) throws {
         precondition(parallel >= 1 && queueLimit >= 0 && prefillChunk >= 1)
         self.prefillChunk = prefillChunk
         if let sp = speculative {
@@ -111,6 +117,8 @@ package final class ServingEngine: @unchecked Sendable {
         let rollback = speculative.map { $0.draftLength + 1 } ?? 1
         slots = [Slot(model: loaded.model)]
         for _ in 1 ..< parallel { slots.append(Slot(model: try loaded.makeSequence(positions: ctx, rollback: rollback))) }
+        let cache = loaded.model.cache as? PatternKVCache
+        admission = KVAdmission(poolBytes: kvPool, slots: parallel) { [cache] p in cache?.residentBytes(positions: p) ?? 0 }
         let t = Thread { [unowned self] in self.loop() }
         t.stackSize = 1 << 22
         t.name = "quantlm-scheduler"
@@ -132,10 +140,30 @@ package final class ServingEngine: @unchecked Sendable {
         }
         cond.lock(); defer { cond.unlock() }
         if stopping { throw ServeRejection.stopping }
-        let free = slots.filter { $0.job == nil }.count
-        if waiting.count >= free + queueLimit { throw ServeRejection.queueFull(waiting: waiting.count, limit: queueLimit) }
+        let need = kvNeed(r)
+        if admission.neverFits(need) { throw ServeRejection.memoryFull(needBytes: need, poolBytes: admission.poolBytes!) }
+        let freeSlots = slots.indices.filter { slots[$0].job == nil }
+        let free = admission.admissible(need, free: freeSlots)
+        if waiting.count >= free + queueLimit {
+            if free < freeSlots.count { throw ServeRejection.memoryFull(needBytes: need, poolBytes: admission.poolBytes!) }
+            throw ServeRejection.queueFull(waiting: waiting.count, limit: queueLimit)
+        }
         waiting.append(Job(request: r, isCancelled: isCancelled, emit: emit))
         cond.signal()
+    }
+
+    /// KV bytes a request makes resident in its slot: prompt + completion (+ the drafts a
+    /// verification pass stores beyond them), at most the slot's context.
+    private func kvNeed(_ r: ServeRequest) -> Int {
+        admission.need(positions: min(contextPerSlot, r.prompt.count + r.maxTokens + (speculative?.draftLength ?? 0) + 1))
+    }
+
+    /// A slot's request ended (under `cond`): its KV bytes go back to the pool, its pages to the kernel.
+    private func freeSlot(_ s: Slot) {
+        s.job = nil
+        guard let i = slots.firstIndex(where: { $0 === s }), admission.held[i] > 0 else { return }
+        admission.release(slot: i)
+        (s.model.cache as? PatternKVCache)?.releasePages()
     }
 
     /// Stops taking requests; returns once every admitted and waiting request has finished.
@@ -156,7 +184,11 @@ package final class ServingEngine: @unchecked Sendable {
             }
             // Admit: waiting requests into free slots, oldest first.
             var admitted: [Slot] = []
-            for s in slots where s.job == nil && !waiting.isEmpty {
+            for (i, s) in slots.enumerated() where s.job == nil && !waiting.isEmpty {
+                // Oldest first, while the KV pool holds the request beside the other slots.
+                let need = kvNeed(waiting[0].request)
+                guard admission.fits(need, slot: i) else { break }
+                if admission.poolBytes != nil { admission.take(slot: i, need: need) }
                 s.job = waiting.removeFirst()
                 admitted.append(s)
             }
@@ -187,7 +219,7 @@ package final class ServingEngine: @unchecked Sendable {
         if reason == "cancelled" { _ = s.session?.end(.cancelled) }   // (a session that stopped itself has ended already)
         j.emit(.done(finishReason: reason, promptTokens: j.request.prompt.count, completionTokens: s.session?.tokens.count ?? 0))
         cond.lock()
-        s.job = nil
+        freeSlot(s)
         s.session = nil
         cond.unlock()
     }
@@ -215,7 +247,7 @@ package final class ServingEngine: @unchecked Sendable {
 
     private func fail(_ s: Slot, _ error: Error) {
         s.job?.emit(.failed("\(error)"))
-        cond.lock(); s.job = nil; s.session = nil; s.prefilled = nil; cond.unlock()
+        cond.lock(); freeSlot(s); s.session = nil; s.prefilled = nil; cond.unlock()
     }
 
     /// The whole rest of a slot's prompt in its own pass (a model that cannot batch sequences).

@@ -261,7 +261,7 @@ struct APIError: Error {
         case let e as ServeRejection:
             let (status, code): (HTTPResponseStatus, String) = {
                 switch e {
-                case .queueFull: return (.tooManyRequests, "server_busy")
+                case .queueFull, .memoryFull: return (.tooManyRequests, "server_busy")
                 case .promptTooLong: return (.badRequest, "context_length_exceeded")
                 case .stopping: return (.serviceUnavailable, "shutting_down")
                 }
