@@ -204,6 +204,7 @@ extension HFConfig {
     package func decoderHParams(epsDefault: Double = 1e-6, tiedDefault: Bool = false, thetaDefault: Double = 10000,
                                 layerType: String? = nil) throws -> HParams {
         let d = try int("hidden_size"), nHead = try int("num_attention_heads")
+        guard d > 0, nHead > 0 else { throw QuantError(file, "bad hyper-parameters: hidden_size \(d), num_attention_heads \(nHead)") }
         var extra: [String: Double] = [:]
         if let hd = try intIfPresent("head_dim"), nHead > 0, hd != d / nHead { extra["head_dim"] = Double(hd) }
         let rope = try rope(layerType, defaultTheta: thetaDefault)

@@ -100,16 +100,16 @@ package enum HFTokenizerJSON {
         guard type == "BPE" else {
             throw QuantError(file, "tokenizer.json model type '\(type)' is not supported (BPE, byte-level or SentencePiece-style, is)")
         }
-        guard let vocab = model["vocab"] as? [String: Any] else { throw QuantError(file, "tokenizer.json model.vocab must be an object") }
-        // Token strings by id: the vocabulary plus the added tokens.
+        guard model["vocab"] is [String: Any] else { throw QuantError(file, "tokenizer.json model.vocab must be an object") }
+        // Token strings by id: the vocabulary plus the added tokens. The vocabulary is scanned from
+        // the bytes: Swift's String-keyed dictionaries merge canonically equivalent keys (Gemma's
+        // vocabulary holds 434 pairs such as য় / য় that are different tokens).
         var byID: [Int: String] = [:]
-        byID.reserveCapacity(vocab.count)
-        for (s, v) in vocab {
-            guard let n = v as? NSNumber, n.intValue >= 0, n.intValue < 1 << 22, Double(n.intValue) == n.doubleValue else {
-                throw QuantError(file, "tokenizer.json vocab entry \(s.debugDescription) has id \(v), not a token id")
+        for (s, id) in try scanVocab(bytes, file: file) {
+            if let other = byID[id], other.utf8.elementsEqual(s.utf8) == false {
+                throw QuantError(file, "tokenizer.json vocab gives id \(id) to two tokens")
             }
-            if let other = byID[n.intValue], other != s { throw QuantError(file, "tokenizer.json ids \(n.intValue) names two tokens") }
-            byID[n.intValue] = s
+            byID[id] = s
         }
         var added: [Int: Bool] = [:]     // id → special
         for a in root["added_tokens"] as? [Any] ?? [] {
@@ -117,7 +117,7 @@ package enum HFTokenizerJSON {
                   n.intValue >= 0, n.intValue < 1 << 22, !content.isEmpty else {
                 throw QuantError(file, "tokenizer.json added_tokens entry \(a) needs an id and a non-empty content")
             }
-            if let other = byID[n.intValue], other != content {
+            if let other = byID[n.intValue], !other.utf8.elementsEqual(content.utf8) {
                 throw QuantError(file, "tokenizer.json added token \(n.intValue) \(content.debugDescription) has the id of \(other.debugDescription)")
             }
             byID[n.intValue] = content
@@ -132,7 +132,7 @@ package enum HFTokenizerJSON {
         let tokens = (0 ..< count).map { byID[$0]! }
         let merges = try mergeLines(model["merges"], file: file)
         let byteFallback = model["byte_fallback"] as? Bool ?? false
-        let unk = (model["unk_token"] as? String).flatMap { u in vocab[u].flatMap { ($0 as? NSNumber)?.intValue } }
+        let unk = (model["unk_token"] as? String).flatMap { u in tokens.firstIndex { $0.utf8.elementsEqual(u.utf8) } }
         var types = [Int32](repeating: 1, count: count)
         for (id, special) in added { types[id] = special ? 3 : 4 }
 
@@ -154,11 +154,12 @@ package enum HFTokenizerJSON {
         }
         // score(piece) = -rank of the merge that makes it; pieces no merge makes score below every merge.
         var scores = [Float](repeating: -Float(merges.count + 1), count: count)
-        var idOf: [String: Int] = [:]
+        var idOf: [[UInt8]: Int] = [:]
         idOf.reserveCapacity(count)
-        for (i, t) in tokens.enumerated() where idOf[t] == nil { idOf[t] = i }
+        for (i, t) in tokens.enumerated() where idOf[Array(t.utf8)] == nil { idOf[Array(t.utf8)] = i }
         for (rank, line) in merges.enumerated().reversed() {
-            guard let sp = line.firstIndex(of: " "), let id = idOf[String(line[..<sp]) + String(line[line.index(after: sp)...])] else {
+            let b = Array(line.utf8)
+            guard let sp = b.firstIndex(of: 0x20), let id = idOf[Array(b[..<sp]) + Array(b[(sp + 1)...])] else {
                 throw QuantError(file, "tokenizer.json merge \(rank) \(line.debugDescription) does not make a token of the vocabulary")
             }
             scores[id] = -Float(rank)
@@ -167,6 +168,84 @@ package enum HFTokenizerJSON {
         let bos = try templateBos(root, tokens, file: file)
         return TokenizerData(model: "llama", tokens: tokens, scores: scores, tokenTypes: types, bos: bos?.id, unk: unk,
                              addBos: bos?.add, addSpacePrefix: prefix, source: file)
+    }
+
+    /// The (token, id) pairs of the model's "vocab" object, read from the JSON bytes as written
+    /// (the last `"vocab": {` in the file: tokenizers writes the model last).
+    static func scanVocab(_ data: Data, file: String) throws -> [(String, Int)] {
+        let b = [UInt8](data)
+        func fail(_ at: Int) -> QuantError { QuantError(file, "tokenizer.json model.vocab is malformed near byte \(at)") }
+        let key = Array(#""vocab""#.utf8)
+        var start = -1
+        var i = 0
+        while i + key.count <= b.count {
+            if b[i] == 0x22, b[i ..< i + key.count].elementsEqual(key) {
+                var j = i + key.count
+                while j < b.count, b[j] == 0x20 || b[j] == 0x0A || b[j] == 0x0D || b[j] == 0x09 { j += 1 }
+                if j < b.count, b[j] == 0x3A {
+                    j += 1
+                    while j < b.count, b[j] == 0x20 || b[j] == 0x0A || b[j] == 0x0D || b[j] == 0x09 { j += 1 }
+                    if j < b.count, b[j] == 0x7B { start = j + 1 }
+                }
+            }
+            i += 1
+        }
+        guard start >= 0 else { throw QuantError(file, "tokenizer.json has no model.vocab object") }
+        var p = start, out: [(String, Int)] = []
+        func ws() { while p < b.count, b[p] == 0x20 || b[p] == 0x0A || b[p] == 0x0D || b[p] == 0x09 { p += 1 } }
+        func hex4() throws -> UInt32 {
+            guard p + 4 <= b.count, let v = UInt32(String(decoding: b[p ..< p + 4], as: UTF8.self), radix: 16) else { throw fail(p) }
+            p += 4
+            return v
+        }
+        ws()
+        if p < b.count, b[p] == 0x7D { return [] }
+        while true {
+            ws()
+            guard p < b.count, b[p] == 0x22 else { throw fail(p) }
+            p += 1
+            var s: [UInt8] = []
+            while true {
+                guard p < b.count else { throw fail(p) }
+                let c = b[p]; p += 1
+                if c == 0x22 { break }
+                if c != 0x5C { s.append(c); continue }
+                guard p < b.count else { throw fail(p) }
+                let e = b[p]; p += 1
+                switch e {
+                case 0x22, 0x5C, 0x2F: s.append(e)
+                case 0x62: s.append(0x08)
+                case 0x66: s.append(0x0C)
+                case 0x6E: s.append(0x0A)
+                case 0x72: s.append(0x0D)
+                case 0x74: s.append(0x09)
+                case 0x75:
+                    var v = try hex4()
+                    if v >= 0xD800, v < 0xDC00, p + 6 <= b.count, b[p] == 0x5C, b[p + 1] == 0x75 {
+                        p += 2
+                        let lo = try hex4()
+                        guard lo >= 0xDC00, lo < 0xE000 else { throw fail(p) }
+                        v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00)
+                    }
+                    guard let u = Unicode.Scalar(v) else { throw fail(p) }
+                    s.append(contentsOf: Array(String(Character(u)).utf8))
+                default: throw fail(p)
+                }
+            }
+            ws()
+            guard p < b.count, b[p] == 0x3A else { throw fail(p) }
+            p += 1
+            ws()
+            var n = 0, digits = 0
+            while p < b.count, b[p] >= 0x30, b[p] <= 0x39, digits < 8 { n = n * 10 + Int(b[p] - 0x30); p += 1; digits += 1 }
+            guard digits > 0, n < 1 << 22 else { throw QuantError(file, "tokenizer.json vocab entry \(String(decoding: s, as: UTF8.self).debugDescription) has no token id (0..<4194304)") }
+            out.append((String(decoding: s, as: UTF8.self), n))
+            ws()
+            guard p < b.count else { throw fail(p) }
+            if b[p] == 0x2C { p += 1; continue }
+            if b[p] == 0x7D { return out }
+            throw fail(p)
+        }
     }
 
     /// Merges as "left right" lines: tokenizers writes either strings or [left, right] pairs.
