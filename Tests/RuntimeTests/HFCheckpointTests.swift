@@ -91,8 +91,8 @@ final class HFCheckpointTests: XCTestCase {
     }
 
     // Tolerance: bf16 keeps 8 significant bits, so each weight moves by up to 2^-9 of itself
-    // (the GGUF side is exact); through 30 (18) layers that is about 1% of the logits' RMS, measured
-    // below it; a wrong permutation or a missing +1 gives O(1).
+    // (the GGUF side is exact); measured SmolLM2 0.0049 relative RMS over 21 tokens (top-1 21/21).
+    // 0.03 leaves room for other prompts; a wrong q/k permutation or a missing +1 gives O(1).
     func testSmolLM2MatchesGGUF() throws {
         try checkAgainstGGUF("SmolLM2-135M-Instruct", gguf: "SmolLM2-135M-Instruct.Q4_1.gguf",
                              prompt: "The capital of France is Paris. In 2019, 12345 people", maxRelRMS: 0.03)
