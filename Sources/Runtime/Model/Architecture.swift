@@ -108,9 +108,9 @@ package struct ModelCore {
     /// `attention` is the layers' attention (nil: plain scaled dot-product over `shape`, with
     /// rotary re-indexing by `reindexRotary` when positions are `.cache`).
     init(_ shape: ModelShape, context ctx: ModelContext, encoding: PositionEncoding, eps: Float,
-         attention: Attention? = nil, reindexRotary: [Float]? = nil) throws {
+         attention: Attention? = nil, reindexRotary: [Float]? = nil, model: String = "this model") throws {
         if encoding == .learned, ctx.positions != .absolute {
-            throw ModelError("--positions cache re-indexes rotary positions; this model has learned absolute positions (use absolute)")
+            throw ModelError("--positions cache re-indexes rotary positions; \(model) has learned absolute positions (use absolute)")
         }
         weights = ctx.weights; compute = ctx.compute; cache = ctx.cache; maxBatch = ctx.maxBatch; positionMode = ctx.positions
         let att = attention ?? Attention(shape, reindexRotary: ctx.positions == .cache ? reindexRotary : nil, compute: ctx.compute)

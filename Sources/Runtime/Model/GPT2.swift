@@ -87,7 +87,7 @@ package final class GPT2: Architecture {
         let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
         // Learned absolute positions: nothing past n_ctx (positions ≥ n_ctx are an error, never
         // wrapped or clamped), and no re-indexing (ModelCore refuses --positions cache).
-        core = try ModelCore(sh, context: ctx, encoding: Self.positionEncoding, eps: config.normEps)
+        core = try ModelCore(sh, context: ctx, encoding: Self.positionEncoding, eps: config.normEps, model: "GPT-2")
         self.config = config
         let d = sh.dModel, f = sh.dFF
         wte = try weights.embeddingTable(N(.tokenEmbedding), rows: sh.vocabSize, cols: d)
