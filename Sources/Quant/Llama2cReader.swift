@@ -19,7 +19,7 @@ package enum Llama2cReader: CheckpointReader {
             && (1 ... heads).contains(kv) && (1 ... ConfigValidation.maxVocab).contains(vocab) && (1 ... ConfigValidation.maxCtx).contains(seq)
     }
 
-    package static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
+    package static func read(_ url: URL, tokenizer: URL?, formats: [ArchitectureFormats]) throws -> Checkpoint {
         let file = url.path
         let map = try MappedFile(url)
         var r = ByteReader(map.bytes, file: file)

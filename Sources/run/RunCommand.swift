@@ -34,7 +34,7 @@ struct ModelOptions: ParsableArguments {
     var threads: Int { resources.threads }
 
     /// `plannedKV`: KV bytes the plan counts instead of the cache's own (a server's pool).
-    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil, plannedKV: ((Int?, Int) -> Int)? = nil,
+    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, ModelShape) -> RunSizing)? = nil, plannedKV: ((Int?, Int) -> Int)? = nil,
               screen: Int? = nil) throws -> LoadedModel {
         var o = LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
                             attention: attention.config, sizing: sizing)
@@ -166,7 +166,7 @@ struct Generate: ParsableCommand {
                     var result: GenerationResult
                 }
                 let cache = lm.model.cache as? PatternKVCache
-                let positions = (lm.model as? Llama)?.positionMode.rawValue ?? "absolute"
+                let positions = lm.model.positionMode.rawValue
                 print(jsonLine(Out(model: options.model, draft: draft, load_seconds: lm.loadSeconds, threads: options.threads,
                                    attention: cache?.patterns.map(\.description) ?? [], sinks: cache?.sinks ?? 0,
                                    kv_type: lm.model.cache.kvType.rawValue, positions: positions,

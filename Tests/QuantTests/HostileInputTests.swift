@@ -226,6 +226,6 @@ final class HostileInputTests: XCTestCase {
         var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: cfgURL)) as! [String: Any]
         cfg["n_embd"] = "\(cfg["n_embd"]!)"
         try JSONSerialization.data(withJSONObject: cfg).write(to: cfgURL)
-        assertQuantError([cfgURL.path, "n_embd must be an integer"]) { _ = try Checkpoint.read(dir) }
+        assertQuantError([cfgURL.path, "n_embd must be a number"]) { _ = try Checkpoint.read(dir) }
     }
 }

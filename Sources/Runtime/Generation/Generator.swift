@@ -48,7 +48,7 @@ package enum Generator {
     /// prompt up to `maxBatch`, and at least a verification pass of 1 + k tokens when speculating,
     /// whose cache must roll back k positions), for LoadOptions.sizing: the cache the budget plans
     /// is the one used.
-    package static func sizing(prompt: String, options: GenerationOptions, maxBatch: Int = 128) -> (any Tokenizer, HParams) -> RunSizing {
+    package static func sizing(prompt: String, options: GenerationOptions, maxBatch: Int = 128) -> (any Tokenizer, ModelShape) -> RunSizing {
         { tok, hp in
             var n = tok.encode(prompt).count
             if n == 0, tok.bosID != nil { n = 1 }
@@ -80,7 +80,7 @@ package enum Generator {
                                 draft: LoadedModel? = nil, onPiece: ((ArraySlice<UInt8>, ArraySlice<Int32>) -> Void)? = nil,
                                 isCancelled: (() -> Bool)? = nil, onText: @escaping ([UInt8]) -> Void) throws -> GenerationResult {
         let model = lm.model, tok = lm.tokenizer
-        let hp = model.hparams
+        let hp = model.shape
         guard !promptIDs.isEmpty else { throw ModelError("the prompt encodes to no tokens and the tokenizer has no start token") }
         let capacity = model.positionLimit
         guard promptIDs.count <= capacity else {
