@@ -46,17 +46,21 @@ PY
 )
 [ -n "$PKG" ] || { echo "cannot find the package name in $B/$CFG.yaml" >&2; exit 2; }
 MAPS=()
-for m in "$OUT"/*.build/module.modulemap "$ROOT/Sources/CZstd/module.modulemap"; do MAPS+=(-Xcc "-fmodule-map-file=$m"); done
+# C modules: SwiftPM's generated maps, and the packages' own (swift-atomics' _AtomicsShims).
+for m in "$OUT"/*.build/module.modulemap "$B"/checkouts/swift-*/Sources/*/include/module.modulemap "$ROOT/Sources/CZstd/module.modulemap"; do
+  [ -f "$m" ] && MAPS+=(-Xcc "-fmodule-map-file=$m")
+done
 
 link() { # name, extra sources..., -- object dirs...
   local name=$1; shift
   local srcs=() objs=()
   while [ "$1" != -- ]; do srcs+=("$1"); shift; done; shift
-  for d in "$@"; do objs+=("$OUT/$d.build"/*.o); done
+  for d in "$@"; do while IFS= read -r o; do objs+=("$o"); done < <(find "$OUT/$d.build" -name '*.o'); done
   local exe=$CACHE/bin/$name
   if [ -x "$exe" ] && [ -z "$(find "${srcs[@]}" "${objs[@]}" -newer "$exe" 2>/dev/null)" ]; then return; fi
   nice -n 15 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Fuzz_$name -package-name "$PKG" \
-    -I "$OUT/Modules" "${MAPS[@]}" "${srcs[@]}" "${objs[@]}" -lzstd -o "$exe"
+    -I "$OUT/Modules" "${MAPS[@]}" "${srcs[@]}" "${objs[@]}" -lzstd -o "$exe" 2>&1 | grep -v "Cannot export local symbol" || true
+  [ -x "$exe" ] || { echo "scripts/fuzz/run.sh: linking $name failed" >&2; exit 2; }
 }
 NIO_DIRS=$(cd "$OUT" && ls -d *.build | sed 's/\.build$//' | grep -Ev '^(Quant|Runtime|CKernels|TestSupport|run|convert|ArgumentParser.*|.*Tests)$' | tr '\n' ' ')
 
