@@ -119,7 +119,7 @@ final class HostileInputTests: XCTestCase {
             g.kvs[i].1 = .f32(v)
             let u = dir.appendingPathComponent("rope-\(v).gguf")
             try Data(g.build()).write(to: u)
-            assertQuantError([u.path, "rope_theta"]) { _ = try Checkpoint.read(u) }
+            assertQuantError([u.path, "rope_theta"]) { _ = try Checkpoint.read(u, formats: Architectures.formats) }
         }
     }
 
@@ -133,18 +133,18 @@ final class HostileInputTests: XCTestCase {
         let damaged = dir.appendingPathComponent("damaged.gguf")
         try Data(bytes).write(to: damaged)
         assertQuantError([damaged.path, "unrecognised format (expected GGUF, .qlm, llama2.c .bin or an HF directory)"]) {
-            _ = try Checkpoint.read(damaged)
+            _ = try Checkpoint.read(damaged, formats: Architectures.formats)
         }
         let empty = dir.appendingPathComponent("empty")
         try Data().write(to: empty)
-        assertQuantError([empty.path, "unrecognised format"]) { _ = try Checkpoint.read(empty) }
+        assertQuantError([empty.path, "unrecognised format"]) { _ = try Checkpoint.read(empty, formats: Architectures.formats) }
         let qlm = dir.appendingPathComponent("model.qlm")
         try FileManager.default.copyItem(at: try Stories.cached(.q8_0), to: qlm)
-        assertQuantError([qlm.path, "already a QuantLM .qlm model"]) { _ = try Checkpoint.read(qlm) }
+        assertQuantError([qlm.path, "already a QuantLM .qlm model"]) { _ = try Checkpoint.read(qlm, formats: Architectures.formats) }
         // A llama2.c .bin still gets the reader's own messages.
         let emptyBin = dir.appendingPathComponent("empty.bin")
         try Data().write(to: emptyBin)
-        assertQuantError([emptyBin.path, "28-byte header"]) { _ = try Checkpoint.read(emptyBin) }
+        assertQuantError([emptyBin.path, "28-byte header"]) { _ = try Checkpoint.read(emptyBin, formats: Architectures.formats) }
     }
 
     // MARK: row 9: temporary files
@@ -212,7 +212,7 @@ final class HostileInputTests: XCTestCase {
         g.tensors.append((name, [32], 0, [UInt8](repeating: 0, count: 128)))
         let u = dir.appendingPathComponent("binname.gguf")
         try Data(g.build()).write(to: u)
-        let e = assertQuantError([u.path, "unknown tensor", "(\(name.utf8.count) bytes)"]) { _ = try Checkpoint.read(u) }
+        let e = assertQuantError([u.path, "unknown tensor", "(\(name.utf8.count) bytes)"]) { _ = try Checkpoint.read(u, formats: Architectures.formats) }
         if let e {
             XCTAssertLessThan(e.description.count, u.path.count + 160, e.description)
             XCTAssertFalse(e.description.unicodeScalars.contains { $0.value < 0x20 || $0 == "\u{FFFD}" }, e.description)
@@ -226,6 +226,6 @@ final class HostileInputTests: XCTestCase {
         var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: cfgURL)) as! [String: Any]
         cfg["n_embd"] = "\(cfg["n_embd"]!)"
         try JSONSerialization.data(withJSONObject: cfg).write(to: cfgURL)
-        assertQuantError([cfgURL.path, "n_embd must be a number"]) { _ = try Checkpoint.read(dir) }
+        assertQuantError([cfgURL.path, "n_embd must be a number"]) { _ = try Checkpoint.read(dir, formats: Architectures.formats) }
     }
 }

@@ -93,7 +93,7 @@ package final class DecodeSession {
                  draft: LoadedModel? = nil, isCancelled: (() -> Bool)? = nil,
                  onText: @escaping (ArraySlice<UInt8>, ArraySlice<Int32>) -> Void) throws {
         precondition(!prompt.isEmpty)
-        let sampler = sampler ?? Sampler(vocab: model.hparams.vocabSize, config: sampling)
+        let sampler = sampler ?? Sampler(vocab: model.shape.vocabSize, config: sampling)
         self.model = model; self.sampler = sampler; self.rules = rules; self.positionLimit = positionLimit
         self.prompt = prompt; self.startPos = startPos; pos = startPos
         self.isCancelled = isCancelled; self.onText = onText
@@ -101,15 +101,15 @@ package final class DecodeSession {
         stopBytes = rules.sequences.filter { !$0.isEmpty }.map { Array($0.utf8) }
         tokens.reserveCapacity(min(max(rules.maxTokens, 0), 4096))
         if let so = speculative {
-            let vocab = model.hparams.vocabSize
+            let vocab = model.shape.vocabSize
             let drafter: Drafter
             switch so.kind {
             case .lookup:
                 drafter = LookupDrafter(ngramMax: so.ngramMax, ngramMin: so.ngramMin)
             case .draft:
                 guard let draft else { throw ModelError("speculative decoding with a draft model needs one (--draft MODEL.qlm)") }
-                guard draft.model.hparams.vocabSize == vocab else {
-                    throw ModelError("the draft model's vocabulary has \(draft.model.hparams.vocabSize) tokens; the model's has \(vocab)")
+                guard draft.model.shape.vocabSize == vocab else {
+                    throw ModelError("the draft model's vocabulary has \(draft.model.shape.vocabSize) tokens; the model's has \(vocab)")
                 }
                 drafter = ModelDrafter(draft, sampling: sampler.config, maxDraft: max(1, so.draftLength))
             }
