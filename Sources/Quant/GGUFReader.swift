@@ -114,7 +114,8 @@ package enum GGUFReader: CheckpointReader {
         let perLayer = arch.layerTensors(hp)
         for l in 0 ..< nLayer {
             for (role, shape) in perLayer {
-                expected.append((TensorKey(TensorRole(rawValue: role), layer: l), "blk.\(l).\(role).weight", shape))
+                let bias = role.hasSuffix(".bias"), r = bias ? String(role.dropLast(5)) : role
+                expected.append((TensorKey(TensorRole(rawValue: r), layer: l, bias: bias), "blk.\(l).\(r).\(bias ? "bias" : "weight")", shape))
             }
         }
         expected.append((TensorKey(.outputNorm), "output_norm.weight", [d]))

@@ -1,0 +1,80 @@
+import Foundation
+import Quant
+import Runtime
+import TestSupport
+import XCTest
+
+/// Every architecture against transformers, in f32, on the committed fixtures of
+/// Tests/Fixtures/arch (scripts/oracles/make_arch_fixtures.py: a tiny seeded random-init model
+/// per architecture saved by save_pretrained, transformers' logits at every prompt position and
+/// its 32 greedy tokens, llama.cpp's converter's f32 GGUF of the same directory). No torch here.
+///
+/// Per architecture: llama.cpp's GGUF of the directory → .qlm (f32) → logits of the whole
+/// prompt (longer than every window of the model) within relative RMS 1e-4 of transformers'
+/// (f32 on both sides: what is left is summation order, ~3e-7 measured; a wrong bias, norm
+/// offset, rotary order, window or cap moves them by 1e-2 or more), and the 32 greedy tokens
+/// identical (transformers' smallest top-1 margin along them is in oracle.json, >= 0.0037
+/// here: far above f32 noise).
+final class ArchFixtureTests: XCTestCase {
+    struct Oracle: Decodable {
+        let architecture: String
+        let model_type: String
+        let prompt: [Int32]
+        let greedy: [Int32]
+        let greedy_min_margin: Double
+        let gguf: String?
+    }
+
+    static func dir(_ name: String) -> URL {
+        SharedData.packageRoot.appendingPathComponent("Tests/Fixtures/arch/\(name)")
+    }
+
+    /// A checkpoint (HF directory or GGUF) converted to an f32 .qlm.
+    func convert(_ src: URL, to name: String) throws -> URL {
+        let ck = try Checkpoint.open(src)
+        let tok = try XCTUnwrap(ck.tokenizer, "\(src.path) gave no tokenizer")
+        let payload = try TokenizerPayloads.make(tok, vocabSize: ck.hparams.vocabSize)
+        let out = Fixtures.tempRoot.appendingPathComponent("arch-\(name).qlm")
+        _ = try Converter.convert(ck, tokenizer: payload, options: ConvertOptions(policy: QuantPolicy(defaultType: .f32)), to: out)
+        return out
+    }
+
+    /// The prompt's logits in forward calls of at most 16 tokens (so windows wrap across calls),
+    /// and 32 greedy tokens decoded one at a time after it.
+    func run(_ url: URL, _ o: Oracle) throws -> (architecture: String, logits: [Float], greedy: [Int32]) {
+        let lm = try Fixtures.load(url, maxBatch: 16)
+        let logits = try Fixtures.logits(lm, o.prompt).flatMap { $0 }
+        let lm2 = try Fixtures.load(url, maxBatch: 16)
+        return (lm.file.metadata.architecture, logits, try Fixtures.greedy(lm2, o.prompt, o.greedy.count))
+    }
+
+    /// Relative RMS of `ours` against transformers' logits over `rows` (all when nil), and max |diff|.
+    func compare(_ ours: [Float], _ ref: [Float], vocab: Int, rows: Range<Int>? = nil) -> (rel: Double, maxAbs: Double) {
+        let r = rows.map { $0.lowerBound * vocab ..< $0.upperBound * vocab } ?? ref.indices
+        var se = 0.0, sr = 0.0, maxAbs = 0.0
+        for i in r {
+            let e = Double(ours[i]) - Double(ref[i])
+            se += e * e; sr += Double(ref[i]) * Double(ref[i]); maxAbs = max(maxAbs, abs(e))
+        }
+        return ((se / sr).squareRoot(), maxAbs)
+    }
+
+    /// `architecture`: what the .qlm must say it is. `ggufRows`: the prompt rows on which the
+    /// GGUF path must agree with transformers (nil: all, and the greedy tokens too).
+    func check(_ name: String, architecture: String, ggufArchitecture: String? = nil, ggufRows: Range<Int>? = nil) throws {
+        let d = Self.dir(name)
+        let o = try JSONDecoder().decode(Oracle.self, from: Data(contentsOf: d.appendingPathComponent("oracle.json")))
+        let ref = try Fixtures.readF32(d.appendingPathComponent("logits.f32"))
+        let vocab = ref.count / o.prompt.count
+        XCTAssertEqual(ref.count, o.prompt.count * vocab)
+
+        let g = try XCTUnwrap(o.gguf, "\(name): the fixture has no GGUF")
+        let gg = try run(try convert(d.appendingPathComponent(g), to: "\(name)-gguf"), o)
+        XCTAssertEqual(gg.architecture, ggufArchitecture ?? architecture)
+        let (rel, maxAbs) = compare(gg.logits, ref, vocab: vocab, rows: ggufRows)
+        print("\(name): GGUF path, rows \(ggufRows ?? 0 ..< o.prompt.count), logits relative RMS \(rel), max |diff| \(maxAbs) vs transformers")
+        XCTAssertLessThanOrEqual(rel, 1e-4, "\(name): GGUF path's logits vs transformers")
+        if ggufRows == nil { XCTAssertEqual(gg.greedy, o.greedy, "\(name): GGUF path's greedy tokens vs transformers") }
+    }
+
+}
