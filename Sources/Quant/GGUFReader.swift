@@ -43,6 +43,11 @@ package enum GGUFReader: CheckpointReader {
                     ("attn_q_norm", [hd]), ("attn_k_norm", [hd]), ("attn_output", [d, q]), ("post_attention_norm", [d]),
                     ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_up", [f, d]), ("ffn_down", [d, f]), ("post_ffw_norm", [d])]
         }),
+        GGUFArchitecture(name: "qwen2", extraKeys: [], layerTensors: { hp in
+            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
+            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q.bias", [q]), ("attn_k.bias", [kv]), ("attn_v.bias", [kv]), ("attn_output", [d, q]),
+                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
+        }),
     ]
 
     /// Tensors llama.cpp may write that carry no weights QuantLM needs (precomputed rotary tables).

@@ -77,4 +77,5 @@ final class ArchFixtureTests: XCTestCase {
         if ggufRows == nil { XCTAssertEqual(gg.greedy, o.greedy, "\(name): GGUF path's greedy tokens vs transformers") }
     }
 
+    func testQwen2() throws { try check("qwen2", architecture: "qwen2") }
 }

@@ -131,7 +131,12 @@ private struct HParamsOf<C: Decodable>: Decodable { let hparams: C }
 /// Every architecture QuantLM runs, by metadata name.
 package enum Architectures {
     /// Adding an architecture: its model file, and one entry here.
-    package static let all: [any Architecture.Type] = [GPT2.self, Llama.self, Gemma3.self]
+    package static let all: [any Architecture.Type] = [
+        GPT2.self,
+        Llama.self,
+        Gemma3.self,
+        Qwen2.self,
+    ]
 
     package static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
         guard let a = all.first(where: { $0.name == name }) else {
