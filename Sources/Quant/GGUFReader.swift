@@ -48,6 +48,11 @@ package enum GGUFReader: CheckpointReader {
             return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q.bias", [q]), ("attn_k.bias", [kv]), ("attn_v.bias", [kv]), ("attn_output", [d, q]),
                     ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
         }),
+        GGUFArchitecture(name: "qwen3", extraKeys: [("attention.key_length", "head_dim")], layerTensors: { hp in
+            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF, hd = hp.headDim
+            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q_norm", [hd]), ("attn_k_norm", [hd]), ("attn_output", [d, q]),
+                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
+        }),
     ]
 
     /// Tensors llama.cpp may write that carry no weights QuantLM needs (precomputed rotary tables).

@@ -78,4 +78,5 @@ final class ArchFixtureTests: XCTestCase {
     }
 
     func testQwen2() throws { try check("qwen2", architecture: "qwen2") }
+    func testQwen3() throws { try check("qwen3", architecture: "qwen3") }
 }

@@ -136,6 +136,7 @@ package enum Architectures {
         Llama.self,
         Gemma3.self,
         Qwen2.self,
+        Qwen3.self,
     ]
 
     package static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
