@@ -79,4 +79,5 @@ final class ArchFixtureTests: XCTestCase {
 
     func testQwen2() throws { try check("qwen2", architecture: "qwen2") }
     func testQwen3() throws { try check("qwen3", architecture: "qwen3") }
+    func testGemma2() throws { try check("gemma2", architecture: "gemma2") }
 }

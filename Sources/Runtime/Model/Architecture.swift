@@ -137,6 +137,7 @@ package enum Architectures {
         Gemma3.self,
         Qwen2.self,
         Qwen3.self,
+        Gemma2.self,
     ]
 
     package static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
