@@ -53,6 +53,11 @@ package enum GGUFReader: CheckpointReader {
             return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q_norm", [hd]), ("attn_k_norm", [hd]), ("attn_output", [d, q]),
                     ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
         }),
+        GGUFArchitecture(name: "phi3", extraKeys: [("attention.sliding_window", "sliding_window")], layerTensors: { hp in
+            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
+            return [("attn_norm", [d]), ("attn_qkv", [q + 2 * kv, d]), ("attn_output", [d, q]),
+                    ("ffn_norm", [d]), ("ffn_down", [d, f]), ("ffn_up", [2 * f, d])]
+        }),
         GGUFArchitecture(name: "gemma2", extraKeys: [("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
                                                     ("attn_logit_softcapping", "attn_softcap"), ("final_logit_softcapping", "final_softcap")], layerTensors: { hp in
             let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF

@@ -79,5 +79,6 @@ final class ArchFixtureTests: XCTestCase {
 
     func testQwen2() throws { try check("qwen2", architecture: "qwen2") }
     func testQwen3() throws { try check("qwen3", architecture: "qwen3") }
+    func testPhi3() throws { try check("phi3", architecture: "phi3") }
     func testGemma2() throws { try check("gemma2", architecture: "gemma2") }
 }

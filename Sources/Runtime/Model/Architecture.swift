@@ -138,6 +138,7 @@ package enum Architectures {
         Qwen2.self,
         Qwen3.self,
         Gemma2.self,
+        Phi3.self,
     ]
 
     package static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
