@@ -53,6 +53,11 @@ package enum GGUFReader: CheckpointReader {
             return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q_norm", [hd]), ("attn_k_norm", [hd]), ("attn_output", [d, q]),
                     ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
         }),
+        GGUFArchitecture(name: "olmo2", extraKeys: [], layerTensors: { hp in
+            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
+            return [("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q_norm", [q]), ("attn_k_norm", [kv]), ("attn_output", [d, q]), ("post_attention_norm", [d]),
+                    ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d]), ("post_ffw_norm", [d])]
+        }),
         GGUFArchitecture(name: "phi3", extraKeys: [("attention.sliding_window", "sliding_window")], layerTensors: { hp in
             let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
             return [("attn_norm", [d]), ("attn_qkv", [q + 2 * kv, d]), ("attn_output", [d, q]),

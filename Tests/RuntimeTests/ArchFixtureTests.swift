@@ -81,4 +81,5 @@ final class ArchFixtureTests: XCTestCase {
     func testQwen3() throws { try check("qwen3", architecture: "qwen3") }
     func testPhi3() throws { try check("phi3", architecture: "phi3") }
     func testGemma2() throws { try check("gemma2", architecture: "gemma2") }
+    func testOLMo2() throws { try check("olmo2", architecture: "olmo2") }
 }

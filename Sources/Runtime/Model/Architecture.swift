@@ -139,6 +139,7 @@ package enum Architectures {
         Qwen3.self,
         Gemma2.self,
         Phi3.self,
+        OLMo2.self,
     ]
 
     package static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
