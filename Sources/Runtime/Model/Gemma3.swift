@@ -25,6 +25,21 @@ package final class Gemma3: Architecture {
                    .postAttnNorm: "post_attention_norm", .ffnNorm: "ffn_norm", .ffnGate: "ffn_gate",
                    .ffnUp: "ffn_up", .ffnDown: "ffn_down", .postFFNNorm: "post_ffw_norm"])
 
+    /// llama.cpp's Gemma 3 tensors (src/models/gemma3.cpp): norms before and after attention and
+    /// the MLP, per-head q/k norms; its extra GGUF keys (local layers by the pattern's period,
+    /// default 6 there).
+    package static let formats = ArchitectureFormats(name: name, tensors: { hp in
+        let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF, hd = hp.headDim
+        return TensorSpec.decoder(hp, perLayer: [
+            (.attnNorm, [d]), (.attnQ, [q, d]), (.attnK, [kv, d]), (.attnV, [kv, d]), (.attnQNorm, [hd]), (.attnKNorm, [hd]),
+            (.attnOutput, [d, q]), (.postAttnNorm, [d]), (.ffnNorm, [d]), (.ffnGate, [f, d]), (.ffnUp, [f, d]), (.ffnDown, [d, f]),
+            (.postFFNNorm, [d])])
+    }, gguf: GGUFMapping(architecture: "gemma3", extraKeys: [
+        ("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
+        ("attention.sliding_window_pattern", "sliding_window_pattern"), ("rope.freq_base_swa", "rope_local_theta"),
+        ("final_logit_softcapping", "final_logit_softcap"),
+    ]))
+
     package struct Config: ModelConfig {
         package let shape: ModelShape
         package var normEps: Float
@@ -88,16 +103,11 @@ package final class Gemma3: Architecture {
     }
 
     package let config: Config
-    package let hparams: HParams
-    package let compute: Compute
-    package let cache: KVCache
-    package let maxBatch: Int
-    let weights: WeightStore
+    package let core: ModelCore
     let embed: EmbeddingTable
     let layers: [Layer]
     let norm: UnsafePointer<Float>
     let output: OutputMatrix
-    let blocks: Blocks
     /// Rotary frequencies of pair i (elements i and i + head_dim/2): θ^(-2i/head_dim), local and global θ.
     let localFreq, globalFreq: [Float]
     /// Re-indexing attention per base (the same object when positions are absolute).
@@ -106,18 +116,9 @@ package final class Gemma3: Architecture {
     private let rot: UnsafeMutablePointer<Float>
     let embedScale: Float
 
-    package let positionMode: PositionMode
-    package var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
-    package var shape: ModelShape { config.shape }
-
     package init(config: Config, context ctx: ModelContext) throws {
         let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
         self.config = config
-        hparams = weights.file.metadata.hparams
-        self.weights = weights
-        compute = ctx.compute
-        cache = ctx.cache
-        maxBatch = ctx.maxBatch
         let d = sh.dModel, q = sh.qDim, kv = sh.kvDim, f = sh.dFF, hd = sh.headDim
         embed = try weights.embeddingTable(N(.tokenEmbedding), rows: sh.vocabSize, cols: d)
         layers = try (0 ..< sh.nLayer).map { i in
@@ -142,15 +143,13 @@ package final class Gemma3: Architecture {
         func freqs(_ theta: Float) -> [Float] { (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) } }
         localFreq = freqs(config.ropeLocalTheta)
         globalFreq = freqs(config.ropeTheta)
-        positionMode = ctx.positions
         let scale = 1 / config.queryPreAttnScalar.squareRoot()
         let reindex = ctx.positions == .cache
-        globalAttention = Attention(sh, scale: scale, reindexRotary: reindex ? globalFreq : nil, rotaryPairs: .halves, compute: compute)
+        globalAttention = Attention(sh, scale: scale, reindexRotary: reindex ? globalFreq : nil, rotaryPairs: .halves, compute: ctx.compute)
         localAttention = reindex
-            ? Attention(sh, scale: scale, reindexRotary: localFreq, rotaryPairs: .halves, compute: compute) : globalAttention
-        let state = RunState(sh, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
-        blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: globalAttention, weights: weights)
-        rot = .allocate(capacity: maxBatch * 2 * hd)
+            ? Attention(sh, scale: scale, reindexRotary: localFreq, rotaryPairs: .halves, compute: ctx.compute) : globalAttention
+        core = try ModelCore(sh, context: ctx, encoding: Self.positionEncoding, eps: config.normEps, attention: globalAttention)
+        rot = .allocate(capacity: ctx.maxBatch * 2 * hd)
         embedScale = Float(d).squareRoot()
     }
 
