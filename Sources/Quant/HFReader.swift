@@ -115,6 +115,10 @@ package enum HFReader: CheckpointReader {
     static func tokenizerSource(_ dir: URL, explicit: URL?) throws -> (source: TokenizerSource, files: [URL]) {
         let base = explicit ?? dir
         let fm = FileManager.default
+        if fm.fileExists(atPath: base.appendingPathComponent("tokenizer.json").path) {
+            let t = try HFTokenizerJSON.read(directory: base)
+            return (.data(t.data), t.files)
+        }
         for (v, m) in [("vocab.json", "merges.txt"), ("encoder.json", "vocab.bpe")] {
             let vu = base.appendingPathComponent(v), mu = base.appendingPathComponent(m)
             // (the converter records these two through the tokenizer payload)

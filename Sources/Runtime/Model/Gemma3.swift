@@ -38,7 +38,44 @@ package final class Gemma3: Architecture {
         ("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
         ("attention.sliding_window_pattern", "sliding_window_pattern"), ("rope.freq_base_swa", "rope_local_theta"),
         ("final_logit_softcapping", "final_logit_softcap"),
-    ]))
+    ]), hf: HFMapping(modelTypes: ["gemma3_text"], hparams: hfHParams, name: HFMapping.decoderNames([
+        .attnNorm: "input_layernorm", .attnQ: "self_attn.q_proj", .attnK: "self_attn.k_proj", .attnV: "self_attn.v_proj",
+        .attnQNorm: "self_attn.q_norm", .attnKNorm: "self_attn.k_norm", .attnOutput: "self_attn.o_proj",
+        .postAttnNorm: "post_attention_layernorm", .ffnNorm: "pre_feedforward_layernorm", .ffnGate: "mlp.gate_proj",
+        .ffnUp: "mlp.up_proj", .ffnDown: "mlp.down_proj", .postFFNNorm: "post_feedforward_layernorm"]),
+        // transformers' Gemma RMSNorm scales by (1 + w); llama.cpp's converter stores 1 + w, as this model reads it.
+        adjust: { key, _ in
+            [.attnNorm, .attnQNorm, .attnKNorm, .postAttnNorm, .ffnNorm, .postFFNNorm, .outputNorm].contains(key.role) ? .addOne : .none
+        }))
+
+    /// Gemma3TextConfig: layer_types (or the older sliding_window_pattern) gives the period of
+    /// the global layers; rope_parameters per layer type (or rope_theta + rope_local_base_freq).
+    @Sendable static func hfHParams(_ cfg: HFConfig) throws -> HParams {
+        for k in ["final_logit_softcapping", "attn_logit_softcapping"] where try cfg.doubleIfPresent(k) != nil {
+            throw QuantError(cfg.file, "config.json \(k) is set: soft-capping is not supported by gemma3")
+        }
+        try cfg.require(activation: ["gelu_pytorch_tanh"], key: "hidden_activation", layerType: "full_attention")
+        try cfg.require(activation: ["gelu_pytorch_tanh"], key: "hidden_activation", layerType: "sliding_attention")
+        var hp = try cfg.decoderHParams(tiedDefault: true, thetaDefault: 1_000_000, layerType: "full_attention")
+        let local = try cfg.rope("sliding_attention", defaultTheta: try cfg.double("rope_local_base_freq", default: 10_000))
+        hp.extra["rope_local_theta"] = local.theta
+        hp.extra["head_dim"] = Double(try cfg.int("head_dim", default: hp.dModel / hp.nHead))
+        if let w = try cfg.intIfPresent("sliding_window") { hp.extra["sliding_window"] = Double(w) }
+        hp.extra["query_pre_attn_scalar"] = try cfg.double("query_pre_attn_scalar", default: Double(hp.headDim))
+        if let types = cfg.json["layer_types"] as? [String] {
+            guard types.count == hp.nLayer, let first = types.firstIndex(of: "full_attention") else {
+                throw QuantError(cfg.file, "config.json layer_types must list \(hp.nLayer) layers with a full_attention one")
+            }
+            let period = first + 1
+            for (l, t) in types.enumerated() where (t == "full_attention") != (l % period == period - 1) {
+                throw QuantError(cfg.file, "config.json layer_types: layer \(l) is \(t), not every \(period)th layer global (not supported)")
+            }
+            hp.extra["sliding_window_pattern"] = Double(period)
+        } else if let p = try cfg.intIfPresent("sliding_window_pattern") {
+            hp.extra["sliding_window_pattern"] = Double(p)
+        }
+        return hp
+    }
 
     package struct Config: ModelConfig {
         package let shape: ModelShape

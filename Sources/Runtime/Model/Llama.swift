@@ -22,7 +22,17 @@ package final class Llama: Architecture {
         let perLayer: [(TensorRole, [Int])] = [(.attnNorm, [d]), (.attnQ, [q, d]), (.attnK, [kv, d]), (.attnV, [kv, d]),
                                                (.attnOutput, [d, q]), (.ffnNorm, [d]), (.ffnGate, [f, d]), (.ffnDown, [d, f]), (.ffnUp, [f, d])]
         return TensorSpec.decoder(hp, perLayer: perLayer)
-    }, gguf: GGUFMapping(architecture: "llama", extraKeys: [("attention.key_length", "head_dim")]))
+    }, gguf: GGUFMapping(architecture: "llama", extraKeys: [("attention.key_length", "head_dim")]),
+       hf: HFMapping(modelTypes: ["llama"], hparams: { cfg in
+        try cfg.require(activation: ["silu"])
+        return try cfg.decoderHParams()
+    }, name: HFMapping.decoderNames([
+        .attnNorm: "input_layernorm", .attnQ: "self_attn.q_proj", .attnK: "self_attn.k_proj", .attnV: "self_attn.v_proj",
+        .attnOutput: "self_attn.o_proj", .ffnNorm: "post_attention_layernorm", .ffnGate: "mlp.gate_proj",
+        .ffnDown: "mlp.down_proj", .ffnUp: "mlp.up_proj"]),
+       // transformers rotates halves (i, i + d/2); this model rotates adjacent pairs, as llama.cpp's
+       // converter leaves q and k: their rows are reordered the same way.
+       adjust: { key, hp in key.role == .attnQ || key.role == .attnK ? .halvesToPairs(headDim: hp.headDim) : .none }))
 
     package struct Config: ModelConfig {
         /// head_dim d_model / n_head unless the metadata says otherwise.
