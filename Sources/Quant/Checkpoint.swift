@@ -19,16 +19,23 @@ package struct SourceTensor {
     package let payload: SourcePayload
     /// The source's bytes (a view into a memory map that the checkpoint keeps alive).
     package let bytes: UnsafeRawBufferPointer
-    /// True when the source stores the matrix as [in, out] (HF GPT-2's Conv1D). Floats only.
-    package let transposed: Bool
+    /// What reading does to the stored numbers (transposed: the source is [in, out], HF GPT-2's
+    /// Conv1D; addOne; halvesToPairs). Floats only.
+    package let adjust: SourceAdjust
+    package var transposed: Bool { adjust == .transposed }
     /// "file: key", for messages (a key the reader made up is replaced by the canonical name once named).
     package internal(set) var origin: String
 
     package init(key: TensorKey, name: String? = nil, shape: [Int], payload: SourcePayload, bytes: UnsafeRawBufferPointer,
-                transposed: Bool, origin: String) {
-        if case .ggml = payload { precondition(!transposed, "ggml blocks cannot be read transposed") }
+                adjust: SourceAdjust, origin: String) {
+        if case .ggml = payload { precondition(adjust == .none, "ggml blocks are read as stored") }
         self.key = key; self.name = name ?? key.description; self.shape = shape; self.payload = payload; self.bytes = bytes
-        self.transposed = transposed; self.origin = origin
+        self.adjust = adjust; self.origin = origin
+    }
+
+    package init(key: TensorKey, name: String? = nil, shape: [Int], payload: SourcePayload, bytes: UnsafeRawBufferPointer,
+                transposed: Bool, origin: String) {
+        self.init(key: key, name: name, shape: shape, payload: payload, bytes: bytes, adjust: transposed ? .transposed : .none, origin: origin)
     }
 
     package init(key: TensorKey, name: String? = nil, shape: [Int], dtype: SourceDType, bytes: UnsafeRawBufferPointer,
@@ -40,7 +47,7 @@ package struct SourceTensor {
     /// ggml F32 / F16 / Q8_0 / Q4_0 / Q4_1 blocks (the same layouts as QuantLM's, rows whole
     /// blocks), untransposed. nil otherwise (the tensor must be read as floats and quantized).
     package func passthrough(to type: QuantType) -> UnsafeRawBufferPointer? {
-        guard !transposed, case .ggml(let g) = payload, g.identicalQuantType == type,
+        guard adjust == .none, case .ggml(let g) = payload, g.identicalQuantType == type,
               rowLength % g.blockSize == 0, type.rowSize(rowLength) == g.rowBytes(rowLength),
               bytes.count == rows * type.rowSize(rowLength) else { return nil }
         return bytes
@@ -82,8 +89,28 @@ package struct SourceTensor {
             return
         }
         guard case .floats(let dtype) = payload else { return }
-        if !transposed {
+        switch adjust {
+        case .transposed: break
+        case .none:
             convert(bytes.baseAddress!, dtype, count: n, into: out)
+            return
+        case .addOne:
+            convert(bytes.baseAddress!, dtype, count: n, into: out)
+            for i in 0 ..< n { out[i] += 1 }
+            return
+        case .halvesToPairs(let hd):
+            convert(bytes.baseAddress!, dtype, count: n, into: out)
+            // Within each head of hd rows: new row 2i + j = old row j * hd/2 + i.
+            let cols = rowLength, half = hd / 2
+            let tmp = UnsafeMutablePointer<Float>.allocate(capacity: hd * cols)
+            defer { tmp.deallocate() }
+            for h in 0 ..< rows / hd {
+                let head = out + h * hd * cols
+                tmp.update(from: head, count: hd * cols)
+                for i in 0 ..< half {
+                    for j in 0 ..< 2 { (head + (2 * i + j) * cols).update(from: tmp + (j * half + i) * cols, count: cols) }
+                }
+            }
             return
         }
         // The source is [in, out] = [rowLength, rows]; canonical is [rows, rowLength].
@@ -169,14 +196,15 @@ package struct Checkpoint {
     /// Adding a format is one reader file and one line here (llama2.c's headerless .bin is the
     /// fallback, so it comes last).
     package static let readers: [any CheckpointReader.Type] = [
-        HFGPT2Reader.self,
+        HFReader.self,
         GGUFReader.self,
         Llama2cReader.self,
     ]
 
-    /// Reads a checkpoint (a Hugging Face GPT-2 directory, a GGUF file or a llama2.c .bin) with
-    /// its tensors not yet named: Runtime's `Checkpoint.open` names them by architecture.
-    package static func read(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
+    /// Reads a checkpoint (a Hugging Face directory, a GGUF file or a llama2.c .bin) with its
+    /// tensors not yet named: Runtime's `Checkpoint.open` names them by architecture. `formats`
+    /// are the architectures' own descriptions of how they appear in each format (the registry's).
+    package static func read(_ url: URL, tokenizer: URL? = nil, formats: [ArchitectureFormats]) throws -> Checkpoint {
         guard FileManager.default.fileExists(atPath: url.path) else {
             throw QuantError(url, "no such file or directory")
         }
@@ -184,9 +212,9 @@ package struct Checkpoint {
             throw QuantError(url, "give the checkpoint's directory (with config.json), not the .safetensors file")
         }
         guard let reader = readers.first(where: { $0.canRead(url) }) else {
-            throw QuantError(url, "not a checkpoint QuantLM reads (a Hugging Face GPT-2 directory, a GGUF file or a llama2.c .bin)")
+            throw QuantError(url, "not a checkpoint QuantLM reads (a Hugging Face directory, a GGUF file or a llama2.c .bin)")
         }
-        return try reader.read(url, tokenizer: tokenizer)
+        return try reader.read(url, tokenizer: tokenizer, formats: formats)
     }
 }
 
@@ -194,7 +222,7 @@ package struct Checkpoint {
 /// the checking and throws QuantErrors naming the file.
 package protocol CheckpointReader {
     static func canRead(_ url: URL) -> Bool
-    static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint
+    static func read(_ url: URL, tokenizer: URL?, formats: [ArchitectureFormats]) throws -> Checkpoint
 }
 
 extension CheckpointReader {

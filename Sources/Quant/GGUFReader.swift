@@ -15,76 +15,21 @@ package enum GGUFReader: CheckpointReader {
         prefix(url, 4) == GGUFFile.magic
     }
 
-    /// What the reader knows about one GGUF architecture.
-    struct GGUFArchitecture {
-        /// `general.architecture`, also the prefix of its keys and QuantLM's architecture name.
-        let name: String
-        /// (key after "<name>.", `hparams` key): numeric values copied into `HParams.extra` when present.
-        let extraKeys: [(String, String)]
-        /// Per block: GGUF tensor name after "blk.N." and before ".weight", and its [out, in] shape.
-        let layerTensors: (HParams) -> [(String, [Int])]
-    }
-
-    static let architectures: [GGUFArchitecture] = [
-        GGUFArchitecture(name: "llama", extraKeys: [("attention.key_length", "head_dim")], layerTensors: { hp in
-            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
-            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_output", [d, q]),
-                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
-        }),
-        // llama.cpp src/models/gemma3.cpp: norms before and after attention and MLP, per-head
-        // q/k norms; local (sliding-window) layers by the pattern's period (default 6 there).
-        GGUFArchitecture(name: "gemma3", extraKeys: [
-            ("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
-            ("attention.sliding_window_pattern", "sliding_window_pattern"), ("rope.freq_base_swa", "rope_local_theta"),
-            ("final_logit_softcapping", "final_logit_softcap"),
-        ], layerTensors: { hp in
-            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF, hd = hp.headDim
-            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]),
-                    ("attn_q_norm", [hd]), ("attn_k_norm", [hd]), ("attn_output", [d, q]), ("post_attention_norm", [d]),
-                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_up", [f, d]), ("ffn_down", [d, f]), ("post_ffw_norm", [d])]
-        }),
-        GGUFArchitecture(name: "qwen2", extraKeys: [], layerTensors: { hp in
-            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
-            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q.bias", [q]), ("attn_k.bias", [kv]), ("attn_v.bias", [kv]), ("attn_output", [d, q]),
-                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
-        }),
-        GGUFArchitecture(name: "qwen3", extraKeys: [("attention.key_length", "head_dim")], layerTensors: { hp in
-            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF, hd = hp.headDim
-            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q_norm", [hd]), ("attn_k_norm", [hd]), ("attn_output", [d, q]),
-                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d])]
-        }),
-        GGUFArchitecture(name: "olmo2", extraKeys: [], layerTensors: { hp in
-            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
-            return [("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_q_norm", [q]), ("attn_k_norm", [kv]), ("attn_output", [d, q]), ("post_attention_norm", [d]),
-                    ("ffn_gate", [f, d]), ("ffn_down", [d, f]), ("ffn_up", [f, d]), ("post_ffw_norm", [d])]
-        }),
-        GGUFArchitecture(name: "phi3", extraKeys: [("attention.sliding_window", "sliding_window")], layerTensors: { hp in
-            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
-            return [("attn_norm", [d]), ("attn_qkv", [q + 2 * kv, d]), ("attn_output", [d, q]),
-                    ("ffn_norm", [d]), ("ffn_down", [d, f]), ("ffn_up", [2 * f, d])]
-        }),
-        GGUFArchitecture(name: "gemma2", extraKeys: [("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
-                                                    ("attn_logit_softcapping", "attn_softcap"), ("final_logit_softcapping", "final_softcap")], layerTensors: { hp in
-            let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
-            return [("attn_norm", [d]), ("attn_q", [q, d]), ("attn_k", [kv, d]), ("attn_v", [kv, d]), ("attn_output", [d, q]), ("post_attention_norm", [d]),
-                    ("ffn_norm", [d]), ("ffn_gate", [f, d]), ("ffn_up", [f, d]), ("ffn_down", [d, f]), ("post_ffw_norm", [d])]
-        }),
-    ]
-
     /// Tensors llama.cpp may write that carry no weights QuantLM needs (precomputed rotary tables).
     static func isIgnored(_ name: String) -> Bool {
         name == "rope_freqs.weight" || name.hasSuffix(".rope_freqs.weight") || name.hasSuffix("attn_rot_embd")
     }
 
-    package static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
+    package static func read(_ url: URL, tokenizer: URL?, formats: [ArchitectureFormats]) throws -> Checkpoint {
         let g = try GGUFFile(url)
         let file = url.path
         let md = g.metadata
         guard let archName = md["general.architecture"]?.string else {
             throw QuantError(file, "GGUF metadata lacks general.architecture")
         }
-        guard let arch = architectures.first(where: { $0.name == archName }) else {
-            throw QuantError(file, "general.architecture '\(archName)' is not supported (QuantLM reads GGUF \(architectures.map(\.name).joined(separator: ", ")) models)")
+        let known = formats.compactMap(\.gguf)
+        guard let arch = formats.first(where: { $0.gguf?.architecture == archName }), let mapping = arch.gguf else {
+            throw QuantError(file, "general.architecture '\(archName)' is not supported (QuantLM reads GGUF \(known.map(\.architecture).joined(separator: ", ")) models)")
         }
         let p = archName + "."
         func int(_ key: String, default def: Int? = nil) throws -> Int {
@@ -109,7 +54,7 @@ package enum GGUFReader: CheckpointReader {
             throw QuantError(file, "tokenizer.ggml.tokens has \(tokens.count) tokens but \(p)vocab_size is \(vocab)")
         }
         var extra: [String: Double] = [:]
-        for (key, name) in arch.extraKeys {
+        for (key, name) in mapping.extraKeys {
             guard let v = md[p + key] else { continue }
             guard let x = v.double else { throw QuantError(file, "\(p + key) must be a number (per-layer arrays are not supported)") }
             extra[name] = x
@@ -135,17 +80,8 @@ package enum GGUFReader: CheckpointReader {
             throw QuantError(file, "\(p)expert_count \(e): mixture-of-experts models are not supported")
         }
 
-        // (tensor key, GGUF name, expected shape): GGUF's names are the roles themselves.
-        var expected: [(TensorKey, String, [Int])] = [(TensorKey(.tokenEmbedding), "token_embd.weight", [vocab, d])]
-        let perLayer = arch.layerTensors(hp)
-        for l in 0 ..< nLayer {
-            for (role, shape) in perLayer {
-                let bias = role.hasSuffix(".bias"), r = bias ? String(role.dropLast(5)) : role
-                expected.append((TensorKey(TensorRole(rawValue: r), layer: l, bias: bias), "blk.\(l).\(r).\(bias ? "bias" : "weight")", shape))
-            }
-        }
-        expected.append((TensorKey(.outputNorm), "output_norm.weight", [d]))
-        if !hp.tiedEmbeddings { expected.append((TensorKey(.output), "output.weight", [vocab, d])) }
+        // GGUF's names are the roles themselves (TensorKey.description).
+        let expected = arch.tensors(hp).map { ($0.key, $0.key.description, $0.shape) }
 
         var byName: [String: GGUFTensorInfo] = [:]
         for t in g.tensors where !isIgnored(t.name) { byName[t.name] = t }
@@ -166,8 +102,8 @@ package enum GGUFReader: CheckpointReader {
 
         let tok: TokenizerSource?
         if let tokenizer {
-            if HFGPT2Reader.isDirectory(tokenizer) {
-                tok = try HFGPT2Reader.tokenizerFiles(tokenizer, explicit: nil)
+            if HFReader.isDirectory(tokenizer) {
+                tok = try HFReader.tokenizerSource(tokenizer, explicit: nil).source
             } else {
                 tok = .llama2c(tokenizer)
             }
@@ -176,7 +112,7 @@ package enum GGUFReader: CheckpointReader {
         } else {
             throw QuantError(file, "GGUF metadata lacks tokenizer.ggml.tokens; pass --tokenizer")
         }
-        return Checkpoint(architecture: archName, hparams: hp, tensors: tensors, tokenizer: tok,
+        return Checkpoint(architecture: arch.name, hparams: hp, tensors: tensors, tokenizer: tok,
                           sourceFiles: [url], keepAlive: [g])
     }
 

@@ -7,7 +7,7 @@ package enum Llama2cReader: CheckpointReader {
     /// The format has no magic: any regular file (the registry's fallback, asked last).
     package static func canRead(_ url: URL) -> Bool { !isDirectory(url) }
 
-    package static func read(_ url: URL, tokenizer: URL?) throws -> Checkpoint {
+    package static func read(_ url: URL, tokenizer: URL?, formats: [ArchitectureFormats]) throws -> Checkpoint {
         let file = url.path
         let map = try MappedFile(url)
         var r = ByteReader(map.bytes, file: file)

@@ -56,12 +56,13 @@ package struct TensorNames: Sendable {
 
     /// The canonical name of `key`, or nil if the architecture has no such role.
     package func name(_ key: TensorKey) -> String? {
-        let suffix = key.bias ? ".bias" : ".weight"
-        if let l = key.layer {
-            guard let base = perLayer[key.role] else { return nil }
-            return "\(layerPrefix)\(l).\(base)\(suffix)"
-        }
-        return global[key.role].map { $0 + suffix }
+        base(key).map { $0 + (key.bias ? ".bias" : ".weight") }
+    }
+
+    /// The name without its ".weight" / ".bias" suffix.
+    package func base(_ key: TensorKey) -> String? {
+        if let l = key.layer { return perLayer[key.role].map { "\(layerPrefix)\(l).\($0)" } }
+        return global[key.role]
     }
 
     /// `name(key)` for a role the architecture must have (a programming error otherwise).

@@ -27,6 +27,9 @@ package struct TokenizerData: Sendable, Equatable, Codable {
     package var addSpacePrefix: Bool?
     /// `tokenizer.chat_template` (Jinja text), kept so `run chat` can recognise the format.
     package var chatTemplate: String?
+    /// A Unicode normalization applied to text before encoding ("nfc": tokenizer.json's NFC
+    /// normalizer, as Qwen 2 uses); nil: none.
+    package var normalizer: String? = nil
     /// The file it came from, for messages.
     package var source: String
 

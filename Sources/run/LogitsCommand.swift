@@ -33,7 +33,7 @@ struct Logits: ParsableCommand {
                 out.append(UnsafeRawBufferPointer(logits).bindMemory(to: UInt8.self))
             }
             guard FileManager.default.createFile(atPath: output, contents: out) else { throw QuantError(output, "cannot write") }
-            printError("\(tokens.count) × \(lm.model.hparams.vocabSize) logits → \(output)")
+            printError("\(tokens.count) × \(lm.model.shape.vocabSize) logits → \(output)")
         }
     }
 }

@@ -86,7 +86,7 @@ struct EvalOptions: ParsableArguments {
         } else if joinDocuments {
             ids = Perplexity.encodeDocuments(s, separator: separator, tokenizer: models[0].tokenizer)
         }
-        let nCtx = models.map { $0.model.hparams.nCtx }.min()!
+        let nCtx = models.map { $0.model.shape.nCtx }.min()!
         let c = ctx ?? nCtx
         let proto: PerplexityProtocol
         switch `protocol` {

@@ -35,7 +35,7 @@ struct ModelOptions: ParsableArguments {
     func budgetBytes() throws -> Int? { try resources.budgetBytes() }
 
     /// `reserve`: bytes a budget must leave for something else resident (a draft model).
-    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil, reserve: Int = 0,
+    func load(maxBatch: Int = 128, sizing: ((any Tokenizer, ModelShape) -> RunSizing)? = nil, reserve: Int = 0,
               screen: Int? = nil) throws -> LoadedModel {
         var o = LoadOptions(threads: threads, maxBatch: maxBatch, verifyChecksums: verify,
                             attention: attention.config, memoryBudget: try budgetBytes(), sizing: sizing)
@@ -168,7 +168,7 @@ struct Generate: ParsableCommand {
                     var result: GenerationResult
                 }
                 let cache = lm.model.cache as? PatternKVCache
-                let positions = (lm.model as? Llama)?.positionMode.rawValue ?? "absolute"
+                let positions = lm.model.positionMode.rawValue
                 print(jsonLine(Out(model: options.model, draft: draft, load_seconds: lm.loadSeconds, threads: options.threads,
                                    attention: cache?.patterns.map(\.description) ?? [], sinks: cache?.sinks ?? 0,
                                    kv_type: lm.model.cache.kvType.rawValue, positions: positions,

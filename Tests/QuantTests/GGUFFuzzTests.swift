@@ -1,6 +1,7 @@
 import CKernels
 import Foundation
 import Quant
+import Runtime
 import TestSupport
 import XCTest
 
@@ -43,7 +44,7 @@ final class GGUFFuzzTests: XCTestCase {
                 let f = try GGUFFile(u)
                 parsed += 1
                 for t in f.tensors { XCTAssertLessThanOrEqual(f.dataOffset + t.offset + t.byteCount, b.count) }
-                let ck = try GGUFReader.read(u, tokenizer: nil)
+                let ck = try GGUFReader.read(u, tokenizer: nil, formats: Architectures.formats)
                 opened += 1
                 for t in ck.tensors {
                     maxFloats = max(maxFloats, t.elementCount)

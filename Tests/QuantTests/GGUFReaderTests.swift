@@ -55,7 +55,7 @@ final class GGUFReaderTests: XCTestCase {
         let good = g.build()
         func check(_ b: [UInt8], _ needles: [String]) throws {
             let u = try write(b, dir, "bad.gguf")
-            assertQuantError([u.path] + needles) { _ = try GGUFReader.read(u, tokenizer: nil) }
+            assertQuantError([u.path] + needles) { _ = try GGUFReader.read(u, tokenizer: nil, formats: Architectures.formats) }
         }
         var probe = GGUFBuilder.tinyLlama(); _ = probe.build()
         let firstName = probe.fields.first { $0.2 == "tensor name length" }!.0

@@ -9,12 +9,12 @@ import XCTest
 /// per architecture saved by save_pretrained, transformers' logits at every prompt position and
 /// its 32 greedy tokens, llama.cpp's converter's f32 GGUF of the same directory). No torch here.
 ///
-/// Per architecture: llama.cpp's GGUF of the directory → .qlm (f32) → logits of the whole
-/// prompt (longer than every window of the model) within relative RMS 1e-4 of transformers'
-/// (f32 on both sides: what is left is summation order, ~3e-7 measured; a wrong bias, norm
-/// offset, rotary order, window or cap moves them by 1e-2 or more), and the 32 greedy tokens
-/// identical (transformers' smallest top-1 margin along them is in oracle.json, >= 0.0037
-/// here: far above f32 noise).
+/// Per architecture: the Hugging Face directory → .qlm (f32) → logits of the whole prompt
+/// (longer than every window of the model) within relative RMS 1e-4 of transformers' (f32 on
+/// both sides: what is left is summation order, ~3e-7 measured; a wrong bias, norm offset,
+/// rotary order, window or cap moves them by 1e-2 or more); the 32 greedy tokens identical
+/// (transformers' smallest top-1 margin along them is in oracle.json, >= 0.0037 here: far above
+/// f32 noise); and llama.cpp's GGUF of the same directory → .qlm gives bit-identical logits.
 final class ArchFixtureTests: XCTestCase {
     struct Oracle: Decodable {
         let architecture: String
@@ -60,7 +60,7 @@ final class ArchFixtureTests: XCTestCase {
     }
 
     /// `architecture`: what the .qlm must say it is. `ggufRows`: the prompt rows on which the
-    /// GGUF path must agree with transformers (nil: all, and the greedy tokens too).
+    /// GGUF path must agree (nil: all, and the greedy tokens too).
     func check(_ name: String, architecture: String, ggufArchitecture: String? = nil, ggufRows: Range<Int>? = nil) throws {
         let d = Self.dir(name)
         let o = try JSONDecoder().decode(Oracle.self, from: Data(contentsOf: d.appendingPathComponent("oracle.json")))
@@ -68,13 +68,25 @@ final class ArchFixtureTests: XCTestCase {
         let vocab = ref.count / o.prompt.count
         XCTAssertEqual(ref.count, o.prompt.count * vocab)
 
-        let g = try XCTUnwrap(o.gguf, "\(name): the fixture has no GGUF")
+        let hf = try run(try convert(d, to: "\(name)-hf"), o)
+        XCTAssertEqual(hf.architecture, architecture)
+        XCTAssertEqual(hf.logits.count, ref.count)
+        let (rel, maxAbs) = compare(hf.logits, ref, vocab: vocab)
+        print("\(name): Hugging Face path, \(o.prompt.count)-token prompt, logits relative RMS \(rel), max |diff| \(maxAbs) vs transformers")
+        XCTAssertLessThanOrEqual(rel, 1e-4, "\(name): logits vs transformers")
+        XCTAssertEqual(hf.greedy, o.greedy, "\(name): greedy tokens vs transformers")
+
+        guard let g = o.gguf else { return }
         let gg = try run(try convert(d.appendingPathComponent(g), to: "\(name)-gguf"), o)
         XCTAssertEqual(gg.architecture, ggufArchitecture ?? architecture)
-        let (rel, maxAbs) = compare(gg.logits, ref, vocab: vocab, rows: ggufRows)
-        print("\(name): GGUF path, rows \(ggufRows ?? 0 ..< o.prompt.count), logits relative RMS \(rel), max |diff| \(maxAbs) vs transformers")
-        XCTAssertLessThanOrEqual(rel, 1e-4, "\(name): GGUF path's logits vs transformers")
-        if ggufRows == nil { XCTAssertEqual(gg.greedy, o.greedy, "\(name): GGUF path's greedy tokens vs transformers") }
+        let rows = ggufRows ?? 0 ..< o.prompt.count
+        let (grel, gmax) = compare(gg.logits, ref, vocab: vocab, rows: rows)
+        var differ = 0
+        for i in rows.lowerBound * vocab ..< rows.upperBound * vocab where gg.logits[i] != hf.logits[i] { differ += 1 }
+        print("\(name): GGUF path, rows \(rows): relative RMS \(grel), max |diff| \(gmax) vs transformers; \(differ) logits differ from the Hugging Face path's")
+        XCTAssertLessThanOrEqual(grel, 1e-4, "\(name): GGUF path's logits vs transformers")
+        XCTAssertEqual(differ, 0, "\(name): the GGUF path's logits are not the Hugging Face path's")
+        if ggufRows == nil { XCTAssertEqual(gg.greedy, hf.greedy, "\(name): GGUF path's greedy tokens") }
     }
 
     func testQwen2() throws { try check("qwen2", architecture: "qwen2") }

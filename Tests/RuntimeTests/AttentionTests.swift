@@ -159,7 +159,7 @@ final class AttentionTests: XCTestCase {
         let ref = try Self.logits(dense.model, ids)
         for (w, s) in [(300, 0), (300, 4), (512, 4)] {
             let m = try load(url, AttentionConfig(attention: "banded:\(w)", sinks: s))
-            XCTAssertEqual((m.model as! Llama).positionMode, .cache)
+            XCTAssertEqual(m.model.positionMode, .cache)
             XCTAssertEqual(try Self.logits(m.model, ids), ref, "banded:\(w) sinks \(s)")
         }
         let strided = try load(url, AttentionConfig(attention: "strided:300,7", positions: .absolute))
@@ -179,7 +179,7 @@ final class AttentionTests: XCTestCase {
     func testRingAndStridedMatchExplicitMask() throws {
         let url = try Fixtures.stories(.f32)
         let base = try load(url, AttentionConfig())
-        let hp = base.model.hparams
+        let hp = base.file.metadata.hparams
         let ids = try Self.storyTokens(400, tokenizer: base.tokenizer)
         let cases: [(String, Int, AttentionPattern)] = [
             ("banded:16", 0, .banded(window: 16)),      // 25 wraps
@@ -214,7 +214,7 @@ final class AttentionTests: XCTestCase {
     func testGPT2RingAndStridedMatchExplicitMask() throws {
         let g = try Fixtures.gpt2(.f32)
         let base = try load(g, AttentionConfig())
-        let hp = base.model.hparams
+        let hp = base.file.metadata.hparams
         let ids: [Int32] = (0 ..< 128).map { Int32(($0 * 104729 + 5) % 50257) }
         for (spec, s, w, k) in [("banded:10", 2, 10, 0), ("strided:9,4", 1, 9, 4)] {
             let m = try load(g, AttentionConfig(attention: spec, sinks: s, kvType: .f32))
@@ -231,7 +231,7 @@ final class AttentionTests: XCTestCase {
     func testReindexedPositionsMatchReference() throws {
         let url = try Fixtures.stories(.f32)
         let base = try load(url, AttentionConfig())
-        let hp = base.model.hparams
+        let hp = base.file.metadata.hparams
         let ids = try Self.storyTokens(300, tokenizer: base.tokenizer)
         for (spec, s, w, k) in [("banded:16", 4, 16, 0), ("banded:32", 0, 32, 0), ("strided:16,8", 2, 16, 8)] {
             let m = try load(url, AttentionConfig(attention: spec, sinks: s, kvType: .f32, positions: .cache))
@@ -311,7 +311,7 @@ final class AttentionTests: XCTestCase {
 
     func testCacheBytesFollowThePattern() throws {
         let url = try Fixtures.stories(.f32)
-        let hp = try load(url, AttentionConfig()).model.hparams   // 5 layers, 4 KV heads × 8
+        let hp = try load(url, AttentionConfig()).file.metadata.hparams   // 5 layers, 4 KV heads × 8
         let row = hp.nKVHead * hp.headDim * 4
         func bytes(_ c: AttentionConfig) throws -> Int { try load(url, c).model.cache.bytes }
         XCTAssertEqual(try bytes(AttentionConfig(kvType: .f32)), 5 * 2 * 512 * row)

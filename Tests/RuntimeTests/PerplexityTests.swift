@@ -116,7 +116,7 @@ final class BenchAccountingTests: XCTestCase {
     func testKVBytesPerDecodedToken() throws {
         let url = try Fixtures.stories(.q8_0)
         let lm = try Fixtures.load(url)
-        let hp = lm.model.hparams
+        let hp = lm.model.shape
         let row = lm.model.cache.rowBytes
         XCTAssertEqual(row, hp.kvDim * 4, "f32 rows")
         let prompt = 5, gen = 7

@@ -312,7 +312,7 @@ final class SpeculativeTests: XCTestCase {
     /// the tree of continuations, the KV cache rolled back between branches), the rest one
     /// category ("other").
     func exactTriples(_ lm: LoadedModel, prompt: [Int32], sampling: SamplingConfig, tau: Double) throws -> [[Int32]: Double] {
-        let m = lm.model, V = m.hparams.vocabSize, n = prompt.count
+        let m = lm.model, V = m.shape.vocabSize, n = prompt.count
         let sampler = Sampler(vocab: V, config: sampling)
         var dist = [Float](repeating: 0, count: V)
         func probs(_ tokens: [Int32], at pos: Int) throws -> [Double] {

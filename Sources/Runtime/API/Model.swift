@@ -83,7 +83,7 @@ public final class Model: @unchecked Sendable {
                                                                   memoryBudget: options.memoryBudget, kvPositions: options.maxContext))
         architecture = loaded.file.metadata.architecture
         contextLength = loaded.model.positionLimit
-        vocabularySize = loaded.model.hparams.vocabSize
+        vocabularySize = loaded.model.shape.vocabSize
     }
 
     /// Token ids of `text` with the model's tokenizer.

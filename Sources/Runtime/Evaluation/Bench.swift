@@ -177,7 +177,7 @@ package enum Bench {
             firsts.append((now() - t0) * 1000)
         }
         let m = lm!.model
-        let hp = m.hparams
+        let hp = m.shape
         guard promptTokens >= 1, genTokens >= 1, promptTokens + genTokens <= m.cache.capacity else {
             throw ModelError("--prompt-tokens + --gen-tokens (\(promptTokens + genTokens)) must fit the model's context of \(m.cache.capacity)")
         }

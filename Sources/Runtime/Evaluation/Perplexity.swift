@@ -182,14 +182,14 @@ package enum Perplexity {
                                 tokenIDs: [Int32]? = nil, progress: ((Int, Int) -> Void)? = nil) throws -> PerplexityReport {
         precondition(!models.isEmpty && names.count == models.count)
         let ref = models[0]
-        let vocab = ref.model.hparams.vocabSize
+        let vocab = ref.model.shape.vocabSize
         for (m, n) in zip(models, names).dropFirst() {
             // Keep each TensorData alive while its bytes are copied (a zstd tensor's buffer is freed with it).
             func blob(_ lm: LoadedModel) throws -> [UInt8] {
                 let t = try lm.file.load(lm.file.metadata.tokenizer.tensor)
                 return withExtendedLifetime(t) { [UInt8](t.bytes) }
             }
-            guard m.model.hparams.vocabSize == vocab, m.file.metadata.tokenizer == ref.file.metadata.tokenizer,
+            guard m.model.shape.vocabSize == vocab, m.file.metadata.tokenizer == ref.file.metadata.tokenizer,
                   try blob(m) == blob(ref) else {
                 throw PerplexityError.bad("\(n) has a different tokenizer than \(names[0]); they cannot be compared")
             }

@@ -234,7 +234,7 @@ package final class ChatSession {
         self.system = system
         self.endOfTurnID = eot
         self.stops = Set([eot, tok.eosID].compactMap { $0 })
-        self.sampler = Sampler(vocab: lm.model.hparams.vocabSize, config: sampling)
+        self.sampler = Sampler(vocab: lm.model.shape.vocabSize, config: sampling)
         if let system { messages.append(ChatMessage(role: "system", content: system)) }
     }
 

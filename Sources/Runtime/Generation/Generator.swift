@@ -70,7 +70,7 @@ package enum Generator {
     /// prompt up to `maxBatch`, and at least a verification pass of 1 + k tokens when speculating,
     /// whose cache must roll back k positions), for LoadOptions.sizing: the cache the budget plans
     /// is the one used.
-    package static func sizing(prompt: String, options: GenerationOptions, maxBatch: Int = 128) -> (any Tokenizer, HParams) -> RunSizing {
+    package static func sizing(prompt: String, options: GenerationOptions, maxBatch: Int = 128) -> (any Tokenizer, ModelShape) -> RunSizing {
         { tok, hp in
             var n = tok.encode(prompt).count
             if n == 0, tok.bosID != nil { n = 1 }
@@ -101,7 +101,7 @@ package enum Generator {
                                 draft: LoadedModel? = nil, onToken: ((Int32, [UInt8]) -> Void)? = nil,
                                 isCancelled: (() -> Bool)? = nil, onText: ([UInt8]) -> Void) throws -> GenerationResult {
         let model = lm.model, tok = lm.tokenizer
-        let hp = model.hparams
+        let hp = model.shape
         guard !promptIDs.isEmpty else { throw ModelError("the prompt encodes to no tokens and the tokenizer has no start token") }
         let capacity = model.positionLimit
         guard promptIDs.count <= capacity else {
@@ -132,8 +132,8 @@ package enum Generator {
                 drafter = LookupDrafter(ngramMax: so.ngramMax, ngramMin: so.ngramMin)
             case .draft:
                 guard let draft else { throw ModelError("speculative decoding with a draft model needs one (--draft MODEL.qlm)") }
-                guard draft.model.hparams.vocabSize == hp.vocabSize else {
-                    throw ModelError("the draft model's vocabulary has \(draft.model.hparams.vocabSize) tokens; the model's has \(hp.vocabSize)")
+                guard draft.model.shape.vocabSize == hp.vocabSize else {
+                    throw ModelError("the draft model's vocabulary has \(draft.model.shape.vocabSize) tokens; the model's has \(hp.vocabSize)")
                 }
                 drafter = ModelDrafter(draft, sampling: options.sampling, maxDraft: max(1, so.draftLength))
             }

@@ -224,7 +224,7 @@ final class ModelDrafter: Drafter {
 
     init(_ lm: LoadedModel, sampling: SamplingConfig, maxDraft: Int) {
         self.lm = lm
-        vocab = lm.model.hparams.vocabSize
+        vocab = lm.model.shape.vocabSize
         var s = sampling
         s.seed = sampling.seed ^ 0xD1B5_4A32_D192_ED03   // independent of the target's draws
         sampler = Sampler(vocab: vocab, config: s)
@@ -313,7 +313,7 @@ final class SpeculativeDecoder {
 
     init(model: LanguageModel, sampler: Sampler, drafter: Drafter, options: SpeculativeOptions, prompt: [Int32]) {
         self.model = model; self.sampler = sampler; self.drafter = drafter; self.options = options
-        vocab = model.hparams.vocabSize
+        vocab = model.shape.vocabSize
         let k = max(1, options.draftLength)
         stats = SpeculativeStats(kind: options.kind.rawValue, draftLength: k)
         policy = DraftPolicy(maxK: k, classes: drafter.classes)

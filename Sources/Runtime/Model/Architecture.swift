@@ -70,8 +70,9 @@ extension ModelConfig {
 package enum PositionEncoding: Sendable { case learned, rotary }
 
 /// What a model file declares about itself: its name in the metadata, its config, its tensor
-/// names, its attention pattern and its forward pass (`LanguageModel`). Adding an
-/// architecture is one file conforming to this and one line in `Architectures.all`.
+/// names, how checkpoints store it, its attention pattern and its forward pass
+/// (`LanguageModel`). Adding an architecture is one file conforming to this and one line in
+/// `Architectures.all`.
 package protocol Architecture: LanguageModel {
     associatedtype Config: ModelConfig
     /// The metadata's `architecture` value.
@@ -80,10 +81,56 @@ package protocol Architecture: LanguageModel {
     /// planner and the layer streamer read.
     static var tensorNames: TensorNames { get }
     static var positionEncoding: PositionEncoding { get }
+    /// How checkpoints hold it: its tensors and their shapes, its GGUF keys, its config.json
+    /// mapping and Hugging Face tensor names (the readers in Quant get these from the registry).
+    static var formats: ArchitectureFormats { get }
     /// The attention pattern of each layer the model was trained with (nil: dense in every
     /// layer). `--attention` / `--attention-layers` override it.
     static func defaultAttention(_ config: Config) -> [AttentionPattern]?
     init(config: Config, context: ModelContext) throws
+    /// The config the model was built from (its shape is `LanguageModel.shape`).
+    var config: Config { get }
+    /// Weights, compute, cache, scratch and position policy: set up once by `ModelCore`.
+    var core: ModelCore { get }
+}
+
+/// What every model holds besides its own tensors, set up once here (each model repeated it):
+/// the weights, the compute pool, the KV cache, the batch size, the position policy and the
+/// shared forward steps over one scratch `RunState`.
+package struct ModelCore {
+    package let weights: WeightStore
+    package let compute: Compute
+    package let cache: KVCache
+    package let maxBatch: Int
+    package let positionMode: PositionMode
+    let blocks: Blocks
+
+    /// `attention` is the layers' attention (nil: plain scaled dot-product over `shape`, with
+    /// rotary re-indexing by `reindexRotary` when positions are `.cache`).
+    init(_ shape: ModelShape, context ctx: ModelContext, encoding: PositionEncoding, eps: Float,
+         attention: Attention? = nil, reindexRotary: [Float]? = nil) throws {
+        if encoding == .learned, ctx.positions != .absolute {
+            throw ModelError("--positions cache re-indexes rotary positions; this model has learned absolute positions (use absolute)")
+        }
+        weights = ctx.weights; compute = ctx.compute; cache = ctx.cache; maxBatch = ctx.maxBatch; positionMode = ctx.positions
+        let att = attention ?? Attention(shape, reindexRotary: ctx.positions == .cache ? reindexRotary : nil, compute: ctx.compute)
+        let state = RunState(shape, maxBatch: ctx.maxBatch, logitChunk: 16, maxVisible: ctx.cache.maxVisible)
+        blocks = Blocks(shape: shape, eps: eps, state: state, compute: ctx.compute, cache: ctx.cache, attention: att, weights: ctx.weights)
+    }
+}
+
+extension Architecture {
+    package var shape: ModelShape { config.shape }
+    package var compute: Compute { core.compute }
+    package var cache: KVCache { core.cache }
+    package var maxBatch: Int { core.maxBatch }
+    package var positionMode: PositionMode { core.positionMode }
+    var weights: WeightStore { core.weights }
+    var blocks: Blocks { core.blocks }
+    /// Learned positions stop at n_ctx; rotary ones re-indexed inside the cache (`.cache`) do not.
+    package var positionLimit: Int {
+        Self.positionEncoding == .rotary && positionMode == .cache ? cache.capacity : min(shape.nCtx, cache.capacity)
+    }
 }
 
 /// What a model is built from: its weights, the compute pool, the KV cache it fills.
@@ -142,6 +189,9 @@ package enum Architectures {
         OLMo2.self,
     ]
 
+    /// Every architecture's checkpoint mapping, for the readers.
+    package static var formats: [ArchitectureFormats] { all.map { $0.formats } }
+
     package static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
         guard let a = all.first(where: { $0.name == name }) else {
             throw QuantError(file, "architecture '\(name)' is not supported (known: \(all.map { $0.name }.joined(separator: ", ")))")
@@ -153,7 +203,7 @@ package enum Architectures {
 extension Checkpoint {
     /// Reads a checkpoint and names its tensors as its architecture does (the converter's input).
     package static func open(_ url: URL, tokenizer: URL? = nil) throws -> Checkpoint {
-        let c = try read(url, tokenizer: tokenizer)
+        let c = try read(url, tokenizer: tokenizer, formats: Architectures.formats)
         return try c.named(by: Architectures.named(c.architecture, file: url.path).tensorNames)
     }
 }

@@ -139,6 +139,24 @@ package class DecoderLM: LanguageModel {
                    .postAttnNorm: "post_attention_norm", .ffnNorm: "ffn_norm", .ffnGate: "ffn_gate",
                    .ffnUp: "ffn_up", .ffnDown: "ffn_down", .postFFNNorm: "post_ffw_norm"])
 
+    /// transformers' names of a Llama-like decoder's per-layer tensors (Llama's
+    /// post_attention_layernorm is the norm before the MLP; Gemma 2 and OLMo 2 rename theirs).
+    package static let hfLayerNames: [TensorRole: String] = [
+        .attnNorm: "input_layernorm", .attnQ: "self_attn.q_proj", .attnK: "self_attn.k_proj", .attnV: "self_attn.v_proj",
+        .attnQNorm: "self_attn.q_norm", .attnKNorm: "self_attn.k_norm", .attnOutput: "self_attn.o_proj",
+        .ffnNorm: "post_attention_layernorm", .ffnGate: "mlp.gate_proj", .ffnUp: "mlp.up_proj", .ffnDown: "mlp.down_proj"]
+
+    /// A recipe's checkpoint mappings: its tensors, its GGUF architecture (nil: none) and its
+    /// Hugging Face model_type, config.json mapping and tensor names (`hfLayerNames` with
+    /// `rename` over them).
+    package static func formats(_ name: String, _ recipe: DecoderRecipe, gguf: GGUFMapping?, hfTypes: [String],
+                                hparams: @escaping @Sendable (HFConfig) throws -> HParams, rename: [TensorRole: String] = [:],
+                                adjust: @escaping @Sendable (TensorKey, HParams) -> SourceAdjust = { _, _ in .none }) -> ArchitectureFormats {
+        ArchitectureFormats(name: name, tensors: { recipe.tensors($0) }, gguf: gguf,
+                            hf: HFMapping(modelTypes: hfTypes, hparams: hparams,
+                                          name: HFMapping.decoderNames(hfLayerNames.merging(rename) { $1 }), adjust: adjust))
+    }
+
     struct Layer {
         let attnNorm, postAttnNorm, ffnNorm, postFFNNorm: UnsafePointer<Float>?
         let qNorm, kNorm: UnsafePointer<Float>?
@@ -148,19 +166,19 @@ package class DecoderLM: LanguageModel {
 
     package let config: DecoderConfig
     package let recipe: DecoderRecipe
-    package let hparams: HParams
-    package let compute: Compute
-    package let cache: KVCache
-    package let maxBatch: Int
-    package let positionMode: PositionMode
-    package var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
+    package let core: ModelCore
     package var shape: ModelShape { config.shape }
-    let weights: WeightStore
+    package var compute: Compute { core.compute }
+    package var cache: KVCache { core.cache }
+    package var maxBatch: Int { core.maxBatch }
+    package var positionMode: PositionMode { core.positionMode }
+    package var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
+    var weights: WeightStore { core.weights }
+    var blocks: Blocks { core.blocks }
     let embed: EmbeddingTable
     let layers: [Layer]
     let norm: UnsafePointer<Float>
     let output: OutputMatrix
-    let blocks: Blocks
     /// Rotary frequency of each pair (llama3-scaled when the config says so).
     let ropeFreq: [Float]
     /// cos and sin of every pair at the batch's positions: [maxBatch, head_dim] (cos then sin per row).
@@ -171,12 +189,6 @@ package class DecoderLM: LanguageModel {
         let weights = ctx.weights, sh = config.shape
         self.config = config
         recipe = r
-        hparams = weights.file.metadata.hparams
-        self.weights = weights
-        compute = ctx.compute
-        cache = ctx.cache
-        maxBatch = ctx.maxBatch
-        positionMode = ctx.positions
         let d = sh.dModel, q = sh.qDim, kv = sh.kvDim, f = sh.dFF, hd = sh.headDim
         embed = try weights.embeddingTable(N(.tokenEmbedding), rows: sh.vocabSize, cols: d)
         func vec(_ role: TensorRole, _ l: Int, _ n: Int, bias: Bool = false) throws -> UnsafePointer<Float> {
@@ -225,10 +237,9 @@ package class DecoderLM: LanguageModel {
         }
         ropeFreq = freq
         let attention = Attention(sh, scale: 1 / config.queryPreAttnScalar.squareRoot(), softcap: config.attnSoftcap,
-                                  reindexRotary: ctx.positions == .cache ? freq : nil, rotaryPairs: r.rotaryPairs, compute: compute)
-        let state = RunState(sh, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
-        blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: attention, weights: weights)
-        rot = .allocate(capacity: max(1, maxBatch) * hd)
+                                  reindexRotary: ctx.positions == .cache ? freq : nil, rotaryPairs: r.rotaryPairs, compute: ctx.compute)
+        core = try ModelCore(sh, context: ctx, encoding: .rotary, eps: config.normEps, attention: attention)
+        rot = .allocate(capacity: max(1, ctx.maxBatch) * hd)
         embedScale = r.embedScaled ? Float(d).squareRoot() : 1
     }
 
@@ -331,4 +342,33 @@ extension Matrix {
 extension TensorRole {
     /// llama.cpp's llama3 rotary divisors (one per pair), and a fused q/k/v matrix.
     package static let ropeFreqs: TensorRole = "rope_freqs"
+}
+extension DecoderRecipe {
+    /// Every tensor a decoder of this recipe reads (GGUF roles; llama.cpp's file order): the
+    /// embedding, per block its norms, q/k/v (fused or not, biases), q/k norms, out, MLP, the
+    /// final norm and the classifier unless tied.
+    package func tensors(_ hp: HParams) -> [TensorSpec] {
+        let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF, hd = hp.headDim
+        var l = [TensorSpec(.tokenEmbedding, [hp.vocabSize, d])]
+        for i in 0 ..< hp.nLayer {
+            func add(_ r: TensorRole, _ s: [Int], bias: Bool = false) { l.append(TensorSpec(r, layer: i, bias: bias, s)) }
+            if norms != .post { add(.attnNorm, [d]) }
+            if fusedQKV { add(.attnQKV, [q + 2 * kv, d]) } else { add(.attnQ, [q, d]); add(.attnK, [kv, d]); add(.attnV, [kv, d]) }
+            if qkvBias { add(.attnQ, [q], bias: true); add(.attnK, [kv], bias: true); add(.attnV, [kv], bias: true) }
+            switch qkNorm {
+            case .none: break
+            case .perHead: add(.attnQNorm, [hd]); add(.attnKNorm, [hd])
+            case .whole: add(.attnQNorm, [q]); add(.attnKNorm, [kv])
+            }
+            add(.attnOutput, [d, q])
+            if norms != .pre { add(.postAttnNorm, [d]) }
+            if norms != .post { add(.ffnNorm, [d]) }
+            if fusedGateUp { add(.ffnUp, [2 * f, d]) } else { add(.ffnGate, [f, d]); add(.ffnUp, [f, d]) }
+            add(.ffnDown, [d, f])
+            if norms != .pre { add(.postFFNNorm, [d]) }
+        }
+        l.append(TensorSpec(.outputNorm, [d]))
+        if !hp.tiedEmbeddings { l.append(TensorSpec(.output, [hp.vocabSize, d])) }
+        return l
+    }
 }

@@ -14,6 +14,37 @@ package final class GPT2: Architecture {
         perLayer: [.attnNorm: "ln_1", .attnQKV: "attn.c_attn", .attnOutput: "attn.c_proj", .ffnNorm: "ln_2",
                    .ffnUp: "mlp.c_fc", .ffnDown: "mlp.c_proj"])
 
+    /// Its tensors (every norm and product has a bias; the classifier is the embedding), and a
+    /// Hugging Face GPT-2 directory: the .qlm names are HF's own, Conv1D matrices stored [in, out],
+    /// keys with or without `transformer.`, the attention mask buffers and a tied lm_head ignored.
+    package static let formats = ArchitectureFormats(name: name, tensors: { hp in
+        let d = hp.dModel, f = hp.dFF
+        var l = [TensorSpec(.tokenEmbedding, [hp.vocabSize, d]), TensorSpec(.positionEmbedding, [hp.nCtx, d])]
+        for i in 0 ..< hp.nLayer {
+            for (role, shape) in [(TensorRole.attnNorm, [d]), (.attnQKV, [3 * d, d]), (.attnOutput, [d, d]), (.ffnNorm, [d]),
+                                  (.ffnUp, [f, d]), (.ffnDown, [d, f])] {
+                l += [TensorSpec(role, layer: i, shape), TensorSpec(role, layer: i, bias: true, [shape[0]])]
+            }
+        }
+        return l + [TensorSpec(.outputNorm, [d]), TensorSpec(.outputNorm, bias: true, [d])]
+    }, hf: HFMapping(modelTypes: ["gpt2"], hparams: hfHParams, name: { tensorNames.base($0) },
+                     adjust: { key, _ in !key.bias && [.attnQKV, .attnOutput, .ffnUp, .ffnDown].contains(key.role) ? .transposed : .none },
+                     ignored: { n, _ in n.hasSuffix(".attn.bias") || n.hasSuffix(".attn.masked_bias") || n == "lm_head.weight" },
+                     stripPrefixes: ["transformer."]))
+
+    /// config.json of transformers' GPT2Config (and older spellings).
+    @Sendable static func hfHParams(_ cfg: HFConfig) throws -> HParams {
+        let d = try cfg.int("n_embd", "hidden_size")
+        if let act = try cfg.string("activation_function"), act != "gelu_new", act != "gelu_pytorch_tanh" {
+            throw QuantError(cfg.file, "activation_function '\(act)' is not supported (GPT-2 uses gelu_new)")
+        }
+        let nHead = try cfg.int("n_head", "num_attention_heads")
+        return HParams(nLayer: try cfg.int("n_layer", "num_hidden_layers"), nHead: nHead, nKVHead: nHead,
+                       dModel: d, dFF: try cfg.int("n_inner", default: 4 * d), nCtx: try cfg.int("n_positions", "n_ctx"),
+                       vocabSize: try cfg.int("vocab_size"), normEps: Float(try cfg.double("layer_norm_epsilon", default: 1e-5)),
+                       tiedEmbeddings: true)
+    }
+
     package struct Config: ModelConfig {
         /// Multi-head attention over d_model: n_head heads of d_model / n_head, no grouping;
         /// d_ff 4 × d_model unless stored.
@@ -44,34 +75,20 @@ package final class GPT2: Architecture {
     }
 
     package let config: Config
-    package let hparams: HParams
-    package let compute: Compute
-    package let cache: KVCache
-    package let maxBatch: Int
-    /// Learned absolute positions: nothing past n_ctx (positions ≥ n_ctx are an error, never
-    /// wrapped or clamped), and no re-indexing (a window keeps absolute positions).
-    package var positionLimit: Int { min(config.nCtx, cache.capacity) }
-    package var shape: ModelShape { config.shape }
-    let weights: WeightStore
+    package let core: ModelCore
     /// The token embedding and the tied classifier (the same tensor; either may stream).
     let wte: EmbeddingTable
     let output: OutputMatrix
     let wpe: Matrix
     let layers: [Layer]
     let lnfW, lnfB: UnsafePointer<Float>
-    let blocks: Blocks
 
     package init(config: Config, context ctx: ModelContext) throws {
         let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
-        guard ctx.positions == .absolute else {
-            throw ModelError("--positions cache re-indexes rotary positions; GPT-2 has learned absolute positions (use absolute)")
-        }
+        // Learned absolute positions: nothing past n_ctx (positions ≥ n_ctx are an error, never
+        // wrapped or clamped), and no re-indexing (ModelCore refuses --positions cache).
+        core = try ModelCore(sh, context: ctx, encoding: Self.positionEncoding, eps: config.normEps)
         self.config = config
-        hparams = weights.file.metadata.hparams
-        self.weights = weights
-        compute = ctx.compute
-        cache = ctx.cache
-        maxBatch = ctx.maxBatch
         let d = sh.dModel, f = sh.dFF
         wte = try weights.embeddingTable(N(.tokenEmbedding), rows: sh.vocabSize, cols: d)
         output = try weights.outputMatrix(N(.tokenEmbedding), rows: sh.vocabSize, cols: d, shared: wte)
@@ -91,9 +108,6 @@ package final class GPT2: Architecture {
         }
         lnfW = try weights.vector(N(.outputNorm), count: d)
         lnfB = try weights.vector(N(.outputNorm, bias: true), count: d)
-        let attention = Attention(sh, compute: compute)
-        let state = RunState(sh, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
-        blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: attention, weights: weights)
     }
 
     package var matrices: [Matrix] { layers.flatMap { [$0.attnW, $0.projW, $0.fcW, $0.fcProjW] } + output.matrices }

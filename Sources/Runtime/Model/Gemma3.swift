@@ -25,6 +25,58 @@ package final class Gemma3: Architecture {
                    .postAttnNorm: "post_attention_norm", .ffnNorm: "ffn_norm", .ffnGate: "ffn_gate",
                    .ffnUp: "ffn_up", .ffnDown: "ffn_down", .postFFNNorm: "post_ffw_norm"])
 
+    /// llama.cpp's Gemma 3 tensors (src/models/gemma3.cpp): norms before and after attention and
+    /// the MLP, per-head q/k norms; its extra GGUF keys (local layers by the pattern's period,
+    /// default 6 there).
+    package static let formats = ArchitectureFormats(name: name, tensors: { hp in
+        let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF, hd = hp.headDim
+        return TensorSpec.decoder(hp, perLayer: [
+            (.attnNorm, [d]), (.attnQ, [q, d]), (.attnK, [kv, d]), (.attnV, [kv, d]), (.attnQNorm, [hd]), (.attnKNorm, [hd]),
+            (.attnOutput, [d, q]), (.postAttnNorm, [d]), (.ffnNorm, [d]), (.ffnGate, [f, d]), (.ffnUp, [f, d]), (.ffnDown, [d, f]),
+            (.postFFNNorm, [d])])
+    }, gguf: GGUFMapping(architecture: "gemma3", extraKeys: [
+        ("attention.key_length", "head_dim"), ("attention.sliding_window", "sliding_window"),
+        ("attention.sliding_window_pattern", "sliding_window_pattern"), ("rope.freq_base_swa", "rope_local_theta"),
+        ("final_logit_softcapping", "final_logit_softcap"),
+    ]), hf: HFMapping(modelTypes: ["gemma3_text"], hparams: hfHParams, name: HFMapping.decoderNames([
+        .attnNorm: "input_layernorm", .attnQ: "self_attn.q_proj", .attnK: "self_attn.k_proj", .attnV: "self_attn.v_proj",
+        .attnQNorm: "self_attn.q_norm", .attnKNorm: "self_attn.k_norm", .attnOutput: "self_attn.o_proj",
+        .postAttnNorm: "post_attention_layernorm", .ffnNorm: "pre_feedforward_layernorm", .ffnGate: "mlp.gate_proj",
+        .ffnUp: "mlp.up_proj", .ffnDown: "mlp.down_proj", .postFFNNorm: "post_feedforward_layernorm"]),
+        // transformers' Gemma RMSNorm scales by (1 + w); llama.cpp's converter stores 1 + w, as this model reads it.
+        adjust: { key, _ in
+            [.attnNorm, .attnQNorm, .attnKNorm, .postAttnNorm, .ffnNorm, .postFFNNorm, .outputNorm].contains(key.role) ? .addOne : .none
+        }))
+
+    /// Gemma3TextConfig: layer_types (or the older sliding_window_pattern) gives the period of
+    /// the global layers; rope_parameters per layer type (or rope_theta + rope_local_base_freq).
+    @Sendable static func hfHParams(_ cfg: HFConfig) throws -> HParams {
+        for k in ["final_logit_softcapping", "attn_logit_softcapping"] where try cfg.doubleIfPresent(k) != nil {
+            throw QuantError(cfg.file, "config.json \(k) is set: soft-capping is not supported by gemma3")
+        }
+        try cfg.require(activation: ["gelu_pytorch_tanh"], key: "hidden_activation", layerType: "full_attention")
+        try cfg.require(activation: ["gelu_pytorch_tanh"], key: "hidden_activation", layerType: "sliding_attention")
+        var hp = try cfg.decoderHParams(tiedDefault: true, thetaDefault: 1_000_000, layerType: "full_attention")
+        let local = try cfg.rope("sliding_attention", defaultTheta: try cfg.double("rope_local_base_freq", default: 10_000))
+        hp.extra["rope_local_theta"] = local.theta
+        hp.extra["head_dim"] = Double(try cfg.int("head_dim", default: hp.dModel / hp.nHead))
+        if let w = try cfg.intIfPresent("sliding_window") { hp.extra["sliding_window"] = Double(w) }
+        hp.extra["query_pre_attn_scalar"] = try cfg.double("query_pre_attn_scalar", default: Double(hp.headDim))
+        if let types = cfg.json["layer_types"] as? [String] {
+            guard types.count == hp.nLayer, let first = types.firstIndex(of: "full_attention") else {
+                throw QuantError(cfg.file, "config.json layer_types must list \(hp.nLayer) layers with a full_attention one")
+            }
+            let period = first + 1
+            for (l, t) in types.enumerated() where (t == "full_attention") != (l % period == period - 1) {
+                throw QuantError(cfg.file, "config.json layer_types: layer \(l) is \(t), not every \(period)th layer global (not supported)")
+            }
+            hp.extra["sliding_window_pattern"] = Double(period)
+        } else if let p = try cfg.intIfPresent("sliding_window_pattern") {
+            hp.extra["sliding_window_pattern"] = Double(p)
+        }
+        return hp
+    }
+
     package struct Config: ModelConfig {
         package let shape: ModelShape
         package var normEps: Float
@@ -88,16 +140,11 @@ package final class Gemma3: Architecture {
     }
 
     package let config: Config
-    package let hparams: HParams
-    package let compute: Compute
-    package let cache: KVCache
-    package let maxBatch: Int
-    let weights: WeightStore
+    package let core: ModelCore
     let embed: EmbeddingTable
     let layers: [Layer]
     let norm: UnsafePointer<Float>
     let output: OutputMatrix
-    let blocks: Blocks
     /// Rotary frequencies of pair i (elements i and i + head_dim/2): θ^(-2i/head_dim), local and global θ.
     let localFreq, globalFreq: [Float]
     /// Re-indexing attention per base (the same object when positions are absolute).
@@ -106,18 +153,9 @@ package final class Gemma3: Architecture {
     private let rot: UnsafeMutablePointer<Float>
     let embedScale: Float
 
-    package let positionMode: PositionMode
-    package var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
-    package var shape: ModelShape { config.shape }
-
     package init(config: Config, context ctx: ModelContext) throws {
         let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
         self.config = config
-        hparams = weights.file.metadata.hparams
-        self.weights = weights
-        compute = ctx.compute
-        cache = ctx.cache
-        maxBatch = ctx.maxBatch
         let d = sh.dModel, q = sh.qDim, kv = sh.kvDim, f = sh.dFF, hd = sh.headDim
         embed = try weights.embeddingTable(N(.tokenEmbedding), rows: sh.vocabSize, cols: d)
         layers = try (0 ..< sh.nLayer).map { i in
@@ -142,15 +180,13 @@ package final class Gemma3: Architecture {
         func freqs(_ theta: Float) -> [Float] { (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) } }
         localFreq = freqs(config.ropeLocalTheta)
         globalFreq = freqs(config.ropeTheta)
-        positionMode = ctx.positions
         let scale = 1 / config.queryPreAttnScalar.squareRoot()
         let reindex = ctx.positions == .cache
-        globalAttention = Attention(sh, scale: scale, reindexRotary: reindex ? globalFreq : nil, rotaryPairs: .halves, compute: compute)
+        globalAttention = Attention(sh, scale: scale, reindexRotary: reindex ? globalFreq : nil, rotaryPairs: .halves, compute: ctx.compute)
         localAttention = reindex
-            ? Attention(sh, scale: scale, reindexRotary: localFreq, rotaryPairs: .halves, compute: compute) : globalAttention
-        let state = RunState(sh, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
-        blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: globalAttention, weights: weights)
-        rot = .allocate(capacity: maxBatch * 2 * hd)
+            ? Attention(sh, scale: scale, reindexRotary: localFreq, rotaryPairs: .halves, compute: ctx.compute) : globalAttention
+        core = try ModelCore(sh, context: ctx, encoding: Self.positionEncoding, eps: config.normEps, attention: globalAttention)
+        rot = .allocate(capacity: ctx.maxBatch * 2 * hd)
         embedScale = Float(d).squareRoot()
     }
 

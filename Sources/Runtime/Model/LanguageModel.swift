@@ -4,10 +4,10 @@ import Quant
 
 /// What every architecture offers the generator, the evaluator and the bench.
 package protocol LanguageModel: AnyObject {
-    /// The hyper-parameters as stored in the file's metadata.
-    var hparams: HParams { get }
-    /// The dimensions the architecture's config gives (head_dim, query and KV widths).
+    /// The dimensions the architecture's config gives (head_dim, query and KV widths, vocabulary).
     var shape: ModelShape { get }
+    /// Absolute positions, or re-indexed inside the cache (rotary models only).
+    var positionMode: PositionMode { get }
     var compute: Compute { get }
     var cache: KVCache { get }
     /// The most tokens one forward call processes at once (longer inputs are split).
@@ -69,7 +69,7 @@ extension LanguageModel {
         guard startPos >= 0, startPos + all.count <= positionLimit else {
             throw ModelError("positions \(startPos)..<\(startPos + all.count) exceed the model's context of \(positionLimit) tokens")
         }
-        let vocab = hparams.vocabSize
+        let vocab = shape.vocabSize
         for id in all where id < 0 || Int(id) >= vocab {
             throw ModelError("token id \(id) is outside the vocabulary (0..<\(vocab))")
         }

@@ -15,6 +15,25 @@ package final class Llama: Architecture {
                    .attnOutput: "attention.wo", .ffnNorm: "ffn_norm", .ffnGate: "feed_forward.w1",
                    .ffnDown: "feed_forward.w2", .ffnUp: "feed_forward.w3"])
 
+    /// llama2.c's and llama.cpp's tensors: token_embd, per block the norms, q/k/v/o and the
+    /// SwiGLU matrices, output_norm, and the classifier unless tied.
+    package static let formats = ArchitectureFormats(name: name, tensors: { hp in
+        let d = hp.dModel, q = hp.qDim, kv = hp.kvDim, f = hp.dFF
+        let perLayer: [(TensorRole, [Int])] = [(.attnNorm, [d]), (.attnQ, [q, d]), (.attnK, [kv, d]), (.attnV, [kv, d]),
+                                               (.attnOutput, [d, q]), (.ffnNorm, [d]), (.ffnGate, [f, d]), (.ffnDown, [d, f]), (.ffnUp, [f, d])]
+        return TensorSpec.decoder(hp, perLayer: perLayer)
+    }, gguf: GGUFMapping(architecture: "llama", extraKeys: [("attention.key_length", "head_dim")]),
+       hf: HFMapping(modelTypes: ["llama"], hparams: { cfg in
+        try cfg.require(activation: ["silu"])
+        return try cfg.decoderHParams()
+    }, name: HFMapping.decoderNames([
+        .attnNorm: "input_layernorm", .attnQ: "self_attn.q_proj", .attnK: "self_attn.k_proj", .attnV: "self_attn.v_proj",
+        .attnOutput: "self_attn.o_proj", .ffnNorm: "post_attention_layernorm", .ffnGate: "mlp.gate_proj",
+        .ffnDown: "mlp.down_proj", .ffnUp: "mlp.up_proj"]),
+       // transformers rotates halves (i, i + d/2); this model rotates adjacent pairs, as llama.cpp's
+       // converter leaves q and k: their rows are reordered the same way.
+       adjust: { key, hp in key.role == .attnQ || key.role == .attnK ? .halvesToPairs(headDim: hp.headDim) : .none }))
+
     package struct Config: ModelConfig {
         /// head_dim d_model / n_head unless the metadata says otherwise.
         package let shape: ModelShape
@@ -44,36 +63,20 @@ package final class Llama: Architecture {
     }
 
     package let config: Config
-    package let hparams: HParams
-    package let compute: Compute
-    package let cache: KVCache
-    package let maxBatch: Int
-    let weights: WeightStore
+    package let core: ModelCore
     let embed: EmbeddingTable
     let layers: [Layer]
     let norm: UnsafePointer<Float>
     let output: OutputMatrix
-    let blocks: Blocks
     /// Rotary frequencies per pair: theta^(-(2i mod headDim)/headDim), as run.c computes them.
     let ropeFreq: [Float]
     /// cos and sin of pos · freq[i] for the positions of the forward call in flight (maxBatch ×
     /// headDim floats: cos, sin per pair): found once per position, shared by every head and layer.
     let ropeCS: UnsafeMutablePointer<Float>
 
-    /// Position policy: `PositionMode.absolute` (rotated at absolute positions, up to n_ctx) or
-    /// `.cache` (StreamingLLM re-indexing inside the visible window; see `Attention`).
-    package let positionMode: PositionMode
-    package var positionLimit: Int { positionMode == .cache ? cache.capacity : min(config.nCtx, cache.capacity) }
-    package var shape: ModelShape { config.shape }
-
     package init(config: Config, context ctx: ModelContext) throws {
         let weights = ctx.weights, sh = config.shape, N = Self.tensorNames
         self.config = config
-        hparams = weights.file.metadata.hparams
-        self.weights = weights
-        compute = ctx.compute
-        cache = ctx.cache
-        maxBatch = ctx.maxBatch
         let d = sh.dModel, q = sh.qDim, kv = sh.kvDim, f = sh.dFF
         embed = try weights.embeddingTable(N(.tokenEmbedding), rows: sh.vocabSize, cols: d)
         layers = try (0 ..< sh.nLayer).map { i in
@@ -92,11 +95,8 @@ package final class Llama: Architecture {
         output = try weights.outputMatrix(N.output(tied: config.tiedEmbeddings), rows: sh.vocabSize, cols: d, shared: embed)
         let hd = sh.headDim, theta = config.ropeTheta
         ropeFreq = (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
-        ropeCS = .allocate(capacity: max(1, maxBatch) * hd)
-        positionMode = ctx.positions
-        let attention = Attention(sh, reindexRotary: ctx.positions == .cache ? ropeFreq : nil, compute: compute)
-        let state = RunState(sh, maxBatch: maxBatch, logitChunk: 16, maxVisible: cache.maxVisible)
-        blocks = Blocks(shape: sh, eps: config.normEps, state: state, compute: compute, cache: cache, attention: attention, weights: weights)
+        ropeCS = .allocate(capacity: max(1, ctx.maxBatch) * hd)
+        core = try ModelCore(sh, context: ctx, encoding: Self.positionEncoding, eps: config.normEps, reindexRotary: ropeFreq)
     }
 
     package var matrices: [Matrix] { layers.flatMap { [$0.wq, $0.wk, $0.wv, $0.wo, $0.w1, $0.w2, $0.w3] } + output.matrices }

@@ -38,7 +38,7 @@ package struct LoadOptions {
     /// kvRollback - 1 extra slots; see `LayerKV`).
     package var kvRollback: Int = 1
     /// Overrides kvPositions and maxBatch once the tokenizer is loaded.
-    package var sizing: ((any Tokenizer, HParams) -> RunSizing)?
+    package var sizing: ((any Tokenizer, ModelShape) -> RunSizing)?
     /// Top-k-only logits through a 4-bit screen of the classifier (`LogitScreen`): K candidates
     /// rescored exactly; `verify` passes the full logits on and counts argmax misses instead.
     package var screen: (k: Int, verify: Bool)?
@@ -46,7 +46,7 @@ package struct LoadOptions {
     package init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, maxBatch: Int = 128,
                 verifyChecksums: Bool = false, populate: Bool = false, attention: AttentionConfig = AttentionConfig(),
                 memoryBudget: Int? = nil, memoryBaseline: Int? = nil, kvPositions: Int? = nil,
-                sizing: ((any Tokenizer, HParams) -> RunSizing)? = nil) {
+                sizing: ((any Tokenizer, ModelShape) -> RunSizing)? = nil) {
         self.threads = threads; self.maxBatch = maxBatch; self.verifyChecksums = verifyChecksums; self.populate = populate
         self.attention = attention
         self.memoryBudget = memoryBudget; self.memoryBaseline = memoryBaseline; self.kvPositions = kvPositions; self.sizing = sizing
@@ -79,7 +79,8 @@ package final class LoadedModel {
             // Under a budget nothing is used through the map: give the pages back.
             if budgeted { file.map.advise(0 ..< file.map.count, willNeed: false) }
         }
-        let hp = file.metadata.hparams
+        let arch = try Architectures.named(file.metadata.architecture, file: path)
+        let shape = try arch.shape(of: file)
         tokenizer = try TokenizerPayloads.load(from: file)
         if budgeted, let t = try? file.info(file.metadata.tokenizer.tensor) {
             file.map.advise(t.offset ..< t.offset + t.storedLength, willNeed: false)
@@ -87,12 +88,10 @@ package final class LoadedModel {
         // The process so far (libraries, heap, the tokenizer; before the KV cache,
         // which the plan counts): what the budget holds besides the plan.
         let baseline = options.memoryBaseline ?? MemoryStats.current().rss
-        var sizing = RunSizing(kvPositions: options.kvPositions ?? hp.nCtx, maxBatch: options.maxBatch, kvRollback: options.kvRollback)
-        if let f = options.sizing { sizing = f(tokenizer, hp) }
-        let positions = min(max(1, sizing.kvPositions), hp.nCtx), maxBatch = max(1, sizing.maxBatch)
+        var sizing = RunSizing(kvPositions: options.kvPositions ?? shape.nCtx, maxBatch: options.maxBatch, kvRollback: options.kvRollback)
+        if let f = options.sizing { sizing = f(tokenizer, shape) }
+        let positions = min(max(1, sizing.kvPositions), shape.nCtx), maxBatch = max(1, sizing.maxBatch)
         let a = options.attention
-        let arch = try Architectures.named(file.metadata.architecture, file: path)
-        let shape = try arch.shape(of: file)
         let patterns = try a.layers(nLayer: shape.nLayer, nCtx: shape.nCtx, modelDefault: try arch.defaultAttention(of: file))
         // Re-indexing is what lets an all-banded rotary model run past n_ctx; inside n_ctx
         // absolute positions score slightly better (docs/attention.md), so patterns that are

@@ -221,7 +221,7 @@ package final class ServingEngine: @unchecked Sendable {
         guard let j = s.job else { return }
         if j.isCancelled() { finish(s, "cancelled"); return }
         let r = j.request
-        s.sampler = Sampler(vocab: s.model.hparams.vocabSize, config: r.sampling)
+        s.sampler = Sampler(vocab: s.model.shape.vocabSize, config: r.sampling)
         s.streamer = TextStreamer(tokenizer: tokenizer, prev: r.prompt.last!)
         s.generated = 0
         s.pending.removeAll(keepingCapacity: true)

@@ -16,6 +16,8 @@ package struct BPETokenizer: Tokenizer {
     package let eosID: Int32?
     package let addBos: Bool
     package let addEos: Bool
+    /// Text is NFC-normalized before encoding (tokenizer.json's NFC normalizer).
+    package let nfc: Bool
 
     package var vocabSize: Int { core.vocabSize }
 
@@ -80,6 +82,11 @@ package struct BPETokenizer: Tokenizer {
         eosID = try check(d.eos, "EOS")
         addBos = d.addBos ?? false
         addEos = d.addEos ?? false
+        switch d.normalizer {
+        case nil: nfc = false
+        case "nfc": nfc = true
+        case let other?: throw TokenizerError(file: source, problem: "normalizer '\(other)' is not supported (nfc)")
+        }
     }
 
     /// Encodes like HF `tokenizer.encode(text)`: special-token text becomes its id, BOS/EOS
@@ -91,7 +98,7 @@ package struct BPETokenizer: Tokenizer {
     package func encode(_ text: String, allowSpecial: Bool, addSpecial: Bool = true) -> [Int32] {
         var out: [Int32] = []
         if addSpecial, addBos, let bosID { out.append(bosID) }
-        let bytes = Array(text.utf8)
+        let bytes = Array((nfc ? text.precomposedStringWithCanonicalMapping : text).utf8)
         var segmentStart = 0
         var i = 0
         if allowSpecial {

@@ -25,7 +25,9 @@ package enum TokenizerPayloads {
                                     eos: tok.eosID.map(Int.init), sourceFiles: [url])
         case .data(let d) where d.model == "llama":
             let tok = try SentencePieceTokenizer(d)
-            guard tok.vocabSize == vocabSize else {
+            // A model's embedding may have rows past the tokenizer's pieces (padded for speed);
+            // those ids decode to nothing. More pieces than rows is an error.
+            guard tok.vocabSize <= vocabSize else {
                 throw TokenizerError(file: d.source, problem: "has \(tok.vocabSize) tokens but the model's vocab_size is \(vocabSize)")
             }
             return TokenizerPayload(kind: "spm", blob: tok.serialized(), bos: tok.bosID.map(Int.init),
@@ -35,7 +37,9 @@ package enum TokenizerPayloads {
                 throw TokenizerError(file: d.source, problem: "tokenizer model '\(d.model)' from checkpoint metadata is not supported (byte-level BPE 'gpt2' and SentencePiece 'llama' are)")
             }
             let tok = try BPETokenizer(d)
-            guard tok.vocabSize == vocabSize else {
+            // A model's embedding may have rows past the tokenizer's pieces (padded for speed);
+            // those ids decode to nothing. More pieces than rows is an error.
+            guard tok.vocabSize <= vocabSize else {
                 throw TokenizerError(file: d.source, problem: "has \(tok.vocabSize) tokens but the model's vocab_size is \(vocabSize)")
             }
             let enc = JSONEncoder()
