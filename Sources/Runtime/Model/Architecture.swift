@@ -183,6 +183,7 @@ package enum Architectures {
         Llama.self,
         Gemma3.self,
         Qwen2.self,
+        Mistral.self,
         Qwen3.self,
         Gemma2.self,
         Phi3.self,
