@@ -187,6 +187,7 @@ package enum Architectures {
         Qwen3.self,
         Gemma2.self,
         Phi3.self,
+        GPTNeo.self,
         OLMo2.self,
     ]
 
