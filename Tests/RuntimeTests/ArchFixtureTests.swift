@@ -89,6 +89,9 @@ final class ArchFixtureTests: XCTestCase {
         if ggufRows == nil { XCTAssertEqual(gg.greedy, hf.greedy, "\(name): GGUF path's greedy tokens") }
     }
 
+    /// Llama 3.x: llama3 rope scaling (every branch of it at head_dim 8), tied embeddings; the
+    /// GGUF carries the divisors as llama.cpp's rope_freqs tensor, the directory as config.
+    func testLlama3() throws { try check("llama3", architecture: "llama") }
     func testQwen2() throws { try check("qwen2", architecture: "qwen2") }
     func testQwen3() throws { try check("qwen3", architecture: "qwen3") }
     func testPhi3() throws { try check("phi3", architecture: "phi3") }

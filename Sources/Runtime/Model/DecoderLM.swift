@@ -118,6 +118,18 @@ package enum RopeScaling {
         }
     }
 
+    /// `freq` divided by the file's rope_freqs tensor when it has one (llama.cpp's converter
+    /// stores Llama 3's divisors so; its GGUF keeps no parameters), else by the config's llama3
+    /// divisors (the same f32 numbers: both are the double formula rounded once).
+    static func scaled(_ freq: [Float], llama3: Llama3?, tensor: String?, weights: WeightStore) throws -> [Float] {
+        if let tensor, weights.file.has(tensor) {
+            let div = try weights.vector(tensor, count: freq.count)
+            return (0 ..< freq.count).map { freq[$0] / div[$0] }
+        }
+        guard let llama3 else { return freq }
+        return zip(freq, llama3.divisors(freq)).map { $0 / $1 }
+    }
+
     /// θ^(-2i/d) for the d/2 pairs of a head of d.
     package static func frequencies(theta: Float, headDim hd: Int) -> [Float] {
         (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
@@ -227,14 +239,8 @@ package class DecoderLM: LanguageModel {
         }
         norm = try weights.vector(N(.outputNorm), count: d)
         output = try weights.outputMatrix(N.output(tied: config.tiedEmbeddings), rows: sh.vocabSize, cols: d, shared: embed)
-        var freq = RopeScaling.frequencies(theta: config.ropeTheta, headDim: hd)
-        if let ropeFreqs = N.name(TensorKey(.ropeFreqs)), weights.file.has(ropeFreqs) {
-            // llama.cpp's converter stores the llama3 divisors as a tensor (its GGUF keeps no parameters).
-            let div = try weights.vector(ropeFreqs, count: hd / 2)
-            freq = (0 ..< hd / 2).map { freq[$0] / div[$0] }
-        } else if let l3 = config.llama3 {
-            freq = zip(freq, l3.divisors(freq)).map { $0 / $1 }
-        }
+        let freq = try RopeScaling.scaled(RopeScaling.frequencies(theta: config.ropeTheta, headDim: hd), llama3: config.llama3,
+                                          tensor: N.name(TensorKey(.ropeFreqs)), weights: weights)
         ropeFreq = freq
         let attention = Attention(sh, scale: 1 / config.queryPreAttnScalar.squareRoot(), softcap: config.attnSoftcap,
                                   reindexRotary: ctx.positions == .cache ? freq : nil, rotaryPairs: r.rotaryPairs, compute: ctx.compute)
