@@ -56,8 +56,6 @@ package struct DecoderConfig: ModelConfig {
         case normEps = "norm_eps", ropeTheta = "rope_theta", tiedEmbeddings = "tied_embeddings"
         case slidingWindow = "sliding_window", slidingWindowPattern = "sliding_window_pattern"
         case queryPreAttnScalar = "query_pre_attn_scalar", attnSoftcap = "attn_softcap", finalSoftcap = "final_softcap"
-        case factor = "rope_llama3_factor", low = "rope_llama3_low_freq_factor", high = "rope_llama3_high_freq_factor"
-        case original = "rope_llama3_original_context"
     }
 
     package init(from decoder: Decoder) throws {
@@ -71,11 +69,7 @@ package struct DecoderConfig: ModelConfig {
         queryPreAttnScalar = try c.decodeIfPresent(Float.self, forKey: .queryPreAttnScalar) ?? Float(shape.headDim)
         attnSoftcap = try c.decodeIfPresent(Float.self, forKey: .attnSoftcap).flatMap { $0 > 0 ? $0 : nil }
         finalSoftcap = try c.decodeIfPresent(Float.self, forKey: .finalSoftcap).flatMap { $0 > 0 ? $0 : nil }
-        if let f = try c.decodeIfPresent(Double.self, forKey: .factor) {
-            llama3 = RopeScaling.Llama3(factor: f, lowFreqFactor: try c.decodeIfPresent(Double.self, forKey: .low) ?? 1,
-                                        highFreqFactor: try c.decodeIfPresent(Double.self, forKey: .high) ?? 4,
-                                        originalContext: try c.decodeIfPresent(Double.self, forKey: .original) ?? 8192)
-        }
+        llama3 = try RopeScaling.Llama3.decode(decoder)
         guard shape.headDim % 2 == 0, queryPreAttnScalar > 0 else {
             throw DecodingError.dataCorruptedError(forKey: .queryPreAttnScalar, in: c,
                 debugDescription: "head_dim \(shape.headDim) must be even and query_pre_attn_scalar \(queryPreAttnScalar) positive")
@@ -104,6 +98,20 @@ package enum RopeScaling {
     /// rope_freqs factors).
     package struct Llama3: Sendable, Equatable {
         package var factor, lowFreqFactor, highFreqFactor, originalContext: Double
+
+        enum Keys: String, CodingKey {
+            case factor = "rope_llama3_factor", low = "rope_llama3_low_freq_factor", high = "rope_llama3_high_freq_factor"
+            case original = "rope_llama3_original_context"
+        }
+
+        /// From an hparams object: present iff rope_llama3_factor is.
+        static func decode(_ decoder: Decoder) throws -> Llama3? {
+            let c = try decoder.container(keyedBy: Keys.self)
+            guard let f = try c.decodeIfPresent(Double.self, forKey: .factor) else { return nil }
+            return Llama3(factor: f, lowFreqFactor: try c.decodeIfPresent(Double.self, forKey: .low) ?? 1,
+                          highFreqFactor: try c.decodeIfPresent(Double.self, forKey: .high) ?? 4,
+                          originalContext: try c.decodeIfPresent(Double.self, forKey: .original) ?? 8192)
+        }
 
         /// The divisor of each rotary frequency.
         package func divisors(_ freq: [Float]) -> [Float] {

@@ -61,8 +61,6 @@ package final class Llama: Architecture {
 
         enum CodingKeys: String, CodingKey {
             case normEps = "norm_eps", ropeTheta = "rope_theta", tiedEmbeddings = "tied_embeddings"
-            case factor = "rope_llama3_factor", low = "rope_llama3_low_freq_factor", high = "rope_llama3_high_freq_factor"
-            case original = "rope_llama3_original_context"
         }
 
         package init(from decoder: Decoder) throws {
@@ -71,11 +69,7 @@ package final class Llama: Architecture {
             normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-5
             ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
             tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? true
-            if let f = try c.decodeIfPresent(Double.self, forKey: .factor) {
-                llama3 = RopeScaling.Llama3(factor: f, lowFreqFactor: try c.decodeIfPresent(Double.self, forKey: .low) ?? 1,
-                                            highFreqFactor: try c.decodeIfPresent(Double.self, forKey: .high) ?? 4,
-                                            originalContext: try c.decodeIfPresent(Double.self, forKey: .original) ?? 8192)
-            }
+            llama3 = try RopeScaling.Llama3.decode(decoder)
         }
     }
 
