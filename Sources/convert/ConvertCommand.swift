@@ -41,7 +41,8 @@ struct Convert: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output .qlm path (written atomically).")
     var output: String
 
-    @Option(name: .long, help: "Type for matrices: f32, f16, q8_0, q4_0, q4_0x8 (q4_0's numbers in 8-row groups: the fast 4-bit decode on x86), q8_0x8 (q8_0's numbers in 8-row groups: faster prefill and batched decode on AVX2), q4_1, iq4_k16, iq4_k32; or keep (GGUF: every tensor keeps its stored type where QuantLM has it, blocks copied unchanged; others become q8_0, and are listed).")
+    // The type list is the C type table's (name, bits per weight, summary): a new type appears here by itself.
+    @Option(name: .long, help: ArgumentHelp("Type for matrices: \(QuantType.namesForHelp); or keep (GGUF: every tensor keeps its stored type where QuantLM has it, blocks copied unchanged; others become q8_0, and are listed).", valueName: "TYPE"))
     var type: String = "q8_0"
 
     @Option(name: .long, help: "Store tensors as independent zstd chunks at this level (1-22); omit for raw.")

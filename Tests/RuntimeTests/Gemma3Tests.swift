@@ -167,7 +167,7 @@ final class Gemma3Tests: XCTestCase {
         XCTAssertGreaterThanOrEqual(agreeKeep, 8)
     }
 
-    /// llama-perplexity's protocol on the first 2 chunks of WikiText-2 (scripts/gemma3.sh runs 20):
+    /// llama-perplexity's protocol on the first 2 chunks of WikiText-2 (scripts/quality/gemma3.sh runs 20):
     /// the f32 file against the numpy reference on the same ids (sentencepiece's, built from the
     /// GGUF vocabulary by the reference script).
     func testWikiPerplexityMatchesReference() throws {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prompt-lookup speculation, QuantLM vs llama.cpp, on SmolLM2-135M's shipped Q4_1 GGUF (QuantLM:
-# `convert --type keep`, the same blocks), the input-grounded prompts of scripts/bench_speculative.sh
+# `convert --type keep`, the same blocks), the input-grounded prompts of scripts/bench/bench_speculative.sh
 # (repeat story A / B word for word, rename a variable in code), greedy, 200 tokens, 2 threads,
 # alternating ROUNDS rounds: llama-completion (plain) and llama-lookup (`--spec-draft-n-max
 # DRAFT`) against `run generate` and `run generate --speculative lookup --draft-len DRAFT`.

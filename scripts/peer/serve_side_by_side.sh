@@ -2,7 +2,7 @@
 # `run serve` vs llama-server on SmolLM2-135M Q8_0 (the same GGUF weights: QuantLM's file is
 # `convert --type q8_0x8` of llama.cpp's Q8_0 GGUF, the same numbers in 8-row groups; QTYPE=keep
 # for the q8_0 blocks as stored), one after the other in one run, same load:
-# scripts/serve_load.py, 1, 2, 4, 8 concurrent streaming clients x REQUESTS (default 50)
+# scripts/bench/serve_load.py, 1, 2, 4, 8 concurrent streaming clients x REQUESTS (default 50)
 # completions of MAXTOK (default 64) greedy tokens each. Both servers: 8 slots of 512 positions,
 # 2 threads (run serve --parallel 8 --ctx 512; llama-server -np 8 -c 4096 -t 2, continuous batching its default). Prints one
 # JSON line per level and server. Needs side_by_side.sh's files and ../shared (prompts).
@@ -28,7 +28,7 @@ for who in $ORDER; do
   fi
   pid=$!
   wait_up
-  python3 scripts/serve_load.py --url "http://127.0.0.1:$PORT" --model "$model" --pid $pid --clients "$CLIENTS" \
+  python3 scripts/bench/serve_load.py --url "http://127.0.0.1:$PORT" --model "$model" --pid $pid --clients "$CLIENTS" \
     --requests "$REQUESTS" --max-tokens "$MAXTOK" --label "$who"
   kill -TERM $pid; wait $pid || true
 done

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Regenerates README's "Quality: stories260K perplexity by type" table.
-# Usage: scripts/quality-table.sh [OUTDIR]   (needs `swift build -c release` first)
+# Usage: scripts/quality/quality-table.sh [OUTDIR]   (needs `swift build -c release` first)
 # Evaluation: documents protocol, first 200 TinyStories validation stories, ctx 512.
 # Calibration (GPTQ rows): stories 500..999 of the same file (the convert default), never evaluated.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 B=$ROOT/.build/release
 M=/work/shared/models/stories260K
 TEXT=/work/shared/data/tinystories/tinystories_valid_first1000.txt

@@ -8,11 +8,11 @@ equals the full model's at the generated positions (teacher-forced on the full m
 That rate bounds a layer-skip draft's acceptance: a draft of the kept fraction f of the layers
 (plus the classifier) that is accepted with rate a gains only if a is high and f low.
 
-    python3 scripts/layer_skip_agreement.py MODEL.gguf MODEL.qlm [--prompt P] [--tokens N]
+    python3 scripts/quality/layer_skip_agreement.py MODEL.gguf MODEL.qlm [--prompt P] [--tokens N]
 """
 import argparse, json, os, subprocess, sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "Tests", "reference"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "Tests", "reference"))
 try:
     import numpy as np
     import gguf_llama_ref as ref

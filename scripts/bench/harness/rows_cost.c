@@ -3,7 +3,7 @@
 // 576x1536 down} and the 49152x576 classifier) through qlm_matmul with T = 1..8 activation rows,
 // alternated N times in one process. Prints per T the median pass time and its ratio to T = 1
 // (1.0 = T rows for the price of one; T = the rows cost as much as T separate passes). Built by
-// scripts/rows_cost.sh against Sources/CKernels (this tree or an earlier commit); not part of the package.
+// scripts/bench/rows_cost.sh against Sources/CKernels (this tree or an earlier commit); not part of the package.
 //
 //   rows_cost TYPE THREADS N [T ...]      (default T = 1 2 3 4 5 6 7 8; up to 512)
 #include "harness.h"

@@ -3,7 +3,7 @@
 each sending R completions in a row; reports per concurrency level aggregate decode tok/s,
 time-to-first-token and inter-token latency (p50/p99), errors and the server's peak RSS.
 
-    python3 scripts/serve_load.py --url http://127.0.0.1:8080 --model ID --pid SERVER_PID \
+    python3 scripts/bench/serve_load.py --url http://127.0.0.1:8080 --model ID --pid SERVER_PID \
         [--clients 1,2,4,8] [--requests 50] [--max-tokens 32] [--prompts FILE] [--json]
 
 Works against `run serve` and llama-server alike (both speak /v1/completions with SSE). Prompts
@@ -119,7 +119,7 @@ def main():
     if a.requests < 1 or a.max_tokens < 1:
         sys.exit("--requests and --max-tokens must be >= 1")
     u = urllib.parse.urlparse(a.url)
-    shared = os.environ.get("QUANTLM_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
+    shared = os.environ.get("QUANTLM_SHARED", os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared"))
     path = a.prompts or os.path.join(shared, "data/tinystories/tinystories_valid_first1000.txt")
     stories = open(path, encoding="utf-8").read().split("<|endoftext|>")
     if a.task == "repeat":

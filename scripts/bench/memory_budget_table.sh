@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Reproduces the "Memory budget (issue 6)" table of docs/benchmarks.md: a GPT-2-medium-shaped
+# Reproduces the "Memory budget" table of docs/benchmarks.md (full table: docs/benchmarks-log.md, "Memory budget (issue 6)"): a GPT-2-medium-shaped
 # synthetic model (355M parameters) in q4_0 with zstd 3, greedy generation of 64 tokens under
 # several --memory-budget values and KV cache types, each run under /usr/bin/time -v.
 #
-#   scripts/memory_budget_table.sh [WORK_DIR] [QLM_FILE]
+#   scripts/bench/memory_budget_table.sh [WORK_DIR] [QLM_FILE]
 #
 # WORK_DIR (default /tmp/quantlm-ckpt) receives the checkpoint and the .qlm unless they exist.
 # BUDGETS (env, default "64M 96M 128M 256M unlimited"), KV_TYPES (default "f32 f16"),
@@ -11,7 +11,7 @@
 # with REPORT_ONLY=1 the table is printed from it without running) can be overridden. Needs a release
 # build (swift build -c release). "same ids" compares with the unlimited run of the same KV type.
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
 work="${1:-/tmp/quantlm-ckpt}"
 qlm="${2:-$work/gpt2-medium-q4_0-z3.qlm}"
 run="$here/.build/release/run"
@@ -23,7 +23,7 @@ prompt="${PROMPT:-The history of the city begins}"
 max_tokens="${MAX_TOKENS:-64}"
 [ -x "$run" ] || { echo "build first: swift build -c release" >&2; exit 2; }
 if [ ! -f "$qlm" ]; then
-  [ -f "$work/gpt2-medium/config.json" ] || "$here/scripts/make_checkpoint.sh" medium "$work" --seed 0 >&2
+  [ -f "$work/gpt2-medium/config.json" ] || "$here/scripts/bench/make_checkpoint.sh" medium "$work" --seed 0 >&2
   "$convert" "$work/gpt2-medium" -o "$qlm" --type q4_0 --zstd 3 >&2
 fi
 # KEEP=DIR keeps each run's JSON and time -v output there.

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Decode tok/s of `run generate --speculative lookup` at several --draft-len values against
-plain greedy decoding, on the input-grounded prompts of scripts/bench_speculative.sh (repeat
+plain greedy decoding, on the input-grounded prompts of scripts/bench/bench_speculative.sh (repeat
 TinyStories story A / B word for word, rename a variable in code; ChatML, SmolLM2-135M), in
 ROUNDS rounds; each line is one round of one prompt: k0 = plain, kN = --draft-len N.
 
-    python3 scripts/draft_len_sweep.py MODEL.qlm [--lens 4,7,8] [--rounds 2] [--tokens 200]
+    python3 scripts/bench/draft_len_sweep.py MODEL.qlm [--lens 4,7,8] [--rounds 2] [--tokens 200]
 """
 import argparse, json, os, subprocess, sys
 
@@ -14,9 +14,9 @@ ap.add_argument("model")
 ap.add_argument("--lens", default="4,7,8")
 ap.add_argument("--rounds", type=int, default=2)
 ap.add_argument("--tokens", type=int, default=200)
-ap.add_argument("--bin", default=os.environ.get("QUANTLM_BIN", os.path.join(here, "..", ".build", "release")))
+ap.add_argument("--bin", default=os.environ.get("QUANTLM_BIN", os.path.join(here, "..", "..", ".build", "release")))
 a = ap.parse_args()
-shared = os.environ.get("QUANTLM_SHARED", os.path.join(here, "..", "..", "shared"))
+shared = os.environ.get("QUANTLM_SHARED", os.path.join(here, "..", "..", "..", "shared"))
 stories_path = os.path.join(shared, "data/tinystories/tinystories_valid_first1000.txt")
 if not os.path.isfile(stories_path):
     sys.exit(f"error: {stories_path} not found: set QUANTLM_SHARED to the shared folder (or put it at ../shared)")

@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Decode ratio to the bandwidth probe over several rounds (the host is shared: one run of
-# scripts/bench.sh catches one moment). Per round, for q8_0, q4_0 and q4_0x8 on 2 threads:
+# scripts/bench/bench.sh catches one moment). Per round, for q8_0, q4_0 and q4_0x8 on 2 threads:
 # 128 prompt + 128 decoded tokens, and llama-bench's tg128 (128 tokens from an empty context).
 # Each `run bench` already reports the median over its 5 reps of the rep's decode GB/s ÷ the
 # probe reads around that rep; this prints those per round and their median over rounds.
 #
-#   scripts/decode_rounds.sh [WORK_DIR] [ROUNDS]     (models from scripts/bench.sh; default 5 rounds)
+#   scripts/bench/decode_rounds.sh [WORK_DIR] [ROUNDS]     (models from scripts/bench/bench.sh; default 5 rounds)
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
 work="${1:-/tmp/quantlm-bench}"
 rounds="${2:-5}"
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "error: ROUNDS must be a positive integer, got '$rounds'" >&2; exit 2; }
 B="$here/.build/release"
 for t in q8_0 q4_0 q4_0x8; do
-  [ -f "$work/gpt2-small-$t.qlm" ] || { echo "error: $work/gpt2-small-$t.qlm is missing: run scripts/bench.sh $work first" >&2; exit 2; }
+  [ -f "$work/gpt2-small-$t.qlm" ] || { echo "error: $work/gpt2-small-$t.qlm is missing: run scripts/bench/bench.sh $work first" >&2; exit 2; }
 done
 (cd "$here" && swift build -c release >&2)
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average: $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"

@@ -1,7 +1,7 @@
 // GPT-2-small's 49 decode products (12 layers x {2304x768, 768x768, 3072x768, 768x3072} and the
 // 50257x768 classifier) through qlm_matvec, alternated N times with a sequential read of the same
 // bytes (qlm_probe_read) by the same pool, so each products pass is compared with a read of the
-// same memory a moment later. Ratio = products GB/s / read GB/s, median over the N pairs. Built by scripts/products_vs_read.sh against Sources/CKernels (of
+// same memory a moment later. Ratio = products GB/s / read GB/s, median over the N pairs. Built by scripts/bench/products_vs_read.sh against Sources/CKernels (of
 // this tree or of an earlier commit); not part of the package.
 //
 //   products_vs_read TYPE THREADS N      -> one line: type, threads, MB, medians, ratio

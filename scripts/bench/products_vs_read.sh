@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Decode products against a read of the same bytes (scripts/harness/products_vs_read.c): GPT-2-small's
+# Decode products against a read of the same bytes (scripts/bench/harness/products_vs_read.c): GPT-2-small's
 # 49 decode matrices through qlm_matvec, alternated N times in one process with a sequential read of
 # those bytes: products GB/s / read GB/s, median of N pairs (1.0 = as fast as a plain read).
 #
-#   scripts/products_vs_read.sh [--base REV] [--rounds R] [--n N] [--threads T] [TYPE ...]
+#   scripts/bench/products_vs_read.sh [--base REV] [--rounds R] [--n N] [--threads T] [TYPE ...]
 #
 # Types default to q8_0 q4_0 q4_0x8. With --base REV the harness is also built from REV's
 # Sources/CKernels (git archive into a temporary folder) and the two builds are run alternately,
 # R rounds (default 3), so a kernel or scheduling change is measured against the code before it.
-# Also prints what an empty pool job costs (scripts/harness/pool_cost.c, this tree). Needs clang (or CC) and git.
+# Also prints what an empty pool job costs (scripts/bench/harness/pool_cost.c, this tree). Needs clang (or CC) and git.
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
 base="" rounds=3 n=60 threads=2 types=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -30,7 +30,7 @@ done
 CC="${CC:-clang}"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 build() { # MAIN.c SRC_DIR OUT
-  "$CC" -O2 -I"$2/include" -I"$2" -o "$3" "$here/scripts/harness/$1" "$2"/*.c -lpthread -lm
+  "$CC" -O2 -I"$2/include" -I"$2" -o "$3" "$here/scripts/bench/harness/$1" "$2"/*.c -lpthread -lm
 }
 build products_vs_read.c "$here/Sources/CKernels" "$tmp/head"
 bins=(head)

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
-# Reproduces docs/benchmarks.md "## zstd layouts (issue 8)": on-disk vs in-memory bits per
+# Reproduces docs/benchmarks-log.md "## zstd layouts (issue 8)" (summary in docs/benchmarks.md): on-disk vs in-memory bits per
 # weight for each zstd chunk filter, per type, at zstd levels 3 and 19, on stories260K and a
 # synthetic GPT-2-small (random Gaussian weights: compress worse than trained ones).
 #
-#   scripts/zstd_layouts.sh [OUTDIR]      (default /tmp/zstd_layouts)
+#   scripts/bench/zstd_layouts.sh [OUTDIR]      (default /tmp/zstd_layouts)
 #
 # Env: STORIES=dir with stories260K.bin + tok512.bin (default /work/shared/models/stories260K),
 #      CONVERT=path of a built convert binary (default: build it),
 #      TYPES (default "q8_0 q4_0 q4_1 iq4_k16"), L19_FILTERS (filters measured at level 19 on
 #      GPT-2; default every candidate — slow: about a minute per filter and type on 2 cores).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 OUT=${1:-/tmp/zstd_layouts}
 STORIES=${STORIES:-/work/shared/models/stories260K}
 TYPES=${TYPES:-"q8_0 q4_0 q4_1 iq4_k16"}

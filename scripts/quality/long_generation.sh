@@ -5,9 +5,9 @@
 # the last 512 generated tokens (scored as one window from position 0). Baseline: the dense
 # model's own 507-token generation (prompt 5 + 507 = its full 512 context), scored the same way.
 # Sampling: temperature 0.8, top-p 0.9, seed 7; --ignore-eos (a new story follows BOS).
-# Usage: scripts/long_generation.sh   (needs ../shared or QUANTLM_SHARED, jq, a release build)
+# Usage: scripts/quality/long_generation.sh   (needs ../shared or QUANTLM_SHARED, jq, a release build)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 SHARED="${QUANTLM_SHARED:-$(cd .. && pwd)/shared}"
 RUN=.build/release/run
 TMP="$(mktemp -d)"; trap 'rm -rf "$TMP"' EXIT

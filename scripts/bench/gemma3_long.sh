@@ -5,11 +5,11 @@
 # for comparison, every layer dense (--attention dense; skipped at 32,768 unless DENSE32K=1:
 # 18 dense layers of 32k-position attention take very long on 2 cores). Reports the KV cache
 # bytes as allocated, peak RSS, tok/s, and the dense-model perplexity of the last 250 generated
-# tokens scored on their own from position 0 (as scripts/long_generation.sh does), then the
+# tokens scored on their own from position 0 (as scripts/quality/long_generation.sh does), then the
 # 32k / 4k peak-RSS ratio. Sampling: temperature 0.8, top-p 0.9, seed 7.
-# Usage: scripts/gemma3_long.sh   (needs ../shared, jq, a release build; KV="q8_0 f16")
+# Usage: scripts/bench/gemma3_long.sh   (needs ../shared, jq, a release build; KV="q8_0 f16")
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 SHARED=${QUANTLM_SHARED:-../shared}
 MODELS=${QUANTLM_MODELS:-$HOME/.cache/quantlm/models}
 OUT=${OUT:-work-tmp}

@@ -7,7 +7,7 @@
 # same token ids (QuantLM's tokenizer's ids, written to $OUT/wiki-ids.u32; ~1 min per chunk on a
 # busy 2-core machine). With llama.cpp built (scripts/peer/build_llamacpp.sh) also its figure.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 SHARED=${QUANTLM_SHARED:-../shared}
 MODELS=${QUANTLM_MODELS:-$HOME/.cache/quantlm/models}
 PEER=${QUANTLM_PEER:-$HOME/.cache/quantlm/peer}/build/bin

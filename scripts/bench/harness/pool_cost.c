@@ -1,5 +1,5 @@
 // What an empty pool job costs: a static job (qlm_pool_run) and a dynamic shares job of 125 chunks
-// (qlm_pool_for_shares), N of each. Built by scripts/products_vs_read.sh; not part of the package.
+// (qlm_pool_for_shares), N of each. Built by scripts/bench/products_vs_read.sh; not part of the package.
 //
 //   pool_cost THREADS N
 #include "qlm_kernels.h"

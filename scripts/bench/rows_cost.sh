@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# What decoding T sequences at once costs in the weight products (scripts/harness/rows_cost.c):
+# What decoding T sequences at once costs in the weight products (scripts/bench/harness/rows_cost.c):
 # SmolLM2-135M's 211 decode products through qlm_matmul with T activation rows, T = 1 and each T
 # asked, alternated N rounds in one process; per T the median pass and its ratio to T = 1.
 #
-#   scripts/rows_cost.sh [--threads T] [--rounds N] [TYPE] [T ...]     (default q8_0, 2 threads, 5 rounds, T 2 3 4 8)
+#   scripts/bench/rows_cost.sh [--threads T] [--rounds N] [TYPE] [T ...]     (default q8_0, 2 threads, 5 rounds, T 2 3 4 8)
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
 threads=2 rounds=5 type=q8_0 ts=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -21,5 +21,5 @@ done
 CC="${CC:-clang}"
 tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
 "$CC" -O2 -I"$here/Sources/CKernels/include" -I"$here/Sources/CKernels" -o "$tmp/rows_cost" \
-  "$here/scripts/harness/rows_cost.c" "$here"/Sources/CKernels/*.c -lpthread -lm
+  "$here/scripts/bench/harness/rows_cost.c" "$here"/Sources/CKernels/*.c -lpthread -lm
 "$tmp/rows_cost" "$type" "$threads" "$rounds" "${ts[@]}"

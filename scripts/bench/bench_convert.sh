@@ -3,9 +3,9 @@
 # synthetic weights with a fixed seed), as recorded in docs/benchmarks.md. The checkpoint is
 # read once first so every conversion starts from the page cache.
 #
-#   scripts/bench_convert.sh [WORK_DIR]
+#   scripts/bench/bench_convert.sh [WORK_DIR]
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
 work="${1:-/tmp/quantlm-bench}"
 B="$here/.build/release"
 case "$work" in "$here"/*) echo "error: WORK_DIR must be outside the repository" >&2; exit 2;; esac

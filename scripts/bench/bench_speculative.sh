@@ -5,12 +5,12 @@
 # under a --memory-budget that leaves a quarter of the model's bytes resident. Checks that every
 # run's greedy tokens are the same, and prints the median of the per-round speedups.
 #
-#   scripts/bench_speculative.sh [WORK_DIR] [ROUNDS] [EXTRA run generate FLAGS...]
+#   scripts/bench/bench_speculative.sh [WORK_DIR] [ROUNDS] [EXTRA run generate FLAGS...]
 #
 # Needs: swift build -c release; ../shared (or QUANTLM_SHARED); SmolLM2 in ~/.cache/quantlm/models
 # (scripts/fetch_models.sh); QUANTLM_BIN overrides .build/release. WORK_DIR (default /tmp/quantlm-spec) holds the converted models.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 WORK=${1:-/tmp/quantlm-spec}
 ROUNDS=${2:-5}
 shift $(( $# > 2 ? 2 : $# )) || true

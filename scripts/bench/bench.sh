@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces the decode/prefill/load table of docs/benchmarks.md ("## Decode, prefill, load").
+# Reproduces the table "Decode at the bandwidth bound, prefill, load" of docs/benchmarks.md (raw runs: docs/benchmarks-log.md, "Decode, prefill, load").
 #
-#   scripts/bench.sh [WORK_DIR]
+#   scripts/bench/bench.sh [WORK_DIR]
 #
 # - Writes a GPT-2-small-shaped synthetic checkpoint (124M parameters, fixed seed) into WORK_DIR
 #   (default /tmp/quantlm-bench; never inside the repo) and converts it to q8_0, q4_0 and q4_0x8
@@ -11,14 +11,14 @@
 #   reads the machine's sequential-read bandwidth after every rep and reports each rep's decode as
 #   a share of the reads around it (median over reps).
 # - Then the 1-thread kernel table (`run bench --kernels`) and, unless ROUNDS=0, the decode share over
-#   ROUNDS (default 5) rounds of scripts/decode_rounds.sh: the summary table of docs/benchmarks.md.
+#   ROUNDS (default 5) rounds of scripts/bench/decode_rounds.sh: the summary table of docs/benchmarks.md.
 #   About 12 minutes in all on the 2-core machine.
 # - stories260K (from QUANTLM_SHARED or ../shared) against llama2.c's run.c, side by side: set
 #   LLAMA2C_RUN to a compiled run.c binary (e.g. gcc -O3 -o run run.c -lm); it is not part of
 #   this repository. Both decode the same prompt greedily for 256 positions, 5 times each,
 #   alternating, and the medians are compared.
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
 work="${1:-/tmp/quantlm-bench}"
 shared="${QUANTLM_SHARED:-$here/../shared}"
 B="$here/.build/release"
@@ -114,6 +114,6 @@ for shp in [(3072, 768), (768, 3072), (50257, 768)]:
 
 if [ "${ROUNDS:-5}" -gt 0 ]; then
   echo
-  echo "## Decode share over ${ROUNDS:-5} rounds (scripts/decode_rounds.sh)"
-  bash "$here/scripts/decode_rounds.sh" "$work" "${ROUNDS:-5}"
+  echo "## Decode share over ${ROUNDS:-5} rounds (scripts/bench/decode_rounds.sh)"
+  bash "$here/scripts/bench/decode_rounds.sh" "$work" "${ROUNDS:-5}"
 fi

@@ -6,9 +6,9 @@
 # and with --screen K. Then peak RSS of a 256-token
 # greedy generation, plain and screened (the same text is checked). Needs the peer build and
 # scripts/fetch_models.sh --gemma.
-#   ROUNDS=3 K=64 [QTYPE=keep|q8_0x8] scripts/gemma3_screen.sh
+#   ROUNDS=3 K=64 [QTYPE=keep|q8_0x8] scripts/peer/gemma3_screen.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 PEER=${QUANTLM_PEER:-$HOME/.cache/quantlm/peer}/build/bin
 MODELS=${QUANTLM_MODELS:-$HOME/.cache/quantlm/models}
 OUT=${OUT:-/tmp/g3}

@@ -3,7 +3,7 @@
 # from a fixed seed (Tests/reference/make_gpt2_checkpoint.py, streaming: never the whole model
 # in memory). For measuring memory and speed at realistic sizes without real weights.
 #
-#   scripts/make_checkpoint.sh SHAPE [OUT_DIR] [--seed N] [--dtype f32|f16|bf16] [extra args]
+#   scripts/bench/make_checkpoint.sh SHAPE [OUT_DIR] [--seed N] [--dtype f32|f16|bf16] [extra args]
 #
 # SHAPE: small (124M), medium (355M), large (774M), xl (1.5B)  -- GPT-2, n_ctx 1024
 #        gpt3-xl (1.3B: 24 layers, d 2048, 16 heads, n_ctx 2048) -- GPT-3 "XL" shapes, dense attention
@@ -11,7 +11,7 @@
 # Refuses to write inside the git repository (keep generated files out of git).
 # Then: .build/release/convert OUT_DIR/gpt2-medium -o /tmp/gpt2-medium-q4_0-z3.qlm --type q4_0 --zstd 3
 set -euo pipefail
-here="$(cd "$(dirname "$0")/.." && pwd)"
+here="$(cd "$(dirname "$0")/../.." && pwd)"
 shape="${1:-}"
 [ -n "$shape" ] || { sed -n '2,13p' "$0"; exit 2; }
 shift
