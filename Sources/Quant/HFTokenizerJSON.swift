@@ -100,16 +100,16 @@ package enum HFTokenizerJSON {
         guard type == "BPE" else {
             throw QuantError(file, "tokenizer.json model type '\(type)' is not supported (BPE, byte-level or SentencePiece-style, is)")
         }
-        guard let vocab = model["vocab"] as? [String: Any] else { throw QuantError(file, "tokenizer.json model.vocab must be an object") }
-        // Token strings by id: the vocabulary plus the added tokens.
+        guard model["vocab"] is [String: Any] else { throw QuantError(file, "tokenizer.json model.vocab must be an object") }
+        // Token strings by id: the vocabulary plus the added tokens. The vocabulary is scanned from
+        // the bytes: Swift's String-keyed dictionaries merge canonically equivalent keys (Gemma's
+        // vocabulary holds 434 pairs such as য় / য় that are different tokens).
         var byID: [Int: String] = [:]
-        byID.reserveCapacity(vocab.count)
-        for (s, v) in vocab {
-            guard let n = v as? NSNumber, n.intValue >= 0, n.intValue < 1 << 22, Double(n.intValue) == n.doubleValue else {
-                throw QuantError(file, "tokenizer.json vocab entry \(s.debugDescription) has id \(v), not a token id")
+        for (s, id) in try scanVocab(bytes, file: file) {
+            if let other = byID[id], other.utf8.elementsEqual(s.utf8) == false {
+                throw QuantError(file, "tokenizer.json vocab gives id \(id) to two tokens")
             }
-            if let other = byID[n.intValue], other != s { throw QuantError(file, "tokenizer.json ids \(n.intValue) names two tokens") }
-            byID[n.intValue] = s
+            byID[id] = s
         }
         var added: [Int: Bool] = [:]     // id → special
         for a in root["added_tokens"] as? [Any] ?? [] {
@@ -117,7 +117,7 @@ package enum HFTokenizerJSON {
                   n.intValue >= 0, n.intValue < 1 << 22, !content.isEmpty else {
                 throw QuantError(file, "tokenizer.json added_tokens entry \(a) needs an id and a non-empty content")
             }
-            if let other = byID[n.intValue], other != content {
+            if let other = byID[n.intValue], !other.utf8.elementsEqual(content.utf8) {
                 throw QuantError(file, "tokenizer.json added token \(n.intValue) \(content.debugDescription) has the id of \(other.debugDescription)")
             }
             byID[n.intValue] = content
@@ -130,9 +130,11 @@ package enum HFTokenizerJSON {
             throw QuantError(file, "tokenizer.json has no token with id \(gap) (ids must run 0..<\(count))")
         }
         let tokens = (0 ..< count).map { byID[$0]! }
-        let merges = try mergeLines(model["merges"], file: file)
+        if let m = model["merges"], !(m is NSNull), !(m is [Any]) { throw QuantError(file, "tokenizer.json model.merges must be a list") }
+        let pairs = try scanMerges(bytes, file: file)
+        let merges = pairs.map { $0.0 + " " + $0.1 }
         let byteFallback = model["byte_fallback"] as? Bool ?? false
-        let unk = (model["unk_token"] as? String).flatMap { u in vocab[u].flatMap { ($0 as? NSNumber)?.intValue } }
+        let unk = (model["unk_token"] as? String).flatMap { u in tokens.firstIndex { $0.utf8.elementsEqual(u.utf8) } }
         var types = [Int32](repeating: 1, count: count)
         for (id, special) in added { types[id] = special ? 3 : 4 }
 
@@ -154,12 +156,12 @@ package enum HFTokenizerJSON {
         }
         // score(piece) = -rank of the merge that makes it; pieces no merge makes score below every merge.
         var scores = [Float](repeating: -Float(merges.count + 1), count: count)
-        var idOf: [String: Int] = [:]
+        var idOf: [[UInt8]: Int] = [:]
         idOf.reserveCapacity(count)
-        for (i, t) in tokens.enumerated() where idOf[t] == nil { idOf[t] = i }
-        for (rank, line) in merges.enumerated().reversed() {
-            guard let sp = line.firstIndex(of: " "), let id = idOf[String(line[..<sp]) + String(line[line.index(after: sp)...])] else {
-                throw QuantError(file, "tokenizer.json merge \(rank) \(line.debugDescription) does not make a token of the vocabulary")
+        for (i, t) in tokens.enumerated() where idOf[Array(t.utf8)] == nil { idOf[Array(t.utf8)] = i }
+        for (rank, pair) in pairs.enumerated().reversed() {
+            guard let id = idOf[Array(pair.0.utf8) + Array(pair.1.utf8)] else {
+                throw QuantError(file, "tokenizer.json merge \(rank) \((pair.0 + " " + pair.1).debugDescription) does not make a token of the vocabulary")
             }
             scores[id] = -Float(rank)
         }
@@ -169,14 +171,124 @@ package enum HFTokenizerJSON {
                              addBos: bos?.add, addSpacePrefix: prefix, source: file)
     }
 
-    /// Merges as "left right" lines: tokenizers writes either strings or [left, right] pairs.
-    static func mergeLines(_ v: Any?, file: String) throws -> [String] {
-        guard let v, !(v is NSNull) else { return [] }
-        guard let list = v as? [Any] else { throw QuantError(file, "tokenizer.json model.merges must be a list") }
-        return try list.enumerated().map { i, m in
-            if let s = m as? String { return s }
-            if let p = m as? [Any], p.count == 2, let a = p[0] as? String, let b = p[1] as? String { return a + " " + b }
-            throw QuantError(file, "tokenizer.json merge \(i) must be \"a b\" or [a, b]")
+    /// A small scanner over the JSON bytes as written, for the vocabulary and the merges:
+    /// Swift's String-keyed dictionaries merge canonically equivalent keys (Gemma 3's vocabulary
+    /// holds 434 pairs such as য় / য় that are different tokens), and Foundation's JSON parser
+    /// drops a string's leading U+FEFF (Gemma 3 has the tokens "\u{FEFF}" and "\u{FEFF}\u{FEFF}").
+    struct Scanner {
+        let b: [UInt8]
+        let file: String
+        var p = 0
+
+        func fail() -> QuantError { QuantError(file, "tokenizer.json is malformed near byte \(p)") }
+        mutating func ws() { while p < b.count, b[p] == 0x20 || b[p] == 0x0A || b[p] == 0x0D || b[p] == 0x09 { p += 1 } }
+        mutating func expect(_ c: UInt8) throws { ws(); guard p < b.count, b[p] == c else { throw fail() }; p += 1 }
+        mutating func peek(_ c: UInt8) -> Bool { ws(); return p < b.count && b[p] == c }
+
+        /// Positions just after the value start `"key": <open>`, the last such in the file.
+        func lastValue(of key: String, open: UInt8) -> Int? {
+            let k = Array("\"\(key)\"".utf8)
+            var found: Int?
+            var i = 0
+            while i + k.count <= b.count {
+                if b[i] == 0x22, b[i ..< i + k.count].elementsEqual(k) {
+                    var s = Scanner(b: b, file: file, p: i + k.count)
+                    if (try? s.expect(0x3A)) != nil, s.peek(open) { found = s.p + 1 }
+                }
+                i += 1
+            }
+            return found
+        }
+
+        mutating func hex4() throws -> UInt32 {
+            guard p + 4 <= b.count, let v = UInt32(String(decoding: b[p ..< p + 4], as: UTF8.self), radix: 16) else { throw fail() }
+            p += 4
+            return v
+        }
+
+        mutating func string() throws -> String {
+            try expect(0x22)
+            var s: [UInt8] = []
+            while true {
+                guard p < b.count else { throw fail() }
+                let c = b[p]; p += 1
+                if c == 0x22 { return String(decoding: s, as: UTF8.self) }
+                if c != 0x5C { s.append(c); continue }
+                guard p < b.count else { throw fail() }
+                let e = b[p]; p += 1
+                switch e {
+                case 0x22, 0x5C, 0x2F: s.append(e)
+                case 0x62: s.append(0x08)
+                case 0x66: s.append(0x0C)
+                case 0x6E: s.append(0x0A)
+                case 0x72: s.append(0x0D)
+                case 0x74: s.append(0x09)
+                case 0x75:
+                    var v = try hex4()
+                    if v >= 0xD800, v < 0xDC00, p + 6 <= b.count, b[p] == 0x5C, b[p + 1] == 0x75 {
+                        p += 2
+                        let lo = try hex4()
+                        guard lo >= 0xDC00, lo < 0xE000 else { throw fail() }
+                        v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00)
+                    }
+                    guard let u = Unicode.Scalar(v) else { throw fail() }
+                    s.append(contentsOf: Array(String(Character(u)).utf8))
+                default: throw fail()
+                }
+            }
+        }
+
+        mutating func int() throws -> Int {
+            ws()
+            var n = 0, digits = 0
+            while p < b.count, b[p] >= 0x30, b[p] <= 0x39, digits < 8 { n = n * 10 + Int(b[p] - 0x30); p += 1; digits += 1 }
+            guard digits > 0, n < 1 << 22 else { throw QuantError(file, "tokenizer.json: a vocabulary id near byte \(p) is not a token id (0..<4194304)") }
+            return n
+        }
+    }
+
+    /// The (token, id) pairs of model.vocab, as written.
+    static func scanVocab(_ data: Data, file: String) throws -> [(String, Int)] {
+        var sc = Scanner(b: [UInt8](data), file: file)
+        guard let start = sc.lastValue(of: "vocab", open: 0x7B) else { throw QuantError(file, "tokenizer.json has no model.vocab object") }
+        sc.p = start
+        var out: [(String, Int)] = []
+        if sc.peek(0x7D) { return out }
+        while true {
+            let s = try sc.string()
+            try sc.expect(0x3A)
+            out.append((s, try sc.int()))
+            if sc.peek(0x2C) { sc.p += 1; continue }
+            try sc.expect(0x7D)
+            return out
+        }
+    }
+
+    /// model.merges as (left, right) pairs, as written: "a b" strings or [a, b] lists.
+    static func scanMerges(_ data: Data, file: String) throws -> [(String, String)] {
+        var sc = Scanner(b: [UInt8](data), file: file)
+        guard let start = sc.lastValue(of: "merges", open: 0x5B) else { return [] }
+        sc.p = start
+        var out: [(String, String)] = []
+        if sc.peek(0x5D) { return out }
+        while true {
+            if sc.peek(0x5B) {
+                sc.p += 1
+                let a = try sc.string()
+                try sc.expect(0x2C)
+                let b = try sc.string()
+                try sc.expect(0x5D)
+                out.append((a, b))
+            } else {
+                let line = try sc.string()
+                guard let sp = line.utf8.firstIndex(of: 0x20) else {
+                    throw QuantError(file, "tokenizer.json merge \(out.count) \(line.debugDescription) is not \"a b\"")
+                }
+                out.append((String(line[..<sp]), String(line[line.utf8.index(after: sp)...])))
+            }
+            if sc.peek(0x2C) { sc.p += 1; continue }
+            try sc.expect(0x5D)
+            return out
         }
     }
 

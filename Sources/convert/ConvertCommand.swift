@@ -35,7 +35,7 @@ struct Convert: ParsableCommand {
         abstract: "Convert a checkpoint (the default subcommand: `convert INPUT -o OUT.qlm`)."
     )
 
-    @Argument(help: "A GPT-2 checkpoint directory (Hugging Face layout), a GGUF llama file, or a llama2.c .bin file.")
+    @Argument(help: "A Hugging Face checkpoint directory (model_type gpt2, llama, gemma3_text), a GGUF file (llama, gemma3), or a llama2.c .bin file.")
     var input: String
 
     @Option(name: .shortAndLong, help: "Output .qlm path (written atomically).")

@@ -212,3 +212,118 @@ final class HFReaderTests: XCTestCase {
         XCTAssertEqual(spm.encode("é"), [2, 4 + 0xC3, 4 + 0xA9])
     }
 }
+
+final class HFReaderErrorTests: XCTestCase {
+    /// Each bad directory gets one line naming the file and the problem.
+    func testBadDirectoriesAreNamed() throws {
+        let root = try makeTempDir(self, "hfbad")
+        var k = 0
+        func variant(shards: Int = 1, tokenizer: [String: Any] = SyntheticHF.byteLevelTokenizer(),
+                     _ mutate: ((inout [STTensor]) -> Void)? = nil) throws -> URL {
+            k += 1
+            let dir = root.appendingPathComponent("b\(k)")
+            try SyntheticHF.write(dir, shards: shards, tokenizer: tokenizer, mutate: mutate)
+            return dir
+        }
+        func open(_ dir: URL) throws { _ = try Checkpoint.open(dir) }
+        let good = try variant()
+        XCTAssertNoThrow(try open(good))
+
+        // Unknown model_type: the supported ones listed.
+        let mt = try variant()
+        var cfg = try JSONSerialization.jsonObject(with: Data(contentsOf: mt.appendingPathComponent("config.json"))) as! [String: Any]
+        cfg["model_type"] = "mamba"
+        try SyntheticHF.json(cfg, mt.appendingPathComponent("config.json"))
+        assertQuantError([mt.appendingPathComponent("config.json").path, "model_type 'mamba' is not supported", "gpt2", "llama", "gemma3_text"]) { try open(mt) }
+
+        let missing = try variant { $0.removeAll { $0.name == "model.layers.1.mlp.up_proj.weight" } }
+        assertQuantError([missing.path, "missing tensor model.layers.1.mlp.up_proj.weight"]) { try open(missing) }
+
+        let extra = try variant { $0.append(STTensor(name: "model.layers.0.self_attn.rotary.weight", dtype: "F32", shape: [2], data: [UInt8](repeating: 0, count: 8))) }
+        assertQuantError(["model.safetensors", "unknown tensor model.layers.0.self_attn.rotary.weight"]) { try open(extra) }
+
+        let shape = try variant { ts in
+            let i = ts.firstIndex { $0.name == "model.layers.0.self_attn.k_proj.weight" }!
+            ts[i].shape = [8, 32]; ts[i].data = Array(ts[i].data.prefix(8 * 32 * 4))
+        }
+        assertQuantError(["model.safetensors", "model.layers.0.self_attn.k_proj.weight", "shape [8, 32], expected [16, 32]"]) { try open(shape) }
+
+        let shard = try variant(shards: 2)
+        try FileManager.default.removeItem(at: shard.appendingPathComponent("model-00002-of-00002.safetensors"))
+        assertQuantError([shard.appendingPathComponent("model.safetensors.index.json").path, "model-00002-of-00002.safetensors",
+                          "not in the directory"]) { try open(shard) }
+
+        let trunc = try variant()
+        let st = trunc.appendingPathComponent("model.safetensors")
+        let bytes = try readBytes(st)
+        let headerLen = Int(bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        try Data(bytes.prefix(8 + headerLen / 2)).write(to: st)
+        assertQuantError([st.path, "header length"]) { try open(trunc) }
+
+        var unigram = SyntheticHF.metaspaceTokenizer()
+        var m = unigram["model"] as! [String: Any]
+        m["type"] = "Unigram"
+        unigram["model"] = m
+        let uni = try variant(tokenizer: unigram)
+        assertQuantError([uni.appendingPathComponent("tokenizer.json").path, "model type 'Unigram' is not supported"]) { try open(uni) }
+
+        var wp = SyntheticHF.byteLevelTokenizer()
+        wp["pre_tokenizer"] = ["type": "Whitespace"]
+        let ws = try variant(tokenizer: wp)
+        assertQuantError([ws.appendingPathComponent("tokenizer.json").path, "pre-tokenizer [Whitespace] is not supported"]) { try open(ws) }
+    }
+
+    /// Seeded mutations of config.json, model.safetensors.index.json and tokenizer.json (bytes
+    /// flipped, cut short, values replaced by junk of other types): each either reads (and its
+    /// tokenizer builds) or throws a QuantError / TokenizerError, never crashes or hangs.
+    func testReadersFuzz() throws {
+        let root = try makeTempDir(self, "hffuzz")
+        let base = root.appendingPathComponent("base")
+        try SyntheticHF.write(base, shards: 2)
+        let files = ["config.json", "model.safetensors.index.json", "tokenizer.json"]
+        var rng = SplitMix64(seed: 26)
+        let junk: [Any] = [NSNull(), -1, 0, 1 << 40, 1e300, -0.5, "x", "", [1, 2], ["a": 1], true, [] as [Any], "model.layers.0"]
+        func mutateJSON(_ v: Any, depth: Int) -> Any {
+            if var d = v as? [String: Any], !d.isEmpty {
+                let key = d.keys.sorted()[Int(rng.next() % UInt64(d.count))]
+                if depth > 0, rng.next() % 3 != 0 { d[key] = mutateJSON(d[key]!, depth: depth - 1) }
+                else if rng.next() % 5 == 0 { d.removeValue(forKey: key) }
+                else { d[key] = junk[Int(rng.next() % UInt64(junk.count))] }
+                return d
+            }
+            if var a = v as? [Any], !a.isEmpty {
+                let i = Int(rng.next() % UInt64(a.count))
+                a[i] = depth > 0 && rng.next() % 2 == 0 ? mutateJSON(a[i], depth: depth - 1) : junk[Int(rng.next() % UInt64(junk.count))]
+                return a
+            }
+            return junk[Int(rng.next() % UInt64(junk.count))]
+        }
+        var read = 0, refused = 0
+        for iter in 0 ..< 240 {
+            let dir = root.appendingPathComponent("m\(iter)")
+            try? FileManager.default.removeItem(at: dir)
+            try FileManager.default.copyItem(at: base, to: dir)
+            let name = files[iter % files.count]
+            let u = dir.appendingPathComponent(name)
+            var b = try readBytes(u)
+            switch rng.next() % 3 {
+            case 0:
+                for _ in 0 ..< 1 + Int(rng.next() % 4) where !b.isEmpty { b[Int(rng.next() % UInt64(b.count))] = UInt8(truncatingIfNeeded: rng.next()) }
+            case 1: b = Array(b.prefix(Int(rng.next() % UInt64(b.count + 1))))
+            default:
+                let obj = try JSONSerialization.jsonObject(with: Data(b))
+                b = [UInt8](try JSONSerialization.data(withJSONObject: mutateJSON(obj, depth: 3)))
+            }
+            try Data(b).write(to: u)
+            do {
+                let c = try Checkpoint.open(dir)
+                if let t = c.tokenizer { _ = try TokenizerPayloads.make(t, vocabSize: c.hparams.vocabSize) }
+                read += 1
+            } catch is QuantError { refused += 1 } catch is TokenizerError { refused += 1 } catch {
+                XCTFail("\(name) mutation \(iter): \(type(of: error)) \(error)")
+            }
+        }
+        print("hf fuzz: \(read) mutated directories read, \(refused) refused with a QuantError / TokenizerError")
+        XCTAssertGreaterThan(refused, 100)
+    }
+}

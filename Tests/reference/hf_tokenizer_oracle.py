@@ -5,6 +5,9 @@ pre-tokenizers and its added-token matching.
 
   encode GGUF CASES.json OUT.json [--wiki FILE]
                               ids of each string in CASES.json (a JSON list) and of FILE
+  encode-json TOKENIZER.json CASES.json OUT.json [--wiki FILE]
+                              the same with the tokenizer.json itself (Tokenizer.from_file:
+                              its model, normalizer, pre-tokenizer and added tokens as written)
   pretok KIND CASES.json OUT.json
                               HF pre-tokenizer pieces for KIND (gpt2, smollm, llama3, qwen2)
 Prints one JSON line with counts.
@@ -59,9 +62,8 @@ def hf_tokenizer(v):
 
 def main():
     cmd = sys.argv[1]
-    if cmd == "encode":
-        v = read_gguf(sys.argv[2])
-        tok = hf_tokenizer(v)
+    if cmd in ("encode", "encode-json"):
+        tok = Tokenizer.from_file(sys.argv[2]) if cmd == "encode-json" else hf_tokenizer(read_gguf(sys.argv[2]))
         cases = json.load(open(sys.argv[3]))
         out = {"cases": [tok.encode(c, add_special_tokens=False).ids for c in cases]}
         if "--wiki" in sys.argv:
