@@ -37,16 +37,11 @@ package struct GGUFMapping: Sendable {
     package let architecture: String
     /// (key after "<arch>.", `hparams` key): numbers copied into `HParams.extra` when present.
     package let extraKeys: [(String, String)]
-<<<<<<< HEAD
     /// Tensors read when the file has them (llama.cpp's rope_freqs: Llama 3's rotary divisors).
     package let optionalTensors: @Sendable (HParams) -> [TensorSpec]
     package init(architecture: String, extraKeys: [(String, String)] = [],
                  optionalTensors: @escaping @Sendable (HParams) -> [TensorSpec] = { _ in [] }) {
         self.architecture = architecture; self.extraKeys = extraKeys; self.optionalTensors = optionalTensors
-=======
-    package init(architecture: String, extraKeys: [(String, String)] = []) {
-        self.architecture = architecture; self.extraKeys = extraKeys
->>>>>>> hf
     }
 }
 
@@ -212,10 +207,7 @@ extension HFConfig {
     package func decoderHParams(epsDefault: Double = 1e-6, tiedDefault: Bool = false, thetaDefault: Double = 10000,
                                 layerType: String? = nil) throws -> HParams {
         let d = try int("hidden_size"), nHead = try int("num_attention_heads")
-<<<<<<< HEAD
-=======
         guard d > 0, nHead > 0 else { throw QuantError(file, "bad hyper-parameters: hidden_size \(d), num_attention_heads \(nHead)") }
->>>>>>> hf
         var extra: [String: Double] = [:]
         if let hd = try intIfPresent("head_dim"), nHead > 0, hd != d / nHead { extra["head_dim"] = Double(hd) }
         let rope = try rope(layerType, defaultTheta: thetaDefault)
@@ -227,21 +219,13 @@ extension HFConfig {
 
     /// Refuses what the mapping does not read: an activation other than `act`, a rotary scaling
     /// other than default, biases on the attention or MLP products.
-<<<<<<< HEAD
     package func require(activation act: [String], key: String = "hidden_act", layerType: String? = nil,
                          ropeTypes: [String] = ["default"]) throws {
-=======
-    package func require(activation act: [String], key: String = "hidden_act", layerType: String? = nil) throws {
->>>>>>> hf
         if let a = try string(key), !act.contains(a) {
             throw QuantError(file, "config.json \(key) '\(a)' is not supported (\(act.joined(separator: ", ")))")
         }
         let r = try rope(layerType, defaultTheta: 1)
-<<<<<<< HEAD
         if !ropeTypes.contains(r.type) {
-=======
-        if r.type != "default" {
->>>>>>> hf
             throw QuantError(file, "config.json rope type '\(r.type)' is not supported for \(modelType ?? "this model")")
         }
         for k in ["attention_bias", "mlp_bias"] where try bool(k, default: false) {

@@ -194,9 +194,6 @@ package enum Architectures {
     /// Every architecture's checkpoint mapping, for the readers.
     package static var formats: [ArchitectureFormats] { all.map { $0.formats } }
 
-    /// Every architecture's checkpoint mapping, for the readers.
-    package static var formats: [ArchitectureFormats] { all.map { $0.formats } }
-
     package static func named(_ name: String, file: String = "") throws -> any Architecture.Type {
         guard let a = all.first(where: { $0.name == name }) else {
             throw QuantError(file, "architecture '\(name)' is not supported (known: \(all.map { $0.name }.joined(separator: ", ")))")
