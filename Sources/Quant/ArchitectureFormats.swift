@@ -37,8 +37,11 @@ package struct GGUFMapping: Sendable {
     package let architecture: String
     /// (key after "<arch>.", `hparams` key): numbers copied into `HParams.extra` when present.
     package let extraKeys: [(String, String)]
-    package init(architecture: String, extraKeys: [(String, String)] = []) {
-        self.architecture = architecture; self.extraKeys = extraKeys
+    /// Tensors read when the file has them (llama.cpp's rope_freqs: Llama 3's rotary divisors).
+    package let optionalTensors: @Sendable (HParams) -> [TensorSpec]
+    package init(architecture: String, extraKeys: [(String, String)] = [],
+                 optionalTensors: @escaping @Sendable (HParams) -> [TensorSpec] = { _ in [] }) {
+        self.architecture = architecture; self.extraKeys = extraKeys; self.optionalTensors = optionalTensors
     }
 }
 
@@ -216,12 +219,13 @@ extension HFConfig {
 
     /// Refuses what the mapping does not read: an activation other than `act`, a rotary scaling
     /// other than default, biases on the attention or MLP products.
-    package func require(activation act: [String], key: String = "hidden_act", layerType: String? = nil) throws {
+    package func require(activation act: [String], key: String = "hidden_act", layerType: String? = nil,
+                         ropeTypes: [String] = ["default"]) throws {
         if let a = try string(key), !act.contains(a) {
             throw QuantError(file, "config.json \(key) '\(a)' is not supported (\(act.joined(separator: ", ")))")
         }
         let r = try rope(layerType, defaultTheta: 1)
-        if r.type != "default" {
+        if !ropeTypes.contains(r.type) {
             throw QuantError(file, "config.json rope type '\(r.type)' is not supported for \(modelType ?? "this model")")
         }
         for k in ["attention_bias", "mlp_bias"] where try bool(k, default: false) {

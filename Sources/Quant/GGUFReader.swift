@@ -81,10 +81,14 @@ package enum GGUFReader: CheckpointReader {
         }
 
         // GGUF's names are the roles themselves (TensorKey.description).
-        let expected = arch.tensors(hp).map { ($0.key, $0.key.description, $0.shape) }
+        var expected = arch.tensors(hp).map { ($0.key, $0.key.description, $0.shape) }
+        let present = Set(g.tensors.map(\.name))
+        for spec in mapping.optionalTensors(hp) where present.contains(spec.key.description) {
+            expected.append((spec.key, spec.key.description, spec.shape))
+        }
 
         var byName: [String: GGUFTensorInfo] = [:]
-        for t in g.tensors where !isIgnored(t.name) { byName[t.name] = t }
+        for t in g.tensors where !isIgnored(t.name) || expected.contains(where: { $0.1 == t.name }) { byName[t.name] = t }
         var tensors: [SourceTensor] = []
         for (key, gname, shape) in expected {
             guard let t = byName.removeValue(forKey: gname) else {

@@ -77,6 +77,18 @@ enum Fixtures {
         try LoadedModel(path: url.path, options: LoadOptions(threads: threads, maxBatch: maxBatch, attention: AttentionConfig(kvType: kvType)))
     }
 
+    /// n greedy tokens after `prompt`: the prompt in one forward, then one token per call.
+    static func greedy(_ lm: LoadedModel, _ prompt: [Int32], _ n: Int) throws -> [Int32] {
+        var out: [Int32] = [], last: [Float] = []
+        try lm.model.forward(prompt, startPos: 0, logitRows: prompt.count - 1 ..< prompt.count) { _, l in last = Array(l) }
+        for i in 0 ..< n {
+            let next = Int32(last.indices.max { last[$0] < last[$1] }!)
+            out.append(next)
+            if i < n - 1 { try lm.model.forward([next], startPos: prompt.count + i, logitRows: 0 ..< 1) { _, l in last = Array(l) } }
+        }
+        return out
+    }
+
     /// Logits of every position, [T][vocab].
     static func logits(_ lm: LoadedModel, _ ids: [Int32]) throws -> [[Float]] {
         var rows: [[Float]] = []

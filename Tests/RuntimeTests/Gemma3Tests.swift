@@ -119,16 +119,7 @@ final class Gemma3Tests: XCTestCase {
             }
             return (m, (se / sr).squareRoot(), top)
         }
-        func greedy(_ lm: LoadedModel, _ prompt: [Int32], _ n: Int) throws -> [Int32] {
-            var out: [Int32] = [], last: [Float] = []
-            try lm.model.forward(prompt, startPos: 0, logitRows: prompt.count - 1 ..< prompt.count) { _, l in last = Array(l) }
-            for i in 0 ..< n {
-                let next = Int32(last.indices.max { last[$0] < last[$1] }!)
-                out.append(next)
-                if i < n - 1 { try lm.model.forward([next], startPos: prompt.count + i, logitRows: 0 ..< 1) { _, l in last = Array(l) } }
-            }
-            return out
-        }
+        func greedy(_ lm: LoadedModel, _ prompt: [Int32], _ n: Int) throws -> [Int32] { try Fixtures.greedy(lm, prompt, n) }
         func run(_ lm: LoadedModel) throws -> (early: (maxAbs: Double, relRMS: Double, top1: Int), late: (maxAbs: Double, relRMS: Double, top1: Int)) {
             let e = compare(try logits(lm, Array(ids[early]), rows: early), row0: 0)
             let l = compare(try logits(lm, ids, rows: late), row0: early.count)

@@ -25,6 +25,8 @@ package final class Attention {
     package let nKVHead: Int
     package let headDim: Int
     let scale: Float
+    /// Gemma 2's soft cap of the scaled scores: cap · tanh(score / cap) before the softmax (nil: none).
+    let softcap: Float?
     /// Rotary frequency of pair i (nil: not a rotary model, or absolute positions).
     let ropeFreq: [Float]?
     let rotaryPairs: RotaryPairs
@@ -60,13 +62,14 @@ package final class Attention {
     private let group: Int
     private let grouped: Bool
 
-    /// `scale` multiplies every score (default 1/√head_dim).
-    package init(_ sh: ModelShape, scale: Float? = nil, reindexRotary ropeFreq: [Float]? = nil, rotaryPairs: RotaryPairs = .adjacent,
+    /// `scale` multiplies every score (default 1/√head_dim); `softcap` then bends it.
+    package init(_ sh: ModelShape, scale: Float? = nil, softcap: Float? = nil, reindexRotary ropeFreq: [Float]? = nil, rotaryPairs: RotaryPairs = .adjacent,
                  compute: Compute? = nil) {
         nHead = sh.nHead
         nKVHead = sh.nKVHead
         headDim = sh.headDim
         self.scale = scale ?? 1 / Float(sh.headDim).squareRoot()
+        self.softcap = softcap
         self.ropeFreq = ropeFreq
         group = max(1, sh.nHead / max(1, sh.nKVHead))
         grouped = ropeFreq == nil && group > 1
@@ -114,6 +117,13 @@ package final class Attention {
             }
         }
         return UnsafePointer(qr)
+    }
+
+    /// n scores soft-capped in place (when the model caps them).
+    @inline(__always)
+    private func cap(_ scores: UnsafeMutablePointer<Float>, _ n: Int) {
+        guard let c = softcap else { return }
+        for i in 0 ..< n { scores[i] = c * tanhf(scores[i] / c) }
     }
 
     /// q: nHead × headDim floats; out: the same; scores: scratch of at least cache.maxVisible
@@ -227,7 +237,7 @@ package final class Attention {
                                       scores + n, Int64(ss))
                 n += runs[r].count
             }
-            for g in 0 ..< group { qlm_softmax(scores + g * ss, Int64(n)) }
+            for g in 0 ..< group { cap(scores + g * ss, n); qlm_softmax(scores + g * ss, Int64(n)) }
             let oh = out + h * headDim
             oh.update(repeating: 0, count: group * headDim)
             n = 0
@@ -261,6 +271,7 @@ package final class Attention {
                 }
                 n += run.count
             }
+            cap(scores, n)
             qlm_softmax(scores, Int64(n))
             let oh = out + h * headDim
             oh.update(repeating: 0, count: headDim)

@@ -178,7 +178,18 @@ private struct HParamsOf<C: Decodable>: Decodable { let hparams: C }
 /// Every architecture QuantLM runs, by metadata name.
 package enum Architectures {
     /// Adding an architecture: its model file, and one entry here.
-    package static let all: [any Architecture.Type] = [GPT2.self, Llama.self, Gemma3.self]
+    package static let all: [any Architecture.Type] = [
+        GPT2.self,
+        Llama.self,
+        Gemma3.self,
+        Qwen2.self,
+        Mistral.self,
+        Qwen3.self,
+        Gemma2.self,
+        Phi3.self,
+        GPTNeo.self,
+        OLMo2.self,
+    ]
 
     /// Every architecture's checkpoint mapping, for the readers.
     package static var formats: [ArchitectureFormats] { all.map { $0.formats } }

@@ -10,7 +10,7 @@ package final class Llama: Architecture {
     package static let positionEncoding = PositionEncoding.rotary
     package static let tensorNames = TensorNames(
         layerPrefix: "layers.",
-        global: [.tokenEmbedding: "tok_embeddings", .outputNorm: "norm", .output: "output"],
+        global: [.tokenEmbedding: "tok_embeddings", .outputNorm: "norm", .output: "output", .ropeFreqs: "rope_freqs"],
         perLayer: [.attnNorm: "attention_norm", .attnQ: "attention.wq", .attnK: "attention.wk", .attnV: "attention.wv",
                    .attnOutput: "attention.wo", .ffnNorm: "ffn_norm", .ffnGate: "feed_forward.w1",
                    .ffnDown: "feed_forward.w2", .ffnUp: "feed_forward.w3"])
@@ -22,10 +22,25 @@ package final class Llama: Architecture {
         let perLayer: [(TensorRole, [Int])] = [(.attnNorm, [d]), (.attnQ, [q, d]), (.attnK, [kv, d]), (.attnV, [kv, d]),
                                                (.attnOutput, [d, q]), (.ffnNorm, [d]), (.ffnGate, [f, d]), (.ffnDown, [d, f]), (.ffnUp, [f, d])]
         return TensorSpec.decoder(hp, perLayer: perLayer)
-    }, gguf: GGUFMapping(architecture: "llama", extraKeys: [("attention.key_length", "head_dim")]),
+    }, gguf: GGUFMapping(architecture: "llama", extraKeys: [("attention.key_length", "head_dim")],
+                         optionalTensors: { hp in [TensorSpec(.ropeFreqs, [hp.headDim / 2])] }),
        hf: HFMapping(modelTypes: ["llama"], hparams: { cfg in
-        try cfg.require(activation: ["silu"])
-        return try cfg.decoderHParams()
+        try cfg.require(activation: ["silu"], ropeTypes: ["default", "llama3"])
+        var hp = try cfg.decoderHParams()
+        let rope = try cfg.rope(defaultTheta: 10000)
+        if rope.type == "llama3" {
+            // Llama 3.1's frequency scaling (the Config turns these into per-pair divisors).
+            for (k, hk, def) in [("factor", "rope_llama3_factor", 8.0), ("low_freq_factor", "rope_llama3_low_freq_factor", 1.0),
+                                 ("high_freq_factor", "rope_llama3_high_freq_factor", 4.0),
+                                 ("original_max_position_embeddings", "rope_llama3_original_context", 8192.0)] {
+                let v: Any = rope.params[k] ?? cfg.json[k] ?? def
+                guard let n = (v as? NSNumber)?.doubleValue, n > 0, n.isFinite else {
+                    throw QuantError(cfg.file, "config.json rope scaling \(k) must be a positive number")
+                }
+                hp.extra[hk] = n
+            }
+        }
+        return hp
     }, name: HFMapping.decoderNames([
         .attnNorm: "input_layernorm", .attnQ: "self_attn.q_proj", .attnK: "self_attn.k_proj", .attnV: "self_attn.v_proj",
         .attnOutput: "self_attn.o_proj", .ffnNorm: "post_attention_layernorm", .ffnGate: "mlp.gate_proj",
@@ -41,6 +56,8 @@ package final class Llama: Architecture {
         /// Rotary base θ (llama2.c: 10000).
         package var ropeTheta: Float
         package var tiedEmbeddings: Bool
+        /// Llama 3.1's rotary scaling (nil: plain θ^(-2i/d)).
+        package var llama3: RopeScaling.Llama3?
 
         enum CodingKeys: String, CodingKey {
             case normEps = "norm_eps", ropeTheta = "rope_theta", tiedEmbeddings = "tied_embeddings"
@@ -52,6 +69,7 @@ package final class Llama: Architecture {
             normEps = try c.decodeIfPresent(Float.self, forKey: .normEps) ?? 1e-5
             ropeTheta = try c.decodeIfPresent(Float.self, forKey: .ropeTheta) ?? 10000
             tiedEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tiedEmbeddings) ?? true
+            llama3 = try RopeScaling.Llama3.decode(decoder)
         }
     }
 
@@ -93,8 +111,9 @@ package final class Llama: Architecture {
         }
         norm = try weights.vector(N(.outputNorm), count: d)
         output = try weights.outputMatrix(N.output(tied: config.tiedEmbeddings), rows: sh.vocabSize, cols: d, shared: embed)
-        let hd = sh.headDim, theta = config.ropeTheta
-        ropeFreq = (0 ..< hd / 2).map { i in 1 / powf(theta, Float(2 * i) / Float(hd)) }
+        let hd = sh.headDim
+        ropeFreq = try RopeScaling.scaled(RopeScaling.frequencies(theta: config.ropeTheta, headDim: hd), llama3: config.llama3,
+                                          tensor: N.name(TensorKey(.ropeFreqs)), weights: weights)
         ropeCS = .allocate(capacity: max(1, ctx.maxBatch) * hd)
         core = try ModelCore(sh, context: ctx, encoding: Self.positionEncoding, eps: config.normEps, reindexRotary: ropeFreq)
     }
