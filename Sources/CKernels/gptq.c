@@ -29,55 +29,116 @@ void qlm_accum_xtx(double *H, const float *X, int64_t T, int64_t n) {
         for (int64_t j = i + 1; j < n; j++) H[i * n + j] = H[j * n + i];
 }
 
-// Lower Cholesky in place (A = L L^T, L in the lower triangle). 0 on success.
-static int cholesky(double *A, int64_t n) {
-    for (int64_t j = 0; j < n; j++) {
-        double s = A[j * n + j];
-        for (int64_t k = 0; k < j; k++) s -= A[j * n + k] * A[j * n + k];
-        if (!(s > 0.0)) return -1;
-        const double l = sqrt(s);
-        A[j * n + j] = l;
-        for (int64_t i = j + 1; i < n; i++) {
-            double t = A[i * n + j];
-            for (int64_t k = 0; k < j; k++) t -= A[i * n + k] * A[j * n + k];
-            A[i * n + j] = t / l;
+// ---- U, the upper Cholesky factor of H^-1 ---------------------------------------------------
+// With J the order reversal, chol(J H J) = L gives H = J L L^T J, so H^-1 = (J L^-T J)(J L^-1 J):
+// U = J L^-1 J is upper triangular with a positive diagonal, hence H^-1's upper Cholesky factor.
+// One Cholesky and one triangular inverse (about n^3/3 multiply-adds), both row-oriented over
+// panels of PANEL rows (each earlier row is read once per panel, not once per row), the panel's
+// rows split over two threads.
+#define PANEL 16
+
+static double dotd(const double *a, const double *b, int64_t n) {
+#pragma clang fp reassociate(on)
+    double s = 0.0;
+    for (int64_t k = 0; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+#if QLM_X86
+QLM_AVX2_TARGET static double dotd_avx2(const double *a, const double *b, int64_t n) {
+#pragma clang fp reassociate(on)
+    double s = 0.0;
+    for (int64_t k = 0; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+QLM_AVX2_TARGET static void axpyd_avx2(double *y, double a, const double *x, int64_t n) {
+    for (int64_t k = 0; k < n; k++) y[k] += a * x[k];
+}
+#endif
+static void axpyd(double *y, double a, const double *x, int64_t n) {
+    for (int64_t k = 0; k < n; k++) y[k] += a * x[k];
+}
+static double (*g_dotd)(const double *, const double *, int64_t) = dotd;
+static void (*g_axpyd)(double *, double, const double *, int64_t) = axpyd;
+
+// Rows [r0, r1) of a panel, against the rows before the panel (j < i0).
+typedef struct { double *A; double *X; int64_t n, i0, r0, r1; int inverse; } panel_job;
+
+static void *panel_worker(void *p) {
+    panel_job *jb = (panel_job *)p;
+    const int64_t n = jb->n;
+    double *A = jb->A;
+    if (!jb->inverse) {
+        // Cholesky: L[i][j] = (A[i][j] - L[i][0..j) . L[j][0..j)) / L[j][j], j < i0
+        for (int64_t j = 0; j < jb->i0; j++) {
+            const double *lj = A + j * n;
+            for (int64_t i = jb->r0; i < jb->r1; i++) {
+                double *li = A + i * n;
+                li[j] = (li[j] - g_dotd(li, lj, j)) / lj[j];
+            }
         }
-        for (int64_t i = 0; i < j; i++) A[i * n + j] = 0.0;
+    } else {
+        // inverse: X[i][0..k] += L[i][k] * X[k][0..k] for k < i0 (negated and scaled later)
+        double *X = jb->X;
+        for (int64_t k = 0; k < jb->i0; k++) {
+            const double *xk = X + k * n;
+            for (int64_t i = jb->r0; i < jb->r1; i++) g_axpyd(X + i * n, A[i * n + k], xk, k + 1);
+        }
     }
-    return 0;
+    return NULL;
 }
 
-// U (upper, H^-1 = U^T U) from H. 0 on success.
-static int inverse_upper_factor(const double *H, int64_t n, double *U) {
-    double *L = (double *)malloc((size_t)(n * n) * sizeof(double));
-    double *Li = (double *)calloc((size_t)(n * n), sizeof(double));
-    memcpy(L, H, (size_t)(n * n) * sizeof(double));
-    int rc = cholesky(L, n);
-    if (rc == 0) {
-        // Li = L^-1 (lower), column by column
-        for (int64_t j = 0; j < n; j++) {
-            Li[j * n + j] = 1.0 / L[j * n + j];
-            for (int64_t i = j + 1; i < n; i++) {
-                double s = 0.0;
-                for (int64_t k = j; k < i; k++) s -= L[i * n + k] * Li[k * n + j];
-                Li[i * n + j] = s / L[i * n + i];
-            }
-        }
-        // H^-1 = Li^T Li
-        for (int64_t i = 0; i < n; i++)
-            for (int64_t j = 0; j <= i; j++) {
-                double s = 0.0;
-                for (int64_t k = i; k < n; k++) s += Li[k * n + i] * Li[k * n + j];
-                U[i * n + j] = U[j * n + i] = s;
-            }
-        rc = cholesky(U, n); // lower factor Lh of H^-1; U = Lh^T
-        if (rc == 0) {
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = i + 1; j < n; j++) { U[i * n + j] = U[j * n + i]; U[j * n + i] = 0.0; }
+static void run_panel(panel_job base, int64_t i1, int threads) {
+    panel_job jobs[2];
+    const int64_t mid = threads > 1 ? base.i0 + (i1 - base.i0) / 2 : i1;
+    jobs[0] = base; jobs[0].r0 = base.i0; jobs[0].r1 = mid;
+    jobs[1] = base; jobs[1].r0 = mid; jobs[1].r1 = i1;
+    pthread_t th;
+    const int started = threads > 1 && mid < i1 && base.i0 > 0 && pthread_create(&th, NULL, panel_worker, &jobs[1]) == 0;
+    panel_worker(&jobs[0]);
+    if (started) pthread_join(th, NULL); else panel_worker(&jobs[1]);
+}
+
+// U (upper, H^-1 = U^T U) from H. 0 on success, -1 if H is not positive definite.
+static int inverse_upper_factor(const double *H, int64_t n, double *U, int threads) {
+#if QLM_X86
+    if (qlm_path_supported(QLM_PATH_AVX2)) { g_dotd = dotd_avx2; g_axpyd = axpyd_avx2; }
+#endif
+    double *A = (double *)malloc((size_t)(n * n) * sizeof(double));
+    double *X = (double *)calloc((size_t)(n * n), sizeof(double));
+    if (!A || !X) { free(A); free(X); return -1; }
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < n; j++) A[i * n + j] = H[(n - 1 - i) * n + (n - 1 - j)];
+    int rc = 0;
+    // Cholesky of A (lower, in place), panel by panel
+    for (int64_t i0 = 0; i0 < n && rc == 0; i0 += PANEL) {
+        const int64_t i1 = i0 + PANEL < n ? i0 + PANEL : n;
+        run_panel((panel_job){A, X, n, i0, 0, 0, 0}, i1, threads);
+        for (int64_t j = i0; j < i1 && rc == 0; j++) {
+            double *lj = A + j * n;
+            const double d = lj[j] - g_dotd(lj, lj, j);
+            if (!(d > 0.0)) { rc = -1; break; }
+            lj[j] = sqrt(d);
+            for (int64_t i = j + 1; i < i1; i++) { double *li = A + i * n; li[j] = (li[j] - g_dotd(li, lj, j)) / lj[j]; }
         }
     }
-    free(L);
-    free(Li);
+    if (rc == 0) {
+        // X = L^-1 (lower): X[i][i] = 1 / L_ii, X[i][j] = -(sum_{j<=k<i} L_ik X_kj) / L_ii
+        for (int64_t i0 = 0; i0 < n; i0 += PANEL) {
+            const int64_t i1 = i0 + PANEL < n ? i0 + PANEL : n;
+            run_panel((panel_job){A, X, n, i0, 0, 0, 1}, i1, threads);
+            for (int64_t i = i0; i < i1; i++) {
+                double *xi = X + i * n;
+                for (int64_t k = i0; k < i; k++) g_axpyd(xi, A[i * n + k], X + k * n, k + 1);
+                const double inv = 1.0 / A[i * n + i];
+                for (int64_t j = 0; j < i; j++) xi[j] = -xi[j] * inv;
+                xi[i] = inv;
+            }
+        }
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) U[i * n + j] = j >= i ? X[(n - 1 - i) * n + (n - 1 - j)] : 0.0;
+    }
+    free(A);
+    free(X);
     return rc;
 }
 
@@ -98,34 +159,74 @@ static void *gptq_worker(void *p) {
     return NULL;
 }
 
+int qlm_gptq_inverse_factor(const double *H, int64_t n, double *U, int n_threads) {
+    return inverse_upper_factor(H, n, U, n_threads);
+}
+
+// The last U computed, keyed by (n, damp, a hash of H's bytes): matrices that share an input
+// (a layer's q/k/v, its w1/w3) share H, and the converter quantizes them one after the other.
+static struct { uint64_t hash; int64_t n; double damp; double *U; } g_ucache;
+static pthread_mutex_t g_ucache_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static uint64_t hash_doubles(const double *H, int64_t count) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)count;
+    for (int64_t i = 0; i < count; i++) {
+        uint64_t v;
+        memcpy(&v, H + i, 8);
+        h = (h ^ v) * 0x100000001B3ull;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+// U for H after the dead-input fix and dampening (raised tenfold until H factors). 0 or -1.
+static int gptq_factor(const double *H, int64_t n, double damp, double *U, int threads) {
+    const uint64_t key = hash_doubles(H, n * n);
+    pthread_mutex_lock(&g_ucache_lock);
+    if (g_ucache.U && g_ucache.hash == key && g_ucache.n == n && g_ucache.damp == damp) {
+        memcpy(U, g_ucache.U, (size_t)(n * n) * sizeof(double));
+        pthread_mutex_unlock(&g_ucache_lock);
+        return 0;
+    }
+    pthread_mutex_unlock(&g_ucache_lock);
+    double *Ht = (double *)malloc((size_t)(n * n) * sizeof(double));
+    if (!Ht) return -1;
+    double mean = 0.0;
+    for (int64_t i = 0; i < n; i++) mean += H[i * n + i] == 0.0 ? 1.0 : H[i * n + i];
+    mean /= (double)n;
+    int rc = -1;
+    double dmp = damp > 0 ? damp : 0.01;
+    for (int attempt = 0; attempt < 6 && rc != 0; attempt++, dmp *= 10.0) {
+        memcpy(Ht, H, (size_t)(n * n) * sizeof(double));
+        for (int64_t i = 0; i < n; i++) {
+            if (Ht[i * n + i] == 0.0) Ht[i * n + i] = 1.0;  // dead input
+            Ht[i * n + i] += dmp * mean;
+        }
+        rc = inverse_upper_factor(Ht, n, U, threads);
+    }
+    free(Ht);
+    if (rc != 0) return -1;
+    pthread_mutex_lock(&g_ucache_lock);
+    double *c = (double *)realloc(g_ucache.U, (size_t)(n * n) * sizeof(double));
+    if (c) {
+        memcpy(c, U, (size_t)(n * n) * sizeof(double));
+        g_ucache.U = c; g_ucache.hash = key; g_ucache.n = n; g_ucache.damp = damp;
+    }
+    pthread_mutex_unlock(&g_ucache_lock);
+    return 0;
+}
+
 int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const double *H, double damp,
                       void *dst, int n_threads) {
     const qlm_type_traits *tr = qlm_traits(type);
     if (!tr || !tr->gptq_row) return -2;
     for (int64_t i = 0; i < rows * n; i++) if (!isfinite(W[i])) return -1;
-    double *Hd = (double *)malloc((size_t)(n * n) * sizeof(double));
     double *U = (double *)malloc((size_t)(n * n) * sizeof(double));
-    memcpy(Hd, H, (size_t)(n * n) * sizeof(double));
-    double mean = 0.0;
-    for (int64_t i = 0; i < n; i++) {
-        if (Hd[i * n + i] == 0.0) {
-            Hd[i * n + i] = 1.0;
-            for (int64_t r = 0; r < rows; r++) W[r * n + i] = 0.0f;
-        }
-        mean += Hd[i * n + i];
-    }
-    mean /= (double)n;
-    int rc = -1;
-    double dmp = damp > 0 ? damp : 0.01;
-    for (int attempt = 0; attempt < 6 && rc != 0; attempt++, dmp *= 10.0) {
-        double *Ht = (double *)malloc((size_t)(n * n) * sizeof(double));
-        memcpy(Ht, Hd, (size_t)(n * n) * sizeof(double));
-        for (int64_t i = 0; i < n; i++) Ht[i * n + i] += dmp * mean;
-        rc = inverse_upper_factor(Ht, n, U);
-        free(Ht);
-    }
-    free(Hd);
-    if (rc != 0) { free(U); return -1; }
+    if (!U) return -1;
+    // dead inputs (H_ii = 0): their weights are zeroed (never read)
+    for (int64_t i = 0; i < n; i++)
+        if (H[i * n + i] == 0.0) for (int64_t r = 0; r < rows; r++) W[r * n + i] = 0.0f;
+    if (gptq_factor(H, n, damp, U, n_threads) != 0) { free(U); return -1; }
     const size_t rs = qlm_row_size(type, n);
     memset(dst, 0, rs * (size_t)rows);
     if (n_threads < 1) n_threads = 1;

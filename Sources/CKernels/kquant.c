@@ -159,8 +159,9 @@ static void set_sub(int32_t type, uint8_t *sc, int sb, int q) {
     }
 }
 
-// Quantizes one super-block of c chunks (x holds 16*c values, zero padded).
-static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) {
+// Quantizes one super-block of c chunks (x holds 16*c values, zero padded); wt: per-weight
+// importance (NULL: plain squared error).
+static void quant_superblock(int32_t type, const float *x, const float *wt, int c, uint8_t *out) {
     const int sub = kq_sub(type), qmax = kq_qmax(type);
     const int ng = (c + 1) / 2;
     uint8_t *sc = out + 1, *codes = out + 1 + ng;
@@ -171,7 +172,7 @@ static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) 
     for (int o = 0; o < m_total; o += sub) {
         const int m = (m_total - o) < sub ? (m_total - o) : sub;
         off[ns] = o; len[ns] = m;
-        s[ns] = qlm_iq4_best_scale(x + o, NULL, m);
+        s[ns] = qlm_iq4_best_scale(x + o, wt ? wt + o : NULL, m);
         ns++;
     }
     const uint8_t e = choose_e8(s, ns, qmax);
@@ -180,9 +181,10 @@ static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) 
     memset(sc, 0, (size_t)ng);
     uint8_t q[256];
     for (int j = 0; j < ns; j++) {
-        const int qs = best_sub(x + off[j], NULL, len[j], d, s[j], qmax, 1);
+        const float *w = wt ? wt + off[j] : NULL;
+        const int qs = best_sub(x + off[j], w, len[j], d, s[j], qmax, wt ? 2 : 1);
         set_sub(type, sc, j, qs);
-        qlm_iq4_code_err(x + off[j], NULL, len[j], d * (float)qs, q + off[j]);
+        qlm_iq4_code_err(x + off[j], w, len[j], d * (float)qs, q + off[j]);
     }
     for (int g = 0; g < ng; g++) {
         const int m = (16 * c - 32 * g) >= 32 ? 32 : 16;
@@ -190,17 +192,28 @@ static void quant_superblock(int32_t type, const float *x, int c, uint8_t *out) 
     }
 }
 
-static void kq_quantize_row(int32_t type, const float *x, void *dst, int64_t n) {
+// imp: per-column importance (NULL: plain). A super-block whose importance is all zero (dead
+// inputs) is coded plainly.
+static void kq_quantize_row(int32_t type, const float *x, const float *imp, void *dst, int64_t n) {
     uint8_t *out = (uint8_t *)dst;
     const int64_t nc = (n + 15) / 16;
-    float buf[256];
+    float buf[256], wbuf[256];
     for (int64_t c0 = 0; c0 < nc; c0 += 16) {
         const int c = (int)((nc - c0) < 16 ? (nc - c0) : 16);
         const int64_t i0 = c0 * 16;
         const int64_t have = (n - i0) < 16 * c ? (n - i0) : 16 * c;
         memset(buf, 0, sizeof buf);
         memcpy(buf, x + i0, (size_t)have * sizeof(float));
-        quant_superblock(type, buf, c, out);
+        float wsum = 0.0f;
+        if (imp) {
+            memset(wbuf, 0, sizeof wbuf);
+            for (int64_t j = 0; j < have; j++) {
+                const float v = imp[i0 + j];
+                wbuf[j] = v >= 0.0f && isfinite(v) ? v : 0.0f;
+                wsum += wbuf[j];
+            }
+        }
+        quant_superblock(type, buf, wsum > 0.0f && isfinite(wsum) ? wbuf : NULL, c, out);
         out += 1 + (c + 1) / 2 + 8 * c;
     }
 }
@@ -395,8 +408,10 @@ static void kq_gptq_row(int32_t type, float *w, int64_t n, const double *U, void
 }
 
 // ---- table rows ------------------------------------------------------------------------------
-static void k16_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { (void)path; kq_quantize_row(QLM_TYPE_IQ4_K16, x, dst, n); }
-static void k32_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { (void)path; kq_quantize_row(QLM_TYPE_IQ4_K32, x, dst, n); }
+static void k16_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { (void)path; kq_quantize_row(QLM_TYPE_IQ4_K16, x, NULL, dst, n); }
+static void k32_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { (void)path; kq_quantize_row(QLM_TYPE_IQ4_K32, x, NULL, dst, n); }
+static void k16_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) { kq_quantize_row(QLM_TYPE_IQ4_K16, x, imp, dst, n); }
+static void k32_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) { kq_quantize_row(QLM_TYPE_IQ4_K32, x, imp, dst, n); }
 static void k16_dequantize_row(const void *src, float *y, int64_t n) { kq_dequantize_row(QLM_TYPE_IQ4_K16, src, y, n); }
 static void k32_dequantize_row(const void *src, float *y, int64_t n) { kq_dequantize_row(QLM_TYPE_IQ4_K32, src, y, n); }
 static void k16_gptq_row(float *w, int64_t n, const double *U, void *dst) { kq_gptq_row(QLM_TYPE_IQ4_K16, w, n, U, dst); }
@@ -420,6 +435,6 @@ static void kq_zstd_record(int64_t n, int32_t *record, int32_t *head) {
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,                               \
     .dotn = {[QLM_PATH_SCALAR] = kq_dotn_##K##_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(kq_dotn_##K##_avx2), \
              [QLM_PATH_AVX512] = QLM_IF_X86(kq_dotn_##K##_avx512)},                                  \
-    .zstd_record = kq_zstd_record, .gptq_row = K##_gptq_row,
+    .zstd_record = kq_zstd_record, .gptq_row = K##_gptq_row, .quantize_row_imp = K##_quantize_row_imp,
 const qlm_type_traits qlm_traits_iq4_k16 = {KQ_ROW("iq4_k16", k16)};
 const qlm_type_traits qlm_traits_iq4_k32 = {KQ_ROW("iq4_k32", k32)};

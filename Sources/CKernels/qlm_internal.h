@@ -136,6 +136,12 @@ void qlm_q8_0_dequantize_row(const void *src, float *y, int64_t n);
 void qlm_q8_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 void qlm_q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst);
 
+// Importance-weighted row quantizers (quant_imp.c), the quantize_row_imp hooks of q8_0, q4_0, q4_1
+// (and their row-grouped forms, which quantize plain rows and pack them afterwards).
+void qlm_q8_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
+void qlm_q4_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
+void qlm_q4_1_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
+
 // ---- IQ4_K* super-block types (kquant.c) ----------------------------------------------------
 size_t qlm_kq_row_size(int64_t n);
 // The IQ4 codebook's coder (shared with iq4_nl): squared error of x[0..m) coded at scale s (codes to

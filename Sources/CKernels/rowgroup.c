@@ -370,7 +370,7 @@ const qlm_type_traits qlm_traits_q4_0x8 = {
     // the scalar q4_0 row dot on every path: lone rows only (products go through `product`)
     .dotn = {[QLM_PATH_SCALAR] = qlm_q4_0_dotn_scalar},
     .product = product_q4, .regroup = regroup_q4, .get_row = get_row_q4, .plain_row = plain_row_q4,
-    .gptq_row = qlm_q4_0_gptq_row,
+    .gptq_row = qlm_q4_0_gptq_row, .quantize_row_imp = qlm_q4_0_quantize_row_imp,
 };
 const qlm_type_traits qlm_traits_q8_0x8 = {
     .name = "q8_0x8", .summary = "q8_0 stored in 8-row groups for the 8-row kernels",
@@ -381,7 +381,7 @@ const qlm_type_traits qlm_traits_q8_0x8 = {
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = qlm_q8_0_dotn_scalar},
     .product = product_q8, .regroup = regroup_q8, .get_row = get_row_q8, .plain_row = plain_row_q8,
-    .gptq_row = qlm_q8_0_gptq_row,
+    .gptq_row = qlm_q8_0_gptq_row, .quantize_row_imp = qlm_q8_0_quantize_row_imp,
 };
 _Static_assert(offsetof(qlm_block_q4_0x8, d) == 0 && sizeof(((qlm_block_q4_0x8 *)0)->d) == G * 2 &&
                offsetof(qlm_block_q4_0x8, qs) == 2 * G,

@@ -371,5 +371,5 @@ const qlm_type_traits qlm_traits_q4_0 = {
     .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(few_q4_0_avx2_tile), 1, FEW2_NT},
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q4_0_avx512), TILE_NR, TILE_NT}},
     .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q4_0_avx2)},
-    .gptq_row = qlm_q4_0_gptq_row,
+    .gptq_row = qlm_q4_0_gptq_row, .quantize_row_imp = qlm_q4_0_quantize_row_imp,
 };

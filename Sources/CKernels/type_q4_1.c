@@ -279,4 +279,5 @@ const qlm_type_traits qlm_traits_q4_1 = {
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q4_1_avx512), TILE_NR, TILE_NT}},
     .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q4_1_avx2), [QLM_PATH_AVX512] = QLM_IF_X86(few_q4_1_avx512)},
     .pack = {[QLM_PATH_AVX512] = {QLM_IF_X86(q8s_pack), QLM_IF_X86(q8s_size), 1}},
+    .quantize_row_imp = qlm_q4_1_quantize_row_imp,
 };

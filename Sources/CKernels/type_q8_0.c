@@ -226,5 +226,5 @@ const qlm_type_traits qlm_traits_q8_0 = {
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q8_0_avx512z), Q8Z_NR, Q8Z_NT}},
     .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q8_0_avx2), [QLM_PATH_AVX512] = QLM_IF_X86(few_q8_0_avx512)},
     .pack = {[QLM_PATH_AVX512] = {QLM_IF_X86(q8p_pack), QLM_IF_X86(q8p_size)}},
-    .gptq_row = qlm_q8_0_gptq_row,
+    .gptq_row = qlm_q8_0_gptq_row, .quantize_row_imp = qlm_q8_0_quantize_row_imp,
 };

@@ -173,7 +173,7 @@ void qlm_quantize_blocks(qlm_block_fn f, size_t bb, const float *x, void *dst, i
     }
 }
 
-static int quantize_row_path(const qlm_type_traits *t, int32_t path, const float *x, void *dst, int64_t n) {
+static int quantize_row_path(const qlm_type_traits *t, int32_t path, const float *x, const float *imp, void *dst, int64_t n) {
     int finite;
 #if QLM_X86
     if (path == QLM_PATH_AVX512) finite = all_finite_avx512(x, n); else
@@ -181,12 +181,13 @@ static int quantize_row_path(const qlm_type_traits *t, int32_t path, const float
 #endif
     finite = all_finite_scalar(x, n);
     if (!finite || !t || !t->quantize_row) return -1;
-    t->quantize_row(path, x, dst, n);
+    if (imp && t->quantize_row_imp) t->quantize_row_imp(x, imp, dst, n);
+    else t->quantize_row(path, x, dst, n);
     return 0;
 }
 
 int qlm_quantize_row(int32_t type, const float *x, void *dst, int64_t n) {
-    return quantize_row_path(qlm_traits(type), qlm_get_path(), x, dst, n);
+    return quantize_row_path(qlm_traits(type), qlm_get_path(), x, NULL, dst, n);
 }
 
 void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n) {
@@ -220,7 +221,7 @@ int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n) {
 // ---- multi-threaded conversion (converter) ----------------------------------------------
 typedef struct {
     int32_t type, path;
-    const float *x;
+    const float *x, *imp;
     char *dst;
     int64_t r0, r1, n;
     size_t rs;
@@ -233,7 +234,7 @@ static void *qrows_worker(void *p) {
     j->bad = -1;
     const qlm_type_traits *t = qlm_traits(j->type);
     for (int64_t r = j->r0; r < j->r1; r++) {
-        if (quantize_row_path(t, j->path, j->x + r * j->n, j->dst + (size_t)r * j->rs, j->n) != 0) {
+        if (quantize_row_path(t, j->path, j->x + r * j->n, j->imp, j->dst + (size_t)r * j->rs, j->n) != 0) {
             j->bad = r;
             return NULL;
         }
@@ -245,6 +246,15 @@ static void *qrows_worker(void *p) {
 }
 
 int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows, int64_t n, int n_threads) {
+    return qlm_quantize_rows_imp(type, x, NULL, dst, rows, n, n_threads);
+}
+
+int qlm_has_quantize_imp(int32_t type) {
+    const qlm_type_traits *t = qlm_traits(type);
+    return t && t->quantize_row_imp ? 1 : 0;
+}
+
+int64_t qlm_quantize_rows_imp(int32_t type, const float *x, const float *imp, void *dst, int64_t rows, int64_t n, int n_threads) {
     if (rows <= 0) return -1;
     if (n_threads < 1) n_threads = 1;
     if (n_threads > 64) n_threads = 64;
@@ -257,7 +267,7 @@ int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows,
     const int64_t g = qlm_traits(type) ? qlm_traits(type)->row_group : 1; // ranges start at group boundaries
     for (int t = 0; t < n_threads; t++) {
         const int64_t r0 = t == 0 ? 0 : rows * t / n_threads / g * g, r1 = t == n_threads - 1 ? rows : rows * (t + 1) / n_threads / g * g;
-        jobs[t] = (qrows_job){type, path, x, (char *)dst, r0, r1, n, rs, -1, 0};
+        jobs[t] = (qrows_job){type, path, x, imp, (char *)dst, r0, r1, n, rs, -1, 0};
     }
     int started[64] = {0};
     for (int t = 1; t < n_threads; t++) started[t] = pthread_create(&th[t], NULL, qrows_worker, &jobs[t]) == 0;

@@ -106,10 +106,16 @@ package struct ConvertOptions: Sendable {
     /// GPTQ calibration: per matrix name, H = Σ x xᵀ of its inputs ([cols, cols], row-major).
     /// Matrices with an entry (and a type GPTQ supports) are quantized with error compensation.
     package var hessians: [String: [Double]]?
+    /// Importance-weighted rounding: per matrix name, the weight of each input column's rounding
+    /// error (its calibration mean square). Matrices without GPTQ whose type has a weighted
+    /// quantizer (QuantType.supportsImportance) use it.
+    package var importance: [String: [Float]]?
     /// GPTQ dampening: this fraction of mean(diag H) is added to H's diagonal.
     package var gptqDamp: Double = 0.01
     /// Recorded in the metadata (quantization.calibration) when set.
     package var calibrationNote: String?
+    /// Recorded in the metadata (quantization.mix) when set: how a size target chose the types.
+    package var mixNote: String?
 
     package init(policy: QuantPolicy, zstdLevel: Int? = nil, chunkBytes: Int = ZstdChunks.defaultChunkBytes,
                 zstdMinBytes: Int = 4096, threads: Int = ProcessInfo.processInfo.activeProcessorCount) {
@@ -204,7 +210,7 @@ package enum Converter {
             quantization: QuantPolicyInfo(defaultType: options.policy.keepSourceTypes ? "keep" : options.policy.defaultType.name, overrides: overrides,
                                           zstdLevel: options.zstdLevel, zstdChunkBytes: options.zstdLevel == nil ? nil : options.chunkBytes,
                                           zstdFilter: options.zstdLevel == nil ? nil : options.zstdFilter.description,
-                                          calibration: options.calibrationNote),
+                                          calibration: options.calibrationNote, mix: options.mixNote),
             provenance: Provenance(sources: hashFiles.map { SourceFileInfo(file: $0.lastPathComponent, bytes: 0, sha256: String(repeating: "0", count: 64)) },
                                    converter: ModelMetadata.converterVersion, created: ISO8601DateFormatter().string(from: start)))
         let writer = try QLMWriter(url: output, metadata: metadata, tensors: infos)
@@ -257,7 +263,11 @@ package enum Converter {
                 if rc != 0 { throw QuantError(t.origin, "GPTQ failed (non-finite weights, or a Hessian that cannot be factored)") }
                 gptqDone.append(t.name)
             } else {
-                bad = qlm_quantize_rows(info.type.rawValue, floats, quant, Int64(info.rows), Int64(info.rowLength), Int32(options.threads))
+                let imp = options.importance?[t.name].flatMap { $0.count == info.rowLength ? $0 : nil }
+                bad = (imp ?? []).withUnsafeBufferPointer {
+                    qlm_quantize_rows_imp(info.type.rawValue, floats, imp == nil ? nil : $0.baseAddress, quant, Int64(info.rows),
+                                          Int64(info.rowLength), Int32(options.threads))
+                }
             }
             if bad == Int64(QLM_QUANTIZE_NOMEM) {
                 throw QuantError(t.origin, "out of memory while packing rows into \(info.type) groups")

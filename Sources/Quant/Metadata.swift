@@ -130,11 +130,14 @@ package struct QuantPolicyInfo: Codable, Equatable, Sendable {
     package var zstdFilter: String? = nil
     /// How GPTQ calibration was run (text, documents, tokens), or nil for data-free conversion.
     package var calibration: String? = nil
+    /// How a size target chose the per-tensor types (`convert --max-size` / `--target-bpw`: the
+    /// budget, the type counts; the per-tensor choices are the overrides), or nil.
+    package var mix: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case defaultType = "default_type", overrides, zstdLevel = "zstd_level", zstdChunkBytes = "zstd_chunk_bytes"
         case zstdFilter = "zstd_filter"
-        case calibration
+        case calibration, mix
     }
 }
 

@@ -72,6 +72,8 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     }
     /// Whether qlm_gptq_quantize supports the type (its row has a GPTQ row quantizer).
     package var supportsGPTQ: Bool { traits.gptq_row != nil }
+    /// Whether the type has an importance-weighted quantizer (its row's quantize_row_imp).
+    package var supportsImportance: Bool { traits.quantize_row_imp != nil }
     /// The zstd filter record of rows of `n` elements when the type defines its own (iq4_k*), else nil.
     package func zstdRecord(rowLength n: Int) -> (record: Int, head: Int)? {
         guard let f = traits.zstd_record else { return nil }

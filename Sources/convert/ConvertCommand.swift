@@ -38,8 +38,11 @@ struct Convert: ParsableCommand {
     @Argument(help: "A Hugging Face checkpoint directory (model_type gpt2, llama, gemma3_text), a GGUF file (llama, gemma3), or a llama2.c .bin file.")
     var input: String
 
-    @Option(name: .shortAndLong, help: "Output .qlm path (written atomically).")
+    @Option(name: .shortAndLong, help: "Output .qlm path (written atomically; .gguf with --format gguf).")
     var output: String
+
+    @Option(name: .long, help: "Output format: qlm, or gguf (GGUF inputs only, every tensor in a type ggml has: f32, f16, q8_0, q4_0, q4_1, ...; the input's metadata and tokenizer are copied) for llama.cpp.")
+    var format: String = "qlm"
 
     // The type list is the C type table's (name, bits per weight, summary): a new type appears here by itself.
     @Option(name: .long, help: ArgumentHelp("Type for matrices: \(QuantType.namesForHelp); or keep (GGUF: every tensor keeps its stored type where QuantLM has it, blocks copied unchanged; others become q8_0, and are listed).", valueName: "TYPE"))
@@ -63,17 +66,20 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Preset: per-tensor types chosen for you (\(QuantPreset.namesForHelp)). Overrides --type; --keep patterns still win.", valueName: "NAME"))
     var preset: String?
 
-    @Option(name: .long, help: ArgumentHelp("GPTQ error compensation: collect each matrix's input statistics by running this text (documents separated by '<|endoftext|>' lines) through the float model. Use text you will NOT evaluate on.", valueName: "FILE"))
+    @Option(name: .long, help: ArgumentHelp("Calibration: collect each matrix's input statistics by running this UTF-8 text through the float model (a plain text: one token stream cut into chunks of --calibrate-ctx; with '<|endoftext|>' lines: documents). Use text you will NOT evaluate on.", valueName: "FILE"))
     var calibrate: String?
 
-    @Option(name: .long, help: ArgumentHelp("Calibration documents A:B (0-based, B exclusive; default: the second half of the file's documents).", valueName: "A:B"))
+    @Option(name: .long, help: ArgumentHelp("Documents mode: calibration documents A:B (0-based, B exclusive; default: the second half of the file's documents).", valueName: "A:B"))
     var calibrateDocs: String?
 
-    @Option(name: .long, help: "Stop calibration after this many tokens.")
-    var calibrateTokens: Int = 65536
+    @Option(name: .long, help: "Calibrate on this many tokens (chunks mode: that many tokens' worth of chunks, spread evenly over the text).")
+    var calibrateTokens: Int = 16384
 
-    @Option(name: .long, help: "Each calibration document is truncated to this many tokens (BOS first).")
+    @Option(name: .long, help: "Calibration chunk length (documents mode: each document is truncated to it), BOS first.")
     var calibrateCtx: Int = 512
+
+    @Option(name: .long, help: "With --calibrate: 'gptq' (GPTQ error compensation where the type has it, importance-weighted rounding elsewhere) or 'imatrix' (importance-weighted rounding only: per-column mean squares, no H).")
+    var calibrateMethod: String = "gptq"
 
     @Option(name: .long, parsing: .singleValue, help: ArgumentHelp("With --calibrate: quantize tensors matching GLOB without GPTQ (repeatable).", valueName: "GLOB"))
     var gptqSkip: [String] = []
@@ -83,6 +89,15 @@ struct Convert: ParsableCommand {
 
     @Option(name: .long, help: "With --calibrate: 'sequential' collects each stage's statistics from the model whose earlier matrices are already quantized; 'float' collects all from the float model.")
     var gptqOrder: String = "float"
+
+    @Option(name: .long, help: ArgumentHelp("Size target: choose a type per matrix (from --mix-types) so the file is at most SIZE bytes (90M = 90,000,000; Ki/Mi/Gi are powers of 1024), minimizing the importance-weighted rounding error (from --calibrate's text; unweighted without it). --keep patterns still win.", valueName: "SIZE"))
+    var maxSize: String?
+
+    @Option(name: .long, help: ArgumentHelp("Size target as bits per parameter of all numeric tensors (as `bits/weight in memory` reports), chosen like --max-size.", valueName: "B"))
+    var targetBpw: Double?
+
+    @Option(name: .long, help: ArgumentHelp("Types a size target chooses from, comma-separated (default: every quantized weight type stored row by row).", valueName: "T1,T2,..."))
+    var mixTypes: String?
 
     @Option(name: .long, help: "Threads for quantization (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -104,6 +119,7 @@ struct Convert: ParsableCommand {
         if calibrate == nil && calibrateDocs != nil { throw ValidationError("--calibrate-docs needs --calibrate FILE") }
         guard calibrateTokens >= 1, calibrateCtx >= 2 else { throw ValidationError("--calibrate-tokens must be >= 1 and --calibrate-ctx >= 2") }
         guard gptqOrder == "float" || gptqOrder == "sequential" else { throw ValidationError("--gptq-order must be float or sequential") }
+        guard calibrateMethod == "gptq" || calibrateMethod == "imatrix" else { throw ValidationError("--calibrate-method must be gptq or imatrix, got '\(calibrateMethod)'") }
         guard gptqDamp > 0, gptqDamp < 10 else { throw ValidationError("--gptq-damp must be in (0, 10)") }
         if let z = zstd, !(1 ... 22).contains(z) { throw ValidationError("--zstd level must be 1...22, got \(z)") }
         guard ZstdFilterChoice(name: zstdFilter) != nil else {
@@ -111,7 +127,20 @@ struct Convert: ParsableCommand {
         }
         guard zstdChunk >= 4096 else { throw ValidationError("--zstd-chunk must be at least 4096 bytes") }
         guard (1 ... 256).contains(threads) else { throw ValidationError("--threads must be 1...256") }
-        guard output.hasSuffix(".qlm") else { throw ValidationError("--output should end in .qlm (got '\(output)')") }
+        if let m = maxSize, MixPlanner.parseSize(m) == nil { throw ValidationError("--max-size must be a size like 90M, 88000000 or 85Mi, got '\(m)'") }
+        if let b = targetBpw, !(b > 0 && b < 64) { throw ValidationError("--target-bpw must be in (0, 64), got \(b)") }
+        if maxSize != nil && targetBpw != nil { throw ValidationError("give --max-size or --target-bpw, not both") }
+        if let m = mixTypes, parseTypes(m) == nil {
+            throw ValidationError("--mix-types takes weight types separated by commas (\(QuantType.weightTypes.map(\.name).joined(separator: ", "))), got '\(m)'")
+        }
+        if mixTypes != nil && maxSize == nil && targetBpw == nil { throw ValidationError("--mix-types needs --max-size or --target-bpw") }
+        guard format == "qlm" || format == "gguf" else { throw ValidationError("--format must be qlm or gguf, got '\(format)'") }
+        if format == "gguf" {
+            guard output.hasSuffix(".gguf") else { throw ValidationError("--format gguf: --output should end in .gguf (got '\(output)')") }
+            guard zstd == nil else { throw ValidationError("--format gguf stores raw tensors; drop --zstd") }
+        } else {
+            guard output.hasSuffix(".qlm") else { throw ValidationError("--output should end in .qlm (got '\(output)')") }
+        }
     }
 
     func run() throws {
@@ -123,6 +152,10 @@ struct Convert: ParsableCommand {
         job.zstdFilter = ZstdFilterChoice(name: zstdFilter)!
         job.chunkBytes = zstdChunk
         job.threads = threads
+        job.gguf = format == "gguf"
+        job.maxSize = maxSize.flatMap(MixPlanner.parseSize)
+        job.targetBPW = targetBpw
+        job.mixTypes = mixTypes.flatMap(parseTypes)
         if let cal = calibrate {
             var c = ConversionJob.CalibrationRequest(file: cal)
             c.documents = calibrateDocs.flatMap(parseDocs)
@@ -131,9 +164,10 @@ struct Convert: ParsableCommand {
             c.skip = gptqSkip
             c.damp = gptqDamp
             c.sequential = gptqOrder == "sequential"
+            c.gptq = calibrateMethod == "gptq"
             job.calibration = c
         }
-        var bar: ProgressBar? = nil
+        var bar: ProgressBar? = nil, calBar: ProgressBar? = nil
         let report = try job.run(note: { n in
             switch n {
             case .preset(let line): if !json { print(line) }
@@ -143,6 +177,10 @@ struct Convert: ParsableCommand {
         }, progress: { done, total in
             if bar == nil { bar = ProgressBar("converting", total: Double(total), unit: "B", enabled: !quiet && !json) }
             bar?.update(Double(done))
+        }, calibrationProgress: { done, total in
+            if calBar == nil { calBar = ProgressBar("calibrating", total: Double(total), unit: " chunks", enabled: !quiet && !json) }
+            calBar?.update(Double(done))
+            if done == total { calBar?.finish() }
         })
         bar?.finish()
         let summary = report.summary
@@ -155,7 +193,7 @@ struct Convert: ParsableCommand {
             let how = Dictionary(grouping: summary.rowFallbackTensors.values, by: { $0 }).map { "\($0.value.count) \($0.key)" }.sorted()
             print("rows not whole \(report.policy.defaultType.name) blocks (\(report.policy.defaultType.blockSize) weights): \(summary.rowFallbackTensors.count) matrices stored as the fallback (\(how.joined(separator: ", ")))")
         }
-        if calibrate != nil {
+        if calibrate != nil && calibrateMethod == "gptq" {
             let plain = report.plainMatrices
             printError("GPTQ: \(summary.gptqTensors.count) matrices compensated\(plain.isEmpty ? "" : "; plain (no calibration data or type without GPTQ): " + plain.joined(separator: " "))")
         }
@@ -177,6 +215,12 @@ struct Convert: ParsableCommand {
             printError("note: --type q4_0x8 stores these same q4_0 numbers in 8-row groups, which decode and prefill faster on x86 (docs/benchmarks.md)")
         }
     }
+}
+
+func parseTypes(_ s: String) -> [QuantType]? {
+    let ts = s.split(separator: ",").map { QuantType(name: $0.trimmingCharacters(in: .whitespaces)) }
+    guard !ts.isEmpty, ts.allSatisfy({ $0.map(QuantType.weightTypes.contains) == true }) else { return nil }
+    return ts.map { $0! }
 }
 
 func parseDocs(_ s: String) -> Range<Int>? {
@@ -237,7 +281,15 @@ struct Inspect: ParsableCommand {
             print("\(file): QuantLM v\(m.formatVersion), \(m.architecture), \(formatBytes(f.map.count))")
             print("  layers \(hp.nLayer), d_model \(hp.dModel), heads \(hp.nHead) (kv \(hp.nKVHead)), d_ff \(hp.dFF), n_ctx \(hp.nCtx), vocab \(hp.vocabSize), tied \(hp.tiedEmbeddings)")
             print("  tokenizer \(m.tokenizer.kind) (bos \(m.tokenizer.bos.map(String.init) ?? "-"), eos \(m.tokenizer.eos.map(String.init) ?? "-"))")
-            print("  quantization \(m.quantization.defaultType)\(m.quantization.overrides.isEmpty ? "" : " keep " + m.quantization.overrides.joined(separator: " "))\(m.quantization.zstdLevel.map { ", zstd level \($0)" } ?? "")")
+            if let mix = m.quantization.mix {
+                print("  quantization \(m.quantization.defaultType), size target \(mix)\(m.quantization.zstdLevel.map { ", zstd level \($0)" } ?? "")")
+            } else {
+                print("  quantization \(m.quantization.defaultType)\(m.quantization.overrides.isEmpty ? "" : " keep " + m.quantization.overrides.joined(separator: " "))\(m.quantization.zstdLevel.map { ", zstd level \($0)" } ?? "")")
+            }
+            if let c = m.quantization.calibration { print("  calibration \(c)") }
+            var counts: [String: (n: Int, bytes: Int)] = [:]
+            for t in numeric { counts[t.type.name, default: (0, 0)].n += 1; counts[t.type.name, default: (0, 0)].bytes += t.rawLength }
+            print("  mix " + counts.sorted { $0.value.bytes > $1.value.bytes }.map { "\($0.key) ×\($0.value.n) (\(formatBytes($0.value.bytes)))" }.joined(separator: ", "))
             print(String(format: "  %d parameters, %.3f bits/weight in memory, %.3f on disk", params, report.bitsPerWeight, report.storedBitsPerWeight))
             let mix = Dictionary(grouping: rows.filter { $0.name != "tokenizer" }, by: \.type)
                 .sorted { $0.value.count != $1.value.count ? $0.value.count > $1.value.count : $0.key < $1.key }

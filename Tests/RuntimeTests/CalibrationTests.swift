@@ -14,6 +14,43 @@ final class CalibrationTests: XCTestCase {
         XCTAssertFalse(cal.overlaps(0 ..< 200))
     }
 
+    /// A plain text (no separator lines) is one token stream cut into chunks of ctx, as many as
+    /// --calibrate-tokens asks for, spread over the text; both statistics come from one pass and
+    /// agree (importance = diag(H) / tokens); products over the same input share one H.
+    func testChunksModeOverAPlainText() throws {
+        let ckpt = try Checkpoint.open(Stories.model(), tokenizer: Stories.tokenizer())
+        let payload = try TokenizerPayloads.make(ckpt.tokenizer!, vocabSize: ckpt.hparams.vocabSize)
+        let full = try String(contentsOf: SharedData.path("data/tinystories/tinystories_valid_first1000.txt"), encoding: .utf8)
+        let plain = full.split(separator: "\n").filter { $0 != "<|endoftext|>" }.prefix(300).joined(separator: "\n")
+        var seen: [(Int, Int)] = []
+        let r = try Calibration.collect(checkpoint: ckpt, tokenizer: payload, text: plain, separator: "<|endoftext|>",
+                                        documents: 0 ..< 1, maxTokens: 600, ctx: 64, threads: 2,
+                                        progress: { seen.append(($0, $1)) })
+        XCTAssertEqual(r.mode, "chunks")
+        XCTAssertEqual(r.documentsUsed, 10, "ceil(600 / 64) chunks")
+        XCTAssertEqual(r.tokens, 640)
+        XCTAssertGreaterThan(r.chunksAvailable, 10)
+        XCTAssertEqual(seen.map(\.0), Array(1 ... 10))
+        XCTAssertTrue(seen.allSatisfy { $0.1 == 10 })
+        let matrices = ckpt.tensors.filter { $0.shape.count >= 2 }.map(\.name)
+        XCTAssertEqual(Set(r.importance.keys), Set(matrices))
+        XCTAssertEqual(Set(r.hessians.keys), Set(matrices))
+        let q = "layers.1.attention.wq.weight", k = "layers.1.attention.wk.weight"
+        XCTAssertEqual(r.hessians[q], r.hessians[k], "q and k read the same input")
+        let h = try XCTUnwrap(r.hessians[q]), imp = try XCTUnwrap(r.importance[q])
+        let n = imp.count
+        XCTAssertEqual(h.count, n * n)
+        for j in 0 ..< n {
+            // H comes from an f32 product, the mean squares from double sums: 1e-4 relative
+            XCTAssertEqual(Double(imp[j]), h[j * n + j] / 640, accuracy: 1e-4 * max(1e-6, h[j * n + j] / 640), "column \(j)")
+        }
+        // importance only: no H at all
+        let r2 = try Calibration.collect(checkpoint: ckpt, tokenizer: payload, text: plain, separator: "<|endoftext|>",
+                                         documents: 0 ..< 1, maxTokens: 64, ctx: 64, threads: 1, hessians: false)
+        XCTAssertTrue(r2.hessians.isEmpty)
+        XCTAssertEqual(Set(r2.importance.keys), Set(matrices))
+    }
+
     /// Sequential GPTQ (each stage's statistics from the model whose earlier stages are already
     /// quantized) with 40 calibration stories (500..<540, ≤ 6,000 tokens) lowers the model's
     /// output error on 20 held-out stories (0..<20) versus plain iq4_k16 rounding: KL mean at

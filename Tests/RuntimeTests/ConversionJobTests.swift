@@ -33,7 +33,7 @@ final class ConversionJobTests: XCTestCase {
         // calibration, and the caller's --keep pattern still wins over it.
         XCTAssertEqual(notes.count, 2, "\(notes)")
         XCTAssertTrue(notes.first?.hasPrefix("preset:preset q4_mix: matrices iq4_k16") == true, "\(notes)")
-        XCTAssertTrue(notes.last?.hasPrefix("calibration:GPTQ (float), damp 0.01; calibration tinystories_valid_first1000.txt documents 900..<1000") == true, "\(notes)")
+        XCTAssertTrue(notes.last?.hasPrefix("calibration:GPTQ (float), damp 0.01 + importance-weighted rounding; calibration tinystories_valid_first1000.txt documents 900..<1000") == true, "\(notes)")
         XCTAssertEqual(r.policy.defaultType, .iq4_k16)
         let f = try QLMFile(out)
         XCTAssertEqual(try f.info("layers.2.attention.wq.weight").type, .iq4_k16)
@@ -65,5 +65,72 @@ final class ConversionJobTests: XCTestCase {
         job.calibration = .init(file: "/nonexistent/cal.txt")
         XCTAssertThrowsError(try job.run()) { e in XCTAssertTrue("\(e)".contains("/nonexistent/cal.txt"), "\(e)") }
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "no output on failure")
+    }
+
+    /// A calibration text shorter than one chunk, or not UTF-8, is a one-line error naming the file.
+    func testBadCalibrationTextNamesTheFile() throws {
+        let out = TestFiles.tempRoot.appendingPathComponent("job-badcal.qlm")
+        var job = ConversionJob(input: try Stories.model(), output: out, type: "q4_0")
+        job.tokenizer = try Stories.tokenizer()
+        job.threads = 2
+        let short = TestFiles.tempRoot.appendingPathComponent("short-cal.txt")
+        try "Once upon a time there was a cat.".write(to: short, atomically: true, encoding: .utf8)
+        job.calibration = .init(file: short.path)
+        XCTAssertThrowsError(try job.run()) { e in
+            XCTAssertTrue("\(e)".contains(short.path) && "\(e)".contains("shorter than one chunk of 512"), "\(e)")
+        }
+        let latin1 = TestFiles.tempRoot.appendingPathComponent("latin1-cal.txt")
+        try Data([0x63, 0x61, 0x66, 0xE9, 0x20, 0xFF, 0xFE]).write(to: latin1)
+        job.calibration = .init(file: latin1.path)
+        XCTAssertThrowsError(try job.run()) { e in
+            XCTAssertTrue("\(e)".contains(latin1.path) && "\(e)".contains("not UTF-8"), "\(e)")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.path), "no output on failure")
+    }
+}
+
+/// Size targets (`--max-size`, `--target-bpw`): MixPlanner's choice under a byte budget.
+final class SizeTargetTests: XCTestCase {
+    /// A budget between the smallest and the largest plan gives a file within it that mixes
+    /// types, records the choice (quantization.mix, one override per matrix), and a larger budget
+    /// never plans a larger loss; a budget below every plan names the smallest reachable size.
+    func testMaxSizeChoosesAMixWithinTheBudget() throws {
+        let ckpt = try Checkpoint.open(Stories.model(), tokenizer: Stories.tokenizer())
+        let policy = QuantPolicy(defaultType: .q8_0)
+        let cands: [QuantType] = [.q4_0, .iq4_k16, .q4_1, .q8_0]
+        let small = try MixPlanner.plan(ckpt, policy: policy, candidates: cands, importance: nil, budget: 0, threads: 2)
+        let big = try MixPlanner.plan(ckpt, policy: policy, candidates: cands, importance: nil, budget: .max, threads: 2)
+        XCTAssertLessThan(small.minimumTensorBytes, big.tensorBytes)
+        var lastLoss = Double.infinity
+        for k in 0 ... 4 {
+            let budget = small.minimumTensorBytes + (big.tensorBytes - small.minimumTensorBytes) * k / 4
+            let p = try MixPlanner.plan(ckpt, policy: policy, candidates: cands, importance: nil, budget: budget, threads: 2)
+            XCTAssertLessThanOrEqual(p.tensorBytes, budget)
+            XCTAssertLessThanOrEqual(p.loss, lastLoss * (1 + 1e-12), "budget \(budget)")
+            lastLoss = p.loss
+        }
+
+        let out = TestFiles.tempRoot.appendingPathComponent("job-maxsize.qlm")
+        var job = ConversionJob(input: try Stories.model(), output: out, type: "q8_0")
+        job.tokenizer = try Stories.tokenizer()
+        job.threads = 2
+        job.mixTypes = cands
+        let mid = (small.minimumTensorBytes + big.tensorBytes) / 2
+        let overhead = ConversionJob.overheadBytes(tokenizerBytes: 6000, tensors: ckpt.tensors.count + 1)
+        job.maxSize = mid + overhead
+        let r = try job.run()
+        let size = try FileManager.default.attributesOfItem(atPath: out.path)[.size] as! Int
+        XCTAssertLessThanOrEqual(size, mid + overhead)
+        let f = try QLMFile(out)
+        let matrices = f.tensors.filter { $0.shape.count >= 2 }
+        XCTAssertGreaterThan(Set(matrices.map(\.type)).count, 1, "a mix")
+        XCTAssertTrue(f.metadata.quantization.mix?.hasPrefix("max-size \(mid + overhead) bytes: ") == true, "\(f.metadata.quantization.mix ?? "nil")")
+        XCTAssertEqual(f.metadata.quantization.overrides.count, matrices.count)
+        for m in matrices { XCTAssertEqual(r.plan?.types[m.name], m.type, m.name) }
+
+        job.maxSize = small.minimumTensorBytes / 2
+        XCTAssertThrowsError(try job.run()) { e in
+            XCTAssertTrue("\(e)".contains("stories260K.bin") && "\(e)".contains("is below the smallest size reachable"), "\(e)")
+        }
     }
 }

@@ -179,6 +179,10 @@ typedef struct {
     // Optional: one row quantized with GPTQ error compensation (gptq.c; U = upper Cholesky factor
     // of H^-1, w updated in place). NULL: no GPTQ for this type.
     void (*gptq_row)(float *w, int64_t n, const double *U, void *dst);
+    // Optional: one row of n finite floats quantized minimizing the importance-weighted error
+    // sum_j imp[j] (x_j - q_j)^2 (imp >= 0 per column: the calibration text's mean square of
+    // input j). Same stored layout as quantize_row. NULL: quantize_row is used (imp ignored).
+    void (*quantize_row_imp)(const float *x, const float *imp, void *dst, int64_t n);
 } qlm_type_traits;
 
 // NULL for an unknown type value.
@@ -200,6 +204,9 @@ float qlm_e8_to_f32(uint8_t e);
 // a non-finite value or H cannot be factored even after raising the dampening.
 int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const double *H, double damp,
                       void *dst, int n_threads);
+// U, the upper Cholesky factor of H^-1 (H^-1 = U^T U, U [n, n] row-major, zero below the
+// diagonal), for a symmetric positive definite H, on up to 2 threads. 0, or -1 if H does not factor.
+int qlm_gptq_inverse_factor(const double *H, int64_t n, double *U, int n_threads);
 // H[n, n] += sum over t of X[t] X[t]^T (X is [T, n] floats); only correct as a whole matrix.
 void qlm_accum_xtx(double *H, const float *X, int64_t T, int64_t n);
 
@@ -230,6 +237,11 @@ int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n);
 // packed (no memory for its 8-row scratch), or -1 when all went well.
 #define QLM_QUANTIZE_NOMEM (-2)
 int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows, int64_t n, int n_threads);
+// The same with per-column importance imp[n] (the type's quantize_row_imp; types without one,
+// or imp == NULL, quantize as qlm_quantize_rows does).
+int64_t qlm_quantize_rows_imp(int32_t type, const float *x, const float *imp, void *dst, int64_t rows, int64_t n, int n_threads);
+// Whether the type has an importance-weighted quantizer.
+int qlm_has_quantize_imp(int32_t type);
 
 void qlm_f32_to_f16(const float *x, uint16_t *y, int64_t n); // round to nearest even
 void qlm_f16_to_f32(const uint16_t *x, float *y, int64_t n);

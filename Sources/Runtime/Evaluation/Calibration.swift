@@ -6,11 +6,21 @@ import Quant
 /// matrix, H = Σ x xᵀ over its input rows (docs/quantization.md).
 package enum Calibration {
     package struct Result {
+        /// H = Σ x xᵀ per matrix (matrices that share an input share the array); empty when
+        /// only importance was asked for.
         package var hessians: [String: [Double]]
+        /// Per matrix, the mean square of each input column over every calibration token (an
+        /// importance matrix): the weights of importance-weighted rounding.
+        package var importance: [String: [Float]] = [:]
+        /// Documents mode: the documents used; chunks mode: the chunks of the token stream.
         package var documents: Range<Int>
         package var documentsUsed: Int
         package var tokens: Int
         package var seconds: Double
+        /// "chunks" (the text as one token stream cut into chunks of ctx) or "documents".
+        package var mode = "documents"
+        /// Chunks mode: how many whole chunks the text holds.
+        package var chunksAvailable = 0
     }
 
     /// The default calibration documents of a text with `total` documents: the second half
@@ -26,45 +36,88 @@ package enum Calibration {
         return o
     }
 
+    /// Statistics of every matrix's inputs from running calibration text through the float model.
     /// - Parameters:
-    ///   - documents: which documents (0-based, end exclusive) of `text` to use.
-    ///   - maxTokens: stop after this many tokens (whole documents, the last one truncated).
-    ///   - ctx: each document is truncated to this many tokens (BOS first), as in the documents protocol.
+    ///   - documents: documents mode (the text has `separator` lines): which documents (0-based,
+    ///     end exclusive) to use. A text without separator lines is one token stream cut into
+    ///     chunks of `ctx` tokens (the chunks protocol's cut: a chunk's first token becomes BOS),
+    ///     `documents` ignored.
+    ///   - maxTokens: stop after this many tokens (chunks mode: that many tokens' worth of chunks,
+    ///     at least one, spread evenly over the text).
+    ///   - ctx: documents are truncated to this many tokens; chunks are this long.
+    ///   - hessians: collect H = Σ x xᵀ for GPTQ (else only the per-column mean squares, which cost
+    ///     next to nothing beyond the forward passes).
+    ///   - source: the file name errors name.
+    ///   - progress: (chunks done, chunks in all), after each forward pass.
     package static func collect(checkpoint: Checkpoint, tokenizer: TokenizerPayload, text: String, separator: String,
-                               documents: Range<Int>, maxTokens: Int, ctx: Int, threads: Int) throws -> Result {
+                               documents: Range<Int>, maxTokens: Int, ctx: Int, threads: Int, hessians: Bool = true,
+                               source: String = "--calibrate", progress: ((Int, Int) -> Void)? = nil) throws -> Result {
         let start = Date()
         let tmp = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("quantlm-calib-\(getpid()).qlm")
         defer { try? FileManager.default.removeItem(at: tmp) }
         _ = try Converter.convert(checkpoint, tokenizer: tokenizer,
                                   options: ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads), to: tmp)
         let lm = try LoadedModel(path: tmp.path, options: loadOptions(threads: threads, ctx: ctx))
-        let (batches, range) = try calibrationBatches(text: text, separator: separator, documents: documents,
-                                                      maxTokens: maxTokens, ctx: ctx, lm: lm)
-        let acc = HessianAccumulator()
+        let plan = try calibrationBatches(text: text, separator: separator, documents: documents,
+                                          maxTokens: maxTokens, ctx: ctx, lm: lm, source: source)
+        let acc = InputStatistics(hessians: hessians, pool: lm.model.compute.pool)
         lm.model.compute.observer = { m, x, T in acc.add(m, x, T) }
         defer { lm.model.compute.observer = nil }
-        for ids in batches {
+        for (i, ids) in plan.batches.enumerated() {
             // Every row's logits are requested so the classifier sees every position's input.
             try lm.model.forward(ids, startPos: 0, logitRows: 0 ..< ids.count) { _, _ in }
+            acc.endPass()
+            progress?(i + 1, plan.batches.count)
         }
-        var out: [String: [Double]] = [:]
-        for (name, (p, n)) in acc.sums { out[name] = Array(UnsafeBufferPointer(start: p, count: n * n)) }
-        return Result(hessians: out, documents: range, documentsUsed: batches.count,
-                      tokens: batches.reduce(0) { $0 + $1.count }, seconds: Date().timeIntervalSince(start))
+        var r = Result(hessians: acc.hessianArrays(), importance: acc.importance(), documents: plan.range,
+                       documentsUsed: plan.batches.count, tokens: plan.batches.reduce(0) { $0 + $1.count },
+                       seconds: Date().timeIntervalSince(start))
+        r.mode = plan.chunks ? "chunks" : "documents"
+        r.chunksAvailable = plan.chunksAvailable
+        return r
     }
 
-    /// Documents `documents` of `text` (split on `separator` lines), each encoded from BOS and
-    /// truncated to `ctx` and the model's positions, until `maxTokens` tokens in all (the last
-    /// one truncated); documents of fewer than two tokens are skipped.
+    struct BatchPlan {
+        var batches: [[Int32]]
+        var range: Range<Int>
+        var chunks: Bool
+        var chunksAvailable: Int
+    }
+
+    /// The forward passes of a calibration text. Documents mode (the text has `separator`
+    /// lines): documents `documents`, each encoded from BOS and truncated to `ctx` and the
+    /// model's positions, until `maxTokens` tokens in all (the last one truncated); documents of
+    /// fewer than two tokens are skipped. Chunks mode (no separator line): the whole text as one
+    /// token stream, cut into chunks of `ctx` tokens whose first token becomes BOS; ceil(maxTokens
+    /// / ctx) of them (all if fewer), spread evenly over the text. A text shorter than one chunk
+    /// is an error naming `source`.
     static func calibrationBatches(text: String, separator: String, documents: Range<Int>, maxTokens: Int, ctx: Int,
-                                   lm: LoadedModel) throws -> (batches: [[Int32]], range: Range<Int>) {
+                                   lm: LoadedModel, source: String = "--calibrate") throws -> BatchPlan {
+        let limit = min(ctx, lm.model.positionLimit)
         let docs = Perplexity.splitDocuments(text, separator: separator)
-        guard !docs.isEmpty else { throw QuantError("--calibrate", "the calibration text has no documents") }
+        guard !docs.isEmpty else { throw QuantError(source, "the calibration text is empty") }
+        if docs.count == 1 {
+            guard limit >= 2 else { throw QuantError(source, "--calibrate-ctx must be at least 2") }
+            let ids = lm.tokenizer.encode(text)
+            let available = ids.count / limit
+            guard available >= 1 else {
+                throw QuantError(source, "the calibration text is \(ids.count) tokens, shorter than one chunk of \(limit) (--calibrate-ctx)")
+            }
+            let want = min(available, max(1, (maxTokens + limit - 1) / limit))
+            let bos = lm.tokenizer.bosID
+            var batches: [[Int32]] = []
+            for k in 0 ..< want {
+                let c = want == 1 ? 0 : k * (available - 1) / (want - 1)
+                var w = Array(ids[c * limit ..< (c + 1) * limit])
+                if let bos { w[0] = bos }
+                batches.append(w)
+            }
+            return BatchPlan(batches: batches, range: 0 ..< available, chunks: true, chunksAvailable: available)
+        }
         let lo = min(documents.lowerBound, docs.count), hi = min(documents.upperBound, docs.count)
         guard lo < hi else {
-            throw QuantError("--calibrate-docs", "documents \(documents.lowerBound)..<\(documents.upperBound) are outside the text's \(docs.count) documents")
+            throw QuantError(source, "--calibrate-docs \(documents.lowerBound):\(documents.upperBound) is outside the text's \(docs.count) documents")
         }
-        let limit = min(ctx, lm.model.positionLimit)
         var batches: [[Int32]] = []
         var tokens = 0
         for d in docs[lo ..< hi] {
@@ -76,8 +129,8 @@ package enum Calibration {
             batches.append(ids)
             tokens += ids.count
         }
-        guard tokens > 0 else { throw QuantError("--calibrate", "no calibration document has two or more tokens") }
-        return (batches, lo ..< hi)
+        guard tokens > 0 else { throw QuantError(source, "no calibration document has two or more tokens") }
+        return BatchPlan(batches: batches, range: lo ..< hi, chunks: false, chunksAvailable: 0)
     }
 
     /// Sequential GPTQ (as in the GPTQ paper): the matrices are quantized stage by stage in the
@@ -114,8 +167,9 @@ package enum Calibration {
         let f32 = ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads)
         _ = try Converter.convert(work, tokenizer: tokenizer, options: f32, to: tmp)
         var lm = try LoadedModel(path: tmp.path, options: loadOptions(threads: threads, ctx: ctx))
-        let (batches, range) = try calibrationBatches(text: text, separator: separator, documents: documents,
-                                                      maxTokens: maxTokens, ctx: ctx, lm: lm)
+        let plan = try calibrationBatches(text: text, separator: separator, documents: documents,
+                                          maxTokens: maxTokens, ctx: ctx, lm: lm)
+        let batches = plan.batches, range = plan.range
         let tokens = batches.reduce(0) { $0 + $1.count }
 
         // Stages: consecutive products over the same input pointer, in first-use order.
@@ -138,18 +192,20 @@ package enum Calibration {
                 lm = try LoadedModel(path: tmp.path, options: loadOptions(threads: threads, ctx: ctx))
             }
             let want = Set(stage)
-            let acc = HessianAccumulator()
+            let acc = InputStatistics(hessians: true, pool: lm.model.compute.pool)
             lm.model.compute.observer = { m, x, T in if want.contains(m.name) { acc.add(m, x, T) } }
             for ids in batches {
                 try lm.model.forward(ids, startPos: 0, logitRows: 0 ..< ids.count) { _, _ in }
+                acc.endPass()
             }
             lm.model.compute.observer = nil
+            let stageH = acc.hessianArrays()
             // Quantize this stage's matrices and write them back dequantized.
             for name in stage {
-                guard let (p, n) = acc.sums[name], let ti = index[name] else { continue }
+                guard let h = stageH[name], let ti = index[name] else { continue }
+                let n = Int(Double(h.count).squareRoot())
                 let t = checkpoint.tensors[ti]
                 let type = policy.type(for: name, shape: t.shape)
-                let h = Array(UnsafeBufferPointer(start: p, count: n * n))
                 let rows = t.rows, cols = t.rowLength
                 let rs = Int(qlm_row_size(type.rawValue, Int64(cols)))
                 let q = UnsafeMutableRawPointer.allocate(byteCount: max(1, rs * rows), alignment: 64)
@@ -171,27 +227,99 @@ package enum Calibration {
             }
             log?("stage \(si + 1)/\(stages.count): \(stage.joined(separator: " "))")
         }
-        return Result(hessians: out, documents: range, documentsUsed: batches.count, tokens: tokens, seconds: Date().timeIntervalSince(start))
+        var r = Result(hessians: out, documents: range, documentsUsed: batches.count, tokens: tokens, seconds: Date().timeIntervalSince(start))
+        r.mode = plan.chunks ? "chunks" : "documents"
+        r.chunksAvailable = plan.chunksAvailable
+        return r
     }
 }
 
-/// H = Σ x xᵀ of each matrix's inputs (double precision), keyed by matrix name; the buffers are
-/// freed with the accumulator.
-final class HessianAccumulator {
-    private(set) var sums: [String: (UnsafeMutablePointer<Double>, Int)] = [:]
+/// Statistics of each matrix's inputs, keyed by matrix name: the per-column sum of squares, and
+/// (with `hessians`) H = Σ x xᵀ in double precision. Products that read the same input one after
+/// the other (a layer's q/k/v, w1/w3: consecutive observer calls with the same input pointer,
+/// rows and width) share one accumulator. H grows by Xᵀ X per pass, computed as an f32 product
+/// (the f32 weight kernels on the model's pool, Xᵀ's rows as both weights and activations, T
+/// terms per entry) and added into the double sums.
+final class InputStatistics {
+    private final class Entry {
+        let n: Int
+        var sumsq: [Double]
+        var h: UnsafeMutablePointer<Double>?
+        var tokens = 0
+        init(n: Int, hessian: Bool) {
+            self.n = n
+            sumsq = [Double](repeating: 0, count: n)
+            if hessian {
+                h = .allocate(capacity: n * n)
+                h!.initialize(repeating: 0, count: n * n)
+            }
+        }
+        deinit { h?.deallocate() }
+    }
+    private let hessians: Bool
+    private let pool: OpaquePointer?
+    private var entries: [String: Entry] = [:]
+    /// Matrix name -> the name of the entry it shares (itself when it owns one).
+    private var owner: [String: String] = [:]
+    private var last: (x: UnsafePointer<Float>, T: Int, n: Int, name: String)?
+    private var xt = UnsafeMutablePointer<Float>.allocate(capacity: 1), xtCap = 1
+    private var y = UnsafeMutablePointer<Float>.allocate(capacity: 1), yCap = 1
+    private var act = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64), actCap = 64
+
+    init(hessians: Bool, pool: OpaquePointer?) {
+        self.hessians = hessians
+        self.pool = pool
+    }
+
+    deinit { xt.deallocate(); y.deallocate(); act.deallocate() }
+
+    /// Ends a forward pass (the next call never shares the previous one's input).
+    func endPass() { last = nil }
 
     func add(_ m: Matrix, _ x: UnsafePointer<Float>, _ T: Int) {
         let n = m.cols
-        let h: UnsafeMutablePointer<Double>
-        if let (p, _) = sums[m.name] {
-            h = p
-        } else {
-            h = .allocate(capacity: n * n)
-            h.initialize(repeating: 0, count: n * n)
-            sums[m.name] = (h, n)
+        if let l = last, l.x == x, l.T == T, l.n == n {
+            if owner[m.name] == nil { owner[m.name] = l.name }
+            if owner[m.name] != m.name { return }  // shares an entry this pass already fed
         }
-        qlm_accum_xtx(h, x, Int64(T), Int64(n))
+        let key = owner[m.name] ?? m.name
+        owner[m.name] = key
+        last = (x, T, n, key)
+        let e: Entry
+        if let have = entries[key] { e = have } else { e = Entry(n: n, hessian: hessians); entries[key] = e }
+        e.tokens += T
+        e.sumsq.withUnsafeMutableBufferPointer { s in
+            for t in 0 ..< T {
+                let row = x + t * n
+                for j in 0 ..< n { s[j] += Double(row[j] * row[j]) }
+            }
+        }
+        guard let h = e.h else { return }
+        if n * T > xtCap { xt.deallocate(); xtCap = n * T; xt = .allocate(capacity: xtCap) }
+        if n * n > yCap { y.deallocate(); yCap = n * n; y = .allocate(capacity: yCap) }
+        let need = n * Int(qlm_act_row_size(QuantType.f32.rawValue, Int64(T)))
+        if need > actCap { act.deallocate(); actCap = need; act = .allocate(byteCount: need, alignment: 64) }
+        for t in 0 ..< T { for j in 0 ..< n { xt[j * T + t] = x[t * n + j] } }
+        qlm_matmul(pool, QuantType.f32.rawValue, xt, Int64(n), Int64(T), xt, Int64(n), y, Int64(n), act)
+        for k in 0 ..< n * n { h[k] += Double(y[k]) }
     }
 
-    deinit { for (p, _) in sums.values { p.deallocate() } }
+    /// H per matrix; matrices sharing an input share one array (no copy).
+    func hessianArrays() -> [String: [Double]] {
+        var arrays: [String: [Double]] = [:]
+        for (k, e) in entries { if let h = e.h { arrays[k] = Array(UnsafeBufferPointer(start: h, count: e.n * e.n)) } }
+        var out: [String: [Double]] = [:]
+        for (name, key) in owner { if let a = arrays[key] { out[name] = a } }
+        return out
+    }
+
+    /// Mean square of each input column per matrix.
+    func importance() -> [String: [Float]] {
+        var out: [String: [Float]] = [:]
+        for (name, key) in owner {
+            guard let e = entries[key], e.tokens > 0 else { continue }
+            out[name] = e.sumsq.map { Float($0 / Double(e.tokens)) }
+        }
+        return out
+    }
 }

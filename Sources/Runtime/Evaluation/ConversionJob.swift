@@ -10,13 +10,18 @@ package struct ConversionJob: Sendable {
         package var file: String
         /// Documents `a..<b` of the file; nil = `Calibration.defaultDocuments` (second half).
         package var documents: Range<Int>?
-        package var maxTokens = 65536
+        package var maxTokens = 16384
         package var ctx = 512
         /// Globs of matrices quantized without GPTQ.
         package var skip: [String] = []
         package var damp = 0.01
         /// Collect each stage's statistics from the partly quantized model instead of the float one.
         package var sequential = false
+        /// GPTQ error compensation (needs H = Σ x xᵀ per matrix). Off: importance-weighted
+        /// rounding alone (the per-column mean squares, an importance matrix).
+        package var gptq = true
+        /// Importance-weighted rounding for matrices without GPTQ (types with a weighted quantizer).
+        package var importance = true
         package init(file: String) { self.file = file }
     }
 
@@ -35,6 +40,8 @@ package struct ConversionJob: Sendable {
         package var policy: QuantPolicy
         package var calibrationNote: String?
         package var calibrationSeconds: Double?
+        /// With a size target: the plan (types per matrix, predicted bytes).
+        package var plan: MixPlanner.Plan?
         /// With calibration: matrices written without GPTQ (no statistics, skipped, or a type without GPTQ).
         package var plainMatrices: [String] = []
         package var seconds: Double
@@ -49,6 +56,16 @@ package struct ConversionJob: Sendable {
     package var keep: [String] = []
     package var preset: String?
     package var calibration: CalibrationRequest?
+    /// A size target: the written file at most this many bytes (`--max-size`) ...
+    package var maxSize: Int?
+    /// ... or every numeric tensor's stored bits per parameter at most this (`--target-bpw`).
+    package var targetBPW: Double?
+    /// The types a size target chooses from (nil: MixPlanner.defaultCandidates; with GGUF output,
+    /// those of them ggml has).
+    package var mixTypes: [QuantType]?
+    /// Write GGUF instead of .qlm (GGUF inputs only: their metadata and tokenizer are copied;
+    /// every tensor's type must be one ggml has).
+    package var gguf = false
     package var zstdLevel: Int?
     package var zstdFilter: ZstdFilterChoice = .fixed(.planes)
     package var chunkBytes = ZstdChunks.defaultChunkBytes
@@ -62,7 +79,24 @@ package struct ConversionJob: Sendable {
 
     package static let documentSeparator = "<|endoftext|>"
 
-    package func run(note: @escaping (Note) -> Void = { _ in }, progress: @escaping (Int, Int) -> Void = { _, _ in }) throws -> Report {
+    /// The calibration file as text: an unreadable file or bytes that are not UTF-8 are a
+    /// one-line error naming the file.
+    package static func readCalibrationText(_ path: String) throws -> String {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
+            throw QuantError(path, "cannot read calibration text: \(error.localizedDescription)")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw QuantError(path, "calibration text is not UTF-8")
+        }
+        return text
+    }
+
+    /// - Parameters:
+    ///   - progress: (bytes converted, bytes in all), after each tensor.
+    ///   - calibrationProgress: (forward passes done, passes in all) while calibrating.
+    package func run(note: @escaping (Note) -> Void = { _ in }, progress: @escaping (Int, Int) -> Void = { _, _ in },
+                     calibrationProgress: ((Int, Int) -> Void)? = nil) throws -> Report {
         let start = Date()
         let overrides = try keep.map(QuantPolicy.parseOverride)
         var policy: QuantPolicy
@@ -84,43 +118,109 @@ package struct ConversionJob: Sendable {
             policy = QuantPolicy(defaultType: p.defaultType, overrides: overrides + used)
             note(.preset("preset \(p.name): matrices \(p.defaultType.name)\(used.isEmpty ? "" : ", " + used.map { "\($0.glob)=\($0.type.name)" }.joined(separator: " "))"))
         }
+        var ggufSource: GGUFFile?
+        if gguf {
+            do { ggufSource = try GGUFFile(input) } catch {
+                throw QuantError(input.path, "GGUF export needs a GGUF input (its metadata and tokenizer are copied): \(error)")
+            }
+        }
         guard let tokSource = ckpt.tokenizer else { throw QuantError(input.path, "no tokenizer found; pass --tokenizer") }
         let payload = try TokenizerPayloads.make(tokSource, vocabSize: ckpt.hparams.vocabSize)
         var options = ConvertOptions(policy: policy, zstdLevel: zstdLevel, chunkBytes: chunkBytes, threads: threads)
         options.zstdFilter = zstdFilter
 
         var calibrationNote: String?, calibrationSeconds: Double?
+        var statistics: Calibration.Result?
         if let cal = calibration {
-            let text: String
-            do { text = try String(contentsOfFile: cal.file, encoding: .utf8) } catch {
-                throw QuantError(cal.file, "cannot read calibration text: \(error.localizedDescription)")
-            }
+            let text = try Self.readCalibrationText(cal.file)
             let sep = Self.documentSeparator
             let total = Perplexity.splitDocuments(text, separator: sep).count
             let docs = cal.documents ?? Calibration.defaultDocuments(total: total)
             let skip = cal.skip
-            let r = cal.sequential
+            let name = URL(fileURLWithPath: cal.file).lastPathComponent
+            let r = cal.sequential && cal.gptq
                 ? try Calibration.collectSequential(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
                                                     maxTokens: cal.maxTokens, ctx: cal.ctx, threads: threads, policy: policy, damp: cal.damp,
                                                     compensate: { n in !skip.contains { QuantPolicy.matches($0, n) } },
                                                     log: { note(.calibrationStage($0)) })
                 : try Calibration.collect(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
-                                          maxTokens: cal.maxTokens, ctx: cal.ctx, threads: threads)
-            let what = "GPTQ (\(cal.sequential ? "sequential" : "float")), damp \(cal.damp); calibration \(URL(fileURLWithPath: cal.file).lastPathComponent) documents \(r.documents.lowerBound)..<\(r.documents.upperBound) of \(total) (\(r.documentsUsed) used, \(r.tokens) tokens, ctx \(cal.ctx))"
-            note(.calibration("\(what); \(r.hessians.count) matrices, \(String(format: "%.2f", r.seconds)) s"))
-            options.hessians = r.hessians.filter { h in !skip.contains { QuantPolicy.matches($0, h.key) } }
+                                          maxTokens: cal.maxTokens, ctx: cal.ctx, threads: threads, hessians: cal.gptq,
+                                          source: cal.file, progress: calibrationProgress)
+            let used = r.mode == "chunks"
+                ? "\(r.documentsUsed) of \(r.chunksAvailable) chunks of \(cal.ctx) tokens (\(r.tokens) tokens)"
+                : "documents \(r.documents.lowerBound)..<\(r.documents.upperBound) of \(total) (\(r.documentsUsed) used, \(r.tokens) tokens, ctx \(cal.ctx))"
+            var methods: [String] = []
+            if cal.gptq { methods.append("GPTQ (\(cal.sequential ? "sequential" : "float")), damp \(cal.damp)") }
+            if cal.importance { methods.append("importance-weighted rounding") }
+            let what = "\(methods.joined(separator: " + ")); calibration \(name) \(used)"
+            note(.calibration("\(what); \(r.hessians.count) matrices with H, \(r.importance.count) with importance, \(String(format: "%.2f", r.seconds)) s"))
+            if cal.gptq { options.hessians = r.hessians.filter { h in !skip.contains { QuantPolicy.matches($0, h.key) } } }
+            if cal.importance { options.importance = r.importance }
             options.gptqDamp = cal.damp
             options.calibrationNote = what
             calibrationNote = what
             calibrationSeconds = r.seconds
+            statistics = r
         }
-        let summary = try Converter.convert(ckpt, tokenizer: payload, options: options, to: output, progress: progress)
+        var plan: MixPlanner.Plan?
+        if maxSize != nil || targetBPW != nil {
+            let p = try planMix(ckpt, policy: policy, tokenizerBytes: payload.blob.count, importance: statistics?.importance)
+            let user = policy.overrides
+            policy = QuantPolicy(defaultType: policy.defaultType,
+                                 overrides: user + ckpt.tensors.compactMap { t in p.types[t.name].map { (t.name, $0) } })
+            options.policy = policy
+            let target = maxSize.map { "max-size \($0) bytes" } ?? "target-bpw \(targetBPW!)"
+            options.mixNote = "\(target): \(p.summary); tensors \(p.tensorBytes) bytes (smallest reachable \(p.minimumTensorBytes)), chosen by importance-weighted error per byte\(statistics == nil ? " (no calibration: unweighted)" : "")"
+            note(.preset("size target \(options.mixNote!)"))
+            plan = p
+        }
+        if gguf {
+            for t in ckpt.tensors {
+                let type = policy.type(for: t).type
+                if GGUFExport.ggmlType(for: type) == nil {
+                    throw QuantError(input.path, "tensor \(t.name) would be \(type.name), which ggml lacks; GGUF export needs ggml's types (\(MixPlanner.defaultCandidates.filter { GGUFExport.ggmlType(for: $0) != nil }.map(\.name).joined(separator: ", ")), f16, f32)")
+                }
+            }
+        }
+        let qlmOut = gguf ? output.deletingLastPathComponent().appendingPathComponent(".\(output.lastPathComponent).\(getpid()).qlm") : output
+        defer { if gguf { try? FileManager.default.removeItem(at: qlmOut) } }
+        var summary = try Converter.convert(ckpt, tokenizer: payload, options: options, to: qlmOut, progress: progress)
+        if let src = ggufSource {
+            let names = Dictionary(uniqueKeysWithValues: ckpt.tensors.map { ($0.name, $0.key.description) })
+            try GGUFExport.write(QLMFile(qlmOut), like: src, ggufNames: names, to: output)
+            summary.output = output.path
+            summary.bytesOut = (try? FileManager.default.attributesOfItem(atPath: output.path)[.size] as? Int) ?? summary.bytesOut
+        }
         var plain: [String] = []
         if calibration != nil {
             let matrices = Set(ckpt.tensors.filter { $0.shape.count >= 2 }.map(\.name))
             plain = matrices.subtracting(summary.gptqTensors).sorted()
         }
-        return Report(summary: summary, policy: policy, calibrationNote: calibrationNote, calibrationSeconds: calibrationSeconds,
-                      plainMatrices: plain, seconds: Date().timeIntervalSince(start))
+        var report = Report(summary: summary, policy: policy, calibrationNote: calibrationNote, calibrationSeconds: calibrationSeconds,
+                            plainMatrices: plain, seconds: Date().timeIntervalSince(start))
+        report.plan = plan
+        return report
     }
+
+    /// Bytes a .qlm file holds beyond its numeric tensors, for --max-size: the tokenizer blob,
+    /// then the metadata (its JSON grows with one override per tensor), table and alignment.
+    package static func overheadBytes(tokenizerBytes: Int, tensors: Int) -> Int { tokenizerBytes + 65536 + 256 * tensors }
+
+    func planMix(_ ckpt: Checkpoint, policy: QuantPolicy, tokenizerBytes: Int, importance: [String: [Float]]?) throws -> MixPlanner.Plan {
+        let overhead = Self.overheadBytes(tokenizerBytes: tokenizerBytes, tensors: ckpt.tensors.count + 1)
+        let params = ckpt.tensors.reduce(0) { $0 + $1.elementCount }
+        let budget = maxSize.map { $0 - overhead } ?? Int((targetBPW ?? 0) * Double(params) / 8)
+        let candidates = mixTypes ?? MixPlanner.defaultCandidates.filter { !gguf || GGUFExport.ggmlType(for: $0) != nil }
+        let p = try MixPlanner.plan(ckpt, policy: policy, candidates: candidates, importance: importance, budget: budget, threads: threads)
+        if p.minimumTensorBytes > budget {
+            let types = candidates.map(\.name).joined(separator: ", ")
+            if let m = maxSize {
+                throw QuantError(input.path, "--max-size \(m) bytes is below the smallest size reachable with \(types): \(p.minimumTensorBytes + overhead) bytes (\(formatMB(p.minimumTensorBytes + overhead)))")
+            }
+            throw QuantError(input.path, "--target-bpw \(targetBPW!) is below the smallest reachable with \(types): \(String(format: "%.3f", Double(p.minimumTensorBytes) * 8 / Double(params))) bits/weight")
+        }
+        return p
+    }
+
+    private func formatMB(_ b: Int) -> String { String(format: "%.2f MB", Double(b) / 1e6) }
 }
