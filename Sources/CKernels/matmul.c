@@ -67,7 +67,7 @@ void qlm_matvec(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
     if (t->product) { t->product(pool, path, W, rows, n, act, 0, 1, y, rows); return; }
     prod_ctx c = {t->dotn[kp], t->tile[kp], NULL, (const char *)W, t->row_size(n), 0, rows, n, 1, 0, (const char *)act, y, NULL, 0};
     // One contiguous share of rows per thread (see qlm_pool_for_shares): q8_0 decode products
-    // went from 1.01 to 1.06 of a read of the same bytes (2 threads, scripts/products_vs_read.sh).
+    // went from 1.01 to 1.06 of a read of the same bytes (2 threads, scripts/bench/products_vs_read.sh).
     qlm_pool_for_shares(pool, rows * n >= QLM_SMALL_PRODUCT && rows >= 8, rows, 32, matvec_range, &c);
 }
 

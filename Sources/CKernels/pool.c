@@ -232,7 +232,7 @@ void qlm_pool_for_ith(qlm_pool *pool, int parallel, int64_t total, int64_t chunk
 }
 
 // ---- contiguous shares, balanced by taking chunks from the back ----------------------------
-// Measured with the q4_0x8 prefetch removal (`scripts/products_vs_read.sh --base 8d5a21b`, GPT-2-
+// Measured with the q4_0x8 prefetch removal (`scripts/bench/products_vs_read.sh --base 8d5a21b`, GPT-2-
 // small decode products against a read of the same bytes, 2 threads): q4_0x8 0.73 -> 0.91, q8_0
 // 1.01 -> 1.06 (docs/benchmarks.md); the shares alone, in a scratch A/B: q4_0x8 0.93 -> 0.99-1.01.
 #define SHARES_MAX 64

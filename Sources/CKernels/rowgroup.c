@@ -330,7 +330,7 @@ static void product(const group_layout *L, group_fn f, qlm_pool *pool, const voi
         // step. No software prefetch: the hardware prefetcher follows the one stream, and a
         // prefetch 4 blocks ahead made the products slower (0.81 vs 0.93 of a read of the same
         // bytes, 2 threads; 0.81 vs 0.96 on one thread; scratch A/B in one process). With the
-        // shares: 0.73 -> 0.91 (scripts/products_vs_read.sh --base 8d5a21b, docs/benchmarks.md).
+        // shares: 0.73 -> 0.91 (scripts/bench/products_vs_read.sh --base 8d5a21b, docs/benchmarks.md).
         qlm_pool_for_shares(pool, parallel, groups, 8, groups_range, &c);
     } else {
         // Prefill is compute-bound: 8 pieces per thread from one counter, for balance.

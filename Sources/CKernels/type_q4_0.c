@@ -152,7 +152,7 @@ NR_DISPATCH(q4_0, avx2, QLM_AVX2_TARGET)
 // Measured as above (a scratch micro-benchmark): 25 GB/s per thread from L2 (q8_0's row
 // kernel: 22); the prefill tile (1 thread, T = 64) went 1.5-1.8x faster. Whole decode products,
 // this kernel and the two chains below against the one-block kernel
-// (`scripts/products_vs_read.sh --base e89cc6f q4_0`, docs/benchmarks.md): 2.44-2.53 -> 2.32-2.38
+// (`scripts/bench/products_vs_read.sh --base e89cc6f q4_0`, docs/benchmarks.md): 2.44-2.53 -> 2.32-2.38
 // ms per token, 0.76 -> 0.79 of a read of the same bytes on 2 threads; still short of the memory
 // bound that q4_0x8 reaches.
 // Tried without gain: GFNI for the high nibbles (+1-2% from L2), halving the float lanes by

@@ -7,7 +7,7 @@ import Quant
 /// `convert zstd-bench FILE.qlm`: compresses a raw .qlm file's tensors with each zstd chunk
 /// filter at each level, as `convert --zstd` would (same chunking, same 4096-byte minimum),
 /// and prints on-disk vs in-memory bits per weight, compress/decompress speed and the filter
-/// undo speed (docs/benchmarks.md, "zstd layouts"; scripts/zstd_layouts.sh).
+/// undo speed (docs/benchmarks.md, "zstd layouts"; scripts/bench/zstd_layouts.sh).
 struct ZstdBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "zstd-bench",

@@ -24,7 +24,7 @@ package struct SpeculativeOptions: Sendable {
 
     /// 7: a pass of 1 + k rows stays within the few-token product kernels (QLM_FEW_MAX rows; one
     /// more row falls to the prefill tiles: k = 8 ran at ×0.72–1.07 of k = 7, lower in 6 of 8
-    /// SmolLM2 story-repeat runs, scripts/draft_len_sweep.py).
+    /// SmolLM2 story-repeat runs, scripts/bench/draft_len_sweep.py).
     package static let defaultDraftLength = Int(QLM_FEW_MAX) - 1
 
     package init(kind: DraftKind, draftLength: Int = SpeculativeOptions.defaultDraftLength, adaptive: Bool = true, ngramMax: Int = 4, ngramMin: Int = 1) {
