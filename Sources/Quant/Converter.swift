@@ -183,6 +183,9 @@ package enum Converter {
         // Hash the sources on a background thread while converting.
         let hashFiles = ckpt.sourceFiles + tokenizer.sourceFiles
         let hasher = SourceHasher(hashFiles)
+        // A conversion that throws still waits for the hasher, so no thread maps the sources
+        // after convert returns (a caller may rewrite them next).
+        defer { hasher.join() }
 
         var infos: [TensorInfo] = []
         var converted: [String: String] = [:], fallbacks: [String: String] = [:]
@@ -323,8 +326,15 @@ final class SourceHasher: @unchecked Sendable {
         t.start()
     }
 
+    private var joined = false
+
+    /// Waits for the hashing thread once; later calls return at once.
+    func join() {
+        if !joined { done.wait(); joined = true }
+    }
+
     func wait() throws -> [SourceFileInfo] {
-        done.wait()
+        join()
         return try result!.get()
     }
 }
