@@ -2,6 +2,7 @@
 // one call per key (stories260K has head_dim 8, where per-key calls are all overhead).
 // A ring-buffer cache presents at most two runs; the caller softmaxes across all runs.
 #include "qlm_kernels.h"
+#include "qlm_testing.h"
 
 #include <math.h>
 #include <string.h>

@@ -3,6 +3,7 @@
 #define QLM_INTERNAL_H
 
 #include "qlm_kernels.h"
+#include "qlm_testing.h" // single-row forms and pieces the C files share (test-visible)
 #include <math.h>
 #include <string.h>
 

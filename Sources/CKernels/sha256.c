@@ -2,6 +2,7 @@
 // ~130 MB/s and was 72% of a GPT-2-small conversion. The SHA-NI path (x86 SHA extensions,
 // picked at run time) does about 1.5-2 GB/s; the portable path is plain C.
 #include "qlm_kernels.h"
+#include "qlm_testing.h"
 
 #include <string.h>
 

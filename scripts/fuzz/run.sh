@@ -46,8 +46,8 @@ PY
 )
 [ -n "$PKG" ] || { echo "cannot find the package name in $B/$CFG.yaml" >&2; exit 2; }
 MAPS=()
-# C modules: SwiftPM's generated maps, and the packages' own (swift-atomics' _AtomicsShims).
-for m in "$OUT"/*.build/module.modulemap "$B"/checkouts/swift-*/Sources/*/include/module.modulemap "$ROOT/Sources/CZstd/module.modulemap"; do
+# C modules: SwiftPM's generated maps, and the packages' own (swift-atomics' _AtomicsShims, CKernels').
+for m in "$OUT"/*.build/module.modulemap "$B"/checkouts/swift-*/Sources/*/include/module.modulemap "$ROOT/Sources/CZstd/module.modulemap" "$ROOT/Sources/CKernels/include/module.modulemap"; do
   [ -f "$m" ] && MAPS+=(-Xcc "-fmodule-map-file=$m")
 done
 

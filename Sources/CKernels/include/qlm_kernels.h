@@ -193,8 +193,6 @@ const qlm_type_traits *qlm_traits(int32_t type);
 size_t qlm_row_size(int32_t type, int64_t n);
 // The IQ4_NL codebook the IQ4_K* types share (16 int8 levels, ascending).
 extern const int8_t qlm_iq4_levels[16];
-// IQ4_K* super-scale byte -> float: 0 -> 0, else 2^((e - 208) / 8).
-float qlm_e8_to_f32(uint8_t e);
 
 // ---- GPTQ (gptq.c), for the converter ------------------------------------------------------
 // Quantizes W [rows, n] (modified in place: it ends holding the error-compensated weights)
@@ -204,16 +202,8 @@ float qlm_e8_to_f32(uint8_t e);
 // a non-finite value or H cannot be factored even after raising the dampening.
 int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const double *H, double damp,
                       void *dst, int n_threads);
-// U, the upper Cholesky factor of H^-1 (H^-1 = U^T U, U [n, n] row-major, zero below the
-// diagonal), for a symmetric positive definite H, on up to 2 threads. 0, or -1 if H does not factor.
-int qlm_gptq_inverse_factor(const double *H, int64_t n, double *U, int n_threads);
-// H[n, n] += sum over t of X[t] X[t]^T (X is [T, n] floats); only correct as a whole matrix.
-void qlm_accum_xtx(double *H, const float *X, int64_t T, int64_t n);
 
 // ---- Conversions -------------------------------------------------------------------------
-// Quantize n floats into one row. Returns 0, or -1 if any input is NaN/±inf (dst then
-// undefined). Denormals and zeros are fine (an all-zero block gets d = 0).
-int qlm_quantize_row(int32_t type, const float *x, void *dst, int64_t n);
 // Dequantize one row of n elements into y. For Q4_0X8 the row is read as a plain q4_0 row
 // (how rows past the last whole group are stored); use qlm_get_row for a row of a tensor.
 void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n);
@@ -221,15 +211,10 @@ void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n);
 // row groups of Q4_0X8). A tensor slice starting at a multiple of the type's row_group is
 // itself a tensor of its own row count.
 void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, float *y);
-// Row-group layout of grouped types (Q4_0X8), in place on a tensor [rows, n] of row size
-// qlm_row_size(type, n): pack turns plain q4_0 rows into the interleaved layout, unpack back.
-// No-ops for ungrouped types. Return 0, or -1 if out of memory.
 // Row r of a tensor [rows, n] at src as a plain row of qlm_row_size(type, n) bytes at dst: a copy
 // for ungrouped types; for grouped ones (Q4_0X8, Q8_0X8) the row rebuilt out of its group, which
 // a 1-row product of the same type then reads as the plain row it is.
 void qlm_plain_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, void *dst);
-int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n);
-int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n);
 // Quantize `rows` rows of n floats (x is [rows, n] contiguous, dst gets rows * row_size;
 // Q4_0X8: quantized as q4_0, then packed).
 // Uses up to n_threads threads (plain pthreads, for the converter). Returns the index of
@@ -240,10 +225,7 @@ int64_t qlm_quantize_rows(int32_t type, const float *x, void *dst, int64_t rows,
 // The same with per-column importance imp[n] (the type's quantize_row_imp; types without one,
 // or imp == NULL, quantize as qlm_quantize_rows does).
 int64_t qlm_quantize_rows_imp(int32_t type, const float *x, const float *imp, void *dst, int64_t rows, int64_t n, int n_threads);
-// Whether the type has an importance-weighted quantizer.
-int qlm_has_quantize_imp(int32_t type);
 
-void qlm_f32_to_f16(const float *x, uint16_t *y, int64_t n); // round to nearest even
 void qlm_f16_to_f32(const uint16_t *x, float *y, int64_t n);
 void qlm_bf16_to_f32(const uint16_t *x, float *y, int64_t n);
 
@@ -251,16 +233,10 @@ void qlm_bf16_to_f32(const uint16_t *x, float *y, int64_t n);
 // Bytes one activation row of n elements needs for weights of `wtype`
 // (float for f32/f16, q8a blocks otherwise; for q4_0 the q8a blocks plus 256 bytes per 4 blocks).
 size_t qlm_act_row_size(int32_t wtype, int64_t n);
-// Prepare one activation row for `wtype` (copies floats, or quantizes to q8a with zero padding;
-// q4_0 also fills the regrouped copy).
-void qlm_prepare_act(int32_t wtype, const float *x, void *act, int64_t n);
 
-// Dot product of one weight row (n elements of `wtype`) with one prepared activation row.
-float qlm_vec_dot(int32_t wtype, int64_t n, const void *wrow, const void *act);
 
 // ---- CPU paths ----------------------------------------------------------------------------
 int qlm_path_supported(int32_t path);  // 1 if this CPU can run it
-int32_t qlm_best_path(void);
 void qlm_set_path(int32_t path);       // force a path (tests, bench); ignored if unsupported
 int32_t qlm_get_path(void);
 const char *qlm_path_name(int32_t path);
@@ -299,8 +275,6 @@ void qlm_matmul(qlm_pool *pool, int32_t wtype, const void *W, int64_t rows, int6
                 const float *X, int64_t T, float *Y, int64_t ldy, void *act);
 
 // ---- Elementwise and small ops (float) ----------------------------------------------------
-float qlm_dot_f32(const float *a, const float *b, int64_t n);
-void qlm_axpy_f32(float *y, float a, const float *x, int64_t n);          // y += a * x
 void qlm_add_f32(float *y, const float *x, int64_t n);                    // y += x
 void qlm_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
 void qlm_layernorm(float *out, const float *x, const float *w, const float *b, int64_t n, float eps);
@@ -320,7 +294,6 @@ int64_t qlm_argmax_f32(const float *x, int64_t n); // first index of the max (Na
 int64_t qlm_kv_head_bytes(int32_t kv_type, int64_t hd);
 // Writes one position's n_head head vectors (n_head*hd floats) into dst in kv_type layout.
 void qlm_kv_store_row(int32_t kv_type, const float *x, void *dst, int64_t n_head, int64_t hd);
-void qlm_kv_load_head(int32_t kv_type, const void *src, int64_t hd, float *out);
 void qlm_attn_scores(int32_t kv_type, const float *q, const void *k, int64_t stride_bytes, int64_t n, int64_t hd,
                      float scale, float *scores);
 void qlm_attn_accum(int32_t kv_type, const float *w, const void *v, int64_t stride_bytes, int64_t n, int64_t hd,
@@ -340,7 +313,6 @@ double qlm_probe_read(qlm_pool *pool, const float *buf, size_t n_floats);
 
 // ---- SHA-256 (sha256.c), for provenance hashes -------------------------------------------
 typedef struct { uint32_t h[8]; uint64_t len; uint8_t buf[64]; size_t nbuf; int hw; } qlm_sha256_ctx;
-int qlm_sha256_hw(void);                                     // 1 if the SHA-NI path can run
 void qlm_sha256_init(qlm_sha256_ctx *c, int use_hw);         // use_hw = 0 forces the portable path
 void qlm_sha256_update(qlm_sha256_ctx *c, const void *data, size_t n);
 void qlm_sha256_final(qlm_sha256_ctx *c, uint8_t out[32]);

@@ -1,4 +1,5 @@
 import CKernels
+import CKernels.Testing
 import Foundation
 import Quant
 import Runtime
