@@ -35,8 +35,16 @@ struct Convert: ParsableCommand {
         abstract: "Convert a checkpoint (the default subcommand: `convert INPUT -o OUT.qlm`)."
     )
 
-    @Argument(help: "A Hugging Face checkpoint directory (model_type gpt2, llama, gemma3_text), a GGUF file (llama, gemma3), or a llama2.c .bin file.")
+    @Argument(help: ArgumentHelp(Convert.inputHelp))
     var input: String
+
+    /// The input kinds, with the model types and GGUF architectures the registry knows.
+    static let inputHelp: String = {
+        let f = Architectures.formats
+        let hf = f.compactMap(\.hf).flatMap(\.modelTypes).joined(separator: ", ")
+        let gguf = f.compactMap(\.gguf).map(\.architecture).joined(separator: ", ")
+        return "A Hugging Face checkpoint directory (model_type \(hf)), a GGUF file (\(gguf)), or a llama2.c .bin file."
+    }()
 
     @Option(name: .shortAndLong, help: "Output .qlm path (written atomically; .gguf with --format gguf).")
     var output: String

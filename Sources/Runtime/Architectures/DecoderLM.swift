@@ -294,11 +294,8 @@ package class DecoderLM: LanguageModel {
             try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
             defer { weights.release(layer: l) }
             // Attention sub-layer.
-            let xa: UnsafeMutablePointer<Float>
-            if let n = L.attnNorm { b.norm(.rms(n), rows: 0 ..< T, from: s.x, into: s.xb); xa = s.xb } else { xa = s.x }
-            c.linear(L.wq, xa, T: T, out: q, ldOut: w, bias: L.qBias)
-            c.linear(L.wk, xa, T: T, out: k, ldOut: w, bias: L.kBias)
-            c.linear(L.wv, xa, T: T, out: v, ldOut: w, bias: L.vBias)
+            b.qkv(L.attnNorm.map { .rms($0) }, L.wq, L.wk, L.wv, T: T, q: q, k: k, v: v, ldOut: w,
+                  biases: (L.qBias, L.kBias, L.vBias))
             for t in 0 ..< T {
                 let qt = q + t * w, kt = k + t * w
                 switch r.qkNorm {
@@ -318,17 +315,8 @@ package class DecoderLM: LanguageModel {
             if let n = L.postAttnNorm { b.norm(.rms(n), rows: 0 ..< T, from: s.proj, into: s.proj) }
             b.residual(T)
             // Gated MLP sub-layer: down(act(gate x) * up x).
-            let xm: UnsafeMutablePointer<Float>
-            if let n = L.ffnNorm { b.norm(.rms(n), rows: 0 ..< T, from: s.x, into: s.xb); xm = s.xb } else { xm = s.x }
-            c.linear(L.gate, xm, T: T, out: s.hb)
-            c.linear(L.up, xm, T: T, out: s.hb2)
-            switch r.activation {
-            case .silu: qlm_silu_mul(s.hb, s.hb2, Int64(T * sh.dFF))
-            case .geluTanh: qlm_gelu_mul(s.hb, s.hb2, Int64(T * sh.dFF))
-            }
-            c.linear(L.down, s.hb, T: T, out: s.proj)
-            if let n = L.postFFNNorm { b.norm(.rms(n), rows: 0 ..< T, from: s.proj, into: s.proj) }
-            b.residual(T)
+            b.gatedMLP(L.ffnNorm.map { .rms($0) }, gate: L.gate, up: L.up, down: L.down, activation: r.activation,
+                       post: L.postFFNNorm.map { .rms($0) }, T: T)
         }
         b.norm(.rms(norm), rows: logitRows, from: s.x, into: s.xb)
         guard let cap = config.finalSoftcap else { return try b.logits(output, rows: logitRows, onLogits: onLogits) }

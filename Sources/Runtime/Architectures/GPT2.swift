@@ -115,16 +115,9 @@ package final class GPT2: Architecture {
     package func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
                  onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, d = config.dModel
-        guard rows.end(T) <= config.nCtx else {
-            throw ModelError("GPT-2 has learned positions up to \(config.nCtx); position \(rows.end(T) - 1) does not fit")
-        }
         let b = blocks, s = blocks.state, c = compute
         // Embeddings: token + position.
-        try b.embed(wte, tokens, into: s.x)
-        for t in 0 ..< T {
-            c.embedding(wpe, row: rows.pos(t), into: s.proj)
-            qlm_add_f32(s.x + t * d, s.proj, Int64(d))
-        }
+        try b.embedWithPositions(wte, positions: wpe, tokens, rows: rows, model: "GPT-2")
         for (l, L) in layers.enumerated() {
             try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
             defer { weights.release(layer: l) }
@@ -136,11 +129,7 @@ package final class GPT2: Architecture {
             c.linear(L.projW, s.att, T: T, out: s.proj, bias: L.projB)
             b.residual(T)
             // MLP sub-layer.
-            b.norm(.layer(L.ln2w, bias: L.ln2b), rows: 0 ..< T, from: s.x, into: s.xb)
-            c.linear(L.fcW, s.xb, T: T, out: s.hb, bias: L.fcB)
-            qlm_gelu_tanh(s.hb, Int64(T * config.dFF))
-            c.linear(L.fcProjW, s.hb, T: T, out: s.proj, bias: L.fcProjB)
-            b.residual(T)
+            b.geluMLP(.layer(L.ln2w, bias: L.ln2b), up: L.fcW, upBias: L.fcB, down: L.fcProjW, downBias: L.fcProjB, T: T)
         }
         // Final LayerNorm and tied classifier, for the requested rows only.
         b.norm(.layer(lnfW, bias: lnfB), rows: logitRows, from: s.x, into: s.xb)

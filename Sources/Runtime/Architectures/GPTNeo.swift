@@ -130,31 +130,17 @@ package final class GPTNeo: Architecture {
     package func forward(_ tokens: UnsafeBufferPointer<Int32>, rows: Rows, logitRows: Range<Int>,
                          onLogits: (Int, UnsafeBufferPointer<Float>) -> Void) throws {
         let T = tokens.count, d = config.dModel
-        guard rows.end(T) <= config.nCtx else {
-            throw ModelError("GPT-Neo has learned positions up to \(config.nCtx); position \(rows.end(T) - 1) does not fit")
-        }
         let b = blocks, s = blocks.state, c = compute
         let q = s.qkv, k = s.qkv + d, v = s.qkv + 2 * d   // row t of each at t * 3d
-        try b.embed(wte, tokens, into: s.x)
-        for t in 0 ..< T {
-            c.embedding(wpe, row: rows.pos(t), into: s.proj)
-            qlm_add_f32(s.x + t * d, s.proj, Int64(d))
-        }
+        try b.embedWithPositions(wte, positions: wpe, tokens, rows: rows, model: "GPT-Neo")
         for (l, L) in layers.enumerated() {
             try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
             defer { weights.release(layer: l) }
-            b.norm(.layer(L.ln1w, bias: L.ln1b), rows: 0 ..< T, from: s.x, into: s.xb)
-            c.linear(L.wq, s.xb, T: T, out: q, ldOut: 3 * d)
-            c.linear(L.wk, s.xb, T: T, out: k, ldOut: 3 * d)
-            c.linear(L.wv, s.xb, T: T, out: v, ldOut: 3 * d)
+            b.qkv(.layer(L.ln1w, bias: L.ln1b), L.wq, L.wk, L.wv, T: T, q: q, k: k, v: v, ldOut: 3 * d)
             b.attend(layer: l, rows: rows, T: T, q: q, qStride: 3 * d, k: k, kStride: 3 * d, v: v, vStride: 3 * d, out: s.att)
             c.linear(L.wo, s.att, T: T, out: s.proj, bias: L.woB)
             b.residual(T)
-            b.norm(.layer(L.ln2w, bias: L.ln2b), rows: 0 ..< T, from: s.x, into: s.xb)
-            c.linear(L.fc, s.xb, T: T, out: s.hb, bias: L.fcB)
-            qlm_gelu_tanh(s.hb, Int64(T * config.dFF))
-            c.linear(L.proj, s.hb, T: T, out: s.proj, bias: L.projB)
-            b.residual(T)
+            b.geluMLP(.layer(L.ln2w, bias: L.ln2b), up: L.fc, upBias: L.fcB, down: L.proj, downBias: L.projB, T: T)
         }
         b.norm(.layer(lnfW, bias: lnfB), rows: logitRows, from: s.x, into: s.xb)
         try b.logits(output, rows: logitRows, onLogits: onLogits)

@@ -229,10 +229,7 @@ package final class Gemma3: Architecture {
             try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
             defer { weights.release(layer: l) }
             // Attention sub-layer.
-            b.norm(.rms(L.attnNorm), rows: 0 ..< T, from: s.x, into: s.xb)
-            c.linear(L.wq, s.xb, T: T, out: q)
-            c.linear(L.wk, s.xb, T: T, out: k)
-            c.linear(L.wv, s.xb, T: T, out: v)
+            b.qkv(.rms(L.attnNorm), L.wq, L.wk, L.wv, T: T, q: q, k: k, v: v)
             for t in 0 ..< T {
                 for h in 0 ..< sh.nHead { let p = q + t * qd + h * hd; qlm_rmsnorm(p, p, L.qNorm, Int64(hd), eps) }
                 for h in 0 ..< sh.nKVHead { let p = k + t * kv + h * hd; qlm_rmsnorm(p, p, L.kNorm, Int64(hd), eps) }
@@ -245,14 +242,9 @@ package final class Gemma3: Architecture {
             c.linear(L.wo, s.att, T: T, out: s.proj)
             b.norm(.rms(L.postAttnNorm), rows: 0 ..< T, from: s.proj, into: s.proj)
             b.residual(T)
-            // GeGLU MLP sub-layer: down(gelu_tanh(gate x) * up x).
-            b.norm(.rms(L.ffnNorm), rows: 0 ..< T, from: s.x, into: s.xb)
-            c.linear(L.gate, s.xb, T: T, out: s.hb)
-            c.linear(L.up, s.xb, T: T, out: s.hb2)
-            qlm_gelu_mul(s.hb, s.hb2, Int64(T * config.dFF))
-            c.linear(L.down, s.hb, T: T, out: s.proj)
-            b.norm(.rms(L.postFFNNorm), rows: 0 ..< T, from: s.proj, into: s.proj)
-            b.residual(T)
+            // GeGLU MLP sub-layer: down(gelu_tanh(gate x) * up x), normed before the residual add.
+            b.gatedMLP(.rms(L.ffnNorm), gate: L.gate, up: L.up, down: L.down, activation: .geluTanh,
+                       post: .rms(L.postFFNNorm), T: T)
         }
         b.norm(.rms(norm), rows: logitRows, from: s.x, into: s.xb)
         try b.logits(output, rows: logitRows, onLogits: onLogits)

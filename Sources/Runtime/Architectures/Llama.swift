@@ -167,10 +167,7 @@ package final class Llama: Architecture {
             try weights.acquire(layer: l)      // streamed layers: wait until L's matrices are in their buffer
             defer { weights.release(layer: l) }
             // Attention sub-layer.
-            b.norm(.rms(L.attnNorm), rows: 0 ..< T, from: s.x, into: s.xb)
-            c.linear(L.wq, s.xb, T: T, out: q)
-            c.linear(L.wk, s.xb, T: T, out: k)
-            c.linear(L.wv, s.xb, T: T, out: v)
+            b.qkv(.rms(L.attnNorm), L.wq, L.wk, L.wv, T: T, q: q, k: k, v: v)
             for t in 0 ..< T {
                 rope(q + t * qd, count: qd, row: t)
                 rope(k + t * kv, count: kv, row: t)
@@ -179,12 +176,7 @@ package final class Llama: Architecture {
             c.linear(L.wo, s.att, T: T, out: s.proj)
             b.residual(T)
             // SwiGLU MLP sub-layer: w2(silu(w1 x) * w3 x).
-            b.norm(.rms(L.ffnNorm), rows: 0 ..< T, from: s.x, into: s.xb)
-            c.linear(L.w1, s.xb, T: T, out: s.hb)
-            c.linear(L.w3, s.xb, T: T, out: s.hb2)
-            qlm_silu_mul(s.hb, s.hb2, Int64(T * config.dFF))
-            c.linear(L.w2, s.hb, T: T, out: s.proj)
-            b.residual(T)
+            b.gatedMLP(.rms(L.ffnNorm), gate: L.w1, up: L.w3, down: L.w2, activation: .silu, T: T)
         }
         b.norm(.rms(norm), rows: logitRows, from: s.x, into: s.xb)
         try b.logits(output, rows: logitRows, onLogits: onLogits)

@@ -54,6 +54,64 @@ struct Blocks {
         for t in 0 ..< tokens.count { try compute.embedding(table, row: Int(tokens[t]), into: x + t * shape.dModel) }
     }
 
+    /// Token plus learned position embeddings of T tokens into x (GPT-2, GPT-Neo). `model`
+    /// names the architecture in the error for a position past the table.
+    func embedWithPositions(_ table: EmbeddingTable, positions wpe: Matrix, _ tokens: UnsafeBufferPointer<Int32>,
+                            rows: Rows, model: String) throws {
+        let T = tokens.count, d = shape.dModel
+        guard rows.end(T) <= shape.nCtx else {
+            throw ModelError("\(model) has learned positions up to \(shape.nCtx); position \(rows.end(T) - 1) does not fit")
+        }
+        try embed(table, tokens, into: state.x)
+        for t in 0 ..< T {
+            compute.embedding(wpe, row: rows.pos(t), into: state.proj)
+            qlm_add_f32(state.x + t * d, state.proj, Int64(d))
+        }
+    }
+
+    /// The attention sub-layer's products over T rows: xb = n(x) (no norm: x as it is), then
+    /// q, k, v = Wq / Wk / Wv · xb (+ biases), row t of each `ldOut` floats after row t - 1
+    /// (default: the matrix's rows, i.e. packed [T, rows]).
+    func qkv(_ n: Norm?, _ wq: Matrix, _ wk: Matrix, _ wv: Matrix, T: Int,
+             q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>, ldOut: Int? = nil,
+             biases: (UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?) = (nil, nil, nil)) {
+        let s = state
+        let x: UnsafeMutablePointer<Float>
+        if let n { norm(n, rows: 0 ..< T, from: s.x, into: s.xb); x = s.xb } else { x = s.x }
+        compute.linear(wq, x, T: T, out: q, ldOut: ldOut, bias: biases.0)
+        compute.linear(wk, x, T: T, out: k, ldOut: ldOut, bias: biases.1)
+        compute.linear(wv, x, T: T, out: v, ldOut: ldOut, bias: biases.2)
+    }
+
+    /// The GPT MLP sub-layer over T rows: x += down(gelu_tanh(up(LayerNorm(x)) + upBias)) + downBias.
+    func geluMLP(_ n: Norm, up: Matrix, upBias: UnsafePointer<Float>, down: Matrix, downBias: UnsafePointer<Float>, T: Int) {
+        let s = state
+        norm(n, rows: 0 ..< T, from: s.x, into: s.xb)
+        compute.linear(up, s.xb, T: T, out: s.hb, bias: upBias)
+        qlm_gelu_tanh(s.hb, Int64(T * shape.dFF))
+        compute.linear(down, s.hb, T: T, out: s.proj, bias: downBias)
+        residual(T)
+    }
+
+    /// The gated MLP sub-layer over T rows (Llama's SwiGLU, Gemma's GeGLU):
+    /// x += post(down(act(gate · n(x)) * (up · n(x)))). No `norm` reads x as it is (OLMo 2's
+    /// post-only norms); `post` norms the product before the residual add (Gemma).
+    func gatedMLP(_ n: Norm?, gate: Matrix, up: Matrix, down: Matrix, activation: DecoderRecipe.Activation,
+                  post: Norm? = nil, T: Int) {
+        let s = state
+        let x: UnsafeMutablePointer<Float>
+        if let n { norm(n, rows: 0 ..< T, from: s.x, into: s.xb); x = s.xb } else { x = s.x }
+        compute.linear(gate, x, T: T, out: s.hb)
+        compute.linear(up, x, T: T, out: s.hb2)
+        switch activation {
+        case .silu: qlm_silu_mul(s.hb, s.hb2, Int64(T * shape.dFF))
+        case .geluTanh: qlm_gelu_mul(s.hb, s.hb2, Int64(T * shape.dFF))
+        }
+        compute.linear(down, s.hb, T: T, out: s.proj)
+        if let post { norm(post, rows: 0 ..< T, from: s.proj, into: s.proj) }
+        residual(T)
+    }
+
     /// For each of T tokens in order: store its key and value in the cache, then attend with
     /// its query (a ring cache may overwrite a row a later query of this batch no longer sees
     /// but an earlier one still does, so storing all first would be wrong). When the rows are
