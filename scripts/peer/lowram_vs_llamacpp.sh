@@ -123,6 +123,8 @@ d = j["decode_tokens_per_second"]["median"]; m = j["memory_plan"]; dp = j.get("d
 sb = m["streamed_bytes_per_token"]; share = j.get("streamed_share_of_disk_probe")
 gb = (dp.get("gb_per_second") or {}).get("median")
 bound = f", time/token {1/share:.2f}x of streamed/probe" if share else ""
+busy = m.get("loader_read_seconds_per_token")
+if busy: bound += f", loader reading {busy * d:.2f} of the decode time"
 print(f"{tag}: QuantLM decode {d:.1f} tok/s (exit {rc}, oom_kill {ooms}, cgroup peak {int(peak) / 2**20:.1f} MiB), "
       f"budget {(m.get('budget_bytes') or 0) / 2**20:.1f} MiB, streamed {sb / 2**20:.1f} MiB/token, disk probe "
       f"{gb if gb is None else round(gb, 2)} GB/s (O_DIRECT {dp.get('o_direct')}), share {share if share is None else round(share, 2)}{bound}")
@@ -132,7 +134,7 @@ PY
         for mmp in mmap none dio; do
           cg_make $lim; evict "$q" "$g"
           # (in a subshell: the shell's "Killed" line for an OOM kill goes to /dev/null with the rest)
-          set +e; ( timeout $TIMEOUT sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$PEER/llama-bench" -m "$g" -t 2 -p 0 -n $NGEN -r 1 -lm $mmp -o json > "$OUT/llama-$t-$f-$mmp.json" ) 2>/dev/null; rc=$?; set -e
+          set +e; ( timeout $TIMEOUT sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$CG" "$PEER/llama-bench" -m "$g" -t 2 -p 0 -n $NGEN -r 1 -lm $mmp -o json > "$OUT/llama-$t-$f-$mmp.json"; r=$?; exit $r ) 2>/dev/null; rc=$?; set -e
           python3 - "$OUT/llama-$t-$f-$mmp.json" "$rc" "$(cg_ooms)" "$tag" "$mmp" "$TIMEOUT" <<'PY'
 import json, sys
 path, rc, ooms, tag, mmp, to = sys.argv[1:7]

@@ -313,8 +313,7 @@ package enum Bench {
                                                   other: Stat(preOtherMs).median),
                 prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
                 kvCacheBytes: m.cache.bytes, memory: memory!, processPeakRSS: processPeak,
-                memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: streamedPerToken,
-                                         streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)),
+                memoryPlan: decodeMemoryReport(),
                 diskProbe: diskProbe, streamedShareOfDiskProbe: diskShare)
         }
         var report = try decodePart()
