@@ -152,7 +152,7 @@ struct Generate: ParsableCommand {
                 a.layerList = nil
                 draftModel = try LoadedModel(path: draft, options: LoadOptions(threads: options.threads, attention: a, sizing: sizing))
             }
-            let lm = try options.load(sizing: sizing, screen: screen)
+            var lm: LoadedModel! = try options.load(sizing: sizing, screen: screen)
             let result = try Generator.generate(lm, prompt: prompt, options: opts, draft: draftModel) { bytes in
                 guard !json else { return }
                 bytes.withUnsafeBytes { _ = fwrite($0.baseAddress, 1, $0.count, stdout) }
@@ -164,13 +164,28 @@ struct Generate: ParsableCommand {
                     var attention: [String]; var sinks: Int; var kv_type: String; var positions: String
                     var kv_cache_bytes: Int
                     var result: GenerationResult
+                    /// When the weights streamed: an O_DIRECT read of the file after the run, and
+                    /// the streamed bytes per second as a share of it.
+                    var disk_probe: DiskProbe?
+                    var streamed_share_of_disk_probe: Double?
                 }
                 let cache = lm.model.cache as? PatternKVCache
                 let positions = lm.model.positionMode.rawValue
-                print(jsonLine(Out(model: options.model, draft: draft, load_seconds: lm.loadSeconds, threads: options.threads,
-                                   attention: cache?.patterns.map(\.description) ?? [], sinks: cache?.sinks ?? 0,
-                                   kv_type: lm.model.cache.kvType.rawValue, positions: positions,
-                                   kv_cache_bytes: lm.model.cache.bytes, result: result)))
+                var out = Out(model: options.model, draft: draft, load_seconds: lm.loadSeconds, threads: options.threads,
+                              attention: cache?.patterns.map(\.description) ?? [], sinks: cache?.sinks ?? 0,
+                              kv_type: lm.model.cache.kvType.rawValue, positions: positions,
+                              kv_cache_bytes: lm.model.cache.bytes, result: result)
+                if lm.plan.streams {
+                    // The probe's buffer comes out of the memory the model held: free it first.
+                    lm = nil
+                    draftModel = nil
+                    _ = glibcMallocTrim(0)
+                    let probe = try DiskProbe.measure(path: options.model, reads: 3)
+                    out.disk_probe = probe
+                    out.streamed_share_of_disk_probe = probe.share(bytesPerToken: result.memoryPlan.streamedBytesPerToken,
+                                                                   tokensPerSecond: result.decodeTokensPerSecond)
+                }
+                print(jsonLine(out))
             } else {
                 print("")
                 let m = result.memory

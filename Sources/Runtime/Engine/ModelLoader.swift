@@ -37,6 +37,9 @@ package struct LoadOptions {
     package var memoryBaseline: Int?
     /// Room the plan leaves for what grows after plan time (MemoryPlan.defaultMarginBytes).
     package var memoryMargin: Int = MemoryPlan.defaultMarginBytes
+    /// Streamed raw layers read with O_DIRECT (`MemoryPlan.directReads`); nil: when the auto
+    /// budget streams (unless QUANTLM_STREAM_READS=buffered), not under an explicit budget.
+    package var directReads: Bool?
     /// KV cache positions (nil: the model's n_ctx).
     package var kvPositions: Int?
     /// KV bytes the plan counts instead of this cache's, given the budget (nil: none) and this
@@ -58,6 +61,18 @@ package struct LoadOptions {
         self.threads = threads; self.maxBatch = maxBatch; self.verifyChecksums = verifyChecksums; self.populate = populate
         self.attention = attention
         self.memoryBudget = memoryBudget; self.memoryBaseline = memoryBaseline; self.kvPositions = kvPositions; self.sizing = sizing
+    }
+}
+
+extension LoadOptions {
+    /// QUANTLM_STREAM_READS: direct (the default: the auto budget's streamed layers are read with
+    /// O_DIRECT) or buffered (pread through the page cache, each range dropped after it is read).
+    package static func directStreamReads(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Bool {
+        switch env["QUANTLM_STREAM_READS"] {
+        case nil, "", "direct": return true
+        case "buffered": return false
+        case let v?: throw ModelError("QUANTLM_STREAM_READS='\(v)' must be direct or buffered")
+        }
     }
 }
 
@@ -108,7 +123,8 @@ package final class LoadedModel {
         let margin = options.memoryMargin + (options.memoryBaseline == nil ? AutoBudget.committed() : 0)
         var sizing = RunSizing(kvPositions: options.kvPositions ?? shape.nCtx, maxBatch: options.maxBatch, kvRollback: options.kvRollback)
         if let f = options.sizing { sizing = f(tokenizer, shape) }
-        let positions = min(max(1, sizing.kvPositions), shape.nCtx), maxBatch = max(1, sizing.maxBatch)
+        let positions = min(max(1, sizing.kvPositions), shape.nCtx)
+        var maxBatch = max(1, sizing.maxBatch)
         let a = options.attention
         try ConfigValidation.checkLayers(file.tensors.map(\.name), names: arch.tensorNames, nLayer: shape.nLayer, file: path)
         if !budgeted { try ConfigValidation.checkScales(file) } // one pass over the map (docs/reliability.md)
@@ -123,10 +139,13 @@ package final class LoadedModel {
         func settings(_ budget: Int?) -> MemorySettings {
             MemorySettings(kvBytes: options.plannedKVBytes?(budget, cache.bytes) ?? cache.bytes, maxBatch: maxBatch)
         }
+        // The auto budget streams with O_DIRECT reads (QUANTLM_STREAM_READS=buffered: pread through the page cache).
+        let directReads = try options.directReads ?? (autoPlanning && LoadOptions.directStreamReads())
         // `pool`: the budget the KV pool is sized for (the budget itself unless said otherwise).
         func makePlan(_ budget: Int?, pool: Int?? = .none) throws -> MemoryPlan {
             try MemoryPlan.make(model: url.lastPathComponent, tensors: file.tensors, metadata: file.metadata,
-                                settings: settings(pool ?? budget), budget: budget, baseline: baseline, margin: margin, shape: shape)
+                                settings: settings(pool ?? budget), budget: budget, baseline: baseline, margin: margin, shape: shape,
+                                directReads: directReads)
         }
         var poolBudget: Int?? = .none
         var budget = options.memoryBudget
@@ -139,7 +158,15 @@ package final class LoadedModel {
             if var b = AutoBudget.decide(ceiling: ceiling, mappedNeed: need).map({ $0 / 1024 * 1024 }) {
                 // Below the smallest plan the page-cache reserve gives way, down to the ceiling
                 // itself (the KV pool stays sized for the first choice).
-                let smallest = try makePlan(nil, pool: .some(b))
+                var smallest = try makePlan(nil, pool: .some(b))
+                // Still too big: prefill in batches of 16 (each batch streams the weights once;
+                // the activations and logit rows of a long prompt's one batch are the scratch
+                // that did not fit). A verification pass keeps its 1 + k rows.
+                let fewer = max(16, sizing.kvRollback)
+                if smallest.minimumBytes > ceiling && maxBatch > fewer {
+                    maxBatch = fewer
+                    smallest = try makePlan(nil, pool: .some(b))
+                }
                 if b < smallest.minimumBytes {
                     guard smallest.minimumBytes <= ceiling else {
                         throw ModelError("\(path): needs at least \(mib(smallest.minimumBytes)) MiB resident even with every layer streamed "
@@ -196,10 +223,13 @@ package final class LoadedModel {
     deinit { AutoBudget.release(ObjectIdentifier(self)) }
 
     /// The plan and the streaming counters, per token over `tokens` tokens since `since`.
-    package func memoryReport(since: (stored: Int, raw: Int) = (0, 0), tokens: Int) -> MemoryReport {
+    /// `readSince`: the loader's read seconds (`weights.streamReadSeconds`) at the same point.
+    package func memoryReport(since: (stored: Int, raw: Int) = (0, 0), readSince: Double = 0, tokens: Int) -> MemoryReport {
         let n = Double(max(tokens, 1)), now = streamedCounters
-        return MemoryReport(plan: plan, streamedBytesPerToken: Double(now.stored - since.stored) / n,
-                            streamedRawBytesPerToken: Double(now.raw - since.raw) / n)
+        var r = MemoryReport(plan: plan, streamedBytesPerToken: Double(now.stored - since.stored) / n,
+                             streamedRawBytesPerToken: Double(now.raw - since.raw) / n)
+        if plan.streams { r.loaderReadSecondsPerToken = (weights.streamReadSeconds - readSince) / n }
+        return r
     }
 
     /// Streaming counters now (pass to memoryReport): streamed layers and classifier chunks,

@@ -112,6 +112,10 @@ package final class WeightStore {
     /// Stored / raw bytes of streamed layers and classifier chunks handed to the model so far.
     package var streamedStoredBytes: Int { streamer?.streamedStoredBytes ?? 0 }
     package var streamedRawBytes: Int { streamer?.streamedRawBytes ?? 0 }
+    /// Streamed items (layers, classifier chunks) read with O_DIRECT so far.
+    package var directItemsRead: Int { streamer?.directItemsRead ?? 0 }
+    /// Seconds the layer loader has spent reading so far.
+    package var streamReadSeconds: Double { streamer?.readSeconds ?? 0 }
     /// Stored / raw bytes the embedding row lookups read so far.
     package var embeddingStoredBytes: Int { rowReader?.storedBytesRead ?? 0 }
     package var embeddingRawBytes: Int { rowReader?.rawBytesRead ?? 0 }

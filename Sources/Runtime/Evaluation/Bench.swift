@@ -172,16 +172,15 @@ package enum Bench {
         var loads: [Double] = [], firsts: [Double] = []
         var lm: LoadedModel?
         // The disk probe (O_DIRECT reads of the model file through a 4 MiB buffer) runs before
-        // the first load, when the budget's memory is not yet taken: afterwards a budget leaves
-        // too little for a buffer that reaches the disk's sequential speed.
-        var diskReads: [Double] = []
-        var diskInfo: (bytes: Int, buffer: Int, direct: Bool)?
-        if memoryBudget != .none {
-            let d = try DiskProbe.Reader(path: path)
-            for _ in 0 ..< 3 { diskReads.append(try d.read()) }
-            diskInfo = (d.bytesPerRead, d.bufferBytes, d.oDirect)
-        }
+        // the first load, when the budget's memory is not yet taken (afterwards a budget leaves
+        // too little for a buffer that reaches the disk's sequential speed), and again once the
+        // model is released, so it brackets the decode on a disk whose speed drifts.
+        let disk = memoryBudget != .none ? try DiskProbe.measure(path: path, reads: 3) : nil
         for _ in 0 ..< reps {
+            // A model that streams is loaded once: a second load would plan against the heap the
+            // first one left (SmolLM2 Q4_0 in 1/3 of its file: 16.3 MiB baseline instead of 11.2,
+            // which the cgroup cannot hold), and what is timed is the decode.
+            if let l = lm, l.plan.streams { break }
             lm = nil
             // Under a budget the next load plans against the anonymous memory the last one
             // left: give the freed heap back first.
@@ -199,113 +198,136 @@ package enum Bench {
             try lm!.model.forward([0], startPos: 0, logitRows: 0 ..< 1) { _, _ in }
             firsts.append((now() - t0) * 1000)
         }
-        let m = lm!.model
-        let hp = m.shape
-        guard promptTokens >= 1, genTokens >= 1, promptTokens + genTokens <= m.cache.capacity else {
-            throw ModelError("--prompt-tokens + --gen-tokens (\(promptTokens + genTokens)) must fit the model's context of \(m.cache.capacity)")
-        }
-        // Deterministic token ids spread over the vocabulary.
-        let prompt: [Int32] = (0 ..< promptTokens).map { Int32(($0 * 7919 + 13) % hp.vocabSize) }
-        var prefill: [Double] = [], decode: [Double] = []
-        var streamedDecode = (stored: 0, raw: 0)
-        var linearMs: [Double] = [], attentionMs: [Double] = [], otherMs: [Double] = []
-        var preLinearMs: [Double] = [], preAttentionMs: [Double] = [], preOtherMs: [Double] = []
-        let compute = m.compute
-        defer { compute.timing = false }
-        var memory: MemoryStats?
-        var reader: BandwidthReader?
-        var probeAfter: [Double] = [] // probe read right after each rep
-        // Under a budget the probes' buffers come out of it: what the plan left unused.
-        let room = lm!.plan.slackBytes ?? .max
-        var memoryProbeBytes = probeBytes
+        // The decode part, in a function of its own so that nothing but `lm` holds the model
+        // afterwards (the disk probe after it reads through memory the model gave back).
+        func decodePart() throws -> ModelBenchReport {
+            let m = lm!.model
+            let hp = m.shape
+            guard promptTokens >= 1, genTokens >= 1, promptTokens + genTokens <= m.cache.capacity else {
+                throw ModelError("--prompt-tokens + --gen-tokens (\(promptTokens + genTokens)) must fit the model's context of \(m.cache.capacity)")
+            }
+            // Deterministic token ids spread over the vocabulary.
+            let prompt: [Int32] = (0 ..< promptTokens).map { Int32(($0 * 7919 + 13) % hp.vocabSize) }
+            var prefill: [Double] = [], decode: [Double] = []
+            var streamedDecode = (stored: 0, raw: 0)
+            var loaderRead = 0.0
+            var linearMs: [Double] = [], attentionMs: [Double] = [], otherMs: [Double] = []
+            var preLinearMs: [Double] = [], preAttentionMs: [Double] = [], preOtherMs: [Double] = []
+            let compute = m.compute
+            defer { compute.timing = false }
+            var memory: MemoryStats?
+            var reader: BandwidthReader?
+            var probeAfter: [Double] = [] // probe read right after each rep
+            // Under a budget the probes' buffers come out of it: what the plan left unused.
+            let room = lm!.plan.slackBytes ?? .max
+            var memoryProbeBytes = probeBytes
 
-        for _ in 0 ..< reps {
-            var next: Int32 = 0
-            compute.linearNanos = 0; compute.attentionNanos = 0; compute.timing = true
-            let t0 = now()
-            try m.forward(prompt, startPos: 0, logitRows: promptTokens - 1 ..< promptTokens) { _, l in next = Sampler.argmax(l) }
-            let t1 = now()
-            let pl = Double(compute.linearNanos) / 1e6, pa = Double(compute.attentionNanos) / 1e6
-            preLinearMs.append(pl); preAttentionMs.append(pa); preOtherMs.append((t1 - t0) * 1e3 - pl - pa)
-            compute.linearNanos = 0; compute.attentionNanos = 0
-            let c0 = lm!.streamedCounters
-            // The sampled id goes to `next`, not into `one`: writing the array that forward()
-            // is reading would copy it (one allocation per token).
-            var one: [Int32] = [next]
-            for i in 0 ..< genTokens {
-                try m.forward(one, startPos: promptTokens + i, logitRows: 0 ..< 1) { _, l in next = Sampler.argmax(l) }
-                one[0] = next
+            for _ in 0 ..< reps {
+                var next: Int32 = 0
+                compute.linearNanos = 0; compute.attentionNanos = 0; compute.timing = true
+                let t0 = now()
+                try m.forward(prompt, startPos: 0, logitRows: promptTokens - 1 ..< promptTokens) { _, l in next = Sampler.argmax(l) }
+                let t1 = now()
+                let pl = Double(compute.linearNanos) / 1e6, pa = Double(compute.attentionNanos) / 1e6
+                preLinearMs.append(pl); preAttentionMs.append(pa); preOtherMs.append((t1 - t0) * 1e3 - pl - pa)
+                compute.linearNanos = 0; compute.attentionNanos = 0
+                let c0 = lm!.streamedCounters, r0 = lm!.weights.streamReadSeconds
+                // The sampled id goes to `next`, not into `one`: writing the array that forward()
+                // is reading would copy it (one allocation per token).
+                var one: [Int32] = [next]
+                for i in 0 ..< genTokens {
+                    try m.forward(one, startPos: promptTokens + i, logitRows: 0 ..< 1) { _, l in next = Sampler.argmax(l) }
+                    one[0] = next
+                }
+                let t2 = now()
+                compute.timing = false
+                let perTok = 1e3 / Double(genTokens)
+                let lin = Double(compute.linearNanos) / 1e9 * perTok, att = Double(compute.attentionNanos) / 1e9 * perTok
+                linearMs.append(lin); attentionMs.append(att); otherMs.append((t2 - t1) * perTok - lin - att)
+                let c1 = lm!.streamedCounters
+                streamedDecode.stored += c1.stored - c0.stored
+                streamedDecode.raw += c1.raw - c0.raw
+                loaderRead += lm!.weights.streamReadSeconds - r0
+                MemoryStats.sample()
+                prefill.append(Double(promptTokens) / (t1 - t0))
+                decode.append(Double(genTokens) / (t2 - t1))
+                if memory == nil { // after the first rep (the decode loop allocates nothing more), before the probe's buffer inflates the peak
+                    memory = MemoryStats.current()
+                    memoryProbeBytes = max(64 << 10, min(probeBytes, room))
+                    reader = BandwidthReader(threads: threads, bytes: memoryProbeBytes)
+                }
+                probeAfter.append(reader!.read())
             }
-            let t2 = now()
-            compute.timing = false
-            let perTok = 1e3 / Double(genTokens)
-            let lin = Double(compute.linearNanos) / 1e9 * perTok, att = Double(compute.attentionNanos) / 1e9 * perTok
-            linearMs.append(lin); attentionMs.append(att); otherMs.append((t2 - t1) * perTok - lin - att)
-            let c1 = lm!.streamedCounters
-            streamedDecode.stored += c1.stored - c0.stored
-            streamedDecode.raw += c1.raw - c0.raw
-            MemoryStats.sample()
-            prefill.append(Double(promptTokens) / (t1 - t0))
-            decode.append(Double(genTokens) / (t2 - t1))
-            if memory == nil { // after the first rep (the decode loop allocates nothing more), before the probe's buffer inflates the peak
-                memory = MemoryStats.current()
-                memoryProbeBytes = max(64 << 10, min(probeBytes, room))
-                reader = BandwidthReader(threads: threads, bytes: memoryProbeBytes)
+            // At least 5 reads for the reported bandwidth; the per-rep ratios use the adjacent ones.
+            var reads = probeAfter
+            while reads.count < 5 { reads.append(reader!.read()) }
+            let probe = BandwidthProbe(bytes: memoryProbeBytes, threads: threads, gbPerSecond: Stat(reads))
+            reader = nil
+            // The streamed bytes of each rep's decode against the disk probe read right after it.
+            let streamedPerToken = Double(streamedDecode.stored) / Double(reps * genTokens)
+            let streams = lm!.plan.streams
+            let diskProbe = streams ? disk : nil
+            let diskShare = diskProbe.map { $0.share(bytesPerToken: streamedPerToken, tokensPerSecond: Stat(decode).median) }
+            let processPeak = MemoryStats.current().peakRSS
+            // Bandwidth around rep i: the reads just before and after it (rep 0: the one after).
+            var around: [Double] = []
+            for i in 0 ..< reps { around.append(i == 0 ? probeAfter[0] : 0.5 * (probeAfter[i - 1] + probeAfter[i])) }
+            let perToken = m.weightBytesPerToken
+            let dec = Stat(decode), pre = Stat(prefill)
+            let eff = Double(perToken) * dec.median / 1e9
+            // What each decoded position's attention read (a function of the position and the layer's
+            // pattern only, so it is counted here, outside the timed loop).
+            var kvRead = 0
+            let runs = UnsafeMutablePointer<KVRun>.allocate(capacity: m.cache.maxRuns)
+            defer { runs.deallocate() }
+            for pos in promptTokens ..< promptTokens + genTokens {
+                for layer in 0 ..< hp.nLayer {
+                    let n = m.cache.visibleRuns(layer: layer, pos: pos, into: runs)
+                    for r in 0 ..< n { kvRead += runs[r].count * 2 * m.cache.rowBytes }
+                }
             }
-            probeAfter.append(reader!.read())
-        }
-        // At least 5 reads for the reported bandwidth; the per-rep ratios use the adjacent ones.
-        var reads = probeAfter
-        while reads.count < 5 { reads.append(reader!.read()) }
-        let probe = BandwidthProbe(bytes: memoryProbeBytes, threads: threads, gbPerSecond: Stat(reads))
-        reader = nil
-        // The streamed bytes of each rep's decode against the disk probe read right after it.
-        let streamedPerToken = Double(streamedDecode.stored) / Double(reps * genTokens)
-        let streams = lm!.plan.streams
-        let diskProbe = streams ? diskInfo.map { DiskProbe(bytes: $0.bytes, bufferBytes: $0.buffer, oDirect: $0.direct, gbPerSecond: Stat(diskReads)) } : nil
-        let diskShare = diskProbe.map { streamedPerToken * Stat(decode).median / 1e9 / $0.gbPerSecond.median }
-        let processPeak = MemoryStats.current().peakRSS
-        // Bandwidth around rep i: the reads just before and after it (rep 0: the one after).
-        var around: [Double] = []
-        for i in 0 ..< reps { around.append(i == 0 ? probeAfter[0] : 0.5 * (probeAfter[i - 1] + probeAfter[i])) }
-        let perToken = m.weightBytesPerToken
-        let dec = Stat(decode), pre = Stat(prefill)
-        let eff = Double(perToken) * dec.median / 1e9
-        // What each decoded position's attention read (a function of the position and the layer's
-        // pattern only, so it is counted here, outside the timed loop).
-        var kvRead = 0
-        let runs = UnsafeMutablePointer<KVRun>.allocate(capacity: m.cache.maxRuns)
-        defer { runs.deallocate() }
-        for pos in promptTokens ..< promptTokens + genTokens {
-            for layer in 0 ..< hp.nLayer {
-                let n = m.cache.visibleRuns(layer: layer, pos: pos, into: runs)
-                for r in 0 ..< n { kvRead += runs[r].count * 2 * m.cache.rowBytes }
+            let kvPerToken = Double(kvRead) / Double(genTokens)
+            var ratios: [Double] = [], ratiosKV: [Double] = []
+            for i in 0 ..< reps {
+                let gbW: Double = Double(perToken) * decode[i] / 1e9
+                let gbKV: Double = (Double(perToken) + kvPerToken) * decode[i] / 1e9
+                ratios.append(gbW / around[i])
+                ratiosKV.append(gbKV / around[i])
             }
+            let ratio = Stat(ratios).median, withKV = Stat(ratiosKV).median
+            func decodeMemoryReport() -> MemoryReport {
+                var r = MemoryReport(plan: lm!.plan, streamedBytesPerToken: streamedPerToken,
+                                     streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens))
+                if lm!.plan.streams { r.loaderReadSecondsPerToken = loaderRead / Double(reps * genTokens) }
+                return r
+            }
+            let breakdown = DecodeBreakdown(products: Stat(linearMs).median, attention: Stat(attentionMs).median, other: Stat(otherMs).median)
+            return ModelBenchReport(
+                model: path, architecture: lm!.file.metadata.architecture, threads: threads, fileBytes: lm!.file.map.count,
+                promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads), firstTokenMilliseconds: Stat(firsts),
+                prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
+                effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: ratio,
+                kvBytesPerToken: kvPerToken, bandwidthRatioWithKV: withKV,
+                decodeTokensPerSecondPerRep: decode, probeGBPerSecondAroundRep: around, decodeBreakdown: breakdown,
+                prefillBreakdown: DecodeBreakdown(products: Stat(preLinearMs).median, attention: Stat(preAttentionMs).median,
+                                                  other: Stat(preOtherMs).median),
+                prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
+                kvCacheBytes: m.cache.bytes, memory: memory!, processPeakRSS: processPeak,
+                memoryPlan: decodeMemoryReport(),
+                diskProbe: diskProbe, streamedShareOfDiskProbe: diskShare)
         }
-        let kvPerToken = Double(kvRead) / Double(genTokens)
-        var ratios: [Double] = [], ratiosKV: [Double] = []
-        for i in 0 ..< reps {
-            let gbW: Double = Double(perToken) * decode[i] / 1e9
-            let gbKV: Double = (Double(perToken) + kvPerToken) * decode[i] / 1e9
-            ratios.append(gbW / around[i])
-            ratiosKV.append(gbKV / around[i])
+        var report = try decodePart()
+        if let before = report.diskProbe {
+            lm = nil
+            _ = glibcMallocTrim(0)
+            let after = try DiskProbe.measure(path: path, reads: 3)
+            let both = DiskProbe(bytes: before.bytes, bufferBytes: before.bufferBytes, oDirect: before.oDirect,
+                                 readsGBPerSecond: (before.readsGBPerSecond ?? []) + (after.readsGBPerSecond ?? []))
+            report.diskProbe = both
+            report.streamedShareOfDiskProbe = both.share(bytesPerToken: report.memoryPlan.streamedBytesPerToken,
+                                                         tokensPerSecond: report.decodeTokensPerSecond.median)
         }
-        let ratio = Stat(ratios).median, withKV = Stat(ratiosKV).median
-        let breakdown = DecodeBreakdown(products: Stat(linearMs).median, attention: Stat(attentionMs).median, other: Stat(otherMs).median)
-        return ModelBenchReport(
-            model: path, architecture: lm!.file.metadata.architecture, threads: threads, fileBytes: lm!.file.map.count,
-            promptTokens: promptTokens, genTokens: genTokens, reps: reps, loadMilliseconds: Stat(loads), firstTokenMilliseconds: Stat(firsts),
-            prefillTokensPerSecond: pre, decodeTokensPerSecond: dec, weightBytesPerToken: perToken,
-            effectiveGBPerSecond: eff, bandwidth: probe, bandwidthRatio: ratio,
-            kvBytesPerToken: kvPerToken, bandwidthRatioWithKV: withKV,
-            decodeTokensPerSecondPerRep: decode, probeGBPerSecondAroundRep: around, decodeBreakdown: breakdown,
-            prefillBreakdown: DecodeBreakdown(products: Stat(preLinearMs).median, attention: Stat(preAttentionMs).median,
-                                              other: Stat(preOtherMs).median),
-            prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
-            kvCacheBytes: m.cache.bytes, memory: memory!, processPeakRSS: processPeak,
-            memoryPlan: MemoryReport(plan: lm!.plan, streamedBytesPerToken: streamedPerToken,
-                                     streamedRawBytesPerToken: Double(streamedDecode.raw) / Double(reps * genTokens)),
-            diskProbe: diskProbe, streamedShareOfDiskProbe: diskShare)
+        return report
     }
 
     /// Every (type × CPU path × shape) matvec and GEMM, weights rotated through a 1 GiB set (larger
@@ -372,4 +394,4 @@ package enum Bench {
 }
 
 /// glibc's malloc_trim (not in the Glibc module's headers): returns freed heap to the kernel.
-@_silgen_name("malloc_trim") private func glibcMallocTrim(_ pad: Int) -> Int32
+@_silgen_name("malloc_trim") package func glibcMallocTrim(_ pad: Int) -> Int32

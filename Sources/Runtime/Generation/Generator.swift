@@ -108,7 +108,7 @@ package enum Generator {
             onPiece?(bytes, ids)
         }
         try session.prefill()
-        let streamed0 = lm.streamedCounters
+        let streamed0 = lm.streamedCounters, read0 = lm.weights.streamReadSeconds
         try session.run()
         // Decoded tokens = forward passes after the prompt (the last sampled token needs none).
         let decoded = max(0, session.pos - promptIDs.count)
@@ -119,6 +119,6 @@ package enum Generator {
             promptTokensPerSecond: Double(promptIDs.count) / max(session.promptSeconds, 1e-9),
             decodeTokensPerSecond: Double(decoded) / max(session.decodeSeconds, 1e-9),
             kvCacheBytes: model.cache.bytes, memory: MemoryStats.current(),
-            memoryPlan: lm.memoryReport(since: streamed0, tokens: decoded), speculative: session.speculativeStats)
+            memoryPlan: lm.memoryReport(since: streamed0, readSince: read0, tokens: decoded), speculative: session.speculativeStats)
     }
 }

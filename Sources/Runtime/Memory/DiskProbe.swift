@@ -13,10 +13,13 @@ package struct DiskProbe: Codable, Sendable {
     package var bytes: Int
     package var bufferBytes: Int
     package var oDirect: Bool
-    /// GB/s (1e9 bytes per second) of each read.
+    /// GB/s (1e9 bytes per second) of the reads, and each read's.
     package var gbPerSecond: Stat
+    package var readsGBPerSecond: [Double]?
 
-    enum CodingKeys: String, CodingKey { case bytes, bufferBytes = "buffer_bytes", oDirect = "o_direct", gbPerSecond = "gb_per_second" }
+    enum CodingKeys: String, CodingKey {
+        case bytes, bufferBytes = "buffer_bytes", oDirect = "o_direct", gbPerSecond = "gb_per_second", readsGBPerSecond = "reads_gb_per_second"
+    }
 
     /// One reader: the file, its descriptor and the aligned buffer, so reads can be interleaved
     /// with what they are compared with.
@@ -68,10 +71,26 @@ package struct DiskProbe: Codable, Sendable {
         }
 
         package var bytesPerRead: Int { min(size, maxBytes) }
+        /// The file system took O_DIRECT for this file.
+        package var usesDirectIO: Bool { oDirect }
     }
 
-    package init(bytes: Int, bufferBytes: Int, oDirect: Bool, gbPerSecond: Stat) {
-        self.bytes = bytes; self.bufferBytes = bufferBytes; self.oDirect = oDirect; self.gbPerSecond = gbPerSecond
+    package init(bytes: Int, bufferBytes: Int, oDirect: Bool, readsGBPerSecond reads: [Double]) {
+        self.bytes = bytes; self.bufferBytes = bufferBytes; self.oDirect = oDirect; gbPerSecond = Stat(reads); readsGBPerSecond = reads
+    }
+
+    /// `reads` sequential reads of the file (its buffer is freed on return).
+    package static func measure(path: String, reads: Int = 3) throws -> DiskProbe {
+        let d = try Reader(path: path)
+        var speeds: [Double] = []
+        for _ in 0 ..< max(1, reads) { speeds.append(try d.read()) }
+        return DiskProbe(bytes: d.bytesPerRead, bufferBytes: d.bufferBytes, oDirect: d.oDirect, readsGBPerSecond: speeds)
+    }
+
+    /// What streaming `bytesPerToken` at `tokensPerSecond` takes of the probe's median speed
+    /// (1: the disk's sequential limit; time per token is 1/share of bytes ÷ probe speed).
+    package func share(bytesPerToken: Double, tokensPerSecond: Double) -> Double {
+        bytesPerToken * tokensPerSecond / 1e9 / gbPerSecond.median
     }
 }
 

@@ -1,5 +1,8 @@
 import Foundation
 import Quant
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Streams the matrices of the plan's streamed layers, then the row chunks of a streamed
 /// classifier, through a fixed set of layer buffers.
@@ -48,11 +51,18 @@ final class LayerStreamer {
         var exited = false
         var failure: Error?
         var started = false
+        var directItems = 0   // items the loader read with one O_DIRECT read
+        var readNanos: UInt64 = 0   // time the loader spent reading (and decompressing) items
     }
 
     let layers: [Int]                         // model layer index of streamed index j
     private let streamIndex: [Int: Int]       // model layer -> j
     private let tensors: [[StreamedTensor]]   // per item j
+    /// Per item j: the block-aligned file range one O_DIRECT read fills its buffer from (each
+    /// tensor then sits at its file offset less the range's start), or nil: tensor by tensor.
+    private let directRanges: [DirectRead?]
+    /// The aligned range, and how much of it must be read (to the item's last byte: the file may end before the range).
+    private struct DirectRead { var range: Range<Int>; var need: Int }
     private let pointers: [String: UnsafeRawPointer]
     /// Streamed classifier chunks: rows and where they are while acquired.
     let outputChunks: [(rows: Range<Int>, pointer: UnsafeRawPointer)]
@@ -80,12 +90,27 @@ final class LayerStreamer {
         var perLayer = [[StreamedTensor]](repeating: [], count: layers.count + plan.outputChunks.count)
         var stored = [Int](repeating: 0, count: perLayer.count), raw = stored
         var maxChunk = 0
+        // Direct reads: each raw item's tensors at their offsets inside the item's aligned file span.
+        let align = MemoryPlan.directAlignment
+        var spanStart: [Int: Int] = [:]   // item -> aligned start of its span
+        if plan.directReads {
+            var lo: [Int: Int] = [:]
+            var raw: [Int: Bool] = [:]
+            for name in plan.streamedTensors {
+                let t = try file.info(name)
+                guard let l = names.layerIndex(name), let j = streamIndex[l] else { continue }
+                lo[j] = min(lo[j] ?? .max, t.offset)
+                raw[j] = (raw[j] ?? true) && t.encoding == .raw
+            }
+            for (j, start) in lo where raw[j] == true { spanStart[j] = start / align * align }
+        }
         for name in plan.streamedTensors {
             let t = try file.info(name)
             guard let l = names.layerIndex(name), let j = streamIndex[l] else { continue }
             let chunks = t.encoding == .zstd ? try reader.chunks(of: t) : nil
             maxChunk = max(maxChunk, chunks?.stagingNeed ?? 0)
-            let offset = perLayer[j].last.map { MemoryPlan.aligned($0.offset + $0.rows.count * $0.info.rowBytes) } ?? 0
+            let offset = spanStart[j].map { t.offset - $0 }
+                ?? perLayer[j].last.map { MemoryPlan.aligned($0.offset + $0.rows.count * $0.info.rowBytes) } ?? 0
             guard offset + t.rawLength <= bufferBytes else {
                 throw ModelError("internal: layer \(l) does not fit its planned buffer of \(bufferBytes) bytes")
             }
@@ -103,7 +128,10 @@ final class LayerStreamer {
             var framed = 0
             for (k, rows) in plan.outputChunks.enumerated() {
                 let j = layers.count + k
-                guard rows.count * t.rowBytes <= bufferBytes else {
+                let start = t.offset + rows.lowerBound * t.rowBytes
+                if plan.directReads && t.encoding == .raw { spanStart[j] = start / align * align }
+                let offset = spanStart[j].map { start - $0 } ?? 0
+                guard offset + rows.count * t.rowBytes <= bufferBytes else {
                     throw ModelError("internal: classifier rows \(rows) do not fit the planned buffer of \(bufferBytes) bytes")
                 }
                 if let chunks {
@@ -117,11 +145,22 @@ final class LayerStreamer {
                 }
                 framed += stored[j]
                 raw[j] = rows.count * t.rowBytes
-                perLayer[j].append(StreamedTensor(info: t, chunks: chunks, rows: rows, offset: 0))
+                perLayer[j].append(StreamedTensor(info: t, chunks: chunks, rows: rows, offset: offset))
             }
             stored[layers.count] += t.storedLength - framed
         }
         reader.reserveStaging(maxChunk)
+        var ranges = [DirectRead?](repeating: nil, count: perLayer.count)
+        for (j, start) in spanStart {
+            let end = perLayer[j].map { $0.fileRange.upperBound }.max() ?? start
+            let range = start ..< (end + align - 1) / align * align
+            guard range.count <= bufferBytes else {
+                throw ModelError("internal: item \(j)'s file span of \(range.count) bytes does not fit the planned buffer of \(bufferBytes) bytes")
+            }
+            ranges[j] = DirectRead(range: range, need: end - start)
+        }
+        directRanges = ranges
+        if !spanStart.isEmpty { reader.openDirect() }
         tensors = perLayer
         storedPerLayer = stored
         rawPerLayer = raw
@@ -129,7 +168,7 @@ final class LayerStreamer {
         var slots: [Slot] = []
         for _ in 0 ..< bufferCount {
             // Not zero-filled: pages become resident as the loader fills them.
-            slots.append(Slot(base: .allocate(byteCount: max(bufferBytes, 64), alignment: 64)))
+            slots.append(Slot(base: .allocate(byteCount: max((bufferBytes + align - 1) / align * align, 64), alignment: align)))
         }
         for (j, list) in perLayer.enumerated() where j < layers.count {
             for t in list { ptrs[t.info.name] = UnsafeRawPointer(slots[j % bufferCount].base + t.offset) }
@@ -137,7 +176,7 @@ final class LayerStreamer {
         pointers = ptrs
         let nLayers = layers.count, k = bufferCount
         outputChunks = plan.outputChunks.enumerated().map { c, rows in
-            (rows, UnsafeRawPointer(slots[(nLayers + c) % k].base))
+            (rows, UnsafeRawPointer(slots[(nLayers + c) % k].base + perLayer[nLayers + c][0].offset))
         }
         shared.slots = slots
     }
@@ -155,6 +194,18 @@ final class LayerStreamer {
     /// Where a streamed tensor's bytes are while its layer is acquired.
     func pointer(for name: String) -> UnsafeRawPointer? { pointers[name] }
 
+    /// Items (layers, classifier chunks) read so far with one O_DIRECT read of their span.
+    var directItemsRead: Int {
+        shared.cond.lock(); defer { shared.cond.unlock() }
+        return shared.directItems
+    }
+
+    /// Seconds the loader has spent reading items so far (busy, not waiting for a free buffer).
+    var readSeconds: Double {
+        shared.cond.lock(); defer { shared.cond.unlock() }
+        return Double(shared.readNanos) * 1e-9
+    }
+
     /// The staging buffer the loader decompresses from.
     var stagingBytes: Int { reader.stagingBytes }
 
@@ -165,8 +216,8 @@ final class LayerStreamer {
         guard !s.started else { s.cond.unlock(); return }
         s.started = true
         s.cond.unlock()
-        let reader = self.reader, tensors = self.tensors, k = bufferCount, drop = dropReadPages
-        let thread = Thread { LayerStreamer.loaderLoop(s, reader, tensors, k, drop: drop) }
+        let reader = self.reader, tensors = self.tensors, k = bufferCount, drop = dropReadPages, direct = directRanges
+        let thread = Thread { LayerStreamer.loaderLoop(s, reader, tensors, direct, k, drop: drop) }
         thread.name = "quantlm-layer-loader"
         thread.stackSize = 1 << 20
         thread.start()
@@ -234,7 +285,8 @@ final class LayerStreamer {
         s.cond.unlock()
     }
 
-    private static func loaderLoop(_ s: Shared, _ reader: TensorReader, _ tensors: [[StreamedTensor]], _ k: Int, drop: Bool) {
+    private static func loaderLoop(_ s: Shared, _ reader: TensorReader, _ tensors: [[StreamedTensor]], _ direct: [DirectRead?],
+                                   _ k: Int, drop: Bool) {
         let m = tensors.count
         s.cond.lock()
         while !s.stop {
@@ -245,21 +297,31 @@ final class LayerStreamer {
             s.slots[b].state = .loading(j)
             let epoch = s.epoch, base = s.slots[b].base
             s.cond.unlock()
-            // Let the kernel read the following layer into the page cache meanwhile.
+            // Buffered reads: let the kernel read the following item into the page cache meanwhile
+            // (a direct read would not use those pages).
             let after = tensors[(j + 1) % m]
-            if let first = after.first?.fileRange, let last = after.last?.fileRange {
+            if direct[(j + 1) % m] == nil || !reader.direct, let first = after.first?.fileRange, let last = after.last?.fileRange {
                 reader.willNeed(offset: first.lowerBound, count: last.upperBound - first.lowerBound)
             }
             var failure: Error?
+            var read = false
+            let t0 = monotonicNanos()
             do {
-                for t in tensors[j] {
-                    try reader.read(t.info, chunks: t.chunks, rows: t.rows, into: base + t.offset)
-                    if drop { reader.dontNeed(offset: t.fileRange.lowerBound, count: t.fileRange.count) }
+                // One O_DIRECT read of the item's span (the disk DMAs into the buffer; nothing passes
+                // through the page cache); where the file system refuses it, tensor by tensor.
+                if let d = direct[j] { read = try reader.readDirect(into: base, range: d.range, atLeast: d.need) }
+                if !read {
+                    for t in tensors[j] {
+                        try reader.read(t.info, chunks: t.chunks, rows: t.rows, into: base + t.offset)
+                        if drop { reader.dontNeed(offset: t.fileRange.lowerBound, count: t.fileRange.count) }
+                    }
                 }
             } catch {
                 failure = error
             }
+            let t1 = monotonicNanos()
             s.cond.lock()
+            s.readNanos += t1 - t0
             if epoch != s.epoch {
                 s.slots[b].state = .empty          // the consumer restarted elsewhere meanwhile
             } else if let failure {
@@ -268,6 +330,7 @@ final class LayerStreamer {
             } else {
                 s.slots[b].state = .ready(j)
                 s.next = (j + 1) % m
+                if read { s.directItems += 1 }
             }
             s.cond.broadcast()
         }
@@ -275,4 +338,11 @@ final class LayerStreamer {
         s.cond.broadcast()
         s.cond.unlock()
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds (wall time, whatever thread asks).
+@inline(__always) func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }

@@ -97,6 +97,10 @@ package struct MemoryPlan: Sendable, Equatable {
     /// the pages would only be reclaimed under the limit (a cgroup charges them); an explicit
     /// budget on a roomy host keeps them, so repeated passes may come from the cache.
     package var dropReadPages = false
+    /// Streamed raw layers and classifier chunks are read with O_DIRECT into block-aligned
+    /// buffers sized for their file spans (`directSpan`): no page-cache copy, nothing charged to
+    /// a memory cgroup's page cache. Set by `make(directReads:)` (the auto budget, when it streams).
+    package var directReads = false
     /// What the budget leaves unplanned (nil: no budget): room for a short-lived buffer (bench's probes).
     package var slackBytes: Int? { budget.map { $0 - baselineBytes - marginBytes - totalBytes } }
     package var outputStreams: Bool { !outputChunks.isEmpty }
@@ -148,9 +152,26 @@ package struct MemoryPlan: Sendable, Equatable {
         return stride(from: 0, to: t.rows, by: rows).map { $0 ..< min(t.rows, $0 + rows) }
     }
 
+    /// O_DIRECT's alignment of file offsets, lengths and buffer addresses (the logical block
+    /// size of any disk Linux runs on divides it).
+    package static let directAlignment = 4096
+
+    /// Bytes an O_DIRECT read of `ranges` (file byte ranges) covers: from the block holding the
+    /// first byte to the end of the block holding the last (gaps between the ranges included).
+    static func directSpan(_ ranges: [Range<Int>]) -> Int {
+        guard let lo = ranges.map(\.lowerBound).min(), let hi = ranges.map(\.upperBound).max() else { return 0 }
+        let a = directAlignment
+        return (hi + a - 1) / a * a - lo / a * a
+    }
+
+    /// What an O_DIRECT read of a row range of `t` may cover beyond the rows themselves: the
+    /// start rounded down and the end rounded up to the alignment.
+    static let directSlack = 2 * directAlignment
+
     package static func make(model: String, tensors: [TensorInfo], metadata: ModelMetadata,
                             settings: MemorySettings, budget: Int?, baseline: Int = 0,
-                            margin: Int = defaultMarginBytes, shape: ModelShape? = nil) throws -> MemoryPlan {
+                            margin: Int = defaultMarginBytes, shape: ModelShape? = nil,
+                            directReads: Bool = false) throws -> MemoryPlan {
         let hp = metadata.hparams, chunkBytes = metadata.quantization.zstdChunkBytes
         let names = try Architectures.named(metadata.architecture).tensorNames
         // The architecture's shape (the loader passes it); the metadata's plain d_model / n_head otherwise.
@@ -178,7 +199,14 @@ package struct MemoryPlan: Sendable, Equatable {
         let embInfo = emb ?? out
         let layerBytes = layerMatrices.map { $0.reduce(0) { $0 + aligned($1.rawLength) } }
         let layerStored = layerMatrices.map { $0.reduce(0) { $0 + $1.storedLength } }
-        let maxLayer = layerBytes.max() ?? 0
+        // Direct reads (`directReads`, raw tensors): a streamed layer is one O_DIRECT read of its
+        // file span into its buffer, each tensor at its offset in that span, so the buffer holds the
+        // span (the block-aligned range from its first matrix to its last, the norms between included).
+        func direct(_ ts: [TensorInfo]) -> Bool { directReads && !ts.isEmpty && ts.allSatisfy { $0.encoding == .raw } }
+        let layerBuffer = layerMatrices.enumerated().map { l, ts in
+            direct(ts) ? directSpan(ts.map { $0.offset ..< $0.offset + $0.rawLength }) : layerBytes[l]
+        }
+        let maxLayer = layerBuffer.max() ?? 0
         let layerStaging = layerMatrices.joined().map { stagingBound($0, chunkBytes: chunkBytes, filtered: filtered) }.max() ?? 0
         let smallBytes = small.reduce(0) { $0 + aligned($1.rawLength) }
         let scratch = RunState.byteCount(sh, maxBatch: settings.maxBatch, logitChunk: settings.logitChunk)
@@ -207,7 +235,8 @@ package struct MemoryPlan: Sendable, Equatable {
             let unbuffered = outResident ? base + allLayers : nil
             // With two buffers (the classifier's chunks need at least one zstd chunk or one row).
             let outUnit = out.encoding == .zstd ? rowsPerChunk(out, chunkBytes: chunkBytes) * out.rowBytes : rawRowUnit(out) * out.rowBytes
-            let bufferBytes = max(maxLayer, outResident ? 0 : aligned(outUnit))
+            var bufferBytes = max(maxLayer, outResident ? 0 : aligned(outUnit) + (direct([out]) ? directSlack : 0))
+            if directReads { bufferBytes = (bufferBytes + directAlignment - 1) / directAlignment * directAlignment }
             let staging = max(layerStaging, outResident ? 0 : stagingBound(out, chunkBytes: chunkBytes, filtered: filtered))
             let buffered = base + 2 * bufferBytes + staging
             let minimumBuffered = buffered < (unbuffered ?? .max)
@@ -254,11 +283,13 @@ package struct MemoryPlan: Sendable, Equatable {
             model: model, budget: budget, baselineBytes: baseline, marginBytes: margin, residentTensors: [], residentBytes: 0,
             residentLayers: Array(0 ..< best.keepLayers), streamedLayers: Array(best.keepLayers ..< hp.nLayer),
             streamedTensors: [], outputTensor: outName,
-            outputChunks: best.outResident ? [] : outputChunks(out, bufferBytes: best.bufferBytes, chunkBytes: chunkBytes),
+            outputChunks: best.outResident ? [] : outputChunks(out, bufferBytes: best.bufferBytes - (direct([out]) ? directSlack : 0),
+                                                                chunkBytes: chunkBytes),
             embeddingTensor: embName, embeddingStreams: !best.embResident, embeddingBufferBytes: best.embBuffer,
             bufferCount: best.buffers ? 2 : 0, bufferBytes: best.bufferBytes, stagingBytes: best.staging,
             kvBytes: settings.kvBytes, scratchBytes: scratch, totalBytes: best.total, minimumBytes: minimum,
             streamedStoredBytesPerPass: 0, streamedRawBytesPerPass: 0, estimatedStoredBytesPerToken: best.streamedPerToken)
+        plan.directReads = directReads && best.buffers
         for t in tensors where t.name != tokenizerTensor {
             if t.shape.count >= 2, let l = names.layerIndex(t.name), l < hp.nLayer, l >= best.keepLayers {
                 plan.streamedTensors.append(t.name)
@@ -305,6 +336,9 @@ package struct MemoryReport: Codable, Sendable {
     package var streamedBytesPerToken: Double
     /// The same, decoded (what the buffers receive).
     package var streamedRawBytesPerToken: Double
+    /// Seconds per decoded token the layer loader spent reading (nil: nothing streams through
+    /// the buffers). Against the seconds per token: near 1, the reads are the limit; below, compute is.
+    package var loaderReadSecondsPerToken: Double?
 
     enum CodingKeys: String, CodingKey {
         case budgetBytes = "budget_bytes", baselineBytes = "baseline_bytes", marginBytes = "margin_bytes"
@@ -314,6 +348,7 @@ package struct MemoryReport: Codable, Sendable {
         case kvBytes = "kv_bytes", scratchBytes = "scratch_bytes", minimumBudgetBytes = "minimum_budget_bytes"
         case streamedLayers = "streamed_layers", streamedBytesPerToken = "streamed_bytes_per_token"
         case streamedRawBytesPerToken = "streamed_raw_bytes_per_token"
+        case loaderReadSecondsPerToken = "loader_read_seconds_per_token"
     }
 
     package init(plan: MemoryPlan, streamedBytesPerToken: Double, streamedRawBytesPerToken: Double) {

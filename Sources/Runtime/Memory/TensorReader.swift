@@ -42,6 +42,7 @@ final class TensorReader {
     }
 
     deinit {
+        if directFD >= 0 { close(directFD) }
         staging?.deallocate()
         ZSTD_freeDCtx(dctx)
         close(fd)
@@ -59,6 +60,41 @@ final class TensorReader {
             guard n > 0 else { throw QuantError(path, "unexpected end of file at offset \(offset + done)") }
             done += n
         }
+    }
+
+    /// A second descriptor opened with O_DIRECT (`openDirect`), while the file system accepts it.
+    private var directFD: Int32 = -1
+    var direct: Bool { directFD >= 0 }
+
+    /// Opens the O_DIRECT descriptor; without one (the file system refuses it) `readDirect` declines.
+    func openDirect() {
+        guard directFD < 0 else { return }
+        directFD = open(path, O_RDONLY | O_CLOEXEC | oDirectFlag)
+    }
+
+    /// Reads the block-aligned file range `range` into the block-aligned `dst` with O_DIRECT
+    /// (the disk's DMA lands in `dst`, no page-cache copy); at least `atLeast` bytes must exist
+    /// (the file may end inside the range's last block). False when direct reads are unavailable
+    /// or the file system refuses this one (EINVAL): read it buffered instead.
+    func readDirect(into dst: UnsafeMutableRawPointer, range: Range<Int>, atLeast: Int) throws -> Bool {
+        guard directFD >= 0 else { return false }
+        var done = 0
+        while done < range.count {
+            let n = pread(directFD, dst + done, range.count - done, off_t(range.lowerBound + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EINVAL { close(directFD); directFD = -1; return false }
+                throw QuantError(path, "read failed at offset \(range.lowerBound + done): \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            done += n
+            // A short read inside the file would leave the next offset unaligned: finish buffered.
+            if done < range.count && done % MemoryPlan.directAlignment != 0 { break }
+        }
+        if done < atLeast {
+            try readFully(dst + done, count: atLeast - done, offset: range.lowerBound + done)
+        }
+        return true
     }
 
     /// Asks the kernel to start reading a range into the page cache (not into this process).

@@ -23,11 +23,13 @@ package struct KVAdmission: Sendable {
 
     /// The pool the plan counts for `parallel` slots of `fullSlotBytes` each (a whole context):
     /// all of it without a budget; under one, a quarter of the budget, at least one request of
-    /// `minimumSlotBytes` per slot, never more than all of it.
+    /// `minimumSlotBytes` for each of up to `floorSlots` slots (more slots than the pool holds
+    /// wait for one to finish), never more than all of it.
+    package static let floorSlots = 4
     package static func poolBytes(budget: Int?, parallel: Int, fullSlotBytes: Int, minimumSlotBytes: Int) -> Int {
         let full = parallel * fullSlotBytes
         guard let budget else { return full }
-        return min(full, max(parallel * minimumSlotBytes, budget / 4))
+        return min(full, max(min(parallel, floorSlots) * minimumSlotBytes, budget / 4))
     }
 
     /// Resident KV bytes a request of `positions` positions (prompt + completion, capped at the

@@ -123,6 +123,8 @@ final class AutoBudgetTests: XCTestCase {
         let (got, small) = try run(limit(tight))
         XCTAssertNotNil(small.plan.budget)
         XCTAssertTrue(small.plan.streams || small.plan.embeddingStreams, "\(small.plan)")
+        // Streaming because memory is short: O_DIRECT reads of the layers' file spans.
+        XCTAssertEqual(small.plan.directReads, small.plan.streams)
         XCTAssertLessThanOrEqual(small.plan.budget!, tight - AutoBudget.pageCacheReserve(ceiling: tight))
         XCTAssertEqual(got.tokens, want.tokens)
         XCTAssertEqual(notes.count, 1, "\(notes)")
@@ -160,6 +162,8 @@ final class AutoBudgetTests: XCTestCase {
         XCTAssertEqual(KVAdmission.poolBytes(budget: 8000, parallel: 4, fullSlotBytes: 1000, minimumSlotBytes: 100), 2000)
         XCTAssertEqual(KVAdmission.poolBytes(budget: 800, parallel: 4, fullSlotBytes: 1000, minimumSlotBytes: 100), 400)
         XCTAssertEqual(KVAdmission.poolBytes(budget: 1 << 30, parallel: 4, fullSlotBytes: 1000, minimumSlotBytes: 100), 4000)
+        // The floor holds one minimum request for each of 4 slots, not all 8: the others wait.
+        XCTAssertEqual(KVAdmission.poolBytes(budget: 800, parallel: 8, fullSlotBytes: 1000, minimumSlotBytes: 100), 400)
     }
 
     /// The cache's resident bytes for p positions: every layer's K and V slots, whole pages.
@@ -316,6 +320,13 @@ final class AutoBudgetTests: XCTestCase {
         XCTAssertNotNil(plan["budget_bytes"] as? Int, "auto chose a budget inside the cgroup: \(boxed.stderr)")
         XCTAssertGreaterThan(try XCTUnwrap(plan["streamed_bytes_per_token"] as? Double), 0)
         XCTAssertEqual(boxed.stderr.components(separatedBy: "\n").filter { $0.hasPrefix("memory: ") }.count, 1, boxed.stderr)
+        // It streamed, so --json reports the disk probe (read after the run) and the share of it.
+        let j = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(boxed.stdout.utf8)) as? [String: Any])
+        let probe = try XCTUnwrap(j["disk_probe"] as? [String: Any], boxed.stdout)
+        XCTAssertGreaterThan(try XCTUnwrap((probe["gb_per_second"] as? [String: Any])?["median"] as? Double), 0)
+        XCTAssertGreaterThan(try XCTUnwrap(j["streamed_share_of_disk_probe"] as? Double), 0)
+        XCTAssertNil(try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(free.stdout.utf8)) as? [String: Any])["disk_probe"],
+                     "mapped: no probe")
         let bench = try cg.run(["bench", url.path, "--prompt-tokens", "8", "--gen-tokens", "16", "--reps", "2", "--threads", "2", "--json"])
         XCTAssertEqual(bench.status, 0, "bench inside \(limit) bytes: exit \(bench.status) \(bench.stderr)")
         XCTAssertEqual(cg.oomKills, 0)

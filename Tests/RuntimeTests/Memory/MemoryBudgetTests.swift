@@ -333,15 +333,18 @@ final class MemoryBudgetTests: XCTestCase {
     }
 
     /// Loads with a zero baseline and margin, so the plans are the pure planner's.
-    func load(_ url: URL, budget: Int?, maxBatch: Int = 64) throws -> LoadedModel {
+    func load(_ url: URL, budget: Int?, maxBatch: Int = 64, direct: Bool = false) throws -> LoadedModel {
         var opts = LoadOptions(threads: 2, maxBatch: maxBatch, memoryBudget: budget, memoryBaseline: 0)
         opts.memoryMargin = 0
+        opts.directReads = direct
         return try LoadedModel(path: url.path, options: opts)
     }
 
     /// Unlimited vs the minimum (every layer and the classifier stream, embedding rows read per
     /// token) vs the classifier resident with layers streaming vs everything but the classifier
-    /// resident vs everything: every logit bit-identical, in one batch and in several.
+    /// resident vs everything: every logit bit-identical, in one batch and in several; in one
+    /// batch also with O_DIRECT reads of each streamed item's file span (raw files; zstd items
+    /// and a zstd classifier are read tensor by tensor either way).
     func checkLogits(_ url: URL, ids: [Int32], streamsClassifier: Bool = true, file: StaticString = #filePath, line: UInt = #line) throws {
         var sawStreamedClassifier = false, sawStreamedEmbedding = false
         defer {
@@ -362,9 +365,22 @@ final class MemoryBudgetTests: XCTestCase {
             var budgets = [minimum, classifierResident, classifierResident + unlimited.plan.totalBytes / 8,
                            unlimited.plan.totalBytes - 1, 1 << 30]
             if maxBatch == 5 { budgets = [minimum, unlimited.plan.totalBytes - 1] }
-            for budget in budgets {
-                let lm = try load(url, budget: budget, maxBatch: maxBatch)
+            for direct in maxBatch == 64 ? [false, true] : [false] {
+            for budget0 in budgets {
+                // Direct buffers hold the block-aligned spans: a few KiB more than the minimum.
+                let budget = budget0 + (direct ? 64 << 10 : 0)
+                let lm = try load(url, budget: budget, maxBatch: maxBatch, direct: direct)
                 XCTAssertLessThanOrEqual(lm.plan.totalBytes, budget, file: file, line: line)
+                XCTAssertEqual(lm.plan.directReads, direct && lm.plan.streams, file: file, line: line)
+                if lm.plan.directReads { XCTAssertEqual(lm.plan.bufferBytes % MemoryPlan.directAlignment, 0, file: file, line: line) }
+                defer {
+                    // Raw items are read with O_DIRECT where the file system takes it; zstd items never are.
+                    let streamed = lm.plan.streamedTensors + (lm.plan.outputStreams ? [lm.plan.outputTensor] : [])
+                    let raw = streamed.allSatisfy { (try? lm.file.info($0).encoding) == .raw }
+                    let fsDirect = (try? DiskProbe.Reader(path: lm.file.path).usesDirectIO) ?? false
+                    XCTAssertEqual(lm.weights.directItemsRead > 0, lm.plan.directReads && raw && fsDirect,
+                                   "direct reads \(lm.weights.directItemsRead), file system takes O_DIRECT: \(fsDirect)", file: file, line: line)
+                }
                 if budget == minimum {
                     XCTAssertEqual(lm.plan.bufferCount, 2, file: file, line: line)
                     XCTAssertEqual(lm.plan.residentLayers, [], file: file, line: line)
@@ -376,7 +392,7 @@ final class MemoryBudgetTests: XCTestCase {
                 XCTAssertEqual(got.count, want.count, file: file, line: line)
                 for (a, b) in zip(got, want) {
                     XCTAssertTrue(a.map(\.bitPattern) == b.map(\.bitPattern),
-                                  "logits differ with budget \(budget), batch \(maxBatch)", file: file, line: line)
+                                  "logits differ with budget \(budget), batch \(maxBatch), direct \(direct)", file: file, line: line)
                 }
                 // Each batch streams every streamed layer once.
                 let batches = (ids.count + maxBatch - 1) / maxBatch
@@ -386,6 +402,7 @@ final class MemoryBudgetTests: XCTestCase {
                 // A second pass over the same model (the loader wraps around) gives the same again.
                 let again = try Fixtures.logits(lm, ids)
                 XCTAssertTrue(again.last!.map(\.bitPattern) == want.last!.map(\.bitPattern), "again \(budget)", file: file, line: line)
+            }
             }
         }
     }
