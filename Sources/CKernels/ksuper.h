@@ -95,6 +95,18 @@ QLM_AVX2_TARGET QLM_INLINE void kq_dec_scales_min_avx2(kq_dec *D, const uint8_t 
 }
 #endif
 
+#if QLM_X86
+// The float steps of a one-token q4_k / q5_k dot over one super-block (kq_rows' steps): isum = the
+// sum of x's int32 lanes, imin = the sum of o's, s += (d * d_a) * isum, sm += (dmin * d_a) * imin.
+QLM_AVX2_TARGET QLM_INLINE void kq_dot1_steps(__m256i x, __m256i o, uint16_t d, uint16_t dmin, float da, float *s, float *sm) {
+    const __m256i h = _mm256_hadd_epi32(x, o); // x01 x23 o01 o23 | x45 x67 o45 o67
+    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    r = _mm_hadd_epi32(r, r);                 // isum, imin, ...
+    *s += (kq_h2f_f16c(d) * da) * (float)_mm_cvtsi128_si32(r);
+    *sm += (kq_h2f_f16c(dmin) * da) * (float)_mm_extract_epi32(r, 1);
+}
+#endif
+
 // ---- quantizer searches (ksuper.c) -----------------------------------------------------------
 // x[0..n) ~= scale * q - min with q in [0, nmax], min >= 0 (an offset <= 0, as q4_k/q5_k store
 // it): a grid of candidate scales, each refit by weighted least squares; returns the scale, *min.

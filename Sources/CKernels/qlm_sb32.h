@@ -46,13 +46,13 @@ SB32_FN(F, P, TGT, 3, WT, SETUP, SUB, FIN) SB32_FN(F, P, TGT, 4, WT, SETUP, SUB,
 TGT static void dotn_##F##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
     for (int r = 0; r < nr; r++) F##_##P##_1(n, (const char *)w + r * rs, act, 0, out + r, 0);     \
 }                                                                                                  \
-TGT static void few_##F##_##P(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) { \
+TGT __attribute__((unused)) static void few_##F##_##P(int64_t n, const void *w, const void *act, size_t as, float *Y, int64_t ldy, int nt) { \
     static void (*const k[5])(int64_t, const void *, const void *, size_t, float *, int64_t) = {   \
         NULL, F##_##P##_1, F##_##P##_2, F##_##P##_3, F##_##P##_4};                                 \
     for (int t0 = 0; t0 < nt; t0 += 4)                                                             \
         k[nt - t0 < 4 ? nt - t0 : 4](n, w, (const char *)act + (size_t)t0 * as, as, Y + t0 * ldy, ldy); \
 }                                                                                                  \
-TGT static void tile_##F##_##P(int64_t n, const void *w, size_t rs, const void *act, size_t as, float *Y, int64_t ldy) { \
+TGT __attribute__((unused)) static void tile_##F##_##P(int64_t n, const void *w, size_t rs, const void *act, size_t as, float *Y, int64_t ldy) { \
     (void)rs;                                                                                      \
     F##_##P##_4(n, w, act, as, Y, ldy);                                                            \
 }

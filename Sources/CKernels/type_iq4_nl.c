@@ -4,7 +4,7 @@
 // Pairs with q8a activations: per block sum K[c] * a is exact in int32 (the SIMD lanes by the sign
 // trick: |K[c]| (u8) x sign(a, K[c]) (s8)); the float steps are q4_0's, so the AVX2 and AVX-512
 // dot kernels, the few-token kernels and the prefill tiles agree bit for bit.
-#include "qlm_simd.h"
+#include "qlm_pair512.h"
 #include "qlm_ggml.h"
 
 #pragma clang fp contract(off)
@@ -74,13 +74,24 @@ NR_DISPATCH(iq4_nl, P, TGT)
 IQ4NL_KERNEL(avx2, IQ4NL_AVX2, QLM_AVX2_TARGET)
 IQ4NL_KERNEL(avx512, IQ4NL_AVX512, QLM_AVX512_TARGET)
 
-// Few-token kernel and 1 row x 4 tokens tile (qlm_simd.h FEW2_FAMILY) for both SIMD paths: the
+// AVX2 few-token kernel and 1 row x 4 tokens tile (qlm_simd.h FEW2_FAMILY; AVX-512: below): the
 // same int32 lanes (maddubs pairs at most 2 * 127 * 127 < 32767) and float steps as the dot kernels.
 #define IQ4NL_ROW2(bb)                                                                             \
     const __m256i wsg = _mm256_shuffle_epi8(IQ4NL_LUT, unpack_nibbles_avx2(wr[bb].qs));           \
     const __m256i wab = _mm256_abs_epi8(wsg);
 #define IQ4NL_PAIR2 _mm256_madd_epi16(_mm256_maddubs_epi16(wab, _mm256_sign_epi8(av, wsg)), ones)
 FEW2_FAMILY(few_iq4_nl, qlm_block_q4_0, IQ4NL_ROW2, IQ4NL_PAIR2, FEW2_NONE)
+
+// AVX-512 tiles and few-token kernels, two blocks per register (qlm_pair512.h): the signed codes
+// are the codebook values (pshufb within each 128-bit lane).
+#define IQ4NL_P512_PAIR(wr, b)                                                                     \
+    const __m512i w = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qlm_iq4_levels)), \
+                                          p512_nibbles((wr)[b].qs, (wr)[(b) + 1].qs));             \
+    const __m512 dw = p512_dw(&(wr)[b].d, &(wr)[(b) + 1].d);
+#define IQ4NL_P512_TAIL(wr, b)                                                                     \
+    const __m256i w = _mm256_shuffle_epi8(IQ4NL_LUT, unpack_nibbles_avx512((wr)[b].qs));           \
+    const __m256 dw = bh2f_avx512(&(wr)[b].d);
+P512_FAMILY(iq4_nl, qlm_block_q4_0, 4, IQ4NL_P512_PAIR, IQ4NL_P512_TAIL, P512_NOMIN, P512_NOMIN, P512_SUMNOMIN, P512_IS, P512_IS, P512_PF32)
 #endif
 
 const qlm_type_traits qlm_traits_iq4_nl = {
@@ -91,7 +102,7 @@ const qlm_type_traits qlm_traits_iq4_nl = {
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = dotn_iq4_nl_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_iq4_nl_avx2),
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_iq4_nl_avx512)},
-    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(few_iq4_nl_tile), 1, FEW2_NT},
-             [QLM_PATH_AVX512] = {QLM_IF_X86(few_iq4_nl_tile), 1, FEW2_NT}},
-    .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_iq4_nl), [QLM_PATH_AVX512] = QLM_IF_X86(few_iq4_nl)},
+#if QLM_X86
+    P512_ROW_KERNELS(iq4_nl, 4)
+#endif
 };

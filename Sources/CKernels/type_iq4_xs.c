@@ -10,6 +10,7 @@
 // The SIMD kernels are qlm_sb32.h's frame (dot, few-token, 1 x 4 tile: bit-identical); AVX2 and
 // AVX-512 (maddubs vs dpbusd on the same int32 lanes) agree bit for bit too.
 #include "qlm_sb32.h"
+#include "qlm_pair512.h"
 #include "qlm_ggml.h"
 
 #pragma clang fp contract(off)
@@ -111,6 +112,28 @@ SCALAR_DOTN(dotn_iq4_xs_scalar, dot_iq4_xs_scalar1, iq4_xs_block, qlm_block_q8a)
         } }
 SB32_FAMILY(iq4_xs, avx2, QLM_AVX2_TARGET, iq4_xs_block, XS_SETUP, XS_SUB, SB32_FIN)
 SB32_FAMILY(iq4_xs, avx512, QLM_AVX512_TARGET, iq4_xs_block, XS_SETUP, XS_SUB, SB32_FIN)
+
+// AVX-512 tile and few-token kernels, two sub-blocks (one pair of the same super-block) per
+// register (qlm_pair512.h): the codebook values as signed codes, the exact sums times the
+// sub-block scales l - 32 (IS), then XS_SUB's float step.
+#define XS_P512_PAIR(wr, b)                                                                        \
+    const iq4_xs_block *B_ = (wr) + (b) / 8;                                                       \
+    const int j_ = (int)((b) % 8);                                                                 \
+    const __m512i w = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)qlm_iq4_levels)), \
+                                          p512_nibbles(B_->qs + 16 * j_, B_->qs + 16 * j_ + 16));   \
+    const __m512 dw = _mm512_set1_ps(SB32_H2F(B_->d));                                              \
+    const __m512i ls = _mm512_inserti64x4(_mm512_set1_epi32(xs_scale(B_, j_)), _mm256_set1_epi32(xs_scale(B_, j_ + 1)), 1);
+#define XS_P512_TAIL(wr, b)                                                                        \
+    const iq4_xs_block *B_ = (wr) + (b) / 8;                                                       \
+    const int j_ = (int)((b) % 8);                                                                 \
+    const __m256i w = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qlm_iq4_levels)), \
+                                          unpack_nibbles_avx512(B_->qs + 16 * j_));                \
+    const __m256 dw = _mm256_set1_ps(SB32_H2F(B_->d));                                              \
+    const __m256i ls = _mm256_set1_epi32(xs_scale(B_, j_));
+#define XS_P512_IS(x) _mm512_mullo_epi32(x, ls)
+#define XS_P512_TIS(x) _mm256_mullo_epi32(x, ls)
+#define XS_P512_PF(wr, b) ((wr) + (b) / 8)
+P512_FAMILY(iq4_xs_p, iq4_xs_block, 4, XS_P512_PAIR, XS_P512_TAIL, P512_NOMIN, P512_NOMIN, P512_SUMNOMIN, XS_P512_IS, XS_P512_TIS, XS_P512_PF)
 #endif
 
 const qlm_type_traits qlm_traits_iq4_xs = {
@@ -120,5 +143,12 @@ const qlm_type_traits qlm_traits_iq4_xs = {
     .row_size = iq4_xs_row_size, .quantize_row = iq4_xs_quantize_row, .dequantize_row = iq4_xs_dequantize_row,
     .whole_blocks = 1, .row_fallback = QLM_TYPE_IQ4_NL, // as llama.cpp falls back
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
+#if QLM_X86
+    .dotn = {[QLM_PATH_SCALAR] = dotn_iq4_xs_scalar, [QLM_PATH_AVX2] = dotn_iq4_xs_avx2, [QLM_PATH_AVX512] = dotn_iq4_xs_avx512},
+    .tile = {[QLM_PATH_AVX2] = {tile_iq4_xs_avx2, 1, 4}, [QLM_PATH_AVX512] = {tile_iq4_xs_p_avx512z, 4, P512_NT}},
+    .few = {[QLM_PATH_AVX2] = few_iq4_xs_avx2, [QLM_PATH_AVX512] = few_iq4_xs_p_avx512},
+    P512_PACK
+#else
     SB32_ROW_KERNELS(iq4_xs)
+#endif
 };

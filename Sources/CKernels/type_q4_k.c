@@ -81,12 +81,7 @@ QLM_AVX512_TARGET static float dot1_q4_k_avx512(int64_t n, const qlm_block_q4_k 
         }
         const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
         const __m256i x = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-        const __m256i h = _mm256_hadd_epi32(x, o); // x01 x23 o01 o23 | x45 x67 o45 o67
-        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        r = _mm_hadd_epi32(r, r);                 // isum, imin, ...
-        const float da = a[b].d;
-        s += (kq_h2f_f16c(w[b].d) * da) * (float)_mm_cvtsi128_si32(r);
-        sm += (kq_h2f_f16c(w[b].dmin) * da) * (float)_mm_extract_epi32(r, 1);
+        kq_dot1_steps(x, o, w[b].d, w[b].dmin, a[b].d, &s, &sm);
     }
     return s - sm;
 }
@@ -107,12 +102,7 @@ QLM_AVX2_TARGET static float dot1_q4_k_avx2(int64_t n, const qlm_block_q4_k *w, 
             acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
         }
         const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
-        const __m256i h = _mm256_hadd_epi32(acc, o);
-        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-        r = _mm_hadd_epi32(r, r);
-        const float da = a[b].d;
-        s += (kq_h2f_f16c(w[b].d) * da) * (float)_mm_cvtsi128_si32(r);
-        sm += (kq_h2f_f16c(w[b].dmin) * da) * (float)_mm_extract_epi32(r, 1);
+        kq_dot1_steps(acc, o, w[b].d, w[b].dmin, a[b].d, &s, &sm);
     }
     return s - sm;
 }

@@ -9,7 +9,7 @@
 // m * s_a), so the SIMD kernels have the same even/odd accumulators and fixed-order reduction.
 // AVX2 and AVX-512 dot kernels, the few-token kernels and the prefill tiles agree bit for bit
 // (their int32 lanes are the same sums, their float steps the same operations).
-#include "qlm_simd.h"
+#include "qlm_pair512.h"
 #include "qlm_ggml.h"
 
 #pragma clang fp contract(off)
@@ -173,9 +173,9 @@ Q5_KERNEL(q5_0, q5_0_block, avx512, Q5_0_AVX512, QLM_AVX512_TARGET)
 Q5_KERNEL(q5_1, q5_1_block, avx2, Q5_1_AVX2, QLM_AVX2_TARGET)
 Q5_KERNEL(q5_1, q5_1_block, avx512, Q5_1_AVX512, QLM_AVX512_TARGET)
 
-// Few-token kernels and 1 row x 4 tokens tiles (qlm_simd.h FEW2_FAMILY), for the AVX2 and the
-// AVX-512 path alike: their int32 lanes equal both dot kernels' (maddubs pair sums cannot
-// saturate: 2 * 31 * 127 < 32767) and their float steps are the same operations.
+// AVX2 few-token kernels and 1 row x 4 tokens tiles (qlm_simd.h FEW2_FAMILY): their int32 lanes
+// equal both dot kernels' (maddubs pair sums cannot saturate: 2 * 31 * 127 < 32767) and their
+// float steps are the same operations. (The AVX-512 path has its own, below.)
 // q5_0 by the sign trick on q - 16 (as q4_0 on q - 8): q - 16 is the nibble when the fifth bit is
 // set, else the nibble - 16 = nibble | 0xF0 as int8.
 #define Q50_ROW2(bb)                                                                               \
@@ -190,27 +190,56 @@ FEW2_FAMILY(few_q5_0, q5_0_block, Q50_ROW2, Q50_PAIR2, FEW2_NONE)
 #define Q51_PAIR2 dot_us_avx2(wq, av)
 #define Q51_MIN2(t, k) sm[t][k] += mw * ab->s;
 FEW2_FAMILY(few_q5_1, q5_1_block, Q51_ROW2, Q51_PAIR2, Q51_MIN2)
+
+// AVX-512 tiles and few-token kernels, two blocks per register (qlm_pair512.h). The fifth bits of
+// both blocks: one 64-bit byte mask. q5_0's signed codes q - 16; q5_1's codes as they are, its
+// min pair [m_b, m_{b+1}] beside the scales.
+#define Q5_P512_CODES(wr, b)                                                                       \
+    _mm512_or_si512(p512_nibbles((wr)[b].qs, (wr)[(b) + 1].qs),                                    \
+                    _mm512_maskz_mov_epi8((__mmask64)q5_qh((wr)[b].qh) | ((__mmask64)q5_qh((wr)[(b) + 1].qh) << 32), \
+                                          _mm512_set1_epi8(0x10)))
+#define Q50_P512_PAIR(wr, b)                                                                       \
+    const __m512i w = _mm512_sub_epi8(Q5_P512_CODES(wr, b), _mm512_set1_epi8(0x10));               \
+    const __m512 dw = p512_dw(&(wr)[b].d, &(wr)[(b) + 1].d);
+#define Q50_P512_TAIL(wr, b)                                                                       \
+    const __m256i w = _mm256_sub_epi8(Q5_CODES(avx512, (wr)[b]), _mm256_set1_epi8(0x10));          \
+    const __m256 dw = bh2f_avx512(&(wr)[b].d);
+P512_FAMILY(q5_0, q5_0_block, 4, Q50_P512_PAIR, Q50_P512_TAIL, P512_NOMIN, P512_NOMIN, P512_SUMNOMIN, P512_IS, P512_IS, P512_PF32)
+#define Q51_P512_PAIR(wr, b)                                                                       \
+    const __m512i w = Q5_P512_CODES(wr, b);                                                        \
+    uint32_t dm0_, dm1_;                                                                           \
+    memcpy(&dm0_, &(wr)[b].d, 4);                                                                  \
+    memcpy(&dm1_, &(wr)[(b) + 1].d, 4);                                                            \
+    const __m128 dm_ = _mm_cvtph_ps(_mm_setr_epi32((int)dm0_, (int)dm1_, 0, 0)); /* d0 m0 d1 m1 */ \
+    const __m512 dw = _mm512_permutexvar_ps(_mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), \
+                                            _mm512_castps128_ps512(dm_));                          \
+    const __m128 mw = _mm_shuffle_ps(dm_, dm_, _MM_SHUFFLE(3, 3, 3, 1)); /* m0 m1 . . */
+#define Q51_P512_TAIL(wr, b)                                                                       \
+    const __m256i w = Q5_CODES(avx512, (wr)[b]);                                                   \
+    const __m256 dw = bh2f_avx512(&(wr)[b].d);                                                     \
+    const __m128 mw = _mm256_castps256_ps128(bh2f_avx512(&(wr)[b].m));
+P512_FAMILY(q5_1, q5_1_block, 2, Q51_P512_PAIR, Q51_P512_TAIL, P512_MIN, P512_TMIN, P512_SUMMIN, P512_IS, P512_IS, P512_PF32)
+#define Q5_SIMD(F, NR) P512_ROW_KERNELS(F, NR)
+#else
+#define Q5_SIMD(F, NR)
 #endif
 
 // ---- table rows --------------------------------------------------------------------------------
 #define Q5_KERNELS(F)                                                                              \
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,                              \
     .dotn = {[QLM_PATH_SCALAR] = dotn_##F##_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_##F##_avx2),  \
-             [QLM_PATH_AVX512] = QLM_IF_X86(dotn_##F##_avx512)},                                    \
-    .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(few_##F##_tile), 1, FEW2_NT},                           \
-             [QLM_PATH_AVX512] = {QLM_IF_X86(few_##F##_tile), 1, FEW2_NT}},                        \
-    .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_##F), [QLM_PATH_AVX512] = QLM_IF_X86(few_##F)},
+             [QLM_PATH_AVX512] = QLM_IF_X86(dotn_##F##_avx512)},
 const qlm_type_traits qlm_traits_q5_0 = {
     .name = "q5_0", .block_size = QLM_QK, .block_bytes = sizeof(q5_0_block), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
     .fp16_count = 1, .fp16_offsets = {offsetof(q5_0_block, d)},
     .row_size = q5_0_row_size, .quantize_row = q5_0_quantize_row, .dequantize_row = q5_0_dequantize_row,
-    Q5_KERNELS(q5_0)
+    Q5_KERNELS(q5_0) Q5_SIMD(q5_0, 4)
 };
 const qlm_type_traits qlm_traits_q5_1 = {
     .name = "q5_1", .block_size = QLM_QK, .block_bytes = sizeof(q5_1_block), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
     .fp16_count = 2, .fp16_offsets = {offsetof(q5_1_block, d), offsetof(q5_1_block, m)},
     .row_size = q5_1_row_size, .quantize_row = q5_1_quantize_row, .dequantize_row = q5_1_dequantize_row,
-    Q5_KERNELS(q5_1)
+    Q5_KERNELS(q5_1) Q5_SIMD(q5_1, 2)
 };

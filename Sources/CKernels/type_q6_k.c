@@ -86,6 +86,81 @@ KQ_KERNELS(q6_k, scalar, , dec_q6_k_scalar, 1, qlm_block_q6_k)
 #if QLM_X86
 KQ_KERNELS(q6_k, avx2, QLM_AVX2_TARGET, dec_q6_k_avx2, 1, qlm_block_q6_k)
 KQ_KERNELS(q6_k, avx512, QLM_AVX512_TARGET, dec_q6_k_avx2, 1, qlm_block_q6_k)
+
+// One-token dots (decode) without the decoded block: the 6-bit codes are assembled in registers
+// and go straight into the products. Per super-block the same exact integer as kq_ints_P
+// (sum_k sc_k (sum q a) + sum_k (-32 sc_k) bsums_k, int32 in another order) and the same float
+// steps as kq_rows (s += (d * d_a) * isum; the min sum stays +0), so the results equal the
+// few-token kernels' and the tiles' bit for bit.
+QLM_AVX512_TARGET static float dot1_q6_k_avx512(int64_t n, const qlm_block_q6_k *w, const qlm_block_q8k *a) {
+    const int64_t nb = (n + QK_K - 1) / QK_K;
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30);
+    // high bits of weights 32c..32c+31 of a half: qh << 4, << 2, >> 0, >> 2 (per 256-bit half)
+    const __m512i shA = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shB = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    // vpermw indices: word w of the 64 weights at 64j covers weights 2w, 2w+1: sub-block 4j + w / 8
+    const __m512i i0 = _mm512_set_epi64(0x0003000300030003LL, 0x0003000300030003LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                        0x0001000100010001LL, 0x0001000100010001LL, 0, 0);
+    const __m512i four = _mm512_set1_epi16(4);
+    float s = 0.0f, sm = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        PF((const char *)(w + b) + QLM_PF_DIST);
+        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
+        const __m512i s16 = _mm512_castsi256_si512(sc16);
+        __m512i acc = _mm512_setzero_si512(), idx = i0;
+        for (int h = 0; h < 2; h++) {
+            const __m512i L = _mm512_loadu_si512((const void *)(w[b].ql + 64 * h));
+            const __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h)));
+            const __m512i qa = _mm512_or_si512(_mm512_and_si512(L, lo4), _mm512_and_si512(_mm512_sllv_epi16(H, shA), m2));
+            const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), lo4), _mm512_and_si512(_mm512_srlv_epi16(H, shB), m2));
+            const __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512((const void *)(a[b].qs + 128 * h)));
+            acc = _mm512_dpwssd_epi32(acc, pa, _mm512_permutexvar_epi16(idx, s16));
+            idx = _mm512_add_epi16(idx, four);
+            const __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512((const void *)(a[b].qs + 128 * h + 64)));
+            acc = _mm512_dpwssd_epi32(acc, pb, _mm512_permutexvar_epi16(idx, s16));
+            idx = _mm512_add_epi16(idx, four);
+        }
+        const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5)));
+        const __m256i x = _mm256_add_epi32(_mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)), o);
+        s += (kq_h2f_f16c(w[b].d) * a[b].d) * (float)kq_hsum_i32x8(x);
+        sm += (0.0f * a[b].d) * 0.0f;
+    }
+    return s - sm;
+}
+QLM_AVX2_TARGET static float dot1_q6_k_avx2(int64_t n, const qlm_block_q6_k *w, const qlm_block_q8k *a) {
+    const int64_t nb = (n + QK_K - 1) / QK_K;
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    float s = 0.0f, sm = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        PF((const char *)(w + b) + QLM_PF_DIST);
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
+            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
+            const __m256i hh = _mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h));
+            const __m256i q[4] = {
+                _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_and_si256(_mm256_slli_epi16(hh, 4), m2)),
+                _mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(hh, 2), m2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(hh, m2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4), _mm256_and_si256(_mm256_srli_epi16(hh, 2), m2))};
+            for (int j = 0; j < 4; j++) {
+                const int c = 4 * h + j; // 32 weights: sub-blocks 2c (words 0..7) and 2c + 1 (words 8..15)
+                const __m128i idx = _mm_setr_epi8((char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c),
+                                                  (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1));
+                const __m256i p = _mm256_maddubs_epi16(q[j], _mm256_loadu_si256((const __m256i *)(a[b].qs + 32 * c)));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx))));
+            }
+        }
+        const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums),
+                                            _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5)));
+        s += (kq_h2f_f16c(w[b].d) * a[b].d) * (float)kq_hsum_i32x8(_mm256_add_epi32(acc, o));
+        sm += (0.0f * a[b].d) * 0.0f;
+    }
+    return s - sm;
+}
+KQ_DOT1_DOTN(q6_k, avx512, QLM_AVX512_TARGET, qlm_block_q6_k)
+KQ_DOT1_DOTN(q6_k, avx2, QLM_AVX2_TARGET, qlm_block_q6_k)
 #endif
 
 // ---- table row -------------------------------------------------------------------------------
@@ -96,5 +171,5 @@ const qlm_type_traits qlm_traits_q6_k = {
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q6_k, d)},
     .row_fallback = QLM_TYPE_Q8_0, // as llama.cpp falls back
     .row_size = q6_k_row_size, .quantize_row = q6_k_quantize_row, .dequantize_row = q6_k_dequantize_row,
-    KQ_ROW_KERNELS(q6_k, dotn)
+    KQ_ROW_KERNELS(q6_k, dot1n)
 };

@@ -50,14 +50,7 @@ final class GGUFFuzzTests: XCTestCase {
                     t.readFloats(into: &y)
                     // --type keep's pass-through: QuantLM's own row of the native type reads the
                     // very bytes to the same floats as the ggml dequantizer did.
-                    guard let q = t.nativeType, q.isQuantized, let same = t.passthrough(to: q) else { continue }
-                    var z = [Float](repeating: .nan, count: t.elementCount)
-                    let rl = t.rowLength, rs = q.rowSize(rl)
-                    z.withUnsafeMutableBufferPointer { zp in
-                        for r in 0 ..< t.rows { qlm_dequantize_row(q.rawValue, same.baseAddress! + r * rs, zp.baseAddress! + r * rl, Int64(rl)) }
-                    }
-                    XCTAssertEqual(z.map(\.bitPattern), y.map(\.bitPattern), "iteration \(it): \(t.name) as \(q)")
-                    kept.insert(q)
+                    if let q = assertPassthroughDecodesSame(t, y, "iteration \(it)") { kept.insert(q) }
                 }
             } catch let e as QuantError {
                 XCTAssertEqual(e.file, u.path, "iteration \(it): error must name the file: \(e)")

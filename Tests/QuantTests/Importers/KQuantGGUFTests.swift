@@ -6,8 +6,8 @@ import TestSupport
 import XCTest
 
 extension GGUFBuilder {
-    /// A small llama GGUF whose matrices are ggml K-quants (a Q4_K_M-like mix: Q4_K, Q5_K, Q6_K,
-    /// Q8_0 embedding, F32 norms): 1 layer, d 256, ffn 512, 2 heads / 1 kv head, vocab 8.
+    /// A small llama GGUF whose matrices are ggml super-block types (Q4_K, Q5_K, Q6_K, Q3_K, Q2_K,
+    /// IQ4_XS; Q8_0 embedding, F32 norms): 1 layer, d 256, ffn 512, 2 heads / 1 kv head, vocab 8.
     static func kquantLlama(seed: UInt64 = 2) -> GGUFBuilder {
         var g = GGUFBuilder.tinyLlama(seed: seed)
         var rng = SplitMix64(seed: seed)
@@ -20,13 +20,13 @@ extension GGUFBuilder {
         t("token_embd.weight", [256, 8], 8)          // q8_0
         t("blk.0.attn_norm.weight", [256], 0)
         t("blk.0.attn_q.weight", [256, 256], 12)     // q4_k
-        t("blk.0.attn_k.weight", [256, 128], 12)
+        t("blk.0.attn_k.weight", [256, 128], 11)     // q3_k
         t("blk.0.attn_v.weight", [256, 128], 14)     // q6_k
         t("blk.0.attn_output.weight", [256, 256], 13) // q5_k
         t("blk.0.ffn_norm.weight", [256], 0)
-        t("blk.0.ffn_gate.weight", [256, 512], 12)
-        t("blk.0.ffn_down.weight", [512, 256], 14)
-        t("blk.0.ffn_up.weight", [256, 512], 13)
+        t("blk.0.ffn_gate.weight", [256, 512], 23)   // iq4_xs
+        t("blk.0.ffn_down.weight", [512, 256], 10)   // q2_k
+        t("blk.0.ffn_up.weight", [256, 512], 12)
         t("output_norm.weight", [256], 0)
         return g
     }
@@ -64,7 +64,7 @@ final class KQuantGGUFTests: XCTestCase {
                 try f.verify(info)
                 XCTAssertEqual(withExtendedLifetime(d) { [UInt8](d.bytes) }, [UInt8](t.bytes), "\(t.name) bytes changed")
             }
-            XCTAssertEqual(types, [.q8_0: 1, .f32: 3, .q4_k: 3, .q5_k: 2, .q6_k: 2])
+            XCTAssertEqual(types, [.q8_0: 1, .f32: 3, .q4_k: 2, .q5_k: 1, .q6_k: 1, .q3_k: 1, .iq4_xs: 1, .q2_k: 1])
         }
     }
 
@@ -97,8 +97,10 @@ final class KQuantGGUFTests: XCTestCase {
     }
 
     /// The GGUF fuzzer's mutations on the K-quant file: every case throws a one-line QuantError
-    /// naming the file, or opens; an opened checkpoint dequantizes every tensor and converts
-    /// with --type keep (blocks passed through, fp16 fields checked) into a file that loads.
+    /// naming the file, or opens; an opened checkpoint dequantizes every tensor (QuantLM's row of
+    /// each passed-through type gives the ggml dequantizer's floats bit for bit, for all six
+    /// super-block types) and converts with --type keep (blocks passed through, fp16 fields
+    /// checked) into a file that loads.
     func testFuzzKQuantFile() throws {
         let dir = try makeTempDir(self, "kqfuzz")
         var g = GGUFBuilder.kquantLlama(seed: 5)
@@ -108,6 +110,7 @@ final class KQuantGGUFTests: XCTestCase {
         var rng = SplitMix64(seed: 0x4B46)
         let lies: [UInt64] = [0, 1, 2, 12, 13, 14, 15, 16, 255, 256, 257, 1 << 31, 1 << 40, UInt64(base.count), UInt64.max]
         var opened = 0, converted = 0
+        var kept = Set<QuantType>() // types whose blocks passed through and decoded the same
         for it in 0 ..< 300 {
             var b = base
             switch it % 4 {
@@ -126,6 +129,9 @@ final class KQuantGGUFTests: XCTestCase {
                 for t in ck.tensors {
                     var y = [Float](repeating: 0, count: t.elementCount)
                     t.readFloats(into: &y)
+                    // --type keep's pass-through: QuantLM's own row of the native type reads the
+                    // very (mutated) bytes to the floats the ggml dequantizer gave.
+                    if let q = assertPassthroughDecodesSame(t, y, "iteration \(it)") { kept.insert(q) }
                 }
                 _ = try Converter.convert(ck, tokenizer: payload, options: ConvertOptions(policy: .keep(), threads: 1), to: out)
                 let f = try QLMFile(out)
@@ -140,5 +146,7 @@ final class KQuantGGUFTests: XCTestCase {
         }
         print("fuzz k-quant gguf: 300 mutations, \(opened) opened, \(converted) converted with --type keep")
         XCTAssertGreaterThan(converted, 20)
+        // (a lying type field can add others, e.g. q4_0)
+        XCTAssertTrue(kept.isSuperset(of: [.q8_0, .q4_k, .q5_k, .q6_k, .q3_k, .iq4_xs, .q2_k]), "types passed through and decoded the same: \(kept)")
     }
 }

@@ -2,6 +2,7 @@ import CKernels
 import Foundation
 import Quant
 import TestSupport
+import XCTest
 
 /// Writes small GGUF v3 files for tests, remembering where every count, length, dim, type and
 /// offset field sits so the fuzzer can make them lie.
@@ -119,6 +120,20 @@ struct GGUFBuilder {
         t("output_norm.weight", [32], 0)
         return g
     }
+}
+
+/// --type keep's pass-through: QuantLM's own row of the tensor's native type reads the very
+/// bytes to the floats `y` the ggml dequantizer gave (asserted bit for bit); that type, or nil
+/// when the tensor does not pass through.
+func assertPassthroughDecodesSame(_ t: SourceTensor, _ y: [Float], _ what: String, file: StaticString = #filePath, line: UInt = #line) -> QuantType? {
+    guard let q = t.nativeType, q.isQuantized, let same = t.passthrough(to: q) else { return nil }
+    var z = [Float](repeating: .nan, count: t.elementCount)
+    let rl = t.rowLength, rs = q.rowSize(rl)
+    z.withUnsafeMutableBufferPointer { zp in
+        for r in 0 ..< t.rows { qlm_dequantize_row(q.rawValue, same.baseAddress! + r * rs, zp.baseAddress! + r * rl, Int64(rl)) }
+    }
+    XCTAssertEqual(z.map(\.bitPattern), y.map(\.bitPattern), "\(what): \(t.name) as \(q)", file: file, line: line)
+    return q
 }
 
 /// Runs a Tests/reference script with python3; stdout, or throws with stderr.
