@@ -71,6 +71,7 @@ link() { # name, extra sources..., -- object dirs...
   for d in "$@"; do while IFS= read -r o; do objs+=("$o"); done < <(objects "$OUT/$d.build"); done
   local exe=$CACHE/bin/$name
   if [ -x "$exe" ] && [ -z "$(find "${srcs[@]}" "${objs[@]}" -newer "$exe" 2>/dev/null)" ]; then return; fi
+  rm -f "$exe" # a failed link must not leave the previous binary to run
   nice -n 19 swiftc -O -sanitize=fuzzer,address -parse-as-library -module-name Fuzz_$name -package-name "$PKG" \
     -I "$OUT/Modules" "${MAPS[@]}" "${srcs[@]}" "${objs[@]}" -lzstd -o "$exe" 2>&1 | grep -v "Cannot export local symbol" || true
   [ -x "$exe" ] || { echo "scripts/fuzz/run.sh: linking $name failed" >&2; exit 2; }

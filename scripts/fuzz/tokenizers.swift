@@ -16,7 +16,7 @@ import Runtime
 private func fromGGUF(_ key: String) -> (any Tokenizer)? {
     guard let p = ProcessInfo.processInfo.environment[key] else { return nil }
     do {
-        let c = try Checkpoint.read(URL(fileURLWithPath: p))
+        let c = try Checkpoint.open(URL(fileURLWithPath: p))
         let payload = try TokenizerPayloads.make(c.tokenizer!, vocabSize: c.hparams.vocabSize)
         return try TokenizerPayloads.load(kind: payload.kind, blob: payload.blob, vocabSize: c.hparams.vocabSize, source: p, file: p)
     } catch { fatalError("\(key): \(error)") }
