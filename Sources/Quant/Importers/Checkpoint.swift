@@ -81,10 +81,13 @@ package struct SourceTensor {
     /// was one thread while the other cores idled (issue 26: Gemma 3's 168M-weight embedding).
     /// Pieces are disjoint, so the result is the same as one pass.
     private static func inPieces(_ count: Int, _ body: (Range<Int>) -> Void) {
-        let pieces = min(ProcessInfo.processInfo.activeProcessorCount, count >> 20)
+        guard count >> 20 > 1 else { body(0 ..< count); return }
+        let pieces = min(cores, count >> 20)
         guard pieces > 1 else { body(0 ..< count); return }
         DispatchQueue.concurrentPerform(iterations: pieces) { k in body(count * k / pieces ..< count * (k + 1) / pieces) }
     }
+
+    private static let cores = ProcessInfo.processInfo.activeProcessorCount
 
     /// Writes the tensor as floats in canonical row-major order into `out` (elementCount floats).
     package func readFloats(into out: UnsafeMutablePointer<Float>) {
