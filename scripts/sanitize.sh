@@ -2,7 +2,7 @@
 # The test suite under AddressSanitizer and the C kernels under UndefinedBehaviorSanitizer
 # (issue 25). Usage:
 #
-#   scripts/sanitize.sh [asan|ubsan|both] [FILTER|all]
+#   scripts/sanitize.sh [asan|ubsan|both|combined] [FILTER|all]
 #
 # asan:  swift build --sanitize=address (every Swift and C target), then `swift test` with
 #        FILTER (default: the readers, writer, fuzz and kernel tests, the tokenizers, the
@@ -10,6 +10,8 @@
 # ubsan: the C targets with -fsanitize=undefined (swiftc refuses --sanitize=undefined on
 #        Linux; clang's runtime is linked through -Xclang-linker), then the kernel and reader
 #        tests. Every "runtime error:" line is a report.
+# combined: one build with both (ASan on every target, UBSan on the C targets) and one run of
+#        FILTER (default: asan's list), for a host that has time for one sanitized build only.
 # Build folders live outside the repo ($QUANTLM_SANITIZE_CACHE, default
 # ~/.cache/quantlm/sanitize). Tests that run the built executables use .build/release (build
 # it first). Exit 0 only when every test passed and there were 0 sanitizer reports.
@@ -30,12 +32,12 @@ run() { # name, build flags..., -- test flags...
   tflags=("$@")
   local log=$CACHE/$name.log
   echo "== $name: building ($CACHE/$name)"
-  if ! nice -n 10 swift build --package-path "$ROOT" --build-path "$CACHE/$name" --build-tests "${bflags[@]}" > "$CACHE/$name-build.log" 2>&1; then
+  if ! nice -n 19 swift build --package-path "$ROOT" --build-path "$CACHE/$name" --build-tests "${bflags[@]}" > "$CACHE/$name-build.log" 2>&1; then
     tail -20 "$CACHE/$name-build.log"; echo "== $name: build failed"; status=1; return
   fi
   echo "== $name: testing ${tflags[*]}"
   local t0=$SECONDS
-  nice -n 10 swift test --package-path "$ROOT" --build-path "$CACHE/$name" --skip-build "${bflags[@]}" "${tflags[@]}" > "$log" 2>&1
+  nice -n 19 swift test --package-path "$ROOT" --build-path "$CACHE/$name" --skip-build "${bflags[@]}" "${tflags[@]}" > "$log" 2>&1
   local rc=$?
   local reports
   reports=$(grep -cE "runtime error:|ERROR: AddressSanitizer|ERROR: LeakSanitizer" "$log")
@@ -49,6 +51,10 @@ filter() { [ "$FILTER" = all ] && return; echo --filter; echo "${FILTER:-$1}"; }
 if [ "$MODE" = asan ] || [ "$MODE" = both ]; then
   # Leak checks are off: the test process keeps caches (converted models, thread pools) alive on purpose.
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} run asan --sanitize=address -- $(filter "$DEFAULT_ASAN")
+fi
+if [ "$MODE" = combined ]; then
+  ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} run combined --sanitize=address \
+    -Xcc -fsanitize=undefined -Xswiftc -Xclang-linker -Xswiftc -fsanitize=undefined -- $(filter "$DEFAULT_ASAN")
 fi
 if [ "$MODE" = ubsan ] || [ "$MODE" = both ]; then
   UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1} run ubsan -Xcc -fsanitize=undefined -Xswiftc -Xclang-linker -Xswiftc -fsanitize=undefined \

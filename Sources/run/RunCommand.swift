@@ -161,7 +161,7 @@ struct Generate: ParsableCommand {
             if json {
                 struct Out: Encodable {
                     var model: String; var draft: String?; var load_seconds: Double; var threads: Int
-                    var attention: [String]; var sinks: Int; var kv_type: String; var positions: String
+                    var attention: [String]; var sinks: Int; var kv_type: String; var positions: String; var position_encoding: String
                     var kv_cache_bytes: Int
                     var result: GenerationResult
                     /// When the weights streamed: an O_DIRECT read of the file after the run, and
@@ -174,6 +174,7 @@ struct Generate: ParsableCommand {
                 var out = Out(model: options.model, draft: draft, load_seconds: lm.loadSeconds, threads: options.threads,
                               attention: cache?.patterns.map(\.description) ?? [], sinks: cache?.sinks ?? 0,
                               kv_type: lm.model.cache.kvType.rawValue, positions: positions,
+                              position_encoding: lm.positionEncoding == .rotary ? "rotary" : "learned",
                               kv_cache_bytes: lm.model.cache.bytes, result: result)
                 if lm.plan.streams {
                     // The probe's buffer comes out of the memory the model held: free it first.

@@ -14,9 +14,12 @@ public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     Fuzz.expectOneLineError(naming: path) {
         _ = try GGUFFile(url)
         let c = try Checkpoint.open(url)
-        var out: [Float] = []
-        for t in c.tensors where t.elementCount <= 1 << 16 {
-            out = [Float](repeating: 0, count: t.elementCount)
+        // Small tensors dequantized, at most 2^20 elements per input (a file may list
+        // thousands of tensors; one of each type is what the dequantizers need).
+        var out = [Float](repeating: 0, count: 1 << 16)
+        var budget = 1 << 20
+        for t in c.tensors where t.elementCount <= 1 << 16 && t.elementCount <= budget {
+            budget -= t.elementCount
             out.withUnsafeMutableBufferPointer { t.readFloats(into: $0.baseAddress!) }
         }
         if let tok = c.tokenizer {

@@ -3,6 +3,9 @@
 
     seeds.py llama2c FILE        a tiny random llama2.c checkpoint (dim 16, 2 layers, vocab 512)
     seeds.py KIND DIR            seeds for harness KIND: gguf, safetensors, llama2c, tokenizers, http, hf
+    seeds.py hf-shards DIR       the llama3 fixture's model.safetensors cut into two shards (the hf harness's)
+
+hf and hf-shards read the committed tiny checkpoints in FUZZ_HF_FIXTURES (Tests/Fixtures/arch).
 """
 import json, os, struct, sys
 
@@ -59,6 +62,30 @@ def safetensors_bytes(tensors):
     return struct.pack("<Q", len(h)) + h + data
 
 
+def shard_split(path):
+    """A safetensors file's tensors in two shards: {file name: (bytes, tensor names)}."""
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header.pop("__metadata__", None)
+    names = sorted(header, key=lambda t: header[t]["data_offsets"][0])
+    out = {}
+    for part, group in enumerate([names[: len(names) // 2], names[len(names) // 2:]]):
+        tensors = {}
+        for t in group:
+            b, e = header[t]["data_offsets"]
+            arr = np.frombuffer(raw[8 + n + b: 8 + n + e], dtype=np.uint8)
+            tensors[t] = (header[t]["dtype"], arr, header[t]["shape"])
+        h, data = {"__metadata__": {"format": "pt"}}, b""
+        for t, (dtype, arr, shape) in tensors.items():
+            h[t] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + arr.size]}
+            data += arr.tobytes()
+        hb = json.dumps(h).encode()
+        hb += b" " * (-len(hb) % 8)
+        out[f"model-{part + 1:05d}-of-00002.safetensors"] = (struct.pack("<Q", len(hb)) + hb + data, group)
+    return out
+
+
 def main():
     kind, out = sys.argv[1], sys.argv[2]
     if kind == "llama2c" and not os.path.isdir(out) and out.endswith(".bin"):
@@ -92,8 +119,24 @@ def main():
         for i, r in enumerate(reqs):
             put(f"req-{i}", r)
     elif kind == "hf":
-        put("config.json", json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 32,
-                                       "vocab_size": 100}).encode())
+        # The harness's first byte picks the file (0 config.json of fixture k = second byte,
+        # 1 the shard index, 2 tokenizer.json, 3 tokenizer_config.json 0xFF generation_config.json).
+        root = os.environ["FUZZ_HF_FIXTURES"]
+        dirs = [d for d in sorted(os.listdir(root)) if os.path.exists(os.path.join(root, d, "config.json"))]
+        read = lambda d, n: open(os.path.join(root, d, n), "rb").read() if os.path.exists(os.path.join(root, d, n)) else b""
+        toks = set()
+        for k, d in enumerate(dirs):
+            put(f"config-{d}", bytes([0, k]) + read(d, "config.json"))
+            toks.add(read(d, "tokenizer.json"))
+            put(f"tokcfg-{d}", bytes([3]) + read(d, "tokenizer_config.json") + b"\xff" + read(d, "generation_config.json"))
+        for i, t in enumerate(sorted(toks)):
+            put(f"tokenizer-{i}", bytes([2]) + t)
+        split = shard_split(os.path.join(root, "llama3", "model.safetensors"))
+        weight_map = {t: n for n, (_, group) in split.items() for t in group}
+        put("index", bytes([1]) + json.dumps({"metadata": {"total_size": 0}, "weight_map": weight_map}).encode())
+    elif kind == "hf-shards":
+        for n, (b, _) in shard_split(os.path.join(os.environ["FUZZ_HF_FIXTURES"], "llama3", "model.safetensors")).items():
+            put(n, b)
     else:
         sys.exit(f"unknown seed kind {kind}")
 

@@ -76,30 +76,55 @@ package struct SourceTensor {
     package var rowLength: Int { shape.last ?? 1 }
     package var elementCount: Int { shape.reduce(1, *) }
 
+    /// Runs `body` over `0 ..< count` in contiguous pieces of at least 2^20 elements, on every
+    /// core: a large tensor's conversion (and the first touch of the caller's fresh output pages)
+    /// was one thread while the other cores idled (issue 26: Gemma 3's 168M-weight embedding).
+    /// Pieces are disjoint, so the result is the same as one pass.
+    private static func inPieces(_ count: Int, _ body: (Range<Int>) -> Void) {
+        guard count >> 20 > 1 else { body(0 ..< count); return }
+        let pieces = min(cores, count >> 20)
+        guard pieces > 1 else { body(0 ..< count); return }
+        DispatchQueue.concurrentPerform(iterations: pieces) { k in body(count * k / pieces ..< count * (k + 1) / pieces) }
+    }
+
+    private static let cores = ProcessInfo.processInfo.activeProcessorCount
+
     /// Writes the tensor as floats in canonical row-major order into `out` (elementCount floats).
     package func readFloats(into out: UnsafeMutablePointer<Float>) {
         let n = elementCount
         if case .ggml(let g) = payload {
             // Row by row (rows are whole blocks; the reader checked the sizes).
             let rl = rowLength, rb = g.rowBytes(rl)
-            for r in 0 ..< rows {
-                let rc = qlm_ggml_dequantize_row(g.rawValue, bytes.baseAddress! + r * rb, out + r * rl, Int64(rl))
-                precondition(rc == 0, "\(origin): ggml \(g.name) row of \(rl) not dequantizable")
+            let src = bytes.baseAddress!
+            var bad = -1
+            let lock = NSLock()
+            Self.inPieces(rows * max(rl, 1)) { range in
+                let r0 = range.lowerBound / max(rl, 1), r1 = range.upperBound / max(rl, 1)
+                for r in r0 ..< r1 where qlm_ggml_dequantize_row(g.rawValue, src + r * rb, out + r * rl, Int64(rl)) != 0 {
+                    lock.lock(); bad = r; lock.unlock()
+                }
             }
+            precondition(bad < 0, "\(origin): ggml \(g.name) row of \(rl) not dequantizable")
             return
         }
         guard case .floats(let dtype) = payload else { return }
+        let src = bytes.baseAddress!
+        func convertAll() {
+            Self.inPieces(n) { r in convert(src + r.lowerBound * dtype.size, dtype, count: r.count, into: out + r.lowerBound) }
+        }
         switch adjust {
         case .transposed: break
         case .none:
-            convert(bytes.baseAddress!, dtype, count: n, into: out)
+            convertAll()
             return
         case .addOne:
-            convert(bytes.baseAddress!, dtype, count: n, into: out)
-            for i in 0 ..< n { out[i] += 1 }
+            Self.inPieces(n) { r in
+                convert(src + r.lowerBound * dtype.size, dtype, count: r.count, into: out + r.lowerBound)
+                for i in r { out[i] += 1 }
+            }
             return
         case .halvesToPairs(let hd):
-            convert(bytes.baseAddress!, dtype, count: n, into: out)
+            convertAll()
             // Within each head of hd rows: new row 2i + j = old row j * hd/2 + i.
             let cols = rowLength, half = hd / 2
             let tmp = UnsafeMutablePointer<Float>.allocate(capacity: hd * cols)

@@ -31,7 +31,13 @@ package final class Gemma2: DecoderLM, Architecture {
         if let w = try cfg.intIfPresent("sliding_window") { hp.extra["sliding_window"] = Double(w) }
         if let c = try cfg.doubleIfPresent("attn_logit_softcapping") { hp.extra["attn_softcap"] = c }
         if let c = try cfg.doubleIfPresent("final_logit_softcapping") { hp.extra["final_softcap"] = c }
-        if let types = cfg.json["layer_types"] as? [String] {
+        if let raw = cfg.json["layer_types"], !(raw is NSNull) {
+            guard let types = raw as? [String] else {
+                throw QuantError(cfg.file, "config.json layer_types must be a list of strings (sliding_attention / full_attention)")
+            }
+            guard types.count == hp.nLayer else {
+                throw QuantError(cfg.file, "config.json layer_types has \(types.count) entries for \(hp.nLayer) layers")
+            }
             for (l, t) in types.enumerated() where t != (l % 2 == 1 ? "full_attention" : "sliding_attention") {
                 throw QuantError(cfg.file, "config.json layer_types: layer \(l) is \(t); gemma2 alternates sliding (even) and full (odd) layers")
             }

@@ -222,6 +222,10 @@ package final class LoadedModel {
 
     deinit { AutoBudget.release(ObjectIdentifier(self)) }
 
+    /// How the architecture encodes positions (learned table, or rotary); `model.positionMode`
+    /// says whether rotary positions are absolute or re-indexed in the cache.
+    package var positionEncoding: PositionEncoding { arch.positionEncoding }
+
     /// The plan and the streaming counters, per token over `tokens` tokens since `since`.
     /// `readSince`: the loader's read seconds (`weights.streamReadSeconds`) at the same point.
     package func memoryReport(since: (stored: Int, raw: Int) = (0, 0), readSince: Double = 0, tokens: Int) -> MemoryReport {

@@ -119,13 +119,19 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var cancel = CancelFlag()
     private let maxBody: Int
     private let handle: @Sendable (HTTPRequestData, ResponseWriter) -> Void
+    /// Where `handle` runs: off the event loop (a global queue) in the server; the fuzz harness
+    /// (scripts/fuzz/http.swift) runs it in place, on its EmbeddedChannel's thread.
+    private let dispatch: (@escaping @Sendable () -> Void) -> Void
     /// The whole-request deadline: a byte at a time does not extend it (slowloris).
     private let readTimeout: TimeAmount
     private var deadline: Scheduled<Void>?
 
-    init(maxBody: Int, readTimeout: TimeAmount, handle: @escaping @Sendable (HTTPRequestData, ResponseWriter) -> Void) {
+    init(maxBody: Int, readTimeout: TimeAmount,
+         dispatch: @escaping (@escaping @Sendable () -> Void) -> Void = { DispatchQueue.global().async(execute: $0) },
+         handle: @escaping @Sendable (HTTPRequestData, ResponseWriter) -> Void) {
         self.maxBody = maxBody
         self.readTimeout = readTimeout
+        self.dispatch = dispatch
         self.handle = handle
     }
 
@@ -166,7 +172,7 @@ final class HTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 loop.execute { if me.value.state == .responding { me.value.state = .idle; me.value.armDeadline(channel) } }
             }
             let handle = self.handle
-            DispatchQueue.global().async { handle(req, writer) }
+            dispatch { handle(req, writer) }
         }
     }
 

@@ -156,7 +156,9 @@ final class HFReaderTests: XCTestCase {
             let names = Llama.tensorNames
             for (hfName, shape, values) in ts {
                 // The stored value after the source's dtype.
-                let src = floatsOf(UnsafeRawBufferPointer(start: SyntheticHF.encode(values, "F32"), count: values.count * 4))
+                // (The encoded bytes must outlive the view: a buffer pointer made from a temporary
+                // array dangles once the call that made it returns; ASan's heap-use-after-free.)
+                let src = SyntheticHF.encode(values, "F32").withUnsafeBytes { floatsOf($0) }
                 let rounded: [Float] = dtype == "F32" ? src : dtype == "F16" ? src.map { Float(Float16($0)) }
                     : src.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) }
                 let role = try XCTUnwrap(Llama.formats.tensors(hp).first {

@@ -103,4 +103,61 @@ final class ArchFixtureTests: XCTestCase {
     /// No GGUF: llama.cpp has no GPT-Neo. Its 272-token prompt is longer than the local window of 256.
     func testGPTNeo() throws { try check("gpt_neo", architecture: "gpt_neo") }
     func testMistral() throws { try check("mistral", architecture: "mistral", ggufArchitecture: "llama", ggufRows: 0 ..< 16) }
+
+    /// A fixture directory whose config.json `edit` changes (the other files linked).
+    func edited(_ name: String, _ tag: String, _ edit: (inout [String: Any]) -> Void) throws -> URL {
+        let src = Self.dir(name), dir = Fixtures.tempRoot.appendingPathComponent("cfg-\(name)-\(tag)")
+        let fm = FileManager.default
+        try? fm.removeItem(at: dir)
+        try fm.createDirectory(at: dir, withIntermediateDirectories: true)
+        for f in try fm.contentsOfDirectory(atPath: src.path) where f != "config.json" {
+            try fm.createSymbolicLink(at: dir.appendingPathComponent(f), withDestinationURL: src.appendingPathComponent(f))
+        }
+        var cfg = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: src.appendingPathComponent("config.json"))) as? [String: Any])
+        edit(&cfg)
+        try JSONSerialization.data(withJSONObject: cfg).write(to: dir.appendingPathComponent("config.json"))
+        return dir
+    }
+
+    /// Opening `dir` fails with one line naming its config.json and every needle.
+    func assertConfigError(_ dir: URL, _ needles: [String], line: UInt = #line) {
+        do {
+            _ = try Checkpoint.open(dir)
+            XCTFail("\(dir.lastPathComponent): expected an error mentioning \(needles)", line: line)
+        } catch {
+            let text = "\(error)"
+            XCTAssertFalse(text.contains("\n"), "not one line: \(text)", line: line)
+            XCTAssertTrue(text.contains(dir.appendingPathComponent("config.json").path), "does not name config.json: \(text)", line: line)
+            for n in needles { XCTAssertTrue(text.contains(n), "'\(text)' does not mention '\(n)'", line: line) }
+        }
+    }
+
+    /// The per-architecture config.json mappings refuse what they cannot run, in one line that
+    /// names the file, the key and the value; the fixtures' own configs read.
+    func testConfigMappingErrors() throws {
+        // qwen2: use_sliding_window true is a model this build does not run; a non-boolean is a type error.
+        assertConfigError(try edited("qwen2", "swa", { $0["use_sliding_window"] = true; $0["sliding_window"] = 64 }),
+                          ["use_sliding_window true is not supported for qwen2"])
+        assertConfigError(try edited("qwen2", "swa-type", { $0["use_sliding_window"] = "yes" }), ["use_sliding_window"])
+        // phi3: rotary over part of the head, in either spelling.
+        assertConfigError(try edited("phi3", "partial", { c in
+            var r = c["rope_parameters"] as! [String: Any]; r["partial_rotary_factor"] = 0.5; c["rope_parameters"] = r
+        }), ["partial_rotary_factor 0.5 is not supported for phi3"])
+        assertConfigError(try edited("phi3", "partial-old", { c in
+            c["rope_parameters"] = nil; c["rope_theta"] = 10000.0; c["partial_rotary_factor"] = 0.75
+        }), ["partial_rotary_factor 0.75"])
+        // gemma2: layer_types must alternate sliding (even) / full (odd), one per layer, as strings.
+        assertConfigError(try edited("gemma2", "types", { $0["layer_types"] = ["full_attention", "full_attention", "sliding_attention", "full_attention"] }),
+                          ["layer_types", "layer 0 is full_attention"])
+        assertConfigError(try edited("gemma2", "types-count", { $0["layer_types"] = ["sliding_attention", "full_attention"] }),
+                          ["layer_types", "2 entries", "4 layers"])
+        assertConfigError(try edited("gemma2", "types-kind", { $0["layer_types"] = [0, 1, 0, 1] }), ["layer_types"])
+        // gpt_neo: attention_layers lists every layer, each global or local.
+        assertConfigError(try edited("gpt_neo", "kind", { $0["attention_layers"] = ["global", "sparse"] }),
+                          ["attention_layers must list 2 layers, each global or local"])
+        assertConfigError(try edited("gpt_neo", "count", { $0["attention_layers"] = ["global"] }), ["attention_layers must list 2 layers"])
+        assertConfigError(try edited("gpt_neo", "missing", { $0["attention_layers"] = nil }), ["attention_layers"])
+        // The unedited configs (rewritten by JSONSerialization) still read.
+        for name in ["qwen2", "phi3", "gemma2", "gpt_neo"] { XCTAssertNoThrow(try Checkpoint.open(try edited(name, "same", { _ in }))) }
+    }
 }

@@ -90,6 +90,28 @@ final class Gemma3Tests: XCTestCase {
         XCTAssertEqual((dense.model.cache as? PatternKVCache)?.patterns, Array(repeating: .dense, count: 18))
     }
 
+    /// `run generate --json` describes Gemma 3's positions from the model itself (it once
+    /// downcast to Llama and said "absolute" whatever Gemma ran): rotary encoding; its sliding
+    /// pattern (banded:512, every 6th layer dense); absolute rotary positions while global
+    /// layers need them, re-indexed in the cache ("cache") once every layer is banded.
+    func testGenerateJSONReportsGemma3Positions() throws {
+        let url = try Self.converted("keep")
+        func run(_ extra: [String]) throws -> [String: Any] {
+            let r = try Executables.run("run", ["generate", url.path, "--prompt", "Once upon a time", "--max-tokens", "2",
+                                                 "--temperature", "0", "--threads", "2", "--json"] + extra)
+            XCTAssertEqual(r.status, 0, r.stderr)
+            return try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any], r.stdout)
+        }
+        let def = try run([])
+        XCTAssertEqual(def["position_encoding"] as? String, "rotary")
+        XCTAssertEqual(def["attention"] as? [String], (0 ..< 18).map { $0 % 6 == 5 ? "dense" : "banded:512" })
+        XCTAssertEqual(def["positions"] as? String, "absolute")
+        let banded = try run(["--attention", "banded:256"])
+        XCTAssertEqual(banded["attention"] as? [String], Array(repeating: "banded:256", count: 18))
+        XCTAssertEqual(banded["positions"] as? String, "cache")
+        XCTAssertEqual(banded["position_encoding"] as? String, "rotary")
+    }
+
     func testLogitsAndGreedyMatchNumpyReference() throws {
         let gguf = try Self.model()
         let refURL = Fixtures.tempRoot.appendingPathComponent("gemma3-ref.f64")

@@ -70,6 +70,23 @@ final class GPT2TokenizerTests: XCTestCase {
         XCTAssertEqual(ids.count, fixture["wiki_test_tokens"] as? Int)
     }
 
+    /// NUL, U+FFFD and 0x1D, alone and mixed as the fuzzer found them, and every ASCII byte:
+    /// GPT-2's vocabulary has a token for each of the 256 bytes, so decode(encode(x)) is x.
+    func testControlBytesAndReplacementCharacterRoundTrip() throws {
+        let t = try tokenizer()
+        let texts = ["a\u{0}b \u{0}\u{0} c\u{0}", "\u{0}", "x\u{FFFD}\u{FFFD} y \u{FFFD}", "\u{FFFD}", "a\u{1D}b", "\u{1D}\u{1D} \u{1D}",
+                     "lit\u{FFFD}\u{FFFD}\u{1D}\u{0}\u{0}\u{0}\u{0}\u{0} named Lily.", String(decoding: (0 ..< 128).map { UInt8($0) }, as: UTF8.self),
+                     String(decoding: [0x61, 0xFF, 0xC0, 0x80, 0x62], as: UTF8.self)]
+        for s in texts {
+            let ids = t.encode(s)
+            XCTAssertEqual(t.decode(ids), Array(s.utf8), "round trip of \(s.debugDescription)")
+            XCTAssertEqual(t.decode(t.encode(s, allowSpecial: true)), Array(s.utf8), "round trip (specials) of \(s.debugDescription)")
+        }
+        // Each control byte is one token of its own byte.
+        XCTAssertEqual(t.encode("\u{1D}").map { t.tokenBytes($0) }, [[0x1D]])
+        XCTAssertEqual(t.encode("\u{0}").map { t.tokenBytes($0) }, [[0x00]])
+    }
+
     func testFixtureCasesMatchTiktoken() throws {
         let t = try tokenizer()
         let fixture = try loadFixture("gpt2_tokenizer_cases.json")
