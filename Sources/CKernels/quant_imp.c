@@ -106,6 +106,17 @@ void qlm_q4_0_quantize_row_imp(const float *x, const float *imp, void *dst, int6
     imp_blocks(q4_0_imp_block, sizeof(qlm_block_q4_0), x, imp, dst, n);
 }
 
+// The weighted sums of a least-squares line x ~ a q + b over codes q.
+typedef struct { double sw, sq, sqq, sx, sxq; } wsums;
+static wsums weighted_sums(const float *x, const float *w, const int *q, int m) {
+    wsums r = {0, 0, 0, 0, 0};
+    for (int j = 0; j < m; j++) {
+        const double wj = w[j], qj = q[j];
+        r.sw += wj; r.sq += wj * qj; r.sqq += wj * qj * qj; r.sx += wj * x[j]; r.sxq += wj * x[j] * qj;
+    }
+    return r;
+}
+
 // ---- q4_1 / q5_1: x ~ d q + m, q in 0..nmax ----------------------------------------------------
 static float asym_err(const float *x, const float *w, int m, float nmax, float d, float mn, int *q) {
     float e = 0.0f;
@@ -136,14 +147,10 @@ static void asym_search(const float *x, const float *w, float nmax, uint16_t *dh
             // codes for (d, m0), then (d, m) refitted by weighted least squares, twice
             for (int it = 0; it < 2; it++) {
                 asym_err(x, w, QLM_QK, nmax, d, m0, q);
-                double sw = 0, sq = 0, sqq = 0, sx = 0, sxq = 0;
-                for (int j = 0; j < QLM_QK; j++) {
-                    const double wj = w[j], qj = q[j];
-                    sw += wj; sq += wj * qj; sqq += wj * qj * qj; sx += wj * x[j]; sxq += wj * x[j] * qj;
-                }
-                const double det = sw * sqq - sq * sq;
+                const wsums S = weighted_sums(x, w, q, QLM_QK);
+                const double det = S.sw * S.sqq - S.sq * S.sq;
                 if (!(det > 0)) break;
-                const double dn = (sw * sxq - sq * sx) / det, mm = (sqq * sx - sq * sxq) / det;
+                const double dn = (S.sw * S.sxq - S.sq * S.sx) / det, mm = (S.sqq * S.sx - S.sq * S.sxq) / det;
                 if (!(dn > 0)) break;
                 d = (float)dn; m0 = (float)mm;
                 const float dh = qlm_h2f(qlm_f2h(d)), mh = qlm_h2f(qlm_f2h(m0));
@@ -203,14 +210,14 @@ void qlm_imp_rows(qlm_imp_block_fn fn, int bs, size_t bb, const float *x, const 
 // x[0..m) ~ s q + o, q = clamp(round((x - o) / s), 0, nmax), o <= 0: a grid of starts (the range
 // [min(x, 0), max x] onto [0, nmax + k / 10]) each refitted by weighted least squares (o clamped
 // to 0 if positive); returns s, *off = -o >= 0. Errors in float, no fp16 rounding here.
-static float kaff_err(const float *x, const float *w, int m, int nmax, float s, float o, uint8_t *q) {
+static float kaff_err(const float *x, const float *w, int m, int nmax, float s, float o, int *q) {
     float e = 0.0f;
     const float is = s != 0.0f ? 1.0f / s : 0.0f;
     for (int j = 0; j < m; j++) {
         const int c = s != 0.0f ? (int)fminf(fmaxf(roundf((x[j] - o) * is), 0.0f), (float)nmax) : 0;
         const float r = x[j] - (s * (float)c + o);
         e += w[j] * r * r;
-        if (q) q[j] = (uint8_t)c;
+        if (q) q[j] = c;
     }
     return e;
 }
@@ -221,19 +228,15 @@ static float kaff_fit(const float *x, const float *w, int m, int nmax, float *of
     if (hi <= lo) { *off = -lo; return 0.0f; }
     float bs = (hi - lo) / (float)nmax, bo = lo;
     float be = kaff_err(x, w, m, nmax, bs, bo, NULL);
-    uint8_t q[32];
+    int q[32];
     for (int k = -10; k <= 10; k++) {
         float s = (hi - lo) / ((float)nmax + 0.1f * (float)k), o = lo;
         for (int it = 0; it < 2; it++) {
             kaff_err(x, w, m, nmax, s, o, q);
-            double sw = 0, sq = 0, sqq = 0, sx = 0, sxq = 0;
-            for (int j = 0; j < m; j++) {
-                const double wj = w[j], qj = q[j];
-                sw += wj; sq += wj * qj; sqq += wj * qj * qj; sx += wj * x[j]; sxq += wj * x[j] * qj;
-            }
-            const double det = sw * sqq - sq * sq;
-            double sn = det > 0 ? (sw * sxq - sq * sx) / det : 0, on = det > 0 ? (sqq * sx - sq * sxq) / det : 0;
-            if (on > 0 || !(sn > 0)) { on = 0; sn = sqq > 0 ? sxq / sqq : 0; }
+            const wsums S = weighted_sums(x, w, q, m);
+            const double det = S.sw * S.sqq - S.sq * S.sq;
+            double sn = det > 0 ? (S.sw * S.sxq - S.sq * S.sx) / det : 0, on = det > 0 ? (S.sqq * S.sx - S.sq * S.sxq) / det : 0;
+            if (on > 0 || !(sn > 0)) { on = 0; sn = S.sqq > 0 ? S.sxq / S.sqq : 0; }
             if (!(sn > 0)) break;
             s = (float)sn; o = (float)on;
             const float e = kaff_err(x, w, m, nmax, s, o, NULL);
@@ -271,7 +274,9 @@ void qlm_imp_affine_super(const float *x, const float *w, int ng, int gs, int nm
         }
         sc[g] = (uint8_t)bs;
         mn[g] = (uint8_t)bm;
-        kaff_err(xg, wg, gs, nmax, d * (float)bs, -(dmin * (float)bm), q + gs * g);
+        int c[32];
+        kaff_err(xg, wg, gs, nmax, d * (float)bs, -(dmin * (float)bm), c);
+        for (int i = 0; i < gs; i++) q[gs * g + i] = (uint8_t)c[i];
     }
 }
 
