@@ -62,7 +62,7 @@ kld() {
 }
 mb() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 
-echo "| file | MB | KL mean (llama-perplexity) | same top-1 % | ppl (llama-perplexity) | KL mean (run compare) | same top-1 % (run compare) | ppl (run compare) |"
+echo "| file | MB | KL mean (llama-perplexity) | same top-1 % | ppl (llama-perplexity) | KL mean (run compare) | same top-1 % (run compare) | ppl (run perplexity) |"
 echo "|---|---|---|---|---|---|---|---|"
 for T in $TYPES; do
     L=$OUT/llama-$T.gguf
@@ -81,5 +81,9 @@ for T in $TYPES; do
     "$BIN/run" compare "$OUT/ref.qlm" "$Q.qlm" --text "$WIKI" --protocol chunks --chunks "$CHUNKS" --ctx 512 \
         --threads "$THREADS" > "$Q.compare.log" 2>&1
     read -r cp ck ct < <(awk -v f="$(basename "$Q.qlm")" '$1 == f { print $2, $5, $7 }' "$Q.compare.log")
-    echo "| QuantLM --max-size $(mb "$L")M --calibrate | $(mb "$Q.gguf") | $qk | $qt | $qp | $ck | $ct | $cp |"
+    # QuantLM's own ppl of the same blocks (issue 27: within 0.5% of llama-perplexity's)
+    "$BIN/run" perplexity "$Q.qlm" --text "$WIKI" --protocol chunks --chunks "$CHUNKS" --ctx 512 \
+        --threads "$THREADS" > "$Q.ppl.log" 2>&1
+    rp=$(awk -v f="$(basename "$Q.qlm")" '$1 == f { print $2 }' "$Q.ppl.log")
+    echo "| QuantLM --max-size $(mb "$L")M --calibrate | $(mb "$Q.gguf") | $qk | $qt | $qp | $ck | $ct | $rp |"
 done
