@@ -142,6 +142,26 @@ void qlm_q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst);
 void qlm_q8_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
 void qlm_q4_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
 void qlm_q4_1_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
+// What the other types' quantize_row_imp hooks share (quant_imp.c); w[] are the importance weights.
+// A row through fn one block of bs (<= 256) weights at a time (the last zero padded, its padding
+// weight 0; a block whose weights are all 0 gets ones, others a floor of 1e-4 of their mean).
+typedef void (*qlm_imp_block_fn)(const float *x, const float *w, void *block);
+void qlm_imp_rows(qlm_imp_block_fn fn, int bs, size_t bb, const float *x, const float *imp, void *dst, int64_t n);
+// Symmetric codes clamp(round(x / d), lo, hi): the fp16-representable d minimizing the weighted error
+// (d0, the plain rule's, among the candidates), and the weighted error at d (codes to q if non-NULL).
+float qlm_imp_sym_scale(const float *x, const float *w, int m, float d0, float lo, float hi);
+float qlm_imp_sym_err(const float *x, const float *w, int m, float d, float lo, float hi, int *q);
+// A 32-weight block x ~ d q + m, q in 0..nmax (q4_1, q5_1): fp16 d, m and the codes.
+void qlm_imp_asym_block(const float *x, const float *w, int nmax, uint16_t *d, uint16_t *mn, int *q);
+// K-quant super-blocks of ng (<= 16) groups of gs (<= 32) weights.
+// Affine (q4_k, q5_k, q2_k): x ~ d sc_g q - dmin m_g, q in 0..nmax, sc_g, m_g in 0..lmax; per group a
+// weighted fit, d / dmin = the largest / lmax (fp16), sc_g and m_g the best of round +- 1; codes q[ng gs].
+void qlm_imp_affine_super(const float *x, const float *w, int ng, int gs, int nmax, int lmax,
+                          uint16_t *d, uint16_t *dmin, uint8_t *sc, uint8_t *mn, uint8_t *q);
+// Symmetric (q3_k, q6_k): x ~ d l_g q, q in qlo..qhi, l_g in llo..lhi; per group the weighted scale
+// search, d = max |scale| / lnorm times the best of 9 factors 0.9..1.1 (fp16), l_g the best of round +- 1.
+void qlm_imp_sym_super(const float *x, const float *w, int ng, int gs, int qlo, int qhi, int llo, int lhi, float lnorm,
+                       uint16_t *d, int *l, int *q);
 
 // ---- IQ4_K* super-block types (kquant.c) ----------------------------------------------------
 size_t qlm_kq_row_size(int64_t n);

@@ -13,18 +13,23 @@ static size_t iq4_nl_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QL
 
 // Quantizer (scalar on every path): the codebook is asymmetric (-127..113), so the best scale of
 // each sign is searched (qlm_iq4_best_scale on x and on -x) and the one with the lower error after
-// rounding to fp16 is kept; codes are the nearest levels at that fp16 scale.
-static void iq4_nl_block_scalar(const float *x, void *bv) {
+// rounding to fp16 is kept; codes are the nearest levels at that fp16 scale. With importance
+// weights w (quantize_row_imp) both the searches and the comparison use the weighted error.
+static void iq4_nl_block_w(const float *x, const float *w, void *bv) {
     qlm_block_q4_0 *b = (qlm_block_q4_0 *)bv;
     float nx[QLM_QK];
     for (int j = 0; j < QLM_QK; j++) nx[j] = -x[j];
-    const float sp = qlm_h2f(qlm_f2h(qlm_iq4_best_scale(x, NULL, QLM_QK)));
-    const float sn = -qlm_h2f(qlm_f2h(qlm_iq4_best_scale(nx, NULL, QLM_QK)));
-    const float d = qlm_iq4_code_err(x, NULL, QLM_QK, sn, NULL) < qlm_iq4_code_err(x, NULL, QLM_QK, sp, NULL) ? sn : sp;
+    const float sp = qlm_h2f(qlm_f2h(qlm_iq4_best_scale(x, w, QLM_QK)));
+    const float sn = -qlm_h2f(qlm_f2h(qlm_iq4_best_scale(nx, w, QLM_QK)));
+    const float d = qlm_iq4_code_err(x, w, QLM_QK, sn, NULL) < qlm_iq4_code_err(x, w, QLM_QK, sp, NULL) ? sn : sp;
     uint8_t q[QLM_QK];
-    qlm_iq4_code_err(x, NULL, QLM_QK, d, q);
+    qlm_iq4_code_err(x, w, QLM_QK, d, q);
     b->d = qlm_f2h(d + 0.0f);
     for (int j = 0; j < 16; j++) b->qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+}
+static void iq4_nl_block_scalar(const float *x, void *bv) { iq4_nl_block_w(x, NULL, bv); }
+static void iq4_nl_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(iq4_nl_block_w, QLM_QK, sizeof(qlm_block_q4_0), x, imp, dst, n);
 }
 static void iq4_nl_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
@@ -99,6 +104,7 @@ const qlm_type_traits qlm_traits_iq4_nl = {
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 4,
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q4_0, d)},
     .row_size = iq4_nl_row_size, .quantize_row = iq4_nl_quantize_row, .dequantize_row = iq4_nl_dequantize_row,
+    .quantize_row_imp = iq4_nl_quantize_row_imp,
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = dotn_iq4_nl_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_iq4_nl_avx2),
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_iq4_nl_avx512)},

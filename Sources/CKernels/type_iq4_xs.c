@@ -30,42 +30,66 @@ QLM_INLINE int xs_scale(const iq4_xs_block *b, int j) {
 // Per sub-block the best scale of either sign (the codebook is asymmetric: qlm_iq4_best_scale on x
 // and on -x); d = the largest |scale| over 32 (negative scales reach -32 d, positive 31 d), fp16;
 // each l_j the best of round(s_j / d) +- 1 by coding error; codes the nearest levels at d * l_j.
-static float xs_signed_scale(const float *x) {
+// With importance weights w (quantize_row_imp) every error is the weighted one, and d is also the
+// best of 9 factors 0.9..1.1 of that rule by the super-block's total weighted error.
+static float xs_signed_scale(const float *x, const float *w) {
     float nx[32];
     for (int i = 0; i < 32; i++) nx[i] = -x[i];
-    const float sp = qlm_iq4_best_scale(x, NULL, 32), sn = -qlm_iq4_best_scale(nx, NULL, 32);
-    return qlm_iq4_code_err(x, NULL, 32, sn, NULL) < qlm_iq4_code_err(x, NULL, 32, sp, NULL) ? sn : sp;
+    const float sp = qlm_iq4_best_scale(x, w, 32), sn = -qlm_iq4_best_scale(nx, w, 32);
+    return qlm_iq4_code_err(x, w, 32, sn, NULL) < qlm_iq4_code_err(x, w, 32, sp, NULL) ? sn : sp;
 }
-static void iq4_xs_block_scalar(const float *x, void *bv) {
+// Sub-block j's level l (-32..31) at super-scale d: the best of round(s / d) +- 1; *err its error.
+static int xs_level(const float *x, const float *w, float d, float s, float *err) {
+    int l = 0;
+    float be = INFINITY;
+    if (d != 0.0f) {
+        const int l0 = (int)fminf(fmaxf(roundf(s / d), -32.0f), 31.0f);
+        for (int c = l0 - 1; c <= l0 + 1; c++) {
+            if (c < -32 || c > 31) continue;
+            const float e = qlm_iq4_code_err(x, w, 32, d * (float)c, NULL);
+            if (e < be) { be = e; l = c; }
+        }
+    }
+    if (err) *err = be;
+    return l;
+}
+static void iq4_xs_block_w(const float *x, const float *w, void *bv) {
     iq4_xs_block *b = (iq4_xs_block *)bv;
     float s[8], dmax = 0.0f;
     for (int j = 0; j < 8; j++) {
-        s[j] = xs_signed_scale(x + 32 * j);
+        s[j] = xs_signed_scale(x + 32 * j, w ? w + 32 * j : NULL);
         const float need = s[j] >= 0.0f ? s[j] / 31.0f : -s[j] / 32.0f;
         if (need > dmax) dmax = need;
     }
     b->d = qlm_f2h(dmax);
+    if (w) {
+        float be = INFINITY;
+        for (int k = -4; k <= 4; k++) {
+            const uint16_t cand = qlm_f2h(dmax * (1.0f + 0.025f * (float)k));
+            const float dc = qlm_h2f(cand);
+            if (!isfinite(dc)) continue;
+            float tot = 0.0f, e;
+            for (int j = 0; j < 8; j++) { xs_level(x + 32 * j, w + 32 * j, dc, s[j], &e); tot += e; }
+            if (tot < be) { be = tot; b->d = cand; }
+        }
+    }
     const float d = qlm_h2f(b->d);
     b->scales_h = 0;
     memset(b->scales_l, 0, sizeof b->scales_l);
     for (int j = 0; j < 8; j++) {
-        int l = 0;
-        if (d != 0.0f) {
-            const int l0 = (int)fminf(fmaxf(roundf(s[j] / d), -32.0f), 31.0f);
-            float be = INFINITY;
-            for (int c = l0 - 1; c <= l0 + 1; c++) {
-                if (c < -32 || c > 31) continue;
-                const float e = qlm_iq4_code_err(x + 32 * j, NULL, 32, d * (float)c, NULL);
-                if (e < be) { be = e; l = c; }
-            }
-        }
+        const float *wj = w ? w + 32 * j : NULL;
+        const int l = xs_level(x + 32 * j, wj, d, s[j], NULL);
         uint8_t q[32];
-        qlm_iq4_code_err(x + 32 * j, NULL, 32, d * (float)l, q);
+        qlm_iq4_code_err(x + 32 * j, wj, 32, d * (float)l, q);
         for (int i = 0; i < 16; i++) b->qs[16 * j + i] = (uint8_t)(q[i] | (q[i + 16] << 4));
         const int u = l + 32;
         b->scales_l[j / 2] |= (uint8_t)((u & 0xF) << (4 * (j % 2)));
         b->scales_h |= (uint16_t)(((u >> 4) & 3) << (2 * j));
     }
+}
+static void iq4_xs_block_scalar(const float *x, void *bv) { iq4_xs_block_w(x, NULL, bv); }
+static void iq4_xs_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(iq4_xs_block_w, XS_QK, sizeof(iq4_xs_block), x, imp, dst, n);
 }
 static void iq4_xs_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
@@ -141,6 +165,7 @@ const qlm_type_traits qlm_traits_iq4_xs = {
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 4,
     .fp16_count = 1, .fp16_offsets = {offsetof(iq4_xs_block, d)},
     .row_size = iq4_xs_row_size, .quantize_row = iq4_xs_quantize_row, .dequantize_row = iq4_xs_dequantize_row,
+    .quantize_row_imp = iq4_xs_quantize_row_imp,
     .whole_blocks = 1, .row_fallback = QLM_TYPE_IQ4_NL, // as llama.cpp falls back
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
 #if QLM_X86

@@ -78,6 +78,19 @@ static void q2_k_block_scalar(const float *x, void *bv) {
         }
     }
 }
+// Importance-weighted (quant_imp.c): per group a weighted fit of step and min, d / dmin the largest
+// over 15, each group's sc and m the best of round +- 1 by the weighted error.
+static void q2_k_imp_block(const float *x, const float *w, void *bv) {
+    q2_k_block *b = (q2_k_block *)bv;
+    uint8_t sc[16], mn[16], q[Q2K_QK];
+    memset(b, 0, sizeof *b);
+    qlm_imp_affine_super(x, w, 16, 16, 3, 15, &b->d, &b->dmin, sc, mn, q);
+    for (int j = 0; j < 16; j++) b->scales[j] = (uint8_t)(sc[j] | (mn[j] << 4));
+    for (int L = 0; L < Q2K_QK; L++) b->qs[32 * (L / 128) + L % 32] |= (uint8_t)(q[L] << (2 * ((L % 128) / 32)));
+}
+static void q2_k_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(q2_k_imp_block, Q2K_QK, sizeof(q2_k_block), x, imp, dst, n);
+}
 static void q2_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     sb32_quantize_row(q2_k_block_scalar, sizeof(q2_k_block), x, dst, n);
@@ -141,6 +154,7 @@ const qlm_type_traits qlm_traits_q2_k = {
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 2,
     .fp16_count = 2, .fp16_offsets = {offsetof(q2_k_block, d), offsetof(q2_k_block, dmin)},
     .row_size = q2_k_row_size, .quantize_row = q2_k_quantize_row, .dequantize_row = q2_k_dequantize_row,
+    .quantize_row_imp = q2_k_quantize_row_imp,
     .whole_blocks = 1, .row_fallback = QLM_TYPE_IQ4_NL, // as llama.cpp falls back
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     SB32_ROW_KERNELS(q2_k)

@@ -85,6 +85,27 @@ static void q3_k_block_scalar(const float *x, void *bv) {
         }
     }
 }
+// Importance-weighted (quant_imp.c): per group the weighted scale search, d the best of 9 factors
+// around max |s| / 32 by the total weighted error, each l the best of round(s / d) +- 1.
+static void q3_k_imp_block(const float *x, const float *w, void *bv) {
+    q3_k_block *b = (q3_k_block *)bv;
+    int l[16], q[Q3K_QK];
+    memset(b, 0, sizeof *b);
+    qlm_imp_sym_super(x, w, 16, 16, -4, 3, -32, 31, 32.0f, &b->d, l, q);
+    for (int j = 0; j < 16; j++) {
+        const int u = l[j] + 32;
+        b->scales[j % 8] |= (uint8_t)((u & 0xF) << (4 * (j / 8)));
+        b->scales[8 + j % 4] |= (uint8_t)(((u >> 4) & 3) << (2 * (j / 4)));
+    }
+    for (int L = 0; L < Q3K_QK; L++) {
+        const int c = q[L] + 4;
+        b->qs[32 * (L / 128) + L % 32] |= (uint8_t)((c & 3) << (2 * ((L % 128) / 32)));
+        if (c & 4) b->hmask[L % 32] |= (uint8_t)(1 << (L / 32));
+    }
+}
+static void q3_k_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(q3_k_imp_block, Q3K_QK, sizeof(q3_k_block), x, imp, dst, n);
+}
 static void q3_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     sb32_quantize_row(q3_k_block_scalar, sizeof(q3_k_block), x, dst, n);
@@ -144,6 +165,7 @@ const qlm_type_traits qlm_traits_q3_k = {
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 3,
     .fp16_count = 1, .fp16_offsets = {offsetof(q3_k_block, d)},
     .row_size = q3_k_row_size, .quantize_row = q3_k_quantize_row, .dequantize_row = q3_k_dequantize_row,
+    .quantize_row_imp = q3_k_quantize_row_imp,
     .whole_blocks = 1, .row_fallback = QLM_TYPE_IQ4_NL, // as llama.cpp falls back
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     SB32_ROW_KERNELS(q3_k)

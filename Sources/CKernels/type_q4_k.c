@@ -23,6 +23,20 @@ static void q4_k_block(const float *x, void *dst) {
             b->qs[32 * (j / 2) + i] |= (uint8_t)(kq_code(x[32 * j + i] + ml[j], dl[j], 0, 15, 0) << (4 * (j % 2)));
     }
 }
+// Importance-weighted (quant_imp.c): per sub-block a weighted fit of scale and min, d / dmin the
+// largest over 63 (fp16), each sub-block's 6-bit scale and min the best of round +- 1.
+static void q4_k_imp_block(const float *x, const float *w, void *dst) {
+    qlm_block_q4_k *b = (qlm_block_q4_k *)dst;
+    uint8_t sc[8], mn[8], q[QK_K];
+    qlm_imp_affine_super(x, w, 8, 32, 15, 63, &b->d, &b->dmin, sc, mn, q);
+    kq_pack_scales(sc, mn, b->scales);
+    memset(b->qs, 0, sizeof b->qs);
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 32; i++) b->qs[32 * (j / 2) + i] |= (uint8_t)(q[32 * j + i] << (4 * (j % 2)));
+}
+static void q4_k_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(q4_k_imp_block, QK_K, sizeof(qlm_block_q4_k), x, imp, dst, n);
+}
 static void q4_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     kq_quantize_row(q4_k_block, sizeof(qlm_block_q4_k), x, dst, n);
@@ -116,5 +130,6 @@ const qlm_type_traits qlm_traits_q4_k = {
     .fp16_count = 2, .fp16_offsets = {offsetof(qlm_block_q4_k, d), offsetof(qlm_block_q4_k, dmin)},
     .row_fallback = 12, // q5_0, as llama.cpp falls back
     .row_size = q4_k_row_size, .quantize_row = q4_k_quantize_row, .dequantize_row = q4_k_dequantize_row,
+    .quantize_row_imp = q4_k_quantize_row_imp,
     KQ_ROW_KERNELS(q4_k, dot1n)
 };

@@ -61,6 +61,31 @@ static void q5_1_block_scalar(const float *x, void *bv) {
     for (int j = 0; j < QLM_QK; j++) q[j] = q5_code((x[j] - min) * id + 0.5f);
     q5_pack(q, b->qs, b->qh);
 }
+// Importance-weighted (quant_imp.c's searches; imp = the calibration's mean square per input):
+// q5_0 the fp16 scale minimizing sum w (x - d c)^2 over codes c = clamp(round(x / d), -16, 15),
+// the plain rule's d among the candidates; q5_1 q4_1's weighted (d, m) search with 32 levels.
+static void q5_0_imp_block(const float *x, const float *w, void *bv) {
+    q5_0_block *b = (q5_0_block *)bv;
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QLM_QK; j++) if (amax < fabsf(x[j])) { amax = fabsf(x[j]); max = x[j]; }
+    b->d = qlm_f2h(qlm_imp_sym_scale(x, w, QLM_QK, max / -16.0f + 0.0f, -16.0f, 15.0f));
+    int q[QLM_QK];
+    qlm_imp_sym_err(x, w, QLM_QK, qlm_h2f(b->d), -16.0f, 15.0f, q);
+    for (int j = 0; j < QLM_QK; j++) q[j] += 16;
+    q5_pack(q, b->qs, b->qh);
+}
+static void q5_1_imp_block(const float *x, const float *w, void *bv) {
+    q5_1_block *b = (q5_1_block *)bv;
+    int q[QLM_QK];
+    qlm_imp_asym_block(x, w, 31, &b->d, &b->m, q);
+    q5_pack(q, b->qs, b->qh);
+}
+static void q5_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(q5_0_imp_block, QLM_QK, sizeof(q5_0_block), x, imp, dst, n);
+}
+static void q5_1_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(q5_1_imp_block, QLM_QK, sizeof(q5_1_block), x, imp, dst, n);
+}
 static void q5_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     qlm_quantize_blocks(q5_0_block_scalar, sizeof(q5_0_block), x, dst, n);
@@ -234,6 +259,7 @@ const qlm_type_traits qlm_traits_q5_0 = {
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
     .fp16_count = 1, .fp16_offsets = {offsetof(q5_0_block, d)},
     .row_size = q5_0_row_size, .quantize_row = q5_0_quantize_row, .dequantize_row = q5_0_dequantize_row,
+    .quantize_row_imp = q5_0_quantize_row_imp,
     Q5_KERNELS(q5_0) Q5_SIMD(q5_0, 4)
 };
 const qlm_type_traits qlm_traits_q5_1 = {
@@ -241,5 +267,6 @@ const qlm_type_traits qlm_traits_q5_1 = {
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
     .fp16_count = 2, .fp16_offsets = {offsetof(q5_1_block, d), offsetof(q5_1_block, m)},
     .row_size = q5_1_row_size, .quantize_row = q5_1_quantize_row, .dequantize_row = q5_1_dequantize_row,
+    .quantize_row_imp = q5_1_quantize_row_imp,
     Q5_KERNELS(q5_1) Q5_SIMD(q5_1, 2)
 };

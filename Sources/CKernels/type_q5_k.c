@@ -23,6 +23,24 @@ static void q5_k_block(const float *x, void *dst) {
         }
     }
 }
+// Importance-weighted: q4_k's (quant_imp.c) with 32 levels.
+static void q5_k_imp_block(const float *x, const float *w, void *dst) {
+    qlm_block_q5_k *b = (qlm_block_q5_k *)dst;
+    uint8_t sc[8], mn[8], q[QK_K];
+    qlm_imp_affine_super(x, w, 8, 32, 31, 63, &b->d, &b->dmin, sc, mn, q);
+    kq_pack_scales(sc, mn, b->scales);
+    memset(b->qs, 0, sizeof b->qs);
+    memset(b->qh, 0, sizeof b->qh);
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 32; i++) {
+            const int c = q[32 * j + i];
+            b->qs[32 * (j / 2) + i] |= (uint8_t)((c & 15) << (4 * (j % 2)));
+            b->qh[i] |= (uint8_t)((c >> 4) << j);
+        }
+}
+static void q5_k_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(q5_k_imp_block, QK_K, sizeof(qlm_block_q5_k), x, imp, dst, n);
+}
 static void q5_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     kq_quantize_row(q5_k_block, sizeof(qlm_block_q5_k), x, dst, n);
@@ -126,5 +144,6 @@ const qlm_type_traits qlm_traits_q5_k = {
     .fp16_count = 2, .fp16_offsets = {offsetof(qlm_block_q5_k, d), offsetof(qlm_block_q5_k, dmin)},
     .row_fallback = 13, // q5_1, as llama.cpp falls back
     .row_size = q5_k_row_size, .quantize_row = q5_k_quantize_row, .dequantize_row = q5_k_dequantize_row,
+    .quantize_row_imp = q5_k_quantize_row_imp,
     KQ_ROW_KERNELS(q5_k, dot1n)
 };

@@ -34,6 +34,25 @@ static void q6_k_block(const float *x, void *dst) {
         }
     }
 }
+// Importance-weighted (quant_imp.c): per 16 weights the weighted scale search (codes -32..31),
+// d the best of 9 factors around max |s| / 127 by the total weighted error, each int8 sub-scale
+// the best of round(s / d) +- 1.
+static void q6_k_imp_block(const float *x, const float *w, void *dst) {
+    qlm_block_q6_k *b = (qlm_block_q6_k *)dst;
+    int l[16], q[QK_K];
+    qlm_imp_sym_super(x, w, 16, 16, -32, 31, -128, 127, 127.0f, &b->d, l, q);
+    memset(b->ql, 0, sizeof b->ql);
+    memset(b->qh, 0, sizeof b->qh);
+    for (int k = 0; k < 16; k++) b->scales[k] = (int8_t)l[k];
+    for (int L = 0; L < QK_K; L++) {
+        const int half = L / 128, r = L % 128, c = q[L] + 32;
+        b->ql[64 * half + r % 64] |= (uint8_t)((c & 15) << (4 * (r / 64)));
+        b->qh[32 * half + r % 32] |= (uint8_t)((c >> 4) << (2 * (r / 32)));
+    }
+}
+static void q6_k_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_imp_rows(q6_k_imp_block, QK_K, sizeof(qlm_block_q6_k), x, imp, dst, n);
+}
 static void q6_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     kq_quantize_row(q6_k_block, sizeof(qlm_block_q6_k), x, dst, n);
@@ -171,5 +190,6 @@ const qlm_type_traits qlm_traits_q6_k = {
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q6_k, d)},
     .row_fallback = QLM_TYPE_Q8_0, // as llama.cpp falls back
     .row_size = q6_k_row_size, .quantize_row = q6_k_quantize_row, .dequantize_row = q6_k_dequantize_row,
+    .quantize_row_imp = q6_k_quantize_row_imp,
     KQ_ROW_KERNELS(q6_k, dot1n)
 };

@@ -59,7 +59,7 @@ cmake -S "$SRC/vendor/llama.cpp" -B "$BUILD" \
 # Only the targets that exist in this llama.cpp.
 # llama-cli is the interactive chat tool in this version (no -no-cnv); llama-completion is the
 # one-shot generator (-p ... -n N --temp 0 -no-cnv).
-wanted="llama-bench llama-perplexity llama-quantize llama-completion llama-server llama-lookup llama-cli llama-tokenize"
+wanted="llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion llama-server llama-lookup llama-cli llama-tokenize"
 have=$(cmake --build "$BUILD" --target help | sed -n 's/^\.\.\. \([^ ]*\).*/\1/p')
 targets=()
 for t in $wanted; do

@@ -10,9 +10,10 @@
 # QuantLM --calibrate, chunks of 512). Evaluation: the first CHUNKS chunks of 512 tokens of
 # wiki.test.raw, which the calibration text does not overlap (300 KB of 1.29 MB from the end).
 # For each llama.cpp type in TYPES, QuantLM is asked for a file of no more bytes
-# (`convert --max-size <llama file's bytes> --format gguf`, its types restricted to ggml's so
-# llama.cpp runs it); both files are scored by llama-perplexity --kl-divergence against the F32
-# run, and the .qlm twins by `run compare --protocol chunks`. Prints a markdown table.
+# (`convert --max-size <llama file's bytes> --format gguf`, its types MIX, ggml's, so llama.cpp
+# runs it); both files are scored by llama-perplexity --kl-divergence against the F32 run, and
+# QuantLM's by `run compare --protocol chunks` on its .qlm twin (`convert --type keep` of the
+# GGUF: the same blocks). Prints a markdown table with both tools' ppl of QuantLM's file.
 # Needs: a release build (swift build -c release), llama.cpp in $PEER (build_llamacpp.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +26,9 @@ TYPES=${TYPES:-"Q4_K_M IQ4_XS Q4_0 Q3_K_M Q2_K"}
 CHUNKS=${CHUNKS:-20}
 THREADS=${THREADS:-2}
 OUT=${OUT:-/tmp/quantizer_vs_llamacpp}
-# extra QuantLM convert flags (e.g. "--calibrate-method imatrix")
+# the types QuantLM's size target chooses from (ggml's, so llama.cpp runs the file)
+MIX=${MIX:-q8_0,q6_k,q5_k,q5_1,q5_0,q4_k,q4_1,q4_0,iq4_xs,iq4_nl,q3_k,q2_k}
+# extra QuantLM convert flags (e.g. "--calibrate-tokens 32768")
 QLM_FLAGS=${QLM_FLAGS:-}
 
 for f in "$BIN/convert" "$BIN/run"; do [ -x "$f" ] || { echo "error: $f missing: run swift build -c release" >&2; exit 1; }; done
@@ -45,38 +48,43 @@ REF=$OUT/ref-f32.gguf
 [ -f "$OUT/ref.kld" ] || "$PEER/llama-perplexity" -m "$REF" -f "$WIKI" -c 512 --chunks "$CHUNKS" -t "$THREADS" \
     --kl-divergence-base "$OUT/ref.kld" > "$OUT/ref.ppl.log" 2>&1
 
-# llama-perplexity --kl-divergence on FILE: "KL mean<TAB>same top-1 %"
+# llama-perplexity --kl-divergence on FILE: "KL mean<TAB>same top-1 %<TAB>ppl" (the log is kept
+# next to FILE and reused while FILE is older than it)
 kld() {
-    "$PEER/llama-perplexity" -m "$1" --kl-divergence-base "$OUT/ref.kld" --kl-divergence -t "$THREADS" > "$1.kld.log" 2>&1
-    local kl top
+    if [ ! -s "$1.kld.log" ] || [ "$1" -nt "$1.kld.log" ] || ! grep -qE "^Mean +KLD:" "$1.kld.log"; then
+        "$PEER/llama-perplexity" -m "$1" --kl-divergence-base "$OUT/ref.kld" --kl-divergence -t "$THREADS" > "$1.kld.log" 2>&1
+    fi
+    local kl top ppl
     kl=$(grep -E "^Mean +KLD:" "$1.kld.log" | awk '{print $3}')
     top=$(grep -E "^Same top p:" "$1.kld.log" | awk '{print $4}')
-    printf '%s\t%s\n' "$kl" "$top"
+    ppl=$(grep -E "^Mean PPL\(Q\)" "$1.kld.log" | awk '{print $4}')
+    printf '%s\t%s\t%s\n' "$kl" "$top" "$ppl"
 }
 mb() { awk -v b="$(stat -c %s "$1")" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 
-echo "| file | MB | KL mean (llama-perplexity) | same top-1 % | KL mean (run compare) | same top-1 % (run compare) |"
-echo "|---|---|---|---|---|---|"
-QLMS=()
+echo "| file | MB | KL mean (llama-perplexity) | same top-1 % | ppl (llama-perplexity) | KL mean (run compare) | same top-1 % (run compare) | ppl (run perplexity) |"
+echo "|---|---|---|---|---|---|---|---|"
 for T in $TYPES; do
     L=$OUT/llama-$T.gguf
     [ -f "$L" ] || "$PEER/llama-quantize" --imatrix "$OUT/imatrix.dat" "$REF" "$L" "$T" "$THREADS" > "$L.log" 2>&1
-    read -r lk lt < <(kld "$L")
-    echo "| llama.cpp $T + imatrix | $(mb "$L") | $lk | $lt | | |"
+    read -r lk lt lp < <(kld "$L")
+    echo "| llama.cpp $T + imatrix | $(mb "$L") | $lk | $lt | $lp | | | |"
     SIZE=$(stat -c %s "$L")
     Q=$OUT/quantlm-$T
-    # the same flags twice: a GGUF for llama.cpp, a .qlm for run compare (the same numbers)
+    # a GGUF for llama.cpp, then its .qlm twin for run compare: every type is ggml's, so
+    # `--type keep` copies each tensor's blocks unchanged (the same numbers)
     # shellcheck disable=SC2086
-    "$BIN/convert" "$REF" --max-size "$SIZE" --mix-types f16,q8_0,q4_1,q4_0 --calibrate "$CAL" $QLM_FLAGS \
+    "$BIN/convert" "$REF" --max-size "$SIZE" --mix-types "$MIX" --calibrate "$CAL" $QLM_FLAGS \
         --format gguf -o "$Q.gguf" -q > "$Q.log" 2>&1
-    # shellcheck disable=SC2086
-    "$BIN/convert" "$REF" --max-size "$SIZE" --mix-types f16,q8_0,q4_1,q4_0 --calibrate "$CAL" $QLM_FLAGS \
-        -o "$Q.qlm" -q >> "$Q.log" 2>&1
-    read -r qk qt < <(kld "$Q.gguf")
+    "$BIN/convert" "$Q.gguf" --type keep -o "$Q.qlm" -q >> "$Q.log" 2>&1
+    read -r qk qt qp < <(kld "$Q.gguf")
+    # (a refusal, e.g. "different tokenizer", leaves its columns empty; the log keeps the reason)
     "$BIN/run" compare "$OUT/ref.qlm" "$Q.qlm" --text "$WIKI" --protocol chunks --chunks "$CHUNKS" --ctx 512 \
-        --threads "$THREADS" > "$Q.compare.log" 2>&1
-    ck=$(awk -v f="$(basename "$Q.qlm")" '$1 == f { print $5 }' "$Q.compare.log")
-    ct=$(awk -v f="$(basename "$Q.qlm")" '$1 == f { print $7 }' "$Q.compare.log")
-    echo "| QuantLM --max-size $(mb "$L")M --calibrate | $(mb "$Q.gguf") | $qk | $qt | $ck | $ct |"
-    QLMS+=("$Q.qlm")
+        --threads "$THREADS" > "$Q.compare.log" 2>&1 || true
+    read -r cp ck ct < <(awk -v f="$(basename "$Q.qlm")" '$1 == f { print $2, $5, $7 }' "$Q.compare.log") || true
+    # QuantLM's own ppl of the same blocks (issue 27: within 0.5% of llama-perplexity's)
+    "$BIN/run" perplexity "$Q.qlm" --text "$WIKI" --protocol chunks --chunks "$CHUNKS" --ctx 512 \
+        --threads "$THREADS" > "$Q.ppl.log" 2>&1
+    rp=$(awk -v f="$(basename "$Q.qlm")" '$1 == f { print $2 }' "$Q.ppl.log")
+    echo "| QuantLM --max-size $(mb "$L")M --calibrate | $(mb "$Q.gguf") | $qk | $qt | $qp | $ck | $ct | $rp |"
 done

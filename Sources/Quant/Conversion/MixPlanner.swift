@@ -10,7 +10,9 @@ import Foundation
 /// of these errors over the matrices under the budget: each matrix's (bytes, error) points are
 /// reduced to their lower convex hull, and the steepest error-per-byte step of any matrix is
 /// taken while it fits (greedy on the hull segments; optimal for the fractional problem).
-/// Matrices a --keep pattern names keep that type. Nothing here reads evaluation text.
+/// Matrices a --keep pattern names keep that type. A type that takes only whole blocks (the
+/// K-quants) is offered for a matrix whose rows are not whole blocks as its row fallback.
+/// Nothing here reads evaluation text.
 package enum MixPlanner {
     package struct Plan: Sendable {
         /// Matrix name -> chosen type.
@@ -50,7 +52,10 @@ package enum MixPlanner {
                 continue
             }
             let imp = importance?[t.name].flatMap { $0.count == t.rowLength ? $0 : nil }
-            var opts = try candidates.map { type in
+            // types that only take whole blocks are candidates for rows of whole blocks (else
+            // their row fallback is, as the converter would store them)
+            let usable = Array(Set(candidates.map { $0.allows(rowLength: t.rowLength) ? $0 : $0.rowFallback })).sorted { $0.rawValue < $1.rawValue }
+            var opts = try usable.map { type in
                 Option(type: type, bytes: t.rows * type.rowSize(t.rowLength),
                        err: try relativeError(t, type, importance: imp, sampleRows: sampleRows, threads: threads))
             }

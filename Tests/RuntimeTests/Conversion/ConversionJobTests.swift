@@ -133,4 +133,22 @@ final class SizeTargetTests: XCTestCase {
             XCTAssertTrue("\(e)".contains("stories260K.bin") && "\(e)".contains("is below the smallest size reachable"), "\(e)")
         }
     }
+
+    /// The K-quants take only rows of whole 256-weight blocks: for other rows (stories260K's rows are
+    /// 64 and 172 weights) the plan offers their row fallbacks
+    /// instead (q4_k -> q5_0, q2_k -> iq4_nl), so every chosen type stores its matrix's rows.
+    func testWholeBlockTypesAreOfferedAsTheirFallbacks() throws {
+        let ckpt = try Checkpoint.open(Stories.model(), tokenizer: Stories.tokenizer())
+        let cands: [QuantType] = [.q4_k, .q2_k, .q8_0]
+        for budget in [0, Int.max] {
+            let p = try MixPlanner.plan(ckpt, policy: QuantPolicy(defaultType: .q8_0), candidates: cands, importance: nil,
+                                        budget: budget, threads: 2)
+            for t in ckpt.tensors where t.shape.count >= 2 {
+                let type = try XCTUnwrap(p.types[t.name], t.name)
+                XCTAssertTrue(type.allows(rowLength: t.rowLength), "\(t.name): \(type.name) at rows of \(t.rowLength)")
+                let offered = Set(cands.map { $0.allows(rowLength: t.rowLength) ? $0 : $0.rowFallback })
+                XCTAssertTrue(offered.contains(type), "\(t.name): \(type.name)")
+            }
+        }
+    }
 }
