@@ -105,6 +105,60 @@ QLM_AVX2_TARGET QLM_INLINE void kq_dot1_steps(__m256i x, __m256i o, uint16_t d, 
     *s += (kq_h2f_f16c(d) * da) * (float)_mm_cvtsi128_si32(r);
     *sm += (kq_h2f_f16c(dmin) * da) * (float)_mm_extract_epi32(r, 1);
 }
+
+// One super-block of a one-token q4_k / q5_k dot (decode) without the decoded block: the codes
+// and scale lanes go straight into the product registers. qh: q5_k's fifth bits (bit s of qh[i]
+// for element i of sub-block s), NULL for q4_k. The same exact integers per super-block (isum,
+// imin) and the same float steps as kq_rows, so the results are the few-token kernels' and the
+// tiles' bit for bit.
+QLM_AVX512_TARGET QLM_INLINE void kq_dot1_affine_avx512(const uint8_t scales[12], const uint8_t *qs, const uint8_t *qh, uint16_t d,
+                                                        uint16_t dmin, const qlm_block_q8k *a, float *s, float *sm) {
+    const __m512i lo4 = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
+    // vpermw indices: words 0..15 <- scale 2g, 16..31 <- scale 2g + 1
+    const __m512i i0 = _mm512_set_epi64(0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0, 0, 0, 0);
+    const __m512i two = _mm512_set1_epi16(2);
+    const __m128i v8 = kq_scales_min_vec(scales);
+    const __m512i s8 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v8));
+    const __m512i h = qh ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh)) : _mm512_setzero_si512();
+    __m512i acc = _mm512_setzero_si512(), idx = i0;
+    for (int g = 0; g < 4; g++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+        __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
+        if (qh) { // sub-block 2g: bit 2g of qh[i]; 2g + 1: bit 2g + 1 (low / high 256 bits)
+            const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * g))), _mm256_set1_epi8((char)(1 << (2 * g + 1))), 1);
+            q = _mm512_or_si512(q, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(h, bit), b4));
+        }
+        const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512((const void *)(a->qs + 64 * g)));
+        acc = _mm512_dpwssd_epi32(acc, p, _mm512_permutexvar_epi16(idx, s8));
+        idx = _mm512_add_epi16(idx, two);
+    }
+    const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
+    const __m256i x = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+    kq_dot1_steps(x, o, d, dmin, a->d, s, sm);
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_dot1_affine_avx2(const uint8_t scales[12], const uint8_t *qs, const uint8_t *qh, uint16_t d,
+                                                    uint16_t dmin, const qlm_block_q8k *a, float *s, float *sm) {
+    const __m256i lo4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
+    const __m128i v8 = kq_scales_min_vec(scales);
+    const __m256i sw = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v8, v8)); // word pairs: scale j in dword j
+    const __m256i h = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    __m256i acc = _mm256_setzero_si256();
+    for (int g = 0; g < 4; g++) {
+        const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+        __m256i c0 = _mm256_and_si256(v, lo4), c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+        if (qh) {
+            const __m256i m0 = _mm256_set1_epi8((char)(1 << (2 * g))), m1 = _mm256_set1_epi8((char)(1 << (2 * g + 1)));
+            c0 = _mm256_or_si256(c0, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, m0), m0), b4));
+            c1 = _mm256_or_si256(c1, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(h, m1), m1), b4));
+        }
+        const __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)(a->qs + 64 * g)));
+        const __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a->qs + 64 * g + 32)));
+        const __m256i s0 = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g)), s1 = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g + 1));
+        acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+    }
+    const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
+    kq_dot1_steps(acc, o, d, dmin, a->d, s, sm);
+}
 #endif
 
 // ---- quantizer searches (ksuper.c) -----------------------------------------------------------

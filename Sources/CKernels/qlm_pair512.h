@@ -24,20 +24,7 @@
 #define P512_PAIR 192
 static inline size_t p512_size(int64_t n) { return (size_t)((n + 2 * QLM_QK - 1) / (2 * QLM_QK)) * P512_PAIR; }
 QLM_AVX512_TARGET static inline void p512_pack(const void *act, int64_t n, void *packed) {
-    const qlm_block_q8a *a = (const qlm_block_q8a *)act;
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
-    char *p = (char *)packed;
-    const __m256i c80 = _mm256_set1_epi8((char)0x80);
-    for (int64_t b = 0; b < nb; b += 2, p += P512_PAIR) {
-        const int odd = b + 1 < nb;
-        _mm256_store_si256((__m256i *)p, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b].qs), c80));
-        _mm256_store_si256((__m256i *)(p + 32), odd ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b + 1].qs), c80)
-                                                    : _mm256_setzero_si256());
-        _mm256_store_ps((float *)(p + 64), _mm256_set1_ps(a[b].d));
-        _mm256_store_ps((float *)(p + 96), odd ? _mm256_set1_ps(a[b + 1].d) : _mm256_setzero_ps());
-        const float s2[2] = {a[b].s, odd ? a[b + 1].s : 0.0f};
-        memcpy(p + 128, s2, sizeof s2);
-    }
+    qlm_pack_q8a_pairs(act, n, packed, P512_PAIR, 1);
 }
 
 // The nibbles of blocks b, b+1 (16 bytes each): low 128 bits = low nibbles (elements 0..15),

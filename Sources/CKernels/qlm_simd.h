@@ -256,6 +256,29 @@ QLM_AVX2_TARGET static void NAME##_tile(int64_t n, const void *w, size_t rs, con
     (void)rs;                                                                                      \
     NAME##_4(n, w, act, as, Y, ldy);                                                               \
 }
+
+// A q8a activation row packed for the AVX-512 pair kernels (q8_0's "q8p", the 32-weight types'
+// "p512"): per pair of blocks 2p, 2p+1, `pair` bytes: the 64 codes + 128 (a ^ 0x80, unsigned), the
+// block scales d[2p] x 8 then d[2p+1] x 8 (an odd last block: its half, the rest zero) and, when
+// `sums`, the two block sums s[2p], s[2p+1] after them.
+QLM_AVX512_TARGET QLM_INLINE void qlm_pack_q8a_pairs(const void *act, int64_t n, void *packed, size_t pair, int sums) {
+    const qlm_block_q8a *a = (const qlm_block_q8a *)act;
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    char *p = (char *)packed;
+    const __m256i c80 = _mm256_set1_epi8((char)0x80);
+    for (int64_t b = 0; b < nb; b += 2, p += pair) {
+        const int odd = b + 1 < nb;
+        _mm256_store_si256((__m256i *)p, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b].qs), c80));
+        _mm256_store_si256((__m256i *)(p + 32), odd ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b + 1].qs), c80)
+                                                    : _mm256_setzero_si256());
+        _mm256_store_ps((float *)(p + 64), _mm256_set1_ps(a[b].d));
+        _mm256_store_ps((float *)(p + 96), odd ? _mm256_set1_ps(a[b + 1].d) : _mm256_setzero_ps());
+        if (sums) {
+            const float s2[2] = {a[b].s, odd ? a[b + 1].s : 0.0f};
+            memcpy(p + 128, s2, sizeof s2);
+        }
+    }
+}
 #endif
 
 #endif

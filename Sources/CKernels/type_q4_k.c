@@ -71,52 +71,22 @@ KQ_KERNELS(q4_k, scalar, , dec_q4_k_scalar, 0, qlm_block_q4_k)
 KQ_KERNELS(q4_k, avx2, QLM_AVX2_TARGET, dec_q4_k_avx2, 0, qlm_block_q4_k)
 KQ_KERNELS(q4_k, avx512, QLM_AVX512_TARGET, dec_q4_k_avx2, 0, qlm_block_q4_k)
 
-// One-token dots (decode) without the decoded block: the codes and scale lanes go straight into
-// the product registers. The same exact integers per super-block (isum, imin) and the same float
-// steps as kq_rows, so the results are those of the few-token kernels and tiles bit for bit.
+// One-token dots (decode): kq_dot1_affine_* (ksuper.h) per super-block, no fifth bits.
 QLM_AVX512_TARGET static float dot1_q4_k_avx512(int64_t n, const qlm_block_q4_k *w, const qlm_block_q8k *a) {
     const int64_t nb = (n + QK_K - 1) / QK_K;
-    const __m512i lo4 = _mm512_set1_epi8(0x0F);
-    // vpermw indices: words 0..15 <- scale 2g, 16..31 <- scale 2g + 1
-    const __m512i i0 = _mm512_set_epi64(0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0, 0, 0, 0);
-    const __m512i two = _mm512_set1_epi16(2);
     float s = 0.0f, sm = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         PF((const char *)(w + b) + QLM_PF_DIST);
-        const __m128i v8 = kq_scales_min_vec(w[b].scales);
-        const __m512i s8 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v8));
-        __m512i acc = _mm512_setzero_si512(), idx = i0;
-        for (int g = 0; g < 4; g++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * g));
-            const __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
-            const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512((const void *)(a[b].qs + 64 * g)));
-            acc = _mm512_dpwssd_epi32(acc, p, _mm512_permutexvar_epi16(idx, s8));
-            idx = _mm512_add_epi16(idx, two);
-        }
-        const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
-        const __m256i x = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-        kq_dot1_steps(x, o, w[b].d, w[b].dmin, a[b].d, &s, &sm);
+        kq_dot1_affine_avx512(w[b].scales, w[b].qs, NULL, w[b].d, w[b].dmin, a + b, &s, &sm);
     }
     return s - sm;
 }
 QLM_AVX2_TARGET static float dot1_q4_k_avx2(int64_t n, const qlm_block_q4_k *w, const qlm_block_q8k *a) {
     const int64_t nb = (n + QK_K - 1) / QK_K;
-    const __m256i lo4 = _mm256_set1_epi8(0x0F);
     float s = 0.0f, sm = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         PF((const char *)(w + b) + QLM_PF_DIST);
-        const __m128i v8 = kq_scales_min_vec(w[b].scales);
-        const __m256i sw = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v8, v8)); // word pairs: scale j in dword j
-        __m256i acc = _mm256_setzero_si256();
-        for (int g = 0; g < 4; g++) {
-            const __m256i v = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * g));
-            const __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(v, lo4), _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * g)));
-            const __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), lo4), _mm256_loadu_si256((const __m256i *)(a[b].qs + 64 * g + 32)));
-            const __m256i s0 = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g)), s1 = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g + 1));
-            acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
-        }
-        const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
-        kq_dot1_steps(acc, o, w[b].d, w[b].dmin, a[b].d, &s, &sm);
+        kq_dot1_affine_avx2(w[b].scales, w[b].qs, NULL, w[b].d, w[b].dmin, a + b, &s, &sm);
     }
     return s - sm;
 }

@@ -109,18 +109,7 @@ Q8_0_KERNEL(avx512, AVX512, QLM_AVX512_TARGET)
 #define Q8P_PAIR 128
 static size_t q8p_size(int64_t n) { return (size_t)((n + 2 * QLM_QK - 1) / (2 * QLM_QK)) * Q8P_PAIR; }
 QLM_AVX512_TARGET static void q8p_pack(const void *act, int64_t n, void *packed) {
-    const qlm_block_q8a *a = (const qlm_block_q8a *)act;
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
-    char *p = (char *)packed;
-    const __m256i c80 = _mm256_set1_epi8((char)0x80);
-    for (int64_t b = 0; b < nb; b += 2, p += Q8P_PAIR) {
-        const int odd = b + 1 < nb;
-        _mm256_store_si256((__m256i *)p, _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b].qs), c80));
-        _mm256_store_si256((__m256i *)(p + 32), odd ? _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)a[b + 1].qs), c80)
-                                                    : _mm256_setzero_si256());
-        _mm256_store_ps((float *)(p + 64), _mm256_set1_ps(a[b].d));
-        _mm256_store_ps((float *)(p + 96), odd ? _mm256_set1_ps(a[b + 1].d) : _mm256_setzero_ps());
-    }
+    qlm_pack_q8a_pairs(act, n, packed, Q8P_PAIR, 0);
 }
 // Weight pair state: codes, -128 * sum(w) per lane, the two scales.
 #define Q8P_W(wr, b, wq, wc, dw)                                                                   \
