@@ -7,7 +7,7 @@ import XCTest
 /// the README's example, compiled and run. The .qlm comes from the `convert` command line.
 final class PublicAPITests: XCTestCase {
     static func storiesFile() throws -> String {
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("quantlm-public-api-\(getpid()).qlm")
+        let out = TestFiles.tempRoot.appendingPathComponent("public-api.qlm")
         if !FileManager.default.fileExists(atPath: out.path) {
             let r = try Executables.run("convert", [try SharedData.path("models/stories260K/stories260K.bin").path,
                                                     "--tokenizer", try SharedData.path("models/stories260K/tok512.bin").path,

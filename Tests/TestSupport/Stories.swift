@@ -42,10 +42,18 @@ package enum Stories {
 }
 
 package enum TestFiles {
-    /// One scratch folder per test process.
+    /// One scratch folder per test process (a suite's conversions come to ~2.4 GB), removed when
+    /// the process exits; folders left by test processes that died (killed, crashed) are removed
+    /// by the next one.
     package static let tempRoot: URL = {
-        let u = FileManager.default.temporaryDirectory.appendingPathComponent("quantlm-tests-\(getpid())")
-        try? FileManager.default.createDirectory(at: u, withIntermediateDirectories: true)
+        let fm = FileManager.default, tmp = fm.temporaryDirectory
+        for name in (try? fm.contentsOfDirectory(atPath: tmp.path)) ?? [] where name.hasPrefix("quantlm-tests-") {
+            guard let pid = Int32(name.dropFirst("quantlm-tests-".count)), pid != getpid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { try? fm.removeItem(at: tmp.appendingPathComponent(name)) }
+        }
+        let u = tmp.appendingPathComponent("quantlm-tests-\(getpid())")
+        try? fm.createDirectory(at: u, withIntermediateDirectories: true)
+        atexit { try? FileManager.default.removeItem(at: TestFiles.tempRoot) }
         return u
     }()
 }
