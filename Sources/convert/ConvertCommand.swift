@@ -9,7 +9,7 @@ struct ConvertCLI: ParsableCommand {
         commandName: "convert",
         abstract: "Convert a float checkpoint into a block-quantized QuantLM (.qlm) file.",
         discussion: """
-        Inputs: a Hugging Face GPT-2 directory (config.json, model.safetensors or a sharded index, vocab.json + merges.txt or encoder.json + vocab.bpe), a GGUF llama file (F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, K-quants, IQ4_NL/IQ4_XS tensors), or a llama2.c .bin checkpoint with its tokenizer.bin.
+        Inputs: \(Convert.inputHelp) A Hugging Face directory holds config.json, model.safetensors (f32/f16/bf16) or a sharded index, and tokenizer.json (GPT-2: vocab.json + merges.txt also work); GGUF tensors may be F32/F16/BF16, Q4_0/Q4_1/Q5_0/Q5_1/Q8_0, K-quants or IQ4_NL/IQ4_XS; a llama2.c .bin takes its tokenizer.bin with --tokenizer.
 
         Types: \(QuantType.namesForHelp).
         Presets: \(QuantPreset.namesForHelp).
