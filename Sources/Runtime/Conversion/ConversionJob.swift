@@ -164,7 +164,7 @@ package struct ConversionJob: Sendable {
         }
         var plan: MixPlanner.Plan?
         if maxSize != nil || targetBPW != nil {
-            let p = try planMix(ckpt, policy: policy, tokenizerBytes: payload.blob.count, importance: statistics?.importance)
+            let p = try planMix(ckpt, policy: policy, tokenizerBytes: payload.blob.count, importance: statistics?.importance, gguf: ggufSource)
             let user = policy.overrides
             policy = QuantPolicy(defaultType: policy.defaultType,
                                  overrides: user + ckpt.tensors.compactMap { t in p.types[t.name].map { (t.name, $0) } })
@@ -206,8 +206,17 @@ package struct ConversionJob: Sendable {
     /// then the metadata (its JSON grows with one override per tensor), table and alignment.
     package static func overheadBytes(tokenizerBytes: Int, tensors: Int) -> Int { tokenizerBytes + 65536 + 256 * tensors }
 
-    func planMix(_ ckpt: Checkpoint, policy: QuantPolicy, tokenizerBytes: Int, importance: [String: [Float]]?) throws -> MixPlanner.Plan {
-        let overhead = Self.overheadBytes(tokenizerBytes: tokenizerBytes, tensors: ckpt.tensors.count + 1)
+    /// The same for a GGUF export (`GGUFExport.write` copies the source's key/values and tensor
+    /// infos, types changed): the source's bytes before its data section, a margin for the
+    /// quantized_by key it sets, and each tensor's alignment padding at most.
+    package static func overheadBytes(ggufLike source: GGUFFile) -> Int {
+        source.dataOffset + 256 + source.tensors.count * (source.alignment - 1)
+    }
+
+    func planMix(_ ckpt: Checkpoint, policy: QuantPolicy, tokenizerBytes: Int, importance: [String: [Float]]?,
+                 gguf source: GGUFFile? = nil) throws -> MixPlanner.Plan {
+        let overhead = source.map(Self.overheadBytes(ggufLike:))
+            ?? Self.overheadBytes(tokenizerBytes: tokenizerBytes, tensors: ckpt.tensors.count + 1)
         let params = ckpt.tensors.reduce(0) { $0 + $1.elementCount }
         let budget = maxSize.map { $0 - overhead } ?? Int((targetBPW ?? 0) * Double(params) / 8)
         let candidates = mixTypes ?? MixPlanner.defaultCandidates.filter { !gguf || GGUFExport.ggmlType(for: $0) != nil }

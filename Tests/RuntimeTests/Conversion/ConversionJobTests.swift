@@ -91,6 +91,33 @@ final class ConversionJobTests: XCTestCase {
 
 /// Size targets (`--max-size`, `--target-bpw`): MixPlanner's choice under a byte budget.
 final class SizeTargetTests: XCTestCase {
+    /// `--max-size` with `--format gguf` bounds the GGUF's bytes: its key/values and tensor infos,
+    /// copied from the source, are not the .qlm's tokenizer blob and table (budgeting for the .qlm
+    /// let SmolLM2's export come out 0.4 MB over, and refused this fixture's budget as below the
+    /// smallest reachable). A budget between the smallest and largest plans gives a mixed file of
+    /// at most that many bytes.
+    func testMaxSizeBoundsTheGGUFExport() throws {
+        let src = SharedData.packageRoot.appendingPathComponent("Tests/Fixtures/arch/llama3/model.gguf")
+        let ckpt = try Checkpoint.open(src)
+        let cands: [QuantType] = [.q4_0, .q4_1, .q8_0]
+        let policy = QuantPolicy(defaultType: .q8_0)
+        let small = try MixPlanner.plan(ckpt, policy: policy, candidates: cands, importance: nil, budget: 0, threads: 2)
+        let big = try MixPlanner.plan(ckpt, policy: policy, candidates: cands, importance: nil, budget: .max, threads: 2)
+        let overhead = ConversionJob.overheadBytes(ggufLike: try GGUFFile(src))
+        let out = TestFiles.tempRoot.appendingPathComponent("job-maxsize.gguf")
+        var job = ConversionJob(input: src, output: out, type: "q8_0")
+        job.threads = 2
+        job.gguf = true
+        job.mixTypes = cands
+        let limit = overhead + (small.minimumTensorBytes + big.tensorBytes) / 2
+        job.maxSize = limit
+        _ = try job.run()
+        let size = try FileManager.default.attributesOfItem(atPath: out.path)[.size] as! Int
+        XCTAssertLessThanOrEqual(size, limit)
+        let types = Set(try GGUFFile(out).tensors.filter { $0.shape.count >= 2 }.map(\.type.rawValue))
+        XCTAssertGreaterThan(types.count, 1, "a mix")
+    }
+
     /// A budget between the smallest and the largest plan gives a file within it that mixes
     /// types, records the choice (quantization.mix, one override per matrix), and a larger budget
     /// never plans a larger loss; a budget below every plan names the smallest reachable size.
