@@ -81,10 +81,10 @@ for T in $TYPES; do
     # (a refusal, e.g. "different tokenizer", leaves its columns empty; the log keeps the reason)
     "$BIN/run" compare "$OUT/ref.qlm" "$Q.qlm" --text "$WIKI" --protocol chunks --chunks "$CHUNKS" --ctx 512 \
         --threads "$THREADS" > "$Q.compare.log" 2>&1 || true
-    read -r cp ck ct < <(awk -v f="$(basename "$Q.qlm")" '$1 == f { print $2, $5, $7 }' "$Q.compare.log") || true
+    read -r cp ck ct < <(awk -v f="$Q.qlm" '$1 == f { print $2, $5, $7 }' "$Q.compare.log") || true
     # QuantLM's own ppl of the same blocks (issue 27: within 0.5% of llama-perplexity's)
     "$BIN/run" perplexity "$Q.qlm" --text "$WIKI" --protocol chunks --chunks "$CHUNKS" --ctx 512 \
         --threads "$THREADS" > "$Q.ppl.log" 2>&1
-    rp=$(awk -v f="$(basename "$Q.qlm")" '$1 == f { print $2 }' "$Q.ppl.log")
+    rp=$(awk -v f="$Q.qlm" '$1 == f { print $2 }' "$Q.ppl.log")
     echo "| QuantLM --max-size $(mb "$L")M --calibrate | $(mb "$Q.gguf") | $qk | $qt | $qp | $ck | $ct | $rp |"
 done

@@ -65,9 +65,10 @@ package enum TokenizerPayloads {
         case "llama2c": return try Llama2cTokenizer(data: bytes, vocabSize: vocabSize, source: source)
         case "spm": return try SentencePieceTokenizer(serialized: bytes, source: source)
         case "bpe-json":
-            guard let d = try? JSONDecoder().decode(TokenizerData.self, from: Data(bytes)) else {
+            guard var d = try? JSONDecoder().decode(TokenizerData.self, from: Data(bytes)) else {
                 throw TokenizerError(file: file, problem: "embedded bpe-json tokenizer is not valid TokenizerData JSON")
             }
+            d.source = source
             return try BPETokenizer(d)
         default: throw TokenizerError(file: file, problem: "unknown embedded tokenizer kind '\(kind)'")
         }

@@ -112,6 +112,33 @@ final class GGUFTokenizerTests: XCTestCase {
         }
     }
 
+    /// The same GGUF vocabulary read from two files is one tokenizer blob (the path is not in
+    /// it: `run compare` of a model and its GGUF export's twin was refused as "a different
+    /// tokenizer"), and an embedded one still names its file in errors.
+    func testBPEJSONBlobDoesNotDependOnTheSourcePath() throws {
+        let dir = temp("bpejson")
+        try? FileManager.default.removeItem(at: dir)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let src = SharedData.packageRoot.appendingPathComponent("Tests/Fixtures/arch/llama3/model.gguf")
+        var blobs: [[UInt8]] = []
+        for name in ["a.gguf", "b-elsewhere.gguf"] {
+            let u = dir.appendingPathComponent(name)
+            try FileManager.default.copyItem(at: src, to: u)
+            let c = try Checkpoint.open(u)
+            let p = try TokenizerPayloads.make(try XCTUnwrap(c.tokenizer), vocabSize: c.hparams.vocabSize)
+            XCTAssertEqual(p.kind, "bpe-json")
+            XCTAssertNil(String(decoding: p.blob, as: UTF8.self).range(of: name), "the blob holds no path")
+            blobs.append(p.blob)
+        }
+        XCTAssertEqual(blobs[0], blobs[1])
+        var broken = try JSONSerialization.jsonObject(with: Data(blobs[0])) as! [String: Any]
+        broken["pre"] = "falcon9"
+        let bad = try JSONSerialization.data(withJSONObject: broken)
+        XCTAssertThrowsError(try TokenizerPayloads.load(kind: "bpe-json", blob: [UInt8](bad), vocabSize: 1 << 20, source: "m.qlm (embedded bpe-json)", file: "m.qlm")) { e in
+            XCTAssertTrue("\(e)".contains("m.qlm") && "\(e)".contains("falcon9"), "\(e)")
+        }
+    }
+
     func testUnknownPreTokenizerIsNamed() {
         let d = TokenizerData(model: "gpt2", pre: "falcon9", tokens: ["a"], source: "x.gguf")
         XCTAssertThrowsError(try BPETokenizer(d)) { e in XCTAssertTrue("\(e)".contains("falcon9"), "\(e)") }
