@@ -181,8 +181,11 @@ package enum Converter {
             throw QuantError("--keep", "pattern '\(unused)' matches no tensor (names look like \(names.prefix(3).joined(separator: ", ")))")
         }
         // Hash the sources on a background thread while converting.
+        // The reader may have started on the checkpoint's files already (Checkpoint.hashing, overlapped
+        // with reading the tokenizer); the rest are hashed here.
         let hashFiles = ckpt.sourceFiles + tokenizer.sourceFiles
-        let hasher = SourceHasher(hashFiles)
+        let early = ckpt.hashing
+        let hasher = SourceHasher(hashFiles.filter { early?.covers($0) != true })
         // A conversion that throws still waits for the hasher, so no thread maps the sources
         // after convert returns (a caller may rewrite them next).
         defer { hasher.join() }
@@ -224,9 +227,9 @@ package enum Converter {
 
         var floats = UnsafeMutablePointer<Float>.allocate(capacity: 1)
         var floatCap = 1
-        var quant = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        var quant = LargeBuffer.allocate(64)
         var quantCap = 64
-        defer { floats.deallocate(); quant.deallocate() }
+        defer { floats.deallocate(); LargeBuffer.free(quant) }
 
         for (i, t) in ckpt.tensors.enumerated() {
             let info = infos[i]
@@ -246,30 +249,46 @@ package enum Converter {
                 progress?(doneIn, totalIn)
                 continue
             }
-            if t.elementCount > floatCap {
-                floats.deallocate()
-                floats = .allocate(capacity: t.elementCount)
-                floatCap = t.elementCount
-            }
             if info.expectedRawLength > quantCap {
-                quant.deallocate()
-                quant = .allocate(byteCount: info.expectedRawLength, alignment: 64)
+                LargeBuffer.free(quant)
+                quant = LargeBuffer.allocate(info.expectedRawLength)
                 quantCap = info.expectedRawLength
             }
-            t.readFloats(into: floats)
             var bad: Int64 = -1
-            if let h = options.hessians?[t.name], ConvertOptions.gptqTypes.contains(info.type), h.count == info.rowLength * info.rowLength {
-                let rc = h.withUnsafeBufferPointer {
-                    qlm_gptq_quantize(info.type.rawValue, floats, Int64(info.rows), Int64(info.rowLength), $0.baseAddress,
-                                      options.gptqDamp, quant, Int32(options.threads))
+            let imp = options.importance?[t.name].flatMap { $0.count == info.rowLength ? $0 : nil }
+            let gptq = options.hessians?[t.name].flatMap {
+                ConvertOptions.gptqTypes.contains(info.type) && $0.count == info.rowLength * info.rowLength ? $0 : nil
+            }
+            if gptq == nil, let band = BandPlan(t, info, threads: options.threads) {
+                // Read and quantize in row bands, each worker in its own small buffer.
+                let need = band.workers * band.rows * info.rowLength
+                if need > floatCap {
+                    floats.deallocate()
+                    floats = .allocate(capacity: need)
+                    floatCap = need
                 }
-                if rc != 0 { throw QuantError(t.origin, "GPTQ failed (non-finite weights, or a Hessian that cannot be factored)") }
-                gptqDone.append(t.name)
+                bad = (imp ?? []).withUnsafeBufferPointer { impBuf in
+                    band.run(t, info, floats: floats, imp: imp == nil ? nil : impBuf.baseAddress, into: quant)
+                }
             } else {
-                let imp = options.importance?[t.name].flatMap { $0.count == info.rowLength ? $0 : nil }
-                bad = (imp ?? []).withUnsafeBufferPointer {
-                    qlm_quantize_rows_imp(info.type.rawValue, floats, imp == nil ? nil : $0.baseAddress, quant, Int64(info.rows),
-                                          Int64(info.rowLength), Int32(options.threads))
+                if t.elementCount > floatCap {
+                    floats.deallocate()
+                    floats = .allocate(capacity: t.elementCount)
+                    floatCap = t.elementCount
+                }
+                t.readFloats(into: floats)
+                if let h = gptq {
+                    let rc = h.withUnsafeBufferPointer {
+                        qlm_gptq_quantize(info.type.rawValue, floats, Int64(info.rows), Int64(info.rowLength), $0.baseAddress,
+                                          options.gptqDamp, quant, Int32(options.threads))
+                    }
+                    if rc != 0 { throw QuantError(t.origin, "GPTQ failed (non-finite weights, or a Hessian that cannot be factored)") }
+                    gptqDone.append(t.name)
+                } else {
+                    bad = (imp ?? []).withUnsafeBufferPointer {
+                        qlm_quantize_rows_imp(info.type.rawValue, floats, imp == nil ? nil : $0.baseAddress, quant, Int64(info.rows),
+                                              Int64(info.rowLength), Int32(options.threads))
+                    }
                 }
             }
             if bad == Int64(QLM_QUANTIZE_NOMEM) {
@@ -288,7 +307,7 @@ package enum Converter {
         }
         try tokenizer.blob.withUnsafeBytes { try writer.writeNext($0, zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes) }
 
-        metadata.provenance.sources = try hasher.wait()
+        metadata.provenance.sources = try SourceHasher.digests(of: hashFiles, from: [early, hasher].compactMap { $0 })
         let fileLength = try writer.finish(metadata: metadata)
         let seconds = Date().timeIntervalSince(start)
         let params = ckpt.tensors.reduce(0) { $0 + $1.elementCount }
@@ -306,35 +325,78 @@ package enum Converter {
     }
 }
 
-/// SHA-256 of the source files, computed on a background thread.
-final class SourceHasher: @unchecked Sendable {
-    private let files: [URL]
-    private var result: Result<[SourceFileInfo], Error>?
-    private let done = DispatchSemaphore(value: 0)
+/// The quantized tensor's buffer (Gemma 3's q8_0 embedding: 178 MB, written once and copied to
+/// the file): 2 MiB-aligned and marked MADV_HUGEPAGE from 4 MiB up, so its first touch faults
+/// 2 MiB pages instead of one fault per 4 KiB page (the faults, not the zeroing, were the cost).
+enum LargeBuffer {
+    static let huge = 2 << 20
 
-    init(_ files: [URL]) {
-        self.files = files
-        let t = Thread { [self] in
-            result = Result {
-                try files.map { u in
-                    let m = try MappedFile(u)
-                    return SourceFileInfo(file: u.lastPathComponent, bytes: m.count, sha256: SHA256.hex(of: m.bytes))
-                }
+    static func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        let big = bytes >= 2 * huge
+        let size = big ? (bytes + huge - 1) / huge * huge : max(bytes, 64)
+        var p: UnsafeMutableRawPointer?
+        guard posix_memalign(&p, big ? huge : 64, size) == 0, let p else { fatalError("out of memory allocating \(size) bytes") }
+        #if os(Linux)
+        if big { _ = madvise(p, size, MADV_HUGEPAGE) }
+        #endif
+        return p
+    }
+
+    static func free(_ p: UnsafeMutableRawPointer) { Glibc.free(p) }
+}
+
+/// How the converter reads and quantizes one tensor in row bands (no whole-tensor f32 copy):
+/// `workers` threads each take contiguous bands of `rows` rows (a multiple of the type's row
+/// group and of the source's band multiple, about 2^18 floats), convert a band into their own
+/// part of the float buffer and quantize it there. Rows are quantized independently (the C
+/// quantizer already splits a tensor between threads at group boundaries), so the bytes equal
+/// the whole-tensor path's (ConverterBandTests).
+package struct BandPlan {
+    package let rows: Int
+    package let workers: Int
+    package let bands: Int
+
+    /// nil when the tensor must be read whole (a transposed source).
+    package init?(_ t: SourceTensor, _ info: TensorInfo, threads: Int, targetFloats: Int = 1 << 18) {
+        guard let m = t.bandRowMultiple, info.rows == t.rows, info.rowLength == t.rowLength else { return nil }
+        let unit = Self.lcm(m, max(1, info.type.rowGroup))
+        let perBand = max(1, targetFloats / max(1, info.rowLength * unit)) * unit
+        rows = min(perBand, (t.rows + unit - 1) / unit * unit)
+        bands = (t.rows + rows - 1) / rows
+        workers = max(1, min(threads, bands))
+    }
+
+    private static func lcm(_ a: Int, _ b: Int) -> Int {
+        var x = a, y = b
+        while y != 0 { (x, y) = (y, x % y) }
+        return a / x * b
+    }
+
+    /// The first row that holds NaN or infinity, -1, or QLM_QUANTIZE_NOMEM (as the C quantizer).
+    package func run(_ t: SourceTensor, _ info: TensorInfo, floats: UnsafeMutablePointer<Float>, imp: UnsafePointer<Float>?,
+             into quant: UnsafeMutableRawPointer) -> Int64 {
+        let total = t.rows, rl = info.rowLength, rowSize = info.rowBytes, type = info.type.rawValue
+        let results = UnsafeMutablePointer<Int64>.allocate(capacity: workers)
+        defer { results.deallocate() }
+        let body = { (w: Int) in
+            let buf = floats + w * rows * rl
+            var result: Int64 = -1
+            // Worker w takes bands [bands * w / workers, bands * (w + 1) / workers).
+            for b in bands * w / workers ..< bands * (w + 1) / workers {
+                let r0 = b * rows, r1 = min(total, r0 + rows)
+                t.readFloats(rows: r0 ..< r1, into: buf)
+                let bad = qlm_quantize_rows_imp(type, buf, imp, quant + r0 * rowSize, Int64(r1 - r0), Int64(rl), 1)
+                if bad == Int64(QLM_QUANTIZE_NOMEM) { result = bad; break }
+                if bad >= 0 { result = Int64(r0) + bad; break }
             }
-            done.signal()
+            results[w] = result
         }
-        t.start()
-    }
-
-    private var joined = false
-
-    /// Waits for the hashing thread once; later calls return at once.
-    func join() {
-        if !joined { done.wait(); joined = true }
-    }
-
-    func wait() throws -> [SourceFileInfo] {
-        join()
-        return try result!.get()
+        if workers == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
+        // The earliest bad row (workers' ranges ascend), else out of memory, else -1.
+        var nomem = false
+        for w in 0 ..< workers {
+            if results[w] == Int64(QLM_QUANTIZE_NOMEM) { nomem = true } else if results[w] >= 0 { return results[w] }
+        }
+        return nomem ? Int64(QLM_QUANTIZE_NOMEM) : -1
     }
 }

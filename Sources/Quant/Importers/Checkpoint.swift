@@ -161,6 +161,54 @@ package struct SourceTensor {
         }
     }
 
+    /// The row count a band passed to `readFloats(rows:into:)` must start on (and be a multiple
+    /// of, except the tensor's last band): 1, a head's rows for `halvesToPairs`; nil when the
+    /// tensor is only read whole (a transposed source: a canonical row is a source column).
+    package var bandRowMultiple: Int? {
+        switch adjust {
+        case .transposed: return nil
+        case .none, .addOne: return 1
+        case .halvesToPairs(let hd): return hd > 0 && rows % hd == 0 ? hd : nil
+        }
+    }
+
+    /// Writes canonical rows `band` as floats into `out` ((band.count) × rowLength floats), on the
+    /// calling thread: the same numbers `readFloats(into:)` puts at those rows. The converter reads
+    /// a tensor in bands into a small buffer it then quantizes, instead of a whole f32 copy of
+    /// the tensor (Gemma 3's 262,144 × 640 embedding: 671 MB of fresh pages to fault and zero).
+    /// `band` starts on a multiple of `bandRowMultiple` (precondition).
+    package func readFloats(rows band: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+        let rl = rowLength
+        guard let m = bandRowMultiple, band.lowerBound % m == 0, band.upperBound <= rows else {
+            preconditionFailure("\(origin): rows \(band) cannot be read as a band")
+        }
+        if case .ggml(let g) = payload {
+            let rb = g.rowBytes(rl), src = bytes.baseAddress!
+            for r in band where qlm_ggml_dequantize_row(g.rawValue, src + r * rb, out + (r - band.lowerBound) * rl, Int64(rl)) != 0 {
+                preconditionFailure("\(origin): ggml \(g.name) row of \(rl) not dequantizable")
+            }
+            return
+        }
+        guard case .floats(let dtype) = payload else { return }
+        let src = bytes.baseAddress!, rowBytes = rl * dtype.size
+        switch adjust {
+        case .none:
+            convert(src + band.lowerBound * rowBytes, dtype, count: band.count * rl, into: out)
+        case .addOne:
+            convert(src + band.lowerBound * rowBytes, dtype, count: band.count * rl, into: out)
+            for i in 0 ..< band.count * rl { out[i] += 1 }
+        case .halvesToPairs(let hd):
+            // Within each head of hd rows: new row 2i + j = old row j * hd/2 + i.
+            let half = hd / 2
+            for r in band {
+                let head = r / hd * hd, k = r - head
+                convert(src + (head + (k % 2) * half + k / 2) * rowBytes, dtype, count: rl, into: out + (r - band.lowerBound) * rl)
+            }
+        case .transposed:
+            preconditionFailure("unreachable: transposed tensors have no bands")
+        }
+    }
+
     private func convert(_ src: UnsafeRawPointer, _ dtype: SourceDType, count: Int, into out: UnsafeMutablePointer<Float>) {
         switch dtype {
         case .f32: out.update(from: src.assumingMemoryBound(to: Float.self), count: count)
@@ -193,6 +241,10 @@ package struct Checkpoint {
     package var keepAlive: [AnyObject]
     /// True once `named(by:)` gave every tensor its architecture's name (the converter requires it).
     package private(set) var isNamed = false
+    /// The sources' SHA-256, started by the reader as soon as it knows the files (HFReader: before
+    /// it parses tokenizer.json), so hashing overlaps reading; the converter hashes what it does
+    /// not cover. nil: the converter hashes every source.
+    package var hashing: SourceHasher?
 
     package init(architecture: String, hparams: HParams, tensors: [SourceTensor], tokenizer: TokenizerSource?,
                 sourceFiles: [URL], keepAlive: [AnyObject]) {

@@ -22,6 +22,8 @@ package enum GGUFReader: CheckpointReader {
 
     package static func read(_ url: URL, tokenizer: URL?, formats: [ArchitectureFormats]) throws -> Checkpoint {
         let g = try GGUFFile(url)
+        // Hash the file while the tensors are checked and the tokenizer is built (as HFReader does).
+        let hashing = SourceHasher([url])
         let file = url.path
         let md = g.metadata
         guard let archName = md["general.architecture"]?.string else {
@@ -116,8 +118,10 @@ package enum GGUFReader: CheckpointReader {
         } else {
             throw QuantError(file, "GGUF metadata lacks tokenizer.ggml.tokens; pass --tokenizer")
         }
-        return Checkpoint(architecture: arch.name, hparams: hp, tensors: tensors, tokenizer: tok,
-                          sourceFiles: [url], keepAlive: [g])
+        var ckpt = Checkpoint(architecture: arch.name, hparams: hp, tensors: tensors, tokenizer: tok,
+                              sourceFiles: [url], keepAlive: [g])
+        ckpt.hashing = hashing
+        return ckpt
     }
 
     static func stringArray(_ md: [String: GGUFValue], _ key: String, file: String) throws -> [String]? {

@@ -24,6 +24,8 @@ package enum HFReader: CheckpointReader {
         let hp = try hf.hparams(config)
         try hp.validate(file: configURL.path)
         let (files, shardURLs) = try safetensors(url)
+        // Hash config.json and the shards while the tensors are checked and tokenizer.json is parsed.
+        let hashing = SourceHasher([configURL] + shardURLs)
         // Every stored tensor, under its name without the writer's prefix.
         var byName: [String: SafetensorsEntry] = [:]
         for f in files {
@@ -57,8 +59,10 @@ package enum HFReader: CheckpointReader {
             throw QuantError(byName[extra]!.file, "unknown tensor \(byName[extra]!.name) (not part of a \(hp.nLayer)-layer \(mt))")
         }
         let tok = try tokenizerSource(url, explicit: tokenizer)
-        return Checkpoint(architecture: arch.name, hparams: hp, tensors: tensors, tokenizer: tok.source,
-                          sourceFiles: [configURL] + shardURLs + tok.files, keepAlive: files)
+        var ckpt = Checkpoint(architecture: arch.name, hparams: hp, tensors: tensors, tokenizer: tok.source,
+                              sourceFiles: [configURL] + shardURLs + tok.files, keepAlive: files)
+        ckpt.hashing = hashing
+        return ckpt
     }
 
     static func readConfig(_ url: URL) throws -> HFConfig {

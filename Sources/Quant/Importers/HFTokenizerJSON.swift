@@ -114,12 +114,18 @@ package enum HFTokenizerJSON {
         // Token strings by id: the vocabulary plus the added tokens. The vocabulary is scanned from
         // the bytes: Swift's String-keyed dictionaries merge canonically equivalent keys (Gemma's
         // vocabulary holds 434 pairs such as য় / য় that are different tokens).
-        var byID: [Int: String] = [:]
+        // By id in an array (ids are < 2^22: Scanner.int and the added-token check bound them).
+        var byID: [String?] = []
+        func put(_ id: Int, _ s: String) {
+            if id >= byID.count { byID.append(contentsOf: repeatElement(nil, count: id + 1 - byID.count)) }
+            byID[id] = s
+        }
+        byID.reserveCapacity(vocabPairs.pairs.count)
         for (s, id) in vocabPairs.pairs {
-            if let other = byID[id], other.utf8.elementsEqual(s.utf8) == false {
+            if id < byID.count, let other = byID[id], other.utf8.elementsEqual(s.utf8) == false {
                 throw QuantError(file, "tokenizer.json vocab gives id \(id) to two tokens")
             }
-            byID[id] = s
+            put(id, s)
         }
         var added: [Int: Bool] = [:]     // id → special
         for a in root["added_tokens"] as? [Any] ?? [] {
@@ -127,19 +133,18 @@ package enum HFTokenizerJSON {
                   n.intValue >= 0, n.intValue < 1 << 22, !content.isEmpty else {
                 throw QuantError(file, "tokenizer.json added_tokens entry \(a) needs an id and a non-empty content")
             }
-            if let other = byID[n.intValue], !other.utf8.elementsEqual(content.utf8) {
+            if n.intValue < byID.count, let other = byID[n.intValue], !other.utf8.elementsEqual(content.utf8) {
                 throw QuantError(file, "tokenizer.json added token \(n.intValue) \(content.debugDescription) has the id of \(other.debugDescription)")
             }
-            byID[n.intValue] = content
+            put(n.intValue, content)
             added[n.intValue] = (o["special"] as? Bool) ?? false
         }
         guard !byID.isEmpty else { throw QuantError(file, "tokenizer.json has an empty vocabulary") }
-        let count = byID.keys.max()! + 1
-        guard byID.count == count else {
-            let gap = (0 ..< count).first { byID[$0] == nil }!
+        let count = byID.count
+        if let gap = byID.firstIndex(where: { $0 == nil }) {
             throw QuantError(file, "tokenizer.json has no token with id \(gap) (ids must run 0..<\(count))")
         }
-        let tokens = (0 ..< count).map { byID[$0]! }
+        let tokens = byID.map { $0! }
         if let m = model["merges"], !(m is NSNull), !(m is [Any]) { throw QuantError(file, "tokenizer.json model.merges must be a list") }
         let byteFallback = model["byte_fallback"] as? Bool ?? false
         let unk = (model["unk_token"] as? String).flatMap { u in tokens.firstIndex { $0.utf8.elementsEqual(u.utf8) } }
@@ -164,11 +169,9 @@ package enum HFTokenizerJSON {
         }
         // score(piece) = -rank of the merge that makes it; pieces no merge makes score below every merge.
         var scores = [Float](repeating: -Float(pairs.pairs.count + 1), count: count)
-        var idOf: [[UInt8]: Int] = [:]
-        idOf.reserveCapacity(count)
-        for (i, t) in tokens.enumerated() where idOf[Array(t.utf8)] == nil { idOf[Array(t.utf8)] = i }
+        let idOf = ByteStringTable(tokens)
         for (rank, pair) in pairs.pairs.enumerated().reversed() {
-            guard let id = idOf[Array(pair.0.utf8) + Array(pair.1.utf8)] else {
+            guard let id = idOf.id(of: pair.0, pair.1) else {
                 throw QuantError(file, "tokenizer.json merge \(rank) \((pair.0 + " " + pair.1).debugDescription) does not make a token of the vocabulary")
             }
             scores[id] = -Float(rank)
@@ -221,7 +224,14 @@ package enum HFTokenizerJSON {
 
         mutating func string() throws -> String {
             try expect(0x22)
-            var s: [UInt8] = []
+            // Most strings hold no escape: decode them straight from the bytes (no per-byte appends).
+            let start = p
+            while p < b.count, b[p] != 0x22, b[p] != 0x5C { p += 1 }
+            if p < b.count, b[p] == 0x22 {
+                p += 1
+                return String(decoding: b[start ..< p - 1], as: UTF8.self)
+            }
+            var s = Array(b[start ..< p])
             while true {
                 guard p < b.count else { throw fail() }
                 let c = b[p]; p += 1
@@ -399,5 +409,54 @@ package enum HFTokenizerJSON {
             return (true, id)
         }
         return nil
+    }
+}
+
+/// Token ids by their exact UTF-8 bytes (not String equality, which merges canonically equivalent
+/// tokens), looked up by the concatenation of two strings without building it: an open-addressing
+/// table of FNV-1a hashes over the tokens' bytes. Replaces a [[UInt8]: Int] whose per-key arrays
+/// (one per token and one per merge: 262,144 and 514,906 for Gemma 3) were most of the lookup cost.
+struct ByteStringTable {
+    private let tokens: [String]
+    private var slots: [Int32]
+    private let mask: Int
+
+    init(_ tokens: [String]) {
+        self.tokens = tokens
+        var size = 16
+        while size < tokens.count * 2 { size <<= 1 }
+        mask = size - 1
+        slots = [Int32](repeating: -1, count: size)
+        for (i, t) in tokens.enumerated() {
+            var h = Self.hash(t.utf8, Self.seed)
+            while true {
+                let s = Int(truncatingIfNeeded: h) & mask
+                if slots[s] < 0 { slots[s] = Int32(i); break }
+                if tokens[Int(slots[s])].utf8.elementsEqual(t.utf8) { break }  // the first id of a repeated token wins
+                h = h &+ 1
+            }
+        }
+    }
+
+    private static let seed: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    private static func hash(_ bytes: String.UTF8View, _ h0: UInt64) -> UInt64 {
+        var h = h0
+        for c in bytes { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
+        return h
+    }
+
+    /// The id of the token whose bytes are a's followed by b's.
+    func id(of a: String, _ b: String) -> Int? {
+        var h = Self.hash(b.utf8, Self.hash(a.utf8, Self.seed))
+        let n = a.utf8.count + b.utf8.count
+        while true {
+            let s = Int(truncatingIfNeeded: h) & mask
+            let i = Int(slots[s])
+            if i < 0 { return nil }
+            let t = tokens[i].utf8
+            if t.count == n, t.starts(with: a.utf8), t.dropFirst(a.utf8.count).elementsEqual(b.utf8) { return i }
+            h = h &+ 1
+        }
     }
 }
