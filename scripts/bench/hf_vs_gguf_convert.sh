@@ -12,7 +12,7 @@ set -euo pipefail
 M="${MODELS:-$HOME/.cache/quantlm}"
 work="${1:-/tmp/hf-vs-gguf}"
 ROUNDS="${ROUNDS:-5}"
-PIN="${PIN:-taskset -c 0}"
+PIN="${PIN-taskset -c 0}"   # PIN= (empty): unpinned, the converter on every core
 : "${OLD:?set OLD to the old build's convert}" "${NEW:?set NEW to the new build's convert}"
 mkdir -p "$work"
 pairs=("SmolLM2 $M/hf/SmolLM2-135M-Instruct $M/models/SmolLM2-135M-Instruct.Q4_1.gguf"
