@@ -12,7 +12,7 @@ final class GGMLBlockKernelTests: XCTestCase {
         }
         var rng = SplitMix64(seed: 28)
         for t in ggml32Types + ggmlSuperTypes {
-            for (rows, n) in [(5, 32), (9, 640), (6, 1000), (3, 1536)] {
+            for (rows, n) in [(5, 32), (4, 224), (9, 640), (6, 1000), (3, 1536)] { // 224: an odd block count (7)
                 var w = [UInt8]()
                 for r in 0..<rows { w += quantize(t, rng.normals(n, scale: r == 0 ? 0.01 : 1)) }
                 for T in [1, 3, 4, 8, 13] {
