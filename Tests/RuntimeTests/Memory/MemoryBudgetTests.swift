@@ -198,7 +198,11 @@ final class MemoryBudgetTests: XCTestCase {
         let lm = try LoadedModel(path: gpt2Layers(6, zstd: 3).path, options: opts)
         XCTAssertEqual(lm.plan.baselineBytes, 12345)
         XCTAssertEqual(lm.plan.marginBytes, 678)
-        let measured = try LoadedModel(path: gpt2Layers(6, zstd: 3).path, options: LoadOptions(threads: 1, memoryBudget: 1 << 30))
+        // The measured baseline is this process's VmRSS, so the budget is 1 GiB above it: a fixed
+        // 1 GiB failed under ASan, whose shadow memory and quarantine put the test process at ~1 GiB.
+        var rss: Int64 = 0, fileRes: Int64 = 0
+        _ = qlm_statm(&rss, &fileRes)
+        let measured = try LoadedModel(path: gpt2Layers(6, zstd: 3).path, options: LoadOptions(threads: 1, memoryBudget: Int(rss) + (1 << 30)))
         XCTAssertGreaterThan(measured.plan.baselineBytes, 1 << 20)
         // The margin also keeps room for the other models alive in this process (the ledger).
         XCTAssertEqual(measured.plan.marginBytes, MemoryPlan.defaultMarginBytes + AutoBudget.committed(excluding: ObjectIdentifier(measured)))
