@@ -1,9 +1,10 @@
 import Foundation
 
 /// SHA-256 of source files (the provenance record's digests), computed on a background thread.
-/// Dropping the last reference waits for that thread, so no source stays mapped by it after its
-/// owner is gone (a caller may rewrite the files next; a map of a truncated file ends the
-/// process through the SIGBUS guard).
+/// Dropping the last reference stops the thread at its next chunk and waits for it, so no source
+/// stays mapped by it after its owner is gone (a caller may rewrite the files next; a map of a
+/// truncated file ends the process through the SIGBUS guard), and a reader that refuses its input
+/// after starting one answers at once instead of after hashing every shard.
 package final class SourceHasher: @unchecked Sendable {
     package let files: [URL]
     private let state: State
@@ -13,7 +14,17 @@ package final class SourceHasher: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         var joined = false
         let lock = NSLock()
+        /// Set by deinit: the thread stops before its next chunk.
+        private var stop = false
+        private let stopLock = NSLock()
+        var cancelled: Bool {
+            get { stopLock.lock(); defer { stopLock.unlock() }; return stop }
+            set { stopLock.lock(); stop = newValue; stopLock.unlock() }
+        }
     }
+
+    /// Bytes hashed between two looks at `cancelled`; the next chunk is read ahead meanwhile.
+    static let chunk = 16 << 20
 
     package init(_ files: [URL]) {
         self.files = files
@@ -28,8 +39,14 @@ package final class SourceHasher: @unchecked Sendable {
         let t = Thread {
             state.result = Result {
                 try files.map { u in
-                    let m = try MappedFile(u, populate: true)  // one mmap call maps every page: no fault per page
-                    return SourceFileInfo(file: u.lastPathComponent, bytes: m.count, sha256: SHA256.hex(of: m.bytes))
+                    let m = try MappedFile(u)
+                    var h = SHA256()
+                    for at in stride(from: 0, to: m.count, by: Self.chunk) {
+                        if state.cancelled { throw CancellationError() }
+                        m.advise(at ..< at + 2 * Self.chunk, willNeed: true)  // this chunk and the next
+                        h.update(UnsafeRawBufferPointer(rebasing: m.bytes[at ..< min(m.count, at + Self.chunk)]))
+                    }
+                    return SourceFileInfo(file: u.lastPathComponent, bytes: m.count, sha256: h.finalize())
                 }
             }
             state.done.signal()
@@ -37,7 +54,10 @@ package final class SourceHasher: @unchecked Sendable {
         t.start()
     }
 
-    deinit { join() }
+    deinit {
+        state.cancelled = true
+        join()
+    }
 
     /// Whether `url` is one of the files this hasher hashes.
     package func covers(_ url: URL) -> Bool { files.contains(url) }
