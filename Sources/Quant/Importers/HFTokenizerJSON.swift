@@ -169,9 +169,30 @@ package enum HFTokenizerJSON {
         }
         // score(piece) = -rank of the merge that makes it; pieces no merge makes score below every merge.
         var scores = [Float](repeating: -Float(pairs.pairs.count + 1), count: count)
-        let idOf = ByteStringTable(tokens)
+        // Token ids by their exact bytes (the first id of a repeated token wins); a merge looks up
+        // its two halves' bytes, copied into one reused buffer. Every buffer ends in a spare byte,
+        // so no slice of it (an empty token or merge included) has a nil base address.
+        var data: [UInt8] = [], offsets: [Int32] = [0]
+        for t in tokens { data += t.utf8; offsets.append(Int32(data.count)) }
+        data.append(0)
+        var idOf = PieceTable(capacity: count)
+        data.withUnsafeBufferPointer { d in
+            for i in 0 ..< count {
+                _ = idOf.insert(UnsafeBufferPointer(rebasing: d[Int(offsets[i]) ..< Int(offsets[i + 1])]), id: Int32(i), data: d, offsets: offsets)
+            }
+        }
+        var joined: [UInt8] = []
+        func id(of a: String, _ b: String) -> Int? {
+            joined.removeAll(keepingCapacity: true)
+            joined += a.utf8; joined += b.utf8
+            let n = joined.count
+            joined.append(0)
+            return data.withUnsafeBufferPointer { d in
+                joined.withUnsafeBufferPointer { j in idOf.get(UnsafeBufferPointer(rebasing: j[0 ..< n]), data: d, offsets: offsets).map(Int.init) }
+            }
+        }
         for (rank, pair) in pairs.pairs.enumerated().reversed() {
-            guard let id = idOf.id(of: pair.0, pair.1) else {
+            guard let id = id(of: pair.0, pair.1) else {
                 throw QuantError(file, "tokenizer.json merge \(rank) \((pair.0 + " " + pair.1).debugDescription) does not make a token of the vocabulary")
             }
             scores[id] = -Float(rank)
@@ -409,54 +430,5 @@ package enum HFTokenizerJSON {
             return (true, id)
         }
         return nil
-    }
-}
-
-/// Token ids by their exact UTF-8 bytes (not String equality, which merges canonically equivalent
-/// tokens), looked up by the concatenation of two strings without building it: an open-addressing
-/// table of FNV-1a hashes over the tokens' bytes. Replaces a [[UInt8]: Int] whose per-key arrays
-/// (one per token and one per merge: 262,144 and 514,906 for Gemma 3) were most of the lookup cost.
-struct ByteStringTable {
-    private let tokens: [String]
-    private var slots: [Int32]
-    private let mask: Int
-
-    init(_ tokens: [String]) {
-        self.tokens = tokens
-        var size = 16
-        while size < tokens.count * 2 { size <<= 1 }
-        mask = size - 1
-        slots = [Int32](repeating: -1, count: size)
-        for (i, t) in tokens.enumerated() {
-            var h = Self.hash(t.utf8, Self.seed)
-            while true {
-                let s = Int(truncatingIfNeeded: h) & mask
-                if slots[s] < 0 { slots[s] = Int32(i); break }
-                if tokens[Int(slots[s])].utf8.elementsEqual(t.utf8) { break }  // the first id of a repeated token wins
-                h = h &+ 1
-            }
-        }
-    }
-
-    private static let seed: UInt64 = 0xcbf2_9ce4_8422_2325
-
-    private static func hash(_ bytes: String.UTF8View, _ h0: UInt64) -> UInt64 {
-        var h = h0
-        for c in bytes { h = (h ^ UInt64(c)) &* 0x100_0000_01b3 }
-        return h
-    }
-
-    /// The id of the token whose bytes are a's followed by b's.
-    func id(of a: String, _ b: String) -> Int? {
-        var h = Self.hash(b.utf8, Self.hash(a.utf8, Self.seed))
-        let n = a.utf8.count + b.utf8.count
-        while true {
-            let s = Int(truncatingIfNeeded: h) & mask
-            let i = Int(slots[s])
-            if i < 0 { return nil }
-            let t = tokens[i].utf8
-            if t.count == n, t.starts(with: a.utf8), t.dropFirst(a.utf8.count).elementsEqual(b.utf8) { return i }
-            h = h &+ 1
-        }
     }
 }
