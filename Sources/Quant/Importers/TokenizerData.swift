@@ -30,14 +30,9 @@ package struct TokenizerData: Sendable, Equatable, Codable {
     /// A Unicode normalization applied to text before encoding ("nfc": tokenizer.json's NFC
     /// normalizer, as Qwen 2 uses); nil: none.
     package var normalizer: String? = nil
-    /// The file it came from, for messages. Not encoded: the same vocabulary read from two
-    /// files gives the same bytes (`run compare` checks that two .qlm files' tokenizers are one);
-    /// a decoded value has "" until its reader names the file.
-    package var source: String = ""
-
-    private enum CodingKeys: String, CodingKey {
-        case model, pre, tokens, scores, tokenTypes, merges, bos, eos, unk, pad, addBos, addEos, addSpacePrefix, chatTemplate, normalizer
-    }
+    /// The file it came from, for messages (the bpe-json payload stores it empty: see
+    /// `TokenizerPayloads.make`).
+    package var source: String
 
     package init(model: String, pre: String? = nil, tokens: [String], scores: [Float]? = nil, tokenTypes: [Int32]? = nil,
                 merges: [String]? = nil, bos: Int? = nil, eos: Int? = nil, unk: Int? = nil, pad: Int? = nil,

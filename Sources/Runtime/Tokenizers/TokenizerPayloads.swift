@@ -44,7 +44,11 @@ package enum TokenizerPayloads {
             }
             let enc = JSONEncoder()
             enc.outputFormatting = [.sortedKeys]
-            return TokenizerPayload(kind: "bpe-json", blob: [UInt8](try enc.encode(d)), bos: tok.bosID.map(Int.init),
+            // The path stays out of the blob: one vocabulary read from two files is one tokenizer
+            // (`run compare` requires identical blobs); `load` names the .qlm in its messages.
+            var stored = d
+            stored.source = ""
+            return TokenizerPayload(kind: "bpe-json", blob: [UInt8](try enc.encode(stored)), bos: tok.bosID.map(Int.init),
                                     eos: tok.eosID.map(Int.init), sourceFiles: [], chatTemplate: d.chatTemplate)
         }
     }
