@@ -230,6 +230,13 @@ package enum Converter {
         var quant = LargeBuffer.allocate(64)
         var quantCap = 64
         defer { floats.deallocate(); LargeBuffer.free(quant) }
+        /// The float buffer holds at least n floats (reused across tensors).
+        func growFloats(_ n: Int) {
+            guard n > floatCap else { return }
+            floats.deallocate()
+            floats = .allocate(capacity: n)
+            floatCap = n
+        }
 
         for (i, t) in ckpt.tensors.enumerated() {
             let info = infos[i]
@@ -261,21 +268,12 @@ package enum Converter {
             }
             if gptq == nil, let band = BandPlan(t, info, threads: options.threads) {
                 // Read and quantize in row bands, each worker in its own small buffer.
-                let need = band.workers * band.rows * info.rowLength
-                if need > floatCap {
-                    floats.deallocate()
-                    floats = .allocate(capacity: need)
-                    floatCap = need
-                }
+                growFloats(band.workers * band.rows * info.rowLength)
                 bad = (imp ?? []).withUnsafeBufferPointer { impBuf in
                     band.run(t, info, floats: floats, imp: imp == nil ? nil : impBuf.baseAddress, into: quant)
                 }
             } else {
-                if t.elementCount > floatCap {
-                    floats.deallocate()
-                    floats = .allocate(capacity: t.elementCount)
-                    floatCap = t.elementCount
-                }
+                growFloats(t.elementCount)
                 t.readFloats(into: floats)
                 if let h = gptq {
                     let rc = h.withUnsafeBufferPointer {
