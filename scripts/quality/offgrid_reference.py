@@ -43,18 +43,23 @@ def main() -> int:
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=27)
     a = ap.parse_args()
+    try:
+        src = GGUFReader(a.src)
+    except (OSError, ValueError) as e:
+        print(f"error: {a.src}: not a readable GGUF file ({e})", file=sys.stderr)
+        return 1
+    for t in src.tensors:
+        if t.tensor_type != GGMLQuantizationType.F32 and len(t.shape) > 1:
+            print(f"error: {a.src}: tensor {t.name} is {t.tensor_type.name}, not F32: convert it with --type f32 --format gguf first",
+                  file=sys.stderr)
+            return 1
+    del src
     shutil.copyfile(a.src, a.out)
     r = GGUFReader(a.out, "r+")
     rng = np.random.default_rng(a.seed)
     done = 0
     for t in r.tensors:
-        if t.tensor_type != GGMLQuantizationType.F32:
-            if len(t.shape) > 1:
-                print(f"error: {a.src}: tensor {t.name} is {t.tensor_type.name}, not F32: convert it with --type f32 --format gguf first",
-                      file=sys.stderr)
-                return 1
-            continue
-        if len(t.shape) < 2 or t.n_elements % 32:
+        if t.tensor_type != GGMLQuantizationType.F32 or len(t.shape) < 2 or t.n_elements % 32:
             continue
         w = np.asarray(t.data).reshape(-1, 32)
         step = block_steps(w)
