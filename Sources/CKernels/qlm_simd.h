@@ -130,6 +130,15 @@ QLM_AVX512_TARGET QLM_INLINE __m256 bh2f_avx512(const uint16_t *p) {
 QLM_AVX2_TARGET QLM_INLINE __m256i unpack_nibbles_avx2(const uint8_t *qs) { UNPACK_NIBBLES_BODY }
 QLM_AVX512_TARGET QLM_INLINE __m256i unpack_nibbles_avx512(const uint8_t *qs) { UNPACK_NIBBLES_BODY }
 
+// 32 bits -> 32 bytes: byte j = 0xFF where bit j of m is set, else 0 (each byte picks its byte of
+// m, then tests its bit). q5_0's fifth bits (one qh word per block) and q5_0x8's chunk masks.
+QLM_AVX2_TARGET QLM_INLINE __m256i bytemask32_avx2(uint32_t m) {
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m),
+                                          _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
 // int32 lanes of (u8 x s8) products, lane i = bytes 4i..4i+3.
 QLM_AVX2_TARGET QLM_INLINE __m256i dot_us_avx2(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));

@@ -1,5 +1,6 @@
-// Row-grouped types: q4_0 (Q4_0X8) or q8_0 (Q8_0X8) weights stored row-interleaved in groups of
-// 8 rows (qlm_block_q4_0x8, qlm_block_q8_0x8), and the 8-row kernels that read them.
+// Row-grouped types: q4_0 (Q4_0X8), q8_0 (Q8_0X8) or q5_0 (Q5_0X8) weights stored row-interleaved
+// in groups of 8 rows (qlm_block_q4_0x8, qlm_block_q8_0x8, qlm_block_q5_0x8), and the 8-row
+// kernels that read them.
 //
 // Why a layout and not just a kernel: decoding q4_0 row by row is compute-bound here. Per 32
 // weights a row kernel converts and broadcasts one fp16 scale, forms the -8 * sum(a) correction,
@@ -17,7 +18,7 @@
 // scalar q4_0 / q8_0 dot, in block order (s += (d_w * d_a) * (float)isum, no FMA), so every
 // product on every path equals the scalar dot of the de-interleaved row bit for bit.
 // Rows past the last whole group are stored as plain rows and use the scalar row dot.
-#include "qlm_internal.h"
+#include "qlm_simd.h"
 #include <stddef.h>
 #include <stdlib.h>
 
@@ -26,40 +27,63 @@
 #define G 8 // rows per group
 
 // ---- layout ---------------------------------------------------------------------------------
-// Both types keep a row block's fp16 scale and Q code bytes (q4_0: 16, q8_0: 32); a group block
-// holds the 8 scales, then chunks of 32 bytes: chunk c = rows 0..7's code bytes 4c..4c+3.
+// The types keep a row block's fp16 scale and Q code bytes (q4_0, q5_0: 16, q8_0: 32); a group
+// block holds the 8 scales, then (q5_0) the fifth bits as 8 chunk masks, then chunks of 32 bytes:
+// chunk c = rows 0..7's code bytes 4c..4c+3.
 typedef struct {
     int q;                                               // code bytes per row block
+    int qh;                                              // fifth-bit bytes per row block after d (q5_0: 4)
     size_t (*row_size)(int64_t n);                       // bytes of a plain row
     void (*dequantize_row)(const void *src, float *y, int64_t n);
     qlm_dotn_fn row_dot;                                 // scalar dot of a plain row
 } group_layout;
-static const group_layout k_q4 = {QLM_QK / 2, qlm_q4_0_row_size, qlm_q4_0_dequantize_row, qlm_q4_0_dotn_scalar};
-static const group_layout k_q8 = {QLM_QK, qlm_q8_0_row_size, qlm_q8_0_dequantize_row, qlm_q8_0_dotn_scalar};
+static const group_layout k_q4 = {QLM_QK / 2, 0, qlm_q4_0_row_size, qlm_q4_0_dequantize_row, qlm_q4_0_dotn_scalar};
+static const group_layout k_q8 = {QLM_QK, 0, qlm_q8_0_row_size, qlm_q8_0_dequantize_row, qlm_q8_0_dotn_scalar};
+static const group_layout k_q5 = {QLM_QK / 2, 4, qlm_q5_0_row_size, qlm_q5_0_dequantize_row, qlm_q5_0_dotn_scalar};
 
 // Byte of the group block's code area holding row r's code byte j.
 QLM_INLINE int qs_index(int r, int j) { return 32 * (j >> 2) + 4 * r + (j & 3); }
+QLM_INLINE int row_block_bytes(const group_layout *L) { return 2 + L->qh + L->q; }
+QLM_INLINE int code_offset(const group_layout *L) { return 2 * G + G * L->qh; }
+QLM_INLINE uint32_t ld_u32(const char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
+// q5_0's fifth bits: row r's 32-bit qh (bit e = element e) <-> the group's masks hm[m] (bit 4r + k
+// = element 4m + k of row r, qlm_block_q5_0x8): nibble m of qh is nibble r of hm[m].
 static void pack_group(const group_layout *L, const char *src, size_t rs, int64_t nb, char *dst) {
-    const int bb = 2 + L->q;
+    const int bb = row_block_bytes(L), co = code_offset(L);
+    memset(dst, 0, (size_t)nb * G * bb);
     for (int r = 0; r < G; r++) {
         const char *row = src + (size_t)r * rs;
         for (int64_t b = 0; b < nb; b++) {
             char *gb = dst + (size_t)b * G * bb;
-            memcpy(gb + 2 * r, row + b * bb, 2);
-            for (int j = 0; j < L->q; j++) gb[2 * G + qs_index(r, j)] = row[b * bb + 2 + j];
+            const char *rb = row + b * bb;
+            memcpy(gb + 2 * r, rb, 2);
+            if (L->qh) {
+                const uint32_t qh = ld_u32(rb + 2);
+                for (int m = 0; m < 8; m++) {
+                    const uint32_t hm = ld_u32(gb + 2 * G + 4 * m) | ((qh >> (4 * m)) & 0xF) << (4 * r);
+                    memcpy(gb + 2 * G + 4 * m, &hm, 4);
+                }
+            }
+            for (int j = 0; j < L->q; j++) gb[co + qs_index(r, j)] = rb[2 + L->qh + j];
         }
     }
 }
 
 // Row r's plain block out of a group block.
 QLM_INLINE void row_block(const group_layout *L, const char *gb, int r, char *out) {
+    const int co = code_offset(L);
     memcpy(out, gb + 2 * r, 2);
-    for (int j = 0; j < L->q; j++) out[2 + j] = gb[2 * G + qs_index(r, j)];
+    if (L->qh) {
+        uint32_t qh = 0;
+        for (int m = 0; m < 8; m++) qh |= ((ld_u32(gb + 2 * G + 4 * m) >> (4 * r)) & 0xF) << (4 * m);
+        memcpy(out + 2, &qh, 4);
+    }
+    for (int j = 0; j < L->q; j++) out[2 + L->qh + j] = gb[co + qs_index(r, j)];
 }
 
 static void unpack_group(const group_layout *L, const char *src, int64_t nb, char *dst, size_t rs) {
-    const int bb = 2 + L->q;
+    const int bb = row_block_bytes(L);
     for (int r = 0; r < G; r++)
         for (int64_t b = 0; b < nb; b++) row_block(L, src + (size_t)b * G * bb, r, dst + (size_t)r * rs + b * bb);
 }
@@ -83,7 +107,7 @@ static int regroup(const group_layout *L, void *data, int64_t rows, int64_t n, i
 static void plain_row(const group_layout *L, const void *src, int64_t rows, int64_t n, int64_t r, void *dst) {
     const size_t rs = L->row_size(n);
     if (r >= rows / G * G) { memcpy(dst, (const char *)src + (size_t)r * rs, rs); return; }
-    const int bb = 2 + L->q;
+    const int bb = row_block_bytes(L);
     const char *g = (const char *)src + (size_t)(r / G) * G * rs;
     for (int64_t b = 0; b < (n + QLM_QK - 1) / QLM_QK; b++) row_block(L, g + (size_t)b * G * bb, (int)(r % G), (char *)dst + b * bb);
 }
@@ -94,7 +118,7 @@ static void get_row(const group_layout *L, const void *src, int64_t rows, int64_
         L->dequantize_row((const char *)src + (size_t)r * rs, y, n);
         return;
     }
-    const int bb = 2 + L->q;
+    const int bb = row_block_bytes(L);
     const char *g = (const char *)src + (size_t)(r / G) * G * rs;
     for (int64_t b = 0; b * QLM_QK < n; b++) { // row r's block b, rebuilt and read by the row dequantizer
         char blk[2 + QLM_QK];
@@ -104,12 +128,13 @@ static void get_row(const group_layout *L, const void *src, int64_t rows, int64_
 }
 
 // ---- activations ------------------------------------------------------------------------------
-static void q8i_scalar(void *act, int64_t nb) {
+// zp: the weight type's zero point (q4_0: 8, q5_0: 16); s becomes -zp * sum(qs).
+static void q8i_scalar(void *act, int64_t nb, int32_t zp) {
     qlm_block_q8a *a = (qlm_block_q8a *)act;
     for (int64_t b = 0; b < nb; b++) {
         int32_t s = 0;
         for (int j = 0; j < QLM_QK; j++) s += a[b].qs[j];
-        const int32_t n8 = -8 * s;
+        const int32_t n8 = -zp * s;
         memcpy(&a[b].s, &n8, 4);
     }
 }
@@ -152,6 +177,29 @@ static void group_q8_scalar(int64_t nb, const void *g_, const char *act, size_t 
             for (int64_t b = 0; b < nb; b++) {
                 int32_t is = 0;
                 for (int j = 0; j < QLM_QK; j++) is += (int32_t)g[b].qs[qs_index(r, j)] * (int32_t)a[b].qs[j];
+                s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)is;
+            }
+            Y[t * ldy + r] = s;
+        }
+    }
+}
+
+// q5_0: code = nibble + 16 * fifth bit, weight = d * (code - 16).
+static void group_q5_scalar(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) {
+    const qlm_block_q5_0x8 *g = (const qlm_block_q5_0x8 *)g_;
+    for (int t = 0; t < nt; t++) {
+        const qlm_block_q8i *a = (const qlm_block_q8i *)(act + (size_t)t * as);
+        for (int r = 0; r < G; r++) {
+            float s = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                int32_t is = 0;
+                for (int j = 0; j < 16; j++) {
+                    const uint8_t q = g[b].qs[qs_index(r, j)];
+                    const int32_t hl = (int32_t)(g[b].hm[j >> 2] >> (4 * r + (j & 3))) & 1;
+                    const int32_t hh = (int32_t)(g[b].hm[4 + (j >> 2)] >> (4 * r + (j & 3))) & 1;
+                    is += ((int32_t)(q & 0xF) + 16 * hl - 16) * (int32_t)a[b].qs[j];
+                    is += ((int32_t)(q >> 4) + 16 * hh - 16) * (int32_t)a[b].qs[j + 16];
+                }
                 s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)is;
             }
             Y[t * ldy + r] = s;
@@ -232,6 +280,39 @@ TGT QLM_INLINE void group_q8_##P##_nt(int64_t nb, const qlm_block_q8_0x8 *g, con
     }                                                                                                   \
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
 }
+// q5_0: as q4_0, each chunk's codes given their fifth bits (0x10 where the chunk's mask bit is
+// set: a masked add on AVX-512, a byte mask on AVX2), the sum starting at the block's
+// -16 * sum(a). Codes 0..31: maddubs pairs <= 2 * 31 * 127, no saturation.
+#define Q5H_AVX512(v, m) _mm256_mask_add_epi8(v, (__mmask32)(m), v, _mm256_set1_epi8(0x10))
+#define Q5H_AVX2(v, m) _mm256_or_si256(v, _mm256_and_si256(bytemask32_avx2(m), _mm256_set1_epi8(0x10)))
+#define GROUP_Q5_KERNEL(P, TGT, DPB, H)                                                                 \
+TGT QLM_INLINE void group_q5_##P##_nt(int64_t nb, const qlm_block_q5_0x8 *g, const char *act, size_t as, \
+                                      float *Y, int64_t ldy, const int nt) {                           \
+    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                          \
+    __m256 acc[4];                                                                                      \
+    for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_ps();                                           \
+    for (int64_t b = 0; b < nb; b++) {                                                                  \
+        const qlm_block_q5_0x8 *gb = g + b;                                                             \
+        __m256i lo[4], hi[4];                                                                           \
+        for (int c = 0; c < 4; c++) {                                                                   \
+            const __m256i x = _mm256_loadu_si256((const __m256i *)(gb->qs + 32 * c));                   \
+            lo[c] = H(_mm256_and_si256(x, m4), gb->hm[c]);                                              \
+            hi[c] = H(_mm256_and_si256(_mm256_srli_epi16(x, 4), m4), gb->hm[4 + c]);                    \
+        }                                                                                               \
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb->d));                     \
+        for (int t = 0; t < nt; t++) {                                                                  \
+            const qlm_block_q8i *ab = (const qlm_block_q8i *)(act + (size_t)t * as) + b;                \
+            __m256i ia = _mm256_set1_epi32(ab->nsum8), ib = _mm256_setzero_si256();                     \
+            for (int c = 0; c < 4; c++) {                                                               \
+                ia = DPB(ia, lo[c], _mm256_set1_epi32(ld32(ab->qs + 4 * c)));                           \
+                ib = DPB(ib, hi[c], _mm256_set1_epi32(ld32(ab->qs + 16 + 4 * c)));                      \
+            }                                                                                           \
+            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(ab->d));                                 \
+            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_add_epi32(ia, ib)))); \
+        }                                                                                               \
+    }                                                                                                   \
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
+}
 // nt = 1..4 as constants.
 #define GROUP_DISPATCH(Q, P, TGT, BT)                                                                   \
 TGT static void group_##Q##_##P(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
@@ -250,9 +331,13 @@ GROUP_DISPATCH(q4, avx2, QLM_AVX2_TARGET, qlm_block_q4_0x8)
 GROUP_DISPATCH(q4, avx512, QLM_AVX512_TARGET, qlm_block_q4_0x8)
 GROUP_DISPATCH(q8, avx2, QLM_AVX2_TARGET, qlm_block_q8_0x8)
 GROUP_DISPATCH(q8, avx512, QLM_AVX512_TARGET, qlm_block_q8_0x8)
+GROUP_Q5_KERNEL(avx2, QLM_AVX2_TARGET, DPB_AVX2, Q5H_AVX2)
+GROUP_Q5_KERNEL(avx512, QLM_AVX512_TARGET, DPB_AVX512, Q5H_AVX512)
+GROUP_DISPATCH(q5, avx2, QLM_AVX2_TARGET, qlm_block_q5_0x8)
+GROUP_DISPATCH(q5, avx512, QLM_AVX512_TARGET, qlm_block_q5_0x8)
 
-// -8 * sum(qs) per block, vectorized: bias the codes to unsigned and sum with vpsadbw.
-QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb) {
+// -zp * sum(qs) per block, vectorized: bias the codes to unsigned and sum with vpsadbw.
+QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb, int32_t zp) {
     qlm_block_q8a *a = (qlm_block_q8a *)act;
     const __m256i bias = _mm256_set1_epi8((char)0x80);
     for (int64_t b = 0; b < nb; b++) {
@@ -260,7 +345,7 @@ QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb) {
         const __m256i s4 = _mm256_sad_epu8(x, _mm256_setzero_si256());
         const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
         const int64_t s = _mm_cvtsi128_si64(_mm_add_epi64(s2, _mm_unpackhi_epi64(s2, s2))) - 32 * 128;
-        const int32_t n8 = (int32_t)(-8 * s);
+        const int32_t n8 = (int32_t)(-zp * s);
         memcpy(&a[b].s, &n8, 4);
     }
 }
@@ -275,6 +360,15 @@ static group_fn group_q4_kernel(int32_t path) {
     return group_q4_scalar;
 }
 
+static group_fn group_q5_kernel(int32_t path) {
+#if QLM_X86
+    if (path == QLM_PATH_AVX512) return group_q5_avx512;
+    if (path == QLM_PATH_AVX2) return group_q5_avx2;
+#endif
+    (void)path;
+    return group_q5_scalar;
+}
+
 static group_fn group_q8_kernel(int32_t path) {
 #if QLM_X86
     if (path == QLM_PATH_AVX512) return group_q8_avx512;
@@ -284,17 +378,19 @@ static group_fn group_q8_kernel(int32_t path) {
     return group_q8_scalar;
 }
 
-// q8i activations: the q8a blocks, each s replaced by the exact -8 * sum(qs) (qlm_block_q8i), in
+// q8i activations: the q8a blocks, each s replaced by the exact -zp * sum(qs) (qlm_block_q8i), in
 // place. Integers: the same on every path.
-static void prepare_q8i(int32_t path, const float *x, void *act, int64_t n) {
+static void prepare_q8i_zp(int32_t path, const float *x, void *act, int64_t n, int32_t zp) {
     qlm_prepare_q8a(path, x, act, n);
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
 #if QLM_X86
-    if (path != QLM_PATH_SCALAR) { q8i_avx2(act, nb); return; }
+    if (path != QLM_PATH_SCALAR) { q8i_avx2(act, nb, zp); return; }
 #endif
     (void)path;
-    q8i_scalar(act, nb);
+    q8i_scalar(act, nb, zp);
 }
+static void prepare_q8i(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 8); }
+static void prepare_q8i16(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 16); }
 
 // ---- products ---------------------------------------------------------------------------------
 typedef struct {
@@ -350,6 +446,13 @@ static void product_q8(qlm_pool *pool, int32_t path, const void *W, int64_t rows
                        int64_t T, float *Y, int64_t ldy) {
     product(&k_q8, group_q8_kernel(path), pool, W, rows, n, act, as, T, Y, ldy);
 }
+static void product_q5(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
+                       int64_t T, float *Y, int64_t ldy) {
+    product(&k_q5, group_q5_kernel(path), pool, W, rows, n, act, as, T, Y, ldy);
+}
+static int regroup_q5(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q5, data, rows, n, pack); }
+static void get_row_q5(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q5, src, rows, n, r, y); }
+static void plain_row_q5(const void *src, int64_t rows, int64_t n, int64_t r, void *dst) { plain_row(&k_q5, src, rows, n, r, dst); }
 static int regroup_q4(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q4, data, rows, n, pack); }
 static int regroup_q8(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q8, data, rows, n, pack); }
 static void get_row_q4(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q4, src, rows, n, r, y); }
@@ -383,6 +486,22 @@ const qlm_type_traits qlm_traits_q8_0x8 = {
     .product = product_q8, .regroup = regroup_q8, .get_row = get_row_q8, .plain_row = plain_row_q8,
     .gptq_row = qlm_q8_0_gptq_row, .quantize_row_imp = qlm_q8_0_quantize_row_imp,
 };
+// q5_0x8: decode of q5_0 rows is compute-bound (docs/benchmarks.md, issue 28: 15-17 GB/s per core
+// from L2, 41% of SmolLM2 Q4_K_M's decode); the runtime regroups a q5_0 matrix into this layout
+// when it loads it (WeightStore), in place of the mapped copy. Products equal the scalar q5_0 dot.
+const qlm_type_traits qlm_traits_q5_0x8 = {
+    .name = "q5_0x8", .summary = "q5_0 stored in 8-row groups for the 8-row kernels (the runtime makes it from q5_0 at load)",
+    .block_size = QLM_QK, .block_bytes = 22, .is_quantized = 1,
+    .act_type = QLM_ACT_Q8I, .row_group = G, .code_bits = 5,
+    .fp16_count = 1, .fp16_offsets = {0},
+    .row_size = qlm_q5_0_row_size, .quantize_row = qlm_q5_0_quantize_row, .dequantize_row = qlm_q5_0_dequantize_row,
+    .act_row_size = qlm_act_size_q8a, .prepare_act = prepare_q8i16,
+    .dotn = {[QLM_PATH_SCALAR] = qlm_q5_0_dotn_scalar},
+    .product = product_q5, .regroup = regroup_q5, .get_row = get_row_q5, .plain_row = plain_row_q5,
+    .quantize_row_imp = qlm_q5_0_quantize_row_imp,
+};
+_Static_assert(offsetof(qlm_block_q5_0x8, d) == 0 && offsetof(qlm_block_q5_0x8, hm) == 2 * G && offsetof(qlm_block_q5_0x8, qs) == 6 * G,
+               "a q5_0x8 group block: the 8 scales, the 8 masks, the codes");
 _Static_assert(offsetof(qlm_block_q4_0x8, d) == 0 && sizeof(((qlm_block_q4_0x8 *)0)->d) == G * 2 &&
                offsetof(qlm_block_q4_0x8, qs) == 2 * G,
                "a group block stores fp16 field 0 of row r at 2r, then the codes (the rule in qlm_type_traits)");

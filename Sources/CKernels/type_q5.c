@@ -158,10 +158,7 @@ QLM_AVX512_TARGET QLM_INLINE __m256i q5_hbits_avx512(const uint8_t *qh) {
     return _mm256_maskz_mov_epi8((__mmask32)q5_qh(qh), _mm256_set1_epi8(0x10));
 }
 QLM_AVX2_TARGET QLM_INLINE __m256i q5_hmask_avx2(const uint8_t *qh) { // 0xFF where the bit is set
-    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)q5_qh(qh)),
-                                          _mm256_setr_epi64x(0, 0x0101010101010101, 0x0202020202020202, 0x0303030303030303));
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return bytemask32_avx2(q5_qh(qh));
 }
 QLM_AVX2_TARGET QLM_INLINE __m256i q5_hbits_avx2(const uint8_t *qh) {
     return _mm256_and_si256(q5_hmask_avx2(qh), _mm256_set1_epi8(0x10));
@@ -329,6 +326,15 @@ static void q5pair_build(void *act, int64_t nb) {
 static void q5_0_prepare_act(int32_t path, const float *x, void *act, int64_t n) {
     qlm_prepare_q8a(path, x, act, n);
     q5pair_build(act, (n + QLM_QK - 1) / QLM_QK);
+}
+
+// q5_0 pieces the q5_0x8 row reuses (rowgroup.c): a lone q5_0x8 row is a q5_0 row.
+size_t qlm_q5_0_row_size(int64_t n) { return q5_0_row_size(n); }
+void qlm_q5_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { q5_0_quantize_row(path, x, dst, n); }
+void qlm_q5_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) { q5_0_quantize_row_imp(x, imp, dst, n); }
+void qlm_q5_0_dequantize_row(const void *src, float *y, int64_t n) { q5_0_dequantize_row(src, y, n); }
+void qlm_q5_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    dotn_q5_0_scalar(n, w, rs, act, out, nr);
 }
 
 // ---- table rows --------------------------------------------------------------------------------

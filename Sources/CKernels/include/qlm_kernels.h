@@ -54,6 +54,10 @@ typedef enum {
     // ggml's 256-weight IQ4_XS, Q3_K and Q2_K super-blocks byte for byte, on q8a activations (one q8a
     // block per 32-weight sub-block; type_iq4_xs.c, type_q3_k.c, type_q2_k.c).
     QLM_TYPE_IQ4_XS = 15, QLM_TYPE_Q3_K = 16, QLM_TYPE_Q2_K = 17,
+    // q5_0 blocks stored row-interleaved in groups of 8 rows (rowgroup.c, qlm_block_q5_0x8), the
+    // fifth bits regrouped into one 32-bit mask per code chunk. The runtime makes it from q5_0 at
+    // load (in place, same bytes per row); a file may store it too.
+    QLM_TYPE_Q5_0X8 = 18,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 
@@ -71,8 +75,9 @@ typedef struct { float d; float s; int8_t qs[QLM_QK]; } qlm_block_q8a;
 // Activation block for the K-quants (q8k): one per 256 elements, x ~= d * qs; bsums[k] = the sum
 // of qs[16k .. 16k+15] (exact), which the products' min and offset terms read.
 typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } qlm_block_q8k;
-// Activation block for Q4_0X8: as q8a, with the exact -8 * sum(qs) in place of s (the q4_0
-// zero-point correction every row of the block shares, added once in integer arithmetic).
+// Activation block for Q4_0X8 and Q5_0X8: as q8a, with the exact -8 * sum(qs) (q5_0x8: -16 * sum(qs))
+// in place of s (the zero-point correction every row of the block shares, added once in integer
+// arithmetic).
 typedef struct { float d; int32_t nsum8; int8_t qs[QLM_QK]; } qlm_block_q8i;
 // One Q4_0X8 group block: block b of 8 consecutive rows. d[r] = row r's q4_0 scale; qs holds
 // four 32-byte chunks c = 0..3, chunk c = rows 0..7's q4_0 qs[4c..4c+3] (4 bytes per row), so
@@ -82,6 +87,11 @@ typedef struct { uint16_t d[8]; uint8_t qs[8 * QLM_QK / 2]; } qlm_block_q4_0x8;
 // eight 32-byte chunks c = 0..7, chunk c = rows 0..7's q8_0 qs[4c..4c+3], so 32-bit lane r of a
 // chunk holds row r's codes for 4 consecutive elements.
 typedef struct { uint16_t d[8]; int8_t qs[8 * QLM_QK]; } qlm_block_q8_0x8;
+// One Q5_0X8 group block: block b of 8 consecutive rows. d[r] = row r's q5_0 scale; qs as in
+// q4_0x8 (chunk c = rows 0..7's qs[4c..4c+3]); hm[m] bit 4r + k = the fifth bit of row r's element
+// 4m + k (m < 4: the low nibbles of chunk m, m >= 4: the high nibbles of chunk m - 4), so hm[m] is
+// the byte mask of chunk m's codes after the nibble split.
+typedef struct { uint16_t d[8]; uint32_t hm[8]; uint8_t qs[8 * QLM_QK / 2]; } qlm_block_q5_0x8;
 
 _Static_assert(sizeof(qlm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");
@@ -91,6 +101,7 @@ _Static_assert(sizeof(qlm_block_q8i) == 40, "q8i block is 40 bytes");
 _Static_assert(sizeof(qlm_block_q8k) == 292, "q8k block is 292 bytes");
 _Static_assert(sizeof(qlm_block_q4_0x8) == 8 * sizeof(qlm_block_q4_0), "q4_0x8 group block is 8 q4_0 blocks");
 _Static_assert(sizeof(qlm_block_q8_0x8) == 8 * sizeof(qlm_block_q8_0), "q8_0x8 group block is 8 q8_0 blocks");
+_Static_assert(sizeof(qlm_block_q5_0x8) == 8 * 22, "q5_0x8 group block is 8 q5_0 blocks");
 
 // ---- Type traits: one table row per type, ggml type-traits style ---------------------------
 // Everything a type does is reached through its row: sizes, conversions, the activation format it
@@ -104,7 +115,7 @@ typedef enum { QLM_PATH_SCALAR = 0, QLM_PATH_AVX2 = 1, QLM_PATH_AVX512 = 2, QLM_
 typedef enum {
     QLM_ACT_F32 = 0, // the floats as they are (f32, f16; u8 too, though it has no products)
     QLM_ACT_Q8A = 1, // qlm_block_q8a per 32 elements (q4_0 appends its regrouped copy, see qlm_act_row_size)
-    QLM_ACT_Q8I = 2, // qlm_block_q8i per 32 elements (q4_0x8)
+    QLM_ACT_Q8I = 2, // qlm_block_q8i per 32 elements (q4_0x8; q5_0x8 with its own zero point)
     QLM_ACT_Q8K = 3, // qlm_block_q8k per 256 elements (q4_k, q5_k, q6_k)
 } qlm_act_type;
 

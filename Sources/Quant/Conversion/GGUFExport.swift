@@ -15,6 +15,7 @@ package enum GGUFExport {
         switch type {
         case .q4_0x8: plain = .q4_0
         case .q8_0x8: plain = .q8_0
+        case .q5_0x8: plain = .q5_0
         default: plain = type
         }
         return (0 ..< 64).first { GGMLType(rawValue: Int32($0))?.identicalQuantType == plain }.map(Int32.init)

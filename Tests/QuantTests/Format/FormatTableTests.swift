@@ -21,6 +21,7 @@ final class FormatTableTests: XCTestCase {
             // q4_0 bytes per row, stored in 8-row groups (rowGroup 8)
             (.q4_0x8, 32, 18, 4.5, 6 * 18),
             (.q8_0x8, 32, 34, 8.5, 6 * 34),
+            (.q5_0x8, 32, 22, 5.5, 6 * 22),
             // ggml's K-quants: rows must be whole 256-weight blocks (172 is refused, see below;
             // the C rows pad a last block, 1 here)
             (.q4_k, 256, 144, 4.5, 144),
@@ -55,8 +56,8 @@ final class FormatTableTests: XCTestCase {
             XCTAssertEqual(QuantType(name: t.name), t)
         }
         // Values are stored in files: they must never change.
-        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31])
-        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8])
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 31])
+        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8, .q5_0x8])
         XCTAssertEqual(QuantType.q4_0x8.rowGroup, 8)
         XCTAssertEqual(QuantType.q8_0x8.rowGroup, 8)
         XCTAssertEqual(QuantType.u8.rowSize(172), 172)
