@@ -220,19 +220,24 @@ QLM_INLINE int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v
 
 // q4_0: 4 loads give the 8 rows' codes (low nibbles: elements 4c..4c+3 of every row in lane r;
 // high nibbles: elements 16+4c..); the sum starts at the block's -8 * sum(a).
-#define GROUP_Q4_KERNEL(P, TGT, DPB)                                                                    \
-TGT QLM_INLINE void group_q4_##P##_nt(int64_t nb, const qlm_block_q4_0x8 *g, const char *act, size_t as, \
+// One kernel for both (GROUP_NIB_KERNEL). q5_0: as q4_0, each chunk's codes given their fifth bits (0x10 where the chunk's mask bit is
+// set: a masked add on AVX-512, a byte mask on AVX2), the sum starting at the block's
+// -16 * sum(a). Codes 0..31: maddubs pairs <= 2 * 31 * 127, no saturation.
+#define Q5H_AVX512(v, m) _mm256_mask_add_epi8(v, (__mmask32)(m), v, _mm256_set1_epi8(0x10))
+#define Q5H_AVX2(v, m) _mm256_or_si256(v, _mm256_and_si256(bytemask32_avx2(m), _mm256_set1_epi8(0x10)))
+#define GROUP_NIB_KERNEL(Q, BT, P, TGT, DPB, H)                                                                 \
+TGT QLM_INLINE void group_##Q##_##P##_nt(int64_t nb, const BT *g, const char *act, size_t as, \
                                       float *Y, int64_t ldy, const int nt) {                           \
     const __m256i m4 = _mm256_set1_epi8(0x0F);                                                          \
     __m256 acc[4];                                                                                      \
     for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_ps();                                           \
     for (int64_t b = 0; b < nb; b++) {                                                                  \
-        const qlm_block_q4_0x8 *gb = g + b;                                                             \
+        const BT *gb = g + b;                                                             \
         __m256i lo[4], hi[4];                                                                           \
         for (int c = 0; c < 4; c++) {                                                                   \
             const __m256i x = _mm256_loadu_si256((const __m256i *)(gb->qs + 32 * c));                   \
-            lo[c] = _mm256_and_si256(x, m4);                                                            \
-            hi[c] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);                                      \
+            lo[c] = H(_mm256_and_si256(x, m4), gb->hm[c]);                                              \
+            hi[c] = H(_mm256_and_si256(_mm256_srli_epi16(x, 4), m4), gb->hm[4 + c]);                    \
         }                                                                                               \
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb->d));                     \
         for (int t = 0; t < nt; t++) {                                                                  \
@@ -248,6 +253,9 @@ TGT QLM_INLINE void group_q4_##P##_nt(int64_t nb, const qlm_block_q4_0x8 *g, con
     }                                                                                                   \
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
 }
+#define Q4H_NONE(v, m) (v)
+#define GROUP_Q4_KERNEL(P, TGT, DPB) GROUP_NIB_KERNEL(q4, qlm_block_q4_0x8, P, TGT, DPB, Q4H_NONE)
+#define GROUP_Q5_KERNEL(P, TGT, DPB, H) GROUP_NIB_KERNEL(q5, qlm_block_q5_0x8, P, TGT, DPB, H)
 // q8_0: per half of the block, 4 chunks of codes and their magnitudes stay in registers for all
 // tokens; per token and chunk the sign trick, |w| * sign(a, w), gives the signed products.
 #define GROUP_Q8_KERNEL(P, TGT, DPB)                                                                    \
@@ -276,39 +284,6 @@ TGT QLM_INLINE void group_q8_##P##_nt(int64_t nb, const qlm_block_q8_0x8 *g, con
             const qlm_block_q8a *ab = (const qlm_block_q8a *)(act + (size_t)t * as) + b;                \
             const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(ab->d));                                 \
             acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(is[t])));               \
-        }                                                                                               \
-    }                                                                                                   \
-    for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
-}
-// q5_0: as q4_0, each chunk's codes given their fifth bits (0x10 where the chunk's mask bit is
-// set: a masked add on AVX-512, a byte mask on AVX2), the sum starting at the block's
-// -16 * sum(a). Codes 0..31: maddubs pairs <= 2 * 31 * 127, no saturation.
-#define Q5H_AVX512(v, m) _mm256_mask_add_epi8(v, (__mmask32)(m), v, _mm256_set1_epi8(0x10))
-#define Q5H_AVX2(v, m) _mm256_or_si256(v, _mm256_and_si256(bytemask32_avx2(m), _mm256_set1_epi8(0x10)))
-#define GROUP_Q5_KERNEL(P, TGT, DPB, H)                                                                 \
-TGT QLM_INLINE void group_q5_##P##_nt(int64_t nb, const qlm_block_q5_0x8 *g, const char *act, size_t as, \
-                                      float *Y, int64_t ldy, const int nt) {                           \
-    const __m256i m4 = _mm256_set1_epi8(0x0F);                                                          \
-    __m256 acc[4];                                                                                      \
-    for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_ps();                                           \
-    for (int64_t b = 0; b < nb; b++) {                                                                  \
-        const qlm_block_q5_0x8 *gb = g + b;                                                             \
-        __m256i lo[4], hi[4];                                                                           \
-        for (int c = 0; c < 4; c++) {                                                                   \
-            const __m256i x = _mm256_loadu_si256((const __m256i *)(gb->qs + 32 * c));                   \
-            lo[c] = H(_mm256_and_si256(x, m4), gb->hm[c]);                                              \
-            hi[c] = H(_mm256_and_si256(_mm256_srli_epi16(x, 4), m4), gb->hm[4 + c]);                    \
-        }                                                                                               \
-        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb->d));                     \
-        for (int t = 0; t < nt; t++) {                                                                  \
-            const qlm_block_q8i *ab = (const qlm_block_q8i *)(act + (size_t)t * as) + b;                \
-            __m256i ia = _mm256_set1_epi32(ab->nsum8), ib = _mm256_setzero_si256();                     \
-            for (int c = 0; c < 4; c++) {                                                               \
-                ia = DPB(ia, lo[c], _mm256_set1_epi32(ld32(ab->qs + 4 * c)));                           \
-                ib = DPB(ib, hi[c], _mm256_set1_epi32(ld32(ab->qs + 16 + 4 * c)));                      \
-            }                                                                                           \
-            const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(ab->d));                                 \
-            acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_add_epi32(ia, ib)))); \
         }                                                                                               \
     }                                                                                                   \
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
