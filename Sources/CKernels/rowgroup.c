@@ -148,64 +148,52 @@ _Static_assert(offsetof(qlm_block_q8i, d) == offsetof(qlm_block_q8a, d) && offse
 // One group (8 rows) against nt activation rows: Y[t * ldy + r].
 typedef void (*group_fn)(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt);
 
-static void group_q4_scalar(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) {
-    const qlm_block_q4_0x8 *g = (const qlm_block_q4_0x8 *)g_;
-    for (int t = 0; t < nt; t++) {
-        const qlm_block_q8i *a = (const qlm_block_q8i *)(act + (size_t)t * as);
-        for (int r = 0; r < G; r++) {
-            float s = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                int32_t is = 0;
-                for (int j = 0; j < 16; j++) {
-                    const uint8_t q = g[b].qs[qs_index(r, j)];
-                    is += ((int32_t)(q & 0xF) - 8) * (int32_t)a[b].qs[j];
-                    is += ((int32_t)(q >> 4) - 8) * (int32_t)a[b].qs[j + 16];
-                }
-                s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)is;
-            }
-            Y[t * ldy + r] = s;
-        }
+// Row r's integer sum over group block b against one activation block, per layout.
+static inline int32_t block_q4_scalar(const qlm_block_q4_0x8 *g, int r, const qlm_block_q8i *a) {
+    int32_t is = 0;
+    for (int j = 0; j < 16; j++) {
+        const uint8_t q = g->qs[qs_index(r, j)];
+        is += ((int32_t)(q & 0xF) - 8) * (int32_t)a->qs[j];
+        is += ((int32_t)(q >> 4) - 8) * (int32_t)a->qs[j + 16];
     }
+    return is;
 }
 
-static void group_q8_scalar(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) {
-    const qlm_block_q8_0x8 *g = (const qlm_block_q8_0x8 *)g_;
-    for (int t = 0; t < nt; t++) {
-        const qlm_block_q8a *a = (const qlm_block_q8a *)(act + (size_t)t * as);
-        for (int r = 0; r < G; r++) {
-            float s = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                int32_t is = 0;
-                for (int j = 0; j < QLM_QK; j++) is += (int32_t)g[b].qs[qs_index(r, j)] * (int32_t)a[b].qs[j];
-                s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)is;
-            }
-            Y[t * ldy + r] = s;
-        }
-    }
+static inline int32_t block_q8_scalar(const qlm_block_q8_0x8 *g, int r, const qlm_block_q8a *a) {
+    int32_t is = 0;
+    for (int j = 0; j < QLM_QK; j++) is += (int32_t)g->qs[qs_index(r, j)] * (int32_t)a->qs[j];
+    return is;
 }
 
 // q5_0: code = nibble + 16 * fifth bit, weight = d * (code - 16).
-static void group_q5_scalar(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) {
-    const qlm_block_q5_0x8 *g = (const qlm_block_q5_0x8 *)g_;
-    for (int t = 0; t < nt; t++) {
-        const qlm_block_q8i *a = (const qlm_block_q8i *)(act + (size_t)t * as);
-        for (int r = 0; r < G; r++) {
-            float s = 0.0f;
-            for (int64_t b = 0; b < nb; b++) {
-                int32_t is = 0;
-                for (int j = 0; j < 16; j++) {
-                    const uint8_t q = g[b].qs[qs_index(r, j)];
-                    const int32_t hl = (int32_t)(g[b].hm[j >> 2] >> (4 * r + (j & 3))) & 1;
-                    const int32_t hh = (int32_t)(g[b].hm[4 + (j >> 2)] >> (4 * r + (j & 3))) & 1;
-                    is += ((int32_t)(q & 0xF) + 16 * hl - 16) * (int32_t)a[b].qs[j];
-                    is += ((int32_t)(q >> 4) + 16 * hh - 16) * (int32_t)a[b].qs[j + 16];
-                }
-                s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)is;
-            }
-            Y[t * ldy + r] = s;
-        }
+static inline int32_t block_q5_scalar(const qlm_block_q5_0x8 *g, int r, const qlm_block_q8i *a) {
+    int32_t is = 0;
+    for (int j = 0; j < 16; j++) {
+        const uint8_t q = g->qs[qs_index(r, j)];
+        const int32_t hl = (int32_t)(g->hm[j >> 2] >> (4 * r + (j & 3))) & 1;
+        const int32_t hh = (int32_t)(g->hm[4 + (j >> 2)] >> (4 * r + (j & 3))) & 1;
+        is += ((int32_t)(q & 0xF) + 16 * hl - 16) * (int32_t)a->qs[j];
+        is += ((int32_t)(q >> 4) + 16 * hh - 16) * (int32_t)a->qs[j + 16];
     }
+    return is;
 }
+
+// One scalar group kernel per layout: the same loop over tokens, rows and blocks around its block sum.
+#define GROUP_SCALAR(NAME, GBLOCK, ABLOCK, BLOCKSUM)                                                      \
+    static void NAME(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
+        const GBLOCK *g = (const GBLOCK *)g_;                                                              \
+        for (int t = 0; t < nt; t++) {                                                                     \
+            const ABLOCK *a = (const ABLOCK *)(act + (size_t)t * as);                                      \
+            for (int r = 0; r < G; r++) {                                                                  \
+                float s = 0.0f;                                                                            \
+                for (int64_t b = 0; b < nb; b++) s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)BLOCKSUM(&g[b], r, &a[b]); \
+                Y[t * ldy + r] = s;                                                                        \
+            }                                                                                              \
+        }                                                                                                  \
+    }
+GROUP_SCALAR(group_q4_scalar, qlm_block_q4_0x8, qlm_block_q8i, block_q4_scalar)
+GROUP_SCALAR(group_q8_scalar, qlm_block_q8_0x8, qlm_block_q8a, block_q8_scalar)
+GROUP_SCALAR(group_q5_scalar, qlm_block_q5_0x8, qlm_block_q8i, block_q5_scalar)
 
 #if QLM_X86
 // ---- AVX2 / AVX-512 ---------------------------------------------------------------------------
