@@ -450,10 +450,10 @@ const qlm_type_traits qlm_traits_q8_0x8 = {
     .gptq_row = qlm_q8_0_gptq_row, .quantize_row_imp = qlm_q8_0_quantize_row_imp,
 };
 // q5_0x8: decode of q5_0 rows is compute-bound (docs/benchmarks.md, issue 28: 15-17 GB/s per core
-// from L2, 41% of SmolLM2 Q4_K_M's decode); the runtime regroups a q5_0 matrix into this layout
-// when it loads it (WeightStore), in place of the mapped copy. Products equal the scalar q5_0 dot.
+// from L2, 41% of SmolLM2 Q4_K_M's decode). `convert --type q5_0x8` stores this layout (not yet
+// made at load from a q5_0 matrix). Products equal the scalar q5_0 dot.
 const qlm_type_traits qlm_traits_q5_0x8 = {
-    .name = "q5_0x8", .summary = "q5_0 stored in 8-row groups for the 8-row kernels (the runtime makes it from q5_0 at load)",
+    .name = "q5_0x8", .summary = "q5_0 stored in 8-row groups for the 8-row kernels",
     .block_size = QLM_QK, .block_bytes = 22, .is_quantized = 1,
     .act_type = QLM_ACT_Q8I, .row_group = G, .code_bits = 5,
     .fp16_count = 1, .fp16_offsets = {0},

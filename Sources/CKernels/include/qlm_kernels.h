@@ -55,8 +55,8 @@ typedef enum {
     // block per 32-weight sub-block; type_iq4_xs.c, type_q3_k.c, type_q2_k.c).
     QLM_TYPE_IQ4_XS = 15, QLM_TYPE_Q3_K = 16, QLM_TYPE_Q2_K = 17,
     // q5_0 blocks stored row-interleaved in groups of 8 rows (rowgroup.c, qlm_block_q5_0x8), the
-    // fifth bits regrouped into one 32-bit mask per code chunk. The runtime makes it from q5_0 at
-    // load (in place, same bytes per row); a file may store it too.
+    // fifth bits regrouped into one 32-bit mask per code chunk, same bytes per row. `convert --type
+    // q5_0x8` stores it; nothing regroups q5_0 at load yet (a --type keep file stays q5_0).
     QLM_TYPE_Q5_0X8 = 18,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;

@@ -26,8 +26,8 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     case q5_0 = 12, q5_1 = 13, iq4_nl = 14
     /// ggml's IQ4_XS / Q3_K / Q2_K super-blocks, byte for byte.
     case iq4_xs = 15, q3_k = 16, q2_k = 17
-    /// q5_0 blocks stored row-interleaved in groups of 8 rows (same numbers and bytes as q5_0); the
-    /// runtime makes it from q5_0 matrices at load.
+    /// q5_0 blocks stored row-interleaved in groups of 8 rows (same numbers and bytes as q5_0),
+    /// written by `convert --type q5_0x8` (not made at load from q5_0).
     case q5_0x8 = 18
     case u8 = 31
 
