@@ -1,4 +1,4 @@
-// What the benchmark harnesses (rows_cost.c, products_vs_read.c) share: a clock, medians, a type
+// What the benchmark harnesses (rows_cost.c, products_vs_read.c) share: a clock and medians (clock.h), a type
 // looked up by name, and a model's matrices filled with the same pseudo-random weights.
 #pragma once
 #include "qlm_kernels.h"
@@ -7,9 +7,7 @@
 #include <string.h>
 #include <time.h>
 
-static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
-static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return x < y ? -1 : x > y; }
-static double median(double *x, int n) { qsort(x, n, sizeof(double), cmp); return x[n / 2]; }
+#include "clock.h"
 
 // The quantized type called `name`, or -1 (after an error line).
 static int quantized_type(const char *name) {
