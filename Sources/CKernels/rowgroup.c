@@ -314,32 +314,20 @@ QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb, int32_t zp) {
 }
 #endif
 
-static group_fn group_q4_kernel(int32_t path) {
+// The group kernel of a layout for a path.
 #if QLM_X86
-    if (path == QLM_PATH_AVX512) return group_q4_avx512;
-    if (path == QLM_PATH_AVX2) return group_q4_avx2;
+#define GROUP_PICK(Q)                                                     \
+    static group_fn group_##Q##_kernel(int32_t path) {                    \
+        if (path == QLM_PATH_AVX512) return group_##Q##_avx512;           \
+        if (path == QLM_PATH_AVX2) return group_##Q##_avx2;               \
+        return group_##Q##_scalar;                                        \
+    }
+#else
+#define GROUP_PICK(Q) static group_fn group_##Q##_kernel(int32_t path) { (void)path; return group_##Q##_scalar; }
 #endif
-    (void)path;
-    return group_q4_scalar;
-}
-
-static group_fn group_q5_kernel(int32_t path) {
-#if QLM_X86
-    if (path == QLM_PATH_AVX512) return group_q5_avx512;
-    if (path == QLM_PATH_AVX2) return group_q5_avx2;
-#endif
-    (void)path;
-    return group_q5_scalar;
-}
-
-static group_fn group_q8_kernel(int32_t path) {
-#if QLM_X86
-    if (path == QLM_PATH_AVX512) return group_q8_avx512;
-    if (path == QLM_PATH_AVX2) return group_q8_avx2;
-#endif
-    (void)path;
-    return group_q8_scalar;
-}
+GROUP_PICK(q4)
+GROUP_PICK(q5)
+GROUP_PICK(q8)
 
 // q8i activations: the q8a blocks, each s replaced by the exact -zp * sum(qs) (qlm_block_q8i), in
 // place. Integers: the same on every path.
@@ -401,27 +389,18 @@ static void product(const group_layout *L, group_fn f, qlm_pool *pool, const voi
             L->row_dot(n, (const char *)W + (size_t)r * rs, rs, (const char *)act + (size_t)t * as, Y + t * ldy + r, 1);
 }
 
-static void product_q4(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
-                       int64_t T, float *Y, int64_t ldy) {
-    product(&k_q4, group_q4_kernel(path), pool, W, rows, n, act, as, T, Y, ldy);
-}
-static void product_q8(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
-                       int64_t T, float *Y, int64_t ldy) {
-    product(&k_q8, group_q8_kernel(path), pool, W, rows, n, act, as, T, Y, ldy);
-}
-static void product_q5(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as,
-                       int64_t T, float *Y, int64_t ldy) {
-    product(&k_q5, group_q5_kernel(path), pool, W, rows, n, act, as, T, Y, ldy);
-}
-static int regroup_q5(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q5, data, rows, n, pack); }
-static void get_row_q5(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q5, src, rows, n, r, y); }
-static void plain_row_q5(const void *src, int64_t rows, int64_t n, int64_t r, void *dst) { plain_row(&k_q5, src, rows, n, r, dst); }
-static int regroup_q4(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q4, data, rows, n, pack); }
-static int regroup_q8(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_q8, data, rows, n, pack); }
-static void get_row_q4(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q4, src, rows, n, r, y); }
-static void get_row_q8(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_q8, src, rows, n, r, y); }
-static void plain_row_q4(const void *src, int64_t rows, int64_t n, int64_t r, void *dst) { plain_row(&k_q4, src, rows, n, r, dst); }
-static void plain_row_q8(const void *src, int64_t rows, int64_t n, int64_t r, void *dst) { plain_row(&k_q8, src, rows, n, r, dst); }
+// A layout's table entry points: its products, regrouping, row reads.
+#define LAYOUT_ENTRIES(Q)                                                                                                    \
+    static void product_##Q(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as, \
+                            int64_t T, float *Y, int64_t ldy) {                                                              \
+        product(&k_##Q, group_##Q##_kernel(path), pool, W, rows, n, act, as, T, Y, ldy);                                     \
+    }                                                                                                                        \
+    static int regroup_##Q(void *data, int64_t rows, int64_t n, int pack) { return regroup(&k_##Q, data, rows, n, pack); }    \
+    static void get_row_##Q(const void *src, int64_t rows, int64_t n, int64_t r, float *y) { get_row(&k_##Q, src, rows, n, r, y); } \
+    static void plain_row_##Q(const void *src, int64_t rows, int64_t n, int64_t r, void *dst) { plain_row(&k_##Q, src, rows, n, r, dst); }
+LAYOUT_ENTRIES(q4)
+LAYOUT_ENTRIES(q5)
+LAYOUT_ENTRIES(q8)
 
 // ---- table rows ------------------------------------------------------------------------------
 // Per row: the bytes and numbers of a q4_0 (q8_0) row, stored in groups of 8 rows; a lone row (or
