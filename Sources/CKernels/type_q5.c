@@ -19,7 +19,7 @@ typedef struct { uint16_t d; uint16_t m; uint8_t qh[4]; uint8_t qs[QLM_QK / 2]; 
 _Static_assert(sizeof(q5_0_block) == 22, "q5_0 block is 22 bytes (ggml block_q5_0)");
 _Static_assert(sizeof(q5_1_block) == 24, "q5_1 block is 24 bytes (ggml block_q5_1)");
 
-static size_t q5_0_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(q5_0_block); }
+size_t qlm_q5_0_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(q5_0_block); }
 static size_t q5_1_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(q5_1_block); }
 
 // ---- quantizers (scalar on every path: conversion only) -----------------------------------------
@@ -80,13 +80,13 @@ static void q5_1_imp_block(const float *x, const float *w, void *bv) {
     qlm_imp_asym_block(x, w, 31, &b->d, &b->m, q);
     q5_pack(q, b->qs, b->qh);
 }
-static void q5_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+void qlm_q5_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
     qlm_imp_rows(q5_0_imp_block, QLM_QK, sizeof(q5_0_block), x, imp, dst, n);
 }
 static void q5_1_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
     qlm_imp_rows(q5_1_imp_block, QLM_QK, sizeof(q5_1_block), x, imp, dst, n);
 }
-static void q5_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+void qlm_q5_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     qlm_quantize_blocks(q5_0_block_scalar, sizeof(q5_0_block), x, dst, n);
 }
@@ -106,7 +106,7 @@ void qlm_dequantize_ggml_blocks(int32_t ggml_type, int bs, size_t block_bytes, c
         memcpy(y + whole, tmp, (size_t)(n - whole) * sizeof(float));
     }
 }
-static void q5_0_dequantize_row(const void *src, float *y, int64_t n) { qlm_dequantize_ggml_blocks(QLM_GGML_Q5_0, QLM_QK, sizeof(q5_0_block), src, y, n); }
+void qlm_q5_0_dequantize_row(const void *src, float *y, int64_t n) { qlm_dequantize_ggml_blocks(QLM_GGML_Q5_0, QLM_QK, sizeof(q5_0_block), src, y, n); }
 static void q5_1_dequantize_row(const void *src, float *y, int64_t n) { qlm_dequantize_ggml_blocks(QLM_GGML_Q5_1, QLM_QK, sizeof(q5_1_block), src, y, n); }
 
 // ---- q5_0 activation rows: q8a blocks, then from byte q5pair_offset(nb) one q5pair per two blocks,
@@ -328,11 +328,8 @@ static void q5_0_prepare_act(int32_t path, const float *x, void *act, int64_t n)
     q5pair_build(act, (n + QLM_QK - 1) / QLM_QK);
 }
 
-// q5_0 pieces the q5_0x8 row reuses (rowgroup.c): a lone q5_0x8 row is a q5_0 row.
-size_t qlm_q5_0_row_size(int64_t n) { return q5_0_row_size(n); }
-void qlm_q5_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { q5_0_quantize_row(path, x, dst, n); }
-void qlm_q5_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) { q5_0_quantize_row_imp(x, imp, dst, n); }
-void qlm_q5_0_dequantize_row(const void *src, float *y, int64_t n) { q5_0_dequantize_row(src, y, n); }
+// The scalar q5_0 row dot, for the q5_0x8 rows past the last group (rowgroup.c); the q5_0
+// row functions above are exported under their qlm_ names for the same reason.
 void qlm_q5_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
     dotn_q5_0_scalar(n, w, rs, act, out, nr);
 }
@@ -346,8 +343,8 @@ const qlm_type_traits qlm_traits_q5_0 = {
     .name = "q5_0", .block_size = QLM_QK, .block_bytes = sizeof(q5_0_block), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
     .fp16_count = 1, .fp16_offsets = {offsetof(q5_0_block, d)},
-    .row_size = q5_0_row_size, .quantize_row = q5_0_quantize_row, .dequantize_row = q5_0_dequantize_row,
-    .quantize_row_imp = q5_0_quantize_row_imp,
+    .row_size = qlm_q5_0_row_size, .quantize_row = qlm_q5_0_quantize_row, .dequantize_row = qlm_q5_0_dequantize_row,
+    .quantize_row_imp = qlm_q5_0_quantize_row_imp,
     Q5_KERNELS(q5_0, q5_0_act_row_size, q5_0_prepare_act) Q5_SIMD(q5_0, 4)
 };
 const qlm_type_traits qlm_traits_q5_1 = {
