@@ -42,7 +42,7 @@ let package = Package(
         ),
         // Test helpers every test target shares: locating ../shared and the fetched models, one
         // seeded RNG, one stories260K conversion, running the built executables.
-        .target(name: "TestSupport", dependencies: ["Quant", "Runtime"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["CKernels", "Quant", "Runtime"], path: "Tests/TestSupport"),
         .testTarget(name: "KernelTests", dependencies: ["CKernels", "Quant", "TestSupport"]),
         .testTarget(name: "QuantTests", dependencies: ["Quant", "Runtime", "CKernels", "TestSupport"]),
         // Uses only the public API (the README's example): what a Swift app can call.

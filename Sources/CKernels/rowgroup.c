@@ -1,6 +1,6 @@
-// Row-grouped types: q4_0 (Q4_0X8), q8_0 (Q8_0X8) or q5_0 (Q5_0X8) weights stored row-interleaved
-// in groups of 8 rows (qlm_block_q4_0x8, qlm_block_q8_0x8, qlm_block_q5_0x8), and the 8-row
-// kernels that read them.
+// Row-grouped types: q4_0 (Q4_0X8), q8_0 (Q8_0X8), q5_0 (Q5_0X8) or q5_1 (Q5_1X8) weights stored
+// row-interleaved in groups of 8 rows (qlm_block_q4_0x8, qlm_block_q8_0x8, qlm_block_q5_0x8,
+// qlm_block_q5_1x8), and the 8-row kernels that read them.
 //
 // Why a layout and not just a kernel: decoding q4_0 row by row is compute-bound here. Per 32
 // weights a row kernel converts and broadcasts one fp16 scale, forms the -8 * sum(a) correction,
@@ -27,59 +27,63 @@
 #define G 8 // rows per group
 
 // ---- layout ---------------------------------------------------------------------------------
-// The types keep a row block's fp16 scale and Q code bytes (q4_0, q5_0: 16, q8_0: 32); a group
-// block holds the 8 scales, then (q5_0) the fifth bits as 8 chunk masks, then chunks of 32 bytes:
-// chunk c = rows 0..7's code bytes 4c..4c+3.
+// The types keep a row block's fp16 scale (q5_1: and minimum) and Q code bytes (q4_0, q5_0: 16,
+// q8_0: 32); a group block holds the 8 scales (q5_1: then the 8 minimums), then (q5_0, q5_1) the
+// fifth bits as 8 chunk masks, then chunks of 32 bytes: chunk c = rows 0..7's code bytes 4c..4c+3.
 typedef struct {
     int q;                                               // code bytes per row block
     int qh;                                              // fifth-bit bytes per row block after d (q5_0: 4)
     size_t (*row_size)(int64_t n);                       // bytes of a plain row
     void (*dequantize_row)(const void *src, float *y, int64_t n);
     qlm_dotn_fn row_dot;                                 // scalar dot of a plain row
+    int m;                                               // 1: an fp16 minimum follows d (q5_1), else 0
 } group_layout;
 static const group_layout k_q4 = {QLM_QK / 2, 0, qlm_q4_0_row_size, qlm_q4_0_dequantize_row, qlm_q4_0_dotn_scalar};
 static const group_layout k_q8 = {QLM_QK, 0, qlm_q8_0_row_size, qlm_q8_0_dequantize_row, qlm_q8_0_dotn_scalar};
 static const group_layout k_q5 = {QLM_QK / 2, 4, qlm_q5_0_row_size, qlm_q5_0_dequantize_row, qlm_q5_0_dotn_scalar};
+static const group_layout k_q51 = {QLM_QK / 2, 4, qlm_q5_1_row_size, qlm_q5_1_dequantize_row, qlm_q5_1_dotn_scalar, 1};
 
 // Byte of the group block's code area holding row r's code byte j.
 QLM_INLINE int qs_index(int r, int j) { return 32 * (j >> 2) + 4 * r + (j & 3); }
-QLM_INLINE int row_block_bytes(const group_layout *L) { return 2 + L->qh + L->q; }
-QLM_INLINE int code_offset(const group_layout *L) { return 2 * G + G * L->qh; }
+QLM_INLINE int head_bytes(const group_layout *L) { return 2 + 2 * L->m; }       // fp16 fields of a row block
+QLM_INLINE int row_block_bytes(const group_layout *L) { return head_bytes(L) + L->qh + L->q; }
+QLM_INLINE int mask_offset(const group_layout *L) { return G * head_bytes(L); }  // fp16 field o of row r at o * G + 2r
+QLM_INLINE int code_offset(const group_layout *L) { return mask_offset(L) + G * L->qh; }
 QLM_INLINE uint32_t ld_u32(const char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
 // q5_0's fifth bits: row r's 32-bit qh (bit e = element e) <-> the group's masks hm[m] (bit 4r + k
 // = element 4m + k of row r, qlm_block_q5_0x8): nibble m of qh is nibble r of hm[m].
 static void pack_group(const group_layout *L, const char *src, size_t rs, int64_t nb, char *dst) {
-    const int bb = row_block_bytes(L), co = code_offset(L);
+    const int bb = row_block_bytes(L), hb = head_bytes(L), mo = mask_offset(L), co = code_offset(L);
     memset(dst, 0, (size_t)nb * G * bb);
     for (int r = 0; r < G; r++) {
         const char *row = src + (size_t)r * rs;
         for (int64_t b = 0; b < nb; b++) {
             char *gb = dst + (size_t)b * G * bb;
             const char *rb = row + b * bb;
-            memcpy(gb + 2 * r, rb, 2);
+            for (int o = 0; o < hb; o += 2) memcpy(gb + o * G + 2 * r, rb + o, 2);
             if (L->qh) {
-                const uint32_t qh = ld_u32(rb + 2);
+                const uint32_t qh = ld_u32(rb + hb);
                 for (int m = 0; m < 8; m++) {
-                    const uint32_t hm = ld_u32(gb + 2 * G + 4 * m) | ((qh >> (4 * m)) & 0xF) << (4 * r);
-                    memcpy(gb + 2 * G + 4 * m, &hm, 4);
+                    const uint32_t hm = ld_u32(gb + mo + 4 * m) | ((qh >> (4 * m)) & 0xF) << (4 * r);
+                    memcpy(gb + mo + 4 * m, &hm, 4);
                 }
             }
-            for (int j = 0; j < L->q; j++) gb[co + qs_index(r, j)] = rb[2 + L->qh + j];
+            for (int j = 0; j < L->q; j++) gb[co + qs_index(r, j)] = rb[hb + L->qh + j];
         }
     }
 }
 
 // Row r's plain block out of a group block.
 QLM_INLINE void row_block(const group_layout *L, const char *gb, int r, char *out) {
-    const int co = code_offset(L);
-    memcpy(out, gb + 2 * r, 2);
+    const int hb = head_bytes(L), mo = mask_offset(L), co = code_offset(L);
+    for (int o = 0; o < hb; o += 2) memcpy(out + o, gb + o * G + 2 * r, 2);
     if (L->qh) {
         uint32_t qh = 0;
-        for (int m = 0; m < 8; m++) qh |= ((ld_u32(gb + 2 * G + 4 * m) >> (4 * r)) & 0xF) << (4 * m);
-        memcpy(out + 2, &qh, 4);
+        for (int m = 0; m < 8; m++) qh |= ((ld_u32(gb + mo + 4 * m) >> (4 * r)) & 0xF) << (4 * m);
+        memcpy(out + hb, &qh, 4);
     }
-    for (int j = 0; j < L->q; j++) out[2 + L->qh + j] = gb[co + qs_index(r, j)];
+    for (int j = 0; j < L->q; j++) out[hb + L->qh + j] = gb[co + qs_index(r, j)];
 }
 
 static void unpack_group(const group_layout *L, const char *src, int64_t nb, char *dst, size_t rs) {
@@ -121,7 +125,7 @@ static void get_row(const group_layout *L, const void *src, int64_t rows, int64_
     const int bb = row_block_bytes(L);
     const char *g = (const char *)src + (size_t)(r / G) * G * rs;
     for (int64_t b = 0; b * QLM_QK < n; b++) { // row r's block b, rebuilt and read by the row dequantizer
-        char blk[2 + QLM_QK];
+        char blk[2 + QLM_QK]; // the largest row block (q8_0: 34 bytes; q5_1: 24)
         row_block(L, g + (size_t)b * G * bb, (int)(r % G), blk);
         L->dequantize_row(blk, y + b * QLM_QK, n - b * QLM_QK < QLM_QK ? n - b * QLM_QK : QLM_QK);
     }
@@ -178,22 +182,48 @@ static inline int32_t block_q5_scalar(const qlm_block_q5_0x8 *g, int r, const ql
     return is;
 }
 
-// One scalar group kernel per layout: the same loop over tokens, rows and blocks around its block sum.
-#define GROUP_SCALAR(NAME, GBLOCK, ABLOCK, BLOCKSUM)                                                      \
+// q5_1: code = nibble + 16 * fifth bit, weight = d * code + m (the m term is added apart).
+static inline int32_t block_q51_scalar(const qlm_block_q5_1x8 *g, int r, const qlm_block_q8a *a) {
+    int32_t is = 0;
+    for (int j = 0; j < 16; j++) {
+        const uint8_t q = g->qs[qs_index(r, j)];
+        const int32_t hl = (int32_t)(g->hm[j >> 2] >> (4 * r + (j & 3))) & 1;
+        const int32_t hh = (int32_t)(g->hm[4 + (j >> 2)] >> (4 * r + (j & 3))) & 1;
+        is += ((int32_t)(q & 0xF) + 16 * hl) * (int32_t)a->qs[j];
+        is += ((int32_t)(q >> 4) + 16 * hh) * (int32_t)a->qs[j + 16];
+    }
+    return is;
+}
+
+// One scalar group kernel per layout: the same loop over tokens, rows and blocks around its block
+// sum. MIN adds a block's minimum term to sm (q5_1: sm += m_w * s_a, the scalar q5_1 dot's second
+// sum) and FIN gives the row's result (s, or s + sm), so each equals its plain scalar dot.
+#define GROUP_SCALAR_M(NAME, GBLOCK, ABLOCK, BLOCKSUM, MIN, FIN)                                          \
     static void NAME(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
         const GBLOCK *g = (const GBLOCK *)g_;                                                              \
         for (int t = 0; t < nt; t++) {                                                                     \
             const ABLOCK *a = (const ABLOCK *)(act + (size_t)t * as);                                      \
             for (int r = 0; r < G; r++) {                                                                  \
-                float s = 0.0f;                                                                            \
-                for (int64_t b = 0; b < nb; b++) s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)BLOCKSUM(&g[b], r, &a[b]); \
-                Y[t * ldy + r] = s;                                                                        \
+                float s = 0.0f, sm = 0.0f;                                                                 \
+                for (int64_t b = 0; b < nb; b++) {                                                         \
+                    s += (qlm_h2f(g[b].d[r]) * a[b].d) * (float)BLOCKSUM(&g[b], r, &a[b]);                 \
+                    MIN(sm, &g[b], r, &a[b]);                                                              \
+                }                                                                                          \
+                (void)sm;                                                                                  \
+                Y[t * ldy + r] = FIN(s, sm);                                                               \
             }                                                                                              \
         }                                                                                                  \
     }
+#define NO_MIN(sm, gb, r, ab)
+#define FIN_S(s, sm) (s)
+#define GROUP_SCALAR(NAME, GBLOCK, ABLOCK, BLOCKSUM) GROUP_SCALAR_M(NAME, GBLOCK, ABLOCK, BLOCKSUM, NO_MIN, FIN_S)
 GROUP_SCALAR(group_q4_scalar, qlm_block_q4_0x8, qlm_block_q8i, block_q4_scalar)
 GROUP_SCALAR(group_q8_scalar, qlm_block_q8_0x8, qlm_block_q8a, block_q8_scalar)
 GROUP_SCALAR(group_q5_scalar, qlm_block_q5_0x8, qlm_block_q8i, block_q5_scalar)
+// q5_1x8: the scalar q5_1 dot's two sums (s over d_w * d_a * isum, sm over m_w * s_a), then s + sm.
+#define Q51_MIN(sm, gb, r, ab) ((sm) += qlm_h2f((gb)->m[r]) * (ab)->s)
+#define FIN_SM(s, sm) ((s) + (sm))
+GROUP_SCALAR_M(group_q51_scalar, qlm_block_q5_1x8, qlm_block_q8a, block_q51_scalar, Q51_MIN, FIN_SM)
 
 #if QLM_X86
 // ---- AVX2 / AVX-512 ---------------------------------------------------------------------------
@@ -213,12 +243,15 @@ QLM_INLINE int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v
 // -16 * sum(a). Codes 0..31: maddubs pairs <= 2 * 31 * 127, no saturation.
 #define Q5H_AVX512(v, m) _mm256_mask_add_epi8(v, (__mmask32)(m), v, _mm256_set1_epi8(0x10))
 #define Q5H_AVX2(v, m) _mm256_or_si256(v, _mm256_and_si256(bytemask32_avx2(m), _mm256_set1_epi8(0x10)))
-#define GROUP_NIB_KERNEL(Q, BT, P, TGT, DPB, H)                                                                 \
+// q5_1 (GROUP_NIB_KERNEL_M): q8a activations, codes unsigned (the sum starts at 0), and the
+// minimums' term m_w * s_a in a second accumulator per token, added last (the scalar q5_1 dot's
+// s + sm); AT is the activation block, START its int32 start, MINS the 8 rows' minimums (or none).
+#define GROUP_NIB_KERNEL_M(Q, BT, AT, P, TGT, DPB, H, START, MINS)                                      \
 TGT QLM_INLINE void group_##Q##_##P##_nt(int64_t nb, const BT *g, const char *act, size_t as, \
                                       float *Y, int64_t ldy, const int nt) {                           \
     const __m256i m4 = _mm256_set1_epi8(0x0F);                                                          \
-    __m256 acc[4];                                                                                      \
-    for (int t = 0; t < 4; t++) acc[t] = _mm256_setzero_ps();                                           \
+    __m256 acc[4], accm[4];                                                                             \
+    for (int t = 0; t < 4; t++) acc[t] = accm[t] = _mm256_setzero_ps();                                 \
     for (int64_t b = 0; b < nb; b++) {                                                                  \
         const BT *gb = g + b;                                                             \
         __m256i lo[4], hi[4];                                                                           \
@@ -228,22 +261,30 @@ TGT QLM_INLINE void group_##Q##_##P##_nt(int64_t nb, const BT *g, const char *ac
             hi[c] = H(_mm256_and_si256(_mm256_srli_epi16(x, 4), m4), gb->hm[4 + c]);                    \
         }                                                                                               \
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb->d));                     \
+        MINS(const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb->m));)              \
         for (int t = 0; t < nt; t++) {                                                                  \
-            const qlm_block_q8i *ab = (const qlm_block_q8i *)(act + (size_t)t * as) + b;                \
-            __m256i ia = _mm256_set1_epi32(ab->nsum8), ib = _mm256_setzero_si256();                     \
+            const AT *ab = (const AT *)(act + (size_t)t * as) + b;                                      \
+            __m256i ia = START(ab), ib = _mm256_setzero_si256();                                        \
             for (int c = 0; c < 4; c++) {                                                               \
                 ia = DPB(ia, lo[c], _mm256_set1_epi32(ld32(ab->qs + 4 * c)));                           \
                 ib = DPB(ib, hi[c], _mm256_set1_epi32(ld32(ab->qs + 16 + 4 * c)));                      \
             }                                                                                           \
             const __m256 sc = _mm256_mul_ps(dw, _mm256_set1_ps(ab->d));                                 \
             acc[t] = _mm256_add_ps(acc[t], _mm256_mul_ps(sc, _mm256_cvtepi32_ps(_mm256_add_epi32(ia, ib)))); \
+            MINS(accm[t] = _mm256_add_ps(accm[t], _mm256_mul_ps(mw, _mm256_set1_ps(ab->s)));)          \
         }                                                                                               \
     }                                                                                                   \
-    for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
+    for (int t = 0; t < nt; t++) { MINS(acc[t] = _mm256_add_ps(acc[t], accm[t]);) _mm256_storeu_ps(Y + t * ldy, acc[t]); } \
 }
+#define START_Q8I(ab) _mm256_set1_epi32((ab)->nsum8)
+#define NO_MINS(...)
+#define GROUP_NIB_KERNEL(Q, BT, P, TGT, DPB, H) GROUP_NIB_KERNEL_M(Q, BT, qlm_block_q8i, P, TGT, DPB, H, START_Q8I, NO_MINS)
 #define Q4H_NONE(v, m) (v)
 #define GROUP_Q4_KERNEL(P, TGT, DPB) GROUP_NIB_KERNEL(q4, qlm_block_q4_0x8, P, TGT, DPB, Q4H_NONE)
 #define GROUP_Q5_KERNEL(P, TGT, DPB, H) GROUP_NIB_KERNEL(q5, qlm_block_q5_0x8, P, TGT, DPB, H)
+#define START_ZERO(ab) _mm256_setzero_si256()
+#define WITH_MINS(...) __VA_ARGS__
+#define GROUP_Q51_KERNEL(P, TGT, DPB, H) GROUP_NIB_KERNEL_M(q51, qlm_block_q5_1x8, qlm_block_q8a, P, TGT, DPB, H, START_ZERO, WITH_MINS)
 // q8_0: per half of the block, 4 chunks of codes and their magnitudes stay in registers for all
 // tokens; per token and chunk the sign trick, |w| * sign(a, w), gives the signed products.
 #define GROUP_Q8_KERNEL(P, TGT, DPB)                                                                    \
@@ -298,6 +339,10 @@ GROUP_Q5_KERNEL(avx2, QLM_AVX2_TARGET, DPB_AVX2, Q5H_AVX2)
 GROUP_Q5_KERNEL(avx512, QLM_AVX512_TARGET, DPB_AVX512, Q5H_AVX512)
 GROUP_DISPATCH(q5, avx2, QLM_AVX2_TARGET, qlm_block_q5_0x8)
 GROUP_DISPATCH(q5, avx512, QLM_AVX512_TARGET, qlm_block_q5_0x8)
+GROUP_Q51_KERNEL(avx2, QLM_AVX2_TARGET, DPB_AVX2, Q5H_AVX2)
+GROUP_Q51_KERNEL(avx512, QLM_AVX512_TARGET, DPB_AVX512, Q5H_AVX512)
+GROUP_DISPATCH(q51, avx2, QLM_AVX2_TARGET, qlm_block_q5_1x8)
+GROUP_DISPATCH(q51, avx512, QLM_AVX512_TARGET, qlm_block_q5_1x8)
 
 // -zp * sum(qs) per block, vectorized: bias the codes to unsigned and sum with vpsadbw.
 QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb, int32_t zp) {
@@ -327,6 +372,7 @@ QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb, int32_t zp) {
 #endif
 GROUP_PICK(q4)
 GROUP_PICK(q5)
+GROUP_PICK(q51)
 GROUP_PICK(q8)
 
 // q8i activations: the q8a blocks, each s replaced by the exact -zp * sum(qs) (qlm_block_q8i), in
@@ -400,6 +446,7 @@ static void product(const group_layout *L, group_fn f, qlm_pool *pool, const voi
     static void plain_row_##Q(const void *src, int64_t rows, int64_t n, int64_t r, void *dst) { plain_row(&k_##Q, src, rows, n, r, dst); }
 LAYOUT_ENTRIES(q4)
 LAYOUT_ENTRIES(q5)
+LAYOUT_ENTRIES(q51)
 LAYOUT_ENTRIES(q8)
 
 // ---- table rows ------------------------------------------------------------------------------
@@ -408,7 +455,7 @@ LAYOUT_ENTRIES(q8)
 const qlm_type_traits qlm_traits_q4_0x8 = {
     .name = "q4_0x8", .summary = "q4_0 stored in 8-row groups for the 8-row decode kernel",
     .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q4_0), .is_quantized = 1,
-    .act_type = QLM_ACT_Q8I, .row_group = G, .code_bits = 4,
+    .act_type = QLM_ACT_Q8I, .row_group = G, .plain_type = QLM_TYPE_Q4_0, .code_bits = 4,
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q4_0, d)},
     .row_size = qlm_q4_0_row_size, .quantize_row = qlm_q4_0_quantize_row, .dequantize_row = qlm_q4_0_dequantize_row,
     .act_row_size = qlm_act_size_q8a, .prepare_act = prepare_q8i,
@@ -420,7 +467,7 @@ const qlm_type_traits qlm_traits_q4_0x8 = {
 const qlm_type_traits qlm_traits_q8_0x8 = {
     .name = "q8_0x8", .summary = "q8_0 stored in 8-row groups for the 8-row kernels",
     .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q8_0), .is_quantized = 1,
-    .act_type = QLM_ACT_Q8A, .row_group = G, .code_bits = 8,
+    .act_type = QLM_ACT_Q8A, .row_group = G, .plain_type = QLM_TYPE_Q8_0, .code_bits = 8,
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q8_0, d)},
     .row_size = qlm_q8_0_row_size, .quantize_row = qlm_q8_0_quantize_row, .dequantize_row = qlm_q8_0_dequantize_row,
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
@@ -429,12 +476,12 @@ const qlm_type_traits qlm_traits_q8_0x8 = {
     .gptq_row = qlm_q8_0_gptq_row, .quantize_row_imp = qlm_q8_0_quantize_row_imp,
 };
 // q5_0x8: decode of q5_0 rows is compute-bound (docs/benchmarks.md, issue 28: 15-17 GB/s per core
-// from L2, 41% of SmolLM2 Q4_K_M's decode). `convert --type q5_0x8` stores this layout (not yet
-// made at load from a q5_0 matrix). Products equal the scalar q5_0 dot.
+// from L2, 41% of SmolLM2 Q4_K_M's decode). `convert --type q5_0x8` stores this layout, and
+// `convert --type keep` regroups a GGUF's q5_0 matrices into it. Products equal the scalar q5_0 dot.
 const qlm_type_traits qlm_traits_q5_0x8 = {
     .name = "q5_0x8", .summary = "q5_0 stored in 8-row groups for the 8-row kernels",
     .block_size = QLM_QK, .block_bytes = 22, .is_quantized = 1,
-    .act_type = QLM_ACT_Q8I, .row_group = G, .code_bits = 5,
+    .act_type = QLM_ACT_Q8I, .row_group = G, .plain_type = QLM_TYPE_Q5_0, .code_bits = 5,
     .fp16_count = 1, .fp16_offsets = {0},
     .row_size = qlm_q5_0_row_size, .quantize_row = qlm_q5_0_quantize_row, .dequantize_row = qlm_q5_0_dequantize_row,
     .act_row_size = qlm_act_size_q8a, .prepare_act = prepare_q8i16,
@@ -444,6 +491,27 @@ const qlm_type_traits qlm_traits_q5_0x8 = {
 };
 _Static_assert(offsetof(qlm_block_q5_0x8, d) == 0 && offsetof(qlm_block_q5_0x8, hm) == 2 * G && offsetof(qlm_block_q5_0x8, qs) == 6 * G,
                "a q5_0x8 group block: the 8 scales, the 8 masks, the codes");
+// q5_1x8: decode of q5_1 rows is compute-bound as q5_0's (SmolLM2 Q5_1 and Q5_K_M are mostly q5_1
+// rows). `convert --type q5_1x8` stores this layout, and `convert --type keep` regroups a GGUF's
+// q5_1 matrices into it. Products equal the scalar q5_1 dot; its quantizers are q5_1's.
+static void q51x8_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { qlm_traits_q5_1.quantize_row(path, x, dst, n); }
+static void q51x8_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+    qlm_traits_q5_1.quantize_row_imp(x, imp, dst, n);
+}
+const qlm_type_traits qlm_traits_q5_1x8 = {
+    .name = "q5_1x8", .summary = "q5_1 stored in 8-row groups for the 8-row kernels",
+    .block_size = QLM_QK, .block_bytes = 24, .is_quantized = 1,
+    .act_type = QLM_ACT_Q8A, .row_group = G, .plain_type = QLM_TYPE_Q5_1, .code_bits = 5,
+    .fp16_count = 2, .fp16_offsets = {0, 2},
+    .row_size = qlm_q5_1_row_size, .quantize_row = q51x8_quantize_row, .dequantize_row = qlm_q5_1_dequantize_row,
+    .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
+    .dotn = {[QLM_PATH_SCALAR] = qlm_q5_1_dotn_scalar},
+    .product = product_q51, .regroup = regroup_q51, .get_row = get_row_q51, .plain_row = plain_row_q51,
+    .quantize_row_imp = q51x8_quantize_row_imp,
+};
+_Static_assert(offsetof(qlm_block_q5_1x8, d) == 0 && offsetof(qlm_block_q5_1x8, m) == 2 * G && offsetof(qlm_block_q5_1x8, hm) == 4 * G &&
+               offsetof(qlm_block_q5_1x8, qs) == 8 * G,
+               "a q5_1x8 group block: the 8 scales, the 8 minimums, the 8 masks, the codes");
 _Static_assert(offsetof(qlm_block_q4_0x8, d) == 0 && sizeof(((qlm_block_q4_0x8 *)0)->d) == G * 2 &&
                offsetof(qlm_block_q4_0x8, qs) == 2 * G,
                "a group block stores fp16 field 0 of row r at 2r, then the codes (the rule in qlm_type_traits)");

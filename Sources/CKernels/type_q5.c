@@ -20,7 +20,7 @@ _Static_assert(sizeof(q5_0_block) == 22, "q5_0 block is 22 bytes (ggml block_q5_
 _Static_assert(sizeof(q5_1_block) == 24, "q5_1 block is 24 bytes (ggml block_q5_1)");
 
 size_t qlm_q5_0_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(q5_0_block); }
-static size_t q5_1_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(q5_1_block); }
+size_t qlm_q5_1_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(q5_1_block); }
 
 // ---- quantizers (scalar on every path: conversion only) -----------------------------------------
 // Codes 0..31 -> qs nibbles and qh bits.
@@ -107,7 +107,7 @@ void qlm_dequantize_ggml_blocks(int32_t ggml_type, int bs, size_t block_bytes, c
     }
 }
 void qlm_q5_0_dequantize_row(const void *src, float *y, int64_t n) { qlm_dequantize_ggml_blocks(QLM_GGML_Q5_0, QLM_QK, sizeof(q5_0_block), src, y, n); }
-static void q5_1_dequantize_row(const void *src, float *y, int64_t n) { qlm_dequantize_ggml_blocks(QLM_GGML_Q5_1, QLM_QK, sizeof(q5_1_block), src, y, n); }
+void qlm_q5_1_dequantize_row(const void *src, float *y, int64_t n) { qlm_dequantize_ggml_blocks(QLM_GGML_Q5_1, QLM_QK, sizeof(q5_1_block), src, y, n); }
 
 // ---- q5_0 activation rows: q8a blocks, then from byte q5pair_offset(nb) one q5pair per two blocks,
 // which the AVX-512 dot kernel reads (below; built on every path by q5_0_prepare_act)
@@ -328,10 +328,13 @@ static void q5_0_prepare_act(int32_t path, const float *x, void *act, int64_t n)
     q5pair_build(act, (n + QLM_QK - 1) / QLM_QK);
 }
 
-// The scalar q5_0 row dot, for the q5_0x8 rows past the last group (rowgroup.c); the q5_0
-// row functions above are exported under their qlm_ names for the same reason.
+// The scalar q5_0 / q5_1 row dots, for the q5_0x8 / q5_1x8 rows past the last group (rowgroup.c);
+// the q5_0 row functions and q5_1's row size and dequantizer are exported for the same reason.
 void qlm_q5_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
     dotn_q5_0_scalar(n, w, rs, act, out, nr);
+}
+void qlm_q5_1_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    dotn_q5_1_scalar(n, w, rs, act, out, nr);
 }
 
 // ---- table rows --------------------------------------------------------------------------------
@@ -351,7 +354,7 @@ const qlm_type_traits qlm_traits_q5_1 = {
     .name = "q5_1", .block_size = QLM_QK, .block_bytes = sizeof(q5_1_block), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
     .fp16_count = 2, .fp16_offsets = {offsetof(q5_1_block, d), offsetof(q5_1_block, m)},
-    .row_size = q5_1_row_size, .quantize_row = q5_1_quantize_row, .dequantize_row = q5_1_dequantize_row,
+    .row_size = qlm_q5_1_row_size, .quantize_row = q5_1_quantize_row, .dequantize_row = qlm_q5_1_dequantize_row,
     .quantize_row_imp = q5_1_quantize_row_imp,
     Q5_KERNELS(q5_1, qlm_act_size_q8a, qlm_prepare_q8a) Q5_SIMD(q5_1, 2)
 };

@@ -302,6 +302,9 @@ struct Inspect: ParsableCommand {
             let mix = Dictionary(grouping: rows.filter { $0.name != "tokenizer" }, by: \.type)
                 .sorted { $0.value.count != $1.value.count ? $0.value.count > $1.value.count : $0.key < $1.key }
             print("  types " + mix.map { "\($0.key) x\($0.value.count) (\(formatBytes($0.value.reduce(0) { $0 + $1.rawLength })))" }.joined(separator: ", "))
+            for g in Set(numeric.map(\.type)).filter({ $0.rowGroup > 1 }).sorted(by: { $0.rawValue < $1.rawValue }) {
+                print("  \(g.name) = \(g.plainType.name) rows in \(g.rowGroup)-row groups (the same numbers and bytes, regrouped; GGUF export writes \(g.plainType.name))")
+            }
             for s in m.provenance.sources { print("  source \(s.file) \(s.bytes) bytes sha256 \(s.sha256)") }
             print("  converter \(m.provenance.converter), \(m.provenance.created)")
             print("")

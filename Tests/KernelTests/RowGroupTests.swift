@@ -11,8 +11,9 @@ final class RowGroupTests: XCTestCase {
     let tQ4X8 = Int32(QLM_TYPE_Q4_0X8.rawValue)
     let tQ8X8 = Int32(QLM_TYPE_Q8_0X8.rawValue)
     let tQ5X8 = Int32(QLM_TYPE_Q5_0X8.rawValue)
+    let tQ51X8 = Int32(QLM_TYPE_Q5_1X8.rawValue)
     /// (grouped type, its plain type)
-    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0)] }
+    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1)] }
 
     func rows(_ type: Int32, _ x: [Float], rows: Int, n: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0xAA, count: rows * qlm_row_size(type, Int64(n)))
@@ -28,7 +29,7 @@ final class RowGroupTests: XCTestCase {
     }
 
     func testTraits() {
-        for (g, plain, name) in [(tQ4X8, tQ4_0, "q4_0x8"), (tQ8X8, tQ8_0, "q8_0x8"), (tQ5X8, tQ5_0, "q5_0x8")] {
+        for (g, plain, name) in [(tQ4X8, tQ4_0, "q4_0x8"), (tQ8X8, tQ8_0, "q8_0x8"), (tQ5X8, tQ5_0, "q5_0x8"), (tQ51X8, tQ5_1, "q5_1x8")] {
             let t = qlm_traits(g)!.pointee
             XCTAssertEqual(String(cString: t.name), name)
             XCTAssertEqual(t.row_group, 8)
@@ -38,6 +39,7 @@ final class RowGroupTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<qlm_block_q4_0x8>.size, 144)
         XCTAssertEqual(MemoryLayout<qlm_block_q8_0x8>.size, 272)
         XCTAssertEqual(MemoryLayout<qlm_block_q5_0x8>.size, 176)
+        XCTAssertEqual(MemoryLayout<qlm_block_q5_1x8>.size, 192)
     }
 
     /// Packing permutes bytes inside whole groups only; unpack inverts it; get_row reads any row
@@ -52,9 +54,9 @@ final class RowGroupTests: XCTestCase {
                     let packed = rows(tG, x, rows: nrows, n: n)
                     let rs = qlm_row_size(tP, Int64(n)), grouped = nrows / 8 * 8 * rs
                     XCTAssertEqual(packed.count, plain.count)
-                    if tG != tQ5X8 {
+                    if tG != tQ5X8 && tG != tQ51X8 {
                         XCTAssertEqual(packed.sorted(), plain.sorted(), "a permutation, n=\(n) rows=\(nrows)")
-                    } else { // q5_0x8 regroups the fifth bits: a permutation of bits, not of bytes
+                    } else { // q5_0x8 / q5_1x8 regroup the fifth bits: a permutation of bits, not of bytes
                         let ones = { (b: [UInt8]) in b.reduce(0) { $0 + $1.nonzeroBitCount } }
                         XCTAssertEqual(ones(packed), ones(plain), "a permutation of bits, n=\(n) rows=\(nrows)")
                     }

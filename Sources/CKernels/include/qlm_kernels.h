@@ -56,8 +56,12 @@ typedef enum {
     QLM_TYPE_IQ4_XS = 15, QLM_TYPE_Q3_K = 16, QLM_TYPE_Q2_K = 17,
     // q5_0 blocks stored row-interleaved in groups of 8 rows (rowgroup.c, qlm_block_q5_0x8), the
     // fifth bits regrouped into one 32-bit mask per code chunk, same bytes per row. `convert --type
-    // q5_0x8` stores it; nothing regroups q5_0 at load yet (a --type keep file stays q5_0).
+    // q5_0x8` stores it, and `--type keep` regroups a GGUF's q5_0 matrices into it.
     QLM_TYPE_Q5_0X8 = 18,
+    // q5_1 blocks stored the same way (rowgroup.c, qlm_block_q5_1x8): scales, then minimums, then
+    // the fifth-bit masks and codes as in q5_0x8; same bytes per row. `convert --type q5_1x8`
+    // stores it, and `--type keep` regroups a GGUF's q5_1 matrices into it.
+    QLM_TYPE_Q5_1X8 = 19,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 
@@ -92,6 +96,9 @@ typedef struct { uint16_t d[8]; int8_t qs[8 * QLM_QK]; } qlm_block_q8_0x8;
 // 4m + k (m < 4: the low nibbles of chunk m, m >= 4: the high nibbles of chunk m - 4), so hm[m] is
 // the byte mask of chunk m's codes after the nibble split.
 typedef struct { uint16_t d[8]; uint32_t hm[8]; uint8_t qs[8 * QLM_QK / 2]; } qlm_block_q5_0x8;
+// One Q5_1X8 group block: as q5_0x8 with m[r] = row r's q5_1 minimum after the scales (fp16 field
+// at byte offset 2 of a q5_1 block: at 2 * 8 + 2r, the traits' rule); codes unsigned (0..31).
+typedef struct { uint16_t d[8]; uint16_t m[8]; uint32_t hm[8]; uint8_t qs[8 * QLM_QK / 2]; } qlm_block_q5_1x8;
 
 _Static_assert(sizeof(qlm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");
@@ -102,6 +109,7 @@ _Static_assert(sizeof(qlm_block_q8k) == 292, "q8k block is 292 bytes");
 _Static_assert(sizeof(qlm_block_q4_0x8) == 8 * sizeof(qlm_block_q4_0), "q4_0x8 group block is 8 q4_0 blocks");
 _Static_assert(sizeof(qlm_block_q8_0x8) == 8 * sizeof(qlm_block_q8_0), "q8_0x8 group block is 8 q8_0 blocks");
 _Static_assert(sizeof(qlm_block_q5_0x8) == 8 * 22, "q5_0x8 group block is 8 q5_0 blocks");
+_Static_assert(sizeof(qlm_block_q5_1x8) == 8 * 24, "q5_1x8 group block is 8 q5_1 blocks");
 
 // ---- Type traits: one table row per type, ggml type-traits style ---------------------------
 // Everything a type does is reached through its row: sizes, conversions, the activation format it
@@ -161,6 +169,10 @@ typedef struct {
     // row_fallback (a type number; q8_0 when the table lacks it) and the reader refuses them.
     int32_t whole_blocks;
     int32_t row_fallback;
+    // Row-grouped types (row_group > 1): the type number of their rows (q5_0x8: q5_0), whose bytes
+    // and numbers a group holds regrouped (GGUF export writes that type; `convert --type keep`
+    // regroups a tensor of that type into this layout). Not read for other types.
+    int32_t plain_type;
 
     // Bytes of one row of n elements.
     size_t (*row_size)(int64_t n);
@@ -226,6 +238,11 @@ void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t
 // for ungrouped types; for grouped ones (Q4_0X8, Q8_0X8) the row rebuilt out of its group, which
 // a 1-row product of the same type then reads as the plain row it is.
 void qlm_plain_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, void *dst);
+// Row-group layout of grouped types (Q4_0X8, Q8_0X8, Q5_0X8), in place on a tensor [rows, n] of row
+// size qlm_row_size(type, n): pack turns plain rows (of the type's plain_type) into the interleaved
+// layout, unpack back. No-ops for ungrouped types. Return 0, or -1 if out of memory.
+int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n);
+int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n);
 // Quantize `rows` rows of n floats (x is [rows, n] contiguous, dst gets rows * row_size;
 // Q4_0X8: quantized as q4_0, then packed).
 // Uses up to n_threads threads (plain pthreads, for the converter). Returns the index of

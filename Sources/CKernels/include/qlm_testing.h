@@ -23,11 +23,6 @@ int qlm_has_quantize_imp(int32_t type);
 void qlm_prepare_act(int32_t wtype, const float *x, void *act, int64_t n);
 // Dot product of one weight row (n elements of `wtype`) with one prepared activation row.
 float qlm_vec_dot(int32_t wtype, int64_t n, const void *wrow, const void *act);
-// Row-group layout of grouped types (Q4_0X8, Q8_0X8), in place on a tensor [rows, n] of row size
-// qlm_row_size(type, n): pack turns plain rows into the interleaved layout, unpack back.
-// No-ops for ungrouped types. Return 0, or -1 if out of memory.
-int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n);
-int qlm_unpack_rows(int32_t type, void *data, int64_t rows, int64_t n);
 // IQ4_K* super-scale byte -> float: 0 -> 0, else 2^((e - 208) / 8).
 float qlm_e8_to_f32(uint8_t e);
 void qlm_f32_to_f16(const float *x, uint16_t *y, int64_t n); // round to nearest even

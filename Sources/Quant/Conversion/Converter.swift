@@ -10,9 +10,17 @@ package struct QuantPolicy: Sendable {
     package var defaultType: QuantType
     package var overrides: [(glob: String, type: QuantType)]
     /// `--type keep`: each tensor keeps its stored type where QuantLM has it (f32, f16, and
-    /// ggml q8_0 / q4_0 / q4_1 blocks, copied unchanged); other types (bf16, q5_0, K-quants, ...)
+    /// ggml's blocks: q8_0, q4_0, q4_1, q5_0, q5_1, iq4_nl, the K-quants, copied unchanged; the
+    /// types in `keepRegrouped` regrouped into their 8-row layout); other types (bf16, ...)
     /// become `defaultType` (q8_0), 1-D tensors f32. --keep overrides still win.
     package var keepSourceTypes: Bool = false
+
+    /// `--type keep`: the stored types whose matrices (8 rows or more) are written in their 8-row
+    /// layout, the same numbers and bytes regrouped (q5_0 -> q5_0x8), because their row-by-row
+    /// products are compute-bound. SmolLM2, 1 thread (docs/benchmarks-log.md, "--type keep in
+    /// 8-row groups"): q5_0 decode x1.3-1.5; q4_0 decode x1.3-1.5, prefill x1.7-2.0; q8_0
+    /// decode x1.06-1.18, prefill x1.34-1.41; q5_1 (q5_1x8) as measured there.
+    package static let keepRegrouped: Set<QuantType> = [.q4_0, .q5_0, .q8_0, .q5_1]
 
     package init(defaultType: QuantType, overrides: [(glob: String, type: QuantType)] = []) {
         self.defaultType = defaultType
@@ -31,8 +39,15 @@ package struct QuantPolicy: Sendable {
     package func type(for t: SourceTensor) -> (type: QuantType, converted: Bool) {
         for o in overrides where Self.matches(o.glob, t.name) { return (o.type, false) }
         guard keepSourceTypes else { return (type(for: t.name, shape: t.shape), false) }
-        if let native = t.nativeType { return (native, false) }
+        if let native = t.nativeType { return (Self.keptLayout(native, rows: t.shape.count >= 2 ? t.rows : 1), false) }
         return (t.shape.count >= 2 ? matrixType(rowLength: t.rowLength) : .f32, true)
+    }
+
+    /// The type `--type keep` stores a tensor of `rows` rows of stored type `native` as: its 8-row
+    /// layout for the types in `keepRegrouped` when it has a whole group, else `native`.
+    package static func keptLayout(_ native: QuantType, rows: Int) -> QuantType {
+        guard keepRegrouped.contains(native), let g = native.groupedLayout, rows >= g.rowGroup else { return native }
+        return g
     }
 
     /// The default type of a matrix whose rows have `n` weights: `defaultType`, or its row fallback
@@ -149,7 +164,8 @@ package struct ConvertSummary: Codable, Sendable {
     package var gptqTensors: [String] = []
     /// zstd tensors per filter written ("none", "shuffle", ...); empty without zstd.
     package var zstdFilters: [String: Int] = [:]
-    /// Tensors whose stored blocks were written unchanged (no dequantize / requantize).
+    /// Tensors whose stored blocks were written unchanged (no dequantize / requantize), or
+    /// regrouped unchanged into their 8-row layout (`QuantPolicy.keepRegrouped`).
     package var passthroughTensors: [String] = []
     /// `--type keep`: tensors whose stored type QuantLM lacks, as name -> "from->to".
     package var convertedTensors: [String: String] = [:]
@@ -237,30 +253,45 @@ package enum Converter {
             floats = .allocate(capacity: n)
             floatCap = n
         }
+        /// The quantized buffer holds at least n bytes (reused across tensors).
+        func growQuant(_ n: Int) {
+            guard n > quantCap else { return }
+            LargeBuffer.free(quant)
+            quant = LargeBuffer.allocate(n)
+            quantCap = n
+        }
 
         for (i, t) in ckpt.tensors.enumerated() {
             let info = infos[i]
-            // Blocks already in the target type's bytes (ggml q8_0/q4_0/q4_1/f16/f32) are copied
-            // unchanged, still checked for non-finite fp16 fields (and f32 values) first.
-            if options.hessians?[t.name] == nil, let same = t.passthrough(to: info.type), same.count == info.expectedRawLength {
+            // Blocks already in the target type's bytes (ggml q8_0/q4_0/q4_1/q5_0/.../f16/f32) are
+            // copied unchanged, still checked for non-finite fp16 fields (and f32 values) first. A
+            // row-grouped target (q5_0x8) takes its plain type's blocks, regrouped (qlm_pack_rows).
+            let plain = info.type.plainType
+            if options.hessians?[t.name] == nil, let same = t.passthrough(to: plain), same.count == info.expectedRawLength {
                 if info.type == .f32 {
                     for k in 0 ..< info.rows * info.rowLength where !same.loadUnaligned(fromByteOffset: 4 * k, as: Float.self).isFinite {
                         throw QuantError(t.origin, "row \(k / info.rowLength) holds NaN or infinity; cannot quantize")
                     }
-                } else if let r = ConfigValidation.firstNonFiniteRow(info, same.baseAddress!) {
+                } else if let r = ConfigValidation.firstNonFiniteRow(TensorInfo(name: t.name, type: plain, encoding: .raw, shape: t.shape), same.baseAddress!) {
                     throw QuantError(t.origin, "row \(r) holds an infinite or NaN fp16 value or scale")
                 }
-                try writer.writeNext(same, zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
+                if plain != info.type {
+                    growQuant(info.expectedRawLength)
+                    quant.copyMemory(from: same.baseAddress!, byteCount: same.count)
+                    guard qlm_pack_rows(info.type.rawValue, quant, Int64(info.rows), Int64(info.rowLength)) == 0 else {
+                        throw QuantError(t.origin, "out of memory while packing rows into \(info.type) groups")
+                    }
+                    try writer.writeNext(UnsafeRawBufferPointer(start: quant, count: info.expectedRawLength),
+                                         zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
+                } else {
+                    try writer.writeNext(same, zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
+                }
                 passed.append(t.name)
                 doneIn += t.bytes.count
                 progress?(doneIn, totalIn)
                 continue
             }
-            if info.expectedRawLength > quantCap {
-                LargeBuffer.free(quant)
-                quant = LargeBuffer.allocate(info.expectedRawLength)
-                quantCap = info.expectedRawLength
-            }
+            growQuant(info.expectedRawLength)
             var bad: Int64 = -1
             let imp = options.importance?[t.name].flatMap { $0.count == info.rowLength ? $0 : nil }
             let gptq = options.hessians?[t.name].flatMap {

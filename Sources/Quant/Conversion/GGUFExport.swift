@@ -4,20 +4,14 @@ import Foundation
 /// Writes a .qlm file's tensors as a GGUF v3 file (`convert --format gguf`), so llama.cpp runs
 /// QuantLM's quantization. Every tensor must be stored in a type whose bytes ggml has
 /// (GGMLType.identicalQuantType: f32, f16, q8_0, q4_0, q4_1, and what later types add there);
-/// row-grouped tensors (q4_0x8, q8_0x8) are written as their plain rows. The metadata (the
+/// row-grouped tensors (q4_0x8, q8_0x8, q5_0x8, q5_1x8) are written as their plain rows. The metadata (the
 /// architecture's keys, the tokenizer) is copied from the GGUF the model came from, key for key in
 /// its order, except general.file_type (dropped: the mix is per tensor) and
 /// general.quantized_by (set to QuantLM); tensors get GGUF's names (`blk.N.attn_q.weight`).
 package enum GGUFExport {
     /// The ggml type id whose blocks are `type`'s bytes (row-grouped types: their plain type's), or nil.
     package static func ggmlType(for type: QuantType) -> Int32? {
-        let plain: QuantType
-        switch type {
-        case .q4_0x8: plain = .q4_0
-        case .q8_0x8: plain = .q8_0
-        case .q5_0x8: plain = .q5_0
-        default: plain = type
-        }
+        let plain = type.plainType
         return (0 ..< 64).first { GGMLType(rawValue: Int32($0))?.identicalQuantType == plain }.map(Int32.init)
     }
 

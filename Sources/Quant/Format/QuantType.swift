@@ -27,8 +27,11 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     /// ggml's IQ4_XS / Q3_K / Q2_K super-blocks, byte for byte.
     case iq4_xs = 15, q3_k = 16, q2_k = 17
     /// q5_0 blocks stored row-interleaved in groups of 8 rows (same numbers and bytes as q5_0),
-    /// written by `convert --type q5_0x8` (not made at load from q5_0).
+    /// written by `convert --type q5_0x8` and by `--type keep` for a GGUF's q5_0 matrices.
     case q5_0x8 = 18
+    /// q5_1 blocks stored the same way (same numbers and bytes as q5_1), written by `convert --type
+    /// q5_1x8` and by `--type keep` for a GGUF's q5_1 matrices.
+    case q5_1x8 = 19
     case u8 = 31
 
     /// The types a weight matrix may be stored as: those whose row has product kernels (u8 has
@@ -53,6 +56,19 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     /// Rows stored interleaved per group (8 for q4_0x8 and q8_0x8, else 1). Any row range a reader cuts out
     /// of such a tensor must start at a multiple of it (and end at one, or at the last row).
     package var rowGroup: Int { Int(traits.row_group) }
+    /// The type of a row-grouped type's rows (q5_0x8: q5_0; its groups hold that type's bytes
+    /// regrouped), else the type itself.
+    package var plainType: QuantType {
+        guard rowGroup > 1 else { return self }
+        guard let p = QuantType(rawValue: traits.plain_type), p.rowGroup == 1, p != .f32 else {
+            fatalError("C traits table: grouped type \(name) names no plain type")
+        }
+        return p
+    }
+    /// The 8-row layout of this (plain) type's rows, if the table has one (q5_0: q5_0x8).
+    package var groupedLayout: QuantType? {
+        QuantType.weightTypes.first { $0.rowGroup > 1 && $0.plainType == self && $0 != self }
+    }
     /// Every stored bit per weight (codes, scales, mins), for rows that are whole blocks.
     package var bitsPerWeight: Double { Double(blockBytes * 8) / Double(blockSize) }
     package var activation: Activation { Activation(rawValue: traits.act_type.rawValue)! }

@@ -94,7 +94,9 @@ final class GGUFReaderTests: XCTestCase {
     }
 
     /// --type keep: q8_0 / q4_0 / q4_1 / q5_0 / q5_1 / iq4_nl / f16 / f32 tensors are the GGUF's
-    /// bytes exactly; the others (bf16 here) become q8_0 and are listed.
+    /// bytes exactly (q4_0 / q5_0 / q5_1 / q8_0 matrices regrouped into their 8-row layouts: unpacked, the
+    /// GGUF's bytes); the
+    /// others (bf16 here) become q8_0 and are listed.
     func testKeepPassesBlocksThroughUnchanged() throws {
         let dir = try makeTempDir(self, "ggufkeep")
         var g = GGUFBuilder.tinyLlama()
@@ -115,17 +117,18 @@ final class GGUFReaderTests: XCTestCase {
                 let info = try f.info(t.name)
                 let d = try f.load(t.name)
                 try f.verify(info)
-                if let same = t.passthrough(to: info.type) {
-                    XCTAssertEqual(withExtendedLifetime(d) { [UInt8](d.bytes) }, [UInt8](same), "\(t.name) bytes changed")
+                if let same = t.passthrough(to: info.type.plainType) {
+                    XCTAssertEqual(withExtendedLifetime(d) { plainRowBytes(d.bytes, info) }, [UInt8](same), "\(t.name) bytes changed")
                 } else {
                     XCTAssertEqual(info.type, .q8_0, t.name)
                 }
             }
-            XCTAssertEqual(try f.info("tok_embeddings.weight").type, .q8_0)
+            XCTAssertEqual(try f.info("tok_embeddings.weight").type, .q8_0x8) // QuantPolicy.keepRegrouped
+            XCTAssertEqual(try f.info("layers.0.attention.wq.weight").type, .q4_0x8)
             XCTAssertEqual(try f.info("layers.0.attention.wk.weight").type, .q4_1)
             XCTAssertEqual(try f.info("layers.0.attention.wv.weight").type, .f16)
-            XCTAssertEqual(try f.info("layers.0.attention.wo.weight").type, .q5_0)
-            XCTAssertEqual(try f.info("layers.0.feed_forward.w1.weight").type, .q5_1)
+            XCTAssertEqual(try f.info("layers.0.attention.wo.weight").type, .q5_0x8) // QuantPolicy.keepRegrouped
+            XCTAssertEqual(try f.info("layers.0.feed_forward.w1.weight").type, .q5_1x8)
             XCTAssertEqual(try f.info("layers.0.feed_forward.w2.weight").type, .iq4_nl)
         }
         // --type q4_0: only the q4_0 tensor passes through; others are requantized.
@@ -141,7 +144,9 @@ final class GGUFReaderTests: XCTestCase {
         XCTAssertTrue(txt.stdout.contains("layers.0.feed_forward.w3.weight: bf16->q8_0"), txt.stdout)
         // inspect lists the kept mix (tensors per type, the tokenizer blob included)
         let ins = try Executables.run("convert", ["inspect", dir.appendingPathComponent("cli2.qlm").path])
-        for kept in ["q5_0 x1", "q5_1 x1", "iq4_nl x1", "q8_0 x2"] { XCTAssertTrue(ins.stdout.contains(kept), "\(kept): \(ins.stdout)") }
+        for kept in ["q5_0x8 x1", "q4_0x8 x1", "q8_0x8 x1", "q5_1x8 x1", "iq4_nl x1", "q8_0 x1", "q5_0x8 = q5_0 rows in 8-row groups"] {
+            XCTAssertTrue(ins.stdout.contains(kept), "\(kept): \(ins.stdout)")
+        }
         XCTAssertTrue(ins.stdout.contains("layers.0.feed_forward.w2.weight   iq4_nl  raw"), ins.stdout) // the type column fits 6 letters
     }
 }
