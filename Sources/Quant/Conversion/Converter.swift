@@ -380,13 +380,14 @@ enum LargeBuffer {
 }
 
 /// How the converter reads and quantizes one tensor in row bands (no whole-tensor f32 copy, and
-/// for a raw tensor no whole-tensor quantized copy): `workers` threads take the bands of a round,
-/// one each (a band is `rows` rows, a multiple of the type's row group and of the source's band
-/// multiple, about 2^18 floats), convert it into their own part of the float buffer and quantize it
-/// into their own part of the quantized buffer; between rounds the calling thread hands the
-/// round's bands, in row order, to `write` (the file writer checksums and writes them there).
-/// Rows are quantized independently (the C quantizer already splits a tensor between threads at
-/// group boundaries), so the bytes equal the whole-tensor path's (ConverterBandTests).
+/// for a raw tensor no whole-tensor quantized copy): a round of `workers` bands (a band is `rows`
+/// rows, a multiple of the type's row group and of the source's band multiple, about 2^18
+/// floats) is read and quantized by `workers` threads, one band each, into their own parts of the
+/// float buffer and of the quantized buffer; while the next round is quantized, the calling
+/// thread hands this round's bands, in row order, to `write` (the file writer checksums and
+/// writes them). Rows are quantized independently (the C quantizer already splits a tensor
+/// between threads at group boundaries), so the bytes equal the whole-tensor path's
+/// (ConverterBandTests).
 package struct BandPlan {
     package let rows: Int
     package let workers: Int
@@ -408,38 +409,56 @@ package struct BandPlan {
         return a / x * b
     }
 
-    /// Floats the float buffer of `run` holds, and bytes its quantized buffer holds.
-    package func floatCount(_ info: TensorInfo) -> Int { workers * rows * info.rowLength }
-    package func quantBytes(_ info: TensorInfo) -> Int { workers * rows * info.rowBytes }
+    private var rounds: Int { (bands + workers - 1) / workers }
 
-    /// Quantizes every band and hands each to `write` with its rows, in row order. `quant` holds
-    /// `quantBytes` (each worker's band), or with `wholeTensor` the whole tensor (rows x row size),
-    /// each band quantized in its place. Returns the first row that holds NaN or infinity (found
-    /// before any later band is written), else QLM_QUANTIZE_NOMEM (no band after the failed one is
-    /// written, but every band is still searched for a NaN), else -1.
+    /// Floats the float buffer of `run` holds (a band per worker), and bytes its quantized buffer
+    /// holds when it is not the whole tensor (a band per worker, twice when there are two rounds
+    /// or more: one round is written while the next is quantized).
+    package func floatCount(_ info: TensorInfo) -> Int { workers * rows * info.rowLength }
+    package func quantBytes(_ info: TensorInfo) -> Int { (rounds > 1 ? 2 : 1) * workers * rows * info.rowBytes }
+
+    /// Quantizes every band and hands each to `write` with its rows, in row order, on the calling
+    /// thread. `quant` holds `quantBytes`, or with `wholeTensor` the whole tensor (rows x row size),
+    /// each band quantized in its place. Returns the first row that holds NaN or infinity (no
+    /// later band is handed over), else QLM_QUANTIZE_NOMEM (no band after the failed one is handed
+    /// over, but every band is still searched for a NaN), else -1.
     package func run(_ t: SourceTensor, _ info: TensorInfo, floats: UnsafeMutablePointer<Float>, quant: UnsafeMutableRawPointer,
                      wholeTensor: Bool = false, imp: UnsafePointer<Float>?,
                      write: (UnsafeRawBufferPointer, Range<Int>) throws -> Void) rethrows -> Int64 {
-        let total = t.rows, rl = info.rowLength, rowSize = info.rowBytes, type = info.type.rawValue, rows = self.rows
-        let results = UnsafeMutablePointer<Int64>.allocate(capacity: workers)
+        let total = t.rows, rl = info.rowLength, rowSize = info.rowBytes, type = info.type.rawValue
+        let rows = self.rows, workers = self.workers, bands = self.bands, rounds = self.rounds
+        // Round i is bands i * workers ..< (i + 1) * workers; its results and (streaming) its
+        // quantized bands go to set i % 2.
+        let results = UnsafeMutablePointer<Int64>.allocate(capacity: 2 * workers)
         defer { results.deallocate() }
-        var nomem = false
-        for first in stride(from: 0, to: bands, by: workers) {
-            let n = min(workers, bands - first)
-            // Worker w takes band first + w, converted into its own part of the float buffer.
-            let out = { (w: Int) in quant + (wholeTensor ? (first + w) * rows : w * rows) * rowSize }
+        func out(_ round: Int, _ w: Int) -> UnsafeMutableRawPointer {
+            quant + (wholeTensor ? round * workers + w : (round & 1) * workers + w) * rows * rowSize
+        }
+        func quantize(_ round: Int) {
+            let first = round * workers, n = min(workers, bands - first)
             let body = { (w: Int) in
                 let r0 = (first + w) * rows, r1 = min(total, r0 + rows)
                 let buf = floats + w * rows * rl
                 t.readFloats(rows: r0 ..< r1, into: buf)
-                results[w] = qlm_quantize_rows_imp(type, buf, imp, out(w), Int64(r1 - r0), Int64(rl), 1)
+                results[(round & 1) * workers + w] = qlm_quantize_rows_imp(type, buf, imp, out(round, w), Int64(r1 - r0), Int64(rl), 1)
             }
             if n == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: n, execute: body) }
-            for w in 0 ..< n {
+        }
+        var nomem = false
+        quantize(0)
+        for round in 0 ..< rounds {
+            // The next round is quantized on other threads while this one is handed over (its
+            // float parts are free: this round is quantized already).
+            let next = DispatchGroup()
+            if round + 1 < rounds { DispatchQueue.global().async(group: next) { quantize(round + 1) } }
+            defer { next.wait() }
+            let first = round * workers
+            for w in 0 ..< min(workers, bands - first) {
                 let r0 = (first + w) * rows, r1 = min(total, r0 + rows)
-                if results[w] == Int64(QLM_QUANTIZE_NOMEM) { nomem = true; continue }
-                if results[w] >= 0 { return Int64(r0) + results[w] }
-                if !nomem { try write(UnsafeRawBufferPointer(start: out(w), count: (r1 - r0) * rowSize), r0 ..< r1) }
+                let rc = results[(round & 1) * workers + w]
+                if rc == Int64(QLM_QUANTIZE_NOMEM) { nomem = true; continue }
+                if rc >= 0 { return Int64(r0) + rc }
+                if !nomem { try write(UnsafeRawBufferPointer(start: out(round, w), count: (r1 - r0) * rowSize), r0 ..< r1) }
             }
         }
         return nomem ? Int64(QLM_QUANTIZE_NOMEM) : -1
