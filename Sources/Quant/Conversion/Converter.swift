@@ -291,15 +291,39 @@ package enum Converter {
                 progress?(doneIn, totalIn)
                 continue
             }
-            growQuant(info.expectedRawLength)
-            var bad: Int64 = -1
             let imp = options.importance?[t.name].flatMap { $0.count == info.rowLength ? $0 : nil }
             let gptq = options.hessians?[t.name].flatMap {
                 ConvertOptions.gptqTypes.contains(info.type) && $0.count == info.rowLength * info.rowLength ? $0 : nil
             }
-            if gptq == nil, let band = BandPlan(t, info, threads: options.threads) {
-                // Read and quantize in row bands, each worker in its own small buffer.
-                growFloats(band.workers * band.rows * info.rowLength)
+            let band = gptq == nil ? BandPlan(t, info, threads: options.threads) : nil
+            if let band, info.encoding == .raw {
+                // Each round's bands go to the file as they are quantized: no whole-tensor buffer (for
+                // Gemma 3's 178 MB q8_0 embedding, zeroing its fresh pages was 15% of the conversion).
+                growFloats(band.floatCount(info))
+                growQuant(band.quantBytes(info))
+                try writer.writeNext { part in
+                    var overflow: Int?
+                    let bad = try (imp ?? []).withUnsafeBufferPointer { impBuf in
+                        try band.run(t, info, floats: floats, quant: quant, imp: imp == nil ? nil : impBuf.baseAddress) { bytes, rows in
+                            guard overflow == nil else { return }
+                            if let r = ConfigValidation.firstNonFiniteRow(info, bytes.baseAddress!, rows: rows.count) {
+                                overflow = rows.lowerBound + r
+                            } else {
+                                try part(bytes)
+                            }
+                        }
+                    }
+                    try Self.check(t, info, bad: bad, overflowRow: overflow)
+                }
+                doneIn += t.bytes.count
+                progress?(doneIn, totalIn)
+                continue
+            }
+            growQuant(info.expectedRawLength)
+            var bad: Int64 = -1
+            if let band {
+                // Read and quantize in row bands, each worker in its own small float buffer.
+                growFloats(band.floatCount(info))
                 bad = (imp ?? []).withUnsafeBufferPointer { impBuf in
                     band.run(t, info, floats: floats, imp: imp == nil ? nil : impBuf.baseAddress, into: quant)
                 }
@@ -320,15 +344,7 @@ package enum Converter {
                     }
                 }
             }
-            if bad == Int64(QLM_QUANTIZE_NOMEM) {
-                throw QuantError(t.origin, "out of memory while packing rows into \(info.type) groups")
-            }
-            if bad >= 0 {
-                throw QuantError(t.origin, "row \(bad) holds NaN or infinity; cannot quantize")
-            }
-            if let r = ConfigValidation.firstNonFiniteRow(info, UnsafeRawPointer(quant)) {
-                throw QuantError(t.origin, "row \(r) holds values too large for \(info.type) (an fp16 value or scale would be infinite); keep this tensor at f32 with --keep")
-            }
+            try Self.check(t, info, bad: bad, overflowRow: bad < 0 ? ConfigValidation.firstNonFiniteRow(info, UnsafeRawPointer(quant)) : nil)
             try writer.writeNext(UnsafeRawBufferPointer(start: quant, count: info.expectedRawLength),
                                  zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
             doneIn += t.bytes.count
@@ -354,8 +370,25 @@ package enum Converter {
     }
 }
 
-/// The quantized tensor's buffer (Gemma 3's q8_0 embedding: 178 MB, written once and copied to
-/// the file): 2 MiB-aligned and marked MADV_HUGEPAGE from 4 MiB up, so its first touch faults
+extension Converter {
+    /// The error for a quantized tensor: `bad` as the quantizer returns it (a NaN or infinite row,
+    /// QLM_QUANTIZE_NOMEM, or -1), then `overflowRow`, a row whose fp16 values or scales came out
+    /// infinite.
+    static func check(_ t: SourceTensor, _ info: TensorInfo, bad: Int64, overflowRow: Int?) throws {
+        if bad == Int64(QLM_QUANTIZE_NOMEM) {
+            throw QuantError(t.origin, "out of memory while packing rows into \(info.type) groups")
+        }
+        if bad >= 0 {
+            throw QuantError(t.origin, "row \(bad) holds NaN or infinity; cannot quantize")
+        }
+        if let r = overflowRow {
+            throw QuantError(t.origin, "row \(r) holds values too large for \(info.type) (an fp16 value or scale would be infinite); keep this tensor at f32 with --keep")
+        }
+    }
+}
+
+/// The quantized buffer of a tensor written whole (zstd, GPTQ, a transposed source; a raw tensor
+/// read in bands streams through a small one instead): 2 MiB-aligned and marked MADV_HUGEPAGE from 4 MiB up, so its first touch faults
 /// 2 MiB pages instead of one fault per 4 KiB page (the faults, not the zeroing, were the cost).
 enum LargeBuffer {
     static let huge = 2 << 20
@@ -374,12 +407,15 @@ enum LargeBuffer {
     static func free(_ p: UnsafeMutableRawPointer) { Glibc.free(p) }
 }
 
-/// How the converter reads and quantizes one tensor in row bands (no whole-tensor f32 copy):
-/// `workers` threads each take contiguous bands of `rows` rows (a multiple of the type's row
-/// group and of the source's band multiple, about 2^18 floats), convert a band into their own
-/// part of the float buffer and quantize it there. Rows are quantized independently (the C
-/// quantizer already splits a tensor between threads at group boundaries), so the bytes equal
-/// the whole-tensor path's (ConverterBandTests).
+/// How the converter reads and quantizes one tensor in row bands (no whole-tensor f32 copy, and
+/// for a raw tensor no whole-tensor quantized copy): a round of `workers` bands (a band is `rows`
+/// rows, a multiple of the type's row group and of the source's band multiple, about 2^18
+/// floats) is read and quantized by `workers` threads, one band each, into their own parts of the
+/// float buffer and of the quantized buffer; while the next round is quantized, the calling
+/// thread hands this round's bands, in row order, to `write` (the file writer checksums and
+/// writes them). Rows are quantized independently (the C quantizer already splits a tensor
+/// between threads at group boundaries), so the bytes equal the whole-tensor path's
+/// (ConverterBandTests).
 package struct BandPlan {
     package let rows: Int
     package let workers: Int
@@ -401,31 +437,64 @@ package struct BandPlan {
         return a / x * b
     }
 
-    /// The first row that holds NaN or infinity, -1, or QLM_QUANTIZE_NOMEM (as the C quantizer).
-    package func run(_ t: SourceTensor, _ info: TensorInfo, floats: UnsafeMutablePointer<Float>, imp: UnsafePointer<Float>?,
-             into quant: UnsafeMutableRawPointer) -> Int64 {
+    private var rounds: Int { (bands + workers - 1) / workers }
+
+    /// Floats the float buffer of `run` holds (a band per worker), and bytes its quantized buffer
+    /// holds when it is not the whole tensor (a band per worker, twice when there are two rounds
+    /// or more: one round is written while the next is quantized).
+    package func floatCount(_ info: TensorInfo) -> Int { workers * rows * info.rowLength }
+    package func quantBytes(_ info: TensorInfo) -> Int { (rounds > 1 ? 2 : 1) * workers * rows * info.rowBytes }
+
+    /// Quantizes every band and hands each to `write` with its rows, in row order, on the calling
+    /// thread. `quant` holds `quantBytes`, or with `wholeTensor` the whole tensor (rows x row size),
+    /// each band quantized in its place. Returns the first row that holds NaN or infinity (no
+    /// later band is handed over), else QLM_QUANTIZE_NOMEM (no band after the failed one is handed
+    /// over, but every band is still searched for a NaN), else -1.
+    package func run(_ t: SourceTensor, _ info: TensorInfo, floats: UnsafeMutablePointer<Float>, quant: UnsafeMutableRawPointer,
+                     wholeTensor: Bool = false, imp: UnsafePointer<Float>?,
+                     write: (UnsafeRawBufferPointer, Range<Int>) throws -> Void) rethrows -> Int64 {
         let total = t.rows, rl = info.rowLength, rowSize = info.rowBytes, type = info.type.rawValue
-        let results = UnsafeMutablePointer<Int64>.allocate(capacity: workers)
+        let rows = self.rows, workers = self.workers, bands = self.bands, rounds = self.rounds
+        // Round i is bands i * workers ..< (i + 1) * workers; its results and (streaming) its
+        // quantized bands go to set i % 2.
+        let results = UnsafeMutablePointer<Int64>.allocate(capacity: 2 * workers)
         defer { results.deallocate() }
-        let body = { (w: Int) in
-            let buf = floats + w * rows * rl
-            var result: Int64 = -1
-            // Worker w takes bands [bands * w / workers, bands * (w + 1) / workers).
-            for b in bands * w / workers ..< bands * (w + 1) / workers {
-                let r0 = b * rows, r1 = min(total, r0 + rows)
-                t.readFloats(rows: r0 ..< r1, into: buf)
-                let bad = qlm_quantize_rows_imp(type, buf, imp, quant + r0 * rowSize, Int64(r1 - r0), Int64(rl), 1)
-                if bad == Int64(QLM_QUANTIZE_NOMEM) { result = bad; break }
-                if bad >= 0 { result = Int64(r0) + bad; break }
-            }
-            results[w] = result
+        func out(_ round: Int, _ w: Int) -> UnsafeMutableRawPointer {
+            quant + (wholeTensor ? round * workers + w : (round & 1) * workers + w) * rows * rowSize
         }
-        if workers == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: body) }
-        // The earliest bad row (workers' ranges ascend), else out of memory, else -1.
+        func quantize(_ round: Int) {
+            let first = round * workers, n = min(workers, bands - first)
+            let body = { (w: Int) in
+                let r0 = (first + w) * rows, r1 = min(total, r0 + rows)
+                let buf = floats + w * rows * rl
+                t.readFloats(rows: r0 ..< r1, into: buf)
+                results[(round & 1) * workers + w] = qlm_quantize_rows_imp(type, buf, imp, out(round, w), Int64(r1 - r0), Int64(rl), 1)
+            }
+            if n == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: n, execute: body) }
+        }
         var nomem = false
-        for w in 0 ..< workers {
-            if results[w] == Int64(QLM_QUANTIZE_NOMEM) { nomem = true } else if results[w] >= 0 { return results[w] }
+        quantize(0)
+        for round in 0 ..< rounds {
+            // The next round is quantized on other threads while this one is handed over (its
+            // float parts are free: this round is quantized already).
+            let next = DispatchGroup()
+            if round + 1 < rounds { DispatchQueue.global().async(group: next) { quantize(round + 1) } }
+            defer { next.wait() }
+            let first = round * workers
+            for w in 0 ..< min(workers, bands - first) {
+                let r0 = (first + w) * rows, r1 = min(total, r0 + rows)
+                let rc = results[(round & 1) * workers + w]
+                if rc == Int64(QLM_QUANTIZE_NOMEM) { nomem = true; continue }
+                if rc >= 0 { return Int64(r0) + rc }
+                if !nomem { try write(UnsafeRawBufferPointer(start: out(round, w), count: (r1 - r0) * rowSize), r0 ..< r1) }
+            }
         }
         return nomem ? Int64(QLM_QUANTIZE_NOMEM) : -1
+    }
+
+    /// The same into one whole-tensor buffer (rows x row size): for zstd tensors, compressed whole.
+    package func run(_ t: SourceTensor, _ info: TensorInfo, floats: UnsafeMutablePointer<Float>, imp: UnsafePointer<Float>?,
+                     into whole: UnsafeMutableRawPointer) -> Int64 {
+        run(t, info, floats: floats, quant: whole, wholeTensor: true, imp: imp) { _, _ in }
     }
 }

@@ -120,11 +120,44 @@ package final class QLMWriter {
                 t.checksum = qlm_crc32c(0, b.baseAddress, b.count)
                 try pwriteAll(b, at: cursor)
             }
+            advance(t)
         } else {
-            t.storedLength = data.count
-            t.checksum = data.count == 0 ? 0 : qlm_crc32c(0, data.baseAddress, data.count)
-            if data.count > 0 { try pwriteAll(data, at: cursor) }
+            try writeNext(parts: { try $0(data) })
         }
+    }
+
+    /// Writes the next tensor, which must be raw-encoded, in parts: `produce` hands its parts, in
+    /// order, to the function it is given, which checksums and writes each at once (a tensor never
+    /// needs to be in memory whole: the converter hands over row bands as they are quantized).
+    /// The parts must add up to the tensor's raw length; the bytes on disk are those of one
+    /// `writeNext(data)` of their concatenation.
+    package func writeNext(parts produce: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+        guard !finished, nextIndex < tensors.count else { throw QuantError(url, "more tensors written than declared") }
+        var t = tensors[nextIndex]
+        guard t.encoding == .raw else { throw QuantError(url, "internal: tensor \(t.name) is zstd-encoded and must be written whole") }
+        let expected = t.expectedRawLength, start = cursor
+        var done = 0, crc: UInt32 = 0
+        try produce { part in
+            guard part.count <= expected - done else {
+                throw QuantError(url, "tensor \(t.name): got more than the \(expected) bytes shape \(t.shape) of \(t.type) needs")
+            }
+            guard let p = part.baseAddress, part.count > 0 else { return }
+            crc = qlm_crc32c(crc, p, part.count)
+            try pwriteAll(part, at: start + done)
+            done += part.count
+        }
+        guard done == expected else {
+            throw QuantError(url, "tensor \(t.name): got \(done) bytes, shape \(t.shape) of \(t.type) needs \(expected)")
+        }
+        t.offset = start
+        t.rawLength = done
+        t.storedLength = done
+        t.checksum = crc
+        advance(t)
+    }
+
+    /// Records `t` (offsets, lengths and checksum filled in) and moves past it.
+    private func advance(_ t: TensorInfo) {
         storedBytes += t.storedLength
         lastStoredLength = t.storedLength
         rawBytes += t.rawLength

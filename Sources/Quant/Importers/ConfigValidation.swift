@@ -66,9 +66,10 @@ package enum ConfigValidation {
     }
 
     /// The first row of a stored tensor whose fp16 fields (values, scales, mins) hold an
-    /// infinity or NaN, or nil. `data` holds the tensor's raw bytes (rows × row size).
-    package static func firstNonFiniteRow(_ info: TensorInfo, _ data: UnsafeRawPointer) -> Int? {
-        let r = qlm_first_nonfinite_fp16_row(info.type.rawValue, data, Int64(info.rows), Int64(info.rowLength))
+    /// infinity or NaN, or nil. `data` holds the tensor's raw bytes (rows × row size), or the first
+    /// `rows` of them (a band).
+    package static func firstNonFiniteRow(_ info: TensorInfo, _ data: UnsafeRawPointer, rows: Int? = nil) -> Int? {
+        let r = qlm_first_nonfinite_fp16_row(info.type.rawValue, data, Int64(rows ?? info.rows), Int64(info.rowLength))
         return r >= 0 ? Int(r) : nil
     }
 

@@ -133,6 +133,46 @@ final class WriterReaderTests: XCTestCase {
         }
     }
 
+    /// writeNext(parts:) (the converter's row bands) writes the file writeNext(data) writes, byte
+    /// for byte (offsets, CRC-32C continued over the parts), whatever the split, empty parts
+    /// included; too many or too few bytes, or a zstd tensor, are refused with the tensor's name.
+    func testPartsWriteTheSameFile() throws {
+        let dir = try makeTempDir(self)
+        let tensors = syntheticTensors(encoding: .raw, seed: 11)
+        let whole = dir.appendingPathComponent("whole.qlm"), parts = dir.appendingPathComponent("parts.qlm")
+        try writeFile(whole, tensors)
+        let w = try QLMWriter(url: parts, metadata: testMetadata(), tensors: tensors.map(\.0))
+        var rng = SplitMix64(seed: 12)
+        for (_, b) in tensors {
+            try b.withUnsafeBytes { raw in
+                try w.writeNext { part in
+                    var at = 0
+                    while at < raw.count {
+                        let n = min(raw.count - at, Int(rng.next() % 300))   // 0 ..< 300: empty parts too
+                        try part(UnsafeRawBufferPointer(rebasing: raw[at ..< at + n]))
+                        at += n
+                    }
+                }
+            }
+        }
+        try w.finish()
+        XCTAssertEqual(try readBytes(parts), try readBytes(whole))
+        let f = try QLMFile(parts)
+        for t in f.tensors { XCTAssertNoThrow(try f.verify(t), t.name) }
+
+        let short = try QLMWriter(url: parts, metadata: testMetadata(), tensors: tensors.map(\.0))
+        assertQuantError([tensors[0].0.name, "got 3 bytes"]) {
+            try tensors[0].1.withUnsafeBytes { raw in try short.writeNext { try $0(UnsafeRawBufferPointer(rebasing: raw[0 ..< 3])) } }
+        }
+        let long = try QLMWriter(url: parts, metadata: testMetadata(), tensors: tensors.map(\.0))
+        assertQuantError([tensors[0].0.name, "got more than"]) {
+            try tensors[0].1.withUnsafeBytes { raw in try long.writeNext { try $0(raw); try $0(UnsafeRawBufferPointer(rebasing: raw[0 ..< 1])) } }
+        }
+        let zstd = syntheticTensors(encoding: .zstd, seed: 11)
+        let z = try QLMWriter(url: parts, metadata: testMetadata(), tensors: zstd.map(\.0))
+        assertQuantError([zstd[0].0.name, "zstd"]) { try zstd[0].1.withUnsafeBytes { raw in try z.writeNext { try $0(raw) } } }
+    }
+
     /// Test 3: a writer dropped or aborted before finish leaves neither output nor temp file,
     /// and an existing file at the path is untouched.
     func testAbortedWriterLeavesNothing() throws {

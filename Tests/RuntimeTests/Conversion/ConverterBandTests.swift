@@ -88,6 +88,44 @@ final class ConverterBandTests: XCTestCase {
         XCTAssertGreaterThan(compared, 50)
     }
 
+    /// The streamed run (the converter's path for raw tensors: each band quantized into a worker's
+    /// small buffer and handed over in row order) hands over the bytes of the whole-tensor run, in
+    /// contiguous ascending row ranges that cover the tensor once.
+    func testStreamedBandsEqualWholeTensorRun() throws {
+        var compared = 0
+        for (label, ck) in try checkpoints() {
+            for t in ck.tensors where t.shape.count == 2 {
+                for type in [QuantType.q8_0, .q4_0x8] where type.allows(rowLength: t.rowLength) {
+                    let info = TensorInfo(name: t.name, type: type, encoding: .raw, shape: t.shape)
+                    guard let plan = BandPlan(t, info, threads: 2, targetFloats: 3 * t.rowLength) else { continue }
+                    var scratch = [Float](repeating: 0, count: plan.floatCount(info))
+                    var whole = [UInt8](repeating: 0, count: info.expectedRawLength)
+                    let rcWhole = scratch.withUnsafeMutableBufferPointer { s in
+                        whole.withUnsafeMutableBytes { plan.run(t, info, floats: s.baseAddress!, imp: nil, into: $0.baseAddress!) }
+                    }
+                    var small = [UInt8](repeating: 0xA5, count: plan.quantBytes(info))
+                    var streamed: [UInt8] = [], nextRow = 0
+                    let rc = scratch.withUnsafeMutableBufferPointer { s in
+                        small.withUnsafeMutableBytes { q in
+                            plan.run(t, info, floats: s.baseAddress!, quant: q.baseAddress!, imp: nil) { band, rows in
+                                XCTAssertEqual(rows.lowerBound, nextRow, "\(label) \(t.name): bands out of order")
+                                XCTAssertEqual(band.count, rows.count * info.rowBytes)
+                                nextRow = rows.upperBound
+                                streamed += band
+                            }
+                        }
+                    }
+                    XCTAssertEqual(rcWhole, -1)
+                    XCTAssertEqual(rc, -1, "\(label) \(t.name) \(type)")
+                    XCTAssertEqual(nextRow, t.rows, "\(label) \(t.name): bands do not cover the rows")
+                    XCTAssertEqual(streamed, whole, "\(label) \(t.name) \(type): streamed bands differ from the whole-tensor run")
+                    compared += 1
+                }
+            }
+        }
+        XCTAssertGreaterThan(compared, 50)
+    }
+
     /// A NaN in one row is reported at that row by the band path (the whole-tensor path's message).
     func testBandQuantizeReportsTheBadRow() throws {
         let rows = 40, cols = 64
@@ -103,6 +141,16 @@ final class ConverterBandTests: XCTestCase {
             var out = [UInt8](repeating: 0, count: info.expectedRawLength)
             let rc = scratch.withUnsafeMutableBufferPointer { s in out.withUnsafeMutableBytes { plan.run(t, info, floats: s.baseAddress!, imp: nil, into: $0.baseAddress!) } }
             XCTAssertEqual(rc, 29)
+            // Streamed: the same row, and no band from the bad one on is handed over.
+            var small = [UInt8](repeating: 0, count: plan.quantBytes(info))
+            var written = 0..<0
+            let rcStreamed = scratch.withUnsafeMutableBufferPointer { s in
+                small.withUnsafeMutableBytes { q in
+                    plan.run(t, info, floats: s.baseAddress!, quant: q.baseAddress!, imp: nil) { _, rows in written = written.lowerBound ..< rows.upperBound }
+                }
+            }
+            XCTAssertEqual(rcStreamed, 29)
+            XCTAssertLessThanOrEqual(written.upperBound, 29 / plan.rows * plan.rows, "bands at or after the bad row were written: \(written)")
         }
     }
 }
