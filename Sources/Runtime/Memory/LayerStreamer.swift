@@ -160,7 +160,7 @@ final class LayerStreamer {
             ranges[j] = DirectRead(range: range, need: end - start)
         }
         directRanges = ranges
-        if !spanStart.isEmpty { reader.openDirect() }
+        if !spanStart.isEmpty { reader.openDirect(pieces: try TensorReader.directPieces()) }
         tensors = perLayer
         storedPerLayer = stored
         rawPerLayer = raw
