@@ -68,15 +68,21 @@ package final class TensorReader {
     package var direct: Bool { directFD >= 0 }
     /// Threads that each read one piece of a split direct read while this one reads the first.
     private var helpers: [PieceReader] = []
+    private var minPieceBytes = TensorReader.defaultMinPieceBytes
     /// Pieces one direct read is cut into and read at once (1: one pread stream).
     package var directPieces: Int { helpers.count + 1 }
 
     /// QUANTLM_STREAM_PIECES: how many block-aligned pieces each O_DIRECT item read is cut into
     /// and read at once (reads in flight; 1 = one pread of the whole span). The default, 2: on
-    /// this host's shared virtio disk a 3.6-4.9 MiB read in two halves at once ran 1.04-1.23x
-    /// (median 1.10x, 11 runs) the speed of one read at a time, and 4 pieces no faster than 2
-    /// (`scripts/bench/disk_reads.sh`, docs/benchmarks-log.md).
+    /// this host's shared virtio disk a 3.6-4.9 MiB read in two halves at once ran 0.99-1.23x
+    /// (median 1.11x, 16 runs) the speed of one read at a time, 4 pieces no faster than 2
+    /// (`scripts/bench/disk_reads.sh`), and decode inside the cgroup gained 1.12x (Q8_0, 3.6 MiB
+    /// layers) and 1.10x (Gemma 3, 3.8 MiB) but lost 0.92x with SmolLM2 Q4_0's 1.9 MiB layers
+    /// (geometric means of 12-20 alternating pairs, docs/benchmarks-log.md): no piece is cut
+    /// below `minPieceBytes`.
     package static let defaultDirectPieces = 2
+    /// The smallest piece a direct read is cut into (a read of under twice this is one piece).
+    package static let defaultMinPieceBytes = 1 << 20
     package static func directPieces(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Int {
         guard let v = env["QUANTLM_STREAM_PIECES"], !v.isEmpty else { return defaultDirectPieces }
         guard let n = Int(v), (1 ... 8).contains(n) else {
@@ -87,12 +93,20 @@ package final class TensorReader {
 
     /// Opens the O_DIRECT descriptor; without one (the file system refuses it) `readDirect` declines.
     /// `pieces` > 1: each direct read is cut into that many block-aligned pieces, read at once by
-    /// this thread and `pieces - 1` helper threads (the disk sees that many reads in flight).
-    package func openDirect(pieces: Int = 1) {
+    /// this thread and `pieces - 1` helper threads (the disk sees that many reads in flight),
+    /// none smaller than `minPieceBytes`.
+    package func openDirect(pieces: Int = 1, minPieceBytes: Int = TensorReader.defaultMinPieceBytes) {
         guard directFD < 0 else { return }
+        self.minPieceBytes = max(MemoryPlan.directAlignment, minPieceBytes)
         directFD = open(path, O_RDONLY | O_CLOEXEC | oDirectFlag)
         guard directFD >= 0 else { return }
         helpers = (1 ..< max(1, pieces)).map { PieceReader(fd: directFD, name: "quantlm-layer-reader-\($0)") }
+    }
+
+    /// Pieces a direct read of `count` bytes is cut into: up to `directPieces`, one per block at
+    /// most, none under `minPieceBytes`.
+    package func piecesFor(_ count: Int) -> Int {
+        min(helpers.count + 1, max(1, count / MemoryPlan.directAlignment), max(1, count / minPieceBytes))
     }
 
     /// Reads the block-aligned file range `range` into the block-aligned `dst` with O_DIRECT
@@ -104,7 +118,7 @@ package final class TensorReader {
     package func readDirect(into dst: UnsafeMutableRawPointer, range: Range<Int>, atLeast: Int) throws -> Bool {
         guard directFD >= 0 else { return false }
         let a = MemoryPlan.directAlignment
-        let blocks = range.count / a, n = min(helpers.count + 1, max(1, blocks))
+        let blocks = range.count / a, n = piecesFor(range.count)
         // Piece p: blocks [p * blocks / n, (p + 1) * blocks / n); the last also takes any tail under a block.
         func piece(_ p: Int) -> Range<Int> {
             let lo = p * blocks / n * a, hi = p == n - 1 ? range.count : (p + 1) * blocks / n * a

@@ -24,7 +24,7 @@ final class TensorReaderTests: XCTestCase {
         defer { dst.deallocate() }
         for pieces in [1, 2, 3, 8] {
             let r = try TensorReader(path: url.path)
-            r.openDirect(pieces: pieces)
+            r.openDirect(pieces: pieces, minPieceBytes: a)   // cut even one-block pieces (the default keeps >= 1 MiB)
             guard r.direct else {
                 throw XCTSkip("\(url.path): the file system refuses O_DIRECT here; the split read cannot be checked")
             }
@@ -35,6 +35,26 @@ final class TensorReaderTests: XCTestCase {
                 let got = [UInt8](UnsafeRawBufferPointer(start: dst, count: need))
                 XCTAssertTrue(got == Array(bytes[start ..< start + need]), "\(pieces) pieces, range \(start) + \(count)")
             }
+        }
+    }
+
+    /// The default never cuts a piece below 1 MiB: a 1.9 MiB read is one piece, 2 MiB two.
+    func testNoPieceBelowTheMinimum() throws {
+        let a = MemoryPlan.directAlignment, mib = 1 << 20
+        var rng = SplitMix64(seed: 30)
+        let bytes = (0 ..< 2 * mib + a).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let url = TestFiles.tempRoot.appendingPathComponent("tensor-reader-\(UInt32.random(in: 0 ... .max)).bin")
+        try Data(bytes).write(to: url)
+        defer { try? FileManager.default.removeItem(at: url) }
+        let r = try TensorReader(path: url.path)
+        r.openDirect(pieces: 2)
+        guard r.direct else { throw XCTSkip("\(url.path): the file system refuses O_DIRECT here") }
+        let dst = UnsafeMutableRawPointer.allocate(byteCount: 2 * mib + a, alignment: a)
+        defer { dst.deallocate() }
+        for (count, cut) in [(2 * mib - 25 * a, 1), (2 * mib, 2), (2 * mib + a, 2)] {
+            XCTAssertEqual(r.piecesFor(count), cut, "\(count) bytes")
+            XCTAssertTrue(try r.readDirect(into: dst, range: 0 ..< count, atLeast: count))
+            XCTAssertTrue([UInt8](UnsafeRawBufferPointer(start: dst, count: count)) == Array(bytes[0 ..< count]))
         }
     }
 
