@@ -2,8 +2,11 @@
 # Is the layer loader's O_DIRECT read pattern slower than a plain sequential read of the same file,
 # and would two reads in flight pay? (scripts/bench/harness/disk_reads.c; issue 29's spread of
 # time per token against the disk probe.) Patterns alternate in ROUNDS rounds in one process:
-# sequential CHUNK_KB reads, the same with two in flight, and with --trace the loader's own reads
-# as issued and cut at 4 MiB-aligned offsets. A trace comes from a streamed run under strace:
+# sequential CHUNK_KB reads; two / four threads reading alternate chunks of CHUNK_KB, CHUNK_KB/2
+# and CHUNK_KB/4 (that many reads always in flight); one chunk at a time cut into two / four
+# pieces read at once (the loader's split item read, QUANTLM_STREAM_PIECES); and with --trace
+# the loader's own reads as issued and cut at 4 MiB-aligned offsets. Each round starts at the
+# next pattern in turn. A trace comes from a streamed run under strace:
 #   strace -f -T -e trace=pread64 -o ST run bench MODEL.qlm --prompt-tokens 16 --gen-tokens 16 --json
 # (inside the memory cgroup so that it streams); --strace ST takes the thread with the most reads of >= 1 MiB.
 #

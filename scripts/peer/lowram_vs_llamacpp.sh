@@ -7,11 +7,15 @@
 # from the shipped Q4_1, converted q8_0x8 / q4_0x8) and Gemma 3 270M (its Q4_K_M GGUF, converted
 # --type keep; TYPES word gemma3), 2 threads:
 #   decode   llama-bench -p 0 -n NGEN with each load mode (-lm mmap, none = --no-mmap, dio = O_DIRECT), TIMEOUT s each, vs
-#            run bench --prompt-tokens 16 --gen-tokens NGEN (decode, streamed bytes/token and the
-#            in-run O_DIRECT disk probe: share = streamed GB/s / probe GB/s; time per token is
-#            1/share of streamed bytes ÷ probe speed), once per READS mode (QUANTLM_STREAM_READS:
-#            direct = O_DIRECT reads of each layer's span, buffered = pread through the page cache),
-#            the modes alternating ROUNDS times
+#            run bench --prompt-tokens 16 --gen-tokens NGEN --reps REPS (decode, streamed bytes/token
+#            and the in-run disk probe: share = streamed GB/s / probe GB/s; time per token is
+#            1/share of streamed bytes ÷ probe speed; with direct reads the probe is the loader's
+#            own read pattern before the first rep and after each, the share per rep against the
+#            reads around it, median over reps; the file's 4 MiB probe's ratio beside it), once per
+#            READS mode (QUANTLM_STREAM_READS: direct = O_DIRECT reads of each layer's span,
+#            buffered = pread through the page cache) and per build in BINS (build dirs, e.g.
+#            "/tmp/old .build/release" for an A/B) and per PIECES value (QUANTLM_STREAM_PIECES: O_DIRECT
+#            reads in flight per item, "1 2" for an A/B; default: the build's), alternating ROUNDS times
 #   lookup   run generate on the story-repeat prompt (scripts/bench/bench_speculative.sh's "repeat
 #            story A", in the model's chat format), plain and --speculative lookup, SPECTOK tokens,
 #            with generate --json's disk probe and share
@@ -21,7 +25,8 @@
 # killed). llama.cpp (this build takes -lm/--load-mode instead of --no-mmap) runs are skipped when its binaries are missing (scripts/peer/build_llamacpp.sh).
 #
 #   sudo scripts/peer/lowram_vs_llamacpp.sh   # env: TYPES="Q8_0 Q4_0 gemma3" FRACTIONS="2 3" PARTS="decode lookup serve"
-#                                             #      READS="direct buffered" ROUNDS=1 LLAMA=1 (0: QuantLM only)
+#                                             #      READS="direct buffered" ROUNDS=1 REPS=5 LLAMA=1 (0: QuantLM only)
+#                                             #      BINS="$QUANTLM_BIN" PIECES=default (several: alternated per round)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" = 0 ] || { echo "error: needs root to make memory cgroups" >&2; exit 2; }
@@ -31,7 +36,7 @@ SHARED=${QUANTLM_SHARED:-../shared}
 OUT=${OUT:-/tmp/quantlm-lowram}
 B=${QUANTLM_BIN:-.build/release}
 TYPES=${TYPES:-"Q8_0 Q4_0 gemma3"} FRACTIONS=${FRACTIONS:-"2 3"} PARTS=${PARTS:-"decode lookup serve"}
-READS=${READS:-"direct buffered"} ROUNDS=${ROUNDS:-1} LLAMA=${LLAMA:-1}
+READS=${READS:-"direct buffered"} ROUNDS=${ROUNDS:-1} LLAMA=${LLAMA:-1} REPS=${REPS:-5} BINS=${BINS:-$B} PIECES=${PIECES:-default}
 NGEN=${NGEN:-16} TIMEOUT=${TIMEOUT:-120} SPECTOK=${SPECTOK:-96} REQUESTS=${REQUESTS:-4} MAXTOK=${MAXTOK:-32}
 PORT=${PORT:-18097}
 mkdir -p "$OUT"
@@ -111,10 +116,13 @@ for t in $TYPES; do
   for f in $FRACTIONS; do
     lim=$((size / f)); tag="$t 1/$f ($((lim >> 20)) MiB of $((size >> 20)) MiB)"
     if [[ " $PARTS " == *" decode "* ]]; then
-      for round in $(seq $ROUNDS); do for reads in $READS; do
+      for round in $(seq $ROUNDS); do for bin in $BINS; do for pieces in $PIECES; do for reads in $READS; do
+      [ -x "$bin/run" ] || { echo "error: $bin/run missing" >&2; exit 2; }
       cg_make $lim; evict "$q" "$g"
-      set +e; QUANTLM_STREAM_READS=$reads incg $B/run bench "$q" --prompt-tokens 16 --gen-tokens $NGEN --reps 3 --threads 2 --json > "$OUT/bench-$t-$f-$reads.json" 2> "$OUT/bench-$t-$f-$reads.err"; rc=$?; set -e
-      python3 - "$OUT/bench-$t-$f-$reads.json" "$rc" "$(cg_ooms)" "$(cg_peak)" "$tag, $reads reads, round $round" <<'PY'
+      btag=""; [ "$BINS" = "$B" ] || btag=", $bin"
+      if [ "$pieces" = default ]; then unset QUANTLM_STREAM_PIECES; else export QUANTLM_STREAM_PIECES=$pieces; btag="$btag, $pieces in flight"; fi
+      set +e; QUANTLM_STREAM_READS=$reads incg $bin/run bench "$q" --prompt-tokens 16 --gen-tokens $NGEN --reps $REPS --threads 2 --json > "$OUT/bench-$t-$f-$reads.json" 2> "$OUT/bench-$t-$f-$reads.err"; rc=$?; set -e
+      python3 - "$OUT/bench-$t-$f-$reads.json" "$rc" "$(cg_ooms)" "$(cg_peak)" "$tag, $reads reads$btag, round $round" <<'PY'
 import json, sys
 path, rc, ooms, peak, tag = sys.argv[1:6]
 try: j = json.load(open(path))
@@ -123,13 +131,19 @@ d = j["decode_tokens_per_second"]["median"]; m = j["memory_plan"]; dp = j.get("d
 sb = m["streamed_bytes_per_token"]; share = j.get("streamed_share_of_disk_probe")
 gb = (dp.get("gb_per_second") or {}).get("median")
 bound = f", time/token {1/share:.2f}x of streamed/probe" if share else ""
+if dp.get("pattern"): bound += f" ({dp['pattern']} probe, {dp.get('pieces')} in flight, {dp['buffer_bytes'] / 2**20:.2f} MiB reads)"
+per = j.get("streamed_share_of_disk_probe_per_rep")
+if per: bound += ", per rep " + " ".join(f"{1/x:.2f}x" for x in per)
+ff = j.get("streamed_share_of_disk_probe_file")
+if ff: bound += f"; against the file probe ({(j['disk_probe_file']['gb_per_second']['median']):.2f} GB/s) {1/ff:.2f}x"
 busy = m.get("loader_read_seconds_per_token")
 if busy: bound += f", loader reading {busy * d:.2f} of the decode time"
 print(f"{tag}: QuantLM decode {d:.1f} tok/s (exit {rc}, oom_kill {ooms}, cgroup peak {int(peak) / 2**20:.1f} MiB), "
       f"budget {(m.get('budget_bytes') or 0) / 2**20:.1f} MiB, streamed {sb / 2**20:.1f} MiB/token, disk probe "
       f"{gb if gb is None else round(gb, 2)} GB/s (O_DIRECT {dp.get('o_direct')}), share {share if share is None else round(share, 2)}{bound}")
 PY
-      done; done
+      done; done; done; done
+      unset QUANTLM_STREAM_PIECES
       if [ $have_llama = 1 ]; then
         for mmp in mmap none dio; do
           cg_make $lim; evict "$q" "$g"

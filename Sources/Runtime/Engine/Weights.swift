@@ -116,6 +116,10 @@ package final class WeightStore {
     package var directItemsRead: Int { streamer?.directItemsRead ?? 0 }
     /// Seconds the layer loader has spent reading so far.
     package var streamReadSeconds: Double { streamer?.readSeconds ?? 0 }
+    /// The disk's GB/s for the layer loader's own read pattern, between passes (`LayerStreamer.probeDisk`).
+    package func probeDisk(bytes: Int) throws -> (gbPerSecond: Double, chunkBytes: Int, pieces: Int)? {
+        try streamer?.probeDisk(bytes: bytes)
+    }
     /// Stored / raw bytes the embedding row lookups read so far.
     package var embeddingStoredBytes: Int { rowReader?.storedBytesRead ?? 0 }
     package var embeddingRawBytes: Int { rowReader?.rawBytesRead ?? 0 }

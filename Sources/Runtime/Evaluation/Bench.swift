@@ -125,12 +125,21 @@ package struct ModelBenchReport: Codable, Sendable {
     package var processPeakRSS: Int
     /// The memory plan; streamed bytes per token are those of the decode runs ÷ their tokens.
     package var memoryPlan: MemoryReport
-    /// When layers stream: the model file read with O_DIRECT (3 reads before the first load),
-    /// and the streamed GB/s (streamed bytes per token × median decode tok/s) over the probe's
-    /// median: 1 means decode streams as fast as the disk reads; time per token ÷ (streamed
-    /// bytes per token ÷ the probe) is its inverse.
+    /// When layers stream: the disk's speed for the loader's reads, and the streamed GB/s
+    /// (streamed bytes per token × decode tok/s) over it: 1 means decode streams as fast as the
+    /// disk reads; time per token ÷ (streamed bytes per token ÷ the probe) is its inverse.
+    /// With O_DIRECT streaming the probe is the loader's own pattern (`pattern` "loader":
+    /// its buffers, read size and pieces in flight, `Weights.probeDisk`) read before the first rep
+    /// and after each, and the share is per rep against the reads just before and after it,
+    /// median over reps (`streamedShareOfDiskProbePerRep`); otherwise the file's 4 MiB reads
+    /// before the first load and after the model is released, against the median decode.
     package var diskProbe: DiskProbe?
     package var streamedShareOfDiskProbe: Double?
+    package var streamedShareOfDiskProbePerRep: [Double]?
+    /// The file's 4 MiB reads before the load and after the release (`pattern` "file") and the
+    /// median decode's share of them, beside a loader-pattern probe (a cross-check of the probe).
+    package var diskProbeFile: DiskProbe?
+    package var streamedShareOfDiskProbeFile: Double?
 
     enum CodingKeys: String, CodingKey {
         case model, architecture, threads, fileBytes = "file_bytes", promptTokens = "prompt_tokens", genTokens = "gen_tokens", reps
@@ -143,6 +152,8 @@ package struct ModelBenchReport: Codable, Sendable {
         case decodeBreakdown = "decode_ms_per_token", prefillBreakdown = "prefill_ms"
         case prefillGFLOPS = "prefill_gflops", kvCacheBytes = "kv_cache_bytes", memory, memoryPlan = "memory_plan"
         case processPeakRSS = "process_peak_rss_bytes", diskProbe = "disk_probe", streamedShareOfDiskProbe = "streamed_share_of_disk_probe"
+        case streamedShareOfDiskProbePerRep = "streamed_share_of_disk_probe_per_rep"
+        case diskProbeFile = "disk_probe_file", streamedShareOfDiskProbeFile = "streamed_share_of_disk_probe_file"
     }
 }
 
@@ -164,6 +175,10 @@ package struct KernelBenchRow: Codable, Sendable {
 }
 
 package enum Bench {
+    /// Bytes each loader-pattern disk probe read takes (`Weights.probeDisk`): ~0.1-0.2 s at this
+    /// host's 1.3-2.7 GB/s, beside a 1-4 s decode rep; the streamed span is read again from its start at its end.
+    package static let loaderProbeBytes = 256 << 20
+
     /// Loads the model `reps` times, then runs prefill of `promptTokens` and greedy decode of
     /// `genTokens` `reps` times, against a bandwidth probe measured in the same run.
     package static func model(path: String, threads: Int, promptTokens: Int, genTokens: Int, reps: Int,
@@ -221,6 +236,15 @@ package enum Bench {
             // Under a budget the probes' buffers come out of it: what the plan left unused.
             let room = lm!.plan.slackBytes ?? .max
             var memoryProbeBytes = probeBytes
+            // The disk for the loader's own reads, before the first rep and after each one
+            // (O_DIRECT streaming only; through the streamer's buffers, inside the plan).
+            var diskReads: [Double] = [], diskChunk = 0, diskPieces = 1
+            let loaderProbe = memoryBudget != .none && lm!.plan.streams && lm!.plan.directReads
+            func diskRead() throws {
+                guard let r = try lm!.weights.probeDisk(bytes: Bench.loaderProbeBytes) else { return }
+                diskReads.append(r.gbPerSecond); diskChunk = r.chunkBytes; diskPieces = r.pieces
+            }
+            if loaderProbe { try diskRead() }
 
             for _ in 0 ..< reps {
                 var next: Int32 = 0
@@ -251,6 +275,7 @@ package enum Bench {
                 MemoryStats.sample()
                 prefill.append(Double(promptTokens) / (t1 - t0))
                 decode.append(Double(genTokens) / (t2 - t1))
+                if !diskReads.isEmpty { try diskRead() }
                 if memory == nil { // after the first rep (the decode loop allocates nothing more), before the probe's buffer inflates the peak
                     memory = MemoryStats.current()
                     memoryProbeBytes = max(64 << 10, min(probeBytes, room))
@@ -266,8 +291,17 @@ package enum Bench {
             // The streamed bytes of each rep's decode against the disk probe read right after it.
             let streamedPerToken = Double(streamedDecode.stored) / Double(reps * genTokens)
             let streams = lm!.plan.streams
-            let diskProbe = streams ? disk : nil
-            let diskShare = diskProbe.map { $0.share(bytesPerToken: streamedPerToken, tokensPerSecond: Stat(decode).median) }
+            var diskProbe = streams ? disk : nil
+            var diskShare = diskProbe.map { $0.share(bytesPerToken: streamedPerToken, tokensPerSecond: Stat(decode).median) }
+            var diskSharePerRep: [Double]?
+            if diskReads.count == reps + 1 {
+                // Rep i against the loader-pattern reads just before and after it.
+                let shares = (0 ..< reps).map { streamedPerToken * decode[$0] / 1e9 / (0.5 * (diskReads[$0] + diskReads[$0 + 1])) }
+                diskSharePerRep = shares
+                diskShare = Stat(shares).median
+                diskProbe = DiskProbe(bytes: Bench.loaderProbeBytes, bufferBytes: diskChunk, oDirect: true, readsGBPerSecond: diskReads,
+                                      pieces: diskPieces, pattern: "loader")
+            }
             let processPeak = MemoryStats.current().peakRSS
             // Bandwidth around rep i: the reads just before and after it (rep 0: the one after).
             var around: [Double] = []
@@ -314,18 +348,26 @@ package enum Bench {
                 prefillGFLOPS: 2 * Double(m.matrixParameters) * pre.median / 1e9,
                 kvCacheBytes: m.cache.bytes, memory: memory!, processPeakRSS: processPeak,
                 memoryPlan: decodeMemoryReport(),
-                diskProbe: diskProbe, streamedShareOfDiskProbe: diskShare)
+                diskProbe: diskProbe, streamedShareOfDiskProbe: diskShare, streamedShareOfDiskProbePerRep: diskSharePerRep)
         }
         var report = try decodePart()
-        if let before = report.diskProbe {
+        if let before = disk, report.memoryPlan.bufferCount > 0 {
+            // The file's 4 MiB reads again once the model is released: bracketing the decode.
             lm = nil
             _ = glibcMallocTrim(0)
             let after = try DiskProbe.measure(path: path, reads: 3)
             let both = DiskProbe(bytes: before.bytes, bufferBytes: before.bufferBytes, oDirect: before.oDirect,
-                                 readsGBPerSecond: (before.readsGBPerSecond ?? []) + (after.readsGBPerSecond ?? []))
-            report.diskProbe = both
-            report.streamedShareOfDiskProbe = both.share(bytesPerToken: report.memoryPlan.streamedBytesPerToken,
-                                                         tokensPerSecond: report.decodeTokensPerSecond.median)
+                                 readsGBPerSecond: (before.readsGBPerSecond ?? []) + (after.readsGBPerSecond ?? []),
+                                 pieces: before.pieces, pattern: before.pattern)
+            let share = both.share(bytesPerToken: report.memoryPlan.streamedBytesPerToken,
+                                   tokensPerSecond: report.decodeTokensPerSecond.median)
+            if report.streamedShareOfDiskProbePerRep == nil {
+                report.diskProbe = both
+                report.streamedShareOfDiskProbe = share
+            } else {
+                report.diskProbeFile = both
+                report.streamedShareOfDiskProbeFile = share
+            }
         }
         return report
     }

@@ -51,6 +51,7 @@ final class LayerStreamer {
         var exited = false
         var failure: Error?
         var started = false
+        var paused = false    // a disk probe holds the buffers (`probeDisk`)
         var directItems = 0   // items the loader read with one O_DIRECT read
         var readNanos: UInt64 = 0   // time the loader spent reading (and decompressing) items
     }
@@ -72,6 +73,7 @@ final class LayerStreamer {
     private let rawPerLayer: [Int]
     private let shared = Shared()
     private let reader: TensorReader
+    private let fileBytes: Int
     private let dropReadPages: Bool
     /// Bytes of streamed layers handed to the model (counted at acquire): stored (read from
     /// the file) and raw. Only the consumer thread touches these.
@@ -86,6 +88,7 @@ final class LayerStreamer {
         layers = plan.streamedLayers
         streamIndex = Dictionary(uniqueKeysWithValues: layers.enumerated().map { ($1, $0) })
         reader = try TensorReader(path: file.path)
+        fileBytes = file.map.count
         let names = try Architectures.named(file.metadata.architecture, file: file.path).tensorNames
         var perLayer = [[StreamedTensor]](repeating: [], count: layers.count + plan.outputChunks.count)
         var stored = [Int](repeating: 0, count: perLayer.count), raw = stored
@@ -160,7 +163,7 @@ final class LayerStreamer {
             ranges[j] = DirectRead(range: range, need: end - start)
         }
         directRanges = ranges
-        if !spanStart.isEmpty { reader.openDirect() }
+        if !spanStart.isEmpty { reader.openDirect(pieces: try TensorReader.directPieces()) }
         tensors = perLayer
         storedPerLayer = stored
         rawPerLayer = raw
@@ -221,6 +224,59 @@ final class LayerStreamer {
         thread.name = "quantlm-layer-loader"
         thread.stackSize = 1 << 20
         thread.start()
+    }
+
+    /// The disk's speed for the loader's own reads, measured between forward passes: `bytes` of
+    /// the file range the streamed items span (the bytes every pass reads), front to back and
+    /// from its start again at its end, in chunks of one layer buffer, through the loader's
+    /// O_DIRECT descriptor cut into the loader's pieces, into this streamer's first buffer: no
+    /// memory beyond the plan's, the same bytes, read size and reads in flight as the loader,
+    /// nothing computed meanwhile. The loader pauses and what it had
+    /// prefetched is dropped (the next acquire reads it again). nil when items are not read with
+    /// O_DIRECT. Only while nothing is acquired (between passes).
+    func probeDisk(bytes: Int) throws -> (gbPerSecond: Double, chunkBytes: Int, pieces: Int)? {
+        guard directRanges.contains(where: { $0 != nil }) else { return nil }
+        let s = shared
+        s.cond.lock()
+        for slot in s.slots {
+            if case .inUse(let j) = slot.state {
+                s.cond.unlock()
+                throw ModelError("internal: disk probe while streamed item \(j) is acquired")
+            }
+        }
+        s.paused = true
+        s.epoch += 1
+        s.cond.broadcast()
+        func loading() -> Bool { s.slots.contains { if case .loading = $0.state { return true } else { return false } } }
+        while loading() { s.cond.wait() }
+        for i in s.slots.indices { s.slots[i].state = .empty }
+        let base = s.slots[0].base
+        s.cond.unlock()
+        defer {
+            s.cond.lock()
+            s.paused = false
+            s.epoch += 1
+            s.next = 0
+            s.cond.broadcast()
+            s.cond.unlock()
+        }
+        guard reader.direct else { return nil }
+        let a = MemoryPlan.directAlignment, chunk = max(a, bufferBytes / a * a)
+        // The direct items' span, whole blocks inside the file only (no buffered tail).
+        let lo = directRanges.compactMap { $0?.range.lowerBound }.min()!
+        let hi = min(directRanges.compactMap { $0?.range.upperBound }.max()!, fileBytes / a * a)
+        guard hi > lo else { return nil }
+        var done = 0, at = lo
+        let t0 = monotonicNanos()
+        while done < bytes {
+            let n = min(chunk, hi - at)
+            guard try reader.readDirect(into: base, range: at ..< at + n, atLeast: n) else { return nil }
+            done += n
+            at += n
+            if at >= hi { at = lo }
+        }
+        let seconds = Double(monotonicNanos() - t0) * 1e-9
+        return (Double(done) / max(seconds, 1e-9) / 1e9, chunk, reader.directPieces)
     }
 
     /// Blocks until model layer `layer`'s matrices are in its buffer. No-op for resident layers.
@@ -293,7 +349,7 @@ final class LayerStreamer {
             let j = s.next, b = j % k
             var slotFree = false
             switch s.slots[b].state { case .empty, .done: slotFree = true; default: break }
-            guard s.failure == nil, slotFree else { s.cond.wait(); continue }
+            guard s.failure == nil, !s.paused, slotFree else { s.cond.wait(); continue }
             s.slots[b].state = .loading(j)
             let epoch = s.epoch, base = s.slots[b].base
             s.cond.unlock()

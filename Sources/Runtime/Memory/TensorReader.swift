@@ -9,7 +9,7 @@ import Glibc
 /// pages never count in this process's resident set: raw tensors are read straight into the
 /// destination; zstd tensors chunk by chunk into a staging buffer, then decompressed into it.
 /// One reader per thread (it owns its staging buffer and zstd context).
-final class TensorReader {
+package final class TensorReader {
     /// A zstd tensor's chunk table (offsets relative to the tensor's stored bytes).
     struct Chunks {
         var rowsPerChunk: Int
@@ -26,13 +26,13 @@ final class TensorReader {
         }
     }
 
-    let path: String
+    package let path: String
     private let fd: Int32
     private let dctx: OpaquePointer
     private var staging: UnsafeMutableRawPointer?
     private(set) var stagingBytes = 0
 
-    init(path: String) throws {
+    package init(path: String) throws {
         self.path = path
         fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw QuantError(path, "cannot open: \(String(cString: strerror(errno)))") }
@@ -42,6 +42,7 @@ final class TensorReader {
     }
 
     deinit {
+        helpers.forEach { $0.finish() }
         if directFD >= 0 { close(directFD) }
         staging?.deallocate()
         ZSTD_freeDCtx(dctx)
@@ -64,35 +65,81 @@ final class TensorReader {
 
     /// A second descriptor opened with O_DIRECT (`openDirect`), while the file system accepts it.
     private var directFD: Int32 = -1
-    var direct: Bool { directFD >= 0 }
+    package var direct: Bool { directFD >= 0 }
+    /// Threads that each read one piece of a split direct read while this one reads the first.
+    private var helpers: [PieceReader] = []
+    private var minPieceBytes = TensorReader.defaultMinPieceBytes
+    /// Pieces one direct read is cut into and read at once (1: one pread stream).
+    package var directPieces: Int { helpers.count + 1 }
+
+    /// QUANTLM_STREAM_PIECES: how many block-aligned pieces each O_DIRECT item read is cut into
+    /// and read at once (reads in flight; 1 = one pread of the whole span). The default, 2: on
+    /// this host's shared virtio disk a 3.6-4.9 MiB read in two halves at once ran 0.99-1.23x
+    /// (median 1.11x, 16 runs) the speed of one read at a time, 4 pieces no faster than 2
+    /// (`scripts/bench/disk_reads.sh`), and decode inside the cgroup gained 1.12x (Q8_0, 3.6 MiB
+    /// layers) and 1.10x (Gemma 3, 3.8 MiB) but lost 0.92x with SmolLM2 Q4_0's 1.9 MiB layers
+    /// (geometric means of 12-20 alternating pairs, docs/benchmarks-log.md): no piece is cut
+    /// below `minPieceBytes`.
+    package static let defaultDirectPieces = 2
+    /// The smallest piece a direct read is cut into (a read of under twice this is one piece).
+    package static let defaultMinPieceBytes = 1 << 20
+    package static func directPieces(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Int {
+        guard let v = env["QUANTLM_STREAM_PIECES"], !v.isEmpty else { return defaultDirectPieces }
+        guard let n = Int(v), (1 ... 8).contains(n) else {
+            throw ModelError("QUANTLM_STREAM_PIECES='\(v)' must be a number of pieces from 1 to 8")
+        }
+        return n
+    }
 
     /// Opens the O_DIRECT descriptor; without one (the file system refuses it) `readDirect` declines.
-    func openDirect() {
+    /// `pieces` > 1: each direct read is cut into that many block-aligned pieces, read at once by
+    /// this thread and `pieces - 1` helper threads (the disk sees that many reads in flight),
+    /// none smaller than `minPieceBytes`.
+    package func openDirect(pieces: Int = 1, minPieceBytes: Int = TensorReader.defaultMinPieceBytes) {
         guard directFD < 0 else { return }
+        self.minPieceBytes = max(MemoryPlan.directAlignment, minPieceBytes)
         directFD = open(path, O_RDONLY | O_CLOEXEC | oDirectFlag)
+        guard directFD >= 0 else { return }
+        helpers = (1 ..< max(1, pieces)).map { PieceReader(fd: directFD, name: "quantlm-layer-reader-\($0)") }
+    }
+
+    /// Pieces a direct read of `count` bytes is cut into: up to `directPieces`, one per block at
+    /// most, none under `minPieceBytes`.
+    package func piecesFor(_ count: Int) -> Int {
+        min(helpers.count + 1, max(1, count / MemoryPlan.directAlignment), max(1, count / minPieceBytes))
     }
 
     /// Reads the block-aligned file range `range` into the block-aligned `dst` with O_DIRECT
     /// (the disk's DMA lands in `dst`, no page-cache copy); at least `atLeast` bytes must exist
     /// (the file may end inside the range's last block). False when direct reads are unavailable
     /// or the file system refuses this one (EINVAL): read it buffered instead.
-    func readDirect(into dst: UnsafeMutableRawPointer, range: Range<Int>, atLeast: Int) throws -> Bool {
+    /// With helpers (`openDirect(pieces:)`) the range is cut at block boundaries into pieces read
+    /// at once; whatever a piece leaves unread (a short read: the file's end) is read buffered.
+    package func readDirect(into dst: UnsafeMutableRawPointer, range: Range<Int>, atLeast: Int) throws -> Bool {
         guard directFD >= 0 else { return false }
-        var done = 0
-        while done < range.count {
-            let n = pread(directFD, dst + done, range.count - done, off_t(range.lowerBound + done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                if errno == EINVAL { close(directFD); directFD = -1; return false }
-                throw QuantError(path, "read failed at offset \(range.lowerBound + done): \(String(cString: strerror(errno)))")
-            }
-            if n == 0 { break }
-            done += n
-            // A short read inside the file would leave the next offset unaligned: finish buffered.
-            if done < range.count && done % MemoryPlan.directAlignment != 0 { break }
+        let a = MemoryPlan.directAlignment
+        let blocks = range.count / a, n = piecesFor(range.count)
+        // Piece p: blocks [p * blocks / n, (p + 1) * blocks / n); the last also takes any tail under a block.
+        func piece(_ p: Int) -> Range<Int> {
+            let lo = p * blocks / n * a, hi = p == n - 1 ? range.count : (p + 1) * blocks / n * a
+            return lo ..< hi
         }
-        if done < atLeast {
-            try readFully(dst + done, count: atLeast - done, offset: range.lowerBound + done)
+        for p in 1 ..< n { helpers[p - 1].post(dst + piece(p).lowerBound, piece(p).shifted(range.lowerBound)) }
+        let first = PieceReader.directRead(directFD, dst, piece(0).shifted(range.lowerBound))
+        for p in 1 ..< n { helpers[p - 1].wait() }
+        // Bytes valid from the range's start: every piece read whole, up to the first short one.
+        var valid = 0
+        for p in 0 ..< n {
+            let r = p == 0 ? first : helpers[p - 1].result
+            if r.error == EINVAL { close(directFD); directFD = -1; helpers.forEach { $0.finish() }; helpers = []; return false }
+            if r.error != 0 {
+                throw QuantError(path, "read failed at offset \(range.lowerBound + piece(p).lowerBound + r.done): \(String(cString: strerror(r.error)))")
+            }
+            valid += r.done
+            if r.done < piece(p).count { break }
+        }
+        if valid < atLeast {
+            try readFully(dst + valid, count: atLeast - valid, offset: range.lowerBound + valid)
         }
         return true
     }
@@ -184,4 +231,93 @@ final class TensorReader {
                                    what: { "tensor \(t.name): zstd chunk \(c)" }, file: path)
         return len
     }
+}
+
+/// A thread that reads one piece of a split O_DIRECT read (`TensorReader.readDirect`): `post`
+/// hands it a piece, `wait` returns what it read. It allocates nothing per read.
+private final class PieceReader: @unchecked Sendable {
+    struct Result { var done: Int; var error: Int32 }
+    private let cond = NSCondition()
+    private let fd: Int32
+    private var job: (dst: UnsafeMutableRawPointer, range: Range<Int>)?
+    /// What the last piece read (valid once `wait` returned).
+    private(set) var result = Result(done: 0, error: 0)
+    private var busy = false
+    private var stop = false, exited = false
+
+    init(fd: Int32, name: String) {
+        self.fd = fd
+        let thread = Thread { [self] in loop() }
+        thread.name = name
+        thread.stackSize = 1 << 18
+        thread.start()
+    }
+
+    /// O_DIRECT reads of `range` into `dst` until it is read, the file ends or a read fails: the
+    /// bytes read and the error (0: none). A short read inside the file ends it too (the next
+    /// offset would not be block-aligned); the caller reads the rest buffered.
+    static func directRead(_ fd: Int32, _ dst: UnsafeMutableRawPointer, _ range: Range<Int>) -> Result {
+        var done = 0
+        while done < range.count {
+            let n = pread(fd, dst + done, range.count - done, off_t(range.lowerBound + done))
+            if n < 0 {
+                if errno == EINTR { continue }
+                return Result(done: done, error: errno)
+            }
+            if n == 0 { break }
+            done += n
+            if done < range.count && done % MemoryPlan.directAlignment != 0 { break }
+        }
+        return Result(done: done, error: 0)
+    }
+
+    func post(_ dst: UnsafeMutableRawPointer, _ range: Range<Int>) {
+        cond.lock()
+        job = (dst, range)
+        busy = true
+        cond.broadcast()
+        cond.unlock()
+    }
+
+    /// Blocks until the posted piece is read (`result`).
+    func wait() {
+        cond.lock()
+        while busy { cond.wait() }
+        cond.unlock()
+    }
+
+    /// Stops the thread and waits until it has (it never holds a job then).
+    func finish() {
+        cond.lock()
+        stop = true
+        cond.broadcast()
+        while !exited { cond.wait() }
+        cond.unlock()
+    }
+
+    private func loop() {
+        cond.lock()
+        while true {
+            if let j = job {
+                job = nil
+                cond.unlock()
+                let r = PieceReader.directRead(fd, j.dst, j.range)
+                cond.lock()
+                result = r
+                busy = false
+                cond.broadcast()
+            } else if stop {
+                break
+            } else {
+                cond.wait()
+            }
+        }
+        exited = true
+        cond.broadcast()
+        cond.unlock()
+    }
+}
+
+private extension Range where Bound == Int {
+    func shifted(_ by: Int) -> Range<Int> { lowerBound + by ..< upperBound + by }
 }

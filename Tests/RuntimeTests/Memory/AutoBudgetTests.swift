@@ -330,5 +330,25 @@ final class AutoBudgetTests: XCTestCase {
         let bench = try cg.run(["bench", url.path, "--prompt-tokens", "8", "--gen-tokens", "16", "--reps", "2", "--threads", "2", "--json"])
         XCTAssertEqual(bench.status, 0, "bench inside \(limit) bytes: exit \(bench.status) \(bench.stderr)")
         XCTAssertEqual(cg.oomKills, 0)
+        // Streaming with O_DIRECT, bench's disk probe is the loader's own reads through its
+        // buffers (nothing outside the plan), before the first rep and after each of the 2, and
+        // the share is per rep; the file's 4 MiB probe is reported beside it.
+        let b = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(bench.stdout.utf8)) as? [String: Any], bench.stdout)
+        let bplan = try XCTUnwrap(b["memory_plan"] as? [String: Any])
+        XCTAssertGreaterThan(try XCTUnwrap(bplan["buffer_count"] as? Int), 0, "bench streamed inside the cgroup")
+        let bprobe = try XCTUnwrap(b["disk_probe"] as? [String: Any], bench.stdout)
+        if (try? DiskProbe.Reader(path: url.path).usesDirectIO) == true {
+            XCTAssertEqual(bprobe["pattern"] as? String, "loader", bench.stdout)
+            XCTAssertEqual(bprobe["pieces"] as? Int, TensorReader.defaultDirectPieces)
+            XCTAssertEqual(bprobe["buffer_bytes"] as? Int, bplan["buffer_bytes"] as? Int, "the probe reads one layer buffer at a time")
+            XCTAssertEqual((bprobe["reads_gb_per_second"] as? [Double])?.count, 3)
+            let per = try XCTUnwrap(b["streamed_share_of_disk_probe_per_rep"] as? [Double], bench.stdout)
+            XCTAssertEqual(per.count, 2)
+            XCTAssertTrue(per.allSatisfy { $0 > 0 }, "\(per)")
+            XCTAssertEqual((b["disk_probe_file"] as? [String: Any])?["pattern"] as? String, "file")
+        } else {
+            print("\(url.path): the file system refuses O_DIRECT: bench's probe is the file's buffered reads")
+            XCTAssertEqual(bprobe["pattern"] as? String, "file", bench.stdout)
+        }
     }
 }

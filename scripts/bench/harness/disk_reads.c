@@ -1,10 +1,16 @@
 // O_DIRECT read patterns of one file, alternated in rounds (scripts/bench/disk_reads.sh): is the
 // layer loader's pattern slower than a plain sequential read, and would a deeper queue pay?
-//   seq KB    one pread of KB at a time, front to back (what DiskProbe does with KB = 4096)
+//   seq KB    one pread of KB at a time, front to back (QUANTLM_STREAM_PIECES=1)
 //   qd2 KB    two threads, alternate KB chunks: two reads in flight
+//   qd2h KB   two threads, alternate KB/2 chunks: two half-size reads always in flight
+//   halves KB one KB chunk at a time, its two halves (cut at a 4 KiB boundary) read at once by two
+//             threads, both done before the next chunk (the loader's split item read, the default)
+//   qd4q KB   four threads, alternate KB/4 chunks: four quarter-size reads always in flight
+//   quarters KB  one KB chunk at a time in four pieces read at once (QUANTLM_STREAM_PIECES=4)
 //   replay    a loader trace (lines "bytes offset", e.g. from strace): the reads as issued, one at a time
 //   aligned   the same trace, each read cut at 4 MiB-aligned file offsets
-// Each pattern reads up to 512 MiB (a trace: all its reads) and prints GB/s per round, then medians.
+// Each pattern reads up to 512 MiB (a trace: all its reads) and prints GB/s per round, then medians;
+// each round starts at the next pattern in turn.
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
@@ -28,8 +34,8 @@ static void *read_span(void *p) {
 
 // `threads` readers, reader i taking chunks i, i + threads, ...
 static double sequential(int64_t chunk, int threads, char **bufs) {
-    pthread_t th[2];
-    span sp[2];
+    pthread_t th[4];
+    span sp[4];
     const double t0 = now();
     for (int i = 0; i < threads; i++) {
         sp[i] = (span){chunk, i * chunk, threads * chunk, bufs[i]};
@@ -37,6 +43,49 @@ static double sequential(int64_t chunk, int threads, char **bufs) {
     }
     for (int i = 0; i < threads; i++) pthread_join(th[i], NULL);
     return (double)(total / chunk * chunk) / (now() - t0) / 1e9;
+}
+
+// Each chunk cut into k pieces at 4 KiB boundaries, read at once by this thread and k - 1 helpers
+// that wait at a barrier; all k done before the next chunk.
+static pthread_barrier_t gate;
+static struct { int64_t off, chunk; char *buf; int k, stop; } job;
+static void piece_of(int i, int64_t *lo, int64_t *hi) {
+    const int64_t blocks = job.chunk / 4096;
+    *lo = i * blocks / job.k * 4096;
+    *hi = i == job.k - 1 ? job.chunk : (i + 1) * blocks / job.k * 4096;
+}
+static void *piece_reader(void *arg) {
+    const int i = (int)(intptr_t)arg;
+    for (;;) {
+        pthread_barrier_wait(&gate);
+        if (job.stop) return NULL;
+        int64_t lo, hi;
+        piece_of(i, &lo, &hi);
+        if (hi > lo) pread(fd, job.buf + lo, (size_t)(hi - lo), job.off + lo);
+        pthread_barrier_wait(&gate);
+    }
+}
+static double pieces(int64_t chunk, int k, char *buf) {
+    pthread_t th[8];
+    pthread_barrier_init(&gate, NULL, (unsigned)k);
+    job.stop = 0; job.k = k; job.chunk = chunk; job.buf = buf;
+    for (int i = 1; i < k; i++) pthread_create(&th[i], NULL, piece_reader, (void *)(intptr_t)i);
+    int64_t bytes = 0, lo, hi;
+    const double t0 = now();
+    for (int64_t off = 0; off + chunk <= total; off += chunk) {
+        job.off = off;
+        pthread_barrier_wait(&gate);
+        piece_of(0, &lo, &hi);
+        pread(fd, buf + lo, (size_t)(hi - lo), off + lo);
+        pthread_barrier_wait(&gate);
+        bytes += chunk;
+    }
+    const double dt = now() - t0;
+    job.stop = 1;
+    pthread_barrier_wait(&gate);
+    for (int i = 1; i < k; i++) pthread_join(th[i], NULL);
+    pthread_barrier_destroy(&gate);
+    return (double)bytes / dt / 1e9;
 }
 
 static double replay(const int64_t *size, const int64_t *off, int n, int64_t align, char **bufs) {
@@ -84,18 +133,28 @@ int main(int argc, char **argv) {
         if (!n) { fprintf(stderr, "error: %s: no \"bytes offset\" lines\n", trace); return 1; }
     }
     const int64_t bufBytes = most > chunk ? most : chunk;
-    char *bufs[2];
-    for (int i = 0; i < 2; i++)
+    char *bufs[4];
+    for (int i = 0; i < 4; i++)
         if (posix_memalign((void **)&bufs[i], 4096, (size_t)bufBytes)) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    const char *names[4] = {"seq", "qd2", "replay", "aligned"};
-    const int np = trace ? 4 : 2;
+    const char *names[8] = {"seq", "qd2", "qd2h", "halves", "qd4q", "quarters", "replay", "aligned"};
+    const int np = trace ? 8 : 6;
     double *gb = calloc((size_t)np * rounds, sizeof(double));
     for (int r = 0; r < rounds; r++) {
-        gb[0 * rounds + r] = sequential(chunk, 1, bufs);
-        gb[1 * rounds + r] = sequential(chunk, 2, bufs);
-        if (trace) {
-            gb[2 * rounds + r] = replay(size, off, n, 0, bufs);
-            gb[3 * rounds + r] = replay(size, off, n, 4 << 20, bufs);
+        // Round r starts at pattern r % np (no pattern always reads first after a pause).
+        for (int k = 0; k < np; k++) {
+            const int p = (r + k) % np;
+            double g = 0;
+            switch (p) {
+            case 0: g = sequential(chunk, 1, bufs); break;
+            case 1: g = sequential(chunk, 2, bufs); break;
+            case 2: g = sequential(chunk / 2 / 4096 * 4096, 2, bufs); break;
+            case 3: g = pieces(chunk, 2, bufs[0]); break;
+            case 4: g = sequential(chunk / 4 / 4096 * 4096, 4, bufs); break;
+            case 5: g = pieces(chunk, 4, bufs[0]); break;
+            case 6: g = replay(size, off, n, 0, bufs); break;
+            case 7: g = replay(size, off, n, 4 << 20, bufs); break;
+            }
+            gb[p * rounds + r] = g;
         }
         printf("round %d:", r + 1);
         for (int p = 0; p < np; p++) printf(" %s %.2f", names[p], gb[p * rounds + r]);
