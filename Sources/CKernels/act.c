@@ -63,9 +63,10 @@ void qlm_prepare_q8a(int32_t path, const float *x, void *act, int64_t n) {
 }
 
 // ---- q8k: one block per 256 elements (the K-quants' activation) -------------------------------
-// d = absmax / 127 over the 256 elements, codes as q8a's (round half away, clamped to +-127), and
-// bsums[k] = the exact sum of codes 16k..16k+15. A last partial block is zero-padded. The SIMD
-// paths compute the same max, the same divisions and roundings: bit-identical to the scalar one.
+// Per 32 elements g a scale d[g] = absmax / 127 and codes as q8a's (round half away, clamped to
+// +-127): the numbers of eight q8a blocks, with the scales side by side (one vector load for a
+// super-block's eight) and bsums[k] = the exact sum of codes 16k..16k+15. A last partial block is
+// zero-padded. The SIMD paths compute the same maxima, divisions and roundings: bit-identical.
 #define Q8K 256
 size_t qlm_act_size_q8k(int64_t n) { return (size_t)((n + Q8K - 1) / Q8K) * sizeof(qlm_block_q8k); }
 
@@ -78,35 +79,36 @@ static void q8k_sums(qlm_block_q8k *b) {
 }
 
 static void q8k_block_scalar(const float *x, qlm_block_q8k *b) {
-    float amax = 0.0f;
-    for (int j = 0; j < Q8K; j++) { float a = fabsf(x[j]); if (a > amax) amax = a; }
-    const float d = amax / 127.0f;
-    for (int j = 0; j < Q8K; j++) b->qs[j] = (int8_t)q8_code(x[j], d);
-    b->d = d;
+    for (int g = 0; g < 8; g++) {
+        float amax = 0.0f;
+        for (int j = 0; j < QLM_QK; j++) { float a = fabsf(x[32 * g + j]); if (a > amax) amax = a; }
+        const float d = amax / 127.0f;
+        for (int j = 0; j < QLM_QK; j++) b->qs[32 * g + j] = (int8_t)q8_code(x[32 * g + j], d);
+        b->d[g] = d;
+    }
     q8k_sums(b);
 }
 
 #if QLM_X86
 QLM_AVX512_TARGET static void q8k_block_avx512(const float *x, qlm_block_q8k *b) {
-    __m512 m = _mm512_setzero_ps();
-    for (int j = 0; j < Q8K; j += 16) m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + j)));
-    const float d = _mm512_reduce_max_ps(m) / 127.0f;
-    for (int j = 0; j < Q8K; j += 16)
-        _mm_storeu_si128((__m128i *)(b->qs + j), _mm512_cvtepi32_epi8(q8_codes512(_mm512_loadu_ps(x + j), d)));
-    b->d = d;
+    for (int g = 0; g < 8; g++) {
+        const __m512 v0 = _mm512_loadu_ps(x + 32 * g), v1 = _mm512_loadu_ps(x + 32 * g + 16);
+        const float d = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1))) / 127.0f;
+        _mm_storeu_si128((__m128i *)(b->qs + 32 * g), _mm512_cvtepi32_epi8(q8_codes512(v0, d)));
+        _mm_storeu_si128((__m128i *)(b->qs + 32 * g + 16), _mm512_cvtepi32_epi8(q8_codes512(v1, d)));
+        b->d[g] = d;
+    }
     q8k_sums(b);
 }
 
 QLM_AVX2_TARGET static void q8k_block_avx2(const float *x, qlm_block_q8k *b) {
-    float amax = 0.0f;
-    for (int j = 0; j < Q8K; j += 32) { const float a = amax_avx2(x + j); if (a > amax) amax = a; }
-    const float d = amax / 127.0f;
-    for (int j = 0; j < Q8K; j += 32) {
+    for (int g = 0; g < 8; g++) {
+        const float d = amax_avx2(x + 32 * g) / 127.0f;
         __m256i q[4];
-        q8_codes_avx2(x + j, d, q);
-        store_i8x32(b->qs + j, q[0], q[1], q[2], q[3]);
+        q8_codes_avx2(x + 32 * g, d, q);
+        store_i8x32(b->qs + 32 * g, q[0], q[1], q[2], q[3]);
+        b->d[g] = d;
     }
-    b->d = d;
     q8k_sums(b);
 }
 #endif

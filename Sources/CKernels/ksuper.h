@@ -4,12 +4,16 @@
 //
 // Products. Each weight super-block is first decoded into a kq_dec (codes as unsigned bytes,
 // one int16 scale per 16 weights, the factor of each 16-sum of the activation codes); then per
-// activation row (a q8k block: d_a, codes a, bsums) two exact integers
-//     isum = sum_e sc(e) * q(e) * a(e)  [+ sum_k off(k) * bsums(k)   q6_k: off = -32 sc]
-//     imin =                             sum_k off(k) * bsums(k)     q4_k, q5_k: off = the min m
-// and the float steps, in super-block order, s += (d * d_a) * (float)isum, sm += (dmin * d_a) *
-// (float)imin, result s - sm. Every path forms the same integers (exact in int32: |isum| < 2^29)
-// and does the same float steps one super-block at a time, so the scalar, AVX2 and AVX-512 dot
+// activation row (a q8k block: a scale d_a[g] per 32 codes, codes a, bsums) and per 32-weight
+// group g (q4_k / q5_k: sub-block g; q6_k: sub-blocks 2g, 2g + 1) two exact integers
+//     isum_g = sum_{e in g} sc(e) q(e) a(e)  [+ sum_{k in g} off(k) bsums(k)   q6_k: off = -32 sc]
+//     imin_g =                                 sum_{k in g} off(k) bsums(k)    q4_k, q5_k: off = m
+// and the float steps S[g] += (d * d_a[g]) * (float)isum_g, M[g] += (dmin * d_a[g]) *
+// (float)imin_g: eight lanes (lane g = group g of every super-block), in super-block order;
+// result kq_hsum8(S) - kq_hsum8(M), the lanes summed in one fixed order (HSUM8_BODY's). One
+// activation scale per 32 (not one per 256, ggml's Q8_K) keeps the small activations next to an
+// outlier (ffn_down's SwiGLU input) from being crushed. Every path forms the same integers (exact
+// in int32: |isum_g| < 2^26) and does the same float steps, so the scalar, AVX2 and AVX-512 dot
 // kernels, the few-token kernels and the prefill tiles are bit-identical. The decoded block is
 // shared by all the tokens of a few-token call or tile (decoded once per row and call).
 #ifndef QLM_KSUPER_H
@@ -95,24 +99,43 @@ QLM_AVX2_TARGET QLM_INLINE void kq_dec_scales_min_avx2(kq_dec *D, const uint8_t 
 }
 #endif
 
+// Lanes summed in the fixed order of HSUM8_BODY: ((v0 + v4) + (v2 + v6)) + ((v1 + v5) + (v3 + v7)).
+static inline float kq_hsum8(const float v[8]) {
+    const float l0 = v[0] + v[4], l1 = v[1] + v[5], l2 = v[2] + v[6], l3 = v[3] + v[7];
+    return (l0 + l2) + (l1 + l3);
+}
+
 #if QLM_X86
-// The float steps of a one-token q4_k / q5_k dot over one super-block (kq_rows' steps): isum = the
-// sum of x's int32 lanes, imin = the sum of o's, s += (d * d_a) * isum, sm += (dmin * d_a) * imin.
-QLM_AVX2_TARGET QLM_INLINE void kq_dot1_steps(__m256i x, __m256i o, uint16_t d, uint16_t dmin, float da, float *s, float *sm) {
-    const __m256i h = _mm256_hadd_epi32(x, o); // x01 x23 o01 o23 | x45 x67 o45 o67
-    __m128i r = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-    r = _mm_hadd_epi32(r, r);                 // isum, imin, ...
-    *s += (kq_h2f_f16c(d) * da) * (float)_mm_cvtsi128_si32(r);
-    *sm += (kq_h2f_f16c(dmin) * da) * (float)_mm_extract_epi32(r, 1);
+// Lane c of the result = the sum of x[c]'s 8 int32 lanes (exact).
+QLM_AVX2_TARGET QLM_INLINE __m256i kq_sum8x8(const __m256i x[8]) {
+    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3])); // c0..c3 | c0..c3 (halves)
+    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(x[4], x[5]), _mm256_hadd_epi32(x[6], x[7])); // c4..c7 | c4..c7
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+// The same from four 512-bit registers, z[g] = x[2g] (low half) and x[2g + 1] (high half).
+QLM_AVX512_TARGET QLM_INLINE __m256i kq_sum8x8_512(const __m512i z[4]) {
+    __m256i x[8];
+    for (int g = 0; g < 4; g++) { x[2 * g] = _mm512_castsi512_si256(z[g]); x[2 * g + 1] = _mm512_extracti64x4_epi64(z[g], 1); }
+    return kq_sum8x8(x);
+}
+// The float steps of one super-block (lane g = group g): S += (d * d_a) * isum, M += (dmin * d_a) * imin.
+QLM_AVX2_TARGET QLM_INLINE void kq_floats8(__m256i isum, __m256i imin, float d, float dmin, const float *da, __m256 *S, __m256 *M) {
+    const __m256 va = _mm256_loadu_ps(da);
+    *S = _mm256_add_ps(*S, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d), va), _mm256_cvtepi32_ps(isum)));
+    *M = _mm256_add_ps(*M, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(dmin), va), _mm256_cvtepi32_ps(imin)));
+}
+// q6_k's: no min term (M stays +0, as the scalar path's (0 * d_a) * 0 steps leave it).
+QLM_AVX2_TARGET QLM_INLINE void kq_floats8_sym(__m256i isum, float d, const float *da, __m256 *S) {
+    *S = _mm256_add_ps(*S, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(da)), _mm256_cvtepi32_ps(isum)));
 }
 
 // One super-block of a one-token q4_k / q5_k dot (decode) without the decoded block: the codes
 // and scale lanes go straight into the product registers. qh: q5_k's fifth bits (bit s of qh[i]
-// for element i of sub-block s), NULL for q4_k. The same exact integers per super-block (isum,
-// imin) and the same float steps as kq_rows, so the results are the few-token kernels' and the
+// for element i of sub-block s), NULL for q4_k. The same exact integers per group (isum_g,
+// imin_g) and the same float steps as kq_rows, so the results are the few-token kernels' and the
 // tiles' bit for bit.
 QLM_AVX512_TARGET QLM_INLINE void kq_dot1_affine_avx512(const uint8_t scales[12], const uint8_t *qs, const uint8_t *qh, uint16_t d,
-                                                        uint16_t dmin, const qlm_block_q8k *a, float *s, float *sm) {
+                                                        uint16_t dmin, const qlm_block_q8k *a, __m256 *S, __m256 *M) {
     const __m512i lo4 = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
     // vpermw indices: words 0..15 <- scale 2g, 16..31 <- scale 2g + 1
     const __m512i i0 = _mm512_set_epi64(0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0, 0, 0, 0);
@@ -120,7 +143,7 @@ QLM_AVX512_TARGET QLM_INLINE void kq_dot1_affine_avx512(const uint8_t scales[12]
     const __m128i v8 = kq_scales_min_vec(scales);
     const __m512i s8 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v8));
     const __m512i h = qh ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh)) : _mm512_setzero_si512();
-    __m512i acc = _mm512_setzero_si512(), idx = i0;
+    __m512i z[4], idx = i0;
     for (int g = 0; g < 4; g++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
         __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
@@ -129,20 +152,19 @@ QLM_AVX512_TARGET QLM_INLINE void kq_dot1_affine_avx512(const uint8_t scales[12]
             q = _mm512_or_si512(q, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(h, bit), b4));
         }
         const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512((const void *)(a->qs + 64 * g)));
-        acc = _mm512_dpwssd_epi32(acc, p, _mm512_permutexvar_epi16(idx, s8));
+        z[g] = _mm512_madd_epi16(p, _mm512_permutexvar_epi16(idx, s8));
         idx = _mm512_add_epi16(idx, two);
     }
     const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
-    const __m256i x = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-    kq_dot1_steps(x, o, d, dmin, a->d, s, sm);
+    kq_floats8(kq_sum8x8_512(z), o, kq_h2f_f16c(d), kq_h2f_f16c(dmin), a->d, S, M);
 }
 QLM_AVX2_TARGET QLM_INLINE void kq_dot1_affine_avx2(const uint8_t scales[12], const uint8_t *qs, const uint8_t *qh, uint16_t d,
-                                                    uint16_t dmin, const qlm_block_q8k *a, float *s, float *sm) {
+                                                    uint16_t dmin, const qlm_block_q8k *a, __m256 *S, __m256 *M) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     const __m128i v8 = kq_scales_min_vec(scales);
     const __m256i sw = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v8, v8)); // word pairs: scale j in dword j
     const __m256i h = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-    __m256i acc = _mm256_setzero_si256();
+    __m256i x[8];
     for (int g = 0; g < 4; g++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
         __m256i c0 = _mm256_and_si256(v, lo4), c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
@@ -153,11 +175,11 @@ QLM_AVX2_TARGET QLM_INLINE void kq_dot1_affine_avx2(const uint8_t scales[12], co
         }
         const __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)(a->qs + 64 * g)));
         const __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a->qs + 64 * g + 32)));
-        const __m256i s0 = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g)), s1 = _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g + 1));
-        acc = _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+        x[2 * g] = _mm256_madd_epi16(p0, _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g)));
+        x[2 * g + 1] = _mm256_madd_epi16(p1, _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g + 1)));
     }
     const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
-    kq_dot1_steps(acc, o, d, dmin, a->d, s, sm);
+    kq_floats8(kq_sum8x8(x), o, kq_h2f_f16c(d), kq_h2f_f16c(dmin), a->d, S, M);
 }
 #endif
 
@@ -184,119 +206,58 @@ void kq_quantize_row(void (*block)(const float *x, void *dst), size_t bb, const 
 void kq_dequantize_row(int32_t ggml_type, size_t bb, const void *src, float *y, int64_t n);
 size_t kq_row_size_bytes(int64_t n, size_t bb);
 
-// ---- the integer step, per path ------------------------------------------------------------
-// oi: 1 when off feeds isum (q6_k), 0 when it is imin (q4_k, q5_k).
-static inline void kq_ints_scalar(const kq_dec *D, const qlm_block_q8k *a, int oi, int32_t *isum, int32_t *imin) {
-    int32_t s = 0, o = 0;
-    for (int k = 0; k < 16; k++) {
-        int32_t t = 0;
-        for (int j = 0; j < 16; j++) t += (int32_t)D->q[16 * k + j] * (int32_t)a->qs[16 * k + j];
-        s += D->sc[8 * k] * t;
-        o += D->off[k] * (int32_t)a->bsums[k];
+// ---- one super-block x one token, per path: the group integers and the float steps ------------
+// oi: 1 when off feeds isum (q6_k), 0 when it is imin (q4_k, q5_k). S, M: the token's 8 lanes.
+static inline void kq_step_scalar(const kq_dec *D, const qlm_block_q8k *a, int oi, float *S, float *M) {
+    for (int g = 0; g < 8; g++) {
+        int32_t s = 0, o = 0;
+        for (int k = 2 * g; k < 2 * g + 2; k++) {
+            int32_t t = 0;
+            for (int j = 0; j < 16; j++) t += (int32_t)D->q[16 * k + j] * (int32_t)a->qs[16 * k + j];
+            s += D->sc[8 * k] * t;
+            o += D->off[k] * (int32_t)a->bsums[k];
+        }
+        const int32_t isum = oi ? s + o : s, imin = oi ? 0 : o;
+        S[g] += (D->d * a->d[g]) * (float)isum;
+        M[g] += (D->dmin * a->d[g]) * (float)imin;
     }
-    if (oi) { *isum = s + o; *imin = 0; } else { *isum = s; *imin = o; }
 }
 
 #if QLM_X86
-QLM_AVX2_TARGET QLM_INLINE int32_t kq_hsum_i32x8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-    return _mm_cvtsi128_si32(s);
-}
 // Codes are < 64 and activation codes within +-127, so maddubs' pair sums (< 2 * 63 * 127) never
 // saturate.
-QLM_AVX2_TARGET QLM_INLINE void kq_ints_avx2(const kq_dec *D, const qlm_block_q8k *a, int oi, int32_t *isum, int32_t *imin) {
-    __m256i acc = _mm256_setzero_si256();
+QLM_AVX2_TARGET QLM_INLINE void kq_step_fin(const kq_dec *D, const qlm_block_q8k *a, int oi, __m256i isum, float *S, float *M) {
+    const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_load_si256((const __m256i *)D->off));
+    __m256 s = _mm256_loadu_ps(S), m = _mm256_loadu_ps(M);
+    if (oi) kq_floats8_sym(_mm256_add_epi32(isum, o), D->d, a->d, &s);
+    else kq_floats8(isum, o, D->d, D->dmin, a->d, &s, &m);
+    _mm256_storeu_ps(S, s);
+    _mm256_storeu_ps(M, m);
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_step_avx2(const kq_dec *D, const qlm_block_q8k *a, int oi, float *S, float *M) {
+    __m256i x[8];
     for (int c = 0; c < 8; c++) {
         const __m256i p = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(D->q + 32 * c)),
                                                _mm256_loadu_si256((const __m256i *)(a->qs + 32 * c)));
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_load_si256((const __m256i *)(D->sc + 16 * c))));
+        x[c] = _mm256_madd_epi16(p, _mm256_load_si256((const __m256i *)(D->sc + 16 * c)));
     }
-    const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_load_si256((const __m256i *)D->off));
-    if (oi) { *isum = kq_hsum_i32x8(_mm256_add_epi32(acc, o)); *imin = 0; }
-    else { *isum = kq_hsum_i32x8(acc); *imin = kq_hsum_i32x8(o); }
+    kq_step_fin(D, a, oi, kq_sum8x8(x), S, M);
 }
-QLM_AVX512_TARGET QLM_INLINE void kq_ints_avx512(const kq_dec *D, const qlm_block_q8k *a, int oi, int32_t *isum, int32_t *imin) {
-    __m512i acc = _mm512_setzero_si512();
+QLM_AVX512_TARGET QLM_INLINE void kq_step_avx512(const kq_dec *D, const qlm_block_q8k *a, int oi, float *S, float *M) {
+    __m512i z[4];
     for (int g = 0; g < 4; g++) {
         const __m512i p = _mm512_maddubs_epi16(_mm512_load_si512((const void *)(D->q + 64 * g)),
                                                _mm512_loadu_si512((const void *)(a->qs + 64 * g)));
-        acc = _mm512_dpwssd_epi32(acc, p, _mm512_load_si512((const void *)(D->sc + 32 * g)));
+        z[g] = _mm512_madd_epi16(p, _mm512_load_si512((const void *)(D->sc + 32 * g)));
     }
-    const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_load_si256((const __m256i *)D->off));
-    const __m256i acc8 = _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
-    if (oi) { *isum = kq_hsum_i32x8(_mm256_add_epi32(acc8, o)); *imin = 0; }
-    else { *isum = kq_hsum_i32x8(acc8); *imin = kq_hsum_i32x8(o); }
-}
-#endif
-
-// Four tokens at once over one decoded block: the same integers as kq_ints_P per token (exact
-// int32 sums in another order), and the float steps lane by lane as the one-token step does
-// them (multiply, multiply, add; no FMA): s[t] += (d * d_a[t]) * isum[t], sm[t] likewise.
-static inline void kq_step4_scalar(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
-    for (int t = 0; t < 4; t++) {
-        int32_t isum, imin;
-        kq_ints_scalar(D, a[t], oi, &isum, &imin);
-        s[t] += (D->d * a[t]->d) * (float)isum;
-        sm[t] += (D->dmin * a[t]->d) * (float)imin;
-    }
-}
-#if QLM_X86
-// Lane t of the result = the sum of v_t's 8 int32 lanes (exact).
-QLM_AVX2_TARGET QLM_INLINE __m128i kq_hsum4_i32x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
-    const __m256i h = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
-    return _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
-}
-QLM_AVX2_TARGET QLM_INLINE void kq_floats4(const kq_dec *D, const qlm_block_q8k *const a[4], __m128i isum, __m128i imin, float *s, float *sm) {
-    const __m128 da = _mm_setr_ps(a[0]->d, a[1]->d, a[2]->d, a[3]->d);
-    _mm_storeu_ps(s, _mm_add_ps(_mm_loadu_ps(s), _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(D->d), da), _mm_cvtepi32_ps(isum))));
-    _mm_storeu_ps(sm, _mm_add_ps(_mm_loadu_ps(sm), _mm_mul_ps(_mm_mul_ps(_mm_set1_ps(D->dmin), da), _mm_cvtepi32_ps(imin))));
-}
-QLM_AVX2_TARGET QLM_INLINE void kq_offs4(const kq_dec *D, const qlm_block_q8k *const a[4], __m256i x[4], int oi, __m128i *isum, __m128i *imin) {
-    const __m256i off = _mm256_load_si256((const __m256i *)D->off);
-    __m256i o[4];
-    for (int t = 0; t < 4; t++) o[t] = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[t]->bsums), off);
-    if (oi) {
-        for (int t = 0; t < 4; t++) x[t] = _mm256_add_epi32(x[t], o[t]);
-        *imin = _mm_setzero_si128();
-    } else {
-        *imin = kq_hsum4_i32x8(o[0], o[1], o[2], o[3]);
-    }
-    *isum = kq_hsum4_i32x8(x[0], x[1], x[2], x[3]);
-}
-QLM_AVX2_TARGET QLM_INLINE void kq_step4_avx2(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
-    __m256i x[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-    for (int c = 0; c < 8; c++) {
-        const __m256i w = _mm256_load_si256((const __m256i *)(D->q + 32 * c));
-        const __m256i sc = _mm256_load_si256((const __m256i *)(D->sc + 16 * c));
-        for (int t = 0; t < 4; t++)
-            x[t] = _mm256_add_epi32(x[t], _mm256_madd_epi16(_mm256_maddubs_epi16(w, _mm256_loadu_si256((const __m256i *)(a[t]->qs + 32 * c))), sc));
-    }
-    __m128i isum, imin;
-    kq_offs4(D, a, x, oi, &isum, &imin);
-    kq_floats4(D, a, isum, imin, s, sm);
-}
-QLM_AVX512_TARGET QLM_INLINE void kq_step4_avx512(const kq_dec *D, const qlm_block_q8k *const a[4], int oi, float *s, float *sm) {
-    __m512i z[4] = {_mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512()};
-    for (int g = 0; g < 4; g++) {
-        const __m512i w = _mm512_load_si512((const void *)(D->q + 64 * g));
-        const __m512i sc = _mm512_load_si512((const void *)(D->sc + 32 * g));
-        for (int t = 0; t < 4; t++)
-            z[t] = _mm512_dpwssd_epi32(z[t], _mm512_maddubs_epi16(w, _mm512_loadu_si512((const void *)(a[t]->qs + 64 * g))), sc);
-    }
-    __m256i x[4];
-    for (int t = 0; t < 4; t++) x[t] = _mm256_add_epi32(_mm512_castsi512_si256(z[t]), _mm512_extracti64x4_epi64(z[t], 1));
-    __m128i isum, imin;
-    kq_offs4(D, a, x, oi, &isum, &imin);
-    kq_floats4(D, a, isum, imin, s, sm);
+    kq_step_fin(D, a, oi, kq_sum8x8_512(z), S, M);
 }
 #endif
 
 // ---- kernels stamped per type and path -----------------------------------------------------
 // KQ_KERNELS(T, P, TGT, DEC, OI, WT): T the type's name, P the path suffix (scalar/avx2/avx512),
 // DEC(const WT *block, kq_dec *D) the decoder, OI as above. Defines
-//   kq_rows_T_P(n, w, act, as, Y, ldy, nt): one row x nt (1..KQ_TILE_NT) tokens, four at a time,
+//   kq_rows_T_P(n, w, act, as, Y, ldy, nt): one row x nt (1..KQ_TILE_NT) tokens,
 //   dotn_T_P (qlm_dotn_fn), few_T_P (qlm_few_fn), tile_T_P (qlm_tile_fn, 1 row x KQ_TILE_NT).
 #define KQ_TILE_NT 16
 #define KQ_KERNELS(T, P, TGT, DEC, OI, WT)                                                         \
@@ -304,26 +265,16 @@ TGT static void kq_rows_##T##_##P(int64_t n, const void *w, const void *act_, si
     const WT *wb = (const WT *)w;                                                                  \
     const char *act = (const char *)act_;                                                          \
     const int64_t nb = (n + QK_K - 1) / QK_K;                                                      \
-    float s[KQ_TILE_NT], sm[KQ_TILE_NT];                                                           \
-    for (int t = 0; t < nt; t++) s[t] = sm[t] = 0.0f;                                              \
-    const int n4 = nt & ~3;                                                                        \
+    float S[KQ_TILE_NT][8] __attribute__((aligned(32))), M[KQ_TILE_NT][8] __attribute__((aligned(32))); \
+    memset(S, 0, sizeof(float) * 8 * (size_t)nt);                                                  \
+    memset(M, 0, sizeof(float) * 8 * (size_t)nt);                                                  \
     kq_dec D;                                                                                      \
     for (int64_t b = 0; b < nb; b++) {                                                             \
         DEC(wb + b, &D);                                                                           \
-        for (int t = 0; t < n4; t += 4) {                                                          \
-            const qlm_block_q8k *a4[4];                                                            \
-            for (int k = 0; k < 4; k++) a4[k] = (const qlm_block_q8k *)(act + (size_t)(t + k) * as) + b; \
-            kq_step4_##P(&D, a4, OI, s + t, sm + t);                                               \
-        }                                                                                          \
-        for (int t = n4; t < nt; t++) {                                                            \
-            const qlm_block_q8k *a = (const qlm_block_q8k *)(act + (size_t)t * as) + b;             \
-            int32_t isum, imin;                                                                    \
-            kq_ints_##P(&D, a, OI, &isum, &imin);                                                  \
-            s[t] += (D.d * a->d) * (float)isum;                                                    \
-            sm[t] += (D.dmin * a->d) * (float)imin;                                                \
-        }                                                                                          \
+        for (int t = 0; t < nt; t++)                                                               \
+            kq_step_##P(&D, (const qlm_block_q8k *)(act + (size_t)t * as) + b, OI, S[t], M[t]);    \
     }                                                                                              \
-    for (int t = 0; t < nt; t++) Y[t * ldy] = s[t] - sm[t];                                        \
+    for (int t = 0; t < nt; t++) Y[t * ldy] = kq_hsum8(S[t]) - kq_hsum8(M[t]);                     \
 }                                                                                                  \
 TGT __attribute__((unused)) static void dotn_##T##_##P(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) { \
     for (int r = 0; r < nr; r++) kq_rows_##T##_##P(n, (const char *)w + (size_t)r * rs, act, 0, out + r, 1, 1); \

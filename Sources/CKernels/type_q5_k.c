@@ -1,6 +1,6 @@
 // q5_k: ggml's Q5_K super-block, byte for byte (ksuper.h, docs/format.md): q4_k's scales, mins
 // and nibbles plus a fifth code bit, qh[i] bit j for weight i of sub-block j (codes 0..31).
-// Pairs with q8k activations; one product scheme for every path and kernel (ksuper.h).
+// Pairs with q8k activations (a scale per 32); one product scheme for every path and kernel (ksuper.h).
 #include "ksuper.h"
 #include "qlm_ggml.h"
 
@@ -80,21 +80,21 @@ KQ_KERNELS(q5_k, avx512, QLM_AVX512_TARGET, dec_q5_k_avx2, 0, qlm_block_q5_k)
 // One-token dots (decode): kq_dot1_affine_* (ksuper.h) per super-block, the fifth bits from qh.
 QLM_AVX512_TARGET static float dot1_q5_k_avx512(int64_t n, const qlm_block_q5_k *w, const qlm_block_q8k *a) {
     const int64_t nb = (n + QK_K - 1) / QK_K;
-    float s = 0.0f, sm = 0.0f;
+    __m256 S = _mm256_setzero_ps(), M = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         PF((const char *)(w + b) + QLM_PF_DIST);
-        kq_dot1_affine_avx512(w[b].scales, w[b].qs, w[b].qh, w[b].d, w[b].dmin, a + b, &s, &sm);
+        kq_dot1_affine_avx512(w[b].scales, w[b].qs, w[b].qh, w[b].d, w[b].dmin, a + b, &S, &M);
     }
-    return s - sm;
+    return hsum8_avx2(S) - hsum8_avx2(M);
 }
 QLM_AVX2_TARGET static float dot1_q5_k_avx2(int64_t n, const qlm_block_q5_k *w, const qlm_block_q8k *a) {
     const int64_t nb = (n + QK_K - 1) / QK_K;
-    float s = 0.0f, sm = 0.0f;
+    __m256 S = _mm256_setzero_ps(), M = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         PF((const char *)(w + b) + QLM_PF_DIST);
-        kq_dot1_affine_avx2(w[b].scales, w[b].qs, w[b].qh, w[b].d, w[b].dmin, a + b, &s, &sm);
+        kq_dot1_affine_avx2(w[b].scales, w[b].qs, w[b].qh, w[b].d, w[b].dmin, a + b, &S, &M);
     }
-    return s - sm;
+    return hsum8_avx2(S) - hsum8_avx2(M);
 }
 KQ_DOT1_DOTN(q5_k, avx512, QLM_AVX512_TARGET, qlm_block_q5_k)
 KQ_DOT1_DOTN(q5_k, avx2, QLM_AVX2_TARGET, qlm_block_q5_k)

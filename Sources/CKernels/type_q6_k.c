@@ -1,7 +1,7 @@
 // q6_k: ggml's Q6_K super-block, byte for byte (ksuper.h, docs/format.md): 256 weights as 16
 // sub-blocks of 16, weight = d * sc_k * (q - 32), int8 sc_k, fp16 d (last in the block), 6-bit
 // codes: per half of 128 weights, the low 4 bits in ql[64 half + r % 64] (nibble r / 64) and the
-// high 2 in qh[32 half + r % 32] (bits 2 (r / 32)). Pairs with q8k activations; the -32 is the
+// high 2 in qh[32 half + r % 32] (bits 2 (r / 32)). Pairs with q8k activations (a scale per 32); the -32 is the
 // exact term -32 sc_k bsums_k of the integer sum (ksuper.h).
 #include "ksuper.h"
 #include "qlm_ggml.h"
@@ -107,10 +107,10 @@ KQ_KERNELS(q6_k, avx2, QLM_AVX2_TARGET, dec_q6_k_avx2, 1, qlm_block_q6_k)
 KQ_KERNELS(q6_k, avx512, QLM_AVX512_TARGET, dec_q6_k_avx2, 1, qlm_block_q6_k)
 
 // One-token dots (decode) without the decoded block: the 6-bit codes are assembled in registers
-// and go straight into the products. Per super-block the same exact integer as kq_ints_P
-// (sum_k sc_k (sum q a) + sum_k (-32 sc_k) bsums_k, int32 in another order) and the same float
-// steps as kq_rows (s += (d * d_a) * isum; the min sum stays +0), so the results equal the
-// few-token kernels' and the tiles' bit for bit.
+// and go straight into the products. Per 32-weight group the same exact integer as kq_step_P
+// (sc_2g (sum q a) + sc_2g+1 (sum q a) + the two -32 sc_k bsums_k terms, int32 in another order)
+// and the same float steps as kq_rows (S[g] += (d * d_a[g]) * isum_g; the min lanes stay +0), so
+// the results equal the few-token kernels' and the tiles' bit for bit.
 QLM_AVX512_TARGET static float dot1_q6_k_avx512(int64_t n, const qlm_block_q6_k *w, const qlm_block_q8k *a) {
     const int64_t nb = (n + QK_K - 1) / QK_K;
     const __m512i lo4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30);
@@ -121,39 +121,37 @@ QLM_AVX512_TARGET static float dot1_q6_k_avx512(int64_t n, const qlm_block_q6_k 
     const __m512i i0 = _mm512_set_epi64(0x0003000300030003LL, 0x0003000300030003LL, 0x0002000200020002LL, 0x0002000200020002LL,
                                         0x0001000100010001LL, 0x0001000100010001LL, 0, 0);
     const __m512i four = _mm512_set1_epi16(4);
-    float s = 0.0f, sm = 0.0f;
+    __m256 S = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         PF((const char *)(w + b) + QLM_PF_DIST);
         const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
         const __m512i s16 = _mm512_castsi256_si512(sc16);
-        __m512i acc = _mm512_setzero_si512(), idx = i0;
+        __m512i z[4], idx = i0;
         for (int h = 0; h < 2; h++) {
             const __m512i L = _mm512_loadu_si512((const void *)(w[b].ql + 64 * h));
             const __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h)));
             const __m512i qa = _mm512_or_si512(_mm512_and_si512(L, lo4), _mm512_and_si512(_mm512_sllv_epi16(H, shA), m2));
             const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), lo4), _mm512_and_si512(_mm512_srlv_epi16(H, shB), m2));
             const __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512((const void *)(a[b].qs + 128 * h)));
-            acc = _mm512_dpwssd_epi32(acc, pa, _mm512_permutexvar_epi16(idx, s16));
+            z[2 * h] = _mm512_madd_epi16(pa, _mm512_permutexvar_epi16(idx, s16)); // groups 4h, 4h + 1
             idx = _mm512_add_epi16(idx, four);
             const __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512((const void *)(a[b].qs + 128 * h + 64)));
-            acc = _mm512_dpwssd_epi32(acc, pb, _mm512_permutexvar_epi16(idx, s16));
+            z[2 * h + 1] = _mm512_madd_epi16(pb, _mm512_permutexvar_epi16(idx, s16)); // groups 4h + 2, 4h + 3
             idx = _mm512_add_epi16(idx, four);
         }
         const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5)));
-        const __m256i x = _mm256_add_epi32(_mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1)), o);
-        s += (kq_h2f_f16c(w[b].d) * a[b].d) * (float)kq_hsum_i32x8(x);
-        sm += (0.0f * a[b].d) * 0.0f;
+        kq_floats8_sym(_mm256_add_epi32(kq_sum8x8_512(z), o), kq_h2f_f16c(w[b].d), a[b].d, &S);
     }
-    return s - sm;
+    return hsum8_avx512(S) - 0.0f;
 }
 QLM_AVX2_TARGET static float dot1_q6_k_avx2(int64_t n, const qlm_block_q6_k *w, const qlm_block_q8k *a) {
     const int64_t nb = (n + QK_K - 1) / QK_K;
     const __m256i lo4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
-    float s = 0.0f, sm = 0.0f;
+    __m256 S = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         PF((const char *)(w + b) + QLM_PF_DIST);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
-        __m256i acc = _mm256_setzero_si256();
+        __m256i x[8];
         for (int h = 0; h < 2; h++) {
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
             const __m256i l1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
@@ -164,19 +162,18 @@ QLM_AVX2_TARGET static float dot1_q6_k_avx2(int64_t n, const qlm_block_q6_k *w, 
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(hh, m2)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4), _mm256_and_si256(_mm256_srli_epi16(hh, 2), m2))};
             for (int j = 0; j < 4; j++) {
-                const int c = 4 * h + j; // 32 weights: sub-blocks 2c (words 0..7) and 2c + 1 (words 8..15)
+                const int c = 4 * h + j; // group c: sub-blocks 2c (words 0..7) and 2c + 1 (words 8..15)
                 const __m128i idx = _mm_setr_epi8((char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c),
                                                   (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1));
                 const __m256i p = _mm256_maddubs_epi16(q[j], _mm256_loadu_si256((const __m256i *)(a[b].qs + 32 * c)));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx))));
+                x[c] = _mm256_madd_epi16(p, _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx)));
             }
         }
         const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums),
                                             _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5)));
-        s += (kq_h2f_f16c(w[b].d) * a[b].d) * (float)kq_hsum_i32x8(_mm256_add_epi32(acc, o));
-        sm += (0.0f * a[b].d) * 0.0f;
+        kq_floats8_sym(_mm256_add_epi32(kq_sum8x8(x), o), kq_h2f_f16c(w[b].d), a[b].d, &S);
     }
-    return s - sm;
+    return hsum8_avx2(S) - 0.0f;
 }
 KQ_DOT1_DOTN(q6_k, avx512, QLM_AVX512_TARGET, qlm_block_q6_k)
 KQ_DOT1_DOTN(q6_k, avx2, QLM_AVX2_TARGET, qlm_block_q6_k)

@@ -10,18 +10,22 @@ let kTypes: [Int32] = [tQ4K, tQ5K, tQ6K]
 
 /// The K-quant rows (q4_k, q5_k, q6_k) and their q8k activation.
 ///
-/// Products: every path and kernel shape forms the same exact int32 sums per 256-weight
-/// super-block and does the same float steps in super-block order (ksuper.h), so scalar, AVX2
-/// and AVX-512 dot kernels, the few-token kernels and the prefill tiles must agree bit for bit
-/// (==). Against a double-precision dot of the dequantized weights and the decoded activation,
-/// the float accumulation's rounding is bounded by 1e-5 * sum |terms| (a few float ulps per step).
+/// Products: every path and kernel shape forms the same exact int32 sums per 32-weight group
+/// (one activation scale per 32) and does the same float steps, lane g for group g, in
+/// super-block order (ksuper.h), so scalar, AVX2 and AVX-512 dot kernels, the few-token kernels
+/// and the prefill tiles must agree bit for bit (==). Against a double-precision dot of the
+/// dequantized weights and the decoded activation, the float accumulation's rounding is bounded
+/// by 1e-5 * sum |terms| (a few float ulps per step).
 final class KQuantTests: XCTestCase {
-    /// The q8k values an activation row stands for: per 256 a float d and int8 codes (292-byte blocks).
+    static let q8kBytes = 320 // float d[8], int8 qs[256], int16 bsums[16]
+
+    /// The q8k values an activation row stands for: per 256 eight float scales (one per 32) and
+    /// int8 codes (320-byte blocks).
     func decodeQ8K(_ a: [UInt8], _ n: Int) -> [Float] {
         a.withUnsafeBytes { p in
             (0 ..< n).map { i in
-                let base = (i / 256) * 292
-                return p.load(fromByteOffset: base, as: Float.self) * Float(Int8(bitPattern: p[base + 4 + i % 256]))
+                let base = (i / 256) * Self.q8kBytes, e = i % 256
+                return p.load(fromByteOffset: base + 4 * (e / 32), as: Float.self) * Float(Int8(bitPattern: p[base + 32 + e]))
             }
         }
     }
@@ -35,34 +39,40 @@ final class KQuantTests: XCTestCase {
             XCTAssertEqual(tr.whole_blocks, 1)
             XCTAssertEqual(tr.act_type, QLM_ACT_Q8K)
             XCTAssertEqual(qlm_row_size(t, 1536), 6 * bb)
-            XCTAssertEqual(qlm_act_row_size(t, 1536), 6 * 292)
+            XCTAssertEqual(qlm_act_row_size(t, 1536), 6 * Self.q8kBytes)
         }
     }
 
-    /// q8k: the same bytes on every path; bsums are the exact 16-sums of the codes; |codes| <= 127.
+    /// q8k: the same bytes on every path; bsums are the exact 16-sums of the codes; |codes| <= 127;
+    /// every value is within half a step of its own 32-group's scale (absmax / 127 of those 32), so
+    /// an outlier costs only its own group precision (one scale per 256 would fail this).
     func testActivationBitIdenticalAndSums() {
         var rng = SplitMix64(seed: 28)
         for n in [256, 768, 2304, 300] { // 300: a zero-padded last block
             var x = rng.normals(n, scale: 2)
-            x[n / 2] = 40 // an outlier block
+            x[n / 2] = 40 // an outlier group
             let ref = withPath(pScalar) { prepareAct(tQ4K, x) }
+            XCTAssertEqual(ref.count, (n + 255) / 256 * Self.q8kBytes)
             for p in supportedPaths { XCTAssertEqual(withPath(p) { prepareAct(tQ4K, x) }, ref, "\(pathName(p)) n=\(n)") }
             ref.withUnsafeBytes { a in
                 for b in 0 ..< (n + 255) / 256 {
+                    let base = b * Self.q8kBytes
                     for k in 0 ..< 16 {
                         var s = 0
                         for j in 0 ..< 16 {
-                            let q = Int(Int8(bitPattern: a[b * 292 + 4 + 16 * k + j]))
+                            let q = Int(Int8(bitPattern: a[base + 32 + 16 * k + j]))
                             XCTAssertGreaterThanOrEqual(q, -127)
                             s += q
                         }
-                        XCTAssertEqual(Int(a.load(fromByteOffset: b * 292 + 260 + 2 * k, as: Int16.self)), s)
+                        XCTAssertEqual(Int(a.load(fromByteOffset: base + 288 + 2 * k, as: Int16.self)), s)
                     }
                 }
             }
             let dec = decodeQ8K(ref, n)
-            let amax = x.map(abs).max()!
-            for i in 0 ..< n { XCTAssertEqual(dec[i], x[i], accuracy: amax / 127 / 2 * 1.0001 + 1e-30) }
+            for g in stride(from: 0, to: n, by: 32) {
+                let end = min(g + 32, n), amax = x[g ..< end].map(abs).max()!
+                for i in g ..< end { XCTAssertEqual(dec[i], x[i], accuracy: amax / 127 / 2 * 1.0001 + 1e-30, "n=\(n) i=\(i)") }
+            }
         }
     }
 

@@ -76,9 +76,10 @@ typedef struct { uint16_t d; uint8_t qs[QLM_QK / 2]; } qlm_block_q4_0;
 typedef struct { uint16_t d; uint16_t m; uint8_t qs[QLM_QK / 2]; } qlm_block_q4_1;
 // Activation block for the integer formats: x ~= d * qs, s = d * sum(qs).
 typedef struct { float d; float s; int8_t qs[QLM_QK]; } qlm_block_q8a;
-// Activation block for the K-quants (q8k): one per 256 elements, x ~= d * qs; bsums[k] = the sum
-// of qs[16k .. 16k+15] (exact), which the products' min and offset terms read.
-typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } qlm_block_q8k;
+// Activation block for the K-quants (q8k): one per 256 elements, one scale per 32 (as q8a's):
+// x[32g + i] ~= d[g] * qs[32g + i]; bsums[k] = the sum of qs[16k .. 16k+15] (exact), which the
+// products' min and offset terms read.
+typedef struct { float d[8]; int8_t qs[256]; int16_t bsums[16]; } qlm_block_q8k;
 // Activation block for Q4_0X8 and Q5_0X8: as q8a, with the exact -8 * sum(qs) (q5_0x8: -16 * sum(qs))
 // in place of s (the zero-point correction every row of the block shares, added once in integer
 // arithmetic).
@@ -105,7 +106,7 @@ _Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(qlm_block_q4_1) == 20, "q4_1 block is 20 bytes");
 _Static_assert(sizeof(qlm_block_q8a) == 40, "q8a block is 40 bytes");
 _Static_assert(sizeof(qlm_block_q8i) == 40, "q8i block is 40 bytes");
-_Static_assert(sizeof(qlm_block_q8k) == 292, "q8k block is 292 bytes");
+_Static_assert(sizeof(qlm_block_q8k) == 320, "q8k block is 320 bytes");
 _Static_assert(sizeof(qlm_block_q4_0x8) == 8 * sizeof(qlm_block_q4_0), "q4_0x8 group block is 8 q4_0 blocks");
 _Static_assert(sizeof(qlm_block_q8_0x8) == 8 * sizeof(qlm_block_q8_0), "q8_0x8 group block is 8 q8_0 blocks");
 _Static_assert(sizeof(qlm_block_q5_0x8) == 8 * 22, "q5_0x8 group block is 8 q5_0 blocks");
@@ -124,7 +125,7 @@ typedef enum {
     QLM_ACT_F32 = 0, // the floats as they are (f32, f16; u8 too, though it has no products)
     QLM_ACT_Q8A = 1, // qlm_block_q8a per 32 elements (q4_0 appends its regrouped copy, see qlm_act_row_size)
     QLM_ACT_Q8I = 2, // qlm_block_q8i per 32 elements (q4_0x8; q5_0x8 with its own zero point)
-    QLM_ACT_Q8K = 3, // qlm_block_q8k per 256 elements (q4_k, q5_k, q6_k)
+    QLM_ACT_Q8K = 3, // qlm_block_q8k per 256 elements, a scale per 32 (q4_k, q5_k, q6_k)
 } qlm_act_type;
 
 #define QLM_FP16_MAX 2 // most fp16 fields one block holds
