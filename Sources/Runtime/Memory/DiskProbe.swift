@@ -75,7 +75,7 @@ package struct DiskProbe: Codable, Sendable {
         /// The file system took O_DIRECT for this file.
         package var usesDirectIO: Bool { oDirect }
         /// Reads in flight per buffer.
-        package var pieces: Int { reader.direct ? reader.directPieces : 1 }
+        package var pieces: Int { reader.direct ? reader.piecesFor(bufferBytes) : 1 }
     }
 
     package init(bytes: Int, bufferBytes: Int, oDirect: Bool, readsGBPerSecond reads: [Double], pieces: Int? = nil, pattern: String? = nil) {

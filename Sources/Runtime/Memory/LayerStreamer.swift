@@ -276,7 +276,7 @@ final class LayerStreamer {
             if at >= hi { at = lo }
         }
         let seconds = Double(monotonicNanos() - t0) * 1e-9
-        return (Double(done) / max(seconds, 1e-9) / 1e9, chunk, reader.directPieces)
+        return (Double(done) / max(seconds, 1e-9) / 1e9, chunk, reader.piecesFor(chunk))
     }
 
     /// Blocks until model layer `layer`'s matrices are in its buffer. No-op for resident layers.
