@@ -3,8 +3,8 @@
 # llama-bench -t 2 -p 512 -n 128 against `run bench --prompt-tokens 512 --gen-tokens 128`,
 # Q8_0 and Q4_0 (llama.cpp's files requantized from the shipped Q4_1 with llama-quantize
 # --allow-requantize; QuantLM's converted from the same GGUFs: Q8_0 becomes q8_0x8 and Q4_0
-# q4_0x8, the same numbers in QuantLM's 8-row layout; Q8_0=keep passes the q8_0 blocks through
-# unchanged instead, the row-by-row layout).
+# q4_0x8, the same numbers in QuantLM's 8-row layout; Q8_0=keep converts with --type keep, which
+# since issue 28's kperf5 also stores q8_0 matrices as q8_0x8, the same blocks regrouped).
 # llama-bench's tg128 decodes from an empty context; `run bench --prompt-tokens 512` decodes after
 # the 512-token prompt, so a third run (--prompt-tokens 1 --gen-tokens 128) gives QuantLM's tg128.
 # Needs scripts/peer/build_llamacpp.sh's build and scripts/fetch_models.sh's model.
