@@ -478,7 +478,10 @@ package struct BandPlan {
             // The next round is quantized on other threads while this one is handed over (its
             // float parts are free: this round is quantized already).
             let next = DispatchGroup()
-            if round + 1 < rounds { DispatchQueue.global().async(group: next) { quantize(round + 1) } }
+            if round + 1 < rounds {
+                let later = Unchecked(quantize)
+                DispatchQueue.global().async(group: next) { later.value(round + 1) }
+            }
             defer { next.wait() }
             let first = round * workers
             for w in 0 ..< min(workers, bands - first) {
@@ -490,6 +493,13 @@ package struct BandPlan {
             }
         }
         return nomem ? Int64(QLM_QUANTIZE_NOMEM) : -1
+    }
+
+    /// The next round's work as the other thread takes it: its buffers and the results it
+    /// writes are this call's, touched by no one else until `run` waits for the round.
+    private struct Unchecked<T>: @unchecked Sendable {
+        let value: T
+        init(_ value: T) { self.value = value }
     }
 
     /// The same into one whole-tensor buffer (rows x row size): for zstd tensors, compressed whole.
