@@ -63,7 +63,8 @@ typedef enum {
     // stores it, and `--type keep` regroups a GGUF's q5_1 matrices into it.
     QLM_TYPE_Q5_1X8 = 19,
     // iq4_nl blocks stored row-interleaved in groups of 8 rows (rowgroup.c, qlm_block_iq4_nlx8: the
-    // bytes of q4_0x8's group block, the codes being codebook indices), same bytes per row.
+    // bytes of q4_0x8's group block, the codes being codebook indices), same bytes per row. `convert
+    // --type iq4_nlx8` stores it, and `--type keep` regroups a GGUF's iq4_nl matrices into it.
     QLM_TYPE_IQ4_NLX8 = 20,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;

@@ -70,12 +70,15 @@ final class FormatTableTests: XCTestCase {
         }
         XCTAssertNil(QuantType.iq4_xs.groupedLayout)
         XCTAssertEqual(QuantType.q6_k.plainType, .q6_k)
-        // --type keep regroups q4_0 / q5_0 / q5_1 / q8_0 matrices of a whole group or more, nothing else.
+        // --type keep regroups q4_0 / q5_0 / q5_1 / q8_0 / iq4_nl matrices of a whole group or more, nothing else.
         XCTAssertEqual(QuantPolicy.keptLayout(.q5_0, rows: 8), .q5_0x8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q5_0, rows: 7), .q5_0)
         XCTAssertEqual(QuantPolicy.keptLayout(.q4_0, rows: 64), .q4_0x8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q8_0, rows: 9), .q8_0x8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q5_1, rows: 64), .q5_1x8)
+        XCTAssertEqual(QuantPolicy.keptLayout(.iq4_nl, rows: 64), .iq4_nlx8)
+        XCTAssertEqual(QuantPolicy.keptLayout(.iq4_nl, rows: 7), .iq4_nl)
+        XCTAssertEqual(QuantPolicy.keptLayout(.iq4_xs, rows: 64), .iq4_xs)
         XCTAssertEqual(QuantPolicy.keptLayout(.q4_1, rows: 64), .q4_1)
         XCTAssertEqual(QuantPolicy.keptLayout(.q6_k, rows: 64), .q6_k)
         XCTAssertEqual(QuantType.q8_0x8.rowGroup, 8)
