@@ -96,6 +96,7 @@ extern const qlm_type_traits qlm_traits_q4_1;                               // t
 extern const qlm_type_traits qlm_traits_iq4_k16, qlm_traits_iq4_k32;        // kquant.c
 extern const qlm_type_traits qlm_traits_q4_0x8, qlm_traits_q8_0x8, qlm_traits_q5_0x8; // rowgroup.c
 extern const qlm_type_traits qlm_traits_q5_1x8;                             // rowgroup.c
+extern const qlm_type_traits qlm_traits_iq4_nlx8;                           // rowgroup.c
 extern const qlm_type_traits qlm_traits_q4_k;                               // type_q4_k.c
 extern const qlm_type_traits qlm_traits_q5_k;                               // type_q5_k.c
 extern const qlm_type_traits qlm_traits_q6_k;                               // type_q6_k.c
@@ -148,6 +149,13 @@ void qlm_q5_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, 
 size_t qlm_q5_1_row_size(int64_t n);
 void qlm_q5_1_dequantize_row(const void *src, float *y, int64_t n);
 void qlm_q5_1_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+
+// iq4_nl pieces the iq4_nlx8 row reuses (type_iq4_nl.c): a lone iq4_nlx8 row is an iq4_nl row.
+size_t qlm_iq4_nl_row_size(int64_t n);
+void qlm_iq4_nl_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
+void qlm_iq4_nl_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
+void qlm_iq4_nl_dequantize_row(const void *src, float *y, int64_t n);
+void qlm_iq4_nl_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 
 // Importance-weighted row quantizers (quant_imp.c), the quantize_row_imp hooks of q8_0, q4_0, q4_1
 // (and their row-grouped forms, which quantize plain rows and pack them afterwards).

@@ -1,6 +1,6 @@
-// Row-grouped types: q4_0 (Q4_0X8), q8_0 (Q8_0X8), q5_0 (Q5_0X8) or q5_1 (Q5_1X8) weights stored
-// row-interleaved in groups of 8 rows (qlm_block_q4_0x8, qlm_block_q8_0x8, qlm_block_q5_0x8,
-// qlm_block_q5_1x8), and the 8-row kernels that read them.
+// Row-grouped types: q4_0 (Q4_0X8), q8_0 (Q8_0X8), q5_0 (Q5_0X8), q5_1 (Q5_1X8) or iq4_nl (IQ4_NLX8)
+// weights stored row-interleaved in groups of 8 rows (qlm_block_q4_0x8, qlm_block_q8_0x8,
+// qlm_block_q5_0x8, qlm_block_q5_1x8, qlm_block_iq4_nlx8), and the 8-row kernels that read them.
 //
 // Why a layout and not just a kernel: decoding q4_0 row by row is compute-bound here. Per 32
 // weights a row kernel converts and broadcasts one fp16 scale, forms the -8 * sum(a) correction,
@@ -42,6 +42,7 @@ static const group_layout k_q4 = {QLM_QK / 2, 0, qlm_q4_0_row_size, qlm_q4_0_deq
 static const group_layout k_q8 = {QLM_QK, 0, qlm_q8_0_row_size, qlm_q8_0_dequantize_row, qlm_q8_0_dotn_scalar};
 static const group_layout k_q5 = {QLM_QK / 2, 4, qlm_q5_0_row_size, qlm_q5_0_dequantize_row, qlm_q5_0_dotn_scalar};
 static const group_layout k_q51 = {QLM_QK / 2, 4, qlm_q5_1_row_size, qlm_q5_1_dequantize_row, qlm_q5_1_dotn_scalar, 1};
+static const group_layout k_iq4 = {QLM_QK / 2, 0, qlm_iq4_nl_row_size, qlm_iq4_nl_dequantize_row, qlm_iq4_nl_dotn_scalar};
 
 // Byte of the group block's code area holding row r's code byte j.
 QLM_INLINE int qs_index(int r, int j) { return 32 * (j >> 2) + 4 * r + (j & 3); }
@@ -225,6 +226,18 @@ GROUP_SCALAR(group_q5_scalar, qlm_block_q5_0x8, qlm_block_q8i, block_q5_scalar)
 #define FIN_SM(s, sm) ((s) + (sm))
 GROUP_SCALAR_M(group_q51_scalar, qlm_block_q5_1x8, qlm_block_q8a, block_q51_scalar, Q51_MIN, FIN_SM)
 
+// iq4_nl: weight = d * K[index] (K = qlm_iq4_levels), as the scalar iq4_nl dot sums it.
+static inline int32_t block_iq4_scalar(const qlm_block_iq4_nlx8 *g, int r, const qlm_block_q8i *a) {
+    int32_t is = 0;
+    for (int j = 0; j < 16; j++) {
+        const uint8_t q = g->qs[qs_index(r, j)];
+        is += (int32_t)qlm_iq4_levels[q & 0xF] * (int32_t)a->qs[j];
+        is += (int32_t)qlm_iq4_levels[q >> 4] * (int32_t)a->qs[j + 16];
+    }
+    return is;
+}
+GROUP_SCALAR(group_iq4_scalar, qlm_block_iq4_nlx8, qlm_block_q8i, block_iq4_scalar)
+
 #if QLM_X86
 // ---- AVX2 / AVX-512 ---------------------------------------------------------------------------
 // Per group block, each activation token broadcasts its 4 bytes matching a chunk; the
@@ -344,6 +357,20 @@ GROUP_Q51_KERNEL(avx512, QLM_AVX512_TARGET, DPB_AVX512, Q5H_AVX512)
 GROUP_DISPATCH(q51, avx2, QLM_AVX2_TARGET, qlm_block_q5_1x8)
 GROUP_DISPATCH(q51, avx512, QLM_AVX512_TARGET, qlm_block_q5_1x8)
 
+// iq4_nl: the nibbles index the codebook by pshufb (one 16-byte table in both 128-bit lanes).
+// AVX-512: the table holds K + 128 (1..241, unsigned), vpdpbusd sums them exactly and the sum
+// starts at the activation's -128 * sum(a), so lane r ends at row r's sum of K * a. AVX2: maddubs
+// pairs of 241 * 127 would saturate, so it takes the sign trick (|K| x sign(a, K), pairs <= 2 * 127
+// * 127) and starts at 0; the |K| are per block, the signs per token.
+#define IQ4_LUT _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qlm_iq4_levels))
+#define IQ4H_AVX512(v, m) _mm256_shuffle_epi8(_mm256_xor_si256(IQ4_LUT, _mm256_set1_epi8((char)0x80)), v) // K ^ 0x80 = K + 128
+#define IQ4H_AVX2(v, m) _mm256_shuffle_epi8(IQ4_LUT, v)
+#define DPB_SIGN_AVX2(acc, w, a) DPB_AVX2(acc, _mm256_abs_epi8(w), _mm256_sign_epi8(a, w))
+GROUP_NIB_KERNEL_M(iq4, qlm_block_iq4_nlx8, qlm_block_q8i, avx2, QLM_AVX2_TARGET, DPB_SIGN_AVX2, IQ4H_AVX2, START_ZERO, NO_MINS)
+GROUP_NIB_KERNEL(iq4, qlm_block_iq4_nlx8, avx512, QLM_AVX512_TARGET, DPB_AVX512, IQ4H_AVX512)
+GROUP_DISPATCH(iq4, avx2, QLM_AVX2_TARGET, qlm_block_iq4_nlx8)
+GROUP_DISPATCH(iq4, avx512, QLM_AVX512_TARGET, qlm_block_iq4_nlx8)
+
 // -zp * sum(qs) per block, vectorized: bias the codes to unsigned and sum with vpsadbw.
 QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb, int32_t zp) {
     qlm_block_q8a *a = (qlm_block_q8a *)act;
@@ -374,6 +401,7 @@ GROUP_PICK(q4)
 GROUP_PICK(q5)
 GROUP_PICK(q51)
 GROUP_PICK(q8)
+GROUP_PICK(iq4)
 
 // q8i activations: the q8a blocks, each s replaced by the exact -zp * sum(qs) (qlm_block_q8i), in
 // place. Integers: the same on every path.
@@ -388,6 +416,7 @@ static void prepare_q8i_zp(int32_t path, const float *x, void *act, int64_t n, i
 }
 static void prepare_q8i(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 8); }
 static void prepare_q8i16(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 16); }
+static void prepare_q8i128(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 128); }
 
 // ---- products ---------------------------------------------------------------------------------
 typedef struct {
@@ -448,6 +477,7 @@ LAYOUT_ENTRIES(q4)
 LAYOUT_ENTRIES(q5)
 LAYOUT_ENTRIES(q51)
 LAYOUT_ENTRIES(q8)
+LAYOUT_ENTRIES(iq4)
 
 // ---- table rows ------------------------------------------------------------------------------
 // Per row: the bytes and numbers of a q4_0 (q8_0) row, stored in groups of 8 rows; a lone row (or
@@ -488,6 +518,21 @@ const qlm_type_traits qlm_traits_q5_0x8 = {
     .dotn = {[QLM_PATH_SCALAR] = qlm_q5_0_dotn_scalar},
     .product = product_q5, .regroup = regroup_q5, .get_row = get_row_q5, .plain_row = plain_row_q5,
     .quantize_row_imp = qlm_q5_0_quantize_row_imp,
+};
+// iq4_nlx8: decode of iq4_nl rows runs at ~0.5-0.7 of the bandwidth probe (docs/benchmarks.md,
+// issue 28: SmolLM2 IQ4_XS, whose 576-wide rows are iq4_nl); `convert --type iq4_nlx8` stores this
+// layout, and `convert --type keep` regroups a GGUF's iq4_nl matrices into it. Products equal the
+// scalar iq4_nl dot.
+const qlm_type_traits qlm_traits_iq4_nlx8 = {
+    .name = "iq4_nlx8", .summary = "iq4_nl stored in 8-row groups for the 8-row kernels",
+    .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q4_0), .is_quantized = 1,
+    .act_type = QLM_ACT_Q8I, .row_group = G, .plain_type = QLM_TYPE_IQ4_NL, .code_bits = 4,
+    .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q4_0, d)},
+    .row_size = qlm_iq4_nl_row_size, .quantize_row = qlm_iq4_nl_quantize_row, .dequantize_row = qlm_iq4_nl_dequantize_row,
+    .act_row_size = qlm_act_size_q8a, .prepare_act = prepare_q8i128,
+    .dotn = {[QLM_PATH_SCALAR] = qlm_iq4_nl_dotn_scalar},
+    .product = product_iq4, .regroup = regroup_iq4, .get_row = get_row_iq4, .plain_row = plain_row_iq4,
+    .quantize_row_imp = qlm_iq4_nl_quantize_row_imp,
 };
 _Static_assert(offsetof(qlm_block_q5_0x8, d) == 0 && offsetof(qlm_block_q5_0x8, hm) == 2 * G && offsetof(qlm_block_q5_0x8, qs) == 6 * G,
                "a q5_0x8 group block: the 8 scales, the 8 masks, the codes");

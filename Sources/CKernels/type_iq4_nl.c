@@ -9,7 +9,7 @@
 
 #pragma clang fp contract(off)
 
-static size_t iq4_nl_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(qlm_block_q4_0); }
+size_t qlm_iq4_nl_row_size(int64_t n) { return (size_t)((n + QLM_QK - 1) / QLM_QK) * sizeof(qlm_block_q4_0); }
 
 // Quantizer (scalar on every path): the codebook is asymmetric (-127..113), so the best scale of
 // each sign is searched (qlm_iq4_best_scale on x and on -x) and the one with the lower error after
@@ -28,14 +28,14 @@ static void iq4_nl_block_w(const float *x, const float *w, void *bv) {
     for (int j = 0; j < 16; j++) b->qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
 }
 static void iq4_nl_block_scalar(const float *x, void *bv) { iq4_nl_block_w(x, NULL, bv); }
-static void iq4_nl_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+void qlm_iq4_nl_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
     qlm_imp_rows(iq4_nl_block_w, QLM_QK, sizeof(qlm_block_q4_0), x, imp, dst, n);
 }
-static void iq4_nl_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+void qlm_iq4_nl_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     qlm_quantize_blocks(iq4_nl_block_scalar, sizeof(qlm_block_q4_0), x, dst, n);
 }
-static void iq4_nl_dequantize_row(const void *src, float *y, int64_t n) {
+void qlm_iq4_nl_dequantize_row(const void *src, float *y, int64_t n) {
     qlm_dequantize_ggml_blocks(QLM_GGML_IQ4_NL, QLM_QK, sizeof(qlm_block_q4_0), src, y, n);
 }
 
@@ -54,6 +54,11 @@ static float dot_iq4_nl_scalar1(int64_t n, const qlm_block_q4_0 *w, const qlm_bl
     return s;
 }
 SCALAR_DOTN(dotn_iq4_nl_scalar, dot_iq4_nl_scalar1, qlm_block_q4_0, qlm_block_q8a)
+// The scalar row dot, for the iq4_nlx8 rows past the last group (rowgroup.c); the iq4_nl row
+// functions above are exported under their qlm_ names for the same reason.
+void qlm_iq4_nl_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    dotn_iq4_nl_scalar(n, w, rs, act, out, nr);
+}
 
 #if QLM_X86
 // Codebook values of a block's 32 indices (pshufb within each 128-bit lane).
@@ -103,8 +108,8 @@ const qlm_type_traits qlm_traits_iq4_nl = {
     .name = "iq4_nl", .block_size = QLM_QK, .block_bytes = sizeof(qlm_block_q4_0), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 4,
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q4_0, d)},
-    .row_size = iq4_nl_row_size, .quantize_row = iq4_nl_quantize_row, .dequantize_row = iq4_nl_dequantize_row,
-    .quantize_row_imp = iq4_nl_quantize_row_imp,
+    .row_size = qlm_iq4_nl_row_size, .quantize_row = qlm_iq4_nl_quantize_row, .dequantize_row = qlm_iq4_nl_dequantize_row,
+    .quantize_row_imp = qlm_iq4_nl_quantize_row_imp,
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = dotn_iq4_nl_scalar, [QLM_PATH_AVX2] = QLM_IF_X86(dotn_iq4_nl_avx2),
              [QLM_PATH_AVX512] = QLM_IF_X86(dotn_iq4_nl_avx512)},

@@ -26,6 +26,7 @@ static const qlm_type_traits *const k_table[32] = {
     [QLM_TYPE_IQ4_XS] = &qlm_traits_iq4_xs, [QLM_TYPE_Q3_K] = &qlm_traits_q3_k, [QLM_TYPE_Q2_K] = &qlm_traits_q2_k,
     [QLM_TYPE_Q5_0X8] = &qlm_traits_q5_0x8,
     [QLM_TYPE_Q5_1X8] = &qlm_traits_q5_1x8,
+    [QLM_TYPE_IQ4_NLX8] = &qlm_traits_iq4_nlx8,
     [QLM_TYPE_U8] = &qlm_traits_u8,
 };
 

@@ -308,11 +308,11 @@ struct Inspect: ParsableCommand {
             for s in m.provenance.sources { print("  source \(s.file) \(s.bytes) bytes sha256 \(s.sha256)") }
             print("  converter \(m.provenance.converter), \(m.provenance.created)")
             print("")
-            print("  " + "name".padding(toLength: 34, withPad: " ", startingAt: 0) + "type    enc   shape              stored      raw         bpw")
+            print("  " + "name".padding(toLength: 34, withPad: " ", startingAt: 0) + "type      enc   shape              stored      raw         bpw")
             for r in rows {
                 let shape = r.shape.map(String.init).joined(separator: "×")
                 print("  " + r.name.padding(toLength: 34, withPad: " ", startingAt: 0)
-                      + r.type.padding(toLength: 8, withPad: " ", startingAt: 0)
+                      + r.type.padding(toLength: 10, withPad: " ", startingAt: 0)
                       + r.encoding.padding(toLength: 6, withPad: " ", startingAt: 0)
                       + shape.padding(toLength: 19, withPad: " ", startingAt: 0)
                       + String(r.storedLength).padding(toLength: 12, withPad: " ", startingAt: 0)

@@ -3,7 +3,7 @@ import CKernels.Testing
 import XCTest
 import TestSupport
 
-/// q4_0x8 / q8_0x8: q4_0 / q8_0 rows stored in 8-row groups. The layout is a pure permutation of
+/// q4_0x8 / q8_0x8 / q5_0x8 / iq4_nlx8: q4_0 / q8_0 / q5_0 / iq4_nl rows stored in 8-row groups. The layout is a permutation of
 /// the plain bytes, and every product (matvec and matmul, every path, with and without the pool)
 /// must equal the scalar dot of the same plain row bit for bit: the 8-row kernels do the scalar's
 /// float steps in the scalar's order (exact integer block sums, then s += (d_w * d_a) * isum, no FMA).
@@ -12,8 +12,9 @@ final class RowGroupTests: XCTestCase {
     let tQ8X8 = Int32(QLM_TYPE_Q8_0X8.rawValue)
     let tQ5X8 = Int32(QLM_TYPE_Q5_0X8.rawValue)
     let tQ51X8 = Int32(QLM_TYPE_Q5_1X8.rawValue)
+    let tIQ4NLX8 = Int32(QLM_TYPE_IQ4_NLX8.rawValue)
     /// (grouped type, its plain type)
-    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1)] }
+    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1), (tIQ4NLX8, tIQ4NL)] }
 
     func rows(_ type: Int32, _ x: [Float], rows: Int, n: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0xAA, count: rows * qlm_row_size(type, Int64(n)))
@@ -29,7 +30,8 @@ final class RowGroupTests: XCTestCase {
     }
 
     func testTraits() {
-        for (g, plain, name) in [(tQ4X8, tQ4_0, "q4_0x8"), (tQ8X8, tQ8_0, "q8_0x8"), (tQ5X8, tQ5_0, "q5_0x8"), (tQ51X8, tQ5_1, "q5_1x8")] {
+        for (g, plain, name) in [(tQ4X8, tQ4_0, "q4_0x8"), (tQ8X8, tQ8_0, "q8_0x8"), (tQ5X8, tQ5_0, "q5_0x8"), (tQ51X8, tQ5_1, "q5_1x8"),
+                                 (tIQ4NLX8, tIQ4NL, "iq4_nlx8")] {
             let t = qlm_traits(g)!.pointee
             XCTAssertEqual(String(cString: t.name), name)
             XCTAssertEqual(t.row_group, 8)
@@ -40,6 +42,7 @@ final class RowGroupTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<qlm_block_q8_0x8>.size, 272)
         XCTAssertEqual(MemoryLayout<qlm_block_q5_0x8>.size, 176)
         XCTAssertEqual(MemoryLayout<qlm_block_q5_1x8>.size, 192)
+        XCTAssertEqual(MemoryLayout<qlm_block_iq4_nlx8>.size, 144)
     }
 
     /// Packing permutes bytes inside whole groups only; unpack inverts it; get_row reads any row
@@ -81,13 +84,14 @@ final class RowGroupTests: XCTestCase {
         }
     }
 
-    /// The q8i activation: q8a's scale and codes, with -8 * sum(codes) as an exact integer.
+    /// The q8i activation: q8a's scale and codes, with -zp * sum(codes) as an exact integer (zp: the
+    /// zero point its kernels take off, q4_0x8 8, q5_0x8 16, iq4_nlx8 128 for its codebook + 128).
     func testActivationCarriesExactCorrection() {
         var rng = SplitMix64(seed: 82)
         for n in [32, 100, 768] {
             let x = rng.normals(n, scale: 4)
-            for p in supportedPaths {
-                let a = withPath(p) { prepareAct(tQ4X8, x) }
+            for p in supportedPaths { for (tG, zp) in [(tQ4X8, Int32(8)), (tQ5X8, 16), (tIQ4NLX8, 128)] {
+                let a = withPath(p) { prepareAct(tG, x) }
                 let ref = withPath(pScalar) { prepareAct(tQ4_0, x) }
                 a.withUnsafeBytes { ap in ref.withUnsafeBytes { rp in
                     for b in 0..<((n + 31) / 32) {
@@ -95,10 +99,10 @@ final class RowGroupTests: XCTestCase {
                         XCTAssertEqual(ap.load(fromByteOffset: o, as: UInt32.self), rp.load(fromByteOffset: o, as: UInt32.self), "same scale")
                         XCTAssertEqual(Array(ap[(o + 8)..<(o + 40)]), Array(rp[(o + 8)..<(o + 40)]), "same codes")
                         let sum = (0..<32).reduce(Int32(0)) { $0 + Int32(Int8(bitPattern: rp[o + 8 + $1])) }
-                        XCTAssertEqual(ap.load(fromByteOffset: o + 4, as: Int32.self), -8 * sum, "\(pathName(p)) n=\(n) block \(b)")
+                        XCTAssertEqual(ap.load(fromByteOffset: o + 4, as: Int32.self), -zp * sum, "\(typeName(tG)) \(pathName(p)) n=\(n) block \(b)")
                     }
                 } }
-            }
+            } }
         }
     }
 
@@ -113,7 +117,7 @@ final class RowGroupTests: XCTestCase {
                 for nrows in [8, 13, 64, 77, 513] {
                     if n == 4096 && nrows == 513 { continue }
                     var x = weights(rows: nrows, n: n, rng: &rng)
-                    if nrows == 13 { // extreme codes: q4 codes 0 and 15 (q8: +-127) against activations of +-127
+                    if nrows == 13 { // extreme codes: q4 codes 0 and 15 (q8: +-127, iq4_nl: -127 and 113) against activations of +-127
                         x = (0..<(nrows * n)).map { Float($0 % 3 == 0 ? -1 : ($0 % 7 == 0 ? 0.99 : 1)) }
                     }
                     let plain = rows(tP, x, rows: nrows, n: n)

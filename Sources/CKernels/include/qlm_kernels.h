@@ -62,6 +62,10 @@ typedef enum {
     // the fifth-bit masks and codes as in q5_0x8; same bytes per row. `convert --type q5_1x8`
     // stores it, and `--type keep` regroups a GGUF's q5_1 matrices into it.
     QLM_TYPE_Q5_1X8 = 19,
+    // iq4_nl blocks stored row-interleaved in groups of 8 rows (rowgroup.c, qlm_block_iq4_nlx8: the
+    // bytes of q4_0x8's group block, the codes being codebook indices), same bytes per row. `convert
+    // --type iq4_nlx8` stores it, and `--type keep` regroups a GGUF's iq4_nl matrices into it.
+    QLM_TYPE_IQ4_NLX8 = 20,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 
@@ -100,6 +104,10 @@ typedef struct { uint16_t d[8]; uint32_t hm[8]; uint8_t qs[8 * QLM_QK / 2]; } ql
 // One Q5_1X8 group block: as q5_0x8 with m[r] = row r's q5_1 minimum after the scales (fp16 field
 // at byte offset 2 of a q5_1 block: at 2 * 8 + 2r, the traits' rule); codes unsigned (0..31).
 typedef struct { uint16_t d[8]; uint16_t m[8]; uint32_t hm[8]; uint8_t qs[8 * QLM_QK / 2]; } qlm_block_q5_1x8;
+// One IQ4_NLX8 group block: q4_0x8's arrangement of 8 iq4_nl blocks (an iq4_nl block has q4_0's
+// bytes: fp16 d, then 16 bytes of index nibbles), so chunk c's lane r holds row r's indices of
+// elements 4c..4c+3 (low nibbles) and 16+4c..16+4c+3 (high nibbles).
+typedef qlm_block_q4_0x8 qlm_block_iq4_nlx8;
 
 _Static_assert(sizeof(qlm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");

@@ -19,8 +19,10 @@ package struct QuantPolicy: Sendable {
     /// layout, the same numbers and bytes regrouped (q5_0 -> q5_0x8), because their row-by-row
     /// products are compute-bound. SmolLM2, 1 thread (docs/benchmarks-log.md, "--type keep in
     /// 8-row groups"): q5_0 decode x1.3-1.5; q4_0 decode x1.3-1.5, prefill x1.7-2.0; q8_0
-    /// decode x1.06-1.18, prefill x1.34-1.41; q5_1 (q5_1x8) as measured there.
-    package static let keepRegrouped: Set<QuantType> = [.q4_0, .q5_0, .q8_0, .q5_1]
+    /// decode x1.06-1.18, prefill x1.34-1.41; q5_1 (q5_1x8) as measured there. iq4_nl (iq4_nlx8;
+    /// "iq4_nlx8, 8-row iq4_nl layout"): SmolLM2 IQ4_XS decode / probe 0.45-0.47 -> 0.72-0.87,
+    /// prefill x1.5-1.6 on 2 threads.
+    package static let keepRegrouped: Set<QuantType> = [.q4_0, .q5_0, .q8_0, .q5_1, .iq4_nl]
 
     package init(defaultType: QuantType, overrides: [(glob: String, type: QuantType)] = []) {
         self.defaultType = defaultType

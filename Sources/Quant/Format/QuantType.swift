@@ -32,6 +32,9 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     /// q5_1 blocks stored the same way (same numbers and bytes as q5_1), written by `convert --type
     /// q5_1x8` and by `--type keep` for a GGUF's q5_1 matrices.
     case q5_1x8 = 19
+    /// iq4_nl blocks stored the same way (same numbers and bytes as iq4_nl), written by
+    /// `convert --type iq4_nlx8` and by `--type keep` for a GGUF's iq4_nl matrices.
+    case iq4_nlx8 = 20
     case u8 = 31
 
     /// The types a weight matrix may be stored as: those whose row has product kernels (u8 has

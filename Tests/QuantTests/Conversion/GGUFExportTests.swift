@@ -17,7 +17,7 @@ final class GGUFExportTests: XCTestCase {
         return (try Checkpoint.open(u), payload, u)
     }
 
-    /// Every tensor (q8_0 / q4_0 / q4_0x8 / q4_1 / f16 / f32) dequantizes in the gguf package to
+    /// Every tensor (q8_0 / q4_0 / q4_0x8 / iq4_nlx8 / q4_1 / f16 / f32) dequantizes in the gguf package to
     /// exactly QuantLM's floats, under its GGUF name, with ggml's dims; the source's metadata keys
     /// come along in order (general.file_type dropped, general.quantized_by added).
     func testExportReadsBackIdentically() throws {
@@ -25,7 +25,8 @@ final class GGUFExportTests: XCTestCase {
         let (ck, payload, src) = try tinyModel(dir)
         let qlm = dir.appendingPathComponent("m.qlm")
         let policy = QuantPolicy(defaultType: .q4_0, overrides: [("*.wv.weight", .f16), ("*.wk.weight", .q4_1),
-                                                                 ("tok_embeddings.weight", .q8_0), ("*.w2.weight", .q4_0x8)])
+                                                                 ("tok_embeddings.weight", .q8_0), ("*.w2.weight", .q4_0x8),
+                                                                 ("*.w3.weight", .iq4_nlx8)])
         _ = try Converter.convert(ck, tokenizer: payload, options: ConvertOptions(policy: policy, threads: 1), to: qlm)
         let out = dir.appendingPathComponent("exported.gguf")
         let f = try QLMFile(qlm)
@@ -40,7 +41,7 @@ final class GGUFExportTests: XCTestCase {
         let srcKeys = try GGUFFile(src).keys.filter { $0 != "general.file_type" }
         XCTAssertEqual(r.keys, srcKeys + ["general.quantized_by"])
         XCTAssertEqual(r.tensors.count, ck.tensors.count)
-        let expectType: [QuantType: String] = [.q8_0: "Q8_0", .q4_0: "Q4_0", .q4_0x8: "Q4_0", .q4_1: "Q4_1", .f16: "F16", .f32: "F32"]
+        let expectType: [QuantType: String] = [.q8_0: "Q8_0", .q4_0: "Q4_0", .q4_0x8: "Q4_0", .iq4_nlx8: "IQ4_NL", .q4_1: "Q4_1", .f16: "F16", .f32: "F32"]
         for t in f.tensors where t.type != .u8 {
             let g = try XCTUnwrap(r.tensors[names[t.name]!], t.name)
             XCTAssertEqual(g.type, expectType[t.type], t.name)

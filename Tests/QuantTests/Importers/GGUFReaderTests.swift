@@ -129,7 +129,7 @@ final class GGUFReaderTests: XCTestCase {
             XCTAssertEqual(try f.info("layers.0.attention.wv.weight").type, .f16)
             XCTAssertEqual(try f.info("layers.0.attention.wo.weight").type, .q5_0x8) // QuantPolicy.keepRegrouped
             XCTAssertEqual(try f.info("layers.0.feed_forward.w1.weight").type, .q5_1x8)
-            XCTAssertEqual(try f.info("layers.0.feed_forward.w2.weight").type, .iq4_nl)
+            XCTAssertEqual(try f.info("layers.0.feed_forward.w2.weight").type, .iq4_nlx8)
         }
         // --type q4_0: only the q4_0 tensor passes through; others are requantized.
         let out = dir.appendingPathComponent("q4.qlm")
@@ -144,10 +144,10 @@ final class GGUFReaderTests: XCTestCase {
         XCTAssertTrue(txt.stdout.contains("layers.0.feed_forward.w3.weight: bf16->q8_0"), txt.stdout)
         // inspect lists the kept mix (tensors per type, the tokenizer blob included)
         let ins = try Executables.run("convert", ["inspect", dir.appendingPathComponent("cli2.qlm").path])
-        for kept in ["q5_0x8 x1", "q4_0x8 x1", "q8_0x8 x1", "q5_1x8 x1", "iq4_nl x1", "q8_0 x1", "q5_0x8 = q5_0 rows in 8-row groups"] {
+        for kept in ["q5_0x8 x1", "q4_0x8 x1", "q8_0x8 x1", "q5_1x8 x1", "iq4_nlx8 x1", "q8_0 x1", "q5_0x8 = q5_0 rows in 8-row groups"] {
             XCTAssertTrue(ins.stdout.contains(kept), "\(kept): \(ins.stdout)")
         }
-        XCTAssertTrue(ins.stdout.contains("layers.0.feed_forward.w2.weight   iq4_nl  raw"), ins.stdout) // the type column fits 6 letters
+        XCTAssertTrue(ins.stdout.contains("layers.0.feed_forward.w2.weight   iq4_nlx8  raw"), ins.stdout) // the type column fits 8 letters
     }
 }
 
