@@ -32,14 +32,27 @@ _Static_assert(sizeof(qlm_block_q4_k) == 144, "q4_k block is 144 bytes");
 _Static_assert(sizeof(qlm_block_q5_k) == 176, "q5_k block is 176 bytes");
 _Static_assert(sizeof(qlm_block_q6_k) == 210, "q6_k block is 210 bytes");
 
-// A decoded weight super-block (see above). sc holds 8 copies of each 16-weight scale: int16
-// lane w of a maddubs result covers weights 2w, 2w+1, so sc lines up with it lane for lane.
+// A decoded weight super-block (see above): s16[k] the scale of weights 16k..16k+15; sw[k] the
+// scale words of the 32-weight chunk pair 2k, 2k+1 as kq_groups16 lays their products out
+// (s16[4k] x4, s16[4k+2] x4 | s16[4k+1] x4, s16[4k+3] x4).
 typedef struct {
     uint8_t q[QK_K];
-    int16_t sc[QK_K / 2];
+    int16_t sw[4][16];
     int16_t off[QK_K / 16];
+    int8_t s16[16];
     float d, dmin;
 } __attribute__((aligned(64))) kq_dec;
+
+// The scale words sw from s16 (scalar decoders).
+static inline void kq_fill_sw(kq_dec *D) {
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < 4; i++) {
+            D->sw[k][i] = D->s16[4 * k];
+            D->sw[k][4 + i] = D->s16[4 * k + 2];
+            D->sw[k][8 + i] = D->s16[4 * k + 1];
+            D->sw[k][12 + i] = D->s16[4 * k + 3];
+        }
+}
 
 // ---- the 12-byte scale/min packing of q4_k and q5_k ----------------------------------------
 // Sub-block j < 4: scale = s[j] & 63, min = s[j+4] & 63; j >= 4: scale = (s[j+4] & 15) |
@@ -72,8 +85,9 @@ static inline void kq_dec_scales_min(kq_dec *D, const uint8_t s[12], uint16_t d,
     kq_unpack_scales(s, sc, m);
     for (int k = 0; k < 16; k++) {
         D->off[k] = m[k / 2];
-        for (int w = 0; w < 8; w++) D->sc[8 * k + w] = sc[k / 2];
+        D->s16[k] = (int8_t)sc[k / 2];
     }
+    kq_fill_sw(D);
     D->d = qlm_h2f(d);
     D->dmin = qlm_h2f(dmin);
 }
@@ -87,12 +101,18 @@ QLM_AVX2_TARGET QLM_INLINE __m128i kq_scales_min_vec(const uint8_t s[12]) {
     kq_unpack_words(s, &a, &c, &b, &e);
     return _mm_setr_epi32((int)a, (int)c, (int)b, (int)e);
 }
+// sw from the 16 scales s16 (bytes, |s| <= 127) in one register.
+QLM_AVX2_TARGET QLM_INLINE __m256i kq_sw_pair(__m128i s16, int k) {
+    const char a = (char)(4 * k), b = (char)(4 * k + 1), c = (char)(4 * k + 2), e = (char)(4 * k + 3);
+    return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s16, _mm_setr_epi8(a, a, a, a, c, c, c, c, b, b, b, b, e, e, e, e)));
+}
+QLM_AVX2_TARGET QLM_INLINE void kq_dec_sw_avx2(kq_dec *D, __m128i s16) {
+    _mm_storeu_si128((__m128i *)D->s16, s16);
+    for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)D->sw[k], kq_sw_pair(s16, k));
+}
 QLM_AVX2_TARGET QLM_INLINE void kq_dec_scales_min_avx2(kq_dec *D, const uint8_t s[12], uint16_t d, uint16_t dmin) {
     const __m128i v = kq_scales_min_vec(s);
-    const __m256i w = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v, v)); // sc0 sc0 sc1 sc1 ... sc7 sc7 (words)
-    // 16 words per 32-weight sub-block j: scale j broadcast (vpermd picks word pair j)
-    for (int j = 0; j < 8; j++)
-        _mm256_store_si256((__m256i *)(D->sc + 16 * j), _mm256_permutevar8x32_epi32(w, _mm256_set1_epi32(j)));
+    kq_dec_sw_avx2(D, _mm_unpacklo_epi8(v, v)); // sc0 sc0 sc1 sc1 ... sc7 sc7: the scale of each 16
     _mm256_store_si256((__m256i *)D->off, _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v, v)));
     D->d = kq_h2f_f16c(d);
     D->dmin = kq_h2f_f16c(dmin);
@@ -106,17 +126,28 @@ static inline float kq_hsum8(const float v[8]) {
 }
 
 #if QLM_X86
-// Lane c of the result = the sum of x[c]'s 8 int32 lanes (exact).
-QLM_AVX2_TARGET QLM_INLINE __m256i kq_sum8x8(const __m256i x[8]) {
-    const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(x[0], x[1]), _mm256_hadd_epi32(x[2], x[3])); // c0..c3 | c0..c3 (halves)
-    const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(x[4], x[5]), _mm256_hadd_epi32(x[6], x[7])); // c4..c7 | c4..c7
+// The group integers from the maddubs words: h[k] = hadd16(p_2k, p_2k+1), p_c the u8 x s8 pair
+// words of chunk c (32 weights; words of weights 0..15 in the low 128 bits, 16..31 in the high).
+// Lane c of the result = the exact sum over chunk c of scale * code * activation.
+// kq_groups16 (a scale per 16, codes <= 63: |h word| <= 4 * 63 * 127 < 2^15): madd with the scale
+// words sw[k] gives lanes (2k, 2k, 2k+1, 2k+1 | the same for the high 16s), hadd32 and the halves
+// added put chunk c in lane c.
+QLM_AVX2_TARGET QLM_INLINE __m256i kq_halves(__m256i a, __m256i b) { // a: c0..c3 | c0..c3, b: c4..c7 | c4..c7
     return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
 }
-// The same from four 512-bit registers, z[g] = x[2g] (low half) and x[2g + 1] (high half).
-QLM_AVX512_TARGET QLM_INLINE __m256i kq_sum8x8_512(const __m512i z[4]) {
-    __m256i x[8];
-    for (int g = 0; g < 4; g++) { x[2 * g] = _mm512_castsi512_si256(z[g]); x[2 * g + 1] = _mm512_extracti64x4_epi64(z[g], 1); }
-    return kq_sum8x8(x);
+QLM_AVX2_TARGET QLM_INLINE __m256i kq_groups16(const __m256i h[4], __m256i s0, __m256i s1, __m256i s2, __m256i s3) {
+    return kq_halves(_mm256_hadd_epi32(_mm256_madd_epi16(h[0], s0), _mm256_madd_epi16(h[1], s1)),
+                     _mm256_hadd_epi32(_mm256_madd_epi16(h[2], s2), _mm256_madd_epi16(h[3], s3)));
+}
+// kq_groups32 (one scale per 32, codes <= 31): a second hadd16 (|word| <= 8 * 31 * 127 = 31496 <
+// 2^15, exact) leaves two words per chunk, 4 chunks per register half; madd with the scale words
+// s03 = (sc0 sc0 sc1 sc1 sc2 sc2 sc3 sc3) in both halves, s47 likewise.
+QLM_AVX2_TARGET QLM_INLINE __m256i kq_groups32(const __m256i h[4], __m256i s03, __m256i s47) {
+    return kq_halves(_mm256_madd_epi16(_mm256_hadd_epi16(h[0], h[1]), s03), _mm256_madd_epi16(_mm256_hadd_epi16(h[2], h[3]), s47));
+}
+// h[k] of a 512-bit maddubs result holding chunks 2k (low 256 bits) and 2k + 1.
+QLM_AVX512_TARGET QLM_INLINE __m256i kq_pair512(__m512i p) {
+    return _mm256_hadd_epi16(_mm512_castsi512_si256(p), _mm512_extracti64x4_epi64(p, 1));
 }
 // The float steps of one super-block (lane g = group g): S += (d * d_a) * isum, M += (dmin * d_a) * imin.
 QLM_AVX2_TARGET QLM_INLINE void kq_floats8(__m256i isum, __m256i imin, float d, float dmin, const float *da, __m256 *S, __m256 *M) {
@@ -137,13 +168,9 @@ QLM_AVX2_TARGET QLM_INLINE void kq_floats8_sym(__m256i isum, float d, const floa
 QLM_AVX512_TARGET QLM_INLINE void kq_dot1_affine_avx512(const uint8_t scales[12], const uint8_t *qs, const uint8_t *qh, uint16_t d,
                                                         uint16_t dmin, const qlm_block_q8k *a, __m256 *S, __m256 *M) {
     const __m512i lo4 = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
-    // vpermw indices: words 0..15 <- scale 2g, 16..31 <- scale 2g + 1
-    const __m512i i0 = _mm512_set_epi64(0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0x0001000100010001LL, 0, 0, 0, 0);
-    const __m512i two = _mm512_set1_epi16(2);
     const __m128i v8 = kq_scales_min_vec(scales);
-    const __m512i s8 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v8));
     const __m512i h = qh ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)qh)) : _mm512_setzero_si512();
-    __m512i z[4], idx = i0;
+    __m256i h4[4];
     for (int g = 0; g < 4; g++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
         __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
@@ -151,20 +178,19 @@ QLM_AVX512_TARGET QLM_INLINE void kq_dot1_affine_avx512(const uint8_t scales[12]
             const __m512i bit = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (2 * g))), _mm256_set1_epi8((char)(1 << (2 * g + 1))), 1);
             q = _mm512_or_si512(q, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(h, bit), b4));
         }
-        const __m512i p = _mm512_maddubs_epi16(q, _mm512_loadu_si512((const void *)(a->qs + 64 * g)));
-        z[g] = _mm512_madd_epi16(p, _mm512_permutexvar_epi16(idx, s8));
-        idx = _mm512_add_epi16(idx, two);
+        h4[g] = kq_pair512(_mm512_maddubs_epi16(q, _mm512_loadu_si512((const void *)(a->qs + 64 * g))));
     }
+    const __m128i u = _mm_unpacklo_epi8(v8, v8);
+    const __m256i isum = kq_groups32(h4, _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(u)), _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(u, 8))));
     const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
-    kq_floats8(kq_sum8x8_512(z), o, kq_h2f_f16c(d), kq_h2f_f16c(dmin), a->d, S, M);
+    kq_floats8(isum, o, kq_h2f_f16c(d), kq_h2f_f16c(dmin), a->d, S, M);
 }
 QLM_AVX2_TARGET QLM_INLINE void kq_dot1_affine_avx2(const uint8_t scales[12], const uint8_t *qs, const uint8_t *qh, uint16_t d,
                                                     uint16_t dmin, const qlm_block_q8k *a, __m256 *S, __m256 *M) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     const __m128i v8 = kq_scales_min_vec(scales);
-    const __m256i sw = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(v8, v8)); // word pairs: scale j in dword j
     const __m256i h = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-    __m256i x[8];
+    __m256i h4[4];
     for (int g = 0; g < 4; g++) {
         const __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
         __m256i c0 = _mm256_and_si256(v, lo4), c1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
@@ -175,11 +201,12 @@ QLM_AVX2_TARGET QLM_INLINE void kq_dot1_affine_avx2(const uint8_t scales[12], co
         }
         const __m256i p0 = _mm256_maddubs_epi16(c0, _mm256_loadu_si256((const __m256i *)(a->qs + 64 * g)));
         const __m256i p1 = _mm256_maddubs_epi16(c1, _mm256_loadu_si256((const __m256i *)(a->qs + 64 * g + 32)));
-        x[2 * g] = _mm256_madd_epi16(p0, _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g)));
-        x[2 * g + 1] = _mm256_madd_epi16(p1, _mm256_permutevar8x32_epi32(sw, _mm256_set1_epi32(2 * g + 1)));
+        h4[g] = _mm256_hadd_epi16(p0, p1);
     }
+    const __m128i u = _mm_unpacklo_epi8(v8, v8);
+    const __m256i isum = kq_groups32(h4, _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(u)), _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_srli_si128(u, 8))));
     const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a->bsums), _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(v8, v8)));
-    kq_floats8(kq_sum8x8(x), o, kq_h2f_f16c(d), kq_h2f_f16c(dmin), a->d, S, M);
+    kq_floats8(isum, o, kq_h2f_f16c(d), kq_h2f_f16c(dmin), a->d, S, M);
 }
 #endif
 
@@ -214,7 +241,7 @@ static inline void kq_step_scalar(const kq_dec *D, const qlm_block_q8k *a, int o
         for (int k = 2 * g; k < 2 * g + 2; k++) {
             int32_t t = 0;
             for (int j = 0; j < 16; j++) t += (int32_t)D->q[16 * k + j] * (int32_t)a->qs[16 * k + j];
-            s += D->sc[8 * k] * t;
+            s += D->s16[k] * t;
             o += D->off[k] * (int32_t)a->bsums[k];
         }
         const int32_t isum = oi ? s + o : s, imin = oi ? 0 : o;
@@ -234,23 +261,24 @@ QLM_AVX2_TARGET QLM_INLINE void kq_step_fin(const kq_dec *D, const qlm_block_q8k
     _mm256_storeu_ps(S, s);
     _mm256_storeu_ps(M, m);
 }
+QLM_AVX2_TARGET QLM_INLINE __m256i kq_groups_dec(const kq_dec *D, const __m256i h[4]) {
+    return kq_groups16(h, _mm256_load_si256((const __m256i *)D->sw[0]), _mm256_load_si256((const __m256i *)D->sw[1]),
+                       _mm256_load_si256((const __m256i *)D->sw[2]), _mm256_load_si256((const __m256i *)D->sw[3]));
+}
 QLM_AVX2_TARGET QLM_INLINE void kq_step_avx2(const kq_dec *D, const qlm_block_q8k *a, int oi, float *S, float *M) {
-    __m256i x[8];
-    for (int c = 0; c < 8; c++) {
-        const __m256i p = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(D->q + 32 * c)),
-                                               _mm256_loadu_si256((const __m256i *)(a->qs + 32 * c)));
-        x[c] = _mm256_madd_epi16(p, _mm256_load_si256((const __m256i *)(D->sc + 16 * c)));
+    __m256i h[4];
+    for (int k = 0; k < 4; k++) {
+        const __m256i p0 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(D->q + 64 * k)), _mm256_loadu_si256((const __m256i *)(a->qs + 64 * k)));
+        const __m256i p1 = _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(D->q + 64 * k + 32)), _mm256_loadu_si256((const __m256i *)(a->qs + 64 * k + 32)));
+        h[k] = _mm256_hadd_epi16(p0, p1);
     }
-    kq_step_fin(D, a, oi, kq_sum8x8(x), S, M);
+    kq_step_fin(D, a, oi, kq_groups_dec(D, h), S, M);
 }
 QLM_AVX512_TARGET QLM_INLINE void kq_step_avx512(const kq_dec *D, const qlm_block_q8k *a, int oi, float *S, float *M) {
-    __m512i z[4];
-    for (int g = 0; g < 4; g++) {
-        const __m512i p = _mm512_maddubs_epi16(_mm512_load_si512((const void *)(D->q + 64 * g)),
-                                               _mm512_loadu_si512((const void *)(a->qs + 64 * g)));
-        z[g] = _mm512_madd_epi16(p, _mm512_load_si512((const void *)(D->sc + 32 * g)));
-    }
-    kq_step_fin(D, a, oi, kq_sum8x8_512(z), S, M);
+    __m256i h[4];
+    for (int k = 0; k < 4; k++)
+        h[k] = kq_pair512(_mm512_maddubs_epi16(_mm512_load_si512((const void *)(D->q + 64 * k)), _mm512_loadu_si512((const void *)(a->qs + 64 * k))));
+    kq_step_fin(D, a, oi, kq_groups_dec(D, h), S, M);
 }
 #endif
 

@@ -70,8 +70,9 @@ static inline void dec_q6_k_scalar(const qlm_block_q6_k *b, kq_dec *D) {
     }
     for (int k = 0; k < 16; k++) {
         D->off[k] = (int16_t)(-32 * b->scales[k]);
-        for (int w = 0; w < 8; w++) D->sc[8 * k + w] = b->scales[k];
+        D->s16[k] = b->scales[k];
     }
+    kq_fill_sw(D);
     D->d = qlm_h2f(b->d);
     D->dmin = 0.0f;
 }
@@ -89,12 +90,7 @@ QLM_AVX2_TARGET QLM_INLINE void dec_q6_k_avx2(const qlm_block_q6_k *b, kq_dec *D
         _mm256_store_si256((__m256i *)(q + 96), _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4), _mm256_and_si256(_mm256_srli_epi16(hh, 2), m2)));
     }
     const __m128i s = _mm_loadu_si128((const __m128i *)b->scales);
-    for (int c = 0; c < 8; c++) {
-        // bytes 2c x 8 then 2c+1 x 8
-        const __m128i idx = _mm_setr_epi8((char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c),
-                                          (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1));
-        _mm256_store_si256((__m256i *)(D->sc + 16 * c), _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s, idx)));
-    }
+    kq_dec_sw_avx2(D, s);
     _mm256_store_si256((__m256i *)D->off, _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(s), 5)));
     D->d = kq_h2f_f16c(b->d);
     D->dmin = 0.0f;
@@ -117,30 +113,23 @@ QLM_AVX512_TARGET static float dot1_q6_k_avx512(int64_t n, const qlm_block_q6_k 
     // high bits of weights 32c..32c+31 of a half: qh << 4, << 2, >> 0, >> 2 (per 256-bit half)
     const __m512i shA = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
     const __m512i shB = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-    // vpermw indices: word w of the 64 weights at 64j covers weights 2w, 2w+1: sub-block 4j + w / 8
-    const __m512i i0 = _mm512_set_epi64(0x0003000300030003LL, 0x0003000300030003LL, 0x0002000200020002LL, 0x0002000200020002LL,
-                                        0x0001000100010001LL, 0x0001000100010001LL, 0, 0);
-    const __m512i four = _mm512_set1_epi16(4);
     __m256 S = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         PF((const char *)(w + b) + QLM_PF_DIST);
-        const __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[b].scales));
-        const __m512i s16 = _mm512_castsi256_si512(sc16);
-        __m512i z[4], idx = i0;
+        const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
+        __m256i hp[4];
         for (int h = 0; h < 2; h++) {
             const __m512i L = _mm512_loadu_si512((const void *)(w[b].ql + 64 * h));
             const __m512i H = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w[b].qh + 32 * h)));
             const __m512i qa = _mm512_or_si512(_mm512_and_si512(L, lo4), _mm512_and_si512(_mm512_sllv_epi16(H, shA), m2));
             const __m512i qb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), lo4), _mm512_and_si512(_mm512_srlv_epi16(H, shB), m2));
-            const __m512i pa = _mm512_maddubs_epi16(qa, _mm512_loadu_si512((const void *)(a[b].qs + 128 * h)));
-            z[2 * h] = _mm512_madd_epi16(pa, _mm512_permutexvar_epi16(idx, s16)); // groups 4h, 4h + 1
-            idx = _mm512_add_epi16(idx, four);
-            const __m512i pb = _mm512_maddubs_epi16(qb, _mm512_loadu_si512((const void *)(a[b].qs + 128 * h + 64)));
-            z[2 * h + 1] = _mm512_madd_epi16(pb, _mm512_permutexvar_epi16(idx, s16)); // groups 4h + 2, 4h + 3
-            idx = _mm512_add_epi16(idx, four);
+            hp[2 * h] = kq_pair512(_mm512_maddubs_epi16(qa, _mm512_loadu_si512((const void *)(a[b].qs + 128 * h))));           // chunks 4h, 4h + 1
+            hp[2 * h + 1] = kq_pair512(_mm512_maddubs_epi16(qb, _mm512_loadu_si512((const void *)(a[b].qs + 128 * h + 64)))); // 4h + 2, 4h + 3
         }
-        const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums), _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(sc16, 5)));
-        kq_floats8_sym(_mm256_add_epi32(kq_sum8x8_512(z), o), kq_h2f_f16c(w[b].d), a[b].d, &S);
+        const __m256i isum = kq_groups16(hp, kq_sw_pair(sc8, 0), kq_sw_pair(sc8, 1), kq_sw_pair(sc8, 2), kq_sw_pair(sc8, 3));
+        const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums),
+                                            _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5)));
+        kq_floats8_sym(_mm256_add_epi32(isum, o), kq_h2f_f16c(w[b].d), a[b].d, &S);
     }
     return hsum8_avx512(S) - 0.0f;
 }
@@ -151,7 +140,7 @@ QLM_AVX2_TARGET static float dot1_q6_k_avx2(int64_t n, const qlm_block_q6_k *w, 
     for (int64_t b = 0; b < nb; b++) {
         PF((const char *)(w + b) + QLM_PF_DIST);
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
-        __m256i x[8];
+        __m256i hp[4];
         for (int h = 0; h < 2; h++) {
             const __m256i l0 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h));
             const __m256i l1 = _mm256_loadu_si256((const __m256i *)(w[b].ql + 64 * h + 32));
@@ -161,17 +150,15 @@ QLM_AVX2_TARGET static float dot1_q6_k_avx2(int64_t n, const qlm_block_q6_k *w, 
                 _mm256_or_si256(_mm256_and_si256(l1, lo4), _mm256_and_si256(_mm256_slli_epi16(hh, 2), m2)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4), _mm256_and_si256(hh, m2)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4), _mm256_and_si256(_mm256_srli_epi16(hh, 2), m2))};
-            for (int j = 0; j < 4; j++) {
-                const int c = 4 * h + j; // group c: sub-blocks 2c (words 0..7) and 2c + 1 (words 8..15)
-                const __m128i idx = _mm_setr_epi8((char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c), (char)(2 * c),
-                                                  (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1), (char)(2 * c + 1));
-                const __m256i p = _mm256_maddubs_epi16(q[j], _mm256_loadu_si256((const __m256i *)(a[b].qs + 32 * c)));
-                x[c] = _mm256_madd_epi16(p, _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, idx)));
-            }
+            __m256i p[4];
+            for (int j = 0; j < 4; j++) p[j] = _mm256_maddubs_epi16(q[j], _mm256_loadu_si256((const __m256i *)(a[b].qs + 128 * h + 32 * j)));
+            hp[2 * h] = _mm256_hadd_epi16(p[0], p[1]);
+            hp[2 * h + 1] = _mm256_hadd_epi16(p[2], p[3]);
         }
+        const __m256i isum = kq_groups16(hp, kq_sw_pair(sc8, 0), kq_sw_pair(sc8, 1), kq_sw_pair(sc8, 2), kq_sw_pair(sc8, 3));
         const __m256i o = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)a[b].bsums),
                                             _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5)));
-        kq_floats8_sym(_mm256_add_epi32(kq_sum8x8(x), o), kq_h2f_f16c(w[b].d), a[b].d, &S);
+        kq_floats8_sym(_mm256_add_epi32(isum, o), kq_h2f_f16c(w[b].d), a[b].d, &S);
     }
     return hsum8_avx2(S) - 0.0f;
 }

@@ -133,6 +133,24 @@ final class KQuantTests: XCTestCase {
         }
     }
 
+    /// The largest sums the SIMD paths hold in int16 words (ksuper.h: kq_groups32 adds 8 products
+    /// of codes <= 31, kq_groups16 4 of codes <= 63): nearly every weight at its largest code and every
+    /// activation code +-127. Every path equals the scalar one and the reference.
+    func testLargestWordSums() {
+        let n = 1024
+        let w = (0 ..< n).map { Float($0 % 16 == 0 ? -1 : 1) }
+        for sign: Float in [1, -1] {
+            let x = [Float](repeating: sign, count: n)
+            for t in kTypes {
+                let wq = quantize(t, w), act = withPath(pScalar) { prepareAct(t, x) }
+                let (ref, mag) = refDot(dequantize(t, wq, n), decodeQ8K(act, n))
+                let s = withPath(pScalar) { vecDot(t, n, wq, act) }
+                XCTAssertEqual(Double(s), ref, accuracy: 1e-5 * mag, "\(typeName(t)) sign \(sign)")
+                for p in supportedPaths { XCTAssertEqual(withPath(p) { vecDot(t, n, wq, act) }, s, "\(pathName(p)) \(typeName(t)) sign \(sign)") }
+            }
+        }
+    }
+
     /// matvec, and matmul at every token count the few-token kernels (T <= 8), the generic loop
     /// and the 1 x 16 tiles (T >= 16, with a remainder) run: each output equals qlm_vec_dot of
     /// its row and token on the same path, with and without the pool.
