@@ -278,13 +278,27 @@ package enum Converter {
                     throw QuantError(t.origin, "row \(r) holds an infinite or NaN fp16 value or scale")
                 }
                 if plain != info.type {
-                    growQuant(info.expectedRawLength)
-                    quant.copyMemory(from: same.baseAddress!, byteCount: same.count)
-                    guard qlm_pack_rows(info.type.rawValue, quant, Int64(info.rows), Int64(info.rowLength)) == 0 else {
-                        throw QuantError(t.origin, "out of memory while packing rows into \(info.type) groups")
+                    // Regrouped a band of whole row groups at a time (~4 MiB; groups are packed
+                    // independently, so the bytes equal one whole-tensor pack) and written as parts:
+                    // no whole-tensor copy (Gemma 3's 178 MB q8_0 embedding). zstd tensors whole.
+                    let rowBytes = info.rowBytes, g = info.type.rowGroup
+                    let band = info.encoding == .raw ? max(g, (4 << 20) / max(1, rowBytes) / g * g) : info.rows
+                    growQuant(min(band, info.rows) * rowBytes)
+                    func packed(_ r0: Int) throws -> UnsafeRawBufferPointer {
+                        let n = min(band, info.rows - r0)
+                        quant.copyMemory(from: same.baseAddress! + r0 * rowBytes, byteCount: n * rowBytes)
+                        guard qlm_pack_rows(info.type.rawValue, quant, Int64(n), Int64(info.rowLength)) == 0 else {
+                            throw QuantError(t.origin, "out of memory while packing rows into \(info.type) groups")
+                        }
+                        return UnsafeRawBufferPointer(start: quant, count: n * rowBytes)
                     }
-                    try writer.writeNext(UnsafeRawBufferPointer(start: quant, count: info.expectedRawLength),
-                                         zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
+                    if info.encoding == .raw {
+                        try writer.writeNext { part in
+                            for r0 in stride(from: 0, to: info.rows, by: band) { try part(packed(r0)) }
+                        }
+                    } else {
+                        try writer.writeNext(packed(0), zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
+                    }
                 } else {
                     try writer.writeNext(same, zstdLevel: options.zstdLevel ?? 3, chunkBytes: options.chunkBytes, filter: options.zstdFilter)
                 }
