@@ -3,7 +3,7 @@
 // (ksuper.c), and one product scheme every path and every kernel shape runs. Internal.
 //
 // Products. Each weight super-block is first decoded into a kq_dec (codes as unsigned bytes,
-// one int16 scale per 16 weights, the factor of each 16-sum of the activation codes); then per
+// the scale of each 16 weights, the factor of each 16-sum of the activation codes); then per
 // activation row (a q8k block: a scale d_a[g] per 32 codes, codes a, bsums) and per 32-weight
 // group g (q4_k / q5_k: sub-block g; q6_k: sub-blocks 2g, 2g + 1) two exact integers
 //     isum_g = sum_{e in g} sc(e) q(e) a(e)  [+ sum_{k in g} off(k) bsums(k)   q6_k: off = -32 sc]
@@ -32,9 +32,10 @@ _Static_assert(sizeof(qlm_block_q4_k) == 144, "q4_k block is 144 bytes");
 _Static_assert(sizeof(qlm_block_q5_k) == 176, "q5_k block is 176 bytes");
 _Static_assert(sizeof(qlm_block_q6_k) == 210, "q6_k block is 210 bytes");
 
-// A decoded weight super-block (see above): s16[k] the scale of weights 16k..16k+15; sw[k] the
-// scale words of the 32-weight chunk pair 2k, 2k+1 as kq_groups16 lays their products out
-// (s16[4k] x4, s16[4k+2] x4 | s16[4k+1] x4, s16[4k+3] x4).
+// A decoded weight super-block (see above): s16[k] the scale of weights 16k..16k+15, filled by the
+// scalar decoders for kq_step_scalar; sw[k] the same scales as the words of the 32-weight chunk
+// pair 2k, 2k+1 as kq_groups16 lays their products out (s16[4k] x4, s16[4k+2] x4 | s16[4k+1] x4,
+// s16[4k+3] x4), filled by the SIMD decoders for the SIMD steps. Each path reads only its own.
 typedef struct {
     uint8_t q[QK_K];
     int16_t sw[4][16];
@@ -43,16 +44,6 @@ typedef struct {
     float d, dmin;
 } __attribute__((aligned(64))) kq_dec;
 
-// The scale words sw from s16 (scalar decoders).
-static inline void kq_fill_sw(kq_dec *D) {
-    for (int k = 0; k < 4; k++)
-        for (int i = 0; i < 4; i++) {
-            D->sw[k][i] = D->s16[4 * k];
-            D->sw[k][4 + i] = D->s16[4 * k + 2];
-            D->sw[k][8 + i] = D->s16[4 * k + 1];
-            D->sw[k][12 + i] = D->s16[4 * k + 3];
-        }
-}
 
 // ---- the 12-byte scale/min packing of q4_k and q5_k ----------------------------------------
 // Sub-block j < 4: scale = s[j] & 63, min = s[j+4] & 63; j >= 4: scale = (s[j+4] & 15) |
@@ -87,7 +78,6 @@ static inline void kq_dec_scales_min(kq_dec *D, const uint8_t s[12], uint16_t d,
         D->off[k] = m[k / 2];
         D->s16[k] = (int8_t)sc[k / 2];
     }
-    kq_fill_sw(D);
     D->d = qlm_h2f(d);
     D->dmin = qlm_h2f(dmin);
 }
@@ -107,7 +97,6 @@ QLM_AVX2_TARGET QLM_INLINE __m256i kq_sw_pair(__m128i s16, int k) {
     return _mm256_cvtepi8_epi16(_mm_shuffle_epi8(s16, _mm_setr_epi8(a, a, a, a, c, c, c, c, b, b, b, b, e, e, e, e)));
 }
 QLM_AVX2_TARGET QLM_INLINE void kq_dec_sw_avx2(kq_dec *D, __m128i s16) {
-    _mm_storeu_si128((__m128i *)D->s16, s16);
     for (int k = 0; k < 4; k++) _mm256_store_si256((__m256i *)D->sw[k], kq_sw_pair(s16, k));
 }
 QLM_AVX2_TARGET QLM_INLINE void kq_dec_scales_min_avx2(kq_dec *D, const uint8_t s[12], uint16_t d, uint16_t dmin) {

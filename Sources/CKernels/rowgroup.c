@@ -52,7 +52,7 @@ QLM_INLINE int mask_offset(const group_layout *L) { return G * head_bytes(L); } 
 QLM_INLINE int code_offset(const group_layout *L) { return mask_offset(L) + G * L->qh; }
 QLM_INLINE uint32_t ld_u32(const char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 
-// q5_0's fifth bits: row r's 32-bit qh (bit e = element e) <-> the group's masks hm[m] (bit 4r + k
+// q5_0's / q5_1's fifth bits: row r's 32-bit qh (bit e = element e) <-> the group's masks hm[m] (bit 4r + k
 // = element 4m + k of row r, qlm_block_q5_0x8): nibble m of qh is nibble r of hm[m].
 static void pack_group(const group_layout *L, const char *src, size_t rs, int64_t nb, char *dst) {
     const int bb = row_block_bytes(L), hb = head_bytes(L), mo = mask_offset(L), co = code_offset(L);
@@ -480,7 +480,7 @@ LAYOUT_ENTRIES(q8)
 LAYOUT_ENTRIES(iq4)
 
 // ---- table rows ------------------------------------------------------------------------------
-// Per row: the bytes and numbers of a q4_0 (q8_0) row, stored in groups of 8 rows; a lone row (or
+// Per row: the bytes and numbers of a row of the type's plain_type, stored in groups of 8 rows; a lone row (or
 // one past the last group) is a plain row, quantized, read and dotted as one.
 const qlm_type_traits qlm_traits_q4_0x8 = {
     .name = "q4_0x8", .summary = "q4_0 stored in 8-row groups for the 8-row decode kernel",

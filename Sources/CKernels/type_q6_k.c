@@ -72,7 +72,6 @@ static inline void dec_q6_k_scalar(const qlm_block_q6_k *b, kq_dec *D) {
         D->off[k] = (int16_t)(-32 * b->scales[k]);
         D->s16[k] = b->scales[k];
     }
-    kq_fill_sw(D);
     D->d = qlm_h2f(b->d);
     D->dmin = 0.0f;
 }
@@ -131,7 +130,7 @@ QLM_AVX512_TARGET static float dot1_q6_k_avx512(int64_t n, const qlm_block_q6_k 
                                             _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5)));
         kq_floats8_sym(_mm256_add_epi32(isum, o), kq_h2f_f16c(w[b].d), a[b].d, &S);
     }
-    return hsum8_avx512(S) - 0.0f;
+    return hsum8_avx512(S);
 }
 QLM_AVX2_TARGET static float dot1_q6_k_avx2(int64_t n, const qlm_block_q6_k *w, const qlm_block_q8k *a) {
     const int64_t nb = (n + QK_K - 1) / QK_K;
@@ -160,7 +159,7 @@ QLM_AVX2_TARGET static float dot1_q6_k_avx2(int64_t n, const qlm_block_q6_k *w, 
                                             _mm256_sub_epi16(_mm256_setzero_si256(), _mm256_slli_epi16(_mm256_cvtepi8_epi16(sc8), 5)));
         kq_floats8_sym(_mm256_add_epi32(isum, o), kq_h2f_f16c(w[b].d), a[b].d, &S);
     }
-    return hsum8_avx2(S) - 0.0f;
+    return hsum8_avx2(S);
 }
 KQ_DOT1_DOTN(q6_k, avx512, QLM_AVX512_TARGET, qlm_block_q6_k)
 KQ_DOT1_DOTN(q6_k, avx2, QLM_AVX2_TARGET, qlm_block_q6_k)

@@ -84,7 +84,7 @@ typedef struct { float d; float s; int8_t qs[QLM_QK]; } qlm_block_q8a;
 // x[32g + i] ~= d[g] * qs[32g + i]; bsums[k] = the sum of qs[16k .. 16k+15] (exact), which the
 // products' min and offset terms read.
 typedef struct { float d[8]; int8_t qs[256]; int16_t bsums[16]; } qlm_block_q8k;
-// Activation block for Q4_0X8 and Q5_0X8: as q8a, with the exact -8 * sum(qs) (q5_0x8: -16 * sum(qs))
+// Activation block for the 4- and 5-bit x8 types: as q8a, with the exact -8 * sum(qs) (q5_0x8: -16 * sum(qs), iq4_nlx8: -128 * sum(qs))
 // in place of s (the zero-point correction every row of the block shares, added once in integer
 // arithmetic).
 typedef struct { float d; int32_t nsum8; int8_t qs[QLM_QK]; } qlm_block_q8i;
@@ -132,7 +132,7 @@ typedef enum { QLM_PATH_SCALAR = 0, QLM_PATH_AVX2 = 1, QLM_PATH_AVX512 = 2, QLM_
 typedef enum {
     QLM_ACT_F32 = 0, // the floats as they are (f32, f16; u8 too, though it has no products)
     QLM_ACT_Q8A = 1, // qlm_block_q8a per 32 elements (q4_0 appends its regrouped copy, see qlm_act_row_size)
-    QLM_ACT_Q8I = 2, // qlm_block_q8i per 32 elements (q4_0x8; q5_0x8 with its own zero point)
+    QLM_ACT_Q8I = 2, // qlm_block_q8i per 32 elements (q4_0x8; q5_0x8 and iq4_nlx8 with their own zero points)
     QLM_ACT_Q8K = 3, // qlm_block_q8k per 256 elements, a scale per 32 (q4_k, q5_k, q6_k)
 } qlm_act_type;
 
@@ -244,10 +244,10 @@ void qlm_dequantize_row(int32_t type, const void *src, float *y, int64_t n);
 // itself a tensor of its own row count.
 void qlm_get_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, float *y);
 // Row r of a tensor [rows, n] at src as a plain row of qlm_row_size(type, n) bytes at dst: a copy
-// for ungrouped types; for grouped ones (Q4_0X8, Q8_0X8) the row rebuilt out of its group, which
+// for ungrouped types; for grouped ones (row_group > 1: the x8 types) the row rebuilt out of its group, which
 // a 1-row product of the same type then reads as the plain row it is.
 void qlm_plain_row(int32_t type, const void *src, int64_t rows, int64_t n, int64_t r, void *dst);
-// Row-group layout of grouped types (Q4_0X8, Q8_0X8, Q5_0X8), in place on a tensor [rows, n] of row
+// Row-group layout of grouped types (row_group > 1: the x8 types), in place on a tensor [rows, n] of row
 // size qlm_row_size(type, n): pack turns plain rows (of the type's plain_type) into the interleaved
 // layout, unpack back. No-ops for ungrouped types. Return 0, or -1 if out of memory.
 int qlm_pack_rows(int32_t type, void *data, int64_t rows, int64_t n);
