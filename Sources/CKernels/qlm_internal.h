@@ -147,6 +147,8 @@ void qlm_q5_0_dequantize_row(const void *src, float *y, int64_t n);
 void qlm_q5_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 // q5_1 pieces the q5_1x8 row reuses (type_q5.c; its quantizers through qlm_traits_q5_1).
 size_t qlm_q5_1_row_size(int64_t n);
+void qlm_q5_1_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
+void qlm_q5_1_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
 void qlm_q5_1_dequantize_row(const void *src, float *y, int64_t n);
 void qlm_q5_1_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 

@@ -539,20 +539,16 @@ _Static_assert(offsetof(qlm_block_q5_0x8, d) == 0 && offsetof(qlm_block_q5_0x8, 
 // q5_1x8: decode of q5_1 rows is compute-bound as q5_0's (SmolLM2 Q5_1 and Q5_K_M are mostly q5_1
 // rows). `convert --type q5_1x8` stores this layout, and `convert --type keep` regroups a GGUF's
 // q5_1 matrices into it. Products equal the scalar q5_1 dot; its quantizers are q5_1's.
-static void q51x8_quantize_row(int32_t path, const float *x, void *dst, int64_t n) { qlm_traits_q5_1.quantize_row(path, x, dst, n); }
-static void q51x8_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
-    qlm_traits_q5_1.quantize_row_imp(x, imp, dst, n);
-}
 const qlm_type_traits qlm_traits_q5_1x8 = {
     .name = "q5_1x8", .summary = "q5_1 stored in 8-row groups for the 8-row kernels",
     .block_size = QLM_QK, .block_bytes = 24, .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = G, .plain_type = QLM_TYPE_Q5_1, .code_bits = 5,
     .fp16_count = 2, .fp16_offsets = {0, 2},
-    .row_size = qlm_q5_1_row_size, .quantize_row = q51x8_quantize_row, .dequantize_row = qlm_q5_1_dequantize_row,
+    .row_size = qlm_q5_1_row_size, .quantize_row = qlm_q5_1_quantize_row, .dequantize_row = qlm_q5_1_dequantize_row,
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     .dotn = {[QLM_PATH_SCALAR] = qlm_q5_1_dotn_scalar},
     .product = product_q51, .regroup = regroup_q51, .get_row = get_row_q51, .plain_row = plain_row_q51,
-    .quantize_row_imp = q51x8_quantize_row_imp,
+    .quantize_row_imp = qlm_q5_1_quantize_row_imp,
 };
 _Static_assert(offsetof(qlm_block_q5_1x8, d) == 0 && offsetof(qlm_block_q5_1x8, m) == 2 * G && offsetof(qlm_block_q5_1x8, hm) == 4 * G &&
                offsetof(qlm_block_q5_1x8, qs) == 8 * G,

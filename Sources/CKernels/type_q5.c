@@ -83,14 +83,14 @@ static void q5_1_imp_block(const float *x, const float *w, void *bv) {
 void qlm_q5_0_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
     qlm_imp_rows(q5_0_imp_block, QLM_QK, sizeof(q5_0_block), x, imp, dst, n);
 }
-static void q5_1_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+void qlm_q5_1_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
     qlm_imp_rows(q5_1_imp_block, QLM_QK, sizeof(q5_1_block), x, imp, dst, n);
 }
 void qlm_q5_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     qlm_quantize_blocks(q5_0_block_scalar, sizeof(q5_0_block), x, dst, n);
 }
-static void q5_1_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+void qlm_q5_1_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     qlm_quantize_blocks(q5_1_block_scalar, sizeof(q5_1_block), x, dst, n);
 }
@@ -354,7 +354,7 @@ const qlm_type_traits qlm_traits_q5_1 = {
     .name = "q5_1", .block_size = QLM_QK, .block_bytes = sizeof(q5_1_block), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 5,
     .fp16_count = 2, .fp16_offsets = {offsetof(q5_1_block, d), offsetof(q5_1_block, m)},
-    .row_size = qlm_q5_1_row_size, .quantize_row = q5_1_quantize_row, .dequantize_row = qlm_q5_1_dequantize_row,
-    .quantize_row_imp = q5_1_quantize_row_imp,
+    .row_size = qlm_q5_1_row_size, .quantize_row = qlm_q5_1_quantize_row, .dequantize_row = qlm_q5_1_dequantize_row,
+    .quantize_row_imp = qlm_q5_1_quantize_row_imp,
     Q5_KERNELS(q5_1, qlm_act_size_q8a, qlm_prepare_q8a) Q5_SIMD(q5_1, 2)
 };
