@@ -82,6 +82,30 @@ static inline void kq_dec_scales_min(kq_dec *D, const uint8_t s[12], uint16_t d,
     D->dmin = qlm_h2f(dmin);
 }
 
+// The scalar decoders (q4_k: codes 0..15, off = m into imin; q6_k: codes 0..63, off = -32 sc into
+// isum, no min term), shared by the type files' scalar kernels and the 8-row layouts' (rowgroup_k.c).
+static inline void kq_dec_q4_k_scalar(const qlm_block_q4_k *b, kq_dec *D) {
+    kq_dec_scales_min(D, b->scales, b->d, b->dmin);
+    for (int j = 0; j < 4; j++)
+        for (int i = 0; i < 32; i++) {
+            D->q[64 * j + i] = b->qs[32 * j + i] & 0x0F;
+            D->q[64 * j + 32 + i] = b->qs[32 * j + i] >> 4;
+        }
+}
+static inline void kq_dec_q6_k_scalar(const qlm_block_q6_k *b, kq_dec *D) {
+    for (int L = 0; L < QK_K; L++) {
+        const int half = L / 128, r = L % 128;
+        D->q[L] = (uint8_t)(((b->ql[64 * half + r % 64] >> (4 * (r / 64))) & 0x0F) |
+                            (((b->qh[32 * half + r % 32] >> (2 * (r / 32))) & 3) << 4));
+    }
+    for (int k = 0; k < 16; k++) {
+        D->off[k] = (int16_t)(-32 * b->scales[k]);
+        D->s16[k] = b->scales[k];
+    }
+    D->d = qlm_h2f(b->d);
+    D->dmin = 0.0f;
+}
+
 #if QLM_X86
 QLM_AVX2_TARGET QLM_INLINE float kq_h2f_f16c(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
 // The 8 scales (bytes 0..7) and 8 mins (bytes 8..15) of a q4_k / q5_k block in one register,

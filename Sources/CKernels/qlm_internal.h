@@ -97,6 +97,7 @@ extern const qlm_type_traits qlm_traits_iq4_k16, qlm_traits_iq4_k32;        // k
 extern const qlm_type_traits qlm_traits_q4_0x8, qlm_traits_q8_0x8, qlm_traits_q5_0x8; // rowgroup.c
 extern const qlm_type_traits qlm_traits_q5_1x8;                             // rowgroup.c
 extern const qlm_type_traits qlm_traits_iq4_nlx8;                           // rowgroup.c
+extern const qlm_type_traits qlm_traits_q4_kx8, qlm_traits_q6_kx8;          // rowgroup_k.c
 extern const qlm_type_traits qlm_traits_q4_k;                               // type_q4_k.c
 extern const qlm_type_traits qlm_traits_q5_k;                               // type_q5_k.c
 extern const qlm_type_traits qlm_traits_q6_k;                               // type_q6_k.c
@@ -158,6 +159,14 @@ void qlm_iq4_nl_quantize_row(int32_t path, const float *x, void *dst, int64_t n)
 void qlm_iq4_nl_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
 void qlm_iq4_nl_dequantize_row(const void *src, float *y, int64_t n);
 void qlm_iq4_nl_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+
+// The 8-row product loop of the row-grouped types (rowgroup.c): f runs one group (8 rows, nb blocks
+// each) against nt (1..4) activation rows `as` bytes apart, Y[t * ldy + r]; decode (T = 1) gives each
+// thread one contiguous share of groups, prefill pieces from one counter; rows past the last whole
+// group go through row_dot (the plain type's dot, bit-identical to f per row).
+typedef void (*qlm_group_fn)(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt);
+void qlm_group_product(qlm_group_fn f, size_t rs, int64_t nb, qlm_dotn_fn row_dot, qlm_pool *pool, const void *W, int64_t rows,
+                       int64_t n, const void *act, size_t as, int64_t T, float *Y, int64_t ldy);
 
 // Importance-weighted row quantizers (quant_imp.c), the quantize_row_imp hooks of q8_0, q4_0, q4_1
 // (and their row-grouped forms, which quantize plain rows and pack them afterwards).

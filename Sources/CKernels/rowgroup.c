@@ -150,8 +150,8 @@ static void q8i_scalar(void *act, int64_t nb, int32_t zp) {
 _Static_assert(offsetof(qlm_block_q8i, d) == offsetof(qlm_block_q8a, d) && offsetof(qlm_block_q8i, qs) == offsetof(qlm_block_q8a, qs),
                "q8i must read as q8a for the q4_0 row dot");
 
-// One group (8 rows) against nt activation rows: Y[t * ldy + r].
-typedef void (*group_fn)(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt);
+// One group (8 rows) against nt activation rows: Y[t * ldy + r] (qlm_group_fn).
+typedef qlm_group_fn group_fn;
 
 // Row r's integer sum over group block b against one activation block, per layout.
 static inline int32_t block_q4_scalar(const qlm_block_q4_0x8 *g, int r, const qlm_block_q8i *a) {
@@ -438,12 +438,12 @@ static void groups_range(void *p, int64_t g0, int64_t g1) {
     }
 }
 
-// Y[t, 0..rows) = W . act[t] for T prepared activation rows `as` bytes apart; every output
-// bit-identical to the scalar dot of the row, on every path.
-static void product(const group_layout *L, group_fn f, qlm_pool *pool, const void *W, int64_t rows, int64_t n,
-                    const void *act, size_t as, int64_t T, float *Y, int64_t ldy) {
-    const size_t rs = L->row_size(n);
-    const int64_t nb = (n + QLM_QK - 1) / QLM_QK, groups = rows / G;
+// Y[t, 0..rows) = W . act[t] for T prepared activation rows `as` bytes apart (rows rs bytes, nb
+// blocks each; rows past the last group through row_dot); every output bit-identical to the scalar
+// dot of the row, on every path.
+void qlm_group_product(qlm_group_fn f, size_t rs, int64_t nb, qlm_dotn_fn row_dot, qlm_pool *pool, const void *W, int64_t rows,
+                       int64_t n, const void *act, size_t as, int64_t T, float *Y, int64_t ldy) {
+    const int64_t groups = rows / G;
     const int nth = pool ? qlm_pool_size(pool) : 1;
     group_ctx c = {f, (const char *)W, rs, as, nb, T, ldy, (const char *)act, Y};
     const int parallel = rows * n * T >= QLM_SMALL_PRODUCT;
@@ -461,7 +461,11 @@ static void product(const group_layout *L, group_fn f, qlm_pool *pool, const voi
     }
     for (int64_t r = groups * G; r < rows; r++) // rows past the last group: plain rows
         for (int64_t t = 0; t < T; t++)
-            L->row_dot(n, (const char *)W + (size_t)r * rs, rs, (const char *)act + (size_t)t * as, Y + t * ldy + r, 1);
+            row_dot(n, (const char *)W + (size_t)r * rs, rs, (const char *)act + (size_t)t * as, Y + t * ldy + r, 1);
+}
+static void product(const group_layout *L, group_fn f, qlm_pool *pool, const void *W, int64_t rows, int64_t n,
+                    const void *act, size_t as, int64_t T, float *Y, int64_t ldy) {
+    qlm_group_product(f, L->row_size(n), (n + QLM_QK - 1) / QLM_QK, L->row_dot, pool, W, rows, n, act, as, T, Y, ldy);
 }
 
 // A layout's table entry points: its products, regrouping, row reads.

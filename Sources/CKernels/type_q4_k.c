@@ -46,14 +46,6 @@ static void q4_k_dequantize_row(const void *src, float *y, int64_t n) {
 }
 
 // ---- decoders ----------------------------------------------------------------------------------
-static inline void dec_q4_k_scalar(const qlm_block_q4_k *b, kq_dec *D) {
-    kq_dec_scales_min(D, b->scales, b->d, b->dmin);
-    for (int j = 0; j < 4; j++)
-        for (int i = 0; i < 32; i++) {
-            D->q[64 * j + i] = b->qs[32 * j + i] & 0x0F;
-            D->q[64 * j + 32 + i] = b->qs[32 * j + i] >> 4;
-        }
-}
 #if QLM_X86
 QLM_AVX2_TARGET QLM_INLINE void dec_q4_k_avx2(const qlm_block_q4_k *b, kq_dec *D) {
     kq_dec_scales_min_avx2(D, b->scales, b->d, b->dmin);
@@ -66,7 +58,7 @@ QLM_AVX2_TARGET QLM_INLINE void dec_q4_k_avx2(const qlm_block_q4_k *b, kq_dec *D
 }
 #endif
 
-KQ_KERNELS(q4_k, scalar, , dec_q4_k_scalar, 0, qlm_block_q4_k)
+KQ_KERNELS(q4_k, scalar, , kq_dec_q4_k_scalar, 0, qlm_block_q4_k)
 #if QLM_X86
 KQ_KERNELS(q4_k, avx2, QLM_AVX2_TARGET, dec_q4_k_avx2, 0, qlm_block_q4_k)
 KQ_KERNELS(q4_k, avx512, QLM_AVX512_TARGET, dec_q4_k_avx2, 0, qlm_block_q4_k)

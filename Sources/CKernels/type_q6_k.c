@@ -62,19 +62,6 @@ static void q6_k_dequantize_row(const void *src, float *y, int64_t n) {
 }
 
 // ---- decoders: codes 0..63, off = -32 sc (into isum), no min term ------------------------------
-static inline void dec_q6_k_scalar(const qlm_block_q6_k *b, kq_dec *D) {
-    for (int L = 0; L < QK_K; L++) {
-        const int half = L / 128, r = L % 128;
-        D->q[L] = (uint8_t)(((b->ql[64 * half + r % 64] >> (4 * (r / 64))) & 0x0F) |
-                            (((b->qh[32 * half + r % 32] >> (2 * (r / 32))) & 3) << 4));
-    }
-    for (int k = 0; k < 16; k++) {
-        D->off[k] = (int16_t)(-32 * b->scales[k]);
-        D->s16[k] = b->scales[k];
-    }
-    D->d = qlm_h2f(b->d);
-    D->dmin = 0.0f;
-}
 #if QLM_X86
 QLM_AVX2_TARGET QLM_INLINE void dec_q6_k_avx2(const qlm_block_q6_k *b, kq_dec *D) {
     const __m256i lo4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
@@ -96,7 +83,7 @@ QLM_AVX2_TARGET QLM_INLINE void dec_q6_k_avx2(const qlm_block_q6_k *b, kq_dec *D
 }
 #endif
 
-KQ_KERNELS(q6_k, scalar, , dec_q6_k_scalar, 1, qlm_block_q6_k)
+KQ_KERNELS(q6_k, scalar, , kq_dec_q6_k_scalar, 1, qlm_block_q6_k)
 #if QLM_X86
 KQ_KERNELS(q6_k, avx2, QLM_AVX2_TARGET, dec_q6_k_avx2, 1, qlm_block_q6_k)
 KQ_KERNELS(q6_k, avx512, QLM_AVX512_TARGET, dec_q6_k_avx2, 1, qlm_block_q6_k)

@@ -3,18 +3,21 @@ import CKernels.Testing
 import XCTest
 import TestSupport
 
-/// q4_0x8 / q8_0x8 / q5_0x8 / iq4_nlx8: q4_0 / q8_0 / q5_0 / iq4_nl rows stored in 8-row groups. The layout is a permutation of
+/// q4_0x8 / q8_0x8 / q5_0x8 / iq4_nlx8 / q4_kx8 / q6_kx8: q4_0 / q8_0 / q5_0 / iq4_nl / q4_k / q6_k rows stored in 8-row groups. The layout is a permutation of
 /// the plain bytes, and every product (matvec and matmul, every path, with and without the pool)
 /// must equal the scalar dot of the same plain row bit for bit: the 8-row kernels do the scalar's
-/// float steps in the scalar's order (exact integer block sums, then s += (d_w * d_a) * isum, no FMA).
+/// float steps in the scalar's order (exact integer block sums, then s += (d_w * d_a) * isum, no FMA;
+/// q4_kx8 / q6_kx8: the K-quant scheme of ksuper.h, lane r = row r of each 32-weight group's lanes).
 final class RowGroupTests: XCTestCase {
     let tQ4X8 = Int32(QLM_TYPE_Q4_0X8.rawValue)
     let tQ8X8 = Int32(QLM_TYPE_Q8_0X8.rawValue)
     let tQ5X8 = Int32(QLM_TYPE_Q5_0X8.rawValue)
     let tQ51X8 = Int32(QLM_TYPE_Q5_1X8.rawValue)
     let tIQ4NLX8 = Int32(QLM_TYPE_IQ4_NLX8.rawValue)
+    let tQ4KX8 = Int32(QLM_TYPE_Q4_KX8.rawValue)
+    let tQ6KX8 = Int32(QLM_TYPE_Q6_KX8.rawValue)
     /// (grouped type, its plain type)
-    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1), (tIQ4NLX8, tIQ4NL)] }
+    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1), (tIQ4NLX8, tIQ4NL), (tQ4KX8, tQ4K), (tQ6KX8, tQ6K)] }
 
     func rows(_ type: Int32, _ x: [Float], rows: Int, n: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0xAA, count: rows * qlm_row_size(type, Int64(n)))
@@ -31,7 +34,7 @@ final class RowGroupTests: XCTestCase {
 
     func testTraits() {
         for (g, plain, name) in [(tQ4X8, tQ4_0, "q4_0x8"), (tQ8X8, tQ8_0, "q8_0x8"), (tQ5X8, tQ5_0, "q5_0x8"), (tQ51X8, tQ5_1, "q5_1x8"),
-                                 (tIQ4NLX8, tIQ4NL, "iq4_nlx8")] {
+                                 (tIQ4NLX8, tIQ4NL, "iq4_nlx8"), (tQ4KX8, tQ4K, "q4_kx8"), (tQ6KX8, tQ6K, "q6_kx8")] {
             let t = qlm_traits(g)!.pointee
             XCTAssertEqual(String(cString: t.name), name)
             XCTAssertEqual(t.row_group, 8)
@@ -81,6 +84,28 @@ final class RowGroupTests: XCTestCase {
                     }
                 }
             }
+        }
+    }
+
+    /// q4_kx8 / q6_kx8 put byte i of row r's super-block b where docs/format.md says: offset at(r, i)
+    /// of group block b (8 rows, 2 super-blocks each, then a row past the group, which stays plain).
+    func testKGroupBytesAsDocumented() {
+        var rng = SplitMix64(seed: 86)
+        let n = 512, nrows = 9
+        let chunk = { (r: Int, j: Int) in 32 * (j / 4) + 4 * r + j % 4 }
+        let q4: (Int, Int) -> Int = { r, i in i < 4 ? 16 * (i / 2) + 2 * r + i % 2 : i < 16 ? 32 + 8 * (i - 4) + r : 128 + chunk(r, i - 16) }
+        let q6: (Int, Int) -> Int = { r, i in
+            i < 128 ? chunk(r, i) : i < 192 ? 1024 + chunk(r, i - 128) : i < 208 ? 1536 + 8 * (i - 192) + r : 1664 + 2 * r + (i - 208)
+        }
+        for (tG, tP, bb, at) in [(tQ4KX8, tQ4K, 144, q4), (tQ6KX8, tQ6K, 210, q6)] {
+            let x = weights(rows: nrows, n: n, rng: &rng)
+            let plain = rows(tP, x, rows: nrows, n: n), packed = rows(tG, x, rows: nrows, n: n)
+            let rs = qlm_row_size(tP, Int64(n))
+            XCTAssertEqual(rs, 2 * bb)
+            var bad = 0
+            for r in 0..<8 { for b in 0..<2 { for i in 0..<bb where packed[b * 8 * bb + at(r, i)] != plain[r * rs + b * bb + i] { bad += 1 } } }
+            XCTAssertEqual(bad, 0, typeName(tG))
+            XCTAssertEqual(Array(packed[(8 * rs)...]), Array(plain[(8 * rs)...]), typeName(tG))
         }
     }
 
