@@ -15,7 +15,7 @@
 #            READS mode (QUANTLM_STREAM_READS: direct = O_DIRECT reads of each layer's span,
 #            buffered = pread through the page cache) and per build in BINS (build dirs, e.g.
 #            "/tmp/old .build/release" for an A/B) and per PIECES value (QUANTLM_STREAM_PIECES: O_DIRECT
-#            reads in flight per item, "1 2" for an A/B; default: the build's), alternating ROUNDS times
+#            reads in flight, the loader's threads, "1 2" for an A/B; default: the build's), alternating ROUNDS times
 #   lookup   run generate on the story-repeat prompt (scripts/bench/bench_speculative.sh's "repeat
 #            story A", in the model's chat format), plain and --speculative lookup, SPECTOK tokens,
 #            with generate --json's disk probe and share

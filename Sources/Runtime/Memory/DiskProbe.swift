@@ -48,7 +48,7 @@ package struct DiskProbe: Codable, Sendable {
             var st = stat()
             size = stat(path, &st) == 0 ? Int(st.st_size) : 0
             self.bufferBytes = max(4096, bufferBytes / 4096 * 4096)
-            buffer = .allocate(byteCount: self.bufferBytes, alignment: 4096)
+            buffer = MemoryPlan.allocateReadBuffer(self.bufferBytes)   // 4 MiB: two huge pages, as the loader's buffers
             self.maxBytes = maxBytes
         }
 

@@ -72,17 +72,26 @@ package final class TensorReader {
     /// Pieces one direct read is cut into and read at once (1: one pread stream).
     package var directPieces: Int { helpers.count + 1 }
 
-    /// QUANTLM_STREAM_PIECES: how many block-aligned pieces each O_DIRECT item read is cut into
-    /// and read at once (reads in flight; 1 = one pread of the whole span). The default, 2: on
-    /// this host's shared virtio disk a 3.6-4.9 MiB read in two halves at once ran 0.99-1.23x
+    /// QUANTLM_STREAM_PIECES: O_DIRECT reads in flight. The layer loader runs that many threads,
+    /// each reading one piece at a time, the pieces taken in order across item boundaries (an
+    /// item of at least twice `minPieceBytes` is cut into up to that many block-aligned pieces),
+    /// so the next item's first read is queued before the current item's last one lands; the file
+    /// probe (`DiskProbe`) cuts each of its reads into that many pieces read at once. 1 = one
+    /// pread at a time. The default, 2: two halves of a 3.6-4.9 MiB read at once ran 0.99-1.23x
     /// (median 1.11x, 16 runs) the speed of one read at a time, 4 pieces no faster than 2
-    /// (`scripts/bench/disk_reads.sh`), and decode inside the cgroup gained 1.12x (Q8_0, 3.6 MiB
-    /// layers) and 1.10x (Gemma 3, 3.8 MiB) but lost 0.92x with SmolLM2 Q4_0's 1.9 MiB layers
-    /// (geometric means of 12-20 alternating pairs, docs/benchmarks-log.md): no piece is cut
-    /// below `minPieceBytes`.
+    /// (`scripts/bench/disk_reads.sh`); decode inside the cgroup, docs/benchmarks-log.md.
     package static let defaultDirectPieces = 2
     /// The smallest piece a direct read is cut into (a read of under twice this is one piece).
     package static let defaultMinPieceBytes = 1 << 20
+    /// QUANTLM_STREAM_PIECE_KIB: the layer loader's smallest piece in KiB (a multiple of 4 from 4
+    /// to 65536; default `defaultMinPieceBytes`).
+    package static func minPieceBytes(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Int {
+        guard let v = env["QUANTLM_STREAM_PIECE_KIB"], !v.isEmpty else { return defaultMinPieceBytes }
+        guard let n = Int(v), (1 ... 16384).contains(n / 4), n % 4 == 0 else {
+            throw ModelError("QUANTLM_STREAM_PIECE_KIB='\(v)' must be a piece size in KiB, a multiple of 4 from 4 to 65536")
+        }
+        return n << 10
+    }
     package static func directPieces(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> Int {
         guard let v = env["QUANTLM_STREAM_PIECES"], !v.isEmpty else { return defaultDirectPieces }
         guard let n = Int(v), (1 ... 8).contains(n) else {
@@ -106,7 +115,41 @@ package final class TensorReader {
     /// Pieces a direct read of `count` bytes is cut into: up to `directPieces`, one per block at
     /// most, none under `minPieceBytes`.
     package func piecesFor(_ count: Int) -> Int {
-        min(helpers.count + 1, max(1, count / MemoryPlan.directAlignment), max(1, count / minPieceBytes))
+        TensorReader.pieceCount(count, pieces: helpers.count + 1, minPieceBytes: minPieceBytes)
+    }
+
+    /// Up to `pieces`, one per block at most, none under `minPieceBytes` (at least one).
+    package static func pieceCount(_ count: Int, pieces: Int, minPieceBytes: Int = defaultMinPieceBytes) -> Int {
+        max(1, min(pieces, count / MemoryPlan.directAlignment, count / max(1, minPieceBytes)))
+    }
+
+    /// A block-aligned span of `count` bytes cut into `pieceCount` pieces at block boundaries
+    /// (offsets from the span's start; the last also takes any tail under a block).
+    package static func cut(_ count: Int, pieces: Int, minPieceBytes: Int = defaultMinPieceBytes) -> [Range<Int>] {
+        let n = pieceCount(count, pieces: pieces, minPieceBytes: minPieceBytes)
+        return (0 ..< n).map { piece($0, of: n, count: count) }
+    }
+
+    /// Piece `p` of `n` of a span of `count` bytes: blocks [p * blocks / n, (p + 1) * blocks / n).
+    static func piece(_ p: Int, of n: Int, count: Int) -> Range<Int> {
+        let a = MemoryPlan.directAlignment, blocks = count / a
+        return p * blocks / n * a ..< (p == n - 1 ? count : (p + 1) * blocks / n * a)
+    }
+
+    /// One O_DIRECT read of the block-aligned `range` into the block-aligned `dst` on this
+    /// thread (no helpers; safe from several threads at once, each its own range); what a
+    /// short read leaves of the first `atLeast` bytes (the file's end) is read buffered. False
+    /// when direct reads are unavailable or the file system refuses this one (EINVAL; the
+    /// descriptor stays open): read it buffered instead.
+    package func readDirectPiece(into dst: UnsafeMutableRawPointer, range: Range<Int>, atLeast: Int) throws -> Bool {
+        guard directFD >= 0 else { return false }
+        let r = PieceReader.directRead(directFD, dst, range)
+        if r.error == EINVAL { return false }
+        if r.error != 0 {
+            throw QuantError(path, "read failed at offset \(range.lowerBound + r.done): \(String(cString: strerror(r.error)))")
+        }
+        if r.done < atLeast { try readFully(dst + r.done, count: atLeast - r.done, offset: range.lowerBound + r.done) }
+        return true
     }
 
     /// Reads the block-aligned file range `range` into the block-aligned `dst` with O_DIRECT
@@ -117,13 +160,8 @@ package final class TensorReader {
     /// at once; whatever a piece leaves unread (a short read: the file's end) is read buffered.
     package func readDirect(into dst: UnsafeMutableRawPointer, range: Range<Int>, atLeast: Int) throws -> Bool {
         guard directFD >= 0 else { return false }
-        let a = MemoryPlan.directAlignment
-        let blocks = range.count / a, n = piecesFor(range.count)
-        // Piece p: blocks [p * blocks / n, (p + 1) * blocks / n); the last also takes any tail under a block.
-        func piece(_ p: Int) -> Range<Int> {
-            let lo = p * blocks / n * a, hi = p == n - 1 ? range.count : (p + 1) * blocks / n * a
-            return lo ..< hi
-        }
+        let n = piecesFor(range.count)
+        func piece(_ p: Int) -> Range<Int> { TensorReader.piece(p, of: n, count: range.count) }
         for p in 1 ..< n { helpers[p - 1].post(dst + piece(p).lowerBound, piece(p).shifted(range.lowerBound)) }
         let first = PieceReader.directRead(directFD, dst, piece(0).shifted(range.lowerBound))
         for p in 1 ..< n { helpers[p - 1].wait() }

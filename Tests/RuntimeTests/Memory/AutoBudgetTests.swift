@@ -339,10 +339,12 @@ final class AutoBudgetTests: XCTestCase {
         let bprobe = try XCTUnwrap(b["disk_probe"] as? [String: Any], bench.stdout)
         if (try? DiskProbe.Reader(path: url.path).usesDirectIO) == true {
             XCTAssertEqual(bprobe["pattern"] as? String, "loader", bench.stdout)
+            // The probe drives the loader over the streamed items: its largest read is one item's
+            // span (inside a layer buffer), with the loader's threads in flight.
             let chunk = try XCTUnwrap(bplan["buffer_bytes"] as? Int)
-            XCTAssertEqual(bprobe["buffer_bytes"] as? Int, chunk, "the probe reads one layer buffer at a time")
-            // The loader's cut of a buffer-sized read (this fixture's layers are far below 2 MiB: one piece).
-            XCTAssertEqual(bprobe["pieces"] as? Int, min(TensorReader.defaultDirectPieces, max(1, chunk / TensorReader.defaultMinPieceBytes)))
+            let read = try XCTUnwrap(bprobe["buffer_bytes"] as? Int)
+            XCTAssertTrue(read > 0 && read <= chunk, "the probe's largest read \(read), layer buffers of \(chunk)")
+            XCTAssertEqual(bprobe["pieces"] as? Int, TensorReader.defaultDirectPieces)
             XCTAssertEqual((bprobe["reads_gb_per_second"] as? [Double])?.count, 3)
             let per = try XCTUnwrap(b["streamed_share_of_disk_probe_per_rep"] as? [Double], bench.stdout)
             XCTAssertEqual(per.count, 2)

@@ -369,11 +369,18 @@ final class MemoryBudgetTests: XCTestCase {
             var budgets = [minimum, classifierResident, classifierResident + unlimited.plan.totalBytes / 8,
                            unlimited.plan.totalBytes - 1, 1 << 30]
             if maxBatch == 5 { budgets = [minimum, unlimited.plan.totalBytes - 1] }
-            for direct in maxBatch == 64 ? [false, true] : [false] {
+            // Buffered; O_DIRECT with the default pieces and loader threads; O_DIRECT cut into
+            // one-block pieces read by 3 loader threads (items overlap at their boundaries).
+            for (direct, split) in maxBatch == 64 ? [(false, false), (true, false), (true, true)] : [(false, false)] {
             for budget0 in budgets {
                 // Direct buffers hold the block-aligned spans: a few KiB more than the minimum.
                 let budget = budget0 + (direct ? 64 << 10 : 0)
-                let lm = try load(url, budget: budget, maxBatch: maxBatch, direct: direct)
+                if split { setenv("QUANTLM_STREAM_PIECES", "3", 1); setenv("QUANTLM_STREAM_PIECE_KIB", "4", 1) }
+                let lm: LoadedModel
+                do {
+                    defer { unsetenv("QUANTLM_STREAM_PIECES"); unsetenv("QUANTLM_STREAM_PIECE_KIB") }
+                    lm = try load(url, budget: budget, maxBatch: maxBatch, direct: direct)
+                }
                 XCTAssertLessThanOrEqual(lm.plan.totalBytes, budget, file: file, line: line)
                 XCTAssertEqual(lm.plan.directReads, direct && lm.plan.streams, file: file, line: line)
                 if lm.plan.directReads { XCTAssertEqual(lm.plan.bufferBytes % MemoryPlan.directAlignment, 0, file: file, line: line) }
@@ -396,11 +403,17 @@ final class MemoryBudgetTests: XCTestCase {
                 XCTAssertEqual(got.count, want.count, file: file, line: line)
                 for (a, b) in zip(got, want) {
                     XCTAssertTrue(a.map(\.bitPattern) == b.map(\.bitPattern),
-                                  "logits differ with budget \(budget), batch \(maxBatch), direct \(direct)", file: file, line: line)
+                                  "logits differ with budget \(budget), batch \(maxBatch), direct \(direct), split \(split)", file: file, line: line)
                 }
                 // Each batch streams every streamed layer once.
                 let batches = (ids.count + maxBatch - 1) / maxBatch
                 XCTAssertEqual(lm.weights.streamedStoredBytes, batches * lm.plan.streamedStoredBytesPerPass, file: file, line: line)
+                if lm.plan.directReads {
+                    // bench's disk probe between passes drives the loader over the items; it counts nothing as streamed.
+                    let probe = try lm.weights.probeDisk(bytes: 3 * lm.plan.streamedStoredBytesPerPass)
+                    if let probe { XCTAssertEqual(probe.pieces, split ? 3 : TensorReader.defaultDirectPieces, file: file, line: line) }
+                    XCTAssertEqual(lm.weights.streamedStoredBytes, batches * lm.plan.streamedStoredBytesPerPass, file: file, line: line)
+                }
                 // Embedding rows: a row (raw) or a chunk (zstd) at most per token.
                 XCTAssertEqual(lm.weights.embeddingStoredBytes > 0, lm.plan.embeddingStreams, file: file, line: line)
                 // A second pass over the same model (the loader wraps around) gives the same again.

@@ -7,6 +7,9 @@
 //             threads, both done before the next chunk (the loader's split item read, the default)
 //   qd4q KB   four threads, alternate KB/4 chunks: four quarter-size reads always in flight
 //   quarters KB  one KB chunk at a time in four pieces read at once (QUANTLM_STREAM_PIECES=4)
+//   seqH, qd2H   seq and qd2 into buffers of transparent huge pages (2 MiB-aligned, MADV_HUGEPAGE,
+//             each read's pages pinned 2 MiB at a time: the layer loader's buffers when the plan
+//             rounds them to whole huge pages, MemoryPlan.hugeRounded)
 //   replay    a loader trace (lines "bytes offset", e.g. from strace): the reads as issued, one at a time
 //   aligned   the same trace, each read cut at 4 MiB-aligned file offsets
 // Each pattern reads up to 512 MiB (a trace: all its reads) and prints GB/s per round, then medians;
@@ -18,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 #include "clock.h"
 
@@ -136,8 +140,15 @@ int main(int argc, char **argv) {
     char *bufs[4];
     for (int i = 0; i < 4; i++)
         if (posix_memalign((void **)&bufs[i], 4096, (size_t)bufBytes)) { fprintf(stderr, "error: out of memory\n"); return 1; }
-    const char *names[8] = {"seq", "qd2", "qd2h", "halves", "qd4q", "quarters", "replay", "aligned"};
-    const int np = trace ? 8 : 6;
+    char *hbufs[2];
+    const size_t hb = ((size_t)bufBytes + (2 << 20) - 1) / (2 << 20) * (2 << 20);
+    for (int i = 0; i < 2; i++) {
+        if (posix_memalign((void **)&hbufs[i], 2 << 20, hb)) { fprintf(stderr, "error: out of memory\n"); return 1; }
+        madvise(hbufs[i], hb, MADV_HUGEPAGE); // THP off or refused: 4 KiB pages (then seqH = seq)
+        memset(hbufs[i], 0, hb);
+    }
+    const char *names[10] = {"seq", "qd2", "qd2h", "halves", "qd4q", "quarters", "seqH", "qd2H", "replay", "aligned"};
+    const int np = trace ? 10 : 8;
     double *gb = calloc((size_t)np * rounds, sizeof(double));
     for (int r = 0; r < rounds; r++) {
         // Round r starts at pattern r % np (no pattern always reads first after a pause).
@@ -151,8 +162,10 @@ int main(int argc, char **argv) {
             case 3: g = pieces(chunk, 2, bufs[0]); break;
             case 4: g = sequential(chunk / 4 / 4096 * 4096, 4, bufs); break;
             case 5: g = pieces(chunk, 4, bufs[0]); break;
-            case 6: g = replay(size, off, n, 0, bufs); break;
-            case 7: g = replay(size, off, n, 4 << 20, bufs); break;
+            case 6: g = sequential(chunk, 1, hbufs); break;
+            case 7: g = sequential(chunk, 2, hbufs); break;
+            case 8: g = replay(size, off, n, 0, bufs); break;
+            case 9: g = replay(size, off, n, 4 << 20, bufs); break;
             }
             gb[p * rounds + r] = g;
         }
