@@ -8,14 +8,20 @@ import TestSupport
 /// read at once by helper threads (QUANTLM_STREAM_PIECES): the same bytes as the file in every
 /// case, including a span whose last block runs past the file's end (read short, then buffered).
 final class TensorReaderTests: XCTestCase {
+    /// A temporary file of `count` random bytes (removed after the test).
+    func randomFile(_ count: Int, seed: UInt64) throws -> (bytes: [UInt8], url: URL) {
+        var rng = SplitMix64(seed: seed)
+        let bytes = (0 ..< count).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        let url = TestFiles.tempRoot.appendingPathComponent("tensor-reader-\(UInt32.random(in: 0 ... .max)).bin")
+        try Data(bytes).write(to: url)
+        addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+        return (bytes, url)
+    }
+
     func testSplitDirectReadsMatchTheFile() throws {
         let a = MemoryPlan.directAlignment
         // 300 blocks and a 1,234-byte tail: the last block is partial.
-        var rng = SplitMix64(seed: 29)
-        let bytes = (0 ..< 300 * a + 1234).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let url = TestFiles.tempRoot.appendingPathComponent("tensor-reader-\(UInt32.random(in: 0 ... .max)).bin")
-        try Data(bytes).write(to: url)
-        defer { try? FileManager.default.removeItem(at: url) }
+        let (bytes, url) = try randomFile(300 * a + 1234, seed: 29)
         // (aligned start, aligned length, bytes that must exist): whole blocks; one block (never
         // cut); three blocks cut eight ways (three pieces); the file's end inside the last block.
         let cases: [(Int, Int, Int)] = [(0, 64 * a, 64 * a), (7 * a, a, a), (10 * a, 3 * a, 3 * a),
@@ -41,11 +47,7 @@ final class TensorReaderTests: XCTestCase {
     /// The default never cuts a piece below 1 MiB: a 1.9 MiB read is one piece, 2 MiB two.
     func testNoPieceBelowTheMinimum() throws {
         let a = MemoryPlan.directAlignment, mib = 1 << 20
-        var rng = SplitMix64(seed: 30)
-        let bytes = (0 ..< 2 * mib + a).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let url = TestFiles.tempRoot.appendingPathComponent("tensor-reader-\(UInt32.random(in: 0 ... .max)).bin")
-        try Data(bytes).write(to: url)
-        defer { try? FileManager.default.removeItem(at: url) }
+        let (bytes, url) = try randomFile(2 * mib + a, seed: 30)
         let r = try TensorReader(path: url.path)
         r.openDirect(pieces: 2)
         guard r.direct else { throw XCTSkip("\(url.path): the file system refuses O_DIRECT here") }
@@ -63,11 +65,7 @@ final class TensorReaderTests: XCTestCase {
     /// file's end inside the last piece's last block included.
     func testPiecesReadOneByOneMatchTheFile() throws {
         let a = MemoryPlan.directAlignment
-        var rng = SplitMix64(seed: 31)
-        let bytes = (0 ..< 90 * a + 777).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let url = TestFiles.tempRoot.appendingPathComponent("tensor-reader-\(UInt32.random(in: 0 ... .max)).bin")
-        try Data(bytes).write(to: url)
-        defer { try? FileManager.default.removeItem(at: url) }
+        let (bytes, url) = try randomFile(90 * a + 777, seed: 31)
         let r = try TensorReader(path: url.path)
         r.openDirect(pieces: 1)
         guard r.direct else { throw XCTSkip("\(url.path): the file system refuses O_DIRECT here") }
@@ -113,11 +111,7 @@ final class TensorReaderTests: XCTestCase {
         let small = MemoryPlan.allocateReadBuffer(3 * 4096)
         defer { small.deallocate() }
         XCTAssertEqual(Int(bitPattern: small) % MemoryPlan.directAlignment, 0)
-        var rng = SplitMix64(seed: 32)
-        let bytes = (0 ..< 2 * h).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
-        let url = TestFiles.tempRoot.appendingPathComponent("tensor-reader-\(UInt32.random(in: 0 ... .max)).bin")
-        try Data(bytes).write(to: url)
-        defer { try? FileManager.default.removeItem(at: url) }
+        let (bytes, url) = try randomFile(2 * h, seed: 32)
         let r = try TensorReader(path: url.path)
         r.openDirect(pieces: 1)
         guard r.direct else { throw XCTSkip("\(url.path): the file system refuses O_DIRECT here") }
