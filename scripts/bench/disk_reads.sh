@@ -5,7 +5,7 @@
 # sequential CHUNK_KB reads; two / four threads reading alternate chunks of CHUNK_KB, CHUNK_KB/2
 # and CHUNK_KB/4 (that many reads always in flight); one chunk at a time cut into two / four
 # pieces read at once (the loader's split item read, QUANTLM_STREAM_PIECES); seq and two in flight
-# into transparent-huge-page buffers (seqH, qd2H: the loader's buffers of whole 2 MiB pages); and with --trace
+# and halves into transparent-huge-page buffers (seqH, qd2H, halvesH: the loader's buffers of whole 2 MiB pages); and with --trace
 # the loader's own reads as issued and cut at 4 MiB-aligned offsets. Each round starts at the
 # next pattern in turn. A trace comes from a streamed run under strace:
 #   strace -f -T -e trace=pread64 -o ST run bench MODEL.qlm --prompt-tokens 16 --gen-tokens 16 --json

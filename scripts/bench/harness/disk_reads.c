@@ -7,7 +7,7 @@
 //             threads, both done before the next chunk (the loader's split item read, the default)
 //   qd4q KB   four threads, alternate KB/4 chunks: four quarter-size reads always in flight
 //   quarters KB  one KB chunk at a time in four pieces read at once (QUANTLM_STREAM_PIECES=4)
-//   seqH, qd2H   seq and qd2 into buffers of transparent huge pages (2 MiB-aligned, MADV_HUGEPAGE,
+//   seqH, qd2H, halvesH   seq, qd2 and halves into buffers of transparent huge pages (2 MiB-aligned, MADV_HUGEPAGE,
 //             each read's pages pinned 2 MiB at a time: the layer loader's buffers when the plan
 //             rounds them to whole huge pages, MemoryPlan.hugeRounded)
 //   replay    a loader trace (lines "bytes offset", e.g. from strace): the reads as issued, one at a time
@@ -147,8 +147,8 @@ int main(int argc, char **argv) {
         madvise(hbufs[i], hb, MADV_HUGEPAGE); // THP off or refused: 4 KiB pages (then seqH = seq)
         memset(hbufs[i], 0, hb);
     }
-    const char *names[10] = {"seq", "qd2", "qd2h", "halves", "qd4q", "quarters", "seqH", "qd2H", "replay", "aligned"};
-    const int np = trace ? 10 : 8;
+    const char *names[11] = {"seq", "qd2", "qd2h", "halves", "qd4q", "quarters", "seqH", "qd2H", "halvesH", "replay", "aligned"};
+    const int np = trace ? 11 : 9;
     double *gb = calloc((size_t)np * rounds, sizeof(double));
     for (int r = 0; r < rounds; r++) {
         // Round r starts at pattern r % np (no pattern always reads first after a pause).
@@ -164,8 +164,9 @@ int main(int argc, char **argv) {
             case 5: g = pieces(chunk, 4, bufs[0]); break;
             case 6: g = sequential(chunk, 1, hbufs); break;
             case 7: g = sequential(chunk, 2, hbufs); break;
-            case 8: g = replay(size, off, n, 0, bufs); break;
-            case 9: g = replay(size, off, n, 4 << 20, bufs); break;
+            case 8: g = pieces(chunk, 2, hbufs[0]); break;
+            case 9: g = replay(size, off, n, 0, bufs); break;
+            case 10: g = replay(size, off, n, 4 << 20, bufs); break;
             }
             gb[p * rounds + r] = g;
         }
