@@ -23,7 +23,7 @@ package enum GGUFReader: CheckpointReader {
     package static func read(_ url: URL, tokenizer: URL?, formats: [ArchitectureFormats]) throws -> Checkpoint {
         let g = try GGUFFile(url)
         // Hash the file while the tensors are checked and the tokenizer is built (as HFReader does).
-        let hashing = SourceHasher([url])
+        let hashing = SourceHasher([url], maps: [g.map])
         let file = url.path
         let md = g.metadata
         guard let archName = md["general.architecture"]?.string else {

@@ -25,7 +25,7 @@ package enum HFReader: CheckpointReader {
         try hp.validate(file: configURL.path)
         let (files, shardURLs) = try safetensors(url)
         // Hash config.json and the shards while the tensors are checked and tokenizer.json is parsed.
-        let hashing = SourceHasher([configURL] + shardURLs)
+        let hashing = SourceHasher([configURL] + shardURLs, maps: files.map(\.map))
         // Every stored tensor, under its name without the writer's prefix.
         var byName: [String: SafetensorsEntry] = [:]
         for f in files {

@@ -21,9 +21,10 @@ package enum HFTokenizerJSON {
     package static func read(directory dir: URL) throws -> (data: TokenizerData, files: [URL]) {
         let url = dir.appendingPathComponent("tokenizer.json")
         let file = url.path
-        guard let bytes = FileManager.default.contents(atPath: file) else { throw QuantError(file, "cannot read tokenizer.json") }
+        // Mapped, not read: the scanner reads the vocabulary and merges in place (33 MB for Gemma 3).
+        guard let map = try? MappedFile(url) else { throw QuantError(file, "cannot read tokenizer.json") }
         var files = [url]
-        var d = try parse(bytes, file: file)
+        var d = try withExtendedLifetime(map) { try parse(map.bytes.bindMemory(to: UInt8.self), file: file) }
         // tokenizer_config.json: add_bos_token / add_eos_token, the bos / eos token text, the chat template.
         let configURL = dir.appendingPathComponent("tokenizer_config.json")
         if let cb = FileManager.default.contents(atPath: configURL.path) {
@@ -92,15 +93,33 @@ package enum HFTokenizerJSON {
 
     /// tokenizer.json's bytes → TokenizerData (without tokenizer_config's settings).
     package static func parse(_ bytes: Data, file: String) throws -> TokenizerData {
+        try bytes.withUnsafeBytes { try parse($0.bindMemory(to: UInt8.self), file: file) }
+    }
+
+    static func parse(_ bytes: UnsafeBufferPointer<UInt8>, file: String) throws -> TokenizerData {
         // The vocabulary and the merges (nearly all of the file: 33 MB for Gemma 3) are scanned
-        // once; Foundation parses the rest with them blanked out (it takes ~0.16 s per MB).
-        let vocabPairs = try scanVocab(bytes, file: file), pairs = try scanMerges(bytes, file: file)
-        var small = [UInt8](bytes)
+        // once, in place; Foundation parses the rest with them blanked out (it takes ~0.16 s per MB).
+        var sc = Scanner(b: bytes, file: file)
+        let keys = sc.lastValues([("vocab", 0x7B), ("merges", 0x5B)])
+        let vocabPairs = try scanVocab(&sc, at: keys[0])
+        var pairs = try scanMerges(&sc, at: keys[1])
         var blanks: [(Range<Int>, [UInt8])] = []
         if let r = vocabPairs.range { blanks.append((r, Array("{}".utf8))) }
         if let r = pairs.range { blanks.append((r, Array("[]".utf8))) }
-        for (r, blank) in blanks.sorted(by: { $0.0.lowerBound > $1.0.lowerBound }) where r.upperBound <= small.count {
-            small.replaceSubrange(r, with: blank)
+        blanks.sort { $0.0.lowerBound < $1.0.lowerBound }
+        var small: [UInt8] = []
+        if zip(blanks, blanks.dropFirst()).allSatisfy({ $0.0.upperBound <= $1.0.lowerBound }) {
+            // The bytes around the blanked ranges, copied once (about 1 MB of Gemma 3's 33).
+            var at = 0
+            for (r, blank) in blanks {
+                small.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[at ..< r.lowerBound]))
+                small += blank
+                at = r.upperBound
+            }
+            small.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[at...]))
+        } else {
+            small = [UInt8](bytes)
+            for (r, blank) in blanks.reversed() where r.upperBound <= small.count { small.replaceSubrange(r, with: blank) }
         }
         guard let root = (try? JSONSerialization.jsonObject(with: Data(small))) as? [String: Any] else {
             throw QuantError(file, "tokenizer.json is not a JSON object")
@@ -157,7 +176,7 @@ package enum HFTokenizerJSON {
             let normalize = try byteLevelNormalizer(normalizer, file: file)
             let bos = try templateBos(root, tokens, file: file)
             var d = TokenizerData(model: "gpt2", pre: try byteLevelPre(pre!, file: file), tokens: tokens, tokenTypes: types,
-                                  merges: pairs.pairs.map { $0.0 + " " + $0.1 }, bos: bos?.id, unk: unk, addBos: bos?.add, source: file)
+                                  merges: (0 ..< pairs.count).map(pairs.line), bos: bos?.id, unk: unk, addBos: bos?.add, source: file)
             d.normalizer = normalize
             return d
         }
@@ -165,10 +184,10 @@ package enum HFTokenizerJSON {
         let prefix = try metaspacePrefix(normalizer: normalizer, pre: pre, file: file)
         if let unk { types[unk] = 2 }
         if byteFallback {
-            for (i, t) in tokens.enumerated() where types[i] == 1 && t.count == 6 && t.hasPrefix("<0x") && t.hasSuffix(">") { types[i] = 6 }
+            for (i, t) in tokens.enumerated() where types[i] == 1 && t.utf8.first == 0x3C && t.count == 6 && t.hasPrefix("<0x") && t.hasSuffix(">") { types[i] = 6 }
         }
         // score(piece) = -rank of the merge that makes it; pieces no merge makes score below every merge.
-        var scores = [Float](repeating: -Float(pairs.pairs.count + 1), count: count)
+        var scores = [Float](repeating: -Float(pairs.count + 1), count: count)
         // Token ids by their exact bytes (the first id of a repeated token wins); a merge looks up
         // its two halves' bytes, copied into one reused buffer. Every buffer ends in a spare byte,
         // so no slice of it (an empty token or merge included) has a nil base address.
@@ -181,21 +200,28 @@ package enum HFTokenizerJSON {
                 _ = idOf.insert(UnsafeBufferPointer(rebasing: d[Int(offsets[i]) ..< Int(offsets[i + 1])]), id: Int32(i), data: d, offsets: offsets)
             }
         }
+        // A merge's two halves lie back to back in `pairs.bytes`: its token is looked up in place.
+        // Only if that misses are the halves decoded as Strings (which repairs invalid UTF-8, as
+        // the tokens were) and looked up again.
         var joined: [UInt8] = []
-        func id(of a: String, _ b: String) -> Int? {
-            joined.removeAll(keepingCapacity: true)
-            joined += a.utf8; joined += b.utf8
-            let n = joined.count
-            joined.append(0)
-            return data.withUnsafeBufferPointer { d in
-                joined.withUnsafeBufferPointer { j in idOf.get(UnsafeBufferPointer(rebasing: j[0 ..< n]), data: d, offsets: offsets).map(Int.init) }
+        pairs.bytes.append(0)
+        try data.withUnsafeBufferPointer { d in
+            try pairs.bytes.withUnsafeBufferPointer { mb in
+                for rank in (0 ..< pairs.count).reversed() {
+                    var id = idOf.get(UnsafeBufferPointer(rebasing: mb[pairs.ends[rank] ..< pairs.ends[rank + 1]]), data: d, offsets: offsets)
+                    if id == nil {
+                        joined.removeAll(keepingCapacity: true)
+                        joined += pairs.left(rank).utf8; joined += pairs.right(rank).utf8
+                        let n = joined.count
+                        joined.append(0)
+                        id = joined.withUnsafeBufferPointer { j in idOf.get(UnsafeBufferPointer(rebasing: j[0 ..< n]), data: d, offsets: offsets) }
+                    }
+                    guard let id else {
+                        throw QuantError(file, "tokenizer.json merge \(rank) \(pairs.line(rank).debugDescription) does not make a token of the vocabulary")
+                    }
+                    scores[Int(id)] = -Float(rank)
+                }
             }
-        }
-        for (rank, pair) in pairs.pairs.enumerated().reversed() {
-            guard let id = id(of: pair.0, pair.1) else {
-                throw QuantError(file, "tokenizer.json merge \(rank) \((pair.0 + " " + pair.1).debugDescription) does not make a token of the vocabulary")
-            }
-            scores[id] = -Float(rank)
         }
         for (i, t) in types.enumerated() where t != 1 { scores[i] = 0 }
         let bos = try templateBos(root, tokens, file: file)
@@ -207,8 +233,9 @@ package enum HFTokenizerJSON {
     /// Swift's String-keyed dictionaries merge canonically equivalent keys (Gemma 3's vocabulary
     /// holds 434 pairs such as য় / য় that are different tokens), and Foundation's JSON parser
     /// drops a string's leading U+FEFF (Gemma 3 has the tokens "\u{FEFF}" and "\u{FEFF}\u{FEFF}").
+    /// It reads the file's bytes in place (a map of the file), never a copy of them.
     struct Scanner {
-        let b: [UInt8]
+        let b: UnsafeBufferPointer<UInt8>
         let file: String
         var p = 0
 
@@ -217,56 +244,66 @@ package enum HFTokenizerJSON {
         mutating func expect(_ c: UInt8) throws { ws(); guard p < b.count, b[p] == c else { throw fail() }; p += 1 }
         mutating func peek(_ c: UInt8) -> Bool { ws(); return p < b.count && b[p] == c }
 
-        /// Positions just after the value start `"key": <open>`, the last such in the file
-        /// (memchr from quote to quote: a byte-at-a-time loop was ~0.1 s a pass over Gemma 3's 33 MB).
-        func lastValue(of key: String, open: UInt8) -> Int? {
-            let k = Array("\"\(key)\"".utf8)
-            var found: Int?
-            b.withUnsafeBufferPointer { buf in
-                guard let base = buf.baseAddress else { return }
-                var i = 0
-                while i + k.count <= buf.count, let hit = memchr(base + i, 0x22, buf.count - i) {
-                    let at = UnsafeRawPointer(base).distance(to: UnsafeRawPointer(hit))
-                    if at + k.count <= buf.count, buf[at + 1] == k[1], memcmp(base + at, k, k.count) == 0 {
-                        var s = Scanner(b: b, file: file, p: at + k.count)
-                        if (try? s.expect(0x3A)) != nil, s.peek(open) { found = s.p + 1 }
-                    }
-                    i = at + 1
+        /// For each (key, open): the position just after the value start `"key": <open>`, the last
+        /// such in the file; all keys in one pass (memchr from quote to quote).
+        func lastValues(_ keys: [(key: String, open: UInt8)]) -> [Int?] {
+            let ks = keys.map { (Array("\"\($0.key)\"".utf8), $0.open) }
+            var found = [Int?](repeating: nil, count: keys.count)
+            guard let base = b.baseAddress else { return found }
+            var i = 0
+            while i < b.count, let hit = memchr(base + i, 0x22, b.count - i) {
+                let at = UnsafeRawPointer(base).distance(to: UnsafeRawPointer(hit))
+                for (j, (k, open)) in ks.enumerated() where at + k.count <= b.count && base[at + 1] == k[1] && memcmp(base + at, k, k.count) == 0 {
+                    var s = Scanner(b: b, file: file, p: at + k.count)
+                    if (try? s.expect(0x3A)) != nil, s.peek(open) { found[j] = s.p + 1 }
                 }
+                i = at + 1
             }
             return found
         }
 
         mutating func hex4() throws -> UInt32 {
-            guard p + 4 <= b.count, let v = UInt32(String(decoding: b[p ..< p + 4], as: UTF8.self), radix: 16) else { throw fail() }
+            guard p + 4 <= b.count, let v = UInt32(String(decoding: UnsafeBufferPointer(rebasing: b[p ..< p + 4]), as: UTF8.self), radix: 16) else {
+                throw fail()
+            }
             p += 4
             return v
         }
 
         mutating func string() throws -> String {
             try expect(0x22)
-            // Most strings hold no escape: decode them straight from the bytes (no per-byte appends).
+            // Most strings hold no escape: decode them straight from the bytes.
             let start = p
             while p < b.count, b[p] != 0x22, b[p] != 0x5C { p += 1 }
             if p < b.count, b[p] == 0x22 {
                 p += 1
-                return String(decoding: b[start ..< p - 1], as: UTF8.self)
+                return String(decoding: UnsafeBufferPointer(rebasing: b[start ..< p - 1]), as: UTF8.self)
             }
-            var s = Array(b[start ..< p])
+            p = start - 1
+            var s: [UInt8] = []
+            try string(into: &s)
+            return String(decoding: s, as: UTF8.self)
+        }
+
+        /// The next string's bytes, unescaped, appended to `out` (not checked to be UTF-8).
+        mutating func string(into out: inout [UInt8]) throws {
+            try expect(0x22)
             while true {
+                let start = p
+                while p < b.count, b[p] != 0x22, b[p] != 0x5C { p += 1 }
+                if p > start { out.append(contentsOf: UnsafeBufferPointer(rebasing: b[start ..< p])) }
                 guard p < b.count else { throw fail() }
                 let c = b[p]; p += 1
-                if c == 0x22 { return String(decoding: s, as: UTF8.self) }
-                if c != 0x5C { s.append(c); continue }
+                if c == 0x22 { return }
                 guard p < b.count else { throw fail() }
                 let e = b[p]; p += 1
                 switch e {
-                case 0x22, 0x5C, 0x2F: s.append(e)
-                case 0x62: s.append(0x08)
-                case 0x66: s.append(0x0C)
-                case 0x6E: s.append(0x0A)
-                case 0x72: s.append(0x0D)
-                case 0x74: s.append(0x09)
+                case 0x22, 0x5C, 0x2F: out.append(e)
+                case 0x62: out.append(0x08)
+                case 0x66: out.append(0x0C)
+                case 0x6E: out.append(0x0A)
+                case 0x72: out.append(0x0D)
+                case 0x74: out.append(0x09)
                 case 0x75:
                     var v = try hex4()
                     if v >= 0xD800, v < 0xDC00, p + 6 <= b.count, b[p] == 0x5C, b[p + 1] == 0x75 {
@@ -276,7 +313,7 @@ package enum HFTokenizerJSON {
                         v = 0x10000 + ((v - 0xD800) << 10) + (lo - 0xDC00)
                     }
                     guard let u = Unicode.Scalar(v) else { throw fail() }
-                    s.append(contentsOf: Array(String(Character(u)).utf8))
+                    UTF8.encode(u) { out.append($0) }
                 default: throw fail()
                 }
             }
@@ -291,10 +328,9 @@ package enum HFTokenizerJSON {
         }
     }
 
-    /// The (token, id) pairs of model.vocab, as written.
-    static func scanVocab(_ data: Data, file: String) throws -> (pairs: [(String, Int)], range: Range<Int>?) {
-        var sc = Scanner(b: [UInt8](data), file: file)
-        guard let start = sc.lastValue(of: "vocab", open: 0x7B) else { return ([], nil) }
+    /// The (token, id) pairs of model.vocab, as written (`start`: just after its `{`).
+    static func scanVocab(_ sc: inout Scanner, at start: Int?) throws -> (pairs: [(String, Int)], range: Range<Int>?) {
+        guard let start else { return ([], nil) }
         sc.p = start
         var out: [(String, Int)] = []
         if sc.peek(0x7D) { sc.p += 1; return (out, start - 1 ..< sc.p) }
@@ -308,31 +344,55 @@ package enum HFTokenizerJSON {
         }
     }
 
-    /// model.merges as (left, right) pairs, as written: "a b" strings or [a, b] lists.
-    static func scanMerges(_ data: Data, file: String) throws -> (pairs: [(String, String)], range: Range<Int>?) {
-        var sc = Scanner(b: [UInt8](data), file: file)
-        guard let start = sc.lastValue(of: "merges", open: 0x5B) else { return ([], nil) }
+    /// model.merges as written ("a b" strings or [a, b] lists): each merge's two halves, unescaped,
+    /// back to back in one byte buffer (a merge of Gemma 3's 514,906 is looked up there, with no
+    /// String made for it).
+    struct Merges {
+        var bytes: [UInt8] = []
+        /// Merge i is bytes[ends[i] ..< ends[i + 1]], its left half bytes[ends[i] ..< splits[i]].
+        var ends: [Int] = [0]
+        var splits: [Int] = []
+        var range: Range<Int>?
+        var count: Int { splits.count }
+
+        func left(_ i: Int) -> String { String(decoding: bytes[ends[i] ..< splits[i]], as: UTF8.self) }
+        func right(_ i: Int) -> String { String(decoding: bytes[splits[i] ..< ends[i + 1]], as: UTF8.self) }
+        /// "left right", as TokenizerData.merges holds it.
+        func line(_ i: Int) -> String { left(i) + " " + right(i) }
+    }
+
+    /// model.merges (`start`: just after its `[`).
+    static func scanMerges(_ sc: inout Scanner, at start: Int?) throws -> Merges {
+        var m = Merges()
+        guard let start else { return m }
         sc.p = start
-        var out: [(String, String)] = []
-        if sc.peek(0x5D) { sc.p += 1; return (out, start - 1 ..< sc.p) }
+        func close() throws -> Merges {
+            try sc.expect(0x5D)
+            m.range = start - 1 ..< sc.p
+            return m
+        }
+        if sc.peek(0x5D) { return try close() }
         while true {
             if sc.peek(0x5B) {
                 sc.p += 1
-                let a = try sc.string()
+                try sc.string(into: &m.bytes)
+                m.splits.append(m.bytes.count)
                 try sc.expect(0x2C)
-                let b = try sc.string()
+                try sc.string(into: &m.bytes)
                 try sc.expect(0x5D)
-                out.append((a, b))
             } else {
-                let line = try sc.string()
-                guard let sp = line.utf8.firstIndex(of: 0x20) else {
-                    throw QuantError(file, "tokenizer.json merge \(out.count) \(line.debugDescription) is not \"a b\"")
+                let from = m.bytes.count
+                try sc.string(into: &m.bytes)
+                guard let sp = m.bytes[from...].firstIndex(of: 0x20) else {
+                    let line = String(decoding: m.bytes[from...], as: UTF8.self)
+                    throw QuantError(sc.file, "tokenizer.json merge \(m.count) \(line.debugDescription) is not \"a b\"")
                 }
-                out.append((String(line[..<sp]), String(line[line.utf8.index(after: sp)...])))
+                m.bytes.remove(at: sp)
+                m.splits.append(sp)
             }
+            m.ends.append(m.bytes.count)
             if sc.peek(0x2C) { sc.p += 1; continue }
-            try sc.expect(0x5D)
-            return (out, start - 1 ..< sc.p)
+            return try close()
         }
     }
 

@@ -26,7 +26,9 @@ package final class SourceHasher: @unchecked Sendable {
     /// Bytes hashed between two looks at `cancelled`; the next chunk is read ahead meanwhile.
     static let chunk = 16 << 20
 
-    package init(_ files: [URL]) {
+    /// - Parameter maps: maps of some of `files` already open (a checkpoint's shards): hashed
+    ///   through them, so each page of a shard is mapped once for the hasher and the converter.
+    package init(_ files: [URL], maps: [MappedFile] = []) {
         self.files = files
         let state = State()
         self.state = state
@@ -39,7 +41,7 @@ package final class SourceHasher: @unchecked Sendable {
         let t = Thread {
             state.result = Result {
                 try files.map { u in
-                    let m = try MappedFile(u)
+                    let m = try maps.first { $0.url == u } ?? MappedFile(u)
                     var h = SHA256()
                     for at in stride(from: 0, to: m.count, by: Self.chunk) {
                         if state.cancelled { throw CancellationError() }

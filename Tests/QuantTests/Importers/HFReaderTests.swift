@@ -213,6 +213,55 @@ final class HFReaderTests: XCTestCase {
         XCTAssertEqual(spm.encode("hello"), [2, 266, 267, 264])
         XCTAssertEqual(spm.encode("é"), [2, 4 + 0xC3, 4 + 0xA9])
     }
+
+    /// The in-place scanner of model.vocab and model.merges against Foundation's parse of the same
+    /// file: escapes (\\n, \\u00e9, a surrogate pair, \\", \\/, \\\\), both merge spellings, a token
+    /// with a space, "vocab" / "merges" as tokens and a decoy "vocab" object before the model's.
+    /// SentencePiece-style: merges with escapes score the token they make, and a half that is not
+    /// UTF-8 (raw 0xFF, which Foundation never sees: the merges are blanked before it parses)
+    /// makes the token its repaired text spells, as when the halves were decoded as Strings.
+    func testTokenizerJSONScannerMatchesFoundation() throws {
+        let root = try makeTempDir(self, "hfscan")
+        let byteLevel = #"""
+        {"version": "1.0", "padding": {"vocab": {"decoy": 0}}, "added_tokens": [{"id": 12, "content": "<|end|>", "special": true}],
+         "normalizer": null, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+         "model": {"type": "BPE",
+          "merges" : [ ["h", "e"], "l l", ["\u00e9", "\n"], "a b c", [ "\ud83d\ude00" , "\"" ] , "\/ \\"],
+          "vocab":{"h": 0, "e": 1, "l": 2, "he": 3, "ll": 4, "\u00e9": 5, "\n": 6, "\u00e9\n": 7, "a": 8, "b c": 9,
+                   "vocab": 10, "merges": 11, "\ud83d\ude00": 13, "\"": 14, "\ud83d\ude00\"": 15, "/": 16, "\\": 17, "/\\": 18}}}
+        """#
+        let u = root.appendingPathComponent("bl.json")
+        try Data(byteLevel.utf8).write(to: u)
+        let d = try HFTokenizerJSON.parse(try Data(contentsOf: u), file: u.path)
+        let ref = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(contentsOf: u)) as? [String: Any])
+        let model = try XCTUnwrap(ref["model"] as? [String: Any])
+        var byID = [String](repeating: "", count: 19)
+        for (t, id) in try XCTUnwrap(model["vocab"] as? [String: Int]) { byID[id] = t }
+        byID[12] = "<|end|>"
+        XCTAssertEqual(d.tokens, byID)
+        let merges = try XCTUnwrap(model["merges"] as? [Any]).map { m in
+            (m as? [String]).map { $0[0] + " " + $0[1] } ?? m as! String
+        }
+        XCTAssertEqual(d.merges, merges)
+        XCTAssertEqual(d.merges?[3], "a b c", "an \"a b c\" merge splits at its first space")
+
+        var sp = Array(#"""
+        {"normalizer": {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}, "pre_tokenizer": null,
+         "added_tokens": [], "model": {"type": "BPE", "byte_fallback": false,
+          "vocab": {"h": 0, "e": 1, "\u00e9": 2, "\n": 3, "he": 4, "\u00e9\n": 5, "\ufffda": 6, "a": 7, "X": 8},
+          "merges": [["\u00e9", "\n"], "h e", ["X", "a"]]}}
+        """#.utf8)
+        sp[sp.lastIndex(of: UInt8(ascii: "X"))!] = 0xFF   // the last merge's left half: one byte that is not UTF-8
+        let v = root.appendingPathComponent("sp.json")
+        try Data(sp).write(to: v)
+        let s = try HFTokenizerJSON.parse(try Data(contentsOf: v), file: v.path)
+        XCTAssertEqual(s.model, "llama")
+        XCTAssertEqual(s.tokens[5], "\u{E9}\n")
+        XCTAssertEqual(s.scores?[5], 0, "merge 0 makes é\\n")
+        XCTAssertEqual(s.scores?[4], -1, "merge 1 makes he")
+        XCTAssertEqual(s.scores?[6], -2, "merge 2 (0xFF, a) makes \u{FFFD}a, its halves' repaired text")
+        XCTAssertEqual(s.scores?[7], -4, "no merge makes a: below every merge")
+    }
 }
 
 final class HFReaderErrorTests: XCTestCase {
