@@ -2,7 +2,7 @@
 # `convert` of a Hugging Face directory (transformers-written, bf16 safetensors) against the same
 # model's GGUF, same output type (q8_0, the default), for two builds in alternating rounds:
 # per round OLD-HF, OLD-GGUF, NEW-HF, NEW-GGUF for each model. Prints every wall time
-# (/usr/bin/time %e), the medians, HF/GGUF per build and NEW/OLD per path, and checks that both
+# (/usr/bin/time %e) and CPU time (user + sys), the medians, HF/GGUF per build and NEW/OLD per path, and checks that both
 # builds wrote the same tensor bytes (only the header's metadata CRC and the metadata's `created`
 # time may differ). Issue 26's "HF at least as fast as GGUF" (docs/benchmarks.md).
 #
@@ -27,8 +27,9 @@ for r in $(seq 1 "$ROUNDS"); do
       bin="${!b}"
       for kind in HF GGUF; do
         src=$2; [ "$kind" = GGUF ] && src=$3
-        t=$( { /usr/bin/time -f "%e" $PIN "$bin" "$src" -o "$work/$b-$1-$kind.qlm" > /dev/null; } 2>&1 | tail -1)
-        echo "$1 $b $kind $r $t" | tee -a "$log"
+        t=$( { /usr/bin/time -f "%e %U %S" $PIN "$bin" "$src" -o "$work/$b-$1-$kind.qlm" > /dev/null; } 2>&1 | tail -1)
+        read -r wall user sys <<< "$t"
+        echo "$1 $b $kind $r $wall $(awk -v u="$user" -v s="$sys" 'BEGIN { printf "%.2f", u + s }')" | tee -a "$log"
       done
     done
   done
@@ -36,11 +37,14 @@ done
 echo "# load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$log" <<'PY'
 import sys, statistics, collections
-t = collections.defaultdict(list)
+t = collections.defaultdict(list); c = collections.defaultdict(list)
 for line in open(sys.argv[1]):
-    m, b, k, r, s = line.split()
-    t[m, b, k].append(float(s))
+    m, b, k, r, s, cpu = line.split()
+    t[m, b, k].append(float(s)); c[m, b, k].append(float(cpu))
 for m in sorted({k[0] for k in t}):
+    cm = {(b, k): statistics.median(c[m, b, k]) for b in ("OLD", "NEW") for k in ("HF", "GGUF")}
+    for b in ("OLD", "NEW"):
+        print(f"{m:8s} {b} CPU (user+sys): HF median {cm[b, 'HF']:.2f} s | GGUF median {cm[b, 'GGUF']:.2f} s | HF/GGUF {cm[b, 'HF'] / cm[b, 'GGUF']:.2f}")
     med = {(b, k): statistics.median(t[m, b, k]) for b in ("OLD", "NEW") for k in ("HF", "GGUF")}
     for b in ("OLD", "NEW"):
         print(f"{m:8s} {b}: HF {' '.join(f'{x:.2f}' for x in t[m, b, 'HF'])} median {med[b, 'HF']:.2f} s | "
