@@ -25,9 +25,17 @@ static float sym_err(const float *x, const float *w, int m, float d, float lo, f
     return e;
 }
 
+#if QLM_X86
+#include "qlm_simd.h"
+static float sym_search_avx512(const float *x, const float *w, int m, float d0, float lo, float hi);
+#endif
+
 // The fp16-representable scale d for x[0..m) with codes in [lo, hi] minimizing sum w (x - d q)^2,
 // among: d0 (the plain rule's), and for each level target L in the grid, d = ext / L refitted.
 static float sym_search(const float *x, const float *w, int m, float d0, float lo, float hi) {
+#if QLM_X86
+    if (m <= 256 && qlm_get_path() == QLM_PATH_AVX512) return sym_search_avx512(x, w, m, d0, lo, hi);
+#endif
     float amax = 0.0f, ext = 0.0f;
     for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); ext = x[j]; }
     float best = qlm_h2f(qlm_f2h(d0));
@@ -54,6 +62,71 @@ static float sym_search(const float *x, const float *w, int m, float d0, float l
     }
     return best;
 }
+
+#if QLM_X86
+// sym_search with the candidates 16 to a vector: each lane is one candidate scale and walks the
+// columns j = 0 ..< m in order, doing the scalar loops' float operations one for one (contract
+// off: no fused multiply-adds), so every candidate's codes, refit and error are the scalar ones
+// bit for bit; the best is then picked in the scalar order with the same strict '<'.
+QLM_AVX512_TARGET static float sym_search_avx512(const float *x, const float *w, int m, float d0, float lo, float hi) {
+    float amax = 0.0f, ext = 0.0f;
+    for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); ext = x[j]; }
+    float best = qlm_h2f(qlm_f2h(d0));
+    float be = sym_err(x, w, m, best, lo, hi, NULL);
+    if (amax == 0.0f) return best;
+    float Ls[48];
+    int nc = 0;
+    for (int side = 0; side < 2; side++) {
+        const float L0 = side == 0 ? hi : lo;
+        if (L0 == 0.0f) continue;
+        for (int k = -10; k <= 10; k++) {
+            const float L = L0 + (L0 > 0 ? 0.1f : -0.1f) * (float)k * (fabsf(L0) > 20.0f ? 4.0f : 1.0f);
+            if (L == 0.0f || (L > 0) != (L0 > 0)) continue;
+            Ls[nc++] = L;
+        }
+    }
+    float wx[256];
+    for (int j = 0; j < m; j++) wx[j] = w[j] * x[j];
+    const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
+    float dhs[48], es[48];
+    __mmask16 oks[3] = {0, 0, 0};
+    for (int c0 = 0, v = 0; c0 < nc; c0 += 16, v++) {
+        const __mmask16 lanes = nc - c0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (nc - c0)) - 1u);
+        const __m512 L = _mm512_mask_loadu_ps(one, lanes, Ls + c0);
+        const __m512 d = _mm512_div_ps(_mm512_set1_ps(ext), L);
+        // sym_err(x, w, m, d, lo, hi, q), then the weighted sums of x q and q q
+        const __mmask16 dnz = _mm512_cmp_ps_mask(d, zero, _CMP_NEQ_UQ);
+        const __m512 id = _mm512_maskz_div_ps(dnz, one, d);
+        __m512 sxq = zero, sqq = zero;
+        for (int j = 0; j < m; j++) {
+            const __m512 c = _mm512_maskz_mov_ps(dnz, _mm512_min_ps(_mm512_max_ps(round_away512(_mm512_mul_ps(_mm512_set1_ps(x[j]), id)), vlo), vhi));
+            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(_mm512_set1_ps(wx[j]), c));
+            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[j]), c), c));
+        }
+        const __mmask16 pos = _mm512_mask_cmp_ps_mask(lanes, sqq, zero, _CMP_GT_OQ);
+        const __m512 dh = _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_mask_div_ps(one, pos, sxq, sqq), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __mmask16 fin = _mm512_mask_cmp_ps_mask(pos, _mm512_abs_ps(dh), _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+        // sym_err(x, w, m, dh, lo, hi, NULL)
+        const __mmask16 hnz = _mm512_cmp_ps_mask(dh, zero, _CMP_NEQ_UQ);
+        const __m512 ih = _mm512_maskz_div_ps(hnz, one, dh);
+        __m512 e = zero;
+        for (int j = 0; j < m; j++) {
+            const __m512 xj = _mm512_set1_ps(x[j]);
+            const __m512 c = _mm512_maskz_mov_ps(hnz, _mm512_min_ps(_mm512_max_ps(round_away512(_mm512_mul_ps(xj, ih)), vlo), vhi));
+            const __m512 r = _mm512_sub_ps(xj, _mm512_mul_ps(dh, c));
+            e = _mm512_add_ps(e, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(w[j]), r), r));
+        }
+        _mm512_storeu_ps(dhs + c0, dh);
+        _mm512_storeu_ps(es + c0, e);
+        oks[v] = fin;
+    }
+    for (int i = 0; i < nc; i++) {
+        if (!((oks[i / 16] >> (i % 16)) & 1)) continue;
+        if (es[i] < be) { be = es[i]; best = dhs[i]; }
+    }
+    return best;
+}
+#endif
 
 static int weights_usable(const float *w, int m) {
     float s = 0.0f;
