@@ -29,6 +29,115 @@ void qlm_accum_xtx(double *H, const float *X, int64_t T, int64_t n) {
         for (int64_t j = i + 1; j < n; j++) H[i * n + j] = H[j * n + i];
 }
 
+// ---- H's upper triangle, blocked (the calibration's accumulation) ----------------------------
+// H[i][j] += sum_t X[t][i] X[t][j] for j >= i (and the rest of each 32-column tile the diagonal
+// crosses), as tiles of 8 rows x 32 columns: each tile's T products per entry are summed in f32
+// (FMA, token order) over at most XTX_TBLOCK tokens, then added into the double sums. The tiles
+// (8-row bands) are shared out over the pool's threads. qlm_sym_mirror_upper makes it whole.
+#define XTX_MR 8
+#define XTX_NR 32
+#define XTX_TBLOCK 512
+
+typedef struct { double *H; const float *X; int64_t T, n; int32_t path; } xtx_job;
+
+// The portable tile: rows i0 ..< i0 + mr, columns j0 ..< j0 + nc, tokens t0 ..< t1.
+QLM_INLINE void xtx_tile_body(const xtx_job *jb, int64_t t0, int64_t t1, int64_t i0, int mr, int64_t j0, int nc) {
+    float acc[XTX_MR][XTX_NR] = {{0}};
+    const int64_t n = jb->n;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *xt = jb->X + t * n;
+        for (int r = 0; r < mr; r++) {
+            const float s = xt[i0 + r];
+            for (int c = 0; c < nc; c++) acc[r][c] = fmaf(s, xt[j0 + c], acc[r][c]);
+        }
+    }
+    for (int r = 0; r < mr; r++) {
+        double *h = jb->H + (i0 + r) * n + j0;
+        for (int c = 0; c < nc; c++) h[c] += (double)acc[r][c];
+    }
+}
+static void xtx_tile_c(const xtx_job *jb, int64_t t0, int64_t t1, int64_t i0, int mr, int64_t j0, int nc) {
+    xtx_tile_body(jb, t0, t1, i0, mr, j0, nc);
+}
+
+#if QLM_X86
+// The same sums (f32 FMA in token order per entry, so equal to xtx_tile_c bit for bit) for 8 whole rows.
+QLM_AVX512_TARGET static void xtx_tile_avx512(const xtx_job *jb, int64_t t0, int64_t t1, int64_t i0, int64_t j0, int nc) {
+    const int64_t n = jb->n;
+    const __mmask16 m0 = nc >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << nc) - 1u);
+    const __mmask16 m1 = nc >= 32 ? (__mmask16)0xFFFF : nc > 16 ? (__mmask16)((1u << (nc - 16)) - 1u) : (__mmask16)0;
+    __m512 a0[XTX_MR], a1[XTX_MR];
+    for (int r = 0; r < XTX_MR; r++) { a0[r] = _mm512_setzero_ps(); a1[r] = _mm512_setzero_ps(); }
+    for (int64_t t = t0; t < t1; t++) {
+        const float *xt = jb->X + t * n;
+        const __m512 b0 = _mm512_maskz_loadu_ps(m0, xt + j0), b1 = _mm512_maskz_loadu_ps(m1, xt + j0 + 16);
+        const float *xi = xt + i0;
+        for (int r = 0; r < XTX_MR; r++) {
+            const __m512 s = _mm512_set1_ps(xi[r]);
+            a0[r] = _mm512_fmadd_ps(s, b0, a0[r]);
+            a1[r] = _mm512_fmadd_ps(s, b1, a1[r]);
+        }
+    }
+    for (int r = 0; r < XTX_MR; r++) {
+        double *h = jb->H + (i0 + r) * n + j0;
+        float v[XTX_NR];
+        _mm512_storeu_ps(v, a0[r]);
+        _mm512_storeu_ps(v + 16, a1[r]);
+        if (nc == XTX_NR) {
+            for (int c = 0; c < XTX_NR; c += 8)
+                _mm512_storeu_pd(h + c, _mm512_add_pd(_mm512_loadu_pd(h + c), _mm512_cvtps_pd(_mm256_loadu_ps(v + c))));
+        } else {
+            for (int c = 0; c < nc; c++) h[c] += (double)v[c];
+        }
+    }
+}
+QLM_AVX2_TARGET static void xtx_tile_avx2(const xtx_job *jb, int64_t t0, int64_t t1, int64_t i0, int mr, int64_t j0, int nc) {
+    xtx_tile_body(jb, t0, t1, i0, mr, j0, nc);
+}
+#endif
+
+// 8-row bands [lo, hi): every tile from the band's diagonal tile to the last column.
+static void xtx_bands(void *ctx, int64_t lo, int64_t hi) {
+    const xtx_job *jb = (const xtx_job *)ctx;
+#if QLM_X86
+    const int avx512 = jb->path == QLM_PATH_AVX512, avx2 = jb->path == QLM_PATH_AVX2;
+#endif
+    const int64_t n = jb->n;
+    for (int64_t band = lo; band < hi; band++) {
+        const int64_t i0 = band * XTX_MR;
+        const int mr = (int)(n - i0 < XTX_MR ? n - i0 : XTX_MR);
+        for (int64_t t0 = 0; t0 < jb->T; t0 += XTX_TBLOCK) {
+            const int64_t t1 = t0 + XTX_TBLOCK < jb->T ? t0 + XTX_TBLOCK : jb->T;
+            for (int64_t j0 = i0 / XTX_NR * XTX_NR; j0 < n; j0 += XTX_NR) {
+                const int nc = (int)(n - j0 < XTX_NR ? n - j0 : XTX_NR);
+#if QLM_X86
+                if (avx512 && mr == XTX_MR) { xtx_tile_avx512(jb, t0, t1, i0, j0, nc); continue; }
+                if (avx512 || avx2) { xtx_tile_avx2(jb, t0, t1, i0, mr, j0, nc); continue; }
+#endif
+                xtx_tile_c(jb, t0, t1, i0, mr, j0, nc);
+            }
+        }
+    }
+}
+
+void qlm_xtx_upper(qlm_pool *pool, double *H, const float *X, int64_t T, int64_t n) {
+    if (T <= 0 || n <= 0) return;
+    xtx_job jb = {H, X, T, n, qlm_get_path()};
+    qlm_pool_for(pool, 1, (n + XTX_MR - 1) / XTX_MR, 1, xtx_bands, &jb);
+}
+
+void qlm_sym_mirror_upper(double *H, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++) H[j * n + i] = H[i * n + j];
+}
+
+void qlm_accum_sumsq(double *s, const float *X, int64_t T, int64_t n) {
+    for (int64_t t = 0; t < T; t++) {
+        const float *x = X + t * n;
+        for (int64_t j = 0; j < n; j++) s[j] += (double)(x[j] * x[j]);
+    }
+}
+
 // ---- U, the upper Cholesky factor of H^-1 ---------------------------------------------------
 // With J the order reversal, chol(J H J) = L gives H = J L L^T J, so H^-1 = (J L^-T J)(J L^-1 J):
 // U = J L^-1 J is upper triangular with a positive diagonal, hence H^-1's upper Cholesky factor.
@@ -142,15 +251,108 @@ static int inverse_upper_factor(const double *H, int64_t n, double *U, int threa
     return rc;
 }
 
+// ---- The 32-block sweep, 8 rows at a time (qlm_gptq_blocks_rows) ------------------------------
+// Each row's arithmetic is qlm_gptq_blocks' (qlm_internal.h) in the same order: the block's scale
+// from the row's current weights, then per column code, err = (w_i - deq) / U_ii in double and
+// w_k -= (float)(err * U_ik) for k > i. The rows of a group share each load of U's row i.
+#define GPTQ_GROUP 8
+
+// w[r][k] -= (float)(err[r] * u[k]) for k in [k0, n), r < R.
+static void gptq_push_c(float *const *w, int R, const double *err, const double *u, int64_t k0, int64_t n) {
+    for (int r = 0; r < R; r++) {
+        float *wr = w[r];
+        const double e = err[r];
+        for (int64_t k = k0; k < n; k++) wr[k] -= (float)(e * u[k]);
+    }
+}
+#if QLM_X86
+QLM_AVX512_TARGET static void gptq_push_avx512(float *const *w, int R, const double *err, const double *u, int64_t k0, int64_t n) {
+    int64_t k = k0;
+    for (; k + 8 <= n; k += 8) {
+        const __m512d uk = _mm512_loadu_pd(u + k);
+        for (int r = 0; r < R; r++) {
+            const __m256 d = _mm512_cvtpd_ps(_mm512_mul_pd(_mm512_set1_pd(err[r]), uk));
+            _mm256_storeu_ps(w[r] + k, _mm256_sub_ps(_mm256_loadu_ps(w[r] + k), d));
+        }
+    }
+    if (k < n) gptq_push_c(w, R, err, u, k, n);
+}
+QLM_AVX2_TARGET static void gptq_push_avx2(float *const *w, int R, const double *err, const double *u, int64_t k0, int64_t n) {
+    int64_t k = k0;
+    for (; k + 4 <= n; k += 4) {
+        const __m256d uk = _mm256_loadu_pd(u + k);
+        for (int r = 0; r < R; r++) {
+            const __m128 d = _mm256_cvtpd_ps(_mm256_mul_pd(_mm256_set1_pd(err[r]), uk));
+            _mm_storeu_ps(w[r] + k, _mm_sub_ps(_mm_loadu_ps(w[r] + k), d));
+        }
+    }
+    if (k < n) gptq_push_c(w, R, err, u, k, n);
+}
+#endif
+
+void qlm_gptq_blocks_rows(float *W, int64_t rows, int64_t n, const double *U, void *dst, size_t block_bytes, size_t d_offset,
+                          qlm_block_fn quantize_block, float lo, float hi, void (*pack)(void *blk, const int *codes)) {
+    void (*push)(float *const *, int, const double *, const double *, int64_t, int64_t) = gptq_push_c;
+#if QLM_X86
+    const int32_t path = qlm_get_path();
+    if (path == QLM_PATH_AVX512) push = gptq_push_avx512;
+    else if (path == QLM_PATH_AVX2) push = gptq_push_avx2;
+#endif
+    const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
+    const size_t rs = (size_t)nb * block_bytes;
+    for (int64_t g0 = 0; g0 < rows; g0 += GPTQ_GROUP) {
+        const int R = (int)(rows - g0 < GPTQ_GROUP ? rows - g0 : GPTQ_GROUP);
+        float *w[GPTQ_GROUP];
+        for (int r = 0; r < R; r++) w[r] = W + (g0 + r) * n;
+        for (int64_t b = 0; b < nb; b++) {
+            const int64_t i0 = b * QLM_QK;
+            const int m = (int)((n - i0) < QLM_QK ? (n - i0) : QLM_QK);
+            float dd[GPTQ_GROUP];
+            uint8_t *blk[GPTQ_GROUP];
+            int codes[GPTQ_GROUP][QLM_QK];
+            for (int r = 0; r < R; r++) {
+                float tmp[QLM_QK] = {0};
+                memcpy(tmp, w[r] + i0, (size_t)m * sizeof(float));
+                blk[r] = (uint8_t *)dst + (size_t)(g0 + r) * rs + b * (int64_t)block_bytes;
+                quantize_block(tmp, blk[r]);
+                uint16_t dh;
+                memcpy(&dh, blk[r] + d_offset, sizeof dh);
+                dd[r] = qlm_h2f(dh);
+                memset(codes[r], 0, sizeof codes[r]);
+            }
+            for (int j = 0; j < m; j++) {
+                const int64_t i = i0 + j;
+                const double *ui = U + i * n;
+                double err[GPTQ_GROUP];
+                for (int r = 0; r < R; r++) {
+                    const float qf = dd[r] != 0.0f ? fminf(fmaxf(roundf(w[r][i] / dd[r]), lo), hi) : 0.0f;
+                    codes[r][j] = (int)qf;
+                    const float deq = dd[r] * qf;
+                    err[r] = ((double)w[r][i] - (double)deq) / ui[i];
+                    w[r][i] = deq;
+                }
+                push(w, R, err, ui, i + 1, n);
+            }
+            for (int r = 0; r < R; r++) pack(blk[r], codes[r]);
+        }
+    }
+}
+
 // Each row goes through the type's gptq_row (its table row): the scale(s) chosen by the type's own
 // rule from the current weights when the sweep reaches them, then each column coded and its
 // error pushed onto the later columns.
 typedef struct {
-    void (*row)(float *w, int64_t n, const double *U, void *dst); float *W; int64_t rows, n; const double *U; char *dst; size_t rs; int64_t r0, r1;
+    void (*row)(float *w, int64_t n, const double *U, void *dst);
+    void (*rows_fn)(float *W, int64_t rows, int64_t n, const double *U, void *dst);
+    float *W; int64_t rows, n; const double *U; char *dst; size_t rs; int64_t r0, r1;
 } gptq_job;
 
 static void *gptq_worker(void *p) {
     gptq_job *j = (gptq_job *)p;
+    if (j->rows_fn) {
+        if (j->r1 > j->r0) j->rows_fn(j->W + j->r0 * j->n, j->r1 - j->r0, j->n, j->U, j->dst + (size_t)j->r0 * j->rs);
+        return NULL;
+    }
     for (int64_t r = j->r0; r < j->r1; r++) {
         float *w = j->W + r * j->n;
         void *d = j->dst + (size_t)r * j->rs;
@@ -235,8 +437,21 @@ int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const dou
     gptq_job jobs[64];
     pthread_t th[64];
     int started[64] = {0};
-    for (int t = 0; t < n_threads; t++)
-        jobs[t] = (gptq_job){tr->gptq_row, W, rows, n, U, (char *)dst, rs, rows * t / n_threads, rows * (t + 1) / n_threads};
+    // the multi-row sweep (a row-grouped type's plain rows are its plain type's), each thread a
+    // share of whole 8-row groups
+    const qlm_type_traits *plain = tr->row_group > 1 ? qlm_traits(tr->plain_type) : NULL;
+    void (*rows_fn)(float *, int64_t, int64_t, const double *, void *) = tr->gptq_rows ? tr->gptq_rows : plain ? plain->gptq_rows : NULL;
+    const int64_t groups = (rows + GPTQ_GROUP - 1) / GPTQ_GROUP;
+    for (int t = 0; t < n_threads; t++) {
+        int64_t r0 = rows * t / n_threads, r1 = rows * (t + 1) / n_threads;
+        if (rows_fn) {
+            r0 = groups * t / n_threads * GPTQ_GROUP;
+            r1 = groups * (t + 1) / n_threads * GPTQ_GROUP;
+            if (r0 > rows) r0 = rows;
+            if (r1 > rows) r1 = rows;
+        }
+        jobs[t] = (gptq_job){tr->gptq_row, rows_fn, W, rows, n, U, (char *)dst, rs, r0, r1};
+    }
     for (int t = 1; t < n_threads; t++) started[t] = pthread_create(&th[t], NULL, gptq_worker, &jobs[t]) == 0;
     gptq_worker(&jobs[0]);
     for (int t = 1; t < n_threads; t++) { if (started[t]) pthread_join(th[t], NULL); else gptq_worker(&jobs[t]); }

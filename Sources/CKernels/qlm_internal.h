@@ -133,12 +133,14 @@ void qlm_q4_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
 void qlm_q4_0_dequantize_row(const void *src, float *y, int64_t n);
 void qlm_q4_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 void qlm_q4_0_gptq_row(float *w, int64_t n, const double *U, void *dst);
+void qlm_q4_0_gptq_rows(float *W, int64_t rows, int64_t n, const double *U, void *dst);
 // q8_0 pieces the q8_0x8 row reuses (type_q8_0.c): a lone q8_0x8 row is a q8_0 row.
 size_t qlm_q8_0_row_size(int64_t n);
 void qlm_q8_0_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
 void qlm_q8_0_dequantize_row(const void *src, float *y, int64_t n);
 void qlm_q8_0_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
 void qlm_q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst);
+void qlm_q8_0_gptq_rows(float *W, int64_t rows, int64_t n, const double *U, void *dst);
 
 // q5_0 pieces the q5_0x8 row reuses (type_q5.c): a lone q5_0x8 row is a q5_0 row.
 size_t qlm_q5_0_row_size(int64_t n);
@@ -225,6 +227,11 @@ static inline void qlm_gptq_step(float *w, int64_t n, const double *U, int64_t i
 // (q8_0, q4_0): the block quantizer picks the scale from the block's current weights at its
 // first column, then each column is coded as clamp(round(w / d)) with that scale and its error
 // pushed on; pack writes the QLM_QK codes (0 past the row's end) into the block.
+// The same for `rows` rows of W (row r at W + r * n, its blocks at dst + r * nb * block_bytes), in
+// groups of 8 rows that walk the columns together: each row's numbers equal qlm_gptq_blocks' bit
+// for bit, while each row of U is read once per group (gptq.c).
+void qlm_gptq_blocks_rows(float *W, int64_t rows, int64_t n, const double *U, void *dst, size_t block_bytes, size_t d_offset,
+                          qlm_block_fn quantize_block, float lo, float hi, void (*pack)(void *blk, const int *codes));
 static inline void qlm_gptq_blocks(float *w, int64_t n, const double *U, void *dst, size_t block_bytes, size_t d_offset,
                                    qlm_block_fn quantize_block, float lo, float hi, void (*pack)(void *blk, const int *codes)) {
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK;

@@ -358,6 +358,10 @@ void qlm_q4_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
     qlm_gptq_blocks(w, n, U, dst, sizeof(qlm_block_q4_0), offsetof(qlm_block_q4_0, d), q4_0_block_scalar, -8.0f, 7.0f,
                     q4_0_gptq_pack);
 }
+void qlm_q4_0_gptq_rows(float *W, int64_t rows, int64_t n, const double *U, void *dst) {
+    qlm_gptq_blocks_rows(W, rows, n, U, dst, sizeof(qlm_block_q4_0), offsetof(qlm_block_q4_0, d), q4_0_block_scalar, -8.0f, 7.0f,
+                         q4_0_gptq_pack);
+}
 
 // ---- table row -------------------------------------------------------------------------------
 const qlm_type_traits qlm_traits_q4_0 = {
@@ -371,5 +375,5 @@ const qlm_type_traits qlm_traits_q4_0 = {
     .tile = {[QLM_PATH_AVX2] = {QLM_IF_X86(few_q4_0_avx2_tile), 1, FEW2_NT},
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q4_0_avx512), TILE_NR, TILE_NT}},
     .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q4_0_avx2)},
-    .gptq_row = qlm_q4_0_gptq_row, .quantize_row_imp = qlm_q4_0_quantize_row_imp,
+    .gptq_row = qlm_q4_0_gptq_row, .quantize_row_imp = qlm_q4_0_quantize_row_imp, .gptq_rows = qlm_q4_0_gptq_rows,
 };

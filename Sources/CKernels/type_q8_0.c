@@ -201,6 +201,10 @@ void qlm_q8_0_gptq_row(float *w, int64_t n, const double *U, void *dst) {
     qlm_gptq_blocks(w, n, U, dst, sizeof(qlm_block_q8_0), offsetof(qlm_block_q8_0, d), q8_0_block_scalar, -127.0f, 127.0f,
                     q8_0_gptq_pack);
 }
+void qlm_q8_0_gptq_rows(float *W, int64_t rows, int64_t n, const double *U, void *dst) {
+    qlm_gptq_blocks_rows(W, rows, n, U, dst, sizeof(qlm_block_q8_0), offsetof(qlm_block_q8_0, d), q8_0_block_scalar, -127.0f, 127.0f,
+                         q8_0_gptq_pack);
+}
 
 // ---- table row -------------------------------------------------------------------------------
 const qlm_type_traits qlm_traits_q8_0 = {
@@ -215,5 +219,5 @@ const qlm_type_traits qlm_traits_q8_0 = {
              [QLM_PATH_AVX512] = {QLM_IF_X86(tile_q8_0_avx512z), Q8Z_NR, Q8Z_NT}},
     .few = {[QLM_PATH_AVX2] = QLM_IF_X86(few_q8_0_avx2), [QLM_PATH_AVX512] = QLM_IF_X86(few_q8_0_avx512)},
     .pack = {[QLM_PATH_AVX512] = {QLM_IF_X86(q8p_pack), QLM_IF_X86(q8p_size)}},
-    .gptq_row = qlm_q8_0_gptq_row, .quantize_row_imp = qlm_q8_0_quantize_row_imp,
+    .gptq_row = qlm_q8_0_gptq_row, .quantize_row_imp = qlm_q8_0_quantize_row_imp, .gptq_rows = qlm_q8_0_gptq_rows,
 };

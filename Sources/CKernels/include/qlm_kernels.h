@@ -219,6 +219,10 @@ typedef struct {
     // sum_j imp[j] (x_j - q_j)^2 (imp >= 0 per column: the calibration text's mean square of
     // input j). Same stored layout as quantize_row. NULL: quantize_row is used (imp ignored).
     void (*quantize_row_imp)(const float *x, const float *imp, void *dst, int64_t n);
+    // Optional: gptq_row for `rows` consecutive rows of W (dst rows qlm_row_size apart) at once,
+    // the same numbers bit for bit (each row's arithmetic unchanged; U's rows are read once per
+    // group of rows instead of once per row). A row-grouped type uses its plain type's.
+    void (*gptq_rows)(float *W, int64_t rows, int64_t n, const double *U, void *dst);
 } qlm_type_traits;
 
 // NULL for an unknown type value.
@@ -238,6 +242,15 @@ extern const int8_t qlm_iq4_levels[16];
 // a non-finite value or H cannot be factored even after raising the dampening.
 int qlm_gptq_quantize(int32_t type, float *W, int64_t rows, int64_t n, const double *H, double damp,
                       void *dst, int n_threads);
+
+// Calibration statistics. H [n, n] (double, row-major) += X^T X for X [T, n] floats, the upper
+// triangle only (j >= i; the diagonal's 32-column tiles also get entries below it): 8 x 32 tiles
+// of f32 sums over <= 512 tokens each, added into H, the tiles shared over the pool (NULL: one
+// thread). qlm_sym_mirror_upper then copies the upper triangle onto the lower.
+void qlm_xtx_upper(qlm_pool *pool, double *H, const float *X, int64_t T, int64_t n);
+void qlm_sym_mirror_upper(double *H, int64_t n);
+// s[j] += x[t][j]^2 (the square in f32, summed in double, tokens in order) for X [T, n].
+void qlm_accum_sumsq(double *s, const float *X, int64_t T, int64_t n);
 
 // ---- Conversions -------------------------------------------------------------------------
 // Dequantize one row of n elements into y. For Q4_0X8 the row is read as a plain q4_0 row
