@@ -89,6 +89,9 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: "With --calibrate: 'gptq' (GPTQ error compensation where the type has it, importance-weighted rounding elsewhere) or 'imatrix' (importance-weighted rounding only: per-column mean squares, no H).")
     var calibrateMethod: String = "gptq"
 
+    @Option(name: .long, help: ArgumentHelp("With --calibrate (float order): the matrix type of the temporary model the calibration text runs through: f32 (the float model) or q8_0x8.", valueName: "TYPE"))
+    var calibrateForward: String = "f32"
+
     @Option(name: .long, parsing: .singleValue, help: ArgumentHelp("With --calibrate: quantize tensors matching GLOB without GPTQ (repeatable).", valueName: "GLOB"))
     var gptqSkip: [String] = []
 
@@ -127,6 +130,7 @@ struct Convert: ParsableCommand {
         if calibrate == nil && calibrateDocs != nil { throw ValidationError("--calibrate-docs needs --calibrate FILE") }
         guard calibrateTokens >= 1, calibrateCtx >= 2 else { throw ValidationError("--calibrate-tokens must be >= 1 and --calibrate-ctx >= 2") }
         guard gptqOrder == "float" || gptqOrder == "sequential" else { throw ValidationError("--gptq-order must be float or sequential") }
+        guard calibrateForward == "f32" || calibrateForward == "q8_0x8" else { throw ValidationError("--calibrate-forward must be f32 or q8_0x8, got '\(calibrateForward)'") }
         guard calibrateMethod == "gptq" || calibrateMethod == "imatrix" else { throw ValidationError("--calibrate-method must be gptq or imatrix, got '\(calibrateMethod)'") }
         guard gptqDamp > 0, gptqDamp < 10 else { throw ValidationError("--gptq-damp must be in (0, 10)") }
         if let z = zstd, !(1 ... 22).contains(z) { throw ValidationError("--zstd level must be 1...22, got \(z)") }
@@ -173,6 +177,7 @@ struct Convert: ParsableCommand {
             c.damp = gptqDamp
             c.sequential = gptqOrder == "sequential"
             c.gptq = calibrateMethod == "gptq"
+            c.forwardType = QuantType(name: calibrateForward)!
             job.calibration = c
         }
         var bar: ProgressBar? = nil, calBar: ProgressBar? = nil

@@ -21,6 +21,11 @@ package enum Calibration {
         package var mode = "documents"
         /// Chunks mode: how many whole chunks the text holds.
         package var chunksAvailable = 0
+        /// Of `seconds`: writing and loading the temporary model, the forward passes (statistics
+        /// included), and the statistics alone (the observer's time: mean squares and H).
+        package var modelSeconds = 0.0, forwardSeconds = 0.0, statisticsSeconds = 0.0
+        /// The weight type of the temporary model the text runs through.
+        package var forwardType = QuantType.f32
     }
 
     /// The default calibration documents of a text with `total` documents: the second half
@@ -49,32 +54,56 @@ package enum Calibration {
     ///     next to nothing beyond the forward passes).
     ///   - source: the file name errors name.
     ///   - progress: (chunks done, chunks in all), after each forward pass.
+    ///   - forwardType: the temporary model's matrix type (f32: the float model itself).
     package static func collect(checkpoint: Checkpoint, tokenizer: TokenizerPayload, text: String, separator: String,
                                documents: Range<Int>, maxTokens: Int, ctx: Int, threads: Int, hessians: Bool = true,
+                               forwardType: QuantType = .f32,
                                source: String = "--calibrate", progress: ((Int, Int) -> Void)? = nil) throws -> Result {
         let start = Date()
         let tmp = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("quantlm-calib-\(getpid()).qlm")
         defer { try? FileManager.default.removeItem(at: tmp) }
         _ = try Converter.convert(checkpoint, tokenizer: tokenizer,
-                                  options: ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads), to: tmp)
+                                  options: ConvertOptions(policy: QuantPolicy(defaultType: forwardType), threads: threads), to: tmp)
         let lm = try LoadedModel(path: tmp.path, options: loadOptions(threads: threads, ctx: ctx))
         let plan = try calibrationBatches(text: text, separator: separator, documents: documents,
                                           maxTokens: maxTokens, ctx: ctx, lm: lm, source: source)
+        let modelSeconds = Date().timeIntervalSince(start)
         let acc = InputStatistics(hessians: hessians, pool: lm.model.compute.pool)
-        lm.model.compute.observer = { m, x, T in acc.add(m, x, T) }
+        let isClassifier = classifierTest(lm.model)
+        var observed: UInt64 = 0
+        lm.model.compute.observer = { m, x, T in
+            let t0 = BenchClock.nanoseconds()
+            acc.add(m, x, T)
+            observed &+= BenchClock.nanoseconds() &- t0
+            return isClassifier(m)
+        }
         defer { lm.model.compute.observer = nil }
+        let f0 = Date()
         for (i, ids) in plan.batches.enumerated() {
-            // Every row's logits are requested so the classifier sees every position's input.
+            // Every row's logits are requested so the classifier sees every position's input (the
+            // product itself is skipped: the observer returns true for it).
             try lm.model.forward(ids, startPos: 0, logitRows: 0 ..< ids.count) { _, _ in }
             acc.endPass()
             progress?(i + 1, plan.batches.count)
         }
+        let forwardSeconds = Date().timeIntervalSince(f0)
         var r = Result(hessians: acc.hessianArrays(), importance: acc.importance(), documents: plan.range,
                        documentsUsed: plan.batches.count, tokens: plan.batches.reduce(0) { $0 + $1.count },
                        seconds: Date().timeIntervalSince(start))
         r.mode = plan.chunks ? "chunks" : "documents"
         r.chunksAvailable = plan.chunksAvailable
+        r.modelSeconds = modelSeconds
+        r.forwardSeconds = forwardSeconds
+        r.statisticsSeconds = Double(observed) / 1e9
+        r.forwardType = forwardType
         return r
+    }
+
+    /// Whether a product is the classifier's (vocab rows over d_model inputs): calibration needs
+    /// its input rows, never its logits.
+    static func classifierTest(_ model: any LanguageModel) -> (Matrix) -> Bool {
+        let vocab = model.shape.vocabSize, d = model.shape.dModel
+        return { m in m.rows == vocab && m.cols == d }
     }
 
     struct BatchPlan {
@@ -177,10 +206,11 @@ package enum Calibration {
         var lastX: UnsafePointer<Float>? = nil
         var seen = Set<String>()
         lm.model.compute.observer = { m, x, _ in
-            guard !seen.contains(m.name), index[m.name] != nil else { return }
+            guard !seen.contains(m.name), index[m.name] != nil else { return false }
             seen.insert(m.name)
             if x == lastX, !stages.isEmpty { stages[stages.count - 1].append(m.name) } else { stages.append([m.name]) }
             lastX = x
+            return false
         }
         try lm.model.forward(Array(batches[0].prefix(2)), startPos: 0, logitRows: 0 ..< 2) { _, _ in }
         lm.model.compute.observer = nil
@@ -193,7 +223,11 @@ package enum Calibration {
             }
             let want = Set(stage)
             let acc = InputStatistics(hessians: true, pool: lm.model.compute.pool)
-            lm.model.compute.observer = { m, x, T in if want.contains(m.name) { acc.add(m, x, T) } }
+            let isClassifier = classifierTest(lm.model)
+            lm.model.compute.observer = { m, x, T in
+                if want.contains(m.name) { acc.add(m, x, T) }
+                return isClassifier(m)
+            }
             for ids in batches {
                 try lm.model.forward(ids, startPos: 0, logitRows: 0 ..< ids.count) { _, _ in }
                 acc.endPass()
@@ -237,9 +271,9 @@ package enum Calibration {
 /// Statistics of each matrix's inputs, keyed by matrix name: the per-column sum of squares, and
 /// (with `hessians`) H = Σ x xᵀ in double precision. Products that read the same input one after
 /// the other (a layer's q/k/v, w1/w3: consecutive observer calls with the same input pointer,
-/// rows and width) share one accumulator. H grows by Xᵀ X per pass, computed as an f32 product
-/// (the f32 weight kernels on the model's pool, Xᵀ's rows as both weights and activations, T
-/// terms per entry) and added into the double sums.
+/// rows and width) share one accumulator. H grows by Xᵀ X per product call: its upper triangle
+/// in 8 × 32 tiles of f32 sums over the call's T tokens (FMA, token order), added into the
+/// double sums, on the model's pool (`qlm_xtx_upper`); `hessianArrays` mirrors it whole.
 final class InputStatistics {
     private final class Entry {
         let n: Int
@@ -262,16 +296,11 @@ final class InputStatistics {
     /// Matrix name -> the name of the entry it shares (itself when it owns one).
     private var owner: [String: String] = [:]
     private var last: (x: UnsafePointer<Float>, T: Int, n: Int, name: String)?
-    private var xt = UnsafeMutablePointer<Float>.allocate(capacity: 1), xtCap = 1
-    private var y = UnsafeMutablePointer<Float>.allocate(capacity: 1), yCap = 1
-    private var act = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64), actCap = 64
 
     init(hessians: Bool, pool: OpaquePointer?) {
         self.hessians = hessians
         self.pool = pool
     }
-
-    deinit { xt.deallocate(); y.deallocate(); act.deallocate() }
 
     /// Ends a forward pass (the next call never shares the previous one's input).
     func endPass() { last = nil }
@@ -288,26 +317,20 @@ final class InputStatistics {
         let e: Entry
         if let have = entries[key] { e = have } else { e = Entry(n: n, hessian: hessians); entries[key] = e }
         e.tokens += T
-        e.sumsq.withUnsafeMutableBufferPointer { s in
-            for t in 0 ..< T {
-                let row = x + t * n
-                for j in 0 ..< n { s[j] += Double(row[j] * row[j]) }
-            }
-        }
+        e.sumsq.withUnsafeMutableBufferPointer { qlm_accum_sumsq($0.baseAddress, x, Int64(T), Int64(n)) }
         guard let h = e.h else { return }
-        if n * T > xtCap { xt.deallocate(); xtCap = n * T; xt = .allocate(capacity: xtCap) }
-        if n * n > yCap { y.deallocate(); yCap = n * n; y = .allocate(capacity: yCap) }
-        let need = n * Int(qlm_act_row_size(QuantType.f32.rawValue, Int64(T)))
-        if need > actCap { act.deallocate(); actCap = need; act = .allocate(byteCount: need, alignment: 64) }
-        for t in 0 ..< T { for j in 0 ..< n { xt[j * T + t] = x[t * n + j] } }
-        qlm_matmul(pool, QuantType.f32.rawValue, xt, Int64(n), Int64(T), xt, Int64(n), y, Int64(n), act)
-        for k in 0 ..< n * n { h[k] += Double(y[k]) }
+        qlm_xtx_upper(pool, h, x, Int64(T), Int64(n))
     }
 
     /// H per matrix; matrices sharing an input share one array (no copy).
     func hessianArrays() -> [String: [Double]] {
         var arrays: [String: [Double]] = [:]
-        for (k, e) in entries { if let h = e.h { arrays[k] = Array(UnsafeBufferPointer(start: h, count: e.n * e.n)) } }
+        for (k, e) in entries {
+            guard let h = e.h else { continue }
+            var a = Array(UnsafeBufferPointer(start: h, count: e.n * e.n))
+            a.withUnsafeMutableBufferPointer { qlm_sym_mirror_upper($0.baseAddress, Int64(e.n)) }
+            arrays[k] = a
+        }
         var out: [String: [Double]] = [:]
         for (name, key) in owner { if let a = arrays[key] { out[name] = a } }
         return out

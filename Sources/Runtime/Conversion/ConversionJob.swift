@@ -22,6 +22,9 @@ package struct ConversionJob: Sendable {
         package var gptq = true
         /// Importance-weighted rounding for matrices without GPTQ (types with a weighted quantizer).
         package var importance = true
+        /// The matrix type of the temporary model the text runs through (`float` order; the
+        /// sequential order always uses f32).
+        package var forwardType = QuantType.f32
         package init(file: String) { self.file = file }
     }
 
@@ -145,7 +148,7 @@ package struct ConversionJob: Sendable {
                                                     log: { note(.calibrationStage($0)) })
                 : try Calibration.collect(checkpoint: ckpt, tokenizer: payload, text: text, separator: sep, documents: docs,
                                           maxTokens: cal.maxTokens, ctx: cal.ctx, threads: threads, hessians: cal.gptq,
-                                          source: cal.file, progress: calibrationProgress)
+                                          forwardType: cal.forwardType, source: cal.file, progress: calibrationProgress)
             let used = r.mode == "chunks"
                 ? "\(r.documentsUsed) of \(r.chunksAvailable) chunks of \(cal.ctx) tokens (\(r.tokens) tokens)"
                 : "documents \(r.documents.lowerBound)..<\(r.documents.upperBound) of \(total) (\(r.documentsUsed) used, \(r.tokens) tokens, ctx \(cal.ctx))"
@@ -153,7 +156,10 @@ package struct ConversionJob: Sendable {
             if cal.gptq { methods.append("GPTQ (\(cal.sequential ? "sequential" : "float")), damp \(cal.damp)") }
             if cal.importance { methods.append("importance-weighted rounding") }
             let what = "\(methods.joined(separator: " + ")); calibration \(name) \(used)"
-            note(.calibration("\(what); \(r.hessians.count) matrices with H, \(r.importance.count) with importance, \(String(format: "%.2f", r.seconds)) s"))
+            let phases = cal.sequential && cal.gptq ? ""
+                : String(format: " (%@ temporary model %.2f s, forward passes %.2f s of which statistics %.2f s)",
+                         r.forwardType.name, r.modelSeconds, r.forwardSeconds, r.statisticsSeconds)
+            note(.calibration("\(what); \(r.hessians.count) matrices with H, \(r.importance.count) with importance, \(String(format: "%.2f", r.seconds)) s\(phases)"))
             if cal.gptq { options.hessians = r.hessians.filter { h in !skip.contains { QuantPolicy.matches($0, h.key) } } }
             if cal.importance { options.importance = r.importance }
             options.gptqDamp = cal.damp

@@ -10,8 +10,10 @@ package final class Compute {
     private var act: UnsafeMutableRawPointer
     private let actBytes: Int
     /// Called by `linear` with the matrix, its input rows (T rows of `cols` floats) and T, before
-    /// the product (calibration collects each matrix's input statistics this way). nil by default.
-    package var observer: ((Matrix, UnsafePointer<Float>, Int) -> Void)?
+    /// the product (calibration collects each matrix's input statistics this way); returning true
+    /// skips the product (its output is left unwritten: calibration's all-position logits, whose
+    /// input it needs but whose values it never reads). nil by default.
+    package var observer: ((Matrix, UnsafePointer<Float>, Int) -> Bool)?
     /// Time accounting for `run bench`'s per-token breakdown: when on, `linear` (activation
     /// quantization, the pool dispatch and the product) and attention add their wall time here.
     /// Two clock reads per call; off by default.
@@ -47,7 +49,7 @@ package final class Compute {
         let ld = ldOut ?? w.rows
         let t0 = timing ? Compute.clock() : 0
         defer { if timing { linearNanos &+= Compute.clock() &- t0 } }
-        if let observer { observer(w, x, T) }
+        if let observer, observer(w, x, T) { return }
         if T == 1 {
             qlm_matvec(pool, w.type.rawValue, w.data, Int64(w.rows), Int64(w.cols), x, out, act)
         } else {
