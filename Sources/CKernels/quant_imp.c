@@ -25,56 +25,9 @@ static float sym_err(const float *x, const float *w, int m, float d, float lo, f
     return e;
 }
 
-#if QLM_X86
-#include "qlm_simd.h"
-static float sym_search_avx512(const float *x, const float *w, int m, float d0, float lo, float hi);
-#endif
-
-// The fp16-representable scale d for x[0..m) with codes in [lo, hi] minimizing sum w (x - d q)^2,
-// among: d0 (the plain rule's), and for each level target L in the grid, d = ext / L refitted.
-static float sym_search(const float *x, const float *w, int m, float d0, float lo, float hi) {
-#if QLM_X86
-    if (m <= 256 && qlm_get_path() == QLM_PATH_AVX512) return sym_search_avx512(x, w, m, d0, lo, hi);
-#endif
-    float amax = 0.0f, ext = 0.0f;
-    for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); ext = x[j]; }
-    float best = qlm_h2f(qlm_f2h(d0));
-    float be = sym_err(x, w, m, best, lo, hi, NULL);
-    if (amax == 0.0f) return best;
-    int q[QLM_QK];
-    // targets for the extreme: around hi and around lo (asymmetric ranges: both signs)
-    for (int side = 0; side < 2; side++) {
-        const float L0 = side == 0 ? hi : lo;
-        if (L0 == 0.0f) continue;
-        for (int k = -10; k <= 10; k++) {
-            const float L = L0 + (L0 > 0 ? 0.1f : -0.1f) * (float)k * (fabsf(L0) > 20.0f ? 4.0f : 1.0f);
-            if (L == 0.0f || (L > 0) != (L0 > 0)) continue;
-            const float d = ext / L;
-            sym_err(x, w, m, d, lo, hi, q);
-            float sxq = 0.0f, sqq = 0.0f;
-            for (int j = 0; j < m; j++) { sxq += w[j] * x[j] * (float)q[j]; sqq += w[j] * (float)q[j] * (float)q[j]; }
-            if (!(sqq > 0.0f)) continue;
-            const float dh = qlm_h2f(qlm_f2h(sxq / sqq));
-            if (!isfinite(dh)) continue;
-            const float e = sym_err(x, w, m, dh, lo, hi, NULL);
-            if (e < be) { be = e; best = dh; }
-        }
-    }
-    return best;
-}
-
-#if QLM_X86
-// sym_search with the candidates 16 to a vector: each lane is one candidate scale and walks the
-// columns j = 0 ..< m in order, doing the scalar loops' float operations one for one (contract
-// off: no fused multiply-adds), so every candidate's codes, refit and error are the scalar ones
-// bit for bit; the best is then picked in the scalar order with the same strict '<'.
-QLM_AVX512_TARGET static float sym_search_avx512(const float *x, const float *w, int m, float d0, float lo, float hi) {
-    float amax = 0.0f, ext = 0.0f;
-    for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); ext = x[j]; }
-    float best = qlm_h2f(qlm_f2h(d0));
-    float be = sym_err(x, w, m, best, lo, hi, NULL);
-    if (amax == 0.0f) return best;
-    float Ls[48];
+// The level targets of the block's extreme, in search order: around hi, then around lo
+// (asymmetric ranges: both signs), 0.1 apart (4 x that past 20). Returns how many (<= 42).
+static int sym_levels(float lo, float hi, float *Ls) {
     int nc = 0;
     for (int side = 0; side < 2; side++) {
         const float L0 = side == 0 ? hi : lo;
@@ -85,6 +38,50 @@ QLM_AVX512_TARGET static float sym_search_avx512(const float *x, const float *w,
             Ls[nc++] = L;
         }
     }
+    return nc;
+}
+
+#if QLM_X86
+#include "qlm_simd.h"
+static float sym_pick_avx512(const float *x, const float *w, int m, float lo, float hi, float ext, const float *Ls, int nc,
+                             float best, float be);
+#endif
+
+// The fp16-representable scale d for x[0..m) with codes in [lo, hi] minimizing sum w (x - d q)^2,
+// among: d0 (the plain rule's), and for each level target L (sym_levels), d = ext / L refitted.
+static float sym_search(const float *x, const float *w, int m, float d0, float lo, float hi) {
+    float amax = 0.0f, ext = 0.0f;
+    for (int j = 0; j < m; j++) if (fabsf(x[j]) > amax) { amax = fabsf(x[j]); ext = x[j]; }
+    float best = qlm_h2f(qlm_f2h(d0));
+    float be = sym_err(x, w, m, best, lo, hi, NULL);
+    if (amax == 0.0f) return best;
+    float Ls[48];
+    const int nc = sym_levels(lo, hi, Ls);
+#if QLM_X86
+    if (m <= 256 && qlm_get_path() == QLM_PATH_AVX512) return sym_pick_avx512(x, w, m, lo, hi, ext, Ls, nc, best, be);
+#endif
+    int q[QLM_QK];
+    for (int c = 0; c < nc; c++) {
+        const float d = ext / Ls[c];
+        sym_err(x, w, m, d, lo, hi, q);
+        float sxq = 0.0f, sqq = 0.0f;
+        for (int j = 0; j < m; j++) { sxq += w[j] * x[j] * (float)q[j]; sqq += w[j] * (float)q[j] * (float)q[j]; }
+        if (!(sqq > 0.0f)) continue;
+        const float dh = qlm_h2f(qlm_f2h(sxq / sqq));
+        if (!isfinite(dh)) continue;
+        const float e = sym_err(x, w, m, dh, lo, hi, NULL);
+        if (e < be) { be = e; best = dh; }
+    }
+    return best;
+}
+
+#if QLM_X86
+// sym_search's candidates 16 to a vector: each lane is one candidate scale and walks the columns
+// j = 0 ..< m in order, doing the scalar loop's float operations one for one (contract off: no
+// fused multiply-adds), so every candidate's codes, refit and error are the scalar ones bit for
+// bit; the best is then picked in the scalar order with the same strict '<'.
+QLM_AVX512_TARGET static float sym_pick_avx512(const float *x, const float *w, int m, float lo, float hi, float ext, const float *Ls, int nc,
+                                               float best, float be) {
     float wx[256];
     for (int j = 0; j < m; j++) wx[j] = w[j] * x[j];
     const __m512 vlo = _mm512_set1_ps(lo), vhi = _mm512_set1_ps(hi), zero = _mm512_setzero_ps(), one = _mm512_set1_ps(1.0f);
