@@ -23,8 +23,9 @@ package struct ConversionJob: Sendable {
         /// Importance-weighted rounding for matrices without GPTQ (types with a weighted quantizer).
         package var importance = true
         /// The matrix type of the temporary model the text runs through (`float` order; the
-        /// sequential order always uses f32).
-        package var forwardType = QuantType.f32
+        /// sequential order always uses f32). q8_0x8: ~2x the f32 forward's speed, the final KL
+        /// not worse on SmolLM2 q4_0 (docs/quantization.md).
+        package var forwardType = QuantType.q8_0x8
         package init(file: String) { self.file = file }
     }
 
