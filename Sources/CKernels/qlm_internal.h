@@ -98,6 +98,7 @@ extern const qlm_type_traits qlm_traits_q4_0x8, qlm_traits_q8_0x8, qlm_traits_q5
 extern const qlm_type_traits qlm_traits_q5_1x8;                             // rowgroup.c
 extern const qlm_type_traits qlm_traits_iq4_nlx8;                           // rowgroup.c
 extern const qlm_type_traits qlm_traits_q4_kx8, qlm_traits_q6_kx8;          // rowgroup_k.c
+extern const qlm_type_traits qlm_traits_q3_kx8, qlm_traits_iq4_xsx8;        // rowgroup_sb.c
 extern const qlm_type_traits qlm_traits_q4_k;                               // type_q4_k.c
 extern const qlm_type_traits qlm_traits_q5_k;                               // type_q5_k.c
 extern const qlm_type_traits qlm_traits_q6_k;                               // type_q6_k.c
@@ -169,6 +170,27 @@ void qlm_iq4_nl_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act
 typedef void (*qlm_group_fn)(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt);
 void qlm_group_product(qlm_group_fn f, size_t rs, int64_t nb, qlm_dotn_fn row_dot, qlm_pool *pool, const void *W, int64_t rows,
                        int64_t n, const void *act, size_t as, int64_t T, float *Y, int64_t ldy);
+
+// q3_k pieces the q3_kx8 row reuses (type_q3_k.c): a lone q3_kx8 row is a q3_k row.
+size_t qlm_q3_k_row_size(int64_t n);
+void qlm_q3_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
+void qlm_q3_k_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
+void qlm_q3_k_dequantize_row(const void *src, float *y, int64_t n);
+void qlm_q3_k_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+// The exact integer sum of q3_k sub-block j (32 weights) of a block against 32 activation codes:
+// sum over its two 16-weight groups of (scale - 32) * sum(code * a). The scalar dot's and the
+// q3_kx8 scalar kernel's.
+int32_t qlm_q3_k_isum(const void *block, int j, const int8_t *a);
+// iq4_xs pieces the iq4_xsx8 row reuses (type_iq4_xs.c), and its sub-block j's exact integer sum
+// (l_j - 32) * sum K[c] * a.
+size_t qlm_iq4_xs_row_size(int64_t n);
+void qlm_iq4_xs_quantize_row(int32_t path, const float *x, void *dst, int64_t n);
+void qlm_iq4_xs_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n);
+void qlm_iq4_xs_dequantize_row(const void *src, float *y, int64_t n);
+void qlm_iq4_xs_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr);
+int32_t qlm_iq4_xs_isum(const void *block, int j, const int8_t *a);
+// q8i activations with -128 * sum(qs) (rowgroup.c: iq4_nlx8's, which iq4_xsx8 shares).
+void qlm_prepare_q8i128(int32_t path, const float *x, void *act, int64_t n);
 
 // Importance-weighted row quantizers (quant_imp.c), the quantize_row_imp hooks of q8_0, q4_0, q4_1
 // (and their row-grouped forms, which quantize plain rows and pack them afterwards).

@@ -416,7 +416,7 @@ static void prepare_q8i_zp(int32_t path, const float *x, void *act, int64_t n, i
 }
 static void prepare_q8i(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 8); }
 static void prepare_q8i16(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 16); }
-static void prepare_q8i128(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 128); }
+void qlm_prepare_q8i128(int32_t path, const float *x, void *act, int64_t n) { prepare_q8i_zp(path, x, act, n, 128); }
 
 // ---- products ---------------------------------------------------------------------------------
 typedef struct {
@@ -533,7 +533,7 @@ const qlm_type_traits qlm_traits_iq4_nlx8 = {
     .act_type = QLM_ACT_Q8I, .row_group = G, .plain_type = QLM_TYPE_IQ4_NL, .code_bits = 4,
     .fp16_count = 1, .fp16_offsets = {offsetof(qlm_block_q4_0, d)},
     .row_size = qlm_iq4_nl_row_size, .quantize_row = qlm_iq4_nl_quantize_row, .dequantize_row = qlm_iq4_nl_dequantize_row,
-    .act_row_size = qlm_act_size_q8a, .prepare_act = prepare_q8i128,
+    .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8i128,
     .dotn = {[QLM_PATH_SCALAR] = qlm_iq4_nl_dotn_scalar},
     .product = product_iq4, .regroup = regroup_iq4, .get_row = get_row_iq4, .plain_row = plain_row_iq4,
     .quantize_row_imp = qlm_iq4_nl_quantize_row_imp,

@@ -19,7 +19,7 @@
 typedef struct { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[XS_QK / 2]; } iq4_xs_block;
 _Static_assert(sizeof(iq4_xs_block) == 136, "iq4_xs block is 136 bytes (ggml block_iq4_xs)");
 
-static size_t iq4_xs_row_size(int64_t n) { return (size_t)((n + XS_QK - 1) / XS_QK) * sizeof(iq4_xs_block); }
+size_t qlm_iq4_xs_row_size(int64_t n) { return (size_t)((n + XS_QK - 1) / XS_QK) * sizeof(iq4_xs_block); }
 
 // The signed sub-block scale l_j - 32 (-32..31).
 QLM_INLINE int xs_scale(const iq4_xs_block *b, int j) {
@@ -88,34 +88,42 @@ static void iq4_xs_block_w(const float *x, const float *w, void *bv) {
     }
 }
 static void iq4_xs_block_scalar(const float *x, void *bv) { iq4_xs_block_w(x, NULL, bv); }
-static void iq4_xs_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+void qlm_iq4_xs_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
     qlm_imp_rows(iq4_xs_block_w, XS_QK, sizeof(iq4_xs_block), x, imp, dst, n);
 }
-static void iq4_xs_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+void qlm_iq4_xs_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     sb32_quantize_row(iq4_xs_block_scalar, sizeof(iq4_xs_block), x, dst, n);
 }
-static void iq4_xs_dequantize_row(const void *src, float *y, int64_t n) {
+void qlm_iq4_xs_dequantize_row(const void *src, float *y, int64_t n) {
     qlm_dequantize_ggml_blocks(QLM_GGML_IQ4_XS, XS_QK, sizeof(iq4_xs_block), src, y, n);
 }
 
 // ---- dots ------------------------------------------------------------------------------------------
+int32_t qlm_iq4_xs_isum(const void *block, int j, const int8_t *a) {
+    const iq4_xs_block *b = (const iq4_xs_block *)block;
+    const uint8_t *qs = b->qs + 16 * j;
+    int32_t is = 0;
+    for (int i = 0; i < 16; i++) {
+        is += (int32_t)qlm_iq4_levels[qs[i] & 0xF] * (int32_t)a[i];
+        is += (int32_t)qlm_iq4_levels[qs[i] >> 4] * (int32_t)a[i + 16];
+    }
+    return is * xs_scale(b, j);
+}
 static float dot_iq4_xs_scalar1(int64_t n, const iq4_xs_block *w, const qlm_block_q8a *a) {
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
     float s = 0.0f;
     for (int64_t g = 0; g < nb; g++) {
         const iq4_xs_block *b = w + g / 8;
-        const uint8_t *qs = b->qs + 16 * (g % 8);
-        int32_t is = 0;
-        for (int i = 0; i < 16; i++) {
-            is += (int32_t)qlm_iq4_levels[qs[i] & 0xF] * (int32_t)a[g].qs[i];
-            is += (int32_t)qlm_iq4_levels[qs[i] >> 4] * (int32_t)a[g].qs[i + 16];
-        }
-        s += (qlm_h2f(b->d) * a[g].d) * (float)(is * xs_scale(b, (int)(g % 8)));
+        s += (qlm_h2f(b->d) * a[g].d) * (float)qlm_iq4_xs_isum(b, (int)(g % 8), a[g].qs);
     }
     return s;
 }
 SCALAR_DOTN(dotn_iq4_xs_scalar, dot_iq4_xs_scalar1, iq4_xs_block, qlm_block_q8a)
+// The scalar row dot, for the iq4_xsx8 rows past the last group (rowgroup_sb.c).
+void qlm_iq4_xs_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    dotn_iq4_xs_scalar(n, w, rs, act, out, nr);
+}
 
 #if QLM_X86
 // Sub-block g: the int32 lanes are |K[c]| (u8) x sign(a, K[c]) (s8) summed in fours, times l - 32
@@ -164,8 +172,8 @@ const qlm_type_traits qlm_traits_iq4_xs = {
     .name = "iq4_xs", .block_size = XS_QK, .block_bytes = sizeof(iq4_xs_block), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 4,
     .fp16_count = 1, .fp16_offsets = {offsetof(iq4_xs_block, d)},
-    .row_size = iq4_xs_row_size, .quantize_row = iq4_xs_quantize_row, .dequantize_row = iq4_xs_dequantize_row,
-    .quantize_row_imp = iq4_xs_quantize_row_imp,
+    .row_size = qlm_iq4_xs_row_size, .quantize_row = qlm_iq4_xs_quantize_row, .dequantize_row = qlm_iq4_xs_dequantize_row,
+    .quantize_row_imp = qlm_iq4_xs_quantize_row_imp,
     .whole_blocks = 1, .row_fallback = QLM_TYPE_IQ4_NL, // as llama.cpp falls back
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
 #if QLM_X86

@@ -15,7 +15,7 @@
 typedef struct { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; } q3_k_block;
 _Static_assert(sizeof(q3_k_block) == 110, "q3_k block is 110 bytes (ggml block_q3_K)");
 
-static size_t q3_k_row_size(int64_t n) { return (size_t)((n + Q3K_QK - 1) / Q3K_QK) * sizeof(q3_k_block); }
+size_t qlm_q3_k_row_size(int64_t n) { return (size_t)((n + Q3K_QK - 1) / Q3K_QK) * sizeof(q3_k_block); }
 
 // The signed scale (-32..31) of 16-weight group j.
 QLM_INLINE int q3k_scale(const q3_k_block *b, int j) {
@@ -103,35 +103,42 @@ static void q3_k_imp_block(const float *x, const float *w, void *bv) {
         if (c & 4) b->hmask[L % 32] |= (uint8_t)(1 << (L / 32));
     }
 }
-static void q3_k_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
+void qlm_q3_k_quantize_row_imp(const float *x, const float *imp, void *dst, int64_t n) {
     qlm_imp_rows(q3_k_imp_block, Q3K_QK, sizeof(q3_k_block), x, imp, dst, n);
 }
-static void q3_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
+void qlm_q3_k_quantize_row(int32_t path, const float *x, void *dst, int64_t n) {
     (void)path;
     sb32_quantize_row(q3_k_block_scalar, sizeof(q3_k_block), x, dst, n);
 }
-static void q3_k_dequantize_row(const void *src, float *y, int64_t n) {
+void qlm_q3_k_dequantize_row(const void *src, float *y, int64_t n) {
     qlm_dequantize_ggml_blocks(QLM_GGML_Q3_K, Q3K_QK, sizeof(q3_k_block), src, y, n);
 }
 
 // ---- dots ------------------------------------------------------------------------------------------
+int32_t qlm_q3_k_isum(const void *block, int j, const int8_t *a) {
+    const q3_k_block *b = (const q3_k_block *)block;
+    int32_t is = 0;
+    for (int h = 0; h < 2; h++) {
+        int32_t gs = 0;
+        for (int i = 16 * h; i < 16 * h + 16; i++) gs += q3k_code(b, 32 * j + i) * (int32_t)a[i];
+        is += gs * q3k_scale(b, 2 * j + h);
+    }
+    return is;
+}
 static float dot_q3_k_scalar1(int64_t n, const q3_k_block *w, const qlm_block_q8a *a) {
     const int64_t nb = (n + QLM_QK - 1) / QLM_QK;
     float s = 0.0f;
     for (int64_t g = 0; g < nb; g++) {
         const q3_k_block *b = w + g / 8;
-        const int j8 = (int)(g % 8);
-        int32_t is = 0;
-        for (int h = 0; h < 2; h++) {
-            int32_t gs = 0;
-            for (int i = 16 * h; i < 16 * h + 16; i++) gs += q3k_code(b, 32 * j8 + i) * (int32_t)a[g].qs[i];
-            is += gs * q3k_scale(b, 2 * j8 + h);
-        }
-        s += (qlm_h2f(b->d) * a[g].d) * (float)is;
+        s += (qlm_h2f(b->d) * a[g].d) * (float)qlm_q3_k_isum(b, (int)(g % 8), a[g].qs);
     }
     return s;
 }
 SCALAR_DOTN(dotn_q3_k_scalar, dot_q3_k_scalar1, q3_k_block, qlm_block_q8a)
+// The scalar row dot, for the q3_kx8 rows past the last group (rowgroup_sb.c).
+void qlm_q3_k_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act, float *out, int nr) {
+    dotn_q3_k_scalar(n, w, rs, act, out, nr);
+}
 
 #if QLM_X86
 // Sub-block g = 32 consecutive weights: low bits = the 32 bytes qs[32 * (j / 4) ...] shifted by
@@ -164,8 +171,8 @@ const qlm_type_traits qlm_traits_q3_k = {
     .name = "q3_k", .block_size = Q3K_QK, .block_bytes = sizeof(q3_k_block), .is_quantized = 1,
     .act_type = QLM_ACT_Q8A, .row_group = 1, .code_bits = 3,
     .fp16_count = 1, .fp16_offsets = {offsetof(q3_k_block, d)},
-    .row_size = q3_k_row_size, .quantize_row = q3_k_quantize_row, .dequantize_row = q3_k_dequantize_row,
-    .quantize_row_imp = q3_k_quantize_row_imp,
+    .row_size = qlm_q3_k_row_size, .quantize_row = qlm_q3_k_quantize_row, .dequantize_row = qlm_q3_k_dequantize_row,
+    .quantize_row_imp = qlm_q3_k_quantize_row_imp,
     .whole_blocks = 1, .row_fallback = QLM_TYPE_IQ4_NL, // as llama.cpp falls back
     .act_row_size = qlm_act_size_q8a, .prepare_act = qlm_prepare_q8a,
     SB32_ROW_KERNELS(q3_k)

@@ -3,7 +3,7 @@ import CKernels.Testing
 import XCTest
 import TestSupport
 
-/// q4_0x8 / q8_0x8 / q5_0x8 / iq4_nlx8 / q4_kx8 / q6_kx8: q4_0 / q8_0 / q5_0 / iq4_nl / q4_k / q6_k rows stored in 8-row groups. The layout is a permutation of
+/// q4_0x8 / q8_0x8 / q5_0x8 / iq4_nlx8 / q4_kx8 / q6_kx8 / iq4_xsx8 / q3_kx8: q4_0 / q8_0 / q5_0 / iq4_nl / q4_k / q6_k / iq4_xs / q3_k rows stored in 8-row groups. The layout is a permutation of
 /// the plain bytes, and every product (matvec and matmul, every path, with and without the pool)
 /// must equal the scalar dot of the same plain row bit for bit: the 8-row kernels do the scalar's
 /// float steps in the scalar's order (exact integer block sums, then s += (d_w * d_a) * isum, no FMA;
@@ -16,8 +16,15 @@ final class RowGroupTests: XCTestCase {
     let tIQ4NLX8 = Int32(QLM_TYPE_IQ4_NLX8.rawValue)
     let tQ4KX8 = Int32(QLM_TYPE_Q4_KX8.rawValue)
     let tQ6KX8 = Int32(QLM_TYPE_Q6_KX8.rawValue)
+    let tQ3KX8 = Int32(QLM_TYPE_Q3_KX8.rawValue)
+    let tIQ4XSX8 = Int32(QLM_TYPE_IQ4_XSX8.rawValue)
     /// (grouped type, its plain type)
-    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1), (tIQ4NLX8, tIQ4NL), (tQ4KX8, tQ4K), (tQ6KX8, tQ6K)] }
+    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1), (tIQ4NLX8, tIQ4NL), (tQ4KX8, tQ4K), (tQ6KX8, tQ6K), (tIQ4XSX8, tIQ4XS), (tQ3KX8, tQ3K)] }
+    /// The row lengths a test runs a pair at: `ns` for the 32-weight types; whole 256-weight
+    /// super-blocks (and 172, one padded super-block, as the C rows allow) for the super-block types.
+    func lengths(_ tG: Int32, _ ns: [Int]) -> [Int] {
+        qlm_traits(tG)!.pointee.block_size == 256 ? [172, 256, 768, 1536] : ns
+    }
 
     func rows(_ type: Int32, _ x: [Float], rows: Int, n: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0xAA, count: rows * qlm_row_size(type, Int64(n)))
@@ -34,7 +41,8 @@ final class RowGroupTests: XCTestCase {
 
     func testTraits() {
         for (g, plain, name) in [(tQ4X8, tQ4_0, "q4_0x8"), (tQ8X8, tQ8_0, "q8_0x8"), (tQ5X8, tQ5_0, "q5_0x8"), (tQ51X8, tQ5_1, "q5_1x8"),
-                                 (tIQ4NLX8, tIQ4NL, "iq4_nlx8"), (tQ4KX8, tQ4K, "q4_kx8"), (tQ6KX8, tQ6K, "q6_kx8")] {
+                                 (tIQ4NLX8, tIQ4NL, "iq4_nlx8"), (tQ4KX8, tQ4K, "q4_kx8"), (tQ6KX8, tQ6K, "q6_kx8"),
+                                 (tIQ4XSX8, tIQ4XS, "iq4_xsx8"), (tQ3KX8, tQ3K, "q3_kx8")] {
             let t = qlm_traits(g)!.pointee
             XCTAssertEqual(String(cString: t.name), name)
             XCTAssertEqual(t.row_group, 8)
@@ -46,6 +54,8 @@ final class RowGroupTests: XCTestCase {
         XCTAssertEqual(MemoryLayout<qlm_block_q5_0x8>.size, 176)
         XCTAssertEqual(MemoryLayout<qlm_block_q5_1x8>.size, 192)
         XCTAssertEqual(MemoryLayout<qlm_block_iq4_nlx8>.size, 144)
+        XCTAssertEqual(MemoryLayout<qlm_block_q3_kx8>.size, 880)
+        XCTAssertEqual(MemoryLayout<qlm_block_iq4_xsx8>.size, 1088)
     }
 
     /// Packing permutes bytes inside whole groups only; unpack inverts it; get_row reads any row
@@ -53,7 +63,7 @@ final class RowGroupTests: XCTestCase {
     func testLayoutIsAPermutationOfPlainRows() {
         var rng = SplitMix64(seed: 81)
         for (tG, tP) in pairs {
-            for n in [32, 64, 172, 768] {
+            for n in lengths(tG, [32, 64, 172, 768]) {
                 for nrows in [1, 7, 8, 13, 16, 37] {
                     let x = weights(rows: nrows, n: n, rng: &rng)
                     let plain = rows(tP, x, rows: nrows, n: n)
@@ -115,7 +125,7 @@ final class RowGroupTests: XCTestCase {
         var rng = SplitMix64(seed: 82)
         for n in [32, 100, 768] {
             let x = rng.normals(n, scale: 4)
-            for p in supportedPaths { for (tG, zp) in [(tQ4X8, Int32(8)), (tQ5X8, 16), (tIQ4NLX8, 128)] {
+            for p in supportedPaths { for (tG, zp) in [(tQ4X8, Int32(8)), (tQ5X8, 16), (tIQ4NLX8, 128), (tIQ4XSX8, 128)] {
                 let a = withPath(p) { prepareAct(tG, x) }
                 let ref = withPath(pScalar) { prepareAct(tQ4_0, x) }
                 a.withUnsafeBytes { ap in ref.withUnsafeBytes { rp in
@@ -131,6 +141,30 @@ final class RowGroupTests: XCTestCase {
         }
     }
 
+    /// q3_kx8's activation: q8a's scale and codes, its s replaced by two exact int16, -4 times the
+    /// sums of codes 0..15 and 16..31 (the unsigned codes' zero point per 16-weight group).
+    func testQ3KX8ActivationCarriesHalfSums() {
+        var rng = SplitMix64(seed: 86)
+        for n in [32, 100, 768] {
+            var x = rng.normals(n, scale: 4)
+            if n == 32 { x = (0..<n).map { Float($0 < 16 ? 1 : -1) } } // every code +-127: the int16 extremes
+            for p in supportedPaths {
+                let a = withPath(p) { prepareAct(tQ3KX8, x) }
+                let ref = withPath(pScalar) { prepareAct(tQ3K, x) }
+                a.withUnsafeBytes { ap in ref.withUnsafeBytes { rp in
+                    for b in 0..<((n + 31) / 32) {
+                        let o = b * 40
+                        XCTAssertEqual(ap.load(fromByteOffset: o, as: UInt32.self), rp.load(fromByteOffset: o, as: UInt32.self), "same scale")
+                        XCTAssertEqual(Array(ap[(o + 8)..<(o + 40)]), Array(rp[(o + 8)..<(o + 40)]), "same codes")
+                        let half = { (h: Int) in (0..<16).reduce(Int32(0)) { $0 + Int32(Int8(bitPattern: rp[o + 8 + 16 * h + $1])) } }
+                        XCTAssertEqual(Int32(ap.load(fromByteOffset: o + 4, as: Int16.self)), -4 * half(0), "\(pathName(p)) n=\(n) block \(b)")
+                        XCTAssertEqual(Int32(ap.load(fromByteOffset: o + 6, as: Int16.self)), -4 * half(1), "\(pathName(p)) n=\(n) block \(b)")
+                    }
+                } }
+            }
+        }
+    }
+
     /// matvec (T = 1) and matmul (T > 1, token groups of 4 plus leftovers) on every path, with and
     /// without the pool, against the scalar dot of each plain row: equal bit for bit.
     func testProductsEqualScalarPlainDotBitForBit() {
@@ -138,7 +172,7 @@ final class RowGroupTests: XCTestCase {
         let pool = qlm_pool_create(2)!
         defer { qlm_pool_destroy(pool) }
         for (tG, tP) in pairs {
-            for n in [32, 64, 172, 768, 1000, 4096] {
+            for n in lengths(tG, [32, 64, 172, 768, 1000, 4096]) {
                 for nrows in [8, 13, 64, 77, 513] {
                     if n == 4096 && nrows == 513 { continue }
                     var x = weights(rows: nrows, n: n, rng: &rng)
@@ -210,8 +244,8 @@ final class RowGroupTests: XCTestCase {
     /// A grouped row on its own is a plain row: quantize_row / dequantize_row / vec_dot agree.
     func testLoneRowIsPlain() {
         var rng = SplitMix64(seed: 84)
-        let n = 172
         for (tG, tP) in pairs {
+            let n = qlm_traits(tG)!.pointee.block_size == 256 ? 512 : 172
             let x = rng.normals(n)
             XCTAssertEqual(quantize(tG, x), quantize(tP, x))
             let q = quantize(tP, x)

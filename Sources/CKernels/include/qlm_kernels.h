@@ -70,6 +70,11 @@ typedef enum {
     // same bytes per row permuted so 32-bit lane r of every product register is row r; `--type keep`
     // regroups a GGUF's q4_k / q6_k matrices into them. (23: q5_kx8, reserved.)
     QLM_TYPE_Q4_KX8 = 21, QLM_TYPE_Q6_KX8 = 22,
+    // iq4_xs / q3_k super-blocks stored row-interleaved in groups of 8 rows (rowgroup_sb.c,
+    // qlm_block_iq4_xsx8 / qlm_block_q3_kx8: each field of the 8 rows' blocks interleaved in place),
+    // same bytes per row. `convert --type iq4_xsx8` / `q3_kx8` stores them, and `--type keep`
+    // regroups a GGUF's iq4_xs / q3_k matrices into them. (26: q2_kx8, reserved.)
+    QLM_TYPE_IQ4_XSX8 = 24, QLM_TYPE_Q3_KX8 = 25,
     QLM_TYPE_U8 = 31, // opaque bytes (embedded tokenizer blobs); no arithmetic
 } qlm_type;
 
@@ -112,12 +117,25 @@ typedef struct { uint16_t d[8]; uint16_t m[8]; uint32_t hm[8]; uint8_t qs[8 * QL
 // bytes: fp16 d, then 16 bytes of index nibbles), so chunk c's lane r holds row r's indices of
 // elements 4c..4c+3 (low nibbles) and 16+4c..16+4c+3 (high nibbles).
 typedef qlm_block_q4_0x8 qlm_block_iq4_nlx8;
+// One Q3_KX8 group block: super-block b of 8 consecutive q3_k rows (110 bytes each: hmask[32],
+// qs[64], scales[12], d), every field of the 8 blocks at 8 x its offset in a q3_k block, the rows
+// interleaved in units of 4 bytes (hmask, qs: row r's bytes 4c..4c+3 at 32c + 4r, so after a shift
+// lane r of chunk c holds row r's codes of 4 elements), 1 byte (scales: row r's byte k at 8k + r)
+// and 2 bytes (d: row r's at 2r, the traits' fp16 rule).
+typedef struct { uint8_t hmask[8 * 32]; uint8_t qs[8 * 64]; uint8_t scales[8 * 12]; uint16_t d[8]; } qlm_block_q3_kx8;
+// One IQ4_XSX8 group block: super-block b of 8 consecutive iq4_xs rows (136 bytes each: fp16 d, u16
+// scales_h, scales_l[4], qs[128]) by the same rule: d[r], scales_h[r], scales_l byte k of row r at
+// 8k + r, qs in 4-byte units (row r's bytes 4c..4c+3 at 32c + 4r: sub-block j's codes are chunks
+// 4j..4j+3, each laid out as an iq4_nlx8 chunk).
+typedef struct { uint16_t d[8]; uint16_t scales_h[8]; uint8_t scales_l[8 * 4]; uint8_t qs[8 * 128]; } qlm_block_iq4_xsx8;
 
 _Static_assert(sizeof(qlm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(qlm_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(qlm_block_q4_1) == 20, "q4_1 block is 20 bytes");
 _Static_assert(sizeof(qlm_block_q8a) == 40, "q8a block is 40 bytes");
 _Static_assert(sizeof(qlm_block_q8i) == 40, "q8i block is 40 bytes");
+_Static_assert(sizeof(qlm_block_q3_kx8) == 8 * 110, "a q3_kx8 group block is 8 q3_k blocks");
+_Static_assert(sizeof(qlm_block_iq4_xsx8) == 8 * 136, "an iq4_xsx8 group block is 8 iq4_xs blocks");
 _Static_assert(sizeof(qlm_block_q8k) == 320, "q8k block is 320 bytes");
 _Static_assert(sizeof(qlm_block_q4_0x8) == 8 * sizeof(qlm_block_q4_0), "q4_0x8 group block is 8 q4_0 blocks");
 _Static_assert(sizeof(qlm_block_q8_0x8) == 8 * sizeof(qlm_block_q8_0), "q8_0x8 group block is 8 q8_0 blocks");

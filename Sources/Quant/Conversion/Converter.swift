@@ -22,8 +22,9 @@ package struct QuantPolicy: Sendable {
     /// decode x1.06-1.18, prefill x1.34-1.41; q5_1 (q5_1x8) as measured there. iq4_nl (iq4_nlx8;
     /// "iq4_nlx8, 8-row iq4_nl layout"): SmolLM2 IQ4_XS decode / probe 0.45-0.47 -> 0.72-0.87,
     /// prefill x1.5-1.6 on 2 threads. q4_k / q6_k (q4_kx8 / q6_kx8; "q4_kx8 / q6_kx8"): SmolLM2
-    /// Q4_K_M's ffn_down rows.
-    package static let keepRegrouped: Set<QuantType> = [.q4_0, .q5_0, .q8_0, .q5_1, .iq4_nl, .q4_k, .q6_k]
+    /// Q4_K_M's ffn_down rows. q3_k and iq4_xs (q3_kx8, iq4_xsx8; "q3_kx8 and iq4_xsx8"): SmolLM2
+    /// Q2_K's and IQ4_XS's ffn_down rows (Q2_K's q3_k took half of its decode's product time as rows).
+    package static let keepRegrouped: Set<QuantType> = [.q4_0, .q5_0, .q8_0, .q5_1, .iq4_nl, .q4_k, .q6_k, .q3_k, .iq4_xs]
 
     package init(defaultType: QuantType, overrides: [(glob: String, type: QuantType)] = []) {
         self.defaultType = defaultType

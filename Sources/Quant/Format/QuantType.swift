@@ -38,6 +38,9 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     /// q4_k / q6_k super-blocks stored the same way (same numbers and bytes as q4_k / q6_k), written by
     /// `convert --type q4_kx8` / `q6_kx8` and by `--type keep` for a GGUF's q4_k / q6_k matrices.
     case q4_kx8 = 21, q6_kx8 = 22
+    /// iq4_xs / q3_k super-blocks stored the same way (same numbers and bytes as iq4_xs / q3_k), written
+    /// by `convert --type iq4_xsx8` / `q3_kx8` and by `--type keep` for a GGUF's iq4_xs / q3_k matrices.
+    case iq4_xsx8 = 24, q3_kx8 = 25
     case u8 = 31
 
     /// The types a weight matrix may be stored as: those whose row has product kernels (u8 has

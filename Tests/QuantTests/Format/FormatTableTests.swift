@@ -40,6 +40,9 @@ final class FormatTableTests: XCTestCase {
             (.iq4_xs, 256, 136, 4.25, 136),
             (.q3_k, 256, 110, 3.4375, 110),
             (.q2_k, 256, 84, 2.625, 84),
+            // q3_k bytes per row, stored in 8-row groups
+            (.q3_kx8, 256, 110, 3.4375, 110),
+            (.iq4_xsx8, 256, 136, 4.25, 136),
         ]
         XCTAssertEqual(Set(QuantType.weightTypes), Set(expected.map(\.0)))
         for (t, bs, bb, bpw, row) in expected {
@@ -61,20 +64,20 @@ final class FormatTableTests: XCTestCase {
             XCTAssertEqual(QuantType(name: t.name), t)
         }
         // Values are stored in files: they must never change.
-        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 31])
-        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8, .q5_0x8, .q5_1x8, .iq4_nlx8, .q4_kx8, .q6_kx8])
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 24, 25, 31])
+        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8, .q5_0x8, .q5_1x8, .iq4_nlx8, .q4_kx8, .q6_kx8, .iq4_xsx8, .q3_kx8])
         XCTAssertEqual(QuantType.q4_0x8.rowGroup, 8)
         // Each grouped type holds one plain type's rows (same row bytes), and is that type's layout.
-        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }.map(\.plainType), [.q4_0, .q8_0, .q5_0, .q5_1, .iq4_nl, .q4_k, .q6_k])
+        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }.map(\.plainType), [.q4_0, .q8_0, .q5_0, .q5_1, .iq4_nl, .q4_k, .q6_k, .iq4_xs, .q3_k])
         for g in QuantType.allCases where g.rowGroup != 1 {
             XCTAssertEqual(g.plainType.rowGroup, 1, "\(g)")
             XCTAssertEqual(g.plainType.rowSize(172), g.rowSize(172), "\(g)")
             XCTAssertEqual(g.plainType.groupedLayout, g, "\(g)")
         }
-        XCTAssertNil(QuantType.iq4_xs.groupedLayout)
+        XCTAssertNil(QuantType.q2_k.groupedLayout)
         XCTAssertEqual(QuantType.q6_k.plainType, .q6_k)
         XCTAssertNil(QuantType.q5_k.groupedLayout)
-        // --type keep regroups q4_0 / q5_0 / q5_1 / q8_0 / iq4_nl / q4_k / q6_k matrices of a whole group or more, nothing else.
+        // --type keep regroups q4_0 / q5_0 / q5_1 / q8_0 / iq4_nl / q4_k / q6_k / iq4_xs / q3_k matrices of a whole group or more, nothing else.
         XCTAssertEqual(QuantPolicy.keptLayout(.q5_0, rows: 8), .q5_0x8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q5_0, rows: 7), .q5_0)
         XCTAssertEqual(QuantPolicy.keptLayout(.q4_0, rows: 64), .q4_0x8)
@@ -82,7 +85,10 @@ final class FormatTableTests: XCTestCase {
         XCTAssertEqual(QuantPolicy.keptLayout(.q5_1, rows: 64), .q5_1x8)
         XCTAssertEqual(QuantPolicy.keptLayout(.iq4_nl, rows: 64), .iq4_nlx8)
         XCTAssertEqual(QuantPolicy.keptLayout(.iq4_nl, rows: 7), .iq4_nl)
-        XCTAssertEqual(QuantPolicy.keptLayout(.iq4_xs, rows: 64), .iq4_xs)
+        XCTAssertEqual(QuantPolicy.keptLayout(.q3_k, rows: 576), .q3_kx8)
+        XCTAssertEqual(QuantPolicy.keptLayout(.q3_k, rows: 7), .q3_k)
+        XCTAssertEqual(QuantPolicy.keptLayout(.q2_k, rows: 64), .q2_k)
+        XCTAssertEqual(QuantPolicy.keptLayout(.iq4_xs, rows: 64), .iq4_xsx8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q4_1, rows: 64), .q4_1)
         XCTAssertEqual(QuantPolicy.keptLayout(.q6_k, rows: 64), .q6_kx8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q4_k, rows: 576), .q4_kx8)
