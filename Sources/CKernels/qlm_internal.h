@@ -170,6 +170,27 @@ void qlm_iq4_nl_dotn_scalar(int64_t n, const void *w, size_t rs, const void *act
 typedef void (*qlm_group_fn)(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt);
 void qlm_group_product(qlm_group_fn f, size_t rs, int64_t nb, qlm_dotn_fn row_dot, qlm_pool *pool, const void *W, int64_t rows,
                        int64_t n, const void *act, size_t as, int64_t T, float *Y, int64_t ldy);
+// A layout's group kernel group_Q_P (qlm_group_fn) from group_Q_P_nt(nb, (const BT *)g, ..., NT)
+// with NT = 1..4 as constants; and group_Q_kernel(path), the one of a path (rowgroup.c, rowgroup_sb.c).
+#define GROUP_DISPATCH(Q, P, TGT, BT)                                                                   \
+TGT static void group_##Q##_##P(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
+    switch (nt) {                                                                                       \
+    case 4: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 4); break;                         \
+    case 3: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 3); break;                         \
+    case 2: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 2); break;                         \
+    default: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 1); break;                        \
+    }                                                                                                   \
+}
+#if QLM_X86
+#define GROUP_PICK(Q)                                                     \
+    static qlm_group_fn group_##Q##_kernel(int32_t path) {                \
+        if (path == QLM_PATH_AVX512) return group_##Q##_avx512;           \
+        if (path == QLM_PATH_AVX2) return group_##Q##_avx2;               \
+        return group_##Q##_scalar;                                        \
+    }
+#else
+#define GROUP_PICK(Q) static qlm_group_fn group_##Q##_kernel(int32_t path) { (void)path; return group_##Q##_scalar; }
+#endif
 
 // q3_k pieces the q3_kx8 row reuses (type_q3_k.c): a lone q3_kx8 row is a q3_k row.
 size_t qlm_q3_k_row_size(int64_t n);

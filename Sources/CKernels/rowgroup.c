@@ -330,16 +330,6 @@ TGT QLM_INLINE void group_q8_##P##_nt(int64_t nb, const qlm_block_q8_0x8 *g, con
     }                                                                                                   \
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, acc[t]);                                 \
 }
-// nt = 1..4 as constants.
-#define GROUP_DISPATCH(Q, P, TGT, BT)                                                                   \
-TGT static void group_##Q##_##P(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
-    switch (nt) {                                                                                       \
-    case 4: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 4); break;                         \
-    case 3: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 3); break;                         \
-    case 2: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 2); break;                         \
-    default: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 1); break;                        \
-    }                                                                                                   \
-}
 GROUP_Q4_KERNEL(avx2, QLM_AVX2_TARGET, DPB_AVX2)
 GROUP_Q4_KERNEL(avx512, QLM_AVX512_TARGET, DPB_AVX512)
 GROUP_Q8_KERNEL(avx2, QLM_AVX2_TARGET, DPB_AVX2)
@@ -386,17 +376,6 @@ QLM_AVX2_TARGET static void q8i_avx2(void *act, int64_t nb, int32_t zp) {
 }
 #endif
 
-// The group kernel of a layout for a path.
-#if QLM_X86
-#define GROUP_PICK(Q)                                                     \
-    static group_fn group_##Q##_kernel(int32_t path) {                    \
-        if (path == QLM_PATH_AVX512) return group_##Q##_avx512;           \
-        if (path == QLM_PATH_AVX2) return group_##Q##_avx2;               \
-        return group_##Q##_scalar;                                        \
-    }
-#else
-#define GROUP_PICK(Q) static group_fn group_##Q##_kernel(int32_t path) { (void)path; return group_##Q##_scalar; }
-#endif
 GROUP_PICK(q4)
 GROUP_PICK(q5)
 GROUP_PICK(q51)

@@ -137,16 +137,6 @@ static void group_q3k_scalar(int64_t nb, const void *g_, const char *act, size_t
 QLM_INLINE int32_t sb_ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 #define SB_DPB_AVX512(acc, u, s) _mm256_dpbusd_epi32(acc, u, s)
 #define SB_DPB_AVX2(acc, u, s) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
-// A layout's group kernel for nt = 1..4 tokens (the token count a compile-time constant in each).
-#define SB_DISPATCH(Q, P, TGT, BT)                                                                  \
-TGT static void group_##Q##_##P(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
-    switch (nt) {                                                                                   \
-    case 4: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 4); break;                     \
-    case 3: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 3); break;                     \
-    case 2: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 2); break;                     \
-    default: group_##Q##_##P##_nt(nb, (const BT *)g, act, as, Y, ldy, 1); break;                    \
-    }                                                                                               \
-}
 
 // The 128 signed scales (-32..31) of a group block: sc[8 * k + r] = row r's scale of 16-weight group k.
 // scales byte k of row r sits at 8k + r: bytes 0..3 (L0) hold groups 0..3 (low nibbles) and 8..11
@@ -212,7 +202,7 @@ TGT static inline void group_q3k_##P##_nt(int64_t nb, const qlm_block_q3_kx8 *gb
     }                                                                                               \
     for (int t = 0; t < NT; t++) _mm256_storeu_ps(Y + t * ldy, f[t]);                               \
 }                                                                                                   \
-SB_DISPATCH(q3k, P, TGT, qlm_block_q3_kx8)
+GROUP_DISPATCH(q3k, P, TGT, qlm_block_q3_kx8)
 Q3KX8_SCALES(QLM_AVX2_TARGET, avx2)
 Q3KX8_SCALES(QLM_AVX512_TARGET, avx512)
 Q3KX8_KERNEL(QLM_AVX2_TARGET, avx2, SB_DPB_AVX2)
@@ -297,24 +287,13 @@ TGT static inline void group_iq4xs_##P##_nt(int64_t nb, const qlm_block_iq4_xsx8
     }                                                                                               \
     for (int t = 0; t < NT; t++) _mm256_storeu_ps(Y + t * ldy, f[t]);                               \
 }                                                                                                   \
-SB_DISPATCH(iq4xs, P, TGT, qlm_block_iq4_xsx8)
+GROUP_DISPATCH(iq4xs, P, TGT, qlm_block_iq4_xsx8)
 XS8_KERNEL(QLM_AVX2_TARGET, avx2, XS8_LUT_AVX2, XS8_START_AVX2, XS8_DPB_AVX2)
 XS8_KERNEL(QLM_AVX512_TARGET, avx512, XS8_LUT_AVX512, XS8_START_AVX512, XS8_DPB_AVX512)
 #endif
 
-// The group kernel of a layout for a path.
-#if QLM_X86
-#define SB_PICK(Q)                                                                                  \
-    static qlm_group_fn group_##Q##_kernel(int32_t path) {                                          \
-        if (path == QLM_PATH_AVX512) return group_##Q##_avx512;                                     \
-        if (path == QLM_PATH_AVX2) return group_##Q##_avx2;                                         \
-        return group_##Q##_scalar;                                                                  \
-    }
-#else
-#define SB_PICK(Q) static qlm_group_fn group_##Q##_kernel(int32_t path) { (void)path; return group_##Q##_scalar; }
-#endif
-SB_PICK(q3k)
-SB_PICK(iq4xs)
+GROUP_PICK(q3k)
+GROUP_PICK(iq4xs)
 
 // ---- table row --------------------------------------------------------------------------------
 // A layout's table entry points: its products, regrouping, row reads.
