@@ -133,15 +133,24 @@ package enum MixPlanner {
         var num = 0.0, den = 0.0
         for k in 0 ..< pick.count {
             qlm_dequantize_row(type.rawValue, q + k * rs, &y, Int64(n))
-            let w = x + k * n
-            for j in 0 ..< n {
-                let imp = Double(importance?[j] ?? 1)
-                let d = Double(w[j] - y[j])
-                num += imp * d * d
-                den += imp * Double(w[j]) * Double(w[j])
-            }
+            let (a, b) = weightedError(x + k * n, y, count: n, importance: importance)
+            num += a
+            den += b
         }
         return den > 0 ? num / den : 0
+    }
+
+    /// (Σ imp (x - y)², Σ imp x²) over one row (imp nil: ones).
+    package static func weightedError(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count n: Int,
+                                      importance: [Float]?) -> (Double, Double) {
+        var num = 0.0, den = 0.0
+        for j in 0 ..< n {
+            let imp = Double(importance?[j] ?? 1)
+            let d = Double(x[j] - y[j])
+            num += imp * d * d
+            den += imp * Double(x[j]) * Double(x[j])
+        }
+        return (num, den)
     }
 
     /// Parses "90M", "90MB", "1.5G", "123456" (bytes; k/M/G are powers of 1000, Ki/Mi/Gi of 1024).

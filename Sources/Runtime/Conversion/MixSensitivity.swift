@@ -76,19 +76,9 @@ package enum MixSensitivity {
         let start = Date()
         let tmp = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("quantlm-sens-\(getpid()).qlm")
         defer { try? FileManager.default.removeItem(at: tmp) }
-        var buffers: [UnsafeMutablePointer<Float>] = []
-        defer { for b in buffers { b.deallocate() } }
-        var work = checkpoint
-        var index: [String: Int] = [:]
-        for (i, t) in checkpoint.tensors.enumerated() {
-            let b = UnsafeMutablePointer<Float>.allocate(capacity: t.elementCount)
-            t.readFloats(into: b)
-            buffers.append(b)
-            index[t.name] = i
-            work.tensors[i] = SourceTensor(key: t.key, name: t.name, shape: t.shape, dtype: .f32,
-                                           bytes: UnsafeRawBufferPointer(start: b, count: t.elementCount * 4),
-                                           transposed: false, origin: t.origin)
-        }
+        let copy = FloatWorkingCopy(checkpoint)
+        defer { withExtendedLifetime(copy) {} }
+        let work = copy.checkpoint, buffers = copy.buffers, index = copy.index
         let f32 = ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads)
         let load = Calibration.loadOptions(threads: threads, ctx: ctx)
 
@@ -170,14 +160,10 @@ package enum MixSensitivity {
         if bad >= 0 { throw QuantError(t.origin, "row \(bad) holds NaN or infinity; cannot quantize") }
         var num = 0.0, den = 0.0
         for r in 0 ..< rows {
-            let y = out + r * n, x = w + r * n
-            qlm_get_row(type.rawValue, q, Int64(rows), Int64(n), Int64(r), y)
-            for j in 0 ..< n {
-                let imp = Double(importance?[j] ?? 1)
-                let d = Double(x[j] - y[j])
-                num += imp * d * d
-                den += imp * Double(x[j]) * Double(x[j])
-            }
+            qlm_get_row(type.rawValue, q, Int64(rows), Int64(n), Int64(r), out + r * n)
+            let (a, b) = MixPlanner.weightedError(w + r * n, out + r * n, count: n, importance: importance)
+            num += a
+            den += b
         }
         return den > 0 ? num / den : 0
     }
