@@ -110,6 +110,12 @@ struct Convert: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Types a size target chooses from, comma-separated (default: every quantized weight type stored row by row).", valueName: "T1,T2,..."))
     var mixTypes: String?
 
+    @Option(name: .long, help: ArgumentHelp("With a size target and --calibrate: tokens of the calibration text that measure each matrix group's KL per unit rounding error, the planner's weights (0: every matrix's relative error weighs alike).", valueName: "N"))
+    var mixSensitivityTokens: Int = 512
+
+    @Option(name: .long, help: ArgumentHelp("Layer bands per matrix kind in those sensitivity groups.", valueName: "N"))
+    var mixSensitivityBands: Int = 5
+
     @Option(name: .long, help: "Threads for quantization (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
@@ -146,6 +152,7 @@ struct Convert: ParsableCommand {
             throw ValidationError("--mix-types takes weight types separated by commas (\(QuantType.weightTypes.map(\.name).joined(separator: ", "))), got '\(m)'")
         }
         if mixTypes != nil && maxSize == nil && targetBpw == nil { throw ValidationError("--mix-types needs --max-size or --target-bpw") }
+        guard mixSensitivityTokens >= 0, mixSensitivityBands >= 1 else { throw ValidationError("--mix-sensitivity-tokens must be >= 0 and --mix-sensitivity-bands >= 1") }
         guard format == "qlm" || format == "gguf" else { throw ValidationError("--format must be qlm or gguf, got '\(format)'") }
         if format == "gguf" {
             guard output.hasSuffix(".gguf") else { throw ValidationError("--format gguf: --output should end in .gguf (got '\(output)')") }
@@ -178,6 +185,8 @@ struct Convert: ParsableCommand {
             c.sequential = gptqOrder == "sequential"
             c.gptq = calibrateMethod == "gptq"
             c.forwardType = QuantType(name: calibrateForward)!
+            c.sensitivityTokens = mixSensitivityTokens
+            c.sensitivityBands = mixSensitivityBands
             job.calibration = c
         }
         var bar: ProgressBar? = nil, calBar: ProgressBar? = nil
@@ -186,6 +195,7 @@ struct Convert: ParsableCommand {
             case .preset(let line): if !json { print(line) }
             case .calibrationStage(let line): if !quiet && !json { printError("calibration \(line)") }
             case .calibration(let line): printError("calibration: \(line)")
+            case .sensitivity(let line): if !json { printError(line) }
             }
         }, progress: { done, total in
             if bar == nil { bar = ProgressBar("converting", total: Double(total), unit: "B", enabled: !quiet && !json) }

@@ -7,7 +7,8 @@ import Foundation
 /// rounding it, Σ_rj imp_j (w_rj - q_rj)² / Σ_rj imp_j w_rj² (imp = the calibration text's
 /// per-column mean squares; all ones without calibration), measured by quantizing a sample of
 /// its rows (every row up to `sampleRows`, else evenly spaced rows). The plan minimizes the sum
-/// of these errors over the matrices under the budget: each matrix's (bytes, error) points are
+/// of these errors over the matrices, each times its matrix's weight (with calibration and a
+/// size target: MixSensitivity's KL per unit error on the calibration text; else 1), under the budget: each matrix's (bytes, error) points are
 /// reduced to their lower convex hull, and the steepest error-per-byte step of any matrix is
 /// taken while it fits (greedy on the hull segments; optimal for the fractional problem).
 /// Matrices a --keep pattern names keep that type. A type that takes only whole blocks (the
@@ -21,7 +22,7 @@ package enum MixPlanner {
         package var tensorBytes: Int
         /// The smallest tensorBytes any plan reaches (every free matrix at its smallest candidate).
         package var minimumTensorBytes: Int
-        /// Σ relative weighted error of the chosen types.
+        /// Σ relative weighted error of the chosen types (each times its matrix's weight).
         package var loss: Double
         /// "q4_0 120, iq4_k16 60, q8_0 31" (types by count, most used first).
         package var summary: String
@@ -35,10 +36,11 @@ package enum MixPlanner {
     }
 
     /// - Parameters:
-    ///   - fixed: matrices whose type is given (--keep), by name.
     ///   - budget: bytes for all numeric tensors.
+    ///   - weights: per matrix, what a unit of its relative error costs (MixSensitivity: the
+    ///     calibration text's KL per unit error); nil or a matrix missing: 1 (every matrix alike).
     package static func plan(_ ckpt: Checkpoint, policy: QuantPolicy, candidates: [QuantType], importance: [String: [Float]]?,
-                             budget: Int, sampleRows: Int = 256, threads: Int) throws -> Plan {
+                             weights: [String: Double]? = nil, budget: Int, sampleRows: Int = 256, threads: Int) throws -> Plan {
         precondition(!candidates.isEmpty)
         struct Option { var type: QuantType; var bytes: Int; var err: Double }
         var hulls: [(name: String, options: [Option])] = []
@@ -52,12 +54,13 @@ package enum MixPlanner {
                 continue
             }
             let imp = importance?[t.name].flatMap { $0.count == t.rowLength ? $0 : nil }
+            let weight = weights?[t.name] ?? 1
             // types that only take whole blocks are candidates for rows of whole blocks (else
             // their row fallback is, as the converter would store them)
             let usable = Array(Set(candidates.map { $0.allows(rowLength: t.rowLength) ? $0 : $0.rowFallback })).sorted { $0.rawValue < $1.rawValue }
             var opts = try usable.map { type in
                 Option(type: type, bytes: t.rows * type.rowSize(t.rowLength),
-                       err: try relativeError(t, type, importance: imp, sampleRows: sampleRows, threads: threads))
+                       err: weight * (try relativeError(t, type, importance: imp, sampleRows: sampleRows, threads: threads)))
             }
             // Pareto front by bytes, then its lower convex hull
             opts.sort { ($0.bytes, $0.err) < ($1.bytes, $1.err) }
@@ -130,15 +133,24 @@ package enum MixPlanner {
         var num = 0.0, den = 0.0
         for k in 0 ..< pick.count {
             qlm_dequantize_row(type.rawValue, q + k * rs, &y, Int64(n))
-            let w = x + k * n
-            for j in 0 ..< n {
-                let imp = Double(importance?[j] ?? 1)
-                let d = Double(w[j] - y[j])
-                num += imp * d * d
-                den += imp * Double(w[j]) * Double(w[j])
-            }
+            let (a, b) = weightedError(x + k * n, y, count: n, importance: importance)
+            num += a
+            den += b
         }
         return den > 0 ? num / den : 0
+    }
+
+    /// (Σ imp (x - y)², Σ imp x²) over one row (imp nil: ones).
+    package static func weightedError(_ x: UnsafePointer<Float>, _ y: UnsafePointer<Float>, count n: Int,
+                                      importance: [Float]?) -> (Double, Double) {
+        var num = 0.0, den = 0.0
+        for j in 0 ..< n {
+            let imp = Double(importance?[j] ?? 1)
+            let d = Double(x[j] - y[j])
+            num += imp * d * d
+            den += imp * Double(x[j]) * Double(x[j])
+        }
+        return (num, den)
     }
 
     /// Parses "90M", "90MB", "1.5G", "123456" (bytes; k/M/G are powers of 1000, Ki/Mi/Gi of 1024).

@@ -180,19 +180,9 @@ package enum Calibration {
         let tmp = URL(fileURLWithPath: NSTemporaryDirectory()).appendingPathComponent("quantlm-calib-seq-\(getpid()).qlm")
         defer { try? FileManager.default.removeItem(at: tmp) }
         // Working copy of every tensor as f32; quantized stages are written back dequantized.
-        var buffers: [UnsafeMutablePointer<Float>] = []
-        defer { for b in buffers { b.deallocate() } }
-        var work = checkpoint
-        var index: [String: Int] = [:]
-        for (i, t) in checkpoint.tensors.enumerated() {
-            let b = UnsafeMutablePointer<Float>.allocate(capacity: t.elementCount)
-            t.readFloats(into: b)
-            buffers.append(b)
-            index[t.name] = i
-            work.tensors[i] = SourceTensor(key: t.key, name: t.name, shape: t.shape, dtype: .f32,
-                                           bytes: UnsafeRawBufferPointer(start: b, count: t.elementCount * 4),
-                                           transposed: false, origin: t.origin)
-        }
+        let copy = FloatWorkingCopy(checkpoint)
+        defer { withExtendedLifetime(copy) {} }
+        let work = copy.checkpoint, buffers = copy.buffers, index = copy.index
         let f32 = ConvertOptions(policy: QuantPolicy(defaultType: .f32), threads: threads)
         _ = try Converter.convert(work, tokenizer: tokenizer, options: f32, to: tmp)
         var lm = try LoadedModel(path: tmp.path, options: loadOptions(threads: threads, ctx: ctx))

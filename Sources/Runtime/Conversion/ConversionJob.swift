@@ -26,6 +26,12 @@ package struct ConversionJob: Sendable {
         /// sequential order always uses f32). q8_0x8: ~2x the f32 forward's speed, the final KL
         /// not worse on SmolLM2 q4_0 (docs/quantization.md).
         package var forwardType = QuantType.q8_0x8
+        /// With a size target: tokens of the calibration text (chunks of `ctx`) that measure each
+        /// matrix group's KL per unit error for the planner (MixSensitivity); 0 = every matrix's
+        /// relative error weighs alike.
+        package var sensitivityTokens = 512
+        /// Layer bands per matrix kind in those groups.
+        package var sensitivityBands = 5
         package init(file: String) { self.file = file }
     }
 
@@ -37,6 +43,8 @@ package struct ConversionJob: Sendable {
         case calibrationStage(String)
         /// What calibration used, once it is done.
         case calibration(String)
+        /// One line per matrix group whose sensitivity the size target measured.
+        case sensitivity(String)
     }
 
     package struct Report: Sendable {
@@ -135,6 +143,7 @@ package struct ConversionJob: Sendable {
 
         var calibrationNote: String?, calibrationSeconds: Double?
         var statistics: Calibration.Result?
+        var sensitivity: MixSensitivity.Result?
         if let cal = calibration {
             let text = try Self.readCalibrationText(cal.file)
             let sep = Self.documentSeparator
@@ -168,16 +177,28 @@ package struct ConversionJob: Sendable {
             calibrationNote = what
             calibrationSeconds = r.seconds
             statistics = r
+            if (maxSize != nil || targetBPW != nil) && cal.sensitivityTokens > 0 {
+                let free = Set(ckpt.tensors.filter { t in
+                    t.shape.count >= 2 && !policy.overrides.contains { QuantPolicy.matches($0.glob, t.name) }
+                }.map(\.name))
+                let s = try MixSensitivity.measure(checkpoint: ckpt, tokenizer: payload, matrices: free, importance: r.importance,
+                                                   text: text, separator: sep, documents: docs, maxTokens: cal.sensitivityTokens,
+                                                   ctx: cal.ctx, probe: .q4_0, bands: cal.sensitivityBands, threads: threads,
+                                                   source: cal.file, log: { note(.sensitivity($0)) })
+                note(.calibration("sensitivity: \(s.groups.count) groups (\(cal.sensitivityBands) layer bands per kind), KL of each at q4_0 over \(s.positions) positions of the calibration text, \(String(format: "%.2f", s.seconds)) s"))
+                sensitivity = s
+            }
         }
         var plan: MixPlanner.Plan?
         if maxSize != nil || targetBPW != nil {
-            let p = try planMix(ckpt, policy: policy, tokenizerBytes: payload.blob.count, importance: statistics?.importance, gguf: ggufSource)
+            let p = try planMix(ckpt, policy: policy, tokenizerBytes: payload.blob.count, importance: statistics?.importance,
+                                weights: sensitivity?.weights, gguf: ggufSource)
             let user = policy.overrides
             policy = QuantPolicy(defaultType: policy.defaultType,
                                  overrides: user + ckpt.tensors.compactMap { t in p.types[t.name].map { (t.name, $0) } })
             options.policy = policy
             let target = maxSize.map { "max-size \($0) bytes" } ?? "target-bpw \(targetBPW!)"
-            options.mixNote = "\(target): \(p.summary); tensors \(p.tensorBytes) bytes (smallest reachable \(p.minimumTensorBytes)), chosen by importance-weighted error per byte\(statistics == nil ? " (no calibration: unweighted)" : "")"
+            options.mixNote = "\(target): \(p.summary); tensors \(p.tensorBytes) bytes (smallest reachable \(p.minimumTensorBytes)), chosen by importance-weighted error per byte\(statistics == nil ? " (no calibration: unweighted)" : "")\(sensitivity == nil ? "" : ", each matrix's error weighted by its group's KL per unit error on the calibration text")"
             note(.preset("size target \(options.mixNote!)"))
             plan = p
         }
@@ -221,13 +242,14 @@ package struct ConversionJob: Sendable {
     }
 
     func planMix(_ ckpt: Checkpoint, policy: QuantPolicy, tokenizerBytes: Int, importance: [String: [Float]]?,
-                 gguf source: GGUFFile? = nil) throws -> MixPlanner.Plan {
+                 weights: [String: Double]? = nil, gguf source: GGUFFile? = nil) throws -> MixPlanner.Plan {
         let overhead = source.map(Self.overheadBytes(ggufLike:))
             ?? Self.overheadBytes(tokenizerBytes: tokenizerBytes, tensors: ckpt.tensors.count + 1)
         let params = ckpt.tensors.reduce(0) { $0 + $1.elementCount }
         let budget = maxSize.map { $0 - overhead } ?? Int((targetBPW ?? 0) * Double(params) / 8)
         let candidates = mixTypes ?? MixPlanner.defaultCandidates.filter { !gguf || GGUFExport.ggmlType(for: $0) != nil }
-        let p = try MixPlanner.plan(ckpt, policy: policy, candidates: candidates, importance: importance, budget: budget, threads: threads)
+        let p = try MixPlanner.plan(ckpt, policy: policy, candidates: candidates, importance: importance, weights: weights,
+                                    budget: budget, threads: threads)
         if p.minimumTensorBytes > budget {
             let types = candidates.map(\.name).joined(separator: ", ")
             if let m = maxSize {

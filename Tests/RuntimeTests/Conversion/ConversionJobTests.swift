@@ -26,6 +26,7 @@ final class ConversionJobTests: XCTestCase {
             case .preset(let s): notes.append("preset:" + s)
             case .calibrationStage(let s): notes.append("stage:" + s)
             case .calibration(let s): notes.append("calibration:" + s)
+            case .sensitivity(let s): notes.append("sensitivity:" + s)
             }
         }, progress: { lastProgress = ($0, $1) })
 
@@ -177,5 +178,72 @@ final class SizeTargetTests: XCTestCase {
                 XCTAssertTrue(offered.contains(type), "\(t.name): \(type.name)")
             }
         }
+    }
+
+    /// Sensitivity groups: a matrix kind (the layer number replaced) per band of consecutive
+    /// layers; tensors outside the layers are their own group.
+    func testSensitivityGroupsAreKindsByLayerBand() {
+        var names = ["tok_embeddings.weight"]
+        for l in 0 ..< 6 { names += ["layers.\(l).attention.wq.weight", "layers.\(l).feed_forward.w2.weight"] }
+        let g = MixSensitivity.groups(names, bands: 3)
+        XCTAssertEqual(g.map(\.0), ["tok_embeddings.weight", "layers.*.attention.wq.weight band 0", "layers.*.feed_forward.w2.weight band 0",
+                                    "layers.*.attention.wq.weight band 1", "layers.*.feed_forward.w2.weight band 1",
+                                    "layers.*.attention.wq.weight band 2", "layers.*.feed_forward.w2.weight band 2"])
+        XCTAssertEqual(g[1].1, ["layers.0.attention.wq.weight", "layers.1.attention.wq.weight"])
+        XCTAssertEqual(Set(g.flatMap(\.1)), Set(names), "every matrix in one group")
+        // more bands than layers: one band per layer
+        XCTAssertEqual(MixSensitivity.groups(names, bands: 50).count, 1 + 12)
+    }
+
+    /// The planner's weights steer the mix: at a budget between the smallest and largest plans, a
+    /// matrix whose error weighs 1e6 times the others' gets its most accurate candidate, and one
+    /// weighted 1e-6 its smallest. Measured weights (stories260K, calibration text, KL of each
+    /// group at q4_0) are positive and finite for every free matrix, and a size-targeted job with
+    /// calibration reports one line per group.
+    func testSensitivityWeightsSteerThePlan() throws {
+        let ckpt = try Checkpoint.open(Stories.model(), tokenizer: Stories.tokenizer())
+        let policy = QuantPolicy(defaultType: .q8_0)
+        let cands: [QuantType] = [.q4_0, .q8_0]
+        let small = try MixPlanner.plan(ckpt, policy: policy, candidates: cands, importance: nil, budget: 0, threads: 2)
+        let big = try MixPlanner.plan(ckpt, policy: policy, candidates: cands, importance: nil, budget: .max, threads: 2)
+        let mid = (small.minimumTensorBytes + big.tensorBytes) / 2
+        let hot = "layers.2.attention.wo.weight", cold = "layers.0.feed_forward.w1.weight"
+        XCTAssertEqual(small.types[hot], .q4_0)
+        XCTAssertEqual(big.types[cold], .q8_0)
+        let p = try MixPlanner.plan(ckpt, policy: policy, candidates: cands, importance: nil, weights: [hot: 1e6, cold: 1e-6],
+                                    budget: mid, threads: 2)
+        XCTAssertEqual(p.types[hot], .q8_0)
+        XCTAssertEqual(p.types[cold], .q4_0)
+
+        let text = try String(contentsOf: SharedData.path("data/tinystories/tinystories_valid_first1000.txt"), encoding: .utf8)
+        let payload = try TokenizerPayloads.make(ckpt.tokenizer!, vocabSize: ckpt.hparams.vocabSize)
+        let free = Set(ckpt.tensors.filter { $0.shape.count >= 2 }.map(\.name))
+        let s = try MixSensitivity.measure(checkpoint: ckpt, tokenizer: payload, matrices: free, importance: [:], text: text,
+                                           separator: ConversionJob.documentSeparator, documents: 900 ..< 1000, maxTokens: 256,
+                                           ctx: 128, probe: .q4_0, bands: 2, threads: 2)
+        XCTAssertEqual(Set(s.weights.keys), free)
+        for (n, w) in s.weights { XCTAssertTrue(w > 0 && w.isFinite, "\(n): \(w)") }
+        XCTAssertTrue(s.groups.allSatisfy { $0.kl > 0 && $0.error > 0 }, "\(s.groups.map { ($0.name, $0.kl, $0.error) })")
+        XCTAssertGreaterThan(s.positions, 0)
+
+        let out = TestFiles.tempRoot.appendingPathComponent("job-sensitivity.qlm")
+        var job = ConversionJob(input: try Stories.model(), output: out, type: "q8_0")
+        job.tokenizer = try Stories.tokenizer()
+        job.threads = 2
+        job.mixTypes = cands
+        job.maxSize = mid + ConversionJob.overheadBytes(tokenizerBytes: 6000, tensors: ckpt.tensors.count + 1)
+        var cal = ConversionJob.CalibrationRequest(file: try SharedData.path("data/tinystories/tinystories_valid_first1000.txt").path)
+        cal.documents = 900 ..< 1000
+        cal.maxTokens = 512
+        cal.ctx = 128
+        cal.gptq = false
+        cal.sensitivityTokens = 256
+        cal.sensitivityBands = 2
+        job.calibration = cal
+        var lines = 0
+        _ = try job.run(note: { if case .sensitivity = $0 { lines += 1 } })
+        XCTAssertEqual(lines, s.groups.count)
+        let mix = try QLMFile(out).metadata.quantization.mix ?? ""
+        XCTAssertTrue(mix.contains("weighted by its group's KL per unit error"), mix)
     }
 }
