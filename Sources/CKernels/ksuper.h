@@ -82,7 +82,7 @@ static inline void kq_dec_scales_min(kq_dec *D, const uint8_t s[12], uint16_t d,
     D->dmin = qlm_h2f(dmin);
 }
 
-// The scalar decoders (q4_k: codes 0..15, off = m into imin; q6_k: codes 0..63, off = -32 sc into
+// The scalar decoders (q4_k: codes 0..15, q5_k: 0..31, off = m into imin; q6_k: codes 0..63, off = -32 sc into
 // isum, no min term), shared by the type files' scalar kernels and the 8-row layouts' (rowgroup_k.c).
 static inline void kq_dec_q4_k_scalar(const qlm_block_q4_k *b, kq_dec *D) {
     kq_dec_scales_min(D, b->scales, b->d, b->dmin);
@@ -91,6 +91,12 @@ static inline void kq_dec_q4_k_scalar(const qlm_block_q4_k *b, kq_dec *D) {
             D->q[64 * j + i] = b->qs[32 * j + i] & 0x0F;
             D->q[64 * j + 32 + i] = b->qs[32 * j + i] >> 4;
         }
+}
+static inline void kq_dec_q5_k_scalar(const qlm_block_q5_k *b, kq_dec *D) {
+    kq_dec_scales_min(D, b->scales, b->d, b->dmin);
+    for (int j = 0; j < 8; j++)
+        for (int i = 0; i < 32; i++)
+            D->q[32 * j + i] = (uint8_t)(((b->qs[32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F) | (((b->qh[i] >> j) & 1) << 4));
 }
 static inline void kq_dec_q6_k_scalar(const qlm_block_q6_k *b, kq_dec *D) {
     for (int L = 0; L < QK_K; L++) {

@@ -97,7 +97,7 @@ extern const qlm_type_traits qlm_traits_iq4_k16, qlm_traits_iq4_k32;        // k
 extern const qlm_type_traits qlm_traits_q4_0x8, qlm_traits_q8_0x8, qlm_traits_q5_0x8; // rowgroup.c
 extern const qlm_type_traits qlm_traits_q5_1x8;                             // rowgroup.c
 extern const qlm_type_traits qlm_traits_iq4_nlx8;                           // rowgroup.c
-extern const qlm_type_traits qlm_traits_q4_kx8, qlm_traits_q6_kx8;          // rowgroup_k.c
+extern const qlm_type_traits qlm_traits_q4_kx8, qlm_traits_q6_kx8, qlm_traits_q5_kx8; // rowgroup_k.c
 extern const qlm_type_traits qlm_traits_q3_kx8, qlm_traits_iq4_xsx8;        // rowgroup_sb.c
 extern const qlm_type_traits qlm_traits_q4_k;                               // type_q4_k.c
 extern const qlm_type_traits qlm_traits_q5_k;                               // type_q5_k.c

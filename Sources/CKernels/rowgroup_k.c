@@ -1,6 +1,6 @@
-// K-quant super-blocks in 8-row groups: q4_kx8 (type 21) and q6_kx8 (type 22) hold ggml's Q4_K /
-// Q6_K blocks of 8 consecutive rows, the bytes permuted (docs/format.md), and the 8-row kernels
-// that read them.
+// K-quant super-blocks in 8-row groups: q4_kx8 (type 21), q6_kx8 (type 22) and q5_kx8 (type 23)
+// hold ggml's Q4_K / Q6_K / Q5_K blocks of 8 consecutive rows, the bytes permuted (docs/format.md),
+// and the 8-row kernels that read them.
 //
 // Why: the one-token q4_k / q6_k row dots ran at about half the speed per byte of q5_0x8 (SmolLM2
 // Q4_K_M decode, 1 thread, perf: q6_k 1.33 and q4_k 0.98 % of the run per MiB against q5_0x8's
@@ -10,7 +10,7 @@
 //
 // Arithmetic: the scheme of ksuper.h. Per row, super-block and 32-weight group g the exact integers
 //   isum_g = sum_{k in g} sc_k sum_{e in k} q(e) a(e)   [q6_k: + sum_k (-32 sc_k) bsums_k]
-//   imin_g = m_g (bsums_2g + bsums_2g+1)                   (q4_k; q6_k: none)
+//   imin_g = m_g (bsums_2g + bsums_2g+1)                   (q4_k, q5_k; q6_k: none)
 // then S_g += (d * d_a[g]) * (float)isum_g and M_g += (dmin * d_a[g]) * (float)imin_g, in
 // super-block order, and the row's result ((S0 + S4) + (S2 + S6)) + ((S1 + S5) + (S3 + S7)) minus
 // the same of M (kq_hsum8): here lane r of vector S_g is row r's S_g, so the float steps are the
@@ -26,12 +26,18 @@
 // ---- layouts: where byte i of row r's block goes in the group block ---------------------------
 // q4_kx8 (1152 bytes): d[r] at 2r, dmin[r] at 16 + 2r, scale byte s at 32 + 8s + r, code byte j at
 // 128 + 32 (j / 4) + 4r + j % 4. q6_kx8 (1680 bytes): ql byte j at 32 (j / 4) + 4r + j % 4, qh byte j
-// at 1024 + 32 (j / 4) + 4r + j % 4, scale k at 1536 + 8k + r, d[r] at 1664 + 2r.
+// at 1024 + 32 (j / 4) + 4r + j % 4, scale k at 1536 + 8k + r, d[r] at 1664 + 2r. q5_kx8 (1408
+// bytes): as q4_kx8 with qh byte j at 128 + 32 (j / 4) + 4r + j % 4 and code byte j at 384 + ....
 QLM_INLINE int chunk_at(int r, int j) { return 32 * (j >> 2) + 4 * r + (j & 3); }
 static int at_q4_k(int r, int i) {
     if (i < 4) return 16 * (i >> 1) + 2 * r + (i & 1);
     if (i < 16) return 32 + 8 * (i - 4) + r;
     return 128 + chunk_at(r, i - 16);
+}
+static int at_q5_k(int r, int i) {
+    if (i < 16) return at_q4_k(r, i);
+    if (i < 48) return 128 + chunk_at(r, i - 16);
+    return 384 + chunk_at(r, i - 48);
 }
 static int at_q6_k(int r, int i) {
     if (i < 128) return chunk_at(r, i);
@@ -47,6 +53,7 @@ typedef struct {
 } kx_layout;
 static const kx_layout k_q4k = {sizeof(qlm_block_q4_k), at_q4_k, &qlm_traits_q4_k};
 static const kx_layout k_q6k = {sizeof(qlm_block_q6_k), at_q6_k, &qlm_traits_q6_k};
+static const kx_layout k_q5k = {sizeof(qlm_block_q5_k), at_q5_k, &qlm_traits_q5_k};
 
 QLM_INLINE int64_t kx_blocks(int64_t n) { return (n + QK_K - 1) / QK_K; }
 
@@ -117,6 +124,7 @@ static void kx_get_row(const kx_layout *L, const void *src, int64_t rows, int64_
     }
 KX_SCALAR(q4k, qlm_block_q4_k, 0, kq_dec_q4_k_scalar)
 KX_SCALAR(q6k, qlm_block_q6_k, 1, kq_dec_q6_k_scalar)
+KX_SCALAR(q5k, qlm_block_q5_k, 0, kq_dec_q5_k_scalar)
 
 #if QLM_X86
 // ---- AVX2 / AVX-512 ---------------------------------------------------------------------------
@@ -138,13 +146,22 @@ QLM_INLINE int32_t kx_ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); retur
 // q4_kx8: group pair j (groups 2j, 2j + 1) is code chunks 8j..8j+7, low nibbles group 2j (weights
 // 64j + 4c'..), high nibbles group 2j + 1; the 8 rows' 6-bit scales and mins unpacked from their
 // scale bytes (byte s of every row in one 8-byte lane set) with the packing of kq_unpack_words.
-#define KX_Q4K_KERNEL(P, TGT, DPB)                                                                       \
-TGT QLM_INLINE void kx_q4k_##P##_nt(int64_t nb, const uint8_t *g, const char *act, size_t as, float *Y, int64_t ldy, const int nt) { \
+// q5_kx8 (FIFTH = KX_Q5_BITS): the same, each code given its fifth bit (bit g of the qh byte of its
+// position in the sub-block: qh chunk 4h + c, moved to bit 4 by a shift within each byte); codes
+// 0..31, maddubs pairs <= 2 * 31 * 127.
+#define KX_NO_BITS(lo, hi, gb, j, h, c)
+#define KX_BIT4(v, b) _mm256_and_si256((b) <= 4 ? _mm256_slli_epi16(v, 4 - (b)) : _mm256_srli_epi16(v, (b) - 4), _mm256_set1_epi8(0x10))
+#define KX_Q5_BITS(lo, hi, gb, j, h, c) {                                                                \
+        const __m256i qh = _mm256_loadu_si256((const __m256i *)((gb) + 128 + 32 * (4 * (h) + (c))));   \
+        lo = _mm256_or_si256(lo, KX_BIT4(qh, 2 * (j)));                                                 \
+        hi = _mm256_or_si256(hi, KX_BIT4(qh, 2 * (j) + 1)); }
+#define KX_AFFINE_KERNEL(Q, WT, QS, FIFTH, P, TGT, DPB)                                                  \
+TGT QLM_INLINE void kx_##Q##_##P##_nt(int64_t nb, const uint8_t *g, const char *act, size_t as, float *Y, int64_t ldy, const int nt) { \
     const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30); \
     __m256 S[4][8], M[4][8];                                                                            \
     for (int t = 0; t < 4; t++) for (int k = 0; k < 8; k++) S[t][k] = M[t][k] = _mm256_setzero_ps();    \
     for (int64_t b = 0; b < nb; b++) {                                                                  \
-        const uint8_t *gb = g + (size_t)b * G * sizeof(qlm_block_q4_k);                                  \
+        const uint8_t *gb = g + (size_t)b * G * sizeof(WT);                                             \
         const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)gb));                        \
         const __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(gb + 16)));                 \
         const __m256i x0 = _mm256_loadu_si256((const __m256i *)(gb + 32));                             \
@@ -161,9 +178,10 @@ TGT QLM_INLINE void kx_q4k_##P##_nt(int64_t nb, const uint8_t *g, const char *ac
             for (int h = 0; h < 2; h++) {                                                               \
                 __m256i lo[4], hi[4];                                                                   \
                 for (int c = 0; c < 4; c++) {                                                           \
-                    const __m256i x = _mm256_loadu_si256((const __m256i *)(gb + 128 + 32 * (8 * j + 4 * h + c))); \
+                    const __m256i x = _mm256_loadu_si256((const __m256i *)(gb + (QS) + 32 * (8 * j + 4 * h + c))); \
                     lo[c] = _mm256_and_si256(x, m4);                                                    \
                     hi[c] = _mm256_and_si256(_mm256_srli_epi16(x, 4), m4);                              \
+                    FIFTH(lo[c], hi[c], gb, j, h, c)                                                    \
                 }                                                                                       \
                 for (int t = 0; t < nt; t++) {                                                          \
                     const qlm_block_q8k *ab = (const qlm_block_q8k *)(act + (size_t)t * as) + b;        \
@@ -250,14 +268,18 @@ TGT static void kx_##Q##_##P(int64_t nb, const void *g, const char *act, size_t 
     default: kx_##Q##_##P##_nt(nb, (const uint8_t *)g, act, as, Y, ldy, 1); break;                      \
     }                                                                                                   \
 }
-KX_Q4K_KERNEL(avx2, QLM_AVX2_TARGET, KX_DPB_AVX2)
-KX_Q4K_KERNEL(avx512, QLM_AVX512_TARGET, KX_DPB_AVX512)
+KX_AFFINE_KERNEL(q4k, qlm_block_q4_k, 128, KX_NO_BITS, avx2, QLM_AVX2_TARGET, KX_DPB_AVX2)
+KX_AFFINE_KERNEL(q4k, qlm_block_q4_k, 128, KX_NO_BITS, avx512, QLM_AVX512_TARGET, KX_DPB_AVX512)
+KX_AFFINE_KERNEL(q5k, qlm_block_q5_k, 384, KX_Q5_BITS, avx2, QLM_AVX2_TARGET, KX_DPB_AVX2)
+KX_AFFINE_KERNEL(q5k, qlm_block_q5_k, 384, KX_Q5_BITS, avx512, QLM_AVX512_TARGET, KX_DPB_AVX512)
 KX_Q6K_KERNEL(avx2, QLM_AVX2_TARGET, KX_DPB_AVX2)
 KX_Q6K_KERNEL(avx512, QLM_AVX512_TARGET, KX_DPB_AVX512)
 KX_DISPATCH(q4k, avx2, QLM_AVX2_TARGET)
 KX_DISPATCH(q4k, avx512, QLM_AVX512_TARGET)
 KX_DISPATCH(q6k, avx2, QLM_AVX2_TARGET)
 KX_DISPATCH(q6k, avx512, QLM_AVX512_TARGET)
+KX_DISPATCH(q5k, avx2, QLM_AVX2_TARGET)
+KX_DISPATCH(q5k, avx512, QLM_AVX512_TARGET)
 #define KX_PICK(Q, path) ((path) == QLM_PATH_AVX512 ? kx_##Q##_avx512 : (path) == QLM_PATH_AVX2 ? kx_##Q##_avx2 : kx_##Q##_scalar)
 #else
 #define KX_PICK(Q, path) kx_##Q##_scalar
@@ -285,6 +307,7 @@ KX_DISPATCH(q6k, avx512, QLM_AVX512_TARGET)
     }
 KX_ENTRIES(q4k)
 KX_ENTRIES(q6k)
+KX_ENTRIES(q5k)
 
 // The fields a K x8 row shares: q8k activations, whole super-blocks, the plain type's functions.
 #define KX_ROW(Q)                                                                                        \
@@ -295,7 +318,7 @@ KX_ENTRIES(q6k)
     .dotn = {[QLM_PATH_SCALAR] = dotn_##Q}, /* lone rows only (products go through `product`) */        \
     .product = product_##Q, .regroup = regroup_##Q, .get_row = get_row_##Q, .plain_row = plain_row_##Q,
 
-// fp16 field o of row r at o * 8 + 2r (the traits' rule): q4_k's d (0) and dmin (2), q6_k's d (208).
+// fp16 field o of row r at o * 8 + 2r (the traits' rule): q4_k's / q5_k's d (0) and dmin (2), q6_k's d (208).
 const qlm_type_traits qlm_traits_q4_kx8 = {
     .name = "q4_kx8", .summary = "q4_k stored in 8-row groups for the 8-row kernels",
     .block_bytes = sizeof(qlm_block_q4_k), .plain_type = QLM_TYPE_Q4_K, .code_bits = 4,
@@ -310,5 +333,12 @@ const qlm_type_traits qlm_traits_q6_kx8 = {
     .row_fallback = QLM_TYPE_Q8_0, // q6_k's
     KX_ROW(q6k)
 };
-_Static_assert(offsetof(qlm_block_q6_k, d) == 208 && offsetof(qlm_block_q4_k, scales) == 4 && offsetof(qlm_block_q4_k, qs) == 16,
+const qlm_type_traits qlm_traits_q5_kx8 = {
+    .name = "q5_kx8", .summary = "q5_k stored in 8-row groups for the 8-row kernels",
+    .block_bytes = sizeof(qlm_block_q5_k), .plain_type = QLM_TYPE_Q5_K, .code_bits = 5,
+    .fp16_count = 2, .fp16_offsets = {offsetof(qlm_block_q5_k, d), offsetof(qlm_block_q5_k, dmin)},
+    .row_fallback = QLM_TYPE_Q5_1, // q5_k's
+    KX_ROW(q5k)
+};
+_Static_assert(offsetof(qlm_block_q5_k, qh) == 16 && offsetof(qlm_block_q5_k, qs) == 48 && offsetof(qlm_block_q6_k, d) == 208 && offsetof(qlm_block_q4_k, scales) == 4 && offsetof(qlm_block_q4_k, qs) == 16,
                "the byte maps at_q4_k / at_q6_k follow ggml's block layouts");

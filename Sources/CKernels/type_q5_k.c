@@ -50,12 +50,6 @@ static void q5_k_dequantize_row(const void *src, float *y, int64_t n) {
 }
 
 // ---- decoders ----------------------------------------------------------------------------------
-static inline void dec_q5_k_scalar(const qlm_block_q5_k *b, kq_dec *D) {
-    kq_dec_scales_min(D, b->scales, b->d, b->dmin);
-    for (int j = 0; j < 8; j++)
-        for (int i = 0; i < 32; i++)
-            D->q[32 * j + i] = (uint8_t)(((b->qs[32 * (j / 2) + i] >> (4 * (j % 2))) & 0x0F) | (((b->qh[i] >> j) & 1) << 4));
-}
 #if QLM_X86
 QLM_AVX2_TARGET QLM_INLINE void dec_q5_k_avx2(const qlm_block_q5_k *b, kq_dec *D) {
     kq_dec_scales_min_avx2(D, b->scales, b->d, b->dmin);
@@ -72,7 +66,7 @@ QLM_AVX2_TARGET QLM_INLINE void dec_q5_k_avx2(const qlm_block_q5_k *b, kq_dec *D
 }
 #endif
 
-KQ_KERNELS(q5_k, scalar, , dec_q5_k_scalar, 0, qlm_block_q5_k)
+KQ_KERNELS(q5_k, scalar, , kq_dec_q5_k_scalar, 0, qlm_block_q5_k)
 #if QLM_X86
 KQ_KERNELS(q5_k, avx2, QLM_AVX2_TARGET, dec_q5_k_avx2, 0, qlm_block_q5_k)
 KQ_KERNELS(q5_k, avx512, QLM_AVX512_TARGET, dec_q5_k_avx2, 0, qlm_block_q5_k)

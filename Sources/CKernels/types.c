@@ -27,7 +27,7 @@ static const qlm_type_traits *const k_table[32] = {
     [QLM_TYPE_Q5_0X8] = &qlm_traits_q5_0x8,
     [QLM_TYPE_Q5_1X8] = &qlm_traits_q5_1x8,
     [QLM_TYPE_IQ4_NLX8] = &qlm_traits_iq4_nlx8,
-    [QLM_TYPE_Q4_KX8] = &qlm_traits_q4_kx8, [QLM_TYPE_Q6_KX8] = &qlm_traits_q6_kx8,
+    [QLM_TYPE_Q4_KX8] = &qlm_traits_q4_kx8, [QLM_TYPE_Q6_KX8] = &qlm_traits_q6_kx8, [QLM_TYPE_Q5_KX8] = &qlm_traits_q5_kx8,
     [QLM_TYPE_IQ4_XSX8] = &qlm_traits_iq4_xsx8, [QLM_TYPE_Q3_KX8] = &qlm_traits_q3_kx8,
     [QLM_TYPE_U8] = &qlm_traits_u8,
 };

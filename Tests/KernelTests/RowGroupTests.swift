@@ -3,11 +3,11 @@ import CKernels.Testing
 import XCTest
 import TestSupport
 
-/// q4_0x8 / q8_0x8 / q5_0x8 / iq4_nlx8 / q4_kx8 / q6_kx8 / iq4_xsx8 / q3_kx8: q4_0 / q8_0 / q5_0 / iq4_nl / q4_k / q6_k / iq4_xs / q3_k rows stored in 8-row groups. The layout is a permutation of
+/// q4_0x8 / q8_0x8 / q5_0x8 / iq4_nlx8 / q4_kx8 / q6_kx8 / q5_kx8 / iq4_xsx8 / q3_kx8: q4_0 / q8_0 / q5_0 / iq4_nl / q4_k / q6_k / q5_k / iq4_xs / q3_k rows stored in 8-row groups. The layout is a permutation of
 /// the plain bytes, and every product (matvec and matmul, every path, with and without the pool)
 /// must equal the scalar dot of the same plain row bit for bit: the 8-row kernels do the scalar's
 /// float steps in the scalar's order (exact integer block sums, then s += (d_w * d_a) * isum, no FMA;
-/// q4_kx8 / q6_kx8: the K-quant scheme of ksuper.h, lane r = row r of each 32-weight group's lanes).
+/// q4_kx8 / q6_kx8 / q5_kx8: the K-quant scheme of ksuper.h, lane r = row r of each 32-weight group's lanes).
 final class RowGroupTests: XCTestCase {
     let tQ4X8 = Int32(QLM_TYPE_Q4_0X8.rawValue)
     let tQ8X8 = Int32(QLM_TYPE_Q8_0X8.rawValue)
@@ -16,10 +16,11 @@ final class RowGroupTests: XCTestCase {
     let tIQ4NLX8 = Int32(QLM_TYPE_IQ4_NLX8.rawValue)
     let tQ4KX8 = Int32(QLM_TYPE_Q4_KX8.rawValue)
     let tQ6KX8 = Int32(QLM_TYPE_Q6_KX8.rawValue)
+    let tQ5KX8 = Int32(QLM_TYPE_Q5_KX8.rawValue)
     let tQ3KX8 = Int32(QLM_TYPE_Q3_KX8.rawValue)
     let tIQ4XSX8 = Int32(QLM_TYPE_IQ4_XSX8.rawValue)
     /// (grouped type, its plain type)
-    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1), (tIQ4NLX8, tIQ4NL), (tQ4KX8, tQ4K), (tQ6KX8, tQ6K), (tIQ4XSX8, tIQ4XS), (tQ3KX8, tQ3K)] }
+    var pairs: [(Int32, Int32)] { [(tQ4X8, tQ4_0), (tQ8X8, tQ8_0), (tQ5X8, tQ5_0), (tQ51X8, tQ5_1), (tIQ4NLX8, tIQ4NL), (tQ4KX8, tQ4K), (tQ6KX8, tQ6K), (tQ5KX8, tQ5K), (tIQ4XSX8, tIQ4XS), (tQ3KX8, tQ3K)] }
     /// The row lengths a test runs a pair at: `ns` for the 32-weight types; whole 256-weight
     /// super-blocks (and 172, one padded super-block, as the C rows allow) for the super-block types.
     func lengths(_ tG: Int32, _ ns: [Int]) -> [Int] {
@@ -41,7 +42,7 @@ final class RowGroupTests: XCTestCase {
 
     func testTraits() {
         for (g, plain, name) in [(tQ4X8, tQ4_0, "q4_0x8"), (tQ8X8, tQ8_0, "q8_0x8"), (tQ5X8, tQ5_0, "q5_0x8"), (tQ51X8, tQ5_1, "q5_1x8"),
-                                 (tIQ4NLX8, tIQ4NL, "iq4_nlx8"), (tQ4KX8, tQ4K, "q4_kx8"), (tQ6KX8, tQ6K, "q6_kx8"),
+                                 (tIQ4NLX8, tIQ4NL, "iq4_nlx8"), (tQ4KX8, tQ4K, "q4_kx8"), (tQ6KX8, tQ6K, "q6_kx8"), (tQ5KX8, tQ5K, "q5_kx8"),
                                  (tIQ4XSX8, tIQ4XS, "iq4_xsx8"), (tQ3KX8, tQ3K, "q3_kx8")] {
             let t = qlm_traits(g)!.pointee
             XCTAssertEqual(String(cString: t.name), name)
@@ -97,7 +98,7 @@ final class RowGroupTests: XCTestCase {
         }
     }
 
-    /// q4_kx8 / q6_kx8 put byte i of row r's super-block b where docs/format.md says: offset at(r, i)
+    /// q4_kx8 / q6_kx8 / q5_kx8 put byte i of row r's super-block b where docs/format.md says: offset at(r, i)
     /// of group block b (8 rows, 2 super-blocks each, then a row past the group, which stays plain).
     func testKGroupBytesAsDocumented() {
         var rng = SplitMix64(seed: 86)
@@ -107,7 +108,8 @@ final class RowGroupTests: XCTestCase {
         let q6: (Int, Int) -> Int = { r, i in
             i < 128 ? chunk(r, i) : i < 192 ? 1024 + chunk(r, i - 128) : i < 208 ? 1536 + 8 * (i - 192) + r : 1664 + 2 * r + (i - 208)
         }
-        for (tG, tP, bb, at) in [(tQ4KX8, tQ4K, 144, q4), (tQ6KX8, tQ6K, 210, q6)] {
+        let q5: (Int, Int) -> Int = { r, i in i < 16 ? q4(r, i) : i < 48 ? 128 + chunk(r, i - 16) : 384 + chunk(r, i - 48) }
+        for (tG, tP, bb, at) in [(tQ4KX8, tQ4K, 144, q4), (tQ6KX8, tQ6K, 210, q6), (tQ5KX8, tQ5K, 176, q5)] {
             let x = weights(rows: nrows, n: n, rng: &rng)
             let plain = rows(tP, x, rows: nrows, n: n), packed = rows(tG, x, rows: nrows, n: n)
             let rs = qlm_row_size(tP, Int64(n))

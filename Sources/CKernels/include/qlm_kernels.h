@@ -66,10 +66,10 @@ typedef enum {
     // bytes of q4_0x8's group block, the codes being codebook indices), same bytes per row. `convert
     // --type iq4_nlx8` stores it, and `--type keep` regroups a GGUF's iq4_nl matrices into it.
     QLM_TYPE_IQ4_NLX8 = 20,
-    // ggml's Q4_K / Q6_K super-blocks stored row-interleaved in groups of 8 rows (rowgroup_k.c): the
-    // same bytes per row permuted so 32-bit lane r of every product register is row r; `--type keep`
-    // regroups a GGUF's q4_k / q6_k matrices into them. (23: q5_kx8, reserved.)
-    QLM_TYPE_Q4_KX8 = 21, QLM_TYPE_Q6_KX8 = 22,
+    // ggml's Q4_K / Q6_K / Q5_K super-blocks stored row-interleaved in groups of 8 rows (rowgroup_k.c):
+    // the same bytes per row permuted so 32-bit lane r of every product register is row r; `--type
+    // keep` regroups a GGUF's q4_k / q6_k / q5_k matrices into them.
+    QLM_TYPE_Q4_KX8 = 21, QLM_TYPE_Q6_KX8 = 22, QLM_TYPE_Q5_KX8 = 23,
     // iq4_xs / q3_k super-blocks stored row-interleaved in groups of 8 rows (rowgroup_sb.c,
     // qlm_block_iq4_xsx8 / qlm_block_q3_kx8: each field of the 8 rows' blocks interleaved in place),
     // same bytes per row. `convert --type iq4_xsx8` / `q3_kx8` stores them, and `--type keep`

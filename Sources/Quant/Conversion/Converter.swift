@@ -24,7 +24,8 @@ package struct QuantPolicy: Sendable {
     /// prefill x1.5-1.6 on 2 threads. q4_k / q6_k (q4_kx8 / q6_kx8; "q4_kx8 / q6_kx8"): SmolLM2
     /// Q4_K_M's ffn_down rows. q3_k and iq4_xs (q3_kx8, iq4_xsx8; "q3_kx8 and iq4_xsx8"): SmolLM2
     /// Q2_K's and IQ4_XS's ffn_down rows (Q2_K's q3_k took half of its decode's product time as rows).
-    package static let keepRegrouped: Set<QuantType> = [.q4_0, .q5_0, .q8_0, .q5_1, .iq4_nl, .q4_k, .q6_k, .q3_k, .iq4_xs]
+    /// q5_k (q5_kx8; "K-quants in 8-row groups"): SmolLM2 Q5_K_M's ffn_down rows.
+    package static let keepRegrouped: Set<QuantType> = [.q4_0, .q5_0, .q8_0, .q5_1, .iq4_nl, .q4_k, .q6_k, .q3_k, .iq4_xs, .q5_k]
 
     package init(defaultType: QuantType, overrides: [(glob: String, type: QuantType)] = []) {
         self.defaultType = defaultType

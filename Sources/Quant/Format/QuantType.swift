@@ -35,9 +35,10 @@ package enum QuantType: Int32, CaseIterable, Codable, Sendable, CustomStringConv
     /// iq4_nl blocks stored the same way (same numbers and bytes as iq4_nl), written by
     /// `convert --type iq4_nlx8` and by `--type keep` for a GGUF's iq4_nl matrices.
     case iq4_nlx8 = 20
-    /// q4_k / q6_k super-blocks stored the same way (same numbers and bytes as q4_k / q6_k), written by
-    /// `convert --type q4_kx8` / `q6_kx8` and by `--type keep` for a GGUF's q4_k / q6_k matrices.
-    case q4_kx8 = 21, q6_kx8 = 22
+    /// q4_k / q6_k / q5_k super-blocks stored the same way (same numbers and bytes as q4_k / q6_k /
+    /// q5_k), written by `convert --type q4_kx8` etc. and by `--type keep` for a GGUF's q4_k / q6_k /
+    /// q5_k matrices.
+    case q4_kx8 = 21, q6_kx8 = 22, q5_kx8 = 23
     /// iq4_xs / q3_k super-blocks stored the same way (same numbers and bytes as iq4_xs / q3_k), written
     /// by `convert --type iq4_xsx8` / `q3_kx8` and by `--type keep` for a GGUF's iq4_xs / q3_k matrices.
     case iq4_xsx8 = 24, q3_kx8 = 25

@@ -32,6 +32,7 @@ final class FormatTableTests: XCTestCase {
             // their rows in 8-row groups (rowGroup 8), the same bytes per row
             (.q4_kx8, 256, 144, 4.5, 144),
             (.q6_kx8, 256, 210, 6.5625, 210),
+            (.q5_kx8, 256, 176, 5.5, 176),
             // ggml's 32-weight blocks
             (.q5_0, 32, 22, 5.5, 6 * 22),
             (.q5_1, 32, 24, 6.0, 6 * 24),
@@ -64,11 +65,11 @@ final class FormatTableTests: XCTestCase {
             XCTAssertEqual(QuantType(name: t.name), t)
         }
         // Values are stored in files: they must never change.
-        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 24, 25, 31])
-        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8, .q5_0x8, .q5_1x8, .iq4_nlx8, .q4_kx8, .q6_kx8, .iq4_xsx8, .q3_kx8])
+        XCTAssertEqual(QuantType.allCases.map(\.rawValue), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 31])
+        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }, [.q4_0x8, .q8_0x8, .q5_0x8, .q5_1x8, .iq4_nlx8, .q4_kx8, .q6_kx8, .q5_kx8, .iq4_xsx8, .q3_kx8])
         XCTAssertEqual(QuantType.q4_0x8.rowGroup, 8)
         // Each grouped type holds one plain type's rows (same row bytes), and is that type's layout.
-        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }.map(\.plainType), [.q4_0, .q8_0, .q5_0, .q5_1, .iq4_nl, .q4_k, .q6_k, .iq4_xs, .q3_k])
+        XCTAssertEqual(QuantType.allCases.filter { $0.rowGroup != 1 }.map(\.plainType), [.q4_0, .q8_0, .q5_0, .q5_1, .iq4_nl, .q4_k, .q6_k, .q5_k, .iq4_xs, .q3_k])
         for g in QuantType.allCases where g.rowGroup != 1 {
             XCTAssertEqual(g.plainType.rowGroup, 1, "\(g)")
             XCTAssertEqual(g.plainType.rowSize(172), g.rowSize(172), "\(g)")
@@ -76,8 +77,8 @@ final class FormatTableTests: XCTestCase {
         }
         XCTAssertNil(QuantType.q2_k.groupedLayout)
         XCTAssertEqual(QuantType.q6_k.plainType, .q6_k)
-        XCTAssertNil(QuantType.q5_k.groupedLayout)
-        // --type keep regroups q4_0 / q5_0 / q5_1 / q8_0 / iq4_nl / q4_k / q6_k / iq4_xs / q3_k matrices of a whole group or more, nothing else.
+        XCTAssertNil(QuantType.q2_k.groupedLayout)
+        // --type keep regroups q4_0 / q5_0 / q5_1 / q8_0 / iq4_nl / q4_k / q6_k / q5_k / iq4_xs / q3_k matrices of a whole group or more, nothing else.
         XCTAssertEqual(QuantPolicy.keptLayout(.q5_0, rows: 8), .q5_0x8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q5_0, rows: 7), .q5_0)
         XCTAssertEqual(QuantPolicy.keptLayout(.q4_0, rows: 64), .q4_0x8)
@@ -93,7 +94,8 @@ final class FormatTableTests: XCTestCase {
         XCTAssertEqual(QuantPolicy.keptLayout(.q6_k, rows: 64), .q6_kx8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q4_k, rows: 576), .q4_kx8)
         XCTAssertEqual(QuantPolicy.keptLayout(.q4_k, rows: 7), .q4_k)
-        XCTAssertEqual(QuantPolicy.keptLayout(.q5_k, rows: 64), .q5_k)
+        XCTAssertEqual(QuantPolicy.keptLayout(.q5_k, rows: 64), .q5_kx8)
+        XCTAssertEqual(QuantPolicy.keptLayout(.q5_k, rows: 7), .q5_k)
         XCTAssertEqual(QuantType.q8_0x8.rowGroup, 8)
         XCTAssertEqual(QuantType.u8.rowSize(172), 172)
         XCTAssertNil(QuantType(name: "q1_k"))
