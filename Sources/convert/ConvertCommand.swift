@@ -152,7 +152,8 @@ struct Convert: ParsableCommand {
             throw ValidationError("--mix-types takes weight types separated by commas (\(QuantType.weightTypes.map(\.name).joined(separator: ", "))), got '\(m)'")
         }
         if mixTypes != nil && maxSize == nil && targetBpw == nil { throw ValidationError("--mix-types needs --max-size or --target-bpw") }
-        guard mixSensitivityTokens >= 0, mixSensitivityBands >= 1 else { throw ValidationError("--mix-sensitivity-tokens must be >= 0 and --mix-sensitivity-bands >= 1") }
+        guard mixSensitivityTokens >= 0 else { throw ValidationError("--mix-sensitivity-tokens must be >= 0, got \(mixSensitivityTokens)") }
+        guard mixSensitivityBands >= 1 else { throw ValidationError("--mix-sensitivity-bands must be >= 1, got \(mixSensitivityBands)") }
         guard format == "qlm" || format == "gguf" else { throw ValidationError("--format must be qlm or gguf, got '\(format)'") }
         if format == "gguf" {
             guard output.hasSuffix(".gguf") else { throw ValidationError("--format gguf: --output should end in .gguf (got '\(output)')") }
