@@ -171,7 +171,7 @@ typedef void (*qlm_group_fn)(int64_t nb, const void *g, const char *act, size_t 
 void qlm_group_product(qlm_group_fn f, size_t rs, int64_t nb, qlm_dotn_fn row_dot, qlm_pool *pool, const void *W, int64_t rows,
                        int64_t n, const void *act, size_t as, int64_t T, float *Y, int64_t ldy);
 // A layout's group kernel group_Q_P (qlm_group_fn) from group_Q_P_nt(nb, (const BT *)g, ..., NT)
-// with NT = 1..4 as constants; and group_Q_kernel(path), the one of a path (rowgroup.c, rowgroup_sb.c).
+// with NT = 1..4 as constants; and group_Q_kernel(path), the one of a path (rowgroup.c, rowgroup_sb.c, rowgroup_k.c).
 #define GROUP_DISPATCH(Q, P, TGT, BT)                                                                   \
 TGT static void group_##Q##_##P(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
     switch (nt) {                                                                                       \

@@ -105,7 +105,7 @@ static void kx_get_row(const kx_layout *L, const void *src, int64_t rows, int64_
 
 // ---- scalar: each row's block rebuilt, decoded and stepped as the scalar q4_k / q6_k dot -----
 #define KX_SCALAR(T, WT, OI, DEC)                                                                            \
-    static void kx_##T##_scalar(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
+    static void group_##T##_scalar(int64_t nb, const void *g_, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
         const uint8_t *g = (const uint8_t *)g_;                                                           \
         for (int r = 0; r < G; r++) {                                                                     \
             float S[4][8], M[4][8];                                                                       \
@@ -156,7 +156,7 @@ QLM_INLINE int32_t kx_ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); retur
         lo = _mm256_or_si256(lo, KX_BIT4(qh, 2 * (j)));                                                 \
         hi = _mm256_or_si256(hi, KX_BIT4(qh, 2 * (j) + 1)); }
 #define KX_AFFINE_KERNEL(Q, WT, QS, FIFTH, P, TGT, DPB)                                                  \
-TGT QLM_INLINE void kx_##Q##_##P##_nt(int64_t nb, const uint8_t *g, const char *act, size_t as, float *Y, int64_t ldy, const int nt) { \
+TGT QLM_INLINE void group_##Q##_##P##_nt(int64_t nb, const uint8_t *g, const char *act, size_t as, float *Y, int64_t ldy, const int nt) { \
     const __m256i m4 = _mm256_set1_epi8(0x0F), m6 = _mm256_set1_epi8(0x3F), m30 = _mm256_set1_epi8(0x30); \
     __m256 S[4][8], M[4][8];                                                                            \
     for (int t = 0; t < 4; t++) for (int k = 0; k < 8; k++) S[t][k] = M[t][k] = _mm256_setzero_ps();    \
@@ -212,7 +212,7 @@ TGT QLM_INLINE void kx_##Q##_##P##_nt(int64_t nb, const uint8_t *g, const char *
 // high / 8 + c high nibbles, with qh bits 2 jj); group g = 4 hf + jj, sub-block 2g + (c >= 4). A
 // sub-block's sum starts at -32 bsums_k (its offset term), then times the int8 scale.
 #define KX_Q6K_KERNEL(P, TGT, DPB)                                                                       \
-TGT QLM_INLINE void kx_q6k_##P##_nt(int64_t nb, const uint8_t *g, const char *act, size_t as, float *Y, int64_t ldy, const int nt) { \
+TGT QLM_INLINE void group_q6k_##P##_nt(int64_t nb, const uint8_t *g, const char *act, size_t as, float *Y, int64_t ldy, const int nt) { \
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);                            \
     __m256 S[4][8];                                                                                     \
     for (int t = 0; t < 4; t++) for (int k = 0; k < 8; k++) S[t][k] = _mm256_setzero_ps();              \
@@ -258,32 +258,22 @@ TGT QLM_INLINE void kx_q6k_##P##_nt(int64_t nb, const uint8_t *g, const char *ac
     }                                                                                                   \
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(Y + t * ldy, KX_HSUM(S[t]));                          \
 }
-// nt = 1..4 as constants.
-#define KX_DISPATCH(Q, P, TGT)                                                                          \
-TGT static void kx_##Q##_##P(int64_t nb, const void *g, const char *act, size_t as, float *Y, int64_t ldy, int nt) { \
-    switch (nt) {                                                                                       \
-    case 4: kx_##Q##_##P##_nt(nb, (const uint8_t *)g, act, as, Y, ldy, 4); break;                       \
-    case 3: kx_##Q##_##P##_nt(nb, (const uint8_t *)g, act, as, Y, ldy, 3); break;                       \
-    case 2: kx_##Q##_##P##_nt(nb, (const uint8_t *)g, act, as, Y, ldy, 2); break;                       \
-    default: kx_##Q##_##P##_nt(nb, (const uint8_t *)g, act, as, Y, ldy, 1); break;                      \
-    }                                                                                                   \
-}
 KX_AFFINE_KERNEL(q4k, qlm_block_q4_k, 128, KX_NO_BITS, avx2, QLM_AVX2_TARGET, KX_DPB_AVX2)
 KX_AFFINE_KERNEL(q4k, qlm_block_q4_k, 128, KX_NO_BITS, avx512, QLM_AVX512_TARGET, KX_DPB_AVX512)
 KX_AFFINE_KERNEL(q5k, qlm_block_q5_k, 384, KX_Q5_BITS, avx2, QLM_AVX2_TARGET, KX_DPB_AVX2)
 KX_AFFINE_KERNEL(q5k, qlm_block_q5_k, 384, KX_Q5_BITS, avx512, QLM_AVX512_TARGET, KX_DPB_AVX512)
 KX_Q6K_KERNEL(avx2, QLM_AVX2_TARGET, KX_DPB_AVX2)
 KX_Q6K_KERNEL(avx512, QLM_AVX512_TARGET, KX_DPB_AVX512)
-KX_DISPATCH(q4k, avx2, QLM_AVX2_TARGET)
-KX_DISPATCH(q4k, avx512, QLM_AVX512_TARGET)
-KX_DISPATCH(q6k, avx2, QLM_AVX2_TARGET)
-KX_DISPATCH(q6k, avx512, QLM_AVX512_TARGET)
-KX_DISPATCH(q5k, avx2, QLM_AVX2_TARGET)
-KX_DISPATCH(q5k, avx512, QLM_AVX512_TARGET)
-#define KX_PICK(Q, path) ((path) == QLM_PATH_AVX512 ? kx_##Q##_avx512 : (path) == QLM_PATH_AVX2 ? kx_##Q##_avx2 : kx_##Q##_scalar)
-#else
-#define KX_PICK(Q, path) kx_##Q##_scalar
+GROUP_DISPATCH(q4k, avx2, QLM_AVX2_TARGET, uint8_t)
+GROUP_DISPATCH(q4k, avx512, QLM_AVX512_TARGET, uint8_t)
+GROUP_DISPATCH(q6k, avx2, QLM_AVX2_TARGET, uint8_t)
+GROUP_DISPATCH(q6k, avx512, QLM_AVX512_TARGET, uint8_t)
+GROUP_DISPATCH(q5k, avx2, QLM_AVX2_TARGET, uint8_t)
+GROUP_DISPATCH(q5k, avx512, QLM_AVX512_TARGET, uint8_t)
 #endif
+GROUP_PICK(q4k)
+GROUP_PICK(q6k)
+GROUP_PICK(q5k)
 
 // ---- table entry points -----------------------------------------------------------------------
 // The lone rows (and rows past the last group) through the plain type's dot of the same path: the
@@ -292,7 +282,7 @@ KX_DISPATCH(q5k, avx512, QLM_AVX512_TARGET)
     static void product_##Q(qlm_pool *pool, int32_t path, const void *W, int64_t rows, int64_t n, const void *act, size_t as, \
                             int64_t T, float *Y, int64_t ldy) {                                                              \
         const qlm_type_traits *p = k_##Q.plain;                                                                              \
-        qlm_group_product(KX_PICK(Q, path), p->row_size(n), kx_blocks(n), p->dotn[qlm_kernel_path(p, path)], pool, W, rows, n, \
+        qlm_group_product(group_##Q##_kernel(path), p->row_size(n), kx_blocks(n), p->dotn[qlm_kernel_path(p, path)], pool, W, rows, n, \
                           act, as, T, Y, ldy);                                                                               \
     }                                                                                                                        \
     static int regroup_##Q(void *data, int64_t rows, int64_t n, int pack) { return kx_regroup(&k_##Q, data, rows, n, pack); } \
